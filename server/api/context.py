@@ -1,0 +1,34 @@
+"""What a request handler gets from the application: settings and the authorized repository."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from server.auth.principal import LOCAL, Principal
+from server.settings import Settings
+from server.store.authorized import AuthorizedRepository
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller. Until authentication exists, every caller is the local allow-all principal
+    (the CLI refuses to listen beyond loopback without ``--insecure-no-auth``)."""
+    return LOCAL
+
+
+def repository(request: Request) -> AuthorizedRepository:
+    state = request.app.state
+    return AuthorizedRepository(state.store, principal_of(request), state.runner)
+
+
+def note(request: Request, interaction: str, type: str | None, id: str | None) -> None:
+    """Record what the request is, for the structured request log (never resource content)."""
+    log = request.scope.get("calaim.log")
+    if log is not None:
+        log["interaction"] = interaction
+        log["type"] = type
+        log["id"] = id

@@ -1,0 +1,174 @@
+"""HTTP details of the FHIR API: content negotiation, bodies, Prefer, and rendering responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.api.interactions import FhirRequest, FhirResponse, loads
+from server.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from server.fhir.instant import format_http_date
+from server.settings import Settings
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
+PATCH_TYPES = frozenset({"application/json-patch+json"})
+FORM_TYPE = "application/x-www-form-urlencoded"
+_ACCEPTABLE = JSON_TYPES | {"*/*", "application/*"}
+_FORMATS = JSON_TYPES | {"json"}
+PREFER_RETURN = frozenset({"minimal", "representation", "OperationOutcome"})
+
+
+def _media(value: str) -> tuple[str, dict[str, str]]:
+    main, *params = value.split(";")
+    parsed = {}
+    for param in params:
+        key, _, val = param.partition("=")
+        parsed[key.strip().lower()] = val.strip().strip('"')
+    return main.strip().lower(), parsed
+
+
+def _fhir_version_ok(params: dict[str, str]) -> bool:
+    version = params.get("fhirversion")
+    return version is None or version in ("4.0", "4.0.1")
+
+
+def check_accept(request: Request) -> None:
+    """406 unless the client accepts FHIR JSON (``_format`` overrides ``Accept``)."""
+    fmt = request.query_params.get("_format")
+    if fmt is not None:
+        media, params = _media(fmt)
+        if media in _FORMATS and _fhir_version_ok(params):
+            return
+        raise NotAcceptable(
+            f"_format '{fmt[:40]}' is not supported; this server speaks JSON only",
+            expression="_format",
+        )
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    for part in accept.split(","):
+        media, params = _media(part)
+        if params.get("q") in ("0", "0.0", "0.00", "0.000"):
+            continue
+        if media in _ACCEPTABLE and _fhir_version_ok(params):
+            return
+    raise NotAcceptable(
+        f"None of the media types in Accept ('{accept[:80]}') can be produced; "
+        "this server produces application/fhir+json"
+    )
+
+
+def pretty(request: Request) -> bool:
+    return request.query_params.get("_pretty") == "true"
+
+
+def prefer_return(request: Request) -> str:
+    for part in request.headers.getlist("prefer"):
+        for item in part.split(";"):
+            key, _, value = item.strip().partition("=")
+            if key.strip().lower() == "return":
+                value = value.strip().strip('"')
+                if value in PREFER_RETURN:
+                    return value
+    return "representation"
+
+
+async def read_body(request: Request, settings: Settings, allowed: frozenset[str]) -> bytes:
+    """The request body, if its media type is one of ``allowed`` and it is under the limit."""
+    limit = settings.max_body_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes")
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        media, params = _media(content_type)
+        if media not in allowed or not _fhir_version_ok(params):
+            raise UnsupportedMediaType(
+                f"Content-Type '{content_type[:80]}' is not supported here; use "
+                + " or ".join(sorted(allowed))
+            )
+    elif allowed is PATCH_TYPES:
+        raise UnsupportedMediaType("PATCH needs Content-Type: application/json-patch+json")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        raise BadRequest("The request body is empty")
+    return body
+
+
+async def read_json(request: Request, settings: Settings, allowed: frozenset[str]) -> Any:
+    return loads(await read_body(request, settings, allowed))
+
+
+def fhir_request(request: Request, method: str, **target: Any) -> FhirRequest:
+    headers = request.headers
+    return FhirRequest(
+        method,
+        query=request.query_params.multi_items(),
+        if_match=headers.get("if-match"),
+        if_none_match=headers.get("if-none-match"),
+        if_modified_since=headers.get("if-modified-since"),
+        if_none_exist=headers.get("if-none-exist"),
+        **target,
+    )
+
+
+def dump(payload: Any, indent: bool) -> bytes:
+    return orjson.dumps(payload, option=orjson.OPT_INDENT_2 if indent else 0)
+
+
+def reformat(body: bytes, indent: bool) -> bytes:
+    return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2) if indent else body
+
+
+def render(
+    response: FhirResponse, settings: Settings, *, indent: bool, prefer: str = "representation"
+) -> Response:
+    """The HTTP response of an interaction (``prefer`` applies to writes only)."""
+    headers: dict[str, str] = {}
+    version = response.version
+    if version is not None:
+        headers["ETag"] = f'W/"{version.version}"'
+        headers["Last-Modified"] = format_http_date(version.last_updated)
+        if response.location:
+            headers["Location"] = (
+                f"{settings.fhir_base}/{version.type}/{version.id}/_history/{version.version}"
+            )
+    if response.status == 304:
+        return Response(status_code=304, headers=headers)
+    body: bytes | None
+    if response.payload is not None:
+        body = reformat(response.payload, indent)
+    elif prefer == "minimal":
+        body = None
+    elif prefer == "OperationOutcome" and response.location:
+        verb = "Created" if response.status == 201 else "Updated"
+        assert version is not None
+        body = dump(_outcome(f"{verb} {version.type}/{version.id} version {version.version}"),
+                    indent)
+    elif version is not None and version.body is not None:
+        body = reformat(version.body, indent)
+    elif response.outcome is not None:
+        body = dump(response.outcome, indent)
+    else:
+        body = None
+    if body is None:
+        return Response(status_code=response.status, headers=headers)
+    return Response(body, status_code=response.status, headers=headers, media_type=FHIR_JSON)
+
+
+def _outcome(text: str) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": text}],
+    }

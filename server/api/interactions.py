@@ -1,0 +1,452 @@
+"""The FHIR REST interactions, independent of how the request arrived.
+
+A ``FhirRequest`` comes from an HTTP request (``routes.py``) or from a Bundle entry
+(``bundles.py``); both run the same code here, so every rule of R4 http.html lives in one
+place. Each interaction is split in two:
+
+- ``prepare``: pure checks of the request (URL, headers, body, base validation) that need no
+  data — a transaction prepares every entry before it writes anything;
+- ``run``: synchronous code against an authorized ``Reader`` or ``Unit`` that returns a
+  ``FhirResponse``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonpatch
+import orjson
+
+from server.errors import (
+    BadRequest,
+    FhirError,
+    Gone,
+    InvalidResource,
+    InvalidSearch,
+    MethodNotAllowed,
+    NotFound,
+    UnknownType,
+    UnknownVersion,
+    Unprocessable,
+)
+from server.fhir.instant import parse_fhir_range, parse_http_date
+from server.fhir.outcome import Issue
+from server.fhir.resource_types import is_supported
+from server.fhir.validation import base_validator
+from server.search.params import parse_count, parse_criteria, parse_criteria_string
+from server.search.query import Criteria
+from server.settings import Settings
+from server.store.base import HistoryQuery, Reader, Unit, Version, WriteResult
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(slots=True)
+class FhirRequest:
+    """One interaction: method, target (type/id/version or a compartment-less path), query."""
+
+    method: str
+    type: str | None = None
+    id: str | None = None
+    vid: str | None = None
+    history: bool = False  # .../_history (without a version)
+    search_post: bool = False  # [type]/_search
+    query: list[tuple[str, str]] = field(default_factory=list)
+    body: Any = None  # parsed JSON, or None
+    if_match: str | None = None
+    if_none_match: str | None = None
+    if_modified_since: str | None = None
+    if_none_exist: str | None = None
+    expression: str = ""  # where in the request errors point (a Bundle entry: its path)
+
+    def values(self, name: str) -> list[str]:
+        return [v for k, v in self.query if k == name]
+
+
+@dataclass(slots=True)
+class FhirResponse:
+    status: int
+    version: Version | None = None  # the resource representation, when there is one
+    payload: bytes | None = None  # any other body (Bundle, OperationOutcome)
+    location: bool = False  # a Location header pointing at ``version``
+    outcome: dict[str, Any] | None = None  # informational OperationOutcome (Prefer, deletes)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A checked write: everything ``run`` needs, nothing that needs the database."""
+
+    request: FhirRequest
+    resource: dict[str, Any] | None = None
+    criteria: Criteria | None = None
+    if_match: int | None = None
+    patch: jsonpatch.JsonPatch | None = None
+
+
+# -- request checks ---------------------------------------------------------------------------
+
+
+def check_type(type: str) -> None:
+    if not is_supported(type):
+        raise UnknownType(f"Resource type '{type[:64]}' is not supported")
+
+
+def check_id(id: str) -> None:
+    if not _ID.match(id):
+        raise BadRequest(f"'{id[:70]}' is not a valid resource id", expression="id")
+
+
+def parse_etag(value: str, header: str) -> int:
+    match = _ETAG.match(value.strip())
+    if not match:
+        raise BadRequest(f'{header} must be a version ETag such as W/"3"', expression=header)
+    return int(match.group(1))
+
+
+def parse_url(method: str, url: str) -> FhirRequest:
+    """A request from a relative URL (``Patient/1/_history/2``, ``Patient?identifier=x``)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc:
+        raise BadRequest(f"Entry URLs must be relative, got '{url[:80]}'")
+    try:
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError as exc:  # pragma: no cover - parse_qsl is lenient without strict mode
+        raise BadRequest(f"Malformed query: {exc}") from exc
+    segments = [s for s in parts.path.strip("/").split("/") if s]
+    request = FhirRequest(method, query=query)
+    if not segments:
+        return request
+    request.type = segments[0]
+    rest = segments[1:]
+    if rest == ["_history"]:
+        request.history = True
+    elif rest == ["_search"]:
+        request.search_post = True
+    elif len(rest) == 1:
+        request.id = rest[0]
+    elif len(rest) == 2 and rest[1] == "_history":
+        request.id, request.history = rest[0], True
+    elif len(rest) == 3 and rest[1] == "_history":
+        request.id, request.vid = rest[0], rest[2]
+    elif rest:
+        raise BadRequest(f"Unsupported entry URL '{url[:80]}'")
+    return request
+
+
+def check_resource(
+    body: Any, type: str, *, id: str | None, expression: str = ""
+) -> dict[str, Any]:
+    """The request body as a resource of ``type`` (with ``id`` on update); 400 otherwise."""
+    root = expression or type
+    if not isinstance(body, dict):
+        raise InvalidResource("The body must be a JSON object (a FHIR resource)", expression=root)
+    body_type = body.get("resourceType")
+    if body_type != type:
+        raise BadRequest(
+            f"The body's resourceType '{str(body_type)[:64]}' does not match the URL type '{type}'",
+            expression=f"{root}.resourceType" if expression else "resourceType",
+        )
+    if id is not None and body.get("id") != id:
+        got = body.get("id")
+        raise BadRequest(
+            f"The body's id '{str(got)[:64]}' does not match the URL id '{id}'"
+            if got is not None else f"The body has no id; the URL id is '{id}'",
+            expression=f"{root}.id",
+        )
+    issues = base_validator().validate(body, expression_root=expression or None)
+    if issues:
+        raise InvalidResource(issues=issues)
+    return body
+
+
+def _criteria(type: str, query: str, what: str) -> Criteria:
+    try:
+        return parse_criteria_string(type, query)
+    except InvalidSearch as exc:
+        raise BadRequest(f"{what}: {exc}") from exc
+
+
+def prepare(request: FhirRequest) -> Prepared:
+    """Check a write request completely, before any data is touched."""
+    method, type, expr = request.method, request.type, request.expression
+    if type is None:
+        raise MethodNotAllowed(f"{method} is not allowed on the base URL")
+    check_type(type)
+    if request.id is not None:
+        check_id(request.id)
+    if request.history or request.vid is not None or request.search_post:
+        raise MethodNotAllowed(f"{method} is not allowed on this URL")
+    prepared = Prepared(request)
+    if request.if_match is not None:
+        prepared.if_match = parse_etag(request.if_match, "If-Match")
+    conditional = bool(request.query) and request.id is None
+    if method == "POST":
+        if request.id is not None:
+            raise MethodNotAllowed("POST to a resource id is not allowed; use PUT")
+        prepared.resource = check_resource(request.body, type, id=None, expression=expr)
+        prepared.resource.pop("id", None)
+        if request.if_none_exist is not None:
+            prepared.criteria = _criteria(type, request.if_none_exist, "If-None-Exist")
+    elif method == "PUT":
+        if conditional:
+            prepared.criteria = _criteria(type, _encode(request.query), "Conditional update")
+            prepared.resource = check_resource(request.body, type, id=None, expression=expr)
+        elif request.id is None:
+            raise MethodNotAllowed("PUT needs a resource id or search criteria")
+        else:
+            prepared.resource = check_resource(request.body, type, id=request.id, expression=expr)
+    elif method == "PATCH":
+        if conditional:
+            prepared.criteria = _criteria(type, _encode(request.query), "Conditional patch")
+        elif request.id is None:
+            raise MethodNotAllowed("PATCH needs a resource id or search criteria")
+        prepared.patch = _json_patch(request.body, expr)
+    elif method == "DELETE":
+        if conditional:
+            prepared.criteria = _criteria(type, _encode(request.query), "Conditional delete")
+        elif request.id is None:
+            raise MethodNotAllowed("DELETE needs a resource id or search criteria")
+    else:
+        raise MethodNotAllowed(f"Method {method} is not supported")
+    return prepared
+
+
+def _encode(query: list[tuple[str, str]]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode(query)
+
+
+def _json_patch(body: Any, expression: str) -> jsonpatch.JsonPatch:
+    if not isinstance(body, list):
+        raise BadRequest("A JSON Patch body must be an array of operations", expression=expression)
+    try:
+        return jsonpatch.JsonPatch(body)
+    except (jsonpatch.InvalidJsonPatch, TypeError, AttributeError) as exc:
+        raise BadRequest(f"Invalid JSON Patch: {exc}", expression=expression) from exc
+
+
+def _patcher(prepared: Prepared, type: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    patch = prepared.patch
+    assert patch is not None
+
+    def apply(current: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result = patch.apply(current)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise Unprocessable(f"JSON Patch test failed: {exc}") from exc
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
+        except (TypeError, KeyError, IndexError, ValueError) as exc:
+            raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
+        if not isinstance(result, dict) or result.get("resourceType") != type:
+            raise Unprocessable("JSON Patch must not change the resourceType")
+        if result.get("id") != current.get("id"):
+            raise Unprocessable("JSON Patch must not change the resource id")
+        issues = base_validator().validate(result)
+        if issues:
+            raise Unprocessable(
+                issues=[Issue(i.severity, i.code, f"After patching: {i.diagnostics}", i.expression)
+                        for i in issues]
+            )
+        return result
+
+    return apply
+
+
+# -- running writes ---------------------------------------------------------------------------
+
+
+def _written(result: WriteResult) -> FhirResponse:
+    return FhirResponse(201 if result.created else 200, result.version, location=True)
+
+
+def run_write(unit: Unit, prepared: Prepared, settings: Settings) -> FhirResponse:
+    request = prepared.request
+    type = request.type
+    assert type is not None
+    method = request.method
+    if method == "POST":
+        assert prepared.resource is not None
+        if prepared.criteria is not None:
+            result = unit.conditional_create(type, prepared.resource, prepared.criteria)
+        else:
+            result = unit.create(type, prepared.resource)
+        return _written(result)
+    if method == "PUT":
+        assert prepared.resource is not None
+        if prepared.criteria is not None:
+            result = unit.conditional_update(
+                type, prepared.criteria, prepared.resource, if_match=prepared.if_match
+            )
+        else:
+            assert request.id is not None
+            result = unit.update(type, request.id, prepared.resource, if_match=prepared.if_match)
+        return _written(result)
+    if method == "PATCH":
+        id = request.id
+        if prepared.criteria is not None:
+            matches = unit.search(prepared.criteria, count=2).items
+            if not matches:
+                raise NotFound(f"No {type} matches '{prepared.criteria.key}'")
+            if len(matches) > 1:
+                from server.errors import MultipleMatches
+
+                raise MultipleMatches(f"Criteria '{prepared.criteria.key}' match several resources")
+            id = matches[0].id
+        assert id is not None
+        result = unit.patch(type, id, _patcher(prepared, type), if_match=prepared.if_match)
+        return _written(result)
+    # DELETE
+    if prepared.criteria is not None:
+        results = unit.conditional_delete(
+            prepared.criteria, multiple=settings.conditional_delete_multiple
+        )
+        deleted = sum(1 for r in results if r.changed)
+        text = f"Deleted {deleted} {type} resource(s) matching '{prepared.criteria.key}'"
+        return FhirResponse(200, outcome=_info(text))
+    assert request.id is not None
+    result = unit.delete(type, request.id, if_match=prepared.if_match)
+    if result.changed:
+        return FhirResponse(200, outcome=_info(f"Deleted {type}/{request.id}"),
+                            version=None, location=False)
+    return FhirResponse(200, outcome=_info(f"{type}/{request.id} was not present; nothing deleted"))
+
+
+def _info(text: str) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": text}],
+    }
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+
+def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirResponse:
+    """read, vread, history and search; conditional read headers on read and vread."""
+    type = request.type
+    if type is None:
+        if request.history:
+            return FhirResponse(200, payload=history(reader, request, settings))
+        raise MethodNotAllowed("System search is not supported; search a resource type")
+    check_type(type)
+    if request.id is not None:
+        check_id(request.id)
+    if request.history:
+        return FhirResponse(200, payload=history(reader, request, settings))
+    if request.id is None:
+        return FhirResponse(200, payload=search(reader, request, settings))
+    if request.vid is not None:
+        if not request.vid.isdigit():
+            raise UnknownVersion(f"Version '{request.vid[:20]}' of {type}/{request.id} is not known")
+        found = reader.vread(type, request.id, int(request.vid))
+        if found is None:
+            raise UnknownVersion(f"Version {request.vid} of {type}/{request.id} is not known")
+    else:
+        if request.query and any(k not in ("_format", "_pretty") for k, _ in request.query):
+            raise InvalidSearch("Read takes no parameters besides _format and _pretty")
+        current = reader.read(type, request.id)
+        if current is None:
+            raise NotFound(f"{type}/{request.id} is not known")
+        found = current
+    if found.deleted:
+        raise Gone(
+            f"{type}/{request.id} was deleted (version {found.version})",
+            headers={"ETag": f'W/"{found.version}"'},
+        )
+    if _not_modified(found, request):
+        return FhirResponse(304, found)
+    return FhirResponse(200, found)
+
+
+def _not_modified(found: Version, request: FhirRequest) -> bool:
+    if request.if_none_match is not None:
+        tags = [t.strip() for t in request.if_none_match.split(",")]
+        if "*" in tags:
+            return True
+        for tag in tags:
+            match = _ETAG.match(tag)
+            if match and int(match.group(1)) == found.version:
+                return True
+        return False
+    if request.if_modified_since is not None:
+        since = parse_http_date(request.if_modified_since)
+        if since is not None:
+            # HTTP dates have whole seconds: compare the version's stamp truncated to seconds
+            return found.last_updated // 1_000_000 * 1_000_000 <= since
+    return False
+
+
+def _page_params(request: FhirRequest, settings: Settings) -> tuple[int, int | None]:
+    count = parse_count(request.values("_count"), settings.default_page_size,
+                        settings.max_page_size)
+    cursors = request.values("_cursor")
+    cursor = None
+    if cursors:
+        if not cursors[-1].isdigit():
+            raise InvalidSearch("_cursor is not valid; follow the Bundle's links",
+                                expression="_cursor")
+        cursor = int(cursors[-1])
+    return count, cursor
+
+
+def history(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
+    from server.api.bundle_build import history_bundle
+
+    count, cursor = _page_params(request, settings)
+    since = at = None
+    for name, value in request.query:
+        if name == "_since":
+            span = parse_fhir_range(value)
+            if span is None or "T" not in value:
+                raise InvalidSearch(f"_since must be an instant, got '{value[:40]}'",
+                                    expression="_since")
+            since = span[0]
+        elif name == "_at":
+            at = parse_fhir_range(value)
+            if at is None:
+                raise InvalidSearch(f"_at must be a date, got '{value[:40]}'", expression="_at")
+        elif name not in ("_count", "_cursor", "_format", "_pretty"):
+            raise InvalidSearch(f"Unknown history parameter '{name[:60]}'", expression=name[:60])
+    if request.type is not None and request.id is not None:
+        if reader.read(request.type, request.id) is None:
+            raise NotFound(f"{request.type}/{request.id} is not known")
+    page = reader.history(HistoryQuery(request.type, request.id, since, at, count, cursor))
+    return history_bundle(request, page, settings)
+
+
+def search(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
+    from server.api.bundle_build import search_bundle
+
+    assert request.type is not None
+    count, cursor = _page_params(request, settings)
+    criteria = parse_criteria(request.type, request.query, allow=frozenset({"_count", "_cursor"}))
+    page = reader.search(criteria, count=count, after=cursor) if count else None
+    return search_bundle(request, criteria, count, page, settings)
+
+
+def fail(exc: FhirError, prefix: str) -> list[Issue]:
+    """The issues of ``exc``, located under a Bundle entry (``Bundle.entry[2]``)."""
+    issues = []
+    for issue in exc.issues:
+        expression = issue.expression
+        if expression and not expression.startswith("Bundle."):
+            expression = f"{prefix}.{expression}" if expression else prefix
+        issues.append(Issue(issue.severity, issue.code, issue.diagnostics, expression or prefix))
+    return issues
+
+
+def loads(body: bytes) -> Any:
+    """Parse a JSON request body; malformed JSON is 400."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}") from exc

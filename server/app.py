@@ -1,0 +1,54 @@
+"""The composition root: ``create_app`` wires settings, store, routes and error handling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from server.api import handlers, metadata, routes
+from server.fhir.validation import base_validator
+from server.logs import RequestLogMiddleware, configure
+from server.settings import Settings
+from server.store import open_store
+from server.store.base import Repository
+from server.store.runner import Runner
+
+
+def create_app(settings: Settings | None = None, *, store: Repository | None = None) -> FastAPI:
+    """A FHIR server application. Without ``store``, the configured database is opened (and
+    migrated) at start-up and closed at shutdown."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure()
+        owned = store is None
+        repo = open_store(settings) if store is None else store
+        runner = Runner(repo.dialect, settings.pg_pool_size)
+        base_validator()  # load the schema before the first request, not during it
+        app.state.store, app.state.runner = repo, runner
+        try:
+            yield
+        finally:
+            runner.close()
+            if owned:
+                repo.close()
+
+    app = FastAPI(
+        title="calaim-fhir",
+        version="0.1.0",
+        description="FHIR R4 (4.0.1) server for Medi-Cal Enhanced Care Management and "
+        "Community Supports. Every error answer is an OperationOutcome.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.include_router(metadata.router, prefix="/fhir")
+    app.include_router(routes.router, prefix="/fhir")
+    handlers.install(app)
+    app.add_middleware(RequestLogMiddleware)
+    return app

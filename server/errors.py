@@ -1,0 +1,138 @@
+"""FHIR errors: one exception tree, each class carrying its HTTP status and issue code.
+
+::
+
+    FhirError                      (500, exception)
+    +-- BadRequest                 (400, invalid)
+    |   +-- InvalidResource        (400, structure)   every base-structure issue listed
+    |   +-- InvalidSearch          (400, invalid)
+    +-- Forbidden                  (403, forbidden)
+    +-- NotFound                   (404, not-found)
+    |   +-- UnknownType            (404, not-supported)
+    |   +-- UnknownVersion         (404, not-found)
+    +-- Gone                       (410, deleted)
+    +-- MethodNotAllowed           (405, not-supported)
+    +-- NotAcceptable              (406, not-supported)
+    +-- Conflict                   (409, conflict)
+    +-- PreconditionFailed         (412, conflict)
+    |   +-- MultipleMatches        (412, multiple-matches)
+    +-- PayloadTooLarge            (413, too-long)
+    +-- UnsupportedMediaType       (415, not-supported)
+    +-- Unprocessable              (422, processing)  profile and business-rule failures
+    +-- ServiceUnavailable         (503, transient)   infrastructure failures; Retry-After
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from server.fhir.outcome import Issue, operation_outcome
+
+
+class FhirError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "exception"
+
+    def __init__(
+        self,
+        diagnostics: str = "",
+        *,
+        expression: str | None = None,
+        issues: Sequence[Issue] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(diagnostics or (issues[0].diagnostics if issues else ""))
+        if issues:
+            self.issues: list[Issue] = list(issues)
+        else:
+            self.issues = [Issue("error", self.code, diagnostics, expression)]
+        self.headers = headers or {}
+
+    def outcome(self) -> dict[str, Any]:
+        return operation_outcome(self.issues)
+
+
+class BadRequest(FhirError):
+    status = 400
+    code = "invalid"
+
+
+class InvalidResource(BadRequest):
+    code = "structure"
+
+
+class InvalidSearch(BadRequest):
+    code = "invalid"
+
+
+class Forbidden(FhirError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(FhirError):
+    status = 404
+    code = "not-found"
+
+
+class UnknownType(NotFound):
+    code = "not-supported"
+
+
+class UnknownVersion(NotFound):
+    code = "not-found"
+
+
+class Gone(FhirError):
+    status = 410
+    code = "deleted"
+
+
+class MethodNotAllowed(FhirError):
+    status = 405
+    code = "not-supported"
+
+
+class NotAcceptable(FhirError):
+    status = 406
+    code = "not-supported"
+
+
+class Conflict(FhirError):
+    status = 409
+    code = "conflict"
+
+
+class PreconditionFailed(FhirError):
+    status = 412
+    code = "conflict"
+
+
+class MultipleMatches(PreconditionFailed):
+    code = "multiple-matches"
+
+
+class PayloadTooLarge(FhirError):
+    status = 413
+    code = "too-long"
+
+
+class UnsupportedMediaType(FhirError):
+    status = 415
+    code = "not-supported"
+
+
+class Unprocessable(FhirError):
+    status = 422
+    code = "processing"
+
+
+class ServiceUnavailable(FhirError):
+    status = 503
+    code = "transient"
+
+    def __init__(self, diagnostics: str = "The service is temporarily unavailable", **kw: Any):
+        headers = kw.pop("headers", None) or {}
+        headers.setdefault("Retry-After", "5")
+        super().__init__(diagnostics, headers=headers, **kw)

@@ -1,0 +1,25 @@
+"""The vendored HL7 R4 definitions (``server/fhir/data``), loaded once per process."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+DATA = Path(__file__).parent / "data"
+
+
+@cache
+def r4_schema() -> dict[str, Any]:
+    """The HL7 R4 JSON Schema (``fhir.schema.json``)."""
+    data: dict[str, Any] = orjson.loads((DATA / "fhir.schema.json").read_bytes())
+    return data
+
+
+@cache
+def element_names(type: str) -> frozenset[str]:
+    """The JSON property names the R4 schema allows on ``type``."""
+    definition = r4_schema().get("definitions", {}).get(type, {})
+    return frozenset(definition.get("properties", {}))

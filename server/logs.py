@@ -1,0 +1,80 @@
+"""Structured request logs: request id, interaction, type, id, status and duration only.
+
+No PHI reaches the log: request and response bodies, query strings and headers are never
+logged, and uvicorn's access log (which prints query strings) is turned off by the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("calaim_fhir.request")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9\-._]{1,64}$")
+_SAFE_TYPE = re.compile(r"^[A-Za-z]{1,64}$")
+
+
+def configure(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("calaim_fhir")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+class RequestLogMiddleware:
+    """Pure ASGI middleware: assigns the request id and writes one JSON line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _SAFE_ID.match(candidate):
+                    request_id = candidate
+                break
+        if not request_id:
+            request_id = uuid.uuid4().hex
+        log: dict[str, Any] = {"interaction": None, "type": None, "id": None}
+        scope["calaim.log"] = log
+        scope["calaim.request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if logger.isEnabledFor(logging.INFO):
+                type_, id_ = log["type"], log["id"]
+                record = {
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "interaction": log["interaction"],
+                    # type and id are the URL's, kept only when they look like type and id
+                    "type": type_ if type_ and _SAFE_TYPE.match(type_) else None,
+                    "id": id_ if id_ and _SAFE_ID.match(id_) else None,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                }
+                logger.info(orjson.dumps(record).decode())

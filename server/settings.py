@@ -1,0 +1,42 @@
+"""Server settings: command-line flags and CALAIM_FHIR_* environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALAIM_FHIR_", frozen=True)
+
+    database_url: str = Field(
+        "sqlite:///./data/calaim-fhir.db",
+        description="sqlite:///path/to/file.db (embedded) or postgresql://... (production)",
+    )
+    base_url: str | None = Field(
+        None, description="Absolute base of every URL the server writes; default: listen address"
+    )
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = Field(1, ge=1)
+    insecure_no_auth: bool = Field(
+        False, description="Allow listening on a non-loopback address without authentication"
+    )
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    conditional_delete_multiple: bool = Field(
+        False, description="A conditional delete may delete several matches"
+    )
+    default_page_size: int = Field(20, ge=1)
+    max_page_size: int = Field(1000, ge=1)
+    pg_pool_size: int = Field(8, ge=1)
+    busy_timeout_ms: int = Field(10_000, ge=0)
+
+    @cached_property
+    def fhir_base(self) -> str:
+        """The absolute FHIR base URL, without a trailing slash."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/fhir"

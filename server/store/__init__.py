@@ -1,0 +1,20 @@
+"""Storage: the ``Repository`` port and its SQL adapter for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from server.settings import Settings
+from server.store.base import Repository
+from server.store.sql.adapter import SqlRepository
+from server.store.sql.dialect import open_dialect
+
+
+def open_store(settings: Settings) -> Repository:
+    """Open the configured database, bring its schema up to date and check durability."""
+    dialect = open_dialect(
+        settings.database_url,
+        pool_size=settings.pg_pool_size,
+        busy_timeout_ms=settings.busy_timeout_ms,
+    )
+    repo = SqlRepository(dialect)
+    repo.migrate()
+    return repo

@@ -1,0 +1,124 @@
+"""The one door to the data: a repository bound to the principal of one request.
+
+Every read, write and search of a request goes through an ``AuthorizedRepository``; the
+checks happen here and nowhere else (routes never check permissions). Interaction code is
+plain synchronous code that receives an authorized ``Reader`` or ``Unit``; this class decides
+where it runs (see ``runner.py``) and wraps the store so each access is checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from server.auth.principal import Principal
+from server.errors import Forbidden
+from server.search.query import Criteria
+from server.store.base import HistoryQuery, Method, Page, Reader, Repository, Unit, Version
+from server.store.base import WriteResult
+from server.store.runner import Runner
+
+T = TypeVar("T")
+
+
+class _Checked:
+    def __init__(self, inner: Reader, principal: Principal) -> None:
+        self._inner = inner
+        self._principal = principal
+
+    def _check(self, interaction: str, type: str | None) -> None:
+        if not self._principal.permits(interaction, type):
+            raise Forbidden(f"Not permitted: {interaction} on {type or 'the system'}")
+
+    def read(self, type: str, id: str) -> Version | None:
+        self._check("read", type)
+        return self._inner.read(type, id)
+
+    def vread(self, type: str, id: str, version: int) -> Version | None:
+        self._check("vread", type)
+        return self._inner.vread(type, id, version)
+
+    def history(self, query: HistoryQuery) -> Page:
+        self._check("history", query.type)
+        return self._inner.history(query)
+
+    def search(self, criteria: Criteria, *, count: int, after: int | None = None) -> Page:
+        self._check("search", criteria.type)
+        return self._inner.search(criteria, count=count, after=after)
+
+
+class _CheckedUnit(_Checked):
+    _inner: Unit
+
+    def __init__(self, inner: Unit, principal: Principal) -> None:
+        super().__init__(inner, principal)
+        self._unit = inner
+
+    def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
+        self._check("search", criteria.type)
+        return self._unit.match(criteria, limit)
+
+    def create(self, type: str, resource: dict[str, Any], *, id: str | None = None) -> WriteResult:
+        self._check("create", type)
+        return self._unit.create(type, resource, id=id)
+
+    def conditional_create(
+        self, type: str, resource: dict[str, Any], criteria: Criteria
+    ) -> WriteResult:
+        self._check("create", type)
+        self._check("search", type)
+        return self._unit.conditional_create(type, resource, criteria)
+
+    def update(
+        self, type: str, id: str, resource: dict[str, Any], *, if_match: int | None = None,
+        method: Method = "PUT",
+    ) -> WriteResult:
+        self._check("update", type)
+        return self._unit.update(type, id, resource, if_match=if_match, method=method)
+
+    def conditional_update(
+        self, type: str, criteria: Criteria, resource: dict[str, Any], *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        self._check("update", type)
+        self._check("search", type)
+        return self._unit.conditional_update(type, criteria, resource, if_match=if_match)
+
+    def patch(
+        self, type: str, id: str, apply: Callable[[dict[str, Any]], dict[str, Any]], *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        self._check("patch", type)
+        return self._unit.patch(type, id, apply, if_match=if_match)
+
+    def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult:
+        self._check("delete", type)
+        return self._unit.delete(type, id, if_match=if_match)
+
+    def conditional_delete(self, criteria: Criteria, *, multiple: bool) -> list[WriteResult]:
+        self._check("delete", criteria.type)
+        self._check("search", criteria.type)
+        return self._unit.conditional_delete(criteria, multiple=multiple)
+
+
+class AuthorizedRepository:
+    def __init__(self, repo: Repository, principal: Principal, runner: Runner) -> None:
+        self._repo = repo
+        self.principal = principal
+        self._runner = runner
+
+    def read_sync(self, fn: Callable[[Reader], T]) -> T:
+        with self._repo.reader() as reader:
+            return fn(_Checked(reader, self.principal))
+
+    def write_sync(self, fn: Callable[[Unit], T]) -> T:
+        with self._repo.unit() as unit:
+            return fn(_CheckedUnit(unit, self.principal))
+
+    async def reading(self, fn: Callable[[Reader], T]) -> T:
+        """Run ``fn`` with an authorized reader, where the store's reads run."""
+        return await self._runner.read(lambda: self.read_sync(fn))
+
+    async def writing(self, fn: Callable[[Unit], T]) -> T:
+        """Run ``fn`` inside one write transaction: all its writes commit together or none do."""
+        return await self._runner.write(lambda: self.write_sync(fn))

@@ -1,0 +1,133 @@
+"""The storage port: what every store offers, whatever its database.
+
+A ``Repository`` hands out ``Unit``s: one unit is one database transaction. Every write
+interaction is one unit (conditional create/update/delete included, so the criteria lookup and
+the write are atomic); a transaction Bundle is one unit for all its entries. Reads run outside
+units. Stores know nothing of HTTP or of the program; they raise ``server.errors`` types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from server.search.query import Criteria
+
+Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One stored version of a resource. ``body`` is the exact stored JSON (None if deleted)."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: int  # microseconds since the epoch, UTC; strictly increasing in commit order
+    deleted: bool
+    body: bytes | None
+    method: Method = "PUT"
+    position: int = 0  # keyset position in the listing it came from (history or search)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a write did: ``created`` (201), ``changed`` (a new version exists) and the version."""
+
+    version: Version | None
+    created: bool = False
+    changed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    type: str | None = None
+    id: str | None = None
+    since: int | None = None  # versions last updated at or after
+    at: tuple[int, int] | None = None  # versions current at some moment in [start, end)
+    count: int = 20
+    before_seq: int | None = None  # keyset cursor: versions older than this position
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; ``has_more`` says a next page exists after the last item."""
+
+    items: list[Version]
+    has_more: bool
+
+
+class Reader(Protocol):
+    """Reads, inside a write transaction or on their own."""
+
+    def read(self, type: str, id: str) -> Version | None:
+        """The current version (a deleted resource: its deletion version); None if never stored."""
+
+    def vread(self, type: str, id: str, version: int) -> Version | None: ...
+
+    def history(self, query: HistoryQuery) -> Page: ...
+
+    def search(self, criteria: Criteria, *, count: int, after: int | None = None) -> Page:
+        """Live matches in insertion order, after the keyset position ``after``."""
+
+
+class Unit(Reader, Protocol):
+    """One write transaction. Every method sees the writes made earlier in the same unit."""
+
+    def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
+        """Live matches of ``criteria`` (at most ``limit``), with the criteria locked until the
+        unit ends, so no concurrent unit can create a match in between."""
+
+    def create(
+        self, type: str, resource: dict[str, Any], *, id: str | None = None
+    ) -> WriteResult: ...
+
+    def conditional_create(
+        self, type: str, resource: dict[str, Any], criteria: Criteria
+    ) -> WriteResult: ...
+
+    def update(
+        self,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+        method: Method = "PUT",
+    ) -> WriteResult: ...
+
+    def conditional_update(
+        self,
+        type: str,
+        criteria: Criteria,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult: ...
+
+    def patch(
+        self,
+        type: str,
+        id: str,
+        apply: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult: ...
+
+    def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult: ...
+
+    def conditional_delete(self, criteria: Criteria, *, multiple: bool) -> list[WriteResult]: ...
+
+
+class Repository(Protocol):
+    dialect: str  # "sqlite" | "postgresql"
+
+    def migrate(self) -> None: ...
+
+    def reader(self) -> AbstractContextManager[Reader]: ...
+
+    def unit(self) -> AbstractContextManager[Unit]: ...
+
+    def close(self) -> None: ...

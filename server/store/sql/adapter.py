@@ -1,0 +1,356 @@
+"""The SQL repository shared by SQLite and PostgreSQL (dialect differences live in dialect.py).
+
+Every write runs in one database transaction (a ``SqlUnit``):
+
+1. named locks first: the resource identity (``Type/id``) for instance writes, the normalised
+   criteria for conditional ones (PostgreSQL advisory locks; SQLite's ``BEGIN IMMEDIATE``
+   already serialises writers across threads and processes);
+2. reads and checks (version, ``If-Match``, conditional matches);
+3. the stamp: the ``clock`` row hands out ``lastUpdated`` values that increase strictly in
+   commit order (its row lock is held until commit), so a poller of ``_lastUpdated=gt...``
+   never misses a version;
+4. history row, current row and search index rows, then COMMIT (fsync'd before the answer).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+
+from server.errors import (
+    BadRequest,
+    Conflict,
+    Gone,
+    MultipleMatches,
+    NotFound,
+    PreconditionFailed,
+)
+from server.fhir.instant import format_instant, now_us
+from server.search.extract import token_rows
+from server.search.query import Criteria
+from server.store.base import HistoryQuery, Method, Page, Version, WriteResult
+from server.store import faults
+from server.store.sql import query
+from server.store.sql.dialect import Connection, Dialect
+from server.store.sql.schema import MIGRATIONS
+
+_CURRENT = "SELECT rtype, id, version, last_updated, deleted, body, created_seq FROM resource r"
+
+
+def _current(row: Any) -> Version:
+    return Version(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        bool(row[4]),
+        None if row[5] is None else bytes(row[5]),
+        "PUT",
+        row[6],
+    )
+
+
+def render(type: str, id: str, version: int, stamp: int, resource: dict[str, Any]) -> bytes:
+    """The stored JSON: the resource with its id and ``meta.versionId``/``lastUpdated`` set."""
+    meta = resource.get("meta")
+    new_meta: dict[str, Any] = {"versionId": str(version), "lastUpdated": format_instant(stamp)}
+    if isinstance(meta, dict):
+        new_meta.update((k, v) for k, v in meta.items() if k not in new_meta)
+    out: dict[str, Any] = {"resourceType": type, "id": id, "meta": new_meta}
+    out.update((k, v) for k, v in resource.items() if k not in out)
+    return orjson.dumps(out)
+
+
+class SqlReader:
+    """Reads on one connection (a write transaction's, or a read connection)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def read(self, type: str, id: str) -> Version | None:
+        row = self._conn.execute(_CURRENT + " WHERE rtype = ? AND id = ?", (type, id)).fetchone()
+        return None if row is None else _current(row)
+
+    def vread(self, type: str, id: str, version: int) -> Version | None:
+        row = self._conn.execute(
+            "SELECT rtype, id, version, last_updated, deleted, body, seq, method"
+            " FROM resource_history WHERE rtype = ? AND id = ? AND version = ?",
+            (type, id, version),
+        ).fetchone()
+        return None if row is None else _history(row)
+
+    def history(self, q: HistoryQuery) -> Page:
+        clauses: list[str] = []
+        args: list[Any] = []
+        join = ""
+        if q.type is not None:
+            clauses.append("h.rtype = ?")
+            args.append(q.type)
+        if q.id is not None:
+            clauses.append("h.id = ?")
+            args.append(q.id)
+        if q.since is not None:
+            clauses.append("h.last_updated >= ?")
+            args.append(q.since)
+        if q.before_seq is not None:
+            clauses.append("h.seq < ?")
+            args.append(q.before_seq)
+        if q.at is not None:
+            join = (
+                " LEFT JOIN resource_history n ON n.rtype = h.rtype AND n.id = h.id"
+                " AND n.version = h.version + 1"
+            )
+            clauses.append("h.last_updated < ? AND (n.seq IS NULL OR n.last_updated > ?)")
+            args.extend((q.at[1], q.at[0]))
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        sql = (
+            "SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, h.body, h.seq, h.method"
+            f" FROM resource_history h{join}{where} ORDER BY h.seq DESC LIMIT {int(q.count) + 1}"
+        )
+        rows = self._conn.execute(sql, args).fetchall()
+        return Page([_history(row) for row in rows[: q.count]], len(rows) > q.count)
+
+    def search(self, criteria: Criteria, *, count: int, after: int | None = None) -> Page:
+        clause, args = query.where(criteria)
+        if after is not None:
+            clause += " AND r.created_seq > ?"
+            args.append(after)
+        sql = f"{_CURRENT} WHERE {clause} ORDER BY r.created_seq LIMIT {int(count) + 1}"
+        rows = self._conn.execute(sql, args).fetchall()
+        return Page([_current(row) for row in rows[:count]], len(rows) > count)
+
+
+class SqlUnit(SqlReader):
+    """One write transaction; see the module docstring for the order of its steps."""
+
+    def __init__(self, conn: Connection, dialect: Dialect) -> None:
+        super().__init__(conn)
+        self._dialect = dialect
+        self._locks: set[str] = set()
+
+    # -- building blocks -------------------------------------------------------------------
+
+    def _lock(self, name: str) -> None:
+        if name not in self._locks:
+            self._dialect.lock(self._conn, name)
+            self._locks.add(name)
+
+    def _take_stamp(self) -> int:
+        """The next ``lastUpdated``: later than every stamp handed out before, in commit order."""
+        now = now_us()
+        row = self._conn.execute(
+            "UPDATE clock SET ts = CASE WHEN ts + 1 > ? THEN ts + 1 ELSE ? END "
+            "WHERE id = 1 RETURNING ts",
+            (now, now),
+        ).fetchone()
+        return int(row[0])
+
+    def _write(
+        self,
+        type: str,
+        id: str,
+        resource: dict[str, Any] | None,
+        prev: Version | None,
+        method: Method,
+    ) -> Version:
+        stamp = self._take_stamp()
+        version = prev.version + 1 if prev else 1
+        body = None if resource is None else render(type, id, version, stamp, resource)
+        deleted = 1 if resource is None else 0
+        seq = self._conn.execute(
+            "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, method, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            (type, id, version, stamp, deleted, method, body),
+        ).fetchone()[0]
+        self._conn.execute(
+            "INSERT INTO resource (rtype, id, version, last_updated, deleted, seq, created_seq, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rtype, id) DO UPDATE SET"
+            " version = excluded.version, last_updated = excluded.last_updated,"
+            " deleted = excluded.deleted, seq = excluded.seq, body = excluded.body",
+            (type, id, version, stamp, deleted, seq, seq, body),
+        )
+        if prev is not None:
+            self._conn.execute("DELETE FROM search_token WHERE rtype = ? AND id = ?", (type, id))
+        if resource is not None:
+            for param, system, code in token_rows(resource):
+                self._conn.execute(
+                    "INSERT INTO search_token (rtype, id, param, system, code)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (type, id, param, system, code),
+                )
+        return Version(type, id, version, stamp, bool(deleted), body, method, seq)
+
+    @staticmethod
+    def _check_match(prev: Version | None, if_match: int | None, type: str, id: str) -> None:
+        if if_match is not None and (prev is None or prev.version != if_match):
+            have = "does not exist" if prev is None else f"is at version {prev.version}"
+            raise PreconditionFailed(
+                f"If-Match expected version {if_match} of {type}/{id}, which {have}"
+            )
+
+    def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
+        self._lock(criteria.key)
+        clause, args = query.where(criteria)
+        sql = f"{_CURRENT} WHERE {clause} ORDER BY r.created_seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        matches = [_current(row) for row in self._conn.execute(sql, args).fetchall()]
+        faults.hit("after-match")
+        return matches
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def create(self, type: str, resource: dict[str, Any], *, id: str | None = None) -> WriteResult:
+        new_id = id or str(uuid.uuid4())
+        if id is not None:
+            self._lock(f"{type}/{id}")
+            if self.read(type, id) is not None:
+                raise Conflict(f"{type}/{id} already exists")
+        return WriteResult(self._write(type, new_id, resource, None, "POST"), created=True)
+
+    def conditional_create(
+        self, type: str, resource: dict[str, Any], criteria: Criteria
+    ) -> WriteResult:
+        matches = self.match(criteria)
+        if len(matches) > 1:
+            raise MultipleMatches(
+                f"If-None-Exist criteria '{criteria.key}' match several resources"
+            )
+        if matches:
+            return WriteResult(matches[0], created=False, changed=False)
+        return self.create(type, resource)
+
+    def update(
+        self,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+        method: Method = "PUT",
+    ) -> WriteResult:
+        self._lock(f"{type}/{id}")
+        prev = self.read(type, id)
+        self._check_match(prev, if_match, type, id)
+        created = prev is None or prev.deleted
+        return WriteResult(self._write(type, id, resource, prev, method), created=created)
+
+    def conditional_update(
+        self,
+        type: str,
+        criteria: Criteria,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        matches = self.match(criteria)
+        if len(matches) > 1:
+            raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
+        body_id = resource.get("id")
+        if matches:
+            match = matches[0]
+            if body_id is not None and body_id != match.id:
+                raise BadRequest(
+                    f"The resource id '{body_id}' differs from the matching {type}/{match.id}",
+                    expression=f"{type}.id",
+                )
+            return self.update(type, match.id, resource, if_match=if_match)
+        if if_match is not None:
+            raise PreconditionFailed(f"If-Match given but criteria '{criteria.key}' match nothing")
+        if isinstance(body_id, str):
+            self._lock(f"{type}/{body_id}")
+            existing = self.read(type, body_id)
+            if existing is not None and not existing.deleted:
+                raise Conflict(
+                    f"No resource matches '{criteria.key}' but {type}/{body_id} exists",
+                    expression=f"{type}.id",
+                )
+            return self.update(type, body_id, resource)
+        return self.create(type, resource)
+
+    def patch(
+        self,
+        type: str,
+        id: str,
+        apply: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        self._lock(f"{type}/{id}")
+        prev = self.read(type, id)
+        if prev is None:
+            raise NotFound(f"{type}/{id} is not known")
+        if prev.deleted or prev.body is None:
+            raise Gone(f"{type}/{id} has been deleted")
+        self._check_match(prev, if_match, type, id)
+        patched = apply(orjson.loads(prev.body))
+        return WriteResult(self._write(type, id, patched, prev, "PATCH"))
+
+    def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult:
+        self._lock(f"{type}/{id}")
+        prev = self.read(type, id)
+        self._check_match(prev, if_match, type, id)
+        if prev is None or prev.deleted:
+            return WriteResult(prev, changed=False)
+        return WriteResult(self._write(type, id, None, prev, "DELETE"))
+
+    def conditional_delete(self, criteria: Criteria, *, multiple: bool) -> list[WriteResult]:
+        matches = self.match(criteria, None if multiple else 2)
+        if len(matches) > 1 and not multiple:
+            raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
+        return [self.delete(m.type, m.id) for m in matches]
+
+
+class SqlRepository:
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self.dialect = dialect.name
+
+    def migrate(self) -> None:
+        types = self._dialect.types
+        with self._dialect.writing() as conn:
+            self._dialect.lock(conn, "calaim-fhir:migrations")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version"
+                " (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+            )
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = int(row[0] or 0)
+            for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in statements:
+                    conn.execute(statement.format(**types))
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                    (number, now_us()),
+                )
+        self._dialect.check_durability()
+
+    @contextmanager
+    def unit(self) -> Iterator[SqlUnit]:
+        with self._dialect.writing() as conn:
+            yield SqlUnit(conn, self._dialect)
+
+    @contextmanager
+    def reader(self) -> Iterator[SqlReader]:
+        with self._dialect.reading() as conn:
+            yield SqlReader(conn)
+
+    def close(self) -> None:
+        self._dialect.close()
+
+
+def _history(row: Any) -> Version:
+    return Version(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        bool(row[4]),
+        None if row[5] is None else bytes(row[5]),
+        row[7],
+        row[6],
+    )

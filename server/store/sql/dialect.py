@@ -1,0 +1,241 @@
+"""What differs between SQLite and PostgreSQL, and nothing else.
+
+Each dialect opens connections, runs a write transaction with its locking discipline, turns
+driver errors into FHIR errors, and checks at start-up that acknowledged writes are durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from server.errors import Conflict, ServiceUnavailable
+from server.store import faults
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    def execute(self, sql: str, params: Any = ...) -> Any: ...
+
+
+def lock_key(text: str) -> int:
+    """A signed 64-bit key for a lock name (PostgreSQL advisory locks)."""
+    return int.from_bytes(
+        hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+class Dialect(Protocol):
+    name: str
+    types: dict[str, str]
+
+    def sql(self, statement: str) -> str: ...
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]: ...
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]: ...
+
+    def lock(self, conn: Connection, name: str) -> None: ...
+
+    def check_durability(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteDialect:
+    """Stdlib sqlite3, WAL, ``synchronous=FULL``; one connection per thread.
+
+    Writers take ``BEGIN IMMEDIATE``: the database's own write lock serialises them across
+    threads and processes, so a named lock inside a write transaction is already held.
+    """
+
+    name = "sqlite"
+    types = {"blob": "BLOB", "bigint": "INTEGER", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
+
+    def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
+        self.path = path
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._errors():
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=0
+                )
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.IntegrityError as exc:
+            raise Conflict("A concurrent write changed the same resource; retry") from exc
+        except sqlite3.Error as exc:
+            raise ServiceUnavailable(f"The database is unavailable ({type(exc).__name__})") from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        conn = self._connection()
+        with self._errors():
+            yield conn
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        conn = self._connection()
+        with self._errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                faults.hit("before-commit")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        faults.hit("after-commit")
+
+    def lock(self, conn: Connection, name: str) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's write lock."""
+
+    def check_durability(self) -> None:
+        with self.reading() as conn:
+            sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if sync != 2 or mode != "wal":
+            raise RuntimeError(f"SQLite is not durable: synchronous={sync}, journal_mode={mode}")
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:  # pragma: no cover - closing a broken handle
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+
+class PostgresDialect:
+    """psycopg 3 with a connection pool; named locks are transaction-scoped advisory locks."""
+
+    name = "postgresql"
+    types = {"blob": "BYTEA", "bigint": "BIGINT", "serial": "BIGSERIAL PRIMARY KEY"}
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        self._psycopg = psycopg
+        self._sql_cache: dict[str, str] = {}
+        try:
+            self.pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                open=True,
+                timeout=10,
+                kwargs={"autocommit": True},
+                name="calaim-fhir",
+            )
+            self.pool.wait(timeout=10)
+        except Exception as exc:  # pool timeout or driver error: the database is not there
+            raise ServiceUnavailable("The database is unavailable") from exc
+
+    def sql(self, statement: str) -> str:
+        cached = self._sql_cache.get(statement)
+        if cached is None:
+            cached = self._sql_cache[statement] = statement.replace("?", "%s")
+        return cached
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        from psycopg_pool import PoolTimeout
+
+        try:
+            yield
+        except self._psycopg.errors.UniqueViolation as exc:
+            raise Conflict("A concurrent write changed the same resource; retry") from exc
+        except (self._psycopg.OperationalError, PoolTimeout) as exc:
+            raise ServiceUnavailable(f"The database is unavailable ({type(exc).__name__})") from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        with self._errors(), self.pool.connection() as conn:
+            yield _PgConnection(conn, self)
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        with self._errors(), self.pool.connection() as conn:
+            with conn.transaction():
+                yield _PgConnection(conn, self)
+                faults.hit("before-commit")
+            faults.hit("after-commit")
+
+    def lock(self, conn: Connection, name: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
+
+    def check_durability(self) -> None:
+        with self.reading() as conn:
+            fsync = conn.execute("SHOW fsync").fetchone()[0]
+            commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        if fsync != "on" or commit != "on":
+            raise RuntimeError(
+                f"PostgreSQL is not durable: fsync={fsync}, synchronous_commit={commit}"
+            )
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class _PgConnection:
+    """A psycopg connection that accepts the ``?`` placeholders the adapter writes."""
+
+    __slots__ = ("_conn", "_dialect")
+
+    def __init__(self, conn: Any, dialect: PostgresDialect) -> None:
+        self._conn = conn
+        self._dialect = dialect
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self._conn.execute(self._dialect.sql(sql), params)
+
+
+def open_dialect(url: str, *, pool_size: int = 8, busy_timeout_ms: int = 10_000) -> Dialect:
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        # sqlite:///relative/path.db and sqlite:////absolute/path.db
+        raw = unquote(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else ""
+        if not raw:
+            raise ValueError("sqlite URL needs a path: sqlite:///data/calaim-fhir.db")
+        return SQLiteDialect(os.path.abspath(raw), busy_timeout_ms)
+    if parsed.scheme in ("postgresql", "postgres"):
+        return PostgresDialect(url, pool_size)
+    raise ValueError(f"unsupported database URL scheme {parsed.scheme!r}")
