@@ -38,6 +38,7 @@ from server.fhir.datatype_checks import (
     json_type,
     prepare_definitions,
 )
+from server.fhir.definitions import r4_schema
 from server.fhir.outcome import Issue, pointer_to_fhirpath
 from server.fhir.resource_types import RESOURCE_TYPES
 
@@ -58,7 +59,7 @@ class BaseValidator:
         choices: dict[str, list[str]] = _load("choice-elements.json")
         mandatory: dict[str, list[str]] = _load("required-elements.json")
         self._definitions, self._patterns, hl7_shapes = prepare_definitions(
-            _load("fhir.schema.json"), _load("required-bindings.json"), choices, mandatory
+            r4_schema(), _load("required-bindings.json"), choices, mandatory
         )
         self._mandatory = {
             tuple(alternatives): path.rsplit(".", 1)[1] for path, alternatives in mandatory.items()

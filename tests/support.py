@@ -1,0 +1,183 @@
+"""Shared helpers for the HTTP-level tests: apps on a given store, databases, FHIR assertions.
+
+Starlette's ``TestClient`` warns (``StarletteDeprecationWarning``) when it is imported with
+``httpx`` installed; pyproject turns warnings into errors, so the import is wrapped here, and
+only that warning, only at import, is silenced.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore", message=r".*`httpx` with `starlette\.testclient` is deprecated.*"
+    )
+    from fastapi.testclient import TestClient
+
+from server.app import create_app
+from server.settings import Settings
+
+__all__ = ["TestClient"]
+
+#: The base URL the apps write: the TestClient's own host, so Bundle links can be followed.
+BASE = "http://testserver/fhir"
+FHIR_JSON = "application/fhir+json"
+TABLES = ("resource", "resource_history", "search_token")
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@contextmanager
+def postgres_database(postgres_url: str) -> Iterator[str]:
+    """A new, empty database in the test cluster (for a whole module); dropped afterwards."""
+    name = f"calaim_c_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(urlsplit(postgres_url)._replace(path="/" + name))
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def clear_store(database_url: str) -> None:
+    """Empty the data tables (the schema and the clock stay)."""
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url[len("sqlite:///"):], timeout=10)
+        try:
+            for table in TABLES:
+                conn.execute(f"DELETE FROM {table}")
+            conn.commit()
+        finally:
+            conn.close()
+    else:
+        with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as pg:
+            pg.execute("TRUNCATE " + ", ".join(TABLES))
+
+
+# -- apps ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def fhir_client(database_url: str, **overrides: Any) -> Iterator[TestClient]:
+    """A TestClient for ``create_app`` on ``database_url``; the lifespan runs (store opened,
+    migrated, closed). ``overrides`` are further Settings fields (``max_body_bytes``, ...)."""
+    values: dict[str, Any] = {"database_url": database_url, "base_url": BASE}
+    values.update(overrides)
+    app = create_app(Settings(**values))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+# -- resources ----------------------------------------------------------------------------------
+
+
+def patient(family: str = "Doe", *, identifier: tuple[str, str] | None = None,
+            **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"resourceType": "Patient", "name": [{"family": family}]}
+    if identifier is not None:
+        body["identifier"] = [{"system": identifier[0], "value": identifier[1]}]
+    body.update(extra)
+    return body
+
+
+def observation(subject: str | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "weight"},
+    }
+    if subject is not None:
+        body["subject"] = {"reference": subject}
+    body.update(extra)
+    return body
+
+
+def create(client: TestClient, resource: dict[str, Any], **headers: str) -> dict[str, Any]:
+    """POST ``resource``; asserts 201 and returns the stored resource."""
+    response = client.post(f"/fhir/{resource['resourceType']}", json=resource,
+                           headers={"Content-Type": FHIR_JSON, **headers})
+    assert response.status_code == 201, f"create failed: {response.status_code} {response.text}"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def put(client: TestClient, resource: dict[str, Any], **headers: str) -> Any:
+    return client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource,
+                      headers={"Content-Type": FHIR_JSON, **headers})
+
+
+# -- assertions ---------------------------------------------------------------------------------
+
+
+def outcome(response: Any, status: int | tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Asserts the response is an OperationOutcome (with ``status``) and returns it."""
+    if status is not None:
+        wanted = (status,) if isinstance(status, int) else status
+        assert response.status_code in wanted, (
+            f"expected {wanted}, got {response.status_code}: {response.text[:800]}"
+        )
+    try:
+        body = response.json()
+    except ValueError as exc:  # pragma: no cover - a failure message
+        raise AssertionError(
+            f"{response.status_code} body is not JSON: {response.text[:300]!r}"
+        ) from exc
+    assert isinstance(body, dict) and body.get("resourceType") == "OperationOutcome", (
+        f"{response.status_code} body is not an OperationOutcome: {response.text[:500]}"
+    )
+    assert body.get("issue"), f"OperationOutcome without issues: {body}"
+    return body
+
+
+def expressions(body: dict[str, Any]) -> list[str]:
+    return [e for issue in body.get("issue", []) for e in issue.get("expression", [])]
+
+
+def etag_version(response: Any) -> int:
+    etag = response.headers.get("etag")
+    assert etag and etag.startswith('W/"') and etag.endswith('"'), f"bad ETag {etag!r}"
+    return int(etag[3:-1])
+
+
+def all_pages(client: TestClient, url: str, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Every entry of a Bundle and of the Bundles its ``next`` links lead to."""
+    entries: list[dict[str, Any]] = []
+    seen_urls: set[str] = set()
+    next_url: str | None = url
+    while next_url is not None:
+        assert next_url not in seen_urls, f"paging loops back to {next_url}"
+        assert len(seen_urls) < limit, "too many pages"
+        seen_urls.add(next_url)
+        response = client.get(next_url)
+        assert response.status_code == 200, f"{next_url}: {response.status_code} {response.text}"
+        bundle = response.json()
+        assert bundle["resourceType"] == "Bundle", bundle
+        entries.extend(bundle.get("entry", []))
+        next_url = next(
+            (link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None
+        )
+    return entries
+
+
+def history_total(client: TestClient) -> int:
+    """How many versions the whole system history lists (all pages)."""
+    return len(all_pages(client, "/fhir/_history?_count=1000"))
