@@ -5,12 +5,18 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="calaim-fhir: FHIR R4 server for Medi-Cal ECM and Community Supports",
-                  no_args_is_help=True, add_completion=False)
+from server.loader import DEFAULT_URL
+
+app = typer.Typer(
+    help="calaim-fhir: FHIR R4 server for Medi-Cal ECM and Community Supports",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -20,8 +26,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         try:
-            return all(ipaddress.ip_address(info[4][0]).is_loopback
-                       for info in socket.getaddrinfo(host, None))
+            return all(
+                ipaddress.ip_address(info[4][0]).is_loopback
+                for info in socket.getaddrinfo(host, None)
+            )
         except OSError:
             return False
 
@@ -30,14 +38,26 @@ def is_loopback(host: str) -> bool:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
-    database_url: Annotated[str | None, typer.Option(
-        help="sqlite:///data/calaim-fhir.db (default) or postgresql://user@host/db",
-        envvar="CALAIM_FHIR_DATABASE_URL")] = None,
-    base_url: Annotated[str | None, typer.Option(
-        help="Absolute base URL written into responses", envvar="CALAIM_FHIR_BASE_URL")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="sqlite:///data/calaim-fhir.db (default) or postgresql://user@host/db",
+            envvar="CALAIM_FHIR_DATABASE_URL",
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Absolute base URL written into responses", envvar="CALAIM_FHIR_BASE_URL"
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
-    insecure_no_auth: Annotated[bool, typer.Option(
-        "--insecure-no-auth", help="Allow a non-loopback address without authentication")] = False,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth", help="Allow a non-loopback address without authentication"
+        ),
+    ] = False,
 ) -> None:
     """Run the FHIR server (base URL http://HOST:PORT/fhir)."""
     import uvicorn
@@ -45,7 +65,9 @@ def serve(
     if not is_loopback(host) and not insecure_no_auth:
         typer.echo(
             f"Refusing to listen on {host}: the server has no authentication yet. "
-            "Use a loopback address, or --insecure-no-auth if you really mean it.", err=True)
+            "Use a loopback address, or --insecure-no-auth if you really mean it.",
+            err=True,
+        )
         raise typer.Exit(2)
     # workers are separate processes: they read their settings from the environment
     os.environ["CALAIM_FHIR_HOST"] = host
@@ -59,17 +81,185 @@ def serve(
     from server.settings import Settings
 
     settings = Settings()
-    typer.echo(f"calaim-fhir: {settings.fhir_base} ({_store_label(settings.database_url)}, "
-               f"{workers} worker(s))", err=True)
+    typer.echo(
+        f"calaim-fhir: {settings.fhir_base} ({_store_label(settings.database_url)}, "
+        f"{workers} worker(s))",
+        err=True,
+    )
     uvicorn.run(
-        "server.app:create_app", factory=True, host=host, port=port, workers=workers,
-        access_log=False, log_config=None, loop="uvloop", http="httptools",
-        server_header=False, proxy_headers=False,
+        "server.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        server_header=False,
+        proxy_headers=False,
     )
 
 
 def _store_label(url: str) -> str:
-    return "PostgreSQL" if url.startswith("postgres") else f"SQLite {url[len('sqlite:///'):]}"
+    return "PostgreSQL" if url.startswith("postgres") else f"SQLite {url[len('sqlite:///') :]}"
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+@app.command()
+def load(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files or folders (searched recursively for *.json and *.ndjson; "
+            "*.expected.json sidecars are skipped)",
+            exists=True,
+        ),
+    ],
+    url: Annotated[
+        str, typer.Option(help="FHIR base URL of a running server", envvar="CALAIM_FHIR_BASE_URL")
+    ] = DEFAULT_URL,
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct",
+            help="Load into the store at --database-url through the in-process "
+            "application instead of a running server",
+        ),
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="With --direct: sqlite:///data/calaim-fhir.db (default) or postgresql://...",
+            envvar="CALAIM_FHIR_DATABASE_URL",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(min=1, help="Entries per batch Bundle for NDJSON and non-transaction Bundles"),
+    ] = 100,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+) -> None:
+    """Load resources, Bundles and NDJSON files into a server (or, with --direct, a store).
+
+    A transaction or batch Bundle is posted as it is; other Bundles and NDJSON files become
+    batches of PUTs (POST for resources without id); a single resource is PUT (or POSTed).
+    Exits 1 when anything failed.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    from server import loader
+
+    console = Console(stderr=True)
+    try:
+        files = loader.discover(paths)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    target = "store " + (database_url or "(settings default)") if direct else url
+    bar = Bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+    with bar:
+        file_task = bar.add_task("files", total=len(files))
+        request_task = bar.add_task("requests", total=None)
+        progress = loader.Progress(
+            file_done=lambda path: bar.advance(file_task),
+            request_done=lambda: bar.advance(request_task),
+        )
+        try:
+            report = loader.load(
+                files,
+                url=url,
+                direct=direct,
+                database_url=database_url,
+                batch_size=batch_size,
+                progress=progress,
+            )
+        except Exception as exc:  # noqa: BLE001 - a broken target is reported, not a traceback
+            bar.stop()
+            console.print(f"[red]Could not load into {target}: {type(exc).__name__}: {exc}[/red]")
+            raise typer.Exit(1) from exc
+    failures = report.failures
+    ok = len(report.outcomes) - len(failures)
+    summary = (
+        f"{report.files} file(s), {report.requests} request(s), {ok} entr(ies) loaded, "
+        f"{len(failures)} failed"
+    )
+    if failures:
+        from rich.table import Table
+
+        table = Table(title="Failures", show_lines=False)
+        for column in ("file", "entry", "status", "diagnostics"):
+            table.add_column(column, overflow="fold")
+        for failure in failures:
+            status = "-" if failure.status is None else str(failure.status)
+            table.add_row(failure.file, failure.entry, status, failure.diagnostics)
+        console.print(table)
+        console.print(f"[red]{summary}[/red]")
+        raise typer.Exit(1)
+    if not quiet:
+        console.print(summary)
+
+
+# -- validate --------------------------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Resource, Bundle or NDJSON files, or folders of them (*.expected.json skipped)",
+            exists=True,
+        ),
+    ],
+) -> None:
+    """Base-validate FHIR JSON files (structure, datatypes, cardinality, required bindings).
+
+    Prints one line per issue: FILE: EXPRESSION: DIAGNOSTICS. Exits 1 when there is an error.
+    """
+    from server import loader
+
+    found = loader.discover(files)
+    errors = 0
+    for path in found:
+        for issue in loader.validate_file(path):
+            errors += issue.is_error
+            typer.echo(f"{issue.file}: {issue.severity}: {issue.expression}: {issue.diagnostics}")
+    typer.echo(f"{len(found)} file(s) checked, {errors} error(s)", err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+# -- openapi ---------------------------------------------------------------------------------
+
+
+@app.command()
+def openapi(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of standard output")
+    ] = None,
+) -> None:
+    """Print (or write) the OpenAPI description of the FHIR API."""
+    from server import openapi_export
+
+    text = openapi_export.render()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
 
 
 def main() -> None:

@@ -51,11 +51,13 @@ def search_bundle(
     entries: list[dict[str, Any]] = []
     if page is not None:
         for version in page.items:
-            entries.append({
-                "fullUrl": full_url(settings, version),
-                "resource": resource_fragment(version),
-                "search": {"mode": "match"},
-            })
+            entries.append(
+                {
+                    "fullUrl": full_url(settings, version),
+                    "resource": resource_fragment(version),
+                    "search": {"mode": "match"},
+                }
+            )
         if page.has_more and page.items:
             after = urlencode([*applied, ("_cursor", str(page.items[-1].position))])
             links.append(_link("next", f"{base}?{after}"))
@@ -89,7 +91,9 @@ def history_bundle(request: FhirRequest, page: Page, settings: Settings) -> byte
     query = f"?{urlencode(applied)}" if applied else ""
     links = [_link("self", base + query)]
     if request.values("_cursor"):
-        links[0]["url"] = f"{base}?{urlencode([*applied, ('_cursor', request.values('_cursor')[-1])])}"
+        links[0]["url"] = (
+            f"{base}?{urlencode([*applied, ('_cursor', request.values('_cursor')[-1])])}"
+        )
         links.append(_link("first", base + query))
     if page.has_more and page.items:
         after = urlencode([*applied, ("_cursor", str(page.items[-1].position))])

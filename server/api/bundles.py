@@ -28,7 +28,13 @@ from server.api.interactions import (
     run_read,
     run_write,
 )
-from server.errors import BadRequest, FhirError, InvalidResource, MultipleMatches, PreconditionFailed
+from server.errors import (
+    BadRequest,
+    FhirError,
+    InvalidResource,
+    MultipleMatches,
+    PreconditionFailed,
+)
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.validation import base_validator
@@ -79,12 +85,15 @@ def _issues(error: FhirError, index: int) -> list[Issue]:
 def _check_shell(body: Any) -> tuple[str, list[Any]]:
     """The Bundle's type and entries; the Bundle itself (without entry resources) validated."""
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-        raise BadRequest("POST to the base URL needs a Bundle of type batch or transaction",
-                         expression="Bundle")
+        raise BadRequest(
+            "POST to the base URL needs a Bundle of type batch or transaction", expression="Bundle"
+        )
     kind = body.get("type")
     if kind not in ("batch", "transaction"):
-        raise BadRequest(f"Bundle.type must be batch or transaction, got '{str(kind)[:30]}'",
-                         expression="Bundle.type")
+        raise BadRequest(
+            f"Bundle.type must be batch or transaction, got '{str(kind)[:30]}'",
+            expression="Bundle.type",
+        )
     entries = body.get("entry", [])
     shell = dict(body)
     if isinstance(entries, list):
@@ -102,16 +111,20 @@ def _patch_body(resource: Any, index: int) -> Any:
     """A JSON Patch carried in a Bundle entry: a Binary whose data is the patch document."""
     where = f"Bundle.entry[{index}].resource"
     if not isinstance(resource, dict) or resource.get("resourceType") != "Binary":
-        raise BadRequest("A PATCH entry carries its JSON Patch as a Binary resource",
-                         expression=where)
+        raise BadRequest(
+            "A PATCH entry carries its JSON Patch as a Binary resource", expression=where
+        )
     if resource.get("contentType") not in _PATCH_TYPES:
-        raise BadRequest("The PATCH Binary needs contentType application/json-patch+json",
-                         expression=f"{where}.contentType")
+        raise BadRequest(
+            "The PATCH Binary needs contentType application/json-patch+json",
+            expression=f"{where}.contentType",
+        )
     try:
         return orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
     except (binascii.Error, ValueError, TypeError) as exc:
-        raise BadRequest("The PATCH Binary data is not a base64 JSON document",
-                         expression=f"{where}.data") from exc
+        raise BadRequest(
+            "The PATCH Binary data is not a base64 JSON document", expression=f"{where}.data"
+        ) from exc
 
 
 def _entry(raw: Any, index: int) -> Entry:
@@ -121,8 +134,9 @@ def _entry(raw: Any, index: int) -> Entry:
         raise BadRequest("Every entry needs a request", expression=f"{where}.request")
     method, url = request.get("method"), request.get("url")
     if method not in _ORDER or not isinstance(url, str):
-        raise BadRequest("Every entry needs request.method and request.url",
-                         expression=f"{where}.request")
+        raise BadRequest(
+            "Every entry needs request.method and request.url", expression=f"{where}.request"
+        )
     freq = parse_url("GET" if method == "HEAD" else method, url)
     freq.if_match = request.get("ifMatch")
     freq.if_none_match = request.get("ifNoneMatch")
@@ -162,6 +176,14 @@ def _response_entry(response: FhirResponse, settings: Settings, prefer: str) -> 
     return out
 
 
+async def _run_one(repo: AuthorizedRepository, entry: Entry, settings: Settings) -> FhirResponse:
+    """One batch entry, in its own unit (writes) or on a reader (reads)."""
+    prepared, request = entry.prepared, entry.request
+    if prepared is None:
+        return await repo.reading(lambda reader: run_read(reader, request, settings))
+    return await repo.writing(lambda unit: run_write(unit, prepared, settings))
+
+
 # -- batch -----------------------------------------------------------------------------------
 
 
@@ -173,20 +195,17 @@ async def _batch(
         try:
             entry = _entry(raw, index)
             _prepare(entry)
-            if entry.prepared is None:
-                freq = entry.request
-                response = await repo.reading(lambda r, q=freq: run_read(r, q, settings))
-            else:
-                prepared = entry.prepared
-                response = await repo.writing(
-                    lambda u, p=prepared: run_write(u, p, settings)  # type: ignore[misc]
-                )
+            response = await _run_one(repo, entry, settings)
             results.append(_response_entry(response, settings, prefer))
         except FhirError as error:
-            results.append({"response": {
-                "status": _status_line(error.status),
-                "outcome": operation_outcome(_issues(error, index)),
-            }})
+            results.append(
+                {
+                    "response": {
+                        "status": _status_line(error.status),
+                        "outcome": operation_outcome(_issues(error, index)),
+                    }
+                }
+            )
     return orjson.dumps({"resourceType": "Bundle", "type": "batch-response", "entry": results})
 
 
@@ -207,14 +226,22 @@ def _check_overlaps(entries: list[Entry]) -> None:
         identity = entry.target or _identity(entry)
         if identity is not None:
             if identity in seen:
-                raise EntryFailed(entry.index, BadRequest(
-                    f"Entries {seen[identity]} and {entry.index} both change {identity}"))
+                raise EntryFailed(
+                    entry.index,
+                    BadRequest(
+                        f"Entries {seen[identity]} and {entry.index} both change {identity}"
+                    ),
+                )
             seen[identity] = entry.index
         if entry.full_url and entry.request.method in ("POST", "PUT"):
             if entry.full_url in urls:
-                raise EntryFailed(entry.index, BadRequest(
-                    f"Entries {urls[entry.full_url]} and {entry.index} share fullUrl "
-                    f"'{entry.full_url[:80]}'"))
+                raise EntryFailed(
+                    entry.index,
+                    BadRequest(
+                        f"Entries {urls[entry.full_url]} and {entry.index} share fullUrl "
+                        f"'{entry.full_url[:80]}'"
+                    ),
+                )
             urls[entry.full_url] = entry.index
 
 
@@ -237,8 +264,10 @@ def _resolve(unit: Unit, entries: list[Entry]) -> dict[str, str]:
                 elif matches:
                     body_id = (prepared.resource or {}).get("id")
                     if body_id is not None and body_id != matches[0].id:
-                        raise BadRequest(f"The resource id '{body_id}' differs from the match",
-                                         expression=f"{type}.id")
+                        raise BadRequest(
+                            f"The resource id '{body_id}' differs from the match",
+                            expression=f"{type}.id",
+                        )
                     id = matches[0].id
                 else:
                     body_id = (prepared.resource or {}).get("id")
@@ -273,8 +302,9 @@ def _target(reference: str, mapping: dict[str, str], unit: Unit, index: int) -> 
     if reference in mapping:
         return mapping[reference]
     if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
-        raise EntryFailed(index, BadRequest(
-            f"Reference '{reference[:80]}' names no entry of this transaction"))
+        raise EntryFailed(
+            index, BadRequest(f"Reference '{reference[:80]}' names no entry of this transaction")
+        )
     type, sep, query = reference.partition("?")
     if sep and "/" not in type and type:
         try:
@@ -283,11 +313,16 @@ def _target(reference: str, mapping: dict[str, str], unit: Unit, index: int) -> 
             raise EntryFailed(index, error) from error
         matches = unit.match(criteria)
         if not matches:
-            raise EntryFailed(index, BadRequest(
-                f"Conditional reference '{reference[:80]}' matches no resource"))
+            raise EntryFailed(
+                index, BadRequest(f"Conditional reference '{reference[:80]}' matches no resource")
+            )
         if len(matches) > 1:
-            raise EntryFailed(index, PreconditionFailed(
-                f"Conditional reference '{reference[:80]}' matches several resources"))
+            raise EntryFailed(
+                index,
+                PreconditionFailed(
+                    f"Conditional reference '{reference[:80]}' matches several resources"
+                ),
+            )
         return f"{type}/{matches[0].id}"
     return reference
 
@@ -347,8 +382,9 @@ async def _transaction(
         _check_overlaps(entries)
         responses = await repo.writing(lambda unit: _run_transaction(unit, entries, settings))
     except EntryFailed as failed:
-        raise _combined(failed.error.status, _issues(failed.error, failed.index),
-                        failed.error.headers) from failed
+        raise _combined(
+            failed.error.status, _issues(failed.error, failed.index), failed.error.headers
+        ) from failed
     results = [_response_entry(r, settings, prefer) for r in responses]
     return orjson.dumps(
         {"resourceType": "Bundle", "type": "transaction-response", "entry": results}
@@ -361,8 +397,9 @@ def _combined(status: int, issues: list[Issue], headers: dict[str, str] | None =
     return error
 
 
-async def process(body: Any, repo: AuthorizedRepository, settings: Settings,
-                  prefer: str = "representation") -> bytes:
+async def process(
+    body: Any, repo: AuthorizedRepository, settings: Settings, prefer: str = "representation"
+) -> bytes:
     kind, entries = _check_shell(body)
     if kind == "batch":
         return await _batch(entries, repo, settings, prefer)

@@ -17,15 +17,20 @@ from server.fhir.outcome import Issue, operation_outcome
 logger = logging.getLogger("calaim_fhir.errors")
 
 
-def _response(request: Request, status: int, issues: list[Issue],
-              headers: dict[str, str] | None = None) -> Response:
+def _response(
+    request: Request, status: int, issues: list[Issue], headers: dict[str, str] | None = None
+) -> Response:
     indent = False
     try:
         indent = pretty(request)
     except Exception:  # noqa: BLE001 - a malformed query string must not hide the error
         indent = False
-    return Response(dump(operation_outcome(issues), indent), status_code=status,
-                    headers=headers, media_type=FHIR_JSON)
+    return Response(
+        dump(operation_outcome(issues), indent),
+        status_code=status,
+        headers=headers,
+        media_type=FHIR_JSON,
+    )
 
 
 async def fhir_error(request: Request, exc: Exception) -> Response:
@@ -38,8 +43,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     error: FhirError
     if exc.status_code == 405:
         error = MethodNotAllowed(f"{request.method} is not allowed on this URL")
-        return _response(request, 405, error.issues, {"Allow": exc.headers.get("Allow", "")}
-                         if exc.headers else None)
+        return _response(
+            request,
+            405,
+            error.issues,
+            {"Allow": exc.headers.get("Allow", "")} if exc.headers else None,
+        )
     if exc.status_code == 404:
         error = NotFound("No FHIR endpoint at this URL")
     else:
@@ -60,8 +69,11 @@ async def unexpected(request: Request, exc: Exception) -> Response:
         frame = frame.tb_next
     where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
     logger.error("unhandled %s at %s (request %s)", type(exc).__name__, where, request_id)
-    return _response(request, 500, [Issue(
-        "fatal", "exception", f"Internal server error (request id {request_id})")])
+    return _response(
+        request,
+        500,
+        [Issue("fatal", "exception", f"Internal server error (request id {request_id})")],
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -154,8 +154,9 @@ def render(
     elif prefer == "OperationOutcome" and response.location:
         verb = "Created" if response.status == 201 else "Updated"
         assert version is not None
-        body = dump(_outcome(f"{verb} {version.type}/{version.id} version {version.version}"),
-                    indent)
+        body = dump(
+            _outcome(f"{verb} {version.type}/{version.id} version {version.version}"), indent
+        )
     elif version is not None and version.body is not None:
         body = reformat(version.body, indent)
     elif response.outcome is not None:

@@ -140,9 +140,7 @@ def parse_url(method: str, url: str) -> FhirRequest:
     return request
 
 
-def check_resource(
-    body: Any, type: str, *, id: str | None, expression: str = ""
-) -> dict[str, Any]:
+def check_resource(body: Any, type: str, *, id: str | None, expression: str = "") -> dict[str, Any]:
     """The request body as a resource of ``type`` (with ``id`` on update); 400 otherwise."""
     root = expression or type
     if not isinstance(body, dict):
@@ -157,7 +155,8 @@ def check_resource(
         got = body.get("id")
         raise BadRequest(
             f"The body's id '{str(got)[:64]}' does not match the URL id '{id}'"
-            if got is not None else f"The body has no id; the URL id is '{id}'",
+            if got is not None
+            else f"The body has no id; the URL id is '{id}'",
             expression=f"{root}.id",
         )
     issues = base_validator().validate(body, expression_root=expression or None)
@@ -253,8 +252,10 @@ def _patcher(prepared: Prepared, type: str) -> Callable[[dict[str, Any]], dict[s
         issues = base_validator().validate(result)
         if issues:
             raise Unprocessable(
-                issues=[Issue(i.severity, i.code, f"After patching: {i.diagnostics}", i.expression)
-                        for i in issues]
+                issues=[
+                    Issue(i.severity, i.code, f"After patching: {i.diagnostics}", i.expression)
+                    for i in issues
+                ]
             )
         return result
 
@@ -315,8 +316,9 @@ def run_write(unit: Unit, prepared: Prepared, settings: Settings) -> FhirRespons
     assert request.id is not None
     result = unit.delete(type, request.id, if_match=prepared.if_match)
     if result.changed:
-        return FhirResponse(200, outcome=_info(f"Deleted {type}/{request.id}"),
-                            version=None, location=False)
+        return FhirResponse(
+            200, outcome=_info(f"Deleted {type}/{request.id}"), version=None, location=False
+        )
     return FhirResponse(200, outcome=_info(f"{type}/{request.id} was not present; nothing deleted"))
 
 
@@ -346,7 +348,9 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
         return FhirResponse(200, payload=search(reader, request, settings))
     if request.vid is not None:
         if not request.vid.isdigit():
-            raise UnknownVersion(f"Version '{request.vid[:20]}' of {type}/{request.id} is not known")
+            raise UnknownVersion(
+                f"Version '{request.vid[:20]}' of {type}/{request.id} is not known"
+            )
         found = reader.vread(type, request.id, int(request.vid))
         if found is None:
             raise UnknownVersion(f"Version {request.vid} of {type}/{request.id} is not known")
@@ -386,14 +390,16 @@ def _not_modified(found: Version, request: FhirRequest) -> bool:
 
 
 def _page_params(request: FhirRequest, settings: Settings) -> tuple[int, int | None]:
-    count = parse_count(request.values("_count"), settings.default_page_size,
-                        settings.max_page_size)
+    count = parse_count(
+        request.values("_count"), settings.default_page_size, settings.max_page_size
+    )
     cursors = request.values("_cursor")
     cursor = None
     if cursors:
         if not cursors[-1].isdigit():
-            raise InvalidSearch("_cursor is not valid; follow the Bundle's links",
-                                expression="_cursor")
+            raise InvalidSearch(
+                "_cursor is not valid; follow the Bundle's links", expression="_cursor"
+            )
         cursor = int(cursors[-1])
     return count, cursor
 
@@ -407,8 +413,9 @@ def history(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
         if name == "_since":
             span = parse_fhir_range(value)
             if span is None or "T" not in value:
-                raise InvalidSearch(f"_since must be an instant, got '{value[:40]}'",
-                                    expression="_since")
+                raise InvalidSearch(
+                    f"_since must be an instant, got '{value[:40]}'", expression="_since"
+                )
             since = span[0]
         elif name == "_at":
             at = parse_fhir_range(value)

@@ -25,8 +25,15 @@ from server.settings import Settings
 router = APIRouter()
 
 TYPE_INTERACTIONS = (
-    "read", "vread", "update", "patch", "delete", "history-instance", "history-type",
-    "create", "search-type",
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 PARAM_DOCS = {"_count": "Page size; values above the configured maximum are clamped"}
@@ -68,20 +75,23 @@ def capability_statement(settings: Settings) -> bytes:
         "fhirVersion": "4.0.1",
         "format": ["json"],
         "patchFormat": ["application/json-patch+json"],
-        "rest": [{
-            "mode": "server",
-            "documentation": (
-                "References need not resolve when a resource is written (referencePolicy has no "
-                "'enforced'); deleting a resource does not check references to it. "
-                "Paging is keyset-based: follow the Bundle links."
-            ),
-            "security": {
-                "description": "No authentication yet: the server listens on loopback only "
-                "unless started with --insecure-no-auth."
-            },
-            "resource": [_resource(t, settings) for t in sorted(RESOURCE_TYPES)],
-            "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": (
+                    "References need not resolve when a resource is written "
+                    "(referencePolicy has no 'enforced'); "
+                    "deleting a resource does not check references to it. "
+                    "Paging is keyset-based: follow the Bundle links."
+                ),
+                "security": {
+                    "description": "No authentication yet: the server listens on loopback only "
+                    "unless started with --insecure-no-auth."
+                },
+                "resource": [_resource(t, settings) for t in sorted(RESOURCE_TYPES)],
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+            }
+        ],
     }
     return orjson.dumps(statement)
 

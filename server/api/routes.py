@@ -21,7 +21,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"application/fhir+json": {}},
     }
 }
-_FHIR = {"content": {"application/fhir+json": {}}}
+_FHIR: dict[str, Any] = {"content": {"application/fhir+json": {}}}
 
 
 async def _read(request: Request, interaction: str, freq: FhirRequest) -> Response:
@@ -47,8 +47,12 @@ async def _write(request: Request, interaction: str, freq: FhirRequest) -> Respo
 # -- whole system ----------------------------------------------------------------------------
 
 
-@router.post("/", operation_id="transactionOrBatch", responses=_RESPONSES,
-             summary="Process a batch or transaction Bundle")
+@router.post(
+    "/",
+    operation_id="transactionOrBatch",
+    responses=_RESPONSES,
+    summary="Process a batch or transaction Bundle",
+)
 async def bundle(request: Request) -> Response:
     note(request, "batch/transaction", "Bundle", None)
     http.check_accept(request)
@@ -60,8 +64,12 @@ async def bundle(request: Request) -> Response:
     return Response(http.reformat(payload, http.pretty(request)), media_type=http.FHIR_JSON)
 
 
-@router.get("/_history", operation_id="historySystem", responses=_RESPONSES,
-            summary="History of every resource")
+@router.get(
+    "/_history",
+    operation_id="historySystem",
+    responses=_RESPONSES,
+    summary="History of every resource",
+)
 async def history_system(request: Request) -> Response:
     return await _read(request, "history-system", http.fhir_request(request, "GET", history=True))
 
@@ -69,14 +77,19 @@ async def history_system(request: Request) -> Response:
 # -- type level ------------------------------------------------------------------------------
 
 
-@router.get("/{type}", operation_id="searchType", responses=_RESPONSES,
-            summary="Search resources of a type")
+@router.get(
+    "/{type}", operation_id="searchType", responses=_RESPONSES, summary="Search resources of a type"
+)
 async def search_type(request: Request, type: str) -> Response:
     return await _read(request, "search-type", http.fhir_request(request, "GET", type=type))
 
 
-@router.post("/{type}/_search", operation_id="searchTypePost", responses=_RESPONSES,
-             summary="Search resources of a type (form-encoded parameters)")
+@router.post(
+    "/{type}/_search",
+    operation_id="searchTypePost",
+    responses=_RESPONSES,
+    summary="Search resources of a type (form-encoded parameters)",
+)
 async def search_type_post(request: Request, type: str) -> Response:
     freq = http.fhir_request(request, "GET", type=type)
     raw = await http.read_body(request, settings_of(request), frozenset({http.FORM_TYPE}))
@@ -88,15 +101,23 @@ async def search_type_post(request: Request, type: str) -> Response:
     return await _read(request, "search-type", freq)
 
 
-@router.get("/{type}/_history", operation_id="historyType", responses=_RESPONSES,
-            summary="History of every resource of a type")
+@router.get(
+    "/{type}/_history",
+    operation_id="historyType",
+    responses=_RESPONSES,
+    summary="History of every resource of a type",
+)
 async def history_type(request: Request, type: str) -> Response:
     freq = http.fhir_request(request, "GET", type=type, history=True)
     return await _read(request, "history-type", freq)
 
 
-@router.post("/{type}", operation_id="create", responses={201: _FHIR, **_RESPONSES},
-             summary="Create a resource (If-None-Exist: conditional create)")
+@router.post(
+    "/{type}",
+    operation_id="create",
+    responses={201: _FHIR, **_RESPONSES},
+    summary="Create a resource (If-None-Exist: conditional create)",
+)
 async def create(request: Request, type: str) -> Response:
     freq = http.fhir_request(request, "POST", type=type)
     freq.query = []  # parameters on create are _format/_pretty only
@@ -104,24 +125,36 @@ async def create(request: Request, type: str) -> Response:
     return await _write(request, "create", freq)
 
 
-@router.put("/{type}", operation_id="conditionalUpdate", responses=_RESPONSES,
-            summary="Update the resource matching the search criteria")
+@router.put(
+    "/{type}",
+    operation_id="conditionalUpdate",
+    responses=_RESPONSES,
+    summary="Update the resource matching the search criteria",
+)
 async def conditional_update(request: Request, type: str) -> Response:
     freq = http.fhir_request(request, "PUT", type=type)
     freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
     return await _write(request, "update", freq)
 
 
-@router.patch("/{type}", operation_id="conditionalPatch", responses=_RESPONSES,
-              summary="JSON Patch the resource matching the search criteria")
+@router.patch(
+    "/{type}",
+    operation_id="conditionalPatch",
+    responses=_RESPONSES,
+    summary="JSON Patch the resource matching the search criteria",
+)
 async def conditional_patch(request: Request, type: str) -> Response:
     freq = http.fhir_request(request, "PATCH", type=type)
     freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
     return await _write(request, "patch", freq)
 
 
-@router.delete("/{type}", operation_id="conditionalDelete", responses=_RESPONSES,
-               summary="Delete the resource(s) matching the search criteria")
+@router.delete(
+    "/{type}",
+    operation_id="conditionalDelete",
+    responses=_RESPONSES,
+    summary="Delete the resource(s) matching the search criteria",
+)
 async def conditional_delete(request: Request, type: str) -> Response:
     return await _write(request, "delete", http.fhir_request(request, "DELETE", type=type))
 
@@ -134,8 +167,12 @@ async def read(request: Request, type: str, id: str) -> Response:
     return await _read(request, "read", http.fhir_request(request, "GET", type=type, id=id))
 
 
-@router.put("/{type}/{id}", operation_id="update", responses={201: _FHIR, **_RESPONSES},
-            summary="Update a resource (creates it when the id is new)")
+@router.put(
+    "/{type}/{id}",
+    operation_id="update",
+    responses={201: _FHIR, **_RESPONSES},
+    summary="Update a resource (creates it when the id is new)",
+)
 async def update(request: Request, type: str, id: str) -> Response:
     freq = http.fhir_request(request, "PUT", type=type, id=id)
     freq.query = []
@@ -143,8 +180,12 @@ async def update(request: Request, type: str, id: str) -> Response:
     return await _write(request, "update", freq)
 
 
-@router.patch("/{type}/{id}", operation_id="patch", responses=_RESPONSES,
-              summary="Apply a JSON Patch to a resource")
+@router.patch(
+    "/{type}/{id}",
+    operation_id="patch",
+    responses=_RESPONSES,
+    summary="Apply a JSON Patch to a resource",
+)
 async def patch(request: Request, type: str, id: str) -> Response:
     freq = http.fhir_request(request, "PATCH", type=type, id=id)
     freq.query = []
@@ -152,23 +193,35 @@ async def patch(request: Request, type: str, id: str) -> Response:
     return await _write(request, "patch", freq)
 
 
-@router.delete("/{type}/{id}", operation_id="delete", responses=_RESPONSES,
-               summary="Delete a resource (a new, deleted version)")
+@router.delete(
+    "/{type}/{id}",
+    operation_id="delete",
+    responses=_RESPONSES,
+    summary="Delete a resource (a new, deleted version)",
+)
 async def delete(request: Request, type: str, id: str) -> Response:
     freq = http.fhir_request(request, "DELETE", type=type, id=id)
     freq.query = []
     return await _write(request, "delete", freq)
 
 
-@router.get("/{type}/{id}/_history", operation_id="historyInstance", responses=_RESPONSES,
-            summary="Every version of a resource")
+@router.get(
+    "/{type}/{id}/_history",
+    operation_id="historyInstance",
+    responses=_RESPONSES,
+    summary="Every version of a resource",
+)
 async def history_instance(request: Request, type: str, id: str) -> Response:
     freq = http.fhir_request(request, "GET", type=type, id=id, history=True)
     return await _read(request, "history-instance", freq)
 
 
-@router.get("/{type}/{id}/_history/{vid}", operation_id="vread", responses=_RESPONSES,
-            summary="Read one version of a resource")
+@router.get(
+    "/{type}/{id}/_history/{vid}",
+    operation_id="vread",
+    responses=_RESPONSES,
+    summary="Read one version of a resource",
+)
 async def vread(request: Request, type: str, id: str, vid: str) -> Response:
     freq = http.fhir_request(request, "GET", type=type, id=id, vid=vid)
     return await _read(request, "vread", freq)

@@ -50,8 +50,10 @@ _PRIMITIVE_OVERRIDES: dict[str, dict[str, Any]] = {
 # (30-day months, February 28 / 29 in leap years), so that the check stays in native code.
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
 _LEAP_YEAR = r"([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)"
-_MONTH_DAY = (r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])"
-              r"|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))")
+_MONTH_DAY = (
+    r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])"
+    r"|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+)
 _FULL_DATE = rf"({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
 _PARTIAL_DATE = rf"{_YEAR}(-(0[1-9]|1[0-2]))?"
 _TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
@@ -74,8 +76,11 @@ def _strip(node: Any, names: bool = False) -> Any:
     if isinstance(node, dict):
         if names:
             return {k: _strip(v) for k, v in node.items()}
-        return {k: _strip(v, k in ("properties", "definitions")) for k, v in node.items()
-                if k != "description"}
+        return {
+            k: _strip(v, k in ("properties", "definitions"))
+            for k, v in node.items()
+            if k != "description"
+        }
     if isinstance(node, list):
         return [_strip(v) for v in node]
     return node

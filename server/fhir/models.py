@@ -23,7 +23,8 @@ def model_class(resource_type: str) -> type[Resource]:
     """The R4B model class of a supported resource type."""
     if not is_supported(resource_type):
         raise KeyError(f"{resource_type} is not a supported resource type")
-    cls: type[Resource] = get_fhir_model_class(resource_type)
+    cls = get_fhir_model_class(resource_type)
+    assert issubclass(cls, Resource)
     return cls
 
 

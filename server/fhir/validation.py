@@ -187,8 +187,9 @@ class BaseValidator:
             prim = self._patterns.get(info.get("pattern", ""), "primitive")
             shape = self._hl7_shapes.get(prim)
             if shape is not None and isinstance(value, str) and shape.match(value):
-                return issue("value", f"invalid {prim} value {describe(value)}: "
-                                      "no such day in the calendar")
+                return issue(
+                    "value", f"invalid {prim} value {describe(value)}: no such day in the calendar"
+                )
             return issue("value", f"invalid {prim} value {describe(value)}")
         if kind == "maxLength":
             return issue("too-long", f"string longer than {STRING_MAX} characters")

@@ -14,8 +14,16 @@ from typing import Any, TypeVar
 from server.auth.principal import Principal
 from server.errors import Forbidden
 from server.search.query import Criteria
-from server.store.base import HistoryQuery, Method, Page, Reader, Repository, Unit, Version
-from server.store.base import WriteResult
+from server.store.base import (
+    HistoryQuery,
+    Method,
+    Page,
+    Reader,
+    Repository,
+    Unit,
+    Version,
+    WriteResult,
+)
 from server.store.runner import Runner
 
 T = TypeVar("T")
@@ -70,14 +78,23 @@ class _CheckedUnit(_Checked):
         return self._unit.conditional_create(type, resource, criteria)
 
     def update(
-        self, type: str, id: str, resource: dict[str, Any], *, if_match: int | None = None,
+        self,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
         method: Method = "PUT",
     ) -> WriteResult:
         self._check("update", type)
         return self._unit.update(type, id, resource, if_match=if_match, method=method)
 
     def conditional_update(
-        self, type: str, criteria: Criteria, resource: dict[str, Any], *,
+        self,
+        type: str,
+        criteria: Criteria,
+        resource: dict[str, Any],
+        *,
         if_match: int | None = None,
     ) -> WriteResult:
         self._check("update", type)
@@ -85,7 +102,11 @@ class _CheckedUnit(_Checked):
         return self._unit.conditional_update(type, criteria, resource, if_match=if_match)
 
     def patch(
-        self, type: str, id: str, apply: Callable[[dict[str, Any]], dict[str, Any]], *,
+        self,
+        type: str,
+        id: str,
+        apply: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
         if_match: int | None = None,
     ) -> WriteResult:
         self._check("patch", type)

@@ -23,7 +23,8 @@ class Runner:
             max_workers=1 if dialect == "sqlite" else threads, thread_name_prefix="store-write"
         )
         self._reads = (
-            None if self._inline_reads
+            None
+            if self._inline_reads
             else ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store-read")
         )
 

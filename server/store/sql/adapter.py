@@ -32,8 +32,8 @@ from server.errors import (
 from server.fhir.instant import format_instant, now_us
 from server.search.extract import token_rows
 from server.search.query import Criteria
-from server.store.base import HistoryQuery, Method, Page, Version, WriteResult
 from server.store import faults
+from server.store.base import HistoryQuery, Method, Page, Version, WriteResult
 from server.store.sql import query
 from server.store.sql.dialect import Connection, Dialect
 from server.store.sql.schema import MIGRATIONS
@@ -167,7 +167,8 @@ class SqlUnit(SqlReader):
             (type, id, version, stamp, deleted, method, body),
         ).fetchone()[0]
         self._conn.execute(
-            "INSERT INTO resource (rtype, id, version, last_updated, deleted, seq, created_seq, body)"
+            "INSERT INTO resource"
+            " (rtype, id, version, last_updated, deleted, seq, created_seq, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rtype, id) DO UPDATE SET"
             " version = excluded.version, last_updated = excluded.last_updated,"
             " deleted = excluded.deleted, seq = excluded.seq, body = excluded.body",

@@ -1,0 +1,25 @@
+-- wrk -s bench/read.lua: GET /fhir/ServiceRequest/{id}, id picked at random from the
+-- lines of $BENCH_IDS (or the single id $BENCH_ID).
+--   BENCH_DIR=bench BENCH_IDS=ids.txt wrk -t1 -c16 -d10s --latency -s bench/read.lua URL
+local dir = os.getenv("BENCH_DIR") or "bench"
+dofile(dir .. "/common.lua")
+
+local reqs = {}
+
+function init(args)
+  local ids
+  if os.getenv("BENCH_ID") and os.getenv("BENCH_ID") ~= "" then
+    ids = { os.getenv("BENCH_ID") }
+  else
+    ids = bench_read_lines(assert(os.getenv("BENCH_IDS"), "set BENCH_IDS or BENCH_ID"))
+  end
+  local headers = { ["Accept"] = "application/fhir+json" }
+  for i, id in ipairs(ids) do
+    reqs[i] = wrk.format("GET", "/fhir/ServiceRequest/" .. id, headers)
+  end
+  math.randomseed(os.time() + (thread_id or 0))
+end
+
+function request()
+  return reqs[math.random(#reqs)]
+end

@@ -1,0 +1,300 @@
+"""The OpenAPI description of the FHIR API, as committed in ``openapi/openapi.json``.
+
+FastAPI's own document knows the routes, their operationIds and summaries, but not what they
+exchange: the routes read raw bodies (so that media types, size limits and errors are the
+FHIR server's, not FastAPI's). ``export`` post-processes it: FHIR media types on request
+bodies and responses, request bodies per operationId, path, header and query parameters
+described, tags by level (system / type / instance). The output is deterministic (sorted
+keys, two-space indent, trailing newline); ``scripts/export-openapi`` rewrites the committed
+file and ``tests/conformance/test_openapi.py`` fails when it drifts.
+
+    python -m server.openapi_export [PATH]   # default: openapi/openapi.json
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+FHIR_JSON = "application/fhir+json"
+JSON_PATCH = "application/json-patch+json"
+FORM = "application/x-www-form-urlencoded"
+DEFAULT_PATH = Path("openapi") / "openapi.json"
+
+_REF = "#/components/schemas/"
+
+# request bodies, by operationId: (media type, schema, description)
+_BODIES: dict[str, tuple[str, str, str]] = {
+    "transactionOrBatch": (FHIR_JSON, "Bundle", "A Bundle of type batch or transaction"),
+    "create": (FHIR_JSON, "Resource", "The resource to create (any id is ignored)"),
+    "update": (FHIR_JSON, "Resource", "The new content; its id must equal the URL's id"),
+    "conditionalUpdate": (FHIR_JSON, "Resource", "The new content of the matching resource"),
+    "patch": (JSON_PATCH, "JsonPatch", "A JSON Patch (RFC 6902) document"),
+    "conditionalPatch": (JSON_PATCH, "JsonPatch", "A JSON Patch (RFC 6902) document"),
+    "searchTypePost": (FORM, "SearchForm", "Search parameters, form-encoded"),
+}
+
+# what a successful answer carries, by operationId
+_ANSWERS: dict[str, str] = {
+    "capabilities": "CapabilityStatement",
+    "transactionOrBatch": "Bundle",
+    "historySystem": "Bundle",
+    "historyType": "Bundle",
+    "historyInstance": "Bundle",
+    "searchType": "Bundle",
+    "searchTypePost": "Bundle",
+    "delete": "OperationOutcome",
+    "conditionalDelete": "OperationOutcome",
+}
+
+_WRITES = frozenset(
+    {
+        "transactionOrBatch",
+        "create",
+        "update",
+        "conditionalUpdate",
+        "patch",
+        "conditionalPatch",
+    }
+)
+_IF_MATCH = frozenset({"update", "conditionalUpdate", "patch", "conditionalPatch", "delete"})
+_CONDITIONAL_READ = frozenset({"read", "vread"})
+_CRITERIA = frozenset({"searchType", "conditionalUpdate", "conditionalPatch", "conditionalDelete"})
+
+_PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "type": {
+        "description": "A resource type this server supports (e.g. Patient, Coverage)",
+        "schema": {"$ref": _REF + "ResourceType"},
+    },
+    "id": {
+        "description": "The logical id of the resource",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
+    },
+    "vid": {
+        "description": "The version id (meta.versionId) of the resource",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_FORMAT = _query(
+    "_format",
+    "Overrides Accept: json, application/fhir+json or application/json",
+    {"type": "string"},
+)
+_PRETTY = _query("_pretty", "true: indent the JSON answer", {"type": "boolean"})
+_COUNT = _query(
+    "_count",
+    "Page size; values above the configured maximum are clamped",
+    {"type": "integer", "minimum": 0},
+)
+_SEARCH = {
+    "name": "criteria",
+    "in": "query",
+    "required": False,
+    "style": "form",
+    "explode": True,
+    "description": "Search parameters: _id, _lastUpdated, and identifier on types that have "
+    "one; any other parameter is refused with 400",
+    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+}
+_PREFER = _header("Prefer", "return=minimal | return=representation | return=OperationOutcome")
+_IF_MATCH_H = _header("If-Match", 'Version-aware update: the ETag of the current version, W/"3"')
+_IF_NONE_EXIST = _header(
+    "If-None-Exist", "Conditional create: search parameters, e.g. identifier=system|value"
+)
+_IF_NONE_MATCH = _header("If-None-Match", "Conditional read: 304 when the ETag matches")
+_IF_MODIFIED = _header(
+    "If-Modified-Since", "Conditional read: 304 when not modified since this HTTP date"
+)
+
+
+def _schemas() -> dict[str, Any]:
+    from server.fhir.resource_types import RESOURCE_TYPES
+
+    def resource(description: str, type: str | None = None) -> dict[str, Any]:
+        kind: dict[str, Any] = {"type": "string"}
+        if type is not None:
+            kind = {"const": type}
+        return {
+            "type": "object",
+            "description": description,
+            "required": ["resourceType"],
+            "properties": {"resourceType": kind, "id": {"type": "string"}},
+            "additionalProperties": True,
+        }
+
+    return {
+        "ResourceType": {
+            "type": "string",
+            "enum": sorted(RESOURCE_TYPES),
+            "description": "The FHIR R4 resource types this server supports",
+        },
+        "Resource": resource("A FHIR R4 resource (JSON representation)"),
+        "Bundle": resource("A FHIR R4 Bundle", "Bundle"),
+        "OperationOutcome": resource("A FHIR R4 OperationOutcome", "OperationOutcome"),
+        "CapabilityStatement": resource("The server's CapabilityStatement", "CapabilityStatement"),
+        "JsonPatch": {
+            "type": "array",
+            "description": "A JSON Patch document (RFC 6902)",
+            "items": {
+                "type": "object",
+                "required": ["op", "path"],
+                "properties": {
+                    "op": {"enum": ["add", "remove", "replace", "move", "copy", "test"]},
+                    "path": {"type": "string"},
+                    "from": {"type": "string"},
+                    "value": {},
+                },
+            },
+        },
+        "SearchForm": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Search parameters as form fields",
+        },
+    }
+
+
+def _content(media: str, schema: str) -> dict[str, Any]:
+    return {media: {"schema": {"$ref": _REF + schema}}}
+
+
+def _tag(path: str) -> str:
+    rest = path.removeprefix("/fhir").strip("/")
+    if not rest or rest.startswith(("_", "metadata")):
+        return "system"
+    return "instance" if "{id}" in rest else "type"
+
+
+def _operation(path: str, op: dict[str, Any]) -> None:
+    op_id = str(op.get("operationId", ""))
+    op["tags"] = [_tag(path)]
+    params: list[dict[str, Any]] = []
+    for param in op.get("parameters", []):
+        if param.get("in") == "path" and param.get("name") in _PATH_PARAMS:
+            param = {**param, **copy.deepcopy(_PATH_PARAMS[param["name"]])}
+        params.append(param)
+    if op_id in _CRITERIA:
+        if op_id == "searchType":
+            params.append(_COUNT)
+        params.append(_SEARCH)
+    if op_id == "searchTypePost":
+        params.append(_COUNT)
+    if op_id == "create":
+        params.append(_IF_NONE_EXIST)
+    if op_id in _IF_MATCH:
+        params.append(_IF_MATCH_H)
+    if op_id in _CONDITIONAL_READ:
+        params += [_IF_NONE_MATCH, _IF_MODIFIED]
+    if op_id in _WRITES:
+        params.append(_PREFER)
+    params += [_FORMAT, _PRETTY]
+    op["parameters"] = copy.deepcopy(params)
+
+    body = _BODIES.get(op_id)
+    if body is not None:
+        media, schema, description = body
+        op["requestBody"] = {
+            "required": True,
+            "description": description,
+            "content": _content(media, schema),
+        }
+
+    answer = _ANSWERS.get(op_id, "Resource")
+    responses: dict[str, Any] = op.setdefault("responses", {})
+    responses.pop("422", None)
+    responses.setdefault("default", {"description": "An OperationOutcome describing the error"})
+    for code, response in responses.items():
+        if code == "default":
+            response["content"] = _content(FHIR_JSON, "OperationOutcome")
+        elif code == "201":
+            response["description"] = "Created: the new resource (per Prefer)"
+            response["content"] = _content(FHIR_JSON, answer)
+        elif code.startswith("2"):
+            if response.get("description") == "Successful Response":
+                response["description"] = "Success"
+            response["content"] = _content(FHIR_JSON, answer)
+    if op_id in _CONDITIONAL_READ:
+        responses["304"] = {"description": "Not modified (conditional read)"}
+
+
+def export() -> dict[str, Any]:
+    """The post-processed OpenAPI document of the application."""
+    from server.app import create_app
+    from server.settings import Settings
+
+    # the document depends on the routes only: no store is opened, no setting is read
+    document: dict[str, Any] = create_app(Settings.model_construct()).openapi()
+    document = copy.deepcopy(document)
+    for path, item in document.get("paths", {}).items():
+        for method, op in item.items():
+            if method in ("get", "put", "post", "patch", "delete", "head", "options"):
+                _operation(path, op)
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    schemas.update(_schemas())
+    document["tags"] = [
+        {
+            "name": "system",
+            "description": "Whole-system interactions: capabilities, batch/transaction, history",
+        },
+        {
+            "name": "type",
+            "description": "Type-level interactions: search, create, history, "
+            "conditional update/patch/delete",
+        },
+        {
+            "name": "instance",
+            "description": "Instance-level interactions: read, vread, update, "
+            "patch, delete, history",
+        },
+    ]
+    return document
+
+
+def render(document: dict[str, Any] | None = None) -> str:
+    """The document as committed: sorted keys, two-space indent, trailing newline."""
+    document = export() if document is None else document
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write(path: Path = DEFAULT_PATH) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(), encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    target = write(Path(args[0]) if args else DEFAULT_PATH)
+    print(f"wrote {target}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
