@@ -106,6 +106,8 @@ def collect(raw: Path, pg_version: str | None) -> dict[str, Any]:
     for cmd in sorted(raw.glob("*.cmd")):
         name = cmd.stem
         entry: dict[str, Any] = {"command": cmd.read_text().strip()}
+        if (raw / f"{name}.load").exists():
+            entry["loadavg_before"] = (raw / f"{name}.load").read_text().strip()
         if (raw / f"{name}.txt").exists():
             entry.update(parse_wrk((raw / f"{name}.txt").read_text()))
         elif (raw / f"{name}.json").exists():
@@ -240,6 +242,12 @@ def render(r: dict[str, Any]) -> str:
         add(f"| {label} | {m.get(key)} |")
     add(f"| packages | {', '.join(p for p in m.get('packages', []) if p)} |")
     add("")
+    loads = [f"{n} {e['loadavg_before'].split()[0]}" for n, e in s.items()
+             if e.get("loadavg_before")]
+    if loads:
+        add("1-minute load average just before each scenario (anything above the bench's own "
+            "load means other processes competed for the CPUs): " + ", ".join(loads) + ".")
+        add("")
     add("wrk, the server (and its workers) and PostgreSQL share the same cores; with "
         f"`nproc` = {m.get('nproc_cmd')}, wrk itself takes a good part of one core.")
     add("")

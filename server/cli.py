@@ -193,7 +193,7 @@ def load(
     failures = report.failures
     ok = len(report.outcomes) - len(failures)
     summary = (
-        f"{report.files} file(s), {report.requests} request(s), {ok} entr(ies) loaded, "
+        f"{report.files} file(s), {report.requests} request(s), {ok} entries loaded, "
         f"{len(failures)} failed"
     )
     if failures:

@@ -38,6 +38,8 @@ DATA_SUFFIXES = (".json", ".ndjson")
 _FHIR_JSON = "application/fhir+json"
 _HEADERS = {"Content-Type": _FHIR_JSON, "Accept": _FHIR_JSON}
 _ENTRY_EXPRESSION = re.compile(r"^Bundle\.entry\[(\d+)\]")
+_BATCH_RESOURCE = re.compile(r"^Bundle\.entry\[\d+\]\.resource")
+_POSITION = re.compile(r"(\d+)\D*$")
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -267,15 +269,26 @@ def _read_answer(file: str, request: _Request, response: httpx.Response) -> list
             for label in request.labels
         ]
     out = []
-    for label, entry in zip(request.labels, entries, strict=True):
+    sent = request.body.get("entry", []) if request.kind == "batch" else []
+    for index, (label, entry) in enumerate(zip(request.labels, entries, strict=True)):
         reply = entry.get("response") if isinstance(entry, dict) else None
         reply = reply if isinstance(reply, dict) else {}
         code = _status(reply.get("status"))
-        ok = code is not None and 200 <= code < 300
-        out.append(
-            Outcome(file, label, code, "" if ok else first_diagnostics(reply.get("outcome")))
-        )
+        diagnostics = ""
+        if code is None or not 200 <= code < 300:
+            diagnostics = first_diagnostics(reply.get("outcome"))
+            if index < len(sent):
+                # the batch Bundle is the loader's, not the file's: locate issues in the resource
+                type = str(sent[index]["resource"]["resourceType"])
+                diagnostics = _BATCH_RESOURCE.sub(type, diagnostics, count=1)
+        out.append(Outcome(file, label, code, diagnostics))
     return out
+
+
+def _position(outcome: Outcome) -> int:
+    """Where an entry is in its file (line number, entry index), for reporting in file order."""
+    match = _POSITION.search(outcome.entry)
+    return int(match.group(1)) if match else -1
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -334,8 +347,7 @@ async def load_files(
     progress = progress or Progress()
     report = LoadReport()
     for path in files:
-        requests, local = plan(path, batch_size)
-        report.outcomes.extend(local)
+        requests, outcomes = plan(path, batch_size)
         for request in requests:
             try:
                 response = await client.request(
@@ -345,14 +357,15 @@ async def load_files(
                     headers={"Prefer": "return=minimal"},
                 )
             except httpx.HTTPError as exc:
-                report.outcomes.extend(
+                outcomes.extend(
                     Outcome(str(path), label, None, f"request failed: {exc}")
                     for label in request.labels
                 )
             else:
-                report.outcomes.extend(_read_answer(str(path), request, response))
+                outcomes.extend(_read_answer(str(path), request, response))
             report.requests += 1
             progress.request_done()
+        report.outcomes.extend(sorted(outcomes, key=_position))
         report.files += 1
         progress.file_done(path)
     return report

@@ -89,7 +89,7 @@ def test_unknown_version_is_404(client: TestClient) -> None:
 def test_method_not_allowed_is_405(client: TestClient) -> None:
     outcome(client.post("/fhir/Patient/123", json=patient("A")), 405)
     outcome(client.put("/fhir/Patient/123/_history/1", json=patient("A")), 405)
-    outcome(client.delete("/fhir/metadata"), 405)
+    outcome(client.delete("/fhir/Patient/123/_history/1"), 405)
 
 
 def test_invalid_id_in_url_is_400(client: TestClient) -> None:
@@ -195,6 +195,9 @@ def _cases() -> list[tuple[str, str, dict[str, str], bytes | None]]:
         "/fhir/Patient?_format=%ff", "/fhir/Patient?&&&=&", "/fhir/patient", "/fhir/PATIENT/1",
         "/fhir/Patient/a/b/c/d", "/fhir/_search", "/fhir/Patient/a/_history/1/x",
         "/fhir/Patient?_id=" + "a," * 2000,
+        "/fhir/Patient/a/_history/%C2%B2", "/fhir/Patient?_count=%C2%B2",
+        "/fhir/Patient?_cursor=%C2%B2", "/fhir/_history?_count=%C2%B2",
+        "/fhir/_history?_cursor=%C2%B2", "/fhir/Patient?_count=%D9%A1",
     ]
     for url in urls:
         cases.append(("GET", url, {}, None))
@@ -256,3 +259,31 @@ def test_error_outcomes_use_the_fhir_media_type(client: TestClient, path: str) -
     response = client.get(path, headers={"Accept": "image/png"})
     outcome(response, 406)
     assert response.headers["content-type"].startswith(FHIR_JSON)
+
+
+@pytest.mark.parametrize("url", [
+    "/fhir/Patient/fz/_history/%C2%B2",  # '²': str.isdigit() is True, int() fails
+    "/fhir/Patient?_count=%C2%B2",
+    "/fhir/Patient?_cursor=%C2%B2",
+    "/fhir/_history?_count=%C2%B2",
+    "/fhir/Patient/fz/_history?_cursor=%C2%B2",
+])
+def test_non_ascii_digits_in_numbers_are_4xx_not_500(client: TestClient, url: str) -> None:
+    client.put(f"{_P}/fz", json={**patient("Fuzz"), "id": "fz"})
+    response = client.get(url)
+    assert 400 <= response.status_code < 500, f"{url}: {response.status_code}"
+    outcome(response)
+
+
+@pytest.mark.parametrize("url", [
+    "/fhir/Patient/fz/_history/99999999999999999999999",
+    "/fhir/Patient?_cursor=99999999999999999999999999",
+    "/fhir/_history?_cursor=99999999999999999999999999",
+])
+def test_out_of_range_numbers_are_not_500(client: TestClient, url: str) -> None:
+    client.put(f"{_P}/fz", json={**patient("Fuzz"), "id": "fz"})
+    response = client.get(url)
+    assert response.status_code < 500, f"{url}: {response.status_code} {response.text}"
+    if response.status_code >= 400:
+        outcome(response)
+

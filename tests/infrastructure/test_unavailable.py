@@ -1,0 +1,70 @@
+"""Infrastructure failures answer 503 with an OperationOutcome and Retry-After, and lose nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from server.app import create_app
+from server.settings import Settings
+from server.store.sql.adapter import SqlRepository
+from server.store.sql.dialect import SQLiteDialect
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+
+class FullDiskDialect(SQLiteDialect):
+    """SQLite whose file may not grow: every connection caps the page count at its size now,
+    so a write needing a new page fails with SQLite's own 'database or disk is full'."""
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = super()._connection()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        return conn
+
+
+def _patient(size: int) -> dict[str, object]:
+    return {"resourceType": "Patient", "name": [{"family": "F" * size}]}
+
+
+def test_disk_full_is_503_and_changes_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "full.db")
+    setup = SqlRepository(SQLiteDialect(path))
+    setup.migrate()
+    setup.close()
+    store = SqlRepository(FullDiskDialect(path))
+    with TestClient(create_app(Settings(database_url=f"sqlite:///{path}"), store=store)) as client:
+        response = client.post("/fhir/Patient", json=_patient(200_000))
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"]
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["code"] == "transient"
+        history = client.get("/fhir/Patient/_history").json()
+        assert "entry" not in history
+    store.close()
+
+
+@pytest.mark.postgres
+def test_database_down_is_503(fresh_pg_database: str) -> None:
+    settings = Settings(database_url=fresh_pg_database, pg_pool_size=1)
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/fhir/Patient", json=_patient(3)).status_code == 201
+        name = psycopg.conninfo.conninfo_to_dict(fresh_pg_database)["dbname"]
+        admin = fresh_pg_database.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+        response = client.get("/fhir/Patient")
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"]
+        assert response.json()["resourceType"] == "OperationOutcome"
