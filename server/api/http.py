@@ -8,6 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from server.api.context import note
 from server.api.interactions import FhirRequest, FhirResponse, loads
 from server.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from server.fhir.instant import format_http_date
@@ -110,7 +111,10 @@ async def read_json(request: Request, settings: Settings, allowed: frozenset[str
     return loads(await read_body(request, settings, allowed))
 
 
-def fhir_request(request: Request, method: str, **target: Any) -> FhirRequest:
+def fhir_request(request: Request, method: str, interaction: str, **target: Any) -> FhirRequest:
+    """The interaction an HTTP request asks for (noted for the request log at once, so even a
+    request that fails on its body is logged with what it was)."""
+    note(request, interaction, target.get("type"), target.get("id"))
     headers = request.headers
     return FhirRequest(
         method,

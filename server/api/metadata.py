@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.api import http
+from server.api import http, routes
 from server.api.context import note, settings_of
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.search.params import params_for
@@ -24,25 +24,43 @@ from server.settings import Settings
 
 router = APIRouter()
 
-TYPE_INTERACTIONS = (
-    "read",
-    "vread",
-    "update",
-    "patch",
-    "delete",
-    "history-instance",
-    "history-type",
-    "create",
-    "search-type",
-)
-SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
-PARAM_DOCS = {"_count": "Page size; values above the configured maximum are clamped"}
+# the CapabilityStatement interaction codes each route (by operationId) implements
+_TYPE_CODES = {
+    "read": "read",
+    "vread": "vread",
+    "update": "update",
+    "patch": "patch",
+    "delete": "delete",
+    "historyInstance": "history-instance",
+    "historyType": "history-type",
+    "create": "create",
+    "searchType": "search-type",
+}
+_SYSTEM_CODES = {
+    "transactionOrBatch": ("transaction", "batch"),
+    "historySystem": ("history-system",),
+}
+
+
+def _implemented() -> set[str]:
+    return {getattr(route, "operation_id", None) or "" for route in routes.router.routes}
+
+
+def type_interactions() -> list[str]:
+    """The type and instance interactions the routes implement, in the spec's order."""
+    present = _implemented()
+    return [code for op, code in _TYPE_CODES.items() if op in present]
+
+
+def system_interactions() -> list[str]:
+    present = _implemented()
+    return [code for op, codes in _SYSTEM_CODES.items() if op in present for code in codes]
 
 
 def _resource(type: str, settings: Settings) -> dict[str, Any]:
     return {
         "type": type,
-        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+        "interaction": [{"code": code} for code in type_interactions()],
         "versioning": "versioned-update",
         "readHistory": True,
         "updateCreate": True,
@@ -89,7 +107,7 @@ def capability_statement(settings: Settings) -> bytes:
                     "unless started with --insecure-no-auth."
                 },
                 "resource": [_resource(t, settings) for t in sorted(RESOURCE_TYPES)],
-                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+                "interaction": [{"code": code} for code in system_interactions()],
             }
         ],
     }

@@ -24,8 +24,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 _FHIR: dict[str, Any] = {"content": {"application/fhir+json": {}}}
 
 
-async def _read(request: Request, interaction: str, freq: FhirRequest) -> Response:
-    note(request, interaction, freq.type, freq.id)
+async def _read(request: Request, freq: FhirRequest) -> Response:
     http.check_accept(request)
     settings = settings_of(request)
     repo = repository(request)
@@ -33,8 +32,7 @@ async def _read(request: Request, interaction: str, freq: FhirRequest) -> Respon
     return http.render(result, settings, indent=http.pretty(request))
 
 
-async def _write(request: Request, interaction: str, freq: FhirRequest) -> Response:
-    note(request, interaction, freq.type, freq.id)
+async def _write(request: Request, freq: FhirRequest) -> Response:
     http.check_accept(request)
     settings = settings_of(request)
     prefer = http.prefer_return(request)
@@ -71,7 +69,7 @@ async def bundle(request: Request) -> Response:
     summary="History of every resource",
 )
 async def history_system(request: Request) -> Response:
-    return await _read(request, "history-system", http.fhir_request(request, "GET", history=True))
+    return await _read(request, http.fhir_request(request, "GET", "history-system", history=True))
 
 
 # -- type level ------------------------------------------------------------------------------
@@ -81,7 +79,7 @@ async def history_system(request: Request) -> Response:
     "/{type}", operation_id="searchType", responses=_RESPONSES, summary="Search resources of a type"
 )
 async def search_type(request: Request, type: str) -> Response:
-    return await _read(request, "search-type", http.fhir_request(request, "GET", type=type))
+    return await _read(request, http.fhir_request(request, "GET", "search-type", type=type))
 
 
 @router.post(
@@ -91,14 +89,14 @@ async def search_type(request: Request, type: str) -> Response:
     summary="Search resources of a type (form-encoded parameters)",
 )
 async def search_type_post(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "GET", type=type)
+    freq = http.fhir_request(request, "GET", "search-type", type=type)
     raw = await http.read_body(request, settings_of(request), frozenset({http.FORM_TYPE}))
     try:
         form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("The form body is not valid application/x-www-form-urlencoded") from exc
     freq.query = [*freq.query, *form]
-    return await _read(request, "search-type", freq)
+    return await _read(request, freq)
 
 
 @router.get(
@@ -108,8 +106,8 @@ async def search_type_post(request: Request, type: str) -> Response:
     summary="History of every resource of a type",
 )
 async def history_type(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "GET", type=type, history=True)
-    return await _read(request, "history-type", freq)
+    freq = http.fhir_request(request, "GET", "history-type", type=type, history=True)
+    return await _read(request, freq)
 
 
 @router.post(
@@ -119,10 +117,10 @@ async def history_type(request: Request, type: str) -> Response:
     summary="Create a resource (If-None-Exist: conditional create)",
 )
 async def create(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "POST", type=type)
+    freq = http.fhir_request(request, "POST", "create", type=type)
     freq.query = []  # parameters on create are _format/_pretty only
     freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
-    return await _write(request, "create", freq)
+    return await _write(request, freq)
 
 
 @router.put(
@@ -132,9 +130,9 @@ async def create(request: Request, type: str) -> Response:
     summary="Update the resource matching the search criteria",
 )
 async def conditional_update(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "PUT", type=type)
+    freq = http.fhir_request(request, "PUT", "update", type=type)
     freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
-    return await _write(request, "update", freq)
+    return await _write(request, freq)
 
 
 @router.patch(
@@ -144,9 +142,9 @@ async def conditional_update(request: Request, type: str) -> Response:
     summary="JSON Patch the resource matching the search criteria",
 )
 async def conditional_patch(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "PATCH", type=type)
+    freq = http.fhir_request(request, "PATCH", "patch", type=type)
     freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
-    return await _write(request, "patch", freq)
+    return await _write(request, freq)
 
 
 @router.delete(
@@ -156,7 +154,7 @@ async def conditional_patch(request: Request, type: str) -> Response:
     summary="Delete the resource(s) matching the search criteria",
 )
 async def conditional_delete(request: Request, type: str) -> Response:
-    return await _write(request, "delete", http.fhir_request(request, "DELETE", type=type))
+    return await _write(request, http.fhir_request(request, "DELETE", "delete", type=type))
 
 
 # -- instance level --------------------------------------------------------------------------
@@ -164,7 +162,7 @@ async def conditional_delete(request: Request, type: str) -> Response:
 
 @router.get("/{type}/{id}", operation_id="read", responses=_RESPONSES, summary="Read a resource")
 async def read(request: Request, type: str, id: str) -> Response:
-    return await _read(request, "read", http.fhir_request(request, "GET", type=type, id=id))
+    return await _read(request, http.fhir_request(request, "GET", "read", type=type, id=id))
 
 
 @router.put(
@@ -174,10 +172,10 @@ async def read(request: Request, type: str, id: str) -> Response:
     summary="Update a resource (creates it when the id is new)",
 )
 async def update(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "PUT", type=type, id=id)
+    freq = http.fhir_request(request, "PUT", "update", type=type, id=id)
     freq.query = []
     freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
-    return await _write(request, "update", freq)
+    return await _write(request, freq)
 
 
 @router.patch(
@@ -187,10 +185,10 @@ async def update(request: Request, type: str, id: str) -> Response:
     summary="Apply a JSON Patch to a resource",
 )
 async def patch(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "PATCH", type=type, id=id)
+    freq = http.fhir_request(request, "PATCH", "patch", type=type, id=id)
     freq.query = []
     freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
-    return await _write(request, "patch", freq)
+    return await _write(request, freq)
 
 
 @router.delete(
@@ -200,9 +198,9 @@ async def patch(request: Request, type: str, id: str) -> Response:
     summary="Delete a resource (a new, deleted version)",
 )
 async def delete(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "DELETE", type=type, id=id)
+    freq = http.fhir_request(request, "DELETE", "delete", type=type, id=id)
     freq.query = []
-    return await _write(request, "delete", freq)
+    return await _write(request, freq)
 
 
 @router.get(
@@ -212,8 +210,8 @@ async def delete(request: Request, type: str, id: str) -> Response:
     summary="Every version of a resource",
 )
 async def history_instance(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "GET", type=type, id=id, history=True)
-    return await _read(request, "history-instance", freq)
+    freq = http.fhir_request(request, "GET", "history-instance", type=type, id=id, history=True)
+    return await _read(request, freq)
 
 
 @router.get(
@@ -223,5 +221,5 @@ async def history_instance(request: Request, type: str, id: str) -> Response:
     summary="Read one version of a resource",
 )
 async def vread(request: Request, type: str, id: str, vid: str) -> Response:
-    freq = http.fhir_request(request, "GET", type=type, id=id, vid=vid)
-    return await _read(request, "vread", freq)
+    freq = http.fhir_request(request, "GET", "vread", type=type, id=id, vid=vid)
+    return await _read(request, freq)

@@ -1,0 +1,84 @@
+"""Helpers for the command-line tests: the installed ``calaim-fhir`` command and a server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def command() -> list[str]:
+    """The ``calaim-fhir`` entry point of the interpreter running the tests."""
+    script = Path(sys.executable).with_name("calaim-fhir")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from server.cli import main; main()"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@dataclass(frozen=True)
+class Server:
+    base: str  # the FHIR base URL, http://127.0.0.1:PORT/fhir
+    database_url: str
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """``calaim-fhir serve`` on a free port and a tmp SQLite file; stopped afterwards."""
+    port = free_port()
+    database_url = sqlite_url(tmp_path / "served.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(
+        [*command(), "serve", "--port", str(port), "--database-url", database_url],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                log.flush()
+                output = (tmp_path / "server.log").read_text(errors="replace")
+                pytest.fail(f"the server exited with {process.returncode}:\n{output}")
+            try:
+                if httpx.get(f"{base}/metadata", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the server did not answer /fhir/metadata within 30 s")
+            time.sleep(0.1)
+        yield Server(base, database_url)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        log.close()

@@ -1,0 +1,59 @@
+"""Batch Bundles: entries are independent, each with its own status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support import TestClient, create, history_total, observation, patient
+
+
+def _batch(*entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "batch", "entry": list(entries)}
+
+
+def test_batch_entries_are_independent(client: TestClient) -> None:
+    existing = create(client, patient("Existing"))
+    before = history_total(client)
+    response = client.post("/fhir", json=_batch(
+        {"resource": patient("Good"), "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Patient", "bogus": 1},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"request": {"method": "GET", "url": "Patient/nobody"}},
+        {"request": {"method": "GET", "url": f"Patient/{existing['id']}"}},
+        {"resource": {**patient("Stale"), "id": existing["id"]},
+         "request": {"method": "PUT", "url": f"Patient/{existing['id']}", "ifMatch": 'W/"9"'}},
+        {"resource": observation(), "request": {"method": "POST", "url": "Observation"}},
+    ))
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    assert bundle["type"] == "batch-response"
+    statuses = [e["response"]["status"][:3] for e in bundle["entry"]]
+    assert statuses == ["201", "400", "404", "200", "412", "201"], statuses
+    for index in (1, 2, 4):
+        outcome = bundle["entry"][index]["response"].get("outcome")
+        assert outcome and outcome["resourceType"] == "OperationOutcome", bundle["entry"][index]
+    exprs = [e for i in bundle["entry"][1]["response"]["outcome"]["issue"]
+             for e in i.get("expression", [])]
+    assert "Bundle.entry[1].resource.bogus" in exprs, exprs
+    assert bundle["entry"][3]["resource"]["id"] == existing["id"]
+    assert history_total(client) == before + 2, "the two good writes happened"
+
+
+def test_batch_entry_with_a_bad_request_does_not_stop_the_others(client: TestClient) -> None:
+    response = client.post("/fhir", json=_batch(
+        {"request": {"method": "GET", "url": "Patient/bad id!"}},
+        {"resource": patient("A"), "request": {"method": "POST", "url": "Nope"}},
+        {"resource": patient("B"), "request": {"method": "POST", "url": "Patient"}},
+    ))
+    assert response.status_code == 200, response.text
+    statuses = [e["response"]["status"][:3] for e in response.json()["entry"]]
+    assert statuses[0] == "400" and statuses[1] == "404" and statuses[2] == "201", statuses
+
+
+def test_invalid_bundle_shell_is_400(client: TestClient) -> None:
+    response = client.post("/fhir", json=_batch({"request": {"method": "FETCH", "url": "x"}}))
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert any("Bundle.entry[0].request.method" in i.get("expression", [])
+               for i in body["issue"]), body
