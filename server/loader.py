@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 import orjson
@@ -155,7 +155,7 @@ def _resource_request(resource: dict[str, Any]) -> tuple[str, str]:
     return "POST", str(type)
 
 
-def _is_resource(value: Any) -> bool:
+def _is_resource(value: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and isinstance(value.get("resourceType"), str)
 
 

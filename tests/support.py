@@ -69,8 +69,9 @@ def clear_store(database_url: str) -> None:
         finally:
             conn.close()
     else:
-        with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as pg:
-            pg.execute("TRUNCATE " + ", ".join(TABLES))
+        with psycopg.connect(database_url, connect_timeout=10) as pg:  # one transaction
+            for table in TABLES:
+                pg.execute(f"DELETE FROM {table}")
 
 
 # -- apps ---------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def test_batch_entries_are_independent(client: TestClient) -> None:
 
 def test_batch_entry_with_a_bad_request_does_not_stop_the_others(client: TestClient) -> None:
     response = client.post("/fhir", json=_batch(
-        {"request": {"method": "GET", "url": "Patient/bad id!"}},
+        {"request": {"method": "GET", "url": "Patient/bad!id"}},
         {"resource": patient("A"), "request": {"method": "POST", "url": "Nope"}},
         {"resource": patient("B"), "request": {"method": "POST", "url": "Patient"}},
     ))
