@@ -240,7 +240,7 @@ def render(r: dict[str, Any]) -> str:
                        ("kernel", "kernel"), ("python", "Python"), ("sqlite", "SQLite"),
                        ("postgresql", "PostgreSQL"), ("wrk", "wrk")):
         add(f"| {label} | {m.get(key)} |")
-    add(f"| packages | {', '.join(p for p in m.get('packages', []) if p)} |")
+    add(f"| packages | {', '.join(' '.join(p.split()) for p in m.get('packages', []) if p)} |")
     add("")
     loads = [f"{n} {e['loadavg_before'].split()[0]}" for n, e in s.items()
              if e.get("loadavg_before")]
@@ -285,7 +285,8 @@ def main() -> None:
     parser.add_argument("--raw", type=Path)
     parser.add_argument("--from", dest="src", type=Path)
     parser.add_argument("--pg-version")
-    parser.add_argument("--notes", type=Path, help="a JSON list of extra notes for RESULTS.md")
+    parser.add_argument("--notes", type=Path,
+                        help="a JSON list of notes for RESULTS.md (default bench/notes.json)")
     args = parser.parse_args()
     if args.src:
         results = json.loads(args.src.read_text())
@@ -294,13 +295,12 @@ def main() -> None:
         OUT.mkdir(exist_ok=True)
         stamp = results["date"].replace(":", "").replace("-", "").replace("+0000", "Z")
         path = OUT / f"results-{stamp}.json"
-        if (args.raw / "notes.json").exists():
-            results["notes"] = json.loads((args.raw / "notes.json").read_text())
         path.write_text(json.dumps(results, indent=2) + "\n")
         shutil.copyfile(path, OUT / "latest.json")
         print(f"report: wrote {path.relative_to(HERE.parent)} and bench/out/latest.json")
-    if args.notes:
-        results["notes"] = json.loads(args.notes.read_text())
+    notes = args.notes or HERE / "notes.json"
+    if notes.exists():
+        results["notes"] = json.loads(notes.read_text())
     (HERE / "RESULTS.md").write_text(render(results))
     print("report: wrote bench/RESULTS.md")
 

@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.fhir.resource_types import is_supported
+
 logger = logging.getLogger("calaim_fhir.request")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9\-._]{1,64}$")
-_SAFE_TYPE = re.compile(r"^[A-Za-z]{1,64}$")
 
 
 def configure(level: str = "INFO") -> None:
@@ -71,8 +72,9 @@ class RequestLogMiddleware:
                     "request_id": request_id,
                     "method": scope["method"],
                     "interaction": log["interaction"],
-                    # type and id are the URL's, kept only when they look like type and id
-                    "type": type_ if type_ and _SAFE_TYPE.match(type_) else None,
+                    # type and id are the URL's: the type only when it is a supported resource
+                    # type (any other word might be a name typed in the wrong place)
+                    "type": type_ if type_ and is_supported(type_) else None,
                     "id": id_ if id_ and _SAFE_ID.match(id_) else None,
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),

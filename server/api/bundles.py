@@ -96,7 +96,7 @@ def _check_shell(body: Any) -> tuple[str, list[Any]]:
         )
     entries = body.get("entry", [])
     shell = dict(body)
-    if isinstance(entries, list):
+    if "entry" in body and isinstance(entries, list):
         shell["entry"] = [
             {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
             for e in entries
@@ -346,19 +346,28 @@ def _run_entry(unit: Unit, entry: Entry, settings: Settings) -> FhirResponse:
 
 
 def _run_transaction(unit: Unit, entries: list[Entry], settings: Settings) -> list[FhirResponse]:
+    ordered = sorted(entries, key=lambda e: _ORDER[e.request.method])
+    responses: dict[int, FhirResponse] = {}
+    # DELETEs first: the identities and matches of the later entries see the data without them
+    deletes = [e for e in ordered if e.request.method == "DELETE"]
+    for entry in deletes:
+        responses[entry.index] = _run_checked(unit, entry, settings)
     mapping = _resolve(unit, entries)
     _check_overlaps(entries)
     for entry in entries:
         prepared = entry.prepared
         if prepared is not None and prepared.resource is not None:
             _rewrite(prepared.resource, mapping, unit, entry.index)
-    responses: dict[int, FhirResponse] = {}
-    for entry in sorted(entries, key=lambda e: _ORDER[e.request.method]):
-        try:
-            responses[entry.index] = _run_entry(unit, entry, settings)
-        except FhirError as error:
-            raise EntryFailed(entry.index, error) from error
+    for entry in ordered[len(deletes) :]:
+        responses[entry.index] = _run_checked(unit, entry, settings)
     return [responses[i] for i in range(len(entries))]
+
+
+def _run_checked(unit: Unit, entry: Entry, settings: Settings) -> FhirResponse:
+    try:
+        return _run_entry(unit, entry, settings)
+    except FhirError as error:
+        raise EntryFailed(entry.index, error) from error
 
 
 async def _transaction(

@@ -36,7 +36,12 @@ from server.fhir.instant import parse_fhir_range, parse_http_date
 from server.fhir.outcome import Issue
 from server.fhir.resource_types import is_supported
 from server.fhir.validation import base_validator
-from server.search.params import parse_count, parse_criteria, parse_criteria_string
+from server.search.params import (
+    parse_count,
+    parse_criteria,
+    parse_criteria_string,
+    parse_number,
+)
 from server.search.query import Criteria
 from server.settings import Settings
 from server.store.base import HistoryQuery, Reader, Unit, Version, WriteResult
@@ -91,7 +96,12 @@ class Prepared:
 # -- request checks ---------------------------------------------------------------------------
 
 
+_ENDPOINTS = frozenset({"metadata", "_history", "_search"})
+
+
 def check_type(type: str) -> None:
+    if type in _ENDPOINTS:
+        raise MethodNotAllowed(f"This method is not allowed on /{type}")
     if not is_supported(type):
         raise UnknownType(f"Resource type '{type[:64]}' is not supported")
 
@@ -347,11 +357,12 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
     if request.id is None:
         return FhirResponse(200, payload=search(reader, request, settings))
     if request.vid is not None:
-        if not request.vid.isdigit():
+        vid = parse_number(request.vid)
+        if vid is None:
             raise UnknownVersion(
                 f"Version '{request.vid[:20]}' of {type}/{request.id} is not known"
             )
-        found = reader.vread(type, request.id, int(request.vid))
+        found = reader.vread(type, request.id, vid)
         if found is None:
             raise UnknownVersion(f"Version {request.vid} of {type}/{request.id} is not known")
     else:
@@ -396,11 +407,11 @@ def _page_params(request: FhirRequest, settings: Settings) -> tuple[int, int | N
     cursors = request.values("_cursor")
     cursor = None
     if cursors:
-        if not cursors[-1].isdigit():
+        cursor = parse_number(cursors[-1])
+        if cursor is None:
             raise InvalidSearch(
                 "_cursor is not valid; follow the Bundle's links", expression="_cursor"
             )
-        cursor = int(cursors[-1])
     return count, cursor
 
 

@@ -139,12 +139,21 @@ def parse_criteria_string(type: str, query: str) -> Criteria:
     return criteria
 
 
+_NUMBER = re.compile(r"^[0-9]{1,18}$")
+
+
+def parse_number(text: str) -> int | None:
+    """A non-negative decimal integer of at most 18 ASCII digits (fits every store), or None."""
+    return int(text) if _NUMBER.match(text) else None
+
+
 def parse_count(values: Sequence[str], default: int, maximum: int) -> int:
     if not values:
         return default
     raw = values[-1]
-    if not raw.isdigit():
+    count = parse_number(raw)
+    if count is None:
         raise InvalidSearch(
             f"_count must be a non-negative integer, got '{raw[:20]}'", expression="_count"
         )
-    return min(int(raw), maximum)
+    return min(count, maximum)

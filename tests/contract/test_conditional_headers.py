@@ -86,3 +86,17 @@ def test_last_modified_matches_meta_last_updated(client: TestClient) -> None:
     header = parsedate_to_datetime(response.headers["last-modified"])
     meta = created["meta"]["lastUpdated"]
     assert header.strftime("%Y-%m-%dT%H:%M:%S") == meta[:19], (header, meta)
+
+
+def test_if_none_match_on_vread_is_304(client: TestClient) -> None:
+    pid = create(client, patient("A"))["id"]
+    response = client.get(f"/fhir/Patient/{pid}/_history/1", headers={"If-None-Match": 'W/"1"'})
+    assert response.status_code == 304 and response.content == b""
+
+
+def test_read_of_deleted_carries_the_deletion_etag(client: TestClient) -> None:
+    pid = create(client, patient("A"))["id"]
+    client.delete(f"/fhir/Patient/{pid}")
+    response = client.get(f"/fhir/Patient/{pid}")
+    outcome(response, 410)
+    assert response.headers.get("etag") == 'W/"2"'

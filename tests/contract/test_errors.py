@@ -213,7 +213,8 @@ def _cases() -> list[tuple[str, str, dict[str, str], bytes | None]]:
     write_headers: list[dict[str, str]] = [
         {"If-Match": "W/\"abc\""}, {"If-Match": '"99999999999999999999999999"'},
         {"If-Match": "*"}, {"If-None-Exist": "%%%"}, {"If-None-Exist": "identifier"},
-        {"If-None-Exist": "_id=" + "x" * 200}, {"Content-Type": "application/fhir+json; fhirVersion=1.0"},
+        {"If-None-Exist": "_id=" + "x" * 200},
+        {"Content-Type": "application/fhir+json; fhirVersion=1.0"},
         {"Content-Type": ";"}, {"Content-Length": "abc"},
     ]
     for header in write_headers:

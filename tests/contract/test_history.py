@@ -136,3 +136,10 @@ def test_paging_keeps_since_in_next_links(client: TestClient) -> None:
 def test_unknown_history_parameter_is_400(client: TestClient) -> None:
     body = outcome(client.get("/fhir/_history", params={"_bogus": "1"}), 400)
     assert body["issue"][0].get("expression") == ["_bogus"]
+
+
+def test_update_as_create_is_a_put_entry_with_201(client: TestClient) -> None:
+    assert put(client, {**patient("X"), "id": "upc"}).status_code == 201
+    entry = client.get("/fhir/Patient/upc/_history").json()["entry"][0]
+    assert entry["request"] == {"method": "PUT", "url": "Patient/upc"}
+    assert entry["response"]["status"].startswith("201")

@@ -307,3 +307,26 @@ def test_bundle_that_is_not_batch_or_transaction_is_400(client: TestClient) -> N
     outcome(client.post("/fhir", json={"resourceType": "Bundle", "type": "collection"}), 400)
     outcome(client.post("/fhir", json=patient("A")), 400)
     outcome(client.post("/fhir", json=_tx({"resource": patient("A")})), 400)
+
+
+def test_if_none_exist_with_several_matches_is_412(client: TestClient) -> None:
+    create(client, patient("A", identifier=(SYS, "ine-many")))
+    create(client, patient("B", identifier=(SYS, "ine-many")))
+    before = history_total(client)
+    outcome(client.post("/fhir", json=_tx(
+        _post(patient("C")),
+        _post(patient("D", identifier=(SYS, "ine-many")),
+              ifNoneExist=f"identifier={SYS}|ine-many"),
+    )), 412)
+    assert history_total(client) == before
+
+
+def test_stale_if_match_on_a_delete_entry_is_412(client: TestClient) -> None:
+    a = create(client, patient("A"))
+    before = history_total(client)
+    outcome(client.post("/fhir", json=_tx(
+        _post(patient("C")),
+        {"request": {"method": "DELETE", "url": f"Patient/{a['id']}", "ifMatch": 'W/"3"'}},
+    )), 412)
+    assert history_total(client) == before
+    assert client.get(f"/fhir/Patient/{a['id']}").status_code == 200
