@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, *, store: Repository | None = N
         configure()
         owned = store is None
         repo = open_store(settings) if store is None else store
-        runner = Runner(repo.dialect, settings.pg_pool_size)
+        runner = Runner(repo, settings.pg_pool_size)
         base_validator()  # load the schema before the first request, not during it
         app.state.store, app.state.runner = repo, runner
         try:

@@ -22,7 +22,7 @@ def principal_of(request: Request) -> Principal:
 
 def repository(request: Request) -> AuthorizedRepository:
     state = request.app.state
-    return AuthorizedRepository(state.store, principal_of(request), state.runner)
+    return AuthorizedRepository(state.runner, principal_of(request))
 
 
 def note(request: Request, interaction: str, type: str | None, id: str | None) -> None:

@@ -19,7 +19,6 @@ from server.store.base import (
     Method,
     Page,
     Reader,
-    Repository,
     Unit,
     Version,
     WriteResult,
@@ -123,23 +122,17 @@ class _CheckedUnit(_Checked):
 
 
 class AuthorizedRepository:
-    def __init__(self, repo: Repository, principal: Principal, runner: Runner) -> None:
-        self._repo = repo
+    def __init__(self, runner: Runner, principal: Principal) -> None:
         self.principal = principal
         self._runner = runner
 
-    def read_sync(self, fn: Callable[[Reader], T]) -> T:
-        with self._repo.reader() as reader:
-            return fn(_Checked(reader, self.principal))
-
-    def write_sync(self, fn: Callable[[Unit], T]) -> T:
-        with self._repo.unit() as unit:
-            return fn(_CheckedUnit(unit, self.principal))
-
     async def reading(self, fn: Callable[[Reader], T]) -> T:
         """Run ``fn`` with an authorized reader, where the store's reads run."""
-        return await self._runner.read(lambda: self.read_sync(fn))
+        principal = self.principal
+        return await self._runner.read(lambda reader: fn(_Checked(reader, principal)))
 
     async def writing(self, fn: Callable[[Unit], T]) -> T:
-        """Run ``fn`` inside one write transaction: all its writes commit together or none do."""
-        return await self._runner.write(lambda: self.write_sync(fn))
+        """Run ``fn`` inside one write transaction: all its writes commit together or none do;
+        returns once they are durable."""
+        principal = self.principal
+        return await self._runner.write(lambda unit: fn(_CheckedUnit(unit, principal)))

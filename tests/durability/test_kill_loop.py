@@ -63,7 +63,9 @@ def _writer(server: Server, ledger: Ledger, rng: random.Random, stop: threading.
                                           json=patient(f"k-{id}", owned[id] + 1, id=id))
                     wanted = 200
                 if response.status_code != wanted:
-                    problems.append(f"{response.status_code}: {response.text[:300]}\n{server.log()}")
+                    problems.append(
+                        f"{response.status_code}: {response.text[:300]}\n{server.log()}"
+                    )
                     return
                 body = ledger.record(response)
                 owned[body["id"]] = counter_of(body)

@@ -15,7 +15,7 @@ Every write runs in one database transaction (a ``SqlUnit``):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,7 +33,7 @@ from server.fhir.instant import format_instant, now_us
 from server.search.extract import token_rows
 from server.search.query import Criteria
 from server.store import faults
-from server.store.base import HistoryQuery, Method, Page, Version, WriteResult
+from server.store.base import HistoryQuery, Method, Page, Unit, Version, WriteResult
 from server.store.sql import query
 from server.store.sql.dialect import Connection, Dialect
 from server.store.sql.schema import MIGRATIONS
@@ -334,6 +334,26 @@ class SqlRepository:
     def unit(self) -> Iterator[SqlUnit]:
         with self._dialect.writing() as conn:
             yield SqlUnit(conn, self._dialect)
+
+    def run_group(self, jobs: Sequence[Callable[[Unit], Any]]) -> list[tuple[bool, Any]]:
+        """Several independent write jobs in one transaction, each in its own savepoint: one
+        commit (one fsync) for all of them. A failing job is rolled back to its savepoint and
+        its exception returned; the others commit. Returns (ok, result or exception) per job."""
+        outcomes: list[tuple[bool, Any]] = []
+        with self._dialect.writing() as conn:
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    with self._dialect.errors():
+                        value = job(SqlUnit(conn, self._dialect))
+                except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
+                    conn.execute("ROLLBACK TO SAVEPOINT job")
+                    conn.execute("RELEASE SAVEPOINT job")
+                    outcomes.append((False, exc))
+                else:
+                    conn.execute("RELEASE SAVEPOINT job")
+                    outcomes.append((True, value))
+        return outcomes
 
     @contextmanager
     def reader(self) -> Iterator[SqlReader]:

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
@@ -51,6 +51,9 @@ class Dialect(Protocol):
 
     def lock(self, conn: Connection, name: str) -> None: ...
 
+    def errors(self) -> AbstractContextManager[None]:
+        """Turns driver errors into FHIR errors (409 for a unique-key race, else 503)."""
+
     def check_durability(self) -> None: ...
 
     def close(self) -> None: ...
@@ -80,7 +83,7 @@ class SQLiteDialect:
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            with self._errors():
+            with self.errors():
                 conn = sqlite3.connect(
                     self.path, isolation_level=None, check_same_thread=False, timeout=0
                 )
@@ -93,7 +96,7 @@ class SQLiteDialect:
         return conn
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def errors(self) -> Iterator[None]:
         try:
             yield
         except sqlite3.IntegrityError as exc:
@@ -104,13 +107,13 @@ class SQLiteDialect:
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         conn = self._connection()
-        with self._errors():
+        with self.errors():
             yield conn
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
         conn = self._connection()
-        with self._errors():
+        with self.errors():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -176,7 +179,7 @@ class PostgresDialect:
         return cached
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def errors(self) -> Iterator[None]:
         from psycopg_pool import PoolTimeout
 
         try:
@@ -188,12 +191,12 @@ class PostgresDialect:
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        with self._errors(), self.pool.connection() as conn:
+        with self.errors(), self.pool.connection() as conn:
             yield _PgConnection(conn, self)
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
-        with self._errors(), self.pool.connection() as conn:
+        with self.errors(), self.pool.connection() as conn:
             with conn.transaction():
                 yield _PgConnection(conn, self)
                 faults.hit("before-commit")

@@ -7,8 +7,12 @@ from server.fhir.validation import base_validator
 
 
 def test_built_resource_passes_base_validation() -> None:
-    patient = build("Patient", name=[{"family": "Rivera", "given": ["Ana"]}], gender="female",
-                    birthDate="1980-02-29")
+    patient = build(
+        "Patient",
+        name=[{"family": "Rivera", "given": ["Ana"]}],
+        gender="female",
+        birthDate="1980-02-29",
+    )
     assert patient["resourceType"] == "Patient"
     assert base_validator().validate(patient) == []
 

@@ -20,9 +20,19 @@ def test_project_resource_types_are_supported(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["MadeUpResource", "patient", "", "Resource", "DomainResource", "HumanName",
-     # R4-only types (dropped or restructured in R4B)
-     "MedicinalProduct", "EffectEvidenceSynthesis", "SubstancePolymer", "Evidence"],
+    [
+        "MadeUpResource",
+        "patient",
+        "",
+        "Resource",
+        "DomainResource",
+        "HumanName",
+        # R4-only types (dropped or restructured in R4B)
+        "MedicinalProduct",
+        "EffectEvidenceSynthesis",
+        "SubstancePolymer",
+        "Evidence",
+    ],
 )
 def test_unknown_abstract_datatype_and_r4_only_names_are_not_supported(name: str) -> None:
     assert not is_supported(name)

@@ -44,8 +44,11 @@ def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": f"urn:uuid:00000000-0000-0000-0000-00000000000{i}", "resource": r,
-             "request": {"method": "POST", "url": r.get("resourceType", "x")}}
+            {
+                "fullUrl": f"urn:uuid:00000000-0000-0000-0000-00000000000{i}",
+                "resource": r,
+                "request": {"method": "POST", "url": r.get("resourceType", "x")},
+            }
             for i, r in enumerate(resources)
         ],
     }
@@ -71,8 +74,9 @@ def at(issues: list[Issue], expression: str) -> Issue:
     return found[0]
 
 
-@pytest.mark.parametrize("resource", [PATIENT, SERVICE_REQUEST, TASK,
-                                      bundle(PATIENT, SERVICE_REQUEST, TASK)])
+@pytest.mark.parametrize(
+    "resource", [PATIENT, SERVICE_REQUEST, TASK, bundle(PATIENT, SERVICE_REQUEST, TASK)]
+)
 def test_valid_resources_pass(resource: dict[str, Any]) -> None:
     assert validate(resource) == []
 
@@ -106,8 +110,15 @@ def test_wrong_datatype() -> None:
         (with_(TASK, status=...), "Task.status"),
         (with_(SERVICE_REQUEST, subject=...), "ServiceRequest.subject"),
         (with_(PATIENT, extension=[{"valueString": "x"}]), "Patient.extension[0].url"),
-        ({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
-          "subject": {"reference": "Patient/1"}}, "MedicationRequest.medication"),
+        (
+            {
+                "resourceType": "MedicationRequest",
+                "status": "active",
+                "intent": "order",
+                "subject": {"reference": "Patient/1"},
+            },
+            "MedicationRequest.medication",
+        ),
     ],
 )
 def test_missing_required_element(resource: dict[str, Any], expression: str) -> None:
@@ -116,8 +127,14 @@ def test_missing_required_element(resource: dict[str, Any], expression: str) -> 
 
 
 def test_primitive_extension_stands_in_for_a_required_value() -> None:
-    ext = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
-                          "valueCode": "unknown"}]}
+    ext = {
+        "extension": [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                "valueCode": "unknown",
+            }
+        ]
+    }
     assert validate(with_(TASK, status=..., _status=ext)) == []
 
 
@@ -128,11 +145,17 @@ def test_task_without_intent_and_status_lists_both() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("birthDate", "1980/01/01"), ("birthDate", "80-01-01"), ("id", "has space"),
-     ("multipleBirthInteger", 1.5), ("multipleBirthInteger", 2**40),
-     ("deceasedDateTime", "2020-01-01T10:00:00"), ("deceasedDateTime", "2023-13-01"),
-     ("deceasedDateTime", "2024-01-01T24:00:00Z"),
-     ("deceasedDateTime", "2024-01-01T10:00:00+15:00")],
+    [
+        ("birthDate", "1980/01/01"),
+        ("birthDate", "80-01-01"),
+        ("id", "has space"),
+        ("multipleBirthInteger", 1.5),
+        ("multipleBirthInteger", 2**40),
+        ("deceasedDateTime", "2020-01-01T10:00:00"),
+        ("deceasedDateTime", "2023-13-01"),
+        ("deceasedDateTime", "2024-01-01T24:00:00Z"),
+        ("deceasedDateTime", "2024-01-01T10:00:00+15:00"),
+    ],
 )
 def test_invalid_primitive_values(field: str, value: Any) -> None:
     resource = with_(PATIENT, **{field: value})
@@ -203,12 +226,15 @@ def test_empty_values(changes: dict[str, Any], expression: str) -> None:
 def test_null_values(changes: dict[str, Any], expression: str) -> None:
     issues = validate(with_(PATIENT, **changes))
     assert [(i.code, i.expression, i.diagnostics) for i in issues] == [
-        ("structure", expression, "null value")]
+        ("structure", expression, "null value")
+    ]
 
 
 def test_null_in_primitive_array_paired_with_element_array_is_allowed() -> None:
-    name = {"given": ["Maria", None],
-            "_given": [None, {"extension": [{"url": "http://e.org/x", "valueCode": "a"}]}]}
+    name = {
+        "given": ["Maria", None],
+        "_given": [None, {"extension": [{"url": "http://e.org/x", "valueCode": "a"}]}],
+    }
     assert validate(with_(PATIENT, name=[name])) == []
 
 
@@ -267,8 +293,10 @@ def test_bundle_entry_errors_are_prefixed() -> None:
 
 def test_nested_resources_of_unknown_or_missing_type() -> None:
     issues = validate(bundle(PATIENT, {"resourceType": "Nope"}, {"id": "x"}))
-    assert {i.expression for i in issues} == {"Bundle.entry[1].resource.resourceType",
-                                              "Bundle.entry[2].resource.resourceType"}
+    assert {i.expression for i in issues} == {
+        "Bundle.entry[1].resource.resourceType",
+        "Bundle.entry[2].resource.resourceType",
+    }
     assert all(i.code == "structure" for i in issues)
     b = bundle(PATIENT)
     b["entry"][0]["resource"] = "Patient"
@@ -278,10 +306,13 @@ def test_nested_resources_of_unknown_or_missing_type() -> None:
 def test_contained_and_parameters_resources() -> None:
     p = with_(PATIENT, contained=[{"resourceType": "Organization", "id": "o", "active": "y"}])
     assert [i.expression for i in validate(p)] == ["Patient.contained[0].active"]
-    params = {"resourceType": "Parameters", "parameter": [
-        {"name": "a", "resource": with_(PATIENT, gender="x")},
-        {"name": "b", "part": [{"name": "c", "resource": with_(TASK, intent=...)}]},
-    ]}
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "a", "resource": with_(PATIENT, gender="x")},
+            {"name": "b", "part": [{"name": "c", "resource": with_(TASK, intent=...)}]},
+        ],
+    }
     issues = validate(params)
     assert sorted(i.expression or "" for i in issues) == [
         "Parameters.parameter[0].resource.gender",
@@ -294,26 +325,59 @@ def test_expression_root() -> None:
     assert [i.expression for i in issues] == ["Bundle.entry[2].resource.foo"]
 
 
-@pytest.mark.parametrize("value", [None, [], "Patient", 3, {}, {"resourceType": 1},
-                                   {"resourceType": "Foo"}, {"resourceType": "MedicinalProduct"}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        [],
+        "Patient",
+        3,
+        {},
+        {"resourceType": 1},
+        {"resourceType": "Foo"},
+        {"resourceType": "MedicinalProduct"},
+    ],
+)
 def test_not_a_supported_resource(value: object) -> None:
     issues = validate(value)
     assert len(issues) == 1 and issues[0].code == "structure"
 
 
 def test_all_errors_in_one_pass() -> None:
-    resource = with_(PATIENT, foo=1, gender="bogus", birthDate="1980-02-30", telecom=[],
-                     deceasedDateTime="2020", name=[{"family": ""}], id="x" * 70)
+    resource = with_(
+        PATIENT,
+        foo=1,
+        gender="bogus",
+        birthDate="1980-02-30",
+        telecom=[],
+        deceasedDateTime="2020",
+        name=[{"family": ""}],
+        id="x" * 70,
+    )
     issues = validate(resource)
-    assert sorted(i.expression or "" for i in issues) == sorted([
-        "Patient.foo", "Patient.gender", "Patient.birthDate", "Patient.telecom",
-        "Patient.deceased", "Patient.name[0].family", "Patient.id"])
+    assert sorted(i.expression or "" for i in issues) == sorted(
+        [
+            "Patient.foo",
+            "Patient.gender",
+            "Patient.birthDate",
+            "Patient.telecom",
+            "Patient.deceased",
+            "Patient.name[0].family",
+            "Patient.id",
+        ]
+    )
 
 
 def test_diagnostics_never_echo_long_values() -> None:
     secret = "SSN-123-45-6789-" + "z" * 200
-    resource = with_(PATIENT, gender=secret, birthDate=secret, id=secret,
-                     name=[{"family": " " * 300}], active=secret)
+    resource = with_(
+        PATIENT,
+        gender=secret,
+        birthDate=secret,
+        id=secret,
+        name=[{"family": " " * 300}],
+        active=secret,
+    )
     resource[secret] = 1  # an unknown element with a long name
     issues = validate(resource)
     assert len(issues) >= 5
@@ -337,8 +401,15 @@ def test_unicode_spaces_are_fine_control_characters_are_not() -> None:
 
 def test_primitive_element_extension_without_value_sibling_in_schema() -> None:
     # the HL7 schema lacks `_baseDefinition`; FHIR JSON allows it for every primitive
-    sd = {"resourceType": "StructureDefinition", "url": "http://e.org/sd", "name": "X",
-          "status": "draft", "kind": "resource", "abstract": False, "type": "Patient",
-          "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Patient",
-          "_baseDefinition": {"extension": [{"url": "http://e.org/x", "valueCode": "a"}]}}
+    sd = {
+        "resourceType": "StructureDefinition",
+        "url": "http://e.org/sd",
+        "name": "X",
+        "status": "draft",
+        "kind": "resource",
+        "abstract": False,
+        "type": "Patient",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Patient",
+        "_baseDefinition": {"extension": [{"url": "http://e.org/x", "valueCode": "a"}]},
+    }
     assert validate(sd) == []

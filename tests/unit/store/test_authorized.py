@@ -23,8 +23,8 @@ def _repo(tmp_path: Path) -> SqlRepository:
 
 def test_local_principal_reads_and_writes(tmp_path: Path) -> None:
     repo = _repo(tmp_path)
-    runner = Runner("sqlite", 1)
-    door = AuthorizedRepository(repo, LOCAL, runner)
+    runner = Runner(repo, 1)
+    door = AuthorizedRepository(runner, LOCAL)
 
     async def scenario() -> None:
         created = await door.writing(lambda u: u.create("Patient", {"resourceType": "Patient"}))
@@ -39,8 +39,8 @@ def test_local_principal_reads_and_writes(tmp_path: Path) -> None:
 
 def test_a_principal_without_permission_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     repo = _repo(tmp_path)
-    runner = Runner("sqlite", 1)
-    door = AuthorizedRepository(repo, Principal("nobody"), runner)
+    runner = Runner(repo, 1)
+    door = AuthorizedRepository(runner, Principal("nobody"))
 
     async def scenario() -> None:
         with pytest.raises(Forbidden):

@@ -1,0 +1,68 @@
+"""Group commit: writes queued together share one commit, yet each stays atomic on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.errors import PreconditionFailed
+from server.store.base import HistoryQuery, Unit
+from server.store.runner import Runner
+from server.store.sql.adapter import SqlRepository
+from server.store.sql.dialect import SQLiteDialect
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Any:
+    repo = SqlRepository(SQLiteDialect(str(tmp_path / "g.db")))
+    repo.migrate()
+    yield repo
+    repo.close()
+
+
+def _create(family: str) -> Any:
+    def job(unit: Unit) -> str:
+        result = unit.create("Patient", {"resourceType": "Patient", "name": [{"family": family}]})
+        assert result.version is not None
+        return result.version.id
+
+    return job
+
+
+def _write_then_fail(unit: Unit) -> None:
+    unit.create("Patient", {"resourceType": "Patient", "name": [{"family": "Lost"}]})
+    raise PreconditionFailed("stale")
+
+
+def test_a_failing_job_rolls_back_alone(repo: SqlRepository) -> None:
+    outcomes = repo.run_group([_create("A"), _write_then_fail, _create("B")])
+    assert [ok for ok, _ in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1][1], PreconditionFailed)
+    with repo.reader() as reader:
+        items = reader.history(HistoryQuery("Patient", count=10)).items
+    families = sorted(v.body.decode() for v in items if v.body)
+    assert len(items) == 2
+    assert not any("Lost" in body for body in families)
+
+
+def test_concurrent_writes_through_the_runner_are_all_durable(repo: SqlRepository) -> None:
+    runner = Runner(repo, 1)
+
+    async def scenario() -> list[Any]:
+        jobs = [runner.write(_create(f"P{i}")) for i in range(40)]
+        jobs.append(runner.write(_write_then_fail))
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    runner.close()
+    assert isinstance(results[-1], PreconditionFailed)
+    ids = results[:-1]
+    assert len(set(ids)) == 40
+    with repo.reader() as reader:
+        for id in ids:
+            found = reader.read("Patient", id)
+            assert found is not None and found.version == 1
+        assert len(reader.history(HistoryQuery("Patient", count=100)).items) == 40
