@@ -47,8 +47,9 @@ def create_app(settings: Settings | None = None, *, store: Repository | None = N
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
-    app.include_router(metadata.router, prefix="/fhir")
     app.include_router(routes.router, prefix="/fhir")
+    app.include_router(metadata.router, prefix="/fhir")
+    app.include_router(routes.fallback, prefix="/fhir")
     handlers.install(app)
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.api import bundles, http
+from server.api import bundles, http, paths
 from server.api.context import note, repository, settings_of
 from server.api.interactions import FhirRequest, prepare, run_read, run_write
 from server.errors import BadRequest
@@ -42,7 +42,165 @@ async def _write(request: Request, freq: FhirRequest) -> Response:
     return http.render(result, settings, indent=http.pretty(request), prefer=prefer)
 
 
-# -- whole system ----------------------------------------------------------------------------
+# Routes are listed most frequent first (see paths.py: their patterns never overlap).
+
+
+@router.get(
+    "/{type:fhirtype}/{id:fhirid}",
+    operation_id="read",
+    responses=_RESPONSES,
+    summary="Read a resource",
+)
+async def read(request: Request, type: str, id: str) -> Response:
+    return await _read(request, http.fhir_request(request, "GET", "read", type=type, id=id))
+
+
+@router.post(
+    "/{type:fhirtype}",
+    operation_id="create",
+    responses={201: _FHIR, **_RESPONSES},
+    summary="Create a resource (If-None-Exist: conditional create)",
+)
+async def create(request: Request, type: str) -> Response:
+    freq = http.fhir_request(request, "POST", "create", type=type)
+    freq.query = []  # parameters on create are _format/_pretty only
+    freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
+    return await _write(request, freq)
+
+
+@router.put(
+    "/{type:fhirtype}/{id:fhirid}",
+    operation_id="update",
+    responses={201: _FHIR, **_RESPONSES},
+    summary="Update a resource (creates it when the id is new)",
+)
+async def update(request: Request, type: str, id: str) -> Response:
+    freq = http.fhir_request(request, "PUT", "update", type=type, id=id)
+    freq.query = []
+    freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
+    return await _write(request, freq)
+
+
+@router.get(
+    "/{type:fhirtype}",
+    operation_id="searchType",
+    responses=_RESPONSES,
+    summary="Search resources of a type",
+)
+async def search_type(request: Request, type: str) -> Response:
+    return await _read(request, http.fhir_request(request, "GET", "search-type", type=type))
+
+
+@router.patch(
+    "/{type:fhirtype}/{id:fhirid}",
+    operation_id="patch",
+    responses=_RESPONSES,
+    summary="Apply a JSON Patch to a resource",
+)
+async def patch(request: Request, type: str, id: str) -> Response:
+    freq = http.fhir_request(request, "PATCH", "patch", type=type, id=id)
+    freq.query = []
+    freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
+    return await _write(request, freq)
+
+
+@router.delete(
+    "/{type:fhirtype}/{id:fhirid}",
+    operation_id="delete",
+    responses=_RESPONSES,
+    summary="Delete a resource (a new, deleted version)",
+)
+async def delete(request: Request, type: str, id: str) -> Response:
+    freq = http.fhir_request(request, "DELETE", "delete", type=type, id=id)
+    freq.query = []
+    return await _write(request, freq)
+
+
+@router.get(
+    "/{type:fhirtype}/{id:fhirid}/_history/{vid}",
+    operation_id="vread",
+    responses=_RESPONSES,
+    summary="Read one version of a resource",
+)
+async def vread(request: Request, type: str, id: str, vid: str) -> Response:
+    freq = http.fhir_request(request, "GET", "vread", type=type, id=id, vid=vid)
+    return await _read(request, freq)
+
+
+@router.get(
+    "/{type:fhirtype}/{id:fhirid}/_history",
+    operation_id="historyInstance",
+    responses=_RESPONSES,
+    summary="Every version of a resource",
+)
+async def history_instance(request: Request, type: str, id: str) -> Response:
+    freq = http.fhir_request(request, "GET", "history-instance", type=type, id=id, history=True)
+    return await _read(request, freq)
+
+
+@router.get(
+    "/{type:fhirtype}/_history",
+    operation_id="historyType",
+    responses=_RESPONSES,
+    summary="History of every resource of a type",
+)
+async def history_type(request: Request, type: str) -> Response:
+    freq = http.fhir_request(request, "GET", "history-type", type=type, history=True)
+    return await _read(request, freq)
+
+
+@router.post(
+    "/{type:fhirtype}/_search",
+    operation_id="searchTypePost",
+    responses=_RESPONSES,
+    summary="Search resources of a type (form-encoded parameters)",
+)
+async def search_type_post(request: Request, type: str) -> Response:
+    freq = http.fhir_request(request, "GET", "search-type", type=type)
+    raw = await http.read_body(request, settings_of(request), frozenset({http.FORM_TYPE}))
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("The form body is not valid application/x-www-form-urlencoded") from exc
+    freq.query = [*freq.query, *form]
+    return await _read(request, freq)
+
+
+@router.put(
+    "/{type:fhirtype}",
+    operation_id="conditionalUpdate",
+    responses=_RESPONSES,
+    summary="Update the resource matching the search criteria",
+)
+async def conditional_update(request: Request, type: str) -> Response:
+    freq = http.fhir_request(request, "PUT", "update", type=type)
+    freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
+    return await _write(request, freq)
+
+
+@router.patch(
+    "/{type:fhirtype}",
+    operation_id="conditionalPatch",
+    responses=_RESPONSES,
+    summary="JSON Patch the resource matching the search criteria",
+)
+async def conditional_patch(request: Request, type: str) -> Response:
+    freq = http.fhir_request(request, "PATCH", "patch", type=type)
+    freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
+    return await _write(request, freq)
+
+
+@router.delete(
+    "/{type:fhirtype}",
+    operation_id="conditionalDelete",
+    responses=_RESPONSES,
+    summary="Delete the resource(s) matching the search criteria",
+)
+async def conditional_delete(request: Request, type: str) -> Response:
+    return await _write(request, http.fhir_request(request, "DELETE", "delete", type=type))
+
+
+# -- instance level --------------------------------------------------------------------------
 
 
 @router.post(
@@ -75,151 +233,15 @@ async def history_system(request: Request) -> Response:
 # -- type level ------------------------------------------------------------------------------
 
 
-@router.get(
-    "/{type}", operation_id="searchType", responses=_RESPONSES, summary="Search resources of a type"
+# included after every other router: it answers only URLs nothing else serves
+fallback = APIRouter()
+
+
+@fallback.api_route(
+    "/{rest:path}",
+    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
 )
-async def search_type(request: Request, type: str) -> Response:
-    return await _read(request, http.fhir_request(request, "GET", "search-type", type=type))
-
-
-@router.post(
-    "/{type}/_search",
-    operation_id="searchTypePost",
-    responses=_RESPONSES,
-    summary="Search resources of a type (form-encoded parameters)",
-)
-async def search_type_post(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "GET", "search-type", type=type)
-    raw = await http.read_body(request, settings_of(request), frozenset({http.FORM_TYPE}))
-    try:
-        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest("The form body is not valid application/x-www-form-urlencoded") from exc
-    freq.query = [*freq.query, *form]
-    return await _read(request, freq)
-
-
-@router.get(
-    "/{type}/_history",
-    operation_id="historyType",
-    responses=_RESPONSES,
-    summary="History of every resource of a type",
-)
-async def history_type(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "GET", "history-type", type=type, history=True)
-    return await _read(request, freq)
-
-
-@router.post(
-    "/{type}",
-    operation_id="create",
-    responses={201: _FHIR, **_RESPONSES},
-    summary="Create a resource (If-None-Exist: conditional create)",
-)
-async def create(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "POST", "create", type=type)
-    freq.query = []  # parameters on create are _format/_pretty only
-    freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
-    return await _write(request, freq)
-
-
-@router.put(
-    "/{type}",
-    operation_id="conditionalUpdate",
-    responses=_RESPONSES,
-    summary="Update the resource matching the search criteria",
-)
-async def conditional_update(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "PUT", "update", type=type)
-    freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
-    return await _write(request, freq)
-
-
-@router.patch(
-    "/{type}",
-    operation_id="conditionalPatch",
-    responses=_RESPONSES,
-    summary="JSON Patch the resource matching the search criteria",
-)
-async def conditional_patch(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "PATCH", "patch", type=type)
-    freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
-    return await _write(request, freq)
-
-
-@router.delete(
-    "/{type}",
-    operation_id="conditionalDelete",
-    responses=_RESPONSES,
-    summary="Delete the resource(s) matching the search criteria",
-)
-async def conditional_delete(request: Request, type: str) -> Response:
-    return await _write(request, http.fhir_request(request, "DELETE", "delete", type=type))
-
-
-# -- instance level --------------------------------------------------------------------------
-
-
-@router.get("/{type}/{id}", operation_id="read", responses=_RESPONSES, summary="Read a resource")
-async def read(request: Request, type: str, id: str) -> Response:
-    return await _read(request, http.fhir_request(request, "GET", "read", type=type, id=id))
-
-
-@router.put(
-    "/{type}/{id}",
-    operation_id="update",
-    responses={201: _FHIR, **_RESPONSES},
-    summary="Update a resource (creates it when the id is new)",
-)
-async def update(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "PUT", "update", type=type, id=id)
-    freq.query = []
-    freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
-    return await _write(request, freq)
-
-
-@router.patch(
-    "/{type}/{id}",
-    operation_id="patch",
-    responses=_RESPONSES,
-    summary="Apply a JSON Patch to a resource",
-)
-async def patch(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "PATCH", "patch", type=type, id=id)
-    freq.query = []
-    freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
-    return await _write(request, freq)
-
-
-@router.delete(
-    "/{type}/{id}",
-    operation_id="delete",
-    responses=_RESPONSES,
-    summary="Delete a resource (a new, deleted version)",
-)
-async def delete(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "DELETE", "delete", type=type, id=id)
-    freq.query = []
-    return await _write(request, freq)
-
-
-@router.get(
-    "/{type}/{id}/_history",
-    operation_id="historyInstance",
-    responses=_RESPONSES,
-    summary="Every version of a resource",
-)
-async def history_instance(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "GET", "history-instance", type=type, id=id, history=True)
-    return await _read(request, freq)
-
-
-@router.get(
-    "/{type}/{id}/_history/{vid}",
-    operation_id="vread",
-    responses=_RESPONSES,
-    summary="Read one version of a resource",
-)
-async def vread(request: Request, type: str, id: str, vid: str) -> Response:
-    freq = http.fhir_request(request, "GET", "vread", type=type, id=id, vid=vid)
-    return await _read(request, freq)
+async def unmatched(request: Request, rest: str) -> Response:
+    note(request, "unmatched", None, None)
+    raise paths.unmatched(request.method, rest)

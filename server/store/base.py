@@ -8,7 +8,7 @@ units. Stores know nothing of HTTP or of the program; they raise ``server.errors
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -129,8 +129,5 @@ class Repository(Protocol):
     def reader(self) -> AbstractContextManager[Reader]: ...
 
     def unit(self) -> AbstractContextManager[Unit]: ...
-
-    def run_group(self, jobs: Sequence[Callable[[Unit], Any]]) -> list[tuple[bool, Any]]:
-        """Independent write jobs sharing one commit, each atomic on its own (savepoints)."""
 
     def close(self) -> None: ...

@@ -1,10 +1,8 @@
 """Where blocking store calls run, so the event loop never waits on a database it need not.
 
-SQLite: reads run inline (a WAL read takes microseconds and never waits for the writer).
-Writes go to one writer thread that commits them in groups: it takes every write waiting in
-its queue, runs each in its own savepoint inside one transaction, and commits once — one fsync
-for the whole group (SQLite has one writer at a time anyway; an fsync costs about a
-millisecond). Every write is answered only after the commit of its group.
+SQLite: reads run inline (a WAL read takes microseconds and never waits for the writer);
+writes go through group commit (``sql/group_commit.py``): one fsync for every write that
+arrived while the previous group committed.
 
 PostgreSQL: reads and writes run on a thread pool sized to the connection pool; each write is
 its own transaction (PostgreSQL already shares WAL flushes between concurrent commits).
@@ -13,72 +11,26 @@ its own transaction (PostgreSQL already shares WAL flushes between concurrent co
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from server.store.base import Reader, Repository, Unit
+from server.store.sql.adapter import SqlRepository
+from server.store.sql.dialect import SQLiteDialect
+from server.store.sql.group_commit import GroupWriter
 
 T = TypeVar("T")
-MAX_GROUP = 64
-
-
-class _GroupCommitter:
-    def __init__(self, repo: Repository) -> None:
-        self._repo = repo
-        self._queue: queue.SimpleQueue[tuple[Callable[[Unit], Any], Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[[Unit], T]) -> Future[T]:
-        future: Future[T] = Future()
-        self._queue.put((fn, future))
-        return future
-
-    def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < MAX_GROUP:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                group.append(item)
-            try:
-                outcomes = self._repo.run_group([fn for fn, _ in group])
-            except BaseException as exc:  # noqa: BLE001 - the commit failed: every job fails
-                for _, future in group:
-                    future.set_exception(exc)
-                continue
-            for (_, future), (ok, value) in zip(group, outcomes, strict=True):
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
 
 
 class Runner:
     def __init__(self, repo: Repository, threads: int) -> None:
         self._repo = repo
-        self._group: _GroupCommitter | None = None
+        self._group: GroupWriter | None = None
         self._pool: ThreadPoolExecutor | None = None
-        if repo.dialect == "sqlite":
-            self._group = _GroupCommitter(repo)
+        dialect = getattr(repo, "sql_dialect", None)
+        if isinstance(repo, SqlRepository) and isinstance(dialect, SQLiteDialect):
+            self._group = GroupWriter(repo, dialect)
         else:
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
 
@@ -98,7 +50,7 @@ class Runner:
     async def write(self, fn: Callable[[Unit], T]) -> T:
         """Run ``fn`` in a write transaction; return once its changes are durable."""
         if self._group is not None:
-            return await asyncio.wrap_future(self._group.submit(fn))
+            return await self._group.write(fn)
         assert self._pool is not None
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._write_sync, fn)
 

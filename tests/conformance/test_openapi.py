@@ -43,7 +43,7 @@ def _api_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, 
     for route in routes:
         if isinstance(route, APIRoute):
             if route.include_in_schema:
-                yield prefix + route.path, route
+                yield prefix + route.path_format, route
             continue
         inner = getattr(route, "original_router", None)
         if inner is not None:

@@ -23,8 +23,8 @@ class FullDiskDialect(SQLiteDialect):
     """SQLite whose file may not grow: every connection caps the page count at its size now,
     so a write needing a new page fails with SQLite's own 'database or disk is full'."""
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = super()._connection()
+    def _open(self) -> sqlite3.Connection:
+        conn = super()._open()
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")
         return conn

@@ -308,13 +308,15 @@ class SqlUnit(SqlReader):
 
 class SqlRepository:
     def __init__(self, dialect: Dialect) -> None:
-        self._dialect = dialect
+        self.sql_dialect = dialect
         self.dialect = dialect.name
 
     def migrate(self) -> None:
-        types = self._dialect.types
-        with self._dialect.writing() as conn:
-            self._dialect.lock(conn, "calaim-fhir:migrations")
+        """Check durability (before anything is written), then apply pending migrations."""
+        self.sql_dialect.check_durability()
+        types = self.sql_dialect.types
+        with self.sql_dialect.writing() as conn:
+            self.sql_dialect.lock(conn, "calaim-fhir:migrations")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version"
                 " (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
@@ -328,24 +330,26 @@ class SqlRepository:
                     "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                     (number, now_us()),
                 )
-        self._dialect.check_durability()
 
     @contextmanager
     def unit(self) -> Iterator[SqlUnit]:
-        with self._dialect.writing() as conn:
-            yield SqlUnit(conn, self._dialect)
+        with self.sql_dialect.writing() as conn:
+            yield SqlUnit(conn, self.sql_dialect)
 
-    def run_group(self, jobs: Sequence[Callable[[Unit], Any]]) -> list[tuple[bool, Any]]:
-        """Several independent write jobs in one transaction, each in its own savepoint: one
-        commit (one fsync) for all of them. A failing job is rolled back to its savepoint and
-        its exception returned; the others commit. Returns (ok, result or exception) per job."""
+    def run_jobs(
+        self, conn: Connection, jobs: Sequence[Callable[[Unit], Any]]
+    ) -> list[tuple[bool, Any]]:
+        """Several independent write jobs inside the open transaction of ``conn``, each in its
+        own savepoint, so they can share one commit. A failing job is rolled back to its
+        savepoint and its exception returned; the others stay. (ok, result or exception) per job.
+        """
         outcomes: list[tuple[bool, Any]] = []
-        with self._dialect.writing() as conn:
+        with self.sql_dialect.errors():
             for job in jobs:
                 conn.execute("SAVEPOINT job")
                 try:
-                    with self._dialect.errors():
-                        value = job(SqlUnit(conn, self._dialect))
+                    with self.sql_dialect.errors():
+                        value = job(SqlUnit(conn, self.sql_dialect))
                 except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
                     conn.execute("ROLLBACK TO SAVEPOINT job")
                     conn.execute("RELEASE SAVEPOINT job")
@@ -357,11 +361,11 @@ class SqlRepository:
 
     @contextmanager
     def reader(self) -> Iterator[SqlReader]:
-        with self._dialect.reading() as conn:
+        with self.sql_dialect.reading() as conn:
             yield SqlReader(conn)
 
     def close(self) -> None:
-        self._dialect.close()
+        self.sql_dialect.close()
 
 
 def _history(row: Any) -> Version:

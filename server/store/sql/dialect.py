@@ -80,20 +80,48 @@ class SQLiteDialect:
     def sql(self, statement: str) -> str:
         return statement
 
+    def _open(self) -> sqlite3.Connection:
+        with self.errors():
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            with self.errors():
-                conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=0
-                )
-                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = FULL")
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
+            conn = self._local.conn = self._open()
         return conn
+
+    def writer_connection(self) -> sqlite3.Connection:
+        """A connection of its own for the group writer (used from one task at a time)."""
+        return self._open()
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        """Start a write transaction, waiting (busy timeout) for other processes' writers."""
+        with self.errors():
+            conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self, conn: sqlite3.Connection) -> None:
+        """Commit (fsync'd: ``synchronous=FULL``); on failure the transaction is rolled back."""
+        with self.errors():
+            try:
+                faults.hit("before-commit")
+                conn.execute("COMMIT")
+            except BaseException:
+                self.rollback(conn)
+                raise
+        faults.hit("after-commit")
+
+    def rollback(self, conn: sqlite3.Connection) -> None:
+        with self.errors():
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -113,17 +141,14 @@ class SQLiteDialect:
     @contextmanager
     def writing(self) -> Iterator[Connection]:
         conn = self._connection()
-        with self.errors():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+        self.begin(conn)
+        try:
+            with self.errors():
                 yield conn
-                faults.hit("before-commit")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        faults.hit("after-commit")
+        except BaseException:
+            self.rollback(conn)
+            raise
+        self.commit(conn)
 
     def lock(self, conn: Connection, name: str) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's write lock."""

@@ -1,0 +1,58 @@
+"""URL path convertors for FHIR routes, and the answer for URLs no route serves.
+
+A resource type starts with a capital letter and an id never contains ``_``, so with these
+convertors ``/Patient/_history`` can never be read as an instance URL and ``/metadata`` never as
+a type: routes need no particular order, and the most frequent ones are tried first.
+"""
+
+from __future__ import annotations
+
+from starlette.convertors import Convertor, register_url_convertor
+
+from server.api.interactions import check_id, check_type
+from server.errors import FhirError, MethodNotAllowed, NotFound
+
+
+class TypeConvertor(Convertor[str]):
+    regex = "[A-Z][A-Za-z]{0,63}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class IdConvertor(Convertor[str]):
+    regex = "[A-Za-z0-9\\-\\.]{1,64}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("fhirtype", TypeConvertor())
+register_url_convertor("fhirid", IdConvertor())
+
+_SYSTEM = frozenset({"", "metadata", "_history"})
+
+
+def unmatched(method: str, rest: str) -> FhirError:
+    """Why no route serves ``method`` on ``/fhir/<rest>``: an unknown type (404), an invalid id
+    (400), a known URL with another method (405), or no such endpoint (404)."""
+    segments = rest.split("/")
+    first = segments[0]
+    not_allowed = MethodNotAllowed(f"{method} is not allowed on /fhir/{rest[:80]}")
+    if len(segments) == 1 and first in _SYSTEM:
+        return not_allowed
+    try:
+        check_type(first)
+        if len(segments) >= 2 and segments[1] not in ("_history", "_search"):
+            check_id(segments[1])
+    except FhirError as error:
+        return error
+    if len(segments) <= 3 or (len(segments) == 4 and segments[2] == "_history"):
+        return not_allowed
+    return NotFound("No FHIR endpoint at this URL")
