@@ -31,8 +31,10 @@ def test_sqlite_store_opens_durable(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     repo = open_store(Settings(database_url=f"sqlite:///{path}"))
     try:
-        dialect = repo._dialect  # type: ignore[attr-defined]
-        with dialect.writing() as conn:  # the connection writes go through
+        dialect = repo.sql_dialect  # type: ignore[attr-defined]
+        assert isinstance(dialect, SQLiteDialect)
+        # the connections writes go through: the group writer's and the per-thread one
+        for conn in (dialect.writer_connection(), dialect._connection()):
             assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
