@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from server.api import handlers, metadata, routes
+from server.api.fastpath import FastPath
 from server.fhir.validation import base_validator
 from server.logs import RequestLogMiddleware, configure
 from server.settings import Settings
@@ -51,5 +52,6 @@ def create_app(settings: Settings | None = None, *, store: Repository | None = N
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(routes.fallback, prefix="/fhir")
     handlers.install(app)
+    app.add_middleware(FastPath)  # inside the request log: added first, runs second
     app.add_middleware(RequestLogMiddleware)
     return app

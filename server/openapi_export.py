@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -193,11 +194,12 @@ def _tag(path: str) -> str:
 def _operation(path: str, op: dict[str, Any]) -> None:
     op_id = str(op.get("operationId", ""))
     op["tags"] = [_tag(path)]
-    params: list[dict[str, Any]] = []
-    for param in op.get("parameters", []):
-        if param.get("in") == "path" and param.get("name") in _PATH_PARAMS:
-            param = {**param, **copy.deepcopy(_PATH_PARAMS[param["name"]])}
-        params.append(param)
+    # handlers read their path parameters from the request, so they come from the template
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, **copy.deepcopy(_PATH_PARAMS[name])}
+        for name in re.findall(r"{(\w+)}", path)
+    ]
+    params += [p for p in op.get("parameters", []) if p.get("in") != "path"]
     if op_id in _CRITERIA:
         if op_id == "searchType":
             params.append(_COUNT)

@@ -111,19 +111,38 @@ async def read_json(request: Request, settings: Settings, allowed: frozenset[str
     return loads(await read_body(request, settings, allowed))
 
 
-def fhir_request(request: Request, method: str, interaction: str, **target: Any) -> FhirRequest:
-    """The interaction an HTTP request asks for (noted for the request log at once, so even a
-    request that fails on its body is logged with what it was)."""
-    note(request, interaction, target.get("type"), target.get("id"))
-    headers = request.headers
+_CONDITIONAL_HEADERS = {
+    b"if-match": "if_match",
+    b"if-none-match": "if_none_match",
+    b"if-modified-since": "if_modified_since",
+    b"if-none-exist": "if_none_exist",
+}
+
+
+def fhir_request(
+    request: Request, method: str, interaction: str, *, history: bool = False
+) -> FhirRequest:
+    """The interaction an HTTP request asks for, its target from the route's path parameters
+    (``type``, ``id``, ``vid``). Noted for the request log at once, so even a request that fails
+    on its body is logged with what it was."""
+    path = request.path_params
+    type, id = path.get("type"), path.get("id")
+    note(request, interaction, type, id)
+    conditional: dict[str, str] = {}
+    for name, value in request.scope["headers"]:  # one pass over the raw headers
+        if name in _CONDITIONAL_HEADERS:
+            conditional[_CONDITIONAL_HEADERS[name]] = value.decode("latin-1")
     return FhirRequest(
         method,
         query=request.query_params.multi_items(),
-        if_match=headers.get("if-match"),
-        if_none_match=headers.get("if-none-match"),
-        if_modified_since=headers.get("if-modified-since"),
-        if_none_exist=headers.get("if-none-exist"),
-        **target,
+        if_match=conditional.get("if_match"),
+        if_none_match=conditional.get("if_none_match"),
+        if_modified_since=conditional.get("if_modified_since"),
+        if_none_exist=conditional.get("if_none_exist"),
+        type=type,
+        id=id,
+        vid=path.get("vid"),
+        history=history,
     )
 
 

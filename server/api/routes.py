@@ -51,8 +51,8 @@ async def _write(request: Request, freq: FhirRequest) -> Response:
     responses=_RESPONSES,
     summary="Read a resource",
 )
-async def read(request: Request, type: str, id: str) -> Response:
-    return await _read(request, http.fhir_request(request, "GET", "read", type=type, id=id))
+async def read(request: Request) -> Response:
+    return await _read(request, http.fhir_request(request, "GET", "read"))
 
 
 @router.post(
@@ -61,8 +61,8 @@ async def read(request: Request, type: str, id: str) -> Response:
     responses={201: _FHIR, **_RESPONSES},
     summary="Create a resource (If-None-Exist: conditional create)",
 )
-async def create(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "POST", "create", type=type)
+async def create(request: Request) -> Response:
+    freq = http.fhir_request(request, "POST", "create")
     freq.query = []  # parameters on create are _format/_pretty only
     freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
     return await _write(request, freq)
@@ -74,8 +74,8 @@ async def create(request: Request, type: str) -> Response:
     responses={201: _FHIR, **_RESPONSES},
     summary="Update a resource (creates it when the id is new)",
 )
-async def update(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "PUT", "update", type=type, id=id)
+async def update(request: Request) -> Response:
+    freq = http.fhir_request(request, "PUT", "update")
     freq.query = []
     freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
     return await _write(request, freq)
@@ -87,8 +87,8 @@ async def update(request: Request, type: str, id: str) -> Response:
     responses=_RESPONSES,
     summary="Search resources of a type",
 )
-async def search_type(request: Request, type: str) -> Response:
-    return await _read(request, http.fhir_request(request, "GET", "search-type", type=type))
+async def search_type(request: Request) -> Response:
+    return await _read(request, http.fhir_request(request, "GET", "search-type"))
 
 
 @router.patch(
@@ -97,8 +97,8 @@ async def search_type(request: Request, type: str) -> Response:
     responses=_RESPONSES,
     summary="Apply a JSON Patch to a resource",
 )
-async def patch(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "PATCH", "patch", type=type, id=id)
+async def patch(request: Request) -> Response:
+    freq = http.fhir_request(request, "PATCH", "patch")
     freq.query = []
     freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
     return await _write(request, freq)
@@ -110,8 +110,8 @@ async def patch(request: Request, type: str, id: str) -> Response:
     responses=_RESPONSES,
     summary="Delete a resource (a new, deleted version)",
 )
-async def delete(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "DELETE", "delete", type=type, id=id)
+async def delete(request: Request) -> Response:
+    freq = http.fhir_request(request, "DELETE", "delete")
     freq.query = []
     return await _write(request, freq)
 
@@ -122,8 +122,8 @@ async def delete(request: Request, type: str, id: str) -> Response:
     responses=_RESPONSES,
     summary="Read one version of a resource",
 )
-async def vread(request: Request, type: str, id: str, vid: str) -> Response:
-    freq = http.fhir_request(request, "GET", "vread", type=type, id=id, vid=vid)
+async def vread(request: Request) -> Response:
+    freq = http.fhir_request(request, "GET", "vread")
     return await _read(request, freq)
 
 
@@ -133,8 +133,8 @@ async def vread(request: Request, type: str, id: str, vid: str) -> Response:
     responses=_RESPONSES,
     summary="Every version of a resource",
 )
-async def history_instance(request: Request, type: str, id: str) -> Response:
-    freq = http.fhir_request(request, "GET", "history-instance", type=type, id=id, history=True)
+async def history_instance(request: Request) -> Response:
+    freq = http.fhir_request(request, "GET", "history-instance", history=True)
     return await _read(request, freq)
 
 
@@ -144,8 +144,8 @@ async def history_instance(request: Request, type: str, id: str) -> Response:
     responses=_RESPONSES,
     summary="History of every resource of a type",
 )
-async def history_type(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "GET", "history-type", type=type, history=True)
+async def history_type(request: Request) -> Response:
+    freq = http.fhir_request(request, "GET", "history-type", history=True)
     return await _read(request, freq)
 
 
@@ -155,8 +155,8 @@ async def history_type(request: Request, type: str) -> Response:
     responses=_RESPONSES,
     summary="Search resources of a type (form-encoded parameters)",
 )
-async def search_type_post(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "GET", "search-type", type=type)
+async def search_type_post(request: Request) -> Response:
+    freq = http.fhir_request(request, "GET", "search-type")
     raw = await http.read_body(request, settings_of(request), frozenset({http.FORM_TYPE}))
     try:
         form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
@@ -172,8 +172,8 @@ async def search_type_post(request: Request, type: str) -> Response:
     responses=_RESPONSES,
     summary="Update the resource matching the search criteria",
 )
-async def conditional_update(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "PUT", "update", type=type)
+async def conditional_update(request: Request) -> Response:
+    freq = http.fhir_request(request, "PUT", "update")
     freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
     return await _write(request, freq)
 
@@ -184,8 +184,8 @@ async def conditional_update(request: Request, type: str) -> Response:
     responses=_RESPONSES,
     summary="JSON Patch the resource matching the search criteria",
 )
-async def conditional_patch(request: Request, type: str) -> Response:
-    freq = http.fhir_request(request, "PATCH", "patch", type=type)
+async def conditional_patch(request: Request) -> Response:
+    freq = http.fhir_request(request, "PATCH", "patch")
     freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
     return await _write(request, freq)
 
@@ -196,8 +196,8 @@ async def conditional_patch(request: Request, type: str) -> Response:
     responses=_RESPONSES,
     summary="Delete the resource(s) matching the search criteria",
 )
-async def conditional_delete(request: Request, type: str) -> Response:
-    return await _write(request, http.fhir_request(request, "DELETE", "delete", type=type))
+async def conditional_delete(request: Request) -> Response:
+    return await _write(request, http.fhir_request(request, "DELETE", "delete"))
 
 
 # -- instance level --------------------------------------------------------------------------
@@ -242,6 +242,6 @@ fallback = APIRouter()
     methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
     include_in_schema=False,
 )
-async def unmatched(request: Request, rest: str) -> Response:
+async def unmatched(request: Request) -> Response:
     note(request, "unmatched", None, None)
-    raise paths.unmatched(request.method, rest)
+    raise paths.unmatched(request.method, request.path_params["rest"])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -28,8 +29,17 @@ def format_instant(us: int) -> str:
     return to_datetime(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def format_http_date(us: int) -> str:
-    return format_datetime(to_datetime(us).replace(microsecond=0), usegmt=True)
+    """RFC 9110 IMF-fixdate (``Mon, 23 Nov 2026 06:50:48 GMT``), whole seconds."""
+    t = time.gmtime(us // 1_000_000)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
 
 
 def parse_http_date(value: str) -> int | None:
