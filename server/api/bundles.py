@@ -287,15 +287,13 @@ def _resolve(unit: Unit, entries: list[Entry]) -> dict[str, str]:
 
 def _rewrite(node: Any, mapping: dict[str, str], unit: Unit, index: int) -> None:
     """Replace references to entries' fullUrls and conditional references, in place."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        if isinstance(value, str):
+            if key == "reference":
                 node[key] = _target(value, mapping, unit, index)
-            else:
-                _rewrite(value, mapping, unit, index)
-    elif isinstance(node, list):
-        for item in node:
-            _rewrite(item, mapping, unit, index)
+        elif isinstance(value, dict | list):
+            _rewrite(value, mapping, unit, index)
 
 
 def _target(reference: str, mapping: dict[str, str], unit: Unit, index: int) -> str:

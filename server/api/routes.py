@@ -203,8 +203,9 @@ async def conditional_delete(request: Request) -> Response:
 # -- instance level --------------------------------------------------------------------------
 
 
+@router.post("/", include_in_schema=False)  # the base URL with a trailing slash
 @router.post(
-    "/",
+    "",
     operation_id="transactionOrBatch",
     responses=_RESPONSES,
     summary="Process a batch or transaction Bundle",

@@ -26,7 +26,12 @@ def from_datetime(value: datetime) -> int:
 
 def format_instant(us: int) -> str:
     """``2026-11-23T06:50:48.123456Z`` — full microsecond precision, always UTC."""
-    return to_datetime(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, micro = divmod(us, 1_000_000)
+    t = time.gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micro:06d}Z"
+    )
 
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

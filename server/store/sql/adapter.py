@@ -206,11 +206,9 @@ class SqlUnit(SqlReader):
     # -- writes -----------------------------------------------------------------------------
 
     def create(self, type: str, resource: dict[str, Any], *, id: str | None = None) -> WriteResult:
+        """A new resource with a new id: a fresh UUID, or ``id`` when the caller chose that
+        UUID in advance (a transaction assigns ids before it rewrites references)."""
         new_id = id or str(uuid.uuid4())
-        if id is not None:
-            self._lock(f"{type}/{id}")
-            if self.read(type, id) is not None:
-                raise Conflict(f"{type}/{id} already exists")
         return WriteResult(self._write(type, new_id, resource, None, "POST"), created=True)
 
     def conditional_create(

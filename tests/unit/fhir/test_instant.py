@@ -41,3 +41,11 @@ def test_fhir_ranges_follow_the_precision_of_the_value() -> None:
     assert parse_fhir_range("2023-02-29") is None
     assert parse_fhir_range("2024-13") is None
     assert parse_fhir_range("yesterday") is None
+
+
+def test_instant_matches_the_standard_library_formatter() -> None:
+    rng = random.Random(11)
+    for _ in range(5000):
+        us = rng.randrange(0, 4_102_444_800 * 10**6)
+        moment = datetime.fromtimestamp(us // 10**6, UTC).replace(microsecond=us % 10**6)
+        assert format_instant(us) == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
