@@ -13,11 +13,11 @@ from server.fhir.validation import base_validator
 from server.logs import RequestLogMiddleware, configure
 from server.settings import Settings
 from server.store import open_store
-from server.store.base import Repository
 from server.store.runner import Runner
+from server.store.sql.adapter import SqlRepository
 
 
-def create_app(settings: Settings | None = None, *, store: Repository | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, store: SqlRepository | None = None) -> FastAPI:
     """A FHIR server application. Without ``store``, the configured database is opened (and
     migrated) at start-up and closed at shutdown."""
     settings = settings or Settings()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from server.settings import Settings
-from server.store.base import Repository
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import open_dialect
 
 
-def open_store(settings: Settings) -> Repository:
+def open_store(settings: Settings) -> SqlRepository:
     """Open the configured database, bring its schema up to date and check durability."""
     dialect = open_dialect(
         settings.database_url,

@@ -57,3 +57,15 @@ def test_invalid_bundle_shell_is_400(client: TestClient) -> None:
     assert body["resourceType"] == "OperationOutcome"
     assert any("Bundle.entry[0].request.method" in i.get("expression", [])
                for i in body["issue"]), body
+
+
+def test_bundles_post_to_the_base_url_with_or_without_a_trailing_slash(client: TestClient) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"resource": patient(), "request": {"method": "POST", "url": "Patient"}}],
+    }
+    for url in ("/fhir", "/fhir/"):
+        response = client.post(url, json=bundle, follow_redirects=False)
+        assert response.status_code == 200, (url, response.status_code)
+        assert response.json()["type"] == "batch-response"

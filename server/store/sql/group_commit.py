@@ -1,12 +1,17 @@
-"""Group commit for SQLite: many concurrent writes, one fsync.
+"""Group commit: many concurrent writes, one transaction, one fsync.
 
-Writes queue on the event loop. While one group commits (its fsync runs on a helper thread,
-the event loop stays free), the next writes gather; then the writer starts the next
-transaction (``BEGIN IMMEDIATE`` on the helper thread: it may wait for another process),
-runs every waiting write in its own savepoint on the event loop, and commits them together.
-Each write is answered only after the commit of its group, so an acknowledged write is
-durable. SQL runs on the event loop thread on purpose: handing every statement to another
-thread costs a GIL hand-off each time, which under load costs more than the statement.
+Writes queue on the event loop. While one group commits, the next writes gather; then the
+writer runs every waiting write in its own savepoint inside one transaction and commits them
+together. Each write is answered only after the commit of its group, so an acknowledged write
+is durable, and a failing write rolls back to its savepoint alone.
+
+SQLite: ``BEGIN IMMEDIATE`` (it may wait for another process) and ``COMMIT`` (the fsync) run on
+a helper thread so the event loop stays free; the writes themselves run on the event loop
+thread on purpose — handing every statement to another thread costs a GIL hand-off each
+time, which under load costs more than the statement.
+
+PostgreSQL: the whole group runs on a pool thread (``SqlRepository.run_group``), one group at
+a time per process.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ MAX_GROUP = 64
 
 
 class GroupWriter:
-    def __init__(self, repo: SqlRepository, dialect: SQLiteDialect) -> None:
+    def __init__(self, repo: SqlRepository, pool: ThreadPoolExecutor) -> None:
         self._repo = repo
-        self._dialect = dialect
-        self._conn = dialect.writer_connection()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        dialect = repo.sql_dialect
+        self._sqlite = dialect if isinstance(dialect, SQLiteDialect) else None
+        self._conn = self._sqlite.writer_connection() if self._sqlite else None
+        self._thread = pool
         self._pending: list[tuple[Callable[[Unit], Any], asyncio.Future[Any]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
@@ -42,31 +48,58 @@ class GroupWriter:
         return await future
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                try:
-                    await loop.run_in_executor(self._thread, self._dialect.begin, self._conn)
-                except BaseException as exc:  # noqa: BLE001 - every waiting write fails
-                    self._fail(self._take(), exc)
-                    continue
-                group = self._take()
-                try:
-                    outcomes = self._repo.run_jobs(self._conn, [fn for fn, _ in group])
-                    await loop.run_in_executor(self._thread, self._dialect.commit, self._conn)
-                except BaseException as exc:  # noqa: BLE001 - the commit failed: all fail
-                    await loop.run_in_executor(self._thread, self._dialect.rollback, self._conn)
-                    self._fail(group, exc)
-                    continue
-                for (_, future), (ok, value) in zip(group, outcomes, strict=True):
-                    if future.done():  # the caller went away; its write stands
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                if self._sqlite is None:
+                    await self._run_threaded()
+                else:
+                    await self._run_inline(self._sqlite)
         finally:
             self._drainer = None
+
+    async def _run_threaded(self) -> None:
+        loop = asyncio.get_running_loop()
+        group = self._take()
+        try:
+            outcomes = await loop.run_in_executor(
+                self._thread, self._repo.run_group, [fn for fn, _ in group]
+            )
+        except BaseException as exc:  # noqa: BLE001 - the transaction failed: all fail
+            self._fail(group, exc)
+            return
+        self._settle(group, outcomes)
+
+    async def _run_inline(self, dialect: SQLiteDialect) -> None:
+        loop = asyncio.get_running_loop()
+        conn = self._conn
+        assert conn is not None
+        try:
+            await loop.run_in_executor(self._thread, dialect.begin, conn)
+        except BaseException as exc:  # noqa: BLE001 - every waiting write fails
+            self._fail(self._take(), exc)
+            return
+        group = self._take()
+        try:
+            outcomes = self._repo.run_jobs(conn, [fn for fn, _ in group])
+            await loop.run_in_executor(self._thread, dialect.commit, conn)
+        except BaseException as exc:  # noqa: BLE001 - the commit failed: all fail
+            await loop.run_in_executor(self._thread, dialect.rollback, conn)
+            self._fail(group, exc)
+            return
+        self._settle(group, outcomes)
+
+    @staticmethod
+    def _settle(
+        group: list[tuple[Callable[[Unit], Any], asyncio.Future[Any]]],
+        outcomes: list[tuple[bool, Any]],
+    ) -> None:
+        for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+            if future.done():  # the caller went away; its write stands
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     def _take(self) -> list[tuple[Callable[[Unit], Any], asyncio.Future[Any]]]:
         group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
@@ -79,6 +112,3 @@ class GroupWriter:
         for _, future in group:
             if not future.done():
                 future.set_exception(exc)
-
-    def close(self) -> None:
-        self._thread.shutdown(wait=True)
