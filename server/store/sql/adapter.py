@@ -7,8 +7,8 @@ Every write runs in one database transaction (a ``SqlUnit``):
    already serialises writers across threads and processes);
 2. reads and checks (version, ``If-Match``, conditional matches);
 3. the stamp: the ``clock`` row hands out ``lastUpdated`` values that increase strictly in
-   commit order (its row lock is held until commit), so a poller of ``_lastUpdated=gt...``
-   never misses a version;
+   commit order (its row lock is held until commit; see ``Clock``), so a poller of
+   ``_lastUpdated=gt...`` never misses a version;
 4. history row, current row and search index rows, then COMMIT (fsync'd before the answer).
 """
 
@@ -124,12 +124,43 @@ class SqlReader:
         return Page([_current(row) for row in rows[:count]], len(rows) > count)
 
 
+class Clock:
+    """Hands out ``lastUpdated`` stamps inside one write transaction.
+
+    The first stamp locks the ``clock`` row (``UPDATE ... RETURNING``: a row lock on
+    PostgreSQL, SQLite's write lock is already held) and reads the last stamp ever handed out;
+    later stamps are computed here; ``flush`` stores the last one before the commit. Every stamp
+    is later than every stamp of every transaction committed before this one.
+    """
+
+    __slots__ = ("_conn", "_last", "_dirty")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._last: int | None = None
+        self._dirty = False
+
+    def next(self) -> int:
+        if self._last is None:
+            row = self._conn.execute("UPDATE clock SET ts = ts WHERE id = 1 RETURNING ts")
+            self._last = int(row.fetchone()[0])
+        self._last = max(self._last + 1, now_us())
+        self._dirty = True
+        return self._last
+
+    def flush(self) -> None:
+        if self._dirty:
+            self._conn.execute("UPDATE clock SET ts = ? WHERE id = 1", (self._last,))
+            self._dirty = False
+
+
 class SqlUnit(SqlReader):
     """One write transaction; see the module docstring for the order of its steps."""
 
-    def __init__(self, conn: Connection, dialect: Dialect) -> None:
+    def __init__(self, conn: Connection, dialect: Dialect, clock: Clock) -> None:
         super().__init__(conn)
         self._dialect = dialect
+        self._clock = clock
         self._locks: set[str] = set()
 
     # -- building blocks -------------------------------------------------------------------
@@ -139,16 +170,6 @@ class SqlUnit(SqlReader):
             self._dialect.lock(self._conn, name)
             self._locks.add(name)
 
-    def _take_stamp(self) -> int:
-        """The next ``lastUpdated``: later than every stamp handed out before, in commit order."""
-        now = now_us()
-        row = self._conn.execute(
-            "UPDATE clock SET ts = CASE WHEN ts + 1 > ? THEN ts + 1 ELSE ? END "
-            "WHERE id = 1 RETURNING ts",
-            (now, now),
-        ).fetchone()
-        return int(row[0])
-
     def _write(
         self,
         type: str,
@@ -157,7 +178,7 @@ class SqlUnit(SqlReader):
         prev: Version | None,
         method: Method,
     ) -> Version:
-        stamp = self._take_stamp()
+        stamp = self._clock.next()
         version = prev.version + 1 if prev else 1
         body = None if resource is None else render(type, id, version, stamp, resource)
         deleted = 1 if resource is None else 0
@@ -332,29 +353,38 @@ class SqlRepository:
     @contextmanager
     def unit(self) -> Iterator[SqlUnit]:
         with self.sql_dialect.writing() as conn:
-            yield SqlUnit(conn, self.sql_dialect)
+            clock = Clock(conn)
+            yield SqlUnit(conn, self.sql_dialect, clock)
+            clock.flush()
 
     def run_jobs(
         self, conn: Connection, jobs: Sequence[Callable[[Unit], Any]]
     ) -> list[tuple[bool, Any]]:
-        """Several independent write jobs inside the open transaction of ``conn``, each in its
-        own savepoint, so they can share one commit. A failing job is rolled back to its
-        savepoint and its exception returned; the others stay. (ok, result or exception) per job.
+        """Several independent write jobs inside the open transaction of ``conn``, so they can
+        share one commit. Each runs in its own savepoint: a failing job is rolled back to it and
+        its exception returned; the others stay. (ok, result or exception) per job. A lone job
+        needs no savepoint: its exception propagates and the caller rolls back.
         """
+        clock = Clock(conn)
+        dialect = self.sql_dialect
         outcomes: list[tuple[bool, Any]] = []
-        with self.sql_dialect.errors():
-            for job in jobs:
-                conn.execute("SAVEPOINT job")
-                try:
-                    with self.sql_dialect.errors():
-                        value = job(SqlUnit(conn, self.sql_dialect))
-                except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
-                    conn.execute("ROLLBACK TO SAVEPOINT job")
-                    conn.execute("RELEASE SAVEPOINT job")
-                    outcomes.append((False, exc))
-                else:
-                    conn.execute("RELEASE SAVEPOINT job")
-                    outcomes.append((True, value))
+        with dialect.errors():
+            if len(jobs) == 1:
+                outcomes.append((True, jobs[0](SqlUnit(conn, dialect, clock))))
+            else:
+                for job in jobs:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        with dialect.errors():
+                            value = job(SqlUnit(conn, dialect, clock))
+                    except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
+                        conn.execute("ROLLBACK TO SAVEPOINT job")
+                        conn.execute("RELEASE SAVEPOINT job")
+                        outcomes.append((False, exc))
+                    else:
+                        conn.execute("RELEASE SAVEPOINT job")
+                        outcomes.append((True, value))
+            clock.flush()
         return outcomes
 
     def run_group(self, jobs: Sequence[Callable[[Unit], Any]]) -> list[tuple[bool, Any]]:

@@ -67,7 +67,7 @@ class SQLiteDialect:
     """
 
     name = "sqlite"
-    types = {"blob": "BLOB", "bigint": "INTEGER", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
+    types = {"blob": "BLOB", "bigint": "INTEGER", "serial": "INTEGER PRIMARY KEY"}
 
     def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
         self.path = path

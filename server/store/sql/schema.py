@@ -1,6 +1,7 @@
 """Schema migrations, applied in order at start-up; the applied version is kept in the database.
 
-Statements use three placeholders that the dialect fills: ``{blob}``, ``{bigint}``, ``{serial}``.
+Statements use three placeholders that the dialect fills: ``{blob}``, ``{bigint}``, ``{serial}``
+(SQLite's serial is its rowid: history rows are never deleted, so it only grows).
 Append new migrations; never edit one that has shipped.
 """
 

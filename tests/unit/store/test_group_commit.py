@@ -76,3 +76,19 @@ def test_concurrent_writes_through_the_runner_are_all_durable(repo: SqlRepositor
             found = reader.read("Patient", id)
             assert found is not None and found.version == 1
         assert len(reader.history(HistoryQuery("Patient", count=100)).items) == 40
+
+
+def test_stamps_increase_strictly_in_commit_order(repo: SqlRepository) -> None:
+    runner = Runner(repo, 1)
+
+    async def scenario() -> None:
+        for _ in range(3):  # several groups, each of several writes
+            await asyncio.gather(*[runner.write(_create(f"S{i}")) for i in range(20)])
+
+    asyncio.run(scenario())
+    runner.close()
+    with repo.reader() as reader:
+        items = reader.history(HistoryQuery(count=100)).items  # newest first
+    stamps = [v.last_updated for v in reversed(items)]
+    assert len(stamps) == 60
+    assert all(a < b for a, b in zip(stamps, stamps[1:], strict=False))
