@@ -12,6 +12,7 @@ from server.api.context import note
 from server.api.interactions import FhirRequest, FhirResponse, loads
 from server.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from server.fhir.instant import format_http_date
+from server.fhir.outcome import information
 from server.settings import Settings
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -178,7 +179,7 @@ def render(
         verb = "Created" if response.status == 201 else "Updated"
         assert version is not None
         body = dump(
-            _outcome(f"{verb} {version.type}/{version.id} version {version.version}"), indent
+            information(f"{verb} {version.type}/{version.id} version {version.version}"), indent
         )
     elif version is not None and version.body is not None:
         body = reformat(version.body, indent)
@@ -189,10 +190,3 @@ def render(
     if body is None:
         return Response(status_code=response.status, headers=headers)
     return Response(body, status_code=response.status, headers=headers, media_type=FHIR_JSON)
-
-
-def _outcome(text: str) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "information", "code": "informational", "diagnostics": text}],
-    }

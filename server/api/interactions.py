@@ -16,24 +16,26 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jsonpatch
 import orjson
 
+from server.api.bundle_build import history_bundle, search_bundle
 from server.errors import (
     BadRequest,
-    FhirError,
     Gone,
     InvalidResource,
     InvalidSearch,
     MethodNotAllowed,
+    MultipleMatches,
     NotFound,
     UnknownType,
     UnknownVersion,
     Unprocessable,
 )
 from server.fhir.instant import parse_fhir_range, parse_http_date
-from server.fhir.outcome import Issue
+from server.fhir.outcome import Issue, information
 from server.fhir.resource_types import is_supported
 from server.fhir.validation import base_validator
 from server.search.params import (
@@ -48,7 +50,6 @@ from server.store.base import HistoryQuery, Reader, Unit, Version, WriteResult
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
-READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(slots=True)
@@ -120,8 +121,6 @@ def parse_etag(value: str, header: str) -> int:
 
 def parse_url(method: str, url: str) -> FhirRequest:
     """A request from a relative URL (``Patient/1/_history/2``, ``Patient?identifier=x``)."""
-    from urllib.parse import parse_qsl, urlsplit
-
     parts = urlsplit(url)
     if parts.scheme or parts.netloc:
         raise BadRequest(f"Entry URLs must be relative, got '{url[:80]}'")
@@ -228,8 +227,6 @@ def prepare(request: FhirRequest) -> Prepared:
 
 
 def _encode(query: list[tuple[str, str]]) -> str:
-    from urllib.parse import urlencode
-
     return urlencode(query)
 
 
@@ -308,8 +305,6 @@ def run_write(unit: Unit, prepared: Prepared, settings: Settings) -> FhirRespons
             if not matches:
                 raise NotFound(f"No {type} matches '{prepared.criteria.key}'")
             if len(matches) > 1:
-                from server.errors import MultipleMatches
-
                 raise MultipleMatches(f"Criteria '{prepared.criteria.key}' match several resources")
             id = matches[0].id
         assert id is not None
@@ -322,21 +317,16 @@ def run_write(unit: Unit, prepared: Prepared, settings: Settings) -> FhirRespons
         )
         deleted = sum(1 for r in results if r.changed)
         text = f"Deleted {deleted} {type} resource(s) matching '{prepared.criteria.key}'"
-        return FhirResponse(200, outcome=_info(text))
+        return FhirResponse(200, outcome=information(text))
     assert request.id is not None
     result = unit.delete(type, request.id, if_match=prepared.if_match)
     if result.changed:
         return FhirResponse(
-            200, outcome=_info(f"Deleted {type}/{request.id}"), version=None, location=False
+            200, outcome=information(f"Deleted {type}/{request.id}"), version=None, location=False
         )
-    return FhirResponse(200, outcome=_info(f"{type}/{request.id} was not present; nothing deleted"))
-
-
-def _info(text: str) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "information", "code": "informational", "diagnostics": text}],
-    }
+    return FhirResponse(
+        200, outcome=information(f"{type}/{request.id} was not present; nothing deleted")
+    )
 
 
 # -- reads ------------------------------------------------------------------------------------
@@ -416,8 +406,6 @@ def _page_params(request: FhirRequest, settings: Settings) -> tuple[int, int | N
 
 
 def history(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
-    from server.api.bundle_build import history_bundle
-
     count, cursor = _page_params(request, settings)
     since = at = None
     for name, value in request.query:
@@ -442,24 +430,11 @@ def history(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
 
 
 def search(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
-    from server.api.bundle_build import search_bundle
-
     assert request.type is not None
     count, cursor = _page_params(request, settings)
     criteria = parse_criteria(request.type, request.query, allow=frozenset({"_count", "_cursor"}))
     page = reader.search(criteria, count=count, after=cursor) if count else None
     return search_bundle(request, criteria, count, page, settings)
-
-
-def fail(exc: FhirError, prefix: str) -> list[Issue]:
-    """The issues of ``exc``, located under a Bundle entry (``Bundle.entry[2]``)."""
-    issues = []
-    for issue in exc.issues:
-        expression = issue.expression
-        if expression and not expression.startswith("Bundle."):
-            expression = f"{prefix}.{expression}" if expression else prefix
-        issues.append(Issue(issue.severity, issue.code, issue.diagnostics, expression or prefix))
-    return issues
 
 
 def loads(body: bytes) -> Any:

@@ -19,20 +19,6 @@ class Issue:
     diagnostics: str
     expression: str | None = None
 
-    def prefixed(self, prefix: str) -> Issue:
-        """The same issue located under `prefix` (e.g. ``Bundle.entry[3].resource``).
-
-        The expression's leading resource type is replaced by the prefix.
-        """
-        if self.expression is None:
-            return Issue(self.severity, self.code, self.diagnostics, prefix)
-        head, sep, rest = self.expression.partition(".")
-        tail = rest if sep else ""
-        # keep an index on the root (e.g. "Patient[0]") out: the prefix names the element
-        expression = f"{prefix}.{tail}" if tail else prefix
-        del head
-        return Issue(self.severity, self.code, self.diagnostics, expression)
-
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"severity": self.severity, "code": self.code}
         if self.diagnostics:
