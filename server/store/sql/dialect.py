@@ -222,7 +222,9 @@ class PostgresDialect:
     @contextmanager
     def writing(self) -> Iterator[Connection]:
         with self.errors(), self.pool.connection() as conn:
-            with conn.transaction():
+            # pipeline mode: statements whose results nobody reads are sent without waiting
+            # for their answer; reading a result (fetchone) waits for everything before it
+            with conn.pipeline(), conn.transaction():
                 yield _PgConnection(conn, self)
                 faults.hit("before-commit")
             faults.hit("after-commit")
