@@ -285,15 +285,19 @@ def _resolve(unit: Unit, entries: list[Entry]) -> dict[str, str]:
     return mapping
 
 
-def _rewrite(node: Any, mapping: dict[str, str], unit: Unit, index: int) -> None:
-    """Replace references to entries' fullUrls and conditional references, in place."""
-    items = node.items() if isinstance(node, dict) else enumerate(node)
-    for key, value in items:
-        if isinstance(value, str):
-            if key == "reference":
-                node[key] = _target(value, mapping, unit, index)
-        elif isinstance(value, dict | list):
-            _rewrite(value, mapping, unit, index)
+def _rewrite(resource: dict[str, Any], mapping: dict[str, str], unit: Unit, index: int) -> None:
+    """Replace references to entries' fullUrls and conditional references, in place
+    (iteratively: a resource may nest deeper than Python's recursion limit)."""
+    stack: list[Any] = [resource]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if isinstance(value, str):
+                if key == "reference":
+                    node[key] = _target(value, mapping, unit, index)
+            elif isinstance(value, dict | list):
+                stack.append(value)
 
 
 def _target(reference: str, mapping: dict[str, str], unit: Unit, index: int) -> str:

@@ -25,6 +25,7 @@ from server.errors import (
     BadRequest,
     Conflict,
     Gone,
+    InvalidResource,
     MultipleMatches,
     NotFound,
     PreconditionFailed,
@@ -62,7 +63,12 @@ def render(type: str, id: str, version: int, stamp: int, resource: dict[str, Any
         new_meta.update((k, v) for k, v in meta.items() if k not in new_meta)
     out: dict[str, Any] = {"resourceType": type, "id": id, "meta": new_meta}
     out.update((k, v) for k, v in resource.items() if k not in out)
-    return orjson.dumps(out)
+    try:
+        return orjson.dumps(out)
+    except orjson.JSONEncodeError as exc:  # nesting beyond the serialiser's limit
+        raise InvalidResource(
+            f"The resource is nested too deeply to be stored ({exc})", expression=type
+        ) from exc
 
 
 class SqlReader:
