@@ -127,7 +127,7 @@ def _patch_body(resource: Any, index: int) -> Any:
         ) from exc
 
 
-def _entry(raw: Any, index: int) -> Entry:
+def _entry(raw: Any, index: int, base: str) -> Entry:
     where = f"Bundle.entry[{index}]"
     request = raw.get("request") if isinstance(raw, dict) else None
     if not isinstance(request, dict):
@@ -137,6 +137,8 @@ def _entry(raw: Any, index: int) -> Entry:
         raise BadRequest(
             "Every entry needs request.method and request.url", expression=f"{where}.request"
         )
+    if url.startswith(base + "/"):  # an absolute URL under this server's base
+        url = url[len(base) + 1 :]
     freq = parse_url("GET" if method == "HEAD" else method, url)
     freq.if_match = request.get("ifMatch")
     freq.if_none_match = request.get("ifNoneMatch")
@@ -193,7 +195,7 @@ async def _batch(
     results: list[dict[str, Any]] = []
     for index, raw in enumerate(raw_entries):
         try:
-            entry = _entry(raw, index)
+            entry = _entry(raw, index, settings.fhir_base)
             _prepare(entry)
             response = await _run_one(repo, entry, settings)
             results.append(_response_entry(response, settings, prefer))
@@ -380,7 +382,7 @@ async def _transaction(
     first_status: int | None = None
     for index, raw in enumerate(raw_entries):
         try:
-            entry = _entry(raw, index)
+            entry = _entry(raw, index, settings.fhir_base)
             _prepare(entry)
             entries.append(entry)
         except FhirError as error:

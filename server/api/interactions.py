@@ -123,7 +123,7 @@ def parse_url(method: str, url: str) -> FhirRequest:
     """A request from a relative URL (``Patient/1/_history/2``, ``Patient?identifier=x``)."""
     parts = urlsplit(url)
     if parts.scheme or parts.netloc:
-        raise BadRequest(f"Entry URLs must be relative, got '{url[:80]}'")
+        raise BadRequest(f"Entry URLs must be relative or under this server's base, got '{url[:80]}'")
     try:
         query = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError as exc:  # pragma: no cover - parse_qsl is lenient without strict mode
@@ -438,8 +438,8 @@ def search(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
 
 
 def loads(body: bytes) -> Any:
-    """Parse a JSON request body; malformed JSON is 400."""
+    """Parse a JSON request body (a UTF-8 byte order mark is ignored); malformed JSON is 400."""
     try:
-        return orjson.loads(body)
+        return orjson.loads(body[3:] if body.startswith(b"\xef\xbb\xbf") else body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The body is not valid JSON: {exc}") from exc
