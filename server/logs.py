@@ -22,6 +22,12 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9\-._]{1,64}$")
 
 
 def configure(level: str = "INFO") -> None:
+    """One JSON line per request on stderr. The records carry no caller, thread or process
+    fields (the logging module's documented optimisations), which a request line never uses."""
+    logging._srcfile = None  # no stack walk per record to find the caller
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("calaim_fhir")
