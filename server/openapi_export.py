@@ -59,6 +59,8 @@ _WRITES = frozenset(
         "conditionalUpdate",
         "patch",
         "conditionalPatch",
+        "delete",
+        "conditionalDelete",
     }
 )
 _IF_MATCH = frozenset({"update", "conditionalUpdate", "patch", "conditionalPatch", "delete"})
@@ -111,6 +113,11 @@ _COUNT = _query(
     "_count",
     "Page size; values above the configured maximum are clamped",
     {"type": "integer", "minimum": 0},
+)
+_HISTORY = frozenset({"historySystem", "historyType", "historyInstance"})
+_SINCE = _query("_since", "Only versions last updated at or after this instant", {"type": "string"})
+_AT = _query(
+    "_at", "Only versions that were current at some time in this date's range", {"type": "string"}
 )
 _SEARCH = {
     "name": "criteria",
@@ -212,6 +219,8 @@ def _operation(path: str, op: dict[str, Any]) -> None:
         params.append(_IF_MATCH_H)
     if op_id in _CONDITIONAL_READ:
         params += [_IF_NONE_MATCH, _IF_MODIFIED]
+    if op_id in _HISTORY:
+        params += [_COUNT, _SINCE, _AT]
     if op_id in _WRITES:
         params.append(_PREFER)
     params += [_FORMAT, _PRETTY]

@@ -123,7 +123,9 @@ def parse_url(method: str, url: str) -> FhirRequest:
     """A request from a relative URL (``Patient/1/_history/2``, ``Patient?identifier=x``)."""
     parts = urlsplit(url)
     if parts.scheme or parts.netloc:
-        raise BadRequest(f"Entry URLs must be relative or under this server's base, got '{url[:80]}'")
+        raise BadRequest(
+            f"Entry URLs must be relative or under this server's base, got '{url[:80]}'"
+        )
     try:
         query = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError as exc:  # pragma: no cover - parse_qsl is lenient without strict mode
