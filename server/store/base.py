@@ -29,7 +29,8 @@ class Version:
     deleted: bool
     body: bytes | None
     method: Method = "PUT"
-    position: int = 0  # keyset position in the listing it came from (history or search)
+    position: int = 0  # keyset position in the listing it came from (history or search);
+    # 0 for a version just written
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,18 +188,20 @@ class SqlUnit(SqlReader):
         version = prev.version + 1 if prev else 1
         body = None if resource is None else render(type, id, version, stamp, resource)
         deleted = 1 if resource is None else 0
-        seq = self._conn.execute(
+        # no result is read back: on PostgreSQL (pipeline mode) a write waits for no round trip
+        self._conn.execute(
             "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, method, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (type, id, version, stamp, deleted, method, body),
-        ).fetchone()[0]
+        )
+        seq = self._dialect.last_insert_id  # the history row's seq, taken by the next statement
         self._conn.execute(
             "INSERT INTO resource"
             " (rtype, id, version, last_updated, deleted, seq, created_seq, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rtype, id) DO UPDATE SET"
+            f" VALUES (?, ?, ?, ?, ?, {seq}, {seq}, ?) ON CONFLICT (rtype, id) DO UPDATE SET"
             " version = excluded.version, last_updated = excluded.last_updated,"
             " deleted = excluded.deleted, seq = excluded.seq, body = excluded.body",
-            (type, id, version, stamp, deleted, seq, seq, body),
+            (type, id, version, stamp, deleted, body),
         )
         if prev is not None:
             self._conn.execute("DELETE FROM search_token WHERE rtype = ? AND id = ?", (type, id))
@@ -210,7 +212,7 @@ class SqlUnit(SqlReader):
                     " VALUES (?, ?, ?, ?, ?)",
                     (type, id, param, system, code),
                 )
-        return Version(type, id, version, stamp, bool(deleted), body, method, seq)
+        return Version(type, id, version, stamp, bool(deleted), body, method)
 
     @staticmethod
     def _check_match(prev: Version | None, if_match: int | None, type: str, id: str) -> None:

@@ -40,6 +40,7 @@ def lock_key(text: str) -> int:
 class Dialect(Protocol):
     name: str
     types: dict[str, str]
+    last_insert_id: str  # SQL for the key the previous INSERT on this connection generated
 
     def sql(self, statement: str) -> str: ...
 
@@ -67,6 +68,7 @@ class SQLiteDialect:
     """
 
     name = "sqlite"
+    last_insert_id = "last_insert_rowid()"
     types = {"blob": "BLOB", "bigint": "INTEGER", "serial": "INTEGER PRIMARY KEY"}
 
     def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
@@ -175,6 +177,7 @@ class PostgresDialect:
     """psycopg 3 with a connection pool; named locks are transaction-scoped advisory locks."""
 
     name = "postgresql"
+    last_insert_id = "lastval()"
     types = {"blob": "BYTEA", "bigint": "BIGINT", "serial": "BIGSERIAL PRIMARY KEY"}
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
