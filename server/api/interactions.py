@@ -303,7 +303,7 @@ def run_write(unit: Unit, prepared: Prepared, settings: Settings) -> FhirRespons
     if method == "PATCH":
         id = request.id
         if prepared.criteria is not None:
-            matches = unit.search(prepared.criteria, count=2).items
+            matches = unit.match(prepared.criteria)
             if not matches:
                 raise NotFound(f"No {type} matches '{prepared.criteria.key}'")
             if len(matches) > 1:
