@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 from tests.support import FHIR_JSON, TestClient, create, history_total, outcome, patient
 
 SYS = "urn:calaim:cin"
@@ -110,3 +113,32 @@ def test_conditional_delete_without_criteria_is_not_a_delete_all(client: TestCli
     assert 400 <= response.status_code < 500, response.text
     outcome(response)
     assert client.get(f"/fhir/Patient/{a['id']}").status_code == 200
+
+
+def test_conditional_delete_of_several_matches_when_configured(
+    make_client: Callable[..., AbstractContextManager[TestClient]],
+) -> None:
+    with make_client(conditional_delete_multiple=True) as several:
+        a = create(several, patient("A", identifier=(SYS, "d3")))
+        b = create(several, patient("B", identifier=(SYS, "d3")))
+        keep = create(several, patient("C", identifier=(SYS, "other")))
+        response = several.delete(f"/fhir/Patient?identifier={SYS}|d3")
+        assert response.status_code == 200, response.text
+        assert several.get(f"/fhir/Patient/{a['id']}").status_code == 410
+        assert several.get(f"/fhir/Patient/{b['id']}").status_code == 410
+        assert several.get(f"/fhir/Patient/{keep['id']}").status_code == 200
+        statement = several.get("/fhir/metadata").json()
+        assert statement["rest"][0]["resource"][0]["conditionalDelete"] == "multiple"
+
+
+def test_page_size_default_and_maximum_are_configurable(
+    make_client: Callable[..., AbstractContextManager[TestClient]],
+) -> None:
+    with make_client(default_page_size=2, max_page_size=3) as small:
+        for n in range(5):
+            create(small, patient(f"P{n}"))
+        default = small.get("/fhir/Patient").json()
+        assert len(default["entry"]) == 2
+        clamped = small.get("/fhir/Patient?_count=50").json()
+        assert len(clamped["entry"]) == 3
+        assert "_count=3" in clamped["link"][0]["url"]
