@@ -74,7 +74,7 @@ class SQLiteDialect:
     def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._busy_timeout_ms = busy_timeout_ms
+        self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -87,7 +87,7 @@ class SQLiteDialect:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=0
             )
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
         with self._all_lock:
@@ -108,6 +108,17 @@ class SQLiteDialect:
         """Start a write transaction, waiting (busy timeout) for other processes' writers."""
         with self.errors():
             conn.execute("BEGIN IMMEDIATE")
+
+    def try_begin(self, conn: sqlite3.Connection) -> bool:
+        """Start a write transaction only if no other process holds the write lock now."""
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            self.begin(conn)
+        except ServiceUnavailable:
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        return True
 
     def commit(self, conn: sqlite3.Connection) -> None:
         """Commit (fsync'd: ``synchronous=FULL``); on failure the transaction is rolled back."""

@@ -5,10 +5,11 @@ writer runs every waiting write in its own savepoint inside one transaction and 
 together. Each write is answered only after the commit of its group, so an acknowledged write
 is durable, and a failing write rolls back to its savepoint alone.
 
-SQLite: ``BEGIN IMMEDIATE`` (it may wait for another process) and ``COMMIT`` (the fsync) run on
-a helper thread so the event loop stays free; the writes themselves run on the event loop
-thread on purpose — handing every statement to another thread costs a GIL hand-off each
-time, which under load costs more than the statement.
+SQLite: the writes run on the event loop thread on purpose — handing every statement to
+another thread costs a GIL hand-off each time, which under load costs more than the
+statement. ``BEGIN IMMEDIATE`` runs there too when the write lock is free; when another
+process holds it, the wait (busy timeout) happens on a helper thread, and so does ``COMMIT``
+(the fsync), so the event loop stays free.
 
 PostgreSQL: the whole group runs on a pool thread (``SqlRepository.run_group``), one group at
 a time per process.
@@ -74,7 +75,8 @@ class GroupWriter:
         conn = self._conn
         assert conn is not None
         try:
-            await loop.run_in_executor(self._thread, dialect.begin, conn)
+            if not dialect.try_begin(conn):  # another process writes: wait off the loop
+                await loop.run_in_executor(self._thread, dialect.begin, conn)
         except BaseException as exc:  # noqa: BLE001 - every waiting write fails
             self._fail(self._take(), exc)
             return
