@@ -395,14 +395,6 @@ class SqlRepository:
             clock.flush()
         return outcomes
 
-    def run_group(self, jobs: Sequence[Callable[[Unit], Any]]) -> list[tuple[bool, Any]]:
-        """Several write jobs in one transaction that first takes the writers' lock: groups from
-        every process serialise on it, so the locks the jobs take later can never deadlock
-        against another group. One commit (one fsync) for all of them; see ``run_jobs``."""
-        with self.sql_dialect.writing() as conn:
-            self.sql_dialect.lock(conn, "calaim-fhir:writers")
-            return self.run_jobs(conn, jobs)
-
     @contextmanager
     def reader(self) -> Iterator[SqlReader]:
         with self.sql_dialect.reading() as conn:

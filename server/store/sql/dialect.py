@@ -55,6 +55,21 @@ class Dialect(Protocol):
     def errors(self) -> AbstractContextManager[None]:
         """Turns driver errors into FHIR errors (409 for a unique-key race, else 503)."""
 
+    # the group writer's transaction, in steps (see group_commit.py)
+    def writer_connection(self) -> Any:
+        """A connection of the group writer's own."""
+
+    def try_begin(self, conn: Any) -> bool:
+        """Start a write transaction if that needs no waiting for another writer."""
+
+    def begin(self, conn: Any) -> None:
+        """Start a write transaction, waiting for other writers (busy timeout)."""
+
+    def commit(self, conn: Any) -> None:
+        """Commit durably; on failure the transaction is rolled back and the error raised."""
+
+    def rollback(self, conn: Any) -> None: ...
+
     def check_durability(self) -> None: ...
 
     def close(self) -> None: ...
@@ -196,6 +211,8 @@ class PostgresDialect:
         from psycopg_pool import ConnectionPool
 
         self._psycopg = psycopg
+        self._url = url
+        self._writers: list[Any] = []
         self._sql_cache: dict[str, str] = {}
         try:
             self.pool = ConnectionPool(
@@ -246,6 +263,51 @@ class PostgresDialect:
     def lock(self, conn: Connection, name: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
 
+    # The group writer: one transaction per group, behind the writers' advisory lock (groups of
+    # every process serialise on it, so the locks their writes take never deadlock), its
+    # statements sent in pipeline mode (none waits for a round trip unless its result is read).
+
+    def writer_connection(self) -> _PgWriter:
+        with self.errors():
+            raw = self._psycopg.connect(self._url, autocommit=True)
+        self._writers.append(raw)
+        return _PgWriter(raw, self)
+
+    def try_begin(self, conn: _PgWriter) -> bool:
+        with self.errors():
+            conn.execute("BEGIN")
+            got = conn.execute("SELECT pg_try_advisory_xact_lock(?)", (_WRITERS,)).fetchone()[0]
+            if not got:
+                conn.execute("ROLLBACK")
+                return False
+            conn.start_pipeline()
+        return True
+
+    def begin(self, conn: _PgWriter) -> None:
+        with self.errors():
+            conn.execute("BEGIN")
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (_WRITERS,)).fetchone()
+            conn.start_pipeline()
+
+    def commit(self, conn: _PgWriter) -> None:
+        with self.errors():
+            try:
+                conn.end_pipeline()  # the deferred errors of pipelined statements surface here
+                faults.hit("before-commit")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                conn.end_pipeline(exc)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        faults.hit("after-commit")
+
+    def rollback(self, conn: _PgWriter) -> None:
+        with self.errors():
+            conn.end_pipeline(RuntimeError("rolled back"))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
     def check_durability(self) -> None:
         with self.reading() as conn:
             fsync = conn.execute("SHOW fsync").fetchone()[0]
@@ -256,6 +318,9 @@ class PostgresDialect:
             )
 
     def close(self) -> None:
+        for raw in self._writers:
+            raw.close()
+        self._writers.clear()
         self.pool.close()
 
 
@@ -270,6 +335,37 @@ class _PgConnection:
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         return self._conn.execute(self._dialect.sql(sql), params)
+
+
+_WRITERS = lock_key("calaim-fhir:writers")
+
+
+class _PgWriter(_PgConnection):
+    """The group writer's connection, with its pipeline mode switched on and off per group."""
+
+    __slots__ = ("_pipeline",)
+
+    def __init__(self, conn: Any, dialect: PostgresDialect) -> None:
+        super().__init__(conn, dialect)
+        self._pipeline: AbstractContextManager[Any] | None = None
+
+    @property
+    def in_transaction(self) -> bool:
+        status = self._conn.info.transaction_status
+        return bool(status != status.IDLE)
+
+    def start_pipeline(self) -> None:
+        self._pipeline = self._conn.pipeline()
+        self._pipeline.__enter__()
+
+    def end_pipeline(self, error: BaseException | None = None) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is None:
+            return
+        if error is None:
+            pipeline.__exit__(None, None, None)
+        else:  # leave pipeline mode without raising its own deferred errors
+            pipeline.__exit__(type(error), error, error.__traceback__)
 
 
 def open_dialect(url: str, *, pool_size: int = 8, busy_timeout_ms: int = 10_000) -> Dialect:

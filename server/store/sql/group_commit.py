@@ -5,14 +5,12 @@ writer runs every waiting write in its own savepoint inside one transaction and 
 together. Each write is answered only after the commit of its group, so an acknowledged write
 is durable, and a failing write rolls back to its savepoint alone.
 
-SQLite: the writes run on the event loop thread on purpose — handing every statement to
-another thread costs a GIL hand-off each time, which under load costs more than the
-statement. ``BEGIN IMMEDIATE`` runs there too when the write lock is free; when another
-process holds it, the wait (busy timeout) happens on a helper thread, and so does ``COMMIT``
-(the fsync), so the event loop stays free.
-
-PostgreSQL: the whole group runs on a pool thread (``SqlRepository.run_group``), one group at
-a time per process.
+The writes run on the event loop thread on purpose: handing every statement to another
+thread costs a GIL hand-off each time, which under load costs more than the statement (SQLite
+runs in-process; PostgreSQL's writer connection is in pipeline mode, so a write waits for no
+round trip unless it reads a result). The transaction starts there too when no other writer
+holds the lock; otherwise the wait happens on a helper thread, and so does the commit (the
+fsync), so the event loop stays free.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from typing import Any, TypeVar
 
 from server.store.base import Unit
 from server.store.sql.adapter import SqlRepository
-from server.store.sql.dialect import SQLiteDialect
 
 T = TypeVar("T")
 MAX_GROUP = 64
@@ -33,9 +30,8 @@ MAX_GROUP = 64
 class GroupWriter:
     def __init__(self, repo: SqlRepository, pool: ThreadPoolExecutor) -> None:
         self._repo = repo
-        dialect = repo.sql_dialect
-        self._sqlite = dialect if isinstance(dialect, SQLiteDialect) else None
-        self._conn = self._sqlite.writer_connection() if self._sqlite else None
+        self._dialect = repo.sql_dialect
+        self._conn = self._dialect.writer_connection()
         self._thread = pool
         self._pending: list[tuple[Callable[[Unit], Any], asyncio.Future[Any]]] = []
         self._drainer: asyncio.Task[None] | None = None
@@ -51,31 +47,15 @@ class GroupWriter:
     async def _drain(self) -> None:
         try:
             while self._pending:
-                if self._sqlite is None:
-                    await self._run_threaded()
-                else:
-                    await self._run_inline(self._sqlite)
+                await self._run_group()
         finally:
             self._drainer = None
 
-    async def _run_threaded(self) -> None:
+    async def _run_group(self) -> None:
         loop = asyncio.get_running_loop()
-        group = self._take()
+        dialect, conn = self._dialect, self._conn
         try:
-            outcomes = await loop.run_in_executor(
-                self._thread, self._repo.run_group, [fn for fn, _ in group]
-            )
-        except BaseException as exc:  # noqa: BLE001 - the transaction failed: all fail
-            self._fail(group, exc)
-            return
-        self._settle(group, outcomes)
-
-    async def _run_inline(self, dialect: SQLiteDialect) -> None:
-        loop = asyncio.get_running_loop()
-        conn = self._conn
-        assert conn is not None
-        try:
-            if not dialect.try_begin(conn):  # another process writes: wait off the loop
+            if not dialect.try_begin(conn):  # another writer holds the lock: wait off the loop
                 await loop.run_in_executor(self._thread, dialect.begin, conn)
         except BaseException as exc:  # noqa: BLE001 - every waiting write fails
             self._fail(self._take(), exc)
