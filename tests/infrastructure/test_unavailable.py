@@ -52,19 +52,29 @@ def test_disk_full_is_503_and_changes_nothing(tmp_path: Path) -> None:
     store.close()
 
 
+def _terminate_connections(database_url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    admin = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+
+
 @pytest.mark.postgres
-def test_database_down_is_503(fresh_pg_database: str) -> None:
+def test_database_connections_lost_is_503_then_recovers(fresh_pg_database: str) -> None:
     settings = Settings(database_url=fresh_pg_database, pg_pool_size=1)
     with TestClient(create_app(settings)) as client:
         assert client.post("/fhir/Patient", json=_patient(3)).status_code == 201
-        name = psycopg.conninfo.conninfo_to_dict(fresh_pg_database)["dbname"]
-        admin = fresh_pg_database.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-        response = client.get("/fhir/Patient")
-        assert response.status_code == 503, response.text
-        assert response.headers["Retry-After"]
-        assert response.json()["resourceType"] == "OperationOutcome"
+        _terminate_connections(fresh_pg_database)
+        for response in (
+            client.get("/fhir/Patient"),
+            client.post("/fhir/Patient", json=_patient(4)),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"]
+            assert response.json()["resourceType"] == "OperationOutcome"
+        # the database itself is still there: the server reconnects on the next requests
+        created = client.post("/fhir/Patient", json=_patient(5))
+        assert created.status_code == 201, created.text
+        assert client.get(f"/fhir/Patient/{created.json()['id']}").status_code == 200

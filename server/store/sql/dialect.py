@@ -268,12 +268,23 @@ class PostgresDialect:
     # statements sent in pipeline mode (none waits for a round trip unless its result is read).
 
     def writer_connection(self) -> _PgWriter:
+        return _PgWriter(self._connect(), self)
+
+    def _connect(self) -> Any:
         with self.errors():
             raw = self._psycopg.connect(self._url, autocommit=True)
         self._writers.append(raw)
-        return _PgWriter(raw, self)
+        return raw
+
+    def _reopen(self, conn: _PgWriter) -> None:
+        """A writer whose connection broke (the server restarted, an administrator ended it)
+        gets a new one before its next transaction."""
+        if conn.raw.closed or conn.raw.broken:
+            self._writers.remove(conn.raw)
+            conn.raw = self._connect()
 
     def try_begin(self, conn: _PgWriter) -> bool:
+        self._reopen(conn)
         with self.errors():
             conn.execute("BEGIN")
             got = conn.execute("SELECT pg_try_advisory_xact_lock(?)", (_WRITERS,)).fetchone()[0]
@@ -284,6 +295,7 @@ class PostgresDialect:
         return True
 
     def begin(self, conn: _PgWriter) -> None:
+        self._reopen(conn)
         with self.errors():
             conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(?)", (_WRITERS,)).fetchone()
@@ -297,7 +309,7 @@ class PostgresDialect:
                 conn.execute("COMMIT")
             except BaseException as exc:
                 conn.end_pipeline(exc)
-                if conn.in_transaction:
+                if not conn.raw.broken and conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         faults.hit("after-commit")
@@ -305,7 +317,7 @@ class PostgresDialect:
     def rollback(self, conn: _PgWriter) -> None:
         with self.errors():
             conn.end_pipeline(RuntimeError("rolled back"))
-            if conn.in_transaction:
+            if not conn.raw.broken and conn.in_transaction:
                 conn.execute("ROLLBACK")
 
     def check_durability(self) -> None:
@@ -348,6 +360,14 @@ class _PgWriter(_PgConnection):
     def __init__(self, conn: Any, dialect: PostgresDialect) -> None:
         super().__init__(conn, dialect)
         self._pipeline: AbstractContextManager[Any] | None = None
+
+    @property
+    def raw(self) -> Any:
+        return self._conn
+
+    @raw.setter
+    def raw(self, conn: Any) -> None:
+        self._conn = conn
 
     @property
     def in_transaction(self) -> bool:
