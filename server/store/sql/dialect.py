@@ -125,6 +125,8 @@ class SQLiteDialect:
     def begin(self, conn: sqlite3.Connection) -> None:
         """Start a write transaction, waiting (busy timeout) for other processes' writers."""
         with self.errors():
+            if conn.in_transaction:  # left open by a failed rollback
+                conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
 
     def try_begin(self, conn: sqlite3.Connection) -> bool:
@@ -286,9 +288,17 @@ class PostgresDialect:
             self._writers.remove(conn.raw)
             conn.raw = self._connect()
 
+    @staticmethod
+    def _reset(conn: _PgWriter) -> None:
+        """Leave whatever a failed group left behind (pipeline mode, an open transaction)."""
+        conn.end_pipeline(RuntimeError("reset"))
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
     def try_begin(self, conn: _PgWriter) -> bool:
         self._reopen(conn)
         with self.errors():
+            self._reset(conn)
             conn.execute("BEGIN")
             got = conn.execute("SELECT pg_try_advisory_xact_lock(?)", (_WRITERS,)).fetchone()[0]
             if not got:
@@ -300,6 +310,7 @@ class PostgresDialect:
     def begin(self, conn: _PgWriter) -> None:
         self._reopen(conn)
         with self.errors():
+            self._reset(conn)
             conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(?)", (_WRITERS,)).fetchone()
             conn.start_pipeline()

@@ -16,6 +16,7 @@ fsync), so the event loop stays free.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from server.store.base import Unit
 from server.store.sql.adapter import SqlRepository
 
 T = TypeVar("T")
+logger = logging.getLogger("calaim_fhir.store")
 MAX_GROUP = 64
 
 
@@ -64,9 +66,12 @@ class GroupWriter:
         try:
             outcomes = self._repo.run_jobs(conn, [fn for fn, _ in group])
             await loop.run_in_executor(self._thread, dialect.commit, conn)
-        except BaseException as exc:  # noqa: BLE001 - the commit failed: all fail
-            await loop.run_in_executor(self._thread, dialect.rollback, conn)
+        except BaseException as exc:  # noqa: BLE001 - the group failed: all its writes fail
             self._fail(group, exc)
+            try:
+                await loop.run_in_executor(self._thread, dialect.rollback, conn)
+            except Exception:  # noqa: BLE001 - begin() resets the connection before the next group
+                logger.warning("rollback after a failed write group failed")
             return
         self._settle(group, outcomes)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.errors import PreconditionFailed
+from server.errors import PreconditionFailed, ServiceUnavailable
 from server.store.base import HistoryQuery, Unit
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
@@ -92,3 +92,37 @@ def test_stamps_increase_strictly_in_commit_order(repo: SqlRepository) -> None:
     stamps = [v.last_updated for v in reversed(items)]
     assert len(stamps) == 60
     assert all(a < b for a, b in zip(stamps, stamps[1:], strict=False))
+
+
+class _CommitFailsOnce(SQLiteDialect):
+    """A store whose first commit fails (as a full disk or an I/O error would make it)."""
+
+    failed = False
+
+    def commit(self, conn: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            self.rollback(conn)
+            raise ServiceUnavailable("commit failed")
+        super().commit(conn)
+
+
+def test_a_failed_commit_fails_its_group_and_the_next_group_commits(tmp_path: Path) -> None:
+    repo = SqlRepository(_CommitFailsOnce(str(tmp_path / "f.db")))
+    repo.migrate()
+    runner = Runner(repo, 1)
+
+    async def scenario() -> tuple[list[Any], Any]:
+        first = await asyncio.gather(
+            *[runner.write(_create(f"F{i}")) for i in range(3)], return_exceptions=True
+        )
+        second = await runner.write(_create("After"))
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    runner.close()
+    assert all(isinstance(r, ServiceUnavailable) for r in first)
+    with repo.reader() as reader:
+        items = reader.history(HistoryQuery(count=10)).items
+        assert [v.id for v in items] == [second]
+    repo.close()
