@@ -97,19 +97,21 @@ def test_stamps_increase_strictly_in_commit_order(repo: SqlRepository) -> None:
 class _CommitFailsOnce(SQLiteDialect):
     """A store whose first commit fails (as a full disk or an I/O error would make it)."""
 
-    failed = False
+    armed = False
 
     def commit(self, conn: Any) -> None:
-        if not self.failed:
-            self.failed = True
+        if self.armed:
+            self.armed = False
             self.rollback(conn)
             raise ServiceUnavailable("commit failed")
         super().commit(conn)
 
 
 def test_a_failed_commit_fails_its_group_and_the_next_group_commits(tmp_path: Path) -> None:
-    repo = SqlRepository(_CommitFailsOnce(str(tmp_path / "f.db")))
+    dialect = _CommitFailsOnce(str(tmp_path / "f.db"))
+    repo = SqlRepository(dialect)
     repo.migrate()
+    dialect.armed = True
     runner = Runner(repo, 1)
 
     async def scenario() -> tuple[list[Any], Any]:
