@@ -3,8 +3,10 @@
 Every write runs in one database transaction (a ``SqlUnit``):
 
 1. named locks first: the resource identity (``Type/id``) for instance writes, the normalised
-   criteria for conditional ones (PostgreSQL advisory locks; SQLite's ``BEGIN IMMEDIATE``
-   already serialises writers across threads and processes);
+   criteria for conditional ones (PostgreSQL transaction-scoped advisory locks; SQLite's
+   ``BEGIN IMMEDIATE`` already serialises writers across threads and processes). Writes
+   usually run in groups sharing one transaction (``group_commit.py``; on PostgreSQL behind
+   one more advisory lock that every group takes first, so named locks never deadlock);
 2. reads and checks (version, ``If-Match``, conditional matches);
 3. the stamp: the ``clock`` row hands out ``lastUpdated`` values that increase strictly in
    commit order (its row lock is held until commit; see ``Clock``), so a poller of
