@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -35,6 +34,7 @@ from server.errors import (
     MultipleMatches,
     PreconditionFailed,
 )
+from server.fhir.ids import new_id
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.validation import base_validator
@@ -262,7 +262,7 @@ def _resolve(unit: Unit, entries: list[Entry]) -> dict[str, str]:
                     raise MultipleMatches(f"'{prepared.criteria.key}' matches several resources")
                 if request.method == "POST":
                     entry.existing = bool(matches)
-                    id = matches[0].id if matches else str(uuid.uuid4())
+                    id = matches[0].id if matches else new_id()
                 elif matches:
                     body_id = (prepared.resource or {}).get("id")
                     if body_id is not None and body_id != matches[0].id:
@@ -273,9 +273,9 @@ def _resolve(unit: Unit, entries: list[Entry]) -> dict[str, str]:
                     id = matches[0].id
                 else:
                     body_id = (prepared.resource or {}).get("id")
-                    id = body_id if isinstance(body_id, str) else str(uuid.uuid4())
+                    id = body_id if isinstance(body_id, str) else new_id()
             elif request.method == "POST":
-                id = str(uuid.uuid4())
+                id = new_id()
             else:
                 assert request.id is not None
                 id = request.id

@@ -16,7 +16,6 @@ Every write runs in one database transaction (a ``SqlUnit``):
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +31,7 @@ from server.errors import (
     NotFound,
     PreconditionFailed,
 )
+from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
 from server.search.extract import token_rows
 from server.search.query import Criteria
@@ -237,10 +237,9 @@ class SqlUnit(SqlReader):
     # -- writes -----------------------------------------------------------------------------
 
     def create(self, type: str, resource: dict[str, Any], *, id: str | None = None) -> WriteResult:
-        """A new resource with a new id: a fresh UUID, or ``id`` when the caller chose that
-        UUID in advance (a transaction assigns ids before it rewrites references)."""
-        new_id = id or str(uuid.uuid4())
-        return WriteResult(self._write(type, new_id, resource, None, "POST"), created=True)
+        """A new resource with a new id: a fresh one (``fhir.ids``), or ``id`` when the caller
+        chose it in advance (a transaction assigns ids before it rewrites references)."""
+        return WriteResult(self._write(type, id or new_id(), resource, None, "POST"), created=True)
 
     def conditional_create(
         self, type: str, resource: dict[str, Any], criteria: Criteria
