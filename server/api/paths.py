@@ -13,24 +13,20 @@ from server.api.interactions import check_id, check_type
 from server.errors import FhirError, MethodNotAllowed, NotFound
 
 
-class TypeConvertor(Convertor[str]):
+class _Text(Convertor[str]):
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class TypeConvertor(_Text):
     regex = "[A-Z][A-Za-z]{0,63}"
 
-    def convert(self, value: str) -> str:
-        return value
 
-    def to_string(self, value: str) -> str:
-        return value
-
-
-class IdConvertor(Convertor[str]):
+class IdConvertor(_Text):
     regex = "[A-Za-z0-9\\-\\.]{1,64}"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
 
 
 register_url_convertor("fhirtype", TypeConvertor())
