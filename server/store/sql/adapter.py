@@ -2,11 +2,12 @@
 
 Every write runs in one database transaction (a ``SqlUnit``):
 
-1. named locks first: the resource identity (``Type/id``) for instance writes, the normalised
-   criteria for conditional ones (PostgreSQL transaction-scoped advisory locks; SQLite's
-   ``BEGIN IMMEDIATE`` already serialises writers across threads and processes). Writes
-   usually run in groups sharing one transaction (``group_commit.py``; on PostgreSQL behind
-   one more advisory lock that every group takes first, so named locks never deadlock);
+1. locks: every write transaction first takes the writers' lock (SQLite: ``BEGIN IMMEDIATE``;
+   PostgreSQL: a transaction-scoped advisory lock), so no two write transactions interleave,
+   in one process or several — which also makes group commit (several writes in one
+   transaction, ``group_commit.py``) deadlock-free. Conditional interactions also lock their
+   normalised criteria (``Criteria.key``), so their search-then-write stays atomic on its own
+   terms should writers ever be split over several locks;
 2. reads and checks (version, ``If-Match``, conditional matches);
 3. the stamp: the ``clock`` row hands out ``lastUpdated`` values that increase strictly in
    commit order (its row lock is held until commit; see ``Clock``), so a poller of
@@ -191,20 +192,7 @@ class SqlUnit(SqlReader):
         body = None if resource is None else render(type, id, version, stamp, resource)
         deleted = 1 if resource is None else 0
         # no result is read back: on PostgreSQL (pipeline mode) a write waits for no round trip
-        self._conn.execute(
-            "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, method, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (type, id, version, stamp, deleted, method, body),
-        )
-        seq = self._dialect.last_insert_id  # the history row's seq, taken by the next statement
-        self._conn.execute(
-            "INSERT INTO resource"
-            " (rtype, id, version, last_updated, deleted, seq, created_seq, body)"
-            f" VALUES (?, ?, ?, ?, ?, {seq}, {seq}, ?) ON CONFLICT (rtype, id) DO UPDATE SET"
-            " version = excluded.version, last_updated = excluded.last_updated,"
-            " deleted = excluded.deleted, seq = excluded.seq, body = excluded.body",
-            (type, id, version, stamp, deleted, body),
-        )
+        self._dialect.store_version(self._conn, (type, id, version, stamp, deleted, method, body))
         if prev is not None:
             self._conn.execute("DELETE FROM search_token WHERE rtype = ? AND id = ?", (type, id))
         if resource is not None:
@@ -262,7 +250,6 @@ class SqlUnit(SqlReader):
         if_match: int | None = None,
         method: Method = "PUT",
     ) -> WriteResult:
-        self._lock(f"{type}/{id}")
         prev = self.read(type, id)
         self._check_match(prev, if_match, type, id)
         created = prev is None or prev.deleted
@@ -291,7 +278,6 @@ class SqlUnit(SqlReader):
         if if_match is not None:
             raise PreconditionFailed(f"If-Match given but criteria '{criteria.key}' match nothing")
         if isinstance(body_id, str):
-            self._lock(f"{type}/{body_id}")
             existing = self.read(type, body_id)
             if existing is not None and not existing.deleted:
                 raise Conflict(
@@ -309,7 +295,6 @@ class SqlUnit(SqlReader):
         *,
         if_match: int | None = None,
     ) -> WriteResult:
-        self._lock(f"{type}/{id}")
         prev = self.read(type, id)
         if prev is None:
             raise NotFound(f"{type}/{id} is not known")
@@ -320,7 +305,6 @@ class SqlUnit(SqlReader):
         return WriteResult(self._write(type, id, patched, prev, "PATCH"))
 
     def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult:
-        self._lock(f"{type}/{id}")
         prev = self.read(type, id)
         self._check_match(prev, if_match, type, id)
         if prev is None or prev.deleted:

@@ -40,7 +40,6 @@ def lock_key(text: str) -> int:
 class Dialect(Protocol):
     name: str
     types: dict[str, str]
-    last_insert_id: str  # SQL for the key the previous INSERT on this connection generated
 
     def sql(self, statement: str) -> str: ...
 
@@ -51,6 +50,12 @@ class Dialect(Protocol):
     def writing(self) -> Iterator[Connection]: ...
 
     def lock(self, conn: Connection, name: str) -> None: ...
+
+    def store_version(self, conn: Connection, row: tuple[Any, ...]) -> None:
+        """Insert a version into the history and make it the current row of its resource.
+
+        ``row`` is (type, id, version, last_updated, deleted, method, body); the current row
+        takes the history row's ``seq`` (and keeps its ``created_seq`` on update)."""
 
     def errors(self) -> AbstractContextManager[None]:
         """Turns driver errors into FHIR errors (409 for a unique-key race, else 503)."""
@@ -75,6 +80,27 @@ class Dialect(Protocol):
     def close(self) -> None: ...
 
 
+_INSERT_HISTORY = (
+    "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, method, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_CURRENT = (
+    "INSERT INTO resource (rtype, id, version, last_updated, deleted, seq, created_seq, body)"
+    " VALUES (?, ?, ?, ?, ?, {seq}, {seq}, ?) ON CONFLICT (rtype, id) DO UPDATE SET"
+    " version = excluded.version, last_updated = excluded.last_updated,"
+    " deleted = excluded.deleted, seq = excluded.seq, body = excluded.body"
+)
+# PostgreSQL: both in one statement (one round trip and one execute less per write)
+_STORE_VERSION_PG = (
+    "WITH h AS ("
+    + _INSERT_HISTORY
+    + " RETURNING seq) "
+    + _UPSERT_CURRENT.replace(
+        " VALUES (?, ?, ?, ?, ?, {seq}, {seq}, ?)", " SELECT ?, ?, ?, ?, ?, h.seq, h.seq, ? FROM h"
+    )
+)
+
+
 class SQLiteDialect:
     """Stdlib sqlite3, WAL, ``synchronous=FULL``; one connection per thread.
 
@@ -83,7 +109,6 @@ class SQLiteDialect:
     """
 
     name = "sqlite"
-    last_insert_id = "last_insert_rowid()"
     types = {"blob": "BLOB", "bigint": "INTEGER", "serial": "INTEGER PRIMARY KEY"}
 
     def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
@@ -186,6 +211,14 @@ class SQLiteDialect:
     def lock(self, conn: Connection, name: str) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's write lock."""
 
+    def store_version(self, conn: Connection, row: tuple[Any, ...]) -> None:
+        type, id, version, stamp, deleted, _method, body = row
+        conn.execute(_INSERT_HISTORY, row)
+        conn.execute(
+            _UPSERT_CURRENT.format(seq="last_insert_rowid()"),
+            (type, id, version, stamp, deleted, body),
+        )
+
     def check_durability(self) -> None:
         with self.reading() as conn:
             sync = conn.execute("PRAGMA synchronous").fetchone()[0]
@@ -208,7 +241,6 @@ class PostgresDialect:
     """psycopg 3 with a connection pool; named locks are transaction-scoped advisory locks."""
 
     name = "postgresql"
-    last_insert_id = "lastval()"
     types = {"blob": "BYTEA", "bigint": "BIGINT", "serial": "BIGSERIAL PRIMARY KEY"}
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
@@ -261,12 +293,17 @@ class PostgresDialect:
             # pipeline mode: statements whose results nobody reads are sent without waiting
             # for their answer; reading a result (fetchone) waits for everything before it
             with conn.pipeline(), conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITERS,))
                 yield _PgConnection(conn, self)
                 faults.hit("before-commit")
             faults.hit("after-commit")
 
     def lock(self, conn: Connection, name: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
+
+    def store_version(self, conn: Connection, row: tuple[Any, ...]) -> None:
+        type, id, version, stamp, deleted, _method, body = row
+        conn.execute(_STORE_VERSION_PG, (*row, type, id, version, stamp, deleted, body))
 
     # The group writer: one transaction per group, behind the writers' advisory lock (groups of
     # every process serialise on it, so the locks their writes take never deadlock), its
