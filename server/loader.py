@@ -371,21 +371,6 @@ async def load_files(
     return report
 
 
-async def load_async(
-    paths: Iterable[str | Path],
-    *,
-    url: str = DEFAULT_URL,
-    direct: bool = False,
-    database_url: str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress | None = None,
-) -> LoadReport:
-    files = discover(paths)
-    target = direct_target(database_url) if direct else http_target(url)
-    async with target as client:
-        return await load_files(client, files, batch_size=batch_size, progress=progress)
-
-
 def load(
     paths: Iterable[str | Path],
     *,
@@ -397,16 +382,14 @@ def load(
 ) -> LoadReport:
     """Load files and folders into a running server (``url``) or, with ``direct``, into the
     store at ``database_url`` through the in-process application."""
-    return asyncio.run(
-        load_async(
-            paths,
-            url=url,
-            direct=direct,
-            database_url=database_url,
-            batch_size=batch_size,
-            progress=progress,
-        )
-    )
+    files = discover(paths)
+
+    async def run() -> LoadReport:
+        target = direct_target(database_url) if direct else http_target(url)
+        async with target as client:
+            return await load_files(client, files, batch_size=batch_size, progress=progress)
+
+    return asyncio.run(run())
 
 
 # -- validation ------------------------------------------------------------------------------
