@@ -1,14 +1,15 @@
 """The storage port: what every store offers, whatever its database.
 
-A ``Repository`` hands out ``Unit``s: one unit is one database transaction. Every write
-interaction is one unit (conditional create/update/delete included, so the criteria lookup and
-the write are atomic); a transaction Bundle is one unit for all its entries. Reads run outside
-units. Stores know nothing of HTTP or of the program; they raise ``server.errors`` types.
+Writes run as ``Unit``s: every write interaction is one unit (conditional create/update/delete
+included, so the criteria lookup and the write are atomic); a transaction Bundle is one unit
+for all its entries. Units that arrive together share one database transaction, each in its
+own savepoint (group commit). Reads run outside units. Stores know nothing of HTTP or of the
+program; they raise ``server.errors`` types.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -129,6 +130,10 @@ class Repository(Protocol):
 
     def reader(self) -> AbstractContextManager[Reader]: ...
 
-    def unit(self) -> AbstractContextManager[Unit]: ...
+    def run_jobs(
+        self, conn: Any, jobs: Sequence[Callable[[Unit], Any]]
+    ) -> list[tuple[bool, Any]]:
+        """Write jobs inside an open write transaction, each atomic on its own (savepoints);
+        the group writer opens and commits the transaction (``sql/group_commit.py``)."""
 
     def close(self) -> None: ...

@@ -343,13 +343,6 @@ class SqlRepository:
                     (number, now_us()),
                 )
 
-    @contextmanager
-    def unit(self) -> Iterator[SqlUnit]:
-        with self.sql_dialect.writing() as conn:
-            clock = Clock(conn)
-            yield SqlUnit(conn, self.sql_dialect, clock)
-            clock.flush()
-
     def run_jobs(
         self, conn: Connection, jobs: Sequence[Callable[[Unit], Any]]
     ) -> list[tuple[bool, Any]]:
