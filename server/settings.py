@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     )
     default_page_size: int = Field(20, ge=1)
     max_page_size: int = Field(1000, ge=1)
+    search_timezone: str = Field(
+        "America/Los_Angeles",
+        description="Zone of dates and times without an offset, in searches and index rows",
+    )
+    max_include: int = Field(
+        1000, ge=1, description="Most resources _include/_revinclude add to one search page"
+    )
     pg_pool_size: int = Field(8, ge=1)
     busy_timeout_ms: int = Field(10_000, ge=0)
 

@@ -1,9 +1,42 @@
-"""The typed search query: what a parsed search means, independent of any store."""
+"""The typed search query: what a parsed search means, independent of any store.
+
+``parse.py`` builds it from a query string; ``store/sql/query.py`` compiles it to SQL and
+``match.py`` evaluates it in memory. Both read the same index rows (``index.py``), so a clause
+means exactly one thing.
+
+Criteria are an AND of clauses; each clause is one occurrence of a parameter and holds the
+OR-alternatives of its comma-separated values. Every value is already normalised the way the
+index rows are (``values.py``): strings folded, dates as UTC microsecond ranges, numbers as
+floats, references split into type/id or an absolute URL.
+
+Range conventions (``values.py`` produces them, the compiler and the matcher rely on them):
+
+* date: ``[low, high)`` in microseconds since the epoch, UTC; ``high`` is exclusive;
+* number and quantity: ``low``/``high`` are the implicit-precision bounds of the search value
+  (``100`` -> ``[99.5, 100.5)``) and ``value`` is the number itself; index rows hold
+  ``[low, high]`` of the stored value (both equal ``value`` for a plain number; a Range
+  contributes its bounds).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlencode
+
+Prefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
+PREFIXES: tuple[Prefix, ...] = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+# index table of each search parameter type (composite and special have none of their own)
+TABLES = {
+    "string": "search_string",
+    "token": "search_token",
+    "reference": "search_reference",
+    "date": "search_date",
+    "number": "search_number",
+    "quantity": "search_quantity",
+    "uri": "search_uri",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,36 +47,245 @@ class IdClause:
 
 
 @dataclass(frozen=True, slots=True)
+class LastUpdatedClause:
+    """``_lastUpdated``: compared against the version's stamp (a column, not an index row)."""
+
+    values: tuple[tuple[Prefix, int, int], ...]  # (prefix, low, high) in µs, high exclusive
+
+
+@dataclass(frozen=True, slots=True)
+class StringClause:
+    """``search_string`` rows of ``param``.
+
+    ``start`` (default): folded value starts with the folded search text; ``contains``: folded
+    value contains it; ``exact``: the unfolded stored text equals the search text exactly.
+    Values are folded for ``start``/``contains`` and raw for ``exact``. Token ``:text``
+    searches are string clauses on ``<code>:text`` rows.
+    """
+
+    param: str
+    mode: Literal["start", "contains", "exact"]
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TokenClause:
-    """``identifier=[system]|[code]`` alternatives; None means "any", "" means "none"."""
+    """``search_token`` rows of ``param``; each value is ``(system, code)``.
+
+    ``system`` None = any system, ``""`` = no system; ``code`` None = any code in the system.
+    ``negate`` (``:not``): the resource has no row matching any value (resources without a
+    value match too). ``:of-type`` is a token clause on ``<code>:of-type`` rows whose code is
+    ``type-system|type-code|value``; ``:identifier`` on a reference parameter is a token clause
+    on ``<code>:identifier`` rows; ``:in``/``:not-in``/``:above``/``:below`` are expanded to the
+    codes they stand for (``:not-in`` with ``negate``).
+    """
 
     param: str
     values: tuple[tuple[str | None, str | None], ...]
+    negate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceValue:
+    """A local target (``type`` may be None: any type with that id) or an absolute ``url``
+    (a reference outside this server's base, or a canonical URL without ``|version``)."""
+
+    type: str | None = None
+    id: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceClause:
+    """``search_reference`` rows of ``param`` pointing at one of ``values``."""
+
+    param: str
+    values: tuple[ReferenceValue, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class DateClause:
-    """``_lastUpdated=[prefix]value`` alternatives, each a prefix and a [start, end) range."""
+    """``search_date`` rows of ``param`` compared with ``(prefix, low, high)`` alternatives.
+
+    With stored ``[rlow, rhigh)`` and search ``[low, high)`` (R4 search.html "date"):
+    eq: ``rlow >= low and rhigh <= high``; ne: no stored value is eq (and one exists);
+    gt: ``rhigh > high``; lt: ``rlow < low``; ge: gt or eq; le: lt or eq;
+    sa: ``rlow >= high``; eb: ``rhigh <= low``; ap: the stored range overlaps the search
+    range widened by ``ap_margin`` on both sides (``values.py`` computes it, ≥ one day).
+    """
 
     param: str
-    values: tuple[tuple[str, int, int], ...]
+    values: tuple[tuple[Prefix, int, int], ...]
 
 
-Clause = IdClause | TokenClause | DateClause
+@dataclass(frozen=True, slots=True)
+class NumberValue:
+    """A number search value: the prefix, the number, and its implicit precision range."""
+
+    prefix: Prefix
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True)
+class NumberClause:
+    """``search_number`` rows ``[rlow, rhigh]`` of ``param``.
+
+    eq: ``rlow >= low and rhigh < high``; ne: no stored value is eq (and one exists);
+    gt/sa: ``rhigh > value``; lt/eb: ``rlow < value``; ge: ``rhigh >= value``;
+    le: ``rlow <= value``; ap: overlaps ``[value - 10 %, value + 10 %]``.
+    """
+
+    param: str
+    values: tuple[NumberValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityValue:
+    """A quantity search value: a number plus optional ``system`` and ``code``.
+
+    With ``system`` None, ``code`` matches a row's code or its unit text (``5||mg``).
+    """
+
+    number: NumberValue
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityClause:
+    """``search_quantity`` rows of ``param``; numbers compare as in ``NumberClause``."""
+
+    param: str
+    values: tuple[QuantityValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UriClause:
+    """``search_uri`` rows of ``param``: ``eq`` exact; ``below``: the stored URI starts with
+    the value; ``above``: the stored URI is the value or one of its ``/``-separated prefixes."""
+
+    param: str
+    mode: Literal["eq", "below", "above"]
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MissingClause:
+    """``:missing``: whether the resource has any row of ``param`` in ``table``."""
+
+    param: str
+    table: str
+    missing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChainClause:
+    """``param:Type.rest=value``: some ``search_reference`` row of ``param`` points at a live
+    resource of one of ``target_types`` that satisfies ``clause`` (which may chain again)."""
+
+    param: str
+    target_types: tuple[str, ...]
+    clause: Clause
+
+
+@dataclass(frozen=True, slots=True)
+class HasClause:
+    """``_has:Source:param:rest=value``: some live resource of ``source_type`` has a
+    ``search_reference`` row of ``param`` pointing at this resource and satisfies ``clause``."""
+
+    source_type: str
+    param: str
+    clause: Clause
+
+
+@dataclass(frozen=True, slots=True)
+class CompositeClause:
+    """A composite parameter; each alternative is a tuple of component clauses that must all
+    hold on rows of one group (the rows of component ``i`` are stored under ``<code>#<i>``
+    with a shared ``grp`` number per composite root)."""
+
+    param: str
+    values: tuple[tuple[Clause, ...], ...]
+
+
+Clause = (
+    IdClause
+    | LastUpdatedClause
+    | StringClause
+    | TokenClause
+    | ReferenceClause
+    | DateClause
+    | NumberClause
+    | QuantityClause
+    | UriClause
+    | MissingClause
+    | ChainClause
+    | HasClause
+    | CompositeClause
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Criteria:
     """Search criteria in normal form: a type, its sorted (name, value) pairs and their meaning.
 
-    The normal form ``key`` is also the lock name of conditional interactions, so two requests
-    that mean the same search serialise against each other.
+    ``type`` None is a system search (``types`` then limits it, from ``_type``; empty = every
+    type). The normal form ``key`` is also the lock name of conditional interactions, so two
+    requests that mean the same search serialise against each other.
     """
 
-    type: str
+    type: str | None
     params: tuple[tuple[str, str], ...]
     clauses: tuple[Clause, ...]
+    types: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
-        return f"{self.type}?{urlencode(self.params)}"
+        return f"{self.type or ''}?{urlencode(self.params)}"
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """One ``_sort`` key: a parameter (``_id``, ``_lastUpdated`` or one with an index table)."""
+
+    param: str
+    table: str | None  # None for _id and _lastUpdated
+    descending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    """``_include=Source:param[:Target]`` or ``_revinclude=...`` (``param`` "*" = every
+    reference parameter of ``source_type``); ``iterate`` for ``:iterate``."""
+
+    source_type: str
+    param: str
+    target_type: str | None
+    iterate: bool
+    reverse: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page starts: after (or, ``backward``, before) the row with these sort values
+    and ``created_seq``. Encoded opaquely into ``_cursor`` by ``parse.py``."""
+
+    values: tuple[str | int | float | None, ...]
+    seq: int
+    backward: bool = False
+
+
+Total = Literal["none", "estimate", "accurate"]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """Everything a store needs to answer one search page."""
+
+    criteria: Criteria
+    count: int
+    sort: tuple[SortKey, ...] = ()
+    cursor: Cursor | None = None
+    total: Total = "none"
