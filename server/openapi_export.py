@@ -36,6 +36,7 @@ _BODIES: dict[str, tuple[str, str, str]] = {
     "patch": (JSON_PATCH, "JsonPatch", "A JSON Patch (RFC 6902) document"),
     "conditionalPatch": (JSON_PATCH, "JsonPatch", "A JSON Patch (RFC 6902) document"),
     "searchTypePost": (FORM, "SearchForm", "Search parameters, form-encoded"),
+    "searchSystemPost": (FORM, "SearchForm", "Search parameters, form-encoded"),
 }
 
 # what a successful answer carries, by operationId
@@ -47,6 +48,10 @@ _ANSWERS: dict[str, str] = {
     "historyInstance": "Bundle",
     "searchType": "Bundle",
     "searchTypePost": "Bundle",
+    "searchSystem": "Bundle",
+    "searchSystemPost": "Bundle",
+    "searchCompartment": "Bundle",
+    "patientEverything": "Bundle",
     "delete": "OperationOutcome",
     "conditionalDelete": "OperationOutcome",
 }
@@ -65,7 +70,18 @@ _WRITES = frozenset(
 )
 _IF_MATCH = frozenset({"update", "conditionalUpdate", "patch", "conditionalPatch", "delete"})
 _CONDITIONAL_READ = frozenset({"read", "vread"})
-_CRITERIA = frozenset({"searchType", "conditionalUpdate", "conditionalPatch", "conditionalDelete"})
+_CRITERIA = frozenset(
+    {
+        "searchType",
+        "searchSystem",
+        "searchCompartment",
+        "conditionalUpdate",
+        "conditionalPatch",
+        "conditionalDelete",
+    }
+)
+_SEARCHES = frozenset({"searchType", "searchSystem", "searchCompartment"})
+_FORM_SEARCHES = frozenset({"searchTypePost", "searchSystemPost"})
 
 _PATH_PARAMS: dict[str, dict[str, Any]] = {
     "type": {
@@ -74,6 +90,14 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
     },
     "id": {
         "description": "The logical id of the resource",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
+    },
+    "ctype": {
+        "description": "The compartment type (Patient)",
+        "schema": {"type": "string", "enum": ["Patient"]},
+    },
+    "cid": {
+        "description": "The logical id of the compartment's Patient",
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
     },
     "vid": {
@@ -125,10 +149,19 @@ _SEARCH = {
     "required": False,
     "style": "form",
     "explode": True,
-    "description": "Search parameters: _id, _lastUpdated, and identifier on types that have "
-    "one; any other parameter is refused with 400",
+    "description": "Search parameters (R4 search.html): every R4 SearchParameter of the type "
+    "and the custom ones listed in the CapabilityStatement, with their modifiers and prefixes, "
+    "chains and _has; result parameters _sort, _total, _summary, _elements, _include, "
+    "_revinclude. Unknown parameters are refused with 400 unless Prefer: handling=lenient",
     "schema": {"type": "object", "additionalProperties": {"type": "string"}},
 }
+_LENIENT = _header("Prefer", "handling=lenient: ignore unknown search parameters")
+_START = _query("start", "Care dates from this date", {"type": "string"})
+_END = _query("end", "Care dates up to this date", {"type": "string"})
+_SINCE_EVERYTHING = _query(
+    "_since", "Only resources last updated at or after this instant", {"type": "string"}
+)
+_TYPE = _query("_type", "Only these resource types (comma-separated)", {"type": "string"})
 _PREFER = _header("Prefer", "return=minimal | return=representation | return=OperationOutcome")
 _IF_MATCH_H = _header("If-Match", 'Version-aware update: the ETag of the current version, W/"3"')
 _IF_NONE_EXIST = _header(
@@ -208,11 +241,13 @@ def _operation(path: str, op: dict[str, Any]) -> None:
     ]
     params += [p for p in op.get("parameters", []) if p.get("in") != "path"]
     if op_id in _CRITERIA:
-        if op_id == "searchType":
-            params.append(_COUNT)
+        if op_id in _SEARCHES:
+            params += [_COUNT, _LENIENT]
         params.append(_SEARCH)
-    if op_id == "searchTypePost":
-        params.append(_COUNT)
+    if op_id in _FORM_SEARCHES:
+        params += [_COUNT, _LENIENT]
+    if op_id == "patientEverything":
+        params += [_COUNT, _START, _END, _SINCE_EVERYTHING, _TYPE]
     if op_id == "create":
         params.append(_IF_NONE_EXIST)
     if op_id in _IF_MATCH:

@@ -8,9 +8,12 @@ from urllib.parse import urlencode
 import orjson
 
 from server.fhir.instant import format_instant
-from server.search.query import Criteria
+from server.fhir.outcome import Issue, operation_outcome
+from server.fhir.summary import shape
+from server.search.parse import SearchRequest, encode_cursor
+from server.search.query import Cursor
 from server.settings import Settings
-from server.store.base import Page, Version
+from server.store.base import Page, SearchPage, Version
 
 if TYPE_CHECKING:
     from server.api.interactions import FhirRequest
@@ -38,30 +41,71 @@ def _path(request: FhirRequest) -> str:
     return "/".join(parts)
 
 
+def _outcome_entry(parsed: SearchRequest, truncated: bool, limit: int) -> dict[str, Any] | None:
+    issues = [
+        Issue("warning", "not-supported", f"Search parameter '{name}' was ignored", name)
+        for name in parsed.ignored
+    ]
+    if truncated:
+        issues.append(
+            Issue(
+                "warning",
+                "too-costly",
+                f"Included resources were cut at {limit}; ask for a smaller _count",
+                "_include",
+            )
+        )
+    if not issues:
+        return None
+    return {"resource": operation_outcome(issues), "search": {"mode": "outcome"}}
+
+
 def search_bundle(
-    request: FhirRequest, criteria: Criteria, count: int, page: Page | None, settings: Settings
+    path: str,
+    parsed: SearchRequest,
+    page: SearchPage,
+    included: list[Version],
+    truncated: bool,
+    settings: Settings,
 ) -> bytes:
-    base = f"{settings.fhir_base}/{criteria.type}"
-    applied = [*criteria.params, ("_count", str(count))]
-    links = [_link("self", f"{base}?{urlencode(applied)}")]
-    cursor = request.values("_cursor")
-    if cursor:
-        links[0]["url"] += "&" + urlencode({"_cursor": cursor[-1]})
-        links.append(_link("first", f"{base}?{urlencode(applied)}"))
+    """A searchset Bundle: matches, included resources, an outcome entry for what was ignored
+    or cut, and links (``self`` with the parameters applied, ``first``, ``previous``, ``next``)."""
+    base = f"{settings.fhir_base}/{path}" if path else settings.fhir_base
+    applied = list(parsed.applied)
+
+    def url(cursor: Cursor | None) -> str:
+        query = [*applied, ("_cursor", encode_cursor(cursor))] if cursor else applied
+        return f"{base}?{urlencode(query)}" if query else base
+
+    cursor = parsed.query.cursor
+    links = [_link("self", url(cursor))]
+    if cursor is not None:
+        links.append(_link("first", url(None)))
+    if page.previous is not None:
+        links.append(_link("previous", url(page.previous)))
+    if page.next is not None:
+        links.append(_link("next", url(page.next)))
+    summary, elements = parsed.summary, parsed.elements
+    shaping = (summary is not None and summary != "false") or elements is not None
     entries: list[dict[str, Any]] = []
-    if page is not None:
-        for version in page.items:
+    for mode, versions in (("match", page.items), ("include", included)):
+        for version in versions:
+            assert version.body is not None
+            body = shape(version.body, summary, elements) if shaping else version.body
             entries.append(
                 {
                     "fullUrl": full_url(settings, version),
-                    "resource": resource_fragment(version),
-                    "search": {"mode": "match"},
+                    "resource": orjson.Fragment(body),
+                    "search": {"mode": mode},
                 }
             )
-        if page.has_more and page.items:
-            after = urlencode([*applied, ("_cursor", str(page.items[-1].position))])
-            links.append(_link("next", f"{base}?{after}"))
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
+    outcome = _outcome_entry(parsed, truncated, settings.max_include)
+    if outcome is not None:
+        entries.append(outcome)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = links
     if entries:
         bundle["entry"] = entries
     return orjson.dumps(bundle)

@@ -38,7 +38,8 @@ from server.fhir.ids import new_id
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.validation import base_validator
-from server.search.params import parse_criteria_string
+from server.search.parse import SearchContext, parse_criteria_string
+from server.search.service import search_service
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
 from server.store.base import Unit
@@ -153,9 +154,9 @@ def _entry(raw: Any, index: int, base: str) -> Entry:
     return Entry(index, full_url if isinstance(full_url, str) else None, freq)
 
 
-def _prepare(entry: Entry) -> None:
+def _prepare(entry: Entry, settings: Settings) -> None:
     if entry.request.method != "GET":
-        entry.prepared = prepare(entry.request)
+        entry.prepared = prepare(entry.request, settings)
 
 
 def _response_entry(response: FhirResponse, settings: Settings, prefer: str) -> dict[str, Any]:
@@ -196,7 +197,7 @@ async def _batch(
     for index, raw in enumerate(raw_entries):
         try:
             entry = _entry(raw, index, settings.fhir_base)
-            _prepare(entry)
+            _prepare(entry, settings)
             response = await _run_one(repo, entry, settings)
             results.append(_response_entry(response, settings, prefer))
         except FhirError as error:
@@ -287,7 +288,9 @@ def _resolve(unit: Unit, entries: list[Entry]) -> dict[str, str]:
     return mapping
 
 
-def _rewrite(resource: dict[str, Any], mapping: dict[str, str], unit: Unit, index: int) -> None:
+def _rewrite(
+    resource: dict[str, Any], mapping: dict[str, str], unit: Unit, index: int, ctx: SearchContext
+) -> None:
     """Replace references to entries' fullUrls and conditional references, in place
     (iteratively: a resource may nest deeper than Python's recursion limit)."""
     stack: list[Any] = [resource]
@@ -297,12 +300,14 @@ def _rewrite(resource: dict[str, Any], mapping: dict[str, str], unit: Unit, inde
         for key, value in items:
             if isinstance(value, str):
                 if key == "reference":
-                    node[key] = _target(value, mapping, unit, index)
+                    node[key] = _target(value, mapping, unit, index, ctx)
             elif isinstance(value, dict | list):
                 stack.append(value)
 
 
-def _target(reference: str, mapping: dict[str, str], unit: Unit, index: int) -> str:
+def _target(
+    reference: str, mapping: dict[str, str], unit: Unit, index: int, ctx: SearchContext
+) -> str:
     if reference in mapping:
         return mapping[reference]
     if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
@@ -312,7 +317,7 @@ def _target(reference: str, mapping: dict[str, str], unit: Unit, index: int) -> 
     type, sep, query = reference.partition("?")
     if sep and "/" not in type and type:
         try:
-            criteria = parse_criteria_string(type, query)
+            criteria = parse_criteria_string(type, query, ctx)
         except FhirError as error:
             raise EntryFailed(index, error) from error
         matches = unit.match(criteria)
@@ -358,10 +363,11 @@ def _run_transaction(unit: Unit, entries: list[Entry], settings: Settings) -> li
         responses[entry.index] = _run_checked(unit, entry, settings)
     mapping = _resolve(unit, entries)
     _check_overlaps(entries)
+    ctx = search_service(settings).context
     for entry in entries:
         prepared = entry.prepared
         if prepared is not None and prepared.resource is not None:
-            _rewrite(prepared.resource, mapping, unit, entry.index)
+            _rewrite(prepared.resource, mapping, unit, entry.index, ctx)
     for entry in ordered[len(deletes) :]:
         responses[entry.index] = _run_checked(unit, entry, settings)
     return [responses[i] for i in range(len(entries))]
@@ -383,7 +389,7 @@ async def _transaction(
     for index, raw in enumerate(raw_entries):
         try:
             entry = _entry(raw, index, settings.fhir_base)
-            _prepare(entry)
+            _prepare(entry, settings)
             entries.append(entry)
         except FhirError as error:
             issues.extend(_issues(error, index))

@@ -68,15 +68,23 @@ def pretty(request: Request) -> bool:
     return request.query_params.get("_pretty") == "true"
 
 
-def prefer_return(request: Request) -> str:
+def _prefer(request: Request, key: str) -> str | None:
     for part in request.headers.getlist("prefer"):
         for item in part.split(";"):
-            key, _, value = item.strip().partition("=")
-            if key.strip().lower() == "return":
-                value = value.strip().strip('"')
-                if value in PREFER_RETURN:
-                    return value
-    return "representation"
+            name, _, value = item.strip().partition("=")
+            if name.strip().lower() == key:
+                return value.strip().strip('"')
+    return None
+
+
+def prefer_lenient(request: Request) -> bool:
+    """``Prefer: handling=lenient``: unknown search parameters are ignored (and reported)."""
+    return _prefer(request, "handling") == "lenient"
+
+
+def prefer_return(request: Request) -> str:
+    value = _prefer(request, "return")
+    return value if value in PREFER_RETURN else "representation"
 
 
 async def read_body(request: Request, settings: Settings, allowed: frozenset[str]) -> bytes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -37,14 +37,18 @@ from server.errors import (
 from server.fhir.instant import parse_fhir_range, parse_http_date
 from server.fhir.outcome import Issue, information
 from server.fhir.resource_types import is_supported
+from server.fhir.summary import SUMMARY_MODES, shape
 from server.fhir.validation import base_validator
-from server.search.params import (
-    parse_count,
-    parse_criteria,
+from server.operations import everything
+from server.search.parse import (
+    SearchRequest,
     parse_criteria_string,
     parse_number,
+    parse_search,
 )
-from server.search.query import Criteria
+from server.search.query import CompartmentClause, Criteria
+from server.search.registry import patient_compartment
+from server.search.service import search_service
 from server.settings import Settings
 from server.store.base import HistoryQuery, Reader, Unit, Version, WriteResult
 
@@ -62,6 +66,9 @@ class FhirRequest:
     vid: str | None = None
     history: bool = False  # .../_history (without a version)
     search_post: bool = False  # [type]/_search
+    compartment: tuple[str, str] | None = None  # Patient/123/[type]: (Patient, 123)
+    operation: str | None = None  # $everything
+    lenient: bool = False  # Prefer: handling=lenient
     query: list[tuple[str, str]] = field(default_factory=list)
     body: Any = None  # parsed JSON, or None
     if_match: str | None = None
@@ -146,6 +153,12 @@ def parse_url(method: str, url: str) -> FhirRequest:
         request.id, request.history = rest[0], True
     elif len(rest) == 3 and rest[1] == "_history":
         request.id, request.vid = rest[0], rest[2]
+    elif len(rest) == 2 and rest[1] == "$everything" and method == "GET":
+        request.id, request.operation = rest[0], "$everything"
+    elif len(rest) == 2 and method == "GET":  # a compartment search: Patient/1/Task
+        check_type(rest[1])
+        request.compartment = (request.type, rest[0])
+        request.type = rest[1]
     elif rest:
         raise BadRequest(f"Unsupported entry URL '{url[:80]}'")
     return request
@@ -176,14 +189,14 @@ def check_resource(body: Any, type: str, *, id: str | None, expression: str = ""
     return body
 
 
-def _criteria(type: str, query: str, what: str) -> Criteria:
+def _criteria(type: str, query: str, what: str, settings: Settings) -> Criteria:
     try:
-        return parse_criteria_string(type, query)
+        return parse_criteria_string(type, query, search_service(settings).context)
     except InvalidSearch as exc:
         raise BadRequest(f"{what}: {exc}") from exc
 
 
-def prepare(request: FhirRequest) -> Prepared:
+def prepare(request: FhirRequest, settings: Settings) -> Prepared:
     """Check a write request completely, before any data is touched."""
     method, type, expr = request.method, request.type, request.expression
     if type is None:
@@ -203,10 +216,12 @@ def prepare(request: FhirRequest) -> Prepared:
         prepared.resource = check_resource(request.body, type, id=None, expression=expr)
         prepared.resource.pop("id", None)
         if request.if_none_exist is not None:
-            prepared.criteria = _criteria(type, request.if_none_exist, "If-None-Exist")
+            prepared.criteria = _criteria(type, request.if_none_exist, "If-None-Exist", settings)
     elif method == "PUT":
         if conditional:
-            prepared.criteria = _criteria(type, _encode(request.query), "Conditional update")
+            prepared.criteria = _criteria(
+                type, _encode(request.query), "Conditional update", settings
+            )
             prepared.resource = check_resource(request.body, type, id=None, expression=expr)
         elif request.id is None:
             raise MethodNotAllowed("PUT needs a resource id or search criteria")
@@ -214,13 +229,17 @@ def prepare(request: FhirRequest) -> Prepared:
             prepared.resource = check_resource(request.body, type, id=request.id, expression=expr)
     elif method == "PATCH":
         if conditional:
-            prepared.criteria = _criteria(type, _encode(request.query), "Conditional patch")
+            prepared.criteria = _criteria(
+                type, _encode(request.query), "Conditional patch", settings
+            )
         elif request.id is None:
             raise MethodNotAllowed("PATCH needs a resource id or search criteria")
         prepared.patch = _json_patch(request.body, expr)
     elif method == "DELETE":
         if conditional:
-            prepared.criteria = _criteria(type, _encode(request.query), "Conditional delete")
+            prepared.criteria = _criteria(
+                type, _encode(request.query), "Conditional delete", settings
+            )
         elif request.id is None:
             raise MethodNotAllowed("DELETE needs a resource id or search criteria")
     else:
@@ -340,13 +359,26 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
     if type is None:
         if request.history:
             return FhirResponse(200, payload=history(reader, request, settings))
-        raise MethodNotAllowed("System search is not supported; search a resource type")
+        return FhirResponse(200, payload=search(reader, request, settings))
     check_type(type)
     if request.id is not None:
         check_id(request.id)
     if request.history:
         return FhirResponse(200, payload=history(reader, request, settings))
-    if request.id is None:
+    if request.operation == "$everything":
+        assert request.id is not None
+        if type != "Patient":
+            raise NotFound(f"$everything is defined on Patient, not on {type}")
+        parsed = everything.parse(request.id, request.query, search_service(settings).context)
+        if reader.read(type, request.id) is None:
+            raise NotFound(f"{type}/{request.id} is not known")
+        return FhirResponse(
+            200,
+            payload=run_search(
+                reader, request, parsed, settings, f"Patient/{request.id}/$everything"
+            ),
+        )
+    if request.id is None or request.compartment is not None:
         return FhirResponse(200, payload=search(reader, request, settings))
     if request.vid is not None:
         vid = parse_number(request.vid)
@@ -358,8 +390,6 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
         if found is None:
             raise UnknownVersion(f"Version {request.vid} of {type}/{request.id} is not known")
     else:
-        if request.query and any(k not in ("_format", "_pretty") for k, _ in request.query):
-            raise InvalidSearch("Read takes no parameters besides _format and _pretty")
         current = reader.read(type, request.id)
         if current is None:
             raise NotFound(f"{type}/{request.id} is not known")
@@ -371,7 +401,36 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
         )
     if _not_modified(found, request):
         return FhirResponse(304, found)
-    return FhirResponse(200, found)
+    summary, elements = _read_shape(request)
+    if summary is None and elements is None:
+        return FhirResponse(200, found)
+    assert found.body is not None
+    return FhirResponse(200, found, payload=shape(found.body, summary, elements))
+
+
+_READ_PARAMS = frozenset({"_format", "_pretty", "_summary", "_elements"})
+
+
+def _read_shape(request: FhirRequest) -> tuple[str | None, tuple[str, ...] | None]:
+    """``_summary``/``_elements`` of a read (``count`` makes no sense on one resource)."""
+    summary = elements = None
+    for name, value in request.query:
+        if name not in _READ_PARAMS:
+            raise InvalidSearch(
+                "Read takes no parameters besides _summary, _elements, _format and _pretty",
+                expression=name[:60],
+            )
+        if name == "_summary":
+            if value not in SUMMARY_MODES:
+                raise InvalidSearch(
+                    f"_summary must be one of true, text, data, false on a read, got "
+                    f"'{value[:20]}'",
+                    expression="_summary",
+                )
+            summary = value
+        elif name == "_elements":
+            elements = tuple(e.strip() for e in value.split(",") if e.strip())
+    return summary, elements
 
 
 def _not_modified(found: Version, request: FhirRequest) -> bool:
@@ -392,10 +451,17 @@ def _not_modified(found: Version, request: FhirRequest) -> bool:
     return False
 
 
-def _page_params(request: FhirRequest, settings: Settings) -> tuple[int, int | None]:
-    count = parse_count(
-        request.values("_count"), settings.default_page_size, settings.max_page_size
-    )
+def _history_page(request: FhirRequest, settings: Settings) -> tuple[int, int | None]:
+    counts = request.values("_count")
+    count = settings.default_page_size
+    if counts:
+        parsed = parse_number(counts[-1])
+        if parsed is None:
+            raise InvalidSearch(
+                f"_count must be a non-negative integer, got '{counts[-1][:20]}'",
+                expression="_count",
+            )
+        count = min(parsed, settings.max_page_size)
     cursors = request.values("_cursor")
     cursor = None
     if cursors:
@@ -408,7 +474,7 @@ def _page_params(request: FhirRequest, settings: Settings) -> tuple[int, int | N
 
 
 def history(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
-    count, cursor = _page_params(request, settings)
+    count, cursor = _history_page(request, settings)
     since = at = None
     for name, value in request.query:
         if name == "_since":
@@ -431,12 +497,48 @@ def history(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
     return history_bundle(request, page, settings)
 
 
+def _compartment(request: FhirRequest, criteria: Criteria) -> Criteria:
+    """``Patient/123/Task?...``: the criteria limited to the compartment's members."""
+    assert request.compartment is not None and criteria.type is not None
+    ctype, cid = request.compartment
+    check_type(ctype)
+    check_id(cid)
+    params = patient_compartment().get(criteria.type)
+    if ctype != "Patient" or not params:
+        raise InvalidSearch(
+            f"{criteria.type} is not part of the {ctype} compartment", expression=criteria.type
+        )
+    clause = CompartmentClause(ctype, cid, ((criteria.type, params),))
+    return Criteria(criteria.type, criteria.params, (clause, *criteria.clauses), criteria.types)
+
+
+def run_search(
+    reader: Reader, request: FhirRequest, parsed: SearchRequest, settings: Settings, path: str
+) -> bytes:
+    """One page of a parsed search, its included resources, as a searchset Bundle."""
+    query = parsed.query
+    if parsed.summary == "count":
+        query = replace(query, count=0, total="accurate")
+    page = reader.search(query)
+    included: list[Version] = []
+    truncated = False
+    if parsed.includes and page.items and parsed.summary != "count":
+        included, truncated = reader.include(page.items, parsed.includes, settings.max_include)
+    return search_bundle(path, parsed, page, included, truncated, settings)
+
+
 def search(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
-    assert request.type is not None
-    count, cursor = _page_params(request, settings)
-    criteria = parse_criteria(request.type, request.query, allow=frozenset({"_count", "_cursor"}))
-    page = reader.search(criteria, count=count, after=cursor) if count else None
-    return search_bundle(request, criteria, count, page, settings)
+    parsed = parse_search(
+        request.type, request.query, search_service(settings).context, lenient=request.lenient
+    )
+    path = request.type or ""
+    if request.compartment is not None:
+        parsed = replace(
+            parsed,
+            query=replace(parsed.query, criteria=_compartment(request, parsed.query.criteria)),
+        )
+        path = f"{request.compartment[0]}/{request.compartment[1]}/{request.type}"
+    return run_search(reader, request, parsed, settings, path)
 
 
 def loads(body: bytes) -> Any:

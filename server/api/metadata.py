@@ -1,6 +1,8 @@
 """The CapabilityStatement, generated from the server's registries (never hand-written).
 
-Resource types come from ``fhir.resource_types``, search parameters from ``search.params``,
+Resource types come from ``fhir.resource_types``, search parameters (with their definitions),
+includes and reverse includes from the search registry (parameters waiting for a reindex are
+left out),
 interactions and formats from what ``routes`` implements; the software name and version from
 the installed distribution.
 """
@@ -19,7 +21,8 @@ from starlette.responses import Response
 from server.api import http, routes
 from server.api.context import note, settings_of
 from server.fhir.resource_types import RESOURCE_TYPES
-from server.search.params import params_for
+from server.search.registry import Registry
+from server.search.service import search_service
 from server.settings import Settings
 
 router = APIRouter()
@@ -38,8 +41,11 @@ _TYPE_CODES = {
 }
 _SYSTEM_CODES = {
     "transactionOrBatch": ("transaction", "batch"),
+    "searchSystem": ("search-system",),
     "historySystem": ("history-system",),
 }
+_SYSTEM_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")
+_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 
 
 def _implemented() -> set[str]:
@@ -57,8 +63,32 @@ def system_interactions() -> list[str]:
     return [code for op, codes in _SYSTEM_CODES.items() if op in present for code in codes]
 
 
-def _resource(type: str, settings: Settings) -> dict[str, Any]:
-    return {
+def _search_param(registry: Registry, type: str, code: str) -> dict[str, Any]:
+    param = registry.for_type(type)[code]
+    out = {"name": code, "definition": param.url, "type": param.type}
+    if param.description:
+        out["documentation"] = param.description
+    return out
+
+
+def _reverse_includes(registry: Registry) -> dict[str, list[str]]:
+    """``{target type: ["Source:param", ...]}`` of every reference parameter."""
+    out: dict[str, list[str]] = {t: [] for t in RESOURCE_TYPES}
+    for source in sorted(RESOURCE_TYPES):
+        for code, param in sorted(registry.for_type(source).items()):
+            if param.type != "reference":
+                continue
+            targets = RESOURCE_TYPES if "Resource" in param.targets else param.targets
+            for target in targets:
+                if target in out:
+                    out[target].append(f"{source}:{code}")
+    return out
+
+
+def _resource(type: str, settings: Settings, revincludes: list[str]) -> dict[str, Any]:
+    registry = search_service(settings).registry
+    params = registry.for_type(type)
+    out: dict[str, Any] = {
         "type": type,
         "interaction": [{"code": code} for code in type_interactions()],
         "versioning": "versioned-update",
@@ -69,16 +99,23 @@ def _resource(type: str, settings: Settings) -> dict[str, Any]:
         "conditionalUpdate": True,
         "conditionalDelete": "multiple" if settings.conditional_delete_multiple else "single",
         "referencePolicy": ["literal", "logical"],
-        "searchParam": [
-            {"name": p.name, "type": p.type, "documentation": p.description}
-            for p in params_for(type)
+        "searchInclude": [
+            "*",
+            *(f"{type}:{c}" for c, p in sorted(params.items()) if p.type == "reference"),
         ],
+        "searchRevInclude": revincludes,
+        "searchParam": [_search_param(registry, type, code) for code in sorted(params)],
     }
+    if type == "Patient":
+        out["operation"] = [{"name": "everything", "definition": _EVERYTHING}]
+    return out
 
 
 @cache
 def capability_statement(settings: Settings) -> bytes:
     software = version("calaim-fhir")
+    registry = search_service(settings).registry
+    revincludes = _reverse_includes(registry)
     statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -100,14 +137,23 @@ def capability_statement(settings: Settings) -> bytes:
                     "References need not resolve when a resource is written "
                     "(referencePolicy has no 'enforced'); "
                     "deleting a resource does not check references to it. "
-                    "Paging is keyset-based: follow the Bundle links."
+                    "Paging is keyset-based: follow the Bundle links. "
+                    "Search values are indexed when a resource is written; dates without an "
+                    f"offset are read in {settings.search_timezone}. Unknown search parameters "
+                    "are refused (400) unless the request has Prefer: handling=lenient."
                 ),
                 "security": {
                     "description": "No authentication yet: the server listens on loopback only "
                     "unless started with --insecure-no-auth."
                 },
-                "resource": [_resource(t, settings) for t in sorted(RESOURCE_TYPES)],
+                "resource": [
+                    _resource(t, settings, revincludes[t]) for t in sorted(RESOURCE_TYPES)
+                ],
                 "interaction": [{"code": code} for code in system_interactions()],
+                "searchParam": [
+                    _search_param(registry, "Patient", code) for code in _SYSTEM_PARAMS
+                ],
+                "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             }
         ],
     }

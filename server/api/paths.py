@@ -32,7 +32,7 @@ class IdConvertor(_Text):
 register_url_convertor("fhirtype", TypeConvertor())
 register_url_convertor("fhirid", IdConvertor())
 
-_SYSTEM = frozenset({"", "metadata", "_history"})
+_SYSTEM = frozenset({"", "metadata", "_history", "_search"})
 
 
 def unmatched(method: str, rest: str) -> FhirError:

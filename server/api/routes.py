@@ -36,7 +36,7 @@ async def _write(request: Request, freq: FhirRequest) -> Response:
     http.check_accept(request)
     settings = settings_of(request)
     prefer = http.prefer_return(request)
-    prepared = prepare(freq)
+    prepared = prepare(freq, settings)
     repo = repository(request)
     result = await repo.writing(lambda unit: run_write(unit, prepared, settings))
     return http.render(result, settings, indent=http.pretty(request), prefer=prefer)
@@ -88,7 +88,9 @@ async def update(request: Request) -> Response:
     summary="Search resources of a type",
 )
 async def search_type(request: Request) -> Response:
-    return await _read(request, http.fhir_request(request, "GET", "search-type"))
+    freq = http.fhir_request(request, "GET", "search-type")
+    freq.lenient = http.prefer_lenient(request)
+    return await _read(request, freq)
 
 
 @router.patch(
@@ -156,13 +158,44 @@ async def history_type(request: Request) -> Response:
     summary="Search resources of a type (form-encoded parameters)",
 )
 async def search_type_post(request: Request) -> Response:
-    freq = http.fhir_request(request, "GET", "search-type")
+    return await _search_post(request, "search-type")
+
+
+async def _search_post(request: Request, interaction: str) -> Response:
+    """``POST [type]/_search`` and ``POST /_search``: parameters from the URL and the form."""
+    freq = http.fhir_request(request, "GET", interaction)
+    freq.lenient = http.prefer_lenient(request)
     raw = await http.read_body(request, settings_of(request), frozenset({http.FORM_TYPE}))
     try:
-        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("The form body is not valid application/x-www-form-urlencoded") from exc
     freq.query = [*freq.query, *form]
+    return await _read(request, freq)
+
+
+@router.get(
+    "/{ctype:fhirtype}/{cid:fhirid}/{type:fhirtype}",
+    operation_id="searchCompartment",
+    responses=_RESPONSES,
+    summary="Search the resources of a type in a Patient's compartment",
+)
+async def search_compartment(request: Request) -> Response:
+    freq = http.fhir_request(request, "GET", "search-compartment")
+    freq.compartment = (request.path_params["ctype"], request.path_params["cid"])
+    freq.lenient = http.prefer_lenient(request)
+    return await _read(request, freq)
+
+
+@router.get(
+    "/{type:fhirtype}/{id:fhirid}/$everything",
+    operation_id="patientEverything",
+    responses=_RESPONSES,
+    summary="Everything in a Patient's compartment (start, end, _since, _type, _count)",
+)
+async def everything(request: Request) -> Response:
+    freq = http.fhir_request(request, "GET", "operation")
+    freq.operation = "$everything"
     return await _read(request, freq)
 
 
@@ -219,6 +252,29 @@ async def bundle(request: Request) -> Response:
         body, repository(request), settings, http.prefer_return(request)
     )
     return Response(http.reformat(payload, http.pretty(request)), media_type=http.FHIR_JSON)
+
+
+@router.get("/", include_in_schema=False)  # the base URL with a trailing slash
+@router.get(
+    "",
+    operation_id="searchSystem",
+    responses=_RESPONSES,
+    summary="Search across resource types (_type, common parameters)",
+)
+async def search_system(request: Request) -> Response:
+    freq = http.fhir_request(request, "GET", "search-system")
+    freq.lenient = http.prefer_lenient(request)
+    return await _read(request, freq)
+
+
+@router.post(
+    "/_search",
+    operation_id="searchSystemPost",
+    responses=_RESPONSES,
+    summary="Search across resource types (form-encoded parameters)",
+)
+async def search_system_post(request: Request) -> Response:
+    return await _search_post(request, "search-system")
 
 
 @router.get(

@@ -110,8 +110,9 @@ class DateClause:
     With stored ``[rlow, rhigh)`` and search ``[low, high)`` (R4 search.html "date"):
     eq: ``rlow >= low and rhigh <= high``; ne: no stored value is eq (and one exists);
     gt: ``rhigh > high``; lt: ``rlow < low``; ge: gt or eq; le: lt or eq;
-    sa: ``rlow >= high``; eb: ``rhigh <= low``; ap: the stored range overlaps the search
-    range widened by ``ap_margin`` on both sides (``values.py`` computes it, ≥ one day).
+    sa: ``rlow >= high``; eb: ``rhigh <= low``; ap: the stored range overlaps
+    ``[low, high)`` (``rlow < high and rhigh > low``): the parser has already widened an
+    ``ap`` value by ``values.ap_margin`` on both sides, so stores never widen it again.
     """
 
     param: str
@@ -210,6 +211,28 @@ class CompositeClause:
     values: tuple[tuple[Clause, ...], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class CompartmentClause:
+    """Membership of a compartment (``Patient/123/Task``, ``$everything``): some
+    ``search_reference`` row of the resource, under one of the parameters listed for its type in
+    ``params``, points at ``target_type/target_id``; with ``include_self``, the compartment's
+    own resource belongs too."""
+
+    target_type: str
+    target_id: str
+    params: tuple[tuple[str, tuple[str, ...]], ...]  # (resource type, parameter codes)
+    include_self: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PerTypeClause:
+    """``clause`` applies to resources of ``type`` only; resources of other types pass (used by
+    system-level searches whose filter exists on some types only, e.g. ``$everything`` dates)."""
+
+    type: str
+    clause: Clause
+
+
 Clause = (
     IdClause
     | LastUpdatedClause
@@ -224,6 +247,8 @@ Clause = (
     | ChainClause
     | HasClause
     | CompositeClause
+    | CompartmentClause
+    | PerTypeClause
 )
 
 

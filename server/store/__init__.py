@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from server.search.service import search_service
 from server.settings import Settings
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import open_dialect
 
 
 def open_store(settings: Settings) -> SqlRepository:
-    """Open the configured database, bring its schema up to date and check durability."""
+    """Open the configured database, bring its schema up to date and check durability. Every
+    version written is indexed by the configuration's search indexer."""
     dialect = open_dialect(
         settings.database_url,
         pool_size=settings.pg_pool_size,
         busy_timeout_ms=settings.busy_timeout_ms,
     )
-    repo = SqlRepository(dialect)
+    repo = SqlRepository(dialect, search_service(settings).indexer)
     repo.migrate()
     return repo

@@ -9,16 +9,17 @@ where it runs (see ``runner.py``) and wraps the store so each access is checked.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from server.auth.principal import Principal
 from server.errors import Forbidden
-from server.search.query import Criteria
+from server.search.query import Criteria, Include, SearchQuery
 from server.store.base import (
     HistoryQuery,
     Method,
     Page,
     Reader,
+    SearchPage,
     Unit,
     Version,
     WriteResult,
@@ -49,9 +50,41 @@ class _Checked:
         self._check("history", query.type)
         return self._inner.history(query)
 
-    def search(self, criteria: Criteria, *, count: int, after: int | None = None) -> Page:
-        self._check("search", criteria.type)
-        return self._inner.search(criteria, count=count, after=after)
+    @overload
+    def search(self, query: SearchQuery) -> SearchPage: ...
+
+    @overload
+    def search(self, query: Criteria, *, count: int, after: int | None = None) -> Page: ...
+
+    def search(
+        self, query: SearchQuery | Criteria, *, count: int | None = None, after: int | None = None
+    ) -> SearchPage | Page:
+        if isinstance(query, Criteria):
+            self._check("search", query.type)
+            return self._inner.search(query, count=count or 0, after=after)
+        type = query.criteria.type
+        if type is not None:
+            self._check("search-type", type)
+        else:
+            self._check("search-system", None)
+            for each in query.criteria.types:
+                self._check("search-type", each)
+        return self._inner.search(query)
+
+    def include(
+        self, versions: list[Version], includes: tuple[Include, ...], limit: int
+    ) -> tuple[list[Version], bool]:
+        """Included resources are reads: of the types an include names up front, of every type
+        it returns after."""
+        for include in includes:
+            if include.reverse:
+                self._check("read", include.source_type)
+            elif include.target_type is not None:
+                self._check("read", include.target_type)
+        found, truncated = self._inner.include(versions, includes, limit)
+        for type in sorted({v.type for v in found}):
+            self._check("read", type)
+        return found, truncated
 
 
 class _CheckedUnit(_Checked):

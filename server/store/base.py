@@ -5,6 +5,10 @@ included, so the criteria lookup and the write are atomic); a transaction Bundle
 for all its entries. Units that arrive together share one database transaction, each in its
 own savepoint (group commit). Reads run outside units. Stores know nothing of HTTP or of the
 program; they raise ``server.errors`` types.
+
+Every written version's search index rows come from a ``RowSource`` (``server/search/index.py``)
+and are stored in the same transaction; searches answer from them (``SearchQuery`` ->
+``SearchPage``, one statement per page).
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
-from server.search.query import Criteria
+from server.search.query import Criteria, Cursor, Include, SearchQuery
+from server.search.rows import IndexRows
 
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
 
@@ -61,6 +66,24 @@ class Page:
     has_more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of search matches. ``next``: where the page after this one starts (None: this
+    is the last page); ``previous``: where the page before it ends (None: this is the first);
+    ``total``: the number of matches, when the query asked for it."""
+
+    items: list[Version]
+    next: Cursor | None
+    previous: Cursor | None
+    total: int | None = None
+
+
+class RowSource(Protocol):
+    """Where a store gets the search index rows of a resource it writes."""
+
+    def rows(self, type: str, resource: dict[str, Any]) -> IndexRows: ...
+
+
 class Reader(Protocol):
     """Reads, inside a write transaction or on their own."""
 
@@ -71,8 +94,27 @@ class Reader(Protocol):
 
     def history(self, query: HistoryQuery) -> Page: ...
 
-    def search(self, criteria: Criteria, *, count: int, after: int | None = None) -> Page:
-        """Live matches in insertion order, after the keyset position ``after``."""
+    @overload
+    def search(self, query: SearchQuery) -> SearchPage: ...
+
+    @overload
+    def search(self, query: Criteria, *, count: int, after: int | None = None) -> Page: ...
+
+    def search(
+        self, query: SearchQuery | Criteria, *, count: int | None = None, after: int | None = None
+    ) -> SearchPage | Page:
+        """One page of live matches of a ``SearchQuery`` in its sort order (one statement, and
+        one more for the total when asked).
+
+        Given bare ``Criteria``: live matches in insertion order after the keyset position
+        ``after`` (``count`` of them), as a ``Page``."""
+
+    def include(
+        self, versions: list[Version], includes: tuple[Include, ...], limit: int
+    ) -> tuple[list[Version], bool]:
+        """The live resources that ``_include``/``_revinclude`` (``:iterate`` repeated on what
+        they add, up to four hops) add to ``versions``, each once and none of ``versions``
+        itself, at most ``limit`` of them; True when more were left out."""
 
 
 class Unit(Reader, Protocol):
@@ -130,9 +172,7 @@ class Repository(Protocol):
 
     def reader(self) -> AbstractContextManager[Reader]: ...
 
-    def run_jobs(
-        self, conn: Any, jobs: Sequence[Callable[[Unit], Any]]
-    ) -> list[tuple[bool, Any]]:
+    def run_jobs(self, conn: Any, jobs: Sequence[Callable[[Unit], Any]]) -> list[tuple[bool, Any]]:
         """Write jobs inside an open write transaction, each atomic on its own (savepoints);
         the group writer opens and commits the transaction (``sql/group_commit.py``)."""
 

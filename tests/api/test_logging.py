@@ -61,7 +61,7 @@ def _exercise(client: TestClient) -> list[str]:
         client.get(f"/fhir/Patient/{pid}/_history"),
         client.put(f"/fhir/Patient/{pid}", json={**body, "id": pid}),
         client.post("/fhir/Patient", json={**body, "birthDate": FAMILY}),  # invalid: 400
-        client.get("/fhir/Patient", params={"family": FAMILY}),  # unknown parameter: 400
+        client.get("/fhir/Patient", params={"family:sounds": FAMILY}),  # unknown modifier: 400
         client.post("/fhir/Patient", json=body,
                     headers={"If-None-Exist": f"identifier=urn:calaim:cin|{SECRET_ID_VALUE}"}),
         client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [

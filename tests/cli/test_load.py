@@ -6,12 +6,14 @@ import json
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 from typer.testing import CliRunner
 
 from server.cli import app
-from server.search.params import parse_criteria, parse_criteria_string
+from server.search.parse import parse_search
+from server.search.service import search_service
 from server.settings import Settings
 from server.store import open_store
 from tests.cli.conftest import EXAMPLES, Server, command, sqlite_url
@@ -27,11 +29,13 @@ def invoke(*args: str) -> Any:
 
 def _search(database_url: str, type: str, query: str = "") -> list[dict[str, Any]]:
     """Resources read back from the store itself (not through the API)."""
-    repo = open_store(Settings(database_url=database_url))
+    settings = Settings(database_url=database_url)
+    repo = open_store(settings)
     try:
-        criteria = parse_criteria_string(type, query) if query else parse_criteria(type, [])
+        pairs = [*parse_qsl(query, keep_blank_values=True), ("_count", "1000")]
+        parsed = parse_search(type, pairs, search_service(settings).context)
         with repo.reader() as reader:
-            page = reader.search(criteria, count=1000)
+            page = reader.search(parsed.query)
         return [json.loads(v.body) for v in page.items if v.body is not None]
     finally:
         repo.close()

@@ -12,14 +12,18 @@ Every write runs in one database transaction (a ``SqlUnit``):
 3. the stamp: the ``clock`` row hands out ``lastUpdated`` values that increase strictly in
    commit order (its row lock is held until commit; see ``Clock``), so a poller of
    ``_lastUpdated=gt...`` never misses a version;
-4. history row, current row and search index rows, then COMMIT (fsync'd before the answer).
+4. history row, current row and search index rows (the ``RowSource``'s rows of the new
+   version, after deleting the previous version's; one ``executemany`` per index table that
+   has rows, pipelined on PostgreSQL), then COMMIT (fsync'd before the answer).
+
+Searches (``SqlReader.search``) run one statement per page, compiled by ``query.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -34,15 +38,45 @@ from server.errors import (
 )
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
-from server.search.extract import token_rows
-from server.search.query import Criteria
+from server.search.query import Criteria, Cursor, Include, SearchQuery
+from server.search.rows import IndexRows
 from server.store import faults
-from server.store.base import HistoryQuery, Method, Page, Unit, Version, WriteResult
-from server.store.sql import query
+from server.store.base import (
+    HistoryQuery,
+    Method,
+    Page,
+    RowSource,
+    SearchPage,
+    Unit,
+    Version,
+    WriteResult,
+)
+from server.store.sql import query as compiler
 from server.store.sql.dialect import Connection, Dialect
 from server.store.sql.schema import MIGRATIONS
 
-_CURRENT = "SELECT rtype, id, version, last_updated, deleted, body, created_seq FROM resource r"
+_CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
+# the index tables' column lists, in the order of the row layouts of ``search/rows.py``
+_INSERT_INDEX = {
+    table: f"INSERT INTO {table} (rtype, id, param, grp, {columns}) VALUES (?, ?, ?, ?, {marks})"
+    for table, columns, marks in (
+        ("search_token", "system, code", "?, ?"),
+        ("search_string", "value, exact", "?, ?"),
+        ("search_reference", "target_type, target_id, url", "?, ?, ?"),
+        ("search_date", "low, high", "?, ?"),
+        ("search_number", "low, high", "?, ?"),
+        ("search_quantity", "system, code, unit, low, high", "?, ?, ?, ?, ?"),
+        ("search_uri", "uri", "?"),
+    )
+}
+_MAX_INCLUDE_DEPTH = 4  # hops of _include:iterate / _revinclude:iterate
+
+
+class NoRows:
+    """A row source that indexes nothing (a store that is never searched by value)."""
+
+    def rows(self, type: str, resource: dict[str, Any]) -> IndexRows:
+        return IndexRows()
 
 
 def _current(row: Any) -> Version:
@@ -77,8 +111,9 @@ def render(type: str, id: str, version: int, stamp: int, resource: dict[str, Any
 class SqlReader:
     """Reads on one connection (a write transaction's, or a read connection)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, collate: str = "") -> None:
         self._conn = conn
+        self._collate = collate
 
     def read(self, type: str, id: str) -> Version | None:
         row = self._conn.execute(_CURRENT + " WHERE rtype = ? AND id = ?", (type, id)).fetchone()
@@ -123,14 +158,81 @@ class SqlReader:
         rows = self._conn.execute(sql, args).fetchall()
         return Page([_history(row) for row in rows[: q.count]], len(rows) > q.count)
 
-    def search(self, criteria: Criteria, *, count: int, after: int | None = None) -> Page:
-        clause, args = query.where(criteria)
-        if after is not None:
-            clause += " AND r.created_seq > ?"
-            args.append(after)
-        sql = f"{_CURRENT} WHERE {clause} ORDER BY r.created_seq LIMIT {int(count) + 1}"
+    @overload
+    def search(self, query: SearchQuery) -> SearchPage: ...
+
+    @overload
+    def search(self, query: Criteria, *, count: int, after: int | None = None) -> Page: ...
+
+    def search(
+        self, query: SearchQuery | Criteria, *, count: int | None = None, after: int | None = None
+    ) -> SearchPage | Page:
+        if isinstance(query, Criteria):  # insertion order after a position
+            cursor = None if after is None else Cursor((), after)
+            page = self.search(SearchQuery(query, count or 0, cursor=cursor))
+            return Page(page.items, page.next is not None)
+        total = None
+        if query.total != "none":
+            sql, args = compiler.count_statement(query.criteria, collate=self._collate)
+            total = int(self._conn.execute(sql, args).fetchone()[0])
+        if query.count <= 0:
+            return SearchPage([], None, None, total)
+        sql, args, keys = compiler.page_statement(query, collate=self._collate)
         rows = self._conn.execute(sql, args).fetchall()
-        return Page([_current(row) for row in rows[:count]], len(rows) > count)
+        more = len(rows) > query.count
+        rows = rows[: query.count]
+        cursor = query.cursor
+        if cursor is not None and cursor.backward:
+            rows.reverse()
+        items = [_current(row) for row in rows]
+
+        def at(row: Any, backward: bool) -> Cursor:
+            return Cursor(tuple(row[7 : 7 + keys]), int(row[6]), backward)
+
+        if cursor is not None and cursor.backward:
+            # the page before a row: that row (and whatever follows it) comes next
+            after_page = at(rows[-1], False) if rows else Cursor(cursor.values, cursor.seq - 1)
+            before = at(rows[0], True) if more else None
+            return SearchPage(items, after_page, before, total)
+        next_cursor = at(rows[-1], False) if more and rows else None
+        previous = at(rows[0], True) if cursor is not None and rows else None
+        return SearchPage(items, next_cursor, previous, total)
+
+    def include(
+        self, versions: list[Version], includes: tuple[Include, ...], limit: int
+    ) -> tuple[list[Version], bool]:
+        seen = {(v.type, v.id) for v in versions}
+        added: list[Version] = []
+        sources = versions
+        depth = 0
+        while sources and depth < _MAX_INCLUDE_DEPTH:
+            active = [i for i in includes if depth == 0 or i.iterate]
+            if not active:
+                break
+            depth += 1
+            keys: dict[str, list[str]] = {}
+            for version in sources:
+                keys.setdefault(version.type, []).append(version.id)
+            # every row may be one seen already: fetch enough to fill the cap and see past it
+            room = limit - len(added) + len(seen) + 1
+            fresh: list[Version] = []
+            for statement in (
+                compiler.include_statement(keys, [i for i in active if not i.reverse], room),
+                compiler.revinclude_statement(keys, [i for i in active if i.reverse], room),
+            ):
+                if statement is None:
+                    continue
+                for row in self._conn.execute(*statement).fetchall():
+                    key = (row[0], row[1])
+                    if key not in seen:
+                        seen.add(key)
+                        fresh.append(_current(row))
+            if len(added) + len(fresh) > limit:
+                added.extend(fresh[: limit - len(added)])
+                return added, True
+            added.extend(fresh)
+            sources = fresh
+        return added, False
 
 
 class Clock:
@@ -166,10 +268,11 @@ class Clock:
 class SqlUnit(SqlReader):
     """One write transaction; see the module docstring for the order of its steps."""
 
-    def __init__(self, conn: Connection, dialect: Dialect, clock: Clock) -> None:
-        super().__init__(conn)
+    def __init__(self, conn: Connection, dialect: Dialect, clock: Clock, rows: RowSource) -> None:
+        super().__init__(conn, dialect.collate)
         self._dialect = dialect
         self._clock = clock
+        self._rows = rows
         self._locks: set[str] = set()
 
     # -- building blocks -------------------------------------------------------------------
@@ -194,14 +297,10 @@ class SqlUnit(SqlReader):
         # no result is read back: on PostgreSQL (pipeline mode) a write waits for no round trip
         self._dialect.store_version(self._conn, (type, id, version, stamp, deleted, method, body))
         if prev is not None:
-            self._conn.execute("DELETE FROM search_token WHERE rtype = ? AND id = ?", (type, id))
+            self._dialect.clear_index(self._conn, type, id)
         if resource is not None:
-            for param, system, code in token_rows(resource):
-                self._conn.execute(
-                    "INSERT INTO search_token (rtype, id, param, system, code)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (type, id, param, system, code),
-                )
+            for table, rows in self._rows.rows(type, resource).tables().items():
+                self._conn.executemany(_INSERT_INDEX[table], [(type, id, *row) for row in rows])
         return Version(type, id, version, stamp, bool(deleted), body, method)
 
     @staticmethod
@@ -214,7 +313,7 @@ class SqlUnit(SqlReader):
 
     def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
         self._lock(criteria.key)
-        clause, args = query.where(criteria)
+        clause, args = compiler.where(criteria, collate=self._collate)
         sql = f"{_CURRENT} WHERE {clause} ORDER BY r.created_seq"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -319,9 +418,13 @@ class SqlUnit(SqlReader):
 
 
 class SqlRepository:
-    def __init__(self, dialect: Dialect) -> None:
+    """The store on one database. ``rows`` gives the search index rows of every version it
+    writes (``server.search.index.Indexer``); without it nothing is indexed."""
+
+    def __init__(self, dialect: Dialect, rows: RowSource | None = None) -> None:
         self.sql_dialect = dialect
         self.dialect = dialect.name
+        self.rows: RowSource = rows if rows is not None else NoRows()
 
     def migrate(self) -> None:
         """Check durability (before anything is written), then apply pending migrations."""
@@ -352,17 +455,17 @@ class SqlRepository:
         needs no savepoint: its exception propagates and the caller rolls back.
         """
         clock = Clock(conn)
-        dialect = self.sql_dialect
+        dialect, rows = self.sql_dialect, self.rows
         outcomes: list[tuple[bool, Any]] = []
         with dialect.errors():
             if len(jobs) == 1:
-                outcomes.append((True, jobs[0](SqlUnit(conn, dialect, clock))))
+                outcomes.append((True, jobs[0](SqlUnit(conn, dialect, clock, rows))))
             else:
                 for job in jobs:
                     conn.execute("SAVEPOINT job")
                     try:
                         with dialect.errors():
-                            value = job(SqlUnit(conn, dialect, clock))
+                            value = job(SqlUnit(conn, dialect, clock, rows))
                     except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
                         conn.execute("ROLLBACK TO SAVEPOINT job")
                         conn.execute("RELEASE SAVEPOINT job")
@@ -376,7 +479,7 @@ class SqlRepository:
     @contextmanager
     def reader(self) -> Iterator[SqlReader]:
         with self.sql_dialect.reading() as conn:
-            yield SqlReader(conn)
+            yield SqlReader(conn, self.sql_dialect.collate)
 
     def close(self) -> None:
         self.sql_dialect.close()

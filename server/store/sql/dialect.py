@@ -10,13 +10,14 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from server.errors import Conflict, ServiceUnavailable
+from server.search.query import TABLES
 from server.store import faults
 
 
@@ -29,6 +30,8 @@ class Cursor(Protocol):
 class Connection(Protocol):
     def execute(self, sql: str, params: Any = ...) -> Any: ...
 
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> Any: ...
+
 
 def lock_key(text: str) -> int:
     """A signed 64-bit key for a lock name (PostgreSQL advisory locks)."""
@@ -40,6 +43,9 @@ def lock_key(text: str) -> int:
 class Dialect(Protocol):
     name: str
     types: dict[str, str]
+    # appended to a text expression to compare it bytewise (the index tables' value columns
+    # already are); empty where text always compares bytewise
+    collate: str
 
     def sql(self, statement: str) -> str: ...
 
@@ -56,6 +62,9 @@ class Dialect(Protocol):
 
         ``row`` is (type, id, version, last_updated, deleted, method, body); the current row
         takes the history row's ``seq`` (and keeps its ``created_seq`` on update)."""
+
+    def clear_index(self, conn: Connection, type: str, id: str) -> None:
+        """Delete every search index row of one resource (no result is read back)."""
 
     def errors(self) -> AbstractContextManager[None]:
         """Turns driver errors into FHIR errors (409 for a unique-key race, else 503)."""
@@ -90,6 +99,17 @@ _UPSERT_CURRENT = (
     " version = excluded.version, last_updated = excluded.last_updated,"
     " deleted = excluded.deleted, seq = excluded.seq, body = excluded.body"
 )
+_INDEX_TABLES = tuple(TABLES.values())
+_CLEAR_INDEX = tuple(f"DELETE FROM {table} WHERE rtype = ? AND id = ?" for table in _INDEX_TABLES)
+# PostgreSQL: every index table in one statement
+_CLEAR_INDEX_PG = (
+    "WITH "
+    + ", ".join(
+        f"d{n} AS (DELETE FROM {table} WHERE rtype = ? AND id = ?)"
+        for n, table in enumerate(_INDEX_TABLES[1:])
+    )
+    + f" DELETE FROM {_INDEX_TABLES[0]} WHERE rtype = ? AND id = ?"
+)
 # PostgreSQL: both in one statement (one round trip and one execute less per write)
 _STORE_VERSION_PG = (
     "WITH h AS ("
@@ -109,7 +129,14 @@ class SQLiteDialect:
     """
 
     name = "sqlite"
-    types = {"blob": "BLOB", "bigint": "INTEGER", "serial": "INTEGER PRIMARY KEY"}
+    types = {
+        "blob": "BLOB",
+        "bigint": "INTEGER",
+        "serial": "INTEGER PRIMARY KEY",
+        "text": "TEXT",  # TEXT compares bytewise (BINARY collation)
+        "double": "REAL",
+    }
+    collate = ""
 
     def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
@@ -219,6 +246,10 @@ class SQLiteDialect:
             (type, id, version, stamp, deleted, body),
         )
 
+    def clear_index(self, conn: Connection, type: str, id: str) -> None:
+        for statement in _CLEAR_INDEX:
+            conn.execute(statement, (type, id))
+
     def check_durability(self) -> None:
         with self.reading() as conn:
             sync = conn.execute("PRAGMA synchronous").fetchone()[0]
@@ -241,7 +272,14 @@ class PostgresDialect:
     """psycopg 3 with a connection pool; named locks are transaction-scoped advisory locks."""
 
     name = "postgresql"
-    types = {"blob": "BYTEA", "bigint": "BIGINT", "serial": "BIGSERIAL PRIMARY KEY"}
+    types = {
+        "blob": "BYTEA",
+        "bigint": "BIGINT",
+        "serial": "BIGSERIAL PRIMARY KEY",
+        "text": 'TEXT COLLATE "C"',  # bytewise, as SQLite's TEXT
+        "double": "DOUBLE PRECISION",
+    }
+    collate = ' COLLATE "C"'
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
         import psycopg
@@ -304,6 +342,9 @@ class PostgresDialect:
     def store_version(self, conn: Connection, row: tuple[Any, ...]) -> None:
         type, id, version, stamp, deleted, _method, body = row
         conn.execute(_STORE_VERSION_PG, (*row, type, id, version, stamp, deleted, body))
+
+    def clear_index(self, conn: Connection, type: str, id: str) -> None:
+        conn.execute(_CLEAR_INDEX_PG, (type, id) * len(_INDEX_TABLES))
 
     # The group writer: one transaction per group, behind the writers' advisory lock (groups of
     # every process serialise on it, so the locks their writes take never deadlock), its
@@ -398,6 +439,12 @@ class _PgConnection:
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         return self._conn.execute(self._dialect.sql(sql), params)
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> Any:
+        """One statement for many rows; inside a pipeline the rows are sent without waiting."""
+        cursor = self._conn.cursor()
+        cursor.executemany(self._dialect.sql(sql), params)
+        return cursor
 
 
 _WRITERS = lock_key("calaim-fhir:writers")

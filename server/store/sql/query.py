@@ -1,66 +1,794 @@
-"""Compile ``Criteria`` into one SQL WHERE clause over the ``resource`` table (alias ``r``)."""
+"""Compile the typed search query (``server/search/query.py``) into SQL.
+
+The statements read the ``resource`` table (alias ``r``) and the ``search_*`` index tables
+(``schema.py``). Every clause becomes a membership test of the resource's key in the keys of
+the index rows that satisfy it: ``(r.rtype, r.id) IN (SELECT x.rtype, x.id FROM search_token x
+WHERE x.rtype = ? AND x.param = ? AND (<alternative> OR ...))``. The subquery is not
+correlated, so both databases can start from the index lookup (``(rtype, param, <value>)``)
+and probe the resource by its key, or the other way round, whichever their planner prefers.
+Negations (``:not``, ``ne``, ``:missing=true``) are ``NOT EXISTS`` probes of the owner index
+``(rtype, id, param)``.
+
+Row predicates mirror the docstrings of the clause classes exactly; ``match.py`` evaluates the
+same rules in memory. Placeholders are ``?`` (the PostgreSQL dialect rewrites them); the SQL
+text itself never holds a ``%`` or a ``?`` of its own.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from server.search.query import Clause, Criteria, DateClause, IdClause, TokenClause
+from server.errors import InvalidSearch
+from server.fhir.resource_types import RESOURCE_TYPES
+from server.search.query import (
+    TABLES,
+    ChainClause,
+    Clause,
+    CompartmentClause,
+    CompositeClause,
+    Criteria,
+    Cursor,
+    DateClause,
+    HasClause,
+    IdClause,
+    Include,
+    LastUpdatedClause,
+    MissingClause,
+    NumberClause,
+    NumberValue,
+    PerTypeClause,
+    Prefix,
+    QuantityClause,
+    QuantityValue,
+    ReferenceClause,
+    ReferenceValue,
+    SearchQuery,
+    SortKey,
+    StringClause,
+    TokenClause,
+    UriClause,
+)
 
-_COLUMNS = {"_lastUpdated": "r.last_updated"}
+Frag = tuple[str, tuple[Any, ...]]
+Types = tuple[str, ...] | None  # the resource types an alias may have; None = any
 
-
-def _token(clause: TokenClause, args: list[Any]) -> str:
-    alternatives = []
-    for system, code in clause.values:
-        parts = ["t.rtype = r.rtype", "t.id = r.id", "t.param = ?"]
-        args.append(clause.param)
-        if code is not None:
-            parts.append("t.code = ?")
-            args.append(code)
-        if system is not None:
-            parts.append("t.system = ?")
-            args.append(system)
-        alternatives.append("(" + " AND ".join(parts) + ")")
-    return "EXISTS (SELECT 1 FROM search_token t WHERE " + " OR ".join(alternatives) + ")"
-
-
-def _date(clause: DateClause, args: list[Any]) -> str:
-    column = _COLUMNS[clause.param]
-    alternatives = []
-    for prefix, start, end in clause.values:
-        if prefix == "eq":
-            alternatives.append(f"({column} >= ? AND {column} < ?)")
-            args.extend((start, end))
-        elif prefix == "ne":
-            alternatives.append(f"({column} < ? OR {column} >= ?)")
-            args.extend((start, end))
-        elif prefix in ("gt", "sa"):
-            alternatives.append(f"{column} >= ?")
-            args.append(end)
-        elif prefix == "ge":
-            alternatives.append(f"{column} >= ?")
-            args.append(start)
-        elif prefix in ("lt", "eb"):
-            alternatives.append(f"{column} < ?")
-            args.append(start)
-        else:  # le
-            alternatives.append(f"{column} < ?")
-            args.append(end)
-    return "(" + " OR ".join(alternatives) + ")"
+COLUMNS = "rtype, id, version, last_updated, deleted, body, created_seq"
+ALL_TYPES: tuple[str, ...] = tuple(sorted(RESOURCE_TYPES))
+TEXT_MAX = "\U0010ffff"  # sorts after every other character, bytewise in UTF-8
+_TRUE: Frag = ("1 = 1", ())
+_FALSE: Frag = ("1 = 0", ())
+_INDEX_TABLES = frozenset(TABLES.values())
+_LAST_UPDATED = "_lastUpdated"
 
 
-def _clause(clause: Clause, args: list[Any]) -> str:
-    if isinstance(clause, IdClause):
-        args.extend(clause.ids)
-        return "r.id IN (" + ", ".join("?" for _ in clause.ids) + ")"
+# -- fragments --------------------------------------------------------------------------------
+
+
+def _join(separator: str, parts: Iterable[Frag]) -> Frag:
+    texts: list[str] = []
+    args: list[Any] = []
+    for text, values in parts:
+        texts.append(text)
+        args.extend(values)
+    return separator.join(texts), tuple(args)
+
+
+def _and(parts: Iterable[Frag]) -> Frag:
+    kept = [p for p in parts if p is not _TRUE]
+    if not kept:
+        return _TRUE
+    if len(kept) == 1:
+        return kept[0]
+    return _join(" AND ", kept)
+
+
+def _or(parts: Iterable[Frag]) -> Frag:
+    kept = list(parts)
+    if not kept:
+        return _FALSE
+    if any(p is _TRUE for p in kept):
+        return _TRUE
+    if len(kept) == 1:
+        return kept[0]
+    text, args = _join(" OR ", kept)
+    return f"({text})", args
+
+
+def _in(column: str, values: Sequence[Any]) -> Frag:
+    if not values:
+        return _FALSE
+    if len(values) == 1:
+        return f"{column} = ?", (values[0],)
+    return f"{column} IN ({', '.join('?' * len(values))})", tuple(values)
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern (``ESCAPE '\\'``) matching values that contain ``text``."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def uri_prefixes(uri: str) -> tuple[str, ...]:
+    """``uri`` and every prefix of it that ends just before or just after a ``/``."""
+    out = {uri}
+    for index, char in enumerate(uri):
+        if char == "/" and index > 0:
+            out.add(uri[:index])
+            out.add(uri[: index + 1])
+    return tuple(sorted(out))
+
+
+# -- row predicates: one index row satisfies one search value ----------------------------------
+
+
+def _date_row(x: str, prefix: Prefix, low: int, high: int) -> Frag:
+    """Stored ``[x.low, x.high)`` against the search range ``[low, high)`` (``DateClause``)."""
+    eq: Frag = (f"({x}.low >= ? AND {x}.high <= ?)", (low, high))
+    if prefix in ("eq", "ne"):
+        return eq
+    if prefix == "gt":
+        return f"{x}.high > ?", (high,)
+    if prefix == "lt":
+        return f"{x}.low < ?", (low,)
+    if prefix == "ge":
+        return _or([(f"{x}.high > ?", (high,)), eq])
+    if prefix == "le":
+        return _or([(f"{x}.low < ?", (low,)), eq])
+    if prefix == "sa":
+        return f"{x}.low >= ?", (high,)
+    if prefix == "eb":
+        return f"{x}.high <= ?", (low,)
+    # ap: the range is already widened by the approximation margin
+    return f"({x}.low < ? AND {x}.high > ?)", (high, low)
+
+
+def _number_row(x: str, number: NumberValue) -> Frag:
+    """Stored ``[x.low, x.high]`` against a search number (``NumberClause``)."""
+    prefix, value = number.prefix, number.value
+    if prefix in ("eq", "ne"):
+        return f"({x}.low >= ? AND {x}.high < ?)", (number.low, number.high)
+    if prefix in ("gt", "sa"):
+        return f"{x}.high > ?", (value,)
+    if prefix in ("lt", "eb"):
+        return f"{x}.low < ?", (value,)
+    if prefix == "ge":
+        return f"{x}.high >= ?", (value,)
+    if prefix == "le":
+        return f"{x}.low <= ?", (value,)
+    margin = abs(value) * 0.1  # ap
+    return f"({x}.low <= ? AND {x}.high >= ?)", (value + margin, value - margin)
+
+
+def _unit_row(x: str, value: QuantityValue) -> Frag:
+    parts: list[Frag] = []
+    if value.system is not None:
+        parts.append((f"{x}.system = ?", (value.system,)))
+        if value.code is not None:
+            parts.append((f"{x}.code = ?", (value.code,)))
+    elif value.code is not None:
+        parts.append((f"({x}.code = ? OR {x}.unit = ?)", (value.code, value.code)))
+    return _and(parts)
+
+
+def _token_row(x: str, system: str | None, code: str | None) -> Frag:
+    parts: list[Frag] = []
+    if code is not None:
+        parts.append((f"{x}.code = ?", (code,)))
+    if system is not None:
+        parts.append((f"{x}.system = ?", (system,)))
+    return _and(parts)
+
+
+def _string_row(x: str, mode: str, value: str) -> Frag:
+    if mode == "exact":
+        return f"{x}.exact = ?", (value,)
+    if mode == "contains":
+        return f"{x}.value LIKE ? ESCAPE '\\'", (_like(value),)
+    return f"({x}.value >= ? AND {x}.value < ?)", (value, value + TEXT_MAX)
+
+
+def _reference_row(x: str, value: ReferenceValue) -> Frag:
+    if value.url is not None:
+        return (
+            f"({x}.target_id = '' AND {x}.target_type = '' AND {x}.url = ?)",
+            (value.url,),
+        )
+    if value.id is None:
+        return _FALSE
+    if value.type is None:
+        return f"{x}.target_id = ?", (value.id,)
+    return f"({x}.target_id = ? AND {x}.target_type = ?)", (value.id, value.type)
+
+
+def _uri_row(x: str, mode: str, value: str) -> Frag:
+    if mode == "below":
+        return f"({x}.uri >= ? AND {x}.uri < ?)", (value, value + TEXT_MAX)
+    if mode == "above":
+        return _in(f"{x}.uri", uri_prefixes(value))
+    return f"{x}.uri = ?", (value,)
+
+
+RowPredicate = Callable[[str], Frag]
+
+
+def component_row(clause: Clause) -> tuple[str, str, RowPredicate]:
+    """(table, param, predicate on one row) of a composite component: the row satisfies one of
+    the clause's values (``ne``/``:not``: the row is not equal to them)."""
     if isinstance(clause, TokenClause):
-        return _token(clause, args)
-    return _date(clause, args)
+        values = clause.values
+        negate = clause.negate
+
+        def token(x: str) -> Frag:
+            matched = _or(_token_row(x, s, c) for s, c in values)
+            return (f"NOT ({matched[0]})", matched[1]) if negate else matched
+
+        return TABLES["token"], clause.param, token
+    if isinstance(clause, StringClause):
+        strings, mode = clause.values, clause.mode
+        return (
+            TABLES["string"],
+            clause.param,
+            lambda x: _or(_string_row(x, mode, v) for v in strings),
+        )
+    if isinstance(clause, ReferenceClause):
+        refs = clause.values
+        return TABLES["reference"], clause.param, lambda x: _or(_reference_row(x, v) for v in refs)
+    if isinstance(clause, UriClause):
+        uris, umode = clause.values, clause.mode
+        return TABLES["uri"], clause.param, lambda x: _or(_uri_row(x, umode, v) for v in uris)
+    if isinstance(clause, DateClause):
+        dates = clause.values
+        return (
+            TABLES["date"],
+            clause.param,
+            lambda x: _or(_negated(_date_row(x, *v), v[0]) for v in dates),
+        )
+    if isinstance(clause, NumberClause):
+        numbers = clause.values
+        return (
+            TABLES["number"],
+            clause.param,
+            lambda x: _or(_negated(_number_row(x, n), n.prefix) for n in numbers),
+        )
+    if isinstance(clause, QuantityClause):
+        quantities = clause.values
+        return (
+            TABLES["quantity"],
+            clause.param,
+            lambda x: _or(
+                _and([_unit_row(x, q), _negated(_number_row(x, q.number), q.number.prefix)])
+                for q in quantities
+            ),
+        )
+    raise InvalidSearch(f"A composite component cannot be a {type(clause).__name__}")
 
 
-def where(criteria: Criteria) -> tuple[str, list[Any]]:
-    """The WHERE clause (without the keyword) selecting live resources matching ``criteria``."""
-    args: list[Any] = [criteria.type]
-    parts = ["r.rtype = ?", "r.deleted = 0"]
-    parts.extend(_clause(clause, args) for clause in criteria.clauses)
-    return " AND ".join(parts), args
+def _negated(frag: Frag, prefix: Prefix) -> Frag:
+    return (f"NOT ({frag[0]})", frag[1]) if prefix == "ne" else frag
+
+
+# -- clauses ----------------------------------------------------------------------------------
+
+
+class Compiler:
+    """Compiles clauses against an alias of the ``resource`` table; aliases it introduces are
+    numbered, so nested subqueries (chains, ``_has``) never shadow one another."""
+
+    def __init__(self, collate: str = "") -> None:
+        self.collate = collate
+        self._count = 0
+
+    def alias(self, stem: str) -> str:
+        self._count += 1
+        return f"{stem}{self._count}"
+
+    # -- building blocks
+
+    @staticmethod
+    def _types(column: str, types: Types) -> Frag:
+        return _in(column, types if types is not None else ALL_TYPES)
+
+    def _member(
+        self,
+        alias: str,
+        types: Types,
+        table: str,
+        param: str,
+        predicate: RowPredicate | None = None,
+    ) -> Frag:
+        """The resource has a row of ``param`` in ``table`` satisfying ``predicate``."""
+        x = self.alias("x")
+        parts = [self._types(f"{x}.rtype", types), (f"{x}.param = ?", (param,))]
+        if predicate is not None:
+            parts.append(predicate(x))
+        condition = _and(parts)
+        return (
+            f"({alias}.rtype, {alias}.id) IN"
+            f" (SELECT {x}.rtype, {x}.id FROM {table} {x} WHERE {condition[0]})",
+            condition[1],
+        )
+
+    def _absent(
+        self, alias: str, table: str, param: str, predicate: RowPredicate | None = None
+    ) -> Frag:
+        """The resource has no row of ``param`` in ``table`` satisfying ``predicate``."""
+        x = self.alias("x")
+        parts = [(f"{x}.rtype = {alias}.rtype AND {x}.id = {alias}.id AND {x}.param = ?", (param,))]
+        if predicate is not None:
+            parts.append(predicate(x))
+        condition = _and(parts)
+        return f"NOT EXISTS (SELECT 1 FROM {table} {x} WHERE {condition[0]})", condition[1]
+
+    def _compare(
+        self,
+        alias: str,
+        types: Types,
+        table: str,
+        param: str,
+        values: Sequence[Any],
+        prefix_of: Callable[[Any], Prefix],
+        row: Callable[[str, Any], Frag],
+        scope: Callable[[str, Any], Frag] | None = None,
+    ) -> Frag:
+        """Prefixed values (date, number, quantity): one membership test for every value but
+        ``ne``; ``ne``: some row of the parameter exists and none equals the value."""
+        positive = [v for v in values if prefix_of(v) != "ne"]
+        parts: list[Frag] = []
+        if positive:
+            parts.append(
+                self._member(alias, types, table, param, lambda x: _or(row(x, v) for v in positive))
+            )
+        parts.extend(
+            self._not_equal(alias, types, table, param, value, row, scope)
+            for value in values
+            if prefix_of(value) == "ne"
+        )
+        return _or(parts)
+
+    def _not_equal(
+        self,
+        alias: str,
+        types: Types,
+        table: str,
+        param: str,
+        value: Any,
+        row: Callable[[str, Any], Frag],
+        scope: Callable[[str, Any], Frag] | None,
+    ) -> Frag:
+        """``ne``: some row of the parameter (in the value's unit scope) and none equal."""
+
+        def in_scope(x: str) -> Frag:
+            return scope(x, value) if scope is not None else _TRUE
+
+        some = self._member(alias, types, table, param, in_scope)
+        none = self._absent(alias, table, param, lambda x: _and([in_scope(x), row(x, value)]))
+        return _and([some, none])
+
+    def _last_updated(self, alias: str, values: Sequence[tuple[Prefix, int, int]]) -> Frag:
+        """The version's stamp ``t`` taken as the range ``[t, t + 1µs)``."""
+        column = f"{alias}.last_updated"
+        parts: list[Frag] = []
+        for prefix, low, high in values:
+            if prefix == "eq":
+                parts.append((f"({column} >= ? AND {column} < ?)", (low, high)))
+            elif prefix == "ne":
+                parts.append((f"({column} < ? OR {column} >= ?)", (low, high)))
+            elif prefix in ("gt", "sa"):
+                parts.append((f"{column} >= ?", (high,)))
+            elif prefix == "ge":
+                parts.append((f"{column} >= ?", (low,)))
+            elif prefix in ("lt", "eb"):
+                parts.append((f"{column} < ?", (low,)))
+            elif prefix == "le":
+                parts.append((f"{column} < ?", (high,)))
+            else:  # ap: already widened
+                parts.append((f"({column} >= ? AND {column} < ?)", (low, high)))
+        return _or(parts)
+
+    # -- one clause
+
+    def clause(self, clause: Clause, alias: str, types: Types) -> Frag:
+        """``clause`` holds for the resource row ``alias`` (of one of ``types``)."""
+        if isinstance(clause, IdClause):
+            return _in(f"{alias}.id", clause.ids)
+        if isinstance(clause, LastUpdatedClause):
+            return self._last_updated(alias, clause.values)
+        if isinstance(clause, DateClause):
+            if clause.param == _LAST_UPDATED:
+                return self._last_updated(alias, clause.values)
+            return self._compare(
+                alias,
+                types,
+                TABLES["date"],
+                clause.param,
+                clause.values,
+                lambda v: v[0],
+                lambda x, v: _date_row(x, *v),
+            )
+        if isinstance(clause, NumberClause):
+            return self._compare(
+                alias,
+                types,
+                TABLES["number"],
+                clause.param,
+                clause.values,
+                lambda v: v.prefix,
+                _number_row,
+            )
+        if isinstance(clause, QuantityClause):
+            return self._compare(
+                alias,
+                types,
+                TABLES["quantity"],
+                clause.param,
+                clause.values,
+                lambda v: v.number.prefix,
+                lambda x, v: _and([_unit_row(x, v), _number_row(x, v.number)]),
+                scope=_unit_row,
+            )
+        if isinstance(clause, TokenClause):
+            tokens = clause.values
+
+            def token(x: str) -> Frag:
+                return _or(_token_row(x, s, c) for s, c in tokens)
+
+            if clause.negate:
+                return self._absent(alias, TABLES["token"], clause.param, token)
+            return self._member(alias, types, TABLES["token"], clause.param, token)
+        if isinstance(clause, StringClause):
+            strings, mode = clause.values, clause.mode
+            return self._member(
+                alias,
+                types,
+                TABLES["string"],
+                clause.param,
+                lambda x: _or(_string_row(x, mode, v) for v in strings),
+            )
+        if isinstance(clause, ReferenceClause):
+            refs = clause.values
+            return self._member(
+                alias,
+                types,
+                TABLES["reference"],
+                clause.param,
+                lambda x: _or(_reference_row(x, v) for v in refs),
+            )
+        if isinstance(clause, UriClause):
+            uris, umode = clause.values, clause.mode
+            return self._member(
+                alias,
+                types,
+                TABLES["uri"],
+                clause.param,
+                lambda x: _or(_uri_row(x, umode, v) for v in uris),
+            )
+        if isinstance(clause, MissingClause):
+            if clause.table not in _INDEX_TABLES:
+                raise InvalidSearch(f"No index table '{clause.table}' for :missing")
+            if clause.missing:
+                return self._absent(alias, clause.table, clause.param)
+            return self._member(alias, types, clause.table, clause.param)
+        if isinstance(clause, ChainClause):
+            return self._chain(clause, alias, types)
+        if isinstance(clause, HasClause):
+            return self._has(clause, alias, types)
+        if isinstance(clause, CompartmentClause):
+            return self._compartment(clause, alias, types)
+        if isinstance(clause, PerTypeClause):
+            inner = self.clause(clause.clause, alias, (clause.type,))
+            return _or([(f"{alias}.rtype <> ?", (clause.type,)), inner])
+        return self._composite(clause, alias, types)
+
+    def _compartment(self, clause: CompartmentClause, alias: str, types: Types) -> Frag:
+        """A reference row under a compartment parameter of the resource's type points at the
+        compartment's resource (or, ``include_self``, the resource is that one)."""
+        s = self.alias("s")
+        by_type = [
+            _and([(f"{s}.rtype = ?", (type,)), _in(f"{s}.param", codes)])
+            for type, codes in clause.params
+            if codes and (types is None or type in types)
+        ]
+        parts: list[Frag] = []
+        if by_type:
+            condition = _and(
+                [
+                    (
+                        f"{s}.target_type = ? AND {s}.target_id = ?",
+                        (clause.target_type, clause.target_id),
+                    ),
+                    _or(by_type),
+                ]
+            )
+            parts.append(
+                (
+                    f"({alias}.rtype, {alias}.id) IN (SELECT {s}.rtype, {s}.id"
+                    f" FROM search_reference {s} WHERE {condition[0]})",
+                    condition[1],
+                )
+            )
+        if clause.include_self:
+            parts.append(
+                (
+                    f"({alias}.rtype = ? AND {alias}.id = ?)",
+                    (clause.target_type, clause.target_id),
+                )
+            )
+        return _or(parts)
+
+    def _chain(self, clause: ChainClause, alias: str, types: Types) -> Frag:
+        """Some reference row of ``param`` points at a live target satisfying the clause."""
+        s, t = self.alias("s"), self.alias("t")
+        targets: Types = clause.target_types or None
+        inner = self.clause(clause.clause, t, targets)
+        condition = _and(
+            [
+                self._types(f"{s}.rtype", types),
+                (f"{s}.param = ?", (clause.param,)),
+                _in(f"{s}.target_type", clause.target_types) if targets else _TRUE,
+                (f"{t}.deleted = 0", ()),
+                inner,
+            ]
+        )
+        return (
+            f"({alias}.rtype, {alias}.id) IN (SELECT {s}.rtype, {s}.id FROM search_reference {s}"
+            f" JOIN resource {t} ON {t}.rtype = {s}.target_type AND {t}.id = {s}.target_id"
+            f" WHERE {condition[0]})",
+            condition[1],
+        )
+
+    def _has(self, clause: HasClause, alias: str, types: Types) -> Frag:
+        """Some live source resource satisfying the clause has a reference row of ``param``
+        pointing at this resource."""
+        s, h = self.alias("s"), self.alias("h")
+        inner = self.clause(clause.clause, h, (clause.source_type,))
+        condition = _and(
+            [
+                (f"{s}.rtype = ?", (clause.source_type,)),
+                (f"{s}.param = ?", (clause.param,)),
+                self._types(f"{s}.target_type", types),
+                (f"{h}.deleted = 0", ()),
+                inner,
+            ]
+        )
+        return (
+            f"({alias}.rtype, {alias}.id) IN (SELECT {s}.target_type, {s}.target_id"
+            f" FROM search_reference {s}"
+            f" JOIN resource {h} ON {h}.rtype = {s}.rtype AND {h}.id = {s}.id"
+            f" WHERE {condition[0]})",
+            condition[1],
+        )
+
+    def _composite(self, clause: CompositeClause, alias: str, types: Types) -> Frag:
+        """Each alternative: rows of every component in one group (``grp``) of the resource."""
+        alternatives: list[Frag] = []
+        for components in clause.values:
+            if not components:
+                continue
+            first, *rest = (component_row(c) for c in components)
+            table0, param0, predicate0 = first
+
+            def grouped(
+                x: str, predicate0: RowPredicate = predicate0, rest: list[Any] = rest
+            ) -> Frag:
+                parts = [predicate0(x)]
+                for table, param, predicate in rest:
+                    y = self.alias("y")
+                    condition = _and(
+                        [
+                            (
+                                f"{y}.rtype = {x}.rtype AND {y}.id = {x}.id"
+                                f" AND {y}.param = ? AND {y}.grp = {x}.grp",
+                                (param,),
+                            ),
+                            predicate(y),
+                        ]
+                    )
+                    parts.append(
+                        (f"EXISTS (SELECT 1 FROM {table} {y} WHERE {condition[0]})", condition[1])
+                    )
+                return _and(parts)
+
+            alternatives.append(self._member(alias, types, table0, param0, grouped))
+        return _or(alternatives)
+
+    # -- whole criteria
+
+    def criteria(self, criteria: Criteria, alias: str = "r") -> Frag:
+        types: Types = (criteria.type,) if criteria.type else (criteria.types or None)
+        parts: list[Frag] = []
+        if types is not None:
+            parts.append(_in(f"{alias}.rtype", types))
+        parts.append((f"{alias}.deleted = 0", ()))
+        parts.extend(self.clause(c, alias, types) for c in criteria.clauses)
+        return _and(parts)
+
+    # -- sorting
+
+    def sort_value(self, key: SortKey, alias: str = "r") -> Frag:
+        """The value a resource sorts by: ascending its smallest, descending its largest."""
+        if key.param == "_id":
+            return f"{alias}.id{self.collate}", ()
+        if key.param == _LAST_UPDATED:
+            return f"{alias}.last_updated", ()
+        x = self.alias("x")
+        columns = {
+            TABLES["date"]: ("low", "high"),
+            TABLES["number"]: ("low", "high"),
+            TABLES["quantity"]: ("low", "high"),
+            TABLES["string"]: ("value", "value"),
+            TABLES["token"]: ("code", "code"),
+            TABLES["uri"]: ("uri", "uri"),
+        }
+        if key.table == TABLES["reference"]:
+            column = (
+                f"CASE WHEN {x}.url = '' THEN ({x}.target_type || '/' || {x}.target_id)"
+                f"{self.collate} ELSE {x}.url END"
+            )
+        elif key.table in columns:
+            column = f"{x}." + columns[key.table][1 if key.descending else 0]
+        else:
+            raise InvalidSearch(f"Cannot sort by '{key.param}'", expression="_sort")
+        aggregate = "MAX" if key.descending else "MIN"
+        return (
+            f"(SELECT {aggregate}({column}) FROM {key.table} {x}"
+            f" WHERE {x}.rtype = {alias}.rtype AND {x}.id = {alias}.id AND {x}.param = ?)",
+            (key.param,),
+        )
+
+
+def where(criteria: Criteria, alias: str = "r", *, collate: str = "") -> tuple[str, list[Any]]:
+    """The WHERE condition (without the keyword) selecting the live resources (rows of
+    ``resource`` under ``alias``) that match ``criteria``."""
+    text, args = Compiler(collate).criteria(criteria, alias)
+    return text, list(args)
+
+
+def count_statement(criteria: Criteria, *, collate: str = "") -> tuple[str, list[Any]]:
+    text, args = where(criteria, collate=collate)
+    return f"SELECT COUNT(*) FROM resource r WHERE {text}", args
+
+
+def _keyset(keys: Sequence[tuple[str, bool]], cursor: Cursor, backward: bool) -> Frag:
+    """Rows after (``backward``: before) the cursor in the order of ``keys`` (column,
+    descending), missing values last, then ``created_seq`` ascending."""
+    if len(cursor.values) != len(keys):
+        raise InvalidSearch("_cursor does not belong to this search; follow the Bundle's links")
+    tail: Frag = ("q.created_seq < ?" if backward else "q.created_seq > ?", (cursor.seq,))
+    for (column, descending), value in reversed(list(zip(keys, cursor.values, strict=True))):
+        if value is None:
+            beyond: Frag = (f"{column} IS NOT NULL", ()) if backward else _FALSE
+            same: Frag = (f"{column} IS NULL", ())
+        else:
+            greater = descending == backward  # the comparison that moves along the order
+            operator = ">" if greater else "<"
+            if backward:
+                beyond = (f"{column} {operator} ?", (value,))
+            else:
+                beyond = (f"({column} IS NULL OR {column} {operator} ?)", (value,))
+            same = (f"{column} = ?", (value,))
+        nested = _and([same, tail])
+        tail = _or([beyond, (f"({nested[0]})", nested[1])]) if beyond is not _FALSE else nested
+    return tail
+
+
+def page_statement(query: SearchQuery, *, collate: str = "") -> tuple[str, list[Any], int]:
+    """The one statement of a search page: (sql, args, number of sort columns). Rows are the
+    resource columns, then the sort values; at most ``count + 1`` of them, in the page's order
+    (reversed for a backward cursor)."""
+    compiler = Compiler(collate)
+    condition = compiler.criteria(query.criteria)
+    cursor = query.cursor
+    backward = cursor is not None and cursor.backward
+    limit = f" LIMIT {int(query.count) + 1}"
+    if not query.sort:
+        parts = [condition]
+        if cursor is not None:
+            if cursor.values:
+                raise InvalidSearch(
+                    "_cursor does not belong to this search; follow the Bundle's links"
+                )
+            parts.append(("r.created_seq < ?" if backward else "r.created_seq > ?", (cursor.seq,)))
+        text, args = _and(parts)
+        direction = " DESC" if backward else ""
+        sql = (
+            f"SELECT {COLUMNS} FROM resource r WHERE {text}"
+            f" ORDER BY r.created_seq{direction}{limit}"
+        )
+        return sql, list(args), 0
+    values = [compiler.sort_value(key) for key in query.sort]
+    selected = ", ".join(f"{text} AS k{n}" for n, (text, _) in enumerate(values))
+    value_args = tuple(a for _, args in values for a in args)
+    inner = (
+        f"SELECT r.rtype, r.id, r.version, r.last_updated, r.deleted, r.body, r.created_seq,"
+        f" {selected} FROM resource r WHERE {condition[0]}"
+    )
+    keys = [(f"q.k{n}", key.descending) for n, key in enumerate(query.sort)]
+    outer: Frag = _TRUE
+    if cursor is not None:
+        outer = _keyset(keys, cursor, backward)
+    order: list[str] = []
+    for column, descending in keys:
+        # missing values last; a backward page reads the same order from its end
+        order.append(f"({column} IS NULL){' DESC' if backward else ''}")
+        order.append(f"{column}{' DESC' if descending != backward else ''}")
+    order.append(f"q.created_seq{' DESC' if backward else ''}")
+    sql = f"SELECT q.* FROM ({inner}) q WHERE {outer[0]} ORDER BY {', '.join(order)}{limit}"
+    return sql, [*value_args, *condition[1], *outer[1]], len(values)
+
+
+# -- _include and _revinclude -----------------------------------------------------------------
+
+
+def _include_params(alias: str, include: Include) -> Frag:
+    if include.param == "*":
+        # every reference parameter, not the components of composite ones
+        return f"{alias}.param NOT LIKE ?", ("%#%",)
+    return f"{alias}.param = ?", (include.param,)
+
+
+def include_statement(
+    sources: dict[str, list[str]], includes: Sequence[Include], limit: int
+) -> tuple[str, list[Any]] | None:
+    """The live targets of the ``_include``s' references from ``sources`` (``{type: ids}``):
+    one statement, each target once, in insertion order, at most ``limit`` rows."""
+    s = "s"
+    alternatives: list[Frag] = []
+    for type, ids in sources.items():
+        wanted = [i for i in includes if i.source_type == type]
+        if not wanted or not ids:
+            continue
+        per_include = _or(
+            _and(
+                [
+                    _include_params(s, i),
+                    (f"{s}.target_type = ?", (i.target_type,)) if i.target_type else _TRUE,
+                ]
+            )
+            for i in wanted
+        )
+        alternatives.append(_and([(f"{s}.rtype = ?", (type,)), _in(f"{s}.id", ids), per_include]))
+    if not alternatives:
+        return None
+    condition = _or(alternatives)
+    sql = (
+        f"SELECT {COLUMNS} FROM resource r WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
+        f" (SELECT {s}.target_type, {s}.target_id FROM search_reference {s}"
+        f" WHERE {condition[0]}) ORDER BY r.created_seq LIMIT {int(limit)}"
+    )
+    return sql, list(condition[1])
+
+
+def revinclude_statement(
+    targets: dict[str, list[str]], includes: Sequence[Include], limit: int
+) -> tuple[str, list[Any]] | None:
+    """The live resources whose references named by the ``_revinclude``s point at ``targets``
+    (``{type: ids}``): one statement, each once, in insertion order, at most ``limit`` rows."""
+    s = "s"
+    alternatives: list[Frag] = []
+    for include in includes:
+        kinds = [
+            (type, ids)
+            for type, ids in targets.items()
+            if ids and (include.target_type is None or include.target_type == type)
+        ]
+        if not kinds:
+            continue
+        pointing = _or(
+            _and([(f"{s}.target_type = ?", (type,)), _in(f"{s}.target_id", ids)])
+            for type, ids in kinds
+        )
+        alternatives.append(
+            _and(
+                [(f"{s}.rtype = ?", (include.source_type,)), _include_params(s, include), pointing]
+            )
+        )
+    if not alternatives:
+        return None
+    condition = _or(alternatives)
+    sql = (
+        f"SELECT {COLUMNS} FROM resource r WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
+        f" (SELECT {s}.rtype, {s}.id FROM search_reference {s} WHERE {condition[0]})"
+        f" ORDER BY r.created_seq LIMIT {int(limit)}"
+    )
+    return sql, list(condition[1])

@@ -1,11 +1,39 @@
 """Schema migrations, applied in order at start-up; the applied version is kept in the database.
 
-Statements use three placeholders that the dialect fills: ``{blob}``, ``{bigint}``, ``{serial}``
-(SQLite's serial is its rowid: history rows are never deleted, so it only grows).
+Statements use placeholders that the dialect fills: ``{blob}``, ``{bigint}``, ``{serial}``
+(SQLite's serial is its rowid: history rows are never deleted, so it only grows), ``{text}``
+(text compared bytewise: PostgreSQL's ``COLLATE "C"``, SQLite's plain TEXT) and ``{double}``.
 Append new migrations; never edit one that has shipped.
+
+The search index tables (migration 2) hold the rows of ``server/search/rows.py``, one table per
+search parameter type, each row keyed by its resource (``rtype``, ``id``), the parameter key
+and the composite group (``grp``). Each table has a lookup index beginning with
+``(rtype, param, <value columns>)``, so every search clause is an index range scan, and an
+owner index ``(rtype, id, param)`` for deleting a resource's rows, sort keys and the
+per-resource checks of ``:not`` and ``:missing``. Resource keys and reference targets keep the
+``resource`` table's collation (they are joined with it); values compare bytewise.
 """
 
 from __future__ import annotations
+
+
+def _table(name: str, columns: str, *lookups: tuple[str, str]) -> list[str]:
+    """A search index table with its owner index and its lookup indexes."""
+    statements = [
+        f"""CREATE TABLE {name} (
+            rtype TEXT NOT NULL,
+            id TEXT NOT NULL,
+            param TEXT NOT NULL,
+            grp INTEGER NOT NULL DEFAULT 0,
+            {columns}
+        )""",
+        f"CREATE INDEX {name}_owner ON {name} (rtype, id, param)",
+    ]
+    statements.extend(
+        f"CREATE INDEX {name}_{suffix} ON {name} ({cols})" for suffix, cols in lookups
+    )
+    return statements
+
 
 MIGRATIONS: list[list[str]] = [
     [
@@ -50,5 +78,55 @@ MIGRATIONS: list[list[str]] = [
         # one row: the last stamp handed out; writers take it in commit order
         "CREATE TABLE clock (id INTEGER PRIMARY KEY, ts {bigint} NOT NULL)",
         "INSERT INTO clock (id, ts) VALUES (1, 0)",
+    ],
+    [
+        # search_token again, with the composite group and bytewise values (its rows are kept)
+        "ALTER TABLE search_token RENAME TO search_token_v1",
+        "DROP INDEX search_token_lookup",
+        "DROP INDEX search_token_owner",
+        *_table(
+            "search_token",
+            "system {text} NOT NULL, code {text} NOT NULL",
+            ("lookup", "rtype, param, code, system"),
+        ),
+        "INSERT INTO search_token (rtype, id, param, grp, system, code)"
+        " SELECT rtype, id, param, 0, system, code FROM search_token_v1",
+        "DROP TABLE search_token_v1",
+        *_table(
+            "search_string",
+            "value {text} NOT NULL, exact {text} NOT NULL",
+            ("lookup", "rtype, param, value"),
+        ),
+        # a url row has empty target_type and target_id: the lookup index finds it by url
+        *_table(
+            "search_reference",
+            "target_type TEXT NOT NULL, target_id TEXT NOT NULL, url {text} NOT NULL",
+            ("lookup", "rtype, param, target_id, target_type, url"),
+            ("target", "target_type, target_id, param"),
+        ),
+        *_table(
+            "search_date",
+            "low {bigint} NOT NULL, high {bigint} NOT NULL",
+            ("lookup", "rtype, param, low, high"),
+        ),
+        *_table(
+            "search_number",
+            "low {double} NOT NULL, high {double} NOT NULL",
+            ("lookup", "rtype, param, low, high"),
+        ),
+        *_table(
+            "search_quantity",
+            "system {text} NOT NULL, code {text} NOT NULL, unit {text} NOT NULL,"
+            " low {double} NOT NULL, high {double} NOT NULL",
+            ("lookup", "rtype, param, low, high"),
+        ),
+        *_table("search_uri", "uri {text} NOT NULL", ("lookup", "rtype, param, uri")),
+        # which definition (digest) each search parameter's rows were built with, for reindexing
+        """CREATE TABLE search_param_state (
+            url TEXT PRIMARY KEY,
+            digest TEXT NOT NULL,
+            state TEXT NOT NULL,
+            cursor {bigint}
+        )""",
     ],
 ]

@@ -1,0 +1,171 @@
+"""The search index of a resource: the rows every search parameter of its type extracts.
+
+Each parameter's FHIRPath expression is compiled once (``fhirpath.py``) and its values are
+normalised into rows by ``values.to_rows``. A composite parameter yields, for each value of its
+own expression (a *root*), the rows of each component under ``<code>#<i>``, all sharing the
+root's group number, and only when every component has a value there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from server.search.fhirpath import Extractor, Node, compile_expression
+from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
+from server.search.rows import IndexRows
+from server.search.values import IndexContext, to_rows
+
+log = logging.getLogger(__name__)
+
+_TABLES = ("token", "string", "reference", "date", "number", "quantity", "uri")
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One component of a composite: its row key, parameter type and expression."""
+
+    key: str
+    type: str
+    expression: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to index one parameter of one resource type."""
+
+    param: SearchParam
+    extractor: Extractor
+    parts: tuple[_Part, ...] = ()  # composite components; empty for other parameters
+
+
+class Indexer:
+    """Index rows of resources under one registry, server base and local zone."""
+
+    def __init__(self, registry: Registry, base: str, zone: ZoneInfo) -> None:
+        self.registry = registry
+        self.context = IndexContext(base.rstrip("/"), zone)
+        self._plans: dict[str, tuple[_Plan, ...]] = {}
+        self._extractors: dict[tuple[str, str], Extractor | None] = {}
+        self._warned: set[tuple[str, ...]] = set()
+
+    def rows(self, type: str, resource: dict[str, Any]) -> IndexRows:
+        """The de-duplicated index rows of ``resource`` (of resource type ``type``)."""
+        plans = self._plans.get(type)
+        if plans is None:
+            plans = self._plans[type] = self._plan(type)
+        out = IndexRows()
+        for plan in plans:
+            param = plan.param
+            nodes = self._run(plan.extractor, resource, resource, type, param.url)
+            if plan.parts:
+                self._composite(plan, nodes, resource, out)
+            else:
+                for node in nodes:
+                    to_rows(param.code, 0, param.type, node, self.context, out)
+        for name in _TABLES:
+            rows = getattr(out, name)
+            if len(rows) > 1:
+                setattr(out, name, list(dict.fromkeys(rows)))
+        return out
+
+    # -- plans -----------------------------------------------------------------------------
+
+    def _plan(self, type: str) -> tuple[_Plan, ...]:
+        plans = []
+        for param in self.registry.indexed(type).values():
+            if param.code in COLUMN_PARAMS:
+                continue
+            extractor = self._extractor(type, param.expression, param.url)
+            if extractor is None:
+                continue
+            if param.type != "composite":
+                plans.append(_Plan(param, extractor))
+                continue
+            parts = self._parts(type, param)
+            if parts:
+                plans.append(_Plan(param, extractor, parts))
+        return tuple(plans)
+
+    def _parts(self, type: str, param: SearchParam) -> tuple[_Part, ...]:
+        parts = []
+        for index, component in enumerate(param.components):
+            definition = self.registry.by_url(component.definition)
+            if definition is None or definition.type not in _TABLES:
+                self._warn_once(
+                    (type, param.url),
+                    "search parameter %s is not indexed for %s: component %s is not indexable",
+                    param.url,
+                    type,
+                    component.definition,
+                )
+                return ()
+            parts.append(_Part(f"{param.code}#{index}", definition.type, component.expression))
+        return tuple(parts)
+
+    def _extractor(self, context: str, expression: str, url: str) -> Extractor | None:
+        """The compiled ``expression`` on ``context``; None (logged once) when it cannot be."""
+        key = (context, expression)
+        if key not in self._extractors:
+            try:
+                self._extractors[key] = compile_expression(expression, context)
+            except ValueError as error:
+                self._extractors[key] = None
+                self._warn_once(
+                    (context, url),
+                    "search parameter %s is not indexed for %s: %s",
+                    url,
+                    context,
+                    error,
+                )
+        return self._extractors[key]
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def _run(
+        self, extractor: Extractor, focus: Any, resource: dict[str, Any], context: str, url: str
+    ) -> list[Node]:
+        """The nodes ``extractor`` selects; none (logged once) when it fails on this data."""
+        try:
+            return extractor(focus, resource)
+        except Exception:  # an index row must never make a write fail
+            self._warn_once(
+                ("run", context, url),
+                "search parameter %s failed on a %s; its rows are left out",
+                url,
+                context,
+                exc_info=True,
+            )
+            return []
+
+    def _composite(
+        self, plan: _Plan, roots: list[Node], resource: dict[str, Any], out: IndexRows
+    ) -> None:
+        """Component rows of each root (group = the root's 1-based number) that has a value
+        for every component; rows other components derive (``:text``...) are left out."""
+        scratch = IndexRows()
+        url = plan.param.url
+        for number, (root_type, root) in enumerate(roots, start=1):
+            found: list[tuple[str, list[Any]]] = []
+            for part in plan.parts:
+                extractor = self._extractor(root_type, part.expression, url)
+                if extractor is None:
+                    break
+                for node in self._run(extractor, root, resource, root_type, url):
+                    to_rows(part.key, number, part.type, node, self.context, scratch)
+                own = [row for row in getattr(scratch, part.type) if row[0] == part.key]
+                for name in _TABLES:
+                    getattr(scratch, name).clear()
+                if not own:
+                    break
+                found.append((part.type, own))
+            else:
+                for table, rows in found:
+                    getattr(out, table).extend(rows)
+
+    def _warn_once(self, key: tuple[str, ...], message: str, *args: Any, **kw: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args, **kw)

@@ -1,0 +1,40 @@
+"""The search machinery of one server configuration: registry, indexer and parsing context.
+
+One ``SearchService`` per ``Settings``: the store indexes with its ``indexer`` and the API
+parses with its ``context``, so both read the same parameter definitions, base URL and zone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from zoneinfo import ZoneInfo
+
+from server.fhir.terminology import local_terminology
+from server.search.index import Indexer
+from server.search.parse import SearchContext
+from server.search.registry import Registry, load_registry
+from server.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class SearchService:
+    registry: Registry
+    indexer: Indexer
+    context: SearchContext
+
+
+@cache
+def search_service(settings: Settings) -> SearchService:
+    registry = load_registry()
+    zone = ZoneInfo(settings.search_timezone)
+    base = settings.fhir_base
+    context = SearchContext(
+        registry=registry,
+        base=base,
+        zone=zone,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+        expand=local_terminology().expand,
+    )
+    return SearchService(registry, Indexer(registry, base, zone), context)
