@@ -877,9 +877,15 @@ class Generator:
             "requester": ref("Organization", plan_org),
             "owner": ref("Organization", owner),
         }
+        task["groupIdentifier"] = sr["identifier"][0]
+        if status in ("in-progress", "completed"):
+            task["executionPeriod"] = {"start": authored[:10]}
+            if status == "completed":
+                year, month, day = (int(x) for x in authored[:10].split("-"))
+                task["executionPeriod"]["end"] = _day_n((year, month, day), rng.randint(30, 300))
         if status in ("rejected", "cancelled"):
             task["statusReason"] = {"text": business_display}
-        if self.first_task is None:
+        if self.first_task is None and status == "in-progress":
             self.first_task = task
         return task
 
@@ -1260,8 +1266,8 @@ def verify(directory: Path) -> int:
                 if reference.startswith("Organization/bench-encounter-"):
                     bump(f"encounter-service-provider-{reference.rsplit('-', 1)[1]}")
             day = r["period"]["start"][:10]
-            for size, days in day_sets.items():
-                if day in days and r["period"]["end"][:10] == day:
+            for size, window in day_sets.items():
+                if day in window and r["period"]["end"][:10] == day:
                     bump(f"encounter-date-{size}")
         elif t == "Task":
             for reference in _refs(r, "owner"):

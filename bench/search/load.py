@@ -262,6 +262,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="load only the first N resources")
     parser.add_argument("--progress", type=int, default=50_000)
     parser.add_argument("--json", type=Path, help="write the summary here (else stdout)")
+    parser.add_argument("--note", default="", help="free text kept in the summary (the store)")
     args = parser.parse_args()
 
     meta = orjson.loads((args.data / "queries.json").read_bytes())
@@ -274,6 +275,8 @@ def main() -> None:
         if not args.url:
             parser.error("--mode http needs --url")
         summary = load_http(args, total)
+    summary["note"] = args.note
+    summary["command"] = " ".join(sys.argv)
     summary["data"] = str(args.data)
     summary["data_total"] = meta["total"]
     summary["loadavg"] = os.getloadavg()

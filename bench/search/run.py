@@ -181,7 +181,25 @@ def check(query: dict[str, Any], status: int, body: bytes) -> dict[str, Any]:
     return out
 
 
-def measure(client: Client, query: dict[str, Any], warmup: int, repeats: int) -> dict[str, Any]:
+def stats(times: list[float]) -> dict[str, Any]:
+    ordered = sorted(times)
+    return {
+        "n": len(times),
+        "p50_ms": round(percentile(ordered, 50) or 0, 2),
+        "p95_ms": round(percentile(ordered, 95) or 0, 2),
+        "p99_ms": round(percentile(ordered, 99) or 0, 2),
+        "min_ms": round(ordered[0], 2),
+        "max_ms": round(ordered[-1], 2),
+        "mean_ms": round(statistics.fmean(ordered), 2),
+    }
+
+
+def measure(
+    client: Client, query: dict[str, Any], warmup: int, repeats: int, baseline: str | None
+) -> dict[str, Any]:
+    """Cold request, warm-up, timed repeats. With ``baseline`` (the same search without
+    ``_include`` / ``_total``), the two alternate request by request, so that their
+    difference is measured under the same conditions."""
     cold_ms, status, body = client.get(query["path"])
     result: dict[str, Any] = {"cold_ms": round(cold_ms, 2), "cold": check(query, status, body)}
     if status != 200:
@@ -189,38 +207,40 @@ def measure(client: Client, query: dict[str, Any], warmup: int, repeats: int) ->
         return result
     for _ in range(warmup):
         client.get(query["path"])
-    times = []
+        if baseline:
+            client.get(baseline)
+    times: list[float] = []
+    base_times: list[float] = []
     last: tuple[int, bytes] = (status, body)
     for _ in range(repeats):
         ms, status, body = client.get(query["path"])
         times.append(ms)
         last = (status, body)
-    ordered = sorted(times)
+        if baseline:
+            base_times.append(client.get(baseline)[0])
     result.update(check(query, *last))
-    result.update(
-        {
-            "n": len(times),
-            "p50_ms": round(percentile(ordered, 50) or 0, 2),
-            "p95_ms": round(percentile(ordered, 95) or 0, 2),
-            "p99_ms": round(percentile(ordered, 99) or 0, 2),
-            "min_ms": round(ordered[0], 2),
-            "max_ms": round(ordered[-1], 2),
-            "mean_ms": round(statistics.fmean(ordered), 2),
-        }
-    )
+    result.update(stats(times))
+    if baseline:
+        result["baseline_path"] = baseline
+        result["baseline_stats"] = stats(base_times)
+        deltas = sorted(a - b for a, b in zip(times, base_times, strict=True))
+        result["delta_p50_ms"] = round(percentile(deltas, 50) or 0, 2)
     return result
 
 
 def run_queries(server: Server, meta: dict[str, Any], args: argparse.Namespace) -> list[Any]:
     results = []
+    by_name = {q["name"]: q for q in meta["queries"]}
     for query in meta["queries"]:
         if args.only and not any(o in query["name"] for o in args.only):
             continue
         if not args.no_restart:
             server.restart()
+        load = os.getloadavg()[0]
         client = Client(server.port)
+        base = by_name.get(query.get("baseline") or "")
         try:
-            r = measure(client, query, args.warmup, args.repeats)
+            r = measure(client, query, args.warmup, args.repeats, base["path"] if base else None)
         finally:
             client.close()
         entry = {
@@ -243,6 +263,7 @@ def run_queries(server: Server, meta: dict[str, Any], args: argparse.Namespace) 
             "one keep-alive connection)"
         )
         entry.update(r)
+        entry["loadavg_before"] = round(load, 2)
         results.append(entry)
         flag = (
             ""
@@ -332,6 +353,21 @@ def index_rows(meta: dict[str, Any]) -> dict[str, int] | None:
         return None
 
 
+def git_state() -> dict[str, Any]:
+    """The commit measured, and how many tracked and untracked files differ from it."""
+
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    status = git("status", "--porcelain").splitlines()
+    return {
+        "head": git("rev-parse", "--short", "HEAD"),
+        "modified_tracked": sum(1 for line in status if not line.startswith("??")),
+        "untracked": sum(1 for line in status if line.startswith("??")),
+    }
+
+
 def store_bytes(url: str) -> int | None:
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
@@ -405,6 +441,7 @@ def main() -> None:
             "tx_requests": args.tx_requests,
         },
         "machine": machine(work, None),
+        "git": git_state(),
         "loadavg_start": os.getloadavg(),
     }
     try:

@@ -83,12 +83,20 @@ def extras(r: dict[str, Any], add: Any) -> None:
     by_name = {q["name"]: q for q in r.get("queries", [])}
     for q in r.get("queries", []):
         base = by_name.get(q.get("baseline") or "")
-        if q["kind"] == "include" and base and q.get("p50_ms") is not None:
-            delta = q["p50_ms"] - base["p50_ms"]
+        if q["kind"] == "include" and q.get("p50_ms") is not None:
+            paired = q.get("baseline_stats")
+            if paired:  # measured alternately with the baseline, request by request
+                without, delta = paired["p50_ms"], q["delta_p50_ms"]
+                how = "median of the paired differences"
+            elif base:
+                without, delta = base["p50_ms"], q["p50_ms"] - base["p50_ms"]
+                how = "difference of the p50s"
+            else:
+                continue
             add(
                 f"- `_include` of {q.get('included', '?')} resources: `{q['path']}` p50 "
-                f"{q['p50_ms']:.2f} ms vs {base['p50_ms']:.2f} ms without → adds "
-                f"{delta:.2f} ms (target ≤ {INCLUDE_MS:.0f} ms) {ok(delta <= INCLUDE_MS)}; "
+                f"{q['p50_ms']:.2f} ms vs {without:.2f} ms without → adds {delta:.2f} ms "
+                f"({how}; target ≤ {INCLUDE_MS:.0f} ms) {ok(delta <= INCLUDE_MS)}; "
                 f"answer {'ok' if q.get('correct') else 'WRONG'}"
             )
         if q["kind"] == "total" and q.get("p50_ms") is not None:
@@ -173,7 +181,7 @@ def ingest(i: dict[str, Any], add: Any) -> None:
         f"{INGEST_RPS:,.0f}/s) {ok(rate >= INGEST_RPS)}; per transaction p50 {p50:.1f} ms "
         f"(target ≤ {TX_P50_MS:.0f} ms) {ok(p50 <= TX_P50_MS)}, p95 "
         f"{i['transaction_ms']['p95']:.1f} ms; failed transactions "
-        f"{i['failed_transactions']}"
+        f"{i['failed_transactions']}" + (f" — {i['note']}" if i.get("note") else "")
     )
 
 
@@ -195,7 +203,8 @@ def main() -> None:
         if big is None:
             continue
         small = load(args.small[n] if n < len(args.small) else None)
-        ing = load(args.ingest[n] if n < len(args.ingest) else None)
+        ingests = args.ingest[n].split(",") if n < len(args.ingest) else []
+        ing = [x for x in (load(path) for path in ingests) if x]
         add(f"### {big['label']}")
         add("")
         add(describe(big))
@@ -203,8 +212,8 @@ def main() -> None:
         query_table(big, add)
         add("")
         extras(big, add)
-        if ing:
-            ingest(ing, add)
+        for i in ing:
+            ingest(i, add)
         add("")
         if small:
             scaling(big, small, add)

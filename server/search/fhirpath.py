@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import orjson
@@ -88,13 +88,8 @@ class _Model:
     primitives: frozenset[str]
     resources: frozenset[str]
 
-    def shape(self, type: str) -> int:
-        if type in self.primitives:
-            return _PRIMITIVE
-        return _RESOURCE if type == "ResourceList" else _COMPLEX
-
-    def known(self, type: str) -> bool:
-        return type in self.elements or type in self.primitives
+    def known(self, name: str) -> bool:
+        return name in self.elements or name in self.primitives or name in _PARENTS
 
     def subtypes(self, name: str) -> frozenset[str]:
         """The concrete types whose values are of type ``name`` (itself included)."""
@@ -189,9 +184,10 @@ def _model() -> _Model:
             continue
         own_choices = _schema_choices(properties, primitives)
         for element, names in by_path.get(paths.get(name, name), {}).items():
-            present = [json_name for json_name in names if json_name in properties]
+            listed = set(names) | set(own_choices.get(element, ()))
+            present = [prop for prop in properties if prop in listed]
             if present:
-                own_choices[element] = sorted(set(own_choices.get(element, ())) | set(present))
+                own_choices[element] = present
         taken = {json_name for names in own_choices.values() for json_name in names}
         table: dict[str, tuple[_Variant, ...]] = {}
         for element, names in own_choices.items():
@@ -248,7 +244,17 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
-_ESCAPES = {"'": "'", '"': '"', "`": "`", "\\": "\\", "/": "/", "n": "\n", "r": "\r", "t": "\t"}
+_ESCAPES = {
+    "'": "'",
+    '"': '"',
+    "`": "`",
+    "\\": "\\",
+    "/": "/",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
 
 # binary operators by precedence, loosest first
 _LEVELS: tuple[tuple[str, ...], ...] = (
@@ -641,7 +647,12 @@ def _reference_type(value: Any, resource: Any) -> str | None:
     if text.__class__ is not str:
         return None
     if text.startswith("#"):
-        contained = resource.get("contained") if resource.__class__ is dict else None
+        if resource.__class__ is not dict:
+            return None
+        if text == "#":
+            kind = resource.get("resourceType")
+            return kind if kind.__class__ is str else None
+        contained = resource.get("contained")
         if contained.__class__ is list:
             for item in contained:
                 if item.__class__ is dict and item.get("id") == text[1:]:
@@ -718,13 +729,12 @@ class _Compiler:
         owners = frozenset(t.split("_", 1)[0] for t in self.context_types)
         static = owners & self.model.resources or self.model.resources
         only = next(iter(static)) if len(static) == 1 else None
-        resources = self.model.resources
 
         def root(nodes: list[Node], resource: Any) -> list[Node]:
             if resource.__class__ is not dict:
                 return []
             kind = resource.get("resourceType", only)
-            return [(kind, resource)] if kind.__class__ is str and kind in resources else []
+            return [(kind, resource)] if kind.__class__ is str and kind in static else []
 
         return _Compiled(root, static)
 
@@ -888,17 +898,17 @@ class _Compiler:
         pull = source.run
         targets = _resolve_types(criterion, self.model)
         if targets is not None:
-            if source.types != {"Reference"}:
+            if "Reference" not in source.types:
                 raise ValueError("resolve() needs references")
 
             def resolves(nodes: list[Node], resource: Any) -> list[Node]:
                 return [
                     node
                     for node in pull(nodes, resource)
-                    if _reference_type(node[1], resource) in targets
+                    if node[0] == "Reference" and _reference_type(node[1], resource) in targets
                 ]
 
-            return _Compiled(resolves, source.types)
+            return _Compiled(resolves, frozenset(("Reference",)))
         if _mentions_resolve(criterion):
             raise ValueError("resolve() is supported only as where(resolve() is Type)")
         item = _Compiled(_input, source.types, identity=True)
@@ -935,7 +945,7 @@ def _context_types(context: str, model: _Model) -> frozenset[str]:
     return frozenset((context,))
 
 
-@cache
+@lru_cache(maxsize=4096)
 def _compiled(expression: str, context: str) -> _Compiled:
     model = _model()
     types = _context_types(context, model)

@@ -415,6 +415,22 @@ def _date_rows(key: str, grp: int, node: Node, ctx: IndexContext, out: IndexRows
                     _period_row(key, grp, bounds, ctx.zone, out)
 
 
+def _number_rows(key: str, grp: int, node: Node, out: IndexRows) -> None:
+    """A number, or a Range's bounds (an open bound reaches the end of the number line)."""
+    type, value = node
+    if type in _NUMBER_TYPES:
+        number = _number(value)
+        if number is not None:
+            out.number.append((key, grp, number, number))
+    elif type == "Range" and isinstance(value, dict):
+        bounds = [value.get(k) for k in ("low", "high")]
+        low, high = (_number(b.get("value")) if isinstance(b, dict) else None for b in bounds)
+        if low is not None or high is not None:
+            out.number.append(
+                (key, grp, NUMBER_MIN if low is None else low, NUMBER_MAX if high is None else high)
+            )
+
+
 def _quantity_rows(key: str, grp: int, node: Node, out: IndexRows) -> None:
     type, value = node
     if type in _NUMBER_TYPES:
@@ -485,9 +501,7 @@ def to_rows(
     elif param_type == "date":
         _date_rows(param_key, grp, node, ctx, out)
     elif param_type == "number":
-        number = _number(node[1]) if node[0] in _NUMBER_TYPES else None
-        if number is not None:
-            out.number.append((param_key, grp, number, number))
+        _number_rows(param_key, grp, node, out)
     elif param_type == "quantity":
         _quantity_rows(param_key, grp, node, out)
     elif param_type == "uri":

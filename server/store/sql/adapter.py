@@ -56,19 +56,6 @@ from server.store.sql.dialect import Connection, Dialect
 from server.store.sql.schema import MIGRATIONS
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
-# the index tables' column lists, in the order of the row layouts of ``search/rows.py``
-_INSERT_INDEX = {
-    table: f"INSERT INTO {table} (rtype, id, param, grp, {columns}) VALUES (?, ?, ?, ?, {marks})"
-    for table, columns, marks in (
-        ("search_token", "system, code", "?, ?"),
-        ("search_string", "value, exact", "?, ?"),
-        ("search_reference", "target_type, target_id, url", "?, ?, ?"),
-        ("search_date", "low, high", "?, ?"),
-        ("search_number", "low, high", "?, ?"),
-        ("search_quantity", "system, code, unit, low, high", "?, ?, ?, ?, ?"),
-        ("search_uri", "uri", "?"),
-    )
-}
 _MAX_INCLUDE_DEPTH = 4  # hops of _include:iterate / _revinclude:iterate
 
 
@@ -299,8 +286,9 @@ class SqlUnit(SqlReader):
         if prev is not None:
             self._dialect.clear_index(self._conn, type, id)
         if resource is not None:
-            for table, rows in self._rows.rows(type, resource).tables().items():
-                self._conn.executemany(_INSERT_INDEX[table], [(type, id, *row) for row in rows])
+            rows = self._rows.rows(type, resource).tables()
+            if rows:
+                self._dialect.store_index(self._conn, type, id, rows)
         return Version(type, id, version, stamp, bool(deleted), body, method)
 
     @staticmethod

@@ -66,6 +66,12 @@ class Dialect(Protocol):
     def clear_index(self, conn: Connection, type: str, id: str) -> None:
         """Delete every search index row of one resource (no result is read back)."""
 
+    def store_index(
+        self, conn: Connection, type: str, id: str, rows: dict[str, list[tuple[Any, ...]]]
+    ) -> None:
+        """Insert the index rows of one resource: ``{table: rows}`` (``IndexRows.tables()``);
+        no result is read back."""
+
     def errors(self) -> AbstractContextManager[None]:
         """Turns driver errors into FHIR errors (409 for a unique-key race, else 503)."""
 
@@ -99,16 +105,50 @@ _UPSERT_CURRENT = (
     " version = excluded.version, last_updated = excluded.last_updated,"
     " deleted = excluded.deleted, seq = excluded.seq, body = excluded.body"
 )
-_INDEX_TABLES = tuple(TABLES.values())
+# the search index tables' value columns (after rtype, id, param, grp), in the row layouts of
+# ``search/rows.py``, with their PostgreSQL array types
+_INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    TABLES["token"]: (("system", "text"), ("code", "text")),
+    TABLES["string"]: (("value", "text"), ("exact", "text")),
+    TABLES["reference"]: (("target_type", "text"), ("target_id", "text"), ("url", "text")),
+    TABLES["date"]: (("low", "int8"), ("high", "int8")),
+    TABLES["number"]: (("low", "float8"), ("high", "float8")),
+    TABLES["quantity"]: (
+        ("system", "text"),
+        ("code", "text"),
+        ("unit", "text"),
+        ("low", "float8"),
+        ("high", "float8"),
+    ),
+    TABLES["uri"]: (("uri", "text"),),
+}
+_INDEX_TABLES = tuple(_INDEX_COLUMNS)
 _CLEAR_INDEX = tuple(f"DELETE FROM {table} WHERE rtype = ? AND id = ?" for table in _INDEX_TABLES)
+_INSERT_INDEX = {
+    table: f"INSERT INTO {table} (rtype, id, param, grp, {', '.join(c for c, _ in columns)})"
+    f" VALUES (?, ?, ?, ?, {', '.join('?' for _ in columns)})"
+    for table, columns in _INDEX_COLUMNS.items()
+}
+
+
+def _with(statements: list[str]) -> str:
+    """Several data-modifying statements as one (PostgreSQL runs every one of a WITH); the
+    first statement comes last in the text."""
+    heads = ", ".join(f"w{n} AS ({statement})" for n, statement in enumerate(statements[1:]))
+    return f"WITH {heads} {statements[0]}"
+
+
+_PG_ORDER = (*_INDEX_TABLES[1:], _INDEX_TABLES[0])
 # PostgreSQL: every index table in one statement
-_CLEAR_INDEX_PG = (
-    "WITH "
-    + ", ".join(
-        f"d{n} AS (DELETE FROM {table} WHERE rtype = ? AND id = ?)"
-        for n, table in enumerate(_INDEX_TABLES[1:])
-    )
-    + f" DELETE FROM {_INDEX_TABLES[0]} WHERE rtype = ? AND id = ?"
+_CLEAR_INDEX_PG = _with(list(_CLEAR_INDEX))
+# PostgreSQL: the rows of every index table in one statement of fixed text, each column an array
+_INSERT_INDEX_PG = _with(
+    [
+        f"INSERT INTO {table} (rtype, id, param, grp, {', '.join(c for c, _ in columns)})"
+        f" SELECT ?, ?, u.* FROM unnest(?::text[], ?::int4[],"
+        f" {', '.join(f'?::{kind}[]' for _, kind in columns)}) u"
+        for table, columns in _INDEX_COLUMNS.items()
+    ]
 )
 # PostgreSQL: both in one statement (one round trip and one execute less per write)
 _STORE_VERSION_PG = (
@@ -160,6 +200,8 @@ class SQLiteDialect:
             # a larger page cache and memory-mapped reads: index pages of a large store stay hot
             conn.execute("PRAGMA cache_size = -65536")  # KiB, per connection
             conn.execute("PRAGMA mmap_size = 268435456")
+            # savepoint journals and sort b-trees in memory, not in temporary files
+            conn.execute("PRAGMA temp_store = MEMORY")
         with self._all_lock:
             self._all.append(conn)
         return conn
@@ -249,6 +291,12 @@ class SQLiteDialect:
     def clear_index(self, conn: Connection, type: str, id: str) -> None:
         for statement in _CLEAR_INDEX:
             conn.execute(statement, (type, id))
+
+    def store_index(
+        self, conn: Connection, type: str, id: str, rows: dict[str, list[tuple[Any, ...]]]
+    ) -> None:
+        for table, table_rows in rows.items():
+            conn.executemany(_INSERT_INDEX[table], [(type, id, *row) for row in table_rows])
 
     def check_durability(self) -> None:
         with self.reading() as conn:
@@ -345,6 +393,23 @@ class PostgresDialect:
 
     def clear_index(self, conn: Connection, type: str, id: str) -> None:
         conn.execute(_CLEAR_INDEX_PG, (type, id) * len(_INDEX_TABLES))
+
+    def store_index(
+        self, conn: Connection, type: str, id: str, rows: dict[str, list[tuple[Any, ...]]]
+    ) -> None:
+        """One statement whatever the rows (psycopg's ``executemany`` costs a Python-side
+        round of the pipeline per row; arrays cost one execute per resource)."""
+        if not rows:
+            return
+        args: list[Any] = []
+        for table in _PG_ORDER:  # the statements' order in the text
+            table_rows = rows.get(table, ())
+            args.extend((type, id))
+            if table_rows:
+                args.extend(list(column) for column in zip(*table_rows, strict=True))
+            else:
+                args.extend([] for _ in range(2 + len(_INDEX_COLUMNS[table])))
+        conn.execute(_INSERT_INDEX_PG, args)
 
     # The group writer: one transaction per group, behind the writers' advisory lock (groups of
     # every process serialise on it, so the locks their writes take never deadlock), its

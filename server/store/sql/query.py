@@ -49,6 +49,7 @@ from server.search.query import (
     TokenClause,
     UriClause,
 )
+from server.search.values import fold
 
 Frag = tuple[str, tuple[Any, ...]]
 Types = tuple[str, ...] | None  # the resource types an alias may have; None = any
@@ -181,8 +182,8 @@ def _token_row(x: str, system: str | None, code: str | None) -> Frag:
 
 
 def _string_row(x: str, mode: str, value: str) -> Frag:
-    if mode == "exact":
-        return f"{x}.exact = ?", (value,)
+    if mode == "exact":  # a row's folded value is always the fold of its exact text
+        return f"({x}.value = ? AND {x}.exact = ?)", (fold(value), value)
     if mode == "contains":
         return f"{x}.value LIKE ? ESCAPE '\\'", (_like(value),)
     return f"({x}.value >= ? AND {x}.value < ?)", (value, value + TEXT_MAX)

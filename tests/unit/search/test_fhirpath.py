@@ -111,7 +111,8 @@ def oracle(resource: dict[str, Any], expression: str) -> list[Any]:
     )
     env = {"resource": resource}
     if "resolve()" not in expression:
-        return plain(fhirpathpy.evaluate(resource, expression, env, R4))
+        result: list[Any] = plain(fhirpathpy.evaluate(resource, expression, env, R4))
+        return result
     out: list[Any] = []
     for branch in branches(expression):
         match = RESOLVE.match(branch)
@@ -425,6 +426,7 @@ def test_resource_and_domain_resource_contexts_use_the_resource_type() -> None:
         ("https://other.example.org/fhir/Group/1", False),
         ("urn:uuid:6b1d0f4e-8f7a-4c8b-9d1c-2a7e5f3b9c00", False),
         ("#pat", True),
+        ("#", False),
         ("#grp", False),
         ("#missing", False),
         ("Patient", False),
@@ -442,6 +444,8 @@ def test_where_resolve_is_keeps_references_by_target_type(reference: str, kept: 
     }
     got = extract("Observation.subject.where(resolve() is Patient)", resource)
     assert got == ([("Reference", resource["subject"])] if kept else [])
+    container = extract("Observation.subject.where(resolve() is Observation)", resource)
+    assert bool(container) == (reference == "#")
 
 
 def test_where_resolve_with_alternatives_and_references_without_a_target() -> None:
@@ -503,7 +507,19 @@ def test_string_literals_with_escapes() -> None:
 
 # -- odd data never raises ------------------------------------------------------------------
 
-ODD = [None, "text", 7, 1.5, True, [], {}, [None], [[{}]], [1, "a", None, {}], {"x": [None]}]
+ODD: list[Any] = [
+    None,
+    "text",
+    7,
+    1.5,
+    True,
+    [],
+    {},
+    [None],
+    [[{}]],
+    [1, "a", None, {}],
+    {"x": [None]},
+]
 
 
 def paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -576,3 +592,17 @@ def test_wrong_shapes_are_skipped() -> None:
     ]
     assert extract("Patient.gender", resource) == [("code", "female")]
     assert extract("Patient.contained", resource) == []
+
+
+def test_resolve_on_a_choice_keeps_only_matching_references() -> None:
+    composition = sample("comp-2")
+    expression = "Composition.relatesTo.target.where(resolve() is Composition)"
+    assert extract(expression, composition) == [("Reference", {"reference": "Composition/comp-1"})]
+
+
+def test_task_output_references() -> None:
+    task = sample("task-referral")
+    assert extract("Task.output.value.ofType(Reference)", task) == [
+        ("Reference", {"reference": "Procedure/proc-1"}),
+        ("Reference", {"reference": "ServiceRequest/sr-2"}),
+    ]
