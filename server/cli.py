@@ -1,4 +1,4 @@
-"""The ``calaim-fhir`` command: serve, load, validate."""
+"""The ``calaim-fhir`` command: serve, load, reindex, validate, openapi."""
 
 from __future__ import annotations
 
@@ -210,6 +210,70 @@ def load(
         raise typer.Exit(1)
     if not quiet:
         console.print(summary)
+
+
+# -- reindex ---------------------------------------------------------------------------------
+
+
+@app.command()
+def reindex(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="sqlite:///data/calaim-fhir.db (default) or postgresql://...",
+            envvar="CALAIM_FHIR_DATABASE_URL",
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Resources per transaction")] = 500,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+) -> None:
+    """Index the stored resources for new or changed search parameters.
+
+    A SearchParameter added to (or changed in) profiles/searchparameters/ is indexed on every
+    write from the next start, but is not searchable until this command has indexed the
+    resources stored before it. Batched and resumable; restart the server afterwards.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    from server.search.service import search_service
+    from server.settings import Settings
+    from server.store import open_store
+    from server.store.sql import reindex as reindexing
+
+    console = Console(stderr=True)
+    settings = Settings(database_url=database_url) if database_url else Settings()
+    repo = open_store(settings)
+    registry = search_service(settings).registry
+    try:
+        pending = sorted(registry.pending)
+        if not pending:
+            if not quiet:
+                console.print("Every search parameter is indexed; nothing to do.")
+            return
+        if not quiet:
+            console.print("Reindexing for: " + ", ".join(pending))
+        bar = Bar(
+            TextColumn("resources"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+        )
+        with bar:
+            task = bar.add_task("resources", total=None)
+            done = reindexing.reindex(
+                repo,
+                registry,
+                batch=batch,
+                progress=lambda n, total: bar.update(task, completed=n, total=total),
+            )
+        if not quiet:
+            console.print(f"{done} resource(s) reindexed; {len(pending)} parameter(s) searchable.")
+    finally:
+        repo.close()
 
 
 # -- validate --------------------------------------------------------------------------------

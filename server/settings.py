@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         "America/Los_Angeles",
         description="Zone of dates and times without an offset, in searches and index rows",
     )
+    search_parameters_dir: str | None = Field(
+        None,
+        description="Folder of custom SearchParameter-*.json files "
+        "(default: profiles/searchparameters)",
+    )
     max_include: int = Field(
         1000, ge=1, description="Most resources _include/_revinclude add to one search page"
     )

@@ -33,7 +33,17 @@ __all__ = ["TestClient"]
 #: The base URL the apps write: the TestClient's own host, so Bundle links can be followed.
 BASE = "http://testserver/fhir"
 FHIR_JSON = "application/fhir+json"
-TABLES = ("resource", "resource_history", "search_token")
+TABLES = (
+    "resource",
+    "resource_history",
+    "search_token",
+    "search_string",
+    "search_reference",
+    "search_date",
+    "search_number",
+    "search_quantity",
+    "search_uri",
+)
 
 
 # -- databases ---------------------------------------------------------------------------------
@@ -61,7 +71,7 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
 def clear_store(database_url: str) -> None:
     """Empty the data tables (the schema and the clock stay)."""
     if database_url.startswith("sqlite:///"):
-        conn = sqlite3.connect(database_url[len("sqlite:///"):], timeout=10)
+        conn = sqlite3.connect(database_url[len("sqlite:///") :], timeout=10)
         try:
             for table in TABLES:
                 conn.execute(f"DELETE FROM {table}")
@@ -91,8 +101,9 @@ def fhir_client(database_url: str, **overrides: Any) -> Iterator[TestClient]:
 # -- resources ----------------------------------------------------------------------------------
 
 
-def patient(family: str = "Doe", *, identifier: tuple[str, str] | None = None,
-            **extra: Any) -> dict[str, Any]:
+def patient(
+    family: str = "Doe", *, identifier: tuple[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {"resourceType": "Patient", "name": [{"family": family}]}
     if identifier is not None:
         body["identifier"] = [{"system": identifier[0], "value": identifier[1]}]
@@ -114,16 +125,22 @@ def observation(subject: str | None = None, **extra: Any) -> dict[str, Any]:
 
 def create(client: TestClient, resource: dict[str, Any], **headers: str) -> dict[str, Any]:
     """POST ``resource``; asserts 201 and returns the stored resource."""
-    response = client.post(f"/fhir/{resource['resourceType']}", json=resource,
-                           headers={"Content-Type": FHIR_JSON, **headers})
+    response = client.post(
+        f"/fhir/{resource['resourceType']}",
+        json=resource,
+        headers={"Content-Type": FHIR_JSON, **headers},
+    )
     assert response.status_code == 201, f"create failed: {response.status_code} {response.text}"
     body: dict[str, Any] = response.json()
     return body
 
 
 def put(client: TestClient, resource: dict[str, Any], **headers: str) -> Any:
-    return client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource,
-                      headers={"Content-Type": FHIR_JSON, **headers})
+    return client.put(
+        f"/fhir/{resource['resourceType']}/{resource['id']}",
+        json=resource,
+        headers={"Content-Type": FHIR_JSON, **headers},
+    )
 
 
 # -- assertions ---------------------------------------------------------------------------------

@@ -111,8 +111,13 @@ def _resource(type: str, settings: Settings, revincludes: list[str]) -> dict[str
     return out
 
 
-@cache
 def capability_statement(settings: Settings) -> bytes:
+    """The statement, built once per configuration and set of searchable parameters."""
+    return _statement(settings, search_service(settings).registry.pending)
+
+
+@cache
+def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
     software = version("calaim-fhir")
     registry = search_service(settings).registry
     revincludes = _reverse_includes(registry)

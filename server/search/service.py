@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from server.fhir.terminology import local_terminology
@@ -26,7 +27,8 @@ class SearchService:
 
 @cache
 def search_service(settings: Settings) -> SearchService:
-    registry = load_registry()
+    folder = settings.search_parameters_dir
+    registry = load_registry(Path(folder)) if folder else load_registry()
     zone = ZoneInfo(settings.search_timezone)
     base = settings.fhir_base
     context = SearchContext(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from server.search.service import search_service
 from server.settings import Settings
+from server.store.sql import reindex
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import open_dialect
 
@@ -16,6 +17,9 @@ def open_store(settings: Settings) -> SqlRepository:
         pool_size=settings.pg_pool_size,
         busy_timeout_ms=settings.busy_timeout_ms,
     )
-    repo = SqlRepository(dialect, search_service(settings).indexer)
-    repo.migrate()
+    service = search_service(settings)
+    repo = SqlRepository(dialect, service.indexer)
+    pending: list[frozenset[str]] = []
+    repo.migrate(then=lambda conn: pending.append(reindex.sync(conn, service.registry)))
+    service.registry.set_pending(pending[0])
     return repo

@@ -9,7 +9,7 @@ where it runs (see ``runner.py``) and wraps the store so each access is checked.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 from server.auth.principal import Principal
 from server.errors import Forbidden
@@ -50,18 +50,7 @@ class _Checked:
         self._check("history", query.type)
         return self._inner.history(query)
 
-    @overload
-    def search(self, query: SearchQuery) -> SearchPage: ...
-
-    @overload
-    def search(self, query: Criteria, *, count: int, after: int | None = None) -> Page: ...
-
-    def search(
-        self, query: SearchQuery | Criteria, *, count: int | None = None, after: int | None = None
-    ) -> SearchPage | Page:
-        if isinstance(query, Criteria):
-            self._check("search", query.type)
-            return self._inner.search(query, count=count or 0, after=after)
+    def search(self, query: SearchQuery) -> SearchPage:
         type = query.criteria.type
         if type is not None:
             self._check("search-type", type)

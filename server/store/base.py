@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Literal, Protocol
 
 from server.search.query import Criteria, Cursor, Include, SearchQuery
 from server.search.rows import IndexRows
@@ -94,20 +94,9 @@ class Reader(Protocol):
 
     def history(self, query: HistoryQuery) -> Page: ...
 
-    @overload
-    def search(self, query: SearchQuery) -> SearchPage: ...
-
-    @overload
-    def search(self, query: Criteria, *, count: int, after: int | None = None) -> Page: ...
-
-    def search(
-        self, query: SearchQuery | Criteria, *, count: int | None = None, after: int | None = None
-    ) -> SearchPage | Page:
+    def search(self, query: SearchQuery) -> SearchPage:
         """One page of live matches of a ``SearchQuery`` in its sort order (one statement, and
-        one more for the total when asked).
-
-        Given bare ``Criteria``: live matches in insertion order after the keyset position
-        ``after`` (``count`` of them), as a ``Page``."""
+        one more for the total when asked)."""
 
     def include(
         self, versions: list[Version], includes: tuple[Include, ...], limit: int

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, overload
+from typing import Any
 
 import orjson
 
@@ -52,11 +52,18 @@ from server.store.base import (
     WriteResult,
 )
 from server.store.sql import query as compiler
-from server.store.sql.dialect import Connection, Dialect
+from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.schema import MIGRATIONS
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _MAX_INCLUDE_DEPTH = 4  # hops of _include:iterate / _revinclude:iterate
+
+
+def write_index(conn: Connection, type: str, id: str, rows: IndexRows) -> None:
+    """Insert the index rows of one resource on any connection: one ``executemany`` per table
+    that has rows (batch jobs such as reindexing; the writer uses ``Dialect.store_index``)."""
+    for table, table_rows in rows.tables().items():
+        conn.executemany(INSERT_INDEX[table], [(type, id, *row) for row in table_rows])
 
 
 class NoRows:
@@ -145,19 +152,7 @@ class SqlReader:
         rows = self._conn.execute(sql, args).fetchall()
         return Page([_history(row) for row in rows[: q.count]], len(rows) > q.count)
 
-    @overload
-    def search(self, query: SearchQuery) -> SearchPage: ...
-
-    @overload
-    def search(self, query: Criteria, *, count: int, after: int | None = None) -> Page: ...
-
-    def search(
-        self, query: SearchQuery | Criteria, *, count: int | None = None, after: int | None = None
-    ) -> SearchPage | Page:
-        if isinstance(query, Criteria):  # insertion order after a position
-            cursor = None if after is None else Cursor((), after)
-            page = self.search(SearchQuery(query, count or 0, cursor=cursor))
-            return Page(page.items, page.next is not None)
+    def search(self, query: SearchQuery) -> SearchPage:
         total = None
         if query.total != "none":
             sql, args = compiler.count_statement(query.criteria, collate=self._collate)
@@ -182,7 +177,9 @@ class SqlReader:
             before = at(rows[0], True) if more else None
             return SearchPage(items, after_page, before, total)
         next_cursor = at(rows[-1], False) if more and rows else None
-        previous = at(rows[0], True) if cursor is not None and rows else None
+        previous = None
+        if cursor is not None:  # the rows before this page end where this page begins
+            previous = at(rows[0], True) if rows else Cursor(cursor.values, cursor.seq + 1, True)
         return SearchPage(items, next_cursor, previous, total)
 
     def include(
@@ -414,8 +411,9 @@ class SqlRepository:
         self.dialect = dialect.name
         self.rows: RowSource = rows if rows is not None else NoRows()
 
-    def migrate(self) -> None:
-        """Check durability (before anything is written), then apply pending migrations."""
+    def migrate(self, then: Callable[[Connection], None] | None = None) -> None:
+        """Check durability (before anything is written), then apply pending migrations; ``then``
+        runs in the same transaction (start-up bookkeeping that must not commit on its own)."""
         self.sql_dialect.check_durability()
         types = self.sql_dialect.types
         with self.sql_dialect.writing() as conn:
@@ -433,6 +431,8 @@ class SqlRepository:
                     "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                     (number, now_us()),
                 )
+            if then is not None:
+                then(conn)
 
     def run_jobs(
         self, conn: Connection, jobs: Sequence[Callable[[Unit], Any]]

@@ -124,7 +124,7 @@ _INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 _INDEX_TABLES = tuple(_INDEX_COLUMNS)
 _CLEAR_INDEX = tuple(f"DELETE FROM {table} WHERE rtype = ? AND id = ?" for table in _INDEX_TABLES)
-_INSERT_INDEX = {
+INSERT_INDEX = {  # one row of each index table (SQLite, and any batch job)
     table: f"INSERT INTO {table} (rtype, id, param, grp, {', '.join(c for c, _ in columns)})"
     f" VALUES (?, ?, ?, ?, {', '.join('?' for _ in columns)})"
     for table, columns in _INDEX_COLUMNS.items()
@@ -296,7 +296,7 @@ class SQLiteDialect:
         self, conn: Connection, type: str, id: str, rows: dict[str, list[tuple[Any, ...]]]
     ) -> None:
         for table, table_rows in rows.items():
-            conn.executemany(_INSERT_INDEX[table], [(type, id, *row) for row in table_rows])
+            conn.executemany(INSERT_INDEX[table], [(type, id, *row) for row in table_rows])
 
     def check_durability(self) -> None:
         with self.reading() as conn:
@@ -406,7 +406,10 @@ class PostgresDialect:
             table_rows = rows.get(table, ())
             args.extend((type, id))
             if table_rows:
-                args.extend(list(column) for column in zip(*table_rows, strict=True))
+                kinds = ("text", "int4", *(kind for _, kind in _INDEX_COLUMNS[table]))
+                for kind, column in zip(kinds, zip(*table_rows, strict=True), strict=True):
+                    # an array holds one Python type: a whole number among floats is a float
+                    args.append([float(v) for v in column] if kind == "float8" else list(column))
             else:
                 args.extend([] for _ in range(2 + len(_INDEX_COLUMNS[table])))
         conn.execute(_INSERT_INDEX_PG, args)

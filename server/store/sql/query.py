@@ -7,7 +7,14 @@ WHERE x.rtype = ? AND x.param = ? AND (<alternative> OR ...))``. The subquery is
 correlated, so both databases can start from the index lookup (``(rtype, param, <value>)``)
 and probe the resource by its key, or the other way round, whichever their planner prefers.
 Negations (``:not``, ``ne``, ``:missing=true``) are ``NOT EXISTS`` probes of the owner index
-``(rtype, id, param)``.
+``(rtype, id, param)``. Chains and ``_has`` join ``search_reference`` to a live ``resource`` row
+of the other side and compile their inner clause against that row's alias; a composite
+alternative anchors on a row of its first component and tests the other components on the rows
+sharing that row's ``grp``.
+
+A page is one statement: the WHERE above, the sort values as correlated subqueries (ascending
+the resource's smallest value, descending its largest, missing values last), a keyset
+predicate on (sort values, ``created_seq``) and ``LIMIT count + 1``.
 
 Row predicates mirror the docstrings of the clause classes exactly; ``match.py`` evaluates the
 same rules in memory. Placeholders are ``?`` (the PostgreSQL dialect rewrites them); the SQL
@@ -111,12 +118,9 @@ def _like(text: str) -> str:
 
 
 def uri_prefixes(uri: str) -> tuple[str, ...]:
-    """``uri`` and every prefix of it that ends just before or just after a ``/``."""
+    """``uri`` and its ``/``-separated prefixes: ``uri[:i]`` wherever ``uri[i]`` is ``/``."""
     out = {uri}
-    for index, char in enumerate(uri):
-        if char == "/" and index > 0:
-            out.add(uri[:index])
-            out.add(uri[: index + 1])
+    out.update(uri[:i] for i, char in enumerate(uri) if char == "/" and i > 0)
     return tuple(sorted(out))
 
 
@@ -213,60 +217,183 @@ def _uri_row(x: str, mode: str, value: str) -> Frag:
 RowPredicate = Callable[[str], Frag]
 
 
-def component_row(clause: Clause) -> tuple[str, str, RowPredicate]:
-    """(table, param, predicate on one row) of a composite component: the row satisfies one of
-    the clause's values (``ne``/``:not``: the row is not equal to them)."""
+class Rows:
+    """Where the index rows of a clause are looked for: the rows of one resource (``alias``
+    of ``resource``), or the rows of one composite group (``anchor``, a row of the group)."""
+
+    def __init__(
+        self, compiler: Compiler, alias: str, types: Types = None, anchor: str | None = None
+    ) -> None:
+        self._compiler = compiler
+        self._alias = alias
+        self._types = types
+        self._anchor = anchor
+
+    def _condition(self, x: str, param: str, predicate: RowPredicate | None) -> Frag:
+        if self._anchor is not None:
+            a = self._anchor
+            key = f"{x}.rtype = {a}.rtype AND {x}.id = {a}.id AND {x}.grp = {a}.grp"
+        else:
+            key = f"{x}.rtype = {self._alias}.rtype AND {x}.id = {self._alias}.id"
+        parts = [(f"{key} AND {x}.param = ?", (param,))]
+        if predicate is not None:
+            parts.append(predicate(x))
+        return _and(parts)
+
+    def some(self, table: str, param: str, predicate: RowPredicate | None = None) -> Frag:
+        """Some row of ``param`` in ``table`` satisfies ``predicate``."""
+        x = self._compiler.alias("x")
+        if self._anchor is not None:
+            condition = self._condition(x, param, predicate)
+            return f"EXISTS (SELECT 1 FROM {table} {x} WHERE {condition[0]})", condition[1]
+        # not correlated: the index lookup can drive the query
+        alias = self._alias
+        parts = [_types(f"{x}.rtype", self._types), (f"{x}.param = ?", (param,))]
+        if predicate is not None:
+            parts.append(predicate(x))
+        condition = _and(parts)
+        return (
+            f"({alias}.rtype, {alias}.id) IN"
+            f" (SELECT {x}.rtype, {x}.id FROM {table} {x} WHERE {condition[0]})",
+            condition[1],
+        )
+
+    def none(self, table: str, param: str, predicate: RowPredicate | None = None) -> Frag:
+        """No row of ``param`` in ``table`` satisfies ``predicate``."""
+        x = self._compiler.alias("x")
+        condition = self._condition(x, param, predicate)
+        return f"NOT EXISTS (SELECT 1 FROM {table} {x} WHERE {condition[0]})", condition[1]
+
+
+def _types(column: str, types: Types) -> Frag:
+    return _in(column, types if types is not None else ALL_TYPES)
+
+
+def _prefixed(
+    rows: Rows,
+    table: str,
+    param: str,
+    values: Sequence[Any],
+    prefix_of: Callable[[Any], Prefix],
+    row: Callable[[str, Any], Frag],
+    scope: Callable[[str, Any], Frag] | None = None,
+) -> Frag:
+    """Prefixed values (date, number, quantity): one test for every value but ``ne``; ``ne``:
+    some row of the parameter (in the value's unit ``scope``) exists and none of them is eq."""
+    positive = [v for v in values if prefix_of(v) != "ne"]
+    parts: list[Frag] = []
+    if positive:
+        parts.append(rows.some(table, param, lambda x: _or(row(x, v) for v in positive)))
+    for value in values:
+        if prefix_of(value) != "ne":
+            continue
+
+        def in_scope(x: str, value: Any = value) -> Frag:
+            return scope(x, value) if scope is not None else _TRUE
+
+        def equal(x: str, value: Any = value, in_scope: RowPredicate = in_scope) -> Frag:
+            return _and([in_scope(x), row(x, value)])
+
+        parts.append(_and([rows.some(table, param, in_scope), rows.none(table, param, equal)]))
+    return _or(parts)
+
+
+ValueClause = (
+    TokenClause
+    | StringClause
+    | ReferenceClause
+    | UriClause
+    | DateClause
+    | NumberClause
+    | QuantityClause
+)
+
+
+def _positive(clause: ValueClause) -> tuple[str, RowPredicate] | None:
+    """(table, predicate) when the clause holds exactly if some row satisfies the predicate
+    (not for ``:not`` or ``ne``)."""
     if isinstance(clause, TokenClause):
-        values = clause.values
-        negate = clause.negate
-
-        def token(x: str) -> Frag:
-            matched = _or(_token_row(x, s, c) for s, c in values)
-            return (f"NOT ({matched[0]})", matched[1]) if negate else matched
-
-        return TABLES["token"], clause.param, token
+        if clause.negate:
+            return None
+        tokens = clause.values
+        return TABLES["token"], lambda x: _or(_token_row(x, s, c) for s, c in tokens)
     if isinstance(clause, StringClause):
         strings, mode = clause.values, clause.mode
-        return (
-            TABLES["string"],
-            clause.param,
-            lambda x: _or(_string_row(x, mode, v) for v in strings),
-        )
+        return TABLES["string"], lambda x: _or(_string_row(x, mode, v) for v in strings)
     if isinstance(clause, ReferenceClause):
         refs = clause.values
-        return TABLES["reference"], clause.param, lambda x: _or(_reference_row(x, v) for v in refs)
+        return TABLES["reference"], lambda x: _or(_reference_row(x, v) for v in refs)
     if isinstance(clause, UriClause):
         uris, umode = clause.values, clause.mode
-        return TABLES["uri"], clause.param, lambda x: _or(_uri_row(x, umode, v) for v in uris)
+        return TABLES["uri"], lambda x: _or(_uri_row(x, umode, v) for v in uris)
     if isinstance(clause, DateClause):
         dates = clause.values
-        return (
-            TABLES["date"],
-            clause.param,
-            lambda x: _or(_negated(_date_row(x, *v), v[0]) for v in dates),
-        )
+        if any(v[0] == "ne" for v in dates):
+            return None
+        return TABLES["date"], lambda x: _or(_date_row(x, *v) for v in dates)
     if isinstance(clause, NumberClause):
         numbers = clause.values
-        return (
-            TABLES["number"],
-            clause.param,
-            lambda x: _or(_negated(_number_row(x, n), n.prefix) for n in numbers),
-        )
-    if isinstance(clause, QuantityClause):
-        quantities = clause.values
-        return (
-            TABLES["quantity"],
-            clause.param,
-            lambda x: _or(
-                _and([_unit_row(x, q), _negated(_number_row(x, q.number), q.number.prefix)])
-                for q in quantities
-            ),
-        )
-    raise InvalidSearch(f"A composite component cannot be a {type(clause).__name__}")
+        if any(v.prefix == "ne" for v in numbers):
+            return None
+        return TABLES["number"], lambda x: _or(_number_row(x, v) for v in numbers)
+    quantities = clause.values
+    if any(v.number.prefix == "ne" for v in quantities):
+        return None
+    return TABLES["quantity"], lambda x: _or(_quantity_row(x, v) for v in quantities)
 
 
-def _negated(frag: Frag, prefix: Prefix) -> Frag:
-    return (f"NOT ({frag[0]})", frag[1]) if prefix == "ne" else frag
+_VALUE_TABLES: dict[type, str] = {
+    TokenClause: TABLES["token"],
+    StringClause: TABLES["string"],
+    ReferenceClause: TABLES["reference"],
+    UriClause: TABLES["uri"],
+    DateClause: TABLES["date"],
+    NumberClause: TABLES["number"],
+    QuantityClause: TABLES["quantity"],
+}
+
+
+def _table_of(clause: ValueClause) -> str:
+    return _VALUE_TABLES[type(clause)]
+
+
+def _quantity_row(x: str, value: QuantityValue) -> Frag:
+    return _and([_unit_row(x, value), _number_row(x, value.number)])
+
+
+def _values(clause: ValueClause, rows: Rows, param: str) -> Frag:
+    """A clause on one parameter's rows (``param``: the row key they are stored under)."""
+    positive = _positive(clause)
+    if positive is not None:
+        return rows.some(positive[0], param, positive[1])
+    if isinstance(clause, TokenClause):  # :not
+        tokens = clause.values
+        return rows.none(
+            TABLES["token"], param, lambda x: _or(_token_row(x, s, c) for s, c in tokens)
+        )
+    if isinstance(clause, DateClause):
+        return _prefixed(
+            rows,
+            TABLES["date"],
+            param,
+            clause.values,
+            lambda v: v[0],
+            lambda x, v: _date_row(x, *v),
+        )
+    if isinstance(clause, NumberClause):
+        return _prefixed(
+            rows, TABLES["number"], param, clause.values, lambda v: v.prefix, _number_row
+        )
+    assert isinstance(clause, QuantityClause)
+    return _prefixed(
+        rows,
+        TABLES["quantity"],
+        param,
+        clause.values,
+        lambda v: v.number.prefix,
+        _quantity_row,
+        scope=_unit_row,
+    )
 
 
 # -- clauses ----------------------------------------------------------------------------------
@@ -284,89 +411,8 @@ class Compiler:
         self._count += 1
         return f"{stem}{self._count}"
 
-    # -- building blocks
-
     @staticmethod
-    def _types(column: str, types: Types) -> Frag:
-        return _in(column, types if types is not None else ALL_TYPES)
-
-    def _member(
-        self,
-        alias: str,
-        types: Types,
-        table: str,
-        param: str,
-        predicate: RowPredicate | None = None,
-    ) -> Frag:
-        """The resource has a row of ``param`` in ``table`` satisfying ``predicate``."""
-        x = self.alias("x")
-        parts = [self._types(f"{x}.rtype", types), (f"{x}.param = ?", (param,))]
-        if predicate is not None:
-            parts.append(predicate(x))
-        condition = _and(parts)
-        return (
-            f"({alias}.rtype, {alias}.id) IN"
-            f" (SELECT {x}.rtype, {x}.id FROM {table} {x} WHERE {condition[0]})",
-            condition[1],
-        )
-
-    def _absent(
-        self, alias: str, table: str, param: str, predicate: RowPredicate | None = None
-    ) -> Frag:
-        """The resource has no row of ``param`` in ``table`` satisfying ``predicate``."""
-        x = self.alias("x")
-        parts = [(f"{x}.rtype = {alias}.rtype AND {x}.id = {alias}.id AND {x}.param = ?", (param,))]
-        if predicate is not None:
-            parts.append(predicate(x))
-        condition = _and(parts)
-        return f"NOT EXISTS (SELECT 1 FROM {table} {x} WHERE {condition[0]})", condition[1]
-
-    def _compare(
-        self,
-        alias: str,
-        types: Types,
-        table: str,
-        param: str,
-        values: Sequence[Any],
-        prefix_of: Callable[[Any], Prefix],
-        row: Callable[[str, Any], Frag],
-        scope: Callable[[str, Any], Frag] | None = None,
-    ) -> Frag:
-        """Prefixed values (date, number, quantity): one membership test for every value but
-        ``ne``; ``ne``: some row of the parameter exists and none equals the value."""
-        positive = [v for v in values if prefix_of(v) != "ne"]
-        parts: list[Frag] = []
-        if positive:
-            parts.append(
-                self._member(alias, types, table, param, lambda x: _or(row(x, v) for v in positive))
-            )
-        parts.extend(
-            self._not_equal(alias, types, table, param, value, row, scope)
-            for value in values
-            if prefix_of(value) == "ne"
-        )
-        return _or(parts)
-
-    def _not_equal(
-        self,
-        alias: str,
-        types: Types,
-        table: str,
-        param: str,
-        value: Any,
-        row: Callable[[str, Any], Frag],
-        scope: Callable[[str, Any], Frag] | None,
-    ) -> Frag:
-        """``ne``: some row of the parameter (in the value's unit scope) and none equal."""
-
-        def in_scope(x: str) -> Frag:
-            return scope(x, value) if scope is not None else _TRUE
-
-        some = self._member(alias, types, table, param, in_scope)
-        none = self._absent(alias, table, param, lambda x: _and([in_scope(x), row(x, value)]))
-        return _and([some, none])
-
-    def _last_updated(self, alias: str, values: Sequence[tuple[Prefix, int, int]]) -> Frag:
+    def _last_updated(alias: str, values: Sequence[tuple[Prefix, int, int]]) -> Frag:
         """The version's stamp ``t`` taken as the range ``[t, t + 1µs)``."""
         column = f"{alias}.last_updated"
         parts: list[Frag] = []
@@ -395,81 +441,16 @@ class Compiler:
             return _in(f"{alias}.id", clause.ids)
         if isinstance(clause, LastUpdatedClause):
             return self._last_updated(alias, clause.values)
-        if isinstance(clause, DateClause):
-            if clause.param == _LAST_UPDATED:
-                return self._last_updated(alias, clause.values)
-            return self._compare(
-                alias,
-                types,
-                TABLES["date"],
-                clause.param,
-                clause.values,
-                lambda v: v[0],
-                lambda x, v: _date_row(x, *v),
-            )
-        if isinstance(clause, NumberClause):
-            return self._compare(
-                alias,
-                types,
-                TABLES["number"],
-                clause.param,
-                clause.values,
-                lambda v: v.prefix,
-                _number_row,
-            )
-        if isinstance(clause, QuantityClause):
-            return self._compare(
-                alias,
-                types,
-                TABLES["quantity"],
-                clause.param,
-                clause.values,
-                lambda v: v.number.prefix,
-                lambda x, v: _and([_unit_row(x, v), _number_row(x, v.number)]),
-                scope=_unit_row,
-            )
-        if isinstance(clause, TokenClause):
-            tokens = clause.values
-
-            def token(x: str) -> Frag:
-                return _or(_token_row(x, s, c) for s, c in tokens)
-
-            if clause.negate:
-                return self._absent(alias, TABLES["token"], clause.param, token)
-            return self._member(alias, types, TABLES["token"], clause.param, token)
-        if isinstance(clause, StringClause):
-            strings, mode = clause.values, clause.mode
-            return self._member(
-                alias,
-                types,
-                TABLES["string"],
-                clause.param,
-                lambda x: _or(_string_row(x, mode, v) for v in strings),
-            )
-        if isinstance(clause, ReferenceClause):
-            refs = clause.values
-            return self._member(
-                alias,
-                types,
-                TABLES["reference"],
-                clause.param,
-                lambda x: _or(_reference_row(x, v) for v in refs),
-            )
-        if isinstance(clause, UriClause):
-            uris, umode = clause.values, clause.mode
-            return self._member(
-                alias,
-                types,
-                TABLES["uri"],
-                clause.param,
-                lambda x: _or(_uri_row(x, umode, v) for v in uris),
-            )
+        if isinstance(clause, DateClause) and clause.param == _LAST_UPDATED:
+            return self._last_updated(alias, clause.values)
+        if isinstance(clause, ValueClause):
+            return _values(clause, Rows(self, alias, types), clause.param)
         if isinstance(clause, MissingClause):
-            if clause.table not in _INDEX_TABLES:
-                raise InvalidSearch(f"No index table '{clause.table}' for :missing")
+            rows = Rows(self, alias, types)
+            tables = (clause.table,) if clause.table in _INDEX_TABLES else tuple(TABLES.values())
             if clause.missing:
-                return self._absent(alias, clause.table, clause.param)
-            return self._member(alias, types, clause.table, clause.param)
+                return _and(rows.none(table, clause.param) for table in tables)
+            return _or(rows.some(table, clause.param) for table in tables)
         if isinstance(clause, ChainClause):
             return self._chain(clause, alias, types)
         if isinstance(clause, HasClause):
@@ -518,15 +499,17 @@ class Compiler:
         return _or(parts)
 
     def _chain(self, clause: ChainClause, alias: str, types: Types) -> Frag:
-        """Some reference row of ``param`` points at a live target satisfying the clause."""
+        """Some local reference row of ``param`` points at a live resource of one of the target
+        types that satisfies the clause."""
+        if not clause.target_types:
+            return _FALSE
         s, t = self.alias("s"), self.alias("t")
-        targets: Types = clause.target_types or None
-        inner = self.clause(clause.clause, t, targets)
+        inner = self.clause(clause.clause, t, clause.target_types)
         condition = _and(
             [
-                self._types(f"{s}.rtype", types),
+                _types(f"{s}.rtype", types),
                 (f"{s}.param = ?", (clause.param,)),
-                _in(f"{s}.target_type", clause.target_types) if targets else _TRUE,
+                _in(f"{s}.target_type", clause.target_types),
                 (f"{t}.deleted = 0", ()),
                 inner,
             ]
@@ -547,7 +530,7 @@ class Compiler:
             [
                 (f"{s}.rtype = ?", (clause.source_type,)),
                 (f"{s}.param = ?", (clause.param,)),
-                self._types(f"{s}.target_type", types),
+                _types(f"{s}.target_type", types),
                 (f"{h}.deleted = 0", ()),
                 inner,
             ]
@@ -561,36 +544,39 @@ class Compiler:
         )
 
     def _composite(self, clause: CompositeClause, alias: str, types: Types) -> Frag:
-        """Each alternative: rows of every component in one group (``grp``) of the resource."""
+        """Each alternative: one group (``grp``) of the resource's rows in which every component
+        clause holds on that component's rows (stored under ``<code>#<i>``)."""
         alternatives: list[Frag] = []
         for components in clause.values:
-            if not components:
+            keyed: list[tuple[ValueClause, str]] = []
+            for i, component in enumerate(components):
+                if not isinstance(component, ValueClause) or (
+                    isinstance(component, DateClause) and component.param == _LAST_UPDATED
+                ):
+                    raise InvalidSearch(
+                        f"A component of '{clause.param}' cannot be a {type(component).__name__}"
+                    )
+                own = component.param.startswith(clause.param + "#")
+                keyed.append((component, component.param if own else f"{clause.param}#{i}"))
+            if not keyed:
                 continue
-            first, *rest = (component_row(c) for c in components)
-            table0, param0, predicate0 = first
+            # the group's anchor: a row of the first component, satisfying it when it can
+            first, first_key = keyed[0]
+            positive = _positive(first)
+            table = positive[0] if positive else _table_of(first)
+            rest = keyed[1:] if positive else keyed
 
             def grouped(
-                x: str, predicate0: RowPredicate = predicate0, rest: list[Any] = rest
+                x: str,
+                positive: tuple[str, RowPredicate] | None = positive,
+                rest: list[tuple[ValueClause, str]] = rest,
             ) -> Frag:
-                parts = [predicate0(x)]
-                for table, param, predicate in rest:
-                    y = self.alias("y")
-                    condition = _and(
-                        [
-                            (
-                                f"{y}.rtype = {x}.rtype AND {y}.id = {x}.id"
-                                f" AND {y}.param = ? AND {y}.grp = {x}.grp",
-                                (param,),
-                            ),
-                            predicate(y),
-                        ]
-                    )
-                    parts.append(
-                        (f"EXISTS (SELECT 1 FROM {table} {y} WHERE {condition[0]})", condition[1])
-                    )
+                group = Rows(self, alias, anchor=x)
+                parts = [positive[1](x)] if positive else []
+                parts.extend(_values(c, group, key) for c, key in rest)
                 return _and(parts)
 
-            alternatives.append(self._member(alias, types, table0, param0, grouped))
+            alternatives.append(Rows(self, alias, types).some(table, first_key, grouped))
         return _or(alternatives)
 
     # -- whole criteria

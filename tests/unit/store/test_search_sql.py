@@ -46,7 +46,7 @@ from server.search.query import (
 from server.search.rows import IndexRows
 from server.store.base import SearchPage, Unit, Version, WriteResult
 from server.store.runner import Runner
-from server.store.sql.adapter import SqlRepository
+from server.store.sql.adapter import SqlRepository, write_index
 from server.store.sql.dialect import open_dialect
 from tests.support import postgres_database
 
@@ -305,6 +305,14 @@ def test_number_prefixes(store: Store, prefix: Prefix, expected: list[str]) -> N
     assert sorted(got) == expected
 
 
+def test_whole_numbers_among_floats_are_stored(store: Store) -> None:
+    store.put(
+        "RiskAssessment", "mixed", number=[("probability", 0, 2, 2), ("probability", 0, 0.9, 1.1)]
+    )
+    for value in (2.0, 1.0):
+        assert store.ids("RiskAssessment", NumberClause("probability", (num(value),))) == ["mixed"]
+
+
 def test_quantity_units_and_prefixes(store: Store) -> None:
     def q(system: str, code: str, unit: str, value: float) -> tuple[Any, ...]:
         return ("value-quantity", 0, system, code, unit, value, value)
@@ -345,8 +353,9 @@ def test_uri_modes(store: Store) -> None:
     assert ids("eq", "http://acme.org/fhir/ValueSet") == []
     assert ids("below", "http://acme.org/fhir") == ["u1", "u2", "u3", "u5"]
     assert ids("below", "http://acme.org/fhir/") == ["u1", "u3"]
-    assert ids("above", "http://acme.org/fhir/ValueSet/123") == ["u1", "u2", "u3"]
-    assert ids("above", "http://acme.org/fhir/ValueSet") == ["u2", "u3"]
+    assert ids("above", "http://acme.org/fhir/ValueSet/123") == ["u1", "u2"]
+    assert ids("above", "http://acme.org/fhir/ValueSet") == ["u2"]
+    assert ids("above", "http://acme.org/fhir/") == ["u2", "u3"]
 
 
 def test_missing(store: Store) -> None:
@@ -358,8 +367,10 @@ def test_missing(store: Store) -> None:
         "other",
     ]
     assert store.ids("Observation", MissingClause("date", "search_date", False)) == ["with"]
-    with pytest.raises(InvalidSearch):
-        store.ids("Observation", MissingClause("date", "resource", True))
+    # a parameter without an index table of its own: rows of any table count
+    store.put("Observation", "tokened", token=[tok("date", "", "x")])
+    assert sorted(store.ids("Observation", MissingClause("date", "", True))) == ["none", "other"]
+    assert sorted(store.ids("Observation", MissingClause("date", "", False))) == ["tokened", "with"]
 
 
 def test_id_and_last_updated(store: Store) -> None:
@@ -425,6 +436,19 @@ def test_patch_and_transaction_writes_are_indexed(store: Store) -> None:
     assert store.ids("Patient", TokenClause("identifier", ((None, "3"),))) == ["b"]
 
 
+def test_rows_written_by_a_batch_job_are_searchable(store: Store) -> None:
+    store.put("Patient", "p")
+    with store.repo.sql_dialect.writing() as conn:
+        write_index(
+            conn,
+            "Patient",
+            "p",
+            IndexRows(token=[tok("identifier", "", "7")], date=[("birthdate", 0, 1, 2)]),
+        )
+    assert store.ids("Patient", TokenClause("identifier", ((None, "7"),))) == ["p"]
+    assert store.ids("Patient", DateClause("birthdate", (("eq", 0, 3),))) == ["p"]
+
+
 def test_conditional_interactions_match_on_index_rows(store: Store) -> None:
     body = {"resourceType": "Patient", "idx": {"token": [tok("identifier", "S", "7")]}}
     criteria = Criteria(
@@ -459,7 +483,7 @@ def test_chains(store: Store) -> None:
     assert store.ids("Observation", ChainClause("subject", ("Patient",), alpha)) == ["o1"]
     both = ChainClause("subject", ("Patient", "Group"), alpha)
     assert sorted(store.ids("Observation", both)) == ["o1", "o4"]
-    assert sorted(store.ids("Observation", ChainClause("subject", (), alpha))) == ["o1", "o4"]
+    assert store.ids("Observation", ChainClause("subject", (), alpha)) == []
     deep = ChainClause(
         "subject",
         ("Patient",),
@@ -507,10 +531,10 @@ def test_composite_components_share_a_group(store: Store) -> None:
     )
     store.put("Observation", "c2", **pair("a", 10, 1))
 
-    def composite(code: str, value: float) -> tuple[Clause, ...]:
+    def composite(code: str, value: float, prefix: Prefix = "eq") -> tuple[Clause, ...]:
         return (
             TokenClause("code-value#0", (("L", code),)),
-            QuantityClause("code-value#1", (QuantityValue(num(value), None, None),)),
+            QuantityClause("code-value#1", (QuantityValue(num(value, prefix), None, None),)),
         )
 
     def ids(*alternatives: tuple[Clause, ...]) -> list[str]:
@@ -521,6 +545,21 @@ def test_composite_components_share_a_group(store: Store) -> None:
     assert ids(composite("b", 10)) == ["c1"]
     assert ids(composite("b", 5), composite("a", 10)) == ["c2"]
     assert ids(composite("b", 5)) == []
+    assert ids(composite("a", 7, "gt")) == ["c2"]
+    assert ids(composite("a", 5, "ne")) == ["c2"]  # c1's a-group holds 5
+    assert ids(composite("b", 5, "ne")) == ["c1"]
+    # a negated first component: the group's code is not b
+    not_b: tuple[Clause, ...] = (
+        TokenClause("code-value#0", (("L", "b"),), negate=True),
+        QuantityClause("code-value#1", (QuantityValue(num(10), None, None),)),
+    )
+    assert ids(not_b) == ["c2"]
+    # components given by their parameter codes are read by position
+    by_position: tuple[Clause, ...] = (
+        TokenClause("code", (("L", "a"),)),
+        QuantityClause("value", (QuantityValue(num(5), None, None),)),
+    )
+    assert ids(by_position) == ["c1"]
 
 
 def test_system_search_compartment_and_per_type(store: Store) -> None:
@@ -715,6 +754,30 @@ def test_paging_in_insertion_order_and_during_updates(store: Store) -> None:
         assert seen == [f"p{n}" for n in range(7)]
 
 
+def test_a_page_emptied_by_deletes_still_leads_both_ways(store: Store) -> None:
+    for n in range(4):
+        store.put("Patient", f"p{n}")
+    criteria = Criteria("Patient", (), ())
+    first = store.page(SearchQuery(criteria, 2))
+    store.delete("Patient", "p2")
+    store.delete("Patient", "p3")
+    empty = store.page(SearchQuery(criteria, 2, cursor=first.next))
+    assert empty.items == [] and empty.next is None and empty.previous is not None
+    back = store.page(SearchQuery(criteria, 2, cursor=empty.previous))
+    assert [v.id for v in back.items] == ["p0", "p1"]
+    # and backward: the page before the second one, once emptied, leads forward to it
+    for n in range(4):
+        store.put("Group", f"g{n}")
+    groups = Criteria("Group", (), ())
+    second = store.page(SearchQuery(groups, 2, cursor=store.page(SearchQuery(groups, 2)).next))
+    store.delete("Group", "g0")
+    store.delete("Group", "g1")
+    emptied = store.page(SearchQuery(groups, 2, cursor=second.previous))
+    assert emptied.items == [] and emptied.previous is None and emptied.next is not None
+    again = store.page(SearchQuery(groups, 2, cursor=emptied.next))
+    assert [v.id for v in again.items] == ["g2", "g3"]
+
+
 def test_cursor_of_another_sort_is_refused(store: Store) -> None:
     store.put("Patient", "a")
     criteria = Criteria("Patient", (), ())
@@ -850,3 +913,45 @@ def test_iterate_and_cap(store: Store, linked: dict[str, Version]) -> None:
         ["Observation/o1"],
         True,
     )
+
+
+# -- upgrading a store -------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'old.db'}"
+    url: str = request.getfixturevalue("fresh_pg_database")
+    return url
+
+
+def test_a_store_of_the_first_schema_keeps_its_identifier_rows(fresh_url: str) -> None:
+    from server.store.sql.schema import MIGRATIONS
+
+    dialect = open_dialect(fresh_url, pool_size=1)
+    with dialect.writing() as conn:
+        conn.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement.format(**dialect.types))
+        conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (1, 0)")
+        conn.execute(
+            "INSERT INTO resource (rtype, id, version, last_updated, deleted, seq, created_seq,"
+            " body) VALUES ('Patient', 'old', 1, 1, 0, 1, 1, NULL)"
+        )
+        conn.execute(
+            "INSERT INTO search_token (rtype, id, param, system, code)"
+            " VALUES ('Patient', 'old', 'identifier', 'urn:mrn', '42')"
+        )
+    repo = SqlRepository(dialect, FakeRows())
+    repo.migrate()
+    store = Store(repo)
+    try:
+        assert store.ids("Patient", TokenClause("identifier", (("urn:mrn", "42"),))) == ["old"]
+        store.put("Patient", "old", token=[tok("identifier", "urn:mrn", "43")])
+        assert store.ids("Patient", TokenClause("identifier", ((None, "42"),))) == []
+        assert store.ids("Patient", TokenClause("identifier", ((None, "43"),))) == ["old"]
+    finally:
+        store.close()

@@ -1,0 +1,135 @@
+"""Which search parameter definitions the index rows were built with, and reindexing.
+
+The ``search_param_state`` table holds, per parameter URL, the digest of the definition the
+stored rows follow and a state: ``indexed`` (every stored resource has its rows) or ``pending``
+(rows exist only for resources written since the definition appeared or changed), with the
+``created_seq`` cursor a running reindex has reached.
+
+``sync`` runs at start-up, in the migration transaction: a new or changed definition becomes
+``pending`` when resources of its types are stored (``indexed`` at once otherwise), and the
+registry hides pending parameters from searches and the CapabilityStatement. ``reindex``
+rebuilds the rows of every stored resource of the pending parameters' types, in batches of one
+transaction each, recording its cursor after each batch, so an interrupted run resumes where
+it stopped; when it completes the parameters become ``indexed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from server.fhir.resource_types import RESOURCE_TYPES
+from server.search.registry import Registry, SearchParam
+from server.store.sql.adapter import SqlRepository, write_index
+from server.store.sql.dialect import Connection
+
+INDEXED = "indexed"
+PENDING = "pending"
+
+_UPSERT = (
+    "INSERT INTO search_param_state (url, digest, state, cursor) VALUES (?, ?, ?, NULL)"
+    " ON CONFLICT (url) DO UPDATE SET digest = excluded.digest, state = excluded.state,"
+    " cursor = NULL"
+)
+
+
+def _types(param: SearchParam) -> frozenset[str]:
+    if {"Resource", "DomainResource"} & set(param.base):
+        return RESOURCE_TYPES
+    return frozenset(param.base) & RESOURCE_TYPES
+
+
+def _states(conn: Connection) -> dict[str, tuple[str, str, int | None]]:
+    rows = conn.execute("SELECT url, digest, state, cursor FROM search_param_state").fetchall()
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+def _stored_types(conn: Connection) -> frozenset[str]:
+    return frozenset(row[0] for row in conn.execute("SELECT DISTINCT rtype FROM resource"))
+
+
+def sync(conn: Connection, registry: Registry) -> frozenset[str]:
+    """Record the registry's definitions inside the open write transaction of ``conn``; return
+    the parameters that wait for a reindex (the caller marks them pending once committed)."""
+    digests = registry.digests()
+    states = _states(conn)
+    changed = [url for url, digest in digests.items() if states.get(url, ("", "", 0))[0] != digest]
+    pending = {url for url, state in states.items() if state[1] == PENDING and url in digests}
+    if changed:
+        stored = _stored_types(conn)
+        for url in changed:
+            param = registry.by_url(url)
+            assert param is not None
+            state = PENDING if _types(param) & stored else INDEXED
+            conn.execute(_UPSERT, (url, digests[url], state))
+            if state == PENDING:
+                pending.add(url)
+            else:
+                pending.discard(url)
+    for url in set(states) - set(digests):
+        conn.execute("DELETE FROM search_param_state WHERE url = ?", (url,))
+    return frozenset(pending)
+
+
+Progress = Callable[[int, int], None]  # (resources done, resources in all)
+
+
+def reindex(
+    repo: SqlRepository, registry: Registry, *, batch: int = 500, progress: Progress | None = None
+) -> int:
+    """Rebuild the index rows of every stored resource the pending parameters apply to; return
+    how many resources were reindexed. Resumes from the cursor a previous run recorded."""
+    dialect = repo.sql_dialect
+    with dialect.reading() as conn:
+        states = _states(conn)
+    pending = [url for url, state in states.items() if state[1] == PENDING]
+    params = [p for p in (registry.by_url(url) for url in pending) if p is not None]
+    if not params:
+        registry.set_pending(())
+        return 0
+    types = sorted(frozenset().union(*(_types(p) for p in params)))
+    cursor = min((states[p.url][2] or 0) for p in params)
+    marks = ", ".join("?" for _ in types)
+    where = f"deleted = 0 AND rtype IN ({marks})"
+    with dialect.reading() as conn:
+        total = int(
+            conn.execute(f"SELECT COUNT(*) FROM resource WHERE {where}", types).fetchone()[0]
+        )
+        done = int(
+            conn.execute(
+                f"SELECT COUNT(*) FROM resource WHERE {where} AND created_seq <= ?",
+                [*types, cursor],
+            ).fetchone()[0]
+        )
+    count = 0
+    while True:
+        with dialect.writing() as conn:
+            rows: list[Any] = conn.execute(
+                f"SELECT rtype, id, body, created_seq FROM resource WHERE {where}"
+                f" AND created_seq > ? ORDER BY created_seq LIMIT {int(batch)}",
+                [*types, cursor],
+            ).fetchall()
+            for type, id, body, seq in rows:
+                dialect.clear_index(conn, type, id)
+                write_index(conn, type, id, repo.rows.rows(type, orjson.loads(bytes(body))))
+                cursor = int(seq)
+            if rows:
+                conn.executemany(
+                    "UPDATE search_param_state SET cursor = ? WHERE url = ?",
+                    [(cursor, p.url) for p in params],
+                )
+            else:
+                conn.executemany(
+                    "UPDATE search_param_state SET state = ?, cursor = NULL WHERE url = ?",
+                    [(INDEXED, p.url) for p in params],
+                )
+        count += len(rows)
+        done += len(rows)
+        if progress is not None:
+            progress(min(done, total), total)
+        if not rows:
+            break
+    registry.set_pending(frozenset(registry.pending) - set(pending))
+    return count

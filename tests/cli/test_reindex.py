@@ -1,0 +1,133 @@
+"""``calaim-fhir reindex``: a SearchParameter added after data was stored becomes searchable."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from server.search.service import search_service
+from server.settings import Settings
+from server.store import open_store
+from server.store.sql import reindex
+from tests.cli.conftest import ROOT, command, sqlite_url
+from tests.support import BASE, fhir_client, outcome
+
+DESCRIPTION = {
+    "resourceType": "SearchParameter",
+    "id": "Task-description",
+    "url": "http://calaim-fhir.org/fhir/SearchParameter/Task-description",
+    "name": "TaskDescription",
+    "status": "active",
+    "description": "Tasks by their description text",
+    "code": "description",
+    "base": ["Task"],
+    "type": "string",
+    "expression": "Task.description",
+}
+
+
+def _task(text: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "description": text,
+    }
+
+
+def _parameters(folder: Path, *extra: dict[str, Any]) -> Path:
+    shutil.copytree(ROOT / "profiles" / "searchparameters", folder)
+    for definition in extra:
+        (folder / f"SearchParameter-{definition['id']}.json").write_text(json.dumps(definition))
+    return folder
+
+
+def _ids(bundle: dict[str, Any]) -> set[str]:
+    return {e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"}
+
+
+def test_a_new_parameter_is_pending_until_reindexed(tmp_path: Path) -> None:
+    database = sqlite_url(tmp_path / "store.db")
+    before = _parameters(tmp_path / "before")
+    with fhir_client(database, search_parameters_dir=str(before)) as client:
+        old = {client.post("/fhir/Task", json=_task(t)).json()["id"] for t in ("Call back", "Ride")}
+
+    after = _parameters(tmp_path / "after", DESCRIPTION)
+    with fhir_client(database, search_parameters_dir=str(after)) as client:
+        # indexed on write from now on, but not searchable nor advertised before a reindex
+        new = client.post("/fhir/Task", json=_task("Callback about housing")).json()["id"]
+        body = outcome(client.get("/fhir/Task", params={"description": "call"}), 400)
+        assert "description" in json.dumps(body)
+        statement = client.get("/fhir/metadata").json()
+        task = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Task")
+        assert "description" not in {p["name"] for p in task["searchParam"]}
+
+    env = {**os.environ, "CALAIM_FHIR_SEARCH_PARAMETERS_DIR": str(after)}
+    done = subprocess.run(
+        [*command(), "reindex", "--database-url", database, "--batch", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3 resource(s) reindexed" in done.stderr
+    again = subprocess.run(
+        [*command(), "reindex", "--database-url", database], env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+
+    with fhir_client(database, search_parameters_dir=str(after)) as client:
+        found = client.get("/fhir/Task", params={"description": "call"})
+        assert found.status_code == 200, found.text
+        old_call = {
+            i for i in old if client.get(f"/fhir/Task/{i}").json()["description"] == "Call back"
+        }
+        assert _ids(found.json()) == old_call | {new}
+        statement = client.get("/fhir/metadata").json()
+        task = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Task")
+        assert "description" in {p["name"] for p in task["searchParam"]}
+
+
+def test_an_interrupted_reindex_resumes_where_it_stopped(tmp_path: Path) -> None:
+    database = sqlite_url(tmp_path / "store.db")
+    before = _parameters(tmp_path / "before")
+    with fhir_client(database, search_parameters_dir=str(before)) as client:
+        for n in range(7):
+            assert client.post("/fhir/Task", json=_task(f"Visit {n}")).status_code == 201
+
+    after = _parameters(tmp_path / "after", DESCRIPTION)
+    settings = Settings(database_url=database, base_url=BASE, search_parameters_dir=str(after))
+    registry = search_service(settings).registry
+    repo = open_store(settings)
+    try:
+        assert registry.pending == {DESCRIPTION["url"]}
+        seen: list[int] = []
+
+        def stop_after_two_batches(done: int, total: int) -> None:
+            seen.append(done)
+            if len(seen) == 2:
+                raise KeyboardInterrupt
+
+        try:
+            reindex.reindex(repo, registry, batch=3, progress=stop_after_two_batches)
+        except KeyboardInterrupt:
+            pass
+        assert seen == [3, 6]
+        assert registry.pending == {DESCRIPTION["url"]}  # not searchable while half done
+
+        rest: list[tuple[int, int]] = []
+        count = reindex.reindex(repo, registry, batch=3, progress=lambda d, t: rest.append((d, t)))
+        assert count == 1  # only the resource the first run had not reached
+        assert rest[0] == (7, 7) and registry.pending == frozenset()
+    finally:
+        repo.close()
+
+    with fhir_client(database, search_parameters_dir=str(after)) as client:
+        found = client.get("/fhir/Task", params={"description": "visit", "_count": "50"})
+        assert found.status_code == 200, found.text
+        assert len(_ids(found.json())) == 7
