@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import http.client
 import os
 import shlex
@@ -51,6 +52,7 @@ from report import machine, parse_wrk  # noqa: E402
 CLI = ROOT / ".venv" / "bin" / "calaim-fhir"
 PY = ROOT / ".venv" / "bin" / "python"
 ACCEPT = {"Accept": "application/fhir+json"}
+MIN_REPEATS = 10
 
 
 def log(text: str) -> None:
@@ -108,12 +110,14 @@ class Server:
         while True:
             if self.proc.poll() is not None:
                 raise SystemExit(f"server exited; log: {logfile.name}")
-            try:
+            try:  # any HTTP answer: the application is up (uvicorn answers after start-up)
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
                 conn.request("GET", "/fhir/metadata", headers=ACCEPT)
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
+                status = conn.getresponse().status
+                conn.close()
+                if status != 200:
+                    log(f"GET /fhir/metadata answered {status} (see {logfile.name})")
+                return
             except OSError:
                 pass
             if time.monotonic() > deadline:
@@ -195,11 +199,17 @@ def stats(times: list[float]) -> dict[str, Any]:
 
 
 def measure(
-    client: Client, query: dict[str, Any], warmup: int, repeats: int, baseline: str | None
+    client: Client,
+    query: dict[str, Any],
+    warmup: int,
+    repeats: int,
+    baseline: str | None,
+    budget_s: float,
 ) -> dict[str, Any]:
-    """Cold request, warm-up, timed repeats. With ``baseline`` (the same search without
-    ``_include`` / ``_total``), the two alternate request by request, so that their
-    difference is measured under the same conditions."""
+    """Cold request, warm-up, timed repeats (fewer once ``budget_s`` is spent, never fewer
+    than ``MIN_REPEATS``). With ``baseline`` (the same search without ``_include`` /
+    ``_total``), the two alternate request by request, so that their difference is measured
+    under the same conditions."""
     cold_ms, status, body = client.get(query["path"])
     result: dict[str, Any] = {"cold_ms": round(cold_ms, 2), "cold": check(query, status, body)}
     if status != 200:
@@ -212,7 +222,10 @@ def measure(
     times: list[float] = []
     base_times: list[float] = []
     last: tuple[int, bytes] = (status, body)
-    for _ in range(repeats):
+    deadline = time.monotonic() + budget_s
+    for n in range(repeats):
+        if n >= MIN_REPEATS and time.monotonic() > deadline:
+            break
         ms, status, body = client.get(query["path"])
         times.append(ms)
         last = (status, body)
@@ -240,7 +253,8 @@ def run_queries(server: Server, meta: dict[str, Any], args: argparse.Namespace) 
         client = Client(server.port)
         base = by_name.get(query.get("baseline") or "")
         try:
-            r = measure(client, query, args.warmup, args.repeats, base["path"] if base else None)
+            baseline = base["path"] if base else None
+            r = measure(client, query, args.warmup, args.repeats, baseline, args.budget)
         finally:
             client.close()
         entry = {
@@ -361,8 +375,13 @@ def git_state() -> dict[str, Any]:
         return done.stdout.strip()
 
     status = git("status", "--porcelain").splitlines()
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "server").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return {
         "head": git("rev-parse", "--short", "HEAD"),
+        # identifies the code measured when the tree differs from the commit
+        "server_py_sha256": digest.hexdigest()[:16],
         "modified_tracked": sum(1 for line in status if not line.startswith("??")),
         "untracked": sum(1 for line in status if line.startswith("??")),
     }
@@ -405,6 +424,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=60.0,
+        help="seconds of timed requests per query at most (at least 10 requests)",
+    )
     parser.add_argument("--only", nargs="*", help="run the queries whose name contains one of")
     parser.add_argument("--no-restart", action="store_true", help="no restart before each query")
     parser.add_argument("--skip-writes", action="store_true")
@@ -438,6 +463,7 @@ def main() -> None:
             "restart_per_query": not args.no_restart,
             "wrk_duration": args.duration,
             "connections": args.connections,
+            "budget_s": args.budget,
             "tx_requests": args.tx_requests,
         },
         "machine": machine(work, None),

@@ -57,10 +57,10 @@ def describe(r: dict[str, Any]) -> str:
 
 def query_table(r: dict[str, Any], add: Any) -> None:
     add(
-        "| query | kind | matches | cold ms | p50 ms | p95 ms | target p50 ≤ 20, p95 ≤ 50 "
+        "| query | kind | matches | cold ms | p50 ms | p95 ms | n | target p50 ≤ 20, p95 ≤ 50 "
         "| answer |"
     )
-    add("|---|---|---:|---:|---:|---:|---|---|")
+    add("|---|---|---:|---:|---:|---:|---:|---|---|")
     for q in r.get("queries", []):
         if q["kind"] in ("include", "total"):
             continue
@@ -75,7 +75,8 @@ def query_table(r: dict[str, Any], add: Any) -> None:
         series = "" if q["primary"] else " (ECM)"
         add(
             f"| `{q['path']}`{series} | {q['kind']} | {q['size']:,} | {fmt(q.get('cold_ms'))} | "
-            f"{fmt(q.get('p50_ms'), 2)} | {fmt(q.get('p95_ms'), 2)} | {ok(passed)} | {answer} |"
+            f"{fmt(q.get('p50_ms'), 2)} | {fmt(q.get('p95_ms'), 2)} | {fmt(q.get('n'))} | "
+            f"{ok(passed)} | {answer} |"
         )
 
 

@@ -134,27 +134,6 @@ def parse_number(text: str) -> int | None:
     return int(text) if _NUMBER.fullmatch(text) else None
 
 
-def split_or(value: str) -> list[str]:
-    """Split a value on unescaped commas (``\\,`` is a literal comma; a backslash escapes the
-    character after it)."""
-    parts: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for ch in value:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ",":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return parts
-
-
 def _split(text: str, sep: str) -> list[str]:
     """Split on unescaped ``sep``, leaving every escape in place for a later ``_unescape``."""
     parts: list[str] = []

@@ -21,7 +21,6 @@ from server.search.parse import (
     parse_criteria_string,
     parse_number,
     parse_search,
-    split_or,
 )
 from server.search.query import (
     ChainClause,
@@ -1018,17 +1017,3 @@ def test_parse_criteria_string() -> None:
 )
 def test_parse_number(text: str, expected: int | None) -> None:
     assert parse_number(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("a,b", ["a", "b"]),
-        (r"a\,b", ["a,b"]),
-        ("", [""]),
-        ("a,", ["a", ""]),
-        (r"a\\,b", ["a\\", "b"]),
-    ],
-)
-def test_split_or(value: str, expected: list[str]) -> None:
-    assert split_or(value) == expected

@@ -811,16 +811,6 @@ def test_totals(
         assert page.next is None and page.previous is None
 
 
-def test_legacy_criteria_search(store: Store) -> None:
-    for n in range(3):
-        store.put("Patient", f"p{n}")
-    with store.repo.reader() as reader:
-        first = reader.search(Criteria("Patient", (), ()), count=2)
-        assert [v.id for v in first.items] == ["p0", "p1"] and first.has_more
-        rest = reader.search(Criteria("Patient", (), ()), count=2, after=first.items[-1].position)
-        assert [v.id for v in rest.items] == ["p2"] and not rest.has_more
-
-
 # -- _include and _revinclude ------------------------------------------------------------------
 
 
