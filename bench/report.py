@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+KEPT_FROM = "## Search (issue"
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
@@ -307,7 +308,11 @@ def main() -> None:
     notes = args.notes or HERE / "notes.json"
     if notes.exists():
         results["notes"] = json.loads(notes.read_text())
-    (HERE / "RESULTS.md").write_text(render(results))
+    # sections written by other benchmarks (bench/search) follow the generated part: keep them
+    target = HERE / "RESULTS.md"
+    previous = target.read_text() if target.exists() else ""
+    kept = previous[previous.index(KEPT_FROM) :] if KEPT_FROM in previous else ""
+    target.write_text(render(results).rstrip("\n") + ("\n\n" + kept if kept else "\n"))
     print("report: wrote bench/RESULTS.md")
 
 

@@ -31,6 +31,7 @@ import hashlib
 import http.client
 import os
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -485,6 +486,7 @@ def main() -> None:
                 raise SystemExit(3)
         elif args.probe_only:
             log(f"search works: {probe['path']} -> {verdict}")
+            shutil.rmtree(work, ignore_errors=True)
             return
         result["stored"] = stored_count(server)
         result["create_index_rows"] = index_rows(meta)
@@ -505,6 +507,7 @@ def main() -> None:
 
     (args.out / f"search-{args.label}.md").write_text(render_run(result))
     log(f"wrote {path} and search-{args.label}.md")
+    shutil.rmtree(work, ignore_errors=True)  # server logs; kept when the run fails
 
 
 if __name__ == "__main__":

@@ -156,7 +156,9 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
                 ],
                 "interaction": [{"code": code} for code in system_interactions()],
                 "searchParam": [
-                    _search_param(registry, "Patient", code) for code in _SYSTEM_PARAMS
+                    _search_param(registry, "Patient", code)
+                    for code in _SYSTEM_PARAMS
+                    if code in registry.for_type("Patient")
                 ],
                 "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             }

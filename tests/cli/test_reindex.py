@@ -131,3 +131,19 @@ def test_an_interrupted_reindex_resumes_where_it_stopped(tmp_path: Path) -> None
         found = client.get("/fhir/Task", params={"description": "visit", "_count": "50"})
         assert found.status_code == 200, found.text
         assert len(_ids(found.json())) == 7
+
+
+def test_a_store_from_before_search_indexing_serves_id_and_metadata(tmp_path: Path) -> None:
+    database = sqlite_url(tmp_path / "store.db")
+    with fhir_client(database) as client:
+        created = client.post("/fhir/Patient", json={"resourceType": "Patient"}).json()["id"]
+    # a store written before the index existed: no parameter state recorded
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "store.db") as conn:
+        conn.execute("DELETE FROM search_param_state")
+    with fhir_client(database) as client:
+        assert client.get("/fhir/metadata").status_code == 200
+        found = client.get("/fhir/Patient", params={"_id": created})
+        assert found.status_code == 200 and _ids(found.json()) == {created}
+        outcome(client.get("/fhir/Patient", params={"family": "x"}), 400)

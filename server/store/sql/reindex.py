@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from server.fhir.resource_types import RESOURCE_TYPES
-from server.search.registry import Registry, SearchParam
+from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
 from server.store.sql.adapter import SqlRepository, write_index
 from server.store.sql.dialect import Connection
 
@@ -56,13 +56,19 @@ def sync(conn: Connection, registry: Registry) -> frozenset[str]:
     digests = registry.digests()
     states = _states(conn)
     changed = [url for url, digest in digests.items() if states.get(url, ("", "", 0))[0] != digest]
-    pending = {url for url, state in states.items() if state[1] == PENDING and url in digests}
+    columns = {p.url for p in registry.all() if p.code in COLUMN_PARAMS}
+    pending = {
+        url
+        for url, state in states.items()
+        if state[1] == PENDING and url in digests and url not in columns
+    }
     if changed:
         stored = _stored_types(conn)
         for url in changed:
             param = registry.by_url(url)
             assert param is not None
-            state = PENDING if _types(param) & stored else INDEXED
+            # _id and _lastUpdated are resource columns: nothing to rebuild
+            state = PENDING if _types(param) & stored and url not in columns else INDEXED
             conn.execute(_UPSERT, (url, digests[url], state))
             if state == PENDING:
                 pending.add(url)
