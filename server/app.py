@@ -7,14 +7,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from server.api import handlers, metadata, routes
+from server.api import handlers, metadata, operations, routes
 from server.api.fastpath import FastPath
 from server.fhir.validation import base_validator
 from server.logs import RequestLogMiddleware, configure
 from server.settings import Settings
 from server.store import open_store
+from server.store.conformance import conformance_store
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
+from server.validating import validation_service
 
 
 def create_app(settings: Settings | None = None, *, store: SqlRepository | None = None) -> FastAPI:
@@ -29,6 +31,8 @@ def create_app(settings: Settings | None = None, *, store: SqlRepository | None 
         repo = open_store(settings) if store is None else store
         runner = Runner(repo, settings.pg_pool_size)
         base_validator()  # load the schema before the first request, not during it
+        validation_service(settings)  # compile every profile: a bad one stops start-up
+        conformance_store(settings)
         app.state.store, app.state.runner = repo, runner
         try:
             yield
@@ -50,6 +54,7 @@ def create_app(settings: Settings | None = None, *, store: SqlRepository | None 
     app.state.settings = settings
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
+    app.include_router(operations.router, prefix="/fhir")
     app.include_router(routes.fallback, prefix="/fhir")
     handlers.install(app)
     app.add_middleware(FastPath)  # inside the request log: added first, runs second

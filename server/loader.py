@@ -34,6 +34,7 @@ import orjson
 DEFAULT_URL = "http://127.0.0.1:8080/fhir"
 DEFAULT_BATCH_SIZE = 100
 SIDECAR_SUFFIX = ".expected.json"
+INVALID_FOLDER = "invalid"
 DATA_SUFFIXES = (".json", ".ndjson")
 _FHIR_JSON = "application/fhir+json"
 _HEADERS = {"Content-Type": _FHIR_JSON, "Accept": _FHIR_JSON}
@@ -51,15 +52,20 @@ def is_sidecar(path: Path) -> bool:
 
 def discover(paths: Iterable[str | Path]) -> list[Path]:
     """The data files named by ``paths``: files as given, folders searched recursively for
-    ``*.json`` and ``*.ndjson`` (sorted); ``*.expected.json`` sidecars are always left out.
-    Raises ``FileNotFoundError`` for a path that does not exist."""
+    ``*.json`` and ``*.ndjson`` (sorted) except inside folders named ``invalid`` (examples that
+    fail on purpose; name such a file directly to send it); ``*.expected.json`` sidecars are
+    always left out. Raises ``FileNotFoundError`` for a path that does not exist."""
     out: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.name.endswith(DATA_SUFFIXES)
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.name.endswith(DATA_SUFFIXES)
+                and INVALID_FOLDER not in p.relative_to(path).parts[:-1]
             )
         elif path.is_file():
             found = [path]

@@ -37,6 +37,16 @@ _BODIES: dict[str, tuple[str, str, str]] = {
     "conditionalPatch": (JSON_PATCH, "JsonPatch", "A JSON Patch (RFC 6902) document"),
     "searchTypePost": (FORM, "SearchForm", "Search parameters, form-encoded"),
     "searchSystemPost": (FORM, "SearchForm", "Search parameters, form-encoded"),
+    "operationTypePost": (
+        FHIR_JSON,
+        "Resource",
+        "A Parameters resource (or, for $validate, the resource to check)",
+    ),
+    "operationInstancePost": (
+        FHIR_JSON,
+        "Resource",
+        "A Parameters resource (or, for $validate, the resource to check)",
+    ),
 }
 
 # what a successful answer carries, by operationId
@@ -99,6 +109,11 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
     "cid": {
         "description": "The logical id of the compartment's Patient",
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
+    },
+    "operation": {
+        "description": "The operation, with its $ ($validate, $expand, $lookup, "
+        "$validate-code, $translate)",
+        "schema": {"type": "string", "pattern": "^\\$[a-z][a-z\\-]{0,63}$"},
     },
     "vid": {
         "description": "The version id (meta.versionId) of the resource",

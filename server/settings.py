@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,16 @@ class Settings(BaseSettings):
     )
     max_include: int = Field(
         1000, ge=1, description="Most resources _include/_revinclude add to one search page"
+    )
+    unknown_profile: Literal["warning", "error"] = Field(
+        "warning",
+        description="What a meta.profile the server does not know (outside its own canonical "
+        "base, where an unknown profile is always an error) makes of a write",
+    )
+    require_profiles: bool = Field(
+        True,
+        description="Apply the profiles whose profile-required-for criteria a resource meets, "
+        "whether or not meta.profile claims them",
     )
     pg_pool_size: int = Field(8, ge=1)
     busy_timeout_ms: int = Field(10_000, ge=0)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from server.api.http import write_outcome
 from server.api.interactions import (
     FhirRequest,
     FhirResponse,
@@ -33,6 +34,7 @@ from server.errors import (
     InvalidResource,
     MultipleMatches,
     PreconditionFailed,
+    Unprocessable,
 )
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant
@@ -43,6 +45,7 @@ from server.search.service import search_service
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
 from server.store.base import Unit
+from server.validating import chained, reader_lookup, validation_service
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _PATCH_TYPES = ("application/json-patch+json",)
@@ -175,6 +178,8 @@ def _response_entry(response: FhirResponse, settings: Settings, prefer: str) -> 
         out["resource"] = orjson.Fragment(response.payload)
     if response.outcome is not None:
         reply["outcome"] = response.outcome
+    elif prefer == "OperationOutcome" and response.location and version is not None:
+        reply["outcome"] = write_outcome(response)
     out["response"] = reply
     return out
 
@@ -368,9 +373,45 @@ def _run_transaction(unit: Unit, entries: list[Entry], settings: Settings) -> li
         prepared = entry.prepared
         if prepared is not None and prepared.resource is not None:
             _rewrite(prepared.resource, mapping, unit, entry.index, ctx)
+    warnings = _validate_entries(unit, entries, settings)
     for entry in ordered[len(deletes) :]:
         responses[entry.index] = _run_checked(unit, entry, settings)
+        responses[entry.index].warnings.extend(warnings.get(entry.index, []))
     return [responses[i] for i in range(len(entries))]
+
+
+def _validate_entries(
+    unit: Unit, entries: list[Entry], settings: Settings
+) -> dict[int, list[Issue]]:
+    """Profile validation of every resource the transaction writes, before any is written,
+    references resolved to the transaction's own entries first; every entry's errors together
+    fail the transaction (422). Returns each entry's warnings."""
+    validation = validation_service(settings)
+    written: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in entries:
+        prepared = entry.prepared
+        if prepared is not None and prepared.resource is not None and entry.target is not None:
+            type, _, id = entry.target.partition("/")
+            written[(type, id)] = prepared.resource
+    lookup = chained(lambda type, id: written.get((type, id)), reader_lookup(unit))
+    errors: list[Issue] = []
+    first: int | None = None
+    warnings: dict[int, list[Issue]] = {}
+    for entry in entries:
+        prepared = entry.prepared
+        if prepared is None or prepared.resource is None or entry.existing:
+            continue
+        root = f"Bundle.entry[{entry.index}].resource"
+        findings = validation.check(prepared.resource, lookup=lookup, root=root)
+        prepared.checked = True
+        if findings.errors:
+            errors += findings.issues
+            first = entry.index if first is None else first
+        elif findings.warnings:
+            warnings[entry.index] = findings.warnings
+    if first is not None:
+        raise EntryFailed(first, Unprocessable(issues=errors))
+    return warnings
 
 
 def _run_checked(unit: Unit, entry: Entry, settings: Settings) -> FhirResponse:

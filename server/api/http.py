@@ -12,7 +12,7 @@ from server.api.context import note
 from server.api.interactions import FhirRequest, FhirResponse, loads
 from server.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from server.fhir.instant import format_http_date
-from server.fhir.outcome import information
+from server.fhir.outcome import Issue, operation_outcome
 from server.settings import Settings
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -163,6 +163,19 @@ def reformat(body: bytes, indent: bool) -> bytes:
     return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2) if indent else body
 
 
+def write_outcome(response: FhirResponse) -> dict[str, Any]:
+    """The OperationOutcome of a successful write: what was written, then any warnings."""
+    version = response.version
+    assert version is not None
+    verb = "Created" if response.status == 201 else "Updated"
+    done = Issue(
+        "information",
+        "informational",
+        f"{verb} {version.type}/{version.id} version {version.version}",
+    )
+    return operation_outcome([done, *response.warnings])
+
+
 def render(
     response: FhirResponse, settings: Settings, *, indent: bool, prefer: str = "representation"
 ) -> Response:
@@ -184,11 +197,7 @@ def render(
     elif prefer == "minimal":
         body = None
     elif prefer == "OperationOutcome" and response.location:
-        verb = "Created" if response.status == 201 else "Updated"
-        assert version is not None
-        body = dump(
-            information(f"{verb} {version.type}/{version.id} version {version.version}"), indent
-        )
+        body = dump(write_outcome(response), indent)
     elif version is not None and version.body is not None:
         body = reformat(version.body, indent)
     elif response.outcome is not None:

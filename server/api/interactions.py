@@ -34,6 +34,7 @@ from server.errors import (
     UnknownVersion,
     Unprocessable,
 )
+from server.fhir.conformance import CONFORMANCE_TYPES
 from server.fhir.instant import parse_fhir_range, parse_http_date
 from server.fhir.outcome import Issue, information
 from server.fhir.resource_types import is_supported
@@ -51,6 +52,8 @@ from server.search.registry import patient_compartment
 from server.search.service import search_service
 from server.settings import Settings
 from server.store.base import HistoryQuery, Reader, Unit, Version, WriteResult
+from server.store.conformance import conformance_store
+from server.validating import reader_lookup, validation_service
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
@@ -88,6 +91,7 @@ class FhirResponse:
     payload: bytes | None = None  # any other body (Bundle, OperationOutcome)
     location: bool = False  # a Location header pointing at ``version``
     outcome: dict[str, Any] | None = None  # informational OperationOutcome (Prefer, deletes)
+    warnings: list[Issue] = field(default_factory=list)  # what validation warned about
 
 
 @dataclass(slots=True)
@@ -99,6 +103,7 @@ class Prepared:
     criteria: Criteria | None = None
     if_match: int | None = None
     patch: jsonpatch.JsonPatch | None = None
+    checked: bool = False  # profile validation already done (a transaction checks up front)
 
 
 # -- request checks ---------------------------------------------------------------------------
@@ -206,6 +211,11 @@ def prepare(request: FhirRequest, settings: Settings) -> Prepared:
         check_id(request.id)
     if request.history or request.vid is not None or request.search_post:
         raise MethodNotAllowed(f"{method} is not allowed on this URL")
+    if type in CONFORMANCE_TYPES:
+        raise MethodNotAllowed(
+            f"{type} resources are the server's definitions (profiles/): read-only",
+            headers={"Allow": "GET, HEAD"},
+        )
     prepared = Prepared(request)
     if request.if_match is not None:
         prepared.if_match = parse_etag(request.if_match, "If-Match")
@@ -260,7 +270,9 @@ def _json_patch(body: Any, expression: str) -> jsonpatch.JsonPatch:
         raise BadRequest(f"Invalid JSON Patch: {exc}", expression=expression) from exc
 
 
-def _patcher(prepared: Prepared, type: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def _patcher(
+    prepared: Prepared, type: str, unit: Unit, settings: Settings, warnings: list[Issue]
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
     patch = prepared.patch
     assert patch is not None
 
@@ -285,16 +297,35 @@ def _patcher(prepared: Prepared, type: str) -> Callable[[dict[str, Any]], dict[s
                     for i in issues
                 ]
             )
+        warnings.extend(_profile_check(result, unit, settings, after_patch=True))
         return result
 
     return apply
 
 
+def _profile_check(
+    resource: dict[str, Any], unit: Unit, settings: Settings, *, after_patch: bool = False
+) -> list[Issue]:
+    """Profile validation of a resource about to be written: 422 on errors; the warnings."""
+    findings = validation_service(settings).check(resource, lookup=reader_lookup(unit))
+    if findings.errors:
+        issues = findings.issues
+        if after_patch:
+            issues = [
+                Issue(i.severity, i.code, f"After patching: {i.diagnostics}", i.expression)
+                for i in issues
+            ]
+        raise Unprocessable(issues=issues)
+    return findings.warnings
+
+
 # -- running writes ---------------------------------------------------------------------------
 
 
-def _written(result: WriteResult) -> FhirResponse:
-    return FhirResponse(201 if result.created else 200, result.version, location=True)
+def _written(result: WriteResult, warnings: list[Issue] | None = None) -> FhirResponse:
+    return FhirResponse(
+        201 if result.created else 200, result.version, location=True, warnings=warnings or []
+    )
 
 
 def run_write(unit: Unit, prepared: Prepared, settings: Settings) -> FhirResponse:
@@ -302,13 +333,16 @@ def run_write(unit: Unit, prepared: Prepared, settings: Settings) -> FhirRespons
     type = request.type
     assert type is not None
     method = request.method
+    warnings: list[Issue] = []
+    if prepared.resource is not None and not prepared.checked:
+        warnings = _profile_check(prepared.resource, unit, settings)
     if method == "POST":
         assert prepared.resource is not None
         if prepared.criteria is not None:
             result = unit.conditional_create(type, prepared.resource, prepared.criteria)
         else:
             result = unit.create(type, prepared.resource)
-        return _written(result)
+        return _written(result, warnings)
     if method == "PUT":
         assert prepared.resource is not None
         if prepared.criteria is not None:
@@ -318,7 +352,7 @@ def run_write(unit: Unit, prepared: Prepared, settings: Settings) -> FhirRespons
         else:
             assert request.id is not None
             result = unit.update(type, request.id, prepared.resource, if_match=prepared.if_match)
-        return _written(result)
+        return _written(result, warnings)
     if method == "PATCH":
         id = request.id
         if prepared.criteria is not None:
@@ -329,8 +363,9 @@ def run_write(unit: Unit, prepared: Prepared, settings: Settings) -> FhirRespons
                 raise MultipleMatches(f"Criteria '{prepared.criteria.key}' match several resources")
             id = matches[0].id
         assert id is not None
-        result = unit.patch(type, id, _patcher(prepared, type), if_match=prepared.if_match)
-        return _written(result)
+        patcher = _patcher(prepared, type, unit, settings, warnings)
+        result = unit.patch(type, id, patcher, if_match=prepared.if_match)
+        return _written(result, warnings)
     # DELETE
     if prepared.criteria is not None:
         results = unit.conditional_delete(
@@ -363,6 +398,8 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
     check_type(type)
     if request.id is not None:
         check_id(request.id)
+    if type in CONFORMANCE_TYPES and request.compartment is None:
+        reader = conformance_store(settings)
     if request.history:
         return FhirResponse(200, payload=history(reader, request, settings))
     if request.operation == "$everything":

@@ -1,5 +1,8 @@
 """The CapabilityStatement, generated from the server's registries (never hand-written).
 
+Profiles (``supportedProfile``), operations and the package (``implementationGuide``) come
+from the conformance resources of ``profiles/`` and the operation table.
+
 Resource types come from ``fhir.resource_types``, search parameters (with their definitions),
 includes and reverse includes from the search registry (parameters waiting for a reindex are
 left out),
@@ -20,7 +23,9 @@ from starlette.responses import Response
 
 from server.api import http, routes
 from server.api.context import note, settings_of
+from server.fhir.conformance import CANONICAL_BASE, CONFORMANCE_TYPES, Conformance, conformance
 from server.fhir.resource_types import RESOURCE_TYPES
+from server.operations.registry import operations
 from server.search.registry import Registry
 from server.search.service import search_service
 from server.settings import Settings
@@ -85,12 +90,41 @@ def _reverse_includes(registry: Registry) -> dict[str, list[str]]:
     return out
 
 
-def _resource(type: str, settings: Settings, revincludes: list[str]) -> dict[str, Any]:
+_READ_ONLY = frozenset({"read", "vread", "history-instance", "history-type", "search-type"})
+
+
+def _profiles(definitions: Conformance) -> dict[str, list[str]]:
+    """``{resource type: [our profile URLs]}``."""
+    out: dict[str, list[str]] = {}
+    for sd in definitions.local("StructureDefinition"):
+        if sd.get("kind") == "resource" and sd.get("derivation") == "constraint":
+            out.setdefault(sd["type"], []).append(sd["url"])
+    return {t: sorted(urls) for t, urls in out.items()}
+
+
+def _operations(type: str, definitions: Conformance) -> list[dict[str, Any]]:
+    out = []
+    for op in operations():
+        definition = definitions.resource("OperationDefinition", op.definition)
+        if op.applies_to(type) and definition is not None:
+            out.append({"name": op.name, "definition": definition["url"]})
+    if type == "Patient":
+        out.append({"name": "everything", "definition": _EVERYTHING})
+    return sorted(out, key=lambda o: o["name"])
+
+
+def _resource(
+    type: str, settings: Settings, revincludes: list[str], profiles: dict[str, list[str]]
+) -> dict[str, Any]:
     registry = search_service(settings).registry
     params = registry.for_type(type)
+    definitions = conformance()
+    interactions = type_interactions()
+    if type in CONFORMANCE_TYPES:
+        interactions = [code for code in interactions if code in _READ_ONLY]
     out: dict[str, Any] = {
         "type": type,
-        "interaction": [{"code": code} for code in type_interactions()],
+        "interaction": [{"code": code} for code in interactions],
         "versioning": "versioned-update",
         "readHistory": True,
         "updateCreate": True,
@@ -106,8 +140,19 @@ def _resource(type: str, settings: Settings, revincludes: list[str]) -> dict[str
         "searchRevInclude": revincludes,
         "searchParam": [_search_param(registry, type, code) for code in sorted(params)],
     }
-    if type == "Patient":
-        out["operation"] = [{"name": "everything", "definition": _EVERYTHING}]
+    if type in profiles:
+        out["supportedProfile"] = profiles[type]
+    if type in CONFORMANCE_TYPES:
+        for key in ("updateCreate", "conditionalCreate", "conditionalUpdate"):
+            out[key] = False
+        out["conditionalDelete"] = "not-supported"
+        out["documentation"] = (
+            "The server's definitions (the calaim.fhir.ecm package and the R4 base definitions "
+            "it uses): read-only, writes answer 405."
+        )
+    ops = _operations(type, definitions)
+    if ops:
+        out["operation"] = ops
     return out
 
 
@@ -121,7 +166,10 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
     software = version("calaim-fhir")
     registry = search_service(settings).registry
     revincludes = _reverse_includes(registry)
-    statement = {
+    definitions = conformance()
+    profiles = _profiles(definitions)
+    package = definitions.package
+    statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": date.today().isoformat(),
@@ -133,6 +181,16 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
             "url": settings.fhir_base,
         },
         "fhirVersion": "4.0.1",
+        **(
+            {
+                "implementationGuide": [
+                    f"{CANONICAL_BASE}/ImplementationGuide/{package['name']}"
+                    f"|{package.get('version', '')}"
+                ]
+            }
+            if package.get("name")
+            else {}
+        ),
         "format": ["json"],
         "patchFormat": ["application/json-patch+json"],
         "rest": [
@@ -152,7 +210,7 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
                     "unless started with --insecure-no-auth."
                 },
                 "resource": [
-                    _resource(t, settings, revincludes[t]) for t in sorted(RESOURCE_TYPES)
+                    _resource(t, settings, revincludes[t], profiles) for t in sorted(RESOURCE_TYPES)
                 ],
                 "interaction": [{"code": code} for code in system_interactions()],
                 "searchParam": [

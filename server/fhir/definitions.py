@@ -23,3 +23,14 @@ def element_names(type: str) -> frozenset[str]:
     """The JSON property names the R4 schema allows on ``type``."""
     definition = r4_schema().get("definitions", {}).get(type, {})
     return frozenset(definition.get("properties", {}))
+
+
+@cache
+def r4_terminology() -> list[dict[str, Any]]:
+    """The vendored R4 base ValueSets and CodeSystems (``r4-terminology.json``): those of the
+    required bindings of core elements; empty when the file is absent."""
+    path = DATA / "r4-terminology.json"
+    if not path.is_file():
+        return []
+    data: list[dict[str, Any]] = orjson.loads(path.read_bytes())
+    return data

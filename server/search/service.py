@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from server.fhir.terminology import local_terminology
+from server.fhir.conformance import conformance
 from server.search.index import Indexer
 from server.search.parse import SearchContext
 from server.search.registry import Registry, load_registry
@@ -37,6 +37,6 @@ def search_service(settings: Settings) -> SearchService:
         zone=zone,
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
-        expand=local_terminology().expand,
+        expand=conformance().terminology.expand,
     )
     return SearchService(registry, Indexer(registry, base, zone), context)

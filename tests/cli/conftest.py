@@ -16,6 +16,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
+# the two member-onboarding bundles: a known data set (2 members, 1 shared plan, 14 entries)
+ONBOARDING = [
+    str(EXAMPLES / "bundles" / "ecm-member-onboarding.json"),
+    str(EXAMPLES / "bundles" / "ecm-second-member.json"),
+]
 
 
 def command() -> list[str]:

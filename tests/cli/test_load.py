@@ -16,7 +16,7 @@ from server.search.parse import parse_search
 from server.search.service import search_service
 from server.settings import Settings
 from server.store import open_store
-from tests.cli.conftest import EXAMPLES, Server, command, sqlite_url
+from tests.cli.conftest import EXAMPLES, ONBOARDING, Server, command, sqlite_url
 
 CIN = "https://calaim-fhir.org/fhir/sid/medi-cal-cin"
 PLAN = "https://calaim-fhir.org/fhir/sid/dhcs-managed-care-plan|MCP-GPHP-0457"
@@ -49,7 +49,7 @@ def _write(path: Path, value: Any) -> Path:
 
 def test_load_direct_examples_then_read_back_from_the_store(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "fhir.db")
-    result = invoke("load", "--direct", "--database-url", url, "--quiet", str(EXAMPLES))
+    result = invoke("load", "--direct", "--database-url", url, "--quiet", *ONBOARDING)
     assert result.exit_code == 0, result.output
     patients = _search(url, "Patient")
     assert sorted(p["identifier"][0]["value"] for p in patients) == ["99000101A", "99000102B"]
@@ -59,7 +59,7 @@ def test_load_direct_examples_then_read_back_from_the_store(tmp_path: Path) -> N
     assert len(coverages) == 2
     assert {c["payor"][0]["reference"] for c in coverages} == {f"Organization/{plan['id']}"}
 
-    again = invoke("load", "--direct", "--database-url", url, "--quiet", str(EXAMPLES))
+    again = invoke("load", "--direct", "--database-url", url, "--quiet", *ONBOARDING)
     assert again.exit_code == 0, again.output
     assert len(_search(url, "Organization")) == 3  # the plan and two ECM providers, once each
     assert len(_search(url, "Patient")) == 2
@@ -67,7 +67,7 @@ def test_load_direct_examples_then_read_back_from_the_store(tmp_path: Path) -> N
 
 def test_load_direct_shows_progress_and_summary(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "fhir.db")
-    result = invoke("load", "--direct", "--database-url", url, str(EXAMPLES))
+    result = invoke("load", "--direct", "--database-url", url, *ONBOARDING)
     assert result.exit_code == 0, result.output
     assert "files" in result.stderr
     assert "2 file(s), 2 request(s), 14 entries loaded, 0 failed" in result.stderr
@@ -154,7 +154,7 @@ def test_load_missing_path_is_a_usage_error(tmp_path: Path) -> None:
 def test_load_into_a_running_server(server: Server, tmp_path: Path) -> None:
     single = _write(tmp_path / "single.json", {"resourceType": "Patient", "id": "solo"})
     completed = subprocess.run(
-        [*command(), "load", "--url", server.base, "--quiet", str(EXAMPLES), str(single)],
+        [*command(), "load", "--url", server.base, "--quiet", *ONBOARDING, str(single)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -170,7 +170,7 @@ def test_load_into_a_running_server(server: Server, tmp_path: Path) -> None:
 
     # again, through the environment variable: idempotent
     completed = subprocess.run(
-        [*command(), "load", "--quiet", str(EXAMPLES)],
+        [*command(), "load", "--quiet", *ONBOARDING],
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,11 +8,11 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from server.cli import app
-from tests.cli.conftest import EXAMPLES
+from tests.cli.conftest import ONBOARDING
 
 
 def test_validate_examples_is_clean() -> None:
-    result = CliRunner().invoke(app, ["validate", str(EXAMPLES)])
+    result = CliRunner().invoke(app, ["validate", *ONBOARDING])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert "2 file(s) checked, 0 error(s)" in result.stderr

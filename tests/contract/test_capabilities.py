@@ -8,8 +8,26 @@ import pytest
 
 from tests.support import TestClient, outcome
 
-TYPE_INTERACTIONS = {"read", "vread", "update", "patch", "delete", "history-instance",
-                     "history-type", "create", "search-type"}
+TYPE_INTERACTIONS = {
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+}
+READ_ONLY = {"read", "vread", "history-instance", "history-type", "search-type"}
+CONFORMANCE_TYPES = {
+    "StructureDefinition",
+    "ValueSet",
+    "CodeSystem",
+    "ConceptMap",
+    "SearchParameter",
+    "OperationDefinition",
+}
 SYSTEM_INTERACTIONS = {"transaction", "batch", "history-system"}
 
 #: Minimal valid instances of types a CalAIM client uses (required elements only).
@@ -19,24 +37,38 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "Practitioner": {},
     "Observation": {"status": "final", "code": {"text": "x"}},
     "Condition": {"subject": {"reference": "Patient/p"}},
-    "Encounter": {"status": "finished",
-                  "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                            "code": "AMB"}},
+    "Encounter": {
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+    },
     "CarePlan": {"status": "active", "intent": "plan", "subject": {"reference": "Patient/p"}},
-    "ServiceRequest": {"status": "active", "intent": "order",
-                       "subject": {"reference": "Patient/p"}},
+    "ServiceRequest": {
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p"},
+    },
     "Task": {"status": "requested", "intent": "order"},
-    "Goal": {"lifecycleStatus": "active", "description": {"text": "x"},
-             "subject": {"reference": "Patient/p"}},
-    "Coverage": {"status": "active", "beneficiary": {"reference": "Patient/p"},
-                 "payor": [{"reference": "Organization/o"}]},
+    "Goal": {
+        "lifecycleStatus": "active",
+        "description": {"text": "x"},
+        "subject": {"reference": "Patient/p"},
+    },
+    "Coverage": {
+        "status": "active",
+        "beneficiary": {"reference": "Patient/p"},
+        "payor": [{"reference": "Organization/o"}],
+    },
     "QuestionnaireResponse": {"status": "completed"},
     "Consent": {"status": "active", "scope": {"text": "x"}, "category": [{"text": "x"}]},
 }
 
 #: Real R4 resource types this server excludes (see docs/resource-types.md).
-NOT_LISTED_CANDIDATES = ("PlanDefinition", "ActivityDefinition", "MedicinalProduct",
-                         "EffectEvidenceSynthesis")
+NOT_LISTED_CANDIDATES = (
+    "PlanDefinition",
+    "ActivityDefinition",
+    "MedicinalProduct",
+    "EffectEvidenceSynthesis",
+)
 
 
 @pytest.fixture
@@ -64,15 +96,20 @@ def test_capability_statement_basics(statement: dict[str, Any]) -> None:
     assert SYSTEM_INTERACTIONS <= system, system
 
 
-def test_every_listed_type_has_the_interactions_and_search_params(statement: dict[str, Any]
-                                                                  ) -> None:
+def test_every_listed_type_has_the_interactions_and_search_params(
+    statement: dict[str, Any],
+) -> None:
     resources = _resources(statement)
     assert len(resources) > 100
     for type_, resource in resources.items():
         codes = {i["code"] for i in resource["interaction"]}
-        assert TYPE_INTERACTIONS <= codes, f"{type_}: missing {TYPE_INTERACTIONS - codes}"
         params = {p["name"] for p in resource.get("searchParam", [])}
         assert {"_id", "_lastUpdated"} <= params, f"{type_}: {params}"
+        if type_ in CONFORMANCE_TYPES:  # the server's definitions: read-only
+            assert codes == READ_ONLY, f"{type_}: {codes}"
+            assert resource.get("conditionalCreate") is False
+            continue
+        assert TYPE_INTERACTIONS <= codes, f"{type_}: missing {TYPE_INTERACTIONS - codes}"
         assert resource.get("conditionalCreate") is True
         assert resource.get("conditionalUpdate") is True
         assert resource.get("conditionalDelete") in ("single", "multiple")
@@ -103,8 +140,7 @@ def test_a_type_not_listed_is_404(client: TestClient, statement: dict[str, Any])
     assert unlisted, "expected some R4 types to be excluded"
     for type_ in unlisted:
         outcome(client.get(f"/fhir/{type_}"), 404)
-        outcome(client.post(f"/fhir/{type_}", json={"resourceType": type_, "status": "draft"}),
-                404)
+        outcome(client.post(f"/fhir/{type_}", json={"resourceType": type_, "status": "draft"}), 404)
     outcome(client.get("/fhir/NotAType/1"), 404)
 
 

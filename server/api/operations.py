@@ -1,0 +1,150 @@
+"""HTTP routes of FHIR operations: ``[type]/$op`` and ``[type]/[id]/$op``, GET and POST.
+
+Inputs come from the query (GET: primitive parameters only) or a ``Parameters`` body (POST),
+parsed against the operation's OperationDefinition; an operation with a ``resource`` input
+also takes the bare resource as the body. Operations that change state refuse GET (405). An
+instance-level call on an unknown or deleted instance is 404/410 before the operation runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.responses import Response
+
+from server.api import http
+from server.api.context import note, repository, settings_of
+from server.api.interactions import FhirResponse, check_id, check_type
+from server.errors import Gone, MethodNotAllowed, NotFound
+from server.fhir.conformance import CONFORMANCE_TYPES, conformance
+from server.operations.parameters import parse_input
+from server.operations.registry import Call, Operation, find
+from server.store.base import Reader
+
+router = APIRouter()
+
+
+class _OperationConvertor(Convertor[str]):
+    regex = "\\$[a-z][a-z\\-]{0,63}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("fhirop", _OperationConvertor())
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "default": {
+        "description": "An OperationOutcome describing the error",
+        "content": {"application/fhir+json": {}},
+    }
+}
+
+
+def _operation(type: str, name: str, instance: bool, method: str) -> Operation:
+    check_type(type)
+    operation = find(type, name.removeprefix("$"))
+    if operation is None or not (operation.instance_level if instance else operation.type_level):
+        where = f"{type}/[id]" if instance else type
+        raise NotFound(f"No operation {name} on {where}")
+    if method == "GET" and operation.affects_state:
+        raise MethodNotAllowed(f"{name} changes data: use POST", headers={"Allow": "POST"})
+    return operation
+
+
+def _instance(reader: Reader, type: str, id: str) -> dict[str, Any]:
+    if type in CONFORMANCE_TYPES:
+        found = conformance().resource(type, id)
+        if found is None:
+            raise NotFound(f"{type}/{id} is not known")
+        return found
+    version = reader.read(type, id)
+    if version is None:
+        raise NotFound(f"{type}/{id} is not known")
+    if version.body is None:
+        raise Gone(f"{type}/{id} was deleted (version {version.version})")
+    body: dict[str, Any] = orjson.loads(version.body)
+    return body
+
+
+def _inputs(operation: Operation, request: Request, body: Any) -> dict[str, list[Any]]:
+    definition = conformance().resource("OperationDefinition", operation.definition)
+    assert definition is not None, f"OperationDefinition/{operation.definition} is missing"
+    query = [
+        (k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")
+    ]
+    if body is None:
+        return parse_input(definition, query=query, body=None)
+    takes_resource = any(
+        p.get("use") == "in" and p.get("type") == "Resource" or p.get("name") == "resource"
+        for p in definition.get("parameter", [])
+    )
+    if takes_resource and isinstance(body, dict) and body.get("resourceType") != "Parameters":
+        body = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": body}]}
+    return parse_input(definition, query=query or None, body=body)
+
+
+async def _run(request: Request, type: str, id: str | None, name: str) -> Response:
+    note(request, "operation", type, id)
+    http.check_accept(request)
+    settings = settings_of(request)
+    method = request.method
+    operation = _operation(type, name, id is not None, method)
+    if id is not None:
+        check_id(id)
+    body = await http.read_json(request, settings, http.JSON_TYPES) if method == "POST" else None
+    params = _inputs(operation, request, body)
+    definitions = conformance()
+
+    def work(reader: Reader) -> FhirResponse:
+        instance = _instance(reader, type, id) if id is not None else None
+        call = Call(settings, type, id, params, reader, definitions, instance)
+        return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
+
+    repo = repository(request)
+    if operation.affects_state:
+        result = await repo.writing(work)
+    else:
+        result = await repo.reading(work)
+    return http.render(result, settings, indent=http.pretty(request))
+
+
+_TYPE_PATH = "/{type:fhirtype}/{operation:fhirop}"
+_INSTANCE_PATH = "/{type:fhirtype}/{id:fhirid}/{operation:fhirop}"
+_TYPE_SUMMARY = "A type-level operation ($validate, $expand, $lookup, $validate-code, $translate)"
+_INSTANCE_SUMMARY = "An instance-level operation ($validate, $expand, $validate-code, $translate)"
+
+
+async def _type_level(request: Request) -> Response:
+    path = request.path_params
+    return await _run(request, path["type"], None, path["operation"])
+
+
+async def _instance_level(request: Request) -> Response:
+    path = request.path_params
+    return await _run(request, path["type"], path["id"], path["operation"])
+
+
+for _method in ("GET", "POST"):
+    router.add_api_route(
+        _TYPE_PATH,
+        _type_level,
+        methods=[_method],
+        operation_id=f"operationType{_method.title()}",
+        responses=_RESPONSES,
+        summary=_TYPE_SUMMARY,
+    )
+    router.add_api_route(
+        _INSTANCE_PATH,
+        _instance_level,
+        methods=[_method],
+        operation_id=f"operationInstance{_method.title()}",
+        responses=_RESPONSES,
+        summary=_INSTANCE_SUMMARY,
+    )

@@ -1,0 +1,106 @@
+"""The validation of one server configuration: conformance, compiled profiles, server rules.
+
+Built once per ``Settings`` (start-up compiles every profile, so a definition that cannot be
+compiled stops the server instead of being skipped). ``check`` is what every write and
+``$validate`` call: base structure has already passed; it returns the profile findings.
+References are resolved through a :data:`Lookup` the caller supplies (the store of the write's
+unit, a transaction's entries first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import orjson
+
+from server.fhir.conformance import Conformance, conformance
+from server.fhir.profiles import ProfileSet, Resolve
+from server.fhir.validator import Findings, Validator
+from server.search.profile_rules import Lookup, ProfileRules
+from server.search.service import search_service
+from server.settings import Settings
+from server.store.base import Reader
+
+_HISTORY = "/_history/"
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    conformance: Conformance
+    profiles: ProfileSet
+    validator: Validator
+    rules: ProfileRules | None
+    base: str
+
+    def check(
+        self,
+        resource: dict[str, Any],
+        *,
+        lookup: Lookup | None = None,
+        root: str | None = None,
+        extra: Iterable[str] = (),
+    ) -> Findings:
+        required = self.rules.required(resource, lookup) if self.rules is not None else []
+        resolve = self.resolver(lookup) if lookup is not None else None
+        return self.validator.validate(
+            resource, required=required, extra=extra, resolve=resolve, root=root
+        )
+
+    def resolver(self, lookup: Lookup) -> Resolve:
+        """A reference string -> its target, for references to this server's resources."""
+
+        def resolve(reference: str) -> dict[str, Any] | None:
+            target = local_target(reference, self.base)
+            return None if target is None else lookup(*target)
+
+        return resolve
+
+
+def local_target(reference: str, base: str) -> tuple[str, str] | None:
+    """``(type, id)`` of a relative (``Task/1``, ``Task/1/_history/2``) or this server's
+    absolute reference; None for anything else."""
+    if reference.startswith(base + "/"):
+        reference = reference[len(base) + 1 :]
+    elif "://" in reference or reference.startswith(("urn:", "#")):
+        return None
+    reference = reference.split(_HISTORY, 1)[0]
+    type, sep, id = reference.partition("/")
+    if not sep or not type or not id or "/" in id:
+        return None
+    return type, id
+
+
+def reader_lookup(reader: Reader) -> Lookup:
+    """Targets from a store reader (a deleted or unknown target: None)."""
+
+    def lookup(type: str, id: str) -> dict[str, Any] | None:
+        found = reader.read(type, id)
+        if found is None or found.body is None:
+            return None
+        body: dict[str, Any] = orjson.loads(found.body)
+        return body
+
+    return lookup
+
+
+def chained(first: Callable[[str, str], dict[str, Any] | None], then: Lookup) -> Lookup:
+    """Look in ``first`` (a transaction's entries), then in ``then`` (the store)."""
+
+    def lookup(type: str, id: str) -> dict[str, Any] | None:
+        found = first(type, id)
+        return found if found is not None else then(type, id)
+
+    return lookup
+
+
+@cache
+def validation_service(settings: Settings) -> Validation:
+    definitions = conformance()
+    structure = list(definitions.local("StructureDefinition"))  # the package's, US Core mirrors too
+    profiles = ProfileSet(structure, definitions.terminology)
+    validator = Validator(definitions, profiles, unknown_profile=settings.unknown_profile)
+    rules = ProfileRules(structure, search_service(settings)) if settings.require_profiles else None
+    return Validation(definitions, profiles, validator, rules, settings.fhir_base)
