@@ -51,14 +51,19 @@ class Indexer:
         self._extractors: dict[tuple[str, str], Extractor | None] = {}
         self._warned: set[tuple[str, ...]] = set()
 
-    def rows(self, type: str, resource: dict[str, Any]) -> IndexRows:
-        """The de-duplicated index rows of ``resource`` (of resource type ``type``)."""
+    def rows(
+        self, type: str, resource: dict[str, Any], only: frozenset[str] | None = None
+    ) -> IndexRows:
+        """The de-duplicated index rows of ``resource`` (of resource type ``type``); with
+        ``only``, the rows of those parameter codes alone."""
         plans = self._plans.get(type)
         if plans is None:
             plans = self._plans[type] = self._plan(type)
         out = IndexRows()
         for plan in plans:
             param = plan.param
+            if only is not None and param.code not in only:
+                continue
             nodes = self._run(plan.extractor, resource, resource, type, param.url)
             if plan.parts:
                 self._composite(plan, nodes, resource, out)

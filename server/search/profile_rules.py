@@ -10,13 +10,16 @@ as every other search, so any parameter, modifier or chain works
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from server.errors import InvalidSearch
+from server.search.index import Indexer
 from server.search.match import Matcher, compile_matcher
 from server.search.parse import parse_criteria_string
+from server.search.rows import IndexRows
 from server.search.service import SearchService
 
 REQUIRED_FOR = "http://calaim-fhir.org/fhir/StructureDefinition/profile-required-for"
@@ -35,6 +38,25 @@ class _Rule:
     type: str
     query: str
     matcher: Matcher
+    rows: _Subset
+
+
+class _Subset:
+    """Index rows of only the parameters a rule's search names (chains included): a rule is
+    checked on every write, and extracting every parameter would cost more than the check."""
+
+    def __init__(self, indexer: Indexer, codes: frozenset[str]) -> None:
+        self._indexer = indexer
+        self._codes = codes
+
+    def rows(self, type: str, resource: dict[str, Any]) -> IndexRows:
+        return self._indexer.rows(type, resource, self._codes)
+
+
+def _codes(criteria: str) -> frozenset[str]:
+    """Every parameter code a query string names, through chains and modifiers."""
+    names = [pair.partition("=")[0] for pair in criteria.split("&")]
+    return frozenset(part for name in names for part in re.split(r"[.:]", name) if part)
 
 
 class ProfileRules:
@@ -57,7 +79,8 @@ class ProfileRules:
                     parsed = parse_criteria_string(type, criteria, search.context)
                 except InvalidSearch as exc:
                     raise ProfileRuleError(f"{sd.get('url')}: {query}: {exc}") from exc
-                rule = _Rule(str(sd["url"]), type, query, compile_matcher(parsed))
+                subset = _Subset(search.indexer, _codes(criteria))
+                rule = _Rule(str(sd["url"]), type, query, compile_matcher(parsed), subset)
                 self._rules.setdefault(type, []).append(rule)
 
     def describe(self) -> list[tuple[str, str]]:
@@ -71,13 +94,12 @@ class ProfileRules:
         if not rules:
             return []
         out = []
-        indexer = self._search.indexer
         resolve = lookup or _nothing
         for rule in rules:
             if rule.matcher(
                 rule.type,
                 resource,
-                indexer,
+                rule.rows,
                 id=resource.get("id") or "",
                 last_updated=0,
                 resolve=resolve,
