@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from server.api import handlers, metadata, operations, routes
+from server.api import async_jobs, handlers, metadata, operations, routes
 from server.api.fastpath import FastPath
 from server.fhir.validation import base_validator
+from server.jobs import JobRunner
 from server.logs import RequestLogMiddleware, configure
 from server.settings import Settings
 from server.store import open_store
@@ -33,10 +35,19 @@ def create_app(settings: Settings | None = None, *, store: SqlRepository | None 
         base_validator()  # load the schema before the first request, not during it
         validation_service(settings)  # compile every profile: a bad one stops start-up
         conformance_store(settings)
-        app.state.store, app.state.runner = repo, runner
+        jobs = JobRunner(
+            repo.jobs,
+            retention_seconds=settings.async_retention_hours * 3600,
+            stale_seconds=settings.async_stale_seconds,
+            workers=settings.async_workers,
+        )
+        jobs.start(asyncio.get_running_loop())
+        app.state.store, app.state.runner, app.state.jobs = repo, runner, jobs
         try:
             yield
         finally:
+            # off the loop: a job may be waiting for the loop to run its write unit
+            await asyncio.to_thread(jobs.close)
             runner.close()
             if owned:
                 repo.close()
@@ -55,6 +66,7 @@ def create_app(settings: Settings | None = None, *, store: SqlRepository | None 
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")
+    app.include_router(async_jobs.router, prefix="/fhir")
     app.include_router(routes.fallback, prefix="/fhir")
     handlers.install(app)
     app.add_middleware(FastPath)  # inside the request log: added first, runs second

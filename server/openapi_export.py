@@ -37,6 +37,7 @@ _BODIES: dict[str, tuple[str, str, str]] = {
     "conditionalPatch": (JSON_PATCH, "JsonPatch", "A JSON Patch (RFC 6902) document"),
     "searchTypePost": (FORM, "SearchForm", "Search parameters, form-encoded"),
     "searchSystemPost": (FORM, "SearchForm", "Search parameters, form-encoded"),
+    "operationSystemPost": (FHIR_JSON, "Resource", "A Parameters resource"),
     "operationTypePost": (
         FHIR_JSON,
         "Resource",
@@ -64,7 +65,19 @@ _ANSWERS: dict[str, str] = {
     "patientEverything": "Bundle",
     "delete": "OperationOutcome",
     "conditionalDelete": "OperationOutcome",
+    "asyncStatus": "Bundle",
+    "asyncCancel": "OperationOutcome",
 }
+_OPERATIONS = frozenset(
+    {
+        "operationSystemGet",
+        "operationSystemPost",
+        "operationTypeGet",
+        "operationTypePost",
+        "operationInstanceGet",
+        "operationInstancePost",
+    }
+)
 
 _WRITES = frozenset(
     {
@@ -114,6 +127,11 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
         "description": "The operation, with its $ ($validate, $expand, $lookup, "
         "$validate-code, $translate)",
         "schema": {"type": "string", "pattern": "^\\$[a-z][a-z\\-]{0,63}$"},
+    },
+    "job": {
+        "description": "The id of an asynchronous request (from the Content-Location of its "
+        "202 answer)",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
     },
     "vid": {
         "description": "The version id (meta.versionId) of the resource",
@@ -178,6 +196,11 @@ _SINCE_EVERYTHING = _query(
 )
 _TYPE = _query("_type", "Only these resource types (comma-separated)", {"type": "string"})
 _PREFER = _header("Prefer", "return=minimal | return=representation | return=OperationOutcome")
+_PREFER_ASYNC = _header(
+    "Prefer",
+    "respond-async: run a long-running operation as an asynchronous request (202 Accepted, "
+    "then poll the Content-Location URL)",
+)
 _IF_MATCH_H = _header("If-Match", 'Version-aware update: the ETag of the current version, W/"3"')
 _IF_NONE_EXIST = _header(
     "If-None-Exist", "Conditional create: search parameters, e.g. identifier=system|value"
@@ -241,7 +264,7 @@ def _content(media: str, schema: str) -> dict[str, Any]:
 
 def _tag(path: str) -> str:
     rest = path.removeprefix("/fhir").strip("/")
-    if not rest or rest.startswith(("_", "metadata")):
+    if not rest or rest.startswith(("_", "metadata", "{operation}")):
         return "system"
     return "instance" if "{id}" in rest else "type"
 
@@ -273,6 +296,8 @@ def _operation(path: str, op: dict[str, Any]) -> None:
         params += [_COUNT, _SINCE, _AT]
     if op_id in _WRITES:
         params.append(_PREFER)
+    if op_id in _OPERATIONS:
+        params.append(_PREFER_ASYNC)
     params += [_FORMAT, _PRETTY]
     op["parameters"] = copy.deepcopy(params)
 
@@ -291,6 +316,8 @@ def _operation(path: str, op: dict[str, Any]) -> None:
     responses.setdefault("default", {"description": "An OperationOutcome describing the error"})
     for code, response in responses.items():
         if code == "default":
+            response["content"] = _content(FHIR_JSON, "OperationOutcome")
+        elif code == "202":
             response["content"] = _content(FHIR_JSON, "OperationOutcome")
         elif code == "201":
             response["description"] = "Created: the new resource (per Prefer)"
@@ -323,7 +350,8 @@ def export() -> dict[str, Any]:
     document["tags"] = [
         {
             "name": "system",
-            "description": "Whole-system interactions: capabilities, batch/transaction, history",
+            "description": "Whole-system interactions: capabilities, batch/transaction, "
+            "history, system-level operations, asynchronous request status",
         },
         {
             "name": "type",

@@ -55,6 +55,20 @@ class Settings(BaseSettings):
     )
     pg_pool_size: int = Field(8, ge=1)
     busy_timeout_ms: int = Field(10_000, ge=0)
+    async_workers: int = Field(
+        2, ge=1, description="Asynchronous jobs (Prefer: respond-async) run at once per process"
+    )
+    async_retention_hours: float = Field(
+        24,
+        gt=0,
+        description="How long the result of an asynchronous job is kept after it ends",
+    )
+    async_stale_seconds: float = Field(
+        300,
+        gt=0,
+        description="A running asynchronous job whose worker has not been heard from for this "
+        "long is reported failed (its worker stopped)",
+    )
 
     @cached_property
     def fhir_base(self) -> str:

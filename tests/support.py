@@ -43,6 +43,7 @@ TABLES = (
     "search_number",
     "search_quantity",
     "search_uri",
+    "async_job",
 )
 
 

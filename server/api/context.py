@@ -1,10 +1,12 @@
-"""What a request handler gets from the application: settings and the authorized repository."""
+"""What a request handler gets from the application: settings, the authorized repository and
+the asynchronous job runner."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
 from server.auth.principal import LOCAL, Principal
+from server.jobs import JobRunner
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
 
@@ -23,6 +25,12 @@ def principal_of(request: Request) -> Principal:
 def repository(request: Request) -> AuthorizedRepository:
     state = request.app.state
     return AuthorizedRepository(state.runner, principal_of(request))
+
+
+def jobs_of(request: Request) -> JobRunner:
+    """The application's asynchronous job runner."""
+    jobs: JobRunner = request.app.state.jobs
+    return jobs
 
 
 def note(request: Request, interaction: str, type: str | None, id: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -69,8 +70,10 @@ def pretty(request: Request) -> bool:
 
 
 def _prefer(request: Request, key: str) -> str | None:
+    """The value of preference ``key`` ("" for a bare token such as ``respond-async``); the
+    header may repeat, and one header may list several preferences (RFC 7240: commas)."""
     for part in request.headers.getlist("prefer"):
-        for item in part.split(";"):
+        for item in part.replace(",", ";").split(";"):
             name, _, value = item.strip().partition("=")
             if name.strip().lower() == key:
                 return value.strip().strip('"')
@@ -80,6 +83,16 @@ def _prefer(request: Request, key: str) -> str | None:
 def prefer_lenient(request: Request) -> bool:
     """``Prefer: handling=lenient``: unknown search parameters are ignored (and reported)."""
     return _prefer(request, "handling") == "lenient"
+
+
+def prefer_async(request: Request) -> bool:
+    """``Prefer: respond-async``: answer 202 at once and the result at a status URL."""
+    return _prefer(request, "respond-async") is not None
+
+
+def status_line(code: int) -> str:
+    """A Bundle entry's ``response.status``: the code and its reason phrase."""
+    return f"{code} {HTTPStatus(code).phrase}"
 
 
 def prefer_return(request: Request) -> str:

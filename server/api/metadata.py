@@ -106,11 +106,43 @@ def _operations(type: str, definitions: Conformance) -> list[dict[str, Any]]:
     out = []
     for op in operations():
         definition = definitions.resource("OperationDefinition", op.definition)
-        if op.applies_to(type) and definition is not None:
+        on_type = op.type_level or op.instance_level
+        if on_type and op.applies_to(type) and definition is not None:
             out.append({"name": op.name, "definition": definition["url"]})
     if type == "Patient":
         out.append({"name": "everything", "definition": _EVERYTHING})
     return sorted(out, key=lambda o: o["name"])
+
+
+def _system_operations(definitions: Conformance) -> list[dict[str, Any]]:
+    """``rest.operation``: the system-level operations (``[base]/$name``)."""
+    out = []
+    for op in operations():
+        definition = definitions.resource("OperationDefinition", op.definition)
+        if op.system_level and definition is not None:
+            out.append({"name": op.name, "definition": definition["url"]})
+    return sorted(out, key=lambda o: o["name"])
+
+
+def _documentation(settings: Settings) -> str:
+    text = (
+        "References need not resolve when a resource is written "
+        "(referencePolicy has no 'enforced'); "
+        "deleting a resource does not check references to it. "
+        "Paging is keyset-based: follow the Bundle links. "
+        "Search values are indexed when a resource is written; dates without an "
+        f"offset are read in {settings.search_timezone}. Unknown search parameters "
+        "are refused (400) unless the request has Prefer: handling=lenient."
+    )
+    long_running = sorted({f"${op.name}" for op in operations() if op.long_running})
+    if long_running:
+        text += (
+            f" Long-running operations ({', '.join(long_running)}) accept "
+            "Prefer: respond-async (202, then poll the Content-Location URL "
+            "[base]/_async/<id>; DELETE cancels); results are kept "
+            f"{settings.async_retention_hours:g} hours."
+        )
+    return text
 
 
 def _resource(
@@ -196,15 +228,7 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
         "rest": [
             {
                 "mode": "server",
-                "documentation": (
-                    "References need not resolve when a resource is written "
-                    "(referencePolicy has no 'enforced'); "
-                    "deleting a resource does not check references to it. "
-                    "Paging is keyset-based: follow the Bundle links. "
-                    "Search values are indexed when a resource is written; dates without an "
-                    f"offset are read in {settings.search_timezone}. Unknown search parameters "
-                    "are refused (400) unless the request has Prefer: handling=lenient."
-                ),
+                "documentation": _documentation(settings),
                 "security": {
                     "description": "No authentication yet: the server listens on loopback only "
                     "unless started with --insecure-no-auth."
@@ -222,6 +246,9 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
             }
         ],
     }
+    system_operations = _system_operations(definitions)
+    if system_operations:
+        statement["rest"][0]["operation"] = system_operations
     return orjson.dumps(statement)
 
 

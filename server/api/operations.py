@@ -1,13 +1,20 @@
-"""HTTP routes of FHIR operations: ``[type]/$op`` and ``[type]/[id]/$op``, GET and POST.
+"""HTTP routes of FHIR operations: ``$op``, ``[type]/$op`` and ``[type]/[id]/$op``, GET and POST.
 
 Inputs come from the query (GET: primitive parameters only) or a ``Parameters`` body (POST),
 parsed against the operation's OperationDefinition; an operation with a ``resource`` input
 also takes the bare resource as the body. Operations that change state refuse GET (405). An
 instance-level call on an unknown or deleted instance is 404/410 before the operation runs.
+
+Most operations run as one read (or, when they change state, inside one write unit). A
+``long_running`` one runs on a worker thread instead, reading through a reader of that thread
+and writing through ``Call.write`` (group commit); with ``Prefer: respond-async`` it becomes an
+asynchronous job: ``202 Accepted``, ``Content-Location: [base]/_async/<job>`` (``async_jobs.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
 from typing import Any
 
 import orjson
@@ -16,12 +23,14 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from server.api import http
-from server.api.context import note, repository, settings_of
+from server.api.context import jobs_of, note, repository, settings_of
 from server.api.interactions import FhirResponse, check_id, check_type
 from server.errors import Gone, MethodNotAllowed, NotFound
 from server.fhir.conformance import CONFORMANCE_TYPES, conformance
+from server.fhir.outcome import information
+from server.jobs import JobContext, ThreadWrites
 from server.operations.parameters import parse_input
-from server.operations.registry import Call, Operation, find
+from server.operations.registry import Call, Operation, find, find_system
 from server.store.base import Reader
 
 router = APIRouter()
@@ -40,19 +49,31 @@ class _OperationConvertor(Convertor[str]):
 register_url_convertor("fhirop", _OperationConvertor())
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted (Prefer: respond-async, long-running operations): poll the "
+        "Content-Location URL for the result"
+    },
     "default": {
         "description": "An OperationOutcome describing the error",
         "content": {"application/fhir+json": {}},
-    }
+    },
 }
 
 
 def _operation(type: str, name: str, instance: bool, method: str) -> Operation:
-    check_type(type)
-    operation = find(type, name.removeprefix("$"))
-    if operation is None or not (operation.instance_level if instance else operation.type_level):
-        where = f"{type}/[id]" if instance else type
-        raise NotFound(f"No operation {name} on {where}")
+    operation: Operation | None
+    if not type:
+        operation = find_system(name.removeprefix("$"))
+        if operation is None:
+            raise NotFound(f"No system-level operation {name}")
+    else:
+        check_type(type)
+        operation = find(type, name.removeprefix("$"))
+        if operation is None or not (
+            operation.instance_level if instance else operation.type_level
+        ):
+            where = f"{type}/[id]" if instance else type
+            raise NotFound(f"No operation {name} on {where}")
     if method == "GET" and operation.affects_state:
         raise MethodNotAllowed(f"{name} changes data: use POST", headers={"Allow": "POST"})
     return operation
@@ -91,7 +112,7 @@ def _inputs(operation: Operation, request: Request, body: Any) -> dict[str, list
 
 
 async def _run(request: Request, type: str, id: str | None, name: str) -> Response:
-    note(request, "operation", type, id)
+    note(request, "operation", type or None, id)
     http.check_accept(request)
     settings = settings_of(request)
     method = request.method
@@ -100,14 +121,18 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
         check_id(id)
     body = await http.read_json(request, settings, http.JSON_TYPES) if method == "POST" else None
     params = _inputs(operation, request, body)
+    if operation.long_running:
+        return await _run_long(request, operation, type, id, params)
     definitions = conformance()
+    repo = repository(request)
 
     def work(reader: Reader) -> FhirResponse:
         instance = _instance(reader, type, id) if id is not None else None
-        call = Call(settings, type, id, params, reader, definitions, instance)
+        call = Call(
+            settings, type, id, params, reader, definitions, instance, base=settings.fhir_base
+        )
         return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
 
-    repo = repository(request)
     if operation.affects_state:
         result = await repo.writing(work)
     else:
@@ -115,10 +140,78 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
     return http.render(result, settings, indent=http.pretty(request))
 
 
+async def _run_long(
+    request: Request,
+    operation: Operation,
+    type: str,
+    id: str | None,
+    params: dict[str, list[Any]],
+) -> Response:
+    """A long-running operation on a worker thread: now (200), or as a job (202)."""
+    settings = settings_of(request)
+    definitions = conformance()
+    repo = repository(request)
+    instance = None
+    if id is not None:  # 404/410 now, not in the job
+        instance = await repo.reading(lambda reader: _instance(reader, type, id))
+    call = partial(Call, settings, type, id, params, conformance=definitions, instance=instance)
+    base = settings.fhir_base
+    if http.prefer_async(request):
+
+        def job(context: JobContext) -> tuple[int, dict[str, Any]]:
+            def run(reader: Reader) -> dict[str, Any]:
+                return operation.run(
+                    call(
+                        reader=reader,
+                        write=context.write,
+                        progress=context.progress,
+                        cancelled=context.cancelled,
+                        base=base,
+                        prefer_async=True,
+                    )
+                )
+
+            return 200, context.read(run)
+
+        url = base + request.url.path.removeprefix("/fhir")
+        if request.url.query:
+            url += "?" + request.url.query
+        job_id = await asyncio.to_thread(
+            jobs_of(request).submit,
+            operation.name,
+            {"method": request.method, "url": url},
+            job,
+            access=repo,
+            unit=operation.progress_unit,
+        )
+        status_url = f"{base}/_async/{job_id}"
+        outcome = information(f"Accepted: poll {status_url} for the result")
+        return Response(
+            http.dump(outcome, http.pretty(request)),
+            status_code=202,
+            headers={"Content-Location": status_url},
+            media_type=http.FHIR_JSON,
+        )
+    writes = ThreadWrites(repo, asyncio.get_running_loop())
+
+    def now() -> bytes:
+        with repo.reader() as reader:
+            return orjson.dumps(operation.run(call(reader=reader, write=writes, base=base)))
+
+    payload = await asyncio.to_thread(now)
+    return http.render(FhirResponse(200, payload=payload), settings, indent=http.pretty(request))
+
+
+_SYSTEM_PATH = "/{operation:fhirop}"
 _TYPE_PATH = "/{type:fhirtype}/{operation:fhirop}"
 _INSTANCE_PATH = "/{type:fhirtype}/{id:fhirid}/{operation:fhirop}"
+_SYSTEM_SUMMARY = "A system-level operation ($ecm-eligibility: the prioritized list)"
 _TYPE_SUMMARY = "A type-level operation ($validate, $expand, $lookup, $validate-code, $translate)"
 _INSTANCE_SUMMARY = "An instance-level operation ($validate, $expand, $validate-code, $translate)"
+
+
+async def _system_level(request: Request) -> Response:
+    return await _run(request, "", None, request.path_params["operation"])
 
 
 async def _type_level(request: Request) -> Response:
@@ -132,6 +225,14 @@ async def _instance_level(request: Request) -> Response:
 
 
 for _method in ("GET", "POST"):
+    router.add_api_route(
+        _SYSTEM_PATH,
+        _system_level,
+        methods=[_method],
+        operation_id=f"operationSystem{_method.title()}",
+        responses=_RESPONSES,
+        summary=_SYSTEM_SUMMARY,
+    )
     router.add_api_route(
         _TYPE_PATH,
         _type_level,

@@ -7,6 +7,8 @@ a type: routes need no particular order, and the most frequent ones are tried fi
 
 from __future__ import annotations
 
+import re
+
 from starlette.convertors import Convertor, register_url_convertor
 
 from server.api.interactions import check_id, check_type
@@ -33,6 +35,8 @@ register_url_convertor("fhirtype", TypeConvertor())
 register_url_convertor("fhirid", IdConvertor())
 
 _SYSTEM = frozenset({"", "metadata", "_history", "_search"})
+_OPERATION = re.compile("\\$[a-z][a-z\\-]{0,63}")  # the operation routes' convertor
+_JOB = re.compile(IdConvertor.regex)
 
 
 def unmatched(method: str, rest: str) -> FhirError:
@@ -41,8 +45,12 @@ def unmatched(method: str, rest: str) -> FhirError:
     segments = rest.split("/")
     first = segments[0]
     not_allowed = MethodNotAllowed(f"{method} is not allowed on /fhir/{rest[:80]}")
-    if len(segments) == 1 and first in _SYSTEM:
+    if len(segments) == 1 and (first in _SYSTEM or _OPERATION.fullmatch(first)):
         return not_allowed
+    if first == "_async":  # the status URL of an asynchronous request
+        if len(segments) == 2 and _JOB.fullmatch(segments[1]):
+            return not_allowed
+        return NotFound("No asynchronous request at this URL")
     try:
         check_type(first)
         if len(segments) >= 2 and segments[1] not in ("_history", "_search"):

@@ -3,6 +3,12 @@
 Each operation is an OperationDefinition in ``profiles/operations/`` (its inputs are parsed
 against it by :mod:`server.operations.parameters`) and a handler here. The HTTP router and the
 CapabilityStatement both read this table, so an operation is advertised exactly where it runs.
+
+A ``long_running`` operation runs on a worker thread, never inside a write unit: it reads
+through ``Call.reader`` (opened on that thread) and writes through ``Call.write`` (one write
+unit per call, through group commit). With ``Prefer: respond-async`` it runs as an asynchronous
+job (``server/jobs.py``): ``Call.progress`` reports how far it got, ``Call.cancelled`` says the
+client cancelled it (stop soon: whatever it returns then is discarded).
 """
 
 from __future__ import annotations
@@ -14,12 +20,24 @@ from typing import Any
 from server.fhir.conformance import Conformance
 from server.fhir.terminology import Terminology
 from server.settings import Settings
-from server.store.base import Reader
+from server.store.base import Reader, Writes
+
+
+def _no_progress(done: int, total: int | None) -> None:
+    """Progress goes nowhere (a call that is not an asynchronous job)."""
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One invocation: where it was called, its parsed inputs and what it may read."""
+    """One invocation: where it was called, its parsed inputs and what it may read.
+
+    ``type`` is "" at system level (``[base]/$op``). ``write`` runs one write unit and returns
+    once it is durable; it is there for long-running operations only (the others that change
+    state run inside a write unit: ``reader`` is that unit)."""
 
     settings: Settings
     type: str
@@ -28,10 +46,26 @@ class Call:
     reader: Reader  # the store
     conformance: Conformance
     instance: dict[str, Any] | None = None  # the resource of an instance-level call
+    write: Writes | None = None
+    progress: Callable[[int, int | None], None] = _no_progress  # (done, total)
+    cancelled: Callable[[], bool] = _never
+    base: str = ""  # the request's FHIR base URL ("": settings.fhir_base)
+    prefer_async: bool = False  # runs as an asynchronous job (Prefer: respond-async)
 
     @property
     def terminology(self) -> Terminology:
         return self.conformance.terminology
+
+    @property
+    def fhir_base(self) -> str:
+        return self.base or self.settings.fhir_base
+
+    @property
+    def level(self) -> str:
+        """``system``, ``type`` or ``instance``."""
+        if not self.type:
+            return "system"
+        return "type" if self.id is None else "instance"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +77,9 @@ class Operation:
     definition: str  # the OperationDefinition id in profiles/operations/
     run: Callable[[Call], dict[str, Any]]
     affects_state: bool = False
+    system_level: bool = False  # [base]/$name
+    long_running: bool = False  # on a worker thread; Prefer: respond-async makes it a job
+    progress_unit: str = "items"  # what its progress counts (X-Progress: "3 of 10 members")
 
     def applies_to(self, type: str) -> bool:
         return not self.types or type in self.types
@@ -50,9 +87,9 @@ class Operation:
 
 def operations() -> list[Operation]:
     """Every operation (imported here so the modules stay free of the table)."""
-    from server.operations import terminology, validate
+    from server.operations import ecm_eligibility, terminology, validate
 
-    table = [validate.OPERATION]
+    table = [validate.OPERATION, ecm_eligibility.MEMBER, ecm_eligibility.POPULATION]
     for (type, name), (definition, handler) in sorted(terminology.TERMINOLOGY_OPERATIONS.items()):
         table.append(
             Operation(
@@ -77,7 +114,20 @@ def _terminology_handler(
 
 
 def find(type: str, name: str) -> Operation | None:
+    """The operation ``name`` defined on ``type`` (at type or instance level)."""
     for operation in operations():
-        if operation.name == name and operation.applies_to(type):
+        if (
+            operation.name == name
+            and (operation.type_level or operation.instance_level)
+            and operation.applies_to(type)
+        ):
+            return operation
+    return None
+
+
+def find_system(name: str) -> Operation | None:
+    """The system-level operation ``name``."""
+    for operation in operations():
+        if operation.name == name and operation.system_level:
             return operation
     return None

@@ -8,7 +8,8 @@ where it runs (see ``runner.py``) and wraps the store so each access is checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from server.auth.principal import Principal
@@ -74,6 +75,18 @@ class _Checked:
         for type in sorted({v.type for v in found}):
             self._check("read", type)
         return found, truncated
+
+    def patient_resources(
+        self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
+    ) -> Iterator[tuple[str, Version]]:
+        """A search of each type named (by its reference parameters)."""
+        for type in sorted(params):
+            self._check("search-type", type)
+        return self._inner.patient_resources(patient_ids, params)
+
+    def scan(self, type: str, after: int | None, limit: int) -> list[Version]:
+        self._check("search-type", type)
+        return self._inner.scan(type, after, limit)
 
 
 class _CheckedUnit(_Checked):
@@ -147,6 +160,13 @@ class AuthorizedRepository:
     def __init__(self, runner: Runner, principal: Principal) -> None:
         self.principal = principal
         self._runner = runner
+
+    @contextmanager
+    def reader(self) -> Iterator[Reader]:
+        """An authorized reader on the calling thread, blocking (worker threads: long
+        operations and asynchronous jobs; request handlers use ``reading``)."""
+        with self._runner.reader() as reader:
+            yield _Checked(reader, self.principal)
 
     async def reading(self, fn: Callable[[Reader], T]) -> T:
         """Run ``fn`` with an authorized reader, where the store's reads run."""

@@ -13,15 +13,17 @@ and are stored in the same transaction; searches answer from them (``SearchQuery
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from server.search.query import Criteria, Cursor, Include, SearchQuery
 from server.search.rows import IndexRows
 
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+JobState = Literal["running", "completed", "failed", "cancelled"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,27 @@ class Reader(Protocol):
         they add, up to four hops) add to ``versions``, each once and none of ``versions``
         itself, at most ``limit`` of them; True when more were left out."""
 
+    def patient_resources(
+        self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
+    ) -> Iterator[tuple[str, Version]]:
+        """The live current versions of the resources of the types in ``params`` whose
+        reference search parameters named there (``{"Encounter": ["subject"], ...}``) point to
+        ``Patient/<id>`` for an id of ``patient_ids``, as ``(patient id, version)``: grouped by
+        patient (ordered by patient id, then type, then id, bytewise), each resource once per
+        patient. One statement per call (callers batch the patients, a few hundred at a time);
+        the rows are read as they are consumed, so consume them before the reader closes."""
+
+    def scan(self, type: str, after: int | None, limit: int) -> list[Version]:
+        """At most ``limit`` live current versions of ``type`` in creation order, after the
+        keyset position ``after`` (a version's ``position``; None: from the first)."""
+
+
+class Writes(Protocol):
+    """Runs a write unit from a worker thread (through group commit), returning its result
+    once its changes are durable. Never call it on the event loop's thread."""
+
+    def __call__(self, fn: Callable[[Unit], T], /) -> T: ...
+
 
 class Unit(Reader, Protocol):
     """One write transaction. Every method sees the writes made earlier in the same unit."""
@@ -154,8 +177,71 @@ class Unit(Reader, Protocol):
     def conditional_delete(self, criteria: Criteria, *, multiple: bool) -> list[WriteResult]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One asynchronous request (``server/jobs.py``): what was asked, how far it got, and its
+    answer once it ends. Times are microseconds since the epoch, UTC."""
+
+    id: str
+    kind: str  # what runs (an operation name)
+    state: JobState
+    request: dict[str, Any]  # what was asked: {"method": ..., "url": ...}
+    principal: str  # who asked (only they see it)
+    unit: str  # what ``done`` and ``total`` count ("members")
+    done: int
+    total: int | None
+    created: int
+    updated: int  # the last heartbeat of the worker running it
+    expires: int  # when the row may be purged (not while running)
+    owner: str  # the worker (process) running it
+    result: bytes | None = None  # JSON: the result resource, or the OperationOutcome of a failure
+    status: int | None = None  # the HTTP status of the result
+
+
+class JobStore(Protocol):
+    """The state of asynchronous jobs, shared by every worker process. Every method is one
+    short statement that commits on its own (outside the group writer)."""
+
+    def create(self, job: Job) -> None: ...
+
+    def get(self, id: str) -> Job | None: ...
+
+    def state(self, id: str) -> JobState | None: ...
+
+    def progress(self, id: str, done: int, total: int | None, now: int) -> bool:
+        """Record progress (and a heartbeat) of a running job; False if it no longer runs."""
+
+    def touch(self, ids: Sequence[str], now: int) -> None:
+        """A heartbeat for the running jobs among ``ids``."""
+
+    def finish(
+        self,
+        id: str,
+        state: Literal["completed", "failed"],
+        result: bytes,
+        status: int,
+        now: int,
+        expires: int,
+        *,
+        stale_before: int | None = None,
+    ) -> bool:
+        """End a running job (with ``stale_before``: only if its last heartbeat is older);
+        False if it was not running (cancelled, deleted, already ended)."""
+
+    def cancel(self, id: str, now: int) -> bool:
+        """Mark a running job cancelled (its row expires at once); False if it was not
+        running."""
+
+    def delete(self, id: str) -> bool:
+        """Remove an ended (completed or failed) job; False if there was none."""
+
+    def purge(self, now: int) -> int:
+        """Remove the jobs that ended and expired before ``now``; how many."""
+
+
 class Repository(Protocol):
     dialect: str  # "sqlite" | "postgresql"
+    jobs: JobStore
 
     def migrate(self) -> None: ...
 

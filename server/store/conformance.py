@@ -14,7 +14,7 @@ Includes across to stored data are not followed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -149,6 +149,16 @@ class ConformanceStore:
         self, versions: list[Version], includes: tuple[Include, ...], limit: int
     ) -> tuple[list[Version], bool]:
         return [], False
+
+    def patient_resources(
+        self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
+    ) -> Iterator[tuple[str, Version]]:
+        """Definitions belong to no patient."""
+        return iter(())
+
+    def scan(self, type: str, after: int | None, limit: int) -> list[Version]:
+        entries = [e for e in self._by_type.get(type, []) if after is None or e.position > after]
+        return [self._version(e, e.position) for e in entries[: max(limit, 0)]]
 
     # -- matcher environment -----------------------------------------------------------------
 

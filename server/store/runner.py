@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 from server.store.base import Reader, Unit
@@ -30,6 +31,10 @@ class Runner:
         self._pool: ThreadPoolExecutor | None = None
         if not isinstance(repo.sql_dialect, SQLiteDialect):
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
+
+    def reader(self) -> AbstractContextManager[Reader]:
+        """A reader on the calling thread (blocking: worker threads only)."""
+        return self._repo.reader()
 
     def _read_sync(self, fn: Callable[[Reader], T]) -> T:
         with self._repo.reader() as reader:

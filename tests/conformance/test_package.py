@@ -31,6 +31,7 @@ PROFILE_IDS = {
     "ecm-enrollment": "EpisodeOfCare",
     "cs-service-delivery": "Procedure",
     "ecm-provider-service": "HealthcareService",
+    "ecm-eligibility-attestation": "Observation",
 }
 
 

@@ -40,14 +40,34 @@ CODESYSTEM_IDS = {
     "dhcs-loop-closure-reason",
     "calaim-program",
     "ca-county",
+    # $ecm-eligibility
+    "ecm-program",
+    "ecm-eligibility-finding",
+    "ecm-eligibility-criterion",
+    "ecm-eligibility-determination",
+    "ecm-eligibility-result",
 }
-VALUESET_IDS = CODESYSTEM_IDS | {
-    "ecm-population-of-focus-adult",
-    "ecm-population-of-focus-youth",
-    "ecm-referral-task-status",
-    "sdoh-category",
-    "ecm-consent-purpose",
+# ValueSets the $ecm-eligibility rules read (ids fixed: the engine and scenarios use them)
+ELIGIBILITY_VALUESET_IDS = {
+    f"ecm-elig-{name}"
+    for name in (
+        "medi-cal-managed-care homelessness youth-housing-hardship complex-social-factor "
+        "ccs-social-factor smi sud mental-illness chronic-condition idd tbi hiv pregnancy "
+        "delivery ed-visit inpatient-stay unplanned-admission planned-admission"
+    ).split()
 }
+VALUESET_IDS = (
+    CODESYSTEM_IDS
+    | ELIGIBILITY_VALUESET_IDS
+    | {
+        "ecm-population-of-focus-adult",
+        "ecm-population-of-focus-youth",
+        "ecm-referral-task-status",
+        "sdoh-category",
+        "ecm-consent-purpose",
+        "ecm-eligibility-attestation-status",
+    }
+)
 CONCEPTMAP_IDS = {"community-supports-to-hcpcs"}
 DRAFT = {"dhcs-referral-status", "dhcs-loop-closure-reason"}
 
@@ -281,3 +301,21 @@ def test_community_supports_map_to_hcpcs_with_modifier() -> None:
     assert [(t["code"], t["product"][0]["value"]) for t in targets["sobering-centers"]] == [
         ("H0014", "U6")
     ]
+
+
+def test_ecm_program_shares_the_exclusion_codes() -> None:
+    """The duplicative programs of ``ecm-program`` carry the codes of the
+    ``duplicative-program`` children of ``ecm-exclusion-reason``; county TCM has its two
+    exception children."""
+    url = f"{BASE}/CodeSystem/ecm-exclusion-reason"
+    below = terminology().expand(f"{url}?below=duplicative-program")
+    assert below is not None
+    duplicative = {code for _, code in below} - {"duplicative-program"}
+    assert len(duplicative) == 11
+    program = f"{BASE}/CodeSystem/ecm-program"
+    assert duplicative <= codes_of(program)
+    tcm = terminology().expand(f"{program}?below=county-tcm")
+    assert tcm == frozenset(
+        (program, c)
+        for c in ("county-tcm", "county-tcm-communicable-disease", "county-tcm-home-visiting")
+    )

@@ -16,12 +16,14 @@ Every write runs in one database transaction (a ``SqlUnit``):
    version, after deleting the previous version's; one ``executemany`` per index table that
    has rows, pipelined on PostgreSQL), then COMMIT (fsync'd before the answer).
 
-Searches (``SqlReader.search``) run one statement per page, compiled by ``query.py``.
+Searches (``SqlReader.search``) run one statement per page, compiled by ``query.py``; the bulk
+reads of members' resources and of a whole type (``patient_resources``, ``scan``) one statement
+per call, from ``scans.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,11 +54,14 @@ from server.store.base import (
     WriteResult,
 )
 from server.store.sql import query as compiler
+from server.store.sql import scans
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
+from server.store.sql.jobs import SqlJobs
 from server.store.sql.schema import MIGRATIONS
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _MAX_INCLUDE_DEPTH = 4  # hops of _include:iterate / _revinclude:iterate
+_FETCH = 256  # rows fetched at a time by streaming reads
 
 
 def write_index(conn: Connection, type: str, id: str, rows: IndexRows) -> None:
@@ -217,6 +222,21 @@ class SqlReader:
             added.extend(fresh)
             sources = fresh
         return added, False
+
+    def patient_resources(
+        self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
+    ) -> Iterator[tuple[str, Version]]:
+        statement = scans.patient_resources_statement(patient_ids, params, collate=self._collate)
+        if statement is None:
+            return
+        cursor = self._conn.execute(*statement)
+        while rows := cursor.fetchmany(_FETCH):
+            for row in rows:
+                yield row[0], _current(row[1:])
+
+    def scan(self, type: str, after: int | None, limit: int) -> list[Version]:
+        rows = self._conn.execute(*scans.scan_statement(type, after, limit)).fetchall()
+        return [_current(row) for row in rows]
 
 
 class Clock:
@@ -410,6 +430,7 @@ class SqlRepository:
         self.sql_dialect = dialect
         self.dialect = dialect.name
         self.rows: RowSource = rows if rows is not None else NoRows()
+        self.jobs = SqlJobs(dialect)  # asynchronous jobs' state (``server/jobs.py``)
 
     def migrate(self, then: Callable[[Connection], None] | None = None) -> None:
         """Check durability (before anything is written), then apply pending migrations; ``then``

@@ -55,6 +55,12 @@ class Dialect(Protocol):
     @contextmanager
     def writing(self) -> Iterator[Connection]: ...
 
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection on which every statement is its own transaction, committed durably
+        (short writes outside the group writer: the async job table). Never one with a read
+        in progress: a write there could not upgrade that read's snapshot."""
+
     def lock(self, conn: Connection, name: str) -> None: ...
 
     def store_version(self, conn: Connection, row: tuple[Any, ...]) -> None:
@@ -266,6 +272,17 @@ class SQLiteDialect:
             yield conn
 
     @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A second connection per thread: a statement here waits for the write lock (busy
+        timeout) and commits on its own, even while the thread's reading connection is in
+        the middle of a read."""
+        conn: sqlite3.Connection | None = getattr(self._local, "side", None)
+        if conn is None:
+            conn = self._local.side = self._open()
+        with self.errors():
+            yield conn
+
+    @contextmanager
     def writing(self) -> Iterator[Connection]:
         conn = self._connection()
         self.begin(conn)
@@ -370,6 +387,12 @@ class PostgresDialect:
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
+        with self.errors(), self.pool.connection() as conn:
+            yield _PgConnection(conn, self)
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection of the pool (they are in autocommit mode)."""
         with self.errors(), self.pool.connection() as conn:
             yield _PgConnection(conn, self)
 

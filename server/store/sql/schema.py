@@ -12,6 +12,9 @@ and the composite group (``grp``). Each table has a lookup index beginning with
 owner index ``(rtype, id, param)`` for deleting a resource's rows, sort keys and the
 per-resource checks of ``:not`` and ``:missing``. Resource keys and reference targets keep the
 ``resource`` table's collation (they are joined with it); values compare bytewise.
+
+Migration 3 adds ``async_job``: asynchronous jobs, visible to every worker process
+(``sql/jobs.py``, ``server/jobs.py``).
 """
 
 from __future__ import annotations
@@ -128,5 +131,28 @@ MIGRATIONS: list[list[str]] = [
             state TEXT NOT NULL,
             cursor {bigint}
         )""",
+    ],
+    [
+        # asynchronous jobs (Prefer: respond-async), shared by every worker process
+        # (sql/jobs.py): state running | completed | failed | cancelled; request is JSON
+        # (method, url); result the JSON of the result resource or of the failure's
+        # OperationOutcome, status its HTTP status; updated is the worker's last heartbeat
+        """CREATE TABLE async_job (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            request TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            done INTEGER NOT NULL,
+            total INTEGER,
+            created {bigint} NOT NULL,
+            updated {bigint} NOT NULL,
+            expires {bigint} NOT NULL,
+            owner TEXT NOT NULL,
+            result {blob},
+            status INTEGER
+        )""",
+        "CREATE INDEX async_job_expires ON async_job (expires)",
     ],
 ]

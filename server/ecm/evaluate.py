@@ -1,0 +1,503 @@
+"""Evaluating the rule set for one member on one day: every criterion, with its evidence.
+
+Each node kind of :mod:`server.ecm.ruleset` is a method here. A node answers a
+:class:`Answer`: its result (:mod:`server.ecm.results`), the record entries it rests on and a
+sentence a care coordinator can read; nodes with an ``id`` are also reported as
+:class:`Finding`s, in rule order. Populations are judged on their own criteria, whatever the
+baseline and the exclusions say; the determination then combines them (``docs/eligibility.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+from server.ecm.calendar import birthday, in_window, window_start
+from server.ecm.codes import Codes, codings, split
+from server.ecm.facts import PROGRAM, Facts, baseline_coverage
+from server.ecm.record import Entry, MemberRecord
+from server.ecm.results import (
+    INSUFFICIENT,
+    MET,
+    NEEDS_ATTESTATION,
+    NOT_MET,
+    Result,
+    all_of,
+    any_of,
+    negate,
+)
+from server.ecm.ruleset import Node, Population, RuleSet, in_force, uses_other_pof
+
+OMB_RACE = "urn:oid:2.16.840.1.113883.6.238"
+
+Determination = Literal["eligible", "needs-attestation", "insufficient-data", "not-eligible"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    id: str
+    result: Result
+    clause: str
+    explanation: str
+    evidence: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    result: Result
+    evidence: tuple[str, ...] = ()
+    explanation: str = ""
+    findings: tuple[Finding, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A Population of Focus or an exclusion, judged."""
+
+    code: str
+    result: Result
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Eligibility:
+    as_of: date
+    version: str
+    baseline: Finding
+    pofs: tuple[Judged, ...]
+    exclusions: tuple[Judged, ...]
+    eligible: bool
+    determination: Determination
+    utilization: int  # ED visits and stays in the last 12 months (for ranking)
+    issues: tuple[tuple[str, str], ...] = field(default=())  # (data problem, FHIRPath)
+
+    @property
+    def met_pofs(self) -> list[str]:
+        return [p.code for p in self.pofs if p.result == MET]
+
+
+def _refs(entries: Iterable[Entry]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(e.ref for e in entries))
+
+
+def _days(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+class _Run:
+    """One member, one day."""
+
+    def __init__(self, rules: RuleSet, facts: Facts) -> None:
+        self.rules = rules
+        self.facts = facts
+        self.as_of = facts.as_of
+        self._pof_cache: dict[str, Answer] = {}
+        self.issues: dict[tuple[str, str], None] = {}  # data problems met, once each
+
+    def problem(self, text: str, expression: str) -> None:
+        self.issues[(text, expression)] = None
+
+    # -- structure -----------------------------------------------------------------------------
+
+    def node(self, node: Node) -> Answer:
+        method: Callable[[Node], Answer] = getattr(self, "k_" + node["kind"].replace("-", "_"))
+        answer = method(node)
+        if node.get("id"):
+            finding = Finding(
+                node["id"], answer.result, node["clause"], answer.explanation, answer.evidence
+            )
+            return Answer(
+                answer.result, answer.evidence, answer.explanation, (finding, *answer.findings)
+            )
+        return answer
+
+    def _children(self, node: Node) -> list[Answer]:
+        return [self.node(n) for n in node["nodes"] if in_force(n, self.as_of)]
+
+    def _combine(self, answers: list[Answer], result: Result, joiner: str) -> Answer:
+        relevant = [a for a in answers if a.result == result] or answers
+        return Answer(
+            result,
+            tuple(dict.fromkeys(r for a in relevant for r in a.evidence)),
+            joiner.join(a.explanation for a in relevant if a.explanation),
+            tuple(f for a in answers for f in a.findings),
+        )
+
+    def k_all(self, node: Node) -> Answer:
+        answers = self._children(node)
+        return self._combine(answers, all_of(a.result for a in answers), "; ")
+
+    def k_any(self, node: Node) -> Answer:
+        answers = self._children(node)
+        return self._combine(answers, any_of(a.result for a in answers), "; or ")
+
+    def k_not(self, node: Node) -> Answer:
+        inner = self.node(node["node"])
+        return Answer(
+            negate(inner.result), inner.evidence, "not: " + inner.explanation, inner.findings
+        )
+
+    # -- the member ----------------------------------------------------------------------------
+
+    def k_age(self, node: Node) -> Answer:
+        birth = self.facts.birth
+        low, high = node.get("min"), node.get("max")
+        wanted = " and ".join(
+            ([f"{low} or over"] if low is not None else [])
+            + ([f"under {high}"] if high is not None else [])
+        )
+        if birth is None:
+            self.problem(
+                "Patient.birthDate is missing: age criteria cannot be judged", "Patient.birthDate"
+            )
+            return Answer(INSUFFICIENT, (), f"no birthDate on file (age must be {wanted})")
+        age = self.facts.age or 0
+        ok = (low is None or age >= low) and (high is None or age < high)
+        return Answer(
+            MET if ok else NOT_MET,
+            (self.facts.record.patient.ref,),
+            f"age {age} on {self.as_of} (born {birth}; must be {wanted})",
+        )
+
+    def k_race(self, node: Node) -> Answer:
+        wanted = set(node["codes"])
+        found = [c for s, c in self.facts.races() if s == OMB_RACE and c in wanted]
+        if found:
+            return Answer(
+                MET, (self.facts.record.patient.ref,), f"race {', '.join(found)} (US Core race)"
+            )
+        return Answer(NOT_MET, (), f"no US Core race of {', '.join(sorted(wanted))}")
+
+    # -- coverage and programs -----------------------------------------------------------------
+
+    def k_coverage(self, node: Node) -> Answer:
+        coverages = self.facts.coverages
+        if not coverages:
+            self.problem(
+                "No Coverage on file: the Medi-Cal managed care baseline cannot be judged",
+                "Coverage",
+            )
+            return Answer(INSUFFICIENT, (), "no Coverage on file")
+        good = [
+            e
+            for e, _ in coverages
+            if baseline_coverage(e.resource, self.as_of, self.facts.codes, node["valueSet"])
+        ]
+        if good:
+            return Answer(
+                MET, _refs(good), f"Medi-Cal managed care Coverage active on {self.as_of}"
+            )
+        return Answer(
+            NOT_MET,
+            _refs(e for e, _ in coverages),
+            f"no active Medi-Cal managed care Coverage on {self.as_of}",
+        )
+
+    def k_program(self, node: Node) -> Answer:
+        wanted = set(node["codes"])
+        state, months = node["state"], node.get("months", 12)
+        exception = node.get("exception")
+        excepted: set[str] = set()
+        excepted_from, excepted_to = (exception or {}).get("from"), (exception or {}).get("to")
+        if exception and date.fromisoformat(exception["from"]) <= self.as_of <= date.fromisoformat(
+            exception["to"]
+        ):
+            excepted = set(exception["codes"])
+        hits: list[Entry] = []
+        spared: list[Entry] = []
+        for ep in self.facts.episodes:
+            codes = ep.codes & wanted
+            if not codes:
+                continue
+            if state in ("active", "active-or-recent") and ep.active:
+                (spared if codes <= excepted else hits).append(ep.entry)
+            elif state in ("recent", "active-or-recent") and not ep.active and ep.end is not None:
+                if in_window(ep.end, self.as_of, months):
+                    hits.append(ep.entry)
+            elif state == "aged-out" and ep.end is not None and ep.end <= self.as_of:
+                birth = self.facts.birth
+                if birth is not None and ep.end >= birthday(birth, node.get("ageAtEnd", 18)):
+                    hits.append(ep.entry)
+        names = ", ".join(sorted(wanted))
+        phrase = {
+            "active": f"enrolled on {self.as_of}",
+            "recent": f"ended between {window_start(self.as_of, months)} and {self.as_of}",
+            "active-or-recent": f"enrolled on {self.as_of} or ended since "
+            f"{window_start(self.as_of, months)}",
+            "aged-out": f"ended on or after age {node.get('ageAtEnd', 18)}",
+        }[state]
+        if hits:
+            return Answer(MET, _refs(hits), f"{names}: {phrase}")
+        if spared:
+            return Answer(
+                NOT_MET,
+                _refs(spared),
+                f"{names}: enrolled, but for a purpose excepted from {excepted_from} to "
+                f"{excepted_to}",
+            )
+        return Answer(NOT_MET, (), f"no {names} {phrase}")
+
+    # -- clinical data -------------------------------------------------------------------------
+
+    def _coded(self, value_sets: list[str], concept: object, exclude: set[tuple[str, str]]) -> bool:
+        """Whether ``concept`` has a coding in ``value_sets`` other than the ``exclude`` ones."""
+        return any(
+            self.facts.codes.has(value_sets, s, c)
+            for s, c in codings(concept)
+            if (s, c) not in exclude
+        )
+
+    def _observed(
+        self, value_sets: list[str], months: int, exclude: set[tuple[str, str]]
+    ) -> list[Entry]:
+        found: list[Entry] = []
+        latest_flag: set[tuple[str | None, str | None]] = set()
+        for dated in self.facts.observations:
+            if dated.day is None or not in_window(dated.day, self.as_of, months):
+                break
+            r = dated.entry.resource
+            code = codings(r.get("code"))
+            if self._coded(value_sets, r.get("valueCodeableConcept"), exclude):
+                found.append(dated.entry)
+            elif self._coded(value_sets, r.get("code"), exclude):
+                key = code[0] if code else (None, None)
+                if "valueBoolean" in r:
+                    if key in latest_flag:
+                        continue
+                    latest_flag.add(key)  # the newest boolean of a kind decides
+                    if r["valueBoolean"] is True:
+                        found.append(dated.entry)
+                elif "valueCodeableConcept" not in r:
+                    found.append(dated.entry)
+        return found
+
+    def k_condition(self, node: Node) -> Answer:
+        codes = self.facts.codes
+        found = [
+            e
+            for e in self.facts.conditions
+            if codes.coded(node["valueSets"], e.resource.get("code"))
+        ]
+        names = ", ".join(v.rsplit("/", 1)[-1].removeprefix("ecm-elig-") for v in node["valueSets"])
+        if found:
+            return Answer(MET, _refs(found), f"{_days(len(found), 'condition')} on file ({names})")
+        return Answer(NOT_MET, (), f"no {names} condition on file")
+
+    def k_finding(self, node: Node) -> Answer:
+        exclude = {split(t) for t in node.get("excludeCodes", ())}
+        conditions = [
+            e
+            for e in self.facts.conditions
+            if self._coded(node["valueSets"], e.resource.get("code"), exclude)
+        ]
+        months = node["lookbackMonths"]
+        observed = self._observed(node["valueSets"], months, exclude)
+        names = ", ".join(v.rsplit("/", 1)[-1].removeprefix("ecm-elig-") for v in node["valueSets"])
+        found = conditions + observed
+        if found:
+            return Answer(
+                MET,
+                _refs(found),
+                f"{names}: {_days(len(conditions), 'condition')} and "
+                f"{_days(len(observed), 'observation')} since {window_start(self.as_of, months)}",
+            )
+        return Answer(
+            NOT_MET,
+            (),
+            f"no {names} condition, nor observation since {window_start(self.as_of, months)}",
+        )
+
+    def k_flag(self, node: Node) -> Answer:
+        dated = self.facts.latest_observation(split(node["code"]), node["lookbackMonths"])
+        code = split(node["code"])[1]
+        if dated is not None and dated.entry.resource.get("valueBoolean") is True:
+            return Answer(MET, (dated.entry.ref,), f"{code} recorded on {dated.day}")
+        if dated is not None:
+            return Answer(NOT_MET, (dated.entry.ref,), f"{code} recorded as false on {dated.day}")
+        return Answer(
+            NOT_MET,
+            (),
+            f"no {code} recorded since {window_start(self.as_of, node['lookbackMonths'])}",
+        )
+
+    def k_observation_value(self, node: Node) -> Answer:
+        dated = self.facts.latest_observation(split(node["code"]), node["lookbackMonths"])
+        code = split(node["code"])[1]
+        if dated is None:
+            return Answer(
+                NOT_MET, (), f"no {code} since {window_start(self.as_of, node['lookbackMonths'])}"
+            )
+        r = dated.entry.resource
+        value = r.get("valueInteger", (r.get("valueQuantity") or {}).get("value"))
+        if not isinstance(value, int | float):
+            return Answer(INSUFFICIENT, (dated.entry.ref,), f"{code} of {dated.day} has no number")
+        ok = value >= node["min"]
+        return Answer(
+            MET if ok else NOT_MET,
+            (dated.entry.ref,),
+            f"{code} {value} on {dated.day} (at least {node['min']} needed)",
+        )
+
+    def k_encounters(self, node: Node) -> Answer:
+        months, need, kind = node["months"], node["min"], node["encounter"]
+        reasons = node.get("reasonValueSets")
+        start = window_start(self.as_of, months)
+        visits = [v for v in self.facts.visits if start <= v.day <= self.as_of]
+        if kind == "ed":
+            visits = [v for v in visits if v.ed]
+        else:
+            visits = [v for v in visits if v.stay]
+        if reasons:
+            visits = [v for v in visits if self.facts.visit_reasons(v, reasons)]
+        what = {
+            "ed": "ED visit",
+            "stay": "hospital or SNF stay",
+            "unplanned-stay": "unplanned stay",
+        }[kind]
+        span = (
+            "for SMH/SUD " if reasons else ""
+        ) + f"from {start} to {self.as_of} (at least {need} needed)"
+        if kind != "unplanned-stay":
+            return Answer(
+                MET if len(visits) >= need else NOT_MET,
+                _refs(v.entry for v in visits),
+                f"{_days(len(visits), what)} {span}",
+            )
+        sure = [v for v in visits if v.planning == "unplanned"]
+        unknown = [v for v in visits if v.planning == "unknown"]
+        if len(sure) >= need:
+            return Answer(MET, _refs(v.entry for v in sure), f"{_days(len(sure), what)} {span}")
+        if len(sure) + len(unknown) >= need:
+            self.problem(
+                "Hospital or SNF stays without Encounter.priority or hospitalization.admitSource: "
+                "whether they were planned cannot be told",
+                "Encounter.priority",
+            )
+            return Answer(
+                INSUFFICIENT,
+                _refs(v.entry for v in sure + unknown),
+                f"{_days(len(sure), what)} and {_days(len(unknown), 'stay')} with no priority "
+                f"or admit source to tell whether it was planned, {span}",
+            )
+        return Answer(NOT_MET, _refs(v.entry for v in sure), f"{_days(len(sure), what)} {span}")
+
+    def k_pregnant_or_postpartum(self, node: Node) -> Answer:
+        holds, entries, why = self.facts.pregnancy
+        return Answer(MET if holds else NOT_MET, _refs(entries), why)
+
+    def k_attestation(self, node: Node) -> Answer:
+        code = node["code"]
+        months = self.rules.attestation_months
+        dated = self.facts.attestation(code, months)
+        if dated is None:
+            return Answer(
+                NEEDS_ATTESTATION,
+                (),
+                f"needs an attestation of {code} (none since {window_start(self.as_of, months)})",
+            )
+        value = dated.entry.resource["valueBoolean"]
+        return Answer(
+            MET if value else NOT_MET,
+            (dated.entry.ref,),
+            f"{code} attested {'true' if value else 'false'} on {dated.day}",
+        )
+
+    # -- populations ---------------------------------------------------------------------------
+
+    def population(self, pop: Population) -> Answer:
+        answers = [self.node(n) for n in pop.criteria if in_force(n, self.as_of)]
+        return self._combine(answers, all_of(a.result for a in answers), "; ")
+
+    def pof(self, code: str) -> Answer:
+        cached = self._pof_cache.get(code)
+        if cached is None:
+            pop = self.rules.population(code, self.as_of)
+            if pop is None:
+                first = self.rules.first(code)
+                finding = Finding(
+                    "in-force", NOT_MET, pop_clause(first), f"not in force on {self.as_of}", ()
+                )
+                cached = Answer(NOT_MET, (), finding.explanation, (finding,))
+            else:
+                cached = self.population(pop)
+            self._pof_cache[code] = cached
+        return cached
+
+    def k_other_pof(self, node: Node) -> Answer:
+        others = [
+            p.code
+            for p in self.rules.populations
+            if p.in_force(self.as_of) and not uses_other_pof(p.criteria)
+        ]
+        answers = {code: self.pof(code) for code in dict.fromkeys(others)}
+        result = any_of(a.result for a in answers.values())
+        named = [c for c, a in answers.items() if a.result == result]
+        if result == NOT_MET:
+            return Answer(NOT_MET, (), "no other Population of Focus met")
+        evidence = tuple(dict.fromkeys(r for c in named for r in answers[c].evidence))
+        return Answer(result, evidence, f"other Population of Focus {result}: {', '.join(named)}")
+
+
+def pop_clause(pop: Population) -> str:
+    since = f" (in force from {pop.start})" if pop.start else ""
+    return pop.clause + since
+
+
+def _determination(baseline: Result, pofs: list[Result], exclusions: list[Result]) -> Determination:
+    if MET in exclusions or baseline == NOT_MET:
+        return "not-eligible"
+    if baseline == MET and MET in pofs:
+        return "eligible"
+    if baseline == MET and NEEDS_ATTESTATION in pofs and MET not in pofs:
+        return "needs-attestation"
+    if baseline == INSUFFICIENT or (
+        MET not in pofs and NEEDS_ATTESTATION not in pofs and INSUFFICIENT in pofs
+    ):
+        return "insufficient-data"
+    return "not-eligible"
+
+
+class Evaluator:
+    def __init__(self, rules: RuleSet, codes: Codes) -> None:
+        self.rules = rules
+        self.codes = codes
+
+    def evaluate(self, record: MemberRecord, as_of: date, pof: str | None = None) -> Eligibility:
+        facts = Facts(record, as_of, self.codes)
+        run = _Run(self.rules, facts)
+        base = run.node(self.rules.baseline)
+        codes = [
+            c for c in self.rules.pof_codes if pof is None or c == pof or c.startswith(pof + "-")
+        ]
+        pofs = []
+        for code in codes:
+            answer = run.pof(code)
+            pofs.append(Judged(code, answer.result, answer.findings))
+        exclusions = []
+        for group in self.rules.exclusions:
+            answers = [run.node(n) for n in group.criteria if in_force(n, as_of)]
+            result = any_of(a.result for a in answers)
+            exclusions.append(
+                Judged(group.code, result, tuple(f for a in answers for f in a.findings))
+            )
+        determination = _determination(
+            base.result, [p.result for p in pofs], [e.result for e in exclusions]
+        )
+        start = window_start(as_of, 12)
+        utilization = sum(1 for v in facts.visits if start <= v.day and (v.ed or v.stay))
+        return Eligibility(
+            as_of,
+            self.rules.version,
+            base.findings[0],
+            tuple(pofs),
+            tuple(exclusions),
+            determination == "eligible",
+            determination,
+            utilization,
+            tuple(run.issues),
+        )
+
+
+__all__ = ["PROGRAM", "Answer", "Eligibility", "Evaluator", "Finding", "Judged"]

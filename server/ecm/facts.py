@@ -1,0 +1,327 @@
+"""What a member's resources say on a given day: the facts the rule kinds read.
+
+Each fact keeps the record entry it came from, so every answer can name its evidence. The
+conventions (which statuses count, which date keys a resource, which codes mark an ED visit or
+an unplanned stay) are documented in ``docs/eligibility.md``; this module is their one home.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from functools import cached_property
+from typing import Any
+
+from server.ecm.calendar import add_months, age_on, in_window, local_date
+from server.ecm.codes import Codes, codings
+from server.ecm.record import Entry, MemberRecord
+
+VS = "http://calaim-fhir.org/fhir/ValueSet/"
+PROGRAM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-program"
+CRITERION = "http://calaim-fhir.org/fhir/CodeSystem/ecm-eligibility-criterion"
+ATTESTATION_PROFILE = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-eligibility-attestation"
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+PREGNANCY_STATUS = (LOINC, "82810-3")
+PREGNANT = (SNOMED, "77386006")
+PREGNANCY_OBSERVATION_MONTHS = 9
+
+_FINAL = frozenset({"final", "amended", "corrected"})
+_NOT_HAPPENED = frozenset({"planned", "cancelled", "entered-in-error"})
+_EPISODE_NOT_ENROLLED = frozenset({"planned", "waitlist", "cancelled", "entered-in-error"})
+_CLINICAL_ACTIVE = frozenset({"active", "recurrence", "relapse"})
+_UNVERIFIED = frozenset({"refuted", "entered-in-error"})
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    entry: Entry
+    day: date
+    ed: bool
+    stay: bool
+    planning: str  # "unplanned" | "planned" | "unknown" (stays only)
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    entry: Entry
+    codes: frozenset[str]  # ecm-program codes
+    start: date | None
+    end: date | None
+    active: bool  # enrolled on as_of
+
+
+@dataclass(frozen=True, slots=True)
+class Dated:
+    entry: Entry
+    day: date | None
+
+
+class Facts:
+    """The facts of one record on ``as_of``; each is computed once, when first read."""
+
+    def __init__(self, record: MemberRecord, as_of: date, codes: Codes) -> None:
+        self.record = record
+        self.as_of = as_of
+        self.codes = codes
+
+    # -- the member -------------------------------------------------------------------------
+
+    @cached_property
+    def birth(self) -> date | None:
+        return local_date(self.record.patient.resource.get("birthDate"))
+
+    @property
+    def age(self) -> int | None:
+        return None if self.birth is None else age_on(self.birth, self.as_of)
+
+    def races(self) -> list[tuple[str, str]]:
+        """(system, code) of the US Core race extension's ombCategory and detailed codings."""
+        found: list[tuple[str, str]] = []
+        for ext in self.record.patient.resource.get("extension") or []:
+            if ext.get("url") != "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race":
+                continue
+            for part in ext.get("extension") or []:
+                coding = part.get("valueCoding") or {}
+                if part.get("url") in ("ombCategory", "detailed") and coding.get("code"):
+                    found.append((coding.get("system", ""), coding["code"]))
+        return found
+
+    # -- coverage and programs ----------------------------------------------------------------
+
+    def _covers(self, period: Any) -> bool:
+        return covers(period, self.as_of)
+
+    @cached_property
+    def coverages(self) -> list[tuple[Entry, bool]]:
+        """Every Coverage, with whether it is active on as_of."""
+        return [(e, coverage_active(e.resource, self.as_of)) for e in self.record.of("Coverage")]
+
+    @cached_property
+    def episodes(self) -> list[Episode]:
+        """Program enrolments: EpisodeOfCare.type and Coverage.type codings of ecm-program."""
+        found: list[Episode] = []
+        for entry in self.record.of("EpisodeOfCare"):
+            r = entry.resource
+            codes = _program_codes(r.get("type"))
+            if codes:
+                period = r.get("period") or {}
+                start, end = local_date(period.get("start")), local_date(period.get("end"))
+                if r.get("status") in _EPISODE_NOT_ENROLLED:
+                    continue  # never enrolled: neither active nor ended
+                enrolled = True
+                if r.get("status") == "finished" and end is None:
+                    enrolled = False
+                found.append(Episode(entry, codes, start, end, enrolled and self._covers(period)))
+        for entry, active in self.coverages:
+            codes = _program_codes(entry.resource.get("type"))
+            if codes and entry.resource.get("status") in ("active", "cancelled"):
+                period = entry.resource.get("period") or {}
+                start, end = local_date(period.get("start")), local_date(period.get("end"))
+                found.append(Episode(entry, codes, start, end, active))
+        return [e for e in found if e.start is None or e.start <= self.as_of]
+
+    # -- clinical data ------------------------------------------------------------------------
+
+    @cached_property
+    def conditions(self) -> list[Entry]:
+        """Conditions that hold on as_of."""
+        held: list[Entry] = []
+        for entry in self.record.of("Condition"):
+            r = entry.resource
+            if _codes_of(r.get("verificationStatus")) & _UNVERIFIED:
+                continue
+            onset = _onset(r)
+            if onset is not None and onset > self.as_of:
+                continue
+            status = _codes_of(r.get("clinicalStatus"))
+            abated = local_date(r.get("abatementDateTime")) or local_date(
+                (r.get("abatementPeriod") or {}).get("start")
+            )
+            if status and not status & _CLINICAL_ACTIVE:
+                if abated is None or abated <= self.as_of:
+                    continue
+            elif abated is not None and abated <= self.as_of:
+                continue
+            held.append(entry)
+        return held
+
+    @cached_property
+    def observations(self) -> list[Dated]:
+        """Final observations dated on or before as_of, newest first."""
+        found = []
+        for entry in self.record.of("Observation"):
+            r = entry.resource
+            if r.get("status") not in _FINAL:
+                continue
+            day = _effective(r)
+            if day is None or day > self.as_of:
+                continue
+            found.append(Dated(entry, day))
+        found.sort(key=lambda d: (d.day or date.min, _moment(d.entry.resource)), reverse=True)
+        return found
+
+    def latest_observation(self, code: tuple[str, str], months: int) -> Dated | None:
+        for dated in self.observations:
+            if dated.day is not None and not in_window(dated.day, self.as_of, months):
+                break
+            if code in codings(dated.entry.resource.get("code")):
+                return dated
+        return None
+
+    @cached_property
+    def visits(self) -> list[Visit]:
+        found = []
+        for entry in self.record.of("Encounter"):
+            r = entry.resource
+            if r.get("status") in _NOT_HAPPENED:
+                continue
+            day = local_date((r.get("period") or {}).get("start"))
+            if day is None or day > self.as_of:
+                continue
+            stay = self.codes.coded([VS + "ecm-elig-inpatient-stay"], r.get("class")) or (
+                self.codes.coded([VS + "ecm-elig-inpatient-stay"], r.get("type"))
+            )
+            ed = not stay and (
+                self.codes.coded([VS + "ecm-elig-ed-visit"], r.get("class"))
+                or self.codes.coded([VS + "ecm-elig-ed-visit"], r.get("type"))
+            )
+            found.append(Visit(entry, day, ed, stay, self._planning(r) if stay else "unknown"))
+        found.sort(key=lambda v: v.day)
+        return found
+
+    def _planning(self, encounter: dict[str, Any]) -> str:
+        hospitalization = encounter.get("hospitalization") or {}
+        marks = [
+            encounter.get("priority"),
+            hospitalization.get("admitSource"),
+            encounter.get("type"),
+        ]
+        if any(self.codes.coded([VS + "ecm-elig-unplanned-admission"], m) for m in marks):
+            return "unplanned"
+        if self.codes.coded([VS + "ecm-elig-planned-admission"], encounter.get("priority")):
+            return "planned"
+        return "unknown"
+
+    def visit_reasons(self, visit: Visit, value_sets: list[str]) -> bool:
+        """Whether an encounter's reason or diagnosis is coded in one of ``value_sets``."""
+        r = visit.entry.resource
+        if self.codes.coded(value_sets, r.get("reasonCode")):
+            return True
+        refs = [x.get("reference") for x in r.get("reasonReference") or []]
+        refs += [(d.get("condition") or {}).get("reference") for d in r.get("diagnosis") or []]
+        for ref in refs:
+            target = self.record.resolve(ref) if isinstance(ref, str) else None
+            if target is not None and self.codes.coded(value_sets, target.resource.get("code")):
+                return True
+        return False
+
+    @cached_property
+    def deliveries(self) -> list[Dated]:
+        """Deliveries on or before as_of (Procedure performed, or Condition onset/recorded)."""
+        found = []
+        for entry in self.record.of("Procedure"):
+            r = entry.resource
+            day = local_date(r.get("performedDateTime")) or local_date(
+                (r.get("performedPeriod") or {}).get("start")
+            )
+            if r.get("status") == "completed" and day is not None and day <= self.as_of:
+                if self.codes.coded([VS + "ecm-elig-delivery"], r.get("code")):
+                    found.append(Dated(entry, day))
+        for entry in self.record.of("Condition"):
+            if _codes_of(entry.resource.get("verificationStatus")) & _UNVERIFIED:
+                continue
+            day = _onset(entry.resource)
+            if day is not None and day <= self.as_of:
+                if self.codes.coded([VS + "ecm-elig-delivery"], entry.resource.get("code")):
+                    found.append(Dated(entry, day))
+        return found
+
+    @cached_property
+    def pregnancy(self) -> tuple[bool, list[Entry], str]:
+        """Pregnant or postpartum on as_of: (holds, evidence, explanation)."""
+        pregnant = [
+            e
+            for e in self.conditions
+            if self.codes.coded([VS + "ecm-elig-pregnancy"], e.resource.get("code"))
+        ]
+        status = self.latest_observation(PREGNANCY_STATUS, PREGNANCY_OBSERVATION_MONTHS)
+        if status is not None and PREGNANT in codings(
+            status.entry.resource.get("valueCodeableConcept")
+        ):
+            pregnant.append(status.entry)
+        if pregnant:
+            return True, pregnant, "pregnant"
+        postpartum = [d for d in self.deliveries if d.day and self.as_of <= add_months(d.day, 12)]
+        if postpartum:
+            last = max(d.day for d in postpartum if d.day)
+            return (
+                True,
+                [d.entry for d in postpartum],
+                f"postpartum: delivery on {last}, 12 months run to {add_months(last, 12)}",
+            )
+        return False, [], "no pregnancy on file and no delivery in the last 12 months"
+
+    def attestation(self, code: str, months: int) -> Dated | None:
+        """The latest attestation of criterion ``code`` within ``months`` up to as_of."""
+        for dated in self.observations:
+            if dated.day is not None and not in_window(dated.day, self.as_of, months):
+                return None
+            r = dated.entry.resource
+            if (CRITERION, code) in codings(r.get("code")) and isinstance(
+                r.get("valueBoolean"), bool
+            ):
+                return dated
+        return None
+
+
+def covers(period: Any, as_of: date) -> bool:
+    """Whether a Period includes ``as_of`` (a missing start or end is open)."""
+    period = period if isinstance(period, dict) else {}
+    start, end = local_date(period.get("start")), local_date(period.get("end"))
+    return (start is None or start <= as_of) and (end is None or end >= as_of)
+
+
+def coverage_active(coverage: dict[str, Any], as_of: date) -> bool:
+    return coverage.get("status") == "active" and covers(coverage.get("period"), as_of)
+
+
+def baseline_coverage(coverage: dict[str, Any], as_of: date, codes: Codes, value_set: str) -> bool:
+    """The baseline: an active Coverage on ``as_of`` with a payor and a Medi-Cal managed care
+    ``type`` (``value_set``)."""
+    return (
+        coverage_active(coverage, as_of)
+        and bool(coverage.get("payor"))
+        and codes.coded([value_set], coverage.get("type"))
+    )
+
+
+def _program_codes(concept: Any) -> frozenset[str]:
+    return frozenset(c for s, c in codings(concept) if s == PROGRAM and c)
+
+
+def _codes_of(concept: Any) -> set[str]:
+    return {c for _, c in codings(concept) if c}
+
+
+def _moment(r: dict[str, Any]) -> str:
+    """The effective time as written (orders observations made on the same day)."""
+    value = r.get("effectiveDateTime") or (r.get("effectivePeriod") or {}).get("start")
+    return str(value or r.get("effectiveInstant") or "")
+
+
+def _onset(r: dict[str, Any]) -> date | None:
+    return (
+        local_date(r.get("onsetDateTime"))
+        or local_date((r.get("onsetPeriod") or {}).get("start"))
+        or local_date(r.get("recordedDate"))
+    )
+
+
+def _effective(r: dict[str, Any]) -> date | None:
+    return (
+        local_date(r.get("effectiveDateTime"))
+        or local_date((r.get("effectivePeriod") or {}).get("start"))
+        or local_date(r.get("effectiveInstant"))
+        or local_date(r.get("issued"))
+    )

@@ -1,0 +1,195 @@
+"""The eligibility rule set: data in ``rules/<version>.json``, checked when it is loaded.
+
+A rule set has a ``version``, a ``baseline`` node, ``populations`` (each a POF code, the dates
+it is in force — ``from``/``to``, inclusive — its ``clause`` and ``allOf`` criteria) and
+``exclusions`` (a code of ``ecm-exclusion-reason``, its ``clause`` and ``anyOf`` criteria). A
+POF may appear more than once with non-overlapping dates (a definition that changed). Criteria
+are nodes: ``{"kind": ..., "id"?, "clause", "from"?, "to"?, ...}``; a node with an ``id`` is
+reported in the answer, a node out of force on ``asOf`` is left out. The kinds and their fields
+are :data:`KINDS`; :mod:`server.ecm.evaluate` gives each its meaning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RULES = Path(__file__).parent / "rules"
+CURRENT = "mccp2032-2024.11"
+
+Node = Mapping[str, Any]
+
+#: kind -> the fields it requires
+KINDS: Mapping[str, frozenset[str]] = {
+    "all": frozenset({"nodes"}),
+    "any": frozenset({"nodes"}),
+    "not": frozenset({"node"}),
+    "age": frozenset(),
+    "coverage": frozenset({"valueSet"}),
+    "program": frozenset({"codes", "state"}),
+    "condition": frozenset({"valueSets"}),
+    "finding": frozenset({"valueSets", "lookbackMonths"}),
+    "flag": frozenset({"code", "lookbackMonths"}),
+    "observation-value": frozenset({"code", "min", "lookbackMonths"}),
+    "encounters": frozenset({"encounter", "min", "months"}),
+    "pregnant-or-postpartum": frozenset(),
+    "race": frozenset({"codes"}),
+    "attestation": frozenset({"code"}),
+    "other-pof": frozenset(),
+}
+PROGRAM_STATES = frozenset({"active", "recent", "active-or-recent", "aged-out"})
+ENCOUNTER_KINDS = frozenset({"ed", "stay", "unplanned-stay"})
+
+
+class RuleSetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Population:
+    code: str
+    start: date | None
+    end: date | None
+    clause: str
+    criteria: tuple[Node, ...]
+
+    def in_force(self, day: date) -> bool:
+        return (self.start is None or self.start <= day) and (self.end is None or day <= self.end)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    version: str
+    title: str
+    attestation_months: int
+    baseline: Node
+    populations: tuple[Population, ...]
+    exclusions: tuple[Population, ...]
+
+    @property
+    def pof_codes(self) -> list[str]:
+        return list(dict.fromkeys(p.code for p in self.populations))
+
+    def population(self, code: str, day: date) -> Population | None:
+        """The definition of POF ``code`` in force on ``day`` (None when none is)."""
+        return next((p for p in self.populations if p.code == code and p.in_force(day)), None)
+
+    def first(self, code: str) -> Population:
+        return min(
+            (p for p in self.populations if p.code == code), key=lambda p: p.start or date.min
+        )
+
+    def value_sets(self) -> set[str]:
+        found: set[str] = set()
+        for node in self._nodes():
+            found.update(node.get("valueSets", ()))
+            if "valueSet" in node:
+                found.add(node["valueSet"])
+            found.update(node.get("reasonValueSets", ()))
+        return found
+
+    def _nodes(self) -> Iterator[Node]:
+        stack: list[Node] = [self.baseline]
+        for group in (*self.populations, *self.exclusions):
+            stack.extend(group.criteria)
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(node.get("nodes", ()))
+            if "node" in node:
+                stack.append(node["node"])
+
+
+def in_force(node: Node, day: date) -> bool:
+    start, end = node.get("from"), node.get("to")
+    return (start is None or date.fromisoformat(start) <= day) and (
+        end is None or day <= date.fromisoformat(end)
+    )
+
+
+def uses_other_pof(criteria: tuple[Node, ...]) -> bool:
+    stack = list(criteria)
+    while stack:
+        node = stack.pop()
+        if node.get("kind") == "other-pof":
+            return True
+        stack.extend(node.get("nodes", ()))
+        if "node" in node:
+            stack.append(node["node"])
+    return False
+
+
+def _check(node: Node, where: str) -> None:
+    kind = str(node.get("kind"))
+    if kind not in KINDS:
+        raise RuleSetError(f"{where}: unknown kind {kind!r}")
+    missing = KINDS[kind] - node.keys()
+    if missing:
+        raise RuleSetError(f"{where}: {kind} needs {', '.join(sorted(missing))}")
+    if kind == "program" and node["state"] not in PROGRAM_STATES:
+        raise RuleSetError(f"{where}: unknown program state {node['state']!r}")
+    if kind == "encounters" and node["encounter"] not in ENCOUNTER_KINDS:
+        raise RuleSetError(f"{where}: unknown encounter kind {node['encounter']!r}")
+    if node.get("id") is not None and not node.get("clause"):
+        raise RuleSetError(f"{where}: reported criterion {node['id']} cites no clause")
+    for key in ("from", "to"):
+        if key in node:
+            date.fromisoformat(node[key])
+    for i, child in enumerate(node.get("nodes", ())):
+        _check(child, f"{where}.nodes[{i}]")
+    if "node" in node:
+        _check(node["node"], f"{where}.node")
+
+
+def _group(data: Mapping[str, Any], key: str, where: str) -> Population:
+    criteria = tuple(data[key])
+    for i, node in enumerate(criteria):
+        _check(node, f"{where}.{key}[{i}]")
+    start, end = data.get("from"), data.get("to")
+    return Population(
+        data["code"],
+        date.fromisoformat(start) if start else None,
+        date.fromisoformat(end) if end else None,
+        data["clause"],
+        criteria,
+    )
+
+
+def parse(data: Mapping[str, Any]) -> RuleSet:
+    try:
+        _check(data["baseline"], "baseline")
+        populations = tuple(
+            _group(p, "allOf", f"populations[{i}]") for i, p in enumerate(data["populations"])
+        )
+        exclusions = tuple(
+            _group(e, "anyOf", f"exclusions[{i}]") for i, e in enumerate(data["exclusions"])
+        )
+        rules = RuleSet(
+            data["version"],
+            data.get("title", ""),
+            int(data["attestationMonths"]),
+            data["baseline"],
+            populations,
+            exclusions,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RuleSetError(f"rule set is malformed: {exc}") from exc
+    for code in rules.pof_codes:
+        versions = sorted(
+            (p for p in populations if p.code == code), key=lambda p: p.start or date.min
+        )
+        for before, after in zip(versions, versions[1:], strict=False):
+            if before.end is None or after.start is None or before.end >= after.start:
+                raise RuleSetError(f"{code}: definitions overlap")
+    return rules
+
+
+@cache
+def rule_set(version: str = CURRENT) -> RuleSet:
+    return parse(orjson.loads((RULES / f"{version}.json").read_bytes()))

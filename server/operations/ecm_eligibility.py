@@ -1,0 +1,398 @@
+"""``$ecm-eligibility``: Populations of Focus, exclusions and the baseline, explained.
+
+Two OperationDefinitions share the code (``profiles/operations/``):
+
+* ``ecm-eligibility`` — one member, reads only (GET or POST): ``Patient/[id]/$ecm-eligibility``,
+  or ``Patient/$ecm-eligibility`` with ``patient`` (a stored Patient) or ``bundle`` (the
+  member's data inline; nothing is stored and evidence names the entries' fullUrls);
+* ``ecm-eligibility-population`` — population mode, POST only: ``Group/[id]/$ecm-eligibility``
+  (the Group's active members) and ``$ecm-eligibility`` (every member with an active Medi-Cal
+  managed care Coverage on ``asOf``). Writes the prioritized ``List`` (seed 003 VI.D.3) and
+  answers it with a summary; long runs go asynchronous with ``Prefer: respond-async``.
+
+The policy is :mod:`server.ecm`; this module gathers the data and renders the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+
+from server.ecm.calendar import ZONE
+from server.ecm.codes import Codes
+from server.ecm.evaluate import Eligibility, Evaluator, Finding, Judged
+from server.ecm.facts import baseline_coverage
+from server.ecm.population import Candidate, candidate, prioritized
+from server.ecm.record import PATIENT_REFERENCES, Entry, MemberRecord, record_of
+from server.ecm.ruleset import rule_set
+from server.errors import BadRequest, FhirError, InvalidResource, NotFound
+from server.fhir.outcome import Issue, operation_outcome
+from server.fhir.validation import base_validator
+from server.operations.parameters import Typed, first, to_parameters
+from server.operations.registry import Call, Operation
+from server.store.base import Reader, Unit
+from server.validating import local_target
+
+POF_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-population-of-focus"
+EXCLUSION_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-exclusion-reason"
+ENTRY_EXTENSION = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-eligibility-entry"
+FINDING_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-eligibility-finding"
+LIST_ORDER = "http://terminology.hl7.org/CodeSystem/list-order"
+BATCH = 500
+DETERMINATIONS = ("eligible", "needs-attestation", "insufficient-data", "not-eligible")
+SEARCH_PARAMS = {type: (param,) for type, (_, param) in PATIENT_REFERENCES.items()}
+
+
+class Cancelled(FhirError):
+    status = 409
+    code = "processing"
+
+
+def _evaluator(call: Call) -> Evaluator:
+    return Evaluator(rule_set(), Codes(call.terminology))
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def _as_of(call: Call) -> date:
+    given = first(call.params, "asOf")
+    if given is None:
+        return datetime.now(ZONE).date()
+    try:
+        if len(str(given)) != 10:
+            raise ValueError
+        return date.fromisoformat(str(given))
+    except ValueError:
+        raise BadRequest(
+            f"asOf must be a full date (YYYY-MM-DD), got '{str(given)[:40]}'", expression="asOf"
+        ) from None
+
+
+def _pof(call: Call) -> str | None:
+    pof = first(call.params, "pof")
+    if pof is None:
+        return None
+    codes = rule_set().pof_codes
+    if not any(c == pof or c.startswith(f"{pof}-") for c in codes):
+        raise BadRequest(
+            f"pof '{str(pof)[:60]}' is not a Population of Focus of {POF_SYSTEM}",
+            expression="pof",
+        )
+    return str(pof)
+
+
+# -- one member --------------------------------------------------------------------------------
+
+
+def stored_records(reader: Reader, ids: list[str]) -> Iterator[MemberRecord]:
+    """The records of stored Patients ``ids`` (unknown or deleted ones are skipped), read with
+    one streaming query per batch."""
+    for start in range(0, len(ids), BATCH):
+        batch = ids[start : start + BATCH]
+        records: dict[str, MemberRecord] = {}
+        for id in batch:
+            version = reader.read("Patient", id)
+            if version is not None and version.body is not None:
+                records[id] = MemberRecord(Entry(orjson.loads(version.body), f"Patient/{id}"))
+        for patient_id, version in reader.patient_resources(list(records), SEARCH_PARAMS):
+            record = records.get(patient_id)
+            if record is not None and version.body is not None:
+                record.add(Entry(orjson.loads(version.body), f"{version.type}/{version.id}"))
+        yield from (records[id] for id in batch if id in records)
+
+
+def _stored_member(call: Call, id: str) -> MemberRecord:
+    record = next(stored_records(call.reader, [id]), None)
+    if record is None:
+        raise NotFound(f"Patient/{id} is not known", expression="patient")
+    return record
+
+
+def _inline_member(bundle: Any, patient: str | None) -> MemberRecord:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise BadRequest("bundle must be a Bundle", expression="bundle")
+    entries: list[Entry] = []
+    issues: list[Issue] = []
+    for i, item in enumerate(bundle.get("entry") or []):
+        resource = item.get("resource") if isinstance(item, dict) else None
+        where = f"bundle.entry[{i}]"
+        if not isinstance(resource, dict):
+            issues.append(Issue("error", "required", "The entry has no resource", where))
+            continue
+        for issue in base_validator().validate(resource):
+            if issue.severity in ("error", "fatal"):
+                path = (issue.expression or "").split(".", 1)
+                tail = f".{path[1]}" if len(path) == 2 else ""
+                issues.append(
+                    Issue(issue.severity, issue.code, issue.diagnostics, f"{where}.resource{tail}")
+                )
+        rtype, rid = resource.get("resourceType"), resource.get("id")
+        ref = item.get("fullUrl") or (f"{rtype}/{rid}" if rid else f"{where}.resource")
+        entries.append(Entry(resource, str(ref)))
+    if issues:
+        raise InvalidResource(issues=issues)
+    patients = [e for e in entries if e.resource.get("resourceType") == "Patient"]
+    if patient is not None:
+        patients = [e for e in patients if patient in _names(e)]
+        if not patients:
+            raise BadRequest(
+                f"patient '{patient[:80]}' is not an entry of the bundle", expression="patient"
+            )
+    if len(patients) != 1:
+        raise BadRequest(
+            f"The bundle must hold exactly one Patient (found {len(patients)}); "
+            "name the member with the patient parameter",
+            expression="bundle",
+        )
+    chosen = patients[0]
+    return record_of(chosen, entries, _names(chosen))
+
+
+def _names(entry: Entry) -> set[str]:
+    names = {entry.ref}
+    if entry.resource.get("id"):
+        names.add(f"Patient/{entry.resource['id']}")
+    return names
+
+
+def _patient_id(call: Call, reference: Any) -> str:
+    ref = reference.get("reference") if isinstance(reference, dict) else None
+    target = local_target(ref, call.fhir_base) if isinstance(ref, str) else None
+    if target is None or target[0] != "Patient":
+        raise BadRequest(
+            "patient must be a reference to a Patient on this server (Patient/[id])",
+            expression="patient",
+        )
+    return target[1]
+
+
+def run_member(call: Call) -> dict[str, Any]:
+    as_of, pof = _as_of(call), _pof(call)
+    bundle, patient = first(call.params, "bundle"), first(call.params, "patient")
+    if call.id is not None:
+        if bundle is not None or patient is not None:
+            raise BadRequest("Patient/[id]/$ecm-eligibility takes neither patient nor bundle")
+        record = _stored_member(call, call.id)
+    elif bundle is not None:
+        ref = patient.get("reference") if isinstance(patient, dict) else None
+        record = _inline_member(bundle, ref)
+    elif patient is not None:
+        record = _stored_member(call, _patient_id(call, patient))
+    else:
+        raise BadRequest(
+            "Patient/$ecm-eligibility needs patient (a reference) or bundle (inline data)",
+            expression="patient",
+        )
+    return member_parameters(_evaluator(call).evaluate(record, as_of, pof))
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _finding(finding: Finding) -> list[tuple[str, Any]]:
+    parts: list[tuple[str, Any]] = [
+        ("id", finding.id),
+        ("result", Typed("code", finding.result)),
+        ("clause", finding.clause),
+        ("explanation", finding.explanation or None),
+    ]
+    parts += [("evidence", Typed("Reference", {"reference": r})) for r in finding.evidence]
+    return parts
+
+
+def _judged(system: str, judged: Judged) -> list[tuple[str, Any]]:
+    parts: list[tuple[str, Any]] = [
+        ("code", Typed("Coding", {"system": system, "code": judged.code})),
+        ("result", Typed("code", judged.result)),
+    ]
+    parts += [("criterion", _finding(f)) for f in judged.findings]
+    return parts
+
+
+def member_parameters(answer: Eligibility) -> dict[str, Any]:
+    base = answer.baseline
+    baseline: list[tuple[str, Any]] = [
+        ("result", Typed("code", base.result)),
+        ("clause", base.clause),
+        ("explanation", base.explanation or None),
+    ]
+    baseline += [("evidence", Typed("Reference", {"reference": r})) for r in base.evidence]
+    values: list[tuple[str, Any]] = [
+        ("eligible", answer.eligible),
+        ("determination", Typed("code", answer.determination)),
+        ("ruleSetVersion", answer.version),
+        ("asOf", Typed("date", answer.as_of.isoformat())),
+        ("baseline", baseline),
+    ]
+    values += [("pof", _judged(POF_SYSTEM, p)) for p in answer.pofs]
+    values += [("exclusion", _judged(EXCLUSION_SYSTEM, e)) for e in answer.exclusions]
+    if answer.issues:
+        issues = [Issue("warning", "incomplete", text, where) for text, where in answer.issues]
+        values.append(("issues", operation_outcome(issues)))
+    return to_parameters(values)
+
+
+# -- population mode ---------------------------------------------------------------------------
+
+
+def _group_members(call: Call, as_of: date) -> tuple[list[str], list[Issue]]:
+    group = call.instance or {}
+    ids: list[str] = []
+    issues: list[Issue] = []
+    for i, member in enumerate(group.get("member") or []):
+        if member.get("inactive") is True:
+            continue
+        ref = (member.get("entity") or {}).get("reference")
+        target = local_target(ref, call.fhir_base) if isinstance(ref, str) else None
+        if target is None or target[0] != "Patient":
+            issues.append(
+                Issue(
+                    "warning",
+                    "not-supported",
+                    f"Group member {str(ref)[:80]} is not a Patient on this server: skipped",
+                    f"Group.member[{i}].entity",
+                )
+            )
+            continue
+        ids.append(target[1])
+    return list(dict.fromkeys(ids)), issues
+
+
+def _covered_members(call: Call, as_of: date, codes: Codes) -> list[str]:
+    """Every Patient with a baseline Coverage on ``as_of`` (Coverage read in pages)."""
+    value_set = rule_set().baseline["valueSet"]
+    ids: list[str] = []
+    after: int | None = None
+    while True:
+        page = call.reader.scan("Coverage", after, 1000)
+        for version in page:
+            if version.body is None:
+                continue
+            coverage = orjson.loads(version.body)
+            if baseline_coverage(coverage, as_of, codes, value_set):
+                ref = (coverage.get("beneficiary") or {}).get("reference")
+                target = local_target(ref, call.fhir_base) if isinstance(ref, str) else None
+                if target is not None and target[0] == "Patient":
+                    ids.append(target[1])
+        if len(page) < 1000:
+            break
+        after = page[-1].position
+    return sorted(set(ids))
+
+
+def _list_resource(ranked: list[Candidate], as_of: date, version: str) -> dict[str, Any]:
+    entries = []
+    for rank, c in enumerate(ranked, 1):
+        parts: list[dict[str, Any]] = [
+            {"url": "rank", "valueInteger": rank},
+            {"url": "determination", "valueCode": c.determination},
+        ]
+        parts += [{"url": "pof", "valueCoding": {"system": POF_SYSTEM, "code": p}} for p in c.pofs]
+        entries.append(
+            {
+                "extension": [{"url": ENTRY_EXTENSION, "extension": parts}],
+                "flag": {"text": c.determination},
+                "item": {"reference": f"Patient/{c.patient_id}"},
+            }
+        )
+    resource: dict[str, Any] = {
+        "resourceType": "List",
+        "status": "current",
+        "mode": "snapshot",
+        "title": f"Potentially eligible ECM members as of {as_of.isoformat()}",
+        "code": {
+            "coding": [{"system": FINDING_SYSTEM, "code": "prioritized-list"}],
+            "text": f"ECM prioritized list ({version})",
+        },
+        "date": datetime.now(ZONE).isoformat(timespec="seconds"),
+        "orderedBy": {"coding": [{"system": LIST_ORDER, "code": "priority"}]},
+    }
+    if entries:
+        resource["entry"] = entries
+    else:
+        resource["emptyReason"] = {"text": "No member is eligible or needs attestation"}
+    return resource
+
+
+def run_population(call: Call) -> dict[str, Any]:
+    as_of, pof = _as_of(call), _pof(call)
+    if call.write is None:
+        raise BadRequest("Population mode runs with POST")
+    evaluator = _evaluator(call)
+    if call.type == "Group":
+        ids, issues = _group_members(call, as_of)
+    else:
+        ids, issues = _covered_members(call, as_of, evaluator.codes), []
+    counts = dict.fromkeys(DETERMINATIONS, 0)
+    kept: list[Candidate] = []
+    done = 0
+    call.progress(0, len(ids))
+    for record in stored_records(call.reader, ids):
+        answer = evaluator.evaluate(record, as_of, pof)
+        counts[answer.determination] += 1
+        listed = candidate(record.patient_ref.removeprefix("Patient/"), answer)
+        if listed is not None:
+            kept.append(listed)
+        done += 1
+        if done % 100 == 0:
+            call.progress(done, len(ids))
+            if call.cancelled():
+                raise Cancelled("The run was cancelled")
+    missing = len(ids) - sum(counts.values())
+    if missing:
+        issues.append(
+            Issue("warning", "not-found", f"{missing} member(s) are not stored Patients: skipped")
+        )
+    ranked = prioritized(kept)
+    resource = _list_resource(ranked, as_of, evaluator.rules.version)
+
+    def write(unit: Unit) -> str:
+        result = unit.create("List", resource)
+        assert result.version is not None
+        return result.version.id
+
+    list_id = call.write(write)
+    call.progress(len(ids), len(ids))
+    summary: list[tuple[str, Any]] = [
+        ("evaluated", sum(counts.values())),
+        ("eligible", counts["eligible"]),
+        ("needsAttestation", counts["needs-attestation"]),
+        ("insufficientData", counts["insufficient-data"]),
+        ("notEligible", counts["not-eligible"]),
+        ("listed", len(ranked)),
+    ]
+    values: list[tuple[str, Any]] = [
+        ("ruleSetVersion", evaluator.rules.version),
+        ("asOf", Typed("date", as_of.isoformat())),
+        ("list", Typed("Reference", {"reference": f"List/{list_id}"})),
+        ("summary", summary),
+    ]
+    if issues:
+        values.append(("issues", operation_outcome(issues)))
+    return to_parameters(values)
+
+
+MEMBER = Operation(
+    "ecm-eligibility",
+    frozenset({"Patient"}),
+    type_level=True,
+    instance_level=True,
+    definition="ecm-eligibility",
+    run=run_member,
+)
+POPULATION = Operation(
+    "ecm-eligibility",
+    frozenset({"Group"}),
+    type_level=False,
+    instance_level=True,
+    definition="ecm-eligibility-population",
+    run=run_population,
+    affects_state=True,
+    system_level=True,
+    long_running=True,
+    progress_unit="members",
+)
