@@ -477,6 +477,8 @@ class Evaluator:
             pofs.append(Judged(code, answer.result, answer.findings))
         exclusions = []
         for group in self.rules.exclusions:
+            if not group.in_force(as_of):
+                continue
             answers = [run.node(n) for n in group.criteria if in_force(n, as_of)]
             result = any_of(a.result for a in answers)
             exclusions.append(

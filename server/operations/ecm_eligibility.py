@@ -112,7 +112,7 @@ def _stored_member(call: Call, id: str) -> MemberRecord:
     return record
 
 
-def _inline_member(bundle: Any, patient: str | None) -> MemberRecord:
+def _inline_member(bundle: Any) -> MemberRecord:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BadRequest("bundle must be a Bundle", expression="bundle")
     entries: list[Entry] = []
@@ -136,16 +136,9 @@ def _inline_member(bundle: Any, patient: str | None) -> MemberRecord:
     if issues:
         raise InvalidResource(issues=issues)
     patients = [e for e in entries if e.resource.get("resourceType") == "Patient"]
-    if patient is not None:
-        patients = [e for e in patients if patient in _names(e)]
-        if not patients:
-            raise BadRequest(
-                f"patient '{patient[:80]}' is not an entry of the bundle", expression="patient"
-            )
     if len(patients) != 1:
         raise BadRequest(
-            f"The bundle must hold exactly one Patient (found {len(patients)}); "
-            "name the member with the patient parameter",
+            f"The bundle must hold exactly one Patient, the member (found {len(patients)})",
             expression="bundle",
         )
     chosen = patients[0]
@@ -177,9 +170,10 @@ def run_member(call: Call) -> dict[str, Any]:
         if bundle is not None or patient is not None:
             raise BadRequest("Patient/[id]/$ecm-eligibility takes neither patient nor bundle")
         record = _stored_member(call, call.id)
+    elif bundle is not None and patient is not None:
+        raise BadRequest("Give patient or bundle, not both", expression="patient")
     elif bundle is not None:
-        ref = patient.get("reference") if isinstance(patient, dict) else None
-        record = _inline_member(bundle, ref)
+        record = _inline_member(bundle)
     elif patient is not None:
         record = _stored_member(call, _patient_id(call, patient))
     else:

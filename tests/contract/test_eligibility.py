@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.operation_output import check_output
 from tests.support import FHIR_JSON, TestClient, create, expressions, outcome
 
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -281,6 +282,38 @@ def test_bad_inline_bundles_are_400(
     assert any(e.startswith(expression) for e in expressions(outcome(response, 400)))
 
 
+def test_patient_and_bundle_together_are_400(client: TestClient, members: dict[str, str]) -> None:
+    body = _inline([{"resourceType": "Patient"}])
+    body["parameter"].append(
+        {"name": "patient", "valueReference": {"reference": f"Patient/{members['no']}"}}
+    )
+    response = client.post(
+        "/fhir/Patient/$ecm-eligibility", json=body, headers={"Content-Type": FHIR_JSON}
+    )
+    assert "patient" in expressions(outcome(response, 400))
+
+
+def _definition(client: TestClient, id: str) -> dict[str, Any]:
+    response = client.get(f"/fhir/OperationDefinition/{id}")
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_capabilities_advertise_both_definitions(client: TestClient) -> None:
+    rest = client.get("/fhir/metadata").json()["rest"][0]
+    system = {o["definition"] for o in rest.get("operation", []) if o["name"] == "ecm-eligibility"}
+    assert any(d.endswith("/ecm-eligibility-population") for d in system)
+    by_type = {
+        r["type"]: {
+            o["definition"] for o in r.get("operation", []) if o["name"] == "ecm-eligibility"
+        }
+        for r in rest["resource"]
+    }
+    assert any(d.endswith("/OperationDefinition/ecm-eligibility") for d in by_type["Patient"])
+    assert any(d.endswith("/ecm-eligibility-population") for d in by_type["Group"])
+
+
 def _list_entries(
     client: TestClient, got: dict[str, list[dict[str, Any]]]
 ) -> list[tuple[str, int, str]]:
@@ -315,16 +348,13 @@ def test_group_run_writes_a_prioritized_list(client: TestClient, members: dict[s
             "member": [{"entity": {"reference": f"Patient/{id}"}} for id in members.values()],
         },
     )
-    got = _ok(
-        client.post(
-            f"/fhir/Group/{group['id']}/$ecm-eligibility",
-            json={
-                "resourceType": "Parameters",
-                "parameter": [{"name": "asOf", "valueDate": AS_OF}],
-            },
-            headers={"Content-Type": FHIR_JSON},
-        )
+    response = client.post(
+        f"/fhir/Group/{group['id']}/$ecm-eligibility",
+        json={"resourceType": "Parameters", "parameter": [{"name": "asOf", "valueDate": AS_OF}]},
+        headers={"Content-Type": FHIR_JSON},
     )
+    got = _ok(response)
+    assert check_output(_definition(client, "ecm-eligibility-population"), response.json()) == []
     assert _summary(got) == {
         "evaluated": 5,
         "eligible": 2,

@@ -1,0 +1,174 @@
+"""Rule kinds on hand-made records, for the cases the HTTP scenarios do not reach: statuses that
+void a record, codes a criterion excludes, attestations made on the same day, and the data
+problems reported as issues."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import orjson
+import pytest
+
+from server.ecm.codes import Codes
+from server.ecm.evaluate import Eligibility, Evaluator
+from server.ecm.record import Entry, MemberRecord
+from server.ecm.ruleset import CURRENT, RULES, parse, rule_set
+from server.fhir.conformance import conformance
+
+FINDING = "http://calaim-fhir.org/fhir/CodeSystem/ecm-eligibility-finding"
+PROGRAM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-program"
+CRITERION = "http://calaim-fhir.org/fhir/CodeSystem/ecm-eligibility-criterion"
+ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+SUBJECT = {"reference": "Patient/p"}
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Evaluator:
+    return Evaluator(rule_set(), Codes(conformance().terminology))
+
+
+def _record(*resources: dict[str, Any], birth: str | None = "1980-01-01") -> MemberRecord:
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": "p"}
+    if birth:
+        patient["birthDate"] = birth
+    record = MemberRecord(Entry(patient, "Patient/p"))
+    for i, r in enumerate(resources):
+        record.add(Entry(r, f"{r['resourceType']}/{i}"))
+    return record
+
+
+def _criterion(answer: Eligibility, pof: str, id: str) -> str:
+    judged = next(p for p in (*answer.pofs, *answer.exclusions) if p.code == pof)
+    return next(f.result for f in judged.findings if f.id == id)
+
+
+def _episode(code: str, status: str, start: str, end: str | None = None) -> dict[str, Any]:
+    period = {"start": start} | ({"end": end} if end else {})
+    return {
+        "resourceType": "EpisodeOfCare",
+        "status": status,
+        "patient": SUBJECT,
+        "period": period,
+        "type": [{"coding": [{"system": PROGRAM, "code": code}]}],
+    }
+
+
+def test_statute_homelessness_is_excluded_before_july_2023_also_as_a_value(
+    evaluator: Evaluator,
+) -> None:
+    observed = {
+        "resourceType": "Observation",
+        "status": "final",
+        "subject": SUBJECT,
+        "code": {"coding": [{"system": "http://loinc.org", "code": "71802-3"}]},
+        "effectiveDateTime": "2023-04-01",
+        "valueCodeableConcept": {
+            "coding": [{"system": FINDING, "code": "homeless-other-federal-statute"}]
+        },
+    }
+    before = evaluator.evaluate(_record(observed), date(2023, 5, 1))
+    assert _criterion(before, "homelessness-adult", "experiencing-homelessness") == "not-met"
+    after = evaluator.evaluate(_record(observed), date(2023, 7, 1))
+    assert _criterion(after, "homelessness-adult", "experiencing-homelessness") == "met"
+
+
+def test_a_condition_with_an_excluded_and_a_counting_coding_counts(evaluator: Evaluator) -> None:
+    condition = {
+        "resourceType": "Condition",
+        "subject": SUBJECT,
+        "onsetDateTime": "2023-01-01",
+        "code": {
+            "coding": [
+                {"system": FINDING, "code": "homeless-other-federal-statute"},
+                {"system": ICD, "code": "Z59.02"},
+            ]
+        },
+    }
+    answer = evaluator.evaluate(_record(condition), date(2023, 5, 1))
+    assert _criterion(answer, "homelessness-adult", "experiencing-homelessness") == "met"
+
+
+@pytest.mark.parametrize("status", ["entered-in-error", "planned", "cancelled", "waitlist"])
+def test_voided_episodes_never_count_as_recently_ended(evaluator: Evaluator, status: str) -> None:
+    episode = _episode("correctional-facility", status, "2023-01-01", "2024-03-01")
+    answer = evaluator.evaluate(_record(episode), date(2024, 6, 1))
+    assert _criterion(answer, "justice-involved-adult", "incarceration") == "not-met"
+    finished = _episode("correctional-facility", "finished", "2023-01-01", "2024-03-01")
+    answer = evaluator.evaluate(_record(finished), date(2024, 6, 1))
+    assert _criterion(answer, "justice-involved-adult", "incarceration") == "met"
+
+
+@pytest.mark.parametrize("verification", ["refuted", "entered-in-error"])
+def test_a_voided_delivery_is_no_postpartum(evaluator: Evaluator, verification: str) -> None:
+    delivery = {
+        "resourceType": "Condition",
+        "subject": SUBJECT,
+        "onsetDateTime": "2024-03-01",
+        "code": {"coding": [{"system": ICD, "code": "Z37.0"}]},
+        "verificationStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": verification,
+                }
+            ]
+        },
+    }
+    answer = evaluator.evaluate(_record(delivery), date(2024, 6, 1))
+    assert _criterion(answer, "birth-equity-adult", "pregnant-or-postpartum") == "not-met"
+
+
+def test_the_later_of_two_attestations_on_one_day_wins(evaluator: Evaluator) -> None:
+    def attest(at: str, value: bool) -> dict[str, Any]:
+        return {
+            "resourceType": "Observation",
+            "status": "final",
+            "subject": SUBJECT,
+            "code": {"coding": [{"system": CRITERION, "code": "avoidable-utilization"}]},
+            "effectiveDateTime": at,
+            "valueBoolean": value,
+            "performer": [{"reference": "Practitioner/x"}],
+        }
+
+    later_false = _record(
+        attest("2024-05-01T09:00:00-07:00", True), attest("2024-05-01T15:00:00-07:00", False)
+    )
+    answer = evaluator.evaluate(later_false, date(2024, 6, 1))
+    assert _criterion(answer, "avoidable-utilization-adult", "avoidable-utilization") == "not-met"
+    later_true = _record(
+        attest("2024-05-01T15:00:00-07:00", True), attest("2024-05-01T09:00:00-07:00", False)
+    )
+    answer = evaluator.evaluate(later_true, date(2024, 6, 1))
+    assert _criterion(answer, "avoidable-utilization-adult", "avoidable-utilization") == "met"
+
+
+def test_data_problems_are_reported(evaluator: Evaluator) -> None:
+    answer = evaluator.evaluate(_record(birth=None), date(2024, 6, 1))
+    assert answer.determination == "insufficient-data"
+    assert {where for _, where in answer.issues} == {"Patient.birthDate", "Coverage"}
+
+
+def test_a_baseline_not_met_is_not_eligible_whatever_is_missing(evaluator: Evaluator) -> None:
+    ended = {
+        "resourceType": "Coverage",
+        "status": "active",
+        "beneficiary": SUBJECT,
+        "payor": [{"reference": "Organization/o"}],
+        "period": {"end": "2023-12-31"},
+        "type": {"coding": [{"system": "urn:oid:2.16.840.1.113883.3.221.5", "code": "21"}]},
+    }
+    answer = evaluator.evaluate(_record(ended, birth=None), date(2024, 6, 1))
+    assert answer.baseline.result == "not-met"
+    assert answer.determination == "not-eligible"
+
+
+def test_exclusions_out_of_force_are_not_reported() -> None:
+    data = orjson.loads((RULES / f"{CURRENT}.json").read_bytes())
+    data["exclusions"][0]["to"] = "2023-12-31"
+    dated = Evaluator(parse(data), Codes(conformance().terminology))
+    hospice = _episode("hospice", "active", "2023-01-01")
+    codes = {e.code for e in dated.evaluate(_record(hospice), date(2023, 12, 31)).exclusions}
+    assert "hospice-or-palliative-care" in codes
+    answer = dated.evaluate(_record(hospice), date(2024, 1, 1))
+    assert "hospice-or-palliative-care" not in {e.code for e in answer.exclusions}
