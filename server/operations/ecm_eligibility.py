@@ -41,6 +41,7 @@ EXCLUSION_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-exclusion-reason"
 ENTRY_EXTENSION = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-eligibility-entry"
 FINDING_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-eligibility-finding"
 LIST_ORDER = "http://terminology.hl7.org/CodeSystem/list-order"
+LIST_PROFILE = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-eligibility-list"
 BATCH = 500
 DETERMINATIONS = ("eligible", "needs-attestation", "insufficient-data", "not-eligible")
 SEARCH_PARAMS = {type: (param,) for type, (_, param) in PATIENT_REFERENCES.items()}
@@ -295,6 +296,7 @@ def _list_resource(ranked: list[Candidate], as_of: date, version: str) -> dict[s
         )
     resource: dict[str, Any] = {
         "resourceType": "List",
+        "meta": {"profile": [LIST_PROFILE]},
         "status": "current",
         "mode": "snapshot",
         "title": f"Potentially eligible ECM members as of {as_of.isoformat()}",

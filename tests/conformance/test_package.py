@@ -32,6 +32,7 @@ PROFILE_IDS = {
     "cs-service-delivery": "Procedure",
     "ecm-provider-service": "HealthcareService",
     "ecm-eligibility-attestation": "Observation",
+    "ecm-eligibility-list": "List",
 }
 
 

@@ -21,6 +21,7 @@ CRITERION = "http://calaim-fhir.org/fhir/CodeSystem/ecm-eligibility-criterion"
 ATTESTATION = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-eligibility-attestation"
 ENTRY = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-eligibility-entry"
 AS_OF = "2024-08-31"
+LIST_PROFILE = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-eligibility-list"
 
 
 def _member(
@@ -319,6 +320,10 @@ def _list_entries(
 ) -> list[tuple[str, int, str]]:
     ref = got["list"][0]["valueReference"]["reference"]
     listed = client.get(f"/fhir/{ref}").json()
+    checked = client.post("/fhir/List/$validate", json=listed, headers={"Content-Type": FHIR_JSON})
+    assert checked.status_code == 200
+    assert [i for i in checked.json().get("issue", []) if i["severity"] in ("error", "fatal")] == []
+    assert listed["meta"]["profile"] == [LIST_PROFILE]
     assert listed["orderedBy"]["coding"][0]["code"] == "priority"
     out = []
     for entry in listed.get("entry", []):
