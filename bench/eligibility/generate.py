@@ -45,8 +45,11 @@ from typing import Any
 
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataset import write_ndjson  # noqa: E402
+
 AS_OF = dt.date(2024, 9, 30)
-LINES_PER_FILE = 100_000
 ID_EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: base of the time-ordered ids
 
 BASE = "http://calaim-fhir.org/fhir"
@@ -199,7 +202,9 @@ def months_before(day: dt.date, months: int) -> dt.date:
 def moment(day: dt.date, rng: random.Random) -> str:
     """A local dateTime on ``day`` with California's offset of that season."""
     offset = TZ[0] if 3 < day.month < 11 else TZ[1]
-    return f"{day.isoformat()}T{rng.randint(7, 18):02d}:{rng.choice((0, 15, 30, 45)):02d}:00{offset}"
+    return (
+        f"{day.isoformat()}T{rng.randint(7, 18):02d}:{rng.choice((0, 15, 30, 45)):02d}:00{offset}"
+    )
 
 
 def later(moment_text: str, hours: int) -> str:
@@ -260,9 +265,7 @@ class Generator:
             "id": self.plan,
             "identifier": [{"system": f"{SID}/plan", "value": "golden-poppy"}],
             "active": True,
-            "type": [
-                cc("http://terminology.hl7.org/CodeSystem/organization-type", "pay", "Payer")
-            ],
+            "type": [cc("http://terminology.hl7.org/CodeSystem/organization-type", "pay", "Payer")],
             "name": "Golden Poppy Health Plan",
         }
         for n, id in enumerate(self.clinics, 1):
@@ -272,7 +275,11 @@ class Generator:
                 "identifier": [{"system": f"{SID}/clinic", "value": f"clinic-{n}"}],
                 "active": True,
                 "type": [
-                    cc("http://terminology.hl7.org/CodeSystem/organization-type", "prov", "Provider")
+                    cc(
+                        "http://terminology.hl7.org/CodeSystem/organization-type",
+                        "prov",
+                        "Provider",
+                    )
                 ],
                 "name": f"Valley Community Clinic {n}",
             }
@@ -318,7 +325,9 @@ class Generator:
         code, display, _ = m.race
         race: dict[str, Any] = {"url": f"{US_CORE}/us-core-race", "extension": []}
         if code != "UNK":
-            race["extension"].append({"url": "ombCategory", "valueCoding": coding(OMB, code, display)})
+            race["extension"].append(
+                {"url": "ombCategory", "valueCoding": coding(OMB, code, display)}
+            )
         race["extension"].append({"url": "text", "valueString": display})
         hispanic = self.rng.random() < 0.48
         eth = ("2135-2", "Hispanic or Latino") if hispanic else ("2186-5", "Not Hispanic or Latino")
@@ -439,15 +448,16 @@ class Generator:
             out.append(self.condition(pid, rng.choice(HOMELESS), self.day_within(10, m)))
         if m.pregnant:
             out.append(
-                self.condition(
-                    pid, ("Z33.1", "Pregnant state, incidental"), self.day_within(7, m)
-                )
+                self.condition(pid, ("Z33.1", "Pregnant state, incidental"), self.day_within(7, m))
             )
         if m.delivered:
             day = self.day_within(11, m)
             out.append(
                 self.condition(
-                    pid, ("O80", "Encounter for full-term uncomplicated delivery"), day, active=False
+                    pid,
+                    ("O80", "Encounter for full-term uncomplicated delivery"),
+                    day,
+                    active=False,
                 )
             )
         return out
@@ -490,9 +500,7 @@ class Generator:
         resource["serviceProvider"] = ref("Organization", rng.choice(self.clinics))
         return resource
 
-    def encounters(
-        self, pid: str, m: Member, dx: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+    def encounters(self, pid: str, m: Member, dx: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rng = self.rng
         out = []
         for _ in range(rng.randint(7, 16)):
@@ -501,7 +509,9 @@ class Generator:
             out.append(self.encounter(pid, self.day_within(24, m), "EMER"))
         if rng.random() < 0.05:
             out.append(
-                self.encounter(pid, self.day_within(24, m), "IMP", priority=rng.choice(("EM", "EL")))
+                self.encounter(
+                    pid, self.day_within(24, m), "IMP", priority=rng.choice(("EM", "EL"))
+                )
             )
         if m.utiliser:
             if m.youth:
@@ -644,29 +654,9 @@ class Generator:
 
 
 def write(members: int, seed: int, out: Path) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("resources-*.ndjson"):
-        old.unlink()
     gen = Generator(members, seed)
-    written = 0
-    handle = None
-    files: list[str] = []
     started = time.monotonic()
-    for resource in gen.resources():
-        if written % LINES_PER_FILE == 0:
-            if handle:
-                handle.close()
-            name = f"resources-{written // LINES_PER_FILE:05d}.ndjson"
-            files.append(name)
-            handle = (out / name).open("wb")
-        assert handle is not None
-        handle.write(orjson.dumps(resource))
-        handle.write(b"\n")
-        written += 1
-        if written % 200_000 == 0:
-            print(f"generate: {written:,} resources ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-    if handle:
-        handle.close()
+    files, written = write_ndjson(gen.resources(), out, report_every=200_000)
     (out / "patients.txt").write_text("\n".join(gen.patient_ids) + "\n")
     meta = {
         "generator": "bench/eligibility/generate.py",
@@ -690,7 +680,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     meta = write(args.members, args.seed, args.out)
-    print(orjson.dumps({k: v for k, v in meta.items() if k != "files"}, option=orjson.OPT_INDENT_2).decode())
+    print(
+        orjson.dumps(
+            {k: v for k, v in meta.items() if k != "files"}, option=orjson.OPT_INDENT_2
+        ).decode()
+    )
 
 
 if __name__ == "__main__":

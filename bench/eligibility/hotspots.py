@@ -118,8 +118,12 @@ def main() -> None:
         text = buffer.getvalue()
         out[f"profile_{key}"] = text
         print(f"\n===== cProfile, by {key} =====\n{text}")
-    print(orjson.dumps({k: v for k, v in out.items() if not k.startswith("profile")},
-                       option=orjson.OPT_INDENT_2).decode())
+    print(
+        orjson.dumps(
+            {k: v for k, v in out.items() if not k.startswith("profile")},
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))

@@ -31,8 +31,6 @@ import http.client
 import os
 import random
 import re
-import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,31 +47,12 @@ BENCH = HERE.parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
+from harness import ACCEPT, Server, percentile, shown  # noqa: E402
 from report import machine  # noqa: E402
-
-CLI = ROOT / ".venv" / "bin" / "calaim-fhir"
-ACCEPT = {"Accept": "application/fhir+json"}
 
 
 def log(text: str) -> None:
     print(f"eligibility-bench: {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(ordered: list[float], p: float) -> float | None:
-    if not ordered:
-        return None
-    k = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[k]
-
-
-def shown(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in cmd).replace(str(ROOT) + "/", "")
 
 
 # -- the server and its memory -----------------------------------------------------------------
@@ -107,65 +86,16 @@ def rss_by_pid(root: int) -> dict[int, int]:
     return {p: r for p in tree(root) if (r := rss_kib(p)) is not None}
 
 
-class Server:
-    def __init__(self, database_url: str, workers: int, logdir: Path) -> None:
-        self.database_url, self.workers, self.logdir = database_url, workers, logdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.command = ""
-
-    def start(self) -> float:
-        self.port = free_port()
-        cmd = [
-            str(CLI),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--database-url",
-            self.database_url,
-            "--workers",
-            str(self.workers),
-        ]
-        self.command = shown(cmd)
-        logfile = (self.logdir / "server.log").open("ab")
-        started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = started + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited; log: {logfile.name}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/fhir/metadata", headers=ACCEPT)
-                conn.getresponse().read()
-                conn.close()
-                return time.monotonic() - started
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server not ready after 120 s")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-
 class Client:
     def __init__(self, port: int) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[float, int, dict[str, str], bytes]:
         t0 = time.perf_counter()
         self.conn.request(method, path, body=body, headers={**ACCEPT, **(headers or {})})
@@ -196,7 +126,9 @@ def member_latency(
     warm, timed = chosen[:warmup], chosen[warmup:]
     client = Client(server.port)
     for id in warm:
-        _, status, _, body = client.request("GET", f"/fhir/Patient/{id}/$ecm-eligibility?asOf={as_of}")
+        _, status, _, body = client.request(
+            "GET", f"/fhir/Patient/{id}/$ecm-eligibility?asOf={as_of}"
+        )
         if status != 200:
             raise SystemExit(f"warm-up Patient/{id}: {status} {body[:300]!r}")
     times: list[float] = []
@@ -255,14 +187,16 @@ class Sampler(threading.Thread):
 PROGRESS = re.compile(r"(\d+)(?: of (\d+))?")
 
 
-def population(server: Server, as_of: str, poll: float, rss_at: int) -> dict[str, Any]:
+def population(
+    server: Server, as_of: str, poll: float, sample: float, rss_at: int
+) -> dict[str, Any]:
     assert server.proc is not None
     client = Client(server.port)
     before = rss_by_pid(server.proc.pid)
     body = orjson.dumps(
         {"resourceType": "Parameters", "parameter": [{"name": "asOf", "valueDate": as_of}]}
     )
-    sampler = Sampler(server.proc.pid, poll)
+    sampler = Sampler(server.proc.pid, sample)
     t0 = time.monotonic()
     sampler.started = t0
     sampler.start()
@@ -313,7 +247,14 @@ def population(server: Server, as_of: str, poll: float, rss_at: int) -> dict[str
     total = summary.get("evaluated") or (running[-1].get("total") if running else None)
     at_mark = next((p for p in running if p["done"] >= rss_at), None)
     last_running = running[-1] if running else None
-    peak = max((sum(s.values()) for _, s in sampler.samples), default=None)
+    # every RSS sample with the progress of the last poll before it (0 before the first poll)
+    samples = []
+    for t, by_pid in sampler.samples:
+        done = 0
+        for p in running:
+            if p["t_s"] <= t:
+                done = p["done"]
+        samples.append({"t_s": round(t, 2), "done": done, "rss_kib": sum(by_pid.values())})
     out: dict[str, Any] = {
         "request": "POST /fhir/$ecm-eligibility (Prefer: respond-async), asOf " + as_of,
         "status": entry.get("response", {}).get("status"),
@@ -323,6 +264,7 @@ def population(server: Server, as_of: str, poll: float, rss_at: int) -> dict[str
         "list": listed,
         "kickoff_ms": round(ms, 1),
         "polls": len(trace),
+        "sample_every_s": sampler.every,
         "rss_before_kib": sum(before.values()),
         "rss_at_mark": (
             {"done": at_mark["done"], "t_s": at_mark["t_s"], "rss_kib": at_mark["rss_kib"]}
@@ -330,25 +272,47 @@ def population(server: Server, as_of: str, poll: float, rss_at: int) -> dict[str
             else None
         ),
         "rss_last_running": (
-            {"done": last_running["done"], "t_s": last_running["t_s"], "rss_kib": last_running["rss_kib"]}
+            {
+                "done": last_running["done"],
+                "t_s": last_running["t_s"],
+                "rss_kib": last_running["rss_kib"],
+            }
             if last_running
             else None
         ),
         "rss_after_kib": trace[-1]["rss_kib"],
-        "rss_peak_kib": peak,
-        "trace": [{k: v for k, v in p.items() if k != "rss_by_pid"} for p in trace],
-        "rss_samples": [
-            {"t_s": round(t, 2), "rss_kib": sum(s.values())} for t, s in sampler.samples
-        ],
+        "rss_peak_kib": max((s["rss_kib"] for s in samples), default=None),
     }
-    if at_mark and last_running:
-        out["rss_growth_mib"] = round((last_running["rss_kib"] - at_mark["rss_kib"]) / 1024, 1)
-        out["rss_growth_to_end_mib"] = round((trace[-1]["rss_kib"] - at_mark["rss_kib"]) / 1024, 1)
-    # members per second between the mark and the last running poll (the steady rate)
+    if total and total > rss_at:
+        # RSS swings with each batch of members read (it holds the batch's parsed resources),
+        # so compare like with like: the peak of the samples taken while the first rss_at
+        # members were read and evaluated, and of those taken while the last rss_at were
+        first = [s["rss_kib"] for s in samples if s["done"] < rss_at]
+        last = [s["rss_kib"] for s in samples if total - rss_at <= s["done"] < total]
+        if first and last:
+            out["rss_window_first"] = {
+                "members": f"0-{rss_at}",
+                "max_kib": max(first),
+                "min_kib": min(first),
+                "samples": len(first),
+            }
+            out["rss_window_last"] = {
+                "members": f"{total - rss_at}-{total}",
+                "max_kib": max(last),
+                "min_kib": min(last),
+                "samples": len(last),
+            }
+            out["rss_growth_peak_mib"] = round((max(last) - max(first)) / 1024, 1)
     if at_mark and last_running and last_running["t_s"] > at_mark["t_s"]:
+        out["rss_growth_polls_mib"] = round(
+            (last_running["rss_kib"] - at_mark["rss_kib"]) / 1024, 1
+        )
+        # members per second between the mark and the last running poll (the steady rate)
         out["steady_members_per_s"] = round(
             (last_running["done"] - at_mark["done"]) / (last_running["t_s"] - at_mark["t_s"]), 1
         )
+    out["trace"] = [{k: v for k, v in p.items() if k != "rss_by_pid"} for p in trace]
+    out["rss_samples"] = samples
     return out
 
 
@@ -372,6 +336,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls/samples")
+    parser.add_argument("--sample", type=float, default=0.25, help="seconds between RSS samples")
     parser.add_argument("--rss-at", type=int, default=2000, help="members done for the RSS mark")
     parser.add_argument("--skip-member", action="store_true")
     parser.add_argument("--skip-population", action="store_true")
@@ -412,12 +377,12 @@ def main() -> None:
             server.start()
             loadavg = os.getloadavg()[0]
             log("population run started")
-            result["population"] = population(server, as_of, args.poll, args.rss_at)
+            result["population"] = population(server, as_of, args.poll, args.sample, args.rss_at)
             result["population"]["loadavg_before"] = loadavg
             p = result["population"]
             log(
                 f"population: {p['wall_s']} s, {p['members_per_s']} members/s, summary "
-                f"{p['summary']}, RSS growth {p.get('rss_growth_mib')} MiB"
+                f"{p['summary']}, RSS growth (peaks) {p.get('rss_growth_peak_mib')} MiB"
             )
     finally:
         server.stop()

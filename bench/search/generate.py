@@ -39,6 +39,10 @@ from typing import Any
 
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataset import resources, write_ndjson  # noqa: E402
+
 SID = "https://calaim-fhir.org/fhir/sid"
 CS = "https://calaim-fhir.org/fhir/CodeSystem"
 LOINC = "http://loinc.org"
@@ -49,7 +53,6 @@ OMB = "urn:oid:2.16.840.1.113883.6.238"
 US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition"
 BENCH_CODES = f"{CS}/bench-designed-observation"
 
-LINES_PER_FILE = 100_000
 DEFAULT_SIZES = (1, 20, 10_000, 100_000)
 # a designed series may take at most this share of its resource type (the rest is background)
 MAX_SHARE = 0.9
@@ -1173,32 +1176,8 @@ def queries(plan: Plan, gen: Generator) -> dict[str, Any]:
 
 
 def write(plan: Plan, out: Path) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("resources-*.ndjson"):
-        old.unlink()
     gen = Generator(plan)
-    written = 0
-    handle = None
-    files: list[str] = []
-    started = time.monotonic()
-    for resource in gen.resources():
-        if written % LINES_PER_FILE == 0:
-            if handle:
-                handle.close()
-            name = f"resources-{written // LINES_PER_FILE:05d}.ndjson"
-            files.append(name)
-            handle = (out / name).open("wb")
-        assert handle is not None
-        handle.write(orjson.dumps(resource))
-        handle.write(b"\n")
-        written += 1
-        if written % 100_000 == 0:
-            print(
-                f"generate: {written:,} resources ({time.monotonic() - started:.0f} s)",
-                file=sys.stderr,
-            )
-    if handle:
-        handle.close()
+    files, written = write_ndjson(gen.resources(), out, report_every=100_000)
     assert written == plan.total, (written, plan.total)
     for type, count in plan.counts.items():
         if type not in ("Organization", "Practitioner"):
@@ -1209,14 +1188,6 @@ def write(plan: Plan, out: Path) -> dict[str, Any]:
     meta["create_body"] = {k: v for k, v in (gen.first_task or {}).items() if k != "id"}
     (out / "queries.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     return meta
-
-
-def read_resources(directory: Path, files: list[str]) -> Iterator[dict[str, Any]]:
-    for name in files:
-        with (directory / name).open("rb") as handle:
-            for line in handle:
-                if line.strip():
-                    yield orjson.loads(line)
 
 
 def _refs(resource: dict[str, Any], *path: str) -> list[str]:
@@ -1245,7 +1216,7 @@ def verify(directory: Path) -> int:
     for size, (first, days) in windows.items():
         day_sets[size] = {_day_n(first, n) for n in range(days)}
     ids: set[str] = set()
-    for r in read_resources(directory, meta["files"]):
+    for r in resources(directory):
         t = r["resourceType"]
         types[t] = types.get(t, 0) + 1
         key = f"{t}/{r['id']}"

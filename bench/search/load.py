@@ -1,4 +1,7 @@
-"""Load a generated data set (``generate.py``) into a store, and measure transaction ingest.
+"""Load a generated data set into a store, and measure transaction ingest.
+
+The data set is any folder written through ``bench/dataset.py``: the search population
+(``bench/search/generate.py``) or the eligibility one (``bench/eligibility/generate.py``).
 
 Two ways in:
 
@@ -30,7 +33,6 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,39 +40,10 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def percentile(sorted_values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return None
-    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[k]
-
-
-def resources(data: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
-    meta = orjson.loads((data / "queries.json").read_bytes())
-    n = 0
-    for name in meta["files"]:
-        with (data / name).open("rb") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                if limit is not None and n >= limit:
-                    return
-                n += 1
-                yield orjson.loads(line)
-
-
-def chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+from dataset import chunks, read_meta, resources  # noqa: E402
+from harness import percentile, shown  # noqa: E402
 
 
 class Progress:
@@ -95,11 +68,18 @@ class Progress:
 
 
 def store_size(database_url: str) -> int | None:
-    """Bytes on disk of an SQLite store (database file + WAL), else None."""
-    if not database_url.startswith("sqlite:///"):
+    """Bytes on disk: the SQLite file and its WAL, or the PostgreSQL database."""
+    if database_url.startswith("sqlite:///"):
+        path = Path(database_url[len("sqlite:///") :])
+        return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    try:
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+            return int(row[0]) if row else None
+    except Exception:  # noqa: BLE001 - a size is a nicety
         return None
-    path = Path(database_url[len("sqlite:///") :])
-    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
 # -- repository -------------------------------------------------------------------------------
@@ -265,7 +245,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="free text kept in the summary (the store)")
     args = parser.parse_args()
 
-    meta = orjson.loads((args.data / "queries.json").read_bytes())
+    meta = read_meta(args.data)
     total = min(meta["total"], args.limit) if args.limit else meta["total"]
     if args.mode == "repo":
         if not args.database_url:
@@ -276,12 +256,14 @@ def main() -> None:
             parser.error("--mode http needs --url")
         summary = load_http(args, total)
     summary["note"] = args.note
-    summary["command"] = " ".join(sys.argv)
+    summary["command"] = shown([".venv/bin/python", *sys.argv])
     summary["data"] = str(args.data)
     summary["data_total"] = meta["total"]
+    summary["members"] = meta.get("members")
     summary["loadavg"] = os.getloadavg()
     text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
     print(text)
     if summary.get("failed_transactions"):

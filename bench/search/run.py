@@ -30,9 +30,7 @@ import datetime as dt
 import hashlib
 import http.client
 import os
-import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,101 +46,15 @@ BENCH = HERE.parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
+from harness import ACCEPT, Server, percentile, shown  # noqa: E402
 from report import machine, parse_wrk  # noqa: E402
 
-CLI = ROOT / ".venv" / "bin" / "calaim-fhir"
 PY = ROOT / ".venv" / "bin" / "python"
-ACCEPT = {"Accept": "application/fhir+json"}
 MIN_REPEATS = 10
 
 
 def log(text: str) -> None:
     print(f"search-bench: {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(sorted_values: list[float], p: float) -> float | None:
-    if not sorted_values:
-        return None
-    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[k]
-
-
-def shown(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in cmd).replace(str(ROOT) + "/", "")
-
-
-class Server:
-    """``calaim-fhir serve`` on a free port; its log (stderr) goes to a file."""
-
-    def __init__(self, database_url: str, workers: int, logdir: Path) -> None:
-        self.database_url = database_url
-        self.workers = workers
-        self.logdir = logdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.starts = 0
-        self.command = ""
-
-    def start(self) -> None:
-        self.port = free_port()
-        cmd = [
-            str(CLI),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--database-url",
-            self.database_url,
-            "--workers",
-            str(self.workers),
-        ]
-        self.command = shown(cmd)
-        self.starts += 1
-        logfile = (self.logdir / f"server-{self.starts}.log").open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited; log: {logfile.name}")
-            try:  # any HTTP answer: the application is up (uvicorn answers after start-up)
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/fhir/metadata", headers=ACCEPT)
-                status = conn.getresponse().status
-                conn.close()
-                if status != 200:
-                    log(f"GET /fhir/metadata answered {status} (see {logfile.name})")
-                return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server not ready after 120 s")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 class Client:

@@ -1,0 +1,107 @@
+"""What the benchmark drivers share: the server under test, ports, percentiles, command lines."""
+
+from __future__ import annotations
+
+import http.client
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = ROOT / ".venv" / "bin" / "calaim-fhir"
+ACCEPT = {"Accept": "application/fhir+json"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(ordered: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when it is empty)."""
+    if not ordered:
+        return None
+    k = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[k]
+
+
+def shown(cmd: list[str]) -> str:
+    """A command line as a user would type it from the repository root."""
+    return " ".join(shlex.quote(c) for c in cmd).replace(str(ROOT) + "/", "")
+
+
+class Server:
+    """``calaim-fhir serve`` on a free port; its log (stderr) goes to a file."""
+
+    def __init__(self, database_url: str, workers: int, logdir: Path) -> None:
+        self.database_url = database_url
+        self.workers = workers
+        self.logdir = logdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.starts = 0
+        self.command = ""
+
+    def start(self) -> float:
+        """Start the server; the seconds until it answered ``/fhir/metadata``."""
+        self.port = free_port()
+        cmd = [
+            str(CLI),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--database-url",
+            self.database_url,
+            "--workers",
+            str(self.workers),
+        ]
+        self.command = shown(cmd)
+        self.starts += 1
+        logfile = (self.logdir / f"server-{self.starts}.log").open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, cwd=ROOT)
+        started = time.monotonic()
+        deadline = started + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited; log: {logfile.name}")
+            try:  # any HTTP answer: the application is up (uvicorn answers after start-up)
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/fhir/metadata", headers=ACCEPT)
+                status = conn.getresponse().status
+                conn.close()
+                if status != 200:
+                    print(
+                        f"bench: GET /fhir/metadata answered {status} (see {logfile.name})",
+                        file=sys.stderr,
+                    )
+                return time.monotonic() - started
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("server not ready after 120 s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
