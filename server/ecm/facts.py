@@ -204,17 +204,32 @@ class Facts:
         return "unknown"
 
     def visit_reasons(self, visit: Visit, value_sets: list[str]) -> bool:
-        """Whether an encounter's reason or diagnosis is coded in one of ``value_sets``."""
+        """Whether an encounter is for a condition coded in one of ``value_sets``: its
+        ``reasonCode``, a Condition its ``reasonReference`` or ``diagnosis.condition`` names, or a
+        Condition whose ``encounter`` names the visit (as Synthea links them). Refuted and
+        entered-in-error Conditions do not count."""
         r = visit.entry.resource
         if self.codes.coded(value_sets, r.get("reasonCode")):
             return True
         refs = [x.get("reference") for x in r.get("reasonReference") or []]
         refs += [(d.get("condition") or {}).get("reference") for d in r.get("diagnosis") or []]
-        for ref in refs:
-            target = self.record.resolve(ref) if isinstance(ref, str) else None
-            if target is not None and self.codes.coded(value_sets, target.resource.get("code")):
-                return True
-        return False
+        linked = [t for ref in refs if isinstance(ref, str) and (t := self.record.resolve(ref))]
+        linked += self._conditions_by_encounter.get(visit.entry.ref, [])
+        return any(
+            not _codes_of(entry.resource.get("verificationStatus")) & _UNVERIFIED
+            and self.codes.coded(value_sets, entry.resource.get("code"))
+            for entry in linked
+        )
+
+    @cached_property
+    def _conditions_by_encounter(self) -> dict[str, list[Entry]]:
+        """The member's Conditions by the reference in their ``encounter`` element."""
+        found: dict[str, list[Entry]] = {}
+        for entry in self.record.of("Condition"):
+            ref = (entry.resource.get("encounter") or {}).get("reference")
+            if isinstance(ref, str):
+                found.setdefault(ref, []).append(entry)
+        return found
 
     @cached_property
     def deliveries(self) -> list[Dated]:

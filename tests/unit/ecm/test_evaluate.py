@@ -119,6 +119,48 @@ def test_a_voided_delivery_is_no_postpartum(evaluator: Evaluator, verification: 
     assert _criterion(answer, "birth-equity-adult", "pregnant-or-postpartum") == "not-met"
 
 
+@pytest.mark.parametrize("link", ["reasonReference", "diagnosis", "Condition.encounter"])
+@pytest.mark.parametrize("verification", ["confirmed", "refuted"])
+def test_a_visit_is_for_smh_sud_through_each_link_unless_the_diagnosis_is_refuted(
+    evaluator: Evaluator, link: str, verification: str
+) -> None:
+    """Resource i of ``_record`` is named ``<Type>/i``: visits 0 and 2, their Conditions 1 and 3."""
+    resources: list[dict[str, Any]] = []
+    for day in ("2024-02-01", "2024-05-01"):
+        visit: dict[str, Any] = {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
+            "subject": SUBJECT,
+            "period": {"start": f"{day}T10:00:00-08:00"},
+        }
+        condition: dict[str, Any] = {
+            "resourceType": "Condition",
+            "subject": SUBJECT,
+            "onsetDateTime": day,
+            "code": {"coding": [{"system": ICD, "code": "F10.20"}]},
+            "verificationStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                        "code": verification,
+                    }
+                ]
+            },
+        }
+        named = {"reference": f"Condition/{len(resources) + 1}"}
+        if link == "reasonReference":
+            visit["reasonReference"] = [named]
+        elif link == "diagnosis":
+            visit["diagnosis"] = [{"condition": named}]
+        else:
+            condition["encounter"] = {"reference": f"Encounter/{len(resources)}"}
+        resources += [visit, condition]
+    answer = evaluator.evaluate(_record(*resources), date(2024, 6, 1))
+    expected = "met" if verification == "confirmed" else "not-met"
+    assert _criterion(answer, "smh-sud-adult", "smh-sud-utilization") == expected
+
+
 def test_the_later_of_two_attestations_on_one_day_wins(evaluator: Evaluator) -> None:
     def attest(at: str, value: bool) -> dict[str, Any]:
         return {
