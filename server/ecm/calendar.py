@@ -35,6 +35,20 @@ def local_date(value: object, zone: ZoneInfo = ZONE) -> date | None:
     return moment.astimezone(zone).date()
 
 
+def date_span(value: object) -> tuple[date, date] | None:
+    """The first and last day a FHIR ``date`` can mean: a full date is one day, a year-month its
+    month, a year its year (None when absent or not a date)."""
+    first = local_date(value) if isinstance(value, str) and len(value) <= 10 else None
+    if first is None:
+        return None
+    assert isinstance(value, str)
+    if len(value) == 4:
+        return first, date(first.year, 12, 31)
+    if len(value) == 7:
+        return first, date(first.year, first.month, calendar.monthrange(first.year, first.month)[1])
+    return first, first
+
+
 def add_months(day: date, months: int) -> date:
     """``day`` moved by whole calendar months, the day clamped to the target month's end."""
     index = day.year * 12 + (day.month - 1) + months

@@ -142,23 +142,36 @@ class _Run:
     # -- the member ----------------------------------------------------------------------------
 
     def k_age(self, node: Node) -> Answer:
-        birth = self.facts.birth
         low, high = node.get("min"), node.get("max")
         wanted = " and ".join(
             ([f"{low} or over"] if low is not None else [])
             + ([f"under {high}"] if high is not None else [])
         )
-        if birth is None:
+        ages = self.facts.ages
+        if ages is None:
             self.problem(
                 "Patient.birthDate is missing: age criteria cannot be judged", "Patient.birthDate"
             )
             return Answer(INSUFFICIENT, (), f"no birthDate on file (age must be {wanted})")
-        age = self.facts.age or 0
-        ok = (low is None or age >= low) and (high is None or age < high)
+        youngest, oldest = ages
+        fits = [(low is None or age >= low) and (high is None or age < high) for age in ages]
+        born = self.facts.record.patient.resource.get("birthDate")
+        if fits[0] != fits[1]:
+            self.problem(
+                f"Patient.birthDate {born} is partial: the age on {self.as_of} may be "
+                f"{youngest} or {oldest}, so an age criterion cannot be judged",
+                "Patient.birthDate",
+            )
+            return Answer(
+                INSUFFICIENT,
+                (self.facts.record.patient.ref,),
+                f"age {youngest} or {oldest} on {self.as_of} (born {born}; must be {wanted})",
+            )
+        age = youngest if youngest == oldest else f"{youngest} to {oldest}"
         return Answer(
-            MET if ok else NOT_MET,
+            MET if fits[0] else NOT_MET,
             (self.facts.record.patient.ref,),
-            f"age {age} on {self.as_of} (born {birth}; must be {wanted})",
+            f"age {age} on {self.as_of} (born {born}; must be {wanted})",
         )
 
     def k_race(self, node: Node) -> Answer:

@@ -12,7 +12,7 @@ from datetime import date
 from functools import cached_property
 from typing import Any
 
-from server.ecm.calendar import add_months, age_on, in_window, local_date
+from server.ecm.calendar import add_months, age_on, date_span, in_window, local_date
 from server.ecm.codes import Codes, codings
 from server.ecm.record import Entry, MemberRecord
 
@@ -68,12 +68,22 @@ class Facts:
     # -- the member -------------------------------------------------------------------------
 
     @cached_property
-    def birth(self) -> date | None:
-        return local_date(self.record.patient.resource.get("birthDate"))
+    def births(self) -> tuple[date, date] | None:
+        """The earliest and the latest day ``birthDate`` can mean (the same for a full date; a
+        year or a year-month spans its year or month)."""
+        return date_span(self.record.patient.resource.get("birthDate"))
 
     @property
-    def age(self) -> int | None:
-        return None if self.birth is None else age_on(self.birth, self.as_of)
+    def birth(self) -> date | None:
+        """The latest possible birth day: ages and birthdays that are surely reached."""
+        return None if self.births is None else self.births[1]
+
+    @property
+    def ages(self) -> tuple[int, int] | None:
+        """The lowest and the highest possible age on as_of."""
+        if self.births is None:
+            return None
+        return age_on(self.births[1], self.as_of), age_on(self.births[0], self.as_of)
 
     def races(self) -> list[tuple[str, str]]:
         """(system, code) of the US Core race extension's ombCategory and detailed codings."""

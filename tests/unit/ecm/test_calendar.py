@@ -6,7 +6,15 @@ from datetime import date
 
 import pytest
 
-from server.ecm.calendar import add_months, age_on, birthday, in_window, local_date, window_start
+from server.ecm.calendar import (
+    add_months,
+    age_on,
+    birthday,
+    date_span,
+    in_window,
+    local_date,
+    window_start,
+)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +75,20 @@ def test_leap_day_birthday_ages_on_first_of_march() -> None:
     assert age_on(born, date(2028, 2, 29)) == 24
     assert birthday(born, 21) == date(2025, 3, 1)
     assert birthday(born, 24) == date(2028, 2, 29)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2003-05-17", (date(2003, 5, 17), date(2003, 5, 17))),
+        ("2004-02", (date(2004, 2, 1), date(2004, 2, 29))),
+        ("2003", (date(2003, 1, 1), date(2003, 12, 31))),
+        ("2003-05-17T10:00:00Z", None),
+        (None, None),
+        ("2003-13", None),
+    ],
+)
+def test_a_partial_date_spans_its_month_or_year(
+    value: object, expected: tuple[date, date] | None
+) -> None:
+    assert date_span(value) == expected

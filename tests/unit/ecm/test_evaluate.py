@@ -191,6 +191,29 @@ def test_data_problems_are_reported(evaluator: Evaluator) -> None:
     assert {where for _, where in answer.issues} == {"Patient.birthDate", "Coverage"}
 
 
+@pytest.mark.parametrize(
+    ("birth", "as_of", "adult", "youth"),
+    [
+        ("2003", date(2024, 6, 1), "insufficient-data", "insufficient-data"),  # 20 or 21
+        ("2003", date(2025, 1, 1), "met", "not-met"),  # 21 whatever the day
+        ("2003", date(2023, 12, 31), "not-met", "met"),  # 19 or 20
+        ("2003-05", date(2024, 6, 1), "met", "not-met"),
+        ("2003-05", date(2024, 5, 15), "insufficient-data", "insufficient-data"),
+        ("2003-05-15", date(2024, 5, 15), "met", "not-met"),
+    ],
+)
+def test_a_partial_birth_date_decides_an_age_only_when_every_day_it_spans_agrees(
+    evaluator: Evaluator, birth: str, as_of: date, adult: str, youth: str
+) -> None:
+    answer = evaluator.evaluate(_record(birth=birth), as_of)
+    assert _criterion(answer, "smh-sud-adult", "age") == adult
+    assert _criterion(answer, "smh-sud-youth", "age") == youth
+    partial = [text for text, where in answer.issues if where == "Patient.birthDate"]
+    assert bool(partial) == (adult == "insufficient-data")
+    if partial:
+        assert "partial" in partial[0]
+
+
 def test_a_baseline_not_met_is_not_eligible_whatever_is_missing(evaluator: Evaluator) -> None:
     ended = {
         "resourceType": "Coverage",
