@@ -24,9 +24,12 @@ resources that passed base validation (:mod:`server.fhir.validation`) and return
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from server.fhir.element_paths import element_model
 from server.fhir.extension_context import ExtensionDefinition, ExtensionWalk
@@ -39,6 +42,9 @@ if TYPE_CHECKING:
     from server.fhir.terminology import Terminology
 
 __all__ = ["ProfileError", "ProfileSet", "Resolve"]
+
+#: how many verdicts of :meth:`ProfileSet.conforms` are remembered (the oldest go first)
+VERDICTS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,8 @@ class ProfileSet(TargetValidator):
                                 url, f"{element.get('id')}: unknown extension definition {named}"
                             )
         self._walk = ExtensionWalk(self._model, extensions)
+        self._verdicts: dict[tuple[str, bytes], bool] = {}
+        self._verdicts_lock = threading.Lock()
 
     # -- compiling -------------------------------------------------------------------------
 
@@ -181,10 +189,22 @@ class ProfileSet(TargetValidator):
         return None if profile is None else profile.type
 
     def conforms(self, resource: dict[str, Any], url: str) -> bool:
-        """Whether ``resource`` meets the profile without errors (no reference resolution)."""
-        return not any(
-            i.severity in ("error", "fatal") for i in self.validate(resource, url, resolve=None)
-        )
+        """Whether ``resource`` meets the profile without errors (no reference resolution).
+
+        Without resolution the verdict depends only on the resource's content and the profile,
+        both fixed, so it is remembered by content: the members, consents and referrals that
+        new resources reference are checked once, not on every write that names them."""
+        key = (_bare(url), orjson.dumps(resource))
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = not any(
+                i.severity in ("error", "fatal") for i in self.validate(resource, url, resolve=None)
+            )
+            with self._verdicts_lock:
+                if len(self._verdicts) >= VERDICTS_KEPT:
+                    del self._verdicts[next(iter(self._verdicts))]
+                self._verdicts[key] = verdict
+        return verdict
 
     def validate(
         self,

@@ -473,6 +473,21 @@ def test_target_profile_not_conforming_message(profiles: ProfileSet) -> None:
     ]
 
 
+def test_a_target_is_judged_by_its_content_each_time(profiles: ProfileSet) -> None:
+    """Verdicts on targets are remembered by content: the same reference naming a changed
+    target (a new version of the member) is judged again, and an unchanged one alike."""
+    resource = changed(VALID, _set("subject", {"reference": "Patient/p2"}))
+    versions = [PATIENT, {**PATIENT, "identifier": []}, PATIENT, {**PATIENT, "identifier": []}]
+    results = []
+    for target in versions:
+        issues = profiles.validate(
+            resource, REFERRAL, resolve=lambda ref, t=target: t if ref == "Patient/p2" else None
+        )
+        results.append(shape(issues))
+    wrong = [("error", "structure", "ServiceRequest.subject")]
+    assert results == [[], wrong, [], wrong]
+
+
 # -- slicing on a nested discriminator path ---------------------------------------------------
 
 
