@@ -1,0 +1,147 @@
+"""Sequential creates of the profiled ECM referral, in process, through the ASGI application.
+
+    .venv/bin/python bench/validation/create_inprocess.py [--creates 1000] [--profile FILE]
+
+No HTTP server and no client on the other core: the application (``create_app``, SQLite in a
+temp folder, every commit durable) is called directly, one ``POST ServiceRequest`` at a time
+(``Prefer: return=minimal``), after loading every example of examples/resources and 100
+warm-up creates. Reports wall ms per create (including the wait for each commit's fsync) and
+CPU ms per create (every thread of the process): the CPU cost is what bounds the ``wrk`` rate
+of bench/validation/run.py, where concurrent requests share their commits.
+``--profile FILE`` also writes cProfile's table (cumulative and own time) of a second pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from server.app import create_app  # noqa: E402
+from server.settings import Settings  # noqa: E402
+
+EXAMPLES = ROOT / "examples" / "resources"
+JSON = {"content-type": "application/fhir+json", "accept": "application/fhir+json"}
+
+
+class App:
+    """Call an ASGI application in this event loop."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def start(self) -> None:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await inbox.put({"type": "lifespan.startup"})
+        self._lifespan = asyncio.create_task(
+            self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put)
+        )
+        started = await outbox.get()
+        if started["type"] != "lifespan.startup.complete":
+            raise SystemExit(f"start-up failed: {started}")
+
+    async def call(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        delivered = False
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # no disconnect while the answer is written
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await self.app(scope, receive, send)
+        return status[0]
+
+
+async def run(creates: int, profile: Path | None) -> dict[str, Any]:
+    resources = [orjson.loads(p.read_bytes()) for p in sorted(EXAMPLES.glob("*.json"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        app = App(create_app(Settings(database_url=f"sqlite:///{tmp}/store.db")))
+        await app.start()
+        entries = [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ]
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        if await app.call("POST", "/fhir", orjson.dumps(bundle), JSON) != 200:
+            raise SystemExit("loading the examples failed")
+        referral = next(
+            r
+            for r in resources
+            if r["resourceType"] == "ServiceRequest" and r["id"] == "ecm-referral-example"
+        )
+        body = orjson.dumps({k: v for k, v in referral.items() if k != "id"})
+        minimal = {**JSON, "prefer": "return=minimal"}
+
+        async def creates_of(n: int) -> tuple[float, float]:
+            started, cpu = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                if await app.call("POST", "/fhir/ServiceRequest", body, minimal) != 201:
+                    raise SystemExit("a create failed")
+            return time.perf_counter() - started, time.process_time() - cpu
+
+        await creates_of(100)
+        seconds, cpu_seconds = await creates_of(creates)
+        if profile is not None:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await creates_of(creates)
+            profiler.disable()
+            text = io.StringIO()
+            stats = pstats.Stats(profiler, stream=text)
+            stats.sort_stats("cumulative").print_stats(60)
+            stats.sort_stats("tottime").print_stats(30)
+            profile.write_text(text.getvalue())
+    return {
+        "creates": creates,
+        "ms_per_create": round(seconds / creates * 1000, 2),
+        "cpu_ms_per_create": round(cpu_seconds / creates * 1000, 2),
+        "creates_per_s": round(creates / seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--creates", type=int, default=1000)
+    parser.add_argument("--profile", type=Path, help="also write a cProfile table here")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.creates, args.profile))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
