@@ -24,6 +24,7 @@ resources that passed base validation (:mod:`server.fhir.validation`) and return
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -192,19 +193,26 @@ class ProfileSet(TargetValidator):
         """Whether ``resource`` meets the profile without errors (no reference resolution).
 
         Without resolution the verdict depends only on the resource's content and the profile,
-        both fixed, so it is remembered by content: the members, consents and referrals that
-        new resources reference are checked once, not on every write that names them."""
-        key = (_bare(url), orjson.dumps(resource))
+        both fixed, so it is remembered by a digest of the content: the members, consents and
+        referrals that new resources reference are checked once, not on every write that names
+        them."""
+        try:
+            content = orjson.dumps(resource)
+        except orjson.JSONEncodeError:  # not JSON data (built in code): judged, not remembered
+            return self._judge(resource, url)
+        key = (_bare(url), hashlib.blake2b(content, digest_size=16).digest())
         verdict = self._verdicts.get(key)
         if verdict is None:
-            verdict = not any(
-                i.severity in ("error", "fatal") for i in self.validate(resource, url, resolve=None)
-            )
+            verdict = self._judge(resource, url)
             with self._verdicts_lock:
                 if len(self._verdicts) >= VERDICTS_KEPT:
                     del self._verdicts[next(iter(self._verdicts))]
                 self._verdicts[key] = verdict
         return verdict
+
+    def _judge(self, resource: dict[str, Any], url: str) -> bool:
+        issues = self.validate(resource, url, resolve=None)
+        return not any(i.severity in ("error", "fatal") for i in issues)
 
     def validate(
         self,
