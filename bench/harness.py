@@ -5,10 +5,12 @@ from __future__ import annotations
 import http.client
 import shlex
 import socket
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / ".venv" / "bin" / "calaim-fhir"
@@ -27,6 +29,20 @@ def percentile(ordered: list[float], p: float) -> float | None:
         return None
     k = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
     return ordered[k]
+
+
+def stats(times: list[float]) -> dict[str, Any]:
+    """n, percentiles, min, max and mean (ms) of a list of timings."""
+    ordered = sorted(times)
+    return {
+        "n": len(times),
+        "p50_ms": round(percentile(ordered, 50) or 0, 2),
+        "p95_ms": round(percentile(ordered, 95) or 0, 2),
+        "p99_ms": round(percentile(ordered, 99) or 0, 2),
+        "min_ms": round(ordered[0], 2),
+        "max_ms": round(ordered[-1], 2),
+        "mean_ms": round(statistics.fmean(ordered), 2),
+    }
 
 
 def shown(cmd: list[str]) -> str:

@@ -47,7 +47,7 @@ BENCH = HERE.parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from harness import ACCEPT, Server, percentile, shown  # noqa: E402
+from harness import ACCEPT, Server, shown, stats  # noqa: E402
 from report import machine  # noqa: E402
 
 
@@ -147,17 +147,10 @@ def member_latency(
         determinations[determination] = determinations.get(determination, 0) + 1
         times.append(ms)
         sizes.append(len(body))
-    ordered = sorted(times)
     return {
         "request": f"GET /fhir/Patient/<id>/$ecm-eligibility?asOf={as_of}",
-        "n": len(times),
         "warmup": len(warm),
-        "p50_ms": round(percentile(ordered, 50) or 0, 2),
-        "p95_ms": round(percentile(ordered, 95) or 0, 2),
-        "p99_ms": round(percentile(ordered, 99) or 0, 2),
-        "min_ms": round(ordered[0], 2),
-        "max_ms": round(ordered[-1], 2),
-        "mean_ms": round(statistics.fmean(ordered), 2),
+        **stats(times),
         "answer_bytes_p50": int(statistics.median(sizes)),
         "determinations": determinations,
         "loadavg_before": None,

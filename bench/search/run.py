@@ -31,7 +31,6 @@ import hashlib
 import http.client
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ BENCH = HERE.parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from harness import ACCEPT, Server, percentile, shown  # noqa: E402
+from harness import ACCEPT, Server, percentile, shown, stats  # noqa: E402
 from report import machine, parse_wrk  # noqa: E402
 
 PY = ROOT / ".venv" / "bin" / "python"
@@ -96,19 +95,6 @@ def check(query: dict[str, Any], status: int, body: bytes) -> dict[str, Any]:
         ok = False  # a total given without being asked for must still be right
     out["correct"] = ok
     return out
-
-
-def stats(times: list[float]) -> dict[str, Any]:
-    ordered = sorted(times)
-    return {
-        "n": len(times),
-        "p50_ms": round(percentile(ordered, 50) or 0, 2),
-        "p95_ms": round(percentile(ordered, 95) or 0, 2),
-        "p99_ms": round(percentile(ordered, 99) or 0, 2),
-        "min_ms": round(ordered[0], 2),
-        "max_ms": round(ordered[-1], 2),
-        "mean_ms": round(statistics.fmean(ordered), 2),
-    }
 
 
 def measure(
