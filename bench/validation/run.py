@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,13 +34,16 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import free_port, percentile  # noqa: E402
+
 EXAMPLES = ROOT / "examples" / "resources"
 OUR = "http://calaim-fhir.org/fhir/StructureDefinition/"
 
 
 def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * len(values) + 0.5)) - 1)]
+    return percentile(sorted(values), p) or 0.0
 
 
 def examples() -> list[dict[str, Any]]:
@@ -81,12 +83,6 @@ def in_process(rounds: int) -> dict[str, Any]:
                 assert not findings.errors, (r["id"], findings.errors)
         out[label] = {"p50_us": round(pct(times, 50)), "p95_us": round(pct(times, 95))}
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def transaction_bundle(
