@@ -12,6 +12,7 @@ the installed distribution.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from functools import cache
 from importlib.metadata import version
@@ -25,7 +26,7 @@ from server.api import http, routes
 from server.api.context import note, settings_of
 from server.fhir.conformance import CANONICAL_BASE, CONFORMANCE_TYPES, Conformance, conformance
 from server.fhir.resource_types import RESOURCE_TYPES
-from server.operations.registry import operations
+from server.operations.registry import Operation, operations
 from server.search.registry import Registry
 from server.search.service import search_service
 from server.settings import Settings
@@ -102,13 +103,21 @@ def _profiles(definitions: Conformance) -> dict[str, list[str]]:
     return {t: sorted(urls) for t, urls in out.items()}
 
 
-def _operations(type: str, definitions: Conformance) -> list[dict[str, Any]]:
+def _entries(definitions: Conformance, where: Callable[[Operation], bool]) -> list[dict[str, Any]]:
+    """``operation`` entries (name, definition URL) of the registered operations ``where``
+    holds for, sorted by name."""
     out = []
     for op in operations():
         definition = definitions.resource("OperationDefinition", op.definition)
-        on_type = op.type_level or op.instance_level
-        if on_type and op.applies_to(type) and definition is not None:
+        if where(op) and definition is not None:
             out.append({"name": op.name, "definition": definition["url"]})
+    return sorted(out, key=lambda o: o["name"])
+
+
+def _operations(type: str, definitions: Conformance) -> list[dict[str, Any]]:
+    out = _entries(
+        definitions, lambda op: (op.type_level or op.instance_level) and op.applies_to(type)
+    )
     if type == "Patient":
         out.append({"name": "everything", "definition": _EVERYTHING})
     return sorted(out, key=lambda o: o["name"])
@@ -116,12 +125,7 @@ def _operations(type: str, definitions: Conformance) -> list[dict[str, Any]]:
 
 def _system_operations(definitions: Conformance) -> list[dict[str, Any]]:
     """``rest.operation``: the system-level operations (``[base]/$name``)."""
-    out = []
-    for op in operations():
-        definition = definitions.resource("OperationDefinition", op.definition)
-        if op.system_level and definition is not None:
-            out.append({"name": op.name, "definition": definition["url"]})
-    return sorted(out, key=lambda o: o["name"])
+    return _entries(definitions, lambda op: op.system_level)
 
 
 def _documentation(settings: Settings) -> str:

@@ -128,9 +128,7 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
 
     def work(reader: Reader) -> FhirResponse:
         instance = _instance(reader, type, id) if id is not None else None
-        call = Call(
-            settings, type, id, params, reader, definitions, instance, base=settings.fhir_base
-        )
+        call = Call(settings, type, id, params, reader, definitions, instance)
         return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
 
     if operation.affects_state:
@@ -166,7 +164,6 @@ async def _run_long(
                         write=context.write,
                         progress=context.progress,
                         cancelled=context.cancelled,
-                        base=base,
                         prefer_async=True,
                     )
                 )
@@ -196,7 +193,7 @@ async def _run_long(
 
     def now() -> bytes:
         with repo.reader() as reader:
-            return orjson.dumps(operation.run(call(reader=reader, write=writes, base=base)))
+            return orjson.dumps(operation.run(call(reader=reader, write=writes)))
 
     payload = await asyncio.to_thread(now)
     return http.render(FhirResponse(200, payload=payload), settings, indent=http.pretty(request))

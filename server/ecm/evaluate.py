@@ -28,7 +28,7 @@ from server.ecm.results import (
     any_of,
     negate,
 )
-from server.ecm.ruleset import Node, Population, RuleSet, in_force, uses_other_pof
+from server.ecm.ruleset import Node, Population, RuleSet, in_force, iso_date
 
 OMB_RACE = "urn:oid:2.16.840.1.113883.6.238"
 
@@ -84,6 +84,11 @@ def _refs(entries: Iterable[Entry]) -> tuple[str, ...]:
 
 def _days(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _names(value_sets: list[str]) -> str:
+    """``ecm-elig-smi, ecm-elig-sud`` as ``smi, sud``."""
+    return ", ".join(v.rsplit("/", 1)[-1].removeprefix("ecm-elig-") for v in value_sets)
 
 
 class _Run:
@@ -211,12 +216,9 @@ class _Run:
     def k_program(self, node: Node) -> Answer:
         wanted = set(node["codes"])
         state, months = node["state"], node.get("months", 12)
-        exception = node.get("exception")
+        exception = node.get("exception") or {}
         excepted: set[str] = set()
-        excepted_from, excepted_to = (exception or {}).get("from"), (exception or {}).get("to")
-        if exception and date.fromisoformat(exception["from"]) <= self.as_of <= date.fromisoformat(
-            exception["to"]
-        ):
+        if exception and iso_date(exception["from"]) <= self.as_of <= iso_date(exception["to"]):
             excepted = set(exception["codes"])
         hits: list[Entry] = []
         spared: list[Entry] = []
@@ -247,8 +249,8 @@ class _Run:
             return Answer(
                 NOT_MET,
                 _refs(spared),
-                f"{names}: enrolled, but for a purpose excepted from {excepted_from} to "
-                f"{excepted_to}",
+                f"{names}: enrolled, but for a purpose excepted from {exception['from']} to "
+                f"{exception['to']}",
             )
         return Answer(NOT_MET, (), f"no {names} {phrase}")
 
@@ -293,7 +295,7 @@ class _Run:
             for e in self.facts.conditions
             if codes.coded(node["valueSets"], e.resource.get("code"))
         ]
-        names = ", ".join(v.rsplit("/", 1)[-1].removeprefix("ecm-elig-") for v in node["valueSets"])
+        names = _names(node["valueSets"])
         if found:
             return Answer(MET, _refs(found), f"{_days(len(found), 'condition')} on file ({names})")
         return Answer(NOT_MET, (), f"no {names} condition on file")
@@ -307,7 +309,7 @@ class _Run:
         ]
         months = node["lookbackMonths"]
         observed = self._observed(node["valueSets"], months, exclude)
-        names = ", ".join(v.rsplit("/", 1)[-1].removeprefix("ecm-elig-") for v in node["valueSets"])
+        names = _names(node["valueSets"])
         found = conditions + observed
         if found:
             return Answer(
@@ -357,7 +359,7 @@ class _Run:
         months, need, kind = node["months"], node["min"], node["encounter"]
         reasons = node.get("reasonValueSets")
         start = window_start(self.as_of, months)
-        visits = [v for v in self.facts.visits if start <= v.day <= self.as_of]
+        visits = [v for v in self.facts.visits if in_window(v.day, self.as_of, months)]
         if kind == "ed":
             visits = [v for v in visits if v.ed]
         else:
@@ -442,7 +444,7 @@ class _Run:
         others = [
             p.code
             for p in self.rules.populations
-            if p.in_force(self.as_of) and not uses_other_pof(p.criteria)
+            if p.in_force(self.as_of) and not p.refers_to_other_pof
         ]
         answers = {code: self.pof(code) for code in dict.fromkeys(others)}
         result = any_of(a.result for a in answers.values())
@@ -481,11 +483,8 @@ class Evaluator:
         facts = Facts(record, as_of, self.codes)
         run = _Run(self.rules, facts)
         base = run.node(self.rules.baseline)
-        codes = [
-            c for c in self.rules.pof_codes if pof is None or c == pof or c.startswith(pof + "-")
-        ]
         pofs = []
-        for code in codes:
+        for code in self.rules.codes_for(pof):
             answer = run.pof(code)
             pofs.append(Judged(code, answer.result, answer.findings))
         exclusions = []
@@ -500,8 +499,9 @@ class Evaluator:
         determination = _determination(
             base.result, [p.result for p in pofs], [e.result for e in exclusions]
         )
-        start = window_start(as_of, 12)
-        utilization = sum(1 for v in facts.visits if start <= v.day and (v.ed or v.stay))
+        utilization = sum(
+            1 for v in facts.visits if in_window(v.day, as_of, 12) and (v.ed or v.stay)
+        )
         return Eligibility(
             as_of,
             self.rules.version,

@@ -139,15 +139,13 @@ class Facts:
         held: list[Entry] = []
         for entry in self.record.of("Condition"):
             r = entry.resource
-            if _codes_of(r.get("verificationStatus")) & _UNVERIFIED:
+            if _voided(r):
                 continue
             onset = _onset(r)
             if onset is not None and onset > self.as_of:
                 continue
             status = _codes_of(r.get("clinicalStatus"))
-            abated = local_date(r.get("abatementDateTime")) or local_date(
-                (r.get("abatementPeriod") or {}).get("start")
-            )
+            abated = _date_of(r, "abatement")
             if status and not status & _CLINICAL_ACTIVE:
                 if abated is None or abated <= self.as_of:
                     continue
@@ -226,8 +224,7 @@ class Facts:
         linked = [t for ref in refs if isinstance(ref, str) and (t := self.record.resolve(ref))]
         linked += self._conditions_by_encounter.get(visit.entry.ref, [])
         return any(
-            not _codes_of(entry.resource.get("verificationStatus")) & _UNVERIFIED
-            and self.codes.coded(value_sets, entry.resource.get("code"))
+            not _voided(entry.resource) and self.codes.coded(value_sets, entry.resource.get("code"))
             for entry in linked
         )
 
@@ -247,14 +244,12 @@ class Facts:
         found = []
         for entry in self.record.of("Procedure"):
             r = entry.resource
-            day = local_date(r.get("performedDateTime")) or local_date(
-                (r.get("performedPeriod") or {}).get("start")
-            )
+            day = _date_of(r, "performed")
             if r.get("status") == "completed" and day is not None and day <= self.as_of:
                 if self.codes.coded([VS + "ecm-elig-delivery"], r.get("code")):
                     found.append(Dated(entry, day))
         for entry in self.record.of("Condition"):
-            if _codes_of(entry.resource.get("verificationStatus")) & _UNVERIFIED:
+            if _voided(entry.resource):
                 continue
             day = _onset(entry.resource)
             if day is not None and day <= self.as_of:
@@ -335,18 +330,25 @@ def _moment(r: dict[str, Any]) -> str:
     return str(value or r.get("effectiveInstant") or "")
 
 
-def _onset(r: dict[str, Any]) -> date | None:
-    return (
-        local_date(r.get("onsetDateTime"))
-        or local_date((r.get("onsetPeriod") or {}).get("start"))
-        or local_date(r.get("recordedDate"))
+def _voided(condition: dict[str, Any]) -> bool:
+    """A Condition whose verificationStatus is refuted or entered-in-error: it never counts."""
+    return bool(_codes_of(condition.get("verificationStatus")) & _UNVERIFIED)
+
+
+def _date_of(r: dict[str, Any], stem: str) -> date | None:
+    """The local date of ``<stem>DateTime``, else of ``<stem>Period.start``."""
+    return local_date(r.get(f"{stem}DateTime")) or local_date(
+        (r.get(f"{stem}Period") or {}).get("start")
     )
+
+
+def _onset(r: dict[str, Any]) -> date | None:
+    return _date_of(r, "onset") or local_date(r.get("recordedDate"))
 
 
 def _effective(r: dict[str, Any]) -> date | None:
     return (
-        local_date(r.get("effectiveDateTime"))
-        or local_date((r.get("effectivePeriod") or {}).get("start"))
+        _date_of(r, "effective")
         or local_date(r.get("effectiveInstant"))
         or local_date(r.get("issued"))
     )

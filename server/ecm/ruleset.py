@@ -11,7 +11,7 @@ are :data:`KINDS`; :mod:`server.ecm.evaluate` gives each its meaning.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -58,6 +58,7 @@ class Population:
     end: date | None
     clause: str
     criteria: tuple[Node, ...]
+    refers_to_other_pof: bool = False  # an ``other-pof`` node among its criteria
 
     def in_force(self, day: date) -> bool:
         return (self.start is None or self.start <= day) and (self.end is None or day <= self.end)
@@ -75,6 +76,11 @@ class RuleSet:
     @property
     def pof_codes(self) -> list[str]:
         return list(dict.fromkeys(p.code for p in self.populations))
+
+    def codes_for(self, pof: str | None) -> list[str]:
+        """The POF codes an answer reports: all, or those of ``pof`` (a variant such as
+        ``homelessness-adult``, or a parent such as ``homelessness``); [] when none matches."""
+        return [c for c in self.pof_codes if pof is None or c == pof or c.startswith(f"{pof}-")]
 
     def population(self, code: str, day: date) -> Population | None:
         """The definition of POF ``code`` in force on ``day`` (None when none is)."""
@@ -95,34 +101,30 @@ class RuleSet:
         return found
 
     def _nodes(self) -> Iterator[Node]:
-        stack: list[Node] = [self.baseline]
-        for group in (*self.populations, *self.exclusions):
-            stack.extend(group.criteria)
-        while stack:
-            node = stack.pop()
-            yield node
-            stack.extend(node.get("nodes", ()))
-            if "node" in node:
-                stack.append(node["node"])
+        groups = (*self.populations, *self.exclusions)
+        return walk((self.baseline, *(n for g in groups for n in g.criteria)))
+
+
+def walk(roots: Iterable[Node]) -> Iterator[Node]:
+    """Every node of the trees under ``roots`` (``nodes`` and ``node`` children)."""
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.get("nodes", ()))
+        if "node" in node:
+            stack.append(node["node"])
+
+
+@cache
+def iso_date(text: str) -> date:
+    """A rule date (``from``, ``to``, exception bounds), parsed once."""
+    return date.fromisoformat(text)
 
 
 def in_force(node: Node, day: date) -> bool:
     start, end = node.get("from"), node.get("to")
-    return (start is None or date.fromisoformat(start) <= day) and (
-        end is None or day <= date.fromisoformat(end)
-    )
-
-
-def uses_other_pof(criteria: tuple[Node, ...]) -> bool:
-    stack = list(criteria)
-    while stack:
-        node = stack.pop()
-        if node.get("kind") == "other-pof":
-            return True
-        stack.extend(node.get("nodes", ()))
-        if "node" in node:
-            stack.append(node["node"])
-    return False
+    return (start is None or iso_date(start) <= day) and (end is None or day <= iso_date(end))
 
 
 def _check(node: Node, where: str) -> None:
@@ -158,6 +160,7 @@ def _group(data: Mapping[str, Any], key: str, where: str) -> Population:
         date.fromisoformat(end) if end else None,
         data["clause"],
         criteria,
+        any(node.get("kind") == "other-pof" for node in walk(criteria)),
     )
 
 

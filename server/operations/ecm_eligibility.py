@@ -77,8 +77,7 @@ def _pof(call: Call) -> str | None:
     pof = first(call.params, "pof")
     if pof is None:
         return None
-    codes = rule_set().pof_codes
-    if not any(c == pof or c.startswith(f"{pof}-") for c in codes):
+    if not rule_set().codes_for(str(pof)):
         raise BadRequest(
             f"pof '{str(pof)[:60]}' is not a Population of Focus of {POF_SYSTEM}",
             expression="pof",
@@ -188,15 +187,19 @@ def run_member(call: Call) -> dict[str, Any]:
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def _finding(finding: Finding) -> list[tuple[str, Any]]:
+def _explained(finding: Finding) -> list[tuple[str, Any]]:
+    """A finding's ``result``, ``clause``, ``explanation`` and ``evidence`` parts."""
     parts: list[tuple[str, Any]] = [
-        ("id", finding.id),
         ("result", Typed("code", finding.result)),
         ("clause", finding.clause),
         ("explanation", finding.explanation or None),
     ]
     parts += [("evidence", Typed("Reference", {"reference": r})) for r in finding.evidence]
     return parts
+
+
+def _finding(finding: Finding) -> list[tuple[str, Any]]:
+    return [("id", finding.id), *_explained(finding)]
 
 
 def _judged(system: str, judged: Judged) -> list[tuple[str, Any]]:
@@ -209,19 +212,12 @@ def _judged(system: str, judged: Judged) -> list[tuple[str, Any]]:
 
 
 def member_parameters(answer: Eligibility) -> dict[str, Any]:
-    base = answer.baseline
-    baseline: list[tuple[str, Any]] = [
-        ("result", Typed("code", base.result)),
-        ("clause", base.clause),
-        ("explanation", base.explanation or None),
-    ]
-    baseline += [("evidence", Typed("Reference", {"reference": r})) for r in base.evidence]
     values: list[tuple[str, Any]] = [
         ("eligible", answer.eligible),
         ("determination", Typed("code", answer.determination)),
         ("ruleSetVersion", answer.version),
         ("asOf", Typed("date", answer.as_of.isoformat())),
-        ("baseline", baseline),
+        ("baseline", _explained(answer.baseline)),
     ]
     values += [("pof", _judged(POF_SYSTEM, p)) for p in answer.pofs]
     values += [("exclusion", _judged(EXCLUSION_SYSTEM, e)) for e in answer.exclusions]
@@ -234,7 +230,7 @@ def member_parameters(answer: Eligibility) -> dict[str, Any]:
 # -- population mode ---------------------------------------------------------------------------
 
 
-def _group_members(call: Call, as_of: date) -> tuple[list[str], list[Issue]]:
+def _group_members(call: Call) -> tuple[list[str], list[Issue]]:
     group = call.instance or {}
     ids: list[str] = []
     issues: list[Issue] = []
@@ -320,7 +316,7 @@ def run_population(call: Call) -> dict[str, Any]:
         raise BadRequest("Population mode runs with POST")
     evaluator = _evaluator(call)
     if call.type == "Group":
-        ids, issues = _group_members(call, as_of)
+        ids, issues = _group_members(call)
     else:
         ids, issues = _covered_members(call, as_of, evaluator.codes), []
     counts = dict.fromkeys(DETERMINATIONS, 0)

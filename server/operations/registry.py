@@ -49,7 +49,6 @@ class Call:
     write: Writes | None = None
     progress: Callable[[int, int | None], None] = _no_progress  # (done, total)
     cancelled: Callable[[], bool] = _never
-    base: str = ""  # the request's FHIR base URL ("": settings.fhir_base)
     prefer_async: bool = False  # runs as an asynchronous job (Prefer: respond-async)
 
     @property
@@ -58,7 +57,7 @@ class Call:
 
     @property
     def fhir_base(self) -> str:
-        return self.base or self.settings.fhir_base
+        return self.settings.fhir_base
 
     @property
     def level(self) -> str:

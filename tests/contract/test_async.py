@@ -16,7 +16,7 @@ import pytest
 from server.api import metadata
 from server.auth.principal import LOCAL
 from server.errors import Unprocessable
-from server.jobs import JobContext, JobRunner
+from server.jobs import JobContext, JobRunner, Work
 from server.operations import registry
 from server.operations.registry import Call, Operation
 from server.store.authorized import AuthorizedRepository
@@ -199,15 +199,21 @@ def _param(parameters: dict[str, Any], name: str) -> Any:
 # -- the status URL ---------------------------------------------------------------------------
 
 
-def test_a_running_job_answers_202_with_progress(client: TestClient) -> None:
-    GATE.hold()
+def _held(done: int, total: int | None = None) -> Work:
+    """Work that reports ``done`` (of ``total``), then waits at the gate (or until cancelled)."""
 
     def work(ctx: JobContext) -> tuple[int, dict[str, Any]]:
-        ctx.progress(2, 5)
+        ctx.progress(done, total)
         GATE.wait(ctx.cancelled)
         return 200, RESULT
 
-    id = _submit(client, work)
+    return work
+
+
+def test_a_running_job_answers_202_with_progress(client: TestClient) -> None:
+    GATE.hold()
+
+    id = _submit(client, _held(2, 5))
     _wait(GATE.entered.is_set)
     response = client.get(f"/fhir/_async/{id}")
     assert response.status_code == 202, response.text
@@ -222,12 +228,7 @@ def test_a_running_job_answers_202_with_progress(client: TestClient) -> None:
 def test_progress_without_a_total(client: TestClient) -> None:
     GATE.hold()
 
-    def work(ctx: JobContext) -> tuple[int, dict[str, Any]]:
-        ctx.progress(7)
-        GATE.wait(ctx.cancelled)
-        return 200, RESULT
-
-    id = _submit(client, work)
+    id = _submit(client, _held(7))
     _wait(GATE.entered.is_set)
     assert client.get(f"/fhir/_async/{id}").headers["x-progress"] == "7 done"
 
@@ -348,12 +349,7 @@ def test_another_worker_process_answers_and_cancels(
 ) -> None:
     GATE.hold()
 
-    def work(ctx: JobContext) -> tuple[int, dict[str, Any]]:
-        ctx.progress(1, 2)
-        GATE.wait(ctx.cancelled)
-        return 200, RESULT
-
-    id = _submit(client, work)
+    id = _submit(client, _held(1, 2))
     _wait(GATE.entered.is_set)
     with make_client() as other:
         response = other.get(f"/fhir/_async/{id}")
