@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, datetime
+from functools import cache
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from server.ecm.record import PATIENT_REFERENCES, Entry, MemberRecord, record_of
 from server.ecm.ruleset import rule_set
 from server.errors import BadRequest, FhirError, InvalidResource, NotFound
 from server.fhir.outcome import Issue, operation_outcome
+from server.fhir.terminology import Terminology
 from server.fhir.validation import base_validator
 from server.operations.parameters import Typed, first, to_parameters
 from server.operations.registry import Call, Operation
@@ -53,7 +55,13 @@ class Cancelled(FhirError):
 
 
 def _evaluator(call: Call) -> Evaluator:
-    return Evaluator(rule_set(), Codes(call.terminology))
+    return _evaluator_on(call.terminology)
+
+
+@cache
+def _evaluator_on(terminology: Terminology) -> Evaluator:
+    """One evaluator per terminology: its ValueSet expansions are made once, not per call."""
+    return Evaluator(rule_set(), Codes(terminology))
 
 
 # -- inputs ------------------------------------------------------------------------------------
