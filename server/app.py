@@ -3,27 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
 from server.api import async_jobs, handlers, metadata, operations, routes
 from server.api.fastpath import FastPath
+from server.errors import FhirError
+from server.fhir.instant import now_us
 from server.fhir.validation import base_validator
 from server.jobs import JobRunner
 from server.logs import RequestLogMiddleware, configure
+from server.search.service import search_service
 from server.settings import Settings
 from server.store import open_store
+from server.store.base import Outbox
 from server.store.conformance import conformance_store
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.validating import validation_service
+from server.writes.pipeline import Pipeline
+from server.writes.rules import Rule, RuleSet, default_rules
+
+logger = logging.getLogger("calaim_fhir.outbox")
 
 
-def create_app(settings: Settings | None = None, *, store: SqlRepository | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: SqlRepository | None = None,
+    rules: Sequence[Rule] = (),
+) -> FastAPI:
     """A FHIR server application. Without ``store``, the configured database is opened (and
-    migrated) at start-up and closed at shutdown."""
+    migrated) at start-up and closed at shutdown. ``rules`` run on every write after the
+    server's own (``server/writes/rules.py``)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -33,7 +48,12 @@ def create_app(settings: Settings | None = None, *, store: SqlRepository | None 
         repo = open_store(settings) if store is None else store
         runner = Runner(repo, settings.pg_pool_size)
         base_validator()  # load the schema before the first request, not during it
-        validation_service(settings)  # compile every profile: a bad one stops start-up
+        pipeline = Pipeline(
+            validation_service(settings),  # compile every profile: a bad one stops start-up
+            RuleSet([*default_rules(), *rules]),
+            search_service(settings).context,
+            settings.conditional_delete_multiple,
+        )
         conformance_store(settings)
         jobs = JobRunner(
             repo.jobs,
@@ -43,9 +63,14 @@ def create_app(settings: Settings | None = None, *, store: SqlRepository | None 
         )
         jobs.start(asyncio.get_running_loop())
         app.state.store, app.state.runner, app.state.jobs = repo, runner, jobs
+        app.state.pipeline = pipeline
+        pruning = asyncio.create_task(_prune(repo.outbox, settings))
         try:
             yield
         finally:
+            pruning.cancel()
+            with suppress(asyncio.CancelledError):
+                await pruning
             # off the loop: a job may be waiting for the loop to run its write unit
             await asyncio.to_thread(jobs.close)
             runner.close()
@@ -72,3 +97,17 @@ def create_app(settings: Settings | None = None, *, store: SqlRepository | None 
     app.add_middleware(FastPath)  # inside the request log: added first, runs second
     app.add_middleware(RequestLogMiddleware)
     return app
+
+
+async def _prune(outbox: Outbox, settings: Settings) -> None:
+    """Prune the outbox now and then: the events every consumer has passed, once they are older
+    than the retention's minimum age."""
+    keep_us = int(settings.outbox_retention_days * 86_400 * 1_000_000)
+    while True:
+        try:
+            pruned = await asyncio.to_thread(outbox.prune, now_us() - keep_us)
+            if pruned:
+                logger.info("outbox: pruned %d events", pruned)
+        except FhirError:  # the database is unavailable: try again next time
+            logger.warning("outbox: not pruned (database unavailable)")
+        await asyncio.sleep(settings.outbox_prune_minutes * 60)

@@ -69,6 +69,15 @@ class Settings(BaseSettings):
         description="A running asynchronous job whose worker has not been heard from for this "
         "long is reported failed (its worker stopped)",
     )
+    outbox_retention_days: float = Field(
+        30,
+        gt=0,
+        description="The minimum age of an outbox event before it may be pruned (and only once "
+        "every registered consumer has read past it)",
+    )
+    outbox_prune_minutes: float = Field(
+        60, gt=0, description="How often each server process prunes the outbox"
+    )
 
     @cached_property
     def fhir_base(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ with warnings.catch_warnings():
 
 from server.app import create_app
 from server.settings import Settings
+from server.writes.rules import Rule
 
 __all__ = ["TestClient"]
 
@@ -44,6 +45,8 @@ TABLES = (
     "search_quantity",
     "search_uri",
     "async_job",
+    "outbox",
+    "outbox_consumer",
 )
 
 
@@ -89,12 +92,15 @@ def clear_store(database_url: str) -> None:
 
 
 @contextmanager
-def fhir_client(database_url: str, **overrides: Any) -> Iterator[TestClient]:
+def fhir_client(
+    database_url: str, *, rules: Sequence[Rule] = (), **overrides: Any
+) -> Iterator[TestClient]:
     """A TestClient for ``create_app`` on ``database_url``; the lifespan runs (store opened,
-    migrated, closed). ``overrides`` are further Settings fields (``max_body_bytes``, ...)."""
+    migrated, closed). ``rules``: program rules added to the server's own; ``overrides`` are
+    further Settings fields (``max_body_bytes``, ...)."""
     values: dict[str, Any] = {"database_url": database_url, "base_url": BASE}
     values.update(overrides)
-    app = create_app(Settings(**values))
+    app = create_app(Settings(**values), rules=rules)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -1,5 +1,5 @@
-"""What a request handler gets from the application: settings, the authorized repository and
-the asynchronous job runner."""
+"""What a request handler gets from the application: settings, the authorized repository, the
+write pipeline and the asynchronous job runner."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from server.auth.principal import LOCAL, Principal
 from server.jobs import JobRunner
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
+from server.writes.pipeline import Pipeline
 
 
 def settings_of(request: Request) -> Settings:
@@ -23,8 +24,17 @@ def principal_of(request: Request) -> Principal:
 
 
 def repository(request: Request) -> AuthorizedRepository:
+    """The door bound to the caller; its writes' outbox events carry the request id."""
     state = request.app.state
-    return AuthorizedRepository(state.runner, principal_of(request))
+    return AuthorizedRepository(
+        state.runner, principal_of(request), request.scope.get("calaim.request_id")
+    )
+
+
+def pipeline_of(request: Request) -> Pipeline:
+    """The application's write pipeline."""
+    pipeline: Pipeline = request.app.state.pipeline
+    return pipeline
 
 
 def jobs_of(request: Request) -> JobRunner:

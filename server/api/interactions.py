@@ -4,16 +4,15 @@ A ``FhirRequest`` comes from an HTTP request (``routes.py``) or from a Bundle en
 (``bundles.py``); both run the same code here, so every rule of R4 http.html lives in one
 place. Each interaction is split in two:
 
-- ``prepare``: pure checks of the request (URL, headers, body, base validation) that need no
-  data — a transaction prepares every entry before it writes anything;
-- ``run``: synchronous code against an authorized ``Reader`` or ``Unit`` that returns a
+- writes: ``to_write`` checks the request's URL, headers and method and turns it into the
+  ``Write`` the pipeline (``server/writes/``) runs; ``to_response`` answers with its result;
+- reads: ``run_read``, synchronous code against an authorized ``Reader`` that returns a
   ``FhirResponse``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -25,10 +24,8 @@ from server.api.bundle_build import history_bundle, search_bundle
 from server.errors import (
     BadRequest,
     Gone,
-    InvalidResource,
     InvalidSearch,
     MethodNotAllowed,
-    MultipleMatches,
     NotFound,
     UnknownType,
     UnknownVersion,
@@ -39,21 +36,15 @@ from server.fhir.instant import parse_fhir_range, parse_http_date
 from server.fhir.outcome import Issue, information
 from server.fhir.resource_types import is_supported
 from server.fhir.summary import SUMMARY_MODES, shape
-from server.fhir.validation import base_validator
 from server.operations import everything
-from server.search.parse import (
-    SearchRequest,
-    parse_criteria_string,
-    parse_number,
-    parse_search,
-)
+from server.search.parse import SearchRequest, parse_number, parse_search
 from server.search.query import CompartmentClause, Criteria
 from server.search.registry import patient_compartment
 from server.search.service import search_service
 from server.settings import Settings
-from server.store.base import HistoryQuery, Reader, Unit, Version, WriteResult
+from server.store.base import HistoryQuery, Reader, Version
 from server.store.conformance import conformance_store
-from server.validating import reader_lookup, validation_service
+from server.writes.write import METHODS, Patch, Write, Written
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
@@ -92,18 +83,6 @@ class FhirResponse:
     location: bool = False  # a Location header pointing at ``version``
     outcome: dict[str, Any] | None = None  # informational OperationOutcome (Prefer, deletes)
     warnings: list[Issue] = field(default_factory=list)  # what validation warned about
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A checked write: everything ``run`` needs, nothing that needs the database."""
-
-    request: FhirRequest
-    resource: dict[str, Any] | None = None
-    criteria: Criteria | None = None
-    if_match: int | None = None
-    patch: jsonpatch.JsonPatch | None = None
-    checked: bool = False  # profile validation already done (a transaction checks up front)
 
 
 # -- request checks ---------------------------------------------------------------------------
@@ -169,40 +148,9 @@ def parse_url(method: str, url: str) -> FhirRequest:
     return request
 
 
-def check_resource(body: Any, type: str, *, id: str | None, expression: str = "") -> dict[str, Any]:
-    """The request body as a resource of ``type`` (with ``id`` on update); 400 otherwise."""
-    root = expression or type
-    if not isinstance(body, dict):
-        raise InvalidResource("The body must be a JSON object (a FHIR resource)", expression=root)
-    body_type = body.get("resourceType")
-    if body_type != type:
-        raise BadRequest(
-            f"The body's resourceType '{str(body_type)[:64]}' does not match the URL type '{type}'",
-            expression=f"{root}.resourceType" if expression else "resourceType",
-        )
-    if id is not None and body.get("id") != id:
-        got = body.get("id")
-        raise BadRequest(
-            f"The body's id '{str(got)[:64]}' does not match the URL id '{id}'"
-            if got is not None
-            else f"The body has no id; the URL id is '{id}'",
-            expression=f"{root}.id",
-        )
-    issues = base_validator().validate(body, expression_root=expression or None)
-    if issues:
-        raise InvalidResource(issues=issues)
-    return body
-
-
-def _criteria(type: str, query: str, what: str, settings: Settings) -> Criteria:
-    try:
-        return parse_criteria_string(type, query, search_service(settings).context)
-    except InvalidSearch as exc:
-        raise BadRequest(f"{what}: {exc}") from exc
-
-
-def prepare(request: FhirRequest, settings: Settings) -> Prepared:
-    """Check a write request completely, before any data is touched."""
+def to_write(request: FhirRequest) -> Write:
+    """The write a request asks for: its URL, headers and method checked, nothing else (the
+    pipeline checks the body: ``server/writes/``)."""
     method, type, expr = request.method, request.type, request.expression
     if type is None:
         raise MethodNotAllowed(f"{method} is not allowed on the base URL")
@@ -211,177 +159,67 @@ def prepare(request: FhirRequest, settings: Settings) -> Prepared:
         check_id(request.id)
     if request.history or request.vid is not None or request.search_post:
         raise MethodNotAllowed(f"{method} is not allowed on this URL")
-    if type in CONFORMANCE_TYPES:
-        raise MethodNotAllowed(
-            f"{type} resources are the server's definitions (profiles/): read-only",
-            headers={"Allow": "GET, HEAD"},
-        )
-    prepared = Prepared(request)
-    if request.if_match is not None:
-        prepared.if_match = parse_etag(request.if_match, "If-Match")
-    conditional = bool(request.query) and request.id is None
+    if_match = None if request.if_match is None else parse_etag(request.if_match, "If-Match")
+    interaction = METHODS.get(method)
+    if interaction is None:
+        raise MethodNotAllowed(f"Method {method} is not supported")
+    write = Write(interaction, type, id=request.id, if_match=if_match, expression=expr)
+    if request.query and request.id is None:
+        write.condition = urlencode(request.query)
     if method == "POST":
         if request.id is not None:
             raise MethodNotAllowed("POST to a resource id is not allowed; use PUT")
-        prepared.resource = check_resource(request.body, type, id=None, expression=expr)
-        prepared.resource.pop("id", None)
-        if request.if_none_exist is not None:
-            prepared.criteria = _criteria(type, request.if_none_exist, "If-None-Exist", settings)
+        write.resource = request.body
+        write.condition = request.if_none_exist
+    elif write.id is None and write.condition is None:
+        raise MethodNotAllowed(f"{method} needs a resource id or search criteria")
     elif method == "PUT":
-        if conditional:
-            prepared.criteria = _criteria(
-                type, _encode(request.query), "Conditional update", settings
-            )
-            prepared.resource = check_resource(request.body, type, id=None, expression=expr)
-        elif request.id is None:
-            raise MethodNotAllowed("PUT needs a resource id or search criteria")
-        else:
-            prepared.resource = check_resource(request.body, type, id=request.id, expression=expr)
+        write.resource = request.body
     elif method == "PATCH":
-        if conditional:
-            prepared.criteria = _criteria(
-                type, _encode(request.query), "Conditional patch", settings
-            )
-        elif request.id is None:
-            raise MethodNotAllowed("PATCH needs a resource id or search criteria")
-        prepared.patch = _json_patch(request.body, expr)
-    elif method == "DELETE":
-        if conditional:
-            prepared.criteria = _criteria(
-                type, _encode(request.query), "Conditional delete", settings
-            )
-        elif request.id is None:
-            raise MethodNotAllowed("DELETE needs a resource id or search criteria")
-    else:
-        raise MethodNotAllowed(f"Method {method} is not supported")
-    return prepared
+        write.patch = json_patch(request.body, expr)
+    return write
 
 
-def _encode(query: list[tuple[str, str]]) -> str:
-    return urlencode(query)
-
-
-def _json_patch(body: Any, expression: str) -> jsonpatch.JsonPatch:
+def json_patch(body: Any, expression: str) -> Patch:
+    """A JSON Patch (RFC 6902) document as a ``Patch``: 400 when malformed, 422 when it cannot
+    be applied to the resource."""
     if not isinstance(body, list):
         raise BadRequest("A JSON Patch body must be an array of operations", expression=expression)
     try:
-        return jsonpatch.JsonPatch(body)
+        patch = jsonpatch.JsonPatch(body)
     except (jsonpatch.InvalidJsonPatch, TypeError, AttributeError) as exc:
         raise BadRequest(f"Invalid JSON Patch: {exc}", expression=expression) from exc
 
-
-def _patcher(
-    prepared: Prepared, type: str, unit: Unit, settings: Settings, warnings: list[Issue]
-) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    patch = prepared.patch
-    assert patch is not None
-
     def apply(current: dict[str, Any]) -> dict[str, Any]:
         try:
-            result = patch.apply(current)
+            result: dict[str, Any] = patch.apply(current)
         except jsonpatch.JsonPatchTestFailed as exc:
             raise Unprocessable(f"JSON Patch test failed: {exc}") from exc
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
             raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
         except (TypeError, KeyError, IndexError, ValueError) as exc:
             raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
-        if not isinstance(result, dict) or result.get("resourceType") != type:
-            raise Unprocessable("JSON Patch must not change the resourceType")
-        if result.get("id") != current.get("id"):
-            raise Unprocessable("JSON Patch must not change the resource id")
-        issues = base_validator().validate(result)
-        if issues:
-            raise Unprocessable(
-                issues=[
-                    Issue(i.severity, i.code, f"After patching: {i.diagnostics}", i.expression)
-                    for i in issues
-                ]
-            )
-        warnings.extend(_profile_check(result, unit, settings, after_patch=True))
         return result
 
     return apply
 
 
-def _profile_check(
-    resource: dict[str, Any], unit: Unit, settings: Settings, *, after_patch: bool = False
-) -> list[Issue]:
-    """Profile validation of a resource about to be written: 422 on errors; the warnings."""
-    findings = validation_service(settings).check(resource, lookup=reader_lookup(unit))
-    if findings.errors:
-        issues = findings.issues
-        if after_patch:
-            issues = [
-                Issue(i.severity, i.code, f"After patching: {i.diagnostics}", i.expression)
-                for i in issues
-            ]
-        raise Unprocessable(issues=issues)
-    return findings.warnings
-
-
-# -- running writes ---------------------------------------------------------------------------
-
-
-def _written(result: WriteResult, warnings: list[Issue] | None = None) -> FhirResponse:
-    return FhirResponse(
-        201 if result.created else 200, result.version, location=True, warnings=warnings or []
-    )
-
-
-def run_write(unit: Unit, prepared: Prepared, settings: Settings) -> FhirResponse:
-    request = prepared.request
-    type = request.type
-    assert type is not None
-    method = request.method
-    warnings: list[Issue] = []
-    if prepared.resource is not None and not prepared.checked:
-        warnings = _profile_check(prepared.resource, unit, settings)
-    if method == "POST":
-        assert prepared.resource is not None
-        if prepared.criteria is not None:
-            result = unit.conditional_create(type, prepared.resource, prepared.criteria)
-        else:
-            result = unit.create(type, prepared.resource)
-        return _written(result, warnings)
-    if method == "PUT":
-        assert prepared.resource is not None
-        if prepared.criteria is not None:
-            result = unit.conditional_update(
-                type, prepared.criteria, prepared.resource, if_match=prepared.if_match
-            )
-        else:
-            assert request.id is not None
-            result = unit.update(type, request.id, prepared.resource, if_match=prepared.if_match)
-        return _written(result, warnings)
-    if method == "PATCH":
-        id = request.id
-        if prepared.criteria is not None:
-            matches = unit.match(prepared.criteria)
-            if not matches:
-                raise NotFound(f"No {type} matches '{prepared.criteria.key}'")
-            if len(matches) > 1:
-                raise MultipleMatches(f"Criteria '{prepared.criteria.key}' match several resources")
-            id = matches[0].id
-        assert id is not None
-        patcher = _patcher(prepared, type, unit, settings, warnings)
-        result = unit.patch(type, id, patcher, if_match=prepared.if_match)
-        return _written(result, warnings)
-    # DELETE
-    if prepared.criteria is not None:
-        results = unit.conditional_delete(
-            prepared.criteria, multiple=settings.conditional_delete_multiple
-        )
-        deleted = sum(1 for r in results if r.changed)
-        text = f"Deleted {deleted} {type} resource(s) matching '{prepared.criteria.key}'"
-        return FhirResponse(200, outcome=information(text))
-    assert request.id is not None
-    result = unit.delete(type, request.id, if_match=prepared.if_match)
-    if result.changed:
+def to_response(written: Written) -> FhirResponse:
+    """The answer to a write the pipeline ran."""
+    write, result = written.write, written.result
+    type = write.type
+    if write.interaction == "delete":
+        if written.criteria is not None:
+            text = f"Deleted {written.deleted} {type} resource(s) matching '{written.criteria.key}'"
+            return FhirResponse(200, outcome=information(text))
+        if result is not None and result.changed:
+            return FhirResponse(200, outcome=information(f"Deleted {type}/{write.id}"))
         return FhirResponse(
-            200, outcome=information(f"Deleted {type}/{request.id}"), version=None, location=False
+            200, outcome=information(f"{type}/{write.id} was not present; nothing deleted")
         )
+    assert result is not None
     return FhirResponse(
-        200, outcome=information(f"{type}/{request.id} was not present; nothing deleted")
+        201 if result.created else 200, result.version, location=True, warnings=written.warnings
     )
 
 

@@ -23,7 +23,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from server.api import http
-from server.api.context import jobs_of, note, repository, settings_of
+from server.api.context import jobs_of, note, pipeline_of, repository, settings_of
 from server.api.interactions import FhirResponse, check_id, check_type
 from server.errors import Gone, MethodNotAllowed, NotFound
 from server.fhir.conformance import CONFORMANCE_TYPES, conformance
@@ -31,7 +31,8 @@ from server.fhir.outcome import information
 from server.jobs import JobContext, ThreadWrites
 from server.operations.parameters import parse_input
 from server.operations.registry import Call, Operation, find, find_system
-from server.store.base import Reader
+from server.store.base import Reader, Unit
+from server.writes.pipeline import through
 
 router = APIRouter()
 
@@ -125,14 +126,21 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
         return await _run_long(request, operation, type, id, params)
     definitions = conformance()
     repo = repository(request)
+    pipeline, principal = pipeline_of(request), repo.principal
 
     def work(reader: Reader) -> FhirResponse:
         instance = _instance(reader, type, id) if id is not None else None
         call = Call(settings, type, id, params, reader, definitions, instance)
         return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
 
+    def work_in_unit(unit: Unit) -> FhirResponse:
+        instance = _instance(unit, type, id) if id is not None else None
+        writer = pipeline.in_unit(unit, principal)
+        call = Call(settings, type, id, params, unit, definitions, instance, write=writer.write)
+        return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
+
     if operation.affects_state:
-        result = await repo.writing(work)
+        result = await repo.writing(work_in_unit)
     else:
         result = await repo.reading(work)
     return http.render(result, settings, indent=http.pretty(request))
@@ -149,6 +157,7 @@ async def _run_long(
     settings = settings_of(request)
     definitions = conformance()
     repo = repository(request)
+    pipeline, principal = pipeline_of(request), repo.principal
     instance = None
     if id is not None:  # 404/410 now, not in the job
         instance = await repo.reading(lambda reader: _instance(reader, type, id))
@@ -161,7 +170,7 @@ async def _run_long(
                 return operation.run(
                     call(
                         reader=reader,
-                        write=context.write,
+                        write=through(pipeline, principal, context.write),
                         progress=context.progress,
                         cancelled=context.cancelled,
                         prefer_async=True,
@@ -189,7 +198,7 @@ async def _run_long(
             headers={"Content-Location": status_url},
             media_type=http.FHIR_JSON,
         )
-    writes = ThreadWrites(repo, asyncio.get_running_loop())
+    writes = through(pipeline, principal, ThreadWrites(repo, asyncio.get_running_loop()))
 
     def now() -> bytes:
         with repo.reader() as reader:

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.api import bundles, http, paths
-from server.api.context import note, repository, settings_of
-from server.api.interactions import FhirRequest, prepare, run_read, run_write
+from server.api.context import note, pipeline_of, repository, settings_of
+from server.api.interactions import FhirRequest, run_read, to_response, to_write
+from server.api.writing import submit
 from server.errors import BadRequest
 
 router = APIRouter()
@@ -36,10 +37,8 @@ async def _write(request: Request, freq: FhirRequest) -> Response:
     http.check_accept(request)
     settings = settings_of(request)
     prefer = http.prefer_return(request)
-    prepared = prepare(freq, settings)
-    repo = repository(request)
-    result = await repo.writing(lambda unit: run_write(unit, prepared, settings))
-    return http.render(result, settings, indent=http.pretty(request), prefer=prefer)
+    written = await submit(repository(request), pipeline_of(request), to_write(freq))
+    return http.render(to_response(written), settings, indent=http.pretty(request), prefer=prefer)
 
 
 # Routes are listed most frequent first (see paths.py: their patterns never overlap).
@@ -249,7 +248,7 @@ async def bundle(request: Request) -> Response:
     settings = settings_of(request)
     body = await http.read_json(request, settings, http.JSON_TYPES)
     payload = await bundles.process(
-        body, repository(request), settings, http.prefer_return(request)
+        body, repository(request), pipeline_of(request), settings, http.prefer_return(request)
     )
     return Response(http.reformat(payload, http.pretty(request)), media_type=http.FHIR_JSON)
 

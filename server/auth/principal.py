@@ -8,10 +8,13 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller. ``allow_all`` is the local principal of an unauthenticated
-    loopback server; real principals (SMART tokens, scopes) come with the auth module."""
+    loopback server; real principals (SMART tokens, scopes) come with the auth module.
+    ``id`` names the calling client; ``organization`` and ``user`` whom it acts for."""
 
     id: str
     allow_all: bool = False
+    organization: str | None = None
+    user: str | None = None
 
     def permits(self, interaction: str, type: str | None) -> bool:
         return self.allow_all

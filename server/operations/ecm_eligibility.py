@@ -35,8 +35,9 @@ from server.fhir.terminology import Terminology
 from server.fhir.validation import base_validator
 from server.operations.parameters import Typed, first, to_parameters
 from server.operations.registry import Call, Operation
-from server.store.base import Reader, Unit
+from server.store.base import Reader
 from server.validating import local_target
+from server.writes.write import Write
 
 POF_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-population-of-focus"
 EXCLUSION_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-exclusion-reason"
@@ -350,12 +351,9 @@ def run_population(call: Call) -> dict[str, Any]:
     ranked = prioritized(kept)
     resource = _list_resource(ranked, as_of, evaluator.rules.version)
 
-    def write(unit: Unit) -> str:
-        result = unit.create("List", resource)
-        assert result.version is not None
-        return result.version.id
-
-    list_id = call.write(write)
+    written = call.write(Write("create", "List", resource=resource))
+    assert written.result is not None and written.result.version is not None
+    list_id = written.result.version.id
     call.progress(len(ids), len(ids))
     summary: list[tuple[str, Any]] = [
         ("evaluated", sum(counts.values())),

@@ -4,9 +4,11 @@ Each operation is an OperationDefinition in ``profiles/operations/`` (its inputs
 against it by :mod:`server.operations.parameters`) and a handler here. The HTTP router and the
 CapabilityStatement both read this table, so an operation is advertised exactly where it runs.
 
-A ``long_running`` operation runs on a worker thread, never inside a write unit: it reads
-through ``Call.reader`` (opened on that thread) and writes through ``Call.write`` (one write
-unit per call, through group commit). With ``Prefer: respond-async`` it runs as an asynchronous
+Every write an operation makes goes through the write pipeline (``server/writes/``):
+``Call.write`` takes a ``Write`` and returns what was written, validated and ruled like any
+other write. A ``long_running`` operation runs on a worker thread, never inside a write unit: it
+reads through ``Call.reader`` (opened on that thread) and each ``Call.write`` is one write unit
+(through group commit). With ``Prefer: respond-async`` it runs as an asynchronous
 job (``server/jobs.py``): ``Call.progress`` reports how far it got, ``Call.cancelled`` says the
 client cancelled it (stop soon: whatever it returns then is discarded).
 """
@@ -20,7 +22,8 @@ from typing import Any
 from server.fhir.conformance import Conformance
 from server.fhir.terminology import Terminology
 from server.settings import Settings
-from server.store.base import Reader, Writes
+from server.store.base import Reader
+from server.writes.write import Write, Written
 
 
 def _no_progress(done: int, total: int | None) -> None:
@@ -35,9 +38,10 @@ def _never() -> bool:
 class Call:
     """One invocation: where it was called, its parsed inputs and what it may read.
 
-    ``type`` is "" at system level (``[base]/$op``). ``write`` runs one write unit and returns
-    once it is durable; it is there for long-running operations only (the others that change
-    state run inside a write unit: ``reader`` is that unit)."""
+    ``type`` is "" at system level (``[base]/$op``). ``write`` runs one write through the
+    pipeline and returns once it is durable (a long-running operation: in a unit of its own;
+    another operation that changes state: in the unit it runs in, ``reader`` being that
+    unit); None for operations that do not change state."""
 
     settings: Settings
     type: str
@@ -46,7 +50,7 @@ class Call:
     reader: Reader  # the store
     conformance: Conformance
     instance: dict[str, Any] | None = None  # the resource of an instance-level call
-    write: Writes | None = None
+    write: Callable[[Write], Written] | None = None
     progress: Callable[[int, int | None], None] = _no_progress  # (done, total)
     cancelled: Callable[[], bool] = _never
     prefer_async: bool = False  # runs as an asynchronous job (Prefer: respond-async)

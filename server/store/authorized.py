@@ -18,6 +18,7 @@ from server.search.query import Criteria, Include, SearchQuery
 from server.store.base import (
     HistoryQuery,
     Method,
+    Origin,
     Page,
     Reader,
     SearchPage,
@@ -104,61 +105,26 @@ class _CheckedUnit(_Checked):
         self._check("create", type)
         return self._unit.create(type, resource, id=id)
 
-    def conditional_create(
-        self, type: str, resource: dict[str, Any], criteria: Criteria
-    ) -> WriteResult:
-        self._check("create", type)
-        self._check("search", type)
-        return self._unit.conditional_create(type, resource, criteria)
-
     def update(
-        self,
-        type: str,
-        id: str,
-        resource: dict[str, Any],
-        *,
-        if_match: int | None = None,
-        method: Method = "PUT",
+        self, type: str, id: str, resource: dict[str, Any], *, method: Method = "PUT"
     ) -> WriteResult:
-        self._check("update", type)
-        return self._unit.update(type, id, resource, if_match=if_match, method=method)
+        self._check("patch" if method == "PATCH" else "update", type)
+        return self._unit.update(type, id, resource, method=method)
 
-    def conditional_update(
-        self,
-        type: str,
-        criteria: Criteria,
-        resource: dict[str, Any],
-        *,
-        if_match: int | None = None,
-    ) -> WriteResult:
-        self._check("update", type)
-        self._check("search", type)
-        return self._unit.conditional_update(type, criteria, resource, if_match=if_match)
-
-    def patch(
-        self,
-        type: str,
-        id: str,
-        apply: Callable[[dict[str, Any]], dict[str, Any]],
-        *,
-        if_match: int | None = None,
-    ) -> WriteResult:
-        self._check("patch", type)
-        return self._unit.patch(type, id, apply, if_match=if_match)
-
-    def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult:
+    def delete(self, type: str, id: str) -> WriteResult:
         self._check("delete", type)
-        return self._unit.delete(type, id, if_match=if_match)
+        return self._unit.delete(type, id)
 
-    def conditional_delete(self, criteria: Criteria, *, multiple: bool) -> list[WriteResult]:
-        self._check("delete", criteria.type)
-        self._check("search", criteria.type)
-        return self._unit.conditional_delete(criteria, multiple=multiple)
+    def system(self) -> Unit:
+        """The unit itself, unnarrowed: for validation, program rules and the writes rules
+        derive (the server's own writes); what it reads never reaches the caller unchecked."""
+        return self._unit.system()
 
 
 class AuthorizedRepository:
-    def __init__(self, runner: Runner, principal: Principal) -> None:
+    def __init__(self, runner: Runner, principal: Principal, request_id: str | None = None) -> None:
         self.principal = principal
+        self.origin = Origin(principal.id, principal.organization, principal.user, request_id)
         self._runner = runner
 
     @contextmanager
@@ -167,6 +133,11 @@ class AuthorizedRepository:
         operations and asynchronous jobs; request handlers use ``reading``)."""
         with self._runner.reader() as reader:
             yield _Checked(reader, self.principal)
+
+    async def checking(self, fn: Callable[[Reader], T]) -> T:
+        """Run ``fn`` with a reader no principal narrows, where the store's reads run: for the
+        validation that prepares a write (its reads never reach the caller)."""
+        return await self._runner.read(fn)
 
     async def reading(self, fn: Callable[[Reader], T]) -> T:
         """Run ``fn`` with an authorized reader, where the store's reads run."""
@@ -177,4 +148,4 @@ class AuthorizedRepository:
         """Run ``fn`` inside one write transaction: all its writes commit together or none do;
         returns once they are durable."""
         principal = self.principal
-        return await self._runner.write(lambda unit: fn(_CheckedUnit(unit, principal)))
+        return await self._runner.write(lambda unit: fn(_CheckedUnit(unit, principal)), self.origin)

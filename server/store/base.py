@@ -1,10 +1,18 @@
 """The storage port: what every store offers, whatever its database.
 
-Writes run as ``Unit``s: every write interaction is one unit (conditional create/update/delete
-included, so the criteria lookup and the write are atomic); a transaction Bundle is one unit
+Writes run as ``Unit``s: every write interaction is one unit (a conditional interaction's
+criteria lookup and its write included, so both are atomic); a transaction Bundle is one unit
 for all its entries. Units that arrive together share one database transaction, each in its
 own savepoint (group commit). Reads run outside units. Stores know nothing of HTTP or of the
-program; they raise ``server.errors`` types.
+program; they raise ``server.errors`` types. What a write means (conditional interactions,
+patches, validation, program rules) is decided above the store, by the write pipeline
+(``server/writes/``); a unit only stores versions.
+
+Every version a unit stores also gets one row in the **outbox** (``Outbox``), in the same
+transaction: an event with the version, the version it replaced, the interaction and the
+``Origin`` of the write. Outbox sequence numbers increase in commit order (the writers' lock of
+decision 0003), so a consumer that reads by sequence never sees an event appear behind its
+cursor.
 
 Every written version's search index rows come from a ``RowSource`` (``server/search/index.py``)
 and are stored in the same transaction; searches answer from them (``SearchQuery`` ->
@@ -39,6 +47,41 @@ class Version:
     method: Method = "PUT"
     position: int = 0  # keyset position in the listing it came from (history or search);
     # 0 for a version just written
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who caused a write and through which request: recorded with each of its outbox events.
+    ``client`` is the calling system (a SMART client id; ``local`` for the loopback operator),
+    ``organization`` and ``user`` who it acts for, ``request_id`` the request's log id."""
+
+    client: str | None = None
+    organization: str | None = None
+    user: str | None = None
+    request_id: str | None = None
+
+
+SYSTEM = Origin(client="system")
+"""The origin of writes the server makes on its own (start-up, maintenance)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One outbox row: a committed version. ``seq`` increases in commit order; ``previous`` is
+    the version it replaced (None for a first version); ``interaction`` is create, update,
+    patch or delete; ``committed`` the version's ``lastUpdated`` stamp (microseconds, UTC,
+    increasing in commit order); ``transaction`` names the unit (every event of one
+    transaction Bundle, or of one write and the writes its rules derived, shares it)."""
+
+    seq: int
+    type: str
+    id: str
+    version: int
+    previous: int | None
+    interaction: str
+    committed: int
+    origin: Origin
+    transaction: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +173,12 @@ class Writes(Protocol):
 
 
 class Unit(Reader, Protocol):
-    """One write transaction. Every method sees the writes made earlier in the same unit."""
+    """One write transaction. Every method sees the writes made earlier in the same unit.
+
+    ``create``, ``update`` and ``delete`` store one version each (with its search index rows
+    and its outbox event) and take no decision (``If-Match`` and the rest are the
+    pipeline's). Reads of the current version inside a unit are served from the unit's own
+    view once read (nothing else writes while it holds the writers' lock)."""
 
     def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
         """Live matches of ``criteria`` (at most ``limit``), with the criteria locked until the
@@ -140,41 +188,48 @@ class Unit(Reader, Protocol):
         self, type: str, resource: dict[str, Any], *, id: str | None = None
     ) -> WriteResult: ...
 
-    def conditional_create(
-        self, type: str, resource: dict[str, Any], criteria: Criteria
-    ) -> WriteResult: ...
-
     def update(
-        self,
-        type: str,
-        id: str,
-        resource: dict[str, Any],
-        *,
-        if_match: int | None = None,
-        method: Method = "PUT",
-    ) -> WriteResult: ...
+        self, type: str, id: str, resource: dict[str, Any], *, method: Method = "PUT"
+    ) -> WriteResult:
+        """A new version of ``type/id`` (the first one when it was never stored or deleted:
+        ``created``)."""
 
-    def conditional_update(
-        self,
-        type: str,
-        criteria: Criteria,
-        resource: dict[str, Any],
-        *,
-        if_match: int | None = None,
-    ) -> WriteResult: ...
+    def delete(self, type: str, id: str) -> WriteResult:
+        """A deleted version; nothing (``changed`` False) when absent or already deleted."""
 
-    def patch(
-        self,
-        type: str,
-        id: str,
-        apply: Callable[[dict[str, Any]], dict[str, Any]],
-        *,
-        if_match: int | None = None,
-    ) -> WriteResult: ...
+    def system(self) -> Unit:
+        """This same transaction, not narrowed by any principal: for validation, program rules
+        and the writes rules derive (the server's own). What it reads must never reach the
+        caller unchecked."""
 
-    def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult: ...
 
-    def conditional_delete(self, criteria: Criteria, *, multiple: bool) -> list[WriteResult]: ...
+class Outbox(Protocol):
+    """The outbox of committed versions, read by consumers in any process by sequence.
+
+    A consumer registers a name and keeps its cursor (the last sequence it handled) in the
+    database. A row may be pruned once every registered consumer's cursor has passed it and it
+    is older than the retention's minimum age. Each method commits on its own."""
+
+    def read(self, after: int, limit: int) -> list[Event]:
+        """Events with ``seq > after`` in sequence order, at most ``limit``."""
+
+    def last(self) -> int:
+        """The highest sequence handed out so far (0 when none)."""
+
+    def register(self, consumer: str, start: int | None = None) -> int:
+        """Register ``consumer`` (idempotent); its cursor starts at ``start`` (None: the
+        current end, so it sees only what comes next). Returns its cursor."""
+
+    def cursor(self, consumer: str) -> int | None: ...
+
+    def advance(self, consumer: str, seq: int) -> None:
+        """Move ``consumer``'s cursor forward to ``seq`` (never backward)."""
+
+    def unregister(self, consumer: str) -> bool: ...
+
+    def prune(self, older_than: int) -> int:
+        """Delete the events every registered consumer has passed and committed before
+        ``older_than``; how many."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,12 +297,15 @@ class JobStore(Protocol):
 class Repository(Protocol):
     dialect: str  # "sqlite" | "postgresql"
     jobs: JobStore
+    outbox: Outbox
 
     def migrate(self) -> None: ...
 
     def reader(self) -> AbstractContextManager[Reader]: ...
 
-    def run_jobs(self, conn: Any, jobs: Sequence[Callable[[Unit], Any]]) -> list[tuple[bool, Any]]:
+    def run_jobs(
+        self, conn: Any, jobs: Sequence[tuple[Callable[[Unit], Any], Origin]]
+    ) -> list[tuple[bool, Any]]:
         """Write jobs inside an open write transaction, each atomic on its own (savepoints);
         the group writer opens and commits the transaction (``sql/group_commit.py``)."""
 

@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
-from server.store.base import Reader, Unit
+from server.store.base import SYSTEM, Origin, Reader, Unit
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import SQLiteDialect
-from server.store.sql.group_commit import GroupWriter
+from server.store.sql.group_commit import GroupWriter, LockStats
 
 T = TypeVar("T")
 
@@ -45,9 +45,18 @@ class Runner:
             return self._read_sync(fn)
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._read_sync, fn)
 
-    async def write(self, fn: Callable[[Unit], T]) -> T:
-        """Run ``fn`` in a write transaction; return once its changes are durable."""
-        return await self._group.write(fn)
+    async def write(self, fn: Callable[[Unit], T], origin: Origin = SYSTEM) -> T:
+        """Run ``fn`` in a write transaction; return once its changes are durable. ``origin``
+        goes with the outbox events of what it writes."""
+        return await self._group.write(fn, origin)
+
+    def committed(self) -> asyncio.Event:
+        """Set after each commit of this process's writes (an in-process wake-up)."""
+        return self._group.committed()
+
+    @property
+    def lock_stats(self) -> LockStats:
+        return self._group.stats
 
     def close(self) -> None:
         self._writes.shutdown(wait=True)

@@ -21,6 +21,7 @@ from server.operations import registry
 from server.operations.registry import Call, Operation
 from server.store.authorized import AuthorizedRepository
 from server.store.base import Job, Unit
+from server.writes.write import Write
 from tests.support import BASE, FHIR_JSON, TestClient, outcome
 
 RESULT = {"resourceType": "Parameters", "parameter": [{"name": "answer", "valueInteger": 42}]}
@@ -71,13 +72,10 @@ def _count(call: Call) -> dict[str, Any]:
     for done in range(1, count + 1):
         call.progress(done, count)
     assert call.write is not None
-
-    def write(unit: Unit) -> str:
-        result = unit.create("Basic", {"resourceType": "Basic", "code": {"text": "run"}})
-        assert result.version is not None
-        return result.version.id
-
-    basic = call.write(write)
+    basic_run = {"resourceType": "Basic", "code": {"text": "run"}}
+    written = call.write(Write("create", "Basic", resource=basic_run))
+    assert written.result is not None and written.result.version is not None
+    basic = written.result.version.id
     return {
         "resourceType": "Parameters",
         "parameter": [

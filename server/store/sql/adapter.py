@@ -12,9 +12,13 @@ Every write runs in one database transaction (a ``SqlUnit``):
 3. the stamp: the ``clock`` row hands out ``lastUpdated`` values that increase strictly in
    commit order (its row lock is held until commit; see ``Clock``), so a poller of
    ``_lastUpdated=gt...`` never misses a version;
-4. history row, current row and search index rows (the ``RowSource``'s rows of the new
+4. history row, current row, search index rows (the ``RowSource``'s rows of the new
    version, after deleting the previous version's; one ``executemany`` per index table that
-   has rows, pipelined on PostgreSQL), then COMMIT (fsync'd before the answer).
+   has rows, pipelined on PostgreSQL) and the version's outbox event (``outbox.py``), then
+   COMMIT (fsync'd before the answer).
+
+A unit stores versions; what a write means (conditional interactions, patches, validation,
+program rules) is decided above it by the write pipeline (``server/writes/``).
 
 Searches (``SqlReader.search``) run one statement per page, compiled by ``query.py``; the bulk
 reads of members' resources and of a whole type (``patient_resources``, ``scan``) one statement
@@ -29,15 +33,7 @@ from typing import Any
 
 import orjson
 
-from server.errors import (
-    BadRequest,
-    Conflict,
-    Gone,
-    InvalidResource,
-    MultipleMatches,
-    NotFound,
-    PreconditionFailed,
-)
+from server.errors import InvalidResource
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
 from server.search.query import Criteria, Cursor, Include, SearchQuery
@@ -46,6 +42,7 @@ from server.store import faults
 from server.store.base import (
     HistoryQuery,
     Method,
+    Origin,
     Page,
     RowSource,
     SearchPage,
@@ -57,6 +54,7 @@ from server.store.sql import query as compiler
 from server.store.sql import scans
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.jobs import SqlJobs
+from server.store.sql.outbox import INSERT_EVENT, SqlOutbox
 from server.store.sql.schema import MIGRATIONS
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
@@ -269,17 +267,44 @@ class Clock:
             self._dirty = False
 
 
-class SqlUnit(SqlReader):
-    """One write transaction; see the module docstring for the order of its steps."""
+_INTERACTIONS: dict[str, str] = {
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
 
-    def __init__(self, conn: Connection, dialect: Dialect, clock: Clock, rows: RowSource) -> None:
+
+class SqlUnit(SqlReader):
+    """One write transaction; see the module docstring for the order of its steps.
+
+    Current versions it has read or written are kept for the rest of the unit: nothing else
+    writes while the unit holds the writers' lock, so a second read of the same resource (the
+    pipeline's, then the store's own) costs no statement."""
+
+    def __init__(
+        self, conn: Connection, dialect: Dialect, clock: Clock, rows: RowSource, origin: Origin
+    ) -> None:
         super().__init__(conn, dialect.collate)
         self._dialect = dialect
         self._clock = clock
         self._rows = rows
+        self._origin = origin
         self._locks: set[str] = set()
+        self._seen: dict[tuple[str, str], Version | None] = {}
+        self._transaction: str | None = None
 
     # -- building blocks -------------------------------------------------------------------
+
+    def read(self, type: str, id: str) -> Version | None:
+        key = (type, id)
+        if key in self._seen:
+            return self._seen[key]
+        found = self._seen[key] = super().read(type, id)
+        return found
+
+    def system(self) -> SqlUnit:
+        return self
 
     def _lock(self, name: str) -> None:
         if name not in self._locks:
@@ -295,26 +320,39 @@ class SqlUnit(SqlReader):
         method: Method,
     ) -> Version:
         stamp = self._clock.next()
-        version = prev.version + 1 if prev else 1
-        body = None if resource is None else render(type, id, version, stamp, resource)
+        number = prev.version + 1 if prev else 1
+        body = None if resource is None else render(type, id, number, stamp, resource)
         deleted = 1 if resource is None else 0
         # no result is read back: on PostgreSQL (pipeline mode) a write waits for no round trip
-        self._dialect.store_version(self._conn, (type, id, version, stamp, deleted, method, body))
+        self._dialect.store_version(self._conn, (type, id, number, stamp, deleted, method, body))
         if prev is not None:
             self._dialect.clear_index(self._conn, type, id)
         if resource is not None:
             rows = self._rows.rows(type, resource).tables()
             if rows:
                 self._dialect.store_index(self._conn, type, id, rows)
-        return Version(type, id, version, stamp, bool(deleted), body, method)
-
-    @staticmethod
-    def _check_match(prev: Version | None, if_match: int | None, type: str, id: str) -> None:
-        if if_match is not None and (prev is None or prev.version != if_match):
-            have = "does not exist" if prev is None else f"is at version {prev.version}"
-            raise PreconditionFailed(
-                f"If-Match expected version {if_match} of {type}/{id}, which {have}"
-            )
+        origin = self._origin
+        if self._transaction is None:
+            self._transaction = new_id()
+        self._conn.execute(
+            INSERT_EVENT,
+            (
+                type,
+                id,
+                number,
+                None if prev is None else prev.version,
+                _INTERACTIONS[method],
+                stamp,
+                origin.client,
+                origin.organization,
+                origin.user,
+                origin.request_id,
+                self._transaction,
+            ),
+        )
+        version = Version(type, id, number, stamp, bool(deleted), body, method)
+        self._seen[(type, id)] = version
+        return version
 
     def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
         self._lock(criteria.key)
@@ -333,93 +371,18 @@ class SqlUnit(SqlReader):
         chose it in advance (a transaction assigns ids before it rewrites references)."""
         return WriteResult(self._write(type, id or new_id(), resource, None, "POST"), created=True)
 
-    def conditional_create(
-        self, type: str, resource: dict[str, Any], criteria: Criteria
-    ) -> WriteResult:
-        matches = self.match(criteria)
-        if len(matches) > 1:
-            raise MultipleMatches(
-                f"If-None-Exist criteria '{criteria.key}' match several resources"
-            )
-        if matches:
-            return WriteResult(matches[0], created=False, changed=False)
-        return self.create(type, resource)
-
     def update(
-        self,
-        type: str,
-        id: str,
-        resource: dict[str, Any],
-        *,
-        if_match: int | None = None,
-        method: Method = "PUT",
+        self, type: str, id: str, resource: dict[str, Any], *, method: Method = "PUT"
     ) -> WriteResult:
         prev = self.read(type, id)
-        self._check_match(prev, if_match, type, id)
         created = prev is None or prev.deleted
         return WriteResult(self._write(type, id, resource, prev, method), created=created)
 
-    def conditional_update(
-        self,
-        type: str,
-        criteria: Criteria,
-        resource: dict[str, Any],
-        *,
-        if_match: int | None = None,
-    ) -> WriteResult:
-        matches = self.match(criteria)
-        if len(matches) > 1:
-            raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
-        body_id = resource.get("id")
-        if matches:
-            match = matches[0]
-            if body_id is not None and body_id != match.id:
-                raise BadRequest(
-                    f"The resource id '{body_id}' differs from the matching {type}/{match.id}",
-                    expression=f"{type}.id",
-                )
-            return self.update(type, match.id, resource, if_match=if_match)
-        if if_match is not None:
-            raise PreconditionFailed(f"If-Match given but criteria '{criteria.key}' match nothing")
-        if isinstance(body_id, str):
-            existing = self.read(type, body_id)
-            if existing is not None and not existing.deleted:
-                raise Conflict(
-                    f"No resource matches '{criteria.key}' but {type}/{body_id} exists",
-                    expression=f"{type}.id",
-                )
-            return self.update(type, body_id, resource)
-        return self.create(type, resource)
-
-    def patch(
-        self,
-        type: str,
-        id: str,
-        apply: Callable[[dict[str, Any]], dict[str, Any]],
-        *,
-        if_match: int | None = None,
-    ) -> WriteResult:
+    def delete(self, type: str, id: str) -> WriteResult:
         prev = self.read(type, id)
-        if prev is None:
-            raise NotFound(f"{type}/{id} is not known")
-        if prev.deleted or prev.body is None:
-            raise Gone(f"{type}/{id} has been deleted")
-        self._check_match(prev, if_match, type, id)
-        patched = apply(orjson.loads(prev.body))
-        return WriteResult(self._write(type, id, patched, prev, "PATCH"))
-
-    def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult:
-        prev = self.read(type, id)
-        self._check_match(prev, if_match, type, id)
         if prev is None or prev.deleted:
             return WriteResult(prev, changed=False)
         return WriteResult(self._write(type, id, None, prev, "DELETE"))
-
-    def conditional_delete(self, criteria: Criteria, *, multiple: bool) -> list[WriteResult]:
-        matches = self.match(criteria, None if multiple else 2)
-        if len(matches) > 1 and not multiple:
-            raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
-        return [self.delete(m.type, m.id) for m in matches]
 
 
 class SqlRepository:
@@ -431,6 +394,7 @@ class SqlRepository:
         self.dialect = dialect.name
         self.rows: RowSource = rows if rows is not None else NoRows()
         self.jobs = SqlJobs(dialect)  # asynchronous jobs' state (``server/jobs.py``)
+        self.outbox = SqlOutbox(dialect)  # the events of committed versions
 
     def migrate(self, then: Callable[[Connection], None] | None = None) -> None:
         """Check durability (before anything is written), then apply pending migrations; ``then``
@@ -456,25 +420,27 @@ class SqlRepository:
                 then(conn)
 
     def run_jobs(
-        self, conn: Connection, jobs: Sequence[Callable[[Unit], Any]]
+        self, conn: Connection, jobs: Sequence[tuple[Callable[[Unit], Any], Origin]]
     ) -> list[tuple[bool, Any]]:
         """Several independent write jobs inside the open transaction of ``conn``, so they can
-        share one commit. Each runs in its own savepoint: a failing job is rolled back to it and
-        its exception returned; the others stay. (ok, result or exception) per job. A lone job
-        needs no savepoint: its exception propagates and the caller rolls back.
+        share one commit; each writes the outbox events of its versions with its ``Origin``.
+        Each runs in its own savepoint: a failing job is rolled back to it and its exception
+        returned; the others stay. (ok, result or exception) per job. A lone job needs no
+        savepoint: its exception propagates and the caller rolls back.
         """
         clock = Clock(conn)
         dialect, rows = self.sql_dialect, self.rows
         outcomes: list[tuple[bool, Any]] = []
         with dialect.errors():
             if len(jobs) == 1:
-                outcomes.append((True, jobs[0](SqlUnit(conn, dialect, clock, rows))))
+                job, origin = jobs[0]
+                outcomes.append((True, job(SqlUnit(conn, dialect, clock, rows, origin))))
             else:
-                for job in jobs:
+                for job, origin in jobs:
                     conn.execute("SAVEPOINT job")
                     try:
                         with dialect.errors():
-                            value = job(SqlUnit(conn, dialect, clock, rows))
+                            value = job(SqlUnit(conn, dialect, clock, rows, origin))
                     except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
                         conn.execute("ROLLBACK TO SAVEPOINT job")
                         conn.execute("RELEASE SAVEPOINT job")

@@ -179,6 +179,7 @@ class SQLiteDialect:
         "blob": "BLOB",
         "bigint": "INTEGER",
         "serial": "INTEGER PRIMARY KEY",
+        "sequence": "INTEGER PRIMARY KEY AUTOINCREMENT",  # never reuses a pruned number
         "text": "TEXT",  # TEXT compares bytewise (BINARY collation)
         "double": "REAL",
     }
@@ -341,6 +342,7 @@ class PostgresDialect:
         "blob": "BYTEA",
         "bigint": "BIGINT",
         "serial": "BIGSERIAL PRIMARY KEY",
+        "sequence": "BIGSERIAL PRIMARY KEY",
         "text": 'TEXT COLLATE "C"',  # bytewise, as SQLite's TEXT
         "double": "DOUBLE PRECISION",
     }

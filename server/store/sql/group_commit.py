@@ -17,16 +17,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from server.store.base import Unit
+from server.store.base import Origin, Unit
 from server.store.sql.adapter import SqlRepository
 
 T = TypeVar("T")
 logger = logging.getLogger("calaim_fhir.store")
 MAX_GROUP = 64
+_Pending = tuple[Callable[[Unit], Any], Origin, "asyncio.Future[Any]"]
+
+
+class LockStats:
+    """How long this process's groups held the writers' lock (from the start of their
+    transaction to the end of their commit), for benchmarks and diagnostics."""
+
+    __slots__ = ("groups", "writes", "held_ns", "max_ns")
+
+    def __init__(self) -> None:
+        self.groups = 0
+        self.writes = 0
+        self.held_ns = 0
+        self.max_ns = 0
+
+    def add(self, writes: int, held_ns: int) -> None:
+        self.groups += 1
+        self.writes += writes
+        self.held_ns += held_ns
+        self.max_ns = max(self.max_ns, held_ns)
 
 
 class GroupWriter:
@@ -35,13 +56,23 @@ class GroupWriter:
         self._dialect = repo.sql_dialect
         self._conn = self._dialect.writer_connection()
         self._thread = pool
-        self._pending: list[tuple[Callable[[Unit], Any], asyncio.Future[Any]]] = []
+        self._pending: list[_Pending] = []
         self._drainer: asyncio.Task[None] | None = None
+        self.stats = LockStats()
+        self._committed: asyncio.Event | None = None
 
-    async def write(self, fn: Callable[[Unit], T]) -> T:
+    def committed(self) -> asyncio.Event:
+        """An event set after every group's commit (then cleared for the next): an in-process
+        wake-up for outbox consumers. Consumers still read the outbox by sequence; a missed
+        wake-up only delays them until their next poll."""
+        if self._committed is None:
+            self._committed = asyncio.Event()
+        return self._committed
+
+    async def write(self, fn: Callable[[Unit], T], origin: Origin) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((fn, future))
+        self._pending.append((fn, origin, future))
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain())
         return await future
@@ -62,10 +93,12 @@ class GroupWriter:
         except BaseException as exc:  # noqa: BLE001 - every waiting write fails
             self._fail(self._take(), exc)
             return
+        locked = time.perf_counter_ns()
         group = self._take()
         try:
-            outcomes = self._repo.run_jobs(conn, [fn for fn, _ in group])
+            outcomes = self._repo.run_jobs(conn, [(fn, origin) for fn, origin, _ in group])
             await loop.run_in_executor(self._thread, dialect.commit, conn)
+            self.stats.add(len(group), time.perf_counter_ns() - locked)
         except BaseException as exc:  # noqa: BLE001 - the group failed: all its writes fail
             self._fail(group, exc)
             try:
@@ -74,13 +107,13 @@ class GroupWriter:
                 logger.warning("rollback after a failed write group failed")
             return
         self._settle(group, outcomes)
+        if self._committed is not None:
+            self._committed.set()
+            self._committed.clear()
 
     @staticmethod
-    def _settle(
-        group: list[tuple[Callable[[Unit], Any], asyncio.Future[Any]]],
-        outcomes: list[tuple[bool, Any]],
-    ) -> None:
-        for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+    def _settle(group: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
+        for (_, _, future), (ok, value) in zip(group, outcomes, strict=True):
             if future.done():  # the caller went away; its write stands
                 continue
             if ok:
@@ -88,14 +121,12 @@ class GroupWriter:
             else:
                 future.set_exception(value)
 
-    def _take(self) -> list[tuple[Callable[[Unit], Any], asyncio.Future[Any]]]:
+    def _take(self) -> list[_Pending]:
         group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
         return group
 
     @staticmethod
-    def _fail(
-        group: list[tuple[Callable[[Unit], Any], asyncio.Future[Any]]], exc: BaseException
-    ) -> None:
-        for _, future in group:
+    def _fail(group: list[_Pending], exc: BaseException) -> None:
+        for _, _, future in group:
             if not future.done():
                 future.set_exception(exc)

@@ -15,6 +15,11 @@ per-resource checks of ``:not`` and ``:missing``. Resource keys and reference ta
 
 Migration 3 adds ``async_job``: asynchronous jobs, visible to every worker process
 (``sql/jobs.py``, ``server/jobs.py``).
+
+Migration 4 adds the outbox (``sql/outbox.py``): one row per committed version, written in the
+version's own transaction, and the consumers' cursors. Its sequence is ``{sequence}``, which
+never hands out a number twice even after the highest rows are pruned (SQLite:
+``AUTOINCREMENT``).
 """
 
 from __future__ import annotations
@@ -154,5 +159,29 @@ MIGRATIONS: list[list[str]] = [
             status INTEGER
         )""",
         "CREATE INDEX async_job_expires ON async_job (expires)",
+    ],
+    [
+        # one row per committed version (the outbox); seq increases in commit order
+        """CREATE TABLE outbox (
+            seq {sequence},
+            rtype TEXT NOT NULL,
+            id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            previous INTEGER,
+            interaction TEXT NOT NULL,
+            committed {bigint} NOT NULL,
+            client TEXT,
+            organization TEXT,
+            user_id TEXT,
+            request_id TEXT,
+            transaction_id TEXT NOT NULL
+        )""",
+        "CREATE INDEX outbox_committed ON outbox (committed)",
+        # the registered consumers of the outbox and how far each has read
+        """CREATE TABLE outbox_consumer (
+            name TEXT PRIMARY KEY,
+            cursor {bigint} NOT NULL,
+            updated {bigint} NOT NULL
+        )""",
     ],
 ]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from server.errors import InvalidSearch
@@ -428,10 +429,13 @@ def test_patch_and_transaction_writes_are_indexed(store: Store) -> None:
     assert store.ids("Patient", TokenClause("identifier", ((None, "1"),))) == ["b"]
     assert store.ids("Patient", TokenClause("identifier", ((None, "2"),))) == ["a"]
 
-    def patch(body: dict[str, Any]) -> dict[str, Any]:
-        return {**body, "idx": {"token": [tok("identifier", "", "3")]}}
+    def patch(unit: Unit) -> None:  # a patch's new version, as the write pipeline stores it
+        current = unit.read("Patient", "b")
+        assert current is not None and current.body is not None
+        body = {**orjson.loads(current.body), "idx": {"token": [tok("identifier", "", "3")]}}
+        unit.update("Patient", "b", body, method="PATCH")
 
-    store.write(lambda unit: unit.patch("Patient", "b", patch))
+    store.write(patch)
     assert store.ids("Patient", TokenClause("identifier", ((None, "1"),))) == []
     assert store.ids("Patient", TokenClause("identifier", ((None, "3"),))) == ["b"]
 
@@ -454,11 +458,21 @@ def test_conditional_interactions_match_on_index_rows(store: Store) -> None:
     criteria = Criteria(
         "Patient", (("identifier", "S|7"),), (TokenClause("identifier", (("S", "7"),)),)
     )
-    first = store.write(lambda unit: unit.conditional_create("Patient", body, criteria))
-    again = store.write(lambda unit: unit.conditional_create("Patient", body, criteria))
+
+    def conditional_create(unit: Unit) -> WriteResult:
+        matches = unit.match(criteria)
+        if matches:
+            return WriteResult(matches[0], created=False, changed=False)
+        return unit.create("Patient", body)
+
+    def conditional_delete(unit: Unit) -> list[WriteResult]:
+        return [unit.delete(m.type, m.id) for m in unit.match(criteria)]
+
+    first = store.write(conditional_create)
+    again = store.write(conditional_create)
     assert first.created and not again.created
     assert again.version.id == first.version.id
-    deleted = store.write(lambda unit: unit.conditional_delete(criteria, multiple=False))
+    deleted = store.write(conditional_delete)
     assert [r.version.deleted for r in deleted] == [True]
     assert store.ids("Patient", TokenClause("identifier", (("S", "7"),))) == []
 

@@ -1,0 +1,380 @@
+"""The write pipeline: prepare outside the lock, then rules, store and events inside the unit.
+
+``Pipeline.prepare`` takes a ``Write`` and a reader (or none, inside a unit) and returns a
+``Prepared``: the write checked as far as it can be without the writers' lock. ``Pipeline.in_unit``
+binds a unit and a principal into a ``Writer``, whose ``run`` finishes a prepared write:
+conditional matching, ``If-Match``, the patch, validation again where what it read has changed,
+the program rules, the store, and the derived writes of the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from server.auth.principal import Principal
+from server.errors import (
+    BadRequest,
+    Conflict,
+    FhirError,
+    Gone,
+    InvalidResource,
+    InvalidSearch,
+    MultipleMatches,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from server.fhir.ids import new_id
+from server.fhir.outcome import Issue
+from server.search.parse import SearchContext, parse_criteria_string
+from server.search.query import Criteria
+from server.store.base import Reader, Unit, Version, WriteResult
+from server.validating import Validation
+from server.writes.checks import Checked, Seen, check_base, check_profiles, reading
+from server.writes.rules import MAX_DEPTH, Change, RuleSet
+from server.writes.write import Write, Written
+
+_CONDITION = {
+    "create": "If-None-Exist",
+    "update": "Conditional update",
+    "patch": "Conditional patch",
+    "delete": "Conditional delete",
+}
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A write checked outside the unit. ``resource``: what a create or update stores, base
+    validated; ``checked``: its profile validation (None: to do inside the unit);
+    ``patched``: a patch applied to the version ``base`` of its target, and its validation."""
+
+    write: Write
+    criteria: Criteria | None = None
+    resource: dict[str, Any] | None = None
+    checked: Checked | None = None
+    base: Version | None = None
+    patched: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Pipeline:
+    """The stages every write goes through, for one server configuration."""
+
+    validation: Validation
+    rules: RuleSet
+    search: SearchContext
+    conditional_delete_multiple: bool = False
+    stats: dict[str, int] = field(default_factory=lambda: {"revalidated": 0})
+
+    # -- prepare (outside the writers' lock) -------------------------------------------------
+
+    def criteria(self, write: Write) -> Criteria | None:
+        if write.condition is None:
+            return None
+        try:
+            return parse_criteria_string(write.type, write.condition, self.search)
+        except InvalidSearch as exc:
+            raise BadRequest(f"{_CONDITION[write.interaction]}: {exc}") from exc
+
+    def prepare(self, write: Write, reader: Reader | None) -> Prepared:
+        """Check ``write`` as far as possible before the unit. With a ``reader`` (a system
+        reader outside the unit) profile validation and a patch by id happen here, their
+        reads recorded; without one (inside a unit) they are left to ``Writer.run``."""
+        self.rules.admit(write)
+        prepared = Prepared(write)
+        if write.interaction in ("create", "update"):
+            resource = _resource(write)
+            check_base(resource, write.expression)
+            if write.interaction == "create":
+                resource.pop("id", None)  # the server assigns the id (or the caller's ``id``)
+            prepared.resource = resource
+        prepared.criteria = self.criteria(write)
+        if prepared.resource is not None:
+            resource = prepared.resource
+            if reader is not None:
+                seen = Seen(reader)
+                warnings = self._profiles(resource, seen, write.expression)
+                prepared.checked = Checked(warnings, seen)
+        elif write.interaction == "patch" and reader is not None and write.id is not None:
+            self._prepare_patch(prepared, reader)
+        return prepared
+
+    def _prepare_patch(self, prepared: Prepared, reader: Reader) -> None:
+        """Apply the patch to the version stored now; a failure here is final (the request is
+        answered from a state it saw), a success is kept if that version is still current."""
+        write = prepared.write
+        assert write.id is not None
+        current = reader.read(write.type, write.id)
+        if current is None or current.body is None:
+            return  # 404 / 410 come from the unit, with the unit's view
+        if write.if_match is not None and write.if_match != current.version:
+            return  # 412 from the unit
+        patched = self._patch(write, current)
+        seen = Seen(reader)
+        warnings = self._profiles(patched, seen, "", after_patch=True)
+        prepared.base, prepared.patched = current, patched
+        prepared.checked = Checked(warnings, seen)
+
+    def _patch(self, write: Write, current: Version) -> dict[str, Any]:
+        """The patched resource, which keeps its type and id and passes base validation."""
+        assert write.patch is not None and current.body is not None
+        patched = write.patch(orjson.loads(current.body))
+        if not isinstance(patched, dict) or patched.get("resourceType") != write.type:
+            raise Unprocessable("The patch must not change the resourceType")
+        if patched.get("id") != current.id:
+            raise Unprocessable("The patch must not change the resource id")
+        check_base(patched, "", after_patch=True)
+        return patched
+
+    def _profiles(
+        self, resource: dict[str, Any], lookup: Any, expression: str, *, after_patch: bool = False
+    ) -> list[Issue]:
+        return check_profiles(
+            self.validation,
+            resource,
+            lookup,
+            root=expression or None,
+            after_patch=after_patch,
+        )
+
+    # -- inside the unit ----------------------------------------------------------------------
+
+    def in_unit(self, unit: Unit, principal: Principal) -> Writer:
+        return Writer(self, unit, principal)
+
+
+class Writer:
+    """The pipeline bound to one unit and the principal it writes for."""
+
+    def __init__(self, pipeline: Pipeline, unit: Unit, principal: Principal, depth: int = 0):
+        self.pipeline = pipeline
+        self.unit = unit
+        self.principal = principal
+        self.depth = depth
+        self._system: Unit | None = None
+
+    @property
+    def system(self) -> Unit:
+        """The unit unnarrowed by the principal: validation, rules and derived writes."""
+        if self._system is None:
+            self._system = self.unit.system()
+        return self._system
+
+    def write(self, write: Write) -> Written:
+        """Prepare and run ``write`` inside the unit (operations, derived writes)."""
+        return self.run(self.pipeline.prepare(write, None))
+
+    def run(self, prepared: Prepared) -> Written:
+        write = prepared.write
+        kind = write.interaction
+        if kind == "create":
+            return self._create(prepared)
+        if kind == "update":
+            return self._update(prepared)
+        if kind == "patch":
+            return self._patch(prepared)
+        return self._delete(prepared)
+
+    # -- the interactions ---------------------------------------------------------------------
+
+    def _matches(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
+        return self.unit.match(criteria, limit)
+
+    def _create(self, prepared: Prepared) -> Written:
+        write, criteria = prepared.write, prepared.criteria
+        if criteria is not None:
+            matches = self._matches(criteria)
+            if len(matches) > 1:
+                raise MultipleMatches(
+                    f"If-None-Exist criteria '{criteria.key}' match several resources"
+                )
+            if matches:
+                return Written(write, WriteResult(matches[0], created=False, changed=False))
+        return self._store(prepared, write.id or new_id(), None)
+
+    def _update(self, prepared: Prepared) -> Written:
+        write, criteria, resource = prepared.write, prepared.criteria, prepared.resource
+        assert resource is not None
+        if criteria is None:
+            assert write.id is not None
+            return self._store(prepared, write.id, self._current(write, write.id))
+        matches = self._matches(criteria)
+        if len(matches) > 1:
+            raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
+        body_id = resource.get("id")
+        if matches:
+            match = matches[0]
+            if body_id is not None and body_id != match.id:
+                raise BadRequest(
+                    f"The resource id '{body_id}' differs from the matching "
+                    f"{write.type}/{match.id}",
+                    expression=f"{write.type}.id",
+                )
+            return self._store(prepared, match.id, self._current(write, match.id))
+        if write.if_match is not None:
+            raise PreconditionFailed(f"If-Match given but criteria '{criteria.key}' match nothing")
+        if isinstance(body_id, str):
+            existing = self.unit.read(write.type, body_id)
+            if existing is not None and not existing.deleted:
+                raise Conflict(
+                    f"No resource matches '{criteria.key}' but {write.type}/{body_id} exists",
+                    expression=f"{write.type}.id",
+                )
+            return self._store(prepared, body_id, existing)
+        return self._store(prepared, new_id(), None)
+
+    def _patch(self, prepared: Prepared) -> Written:
+        write, criteria = prepared.write, prepared.criteria
+        id = write.id
+        if criteria is not None:
+            matches = self._matches(criteria)
+            if not matches:
+                raise NotFound(f"No {write.type} matches '{criteria.key}'")
+            if len(matches) > 1:
+                raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
+            id = matches[0].id
+        assert id is not None
+        current = self.unit.read(write.type, id)
+        if current is None:
+            raise NotFound(f"{write.type}/{id} is not known")
+        if current.deleted or current.body is None:
+            raise Gone(f"{write.type}/{id} has been deleted")
+        _check_match(current, write, id)
+        base = prepared.base
+        if base is None or base.version != current.version or base.id != id:
+            prepared.patched = self.pipeline._patch(write, current)
+            prepared.checked = None
+        prepared.resource = prepared.patched
+        return self._store(prepared, id, current, after_patch=True)
+
+    def _delete(self, prepared: Prepared) -> Written:
+        write, criteria = prepared.write, prepared.criteria
+        if criteria is None:
+            assert write.id is not None
+            current = self._current(write, write.id)
+            if current is None or current.deleted:
+                return Written(write, WriteResult(current, changed=False))
+            return self._store(prepared, write.id, current)
+        multiple = self.pipeline.conditional_delete_multiple
+        matches = self._matches(criteria, None if multiple else 2)
+        if len(matches) > 1 and not multiple:
+            raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
+        for match in matches:
+            self._store(prepared, match.id, match)
+        return Written(write, None, deleted=len(matches), criteria=criteria)
+
+    def _current(self, write: Write, id: str) -> Version | None:
+        current = self.unit.read(write.type, id)
+        _check_match(current, write, id)
+        return current
+
+    # -- validate, rules, store, derived writes -----------------------------------------------
+
+    def _store(
+        self, prepared: Prepared, id: str, stored: Version | None, *, after_patch: bool = False
+    ) -> Written:
+        write = prepared.write
+        resource = prepared.resource
+        warnings: list[Issue] = []
+        if resource is not None:
+            checked = prepared.checked
+            if checked is None or not checked.holds(self.system):
+                if checked is not None:
+                    self.pipeline.stats["revalidated"] += 1
+                warnings = self.pipeline._profiles(
+                    resource,
+                    reading(self.system),
+                    "" if after_patch else write.expression,
+                    after_patch=after_patch,
+                )
+            else:
+                warnings = checked.warnings
+        derived = self._rule(write, id, stored, resource)
+        unit, type = self.unit, write.type
+        if resource is None:
+            result = unit.delete(type, id)
+        elif write.interaction == "create":
+            result = unit.create(type, resource, id=id)
+        else:
+            patch = write.interaction == "patch"
+            result = unit.update(type, id, resource, method="PATCH" if patch else "PUT")
+        for each in derived:
+            self._derived(each)
+        return Written(write, result, warnings=warnings)
+
+    def _rule(
+        self, write: Write, id: str, stored: Version | None, resource: dict[str, Any] | None
+    ) -> list[Write]:
+        rules = self.pipeline.rules.of(write.type)
+        if not rules:
+            return []
+        change = Change(
+            self.principal, write.interaction, write.type, id, stored, resource, self.system,
+            self.depth,
+        )
+        derived: list[Write] = []
+        for rule in rules:
+            verdict = rule.check(change)
+            if verdict.refusal is not None:
+                raise verdict.refusal
+            derived.extend(verdict.derived)
+        return derived
+
+    def _derived(self, write: Write) -> Written:
+        if self.depth + 1 > MAX_DEPTH:
+            raise FhirError(
+                f"Program rules derived writes more than {MAX_DEPTH} levels deep"
+                f" (at {write.type}); nothing was written"
+            )
+        return Writer(self.pipeline, self.system, self.principal, self.depth + 1).write(write)
+
+
+def _resource(write: Write) -> dict[str, Any]:
+    """The body of a create or update as a resource of the write's type (and, for an update
+    by id, with that id)."""
+    body, type = write.resource, write.type
+    root = write.expression or type
+    if not isinstance(body, dict):
+        raise InvalidResource("The body must be a JSON object (a FHIR resource)", expression=root)
+    body_type = body.get("resourceType")
+    if body_type != type:
+        raise BadRequest(
+            f"The body's resourceType '{str(body_type)[:64]}' does not match the URL type '{type}'",
+            expression=f"{root}.resourceType" if write.expression else "resourceType",
+        )
+    by_id = write.interaction == "update" and write.condition is None and write.id is not None
+    if by_id and body.get("id") != write.id:
+        got = body.get("id")
+        raise BadRequest(
+            f"The body's id '{str(got)[:64]}' does not match the URL id '{write.id}'"
+            if got is not None
+            else f"The body has no id; the URL id is '{write.id}'",
+            expression=f"{root}.id",
+        )
+    return body
+
+
+def _check_match(current: Version | None, write: Write, id: str) -> None:
+    if write.if_match is not None and (current is None or current.version != write.if_match):
+        have = "does not exist" if current is None else f"is at version {current.version}"
+        raise PreconditionFailed(
+            f"If-Match expected version {write.if_match} of {write.type}/{id}, which {have}"
+        )
+
+
+def through(
+    pipeline: Pipeline, principal: Principal, writes: Callable[[Callable[[Unit], Any]], Any]
+) -> Callable[[Write], Written]:
+    """A ``Write`` -> ``Written`` function for code that writes one unit at a time through
+    ``writes`` (a worker thread's group-commit writes): each write is prepared and run inside
+    its own unit."""
+
+    def write(each: Write) -> Written:
+        result: Written = writes(lambda unit: pipeline.in_unit(unit, principal).write(each))
+        return result
+
+    return write
