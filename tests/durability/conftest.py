@@ -199,7 +199,20 @@ def store_consistency(url: str) -> dict[str, int]:
     )
     assert mismatched == [], f"current rows pointing at the wrong history row: {mismatched[:10]}"
     assert history == versions
+    outbox_matches_history(url)
     return {"resources": int(resources), "history": int(history)}
+
+
+def outbox_matches_history(url: str) -> None:
+    """Exactly one outbox event per committed version, in the order the versions were
+    committed (the history's order), with the version each one replaced."""
+    versions = sql_rows(url, "SELECT rtype, id, version FROM resource_history ORDER BY seq")
+    events = sql_rows(url, "SELECT rtype, id, version, previous FROM outbox ORDER BY seq")
+    assert [e[:3] for e in events] == versions, (
+        f"outbox differs from history: {len(events)} events, {len(versions)} versions"
+    )
+    wrong = [e for e in events if e[3] != (None if e[2] == 1 else e[2] - 1)]
+    assert wrong == [], f"events with the wrong previous version: {wrong[:10]}"
 
 
 def sqlite_integrity(url: str) -> None:
