@@ -64,13 +64,13 @@ def create_app(
         jobs.start(asyncio.get_running_loop())
         app.state.store, app.state.runner, app.state.jobs = repo, runner, jobs
         app.state.pipeline = pipeline
-        pruning = asyncio.create_task(_prune(repo.outbox, settings))
+        stop = asyncio.Event()
+        pruning = asyncio.create_task(_prune(repo.outbox, settings, stop))
         try:
             yield
         finally:
-            pruning.cancel()
-            with suppress(asyncio.CancelledError):
-                await pruning
+            stop.set()
+            await pruning  # never cancelled while its statement runs on a thread
             # off the loop: a job may be waiting for the loop to run its write unit
             await asyncio.to_thread(jobs.close)
             runner.close()
@@ -99,15 +99,20 @@ def create_app(
     return app
 
 
-async def _prune(outbox: Outbox, settings: Settings) -> None:
-    """Prune the outbox now and then: the events every consumer has passed, once they are older
-    than the retention's minimum age."""
+async def _prune(outbox: Outbox, settings: Settings, stop: asyncio.Event) -> None:
+    """Prune the outbox every ``outbox_prune_minutes`` (the first time one interval after
+    start-up) until ``stop``: the events every consumer has passed, once they are older than
+    the retention's minimum age."""
     keep_us = int(settings.outbox_retention_days * 86_400 * 1_000_000)
+    every = settings.outbox_prune_minutes * 60
     while True:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        if stop.is_set():
+            return
         try:
             pruned = await asyncio.to_thread(outbox.prune, now_us() - keep_us)
             if pruned:
                 logger.info("outbox: pruned %d events", pruned)
         except FhirError:  # the database is unavailable: try again next time
             logger.warning("outbox: not pruned (database unavailable)")
-        await asyncio.sleep(settings.outbox_prune_minutes * 60)

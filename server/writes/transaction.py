@@ -91,6 +91,7 @@ class Plan:
     warnings: dict[int, list[Issue]]
     seen: Seen
     fresh: dict[int, str]  # the new ids it chose, which the unit reuses
+    rewriter: _Rewriter  # to restore the resources as sent, should the unit see otherwise
 
 
 def _identity(write: Write) -> str | None:
@@ -171,15 +172,17 @@ def _resolve(entries: list[Entry], find: Find, fresh: Callable[[int], str]) -> I
 
 class _Rewriter:
     """Rewrites references to entries' fullUrls and conditional references (which it resolves
-    with ``find`` and records)."""
+    with ``find`` and records), in place, keeping what it replaced so that ``undo`` restores
+    the resources as sent."""
 
     def __init__(self, pipeline: Pipeline, identities: Identities, find: Find) -> None:
         self._pipeline = pipeline
         self._identities = identities
         self._find = find
+        self.replaced: list[tuple[Any, Any, str]] = []  # (node, key, the value as sent)
 
     def rewrite(self, resource: dict[str, Any], index: int) -> None:
-        """In place, iteratively (a resource may nest deeper than Python's recursion limit)."""
+        """Iteratively (a resource may nest deeper than Python's recursion limit)."""
         stack: list[Any] = [resource]
         while stack:
             node = stack.pop()
@@ -187,9 +190,17 @@ class _Rewriter:
             for key, value in items:
                 if isinstance(value, str):
                     if key == "reference":
-                        node[key] = self._target(value, index)
+                        target = self._target(value, index)
+                        if target != value:
+                            self.replaced.append((node, key, value))
+                            node[key] = target
                 elif isinstance(value, dict | list):
                     stack.append(value)
+
+    def undo(self) -> None:
+        for node, key, value in reversed(self.replaced):
+            node[key] = value
+        self.replaced.clear()
 
     def _target(self, reference: str, index: int) -> str:
         mapping = self._identities.mapping
@@ -226,35 +237,22 @@ class _Rewriter:
 
 def _rewritten(
     pipeline: Pipeline, entries: list[Entry], identities: Identities, find: Find
-) -> dict[int, dict[str, Any]]:
-    """A rewritten copy of every resource a POST/PUT entry writes."""
+) -> tuple[dict[int, dict[str, Any]], _Rewriter]:
+    """Every resource a POST/PUT entry writes, its references rewritten in place; the
+    rewriter, which can undo that."""
     rewriter = _Rewriter(pipeline, identities, find)
     out: dict[int, dict[str, Any]] = {}
-    for entry in entries:
-        original = entry.original
-        if original is None or entry.index in identities.existing:
-            continue
-        resource = _copy(original)
-        rewriter.rewrite(resource, entry.index)
-        out[entry.index] = resource
-    return out
-
-
-def _copy(resource: dict[str, Any]) -> dict[str, Any]:
-    """A copy of parsed JSON, iteratively (a resource may nest deeper than Python's recursion
-    limit; such a resource is refused later, when it is stored)."""
-    top: dict[str, Any] = {}
-    stack: list[tuple[Any, Any]] = [(resource, top)]
-    while stack:
-        source, target = stack.pop()
-        items = source.items() if isinstance(source, dict) else enumerate(source)
-        for key, value in items:
-            if isinstance(value, dict | list):
-                child: Any = {} if isinstance(value, dict) else [None] * len(value)
-                stack.append((value, child))
-                value = child
-            target[key] = value
-    return top
+    try:
+        for entry in entries:
+            resource = entry.original
+            if resource is None or entry.index in identities.existing:
+                continue
+            rewriter.rewrite(resource, entry.index)
+            out[entry.index] = resource
+    except BaseException:
+        rewriter.undo()
+        raise
+    return out, rewriter
 
 
 def _validate(
@@ -304,12 +302,16 @@ def plan(pipeline: Pipeline, entries: list[Entry], reader: Reader) -> Plan | Non
 
     try:
         identities = _resolve(entries, find, new)
-        resources = _rewritten(pipeline, entries, identities, find)
-        seen = Seen(reader)
-        warnings = _validate(pipeline, entries, identities, resources, seen)
+        resources, rewriter = _rewritten(pipeline, entries, identities, find)
     except (EntryFailed, FhirError):
         return None
-    return Plan(identities, resources, warnings, seen, fresh)
+    seen = Seen(reader)
+    try:
+        warnings = _validate(pipeline, entries, identities, resources, seen)
+    except (EntryFailed, FhirError):
+        rewriter.undo()
+        return None
+    return Plan(identities, resources, warnings, seen, fresh, rewriter)
 
 
 def run(writer: Writer, entries: list[Entry], planned: Plan | None) -> list[Written | Any]:
@@ -335,7 +337,8 @@ def run(writer: Writer, entries: list[Entry], planned: Plan | None) -> list[Writ
     else:
         if planned is not None:
             writer.pipeline.stats["revalidated"] += 1
-        resources = _rewritten(writer.pipeline, entries, identities, unit.match)
+            planned.rewriter.undo()
+        resources, _ = _rewritten(writer.pipeline, entries, identities, unit.match)
         warnings = _validate(
             writer.pipeline, entries, identities, resources, reading(writer.system)
         )

@@ -8,6 +8,7 @@ exercises one capability of the rule contract (``server/writes/rules.py``). They
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -448,3 +449,15 @@ def test_consumers_read_by_sequence_and_pruning_waits_for_them(ruled: TestClient
     ruled.post("/fhir/Basic", json=basic("d"))
     assert outbox.read(0, 10)[0].seq > last.seq  # a pruned number is never handed out again
     assert outbox.last() > last.seq
+
+
+def test_each_server_prunes_the_outbox_on_its_own(ruled: TestClient, database_url: str) -> None:
+    with fhir_client(
+        database_url, outbox_retention_days=1e-9, outbox_prune_minutes=0.002
+    ) as pruning:
+        outbox = pruning.app.state.store.outbox  # type: ignore[attr-defined]
+        assert pruning.post("/fhir/Basic", json=basic("old")).status_code == 201
+        deadline = time.monotonic() + 10
+        while outbox.read(0, 10) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert outbox.read(0, 10) == []
