@@ -105,6 +105,27 @@ def fhir_client(
         yield client
 
 
+@contextmanager
+def extra_operations(monkeypatch: Any, *added: Any) -> Iterator[None]:
+    """The server's operations plus ``added`` (``server.operations.registry.Operation``s),
+    for the router and the CapabilityStatement, until the block ends."""
+    from server.api import metadata
+    from server.operations import registry
+
+    real = registry.operations
+
+    def table() -> list[Any]:
+        return [*real(), *added]
+
+    monkeypatch.setattr(registry, "operations", table)
+    monkeypatch.setattr(metadata, "operations", table)
+    metadata._statement.cache_clear()
+    try:
+        yield
+    finally:
+        metadata._statement.cache_clear()
+
+
 # -- resources ----------------------------------------------------------------------------------
 
 

@@ -44,6 +44,11 @@ class _Checked:
         self._check("read", type)
         return self._inner.read(type, id)
 
+    def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        for type in sorted({type for type, _ in keys}):
+            self._check("read", type)
+        return self._inner.versions(keys)
+
     def vread(self, type: str, id: str, version: int) -> Version | None:
         self._check("vread", type)
         return self._inner.vread(type, id, version)
@@ -135,9 +140,10 @@ class AuthorizedRepository:
             yield _Checked(reader, self.principal)
 
     async def checking(self, fn: Callable[[Reader], T]) -> T:
-        """Run ``fn`` with a reader no principal narrows, where the store's reads run: for the
-        validation that prepares a write (its reads never reach the caller)."""
-        return await self._runner.read(fn)
+        """Run ``fn`` with a reader no principal narrows, where the store's reads run, its reads
+        in one snapshot where that is cheap: for the validation that prepares a write (what
+        it reads never reaches the caller)."""
+        return await self._runner.snapshot(fn)
 
     async def reading(self, fn: Callable[[Reader], T]) -> T:
         """Run ``fn`` with an authorized reader, where the store's reads run."""

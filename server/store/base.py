@@ -137,6 +137,10 @@ class Reader(Protocol):
 
     def vread(self, type: str, id: str, version: int) -> Version | None: ...
 
+    def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The current version number of each stored resource among ``(type, id)`` ``keys``
+        (a deleted one: its deletion version); keys never stored are left out."""
+
     def history(self, query: HistoryQuery) -> Page: ...
 
     def search(self, query: SearchQuery) -> SearchPage:

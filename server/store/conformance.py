@@ -82,6 +82,9 @@ class ConformanceStore:
     def vread(self, type: str, id: str, version: int) -> Version | None:
         return self.read(type, id) if version == 1 else None
 
+    def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        return {key: 1 for key in keys if key in self._entries}
+
     def history(self, query: HistoryQuery) -> Page:
         if query.id is not None:
             assert query.type is not None

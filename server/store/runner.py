@@ -45,6 +45,18 @@ class Runner:
             return self._read_sync(fn)
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._read_sync, fn)
 
+    def _snapshot_sync(self, fn: Callable[[Reader], T]) -> T:
+        with self._repo.snapshot() as reader:
+            return fn(reader)
+
+    async def snapshot(self, fn: Callable[[Reader], T]) -> T:
+        """``read``, with every read of ``fn`` in one snapshot where that is cheap (SQLite)."""
+        if self._pool is None:
+            return self._snapshot_sync(fn)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._snapshot_sync, fn
+        )
+
     async def write(self, fn: Callable[[Unit], T], origin: Origin = SYSTEM) -> T:
         """Run ``fn`` in a write transaction; return once its changes are durable. ``origin``
         goes with the outbox events of what it writes."""

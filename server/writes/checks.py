@@ -29,40 +29,26 @@ class Seen:
     """A lookup of reference targets through ``reader`` that records the version of each
     target it read (None: not stored)."""
 
-    __slots__ = ("_reader", "versions")
+    __slots__ = ("_reader", "read")
 
     def __init__(self, reader: Reader) -> None:
         self._reader = reader
-        self.versions: dict[Key, int | None] = {}
+        self.read: dict[Key, int | None] = {}
 
     def __call__(self, type: str, id: str) -> dict[str, Any] | None:
         found = self._reader.read(type, id)
-        self.versions[(type, id)] = None if found is None else found.version
+        self.read[(type, id)] = None if found is None else found.version
         if found is None or found.body is None:
             return None
         body: dict[str, Any] = orjson.loads(found.body)
         return body
 
     def unchanged(self, reader: Reader) -> bool:
-        """Whether every target read is still at the version seen."""
-        for (type, id), version in self.versions.items():
-            found = reader.read(type, id)
-            if (None if found is None else found.version) != version:
-                return False
-        return True
-
-
-def reading(reader: Reader) -> Lookup:
-    """A plain lookup of targets through ``reader`` (inside a unit: always current)."""
-
-    def lookup(type: str, id: str) -> dict[str, Any] | None:
-        found = reader.read(type, id)
-        if found is None or found.body is None:
-            return None
-        body: dict[str, Any] = orjson.loads(found.body)
-        return body
-
-    return lookup
+        """Whether every target read is still at the version seen (one statement)."""
+        if not self.read:
+            return True
+        now = reader.versions(list(self.read))
+        return all(now.get(key) == version for key, version in self.read.items())
 
 
 @dataclass(slots=True)

@@ -33,8 +33,8 @@ from server.fhir.outcome import Issue
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import Criteria
 from server.store.base import Reader, Unit, Version, WriteResult
-from server.validating import Validation
-from server.writes.checks import Checked, Seen, check_base, check_profiles, reading
+from server.validating import Validation, reader_lookup
+from server.writes.checks import Checked, Seen, check_base, check_profiles
 from server.writes.rules import MAX_DEPTH, Change, RuleSet
 from server.writes.write import Write, Written
 
@@ -287,7 +287,7 @@ class Writer:
                     self.pipeline.stats["revalidated"] += 1
                 warnings = self.pipeline._profiles(
                     resource,
-                    reading(self.system),
+                    reader_lookup(self.system),
                     "" if after_patch else write.expression,
                     after_patch=after_patch,
                 )

@@ -33,8 +33,8 @@ from server.fhir.outcome import Issue
 from server.search.parse import parse_criteria_string
 from server.search.query import Criteria, SearchQuery
 from server.store.base import Reader, Version, WriteResult
-from server.validating import chained
-from server.writes.checks import Checked, Seen, reading
+from server.validating import chained, reader_lookup
+from server.writes.checks import Checked, Seen
 from server.writes.pipeline import Pipeline, Prepared, Writer
 from server.writes.write import Write, Written
 
@@ -340,7 +340,7 @@ def run(writer: Writer, entries: list[Entry], planned: Plan | None) -> list[Writ
             planned.rewriter.undo()
         resources, _ = _rewritten(writer.pipeline, entries, identities, unit.match)
         warnings = _validate(
-            writer.pipeline, entries, identities, resources, reading(writer.system)
+            writer.pipeline, entries, identities, resources, reader_lookup(writer.system)
         )
     for entry in ordered[len(deletes) :]:
         prepared = entry.prepared

@@ -13,16 +13,14 @@ from typing import Any
 
 import pytest
 
-from server.api import metadata
 from server.auth.principal import LOCAL
 from server.errors import Unprocessable
 from server.jobs import JobContext, JobRunner, Work
-from server.operations import registry
 from server.operations.registry import Call, Operation
 from server.store.authorized import AuthorizedRepository
 from server.store.base import Job, Unit
 from server.writes.write import Write
-from tests.support import BASE, FHIR_JSON, TestClient, outcome
+from tests.support import BASE, FHIR_JSON, TestClient, extra_operations, outcome
 
 RESULT = {"resourceType": "Parameters", "parameter": [{"name": "answer", "valueInteger": 42}]}
 HOUR = 3600 * 1_000_000
@@ -131,16 +129,8 @@ QUICK_SYSTEM = Operation(
 
 @pytest.fixture
 def fake_operations(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    real = registry.operations
-
-    def table() -> list[Operation]:
-        return [*real(), SLOW_SYSTEM, SLOW_GROUP, QUICK_SYSTEM]
-
-    monkeypatch.setattr(registry, "operations", table)
-    monkeypatch.setattr(metadata, "operations", table)
-    metadata._statement.cache_clear()
-    yield
-    metadata._statement.cache_clear()
+    with extra_operations(monkeypatch, SLOW_SYSTEM, SLOW_GROUP, QUICK_SYSTEM):
+        yield
 
 
 def _jobs(client: TestClient) -> JobRunner:

@@ -14,8 +14,8 @@ Every write runs in one database transaction (a ``SqlUnit``):
    ``_lastUpdated=gt...`` never misses a version;
 4. history row, current row, search index rows (the ``RowSource``'s rows of the new
    version, after deleting the previous version's; one ``executemany`` per index table that
-   has rows, pipelined on PostgreSQL) and the version's outbox event (``outbox.py``), then
-   COMMIT (fsync'd before the answer).
+   has rows, pipelined on PostgreSQL); at the end of the unit the outbox events of its
+   versions, in one statement (``outbox.py``); then COMMIT (fsync'd before the answer).
 
 A unit stores versions; what a write means (conditional interactions, patches, validation,
 program rules) is decided above it by the write pipeline (``server/writes/``).
@@ -27,6 +27,7 @@ per call, from ``scans.py``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -54,12 +55,13 @@ from server.store.sql import query as compiler
 from server.store.sql import scans
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.jobs import SqlJobs
-from server.store.sql.outbox import INSERT_EVENT, SqlOutbox
+from server.store.sql.outbox import SqlOutbox
 from server.store.sql.schema import MIGRATIONS
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _MAX_INCLUDE_DEPTH = 4  # hops of _include:iterate / _revinclude:iterate
 _FETCH = 256  # rows fetched at a time by streaming reads
+_KEYS_PER_STATEMENT = 200  # resource keys looked up by one statement
 
 
 def write_index(conn: Connection, type: str, id: str, rows: IndexRows) -> None:
@@ -115,6 +117,18 @@ class SqlReader:
     def read(self, type: str, id: str) -> Version | None:
         row = self._conn.execute(_CURRENT + " WHERE rtype = ? AND id = ?", (type, id)).fetchone()
         return None if row is None else _current(row)
+
+    def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+            chunk = keys[start : start + _KEYS_PER_STATEMENT]
+            where = " OR ".join("(rtype = ? AND id = ?)" for _ in chunk)
+            args = [value for key in chunk for value in key]
+            for row in self._conn.execute(
+                f"SELECT rtype, id, version FROM resource WHERE {where}", args
+            ).fetchall():
+                out[(row[0], row[1])] = int(row[2])
+        return out
 
     def vread(self, type: str, id: str, version: int) -> Version | None:
         row = self._conn.execute(
@@ -293,6 +307,7 @@ class SqlUnit(SqlReader):
         self._locks: set[str] = set()
         self._seen: dict[tuple[str, str], Version | None] = {}
         self._transaction: str | None = None
+        self._events: list[tuple[Any, ...]] = []
 
     # -- building blocks -------------------------------------------------------------------
 
@@ -303,8 +318,23 @@ class SqlUnit(SqlReader):
         found = self._seen[key] = super().read(type, id)
         return found
 
+    def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        seen = self._seen
+        out = {k: v.version for k in keys if (v := seen.get(k)) is not None}
+        unread = [k for k in keys if k not in seen]
+        if unread:
+            out.update(super().versions(unread))
+        return out
+
     def system(self) -> SqlUnit:
         return self
+
+    def finish(self) -> None:
+        """Store the outbox events of the unit's versions, in the order they were written
+        (one statement for them all); the unit's last step before its savepoint or commit."""
+        if self._events:
+            self._dialect.store_events(self._conn, self._events)
+            self._events = []
 
     def _lock(self, name: str) -> None:
         if name not in self._locks:
@@ -333,9 +363,8 @@ class SqlUnit(SqlReader):
                 self._dialect.store_index(self._conn, type, id, rows)
         origin = self._origin
         if self._transaction is None:
-            self._transaction = new_id()
-        self._conn.execute(
-            INSERT_EVENT,
+            self._transaction = os.urandom(12).hex()
+        self._events.append(
             (
                 type,
                 id,
@@ -348,7 +377,7 @@ class SqlUnit(SqlReader):
                 origin.user,
                 origin.request_id,
                 self._transaction,
-            ),
+            )
         )
         version = Version(type, id, number, stamp, bool(deleted), body, method)
         self._seen[(type, id)] = version
@@ -434,13 +463,17 @@ class SqlRepository:
         with dialect.errors():
             if len(jobs) == 1:
                 job, origin = jobs[0]
-                outcomes.append((True, job(SqlUnit(conn, dialect, clock, rows, origin))))
+                unit = SqlUnit(conn, dialect, clock, rows, origin)
+                outcomes.append((True, job(unit)))
+                unit.finish()
             else:
                 for job, origin in jobs:
                     conn.execute("SAVEPOINT job")
                     try:
                         with dialect.errors():
-                            value = job(SqlUnit(conn, dialect, clock, rows, origin))
+                            unit = SqlUnit(conn, dialect, clock, rows, origin)
+                            value = job(unit)
+                            unit.finish()
                     except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
                         conn.execute("ROLLBACK TO SAVEPOINT job")
                         conn.execute("RELEASE SAVEPOINT job")
@@ -454,6 +487,13 @@ class SqlRepository:
     @contextmanager
     def reader(self) -> Iterator[SqlReader]:
         with self.sql_dialect.reading() as conn:
+            yield SqlReader(conn, self.sql_dialect.collate)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[SqlReader]:
+        """A reader whose reads see one snapshot where the database allows it cheaply
+        (SQLite: one read transaction): for the reads that prepare a write."""
+        with self.sql_dialect.snapshot() as conn:
             yield SqlReader(conn, self.sql_dialect.collate)
 
     def close(self) -> None:

@@ -53,6 +53,12 @@ class Dialect(Protocol):
     def reading(self) -> Iterator[Connection]: ...
 
     @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A connection for several reads that belong together (a write's preparation):
+        SQLite reads them in one read transaction (one snapshot, one WAL read lock);
+        PostgreSQL as ``reading``."""
+
+    @contextmanager
     def writing(self) -> Iterator[Connection]: ...
 
     @contextmanager
@@ -71,6 +77,9 @@ class Dialect(Protocol):
 
     def clear_index(self, conn: Connection, type: str, id: str) -> None:
         """Delete every search index row of one resource (no result is read back)."""
+
+    def store_events(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert outbox rows (``outbox.EVENT_COLUMNS``), in order (no result is read back)."""
 
     def store_index(
         self, conn: Connection, type: str, id: str, rows: dict[str, list[tuple[Any, ...]]]
@@ -137,6 +146,24 @@ INSERT_INDEX = {  # one row of each index table (SQLite, and any batch job)
 }
 
 
+# the outbox's columns as a unit writes them (migration 4, ``outbox.py``), with their
+# PostgreSQL array types
+EVENT_COLUMNS = (
+    "rtype, id, version, previous, interaction, committed, client, organization, user_id,"
+    " request_id, transaction_id"
+)
+EVENT_TYPES = ("text", "text", "int4", "int4", "text", "int8", "text", "text", "text", "text",
+               "text")
+_INSERT_EVENT = (
+    f"INSERT INTO outbox ({EVENT_COLUMNS}) VALUES ({', '.join('?' for _ in EVENT_TYPES)})"
+)
+_INSERT_EVENTS_PG = (
+    f"INSERT INTO outbox ({EVENT_COLUMNS}) SELECT * FROM unnest("
+    + ", ".join(f"?::{kind}[]" for kind in EVENT_TYPES)
+    + ")"
+)
+
+
 def _with(statements: list[str]) -> str:
     """Several data-modifying statements as one (PostgreSQL runs every one of a WITH); the
     first statement comes last in the text."""
@@ -179,7 +206,6 @@ class SQLiteDialect:
         "blob": "BLOB",
         "bigint": "INTEGER",
         "serial": "INTEGER PRIMARY KEY",
-        "sequence": "INTEGER PRIMARY KEY AUTOINCREMENT",  # never reuses a pruned number
         "text": "TEXT",  # TEXT compares bytewise (BINARY collation)
         "double": "REAL",
     }
@@ -273,6 +299,20 @@ class SQLiteDialect:
             yield conn
 
     @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        conn = self._connection()
+        with self.errors():
+            if conn.in_transaction:  # inside another read of this thread: share it
+                yield conn
+                return
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    @contextmanager
     def autocommit(self) -> Iterator[Connection]:
         """A second connection per thread: a statement here waits for the write lock (busy
         timeout) and commits on its own, even while the thread's reading connection is in
@@ -310,6 +350,9 @@ class SQLiteDialect:
         for statement in _CLEAR_INDEX:
             conn.execute(statement, (type, id))
 
+    def store_events(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        conn.executemany(_INSERT_EVENT, rows)
+
     def store_index(
         self, conn: Connection, type: str, id: str, rows: dict[str, list[tuple[Any, ...]]]
     ) -> None:
@@ -342,7 +385,6 @@ class PostgresDialect:
         "blob": "BYTEA",
         "bigint": "BIGINT",
         "serial": "BIGSERIAL PRIMARY KEY",
-        "sequence": "BIGSERIAL PRIMARY KEY",
         "text": 'TEXT COLLATE "C"',  # bytewise, as SQLite's TEXT
         "double": "DOUBLE PRECISION",
     }
@@ -392,6 +434,8 @@ class PostgresDialect:
         with self.errors(), self.pool.connection() as conn:
             yield _PgConnection(conn, self)
 
+    snapshot = reading
+
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
         """A connection of the pool (they are in autocommit mode)."""
@@ -418,6 +462,13 @@ class PostgresDialect:
 
     def clear_index(self, conn: Connection, type: str, id: str) -> None:
         conn.execute(_CLEAR_INDEX_PG, (type, id) * len(_INDEX_TABLES))
+
+    def store_events(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """One statement whatever the rows (arrays, as ``store_index``)."""
+        if len(rows) == 1:
+            conn.execute(_INSERT_EVENT, rows[0])
+            return
+        conn.execute(_INSERT_EVENTS_PG, [list(column) for column in zip(*rows, strict=True)])
 
     def store_index(
         self, conn: Connection, type: str, id: str, rows: dict[str, list[tuple[Any, ...]]]

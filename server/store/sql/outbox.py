@@ -11,7 +11,9 @@ locking must keep this property, or readers must stop at a committed watermark.
 Consumers register a name and store their cursor here, so a consumer restarted in another
 process resumes where it stopped. Pruning deletes the events every registered consumer has
 passed once they are older than the retention's minimum age (``outbox_retention_days``); with
-no consumer registered, age alone decides.
+no consumer registered, age alone decides. It never deletes the newest event: SQLite's serial
+(the rowid) continues from the highest row left, so keeping it means a sequence number is
+never handed out twice.
 
 Every method other than the unit's insert is one short statement on a connection of its own
 that commits on its own (``Dialect.autocommit``), outside the group writer.
@@ -25,10 +27,6 @@ from server.fhir.instant import now_us
 from server.store.base import Event, Origin
 from server.store.sql.dialect import Dialect
 
-INSERT_EVENT = (
-    "INSERT INTO outbox (rtype, id, version, previous, interaction, committed, client,"
-    " organization, user_id, request_id, transaction_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _COLUMNS = (
     "seq, rtype, id, version, previous, interaction, committed, client, organization, user_id,"
     " request_id, transaction_id"
@@ -105,7 +103,8 @@ class SqlOutbox:
         with self._dialect.autocommit() as conn:
             rows = conn.execute(
                 "DELETE FROM outbox WHERE committed < ? AND seq <= COALESCE("
-                "(SELECT MIN(cursor) FROM outbox_consumer), seq) RETURNING seq",
+                "(SELECT MIN(cursor) FROM outbox_consumer), seq)"
+                " AND seq < (SELECT MAX(seq) FROM outbox) RETURNING seq",
                 (older_than,),
             ).fetchall()
         return len(rows)

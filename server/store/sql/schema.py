@@ -17,9 +17,8 @@ Migration 3 adds ``async_job``: asynchronous jobs, visible to every worker proce
 (``sql/jobs.py``, ``server/jobs.py``).
 
 Migration 4 adds the outbox (``sql/outbox.py``): one row per committed version, written in the
-version's own transaction, and the consumers' cursors. Its sequence is ``{sequence}``, which
-never hands out a number twice even after the highest rows are pruned (SQLite:
-``AUTOINCREMENT``).
+version's own transaction, and the consumers' cursors. Its sequence is the serial (SQLite's
+rowid: pruning never deletes the newest row, so a number is never handed out twice).
 """
 
 from __future__ import annotations
@@ -163,7 +162,7 @@ MIGRATIONS: list[list[str]] = [
     [
         # one row per committed version (the outbox); seq increases in commit order
         """CREATE TABLE outbox (
-            seq {sequence},
+            seq {serial},
             rtype TEXT NOT NULL,
             id TEXT NOT NULL,
             version INTEGER NOT NULL,
