@@ -187,7 +187,11 @@ def one_run(
             text=True,
         ).stdout
         timing = json.loads(tx)
-        out["transaction"] = {"p50_ms": timing["latency_ms"]["p50"], "load": load, **server.figures()}
+        out["transaction"] = {
+            "p50_ms": timing["latency_ms"]["p50"],
+            "load": load,
+            **server.figures(),
+        }
         return out
     finally:
         server.stop()
@@ -216,6 +220,9 @@ METRICS = [
     ("transaction", "p50_ms", "100-entry transaction p50 ms"),
     ("read", "rps", "read /s"),
     ("read", "p50_ms", "read p50 ms"),
+    ("create", "work_us_per_write", "work under the lock per write, create (µs)"),
+    ("update", "work_us_per_write", "work under the lock per write, update (µs)"),
+    ("transaction", "work_us_per_write", "work under the lock per transaction (µs)"),
     ("create", "held_us_per_write", "lock held per write, create (µs)"),
     ("update", "held_us_per_write", "lock held per write, update (µs)"),
     ("transaction", "held_us_per_write", "lock held per transaction (µs)"),

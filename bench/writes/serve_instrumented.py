@@ -3,7 +3,10 @@ outside, so the same script measures any version of the code (put its checkout f
 PYTHONPATH):
 
 - **lock hold**: from the moment a write group holds the writers' lock (``try_begin`` or
-  ``begin`` returned) to the end of its commit, per group, and the writes in each group;
+  ``begin`` returned) to the end of its commit, per group, and the writes in each group
+  (this includes the commit's fsync and the commit thread's wait for the GIL);
+- **work under the lock**: the time the group's writes themselves take (``run_jobs``: the
+  units' statements and whatever CPU work runs inside them), per write;
 - **event-loop lag**: how late a 5 ms timer on the server's event loop fires.
 
 SIGUSR1 appends one JSON line of the figures since the previous signal to ``--stats`` and
@@ -41,6 +44,7 @@ class Figures:
     def reset(self) -> None:
         self.held_ns: list[int] = []
         self.writes = 0
+        self.jobs_ns = 0
         self.lag_ms: list[float] = []
 
     def snapshot(self) -> dict[str, Any]:
@@ -55,6 +59,7 @@ class Figures:
             "writes": self.writes,
             "held_ms_total": sum(held) / 1e6,
             "held_us_per_write": (sum(held) / 1e3 / self.writes) if self.writes else 0.0,
+            "work_us_per_write": (self.jobs_ns / 1e3 / self.writes) if self.writes else 0.0,
             "held_ms_p50": pct(held, 0.5) / 1e6,
             "held_ms_max": (held[-1] / 1e6) if held else 0.0,
             "lag_ms_p50": pct(lag, 0.5),
@@ -99,7 +104,11 @@ _run_jobs = SqlRepository.run_jobs
 
 def _counted(self: Any, conn: Any, jobs: Any) -> Any:
     FIGURES.writes += len(jobs)
-    return _run_jobs(self, conn, jobs)
+    start = time.perf_counter_ns()
+    try:
+        return _run_jobs(self, conn, jobs)
+    finally:
+        FIGURES.jobs_ns += time.perf_counter_ns() - start
 
 
 SqlRepository.run_jobs = _counted  # type: ignore[method-assign]

@@ -31,6 +31,7 @@ from server.errors import (
 from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
 from server.search.parse import SearchContext, parse_criteria_string
+from server.search.profile_rules import Lookup
 from server.search.query import Criteria
 from server.store.base import Reader, Unit, Version, WriteResult
 from server.validating import Validation, reader_lookup
@@ -97,7 +98,7 @@ class Pipeline:
             resource = prepared.resource
             if reader is not None:
                 seen = Seen(reader)
-                warnings = self._profiles(resource, seen, write.expression)
+                warnings = self.validate(resource, seen, write.expression)
                 prepared.checked = Checked(warnings, seen)
         elif write.interaction == "patch" and reader is not None and write.id is not None:
             self._prepare_patch(prepared, reader)
@@ -113,13 +114,13 @@ class Pipeline:
             return  # 404 / 410 come from the unit, with the unit's view
         if write.if_match is not None and write.if_match != current.version:
             return  # 412 from the unit
-        patched = self._patch(write, current)
+        patched = self.patched(write, current)
         seen = Seen(reader)
-        warnings = self._profiles(patched, seen, "", after_patch=True)
+        warnings = self.validate(patched, seen, "", after_patch=True)
         prepared.base, prepared.patched = current, patched
         prepared.checked = Checked(warnings, seen)
 
-    def _patch(self, write: Write, current: Version) -> dict[str, Any]:
+    def patched(self, write: Write, current: Version) -> dict[str, Any]:
         """The patched resource, which keeps its type and id and passes base validation."""
         assert write.patch is not None and current.body is not None
         patched = write.patch(orjson.loads(current.body))
@@ -130,9 +131,15 @@ class Pipeline:
         check_base(patched, "", after_patch=True)
         return patched
 
-    def _profiles(
-        self, resource: dict[str, Any], lookup: Any, expression: str, *, after_patch: bool = False
+    def validate(
+        self,
+        resource: dict[str, Any],
+        lookup: Lookup,
+        expression: str,
+        *,
+        after_patch: bool = False,
     ) -> list[Issue]:
+        """Profile validation of what a write stores: 422 on errors; the warnings."""
         return check_profiles(
             self.validation,
             resource,
@@ -246,7 +253,7 @@ class Writer:
         _check_match(current, write, id)
         base = prepared.base
         if base is None or base.version != current.version or base.id != id:
-            prepared.patched = self.pipeline._patch(write, current)
+            prepared.patched = self.pipeline.patched(write, current)
             prepared.checked = None
         prepared.resource = prepared.patched
         return self._store(prepared, id, current, after_patch=True)
@@ -285,7 +292,7 @@ class Writer:
             if checked is None or not checked.holds(self.system):
                 if checked is not None:
                     self.pipeline.stats["revalidated"] += 1
-                warnings = self.pipeline._profiles(
+                warnings = self.pipeline.validate(
                     resource,
                     reader_lookup(self.system),
                     "" if after_patch else write.expression,
