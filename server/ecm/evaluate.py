@@ -33,6 +33,11 @@ from server.ecm.ruleset import Node, Population, RuleSet, in_force, iso_date
 
 OMB_RACE = "urn:oid:2.16.840.1.113883.6.238"
 PLAN_SETTING = "CALAIM_FHIR_PLAN_IDENTIFIER"
+STAYS_COUNTED = (
+    "; stays are inpatient Encounters (class IMP, ACUTE or NONAC, or an inpatient type): "
+    "observation stays (OBSENC) are not stays, and nursing facility residence (program "
+    "nursing-facility) is not a short-term stay"
+)
 
 Determination = Literal["eligible", "needs-attestation", "insufficient-data", "not-eligible"]
 
@@ -538,6 +543,8 @@ class _Run:
         span = (
             "for SMH/SUD " if reasons else ""
         ) + f"from {start} to {self.as_of} (at least {need} needed)"
+        if kind != "ed":
+            span += STAYS_COUNTED
         if kind != "unplanned-stay":
             return Answer(
                 MET if len(visits) >= need else NOT_MET,

@@ -27,7 +27,7 @@ from server.ecm.codes import Codes
 from server.ecm.evaluate import Eligibility, Evaluator, Finding, Judged
 from server.ecm.facts import baseline_coverage
 from server.ecm.plan import Payor, PlanConfig
-from server.ecm.population import Candidate, candidate, prioritized
+from server.ecm.population import REVIEW, Candidate, candidate, prioritized
 from server.ecm.record import PATIENT_REFERENCES, Entry, MemberRecord, record_of
 from server.ecm.ruleset import rule_set
 from server.errors import BadRequest, FhirError, InvalidResource, NotFound
@@ -350,10 +350,16 @@ def _list_resource(ranked: list[Candidate], as_of: date, version: str) -> dict[s
             {"url": "determination", "valueCode": c.determination},
         ]
         parts += [{"url": "pof", "valueCoding": {"system": POF_SYSTEM, "code": p}} for p in c.pofs]
+        flag = c.determination
+        if c.review:
+            parts.append(
+                {"url": "review", "valueCoding": {"system": FINDING_SYSTEM, "code": REVIEW}}
+            )
+            flag = f"{c.determination}: in plan case management, for Care Coordination review"
         entries.append(
             {
                 "extension": [{"url": ENTRY_EXTENSION, "extension": parts}],
-                "flag": {"text": c.determination},
+                "flag": {"text": flag},
                 "item": {"reference": f"Patient/{c.patient_id}"},
             }
         )
@@ -373,7 +379,9 @@ def _list_resource(ranked: list[Candidate], as_of: date, version: str) -> dict[s
     if entries:
         resource["entry"] = entries
     else:
-        resource["emptyReason"] = {"text": "No member is eligible or needs attestation"}
+        resource["emptyReason"] = {
+            "text": "No member is eligible, needs attestation or is for Care Coordination review"
+        }
     return resource
 
 
@@ -424,6 +432,7 @@ def run_population(call: Call) -> dict[str, Any]:
         ("insufficientData", counts["insufficient-data"]),
         ("notEligible", counts["not-eligible"]),
         ("listed", len(ranked)),
+        ("careCoordinationReview", sum(1 for c in ranked if c.review)),
     ]
     values: list[tuple[str, Any]] = [
         ("ruleSetVersion", evaluator.rules.version),

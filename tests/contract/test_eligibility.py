@@ -367,12 +367,73 @@ def test_group_run_writes_a_prioritized_list(client: TestClient, members: dict[s
         "insufficientData": 1,
         "notEligible": 1,
         "listed": 3,
+        "careCoordinationReview": 0,
     }
     assert _list_entries(client, got) == [
         (members["busier"], 1, "eligible"),
         (members["eligible"], 2, "eligible"),
         (members["attest"], 3, "needs-attestation"),
     ]
+
+
+def test_members_in_plan_case_management_are_listed_for_review(client: TestClient) -> None:
+    """Seed 003 VI.C.1.i: a member who meets a POF while in the plan's Basic or Complex Case
+    Management stays excluded (not-eligible) but is listed after the others, flagged for Care
+    Coordination review; one whom nothing else qualifies is not listed."""
+    org = "Organization/" + create(client, {"resourceType": "Organization", "name": "Plan"})["id"]
+    eligible = _member(client, org, ed_visits=5, attested=True)
+    managed = _member(client, org, ed_visits=6, attested=True)
+    idle = _member(client, org, ed_visits=1, attested=None)
+    for patient in (managed, idle):
+        create(
+            client,
+            {
+                "resourceType": "EpisodeOfCare",
+                "status": "active",
+                "patient": {"reference": f"Patient/{patient}"},
+                "type": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://calaim-fhir.org/fhir/CodeSystem/ecm-program",
+                                "code": "plan-case-management",
+                            }
+                        ]
+                    }
+                ],
+                "period": {"start": "2024-01-01"},
+            },
+        )
+    group = create(
+        client,
+        {
+            "resourceType": "Group",
+            "type": "person",
+            "actual": True,
+            "member": [
+                {"entity": {"reference": f"Patient/{id}"}} for id in (eligible, managed, idle)
+            ],
+        },
+    )
+    response = client.post(
+        f"/fhir/Group/{group['id']}/$ecm-eligibility",
+        json={"resourceType": "Parameters", "parameter": [{"name": "asOf", "valueDate": AS_OF}]},
+        headers={"Content-Type": FHIR_JSON},
+    )
+    got = _ok(response)
+    assert check_output(_definition(client, "ecm-eligibility-population"), response.json()) == []
+    summary = _summary(got)
+    assert (summary["notEligible"], summary["listed"], summary["careCoordinationReview"]) == (
+        2,
+        2,
+        1,
+    )
+    assert _list_entries(client, got) == [(eligible, 1, "eligible"), (managed, 2, "not-eligible")]
+    listed = client.get(f"/fhir/{got['list'][0]['valueReference']['reference']}").json()
+    parts = {p["url"]: p for p in listed["entry"][1]["extension"][0]["extension"]}
+    assert parts["review"]["valueCoding"]["code"] == "care-coordination-review"
+    assert parts["pof"]["valueCoding"]["code"] == "avoidable-utilization-adult"
+    assert "Care Coordination review" in listed["entry"][1]["flag"]["text"]
 
 
 def test_population_mode_refuses_get(client: TestClient, members: dict[str, str]) -> None:
