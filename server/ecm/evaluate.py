@@ -477,11 +477,17 @@ class _Run:
         earliest, latest = self.as_of - timedelta(days=days), self.as_of + timedelta(days=days)
         recent: list[Entry] = []
         upcoming: list[Entry] = []
-        candidates = [*self.facts.conditions, *(d.entry for d in self.facts.observations)]
+        candidates = [
+            *(e for e in self.facts.conditions if wanted in codings(e.resource.get("code"))),
+            *(d.entry for d in self.facts.observations_of(wanted)),
+            *(d.entry for d in self.facts.observations_valued(wanted)),
+        ]
+        seen: set[int] = set()
         for entry in candidates:
-            r = entry.resource
-            if wanted not in codings(r.get("code")) + codings(r.get("valueCodeableConcept")):
+            if id(entry) in seen:
                 continue
+            seen.add(id(entry))
+            r = entry.resource
             if r.get("valueBoolean") is False:
                 continue
             loss = local_date(r.get("valueDateTime")) or local_date(
@@ -612,7 +618,12 @@ class _Run:
     # -- populations ---------------------------------------------------------------------------
 
     def population(self, pop: Population) -> Answer:
-        answers = [self.node(n) for n in pop.criteria if in_force(n, self.as_of)]
+        answers: list[Answer] = []
+        for n in pop.criteria:
+            if in_force(n, self.as_of):
+                answers.append(self.node(n))
+                if self._nested and answers[-1].result == NOT_MET:
+                    break  # read only for its result, which one not-met settles
         return self._combine(answers, all_of(a.result for a in answers), "; ")
 
     def pof(self, code: str) -> Answer:

@@ -178,17 +178,42 @@ class Facts:
         found.sort(key=lambda d: (d.day or date.min, _moment(d.entry.resource)), reverse=True)
         return found
 
+    @cached_property
+    def _observations_by_code(self) -> dict[tuple[str | None, str | None], list[Dated]]:
+        """The observations by each (system, code) of their ``code``, newest first."""
+        index: dict[tuple[str | None, str | None], list[Dated]] = {}
+        for dated in self.observations:
+            for key in dict.fromkeys(codings(dated.entry.resource.get("code"))):
+                index.setdefault(key, []).append(dated)
+        return index
+
+    @cached_property
+    def _observations_by_value(self) -> dict[tuple[str | None, str | None], list[Dated]]:
+        """The observations by each (system, code) of their ``valueCodeableConcept``."""
+        index: dict[tuple[str | None, str | None], list[Dated]] = {}
+        for dated in self.observations:
+            for key in dict.fromkeys(codings(dated.entry.resource.get("valueCodeableConcept"))):
+                index.setdefault(key, []).append(dated)
+        return index
+
+    def observations_valued(self, code: tuple[str, str]) -> list[Dated]:
+        """The observations whose ``valueCodeableConcept`` has ``code``, newest first."""
+        return self._observations_by_value.get(code, [])
+
+    def observations_of(self, code: tuple[str, str]) -> list[Dated]:
+        """The observations whose ``code`` has ``code``, newest first."""
+        return self._observations_by_code.get(code, [])
+
     def latest_observation(self, code: tuple[str, str], months: int | None) -> Dated | None:
         """The newest observation of ``code`` within ``months`` (None: any age)."""
-        for dated in self.observations:
+        for dated in self.observations_of(code):
             if (
                 months is not None
                 and dated.day is not None
                 and not in_window(dated.day, self.as_of, months)
             ):
-                break
-            if code in codings(dated.entry.resource.get("code")):
-                return dated
+                return None
+            return dated
         return None
 
     @cached_property
