@@ -181,18 +181,17 @@ class Facts:
     @cached_property
     def _observations_by_code(self) -> dict[tuple[str | None, str | None], list[Dated]]:
         """The observations by each (system, code) of their ``code``, newest first."""
-        index: dict[tuple[str | None, str | None], list[Dated]] = {}
-        for dated in self.observations:
-            for key in dict.fromkeys(codings(dated.entry.resource.get("code"))):
-                index.setdefault(key, []).append(dated)
-        return index
+        return self._index("code")
 
     @cached_property
     def _observations_by_value(self) -> dict[tuple[str | None, str | None], list[Dated]]:
         """The observations by each (system, code) of their ``valueCodeableConcept``."""
+        return self._index("valueCodeableConcept")
+
+    def _index(self, element: str) -> dict[tuple[str | None, str | None], list[Dated]]:
         index: dict[tuple[str | None, str | None], list[Dated]] = {}
         for dated in self.observations:
-            for key in dict.fromkeys(codings(dated.entry.resource.get("valueCodeableConcept"))):
+            for key in dict.fromkeys(codings(dated.entry.resource.get(element))):
                 index.setdefault(key, []).append(dated)
         return index
 

@@ -343,21 +343,26 @@ def _summary(got: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     return {p["name"]: p["valueInteger"] for p in got["summary"][0]["part"]}
 
 
-def test_group_run_writes_a_prioritized_list(client: TestClient, members: dict[str, str]) -> None:
+def _group_run(client: TestClient, patients: list[str]) -> Any:
+    """``Group/[id]/$ecm-eligibility`` on ``asOf`` over a new Group of ``patients``."""
     group = create(
         client,
         {
             "resourceType": "Group",
             "type": "person",
             "actual": True,
-            "member": [{"entity": {"reference": f"Patient/{id}"}} for id in members.values()],
+            "member": [{"entity": {"reference": f"Patient/{id}"}} for id in patients],
         },
     )
-    response = client.post(
+    return client.post(
         f"/fhir/Group/{group['id']}/$ecm-eligibility",
         json={"resourceType": "Parameters", "parameter": [{"name": "asOf", "valueDate": AS_OF}]},
         headers={"Content-Type": FHIR_JSON},
     )
+
+
+def test_group_run_writes_a_prioritized_list(client: TestClient, members: dict[str, str]) -> None:
+    response = _group_run(client, list(members.values()))
     got = _ok(response)
     assert check_output(_definition(client, "ecm-eligibility-population"), response.json()) == []
     assert _summary(got) == {
@@ -404,22 +409,7 @@ def test_members_in_plan_case_management_are_listed_for_review(client: TestClien
                 "period": {"start": "2024-01-01"},
             },
         )
-    group = create(
-        client,
-        {
-            "resourceType": "Group",
-            "type": "person",
-            "actual": True,
-            "member": [
-                {"entity": {"reference": f"Patient/{id}"}} for id in (eligible, managed, idle)
-            ],
-        },
-    )
-    response = client.post(
-        f"/fhir/Group/{group['id']}/$ecm-eligibility",
-        json={"resourceType": "Parameters", "parameter": [{"name": "asOf", "valueDate": AS_OF}]},
-        headers={"Content-Type": FHIR_JSON},
-    )
+    response = _group_run(client, [eligible, managed, idle])
     got = _ok(response)
     assert check_output(_definition(client, "ecm-eligibility-population"), response.json()) == []
     summary = _summary(got)
