@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from server.ecm.calendar import ZONE
-from server.ecm.codes import Codes
+from server.ecm.codes import Codes, UnknownValueSet
 from server.ecm.evaluate import Eligibility, Evaluator, Finding, Judged
 from server.ecm.facts import baseline_coverage
 from server.ecm.plan import Payor, PlanConfig
@@ -66,8 +66,23 @@ def _evaluator(call: Call) -> Evaluator:
 @cache
 def _evaluator_on(terminology: Terminology, plan: PlanConfig) -> Evaluator:
     """One evaluator per terminology and plan configuration: its ValueSet expansions are made
-    once, not per call."""
-    return Evaluator(rule_set(), Codes(terminology), plan)
+    once, not per call. A plan ValueSet the server cannot expand is a configuration error."""
+    codes = Codes(terminology)
+    try:
+        codes.expansion(plan.complex_social_factor)
+    except UnknownValueSet:
+        raise MisconfiguredPlan(
+            f"The complex social factor ValueSet {plan.complex_social_factor[:200]} "
+            "(CALAIM_FHIR_ELIGIBILITY_COMPLEX_SOCIAL_FACTOR_VALUESET) is not known to this "
+            "server or cannot be expanded"
+        ) from None
+    return Evaluator(rule_set(), codes, plan)
+
+
+class MisconfiguredPlan(FhirError):
+    """A plan setting names something the server does not have (500: fix the configuration)."""
+
+    code = "exception"
 
 
 def plan_config(settings: Settings) -> PlanConfig:

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 from tests.operation_output import check_output
-from tests.support import FHIR_JSON, TestClient, create, expressions, outcome
+from tests.support import (
+    FHIR_JSON,
+    TestClient,
+    create,
+    expressions,
+    fhir_client,
+    outcome,
+    sqlite_url,
+)
 
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SOPT = "urn:oid:2.16.840.1.113883.3.221.5"
@@ -485,3 +493,18 @@ def test_async_run_is_polled_to_a_batch_response(
 def test_unknown_job_is_404(client: TestClient) -> None:
     outcome(client.get("/fhir/_async/no-such-job"), 404)
     outcome(client.delete("/fhir/_async/no-such-job"), 404)
+
+
+def test_an_unknown_complex_social_factor_valueset_is_a_clear_500(tmp_path: Any) -> None:
+    """A plan setting naming a ValueSet the server lacks fails every call with an
+    OperationOutcome naming the setting, not a bare server error."""
+    url = sqlite_url(tmp_path / "fhir.db")
+    with fhir_client(
+        url, eligibility_complex_social_factor_valueset="http://example.org/ValueSet/none"
+    ) as other:
+        patient = create(other, {"resourceType": "Patient", "birthDate": "1980-01-01"})["id"]
+        response = other.get(f"/fhir/Patient/{patient}/$ecm-eligibility")
+        assert response.status_code == 500
+        body = response.json()
+        assert body["resourceType"] == "OperationOutcome"
+        assert "CALAIM_FHIR_ELIGIBILITY_COMPLEX_SOCIAL_FACTOR_VALUESET" in str(body)
