@@ -78,6 +78,42 @@ class Settings(BaseSettings):
     outbox_prune_minutes: float = Field(
         60, gt=0, description="How often each server process prunes the outbox"
     )
+    # -- $ecm-eligibility plan configuration (docs/eligibility.md, "Plan configuration") --
+    plan_identifier: str | None = Field(
+        None,
+        description="system|value of the plan Organization's identifier: the eligibility baseline "
+        "counts only Medi-Cal managed care Coverages whose payor names it (seed 003 VI.A.1); "
+        "unset: any Medi-Cal managed care payor counts and the answer says so",
+        pattern=r"^[^|]+\|[^|]+$",
+    )
+    eligibility_release_horizon_days: int = Field(
+        90,
+        ge=0,
+        description="Days ahead an expected release date makes custody count as transitioning "
+        "from incarceration (seed 003 VI.A.4.e.1, VI.A.5.d.1)",
+    )
+    eligibility_pregnancy_stale_days: int = Field(
+        300,
+        ge=1,
+        description="Pregnancy evidence older than this, with no delivery after it, is stale: "
+        "insufficient-data (seed 003 VI.A.4.h.1; seed 000)",
+    )
+    eligibility_housing_loss_days: int = Field(
+        30,
+        ge=0,
+        description="Imminent housing loss: evidence dated within this many days before asOf, or "
+        "a loss date within this many days after (seed 003 VI.A.4.a.2.e, VI.A.4.b.2.e)",
+    )
+    eligibility_youth_adult_facility: bool = Field(
+        True,
+        description="A youth released from an adult correctional facility counts as transitioning "
+        "from a youth correctional facility (seed 003 VI.A.5.d.1); the answer says which reading",
+    )
+    eligibility_complex_social_factor_valueset: str = Field(
+        "http://calaim-fhir.org/fhir/ValueSet/ecm-elig-complex-social-factor",
+        description="Canonical URL of the ValueSet of complex social factors "
+        "(seed 003 VI.A.4.d.3, VI.A.4.f.2)",
+    )
 
     @cached_property
     def fhir_base(self) -> str:

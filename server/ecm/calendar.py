@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 from datetime import date, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 ZONE = ZoneInfo("America/Los_Angeles")
@@ -57,6 +58,7 @@ def add_months(day: date, months: int) -> date:
     return date(year, month + 1, min(day.day, last))
 
 
+@lru_cache(maxsize=1024)
 def window_start(as_of: date, months: int) -> date:
     """The first day of the ``months``-month window that ends on ``as_of``."""
     return add_months(as_of, -months)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Literal
 
-from server.ecm.calendar import birthday, in_window, window_start
+from server.ecm.calendar import birthday, in_window, local_date, window_start
 from server.ecm.codes import Codes, codings, split
-from server.ecm.facts import PROGRAM, Facts, baseline_coverage
+from server.ecm.facts import PROGRAM, Facts, baseline_coverage, dated_on
+from server.ecm.plan import COMPLEX_SOCIAL_FACTOR, DEFAULT, Payor, PlanConfig
 from server.ecm.record import Entry, MemberRecord
 from server.ecm.results import (
     INSUFFICIENT,
@@ -31,6 +32,12 @@ from server.ecm.results import (
 from server.ecm.ruleset import Node, Population, RuleSet, in_force, iso_date
 
 OMB_RACE = "urn:oid:2.16.840.1.113883.6.238"
+PLAN_SETTING = "CALAIM_FHIR_PLAN_IDENTIFIER"
+STAYS_COUNTED = (
+    "; stays are inpatient Encounters (class IMP, ACUTE or NONAC, or an inpatient type): "
+    "observation stays (OBSENC) are not stays, and nursing facility residence (program "
+    "nursing-facility) is not a short-term stay"
+)
 
 Determination = Literal["eligible", "needs-attestation", "insufficient-data", "not-eligible"]
 
@@ -94,11 +101,15 @@ def _names(value_sets: list[str]) -> str:
 class _Run:
     """One member, one day."""
 
-    def __init__(self, rules: RuleSet, facts: Facts) -> None:
+    def __init__(self, rules: RuleSet, facts: Facts, plan: PlanConfig, payor: Payor) -> None:
         self.rules = rules
         self.facts = facts
+        self.plan = plan
+        self.payor = payor
         self.as_of = facts.as_of
-        self._pof_cache: dict[str, Answer] = {}
+        self._pof_cache: dict[tuple[str, bool], Answer] = {}
+        self._within: list[str] = []  # the POFs being evaluated, innermost last
+        self._nested = False  # inside another POF's other-pof: other-pof is not read again
         self.issues: dict[tuple[str, str], None] = {}  # data problems met, once each
 
     def problem(self, text: str, expression: str) -> None:
@@ -180,13 +191,31 @@ class _Run:
         )
 
     def k_race(self, node: Node) -> Answer:
-        wanted = set(node["codes"])
-        found = [c for s, c in self.facts.races() if s == OMB_RACE and c in wanted]
+        """US Core race, detailed codes rolled up to their OMB category (one ValueSet per
+        category). No race, or only UNK / ASKU (not in the race code system): unknown."""
+        known = [(s, c) for s, c in self.facts.races() if s == OMB_RACE]
+        categories = node["valueSets"]
+        found = [
+            f"{c} ({_names([url])})"
+            for s, c in known
+            for url in categories
+            if self.facts.codes.has([url], s, c)
+        ]
+        patient = (self.facts.record.patient.ref,)
         if found:
-            return Answer(
-                MET, (self.facts.record.patient.ref,), f"race {', '.join(found)} (US Core race)"
+            return Answer(MET, patient, f"US Core race {', '.join(found)}")
+        if known:
+            codes = ", ".join(c for _, c in known)
+            return Answer(NOT_MET, patient, f"US Core race {codes}: none of {_names(categories)}")
+        if self.facts.pregnancy.state != "no":  # race is read for birth equity only
+            self.problem(
+                "No US Core race is recorded (or only unknown / asked but unknown): the birth "
+                "equity race criterion cannot be judged",
+                "Patient.extension('http://hl7.org/fhir/us/core/StructureDefinition/us-core-race')",
             )
-        return Answer(NOT_MET, (), f"no US Core race of {', '.join(sorted(wanted))}")
+        return Answer(
+            INSUFFICIENT, (), "no race recorded (none, or only unknown / asked but unknown)"
+        )
 
     # -- coverage and programs -----------------------------------------------------------------
 
@@ -203,9 +232,27 @@ class _Run:
             for e, _ in coverages
             if baseline_coverage(e.resource, self.as_of, self.facts.codes, node["valueSet"])
         ]
+        if good and self.payor.identifier is None:
+            return Answer(
+                MET,
+                _refs(good),
+                f"Medi-Cal managed care Coverage active on {self.as_of} (the plan is not "
+                f"configured: {PLAN_SETTING} is unset, so any Medi-Cal managed care payor counts)",
+            )
+        ours = [e for e in good if self.payor.pays(e.resource)]
+        plan = "|".join(self.payor.identifier or ())
+        if ours:
+            return Answer(
+                MET,
+                _refs(ours),
+                f"Medi-Cal managed care Coverage of this plan ({plan}) active on {self.as_of}",
+            )
         if good:
             return Answer(
-                MET, _refs(good), f"Medi-Cal managed care Coverage active on {self.as_of}"
+                NOT_MET,
+                _refs(good),
+                f"the active Medi-Cal managed care Coverage on {self.as_of} is another plan's: "
+                f"no payor is this plan ({plan}, {PLAN_SETTING})",
             )
         return Answer(
             NOT_MET,
@@ -216,6 +263,8 @@ class _Run:
     def k_program(self, node: Node) -> Answer:
         wanted = set(node["codes"])
         state, months = node["state"], node.get("months", 12)
+        if state == "transitioning":
+            return self._transitioning(node, wanted, months)
         exception = node.get("exception") or {}
         excepted: set[str] = set()
         if exception and iso_date(exception["from"]) <= self.as_of <= iso_date(exception["to"]):
@@ -253,6 +302,65 @@ class _Run:
                 f"{exception['to']}",
             )
         return Answer(NOT_MET, (), f"no {names} {phrase}")
+
+    def _transitioning(self, node: Node, wanted: set[str], months: int) -> Answer:
+        """Leaving custody (VI.A.4.e.1, VI.A.5.d.1): released within ``months``; or in custody
+        with an expected release (``period.end``) within the plan's horizon, or with a
+        pre-release status (``preReleaseCodes``, VI.B.1). Custody without either is not
+        transitioning: an incarceration over 30 days ends ECM (VI.F.1.h)."""
+        horizon = self.plan.release_horizon_days
+        pre_release = set(node.get("preReleaseCodes", ()))
+        adult_only = set(node.get("adultFacilityCodes", ()))
+        since = window_start(self.as_of, months)
+        counted: list[tuple[Entry, frozenset[str], str]] = []
+        held: list[Entry] = []
+        for ep in self.facts.episodes:
+            codes = ep.codes & wanted
+            if not codes:
+                continue
+            if ep.active and codes & pre_release:
+                counted.append((ep.entry, codes, f"pre-release status on {self.as_of}"))
+            elif ep.active and ep.end is not None and ep.end >= self.as_of:
+                if (ep.end - self.as_of).days <= horizon:
+                    why = f"in custody, expected release on {ep.end}, within {horizon} days"
+                    counted.append((ep.entry, codes, why))
+                else:
+                    held.append(ep.entry)
+            elif ep.active:
+                held.append(ep.entry)
+            elif ep.end is not None and in_window(ep.end, self.as_of, months):
+                counted.append((ep.entry, codes, f"released on {ep.end} (since {since})"))
+        setting = (
+            " (release horizon: plan setting CALAIM_FHIR_ELIGIBILITY_RELEASE_HORIZON_DAYS)"
+            if any("expected release" in why for _, _, why in counted) or held
+            else ""
+        )
+        youth = [c for c in counted if not c[1] <= adult_only]
+        adult = [c for c in counted if c[1] <= adult_only]
+        note = ""
+        if adult and not youth:
+            reading = "counted" if self.plan.youth_adult_facility else "not counted"
+            note = (
+                f"; an adult facility ({', '.join(sorted(adult_only))}) is {reading} as the "
+                "youth correctional facility of VI.A.5.d.1 (plan setting "
+                "CALAIM_FHIR_ELIGIBILITY_YOUTH_ADULT_FACILITY)"
+            )
+            if not self.plan.youth_adult_facility:
+                counted = []
+        if counted:
+            text = "; ".join(f"{', '.join(sorted(c))}: {why}" for _, c, why in counted)
+            return Answer(MET, _refs(e for e, _, _ in counted), text + setting + note)
+        names = ", ".join(sorted(wanted - pre_release))
+        if held:
+            return Answer(
+                NOT_MET,
+                _refs(held),
+                f"{names}: in custody on {self.as_of} with no expected release within {horizon} "
+                f"days nor a pre-release status: not transitioning{setting}{note}",
+            )
+        return Answer(
+            NOT_MET, (), f"no {names} release since {since} and no release upcoming{note}"
+        )
 
     # -- clinical data -------------------------------------------------------------------------
 
@@ -300,16 +408,37 @@ class _Run:
             return Answer(MET, _refs(found), f"{_days(len(found), 'condition')} on file ({names})")
         return Answer(NOT_MET, (), f"no {names} condition on file")
 
+    def _value_sets(self, node: Node) -> list[str]:
+        """The node's ValueSets, the complex social factors replaced by the plan's list."""
+        return [
+            self.plan.complex_social_factor if url == COMPLEX_SOCIAL_FACTOR else url
+            for url in node["valueSets"]
+        ]
+
     def k_finding(self, node: Node) -> Answer:
+        """A social finding: a Condition coded in the ValueSets that holds -- one recorded
+        without a clinicalStatus only when dated within the lookback -- or an Observation of
+        the lookback."""
         exclude = {split(t) for t in node.get("excludeCodes", ())}
+        months = node["lookbackMonths"]
+        value_sets = self._value_sets(node)
         conditions = [
             e
             for e in self.facts.conditions
-            if self._coded(node["valueSets"], e.resource.get("code"), exclude)
+            if self._coded(value_sets, e.resource.get("code"), exclude)
+            and (
+                e.resource.get("clinicalStatus")
+                or (
+                    (day := dated_on(e.resource)) is not None and in_window(day, self.as_of, months)
+                )
+            )
         ]
-        months = node["lookbackMonths"]
-        observed = self._observed(node["valueSets"], months, exclude)
-        names = _names(node["valueSets"])
+        observed = self._observed(value_sets, months, exclude)
+        names = _names(value_sets)
+        if self.plan.complex_social_factor != COMPLEX_SOCIAL_FACTOR and value_sets != list(
+            node["valueSets"]
+        ):
+            names += " (plan setting CALAIM_FHIR_ELIGIBILITY_COMPLEX_SOCIAL_FACTOR_VALUESET)"
         found = conditions + observed
         if found:
             return Answer(
@@ -334,7 +463,53 @@ class _Run:
         return Answer(
             NOT_MET,
             (),
-            f"no {code} recorded since {window_start(self.as_of, node['lookbackMonths'])}",
+            f"no {code} recorded since {window_start(self.as_of, node['lookbackMonths'])} "
+            "(assumed false)",
+        )
+
+    def k_housing_loss(self, node: Node) -> Answer:
+        """ "Will imminently lose housing in the next 30 days": evidence of ``code`` (a Condition
+        or an Observation, by code or coded value) dated within the plan's days before
+        ``asOf``, or an Observation whose date value (the recorded loss date) falls within the
+        days after it."""
+        days = self.plan.housing_loss_days
+        wanted = split(node["code"])
+        earliest, latest = self.as_of - timedelta(days=days), self.as_of + timedelta(days=days)
+        recent: list[Entry] = []
+        upcoming: list[Entry] = []
+        candidates = [
+            *(e for e in self.facts.conditions if wanted in codings(e.resource.get("code"))),
+            *(d.entry for d in self.facts.observations_of(wanted)),
+            *(d.entry for d in self.facts.observations_valued(wanted)),
+        ]
+        seen: set[int] = set()
+        for entry in candidates:
+            if id(entry) in seen:
+                continue
+            seen.add(id(entry))
+            r = entry.resource
+            if r.get("valueBoolean") is False:
+                continue
+            loss = local_date(r.get("valueDateTime")) or local_date(
+                (r.get("valuePeriod") or {}).get("start")
+            )
+            day = dated_on(r)
+            if loss is not None and self.as_of <= loss <= latest:
+                upcoming.append(entry)
+            elif loss is None and day is not None and earliest <= day <= self.as_of:
+                recent.append(entry)
+        setting = "plan setting CALAIM_FHIR_ELIGIBILITY_HOUSING_LOSS_DAYS"
+        if recent or upcoming:
+            return Answer(
+                MET,
+                _refs(recent + upcoming),
+                f"{wanted[1]}: {_days(len(recent), 'record')} dated since {earliest} and "
+                f"{_days(len(upcoming), 'loss date')} by {latest} ({setting})",
+            )
+        return Answer(
+            NOT_MET,
+            (),
+            f"no {wanted[1]} dated since {earliest} nor with a loss date by {latest} ({setting})",
         )
 
     def k_observation_value(self, node: Node) -> Answer:
@@ -374,6 +549,8 @@ class _Run:
         span = (
             "for SMH/SUD " if reasons else ""
         ) + f"from {start} to {self.as_of} (at least {need} needed)"
+        if kind != "ed":
+            span += STAYS_COUNTED
         if kind != "unplanned-stay":
             return Answer(
                 MET if len(visits) >= need else NOT_MET,
@@ -399,19 +576,38 @@ class _Run:
         return Answer(NOT_MET, _refs(v.entry for v in sure), f"{_days(len(sure), what)} {span}")
 
     def k_pregnant_or_postpartum(self, node: Node) -> Answer:
-        holds, entries, why = self.facts.pregnancy
-        return Answer(MET if holds else NOT_MET, _refs(entries), why)
+        found = self.facts.pregnancy
+        if found.state == "stale":
+            self.problem(
+                "Pregnancy evidence is older than "
+                f"{self.plan.pregnancy_stale_days} days and no delivery is recorded after it: "
+                "record the delivery or the pregnancy's end (abatement), or a current pregnancy "
+                "status",
+                "Condition.onset",
+            )
+            return Answer(INSUFFICIENT, _refs(found.evidence), found.explanation)
+        holds = found.state in ("pregnant", "postpartum")
+        return Answer(MET if holds else NOT_MET, _refs(found.evidence), found.explanation)
 
     def k_attestation(self, node: Node) -> Answer:
         code = node["code"]
         months = self.rules.attestation_months
         dated = self.facts.attestation(code, months)
         if dated is None:
-            return Answer(
-                NEEDS_ATTESTATION,
-                (),
-                f"needs an attestation of {code} (none since {window_start(self.as_of, months)})",
-            )
+            none = f"(none since {window_start(self.as_of, months)})"
+            if "askWhen" in node:
+                # asked only of members whose data gives a reason to: otherwise no
+                reason = self.node(node["askWhen"])
+                if reason.result != MET:
+                    return Answer(
+                        NOT_MET, (), f"no attestation of {code} {none} and {reason.explanation}"
+                    )
+                return Answer(
+                    NEEDS_ATTESTATION,
+                    reason.evidence,
+                    f"needs an attestation of {code} {none}: {reason.explanation}",
+                )
+            return Answer(NEEDS_ATTESTATION, (), f"needs an attestation of {code} {none}")
         value = dated.entry.resource["valueBoolean"]
         return Answer(
             MET if value else NOT_MET,
@@ -422,11 +618,17 @@ class _Run:
     # -- populations ---------------------------------------------------------------------------
 
     def population(self, pop: Population) -> Answer:
-        answers = [self.node(n) for n in pop.criteria if in_force(n, self.as_of)]
+        answers: list[Answer] = []
+        for n in pop.criteria:
+            if in_force(n, self.as_of):
+                answers.append(self.node(n))
+                if self._nested and answers[-1].result == NOT_MET:
+                    break  # read only for its result, which one not-met settles
         return self._combine(answers, all_of(a.result for a in answers), "; ")
 
     def pof(self, code: str) -> Answer:
-        cached = self._pof_cache.get(code)
+        key = (code, self._nested)
+        cached = self._pof_cache.get(key)
         if cached is None:
             pop = self.rules.population(code, self.as_of)
             if pop is None:
@@ -436,17 +638,32 @@ class _Run:
                 )
                 cached = Answer(NOT_MET, (), finding.explanation, (finding,))
             else:
-                cached = self.population(pop)
-            self._pof_cache[code] = cached
+                self._within.append(code)
+                try:
+                    cached = self.population(pop)
+                finally:
+                    self._within.pop()
+            self._pof_cache[key] = cached
         return cached
 
     def k_other_pof(self, node: Node) -> Answer:
+        """Any other POF in force. One that is itself defined through another POF (birth
+        equity, I/DD) is judged without that clause -- on its own criteria, e.g. birth equity
+        by race -- so that neither recurses."""
+        if self._nested:
+            return Answer(NOT_MET, (), "not read within another POF's other-POF criterion")
+        current = self._within[-1] if self._within else None
         others = [
-            p.code
-            for p in self.rules.populations
-            if p.in_force(self.as_of) and not p.refers_to_other_pof
+            p.code for p in self.rules.populations if p.in_force(self.as_of) and p.code != current
         ]
-        answers = {code: self.pof(code) for code in dict.fromkeys(others)}
+        answers: dict[str, Answer] = {}
+        for code in dict.fromkeys(others):
+            pop = self.rules.population(code, self.as_of)
+            self._nested = pop is not None and pop.refers_to_other_pof
+            try:
+                answers[code] = self.pof(code)
+            finally:
+                self._nested = False
         result = any_of(a.result for a in answers.values())
         named = [c for c, a in answers.items() if a.result == result]
         if result == NOT_MET:
@@ -475,13 +692,21 @@ def _determination(baseline: Result, pofs: list[Result], exclusions: list[Result
 
 
 class Evaluator:
-    def __init__(self, rules: RuleSet, codes: Codes) -> None:
+    def __init__(self, rules: RuleSet, codes: Codes, plan: PlanConfig = DEFAULT) -> None:
         self.rules = rules
         self.codes = codes
+        self.plan = plan
 
-    def evaluate(self, record: MemberRecord, as_of: date, pof: str | None = None) -> Eligibility:
-        facts = Facts(record, as_of, self.codes)
-        run = _Run(self.rules, facts)
+    def evaluate(
+        self,
+        record: MemberRecord,
+        as_of: date,
+        pof: str | None = None,
+        payor: Payor | None = None,
+    ) -> Eligibility:
+        """``payor``: how Coverages name this plan (default: by the configured identifier)."""
+        facts = Facts(record, as_of, self.codes, self.plan.pregnancy_stale_days)
+        run = _Run(self.rules, facts, self.plan, payor or Payor(self.plan.identifier))
         base = run.node(self.rules.baseline)
         pofs = []
         for code in self.rules.codes_for(pof):

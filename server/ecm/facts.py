@@ -24,7 +24,6 @@ LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 PREGNANCY_STATUS = (LOINC, "82810-3")
 PREGNANT = (SNOMED, "77386006")
-PREGNANCY_OBSERVATION_MONTHS = 9
 
 _FINAL = frozenset({"final", "amended", "corrected"})
 _NOT_HAPPENED = frozenset({"planned", "cancelled", "entered-in-error"})
@@ -57,13 +56,23 @@ class Dated:
     day: date | None
 
 
+@dataclass(frozen=True, slots=True)
+class Pregnancy:
+    state: str  # "pregnant" | "postpartum" | "stale" | "no"
+    evidence: list[Entry]
+    explanation: str
+
+
 class Facts:
     """The facts of one record on ``as_of``; each is computed once, when first read."""
 
-    def __init__(self, record: MemberRecord, as_of: date, codes: Codes) -> None:
+    def __init__(
+        self, record: MemberRecord, as_of: date, codes: Codes, stale_days: int = 300
+    ) -> None:
         self.record = record
         self.as_of = as_of
         self.codes = codes
+        self.stale_days = stale_days  # pregnancy evidence older than this is stale
 
     # -- the member -------------------------------------------------------------------------
 
@@ -169,12 +178,41 @@ class Facts:
         found.sort(key=lambda d: (d.day or date.min, _moment(d.entry.resource)), reverse=True)
         return found
 
-    def latest_observation(self, code: tuple[str, str], months: int) -> Dated | None:
+    @cached_property
+    def _observations_by_code(self) -> dict[tuple[str | None, str | None], list[Dated]]:
+        """The observations by each (system, code) of their ``code``, newest first."""
+        return self._index("code")
+
+    @cached_property
+    def _observations_by_value(self) -> dict[tuple[str | None, str | None], list[Dated]]:
+        """The observations by each (system, code) of their ``valueCodeableConcept``."""
+        return self._index("valueCodeableConcept")
+
+    def _index(self, element: str) -> dict[tuple[str | None, str | None], list[Dated]]:
+        index: dict[tuple[str | None, str | None], list[Dated]] = {}
         for dated in self.observations:
-            if dated.day is not None and not in_window(dated.day, self.as_of, months):
-                break
-            if code in codings(dated.entry.resource.get("code")):
-                return dated
+            for key in dict.fromkeys(codings(dated.entry.resource.get(element))):
+                index.setdefault(key, []).append(dated)
+        return index
+
+    def observations_valued(self, code: tuple[str, str]) -> list[Dated]:
+        """The observations whose ``valueCodeableConcept`` has ``code``, newest first."""
+        return self._observations_by_value.get(code, [])
+
+    def observations_of(self, code: tuple[str, str]) -> list[Dated]:
+        """The observations whose ``code`` has ``code``, newest first."""
+        return self._observations_by_code.get(code, [])
+
+    def latest_observation(self, code: tuple[str, str], months: int | None) -> Dated | None:
+        """The newest observation of ``code`` within ``months`` (None: any age)."""
+        for dated in self.observations_of(code):
+            if (
+                months is not None
+                and dated.day is not None
+                and not in_window(dated.day, self.as_of, months)
+            ):
+                return None
+            return dated
         return None
 
     @cached_property
@@ -258,29 +296,64 @@ class Facts:
         return found
 
     @cached_property
-    def pregnancy(self) -> tuple[bool, list[Entry], str]:
-        """Pregnant or postpartum on as_of: (holds, evidence, explanation)."""
-        pregnant = [
-            e
+    def pregnancy(self) -> Pregnancy:
+        """Pregnant or postpartum on as_of (seed 000: "currently pregnant or currently
+        postpartum"). Pregnancy evidence -- a pregnancy Condition that holds, or the newest
+        pregnancy status Observation saying pregnant -- ends at a delivery on or after its date
+        (or a later pregnancy status saying not pregnant); evidence older than
+        ``stale_days`` that nothing ended is stale: whether the member is still pregnant cannot
+        be told."""
+        deliveries = [d.day for d in self.deliveries if d.day is not None]
+        evidence: list[Dated] = [
+            Dated(e, _onset(e.resource))
             for e in self.conditions
             if self.codes.coded([VS + "ecm-elig-pregnancy"], e.resource.get("code"))
         ]
-        status = self.latest_observation(PREGNANCY_STATUS, PREGNANCY_OBSERVATION_MONTHS)
-        if status is not None and PREGNANT in codings(
-            status.entry.resource.get("valueCodeableConcept")
-        ):
-            pregnant.append(status.entry)
-        if pregnant:
-            return True, pregnant, "pregnant"
+        ended_by_status: date | None = None
+        status = self.latest_observation(PREGNANCY_STATUS, None)
+        if status is not None:
+            if PREGNANT in codings(status.entry.resource.get("valueCodeableConcept")):
+                evidence.append(status)
+            else:
+                ended_by_status = status.day
+
+        def ended(day: date) -> bool:
+            return any(d >= day for d in deliveries) or (
+                ended_by_status is not None and ended_by_status > day
+            )
+
+        open_ = [d for d in evidence if d.day is None or not ended(d.day)]
+        current = [
+            d
+            for d in open_
+            if d.day is not None and _days_between(d.day, self.as_of) <= self.stale_days
+        ]
+        if current:
+            since = max(d.day for d in current if d.day is not None)
+            return Pregnancy(
+                "pregnant", [d.entry for d in current], f"pregnant (evidence dated {since})"
+            )
         postpartum = [d for d in self.deliveries if d.day and self.as_of <= add_months(d.day, 12)]
         if postpartum:
             last = max(d.day for d in postpartum if d.day)
-            return (
-                True,
+            return Pregnancy(
+                "postpartum",
                 [d.entry for d in postpartum],
                 f"postpartum: delivery on {last}, 12 months run to {add_months(last, 12)}",
             )
-        return False, [], "no pregnancy on file and no delivery in the last 12 months"
+        if open_:
+            dated = [d.day for d in open_ if d.day is not None]
+            when = f"dated {max(dated)}" if dated else "undated"
+            return Pregnancy(
+                "stale",
+                [d.entry for d in open_],
+                f"pregnancy evidence {when}, more than {self.stale_days} days before "
+                f"{self.as_of} with no delivery recorded after it (plan setting "
+                "CALAIM_FHIR_ELIGIBILITY_PREGNANCY_STALE_DAYS): still pregnant cannot be told",
+            )
+        return Pregnancy(
+            "no", [], "no current pregnancy on file and no delivery in the last 12 months"
+        )
 
     def attestation(self, code: str, months: int) -> Dated | None:
         """The latest attestation of criterion ``code`` within ``months`` up to as_of."""
@@ -344,6 +417,17 @@ def _date_of(r: dict[str, Any], stem: str) -> date | None:
 
 def _onset(r: dict[str, Any]) -> date | None:
     return _date_of(r, "onset") or local_date(r.get("recordedDate"))
+
+
+def _days_between(earlier: date, later: date) -> int:
+    return (later - earlier).days
+
+
+def dated_on(r: dict[str, Any]) -> date | None:
+    """The day a Condition (onset, else recordedDate) or an Observation (effective) is dated."""
+    if r.get("resourceType") == "Observation":
+        return _effective(r)
+    return _onset(r)
 
 
 def _effective(r: dict[str, Any]) -> date | None:

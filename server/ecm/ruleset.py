@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 RULES = Path(__file__).parent / "rules"
-CURRENT = "mccp2032-2024.11"
+CURRENT = "mccp2032-2024.11.1"
 
 Node = Mapping[str, Any]
 
@@ -39,11 +39,12 @@ KINDS: Mapping[str, frozenset[str]] = {
     "observation-value": frozenset({"code", "min", "lookbackMonths"}),
     "encounters": frozenset({"encounter", "min", "months"}),
     "pregnant-or-postpartum": frozenset(),
-    "race": frozenset({"codes"}),
+    "race": frozenset({"valueSets"}),
+    "housing-loss": frozenset({"code"}),
     "attestation": frozenset({"code"}),
     "other-pof": frozenset(),
 }
-PROGRAM_STATES = frozenset({"active", "recent", "active-or-recent", "aged-out"})
+PROGRAM_STATES = frozenset({"active", "recent", "active-or-recent", "aged-out", "transitioning"})
 ENCOUNTER_KINDS = frozenset({"ed", "stay", "unplanned-stay"})
 
 
@@ -68,6 +69,7 @@ class Population:
 class RuleSet:
     version: str
     title: str
+    changelog: tuple[str, ...]
     attestation_months: int
     baseline: Node
     populations: tuple[Population, ...]
@@ -105,15 +107,18 @@ class RuleSet:
         return walk((self.baseline, *(n for g in groups for n in g.criteria)))
 
 
+def _children(node: Node) -> list[Node]:
+    """A node's children: ``nodes``, ``node`` and an attestation's ``askWhen``."""
+    return [*node.get("nodes", ()), *(node[k] for k in ("node", "askWhen") if k in node)]
+
+
 def walk(roots: Iterable[Node]) -> Iterator[Node]:
-    """Every node of the trees under ``roots`` (``nodes`` and ``node`` children)."""
+    """Every node of the trees under ``roots``."""
     stack = list(roots)
     while stack:
         node = stack.pop()
         yield node
-        stack.extend(node.get("nodes", ()))
-        if "node" in node:
-            stack.append(node["node"])
+        stack.extend(_children(node))
 
 
 @cache
@@ -145,8 +150,9 @@ def _check(node: Node, where: str) -> None:
             date.fromisoformat(node[key])
     for i, child in enumerate(node.get("nodes", ())):
         _check(child, f"{where}.nodes[{i}]")
-    if "node" in node:
-        _check(node["node"], f"{where}.node")
+    for key in ("node", "askWhen"):
+        if key in node:
+            _check(node[key], f"{where}.{key}")
 
 
 def _group(data: Mapping[str, Any], key: str, where: str) -> Population:
@@ -176,6 +182,7 @@ def parse(data: Mapping[str, Any]) -> RuleSet:
         rules = RuleSet(
             data["version"],
             data.get("title", ""),
+            tuple(str(line) for line in data.get("changelog", ())),
             int(data["attestationMonths"]),
             data["baseline"],
             populations,

@@ -23,10 +23,11 @@ from typing import Any
 import orjson
 
 from server.ecm.calendar import ZONE
-from server.ecm.codes import Codes
+from server.ecm.codes import Codes, UnknownValueSet
 from server.ecm.evaluate import Eligibility, Evaluator, Finding, Judged
 from server.ecm.facts import baseline_coverage
-from server.ecm.population import Candidate, candidate, prioritized
+from server.ecm.plan import Payor, PlanConfig
+from server.ecm.population import REVIEW, Candidate, candidate, prioritized
 from server.ecm.record import PATIENT_REFERENCES, Entry, MemberRecord, record_of
 from server.ecm.ruleset import rule_set
 from server.errors import BadRequest, FhirError, InvalidResource, NotFound
@@ -35,6 +36,10 @@ from server.fhir.terminology import Terminology
 from server.fhir.validation import base_validator
 from server.operations.parameters import Typed, first, to_parameters
 from server.operations.registry import Call, Operation
+from server.search.parse import parse_criteria
+from server.search.query import SearchQuery
+from server.search.service import search_service
+from server.settings import Settings
 from server.store.base import Reader
 from server.validating import local_target
 from server.writes.write import Write
@@ -56,13 +61,74 @@ class Cancelled(FhirError):
 
 
 def _evaluator(call: Call) -> Evaluator:
-    return _evaluator_on(call.terminology)
+    return _evaluator_on(call.terminology, plan_config(call.settings))
 
 
 @cache
-def _evaluator_on(terminology: Terminology) -> Evaluator:
-    """One evaluator per terminology: its ValueSet expansions are made once, not per call."""
-    return Evaluator(rule_set(), Codes(terminology))
+def _evaluator_on(terminology: Terminology, plan: PlanConfig) -> Evaluator:
+    """One evaluator per terminology and plan configuration: its ValueSet expansions are made
+    once, not per call. A plan ValueSet the server cannot expand is a configuration error."""
+    codes = Codes(terminology)
+    try:
+        codes.expansion(plan.complex_social_factor)
+    except UnknownValueSet:
+        raise MisconfiguredPlan(
+            f"The complex social factor ValueSet {plan.complex_social_factor[:200]} "
+            "(CALAIM_FHIR_ELIGIBILITY_COMPLEX_SOCIAL_FACTOR_VALUESET) is not known to this "
+            "server or cannot be expanded"
+        ) from None
+    return Evaluator(rule_set(), codes, plan)
+
+
+class MisconfiguredPlan(FhirError):
+    """A plan setting names something the server does not have (500: fix the configuration)."""
+
+    code = "exception"
+
+
+def plan_config(settings: Settings) -> PlanConfig:
+    """The plan's choices, from the ``CALAIM_FHIR_*`` settings."""
+    return PlanConfig(
+        identifier=PlanConfig.parse_identifier(settings.plan_identifier),
+        release_horizon_days=settings.eligibility_release_horizon_days,
+        pregnancy_stale_days=settings.eligibility_pregnancy_stale_days,
+        housing_loss_days=settings.eligibility_housing_loss_days,
+        youth_adult_facility=settings.eligibility_youth_adult_facility,
+        complex_social_factor=settings.eligibility_complex_social_factor_valueset,
+    )
+
+
+def _stored_payor(call: Call, plan: PlanConfig) -> Payor:
+    """The plan as stored Coverages name it: its identifier, and the references of the stored
+    Organizations that carry it (relative and absolute)."""
+    if plan.identifier is None:
+        return Payor(None)
+    criteria = parse_criteria(
+        "Organization",
+        [("identifier", plan.identifier_token or "")],
+        search_service(call.settings).context,
+    )
+    page = call.reader.search(SearchQuery(criteria, 100))
+    refs = {f"Organization/{v.id}" for v in page.items}
+    return Payor(plan.identifier, frozenset(refs | {f"{call.fhir_base}/{r}" for r in refs}))
+
+
+def _inline_payor(entries: list[Entry], plan: PlanConfig) -> Payor:
+    """The plan as an inline Bundle's Coverages name it: the Organization entries carrying its
+    identifier, by fullUrl or ``Organization/<id>`` (nothing is read from the server)."""
+    if plan.identifier is None:
+        return Payor(None)
+    refs: set[str] = set()
+    for entry in entries:
+        r = entry.resource
+        if r.get("resourceType") != "Organization":
+            continue
+        idents = {(i.get("system"), i.get("value")) for i in r.get("identifier") or []}
+        if plan.identifier in idents:
+            refs.add(entry.ref)
+            if r.get("id"):
+                refs.add(f"Organization/{r['id']}")
+    return Payor(plan.identifier, frozenset(refs))
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -121,7 +187,7 @@ def _stored_member(call: Call, id: str) -> MemberRecord:
     return record
 
 
-def _inline_member(bundle: Any) -> MemberRecord:
+def _inline_member(bundle: Any) -> tuple[MemberRecord, list[Entry]]:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BadRequest("bundle must be a Bundle", expression="bundle")
     entries: list[Entry] = []
@@ -151,7 +217,7 @@ def _inline_member(bundle: Any) -> MemberRecord:
             expression="bundle",
         )
     chosen = patients[0]
-    return record_of(chosen, entries, _names(chosen))
+    return record_of(chosen, entries, _names(chosen)), entries
 
 
 def _names(entry: Entry) -> set[str]:
@@ -175,6 +241,8 @@ def _patient_id(call: Call, reference: Any) -> str:
 def run_member(call: Call) -> dict[str, Any]:
     as_of, pof = _as_of(call), _pof(call)
     bundle, patient = first(call.params, "bundle"), first(call.params, "patient")
+    evaluator = _evaluator(call)
+    payor: Payor | None = None
     if call.id is not None:
         if bundle is not None or patient is not None:
             raise BadRequest("Patient/[id]/$ecm-eligibility takes neither patient nor bundle")
@@ -182,7 +250,8 @@ def run_member(call: Call) -> dict[str, Any]:
     elif bundle is not None and patient is not None:
         raise BadRequest("Give patient or bundle, not both", expression="patient")
     elif bundle is not None:
-        record = _inline_member(bundle)
+        record, entries = _inline_member(bundle)
+        payor = _inline_payor(entries, evaluator.plan)
     elif patient is not None:
         record = _stored_member(call, _patient_id(call, patient))
     else:
@@ -190,7 +259,9 @@ def run_member(call: Call) -> dict[str, Any]:
             "Patient/$ecm-eligibility needs patient (a reference) or bundle (inline data)",
             expression="patient",
         )
-    return member_parameters(_evaluator(call).evaluate(record, as_of, pof))
+    if payor is None:
+        payor = _stored_payor(call, evaluator.plan)
+    return member_parameters(evaluator.evaluate(record, as_of, pof, payor))
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -262,8 +333,9 @@ def _group_members(call: Call) -> tuple[list[str], list[Issue]]:
     return list(dict.fromkeys(ids)), issues
 
 
-def _covered_members(call: Call, as_of: date, codes: Codes) -> list[str]:
-    """Every Patient with a baseline Coverage on ``as_of`` (Coverage read in pages)."""
+def _covered_members(call: Call, as_of: date, codes: Codes, payor: Payor) -> list[str]:
+    """Every Patient with a baseline Coverage on ``as_of`` (Coverage read in pages): of this
+    plan when it is configured."""
     value_set = rule_set().baseline["valueSet"]
     ids: list[str] = []
     after: int | None = None
@@ -273,7 +345,9 @@ def _covered_members(call: Call, as_of: date, codes: Codes) -> list[str]:
             if version.body is None:
                 continue
             coverage = orjson.loads(version.body)
-            if baseline_coverage(coverage, as_of, codes, value_set):
+            if baseline_coverage(coverage, as_of, codes, value_set) and (
+                payor.identifier is None or payor.pays(coverage)
+            ):
                 ref = (coverage.get("beneficiary") or {}).get("reference")
                 target = local_target(ref, call.fhir_base) if isinstance(ref, str) else None
                 if target is not None and target[0] == "Patient":
@@ -292,10 +366,16 @@ def _list_resource(ranked: list[Candidate], as_of: date, version: str) -> dict[s
             {"url": "determination", "valueCode": c.determination},
         ]
         parts += [{"url": "pof", "valueCoding": {"system": POF_SYSTEM, "code": p}} for p in c.pofs]
+        flag = c.determination
+        if c.review:
+            parts.append(
+                {"url": "review", "valueCoding": {"system": FINDING_SYSTEM, "code": REVIEW}}
+            )
+            flag = f"{c.determination}: in plan case management, for Care Coordination review"
         entries.append(
             {
                 "extension": [{"url": ENTRY_EXTENSION, "extension": parts}],
-                "flag": {"text": c.determination},
+                "flag": {"text": flag},
                 "item": {"reference": f"Patient/{c.patient_id}"},
             }
         )
@@ -315,7 +395,9 @@ def _list_resource(ranked: list[Candidate], as_of: date, version: str) -> dict[s
     if entries:
         resource["entry"] = entries
     else:
-        resource["emptyReason"] = {"text": "No member is eligible or needs attestation"}
+        resource["emptyReason"] = {
+            "text": "No member is eligible, needs attestation or is for Care Coordination review"
+        }
     return resource
 
 
@@ -324,16 +406,17 @@ def run_population(call: Call) -> dict[str, Any]:
     if call.write is None:
         raise BadRequest("Population mode runs with POST")
     evaluator = _evaluator(call)
+    payor = _stored_payor(call, evaluator.plan)
     if call.type == "Group":
         ids, issues = _group_members(call)
     else:
-        ids, issues = _covered_members(call, as_of, evaluator.codes), []
+        ids, issues = _covered_members(call, as_of, evaluator.codes, payor), []
     counts = dict.fromkeys(DETERMINATIONS, 0)
     kept: list[Candidate] = []
     done = 0
     call.progress(0, len(ids))
     for record in stored_records(call.reader, ids):
-        answer = evaluator.evaluate(record, as_of, pof)
+        answer = evaluator.evaluate(record, as_of, pof, payor)
         counts[answer.determination] += 1
         listed = candidate(record.patient_ref.removeprefix("Patient/"), answer)
         if listed is not None:
@@ -362,6 +445,7 @@ def run_population(call: Call) -> dict[str, Any]:
         ("insufficientData", counts["insufficient-data"]),
         ("notEligible", counts["not-eligible"]),
         ("listed", len(ranked)),
+        ("careCoordinationReview", sum(1 for c in ranked if c.review)),
     ]
     values: list[tuple[str, Any]] = [
         ("ruleSetVersion", evaluator.rules.version),

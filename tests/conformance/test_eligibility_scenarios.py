@@ -3,6 +3,9 @@
 Each scenario (``<name>.json``, a transaction Bundle, and ``<name>.expected.json``, written by
 ``scripts/eligibility-scenarios`` from its table) is one test id per mode:
 
+A scenario whose sidecar names ``settings`` (the plan's identifier, a plan choice) runs on servers
+made with those settings; the others on servers with the defaults.
+
 * **stored**: every Bundle is POSTed once to a module-scoped server (``loaded``); the member is
   evaluated with ``GET /fhir/Patient/<id>/$ecm-eligibility?asOf=..(&pof=..)``; every evidence
   Reference must be readable on that server;
@@ -25,6 +28,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -83,35 +87,63 @@ def _patient_id(response: dict[str, Any]) -> str:
     return parts[1]
 
 
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    """A server holding every scenario, and each scenario's Patient id."""
-    folder = tmp_path_factory.mktemp("eligibility-stored")
-    with fhir_client(sqlite_url(folder / "fhir.db")) as client:
-        ids: dict[str, str] = {}
-        for name in SCENARIOS:
-            response = client.post("/fhir", json=_bundle(name), headers={"Content-Type": FHIR_JSON})
-            assert response.status_code == 200, f"{name}: {response.text[:3000]}"
-            ids[name] = _patient_id(response.json())
-        yield client, ids
+def _settings_key(name: str) -> str:
+    return json.dumps(_sidecar(name).get("settings") or {}, sort_keys=True)
+
+
+class Servers:
+    """The servers of the module, one stored and one empty per distinct ``settings``, made when
+    first asked for: a stored one holds every scenario of its settings."""
+
+    def __init__(self, stack: ExitStack, factory: pytest.TempPathFactory) -> None:
+        self.stack, self.factory = stack, factory
+        self._stored: dict[str, tuple[TestClient, dict[str, str]]] = {}
+        self._empty: dict[str, TestClient] = {}
+
+    def _client(self, key: str, kind: str) -> TestClient:
+        folder = self.factory.mktemp(f"eligibility-{kind}")
+        overrides = json.loads(key)
+        return self.stack.enter_context(fhir_client(sqlite_url(folder / "fhir.db"), **overrides))
+
+    def loaded(self, name: str) -> tuple[TestClient, dict[str, str]]:
+        key = _settings_key(name)
+        if key not in self._stored:
+            client = self._client(key, "stored")
+            ids: dict[str, str] = {}
+            for other in SCENARIOS:
+                if _settings_key(other) != key:
+                    continue
+                response = client.post(
+                    "/fhir", json=_bundle(other), headers={"Content-Type": FHIR_JSON}
+                )
+                assert response.status_code == 200, f"{other}: {response.text[:3000]}"
+                ids[other] = _patient_id(response.json())
+            self._stored[key] = (client, ids)
+        return self._stored[key]
+
+    def empty(self, name: str) -> TestClient:
+        key = _settings_key(name)
+        if key not in self._empty:
+            client = self._client(key, "inline")
+            assert history_total(client) == 0
+            self._empty[key] = client
+        return self._empty[key]
 
 
 @pytest.fixture(scope="module")
-def empty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    folder = tmp_path_factory.mktemp("eligibility-inline")
-    with fhir_client(sqlite_url(folder / "fhir.db")) as client:
-        assert history_total(client) == 0
-        yield client
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    with ExitStack() as stack:
+        yield Servers(stack, tmp_path_factory)
 
 
 # -- evaluating ------------------------------------------------------------------------------------
 
 _ANSWERS: dict[tuple[int, str, str], dict[str, Any]] = {}
-_READABLE: set[str] = set()
+_READABLE: set[tuple[int, str]] = set()
 
 
-def _stored(loaded: tuple[TestClient, dict[str, str]], name: str) -> dict[str, Any]:
-    client, ids = loaded
+def _stored(servers: Servers, name: str) -> dict[str, Any]:
+    client, ids = servers.loaded(name)
     sidecar = _sidecar(name)
     query = {"asOf": sidecar["asOf"]}
     if sidecar.get("pof"):
@@ -122,7 +154,8 @@ def _stored(loaded: tuple[TestClient, dict[str, str]], name: str) -> dict[str, A
     return body
 
 
-def _inline(empty: TestClient, name: str) -> dict[str, Any]:
+def _inline(servers: Servers, name: str) -> dict[str, Any]:
+    empty = servers.empty(name)
     sidecar = _sidecar(name)
     parameter: list[dict[str, Any]] = [
         {"name": "bundle", "resource": _bundle(name)},
@@ -141,13 +174,11 @@ def _inline(empty: TestClient, name: str) -> dict[str, Any]:
     return body
 
 
-def _answer(
-    mode: str, name: str, loaded: tuple[TestClient, dict[str, str]], empty: TestClient
-) -> dict[str, Any]:
-    """The operation's answer for one scenario in one mode (asked once per server)."""
-    key = (id(loaded[0] if mode == "stored" else empty), mode, name)
+def _answer(mode: str, name: str, servers: Servers) -> dict[str, Any]:
+    """The operation's answer for one scenario in one mode (asked once per module)."""
+    key = (id(servers), mode, name)
     if key not in _ANSWERS:
-        _ANSWERS[key] = _stored(loaded, name) if mode == "stored" else _inline(empty, name)
+        _ANSWERS[key] = _stored(servers, name) if mode == "stored" else _inline(servers, name)
     return _ANSWERS[key]
 
 
@@ -238,15 +269,10 @@ def test_the_suite_is_large_enough() -> None:
 
 @pytest.mark.parametrize("name", SCENARIOS)
 @pytest.mark.parametrize("mode", MODES)
-def test_scenario(
-    mode: str,
-    name: str,
-    loaded: tuple[TestClient, dict[str, str]],
-    empty: TestClient,
-) -> None:
+def test_scenario(mode: str, name: str, servers: Servers) -> None:
     sidecar = _sidecar(name)
     expected = sidecar["expect"]
-    answer = _answer(mode, name, loaded, empty)
+    answer = _answer(mode, name, servers)
     assert answer.get("resourceType") == "Parameters", answer
     items = answer.get("parameter", [])
 
@@ -269,25 +295,23 @@ def test_scenario(
         for reference in _evidence(items):
             assert reference in full_urls, f"evidence {reference} is not an input entry"
     else:
-        client = loaded[0]
+        client = servers.loaded(name)[0]
         for reference in _evidence(items):
             relative = reference.removeprefix(f"{BASE}/")
-            if relative in _READABLE:
+            if (id(client), relative) in _READABLE:
                 continue
             assert relative.count("/") in (1, 3) and not relative.startswith("urn:"), reference
             response = client.get(f"/fhir/{relative}")
             assert response.status_code == 200, f"evidence {reference}: {response.status_code}"
-            _READABLE.add(relative)
+            _READABLE.add((id(client), relative))
 
 
-def test_every_answer_conforms_to_the_operation_definition(
-    loaded: tuple[TestClient, dict[str, str]], empty: TestClient
-) -> None:
+def test_every_answer_conforms_to_the_operation_definition(servers: Servers) -> None:
     definition = _load(DEFINITION)
     problems: list[str] = []
     for mode in MODES:
         for name in SCENARIOS:
-            answer = _answer(mode, name, loaded, empty)
+            answer = _answer(mode, name, servers)
             problems += [f"{mode} {name}: {p}" for p in check_output(definition, answer)]
     assert problems == [], "\n".join(problems[:50])
 

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 from tests.operation_output import check_output
-from tests.support import FHIR_JSON, TestClient, create, expressions, outcome
+from tests.support import (
+    FHIR_JSON,
+    TestClient,
+    create,
+    expressions,
+    fhir_client,
+    outcome,
+    sqlite_url,
+)
 
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SOPT = "urn:oid:2.16.840.1.113883.3.221.5"
@@ -343,21 +351,26 @@ def _summary(got: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     return {p["name"]: p["valueInteger"] for p in got["summary"][0]["part"]}
 
 
-def test_group_run_writes_a_prioritized_list(client: TestClient, members: dict[str, str]) -> None:
+def _group_run(client: TestClient, patients: list[str]) -> Any:
+    """``Group/[id]/$ecm-eligibility`` on ``asOf`` over a new Group of ``patients``."""
     group = create(
         client,
         {
             "resourceType": "Group",
             "type": "person",
             "actual": True,
-            "member": [{"entity": {"reference": f"Patient/{id}"}} for id in members.values()],
+            "member": [{"entity": {"reference": f"Patient/{id}"}} for id in patients],
         },
     )
-    response = client.post(
+    return client.post(
         f"/fhir/Group/{group['id']}/$ecm-eligibility",
         json={"resourceType": "Parameters", "parameter": [{"name": "asOf", "valueDate": AS_OF}]},
         headers={"Content-Type": FHIR_JSON},
     )
+
+
+def test_group_run_writes_a_prioritized_list(client: TestClient, members: dict[str, str]) -> None:
+    response = _group_run(client, list(members.values()))
     got = _ok(response)
     assert check_output(_definition(client, "ecm-eligibility-population"), response.json()) == []
     assert _summary(got) == {
@@ -367,12 +380,58 @@ def test_group_run_writes_a_prioritized_list(client: TestClient, members: dict[s
         "insufficientData": 1,
         "notEligible": 1,
         "listed": 3,
+        "careCoordinationReview": 0,
     }
     assert _list_entries(client, got) == [
         (members["busier"], 1, "eligible"),
         (members["eligible"], 2, "eligible"),
         (members["attest"], 3, "needs-attestation"),
     ]
+
+
+def test_members_in_plan_case_management_are_listed_for_review(client: TestClient) -> None:
+    """Seed 003 VI.C.1.i: a member who meets a POF while in the plan's Basic or Complex Case
+    Management stays excluded (not-eligible) but is listed after the others, flagged for Care
+    Coordination review; one whom nothing else qualifies is not listed."""
+    org = "Organization/" + create(client, {"resourceType": "Organization", "name": "Plan"})["id"]
+    eligible = _member(client, org, ed_visits=5, attested=True)
+    managed = _member(client, org, ed_visits=6, attested=True)
+    idle = _member(client, org, ed_visits=1, attested=None)
+    for patient in (managed, idle):
+        create(
+            client,
+            {
+                "resourceType": "EpisodeOfCare",
+                "status": "active",
+                "patient": {"reference": f"Patient/{patient}"},
+                "type": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://calaim-fhir.org/fhir/CodeSystem/ecm-program",
+                                "code": "plan-case-management",
+                            }
+                        ]
+                    }
+                ],
+                "period": {"start": "2024-01-01"},
+            },
+        )
+    response = _group_run(client, [eligible, managed, idle])
+    got = _ok(response)
+    assert check_output(_definition(client, "ecm-eligibility-population"), response.json()) == []
+    summary = _summary(got)
+    assert (summary["notEligible"], summary["listed"], summary["careCoordinationReview"]) == (
+        2,
+        2,
+        1,
+    )
+    assert _list_entries(client, got) == [(eligible, 1, "eligible"), (managed, 2, "not-eligible")]
+    listed = client.get(f"/fhir/{got['list'][0]['valueReference']['reference']}").json()
+    parts = {p["url"]: p for p in listed["entry"][1]["extension"][0]["extension"]}
+    assert parts["review"]["valueCoding"]["code"] == "care-coordination-review"
+    assert parts["pof"]["valueCoding"]["code"] == "avoidable-utilization-adult"
+    assert "Care Coordination review" in listed["entry"][1]["flag"]["text"]
 
 
 def test_population_mode_refuses_get(client: TestClient, members: dict[str, str]) -> None:
@@ -434,3 +493,18 @@ def test_async_run_is_polled_to_a_batch_response(
 def test_unknown_job_is_404(client: TestClient) -> None:
     outcome(client.get("/fhir/_async/no-such-job"), 404)
     outcome(client.delete("/fhir/_async/no-such-job"), 404)
+
+
+def test_an_unknown_complex_social_factor_valueset_is_a_clear_500(tmp_path: Any) -> None:
+    """A plan setting naming a ValueSet the server lacks fails every call with an
+    OperationOutcome naming the setting, not a bare server error."""
+    url = sqlite_url(tmp_path / "fhir.db")
+    with fhir_client(
+        url, eligibility_complex_social_factor_valueset="http://example.org/ValueSet/none"
+    ) as other:
+        patient = create(other, {"resourceType": "Patient", "birthDate": "1980-01-01"})["id"]
+        response = other.get(f"/fhir/Patient/{patient}/$ecm-eligibility")
+        assert response.status_code == 500
+        body = response.json()
+        assert body["resourceType"] == "OperationOutcome"
+        assert "CALAIM_FHIR_ELIGIBILITY_COMPLEX_SOCIAL_FACTOR_VALUESET" in str(body)

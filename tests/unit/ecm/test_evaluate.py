@@ -12,9 +12,12 @@ import pytest
 
 from server.ecm.codes import Codes
 from server.ecm.evaluate import Eligibility, Evaluator
+from server.ecm.plan import Payor, PlanConfig
 from server.ecm.record import Entry, MemberRecord
 from server.ecm.ruleset import CURRENT, RULES, parse, rule_set
 from server.fhir.conformance import conformance
+from server.operations.ecm_eligibility import plan_config
+from server.settings import Settings
 
 FINDING = "http://calaim-fhir.org/fhir/CodeSystem/ecm-eligibility-finding"
 PROGRAM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-program"
@@ -237,3 +240,123 @@ def test_exclusions_out_of_force_are_not_reported() -> None:
     assert "hospice-or-palliative-care" in codes
     answer = dated.evaluate(_record(hospice), date(2024, 1, 1))
     assert "hospice-or-palliative-care" not in {e.code for e in answer.exclusions}
+
+
+# -- plan configuration and what the answer says about it -----------------------------------------
+
+MEDI_CAL = {"coding": [{"system": "urn:oid:2.16.840.1.113883.3.221.5", "code": "21"}]}
+PLAN_ID = ("https://calaim-fhir.org/fhir/sid/health-plan", "golden-poppy")
+
+
+def _explanation(answer: Eligibility, pof: str, id: str) -> str:
+    judged = next(p for p in (*answer.pofs, *answer.exclusions) if p.code == pof)
+    return next(f.explanation for f in judged.findings if f.id == id)
+
+
+def _coverage(payor: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Coverage",
+        "status": "active",
+        "beneficiary": SUBJECT,
+        "payor": [payor],
+        "type": MEDI_CAL,
+    }
+
+
+def test_the_baseline_says_whether_the_plan_is_configured(evaluator: Evaluator) -> None:
+    coverage = _coverage({"reference": "Organization/redwood"})
+    unset = evaluator.evaluate(_record(coverage), date(2024, 6, 1))
+    assert unset.baseline.result == "met"
+    assert "CALAIM_FHIR_PLAN_IDENTIFIER is unset" in unset.baseline.explanation
+    configured = Evaluator(rule_set(), evaluator.codes, PlanConfig(identifier=PLAN_ID))
+    other = configured.evaluate(_record(coverage), date(2024, 6, 1))
+    assert other.baseline.result == "not-met"
+    assert "another plan's" in other.baseline.explanation
+    ours = Payor(PLAN_ID, frozenset({"Organization/poppy"}))
+    for payor in (
+        {"reference": "Organization/poppy"},
+        {"identifier": {"system": PLAN_ID[0], "value": PLAN_ID[1]}},
+    ):
+        answer = configured.evaluate(_record(_coverage(payor)), date(2024, 6, 1), payor=ours)
+        assert answer.baseline.result == "met"
+        assert "golden-poppy" in answer.baseline.explanation
+
+
+def test_a_youth_from_an_adult_facility_names_the_reading(evaluator: Evaluator) -> None:
+    released = _episode("correctional-facility", "finished", "2024-01-01", "2024-05-01")
+    answer = evaluator.evaluate(_record(released, birth="2008-01-01"), date(2024, 6, 1))
+    text = _explanation(answer, "justice-involved-youth", "incarceration")
+    assert _criterion(answer, "justice-involved-youth", "incarceration") == "met"
+    assert "is counted as the youth correctional facility of VI.A.5.d.1" in text
+    assert "CALAIM_FHIR_ELIGIBILITY_YOUTH_ADULT_FACILITY" in text
+    literal = Evaluator(rule_set(), evaluator.codes, PlanConfig(youth_adult_facility=False))
+    answer = literal.evaluate(_record(released, birth="2008-01-01"), date(2024, 6, 1))
+    assert _criterion(answer, "justice-involved-youth", "incarceration") == "not-met"
+    assert "is not counted" in _explanation(answer, "justice-involved-youth", "incarceration")
+
+
+def test_the_release_horizon_is_the_plans(evaluator: Evaluator) -> None:
+    held = _episode("correctional-facility", "active", "2023-01-01", "2024-08-15")
+    answer = evaluator.evaluate(_record(held), date(2024, 6, 1))  # 75 days ahead
+    assert _criterion(answer, "justice-involved-adult", "incarceration") == "met"
+    short = Evaluator(rule_set(), evaluator.codes, PlanConfig(release_horizon_days=30))
+    answer = short.evaluate(_record(held), date(2024, 6, 1))
+    assert _criterion(answer, "justice-involved-adult", "incarceration") == "not-met"
+    assert "within 30 days" in _explanation(answer, "justice-involved-adult", "incarceration")
+
+
+def test_no_dependent_children_recorded_is_said_to_be_assumed(evaluator: Evaluator) -> None:
+    answer = evaluator.evaluate(_record(), date(2024, 6, 1))
+    assert _criterion(answer, "homelessness-adult", "no-dependent-children") == "met"
+    assert "assumed" in _explanation(answer, "homelessness-adult", "no-dependent-children")
+
+
+def test_the_complex_social_factors_are_the_plans(evaluator: Evaluator) -> None:
+    unemployed = {
+        "resourceType": "Condition",
+        "subject": SUBJECT,
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {"coding": [{"system": ICD, "code": "Z56.0"}]},
+        "onsetDateTime": "2024-01-01",
+    }
+    answer = evaluator.evaluate(_record(unemployed), date(2024, 6, 1))
+    assert _criterion(answer, "ltc-risk-adult", "complex-social-factor") == "met"
+    narrow = PlanConfig(
+        complex_social_factor="http://calaim-fhir.org/fhir/ValueSet/ecm-elig-ccs-social-factor"
+    )
+    answer = Evaluator(rule_set(), evaluator.codes, narrow).evaluate(
+        _record(unemployed), date(2024, 6, 1)
+    )
+    assert _criterion(answer, "ltc-risk-adult", "complex-social-factor") == "not-met"
+    text = _explanation(answer, "ltc-risk-adult", "complex-social-factor")
+    assert "CALAIM_FHIR_ELIGIBILITY_COMPLEX_SOCIAL_FACTOR_VALUESET" in text
+
+
+def test_stale_pregnancy_and_missing_race_are_reported_as_issues(evaluator: Evaluator) -> None:
+    pregnant = {
+        "resourceType": "Condition",
+        "subject": SUBJECT,
+        "code": {"coding": [{"system": ICD, "code": "Z34.00"}]},
+        "onsetDateTime": "2023-01-01",
+    }
+    answer = evaluator.evaluate(_record(pregnant), date(2024, 6, 1))
+    assert _criterion(answer, "birth-equity-adult", "pregnant-or-postpartum") == "insufficient-data"
+    wheres = {where for _, where in answer.issues}
+    assert "Condition.onset" in wheres
+    assert any("us-core-race" in where for where in wheres)
+    texts = " ".join(text for text, _ in answer.issues)
+    assert "older than 300 days" in texts
+
+
+def test_settings_make_the_plan_configuration() -> None:
+    settings = Settings(
+        plan_identifier="https://calaim-fhir.org/fhir/sid/health-plan|golden-poppy",
+        eligibility_release_horizon_days=60,
+        eligibility_youth_adult_facility=False,
+    )
+    plan = plan_config(settings)
+    assert plan.identifier == PLAN_ID
+    assert (plan.release_horizon_days, plan.youth_adult_facility) == (60, False)
+    assert plan_config(Settings()) == PlanConfig()
+    with pytest.raises(ValueError):
+        Settings(plan_identifier="golden-poppy")

@@ -51,7 +51,12 @@ def test_homelessness_definition_changes_on_2023_07_01() -> None:
     before = rules.population("homelessness-adult", date(2023, 6, 30))
     after = rules.population("homelessness-adult", date(2023, 7, 1))
     assert before is not None and after is not None and before is not after
-    assert rules.population("homelessness-family-youth", date(2023, 6, 30)) is None
+    # children in homeless families: through the family until 2023-06-30 (VI.A.4.a "and their
+    # families"), in their own right from 2023-07-01 (VI.A.5.a)
+    family = rules.population("homelessness-family-youth", date(2023, 6, 30))
+    own = rules.population("homelessness-family-youth", date(2023, 7, 1))
+    assert family is not None and own is not None and family is not own
+    assert rules.population("homelessness-family-youth", date(2021, 12, 31)) is None
 
 
 @pytest.mark.parametrize(
