@@ -2,13 +2,20 @@
 
 Profile validation reads the targets of references (``Validation.check``'s lookup). Run
 outside the writers' lock, it reads through a ``Seen``, which remembers the version of every
-target it read; inside the unit ``Seen.unchanged`` reads them again (the unit keeps what it
-read, so the rules and the store read them for free) and a changed target means the unit
-validates again. A verdict therefore always holds for the data as the unit commits it.
+target it used; inside the unit ``Seen.unchanged`` checks those versions again (one
+statement) and a changed target means the unit validates again. A verdict therefore always
+holds for the data as the unit commits it.
+
+Because the unit checks every version used, the targets may come from ``Targets``, a small
+per-process cache of recently read targets (members, organisations and practitioners are
+named by write after write): a stale entry costs a validation inside the unit, never a wrong
+verdict. The pipeline drops an entry when it writes that resource.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,36 +26,68 @@ from server.fhir.outcome import Issue
 from server.fhir.validation import base_validator
 from server.fhir.validator import Findings
 from server.search.profile_rules import Lookup
-from server.store.base import Reader
+from server.store.base import Reader, Version
 from server.validating import Validation
 
 Key = tuple[str, str]
 
 
+class Targets:
+    """The current versions of recently read reference targets (None: not stored), at most
+    ``size``, least recently used dropped first. Shared by the threads that prepare writes."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._entries: OrderedDict[Key, Version | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, reader: Reader, type: str, id: str) -> Version | None:
+        key = (type, id)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        found = reader.read(type, id)
+        with self._lock:
+            self._entries[key] = found
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return found
+
+    def forget(self, keys: Any) -> None:
+        with self._lock:
+            for key in keys:
+                self._entries.pop(key, None)
+
+
 class Seen:
-    """A lookup of reference targets through ``reader`` that records the version of each
-    target it read (None: not stored)."""
+    """A lookup of reference targets (through ``targets`` when given, else ``reader``) that
+    records the version of each target it used (None: not stored)."""
 
-    __slots__ = ("_reader", "read")
+    __slots__ = ("_reader", "_targets", "read")
 
-    def __init__(self, reader: Reader) -> None:
+    def __init__(self, reader: Reader, targets: Targets | None = None) -> None:
         self._reader = reader
+        self._targets = targets
         self.read: dict[Key, int | None] = {}
 
     def __call__(self, type: str, id: str) -> dict[str, Any] | None:
-        found = self._reader.read(type, id)
+        if self._targets is not None:
+            found = self._targets.read(self._reader, type, id)
+        else:
+            found = self._reader.read(type, id)
         self.read[(type, id)] = None if found is None else found.version
         if found is None or found.body is None:
             return None
         body: dict[str, Any] = orjson.loads(found.body)
         return body
 
-    def unchanged(self, reader: Reader) -> bool:
-        """Whether every target read is still at the version seen (one statement)."""
+    def changed(self, reader: Reader) -> list[Key]:
+        """The targets used that are no longer at the version seen (one statement)."""
         if not self.read:
-            return True
+            return []
         now = reader.versions(list(self.read))
-        return all(now.get(key) == version for key, version in self.read.items())
+        return [key for key, version in self.read.items() if now.get(key) != version]
 
 
 @dataclass(slots=True)
@@ -59,8 +98,9 @@ class Checked:
     warnings: list[Issue]
     seen: Seen | None = None
 
-    def holds(self, reader: Reader) -> bool:
-        return self.seen is None or self.seen.unchanged(reader)
+    def changed(self, reader: Reader) -> list[Key]:
+        """The targets it used that have changed since (then the verdict must be redone)."""
+        return [] if self.seen is None else self.seen.changed(reader)
 
 
 def check_base(resource: Any, expression: str, *, after_patch: bool = False) -> None:

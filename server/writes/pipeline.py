@@ -35,7 +35,7 @@ from server.search.profile_rules import Lookup
 from server.search.query import Criteria
 from server.store.base import Reader, Unit, Version, WriteResult
 from server.validating import Validation, reader_lookup
-from server.writes.checks import Checked, Seen, check_base, check_profiles
+from server.writes.checks import Checked, Seen, Targets, check_base, check_profiles
 from server.writes.rules import MAX_DEPTH, Change, RuleSet
 from server.writes.write import Write, Written
 
@@ -69,6 +69,7 @@ class Pipeline:
     rules: RuleSet
     search: SearchContext
     conditional_delete_multiple: bool = False
+    targets: Targets = field(default_factory=Targets)  # recently read validation targets
     stats: dict[str, int] = field(default_factory=lambda: {"revalidated": 0})
 
     # -- prepare (outside the writers' lock) -------------------------------------------------
@@ -97,7 +98,7 @@ class Pipeline:
         if prepared.resource is not None:
             resource = prepared.resource
             if reader is not None:
-                seen = Seen(reader)
+                seen = Seen(reader, self.targets)
                 warnings = self.validate(resource, seen, write.expression)
                 prepared.checked = Checked(warnings, seen)
         elif write.interaction == "patch" and reader is not None and write.id is not None:
@@ -115,7 +116,7 @@ class Pipeline:
         if write.if_match is not None and write.if_match != current.version:
             return  # 412 from the unit
         patched = self.patched(write, current)
-        seen = Seen(reader)
+        seen = Seen(reader, self.targets)
         warnings = self.validate(patched, seen, "", after_patch=True)
         prepared.base, prepared.patched = current, patched
         prepared.checked = Checked(warnings, seen)
@@ -289,9 +290,11 @@ class Writer:
         warnings: list[Issue] = []
         if resource is not None:
             checked = prepared.checked
-            if checked is None or not checked.holds(self.system):
-                if checked is not None:
+            stale = [] if checked is None else checked.changed(self.system)
+            if checked is None or stale:
+                if stale:
                     self.pipeline.stats["revalidated"] += 1
+                    self.pipeline.targets.forget(stale)
                 warnings = self.pipeline.validate(
                     resource,
                     reader_lookup(self.system),
@@ -302,6 +305,7 @@ class Writer:
                 warnings = checked.warnings
         derived = self._rule(write, id, stored, resource)
         unit, type = self.unit, write.type
+        self.pipeline.targets.forget(((type, id),))  # its cached version ends here
         if resource is None:
             result = unit.delete(type, id)
         elif write.interaction == "create":

@@ -305,7 +305,7 @@ def plan(pipeline: Pipeline, entries: list[Entry], reader: Reader) -> Plan | Non
         resources, rewriter = _rewritten(pipeline, entries, identities, find)
     except (EntryFailed, FhirError):
         return None
-    seen = Seen(reader)
+    seen = Seen(reader, pipeline.targets)
     try:
         warnings = _validate(pipeline, entries, identities, resources, seen)
     except (EntryFailed, FhirError):
@@ -387,7 +387,9 @@ def _same(planned: Plan, identities: Identities, find: Find, writer: Writer) -> 
         matches = find(criteria)
         if len(matches) != 1 or f"{type}/{matches[0].id}" != target:
             return False
-    return planned.seen.unchanged(writer.system)
+    stale = planned.seen.changed(writer.system)
+    writer.pipeline.targets.forget(stale)
+    return not stale
 
 
 def _run(writer: Writer, entry: Entry) -> Written:
