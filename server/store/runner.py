@@ -36,26 +36,23 @@ class Runner:
         """A reader on the calling thread (blocking: worker threads only)."""
         return self._repo.reader()
 
-    def _read_sync(self, fn: Callable[[Reader], T]) -> T:
-        with self._repo.reader() as reader:
-            return fn(reader)
-
     async def read(self, fn: Callable[[Reader], T]) -> T:
-        if self._pool is None:
-            return self._read_sync(fn)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read_sync, fn)
-
-    def _snapshot_sync(self, fn: Callable[[Reader], T]) -> T:
-        with self._repo.snapshot() as reader:
-            return fn(reader)
+        return await self._on_reader(self._repo.reader, fn)
 
     async def snapshot(self, fn: Callable[[Reader], T]) -> T:
         """``read``, with every read of ``fn`` in one snapshot where that is cheap (SQLite)."""
+        return await self._on_reader(self._repo.snapshot, fn)
+
+    async def _on_reader(
+        self, opener: Callable[[], AbstractContextManager[Reader]], fn: Callable[[Reader], T]
+    ) -> T:
+        def work() -> T:
+            with opener() as reader:
+                return fn(reader)
+
         if self._pool is None:
-            return self._snapshot_sync(fn)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._snapshot_sync, fn
-        )
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
     async def write(self, fn: Callable[[Unit], T], origin: Origin = SYSTEM) -> T:
         """Run ``fn`` in a write transaction; return once its changes are durable. ``origin``
