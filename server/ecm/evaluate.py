@@ -104,8 +104,10 @@ def _days(n: int, what: str) -> str:
 
 
 def _names(value_sets: list[str]) -> str:
-    """``ecm-elig-smi, ecm-elig-sud`` as ``smi, sud``."""
-    return ", ".join(v.rsplit("/", 1)[-1].removeprefix("ecm-elig-") for v in value_sets)
+    """``ecm-elig-smi, cs-elig-asthma`` as ``smi, asthma``."""
+    return ", ".join(
+        v.rsplit("/", 1)[-1].removeprefix("ecm-elig-").removeprefix("cs-elig-") for v in value_sets
+    )
 
 
 class _Run:
@@ -562,7 +564,7 @@ class _Run:
             "ed": "ED visit",
             "stay": "hospital or SNF stay",
             "unplanned-stay": "unplanned stay",
-            "typed": f"{_names(node.get('typeValueSets', []))} visit",
+            "typed": f"{node.get('typeText') or _names(node.get('typeValueSets', []))} visit",
         }[kind]
         span = (
             f"for {node.get('reasonText', 'SMH/SUD')} " if reasons else ""
