@@ -22,15 +22,7 @@ import orjson
 from server.ecm.evaluate import Determination, Evaluator, Finding, Judged, determination
 from server.ecm.plan import Payor
 from server.ecm.record import MemberRecord
-from server.ecm.ruleset import (
-    RULES,
-    Population,
-    RuleSet,
-    RuleSetError,
-    check_dates,
-    check_node,
-    group,
-)
+from server.ecm.ruleset import RULES, Population, RuleSet, RuleSetError, assemble, group
 
 CURRENT = "cs-iehp-2024.10"
 
@@ -66,28 +58,17 @@ def _resolve(node: Any, definitions: Mapping[str, Any], where: str) -> Any:
 
 
 def parse(data: Mapping[str, Any]) -> RuleSet:
-    try:
+    def services() -> tuple[tuple[Population, ...], tuple[Population, ...]]:
         definitions = data.get("definitions", {})
-        services: list[Population] = []
+        found: list[Population] = []
         for i, entry in enumerate(data["services"]):
             where = f"services[{i}]"
             criteria = _resolve(entry["allOf"], definitions, f"{where}.allOf")
             for code in entry["codes"]:
-                services.append(group({**entry, "code": code, "allOf": criteria}, "allOf", where))
-        check_node(data["baseline"], "baseline")
-        rules = RuleSet(
-            data["version"],
-            data.get("title", ""),
-            tuple(str(line) for line in data.get("changelog", ())),
-            int(data["attestationMonths"]),
-            data["baseline"],
-            tuple(services),
-            (),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RuleSetError(f"rule set is malformed: {exc}") from exc
-    check_dates(rules)
-    return rules
+                found.append(group({**entry, "code": code, "allOf": criteria}, "allOf", where))
+        return tuple(found), ()
+
+    return assemble(data, services)
 
 
 @cache

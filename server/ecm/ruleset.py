@@ -11,7 +11,7 @@ are :data:`KINDS`; :mod:`server.ecm.evaluate` gives each its meaning.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -226,14 +226,27 @@ def group(data: Mapping[str, Any], key: str, where: str) -> Population:
 
 
 def parse(data: Mapping[str, Any]) -> RuleSet:
+    return assemble(
+        data,
+        lambda: (
+            tuple(
+                group(p, "allOf", f"populations[{i}]") for i, p in enumerate(data["populations"])
+            ),
+            tuple(group(e, "anyOf", f"exclusions[{i}]") for i, e in enumerate(data["exclusions"])),
+        ),
+    )
+
+
+def assemble(
+    data: Mapping[str, Any],
+    groups: Callable[[], tuple[tuple[Population, ...], tuple[Population, ...]]],
+) -> RuleSet:
+    """A rule set from its file: the header fields, the baseline and the ``groups`` (the
+    populations or services, and the exclusions) ``groups()`` parses; any malformation is a
+    :class:`RuleSetError`, and definitions of one code must not overlap."""
     try:
         check_node(data["baseline"], "baseline")
-        populations = tuple(
-            group(p, "allOf", f"populations[{i}]") for i, p in enumerate(data["populations"])
-        )
-        exclusions = tuple(
-            group(e, "anyOf", f"exclusions[{i}]") for i, e in enumerate(data["exclusions"])
-        )
+        populations, exclusions = groups()
         rules = RuleSet(
             data["version"],
             data.get("title", ""),

@@ -23,16 +23,16 @@ import importlib.util
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
+from tests.conformance.scenario_servers import ScenarioServers, bundle, scenario_servers, sidecar
 from tests.conformance.test_eligibility_scenarios import _evidence, _one, _params, _part_value
 from tests.operation_output import check_output
-from tests.support import BASE, FHIR_JSON, TestClient, fhir_client, history_total, sqlite_url
+from tests.support import BASE, FHIR_JSON, history_total
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "examples" / "cs-eligibility"
@@ -47,58 +47,19 @@ def _load(path: Path) -> Any:
 
 
 def _sidecar(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = _load(FOLDER / f"{name}.expected.json")
-    return data
-
-
-def _key(name: str) -> str:
-    return json.dumps(_sidecar(name).get("settings") or {}, sort_keys=True)
-
-
-class Servers:
-    """One stored server (every scenario of its settings loaded) and one empty server per
-    distinct ``settings``, made when first asked for."""
-
-    def __init__(self, stack: ExitStack, factory: pytest.TempPathFactory) -> None:
-        self.stack, self.factory = stack, factory
-        self.stored: dict[str, tuple[TestClient, dict[str, str]]] = {}
-        self.empty: dict[str, TestClient] = {}
-
-    def _client(self, key: str, kind: str) -> TestClient:
-        folder = self.factory.mktemp(f"cs-eligibility-{kind}")
-        settings = json.loads(key)
-        return self.stack.enter_context(fhir_client(sqlite_url(folder / "fhir.db"), **settings))
-
-    def loaded(self, name: str) -> tuple[TestClient, dict[str, str]]:
-        key = _key(name)
-        if key not in self.stored:
-            client, ids = self._client(key, "stored"), {}
-            for other in (s for s in SCENARIOS if _key(s) == key):
-                bundle = _load(FOLDER / f"{other}.json")
-                response = client.post("/fhir", json=bundle, headers={"Content-Type": FHIR_JSON})
-                assert response.status_code == 200, f"{other}: {response.text[:2000]}"
-                location = response.json()["entry"][0]["response"]["location"]
-                ids[other] = str(location).removeprefix(f"{BASE}/").split("/")[1]
-            self.stored[key] = (client, ids)
-        return self.stored[key]
-
-    def blank(self, name: str) -> TestClient:
-        key = _key(name)
-        if key not in self.empty:
-            self.empty[key] = self._client(key, "inline")
-        return self.empty[key]
+    return sidecar(FOLDER, name)
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    with ExitStack() as stack:
-        yield Servers(stack, tmp_path_factory)
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScenarioServers]:
+    with scenario_servers(tmp_path_factory, FOLDER, SCENARIOS) as found:
+        yield found
 
 
 _ANSWERS: dict[tuple[int, str, str], dict[str, Any]] = {}
 
 
-def _answer(mode: str, name: str, servers: Servers) -> dict[str, Any]:
+def _answer(mode: str, name: str, servers: ScenarioServers) -> dict[str, Any]:
     key = (id(servers), mode, name)
     if key in _ANSWERS:
         return _ANSWERS[key]
@@ -110,9 +71,9 @@ def _answer(mode: str, name: str, servers: Servers) -> dict[str, Any]:
         )
         response = client.get(f"/fhir/Patient/{ids[name]}/$cs-eligibility?{query}")
     else:
-        client = servers.blank(name)
+        client = servers.empty(name)
         parameter: list[dict[str, Any]] = [
-            {"name": "bundle", "resource": _load(FOLDER / f"{name}.json")},
+            {"name": "bundle", "resource": bundle(FOLDER, name)},
             {"name": "asOf", "valueDate": sidecar["asOf"]},
         ] + [{"name": "service", "valueCode": s} for s in sidecar["services"]]
         response = client.post(
@@ -162,7 +123,7 @@ def test_the_suite_covers_every_service() -> None:
 
 @pytest.mark.parametrize("name", SCENARIOS)
 @pytest.mark.parametrize("mode", MODES)
-def test_scenario(mode: str, name: str, servers: Servers) -> None:
+def test_scenario(mode: str, name: str, servers: ScenarioServers) -> None:
     sidecar = _sidecar(name)
     answer = _answer(mode, name, servers)
     items = answer.get("parameter", [])
@@ -181,7 +142,7 @@ def test_scenario(mode: str, name: str, servers: Servers) -> None:
             assert response.status_code == 200, f"evidence {reference}: {response.status_code}"
 
 
-def test_every_answer_conforms_to_the_operation_definition(servers: Servers) -> None:
+def test_every_answer_conforms_to_the_operation_definition(servers: ScenarioServers) -> None:
     definition = _load(DEFINITION)
     problems = [
         f"{mode} {name}: {problem}"

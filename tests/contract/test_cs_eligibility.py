@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.contract.test_eligibility import BAD_INLINE_BUNDLES, _inline
 from tests.operation_output import check_output
 from tests.support import FHIR_JSON, TestClient, create, expressions, outcome
 
@@ -192,17 +193,9 @@ def test_instance_takes_neither_patient_nor_bundle(client: TestClient, member: s
 
 
 def _bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "name": "bundle",
-        "resource": {
-            "resourceType": "Bundle",
-            "type": "collection",
-            "entry": [
-                {"fullUrl": f"urn:uuid:00000000-0000-4000-8000-00000000000{i}", "resource": r}
-                for i, r in enumerate(resources)
-            ],
-        },
-    }
+    """The ``bundle`` parameter of ``$ecm-eligibility``'s inline tests (its ``asOf`` dropped)."""
+    parameter: dict[str, Any] = _inline(resources)["parameter"][0]
+    return parameter
 
 
 def test_inline_bundle_stores_nothing(client: TestClient) -> None:
@@ -218,14 +211,7 @@ def test_inline_bundle_stores_nothing(client: TestClient) -> None:
     assert client.get("/fhir/Observation", params={"_summary": "count"}).json()["total"] == before
 
 
-@pytest.mark.parametrize(
-    ("resources", "expression"),
-    [
-        ([], "bundle"),
-        ([{"resourceType": "Patient"}, {"resourceType": "Patient"}], "bundle"),
-        ([{"resourceType": "Patient", "birthDate": "yesterday"}], "bundle.entry[0].resource"),
-    ],
-)
+@pytest.mark.parametrize(("resources", "expression"), BAD_INLINE_BUNDLES)
 def test_bad_inline_bundles_are_400(
     client: TestClient, resources: list[dict[str, Any]], expression: str
 ) -> None:
