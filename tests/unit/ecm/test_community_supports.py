@@ -168,3 +168,31 @@ def test_readings_agree_or_ask_a_person(
         assert "a and b or b" in chain.explanation  # the ambiguity is named
     # each term is reported once, after the criterion that reads it
     assert [f.id for f in service.judged.findings] == ["chain", "a", "b"]
+
+
+def test_readings_that_disagree_with_missing_data_are_insufficient() -> None:
+    """'a and b' lacks the birth date, 'a or b' is met through b: completing the data may make
+    them agree, so the answer is insufficient-data, not a person's call."""
+    data = _readings(True, True)
+    chain = data["services"][0]["allOf"][0]
+    chain["terms"][1] = {
+        "id": "b",
+        "kind": "not",
+        "clause": "test",
+        "node": {
+            "kind": "condition",
+            "valueSets": ["http://calaim-fhir.org/fhir/ValueSet/cs-elig-asthma"],
+            "clause": "test",
+        },
+    }
+    evaluator = Evaluator(parse(data), Codes(conformance().terminology))
+    record = MemberRecord(Entry({"resourceType": "Patient"}, "P/1"))  # no birthDate
+    answer = evaluate_services(evaluator, record, date(2024, 10, 15), ["sobering-centers"])
+    (service,) = answer.services
+    assert [(f.id, f.result) for f in service.judged.findings] == [
+        ("chain", "insufficient-data"),
+        ("a", "insufficient-data"),
+        ("b", "met"),
+    ]
+    assert service.determination == "insufficient-data"
+    assert answer.issues  # the missing birth date is reported
