@@ -124,8 +124,8 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
     },
     "operation": {
-        "description": "The operation, with its $ ($validate, $expand, $lookup, "
-        "$validate-code, $translate)",
+        "description": "The operation, with its $ (those of the CapabilityStatement: $validate, "
+        "$expand, $lookup, $validate-code, $translate, $ecm-eligibility, $cs-eligibility)",
         "schema": {"type": "string", "pattern": "^\\$[a-z][a-z\\-]{0,63}$"},
     },
     "job": {

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         description="A youth released from an adult correctional facility counts as transitioning "
         "from a youth correctional facility (seed 003 VI.A.5.d.1); the answer says which reading",
     )
+    eligibility_cs_discharge_days: int = Field(
+        7,
+        ge=0,
+        description="$cs-eligibility: days after a discharge during which a member is still "
+        "exiting an inpatient stay or recuperative care (short-term post-hospitalization "
+        "housing, seed 004; the seeds give no number)",
+    )
     eligibility_complex_social_factor_valueset: str = Field(
         "http://calaim-fhir.org/fhir/ValueSet/ecm-elig-complex-social-factor",
         description="Canonical URL of the ValueSet of complex social factors "

@@ -1,7 +1,9 @@
-"""Measure ``$ecm-eligibility`` on a loaded store: one member's latency, and a population run.
+"""Measure ``$ecm-eligibility`` on a loaded store: one member's latency, and a population run
+(``--operation cs``: one member's ``$cs-eligibility`` with every service asked, no population).
 
     .venv/bin/python bench/eligibility/run.py --data DIR --database-url URL --label sqlite-20k \\
-        [--members 300] [--warmup 30] [--workers 1] [--skip-member] [--skip-population]
+        [--members 300] [--warmup 30] [--workers 1] [--skip-member] [--skip-population] \\
+        [--operation ecm|cs]
 
 With the server started here (``calaim-fhir serve``, 127.0.0.1, a free port, its log in a
 temp folder):
@@ -118,37 +120,69 @@ def param(parameters: dict[str, Any], name: str) -> Any:
 # -- the measurements --------------------------------------------------------------------------
 
 
+# every Community Support ($cs-eligibility asks them all for one member)
+CS_SERVICES = (
+    "housing-transition-navigation housing-deposits housing-tenancy-sustaining "
+    "short-term-post-hospitalization-housing recuperative-care respite-services day-habilitation "
+    "nursing-facility-transition-assisted-living community-transition-home "
+    "personal-care-homemaker environmental-accessibility-adaptations medically-tailored-meals "
+    "sobering-centers asthma-remediation transitional-rent"
+).split()
+
+
+def member_query(operation: str, as_of: str) -> str:
+    """The query of one member's request: ``asOf``, and for ``cs`` every service."""
+    if operation == "ecm":
+        return f"$ecm-eligibility?asOf={as_of}"
+    return f"$cs-eligibility?asOf={as_of}" + "".join(f"&service={s}" for s in CS_SERVICES)
+
+
+def _determinations(operation: str, answer: dict[str, Any]) -> list[str] | None:
+    """What a member's answer decided: its determination, or each service's."""
+    if operation == "ecm":
+        found = param(answer, "determination")
+        return None if found is None else [found]
+    services = [p for p in answer.get("parameter", []) if p.get("name") == "service"]
+    decided = [
+        q["valueCode"] for p in services for q in p["part"] if q["name"] == "determination"
+    ]
+    return decided if len(decided) == len(CS_SERVICES) else None
+
+
 def member_latency(
-    server: Server, ids: list[str], as_of: str, count: int, warmup: int, seed: int
+    server: Server,
+    ids: list[str],
+    as_of: str,
+    count: int,
+    warmup: int,
+    seed: int,
+    operation: str = "ecm",
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     chosen = rng.sample(ids, min(len(ids), count + warmup))
     warm, timed = chosen[:warmup], chosen[warmup:]
     client = Client(server.port)
+    query = member_query(operation, as_of)
     for id in warm:
-        _, status, _, body = client.request(
-            "GET", f"/fhir/Patient/{id}/$ecm-eligibility?asOf={as_of}"
-        )
+        _, status, _, body = client.request("GET", f"/fhir/Patient/{id}/{query}")
         if status != 200:
             raise SystemExit(f"warm-up Patient/{id}: {status} {body[:300]!r}")
     times: list[float] = []
     determinations: dict[str, int] = {}
     sizes: list[int] = []
     for id in timed:
-        ms, status, _, body = client.request(
-            "GET", f"/fhir/Patient/{id}/$ecm-eligibility?asOf={as_of}"
-        )
+        ms, status, _, body = client.request("GET", f"/fhir/Patient/{id}/{query}")
         if status != 200:
             raise SystemExit(f"Patient/{id}: {status} {body[:300]!r}")
-        answer = orjson.loads(body)
-        determination = param(answer, "determination")
-        if determination is None:
+        decided = _determinations(operation, orjson.loads(body))
+        if decided is None:
             raise SystemExit(f"Patient/{id}: no determination in {body[:300]!r}")
-        determinations[determination] = determinations.get(determination, 0) + 1
+        for determination in decided:
+            determinations[determination] = determinations.get(determination, 0) + 1
         times.append(ms)
         sizes.append(len(body))
     return {
-        "request": f"GET /fhir/Patient/<id>/$ecm-eligibility?asOf={as_of}",
+        "request": f"GET /fhir/Patient/<id>/{query}",
         "warmup": len(warm),
         **stats(times),
         "answer_bytes_p50": int(statistics.median(sizes)),
@@ -335,6 +369,13 @@ def main() -> None:
     parser.add_argument("--skip-population", action="store_true")
     parser.add_argument("--load-json", type=Path, help="load.py's summary, kept in the result")
     parser.add_argument("--out", type=Path, help="default bench/out/eligibility-<label>.json")
+    parser.add_argument(
+        "--operation",
+        choices=("ecm", "cs"),
+        default="ecm",
+        help="member step: $ecm-eligibility, or $cs-eligibility asking every service (cs has "
+        "no population step)",
+    )
     args = parser.parse_args()
 
     meta = orjson.loads((args.data / "meta.json").read_bytes())
@@ -359,12 +400,12 @@ def main() -> None:
         if not args.skip_member:
             loadavg = os.getloadavg()[0]
             result["member"] = member_latency(
-                server, ids, as_of, args.members, args.warmup, args.seed
+                server, ids, as_of, args.members, args.warmup, args.seed, args.operation
             )
             result["member"]["loadavg_before"] = loadavg
             m = result["member"]
             log(f"member: p50 {m['p50_ms']} ms, p95 {m['p95_ms']} ms (n={m['n']})")
-        if not args.skip_population:
+        if not args.skip_population and args.operation == "ecm":
             # a fresh process, so that the RSS figures are those of this run alone
             server.stop()
             server.start()

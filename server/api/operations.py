@@ -30,7 +30,7 @@ from server.fhir.conformance import CONFORMANCE_TYPES, conformance
 from server.fhir.outcome import information
 from server.jobs import JobContext, ThreadWrites
 from server.operations.parameters import parse_input
-from server.operations.registry import Call, Operation, find, find_system
+from server.operations.registry import Call, Operation, find, find_system, operations
 from server.store.base import Reader, Unit
 from server.writes.pipeline import through
 
@@ -211,9 +211,17 @@ async def _run_long(
 _SYSTEM_PATH = "/{operation:fhirop}"
 _TYPE_PATH = "/{type:fhirtype}/{operation:fhirop}"
 _INSTANCE_PATH = "/{type:fhirtype}/{id:fhirid}/{operation:fhirop}"
-_SYSTEM_SUMMARY = "A system-level operation ($ecm-eligibility: the prioritized list)"
-_TYPE_SUMMARY = "A type-level operation ($validate, $expand, $lookup, $validate-code, $translate)"
-_INSTANCE_SUMMARY = "An instance-level operation ($validate, $expand, $validate-code, $translate)"
+
+
+def _summary(level: str, names: list[str]) -> str:
+    """``A type-level operation ($a, $b)``: the operations of the registry at that level."""
+    article = "An" if level[0] in "aeiou" else "A"
+    return f"{article} {level}-level operation ({', '.join(dict.fromkeys(names))})"
+
+
+_SYSTEM_SUMMARY = _summary("system", [f"${o.name}" for o in operations() if o.system_level])
+_TYPE_SUMMARY = _summary("type", [f"${o.name}" for o in operations() if o.type_level])
+_INSTANCE_SUMMARY = _summary("instance", [f"${o.name}" for o in operations() if o.instance_level])
 
 
 async def _system_level(request: Request) -> Response:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from server.ecm.calendar import birthday, in_window, local_date, window_start
 from server.ecm.codes import Codes, codings, split
@@ -33,6 +33,7 @@ from server.ecm.ruleset import Node, Population, RuleSet, in_force, iso_date
 
 OMB_RACE = "urn:oid:2.16.840.1.113883.6.238"
 PLAN_SETTING = "CALAIM_FHIR_PLAN_IDENTIFIER"
+DISCHARGE_SETTING = "CALAIM_FHIR_ELIGIBILITY_CS_DISCHARGE_DAYS"
 STAYS_COUNTED = (
     "; stays are inpatient Encounters (class IMP, ACUTE or NONAC, or an inpatient type): "
     "observation stays (OBSENC) are not stays, and nursing facility residence (program "
@@ -69,6 +70,15 @@ class Judged:
 
 
 @dataclass(frozen=True, slots=True)
+class Judgement:
+    """The baseline and some groups of a rule set (POFs, Community Supports), judged."""
+
+    baseline: Finding
+    groups: tuple[Judged, ...]
+    issues: tuple[tuple[str, str], ...] = ()  # (data problem, FHIRPath)
+
+
+@dataclass(frozen=True, slots=True)
 class Eligibility:
     as_of: date
     version: str
@@ -94,8 +104,10 @@ def _days(n: int, what: str) -> str:
 
 
 def _names(value_sets: list[str]) -> str:
-    """``ecm-elig-smi, ecm-elig-sud`` as ``smi, sud``."""
-    return ", ".join(v.rsplit("/", 1)[-1].removeprefix("ecm-elig-") for v in value_sets)
+    """``ecm-elig-smi, cs-elig-asthma`` as ``smi, asthma``."""
+    return ", ".join(
+        v.rsplit("/", 1)[-1].removeprefix("ecm-elig-").removeprefix("cs-elig-") for v in value_sets
+    )
 
 
 class _Run:
@@ -523,11 +535,16 @@ class _Run:
         value = r.get("valueInteger", (r.get("valueQuantity") or {}).get("value"))
         if not isinstance(value, int | float):
             return Answer(INSUFFICIENT, (dated.entry.ref,), f"{code} of {dated.day} has no number")
-        ok = value >= node["min"]
+        low, high = node.get("min"), node.get("max")
+        ok = (low is None or value >= low) and (high is None or value <= high)
+        wanted = " and ".join(
+            ([f"at least {low}"] if low is not None else [])
+            + ([f"at most {high}"] if high is not None else [])
+        )
         return Answer(
             MET if ok else NOT_MET,
             (dated.entry.ref,),
-            f"{code} {value} on {dated.day} (at least {node['min']} needed)",
+            f"{code} {value} on {dated.day} ({wanted} needed)",
         )
 
     def k_encounters(self, node: Node) -> Answer:
@@ -537,6 +554,8 @@ class _Run:
         visits = [v for v in self.facts.visits if in_window(v.day, self.as_of, months)]
         if kind == "ed":
             visits = [v for v in visits if v.ed]
+        elif kind == "typed":
+            visits = [v for v in visits if self.facts.typed(v, node["typeValueSets"])]
         else:
             visits = [v for v in visits if v.stay]
         if reasons:
@@ -545,11 +564,12 @@ class _Run:
             "ed": "ED visit",
             "stay": "hospital or SNF stay",
             "unplanned-stay": "unplanned stay",
+            "typed": f"{node.get('typeText') or _names(node.get('typeValueSets', []))} visit",
         }[kind]
         span = (
-            "for SMH/SUD " if reasons else ""
+            f"for {node.get('reasonText', 'SMH/SUD')} " if reasons else ""
         ) + f"from {start} to {self.as_of} (at least {need} needed)"
-        if kind != "ed":
+        if kind in ("stay", "unplanned-stay"):
             span += STAYS_COUNTED
         if kind != "unplanned-stay":
             return Answer(
@@ -590,11 +610,22 @@ class _Run:
         return Answer(MET if holds else NOT_MET, _refs(found.evidence), found.explanation)
 
     def k_attestation(self, node: Node) -> Answer:
+        """The newest attestation of ``code`` within the rule set's months, or within ``days``
+        (a present state such as intoxication: the attestation's day and the days after it).
+        ``reason`` says why a person must judge (e.g. criteria not defined in the rule set)."""
         code = node["code"]
         months = self.rules.attestation_months
-        dated = self.facts.attestation(code, months)
+        days = node.get("days")
+        dated = self.facts.attestation(code, months, days)
         if dated is None:
-            none = f"(none since {window_start(self.as_of, months)})"
+            since = (
+                window_start(self.as_of, months)
+                if days is None
+                else self.as_of - timedelta(days=days)
+            )
+            none = f"(none since {since})"
+            if node.get("reason"):
+                none = f"{none}: {node['reason']}"
             if "askWhen" in node:
                 # asked only of members whose data gives a reason to: otherwise no
                 reason = self.node(node["askWhen"])
@@ -614,6 +645,88 @@ class _Run:
             (dated.entry.ref,),
             f"{code} attested {'true' if value else 'false'} on {dated.day}",
         )
+
+    def k_exiting(self, node: Node) -> Answer:
+        """Leaving a setting: an inpatient stay (``stays``), or an episode of a program
+        (``codes``, e.g. recuperative care), under way on ``asOf`` (the referral is made before
+        discharge) or ended within the plan's discharge days before it."""
+        days = self.plan.discharge_days
+        since = self.as_of - timedelta(days=days)
+        hits: list[tuple[Entry, str]] = []
+        if node.get("stays"):
+            for visit in self.facts.visits:
+                if not visit.stay:
+                    continue
+                r = visit.entry.resource
+                end = local_date((r.get("period") or {}).get("end"))
+                if end is not None and since <= end <= self.as_of:
+                    hits.append((visit.entry, f"inpatient stay from {visit.day} ended on {end}"))
+                elif (end is None or end > self.as_of) and r.get("status") != "finished":
+                    hits.append((visit.entry, f"inpatient stay since {visit.day} under way"))
+        wanted = set(node.get("codes", ()))
+        for ep in self.facts.episodes:
+            codes = ", ".join(sorted(ep.codes & wanted))
+            if not codes:
+                continue
+            if ep.active:
+                hits.append((ep.entry, f"{codes} under way on {self.as_of}"))
+            elif ep.end is not None and since <= ep.end <= self.as_of:
+                hits.append((ep.entry, f"{codes} ended on {ep.end}"))
+        what = " or ".join((["an inpatient stay"] if node.get("stays") else []) + sorted(wanted))
+        setting = f"since {since} (plan setting {DISCHARGE_SETTING}: {days} days)"
+        if hits:
+            text = "; ".join(why for _, why in hits)
+            return Answer(MET, _refs(e for e, _ in hits), f"{text}; exiting means {setting}")
+        return Answer(NOT_MET, (), f"no {what} under way or ended {setting}")
+
+    def k_readings(self, node: Node) -> Answer:
+        """A criterion whose source joins its terms with "and"/"or" without saying which binds
+        first: each term is judged once, then every reading of the chain. When all readings
+        agree, that is the answer; when they disagree the criterion is a person's call
+        (``attestation``, else ``needs-attestation`` naming the ambiguity), or
+        ``insufficient-data`` when missing data could still make them agree."""
+        terms = {t["id"]: self.node(t) for t in node["terms"] if in_force(t, self.as_of)}
+
+        def value(expression: Any) -> Result:
+            if isinstance(expression, str):
+                return terms[expression].result if expression in terms else NOT_MET
+            ((op, items),) = expression.items()
+            results = [value(item) for item in items]
+            return all_of(results) if op == "all" else any_of(results)
+
+        readings = [(r["text"], value(r["expression"])) for r in node["readings"]]
+        results = {result for _, result in readings}
+        findings = tuple(dict.fromkeys(f for a in terms.values() for f in a.findings))
+        told = "; ".join(f"reading {text}: {result}" for text, result in readings)
+        if len(results) == 1:
+            (result,) = results
+            evidence = tuple(
+                dict.fromkeys(r for a in terms.values() if a.result == result for r in a.evidence)
+            )
+            return Answer(result, evidence, f"every reading gives {result} ({told})", findings)
+        evidence = tuple(dict.fromkeys(r for a in terms.values() for r in a.evidence))
+        disagree = f"the readings disagree ({told}): {node['ambiguity']}"
+        code = node.get("attestation")
+        months = self.rules.attestation_months
+        dated = self.facts.attestation(code, months) if code else None
+        if dated is not None:
+            attested = dated.entry.resource["valueBoolean"]
+            return Answer(
+                MET if attested else NOT_MET,
+                (*evidence, dated.entry.ref),
+                f"{disagree}; {code} attested {'true' if attested else 'false'} on {dated.day}",
+                findings,
+            )
+        if INSUFFICIENT in results:
+            return Answer(
+                INSUFFICIENT, evidence, f"{disagree}; missing data may settle it", findings
+            )
+        ask = (
+            f"; needs an attestation of {code} (none since {window_start(self.as_of, months)})"
+            if code
+            else ""
+        )
+        return Answer(NEEDS_ATTESTATION, evidence, disagree + ask, findings)
 
     # -- populations ---------------------------------------------------------------------------
 
@@ -677,7 +790,9 @@ def pop_clause(pop: Population) -> str:
     return pop.clause + since
 
 
-def _determination(baseline: Result, pofs: list[Result], exclusions: list[Result]) -> Determination:
+def determination(baseline: Result, pofs: list[Result], exclusions: list[Result]) -> Determination:
+    """The first that applies: not-eligible (an exclusion met, or the baseline not met),
+    eligible, needs-attestation, insufficient-data, otherwise not-eligible."""
     if MET in exclusions or baseline == NOT_MET:
         return "not-eligible"
     if baseline == MET and MET in pofs:
@@ -697,6 +812,28 @@ class Evaluator:
         self.codes = codes
         self.plan = plan
 
+    def _run(self, record: MemberRecord, as_of: date, payor: Payor | None) -> _Run:
+        facts = Facts(record, as_of, self.codes, self.plan.pregnancy_stale_days)
+        return _Run(self.rules, facts, self.plan, payor or Payor(self.plan.identifier))
+
+    def judge(
+        self, record: MemberRecord, as_of: date, codes: list[str], payor: Payor | None = None
+    ) -> Judgement:
+        """The baseline and the groups ``codes`` (POFs, services) of the rule set, each judged
+        on its own criteria."""
+        run = self._run(record, as_of, payor)
+        base, groups = self._judge(run, codes)
+        return Judgement(base, groups, tuple(run.issues))
+
+    @staticmethod
+    def _judge(run: _Run, codes: list[str]) -> tuple[Finding, tuple[Judged, ...]]:
+        base = run.node(run.rules.baseline).findings[0]
+        groups = []
+        for code in codes:
+            answer = run.pof(code)
+            groups.append(Judged(code, answer.result, answer.findings))
+        return base, tuple(groups)
+
     def evaluate(
         self,
         record: MemberRecord,
@@ -705,13 +842,9 @@ class Evaluator:
         payor: Payor | None = None,
     ) -> Eligibility:
         """``payor``: how Coverages name this plan (default: by the configured identifier)."""
-        facts = Facts(record, as_of, self.codes, self.plan.pregnancy_stale_days)
-        run = _Run(self.rules, facts, self.plan, payor or Payor(self.plan.identifier))
-        base = run.node(self.rules.baseline)
-        pofs = []
-        for code in self.rules.codes_for(pof):
-            answer = run.pof(code)
-            pofs.append(Judged(code, answer.result, answer.findings))
+        run = self._run(record, as_of, payor)
+        facts = run.facts
+        base, pofs = self._judge(run, self.rules.codes_for(pof))
         exclusions = []
         for group in self.rules.exclusions:
             if not group.in_force(as_of):
@@ -721,7 +854,7 @@ class Evaluator:
             exclusions.append(
                 Judged(group.code, result, tuple(f for a in answers for f in a.findings))
             )
-        determination = _determination(
+        decided = determination(
             base.result, [p.result for p in pofs], [e.result for e in exclusions]
         )
         utilization = sum(
@@ -730,14 +863,23 @@ class Evaluator:
         return Eligibility(
             as_of,
             self.rules.version,
-            base.findings[0],
-            tuple(pofs),
+            base,
+            pofs,
             tuple(exclusions),
-            determination == "eligible",
-            determination,
+            decided == "eligible",
+            decided,
             utilization,
             tuple(run.issues),
         )
 
 
-__all__ = ["PROGRAM", "Answer", "Eligibility", "Evaluator", "Finding", "Judged"]
+__all__ = [
+    "PROGRAM",
+    "Answer",
+    "Eligibility",
+    "Evaluator",
+    "Finding",
+    "Judged",
+    "Judgement",
+    "determination",
+]

@@ -18,6 +18,13 @@ from server.ecm.record import Entry, MemberRecord
 
 VS = "http://calaim-fhir.org/fhir/ValueSet/"
 PROGRAM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-program"
+PROGRAM_SYSTEMS = frozenset(
+    {
+        PROGRAM,
+        "http://calaim-fhir.org/fhir/CodeSystem/calaim-program",
+        "http://calaim-fhir.org/fhir/CodeSystem/community-supports",
+    }
+)
 CRITERION = "http://calaim-fhir.org/fhir/CodeSystem/ecm-eligibility-criterion"
 ATTESTATION_PROFILE = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-eligibility-attestation"
 LOINC = "http://loinc.org"
@@ -236,6 +243,15 @@ class Facts:
         found.sort(key=lambda v: v.day)
         return found
 
+    def typed(self, visit: Visit, value_sets: list[str]) -> bool:
+        """Whether a visit that is neither an ED visit nor a stay has a ``class`` or ``type`` in
+        ``value_sets`` (urgent care, sick visits)."""
+        r = visit.entry.resource
+        return not (visit.ed or visit.stay) and (
+            self.codes.coded(value_sets, r.get("class"))
+            or self.codes.coded(value_sets, r.get("type"))
+        )
+
     def _planning(self, encounter: dict[str, Any]) -> str:
         hospitalization = encounter.get("hospitalization") or {}
         marks = [
@@ -355,10 +371,13 @@ class Facts:
             "no", [], "no current pregnancy on file and no delivery in the last 12 months"
         )
 
-    def attestation(self, code: str, months: int) -> Dated | None:
-        """The latest attestation of criterion ``code`` within ``months`` up to as_of."""
+    def attestation(self, code: str, months: int, days: int | None = None) -> Dated | None:
+        """The latest attestation of criterion ``code`` within ``months`` up to as_of (within
+        ``days`` before as_of instead, when given)."""
         for dated in self.observations:
             if dated.day is not None and not in_window(dated.day, self.as_of, months):
+                return None
+            if days is not None and dated.day is not None and (self.as_of - dated.day).days > days:
                 return None
             r = dated.entry.resource
             if (CRITERION, code) in codings(r.get("code")) and isinstance(
@@ -390,7 +409,10 @@ def baseline_coverage(coverage: dict[str, Any], as_of: date, codes: Codes, value
 
 
 def _program_codes(concept: Any) -> frozenset[str]:
-    return frozenset(c for s, c in codings(concept) if s == PROGRAM and c)
+    """The program codes of a type: ``ecm-program``, and the CalAIM programs (``ecm``) and
+    Community Supports (``recuperative-care``) a member is enrolled in or receives (the three
+    CodeSystems share no code)."""
+    return frozenset(c for s, c in codings(concept) if s in PROGRAM_SYSTEMS and c)
 
 
 def _codes_of(concept: Any) -> set[str]:

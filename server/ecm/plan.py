@@ -33,6 +33,9 @@ class PlanConfig:
     youth_adult_facility: bool = True
     #: the ValueSet of complex social factors (VI.A.4.d.3, VI.A.4.f.2)
     complex_social_factor: str = COMPLEX_SOCIAL_FACTOR
+    #: days after a discharge during which a member is still "exiting" an inpatient stay or
+    #: recuperative care (Community Supports, short-term post-hospitalization housing, seed 004)
+    discharge_days: int = 7
 
     @staticmethod
     def parse_identifier(token: str | None) -> tuple[str, str] | None:

@@ -11,7 +11,7 @@ are :data:`KINDS`; :mod:`server.ecm.evaluate` gives each its meaning.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -36,16 +36,18 @@ KINDS: Mapping[str, frozenset[str]] = {
     "condition": frozenset({"valueSets"}),
     "finding": frozenset({"valueSets", "lookbackMonths"}),
     "flag": frozenset({"code", "lookbackMonths"}),
-    "observation-value": frozenset({"code", "min", "lookbackMonths"}),
+    "observation-value": frozenset({"code", "lookbackMonths"}),
     "encounters": frozenset({"encounter", "min", "months"}),
     "pregnant-or-postpartum": frozenset(),
     "race": frozenset({"valueSets"}),
     "housing-loss": frozenset({"code"}),
     "attestation": frozenset({"code"}),
     "other-pof": frozenset(),
+    "exiting": frozenset(),
+    "readings": frozenset({"terms", "readings", "ambiguity"}),
 }
 PROGRAM_STATES = frozenset({"active", "recent", "active-or-recent", "aged-out", "transitioning"})
-ENCOUNTER_KINDS = frozenset({"ed", "stay", "unplanned-stay"})
+ENCOUNTER_KINDS = frozenset({"ed", "stay", "unplanned-stay", "typed"})
 
 
 class RuleSetError(ValueError):
@@ -100,7 +102,20 @@ class RuleSet:
             if "valueSet" in node:
                 found.add(node["valueSet"])
             found.update(node.get("reasonValueSets", ()))
+            found.update(node.get("typeValueSets", ()))
         return found
+
+    def attestation_codes(self) -> set[str]:
+        """The criterion codes the rules read attestations of."""
+        return {
+            str(code)
+            for node in self._nodes()
+            for code in (
+                node.get("code") if node["kind"] == "attestation" else None,
+                node.get("attestation"),
+            )
+            if code
+        }
 
     def _nodes(self) -> Iterator[Node]:
         groups = (*self.populations, *self.exclusions)
@@ -108,8 +123,27 @@ class RuleSet:
 
 
 def _children(node: Node) -> list[Node]:
-    """A node's children: ``nodes``, ``node`` and an attestation's ``askWhen``."""
-    return [*node.get("nodes", ()), *(node[k] for k in ("node", "askWhen") if k in node)]
+    """A node's children: ``nodes``, ``terms`` (of ``readings``), ``node`` and an
+    attestation's ``askWhen``."""
+    return [
+        *node.get("nodes", ()),
+        *node.get("terms", ()),
+        *(node[k] for k in ("node", "askWhen") if k in node),
+    ]
+
+
+def reading_terms(expression: Any) -> Iterator[str]:
+    """The term ids a reading's expression names: a term id, or ``{"all"|"any": [...]}``."""
+    if isinstance(expression, str):
+        yield expression
+        return
+    if not isinstance(expression, Mapping) or len(expression) != 1:
+        raise RuleSetError(f"a reading is a term id or {{all|any: [...]}}, got {expression!r}")
+    ((op, items),) = expression.items()
+    if op not in ("all", "any") or not isinstance(items, list) or not items:
+        raise RuleSetError(f"a reading combines with all or any a list, got {expression!r}")
+    for item in items:
+        yield from reading_terms(item)
 
 
 def walk(roots: Iterable[Node]) -> Iterator[Node]:
@@ -132,7 +166,7 @@ def in_force(node: Node, day: date) -> bool:
     return (start is None or iso_date(start) <= day) and (end is None or day <= iso_date(end))
 
 
-def _check(node: Node, where: str) -> None:
+def check_node(node: Node, where: str) -> None:
     kind = str(node.get("kind"))
     if kind not in KINDS:
         raise RuleSetError(f"{where}: unknown kind {kind!r}")
@@ -143,22 +177,43 @@ def _check(node: Node, where: str) -> None:
         raise RuleSetError(f"{where}: unknown program state {node['state']!r}")
     if kind == "encounters" and node["encounter"] not in ENCOUNTER_KINDS:
         raise RuleSetError(f"{where}: unknown encounter kind {node['encounter']!r}")
+    if kind == "encounters" and (node["encounter"] == "typed") != ("typeValueSets" in node):
+        raise RuleSetError(f"{where}: typeValueSets goes with (and only with) encounter typed")
+    if kind == "observation-value" and "min" not in node and "max" not in node:
+        raise RuleSetError(f"{where}: observation-value needs min or max")
+    if kind == "exiting" and not node.get("codes") and not node.get("stays"):
+        raise RuleSetError(f"{where}: exiting needs codes (programs) or stays")
+    if kind == "readings":
+        ids = [term.get("id") for term in node["terms"]]
+        if None in ids or len(set(ids)) != len(ids):
+            raise RuleSetError(f"{where}: every term of readings has its own id")
+        if len(node["readings"]) < 2:
+            raise RuleSetError(f"{where}: readings lists at least two readings")
+        for i, reading in enumerate(node["readings"]):
+            if not reading.get("text"):
+                raise RuleSetError(f"{where}.readings[{i}]: a reading needs its text")
+            unknown = set(reading_terms(reading.get("expression"))) - set(ids)
+            if unknown:
+                raise RuleSetError(f"{where}.readings[{i}]: unknown terms {sorted(unknown)}")
     if node.get("id") is not None and not node.get("clause"):
         raise RuleSetError(f"{where}: reported criterion {node['id']} cites no clause")
     for key in ("from", "to"):
         if key in node:
             date.fromisoformat(node[key])
-    for i, child in enumerate(node.get("nodes", ())):
-        _check(child, f"{where}.nodes[{i}]")
+    for key in ("nodes", "terms"):
+        for i, child in enumerate(node.get(key, ())):
+            check_node(child, f"{where}.{key}[{i}]")
     for key in ("node", "askWhen"):
         if key in node:
-            _check(node[key], f"{where}.{key}")
+            check_node(node[key], f"{where}.{key}")
 
 
-def _group(data: Mapping[str, Any], key: str, where: str) -> Population:
+def group(data: Mapping[str, Any], key: str, where: str) -> Population:
+    """A POF, an exclusion or a service: ``code``, ``from``/``to``, ``clause`` and the criteria
+    under ``key``, checked."""
     criteria = tuple(data[key])
     for i, node in enumerate(criteria):
-        _check(node, f"{where}.{key}[{i}]")
+        check_node(node, f"{where}.{key}[{i}]")
     start, end = data.get("from"), data.get("to")
     return Population(
         data["code"],
@@ -171,14 +226,27 @@ def _group(data: Mapping[str, Any], key: str, where: str) -> Population:
 
 
 def parse(data: Mapping[str, Any]) -> RuleSet:
+    return assemble(
+        data,
+        lambda: (
+            tuple(
+                group(p, "allOf", f"populations[{i}]") for i, p in enumerate(data["populations"])
+            ),
+            tuple(group(e, "anyOf", f"exclusions[{i}]") for i, e in enumerate(data["exclusions"])),
+        ),
+    )
+
+
+def assemble(
+    data: Mapping[str, Any],
+    groups: Callable[[], tuple[tuple[Population, ...], tuple[Population, ...]]],
+) -> RuleSet:
+    """A rule set from its file: the header fields, the baseline and the ``groups`` (the
+    populations or services, and the exclusions) ``groups()`` parses; any malformation is a
+    :class:`RuleSetError`, and definitions of one code must not overlap."""
     try:
-        _check(data["baseline"], "baseline")
-        populations = tuple(
-            _group(p, "allOf", f"populations[{i}]") for i, p in enumerate(data["populations"])
-        )
-        exclusions = tuple(
-            _group(e, "anyOf", f"exclusions[{i}]") for i, e in enumerate(data["exclusions"])
-        )
+        check_node(data["baseline"], "baseline")
+        populations, exclusions = groups()
         rules = RuleSet(
             data["version"],
             data.get("title", ""),
@@ -190,14 +258,19 @@ def parse(data: Mapping[str, Any]) -> RuleSet:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RuleSetError(f"rule set is malformed: {exc}") from exc
+    check_dates(rules)
+    return rules
+
+
+def check_dates(rules: RuleSet) -> None:
+    """Definitions of one code must not overlap in time."""
     for code in rules.pof_codes:
         versions = sorted(
-            (p for p in populations if p.code == code), key=lambda p: p.start or date.min
+            (p for p in rules.populations if p.code == code), key=lambda p: p.start or date.min
         )
         for before, after in zip(versions, versions[1:], strict=False):
             if before.end is None or after.start is None or before.end >= after.start:
                 raise RuleSetError(f"{code}: definitions overlap")
-    return rules
 
 
 @cache

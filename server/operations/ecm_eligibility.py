@@ -68,6 +68,13 @@ def _evaluator(call: Call) -> Evaluator:
 def _evaluator_on(terminology: Terminology, plan: PlanConfig) -> Evaluator:
     """One evaluator per terminology and plan configuration: its ValueSet expansions are made
     once, not per call. A plan ValueSet the server cannot expand is a configuration error."""
+    return Evaluator(rule_set(), plan_codes(terminology, plan), plan)
+
+
+@cache
+def plan_codes(terminology: Terminology, plan: PlanConfig) -> Codes:
+    """The ValueSet expansions of one terminology (shared by the ECM and CS evaluators), the
+    plan's complex social factor ValueSet checked."""
     codes = Codes(terminology)
     try:
         codes.expansion(plan.complex_social_factor)
@@ -77,7 +84,7 @@ def _evaluator_on(terminology: Terminology, plan: PlanConfig) -> Evaluator:
             "(CALAIM_FHIR_ELIGIBILITY_COMPLEX_SOCIAL_FACTOR_VALUESET) is not known to this "
             "server or cannot be expanded"
         ) from None
-    return Evaluator(rule_set(), codes, plan)
+    return codes
 
 
 class MisconfiguredPlan(FhirError):
@@ -95,6 +102,7 @@ def plan_config(settings: Settings) -> PlanConfig:
         housing_loss_days=settings.eligibility_housing_loss_days,
         youth_adult_facility=settings.eligibility_youth_adult_facility,
         complex_social_factor=settings.eligibility_complex_social_factor_valueset,
+        discharge_days=settings.eligibility_cs_discharge_days,
     )
 
 
@@ -134,7 +142,8 @@ def _inline_payor(entries: list[Entry], plan: PlanConfig) -> Payor:
 # -- inputs ------------------------------------------------------------------------------------
 
 
-def _as_of(call: Call) -> date:
+def as_of_input(call: Call) -> date:
+    """The ``asOf`` input: a full date (400 otherwise); default today in the program's zone."""
     given = first(call.params, "asOf")
     if given is None:
         return datetime.now(ZONE).date()
@@ -238,36 +247,38 @@ def _patient_id(call: Call, reference: Any) -> str:
     return target[1]
 
 
-def run_member(call: Call) -> dict[str, Any]:
-    as_of, pof = _as_of(call), _pof(call)
+def member_of(call: Call, operation: str, plan: PlanConfig) -> tuple[MemberRecord, Payor]:
+    """The member a member-mode call evaluates (``Patient/[id]``, or ``patient`` or ``bundle``
+    at type level) and how its Coverages name the plan; ``operation`` names it in errors."""
     bundle, patient = first(call.params, "bundle"), first(call.params, "patient")
-    evaluator = _evaluator(call)
-    payor: Payor | None = None
     if call.id is not None:
         if bundle is not None or patient is not None:
-            raise BadRequest("Patient/[id]/$ecm-eligibility takes neither patient nor bundle")
-        record = _stored_member(call, call.id)
-    elif bundle is not None and patient is not None:
+            raise BadRequest(f"Patient/[id]/${operation} takes neither patient nor bundle")
+        return _stored_member(call, call.id), _stored_payor(call, plan)
+    if bundle is not None and patient is not None:
         raise BadRequest("Give patient or bundle, not both", expression="patient")
-    elif bundle is not None:
+    if bundle is not None:
         record, entries = _inline_member(bundle)
-        payor = _inline_payor(entries, evaluator.plan)
-    elif patient is not None:
-        record = _stored_member(call, _patient_id(call, patient))
-    else:
-        raise BadRequest(
-            "Patient/$ecm-eligibility needs patient (a reference) or bundle (inline data)",
-            expression="patient",
-        )
-    if payor is None:
-        payor = _stored_payor(call, evaluator.plan)
+        return record, _inline_payor(entries, plan)
+    if patient is not None:
+        return _stored_member(call, _patient_id(call, patient)), _stored_payor(call, plan)
+    raise BadRequest(
+        f"Patient/${operation} needs patient (a reference) or bundle (inline data)",
+        expression="patient",
+    )
+
+
+def run_member(call: Call) -> dict[str, Any]:
+    as_of, pof = as_of_input(call), _pof(call)
+    evaluator = _evaluator(call)
+    record, payor = member_of(call, "ecm-eligibility", evaluator.plan)
     return member_parameters(evaluator.evaluate(record, as_of, pof, payor))
 
 
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def _explained(finding: Finding) -> list[tuple[str, Any]]:
+def explained(finding: Finding) -> list[tuple[str, Any]]:
     """A finding's ``result``, ``clause``, ``explanation`` and ``evidence`` parts."""
     parts: list[tuple[str, Any]] = [
         ("result", Typed("code", finding.result)),
@@ -278,8 +289,8 @@ def _explained(finding: Finding) -> list[tuple[str, Any]]:
     return parts
 
 
-def _finding(finding: Finding) -> list[tuple[str, Any]]:
-    return [("id", finding.id), *_explained(finding)]
+def criterion_parts(finding: Finding) -> list[tuple[str, Any]]:
+    return [("id", finding.id), *explained(finding)]
 
 
 def _judged(system: str, judged: Judged) -> list[tuple[str, Any]]:
@@ -287,7 +298,7 @@ def _judged(system: str, judged: Judged) -> list[tuple[str, Any]]:
         ("code", Typed("Coding", {"system": system, "code": judged.code})),
         ("result", Typed("code", judged.result)),
     ]
-    parts += [("criterion", _finding(f)) for f in judged.findings]
+    parts += [("criterion", criterion_parts(f)) for f in judged.findings]
     return parts
 
 
@@ -297,14 +308,19 @@ def member_parameters(answer: Eligibility) -> dict[str, Any]:
         ("determination", Typed("code", answer.determination)),
         ("ruleSetVersion", answer.version),
         ("asOf", Typed("date", answer.as_of.isoformat())),
-        ("baseline", _explained(answer.baseline)),
+        ("baseline", explained(answer.baseline)),
     ]
     values += [("pof", _judged(POF_SYSTEM, p)) for p in answer.pofs]
     values += [("exclusion", _judged(EXCLUSION_SYSTEM, e)) for e in answer.exclusions]
-    if answer.issues:
-        issues = [Issue("warning", "incomplete", text, where) for text, where in answer.issues]
-        values.append(("issues", operation_outcome(issues)))
+    values.append(("issues", data_issues(answer.issues)))
     return to_parameters(values)
+
+
+def data_issues(found: tuple[tuple[str, str], ...]) -> dict[str, Any] | None:
+    """The data problems met, as an OperationOutcome of warnings (None when there are none)."""
+    if not found:
+        return None
+    return operation_outcome([Issue("warning", "incomplete", text, where) for text, where in found])
 
 
 # -- population mode ---------------------------------------------------------------------------
@@ -402,7 +418,7 @@ def _list_resource(ranked: list[Candidate], as_of: date, version: str) -> dict[s
 
 
 def run_population(call: Call) -> dict[str, Any]:
-    as_of, pof = _as_of(call), _pof(call)
+    as_of, pof = as_of_input(call), _pof(call)
     if call.write is None:
         raise BadRequest("Population mode runs with POST")
     evaluator = _evaluator(call)

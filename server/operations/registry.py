@@ -90,9 +90,14 @@ class Operation:
 
 def operations() -> list[Operation]:
     """Every operation (imported here so the modules stay free of the table)."""
-    from server.operations import ecm_eligibility, terminology, validate
+    from server.operations import cs_eligibility, ecm_eligibility, terminology, validate
 
-    table = [validate.OPERATION, ecm_eligibility.MEMBER, ecm_eligibility.POPULATION]
+    table = [
+        validate.OPERATION,
+        ecm_eligibility.MEMBER,
+        ecm_eligibility.POPULATION,
+        cs_eligibility.OPERATION,
+    ]
     for (type, name), (definition, handler) in sorted(terminology.TERMINOLOGY_OPERATIONS.items()):
         table.append(
             Operation(

@@ -28,15 +28,15 @@ import importlib.util
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
+from tests.conformance.scenario_servers import ScenarioServers, scenario_servers
 from tests.operation_output import check_output
-from tests.support import BASE, FHIR_JSON, TestClient, fhir_client, history_total, sqlite_url
+from tests.support import BASE, FHIR_JSON, history_total
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "examples" / "eligibility"
@@ -79,61 +79,10 @@ def _pof_leaves() -> set[str]:
 # -- servers -------------------------------------------------------------------------------------
 
 
-def _patient_id(response: dict[str, Any]) -> str:
-    """The id of the Patient (the first entry) from a transaction-response."""
-    location = str(response["entry"][0]["response"]["location"])
-    parts = location.removeprefix(f"{BASE}/").split("/")
-    assert parts[0] == "Patient", location
-    return parts[1]
-
-
-def _settings_key(name: str) -> str:
-    return json.dumps(_sidecar(name).get("settings") or {}, sort_keys=True)
-
-
-class Servers:
-    """The servers of the module, one stored and one empty per distinct ``settings``, made when
-    first asked for: a stored one holds every scenario of its settings."""
-
-    def __init__(self, stack: ExitStack, factory: pytest.TempPathFactory) -> None:
-        self.stack, self.factory = stack, factory
-        self._stored: dict[str, tuple[TestClient, dict[str, str]]] = {}
-        self._empty: dict[str, TestClient] = {}
-
-    def _client(self, key: str, kind: str) -> TestClient:
-        folder = self.factory.mktemp(f"eligibility-{kind}")
-        overrides = json.loads(key)
-        return self.stack.enter_context(fhir_client(sqlite_url(folder / "fhir.db"), **overrides))
-
-    def loaded(self, name: str) -> tuple[TestClient, dict[str, str]]:
-        key = _settings_key(name)
-        if key not in self._stored:
-            client = self._client(key, "stored")
-            ids: dict[str, str] = {}
-            for other in SCENARIOS:
-                if _settings_key(other) != key:
-                    continue
-                response = client.post(
-                    "/fhir", json=_bundle(other), headers={"Content-Type": FHIR_JSON}
-                )
-                assert response.status_code == 200, f"{other}: {response.text[:3000]}"
-                ids[other] = _patient_id(response.json())
-            self._stored[key] = (client, ids)
-        return self._stored[key]
-
-    def empty(self, name: str) -> TestClient:
-        key = _settings_key(name)
-        if key not in self._empty:
-            client = self._client(key, "inline")
-            assert history_total(client) == 0
-            self._empty[key] = client
-        return self._empty[key]
-
-
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    with ExitStack() as stack:
-        yield Servers(stack, tmp_path_factory)
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScenarioServers]:
+    with scenario_servers(tmp_path_factory, FOLDER, SCENARIOS) as found:
+        yield found
 
 
 # -- evaluating ------------------------------------------------------------------------------------
@@ -142,7 +91,7 @@ _ANSWERS: dict[tuple[int, str, str], dict[str, Any]] = {}
 _READABLE: set[tuple[int, str]] = set()
 
 
-def _stored(servers: Servers, name: str) -> dict[str, Any]:
+def _stored(servers: ScenarioServers, name: str) -> dict[str, Any]:
     client, ids = servers.loaded(name)
     sidecar = _sidecar(name)
     query = {"asOf": sidecar["asOf"]}
@@ -154,7 +103,7 @@ def _stored(servers: Servers, name: str) -> dict[str, Any]:
     return body
 
 
-def _inline(servers: Servers, name: str) -> dict[str, Any]:
+def _inline(servers: ScenarioServers, name: str) -> dict[str, Any]:
     empty = servers.empty(name)
     sidecar = _sidecar(name)
     parameter: list[dict[str, Any]] = [
@@ -174,7 +123,7 @@ def _inline(servers: Servers, name: str) -> dict[str, Any]:
     return body
 
 
-def _answer(mode: str, name: str, servers: Servers) -> dict[str, Any]:
+def _answer(mode: str, name: str, servers: ScenarioServers) -> dict[str, Any]:
     """The operation's answer for one scenario in one mode (asked once per module)."""
     key = (id(servers), mode, name)
     if key not in _ANSWERS:
@@ -269,7 +218,7 @@ def test_the_suite_is_large_enough() -> None:
 
 @pytest.mark.parametrize("name", SCENARIOS)
 @pytest.mark.parametrize("mode", MODES)
-def test_scenario(mode: str, name: str, servers: Servers) -> None:
+def test_scenario(mode: str, name: str, servers: ScenarioServers) -> None:
     sidecar = _sidecar(name)
     expected = sidecar["expect"]
     answer = _answer(mode, name, servers)
@@ -306,7 +255,7 @@ def test_scenario(mode: str, name: str, servers: Servers) -> None:
             _READABLE.add((id(client), relative))
 
 
-def test_every_answer_conforms_to_the_operation_definition(servers: Servers) -> None:
+def test_every_answer_conforms_to_the_operation_definition(servers: ScenarioServers) -> None:
     definition = _load(DEFINITION)
     problems: list[str] = []
     for mode in MODES:

@@ -272,14 +272,15 @@ def test_inline_bundle_stores_nothing(client: TestClient) -> None:
     assert after == before
 
 
-@pytest.mark.parametrize(
-    ("resources", "expression"),
-    [
-        ([], "bundle"),
-        ([{"resourceType": "Patient"}, {"resourceType": "Patient"}], "bundle"),
-        ([{"resourceType": "Patient", "birthDate": "yesterday"}], "bundle.entry[0].resource"),
-    ],
-)
+# inline Bundles refused (400), with the expression the outcome names
+BAD_INLINE_BUNDLES = [
+    ([], "bundle"),
+    ([{"resourceType": "Patient"}, {"resourceType": "Patient"}], "bundle"),
+    ([{"resourceType": "Patient", "birthDate": "yesterday"}], "bundle.entry[0].resource"),
+]
+
+
+@pytest.mark.parametrize(("resources", "expression"), BAD_INLINE_BUNDLES)
 def test_bad_inline_bundles_are_400(
     client: TestClient, resources: list[dict[str, Any]], expression: str
 ) -> None:
