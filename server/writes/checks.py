@@ -33,11 +33,17 @@ Key = tuple[str, str]
 
 
 class Targets:
-    """The current versions of recently read reference targets (None: not stored), at most
-    ``size``, least recently used dropped first. Shared by the threads that prepare writes."""
+    """The current versions of recently read reference targets (None: not stored), least
+    recently used dropped first: at most ``size`` of them and ``max_bytes`` of bodies; a body
+    larger than ``max_body`` is never kept. Shared by the threads that prepare writes."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(
+        self, size: int = 4096, max_bytes: int = 16 << 20, max_body: int = 256 << 10
+    ) -> None:
         self._size = size
+        self._max_bytes = max_bytes
+        self._max_body = max_body
+        self._bytes = 0
         self._entries: OrderedDict[Key, Version | None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -48,16 +54,26 @@ class Targets:
                 self._entries.move_to_end(key)
                 return self._entries[key]
         found = reader.read(type, id)
+        size = 0 if found is None or found.body is None else len(found.body)
+        if size > self._max_body:
+            return found
         with self._lock:
+            self._drop(key)
             self._entries[key] = found
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            self._bytes += size
+            while len(self._entries) > self._size or self._bytes > self._max_bytes:
+                self._drop(next(iter(self._entries)))
         return found
 
     def forget(self, keys: Any) -> None:
         with self._lock:
             for key in keys:
-                self._entries.pop(key, None)
+                self._drop(key)
+
+    def _drop(self, key: Key) -> None:
+        found = self._entries.pop(key, None)
+        if found is not None and found.body is not None:
+            self._bytes -= len(found.body)
 
 
 class Seen:
