@@ -293,7 +293,15 @@ class Writer:
                 )
             else:
                 warnings = checked.warnings
-        derived = self._rule(write, id, stored, resource)
+        ruled = self._rule(write, id, stored, resource)
+        if ruled.next is not None:  # amended by a rule: validated again before it is stored
+            resource = ruled.next
+            root = "" if after_patch else write.expression
+            check_base(resource, root, after_patch=after_patch)
+            warnings = self.pipeline._profiles(
+                resource, reading(self.system), root, after_patch=after_patch
+            )
+        warnings = [*warnings, *ruled.warnings]
         unit, type = self.unit, write.type
         if resource is None:
             result = unit.delete(type, id)
@@ -302,27 +310,32 @@ class Writer:
         else:
             patch = write.interaction == "patch"
             result = unit.update(type, id, resource, method="PATCH" if patch else "PUT")
-        for each in derived:
+        for each in ruled.derived:
             self._derived(each)
         return Written(write, result, warnings=warnings)
 
     def _rule(
         self, write: Write, id: str, stored: Version | None, resource: dict[str, Any] | None
-    ) -> list[Write]:
+    ) -> Ruled:
+        ruled = Ruled()
         rules = self.pipeline.rules.of(write.type)
         if not rules:
-            return []
+            return ruled
         change = Change(
             self.principal, write.interaction, write.type, id, stored, resource, self.system,
-            self.depth,
+            self.depth, write.expression,
         )
-        derived: list[Write] = []
         for rule in rules:
             verdict = rule.check(change)
             if verdict.refusal is not None:
                 raise verdict.refusal
-            derived.extend(verdict.derived)
-        return derived
+            if verdict.next is not None:
+                if resource is None:
+                    raise FhirError(f"Rule {rule.name} amended a delete of {write.type}/{id}")
+                change.next = ruled.next = verdict.next
+            ruled.derived.extend(verdict.derived)
+            ruled.warnings.extend(verdict.warnings)
+        return ruled
 
     def _derived(self, write: Write) -> Written:
         if self.depth + 1 > MAX_DEPTH:
@@ -331,6 +344,16 @@ class Writer:
                 f" (at {write.type}); nothing was written"
             )
         return Writer(self.pipeline, self.system, self.principal, self.depth + 1).write(write)
+
+
+@dataclass(slots=True)
+class Ruled:
+    """What the rules made of one write: the amended resource (None: as proposed), their
+    warnings and the writes they derive."""
+
+    next: dict[str, Any] | None = None
+    warnings: list[Issue] = field(default_factory=list)
+    derived: list[Write] = field(default_factory=list)
 
 
 def _resource(write: Write) -> dict[str, Any]:

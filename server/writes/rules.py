@@ -5,10 +5,13 @@ composition root builds (``server/app.py``) and hands to the pipeline. For each 
 type it is registered for, the pipeline calls ``check`` with a ``Change``, inside the write's
 unit, after conditional matching and ``If-Match`` and before the version is stored. The rule
 answers with a ``Verdict``: allow, refuse (an error: its HTTP status and issues reach the
-client, and the whole unit — a transaction Bundle's every entry — is rolled back), or allow
-with derived writes. Derived writes run through the same pipeline in the same unit after the
-cause is stored (validated, ruled, stored, with their own outbox events), as the server's own
-writes: the caller's permissions do not limit them. They nest at most ``MAX_DEPTH`` deep.
+client, and the whole unit — a transaction Bundle's every entry — is rolled back), allow with
+an amended next version (``amend``: a server-owned element the rule sets, such as a stamp;
+the pipeline validates the amended resource again, inside the unit, before storing it, and
+the rules after it see the amended one), with warnings for the client, or with derived
+writes. Derived writes run through the same pipeline in the same unit after the cause is
+stored (validated, ruled, stored, with their own outbox events), as the server's own writes:
+the caller's permissions do not limit them. They nest at most ``MAX_DEPTH`` deep.
 
 ``admit`` runs before anything else, outside the unit, on the write as asked: for refusals
 that depend on nothing stored (a type that cannot be written at all).
@@ -31,6 +34,7 @@ import orjson
 from server.auth.principal import Principal
 from server.errors import FhirError, MethodNotAllowed
 from server.fhir.conformance import CONFORMANCE_TYPES
+from server.fhir.outcome import Issue
 from server.store.base import Reader, Version
 from server.writes.write import Interaction, Write
 
@@ -43,7 +47,9 @@ class Change:
     its resource (None when absent or deleted), ``next`` the proposed resource (None on
     delete). ``depth`` is 0 for the write a client asked for, 1 and more for derived writes."""
 
-    __slots__ = ("principal", "interaction", "type", "id", "stored", "next", "reader", "depth")
+    __slots__ = (
+        "principal", "interaction", "type", "id", "stored", "next", "reader", "depth", "root"
+    )
 
     def __init__(
         self,
@@ -55,6 +61,7 @@ class Change:
         next: dict[str, Any] | None,
         reader: Reader,
         depth: int,
+        root: str = "",
     ) -> None:
         self.principal = principal
         self.interaction = interaction
@@ -64,6 +71,9 @@ class Change:
         self.next = next
         self.reader = reader
         self.depth = depth
+        self.root = root or type
+        """The path of the resource in what the client sent (``Task``, or
+        ``Bundle.entry[2].resource``): the start of every expression a rule's issues name."""
 
     @property
     def previous(self) -> dict[str, Any] | None:
@@ -75,11 +85,14 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A rule's answer: ``refusal`` (the error to answer with) or allowed, with the writes it
-    derives."""
+    """A rule's answer: ``refusal`` (the error to answer with) or allowed, with ``next`` (the
+    amended resource to store instead of the proposed one, None: unchanged), ``warnings`` for
+    the client and the writes it derives."""
 
     refusal: FhirError | None = None
     derived: tuple[Write, ...] = ()
+    next: dict[str, Any] | None = None
+    warnings: tuple[Issue, ...] = ()
 
 
 ALLOW = Verdict()
@@ -91,6 +104,11 @@ def refuse(error: FhirError) -> Verdict:
 
 def derive(*writes: Write) -> Verdict:
     return Verdict(derived=writes)
+
+
+def amend(next: dict[str, Any]) -> Verdict:
+    """Allow the write with ``next`` stored instead of what was proposed (not on a delete)."""
+    return Verdict(next=next)
 
 
 class Rule:

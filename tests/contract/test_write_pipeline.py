@@ -20,9 +20,9 @@ from server.errors import Conflict, Forbidden, Unprocessable
 from server.operations import registry
 from server.operations.registry import Call, Operation
 from server.store.base import Event, HistoryQuery
-from server.writes.rules import ALLOW, Change, Rule, Verdict, derive, refuse
+from server.writes.rules import ALLOW, Change, Rule, Verdict, amend, derive, refuse
 from server.writes.write import Write
-from tests.support import TestClient, clear_store, fhir_client, outcome
+from tests.support import TestClient, clear_store, expressions, fhir_client, outcome
 
 
 def basic(text: str, **extra: Any) -> dict[str, Any]:
@@ -71,6 +71,9 @@ class Policy(Rule):
             return refuse(Unprocessable("Refused by policy", expression="Basic.code.text"))
         if text == "forbid":
             return refuse(Forbidden("Not yours to write", expression="Basic"))
+        if text in ("stamp", "stamp-invalid"):  # a server-owned element, set by the rule
+            stamp = "2020-02-02" if text == "stamp" else "the second of February"
+            return amend({**(change.next or {}), "created": stamp})
         if text == "needs-subject":
             subject = (change.next or {}).get("subject", {}).get("reference", "")
             type, _, id = subject.partition("/")
@@ -236,6 +239,29 @@ def test_a_refusal_answers_its_status_and_issues_and_writes_nothing(
     assert failed["issue"][0]["expression"] == [f"Bundle.entry[1].{expression}"]
     assert len(_events(ruled)) == events
     assert ruled.get(f"/fhir/Basic/{created['id']}").json()["meta"]["versionId"] == "1"
+    assert ruled.get("/fhir/Basic?_summary=count").json()["total"] == 1
+
+
+def test_a_rule_amends_what_is_stored_and_the_amendment_is_validated(ruled: TestClient) -> None:
+    created = ruled.post("/fhir/Basic", json=basic("stamp", created="1999-01-01"))
+    assert created.status_code == 201
+    assert created.json()["created"] == "2020-02-02"
+    stored = created.json()
+    assert ruled.get(f"/fhir/Basic/{stored['id']}").json()["created"] == "2020-02-02"
+    patch = [{"op": "replace", "path": "/created", "value": "2001-01-01"}]
+    patched = ruled.patch(
+        f"/fhir/Basic/{stored['id']}",
+        content=orjson.dumps(patch),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert patched.status_code == 200 and patched.json()["created"] == "2020-02-02"
+    # an amendment that breaks the resource is refused like any invalid write: nothing stored
+    events = len(_events(ruled))
+    body = outcome(ruled.post("/fhir/Basic", json=basic("stamp-invalid")), (400, 422))
+    assert any("created" in e for e in expressions(body)), body
+    bundle = _transaction(_post(basic("fine")), _post(basic("stamp-invalid")))
+    outcome(ruled.post("/fhir", json=bundle), (400, 422))
+    assert len(_events(ruled)) == events
     assert ruled.get("/fhir/Basic?_summary=count").json()["total"] == 1
 
 
