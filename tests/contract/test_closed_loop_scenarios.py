@@ -385,3 +385,32 @@ def test_a_sobering_center_records_a_retroactive_referral_in_one_transaction(
         ],
     )
     outcome(app.post("/fhir/Task", json=plain), 403)
+
+
+# -- the overdue view ------------------------------------------------------------------------------
+
+
+def test_the_overdue_view_lists_open_referrals_past_their_due_date(
+    app: TestClient, acting: Acting
+) -> None:
+    def due(end: str) -> dict[str, Any]:
+        return {"period": {"end": end}}
+
+    late = _requested(app, acting, restriction=due("2026-11-10"))
+    late_accepted = _requested(app, acting, restriction=due("2026-11-30T17:00:00-08:00"))
+    in_time = _requested(app, acting, restriction=due("2027-01-15"))
+    late_done = _requested(app, acting, restriction=due("2026-11-01"))
+    _requested(app, acting)  # no due date: never overdue
+    acting.as_(PROVIDER)
+    _ok(_put(app, late_accepted, status="accepted"))
+    late_done = _ok(_put(app, late_done, status="accepted"))
+    coded = {"coding": [{"system": "http://snomed.info/sct", "code": "710824005"}]}
+    _ok(_put(app, late_done, status="completed",
+             output=[{"type": ACTIVITY_TYPE, "valueCodeableConcept": coded}]))
+    acting.as_(PLAN)
+    found = app.get("/fhir/Task?due=lt2026-12-07&status=requested,accepted").json()
+    assert sorted(e["resource"]["id"] for e in found.get("entry", [])) == sorted(
+        [late["id"], late_accepted["id"]]
+    )
+    found = app.get("/fhir/Task?due=ge2026-12-07").json()
+    assert [e["resource"]["id"] for e in found.get("entry", [])] == [in_time["id"]]
