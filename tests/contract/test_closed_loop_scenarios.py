@@ -405,8 +405,14 @@ def test_the_overdue_view_lists_open_referrals_past_their_due_date(
     _ok(_put(app, late_accepted, status="accepted"))
     late_done = _ok(_put(app, late_done, status="accepted"))
     coded = {"coding": [{"system": "http://snomed.info/sct", "code": "710824005"}]}
-    _ok(_put(app, late_done, status="completed",
-             output=[{"type": ACTIVITY_TYPE, "valueCodeableConcept": coded}]))
+    _ok(
+        _put(
+            app,
+            late_done,
+            status="completed",
+            output=[{"type": ACTIVITY_TYPE, "valueCodeableConcept": coded}],
+        )
+    )
     acting.as_(PLAN)
     found = app.get("/fhir/Task?due=lt2026-12-07&status=requested,accepted").json()
     assert sorted(e["resource"]["id"] for e in found.get("entry", [])) == sorted(
@@ -414,3 +420,64 @@ def test_the_overdue_view_lists_open_referrals_past_their_due_date(
     )
     found = app.get("/fhir/Task?due=ge2026-12-07").json()
     assert [e["resource"]["id"] for e in found.get("entry", [])] == [in_time["id"]]
+
+
+# -- the audit trail -------------------------------------------------------------------------------
+
+
+def _parts(transition: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in transition["part"]:
+        value = next(v for k, v in part.items() if k.startswith("value"))
+        out[part["name"]] = value
+    return out
+
+
+def test_transitions_list_each_status_change_with_who_and_when(
+    app: TestClient, acting: Acting
+) -> None:
+    task = _requested(app, acting)
+    acting.as_(PROVIDER)
+    task = _ok(_put(app, task, status="accepted"))
+    task = _ok(_put(app, task, note=[{"text": "called the member"}]))  # not a status change
+    task = _ok(_put(app, task, businessStatus=_status("authorized")))
+    task = _ok(_put(app, task, status="in-progress"))
+    acting.as_(CARE_MANAGER)
+    task = _ok(
+        _put(
+            app,
+            task,
+            status="cancelled",
+            statusReason=_reason("member-declined", "Member declined"),
+        )
+    )
+    acting.as_(PLAN)
+    response = app.get(f"/fhir/Task/{task['id']}/$transitions")
+    body = _ok(response, 200)
+    assert body["resourceType"] == "Parameters"
+    trail = [_parts(p) for p in body["parameter"]]
+    assert [(t.get("from"), t["to"], t["version"]) for t in trail] == [
+        (None, "requested", "1"),
+        ("requested", "accepted", "2"),
+        ("accepted", "accepted", "4"),
+        ("accepted", "in-progress", "5"),
+        ("in-progress", "cancelled", "6"),
+    ]
+    assert [t.get("organization", {}).get("reference") for t in trail] == [
+        "Organization/sierra-vista-ccp",
+        "Organization/casa-segura-housing",
+        "Organization/casa-segura-housing",
+        "Organization/casa-segura-housing",
+        None,
+    ]
+    assert trail[-1]["user"] == {"reference": "Practitioner/lead-care-manager-okafor"}
+    assert all(t["recorded"] is True and t["client"] for t in trail)
+    assert trail[2]["businessStatus"]["coding"][0]["code"] == "authorized"
+    assert trail[-1]["statusReason"]["coding"][0]["code"] == "member-declined"
+    versions = app.get(f"/fhir/Task/{task['id']}/_history").json()["entry"]
+    stamps = {v["resource"]["meta"]["versionId"]: v["resource"]["lastModified"] for v in versions}
+    assert [t["lastModified"] for t in trail] == [stamps[t["version"]] for t in trail]
+    assert trail == sorted(trail, key=lambda t: t["when"])
+    # only where it is defined
+    outcome(app.get("/fhir/Patient/ecm-member-example/$transitions"), (400, 404))
+    outcome(app.get("/fhir/Task/nowhere/$transitions"), 404)

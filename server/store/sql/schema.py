@@ -20,6 +20,9 @@ Migration 4 adds the outbox (``sql/outbox.py``): one row per committed version, 
 version's own transaction, and the consumers' cursors. Its sequence is ``{sequence}``, which
 never hands out a number twice even after the highest rows are pruned (SQLite:
 ``AUTOINCREMENT``).
+
+Migration 5 indexes the outbox by resource, for the events of one resource (who changed it:
+``Task/[id]/$transitions``).
 """
 
 from __future__ import annotations
@@ -183,5 +186,8 @@ MIGRATIONS: list[list[str]] = [
             cursor {bigint} NOT NULL,
             updated {bigint} NOT NULL
         )""",
+    ],
+    [
+        "CREATE INDEX outbox_resource ON outbox (rtype, id, seq)",
     ],
 ]
