@@ -31,17 +31,21 @@ result.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from server.auth.principal import Principal
+from server.ecm.subreferrals import rolled_up
 from server.errors import Forbidden, Unprocessable
 from server.fhir.instant import format_instant, now_us
 from server.fhir.outcome import Issue
+from server.search.parse import SearchContext, parse_criteria_string
+from server.search.query import SearchQuery
 from server.store.base import Reader
 from server.writes.rules import ALLOW, Change, Rule, Verdict, refuse
+from server.writes.write import Write
 
 # -- the machines ----------------------------------------------------------------------------
 
@@ -160,6 +164,7 @@ PATIENT_TASK = Machine(
     clause="Gravity SDOHCC Patient Task lifecycle (standards.md §1.6)",
 )
 
+_MAX_SPLIT = 200  # sub-Tasks of one source Task considered by the roll-up
 #: Elements that never change once a referral has been requested (standards.md §1.4).
 FIXED_AFTER_REQUEST = ("for", "focus", "requester", "intent", "code")
 #: Elements no comparison of versions looks at: the server's own.
@@ -252,14 +257,16 @@ def _acts_as(ref: str | None, parties: frozenset[str], reader: Reader) -> bool:
 
 
 class ReferralLifecycle(Rule):
-    """The referral and Patient Task lifecycles and the requester's ServiceRequest status.
-    ``platform``: the coordination platform's organisation (``Organization/x``), which may
-    route referrals (set ``owner``)."""
+    """The referral and Patient Task lifecycles, the requester's ServiceRequest status and the
+    roll-up of sub-referrals (``subreferrals.py``). ``platform``: the coordination platform's
+    organisation (``Organization/x``), which may route referrals (set ``owner``); ``search``
+    finds a source Task's sub-Tasks."""
 
     name = "referral-lifecycle"
     types = frozenset({"Task", "ServiceRequest"})
 
-    def __init__(self, platform: str | None = None) -> None:
+    def __init__(self, search: SearchContext, platform: str | None = None) -> None:
+        self.search = search
         self.platform = platform
 
     def check(self, change: Change) -> Verdict:
@@ -273,7 +280,63 @@ class ReferralLifecycle(Rule):
             return ALLOW
         if next is None:
             return self._delete(change, machine, previous)
-        return _Judgement(self, change, machine, previous, next).verdict()
+        verdict = _Judgement(self, change, machine, previous, next).verdict()
+        if verdict.refusal is not None or machine is not REFERRAL:
+            return verdict
+        if previous is not None and previous.get("status") == next.get("status"):
+            return verdict
+        source = self._roll_up(change, verdict.next or next)
+        if source is None:
+            return verdict
+        return replace(verdict, derived=(*verdict.derived, source))
+
+    # -- sub-referrals: the source Task follows its sub-Tasks ------------------------------
+
+    def _roll_up(self, change: Change, task: dict[str, Any]) -> Write | None:
+        parents = [_local(_ref(p)) for p in task.get("partOf") or ()]
+        key = next((p for p in parents if p is not None and p[0] == "Task"), None)
+        if key is None:
+            return None
+        source = _read(change.reader, key)
+        if source is None or machine_of(source) is not REFERRAL:
+            return None
+        splitter = _ref(source.get("owner"))
+        if splitter is None or _ref(task.get("requester")) != splitter:
+            return None  # not a split made by the source Task's target
+        siblings = {change.id: task}
+        criteria = parse_criteria_string("Task", f"part-of=Task/{key[1]}", self.search)
+        page = change.reader.search(SearchQuery(criteria, count=_MAX_SPLIT))
+        for version in page.items:
+            if version.id != change.id and version.body is not None:
+                siblings[version.id] = orjson.loads(version.body)
+        before = source.get("status")
+        after = rolled_up(str(s.get("status")) for s in siblings.values())
+        if after is None or after == before or not REFERRAL.allows(before, after):
+            return None
+        updated = {**source, "status": after}
+        if after == "completed":
+            outputs = list(source.get("output") or [])
+            for sibling in siblings.values():
+                for output in sibling.get("output") or ():
+                    resulting = any(c == RESULTING_ACTIVITY for _, c in _codes(output.get("type")))
+                    if resulting and output not in outputs:
+                        outputs.append(output)
+            updated["output"] = outputs
+            updated.pop("statusReason", None)
+        elif after == "on-hold":
+            stopped = sorted(
+                f"Task/{id} {s.get('status')}"
+                for id, s in siblings.items()
+                if s.get("status") in ("rejected", "failed", "cancelled")
+            )
+            updated["statusReason"] = {
+                "text": "Sub-referrals ended without the service, to be re-routed: "
+                + ", ".join(stopped)
+            }
+        else:
+            updated.pop("statusReason", None)
+        acting = Principal("calaim-fhir", allow_all=True, organization=splitter)
+        return Write("update", "Task", id=key[1], resource=updated, principal=acting)
 
     # -- ServiceRequest.status: the requester's ---------------------------------------------
 
@@ -574,9 +637,21 @@ class _Judgement:
         if procedure.get("status") != "completed":
             return f"{ref} is {procedure.get('status')}, not completed"
         based_on = {_ref(b) for b in procedure.get("basedOn") or ()}
-        if focus is None or focus not in based_on:
-            return f"{ref} is not basedOn the referral {focus}"
-        return None
+        if focus is not None and (focus in based_on or self._fills(based_on, focus)):
+            return None
+        return f"{ref} is not basedOn the referral {focus} (or a filler order of it)"
+
+    def _fills(self, requests: set[str | None], focus: str) -> bool:
+        """Whether one of ``requests`` is a ServiceRequest ``basedOn`` ``focus`` (the filler
+        order of a sub-referral, standards.md §1.8)."""
+        for ref in requests:
+            local = _local(ref)
+            if local is None or local[0] != "ServiceRequest":
+                continue
+            request = _read(self.change.reader, local)
+            if request is not None and focus in {_ref(b) for b in request.get("basedOn") or ()}:
+                return True
+        return False
 
     # -- the stamp -----------------------------------------------------------------------------
 

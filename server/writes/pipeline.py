@@ -343,7 +343,8 @@ class Writer:
                 f"Program rules derived writes more than {MAX_DEPTH} levels deep"
                 f" (at {write.type}); nothing was written"
             )
-        return Writer(self.pipeline, self.system, self.principal, self.depth + 1).write(write)
+        principal = write.principal or self.principal
+        return Writer(self.pipeline, self.system, principal, self.depth + 1).write(write)
 
 
 @dataclass(slots=True)

@@ -11,7 +11,9 @@ the pipeline validates the amended resource again, inside the unit, before stori
 the rules after it see the amended one), with warnings for the client, or with derived
 writes. Derived writes run through the same pipeline in the same unit after the cause is
 stored (validated, ruled, stored, with their own outbox events), as the server's own writes:
-the caller's permissions do not limit them. They nest at most ``MAX_DEPTH`` deep.
+the caller's permissions do not limit them; the rules judge them as the cause's principal, or
+as the one the rule names (``Write.principal``: an organisation the rule acts for). They nest
+at most ``MAX_DEPTH`` deep.
 
 ``admit`` runs before anything else, outside the unit, on the write as asked: for refusals
 that depend on nothing stored (a type that cannot be written at all).

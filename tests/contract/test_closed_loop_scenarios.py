@@ -28,6 +28,8 @@ PROVIDER = Principal("casa-app", allow_all=True, organization="Organization/casa
 CLINIC = Principal("clinic-app", allow_all=True, organization="Organization/westside-family-clinic")
 SOBERING = Principal("sobering-app", allow_all=True, organization="Organization/harbor-sobering")
 PLAN = Principal("plan-app", allow_all=True, organization="Organization/golden-poppy-health-plan")
+HUB = Principal("hub-app", allow_all=True, organization="Organization/bay-connect")
+PANTRY = Principal("pantry-app", allow_all=True, organization="Organization/valley-pantry")
 
 CLOSURE = "http://calaim-fhir.org/fhir/CodeSystem/dhcs-loop-closure-reason"
 REFERRAL_STATUS = "http://calaim-fhir.org/fhir/CodeSystem/dhcs-referral-status"
@@ -61,7 +63,9 @@ def acting() -> Acting:
 
 @pytest.fixture(scope="module")
 def _app(database_url: str, acting: Acting) -> Iterator[TestClient]:
-    with fhir_client(database_url, principals=acting) as client:
+    with fhir_client(
+        database_url, principals=acting, coordination_platform="Organization/bay-connect"
+    ) as client:
         yield client
 
 
@@ -78,16 +82,17 @@ def app(_app: TestClient, database_url: str, acting: Acting) -> Iterator[TestCli
         for resource in (json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json")))
         if resource["resourceType"] != "Task"
     ]
-    entries.append(
-        {
-            "resource": {
-                "resourceType": "Organization",
-                "id": "harbor-sobering",
-                "name": "Harbor Sobering Center",
-            },
-            "request": {"method": "PUT", "url": "Organization/harbor-sobering"},
-        }
-    )
+    for id, name in (
+        ("harbor-sobering", "Harbor Sobering Center"),
+        ("bay-connect", "Bay Connect coordination platform"),
+        ("valley-pantry", "Valley Community Pantry"),
+    ):
+        entries.append(
+            {
+                "resource": {"resourceType": "Organization", "id": id, "name": name},
+                "request": {"method": "PUT", "url": f"Organization/{id}"},
+            }
+        )
     _ok(
         _app.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
     )
@@ -481,3 +486,134 @@ def test_transitions_list_each_status_change_with_who_and_when(
     # only where it is defined
     outcome(app.get("/fhir/Patient/ecm-member-example/$transitions"), (400, 404))
     outcome(app.get("/fhir/Task/nowhere/$transitions"), 404)
+
+
+# -- coordination-platform sub-referrals -----------------------------------------------------------
+
+
+def _split(app: TestClient, acting: Acting, *owners: str) -> tuple[dict[str, Any], list[str]]:
+    """The referrer sends the referral to the platform, which accepts it and splits it: one
+    filler order and one sub-Task per organisation, in one transaction."""
+    source = _requested(app, acting, owner={"reference": "Organization/bay-connect"})
+    acting.as_(HUB)
+    source = _ok(_put(app, source, status="accepted"))
+    entries: list[dict[str, Any]] = []
+    for n, owner in enumerate(owners):
+        order = copy.deepcopy(_example("ServiceRequest-cs-referral-example"))
+        order.pop("id")
+        order.pop("identifier")
+        order.update(
+            intent="filler-order",
+            basedOn=[{"reference": "ServiceRequest/cs-referral-example"}],
+            requester={"reference": "Organization/bay-connect"},
+            performer=[{"reference": owner}],
+        )
+        url = f"urn:uuid:0b5e0000-0000-4000-8000-00000000000{n}"
+        entries.append(
+            {
+                "fullUrl": url,
+                "resource": order,
+                "request": {"method": "POST", "url": "ServiceRequest"},
+            }
+        )
+        sub = _referral_task(
+            focus={"reference": url},
+            requester={"reference": "Organization/bay-connect"},
+            owner={"reference": owner},
+            partOf=[{"reference": f"Task/{source['id']}"}],
+        )
+        entries.append({"resource": sub, "request": {"method": "POST", "url": "Task"}})
+    done = _ok(
+        app.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    )
+    subs = [e["response"]["location"].split("/")[-3] for e in done["entry"][1::2]]
+    return source, subs
+
+
+def _task(app: TestClient, id: str) -> dict[str, Any]:
+    return _ok(app.get(f"/fhir/Task/{id}"))
+
+
+def _deliver(app: TestClient, sub: dict[str, Any]) -> dict[str, Any]:
+    procedure = copy.deepcopy(_example("Procedure-cs-service-delivery-example"))
+    procedure.pop("id")
+    procedure["basedOn"] = [sub["focus"]]
+    procedure["performer"] = [{"actor": sub["owner"]}]
+    made = _ok(app.post("/fhir/Procedure", json=procedure))
+    output = [{"type": ACTIVITY_TYPE, "valueReference": {"reference": f"Procedure/{made['id']}"}}]
+    return _ok(
+        _put(
+            app,
+            sub,
+            status="completed",
+            output=output,
+            statusReason=_reason("services-received", "Delivered"),
+        )
+    )
+
+
+def test_a_referral_split_across_two_organisations_rolls_up(
+    app: TestClient, acting: Acting
+) -> None:
+    source, (casa_id, pantry_id) = _split(
+        app, acting, "Organization/casa-segura-housing", "Organization/valley-pantry"
+    )
+    acting.as_(PROVIDER)
+    casa = _ok(_put(app, _task(app, casa_id), status="accepted"))
+    assert _task(app, source["id"])["status"] == "accepted"  # nothing started yet
+    casa = _ok(_put(app, casa, status="in-progress"))
+    assert _task(app, source["id"])["status"] == "in-progress"  # any started: in progress
+    casa = _deliver(app, casa)
+    assert _task(app, source["id"])["status"] == "in-progress"  # the pantry is still open
+    acting.as_(PANTRY)
+    pantry = _ok(_put(app, _task(app, pantry_id), status="accepted"))
+    pantry = _deliver(app, pantry)
+    rolled = _task(app, source["id"])
+    assert rolled["status"] == "completed"  # every one completed
+    delivered = {o["valueReference"]["reference"] for o in rolled["output"]}
+    assert delivered == {
+        o["valueReference"]["reference"] for o in casa["output"] + pantry["output"]
+    }
+    # the platform's change, derived in the pantry's unit
+    trail = [
+        _parts(p) for p in app.get(f"/fhir/Task/{source['id']}/$transitions").json()["parameter"]
+    ]
+    assert [t["to"] for t in trail] == ["requested", "accepted", "in-progress", "completed"]
+
+
+def test_sub_referrals_that_all_end_put_the_source_on_hold_to_re_route(
+    app: TestClient, acting: Acting
+) -> None:
+    source, (casa_id, pantry_id) = _split(
+        app, acting, "Organization/casa-segura-housing", "Organization/valley-pantry"
+    )
+    acting.as_(PROVIDER)
+    _ok(
+        _put(
+            app,
+            _task(app, casa_id),
+            status="rejected",
+            statusReason=_reason("provider-declined", "No capacity"),
+        )
+    )
+    assert _task(app, source["id"])["status"] == "accepted"
+    acting.as_(PANTRY)
+    pantry = _ok(_put(app, _task(app, pantry_id), status="accepted"))
+    _ok(_put(app, pantry, status="failed", statusReason=_reason("unable-to-contact", "No answer")))
+    held = _task(app, source["id"])
+    assert held["status"] == "on-hold"
+    assert casa_id in held["statusReason"]["text"] and pantry_id in held["statusReason"]["text"]
+    # re-routed to another organisation: the source resumes when the work starts
+    acting.as_(HUB)
+    retry = _referral_task(
+        focus=_task(app, casa_id)["focus"],
+        requester={"reference": "Organization/bay-connect"},
+        owner={"reference": "Organization/westside-family-clinic"},
+        partOf=[{"reference": f"Task/{source['id']}"}],
+    )
+    retry = _ok(app.post("/fhir/Task", json=retry), 201)
+    acting.as_(CLINIC)
+    retry = _ok(_put(app, retry, status="accepted"))
+    assert _task(app, source["id"])["status"] == "on-hold"
+    _ok(_put(app, retry, status="in-progress"))
+    assert _task(app, source["id"])["status"] == "in-progress"

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from server.api import metadata
+from server.auth.principal import Principal
 from server.errors import Conflict, Forbidden, Unprocessable
 from server.operations import registry
 from server.operations.registry import Call, Operation
@@ -34,6 +35,7 @@ def _text(resource: dict[str, Any] | None) -> str | None:
 
 
 RECORDED: list[dict[str, Any]] = []
+ACTING_FOR = Principal("rule-acts-for", allow_all=True, organization="Organization/platform")
 
 
 class Recorder(Rule):
@@ -89,6 +91,9 @@ class Policy(Rule):
         }.get(text or "")
         if made is not None and change.interaction == "create":
             return derive(Write("create", "Basic", resource=made))
+        if text == "derive-as" and change.interaction == "create":  # for another principal
+            made = basic("derived", subject={"reference": f"Basic/{change.id}"})
+            return derive(Write("create", "Basic", resource=made, principal=ACTING_FOR))
         return ALLOW
 
 
@@ -323,6 +328,14 @@ def test_a_derived_write_commits_with_its_cause(ruled: TestClient) -> None:
     assert [e.id for e in events][0] == cause
     # the derived write went through the rules too, one level down
     assert [(r["next"], r["depth"]) for r in RECORDED] == [("derive", 0), ("derived", 1)]
+
+
+def test_the_rules_judge_a_derived_write_as_the_principal_it_names(ruled: TestClient) -> None:
+    assert ruled.post("/fhir/Basic", json=basic("derive-as")).status_code == 201
+    assert [(r["next"], r["depth"], r["client"]) for r in RECORDED] == [
+        ("derive-as", 0, "local"),
+        ("derived", 1, "rule-acts-for"),
+    ]
 
 
 @pytest.mark.parametrize(
