@@ -43,7 +43,7 @@ from server.fhir.instant import format_instant, now_us
 from server.fhir.outcome import Issue
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import SearchQuery
-from server.store.base import Reader
+from server.store.base import Reader, Version
 from server.writes.rules import ALLOW, Change, Rule, Verdict, refuse
 from server.writes.write import Write
 
@@ -208,12 +208,15 @@ def _local(ref: str | None) -> tuple[str, str] | None:
     return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
 
 
-def _read(reader: Reader, key: tuple[str, str]) -> dict[str, Any] | None:
-    found = reader.read(*key)
+def _body(found: Version | None) -> dict[str, Any] | None:
     if found is None or found.body is None:
         return None
     body: dict[str, Any] = orjson.loads(found.body)
     return body
+
+
+def _read(reader: Reader, key: tuple[str, str]) -> dict[str, Any] | None:
+    return _body(reader.read(*key))
 
 
 def machine_of(task: dict[str, Any]) -> Machine | None:
@@ -228,6 +231,26 @@ def machine_of(task: dict[str, Any]) -> Machine | None:
     ):
         return PATIENT_TASK
     return None
+
+
+def stamped(previous: dict[str, Any] | None, next: dict[str, Any]) -> dict[str, Any] | None:
+    """``next`` with the server's ``lastModified``: now on a create and on a change of
+    ``status`` or ``businessStatus``, the stored value otherwise (None: already so)."""
+    if previous is None or (
+        previous.get("status") != next.get("status")
+        or previous.get("businessStatus") != next.get("businessStatus")
+    ):
+        stamp: Any = format_instant(now_us())
+    else:
+        stamp = previous.get("lastModified")
+    if next.get("lastModified") == stamp:
+        return None
+    amended = dict(next)
+    if stamp is None:
+        amended.pop("lastModified", None)
+    else:
+        amended["lastModified"] = stamp
+    return amended
 
 
 # -- who the caller is for a Task ----------------------------------------------------------------
@@ -268,6 +291,18 @@ class ReferralLifecycle(Rule):
     def __init__(self, search: SearchContext, platform: str | None = None) -> None:
         self.search = search
         self.platform = platform
+
+    def prepare(
+        self, write: Write, resource: dict[str, Any], stored: Version | None
+    ) -> dict[str, Any] | None:
+        """The ``lastModified`` stamp, decided outside the unit from the version stored then
+        (``check`` decides again only when another version was stored meanwhile)."""
+        if write.type != "Task":
+            return None
+        previous = _body(stored)
+        if machine_of(previous or resource) is None and machine_of(resource) is None:
+            return None
+        return stamped(previous, resource)
 
     def check(self, change: Change) -> Verdict:
         if change.type == "ServiceRequest":
@@ -476,7 +511,8 @@ class _Judgement:
             refused = self._evidence()
             if refused is not None:
                 return refused
-        return Verdict(next=self._stamped(), warnings=tuple(self.warnings))
+        amended = None if self.change.prepared else stamped(self.previous, self.next)
+        return Verdict(next=amended, warnings=tuple(self.warnings))
 
     def _changed(self) -> set[str]:
         previous, next = self.previous or {}, self.next
@@ -653,26 +689,4 @@ class _Judgement:
                 return True
         return False
 
-    # -- the stamp -----------------------------------------------------------------------------
-
-    def _stamped(self) -> dict[str, Any] | None:
-        previous, next = self.previous, self.next
-        moved = previous is None or (
-            previous.get("status") != next.get("status")
-            or previous.get("businessStatus") != next.get("businessStatus")
-        )
-        if moved:
-            stamp: Any = format_instant(now_us())
-        else:
-            stamp = previous.get("lastModified") if previous is not None else None
-        if next.get("lastModified") == stamp:
-            return None
-        amended = dict(next)
-        if stamp is None:
-            amended.pop("lastModified", None)
-        else:
-            amended["lastModified"] = stamp
-        return amended
-
-
-__all__ = ["PATIENT_TASK", "REFERRAL", "ReferralLifecycle", "machine_of"]
+__all__ = ["PATIENT_TASK", "REFERRAL", "ReferralLifecycle", "machine_of", "stamped"]

@@ -58,6 +58,7 @@ class Prepared:
     checked: Checked | None = None
     base: Version | None = None
     patched: dict[str, Any] | None = None
+    ruled_on: int | None = None  # the version the rules' prepare saw (0: absent; None: no prepare)
 
 
 @dataclass(slots=True)
@@ -96,6 +97,7 @@ class Pipeline:
         if prepared.resource is not None:
             resource = prepared.resource
             if reader is not None:
+                resource = prepared.resource = self._rules_prepare(prepared, resource, reader)
                 seen = Seen(reader)
                 warnings = self._profiles(resource, seen, write.expression)
                 prepared.checked = Checked(warnings, seen)
@@ -114,10 +116,29 @@ class Pipeline:
         if write.if_match is not None and write.if_match != current.version:
             return  # 412 from the unit
         patched = self._patch(write, current)
+        if self.rules.prepares(write.type):
+            patched = self.rules.prepare(write, patched, current)
+            prepared.ruled_on = current.version
         seen = Seen(reader)
         warnings = self._profiles(patched, seen, "", after_patch=True)
         prepared.base, prepared.patched = current, patched
         prepared.checked = Checked(warnings, seen)
+
+    def _rules_prepare(
+        self, prepared: Prepared, resource: dict[str, Any], reader: Reader
+    ) -> dict[str, Any]:
+        """The rules' prepare of a create, or of an update by id, from the version stored now."""
+        write = prepared.write
+        if not self.rules.prepares(write.type) or write.condition is not None:
+            return resource
+        if write.interaction == "create":
+            stored = None
+        elif write.id is not None:
+            stored = reader.read(write.type, write.id)
+        else:
+            return resource
+        prepared.ruled_on = 0 if stored is None else stored.version
+        return self.rules.prepare(write, resource, stored)
 
     def _patch(self, write: Write, current: Version) -> dict[str, Any]:
         """The patched resource, which keeps its type and id and passes base validation."""
@@ -248,6 +269,7 @@ class Writer:
         if base is None or base.version != current.version or base.id != id:
             prepared.patched = self.pipeline._patch(write, current)
             prepared.checked = None
+            prepared.ruled_on = None
         prepared.resource = prepared.patched
         return self._store(prepared, id, current, after_patch=True)
 
@@ -293,7 +315,8 @@ class Writer:
                 )
             else:
                 warnings = checked.warnings
-        ruled = self._rule(write, id, stored, resource)
+        stored_version = 0 if stored is None else stored.version
+        ruled = self._rule(write, id, stored, resource, prepared.ruled_on == stored_version)
         if ruled.next is not None:  # amended by a rule: validated again before it is stored
             resource = ruled.next
             root = "" if after_patch else write.expression
@@ -315,7 +338,12 @@ class Writer:
         return Written(write, result, warnings=warnings)
 
     def _rule(
-        self, write: Write, id: str, stored: Version | None, resource: dict[str, Any] | None
+        self,
+        write: Write,
+        id: str,
+        stored: Version | None,
+        resource: dict[str, Any] | None,
+        prepared: bool,
     ) -> Ruled:
         ruled = Ruled()
         rules = self.pipeline.rules.of(write.type)
@@ -323,7 +351,7 @@ class Writer:
             return ruled
         change = Change(
             self.principal, write.interaction, write.type, id, stored, resource, self.system,
-            self.depth, write.expression,
+            self.depth, write.expression, prepared,
         )
         for rule in rules:
             verdict = rule.check(change)

@@ -16,7 +16,12 @@ as the one the rule names (``Write.principal``: an organisation the rule acts fo
 at most ``MAX_DEPTH`` deep.
 
 ``admit`` runs before anything else, outside the unit, on the write as asked: for refusals
-that depend on nothing stored (a type that cannot be written at all).
+that depend on nothing stored (a type that cannot be written at all). ``prepare`` may amend a
+create, an update by id or a patch by id before it is validated, outside the unit, from the
+version stored then; inside the unit ``Change.prepared`` says whether that version is still
+the stored one — when it is, what ``prepare`` decided holds and ``check`` need not amend again
+(and the pipeline need not validate again). Writes prepared inside a unit (Bundle entries,
+operations' and derived writes) and conditional updates skip ``prepare``.
 
 Rules run on every kind of write: create, update, patch, delete, their conditional forms,
 Bundle entries, operations' writes and derived writes. They must be cheap (they run while the
@@ -50,7 +55,16 @@ class Change:
     delete). ``depth`` is 0 for the write a client asked for, 1 and more for derived writes."""
 
     __slots__ = (
-        "principal", "interaction", "type", "id", "stored", "next", "reader", "depth", "root"
+        "principal",
+        "interaction",
+        "type",
+        "id",
+        "stored",
+        "next",
+        "reader",
+        "depth",
+        "root",
+        "prepared",
     )
 
     def __init__(
@@ -64,6 +78,7 @@ class Change:
         reader: Reader,
         depth: int,
         root: str = "",
+        prepared: bool = False,
     ) -> None:
         self.principal = principal
         self.interaction = interaction
@@ -76,6 +91,8 @@ class Change:
         self.root = root or type
         """The path of the resource in what the client sent (``Task``, or
         ``Bundle.entry[2].resource``): the start of every expression a rule's issues name."""
+        self.prepared = prepared
+        """Whether the rules' ``prepare`` made ``next`` from the version stored now."""
 
     @property
     def previous(self) -> dict[str, Any] | None:
@@ -123,6 +140,13 @@ class Rule:
     def admit(self, write: Write) -> None:
         """Raise a ``FhirError`` to refuse ``write`` before anything is read or written."""
 
+    def prepare(
+        self, write: Write, resource: dict[str, Any], stored: Version | None
+    ) -> dict[str, Any] | None:
+        """The resource to validate and store instead of ``resource`` (None: unchanged),
+        decided outside the unit from ``stored`` (the version stored then, None: absent)."""
+        return None
+
     def check(self, change: Change) -> Verdict:
         return ALLOW
 
@@ -134,6 +158,7 @@ class RuleSet:
         self.rules = tuple(rules)
         self._any = tuple(r for r in self.rules if r.types is None)
         self._by_type: dict[str, tuple[Rule, ...]] = {}
+        self._prepares: dict[str, bool] = {}
 
     def of(self, type: str) -> tuple[Rule, ...]:
         """The rules that apply to writes of ``type``, in registration order."""
@@ -147,6 +172,24 @@ class RuleSet:
     def admit(self, write: Write) -> None:
         for rule in self.of(write.type):
             rule.admit(write)
+
+    def prepares(self, kind: str) -> bool:
+        """Whether a rule for resources of type ``kind`` amends writes in prepare."""
+        found = self._prepares.get(kind)
+        if found is None:
+            found = self._prepares[kind] = any(
+                type(r).prepare is not Rule.prepare for r in self.of(kind)
+            )
+        return found
+
+    def prepare(
+        self, write: Write, resource: dict[str, Any], stored: Version | None
+    ) -> dict[str, Any]:
+        for rule in self.of(write.type):
+            amended = rule.prepare(write, resource, stored)
+            if amended is not None:
+                resource = amended
+        return resource
 
 
 class ReadOnlyDefinitions(Rule):

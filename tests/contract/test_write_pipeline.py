@@ -20,7 +20,7 @@ from server.auth.principal import Principal
 from server.errors import Conflict, Forbidden, Unprocessable
 from server.operations import registry
 from server.operations.registry import Call, Operation
-from server.store.base import Event, HistoryQuery
+from server.store.base import Event, HistoryQuery, Version
 from server.writes.rules import ALLOW, Change, Rule, Verdict, amend, derive, refuse
 from server.writes.write import Write
 from tests.support import TestClient, clear_store, expressions, fhir_client, outcome
@@ -65,7 +65,16 @@ class Policy(Rule):
     name = "test-policy"
     types = frozenset({"Basic"})
 
+    def prepare(
+        self, write: Write, resource: dict[str, Any], stored: Version | None
+    ) -> dict[str, Any] | None:
+        if _text(resource) != "prepare-stamp":  # stamped outside the unit, from ``stored``
+            return None
+        return {**resource, "created": "2011-01-01" if stored is None else "2012-01-01"}
+
     def check(self, change: Change) -> Verdict:
+        if _text(change.next) == "prepare-stamp" and not change.prepared:
+            return amend({**(change.next or {}), "created": "2022-02-02"})  # decided again
         text = _text(change.next)
         if change.next is None and _text(change.previous) == "keep":
             return refuse(Conflict("A kept Basic cannot be deleted", expression="Basic"))
@@ -268,6 +277,33 @@ def test_a_rule_amends_what_is_stored_and_the_amendment_is_validated(ruled: Test
     outcome(ruled.post("/fhir", json=bundle), (400, 422))
     assert len(_events(ruled)) == events
     assert ruled.get("/fhir/Basic?_summary=count").json()["total"] == 1
+
+
+def test_a_rule_amends_in_prepare_and_decides_again_only_when_the_version_changed(
+    ruled: TestClient,
+) -> None:
+    created = ruled.post("/fhir/Basic", json=basic("prepare-stamp"))
+    assert created.status_code == 201 and created.json()["created"] == "2011-01-01"
+    stored = created.json()
+    updated = ruled.put(f"/fhir/Basic/{stored['id']}", json={**stored, "created": "1999-09-09"})
+    assert updated.status_code == 200 and updated.json()["created"] == "2012-01-01"
+    patch = [{"op": "replace", "path": "/created", "value": "1999-09-09"}]
+    patched = ruled.patch(
+        f"/fhir/Basic/{stored['id']}",
+        content=orjson.dumps(patch),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert patched.status_code == 200 and patched.json()["created"] == "2012-01-01"
+    # written without prepare (a transaction entry, a conditional update): decided in the unit
+    bundle = _transaction(_post(basic("prepare-stamp")))
+    done = ruled.post("/fhir", json=bundle)
+    assert done.status_code == 200, done.text
+    location = done.json()["entry"][0]["response"]["location"]
+    assert ruled.get(f"/fhir/{location.split('/_history')[0]}").json()["created"] == "2022-02-02"
+    conditional = ruled.put(
+        f"/fhir/Basic?_id={stored['id']}", json={**patched.json(), "created": "1999-09-09"}
+    )
+    assert conditional.status_code == 200 and conditional.json()["created"] == "2022-02-02"
 
 
 def test_a_rule_refuses_a_delete_from_the_previous_version(ruled: TestClient) -> None:
