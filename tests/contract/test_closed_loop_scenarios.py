@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from server.auth.principal import LOCAL, Principal
-from tests.support import Acting, TestClient, clear_store, expressions, fhir_client, outcome
+from tests.support import Acting, TestClient, clear_store, expressions, outcome
 
+PLATFORM_ORGANIZATION = "Organization/bay-connect"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "resources"
 REFERRER = Principal("svccp-app", allow_all=True, organization="Organization/sierra-vista-ccp")
 CARE_MANAGER = Principal("svccp-app", allow_all=True, user="Practitioner/lead-care-manager-okafor")
@@ -56,21 +57,8 @@ def _ok(response: Any, status: int | tuple[int, ...] = (200, 201)) -> dict[str, 
     return body
 
 
-@pytest.fixture(scope="module")
-def acting() -> Acting:
-    return Acting()
-
-
-@pytest.fixture(scope="module")
-def _app(database_url: str, acting: Acting) -> Iterator[TestClient]:
-    with fhir_client(
-        database_url, principals=acting, coordination_platform="Organization/bay-connect"
-    ) as client:
-        yield client
-
-
 @pytest.fixture
-def app(_app: TestClient, database_url: str, acting: Acting) -> Iterator[TestClient]:
+def app(acting_client: TestClient, database_url: str, acting: Acting) -> Iterator[TestClient]:
     """The examples loaded (but their Tasks) and a sobering center."""
     clear_store(database_url)
     acting.as_(LOCAL)
@@ -94,9 +82,11 @@ def app(_app: TestClient, database_url: str, acting: Acting) -> Iterator[TestCli
             }
         )
     _ok(
-        _app.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        acting_client.post(
+            "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        )
     )
-    yield _app
+    yield acting_client
     acting.as_(LOCAL)
 
 
@@ -115,6 +105,11 @@ def _referral_task(**extra: Any) -> dict[str, Any]:
 
 def _put(app: TestClient, task: dict[str, Any], **changes: Any) -> Any:
     return app.put(f"/fhir/Task/{task['id']}", json={**task, **changes})
+
+
+def _end(app: TestClient, task: dict[str, Any], status: str, code: str, text: str) -> Any:
+    """Move ``task`` to ``status`` with a Reason for Referral Loop Closure."""
+    return _put(app, task, status=status, statusReason=_reason(code, text))
 
 
 def _reason(code: str, text: str) -> dict[str, Any]:
@@ -230,14 +225,7 @@ def test_cancelled_by_either_side(app: TestClient, acting: Acting, side: str) ->
     acting.as_(PROVIDER)
     task = _ok(_put(app, task, status="accepted"))
     acting.as_(REFERRER if side == "referrer" else PROVIDER)
-    cancelled = _ok(
-        _put(
-            app,
-            task,
-            status="cancelled",
-            statusReason=_reason("member-declined", "Member moved in with family"),
-        )
-    )
+    cancelled = _ok(_end(app, task, "cancelled", "member-declined", "Member moved in with family"))
     assert cancelled["status"] == "cancelled"
 
 
@@ -247,21 +235,9 @@ def test_failed_with_its_reason(app: TestClient, acting: Acting) -> None:
     task = _ok(_put(app, task, status="accepted"))
     task = _ok(_put(app, task, status="in-progress"))
     acting.as_(REFERRER)  # failing is the provider's to say
-    outcome(
-        _put(
-            app, task, status="failed", statusReason=_reason("unable-to-contact", "Three attempts")
-        ),
-        403,
-    )
+    outcome(_end(app, task, "failed", "unable-to-contact", "Three attempts"), 403)
     acting.as_(PROVIDER)
-    failed = _ok(
-        _put(
-            app,
-            task,
-            status="failed",
-            statusReason=_reason("unable-to-contact", "Three attempts, no answer"),
-        )
-    )
+    failed = _ok(_end(app, task, "failed", "unable-to-contact", "Three attempts, no answer"))
     assert failed["status"] == "failed"
 
 

@@ -19,8 +19,9 @@ import orjson
 import pytest
 
 from server.auth.principal import LOCAL, Principal
-from tests.support import Acting, TestClient, clear_store, expressions, fhir_client, outcome
+from tests.support import Acting, TestClient, clear_store, expressions, outcome
 
+PLATFORM_ORGANIZATION = "Organization/cp"
 REQUESTER = Principal("referrer-app", allow_all=True, organization="Organization/req")
 TARGET = Principal("provider-app", allow_all=True, organization="Organization/tgt")
 OTHER = Principal("other-app", allow_all=True, organization="Organization/oth")
@@ -113,21 +114,8 @@ def task(status: str, **extra: Any) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture(scope="module")
-def acting() -> Acting:
-    return Acting()
-
-
-@pytest.fixture(scope="module")
-def _app(database_url: str, acting: Acting) -> Iterator[TestClient]:
-    with fhir_client(
-        database_url, principals=acting, coordination_platform="Organization/cp"
-    ) as client:
-        yield client
-
-
 @pytest.fixture
-def app(_app: TestClient, database_url: str, acting: Acting) -> Iterator[TestClient]:
+def app(acting_client: TestClient, database_url: str, acting: Acting) -> Iterator[TestClient]:
     clear_store(database_url)
     acting.as_(LOCAL)
     for kind, id in (
@@ -136,10 +124,14 @@ def app(_app: TestClient, database_url: str, acting: Acting) -> Iterator[TestCli
         ("Organization", "oth"),
         ("Organization", "cp"),
     ):
-        _ok(_app.put(f"/fhir/{kind}/{id}", json={"resourceType": kind, "id": id, "name": id}))
-    _ok(_app.put("/fhir/Patient/p", json={"resourceType": "Patient", "id": "p"}))
+        _ok(
+            acting_client.put(
+                f"/fhir/{kind}/{id}", json={"resourceType": kind, "id": id, "name": id}
+            )
+        )
+    _ok(acting_client.put("/fhir/Patient/p", json={"resourceType": "Patient", "id": "p"}))
     _ok(
-        _app.put(
+        acting_client.put(
             "/fhir/ServiceRequest/sr",
             json={
                 "resourceType": "ServiceRequest",
@@ -151,7 +143,7 @@ def app(_app: TestClient, database_url: str, acting: Acting) -> Iterator[TestCli
             },
         )
     )
-    yield _app
+    yield acting_client
     acting.as_(LOCAL)
 
 

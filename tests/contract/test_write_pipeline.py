@@ -256,18 +256,22 @@ def test_a_refusal_answers_its_status_and_issues_and_writes_nothing(
     assert ruled.get("/fhir/Basic?_summary=count").json()["total"] == 1
 
 
+def _replace_created(client: TestClient, id: str, value: str) -> Any:
+    patch = [{"op": "replace", "path": "/created", "value": value}]
+    return client.patch(
+        f"/fhir/Basic/{id}",
+        content=orjson.dumps(patch),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+
+
 def test_a_rule_amends_what_is_stored_and_the_amendment_is_validated(ruled: TestClient) -> None:
     created = ruled.post("/fhir/Basic", json=basic("stamp", created="1999-01-01"))
     assert created.status_code == 201
     assert created.json()["created"] == "2020-02-02"
     stored = created.json()
     assert ruled.get(f"/fhir/Basic/{stored['id']}").json()["created"] == "2020-02-02"
-    patch = [{"op": "replace", "path": "/created", "value": "2001-01-01"}]
-    patched = ruled.patch(
-        f"/fhir/Basic/{stored['id']}",
-        content=orjson.dumps(patch),
-        headers={"Content-Type": "application/json-patch+json"},
-    )
+    patched = _replace_created(ruled, stored["id"], "2001-01-01")
     assert patched.status_code == 200 and patched.json()["created"] == "2020-02-02"
     # an amendment that breaks the resource is refused like any invalid write: nothing stored
     events = len(_events(ruled))
@@ -287,12 +291,7 @@ def test_a_rule_amends_in_prepare_and_decides_again_only_when_the_version_change
     stored = created.json()
     updated = ruled.put(f"/fhir/Basic/{stored['id']}", json={**stored, "created": "1999-09-09"})
     assert updated.status_code == 200 and updated.json()["created"] == "2012-01-01"
-    patch = [{"op": "replace", "path": "/created", "value": "1999-09-09"}]
-    patched = ruled.patch(
-        f"/fhir/Basic/{stored['id']}",
-        content=orjson.dumps(patch),
-        headers={"Content-Type": "application/json-patch+json"},
-    )
+    patched = _replace_created(ruled, stored["id"], "1999-09-09")
     assert patched.status_code == 200 and patched.json()["created"] == "2012-01-01"
     # written without prepare (a transaction entry, a conditional update): decided in the unit
     bundle = _transaction(_post(basic("prepare-stamp")))
