@@ -567,14 +567,14 @@ class _Judgement:
                     extra[0],
                 )
             return None
-        if not changed:
-            return None
+        if not changed and roles:
+            return None  # a party to the Task sending it again unchanged
         return self._forbidden(
             "neither the requester nor the referral target of this Task"
             if machine is REFERRAL
             else "neither the requester nor the owner of this Patient Task",
             roles,
-            sorted(changed)[0],
+            sorted(changed)[0] if changed else "status",
         )
 
     def _may_create(self, roles: set[str]) -> Verdict | None:

@@ -344,6 +344,7 @@ def test_other_organisations_and_patients_change_nothing(app: TestClient, acting
     current = _seed(app, acting, "accepted")
     for who in (OTHER, PATIENT):
         acting.as_(who)
+        outcome(app.put(f"/fhir/Task/{current['id']}", json=current), 403)  # not even a no-op
         body = outcome(
             app.put(f"/fhir/Task/{current['id']}", json={**current, "note": [{"text": "x"}]}), 403
         )
