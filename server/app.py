@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from starlette.requests import Request
 
 from server.api import async_jobs, handlers, metadata, operations, routes
 from server.api.fastpath import FastPath
+from server.auth.principal import Principal
+from server.ecm.program import program_rules
 from server.errors import FhirError
 from server.fhir.instant import now_us
 from server.fhir.validation import base_validator
@@ -35,10 +38,13 @@ def create_app(
     *,
     store: SqlRepository | None = None,
     rules: Sequence[Rule] = (),
+    principals: Callable[[Request], Principal] | None = None,
 ) -> FastAPI:
     """A FHIR server application. Without ``store``, the configured database is opened (and
     migrated) at start-up and closed at shutdown. ``rules`` run on every write after the
-    server's own (``server/writes/rules.py``)."""
+    server's own (``server/writes/rules.py``). ``principals`` names the caller of a request
+    (default: every caller is the local operator, ``server/api/context.py``); until token
+    authentication exists, tests use it to act as organisations, users and patients."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -50,7 +56,7 @@ def create_app(
         base_validator()  # load the schema before the first request, not during it
         pipeline = Pipeline(
             validation_service(settings),  # compile every profile: a bad one stops start-up
-            RuleSet([*default_rules(), *rules]),
+            RuleSet([*default_rules(), *program_rules(settings), *rules]),
             search_service(settings).context,
             settings.conditional_delete_multiple,
         )
@@ -88,6 +94,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    app.state.principals = principals
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         description="The minimum age of an outbox event before it may be pruned (and only once "
         "every registered consumer has read past it)",
     )
+    coordination_platform: str | None = Field(
+        None,
+        pattern=r"^Organization/[A-Za-z0-9\-.]{1,64}$",
+        description="The coordination platform's Organization (Organization/id): it routes "
+        "referrals (sets Task.owner) and splits them into sub-referrals (docs/closed-loop.md)",
+    )
     outbox_prune_minutes: float = Field(
         60, gt=0, description="How often each server process prunes the outbox"
     )

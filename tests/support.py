@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,10 @@ with warnings.catch_warnings():
     )
     from fastapi.testclient import TestClient
 
+from starlette.requests import Request
+
 from server.app import create_app
+from server.auth.principal import LOCAL, Principal
 from server.settings import Settings
 from server.writes.rules import Rule
 
@@ -93,14 +96,19 @@ def clear_store(database_url: str) -> None:
 
 @contextmanager
 def fhir_client(
-    database_url: str, *, rules: Sequence[Rule] = (), **overrides: Any
+    database_url: str,
+    *,
+    rules: Sequence[Rule] = (),
+    principals: Callable[[Request], Principal] | None = None,
+    **overrides: Any,
 ) -> Iterator[TestClient]:
     """A TestClient for ``create_app`` on ``database_url``; the lifespan runs (store opened,
-    migrated, closed). ``rules``: program rules added to the server's own; ``overrides`` are
+    migrated, closed). ``rules``: program rules added to the server's own; ``principals``: who
+    each request's caller is (default: the local operator; see ``Acting``); ``overrides`` are
     further Settings fields (``max_body_bytes``, ...)."""
     values: dict[str, Any] = {"database_url": database_url, "base_url": BASE}
     values.update(overrides)
-    app = create_app(Settings(**values), rules=rules)
+    app = create_app(Settings(**values), rules=rules, principals=principals)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -124,6 +132,20 @@ def extra_operations(monkeypatch: Any, *added: Any) -> Iterator[None]:
         yield
     finally:
         metadata._statement.cache_clear()
+
+
+class Acting:
+    """A principal resolver for ``fhir_client(principals=...)``: every request is made by the
+    principal set last (``as_(principal)``); the local operator by default."""
+
+    def __init__(self) -> None:
+        self.principal = LOCAL
+
+    def as_(self, principal: Principal) -> None:
+        self.principal = principal
+
+    def __call__(self, request: Request) -> Principal:
+        return self.principal
 
 
 # -- resources ----------------------------------------------------------------------------------

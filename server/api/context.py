@@ -3,6 +3,8 @@ write pipeline and the asynchronous job runner."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.requests import Request
 
 from server.auth.principal import LOCAL, Principal
@@ -18,9 +20,11 @@ def settings_of(request: Request) -> Settings:
 
 
 def principal_of(request: Request) -> Principal:
-    """The caller. Until authentication exists, every caller is the local allow-all principal
-    (the CLI refuses to listen beyond loopback without ``--insecure-no-auth``)."""
-    return LOCAL
+    """The caller, as the application's principal resolver names it (``create_app``). Until
+    authentication exists, every caller is the local operator principal (the CLI refuses to
+    listen beyond loopback without ``--insecure-no-auth``)."""
+    resolve: Callable[[Request], Principal] | None = getattr(request.app.state, "principals", None)
+    return LOCAL if resolve is None else resolve(request)
 
 
 def repository(request: Request) -> AuthorizedRepository:

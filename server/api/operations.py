@@ -128,9 +128,11 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
     repo = repository(request)
     pipeline, principal = pipeline_of(request), repo.principal
 
+    events = request.app.state.store.outbox.of
+
     def work(reader: Reader) -> FhirResponse:
         instance = _instance(reader, type, id) if id is not None else None
-        call = Call(settings, type, id, params, reader, definitions, instance)
+        call = Call(settings, type, id, params, reader, definitions, instance, events=events)
         return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
 
     def work_in_unit(unit: Unit) -> FhirResponse:

@@ -22,7 +22,7 @@ from typing import Any
 from server.fhir.conformance import Conformance
 from server.fhir.terminology import Terminology
 from server.settings import Settings
-from server.store.base import Reader
+from server.store.base import Event, Reader
 from server.writes.write import Write, Written
 
 
@@ -54,6 +54,7 @@ class Call:
     progress: Callable[[int, int | None], None] = _no_progress  # (done, total)
     cancelled: Callable[[], bool] = _never
     prefer_async: bool = False  # runs as an asynchronous job (Prefer: respond-async)
+    events: Callable[[str, str], list[Event]] | None = None  # a resource's outbox events
 
     @property
     def terminology(self) -> Terminology:
@@ -90,13 +91,20 @@ class Operation:
 
 def operations() -> list[Operation]:
     """Every operation (imported here so the modules stay free of the table)."""
-    from server.operations import cs_eligibility, ecm_eligibility, terminology, validate
+    from server.operations import (
+        cs_eligibility,
+        ecm_eligibility,
+        task_transitions,
+        terminology,
+        validate,
+    )
 
     table = [
         validate.OPERATION,
         ecm_eligibility.MEMBER,
         ecm_eligibility.POPULATION,
         cs_eligibility.OPERATION,
+        task_transitions.OPERATION,
     ]
     for (type, name), (definition, handler) in sorted(terminology.TERMINOLOGY_OPERATIONS.items()):
         table.append(

@@ -220,6 +220,9 @@ class Outbox(Protocol):
     def last(self) -> int:
         """The highest sequence handed out so far (0 when none)."""
 
+    def of(self, type: str, id: str) -> list[Event]:
+        """The events of one resource still kept, in sequence order (an audit trail's who)."""
+
     def register(self, consumer: str, start: int | None = None) -> int:
         """Register ``consumer`` (idempotent); its cursor starts at ``start`` (None: the
         current end, so it sees only what comes next). Returns its cursor."""

@@ -59,6 +59,7 @@ class Prepared:
     checked: Checked | None = None
     base: Version | None = None
     patched: dict[str, Any] | None = None
+    ruled_on: int | None = None  # the version the rules' prepare saw (0: absent; None: no prepare)
 
 
 @dataclass(slots=True)
@@ -98,6 +99,7 @@ class Pipeline:
         if prepared.resource is not None:
             resource = prepared.resource
             if reader is not None:
+                resource = prepared.resource = self._rules_prepare(prepared, resource, reader)
                 seen = Seen(reader, self.targets)
                 warnings = self.validate(resource, seen, write.expression)
                 prepared.checked = Checked(warnings, seen)
@@ -116,10 +118,29 @@ class Pipeline:
         if write.if_match is not None and write.if_match != current.version:
             return  # 412 from the unit
         patched = self.patched(write, current)
+        if self.rules.prepares(write.type):
+            patched = self.rules.prepare(write, patched, current)
+            prepared.ruled_on = current.version
         seen = Seen(reader, self.targets)
         warnings = self.validate(patched, seen, "", after_patch=True)
         prepared.base, prepared.patched = current, patched
         prepared.checked = Checked(warnings, seen)
+
+    def _rules_prepare(
+        self, prepared: Prepared, resource: dict[str, Any], reader: Reader
+    ) -> dict[str, Any]:
+        """The rules' prepare of a create, or of an update by id, from the version stored now."""
+        write = prepared.write
+        if not self.rules.prepares(write.type) or write.condition is not None:
+            return resource
+        if write.interaction == "create":
+            stored = None
+        elif write.id is not None:
+            stored = reader.read(write.type, write.id)
+        else:
+            return resource
+        prepared.ruled_on = 0 if stored is None else stored.version
+        return self.rules.prepare(write, resource, stored)
 
     def patched(self, write: Write, current: Version) -> dict[str, Any]:
         """The patched resource, which keeps its type and id and passes base validation."""
@@ -256,6 +277,7 @@ class Writer:
         if base is None or base.version != current.version or base.id != id:
             prepared.patched = self.pipeline.patched(write, current)
             prepared.checked = None
+            prepared.ruled_on = None
         prepared.resource = prepared.patched
         return self._store(prepared, id, current, after_patch=True)
 
@@ -303,7 +325,16 @@ class Writer:
                 )
             else:
                 warnings = checked.warnings
-        derived = self._rule(write, id, stored, resource)
+        stored_version = 0 if stored is None else stored.version
+        ruled = self._rule(write, id, stored, resource, prepared.ruled_on == stored_version)
+        if ruled.next is not None:  # amended by a rule: validated again before it is stored
+            resource = ruled.next
+            root = "" if after_patch else write.expression
+            check_base(resource, root, after_patch=after_patch)
+            warnings = self.pipeline.validate(
+                resource, reader_lookup(self.system), root, after_patch=after_patch
+            )
+        warnings = [*warnings, *ruled.warnings]
         unit, type = self.unit, write.type
         self.pipeline.targets.forget(((type, id),))  # its cached version ends here
         if resource is None:
@@ -313,27 +344,37 @@ class Writer:
         else:
             patch = write.interaction == "patch"
             result = unit.update(type, id, resource, method="PATCH" if patch else "PUT")
-        for each in derived:
+        for each in ruled.derived:
             self._derived(each)
         return Written(write, result, warnings=warnings)
 
     def _rule(
-        self, write: Write, id: str, stored: Version | None, resource: dict[str, Any] | None
-    ) -> list[Write]:
+        self,
+        write: Write,
+        id: str,
+        stored: Version | None,
+        resource: dict[str, Any] | None,
+        prepared: bool,
+    ) -> Ruled:
+        ruled = Ruled()
         rules = self.pipeline.rules.of(write.type)
         if not rules:
-            return []
+            return ruled
         change = Change(
             self.principal, write.interaction, write.type, id, stored, resource, self.system,
-            self.depth,
+            self.depth, write.expression, prepared,
         )
-        derived: list[Write] = []
         for rule in rules:
             verdict = rule.check(change)
             if verdict.refusal is not None:
                 raise verdict.refusal
-            derived.extend(verdict.derived)
-        return derived
+            if verdict.next is not None:
+                if resource is None:
+                    raise FhirError(f"Rule {rule.name} amended a delete of {write.type}/{id}")
+                change.next = ruled.next = verdict.next
+            ruled.derived.extend(verdict.derived)
+            ruled.warnings.extend(verdict.warnings)
+        return ruled
 
     def _derived(self, write: Write) -> Written:
         if self.depth + 1 > MAX_DEPTH:
@@ -341,7 +382,18 @@ class Writer:
                 f"Program rules derived writes more than {MAX_DEPTH} levels deep"
                 f" (at {write.type}); nothing was written"
             )
-        return Writer(self.pipeline, self.system, self.principal, self.depth + 1).write(write)
+        principal = write.principal or self.principal
+        return Writer(self.pipeline, self.system, principal, self.depth + 1).write(write)
+
+
+@dataclass(slots=True)
+class Ruled:
+    """What the rules made of one write: the amended resource (None: as proposed), their
+    warnings and the writes they derive."""
+
+    next: dict[str, Any] | None = None
+    warnings: list[Issue] = field(default_factory=list)
+    derived: list[Write] = field(default_factory=list)
 
 
 def _resource(write: Write) -> dict[str, Any]:

@@ -5,13 +5,23 @@ composition root builds (``server/app.py``) and hands to the pipeline. For each 
 type it is registered for, the pipeline calls ``check`` with a ``Change``, inside the write's
 unit, after conditional matching and ``If-Match`` and before the version is stored. The rule
 answers with a ``Verdict``: allow, refuse (an error: its HTTP status and issues reach the
-client, and the whole unit — a transaction Bundle's every entry — is rolled back), or allow
-with derived writes. Derived writes run through the same pipeline in the same unit after the
-cause is stored (validated, ruled, stored, with their own outbox events), as the server's own
-writes: the caller's permissions do not limit them. They nest at most ``MAX_DEPTH`` deep.
+client, and the whole unit — a transaction Bundle's every entry — is rolled back), allow with
+an amended next version (``amend``: a server-owned element the rule sets, such as a stamp;
+the pipeline validates the amended resource again, inside the unit, before storing it, and
+the rules after it see the amended one), with warnings for the client, or with derived
+writes. Derived writes run through the same pipeline in the same unit after the cause is
+stored (validated, ruled, stored, with their own outbox events), as the server's own writes:
+the caller's permissions do not limit them; the rules judge them as the cause's principal, or
+as the one the rule names (``Write.principal``: an organisation the rule acts for). They nest
+at most ``MAX_DEPTH`` deep.
 
 ``admit`` runs before anything else, outside the unit, on the write as asked: for refusals
-that depend on nothing stored (a type that cannot be written at all).
+that depend on nothing stored (a type that cannot be written at all). ``prepare`` may amend a
+create, an update by id or a patch by id before it is validated, outside the unit, from the
+version stored then; inside the unit ``Change.prepared`` says whether that version is still
+the stored one — when it is, what ``prepare`` decided holds and ``check`` need not amend again
+(and the pipeline need not validate again). Writes prepared inside a unit (Bundle entries,
+operations' and derived writes) and conditional updates skip ``prepare``.
 
 Rules run on every kind of write: create, update, patch, delete, their conditional forms,
 Bundle entries, operations' writes and derived writes. They must be cheap (they run while the
@@ -31,6 +41,7 @@ import orjson
 from server.auth.principal import Principal
 from server.errors import FhirError, MethodNotAllowed
 from server.fhir.conformance import CONFORMANCE_TYPES
+from server.fhir.outcome import Issue
 from server.store.base import Reader, Version
 from server.writes.write import Interaction, Write
 
@@ -43,7 +54,18 @@ class Change:
     its resource (None when absent or deleted), ``next`` the proposed resource (None on
     delete). ``depth`` is 0 for the write a client asked for, 1 and more for derived writes."""
 
-    __slots__ = ("principal", "interaction", "type", "id", "stored", "next", "reader", "depth")
+    __slots__ = (
+        "principal",
+        "interaction",
+        "type",
+        "id",
+        "stored",
+        "next",
+        "reader",
+        "depth",
+        "root",
+        "prepared",
+    )
 
     def __init__(
         self,
@@ -55,6 +77,8 @@ class Change:
         next: dict[str, Any] | None,
         reader: Reader,
         depth: int,
+        root: str = "",
+        prepared: bool = False,
     ) -> None:
         self.principal = principal
         self.interaction = interaction
@@ -64,6 +88,11 @@ class Change:
         self.next = next
         self.reader = reader
         self.depth = depth
+        self.root = root or type
+        """The path of the resource in what the client sent (``Task``, or
+        ``Bundle.entry[2].resource``): the start of every expression a rule's issues name."""
+        self.prepared = prepared
+        """Whether the rules' ``prepare`` made ``next`` from the version stored now."""
 
     @property
     def previous(self) -> dict[str, Any] | None:
@@ -75,11 +104,14 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A rule's answer: ``refusal`` (the error to answer with) or allowed, with the writes it
-    derives."""
+    """A rule's answer: ``refusal`` (the error to answer with) or allowed, with ``next`` (the
+    amended resource to store instead of the proposed one, None: unchanged), ``warnings`` for
+    the client and the writes it derives."""
 
     refusal: FhirError | None = None
     derived: tuple[Write, ...] = ()
+    next: dict[str, Any] | None = None
+    warnings: tuple[Issue, ...] = ()
 
 
 ALLOW = Verdict()
@@ -93,6 +125,11 @@ def derive(*writes: Write) -> Verdict:
     return Verdict(derived=writes)
 
 
+def amend(next: dict[str, Any]) -> Verdict:
+    """Allow the write with ``next`` stored instead of what was proposed (not on a delete)."""
+    return Verdict(next=next)
+
+
 class Rule:
     """A program rule; override ``check`` (and ``admit`` for refusals that need no data).
     ``types``: the resource types it applies to (None: every type)."""
@@ -102,6 +139,13 @@ class Rule:
 
     def admit(self, write: Write) -> None:
         """Raise a ``FhirError`` to refuse ``write`` before anything is read or written."""
+
+    def prepare(
+        self, write: Write, resource: dict[str, Any], stored: Version | None
+    ) -> dict[str, Any] | None:
+        """The resource to validate and store instead of ``resource`` (None: unchanged),
+        decided outside the unit from ``stored`` (the version stored then, None: absent)."""
+        return None
 
     def check(self, change: Change) -> Verdict:
         return ALLOW
@@ -114,6 +158,7 @@ class RuleSet:
         self.rules = tuple(rules)
         self._any = tuple(r for r in self.rules if r.types is None)
         self._by_type: dict[str, tuple[Rule, ...]] = {}
+        self._prepares: dict[str, bool] = {}
 
     def of(self, type: str) -> tuple[Rule, ...]:
         """The rules that apply to writes of ``type``, in registration order."""
@@ -127,6 +172,24 @@ class RuleSet:
     def admit(self, write: Write) -> None:
         for rule in self.of(write.type):
             rule.admit(write)
+
+    def prepares(self, kind: str) -> bool:
+        """Whether a rule for resources of type ``kind`` amends writes in prepare."""
+        found = self._prepares.get(kind)
+        if found is None:
+            found = self._prepares[kind] = any(
+                type(r).prepare is not Rule.prepare for r in self.of(kind)
+            )
+        return found
+
+    def prepare(
+        self, write: Write, resource: dict[str, Any], stored: Version | None
+    ) -> dict[str, Any]:
+        for rule in self.of(write.type):
+            amended = rule.prepare(write, resource, stored)
+            if amended is not None:
+                resource = amended
+        return resource
 
 
 class ReadOnlyDefinitions(Rule):

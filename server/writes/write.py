@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from server.auth.principal import Principal
 from server.fhir.outcome import Issue
 from server.search.query import Criteria
 from server.store.base import WriteResult
@@ -36,7 +37,8 @@ class Write:
     ``resource`` is the body as received (the pipeline checks that it is a resource of
     ``type``); ``condition`` a search query string (``identifier=x|1``); ``if_match`` a version
     number; ``expression`` the path errors point at (a Bundle entry:
-    ``Bundle.entry[3].resource``)."""
+    ``Bundle.entry[3].resource``). ``principal``: only for a write a program rule derives, the
+    principal the rules judge it as (an organisation the rule acts for); None: the cause's."""
 
     interaction: Interaction
     type: str
@@ -46,6 +48,7 @@ class Write:
     condition: str | None = None
     if_match: int | None = None
     expression: str = ""
+    principal: Principal | None = None
 
 
 @dataclass(slots=True)

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from tests.support import TestClient, clear_store, fhir_client, postgres_database, sqlite_url
+from tests.support import (
+    Acting,
+    TestClient,
+    clear_store,
+    fhir_client,
+    postgres_database,
+    sqlite_url,
+)
 
 
 @pytest.fixture(
@@ -53,3 +60,20 @@ def make_client(client: TestClient, database_url: str
         return fhir_client(database_url, **overrides)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def acting() -> Acting:
+    """Who the callers of ``acting_client`` are: set with ``acting.as_(principal)``."""
+    return Acting()
+
+
+@pytest.fixture(scope="module")
+def acting_client(
+    request: pytest.FixtureRequest, database_url: str, acting: Acting
+) -> Iterator[TestClient]:
+    """An app whose callers are ``acting``'s principal, with the coordination platform the
+    test module names (``PLATFORM_ORGANIZATION``)."""
+    platform = getattr(request.module, "PLATFORM_ORGANIZATION", None)
+    with fhir_client(database_url, principals=acting, coordination_platform=platform) as client:
+        yield client

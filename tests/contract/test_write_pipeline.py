@@ -15,12 +15,15 @@ from typing import Any
 import orjson
 import pytest
 
+from server.api import metadata
+from server.auth.principal import Principal
 from server.errors import Conflict, Forbidden, Unprocessable
 from server.operations.registry import Call, Operation
-from server.store.base import Event, HistoryQuery
-from server.writes.rules import ALLOW, Change, Rule, Verdict, derive, refuse
+from server.store.base import Event, HistoryQuery, Version
+from server.writes.rules import ALLOW, Change, Rule, Verdict, amend, derive, refuse
 from server.writes.write import Write
 from tests.support import TestClient, clear_store, extra_operations, fhir_client, outcome
+from tests.support import TestClient, clear_store, expressions, fhir_client, outcome
 
 
 def basic(text: str, **extra: Any) -> dict[str, Any]:
@@ -32,6 +35,7 @@ def _text(resource: dict[str, Any] | None) -> str | None:
 
 
 RECORDED: list[dict[str, Any]] = []
+ACTING_FOR = Principal("rule-acts-for", allow_all=True, organization="Organization/platform")
 
 
 class Recorder(Rule):
@@ -61,7 +65,16 @@ class Policy(Rule):
     name = "test-policy"
     types = frozenset({"Basic"})
 
+    def prepare(
+        self, write: Write, resource: dict[str, Any], stored: Version | None
+    ) -> dict[str, Any] | None:
+        if _text(resource) != "prepare-stamp":  # stamped outside the unit, from ``stored``
+            return None
+        return {**resource, "created": "2011-01-01" if stored is None else "2012-01-01"}
+
     def check(self, change: Change) -> Verdict:
+        if _text(change.next) == "prepare-stamp" and not change.prepared:
+            return amend({**(change.next or {}), "created": "2022-02-02"})  # decided again
         text = _text(change.next)
         if change.next is None and _text(change.previous) == "keep":
             return refuse(Conflict("A kept Basic cannot be deleted", expression="Basic"))
@@ -69,6 +82,9 @@ class Policy(Rule):
             return refuse(Unprocessable("Refused by policy", expression="Basic.code.text"))
         if text == "forbid":
             return refuse(Forbidden("Not yours to write", expression="Basic"))
+        if text in ("stamp", "stamp-invalid"):  # a server-owned element, set by the rule
+            stamp = "2020-02-02" if text == "stamp" else "the second of February"
+            return amend({**(change.next or {}), "created": stamp})
         if text == "needs-subject":
             subject = (change.next or {}).get("subject", {}).get("reference", "")
             type, _, id = subject.partition("/")
@@ -84,6 +100,9 @@ class Policy(Rule):
         }.get(text or "")
         if made is not None and change.interaction == "create":
             return derive(Write("create", "Basic", resource=made))
+        if text == "derive-as" and change.interaction == "create":  # for another principal
+            made = basic("derived", subject={"reference": f"Basic/{change.id}"})
+            return derive(Write("create", "Basic", resource=made, principal=ACTING_FOR))
         return ALLOW
 
 
@@ -237,6 +256,55 @@ def test_a_refusal_answers_its_status_and_issues_and_writes_nothing(
     assert ruled.get("/fhir/Basic?_summary=count").json()["total"] == 1
 
 
+def _replace_created(client: TestClient, id: str, value: str) -> Any:
+    patch = [{"op": "replace", "path": "/created", "value": value}]
+    return client.patch(
+        f"/fhir/Basic/{id}",
+        content=orjson.dumps(patch),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+
+
+def test_a_rule_amends_what_is_stored_and_the_amendment_is_validated(ruled: TestClient) -> None:
+    created = ruled.post("/fhir/Basic", json=basic("stamp", created="1999-01-01"))
+    assert created.status_code == 201
+    assert created.json()["created"] == "2020-02-02"
+    stored = created.json()
+    assert ruled.get(f"/fhir/Basic/{stored['id']}").json()["created"] == "2020-02-02"
+    patched = _replace_created(ruled, stored["id"], "2001-01-01")
+    assert patched.status_code == 200 and patched.json()["created"] == "2020-02-02"
+    # an amendment that breaks the resource is refused like any invalid write: nothing stored
+    events = len(_events(ruled))
+    body = outcome(ruled.post("/fhir/Basic", json=basic("stamp-invalid")), (400, 422))
+    assert any("created" in e for e in expressions(body)), body
+    bundle = _transaction(_post(basic("fine")), _post(basic("stamp-invalid")))
+    outcome(ruled.post("/fhir", json=bundle), (400, 422))
+    assert len(_events(ruled)) == events
+    assert ruled.get("/fhir/Basic?_summary=count").json()["total"] == 1
+
+
+def test_a_rule_amends_in_prepare_and_decides_again_only_when_the_version_changed(
+    ruled: TestClient,
+) -> None:
+    created = ruled.post("/fhir/Basic", json=basic("prepare-stamp"))
+    assert created.status_code == 201 and created.json()["created"] == "2011-01-01"
+    stored = created.json()
+    updated = ruled.put(f"/fhir/Basic/{stored['id']}", json={**stored, "created": "1999-09-09"})
+    assert updated.status_code == 200 and updated.json()["created"] == "2012-01-01"
+    patched = _replace_created(ruled, stored["id"], "1999-09-09")
+    assert patched.status_code == 200 and patched.json()["created"] == "2012-01-01"
+    # written without prepare (a transaction entry, a conditional update): decided in the unit
+    bundle = _transaction(_post(basic("prepare-stamp")))
+    done = ruled.post("/fhir", json=bundle)
+    assert done.status_code == 200, done.text
+    location = done.json()["entry"][0]["response"]["location"]
+    assert ruled.get(f"/fhir/{location.split('/_history')[0]}").json()["created"] == "2022-02-02"
+    conditional = ruled.put(
+        f"/fhir/Basic?_id={stored['id']}", json={**patched.json(), "created": "1999-09-09"}
+    )
+    assert conditional.status_code == 200 and conditional.json()["created"] == "2022-02-02"
+
+
 def test_a_rule_refuses_a_delete_from_the_previous_version(ruled: TestClient) -> None:
     kept = ruled.post("/fhir/Basic", json=basic("keep")).json()
     outcome(ruled.delete(f"/fhir/Basic/{kept['id']}"), 409)
@@ -295,6 +363,14 @@ def test_a_derived_write_commits_with_its_cause(ruled: TestClient) -> None:
     assert [e.id for e in events][0] == cause
     # the derived write went through the rules too, one level down
     assert [(r["next"], r["depth"]) for r in RECORDED] == [("derive", 0), ("derived", 1)]
+
+
+def test_the_rules_judge_a_derived_write_as_the_principal_it_names(ruled: TestClient) -> None:
+    assert ruled.post("/fhir/Basic", json=basic("derive-as")).status_code == 201
+    assert [(r["next"], r["depth"], r["client"]) for r in RECORDED] == [
+        ("derive-as", 0, "local"),
+        ("derived", 1, "rule-acts-for"),
+    ]
 
 
 @pytest.mark.parametrize(

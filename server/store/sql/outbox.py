@@ -61,6 +61,14 @@ class SqlOutbox:
             ).fetchall()
         return [_event(row) for row in rows]
 
+    def of(self, type: str, id: str) -> list[Event]:
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE rtype = ? AND id = ? ORDER BY seq",
+                (type, id),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
     def last(self) -> int:
         with self._dialect.autocommit() as conn:
             row = conn.execute("SELECT MAX(seq) FROM outbox").fetchone()

@@ -19,6 +19,8 @@ Migration 3 adds ``async_job``: asynchronous jobs, visible to every worker proce
 Migration 4 adds the outbox (``sql/outbox.py``): one row per committed version, written in the
 version's own transaction, and the consumers' cursors. Its sequence is the serial (SQLite's
 rowid: pruning never deletes the newest row, so a number is never handed out twice).
+It is also indexed by resource, for the events of one resource (who changed it:
+``Task/[id]/$transitions``).
 """
 
 from __future__ import annotations
@@ -176,6 +178,8 @@ MIGRATIONS: list[list[str]] = [
             transaction_id TEXT NOT NULL
         )""",
         "CREATE INDEX outbox_committed ON outbox (committed)",
+        # the events of one resource (who changed it: Task/[id]/$transitions)
+        "CREATE INDEX outbox_resource ON outbox (rtype, id, seq)",
         # the registered consumers of the outbox and how far each has read
         """CREATE TABLE outbox_consumer (
             name TEXT PRIMARY KEY,
