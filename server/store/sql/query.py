@@ -323,7 +323,8 @@ class Rows:
         if predicate is not None:
             parts.append(predicate(x))
         condition = _and(parts)
-        return f"SELECT 1 FROM {source} WHERE {condition[0]}", condition[1]
+        text = f"SELECT 1 FROM {source} WHERE {condition[0]}"
+        return (text if self._anchor is not None else self._compiler.fenced(text)), condition[1]
 
     def some(self, table: str, param: str, predicate: RowPredicate | None = None) -> Frag:
         """Some row of ``param`` in ``table`` satisfies ``predicate``."""
@@ -507,6 +508,12 @@ class Compiler:
         self._count += 1
         return f"{stem}{self._count}"
 
+    def fenced(self, probe: str) -> str:
+        """A correlated probe that stays one (PostgreSQL: ``OFFSET 0`` keeps the planner from
+        turning it into a join over every row of the clause, which it does when its estimate of
+        the clause's size is far too small)."""
+        return probe if self.pin else f"{probe} OFFSET 0"
+
     def pinned(self, table: str, alias: str, index: str) -> str:
         """``table alias``, on SQLite forced to use the index ``<table>_<index>``."""
         return f"{table} {alias} INDEXED BY {table}_{index}" if self.pin else f"{table} {alias}"
@@ -588,7 +595,8 @@ class Compiler:
                 ]
             )
             source = self.pinned("search_reference", s, "owner")
-            parts.append((f"EXISTS (SELECT 1 FROM {source} WHERE {condition[0]})", condition[1]))
+            probe = self.fenced(f"SELECT 1 FROM {source} WHERE {condition[0]}")
+            parts.append((f"EXISTS ({probe})", condition[1]))
         if clause.include_self:
             parts.append(
                 (
@@ -617,10 +625,8 @@ class Compiler:
             ]
         )
         source = self.pinned("search_reference", s, "owner")
-        return (
-            f"EXISTS (SELECT 1 FROM {source} CROSS JOIN resource {t} WHERE {condition[0]})",
-            condition[1],
-        )
+        probe = f"SELECT 1 FROM {source} CROSS JOIN resource {t} WHERE {condition[0]}"
+        return f"EXISTS ({self.fenced(probe)})", condition[1]
 
     def _has(self, clause: HasClause, alias: str, types: Types) -> Frag:
         """Some live source resource satisfying the clause has a reference row of ``param``
@@ -639,10 +645,8 @@ class Compiler:
             ]
         )
         source = self.pinned("search_reference", s, "target")
-        return (
-            f"EXISTS (SELECT 1 FROM {source} CROSS JOIN resource {h} WHERE {condition[0]})",
-            condition[1],
-        )
+        probe = f"SELECT 1 FROM {source} CROSS JOIN resource {h} WHERE {condition[0]}"
+        return f"EXISTS ({self.fenced(probe)})", condition[1]
 
     def _composite(self, clause: CompositeClause, alias: str) -> Frag:
         """Each alternative: one group (``grp``) of the resource's rows in which every component

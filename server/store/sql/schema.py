@@ -15,6 +15,11 @@ per-resource checks of ``:not`` and ``:missing``. Resource keys and reference ta
 
 Migration 3 adds ``async_job``: asynchronous jobs, visible to every worker process
 (``sql/jobs.py``, ``server/jobs.py``).
+
+A later migration (``_COVERING``) ends every lookup index with the resource ``id`` and the
+``search_reference_target`` index with the source's ``(rtype, id)``: the search plans
+(``sql/query.py``) read the keys of a clause's matches, count them (``_total``) and follow
+chains from the index alone, without a table row per match.
 """
 
 from __future__ import annotations
@@ -37,6 +42,30 @@ def _table(name: str, columns: str, *lookups: tuple[str, str]) -> list[str]:
     )
     return statements
 
+
+# the lookup indexes of migration 2, each ending with the resource id (covering a key source)
+_LOOKUPS = {
+    "search_token": "rtype, param, code, system",
+    "search_string": "rtype, param, value",
+    "search_reference": "rtype, param, target_id, target_type, url",
+    "search_date": "rtype, param, low, high",
+    "search_number": "rtype, param, low, high",
+    "search_quantity": "rtype, param, low, high",
+    "search_uri": "rtype, param, uri",
+}
+_COVERING = [
+    *(
+        statement
+        for table, columns in _LOOKUPS.items()
+        for statement in (
+            f"DROP INDEX {table}_lookup",
+            f"CREATE INDEX {table}_lookup ON {table} ({columns}, id)",
+        )
+    ),
+    "DROP INDEX search_reference_target",
+    "CREATE INDEX search_reference_target ON search_reference"
+    " (target_type, target_id, param, rtype, id)",
+]
 
 MIGRATIONS: list[list[str]] = [
     [
@@ -155,4 +184,6 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX async_job_expires ON async_job (expires)",
     ],
+    # lookup and target indexes that cover the search plans' key sources (see above)
+    _COVERING,
 ]
