@@ -16,10 +16,12 @@ per-resource checks of ``:not`` and ``:missing``. Resource keys and reference ta
 Migration 3 adds ``async_job``: asynchronous jobs, visible to every worker process
 (``sql/jobs.py``, ``server/jobs.py``).
 
-A later migration (``_COVERING``) ends every lookup index with the resource ``id`` and the
-``search_reference_target`` index with the source's ``(rtype, id)``: the search plans
-(``sql/query.py``) read the keys of a clause's matches, count them (``_total``) and follow
-chains from the index alone, without a table row per match.
+A later migration (``_COVERING``) makes the indexes cover the search plans (``sql/query.py``):
+every lookup index ends with the resource ``id`` and the ``search_reference_target`` index with
+the source's ``(rtype, id)``, so a clause's matching keys are read, counted (``_total``) and
+followed along chains from the index alone; every owner index carries the value columns after
+``(rtype, id, param)``, so the per-resource probe of a clause (and a sort value) reads no table
+row either, and stays the cheapest index for it in PostgreSQL's estimates.
 """
 
 from __future__ import annotations
@@ -43,23 +45,26 @@ def _table(name: str, columns: str, *lookups: tuple[str, str]) -> list[str]:
     return statements
 
 
-# the lookup indexes of migration 2, each ending with the resource id (covering a key source)
-_LOOKUPS = {
-    "search_token": "rtype, param, code, system",
-    "search_string": "rtype, param, value",
-    "search_reference": "rtype, param, target_id, target_type, url",
-    "search_date": "rtype, param, low, high",
-    "search_number": "rtype, param, low, high",
-    "search_quantity": "rtype, param, low, high",
-    "search_uri": "rtype, param, uri",
+# the lookup indexes of migration 2 (after rtype, param) and the value columns the owner
+# indexes (after rtype, id, param) carry since ``_COVERING``
+_VALUES = {
+    "search_token": ("code, system", "code, system"),
+    "search_string": ("value", "value"),
+    "search_reference": ("target_id, target_type, url", "target_type, target_id, url"),
+    "search_date": ("low, high", "low, high"),
+    "search_number": ("low, high", "low, high"),
+    "search_quantity": ("low, high", "low, high"),
+    "search_uri": ("uri", "uri"),
 }
 _COVERING = [
     *(
         statement
-        for table, columns in _LOOKUPS.items()
+        for table, (lookup, owned) in _VALUES.items()
         for statement in (
             f"DROP INDEX {table}_lookup",
-            f"CREATE INDEX {table}_lookup ON {table} ({columns}, id)",
+            f"CREATE INDEX {table}_lookup ON {table} (rtype, param, {lookup}, id)",
+            f"DROP INDEX {table}_owner",
+            f"CREATE INDEX {table}_owner ON {table} (rtype, id, param, {owned})",
         )
     ),
     "DROP INDEX search_reference_target",
