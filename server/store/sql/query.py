@@ -920,6 +920,8 @@ class Plan:
         if self.driver is not None and len(clauses) == 1:
             keys = self.compiler.keys(clauses[0], self.types)
             assert keys is not None
+            if self.types is not None and len(self.types) == 1:  # one type: the ids tell
+                return f"SELECT COUNT(DISTINCT d.id) FROM ({keys[0]}) d", list(keys[1])
             return (
                 f"SELECT COUNT(*) FROM (SELECT DISTINCT d.rtype, d.id FROM ({keys[0]}) d) c",
                 list(keys[1]),
