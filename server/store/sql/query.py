@@ -166,9 +166,14 @@ def uri_prefixes(uri: str) -> tuple[str, ...]:
 # -- row predicates: one index row satisfies one search value ----------------------------------
 
 
-def _date_row(x: str, prefix: Prefix, low: int, high: int) -> Frag:
-    """Stored ``[x.low, x.high)`` against the search range ``[low, high)`` (``DateClause``)."""
-    eq: Frag = (f"({x}.low >= ? AND {x}.high <= ?)", (low, high))
+def _date_row(x: str, prefix: Prefix, low: int, high: int, ordered: bool = False) -> Frag:
+    """Stored ``[x.low, x.high)`` against the search range ``[low, high)`` (``DateClause``).
+    ``ordered``: for rows known to have ``x.low <= x.high``, ``eq`` also bounds ``x.low`` from
+    above (implied), so the lookup index reads only the range's rows."""
+    if ordered:
+        eq: Frag = (f"({x}.low >= ? AND {x}.low <= ? AND {x}.high <= ?)", (low, high, high))
+    else:
+        eq = (f"({x}.low >= ? AND {x}.high <= ?)", (low, high))
     if prefix in ("eq", "ne"):
         return eq
     if prefix == "gt":
@@ -187,10 +192,16 @@ def _date_row(x: str, prefix: Prefix, low: int, high: int) -> Frag:
     return f"({x}.low < ? AND {x}.high > ?)", (high, low)
 
 
-def _number_row(x: str, number: NumberValue) -> Frag:
-    """Stored ``[x.low, x.high]`` against a search number (``NumberClause``)."""
+def _number_row(x: str, number: NumberValue, ordered: bool = False) -> Frag:
+    """Stored ``[x.low, x.high]`` against a search number (``NumberClause``); ``ordered`` as
+    in ``_date_row``."""
     prefix, value = number.prefix, number.value
     if prefix in ("eq", "ne"):
+        if ordered:
+            return (
+                f"({x}.low >= ? AND {x}.low < ? AND {x}.high < ?)",
+                (number.low, number.high, number.high),
+            )
         return f"({x}.low >= ? AND {x}.high < ?)", (number.low, number.high)
     if prefix in ("gt", "sa"):
         return f"{x}.high > ?", (value,)
@@ -429,8 +440,23 @@ def _table_of(clause: ValueClause) -> str:
     return _VALUE_TABLES[type(clause)]
 
 
-def _quantity_row(x: str, value: QuantityValue) -> Frag:
-    return _and([_unit_row(x, value), _number_row(x, value.number)])
+def _quantity_row(x: str, value: QuantityValue, ordered: bool = False) -> Frag:
+    return _and([_unit_row(x, value), _number_row(x, value.number, ordered)])
+
+
+def _ordered(clause: ValueClause) -> RowPredicate | None:
+    """For a positive date, number or quantity clause: its predicate on rows known to have
+    ``low <= high``, with the bounds that implies (None for the other clauses)."""
+    if isinstance(clause, DateClause):
+        dates = clause.values
+        return lambda x: _or(_date_row(x, *v, ordered=True) for v in dates)
+    if isinstance(clause, NumberClause):
+        numbers = clause.values
+        return lambda x: _or(_number_row(x, v, True) for v in numbers)
+    if isinstance(clause, QuantityClause):
+        quantities = clause.values
+        return lambda x: _or(_quantity_row(x, v, True) for v in quantities)
+    return None
 
 
 def _values(clause: ValueClause, rows: Rows, param: str) -> Frag:
@@ -712,12 +738,18 @@ class Compiler:
             if positive is None:
                 return None
             table, predicate = positive
-            x = self.alias("x")
-            condition = _and(
-                [_types(f"{x}.rtype", types), (f"{x}.param = ?", (clause.param,)), predicate(x)]
+            ordered = _ordered(clause)
+            if ordered is None:
+                return self._range(table, "lookup", clause.param, types, predicate)
+            # ranges: the rows with low <= high through the lookup index, bounded on both sides
+            # where the predicate implies it; the (rare) inverted ones through their own index
+            return _join(
+                " UNION ALL ",
+                [
+                    self._range(table, "lookup", clause.param, types, ordered, "<="),
+                    self._range(table, "inverted", clause.param, types, predicate, ">"),
+                ],
             )
-            source = self.pinned(table, x, "lookup")
-            return f"SELECT {x}.rtype, {x}.id FROM {source} WHERE {condition[0]}", condition[1]
         if isinstance(clause, ChainClause):
             return self._chain_keys(clause, types)
         if isinstance(clause, HasClause):
@@ -725,6 +757,29 @@ class Compiler:
         if isinstance(clause, CompartmentClause):
             return self._compartment_keys(clause, types)
         return None
+
+    def _range(
+        self,
+        table: str,
+        index: str,
+        param: str,
+        types: Types,
+        predicate: RowPredicate,
+        order: str | None = None,
+    ) -> Frag:
+        """``SELECT rtype, id`` of the rows of ``param`` satisfying ``predicate`` read through
+        the index ``<table>_<index>`` (``order``: the rows' ``low <order> high``)."""
+        x = self.alias("x")
+        condition = _and(
+            [
+                _types(f"{x}.rtype", types),
+                (f"{x}.param = ?", (param,)),
+                (f"{x}.low {order} {x}.high", ()) if order else _TRUE,
+                predicate(x),
+            ]
+        )
+        source = self.pinned(table, x, index)
+        return f"SELECT {x}.rtype, {x}.id FROM {source} WHERE {condition[0]}", condition[1]
 
     def _chain_keys(self, clause: ChainClause, types: Types) -> Frag | None:
         """The reference rows of ``param`` pointing at the inner clause's keys."""

@@ -21,7 +21,9 @@ every lookup index ends with the resource ``id`` and the ``search_reference_targ
 the source's ``(rtype, id)``, so a clause's matching keys are read, counted (``_total``) and
 followed along chains from the index alone; every owner index carries the value columns after
 ``(rtype, id, param)``, so the per-resource probe of a clause (and a sort value) reads no table
-row either, and stays the cheapest index for it in PostgreSQL's estimates.
+row either, and stays the cheapest index for it in PostgreSQL's estimates. The date, number
+and quantity tables get a partial ``*_inverted`` index of the rows whose ``low > high``, so a
+plan reads the ordered rows' ranges bounded on both sides and the inverted ones apart.
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ _COVERING = [
             f"DROP INDEX {table}_owner",
             f"CREATE INDEX {table}_owner ON {table} (rtype, id, param, {owned})",
         )
+    ),
+    # the rows whose range is inverted (a Period ending before it starts): searched apart, so
+    # the lookup index can bound the others' ranges on both sides
+    *(
+        f"CREATE INDEX {table}_inverted ON {table} (rtype, param, low, high, id) WHERE low > high"
+        for table in ("search_date", "search_number", "search_quantity")
     ),
     "DROP INDEX search_reference_target",
     "CREATE INDEX search_reference_target ON search_reference"
