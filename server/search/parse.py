@@ -63,6 +63,11 @@ from server.search.values import ap_margin, date_range, fold, number_value, pars
 # chained references (``a.b.c.d.name``) and nested ``_has`` the server resolves at most
 MAX_CHAIN = 4
 MAX_HAS = 2
+# comma-separated values of one search parameter, and of all the filters of one search: the
+# stores bind every value as a statement parameter (SQLite takes at most 32,766 per statement,
+# PostgreSQL 65,535; a value takes up to 5)
+MAX_VALUES = 1000
+MAX_SEARCH_VALUES = 4000
 
 # filters a search across all types understands without ``_type`` (common to every type)
 SYSTEM_PARAMS = frozenset({"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"})
@@ -744,7 +749,21 @@ def _criteria(
     parser = _Filters(ctx)
     kept: list[tuple[str, str]] = []
     clauses: list[Clause] = []
+    values = 0
     for position, name, value in filters:
+        count = len(_split(value, ","))
+        values += count
+        if count > MAX_VALUES:
+            raise InvalidSearch(
+                f"Search parameter '{_short(name)}' has {count} values; at most {MAX_VALUES}"
+                " are allowed",
+                expression=_short(name),
+            )
+        if values > MAX_SEARCH_VALUES:
+            raise InvalidSearch(
+                f"The search has more than {MAX_SEARCH_VALUES} values in its parameters",
+                expression=_short(name),
+            )
         try:
             if type is not None:
                 clause = parser.type_clause(type, name, value)

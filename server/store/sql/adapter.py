@@ -172,11 +172,13 @@ class SqlReader:
     def search(self, query: SearchQuery) -> SearchPage:
         total = None
         if query.total != "none":
-            sql, args = compiler.count_statement(query.criteria, collate=self._collate)
-            total = int(self._conn.execute(sql, args).fetchone()[0])
+            sql, args = compiler.count_statement(
+                query.criteria, collate=self._collate, probe=self._count
+            )
+            total = self._count(sql, args)
         if query.count <= 0:
             return SearchPage([], None, None, total)
-        sql, args, keys = compiler.page_statement(query, collate=self._collate)
+        sql, args, keys = compiler.page_statement(query, collate=self._collate, probe=self._count)
         rows = self._conn.execute(sql, args).fetchall()
         more = len(rows) > query.count
         rows = rows[: query.count]
@@ -198,6 +200,10 @@ class SqlReader:
         if cursor is not None:  # the rows before this page end where this page begins
             previous = at(rows[0], True) if rows else Cursor(cursor.values, cursor.seq + 1, True)
         return SearchPage(items, next_cursor, previous, total)
+
+    def _count(self, sql: str, args: Sequence[Any]) -> int:
+        """The number a ``SELECT COUNT(*)`` statement gives (the search plan's probes)."""
+        return int(self._conn.execute(sql, args).fetchone()[0])
 
     def include(
         self, versions: list[Version], includes: tuple[Include, ...], limit: int

@@ -1,20 +1,48 @@
-"""Compile the typed search query (``server/search/query.py``) into SQL.
+"""Compile the typed search query (``server/search/query.py``) into SQL, with a plan per query.
 
 The statements read the ``resource`` table (alias ``r``) and the ``search_*`` index tables
-(``schema.py``). Every clause becomes a membership test of the resource's key in the keys of
-the index rows that satisfy it: ``(r.rtype, r.id) IN (SELECT x.rtype, x.id FROM search_token x
-WHERE x.rtype = ? AND x.param = ? AND (<alternative> OR ...))``. The subquery is not
-correlated, so both databases can start from the index lookup (``(rtype, param, <value>)``)
-and probe the resource by its key, or the other way round, whichever their planner prefers.
-Negations (``:not``, ``ne``, ``:missing=true``) are ``NOT EXISTS`` probes of the owner index
-``(rtype, id, param)``. Chains and ``_has`` join ``search_reference`` to a live ``resource`` row
-of the other side and compile their inner clause against that row's alias; a composite
-alternative anchors on a row of its first component and tests the other components on the rows
-sharing that row's ``grp``.
+(``schema.py``). Index rows exist only for the current version of live resources (a delete
+clears them), so a set of index rows names live resources.
 
-A page is one statement: the WHERE above, the sort values as correlated subqueries (ascending
-the resource's smallest value, descending its largest, missing values last), a keyset
-predicate on (sort values, ``created_seq``) and ``LIMIT count + 1``.
+Every clause compiles two ways:
+
+* a **test** of one resource row: a correlated ``EXISTS (SELECT 1 FROM search_<kind> x WHERE
+  x.rtype = r.rtype AND x.id = r.id AND x.param = ? AND <alternatives>)`` on the owner index
+  ``(rtype, id, param)`` (SQLite: pinned with ``INDEXED BY``, since without statistics it may
+  prefer the lookup index and scan a whole value range per row). Negations (``:not``, ``ne``,
+  ``:missing=true``) are ``NOT EXISTS`` on the same index; chains and ``_has`` probe
+  ``search_reference`` from the resource (owner index) or to it (``_target`` index) and test
+  their inner clause on the row at the other end; a composite alternative anchors on a row of
+  its first component and tests the other components on the rows sharing that row's ``grp``.
+* a **key source** (``keys``), when the clause can drive: the ``(rtype, id)`` of the live
+  resources that satisfy it, read from the clause's index range (the ``*_lookup`` index of
+  ``(rtype, param, <value>)``), from the ``resource`` table's keys (``_id``, ``_lastUpdated``),
+  or, for chains and ``_has``, the inner clause's key source joined through ``search_reference``
+  (``_target`` or owner index). Not every clause has one (negations, ``:missing``, composites).
+
+**The plan** (``Planner``): each clause that has a key source is probed with a bounded count,
+``SELECT COUNT(*) FROM (<keys> LIMIT 1000)`` (at most 1,000 index entries read, a fraction of a
+millisecond; probes stop at the first clause with fewer than 50 rows). The smallest one
+**drives**: the page is ``(r.rtype, r.id) IN (<its keys>)`` with every other clause as a test,
+sorted and cut to the page (at most 1,000 candidates to sort). When every key source reaches the
+bound (a broad search) and the page is in insertion order, the page **walks** the type in order
+(``resource (rtype, created_seq)``) testing every clause per row, and stops at the page's end.
+A sorted page always drives from the smallest key source (it must sort every match anyway).
+Without a probe (conditional interactions' ``where``), the driver is the first clause by a
+fixed preference (``_id``, then equality clauses, then ranges). On SQLite the driven form
+writes the type test as ``+r.rtype``, so the type-order index cannot take over the plan.
+
+``_total`` counts the driver's keys straight off its index when it is the only clause
+(``COUNT`` over the distinct keys, no resource row read), and otherwise counts the driven plan.
+
+A page is one statement: the plan, the sort values as correlated subqueries (ascending the
+resource's smallest value, descending its largest, missing values last), a keyset predicate on
+(sort values, ``created_seq``) and ``LIMIT count + 1``.
+
+Alternatives of one clause are ``IN (...)`` lists where they are equalities (ids, token codes of
+one system, reference targets of one type, URIs, exact strings) and otherwise a balanced ``OR``
+tree, so the expression depth grows with the logarithm of the number of values (SQLite refuses
+trees deeper than 1,000). The parser bounds the number of values (``parse.MAX_VALUES``).
 
 Row predicates mirror the docstrings of the clause classes exactly; ``match.py`` evaluates the
 same rules in memory. Placeholders are ``?`` (the PostgreSQL dialect rewrites them); the SQL
@@ -82,25 +110,36 @@ def _join(separator: str, parts: Iterable[Frag]) -> Frag:
     return separator.join(texts), tuple(args)
 
 
+_FLAT = 8  # terms joined flat before the tree nests: depth ~ _FLAT + 2 log2(n / _FLAT)
+
+
+def _tree(operator: str, kept: list[Frag]) -> Frag:
+    """``kept`` joined by ``operator`` as a balanced tree of parenthesised groups."""
+    if len(kept) == 1:
+        return kept[0]
+    if len(kept) <= _FLAT:
+        text, args = _join(f" {operator} ", kept)
+        return f"({text})", args
+    middle = len(kept) // 2
+    return _tree(operator, [_tree(operator, kept[:middle]), _tree(operator, kept[middle:])])
+
+
 def _and(parts: Iterable[Frag]) -> Frag:
     kept = [p for p in parts if p is not _TRUE]
     if not kept:
         return _TRUE
-    if len(kept) == 1:
-        return kept[0]
-    return _join(" AND ", kept)
+    if any(p is _FALSE for p in kept):
+        return _FALSE
+    return _tree("AND", kept)
 
 
 def _or(parts: Iterable[Frag]) -> Frag:
-    kept = list(parts)
+    kept = [p for p in parts if p is not _FALSE]
     if not kept:
         return _FALSE
     if any(p is _TRUE for p in kept):
         return _TRUE
-    if len(kept) == 1:
-        return kept[0]
-    text, args = _join(" OR ", kept)
-    return f"({text})", args
+    return _tree("OR", kept)
 
 
 def _in(column: str, values: Sequence[Any]) -> Frag:
@@ -127,9 +166,14 @@ def uri_prefixes(uri: str) -> tuple[str, ...]:
 # -- row predicates: one index row satisfies one search value ----------------------------------
 
 
-def _date_row(x: str, prefix: Prefix, low: int, high: int) -> Frag:
-    """Stored ``[x.low, x.high)`` against the search range ``[low, high)`` (``DateClause``)."""
-    eq: Frag = (f"({x}.low >= ? AND {x}.high <= ?)", (low, high))
+def _date_row(x: str, prefix: Prefix, low: int, high: int, ordered: bool = False) -> Frag:
+    """Stored ``[x.low, x.high)`` against the search range ``[low, high)`` (``DateClause``).
+    ``ordered``: for rows known to have ``x.low <= x.high``, ``eq`` also bounds ``x.low`` from
+    above (implied), so the lookup index reads only the range's rows."""
+    if ordered:
+        eq: Frag = (f"({x}.low >= ? AND {x}.low <= ? AND {x}.high <= ?)", (low, high, high))
+    else:
+        eq = (f"({x}.low >= ? AND {x}.high <= ?)", (low, high))
     if prefix in ("eq", "ne"):
         return eq
     if prefix == "gt":
@@ -148,10 +192,16 @@ def _date_row(x: str, prefix: Prefix, low: int, high: int) -> Frag:
     return f"({x}.low < ? AND {x}.high > ?)", (high, low)
 
 
-def _number_row(x: str, number: NumberValue) -> Frag:
-    """Stored ``[x.low, x.high]`` against a search number (``NumberClause``)."""
+def _number_row(x: str, number: NumberValue, ordered: bool = False) -> Frag:
+    """Stored ``[x.low, x.high]`` against a search number (``NumberClause``); ``ordered`` as
+    in ``_date_row``."""
     prefix, value = number.prefix, number.value
     if prefix in ("eq", "ne"):
+        if ordered:
+            return (
+                f"({x}.low >= ? AND {x}.low < ? AND {x}.high < ?)",
+                (number.low, number.high, number.high),
+            )
         return f"({x}.low >= ? AND {x}.high < ?)", (number.low, number.high)
     if prefix in ("gt", "sa"):
         return f"{x}.high > ?", (value,)
@@ -214,6 +264,51 @@ def _uri_row(x: str, mode: str, value: str) -> Frag:
     return f"{x}.uri = ?", (value,)
 
 
+def _tokens(x: str, tokens: Sequence[tuple[str | None, str | None]]) -> Frag:
+    """Some of the ``(system, code)`` values: the codes of one system as one ``IN`` list."""
+    by_system: dict[str | None, list[str]] = {}
+    rest: list[Frag] = []
+    for system, code in tokens:
+        if code is None:
+            rest.append(_token_row(x, system, None))
+        else:
+            by_system.setdefault(system, []).append(code)
+    grouped = [
+        _and([_in(f"{x}.code", codes), _TRUE if system is None else (f"{x}.system = ?", (system,))])
+        for system, codes in by_system.items()
+    ]
+    return _or([*grouped, *rest])
+
+
+def _strings(x: str, mode: str, values: Sequence[str]) -> Frag:
+    if mode == "exact":  # the exact text determines the folded one: both as IN lists
+        return _and([_in(f"{x}.value", [fold(v) for v in values]), _in(f"{x}.exact", values)])
+    return _or(_string_row(x, mode, v) for v in values)
+
+
+def _references(x: str, values: Sequence[ReferenceValue]) -> Frag:
+    """Some of the references: the ids of one target type as one ``IN`` list, URLs as one."""
+    urls = [v.url for v in values if v.url is not None]
+    by_type: dict[str | None, list[str]] = {}
+    for value in values:
+        if value.url is None and value.id is not None:
+            by_type.setdefault(value.type, []).append(value.id)
+    parts: list[Frag] = []
+    if urls:
+        local = (f"{x}.target_id = '' AND {x}.target_type = ''", ())
+        parts.append(_and([local, _in(f"{x}.url", urls)]))
+    for type, ids in by_type.items():
+        target = _TRUE if type is None else (f"{x}.target_type = ?", (type,))
+        parts.append(_and([_in(f"{x}.target_id", ids), target]))
+    return _or(parts)
+
+
+def _uris(x: str, mode: str, values: Sequence[str]) -> Frag:
+    if mode == "eq":
+        return _in(f"{x}.uri", values)
+    return _or(_uri_row(x, mode, v) for v in values)
+
+
 RowPredicate = Callable[[str], Frag]
 
 
@@ -221,48 +316,36 @@ class Rows:
     """Where the index rows of a clause are looked for: the rows of one resource (``alias``
     of ``resource``), or the rows of one composite group (``anchor``, a row of the group)."""
 
-    def __init__(
-        self, compiler: Compiler, alias: str, types: Types = None, anchor: str | None = None
-    ) -> None:
+    def __init__(self, compiler: Compiler, alias: str, anchor: str | None = None) -> None:
         self._compiler = compiler
         self._alias = alias
-        self._types = types
         self._anchor = anchor
 
-    def _condition(self, x: str, param: str, predicate: RowPredicate | None) -> Frag:
+    def _test(self, table: str, param: str, predicate: RowPredicate | None) -> Frag:
+        x = self._compiler.alias("x")
         if self._anchor is not None:
             a = self._anchor
             key = f"{x}.rtype = {a}.rtype AND {x}.id = {a}.id AND {x}.grp = {a}.grp"
+            source = f"{table} {x}"
         else:
             key = f"{x}.rtype = {self._alias}.rtype AND {x}.id = {self._alias}.id"
+            source = self._compiler.pinned(table, x, "owner")
         parts = [(f"{key} AND {x}.param = ?", (param,))]
         if predicate is not None:
             parts.append(predicate(x))
-        return _and(parts)
+        condition = _and(parts)
+        text = f"SELECT 1 FROM {source} WHERE {condition[0]}"
+        return (text if self._anchor is not None else self._compiler.fenced(text)), condition[1]
 
     def some(self, table: str, param: str, predicate: RowPredicate | None = None) -> Frag:
         """Some row of ``param`` in ``table`` satisfies ``predicate``."""
-        x = self._compiler.alias("x")
-        if self._anchor is not None:
-            condition = self._condition(x, param, predicate)
-            return f"EXISTS (SELECT 1 FROM {table} {x} WHERE {condition[0]})", condition[1]
-        # not correlated: the index lookup can drive the query
-        alias = self._alias
-        parts = [_types(f"{x}.rtype", self._types), (f"{x}.param = ?", (param,))]
-        if predicate is not None:
-            parts.append(predicate(x))
-        condition = _and(parts)
-        return (
-            f"({alias}.rtype, {alias}.id) IN"
-            f" (SELECT {x}.rtype, {x}.id FROM {table} {x} WHERE {condition[0]})",
-            condition[1],
-        )
+        text, args = self._test(table, param, predicate)
+        return f"EXISTS ({text})", args
 
     def none(self, table: str, param: str, predicate: RowPredicate | None = None) -> Frag:
         """No row of ``param`` in ``table`` satisfies ``predicate``."""
-        x = self._compiler.alias("x")
-        condition = self._condition(x, param, predicate)
-        return f"NOT EXISTS (SELECT 1 FROM {table} {x} WHERE {condition[0]})", condition[1]
+        text, args = self._test(table, param, predicate)
+        return f"NOT EXISTS ({text})", args
 
 
 def _types(column: str, types: Types) -> Frag:
@@ -316,16 +399,16 @@ def _positive(clause: ValueClause) -> tuple[str, RowPredicate] | None:
         if clause.negate:
             return None
         tokens = clause.values
-        return TABLES["token"], lambda x: _or(_token_row(x, s, c) for s, c in tokens)
+        return TABLES["token"], lambda x: _tokens(x, tokens)
     if isinstance(clause, StringClause):
         strings, mode = clause.values, clause.mode
-        return TABLES["string"], lambda x: _or(_string_row(x, mode, v) for v in strings)
+        return TABLES["string"], lambda x: _strings(x, mode, strings)
     if isinstance(clause, ReferenceClause):
         refs = clause.values
-        return TABLES["reference"], lambda x: _or(_reference_row(x, v) for v in refs)
+        return TABLES["reference"], lambda x: _references(x, refs)
     if isinstance(clause, UriClause):
         uris, umode = clause.values, clause.mode
-        return TABLES["uri"], lambda x: _or(_uri_row(x, umode, v) for v in uris)
+        return TABLES["uri"], lambda x: _uris(x, umode, uris)
     if isinstance(clause, DateClause):
         dates = clause.values
         if any(v[0] == "ne" for v in dates):
@@ -357,8 +440,23 @@ def _table_of(clause: ValueClause) -> str:
     return _VALUE_TABLES[type(clause)]
 
 
-def _quantity_row(x: str, value: QuantityValue) -> Frag:
-    return _and([_unit_row(x, value), _number_row(x, value.number)])
+def _quantity_row(x: str, value: QuantityValue, ordered: bool = False) -> Frag:
+    return _and([_unit_row(x, value), _number_row(x, value.number, ordered)])
+
+
+def _ordered(clause: ValueClause) -> RowPredicate | None:
+    """For a positive date, number or quantity clause: its predicate on rows known to have
+    ``low <= high``, with the bounds that implies (None for the other clauses)."""
+    if isinstance(clause, DateClause):
+        dates = clause.values
+        return lambda x: _or(_date_row(x, *v, ordered=True) for v in dates)
+    if isinstance(clause, NumberClause):
+        numbers = clause.values
+        return lambda x: _or(_number_row(x, v, True) for v in numbers)
+    if isinstance(clause, QuantityClause):
+        quantities = clause.values
+        return lambda x: _or(_quantity_row(x, v, True) for v in quantities)
+    return None
 
 
 def _values(clause: ValueClause, rows: Rows, param: str) -> Frag:
@@ -368,9 +466,7 @@ def _values(clause: ValueClause, rows: Rows, param: str) -> Frag:
         return rows.some(positive[0], param, positive[1])
     if isinstance(clause, TokenClause):  # :not
         tokens = clause.values
-        return rows.none(
-            TABLES["token"], param, lambda x: _or(_token_row(x, s, c) for s, c in tokens)
-        )
+        return rows.none(TABLES["token"], param, lambda x: _tokens(x, tokens))
     if isinstance(clause, DateClause):
         return _prefixed(
             rows,
@@ -396,20 +492,57 @@ def _values(clause: ValueClause, rows: Rows, param: str) -> Frag:
     )
 
 
+def _is_last_updated(clause: Clause) -> bool:
+    return isinstance(clause, LastUpdatedClause) or (
+        isinstance(clause, DateClause) and clause.param == _LAST_UPDATED
+    )
+
+
+def _preference(clause: Clause) -> int:
+    """The driver chosen without a probe: the lowest of these (equalities before ranges)."""
+    if isinstance(clause, IdClause):
+        return 0
+    if isinstance(clause, (ReferenceClause, CompartmentClause)):
+        return 1
+    if isinstance(clause, TokenClause | UriClause) or (
+        isinstance(clause, StringClause) and clause.mode == "exact"
+    ):
+        return 2
+    if isinstance(clause, StringClause):
+        return 3
+    if isinstance(clause, ChainClause | HasClause):
+        return 4
+    if _is_last_updated(clause):
+        return 6
+    return 5
+
+
 # -- clauses ----------------------------------------------------------------------------------
 
 
 class Compiler:
     """Compiles clauses against an alias of the ``resource`` table; aliases it introduces are
-    numbered, so nested subqueries (chains, ``_has``) never shadow one another."""
+    numbered, so nested subqueries (chains, ``_has``) never shadow one another. ``pin``: name
+    the index of a correlated probe (SQLite's ``INDEXED BY``)."""
 
-    def __init__(self, collate: str = "") -> None:
+    def __init__(self, collate: str = "", *, pin: bool = False) -> None:
         self.collate = collate
+        self.pin = pin
         self._count = 0
 
     def alias(self, stem: str) -> str:
         self._count += 1
         return f"{stem}{self._count}"
+
+    def fenced(self, probe: str) -> str:
+        """A correlated probe that stays one (PostgreSQL: ``OFFSET 0`` keeps the planner from
+        turning it into a join over every row of the clause, which it does when its estimate of
+        the clause's size is far too small)."""
+        return probe if self.pin else f"{probe} OFFSET 0"
+
+    def pinned(self, table: str, alias: str, index: str) -> str:
+        """``table alias``, on SQLite forced to use the index ``<table>_<index>``."""
+        return f"{table} {alias} INDEXED BY {table}_{index}" if self.pin else f"{table} {alias}"
 
     @staticmethod
     def _last_updated(alias: str, values: Sequence[tuple[Prefix, int, int]]) -> Frag:
@@ -433,7 +566,7 @@ class Compiler:
                 parts.append((f"({column} >= ? AND {column} < ?)", (low, high)))
         return _or(parts)
 
-    # -- one clause
+    # -- one clause as a test of a resource row
 
     def clause(self, clause: Clause, alias: str, types: Types) -> Frag:
         """``clause`` holds for the resource row ``alias`` (of one of ``types``)."""
@@ -444,15 +577,15 @@ class Compiler:
         if isinstance(clause, DateClause) and clause.param == _LAST_UPDATED:
             return self._last_updated(alias, clause.values)
         if isinstance(clause, ValueClause):
-            return _values(clause, Rows(self, alias, types), clause.param)
+            return _values(clause, Rows(self, alias), clause.param)
         if isinstance(clause, MissingClause):
-            rows = Rows(self, alias, types)
+            rows = Rows(self, alias)
             tables = (clause.table,) if clause.table in _INDEX_TABLES else tuple(TABLES.values())
             if clause.missing:
                 return _and(rows.none(table, clause.param) for table in tables)
             return _or(rows.some(table, clause.param) for table in tables)
         if isinstance(clause, ChainClause):
-            return self._chain(clause, alias, types)
+            return self._chain(clause, alias)
         if isinstance(clause, HasClause):
             return self._has(clause, alias, types)
         if isinstance(clause, CompartmentClause):
@@ -460,35 +593,36 @@ class Compiler:
         if isinstance(clause, PerTypeClause):
             inner = self.clause(clause.clause, alias, (clause.type,))
             return _or([(f"{alias}.rtype <> ?", (clause.type,)), inner])
-        return self._composite(clause, alias, types)
+        return self._composite(clause, alias)
+
+    def _by_type(self, s: str, clause: CompartmentClause, types: Types) -> Frag:
+        """``s`` is a reference row under a compartment parameter of its resource's type."""
+        return _or(
+            _and([(f"{s}.rtype = ?", (type,)), _in(f"{s}.param", codes)])
+            for type, codes in clause.params
+            if codes and (types is None or type in types)
+        )
 
     def _compartment(self, clause: CompartmentClause, alias: str, types: Types) -> Frag:
         """A reference row under a compartment parameter of the resource's type points at the
         compartment's resource (or, ``include_self``, the resource is that one)."""
         s = self.alias("s")
-        by_type = [
-            _and([(f"{s}.rtype = ?", (type,)), _in(f"{s}.param", codes)])
-            for type, codes in clause.params
-            if codes and (types is None or type in types)
-        ]
+        by_type = self._by_type(s, clause, types)
         parts: list[Frag] = []
-        if by_type:
+        if by_type is not _FALSE:
             condition = _and(
                 [
+                    (f"{s}.rtype = {alias}.rtype AND {s}.id = {alias}.id", ()),
                     (
                         f"{s}.target_type = ? AND {s}.target_id = ?",
                         (clause.target_type, clause.target_id),
                     ),
-                    _or(by_type),
+                    by_type,
                 ]
             )
-            parts.append(
-                (
-                    f"({alias}.rtype, {alias}.id) IN (SELECT {s}.rtype, {s}.id"
-                    f" FROM search_reference {s} WHERE {condition[0]})",
-                    condition[1],
-                )
-            )
+            source = self.pinned("search_reference", s, "owner")
+            probe = self.fenced(f"SELECT 1 FROM {source} WHERE {condition[0]}")
+            parts.append((f"EXISTS ({probe})", condition[1]))
         if clause.include_self:
             parts.append(
                 (
@@ -498,7 +632,7 @@ class Compiler:
             )
         return _or(parts)
 
-    def _chain(self, clause: ChainClause, alias: str, types: Types) -> Frag:
+    def _chain(self, clause: ChainClause, alias: str) -> Frag:
         """Some local reference row of ``param`` points at a live resource of one of the target
         types that satisfies the clause."""
         if not clause.target_types:
@@ -507,19 +641,18 @@ class Compiler:
         inner = self.clause(clause.clause, t, clause.target_types)
         condition = _and(
             [
-                _types(f"{s}.rtype", types),
-                (f"{s}.param = ?", (clause.param,)),
+                (
+                    f"{s}.rtype = {alias}.rtype AND {s}.id = {alias}.id AND {s}.param = ?",
+                    (clause.param,),
+                ),
                 _in(f"{s}.target_type", clause.target_types),
-                (f"{t}.deleted = 0", ()),
+                (f"{t}.rtype = {s}.target_type AND {t}.id = {s}.target_id AND {t}.deleted = 0", ()),
                 inner,
             ]
         )
-        return (
-            f"({alias}.rtype, {alias}.id) IN (SELECT {s}.rtype, {s}.id FROM search_reference {s}"
-            f" JOIN resource {t} ON {t}.rtype = {s}.target_type AND {t}.id = {s}.target_id"
-            f" WHERE {condition[0]})",
-            condition[1],
-        )
+        source = self.pinned("search_reference", s, "owner")
+        probe = f"SELECT 1 FROM {source} CROSS JOIN resource {t} WHERE {condition[0]}"
+        return f"EXISTS ({self.fenced(probe)})", condition[1]
 
     def _has(self, clause: HasClause, alias: str, types: Types) -> Frag:
         """Some live source resource satisfying the clause has a reference row of ``param``
@@ -528,22 +661,20 @@ class Compiler:
         inner = self.clause(clause.clause, h, (clause.source_type,))
         condition = _and(
             [
-                (f"{s}.rtype = ?", (clause.source_type,)),
-                (f"{s}.param = ?", (clause.param,)),
-                _types(f"{s}.target_type", types),
-                (f"{h}.deleted = 0", ()),
+                (
+                    f"{s}.target_type = {alias}.rtype AND {s}.target_id = {alias}.id"
+                    f" AND {s}.param = ? AND {s}.rtype = ?",
+                    (clause.param, clause.source_type),
+                ),
+                (f"{h}.rtype = {s}.rtype AND {h}.id = {s}.id AND {h}.deleted = 0", ()),
                 inner,
             ]
         )
-        return (
-            f"({alias}.rtype, {alias}.id) IN (SELECT {s}.target_type, {s}.target_id"
-            f" FROM search_reference {s}"
-            f" JOIN resource {h} ON {h}.rtype = {s}.rtype AND {h}.id = {s}.id"
-            f" WHERE {condition[0]})",
-            condition[1],
-        )
+        source = self.pinned("search_reference", s, "target")
+        probe = f"SELECT 1 FROM {source} CROSS JOIN resource {h} WHERE {condition[0]}"
+        return f"EXISTS ({self.fenced(probe)})", condition[1]
 
-    def _composite(self, clause: CompositeClause, alias: str, types: Types) -> Frag:
+    def _composite(self, clause: CompositeClause, alias: str) -> Frag:
         """Each alternative: one group (``grp``) of the resource's rows in which every component
         clause holds on that component's rows (stored under ``<code>#<i>``)."""
         alternatives: list[Frag] = []
@@ -576,19 +707,154 @@ class Compiler:
                 parts.extend(_values(c, group, key) for c, key in rest)
                 return _and(parts)
 
-            alternatives.append(Rows(self, alias, types).some(table, first_key, grouped))
+            alternatives.append(Rows(self, alias).some(table, first_key, grouped))
         return _or(alternatives)
 
-    # -- whole criteria
+    # -- one clause as a key source
 
-    def criteria(self, criteria: Criteria, alias: str = "r") -> Frag:
-        types: Types = (criteria.type,) if criteria.type else (criteria.types or None)
+    def keys(self, clause: Clause, types: Types) -> Frag | None:
+        """``SELECT rtype, id`` of the live resources of ``types`` that satisfy ``clause`` (a
+        resource may come more than once), read from an index range; None when the clause has
+        no such source (negations, ``:missing``, composites, per-type clauses)."""
+        if isinstance(clause, IdClause):
+            k = self.alias("k")
+            condition = _and(
+                [_types(f"{k}.rtype", types), _in(f"{k}.id", clause.ids), (f"{k}.deleted = 0", ())]
+            )
+            return f"SELECT {k}.rtype, {k}.id FROM resource {k} WHERE {condition[0]}", condition[1]
+        if _is_last_updated(clause):
+            assert isinstance(clause, LastUpdatedClause | DateClause)
+            k = self.alias("k")
+            condition = _and(
+                [
+                    _types(f"{k}.rtype", types),
+                    (f"{k}.deleted = 0", ()),
+                    self._last_updated(k, clause.values),
+                ]
+            )
+            return f"SELECT {k}.rtype, {k}.id FROM resource {k} WHERE {condition[0]}", condition[1]
+        if isinstance(clause, ValueClause):
+            positive = _positive(clause)
+            if positive is None:
+                return None
+            table, predicate = positive
+            ordered = _ordered(clause)
+            if ordered is None:
+                return self._range(table, "lookup", clause.param, types, predicate)
+            # ranges: the rows with low <= high through the lookup index, bounded on both sides
+            # where the predicate implies it; the (rare) inverted ones through their own index
+            return _join(
+                " UNION ALL ",
+                [
+                    self._range(table, "lookup", clause.param, types, ordered, "<="),
+                    self._range(table, "inverted", clause.param, types, predicate, ">"),
+                ],
+            )
+        if isinstance(clause, ChainClause):
+            return self._chain_keys(clause, types)
+        if isinstance(clause, HasClause):
+            return self._has_keys(clause, types)
+        if isinstance(clause, CompartmentClause):
+            return self._compartment_keys(clause, types)
+        return None
+
+    def _range(
+        self,
+        table: str,
+        index: str,
+        param: str,
+        types: Types,
+        predicate: RowPredicate,
+        order: str | None = None,
+    ) -> Frag:
+        """``SELECT rtype, id`` of the rows of ``param`` satisfying ``predicate`` read through
+        the index ``<table>_<index>`` (``order``: the rows' ``low <order> high``)."""
+        x = self.alias("x")
+        condition = _and(
+            [
+                _types(f"{x}.rtype", types),
+                (f"{x}.param = ?", (param,)),
+                (f"{x}.low {order} {x}.high", ()) if order else _TRUE,
+                predicate(x),
+            ]
+        )
+        source = self.pinned(table, x, index)
+        return f"SELECT {x}.rtype, {x}.id FROM {source} WHERE {condition[0]}", condition[1]
+
+    def _chain_keys(self, clause: ChainClause, types: Types) -> Frag | None:
+        """The reference rows of ``param`` pointing at the inner clause's keys."""
+        if not clause.target_types:
+            return None
+        inner = self.keys(clause.clause, clause.target_types)
+        if inner is None:
+            return None
+        k, s = self.alias("k"), self.alias("s")
+        condition = _and(
+            [
+                (
+                    f"{s}.target_type = {k}.rtype AND {s}.target_id = {k}.id AND {s}.param = ?",
+                    (clause.param,),
+                ),
+                _types(f"{s}.rtype", types),
+            ]
+        )
+        source = self.pinned("search_reference", s, "target")
+        return (
+            f"SELECT {s}.rtype, {s}.id FROM ({inner[0]}) {k} CROSS JOIN {source}"
+            f" WHERE {condition[0]}",
+            (*inner[1], *condition[1]),
+        )
+
+    def _has_keys(self, clause: HasClause, types: Types) -> Frag | None:
+        """The live targets of the ``param`` reference rows of the inner clause's keys."""
+        inner = self.keys(clause.clause, (clause.source_type,))
+        if inner is None:
+            return None
+        k, s, t = self.alias("k"), self.alias("s"), self.alias("t")
+        condition = _and(
+            [
+                (f"{s}.rtype = {k}.rtype AND {s}.id = {k}.id AND {s}.param = ?", (clause.param,)),
+                _types(f"{s}.target_type", types),
+                (f"{t}.rtype = {s}.target_type AND {t}.id = {s}.target_id AND {t}.deleted = 0", ()),
+            ]
+        )
+        source = self.pinned("search_reference", s, "owner")
+        return (
+            f"SELECT {t}.rtype, {t}.id FROM ({inner[0]}) {k} CROSS JOIN {source}"
+            f" CROSS JOIN resource {t} WHERE {condition[0]}",
+            (*inner[1], *condition[1]),
+        )
+
+    def _compartment_keys(self, clause: CompartmentClause, types: Types) -> Frag | None:
+        s = self.alias("s")
+        by_type = self._by_type(s, clause, types)
         parts: list[Frag] = []
-        if types is not None:
-            parts.append(_in(f"{alias}.rtype", types))
-        parts.append((f"{alias}.deleted = 0", ()))
-        parts.extend(self.clause(c, alias, types) for c in criteria.clauses)
-        return _and(parts)
+        if by_type is not _FALSE:
+            condition = _and(
+                [
+                    (
+                        f"{s}.target_type = ? AND {s}.target_id = ?",
+                        (clause.target_type, clause.target_id),
+                    ),
+                    by_type,
+                ]
+            )
+            source = self.pinned("search_reference", s, "target")
+            parts.append(
+                (f"SELECT {s}.rtype, {s}.id FROM {source} WHERE {condition[0]}", condition[1])
+            )
+        if clause.include_self and (types is None or clause.target_type in types):
+            k = self.alias("k")
+            parts.append(
+                (
+                    f"SELECT {k}.rtype, {k}.id FROM resource {k}"
+                    f" WHERE {k}.rtype = ? AND {k}.id = ? AND {k}.deleted = 0",
+                    (clause.target_type, clause.target_id),
+                )
+            )
+        if not parts:
+            return None
+        return _join(" UNION ALL ", parts)
 
     # -- sorting
 
@@ -617,23 +883,125 @@ class Compiler:
         else:
             raise InvalidSearch(f"Cannot sort by '{key.param}'", expression="_sort")
         aggregate = "MAX" if key.descending else "MIN"
+        source = self.pinned(key.table, x, "owner")
         return (
-            f"(SELECT {aggregate}({column}) FROM {key.table} {x}"
+            f"(SELECT {aggregate}({column}) FROM {source}"
             f" WHERE {x}.rtype = {alias}.rtype AND {x}.id = {alias}.id AND {x}.param = ?)",
             (key.param,),
         )
 
 
+# -- plans ------------------------------------------------------------------------------------
+
+Probe = Callable[[str, Sequence[Any]], int]
+"""Runs a ``SELECT COUNT(*) ...`` statement and gives the count."""
+
+PROBE_LIMIT = 1000  # index entries a probe reads at most; a larger clause is "broad"
+PROBE_ENOUGH = 50  # a clause this small drives without probing the others
+
+
+class Plan:
+    """The resources of ``criteria`` under alias ``r``: a condition, driven by the key source of
+    one clause (``driver``) or walking the type (``driver`` None)."""
+
+    def __init__(
+        self,
+        criteria: Criteria,
+        *,
+        collate: str = "",
+        probe: Probe | None = None,
+        walkable: bool = False,
+    ) -> None:
+        self.compiler = Compiler(collate, pin=_pins(collate))
+        self.criteria = criteria
+        self.types: Types = (criteria.type,) if criteria.type else (criteria.types or None)
+        self.driver: int | None = None
+        self.driver_keys: Frag | None = None
+        self._choose(probe, walkable)
+
+    def _choose(self, probe: Probe | None, walkable: bool) -> None:
+        candidates: list[tuple[int, int, Frag]] = []
+        for n, clause in enumerate(self.criteria.clauses):
+            keys = Compiler(pin=self.compiler.pin).keys(clause, self.types)
+            if keys is not None:
+                candidates.append((_preference(clause), n, keys))
+        if not candidates:
+            return
+        candidates.sort(key=lambda c: (c[0], c[1]))
+        if probe is None:
+            self.driver = candidates[0][1]
+            return
+        best: tuple[int, int] | None = None  # (estimate, clause number)
+        for _, n, (text, args) in candidates:
+            estimate = probe(f"SELECT COUNT(*) FROM ({text} LIMIT {PROBE_LIMIT}) p", args)
+            if best is None or estimate < best[0]:
+                best = (estimate, n)
+            if estimate < PROBE_ENOUGH:
+                break
+        assert best is not None
+        if best[0] >= PROBE_LIMIT and walkable:
+            return  # broad: walk the type in its order, stop at the page's end
+        self.driver = best[1]
+
+    def condition(self, alias: str = "r") -> Frag:
+        """The WHERE condition (without the keyword) on the rows of ``resource`` ``alias``."""
+        compiler = self.compiler
+        parts: list[Frag] = []
+        types = self.types
+        if types is not None:
+            # driven: the type test must not make the type-order index drive (SQLite)
+            hint = "+" if self.driver is not None and compiler.pin else ""
+            parts.append(_in(f"{hint}{alias}.rtype", types))
+        parts.append((f"{alias}.deleted = 0", ()))
+        if self.driver is not None:
+            keys = compiler.keys(self.criteria.clauses[self.driver], types)
+            assert keys is not None
+            parts.append(
+                (
+                    f"({alias}.rtype, {alias}.id) IN (SELECT d.rtype, d.id FROM ({keys[0]}) d)",
+                    keys[1],
+                )
+            )
+        parts.extend(
+            compiler.clause(c, alias, types)
+            for n, c in enumerate(self.criteria.clauses)
+            if n != self.driver
+        )
+        return _and(parts)
+
+    def count(self) -> tuple[str, list[Any]]:
+        """``SELECT COUNT(*)`` of the matches: off the driver's index when it is the only clause."""
+        clauses = self.criteria.clauses
+        if self.driver is not None and len(clauses) == 1:
+            keys = self.compiler.keys(clauses[0], self.types)
+            assert keys is not None
+            if self.types is not None and len(self.types) == 1:  # one type: the ids tell
+                return f"SELECT COUNT(DISTINCT d.id) FROM ({keys[0]}) d", list(keys[1])
+            return (
+                f"SELECT COUNT(*) FROM (SELECT DISTINCT d.rtype, d.id FROM ({keys[0]}) d) c",
+                list(keys[1]),
+            )
+        text, args = self.condition()
+        return f"SELECT COUNT(*) FROM resource r WHERE {text}", list(args)
+
+
+def _pins(collate: str) -> bool:
+    """Whether correlated probes name their index: on SQLite (the dialect without a collation
+    clause), whose planner has no statistics to choose the owner index over the lookup one."""
+    return not collate
+
+
 def where(criteria: Criteria, alias: str = "r", *, collate: str = "") -> tuple[str, list[Any]]:
     """The WHERE condition (without the keyword) selecting the live resources (rows of
-    ``resource`` under ``alias``) that match ``criteria``."""
-    text, args = Compiler(collate).criteria(criteria, alias)
+    ``resource`` under ``alias``) that match ``criteria``; driven by the preferred clause."""
+    text, args = Plan(criteria, collate=collate).condition(alias)
     return text, list(args)
 
 
-def count_statement(criteria: Criteria, *, collate: str = "") -> tuple[str, list[Any]]:
-    text, args = where(criteria, collate=collate)
-    return f"SELECT COUNT(*) FROM resource r WHERE {text}", args
+def count_statement(
+    criteria: Criteria, *, collate: str = "", probe: Probe | None = None
+) -> tuple[str, list[Any]]:
+    return Plan(criteria, collate=collate, probe=probe).count()
 
 
 def _keyset(keys: Sequence[tuple[str, bool]], cursor: Cursor, backward: bool) -> Frag:
@@ -659,12 +1027,15 @@ def _keyset(keys: Sequence[tuple[str, bool]], cursor: Cursor, backward: bool) ->
     return tail
 
 
-def page_statement(query: SearchQuery, *, collate: str = "") -> tuple[str, list[Any], int]:
+def page_statement(
+    query: SearchQuery, *, collate: str = "", probe: Probe | None = None
+) -> tuple[str, list[Any], int]:
     """The one statement of a search page: (sql, args, number of sort columns). Rows are the
     resource columns, then the sort values; at most ``count + 1`` of them, in the page's order
-    (reversed for a backward cursor)."""
-    compiler = Compiler(collate)
-    condition = compiler.criteria(query.criteria)
+    (reversed for a backward cursor). ``probe`` lets the plan measure its clauses."""
+    plan = Plan(query.criteria, collate=collate, probe=probe, walkable=not query.sort)
+    compiler = plan.compiler
+    condition = plan.condition()
     cursor = query.cursor
     backward = cursor is not None and cursor.backward
     limit = f" LIMIT {int(query.count) + 1}"
