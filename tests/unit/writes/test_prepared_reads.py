@@ -17,7 +17,6 @@ from server.fhir.validator import Findings
 from server.search.profile_rules import Lookup
 from server.search.service import search_service
 from server.settings import Settings
-from server.store.base import Unit
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import SQLiteDialect
@@ -75,59 +74,68 @@ def _referrer() -> Write:
     return Write("create", "Basic", resource=resource)
 
 
+class Scene:
+    """A store with a good target, a pipeline whose validation counts its calls, and a
+    referrer to write."""
+
+    def __init__(self, repo: SqlRepository, runner: Runner) -> None:
+        self.repo, self.runner = repo, runner
+        self.validation = TargetMustBeGood()
+        self.pipeline = _pipeline(self.validation)
+        _target(runner, "good")
+
+    def settle(self, changed: bool, run: Any) -> Any:
+        """Maybe change the target, then run ``run`` in a unit; its result, or the error."""
+        assert self.validation.calls == 1  # validated once, outside the unit
+        if changed:
+            _target(self.runner, "bad")  # committed between prepare and the unit
+        try:
+            return _write(self.runner, run)
+        except Exception as exc:  # noqa: BLE001 - the caller asserts on it
+            return exc
+
+
+@pytest.fixture
+def scene(store: tuple[SqlRepository, Runner]) -> Scene:
+    return Scene(*store)
+
+
 @pytest.mark.parametrize("changed", [False, True])
 def test_a_write_is_validated_again_only_when_a_target_it_read_changed(
-    store: tuple[SqlRepository, Runner], changed: bool
+    scene: Scene, changed: bool
 ) -> None:
-    repo, runner = store
-    validation = TargetMustBeGood()
-    pipeline = _pipeline(validation)
-    _target(runner, "good")
-    with repo.reader() as reader:
+    pipeline = scene.pipeline
+    with scene.repo.reader() as reader:
         prepared = pipeline.prepare(_referrer(), reader)  # valid as read now
-    assert validation.calls == 1
+    outcome = scene.settle(changed, lambda unit: pipeline.in_unit(unit, LOCAL).run(prepared))
     if changed:
-        _target(runner, "bad")  # committed between prepare and the unit
-
-    def run(unit: Unit) -> Any:
-        return pipeline.in_unit(unit, LOCAL).run(prepared)
-
-    if changed:
-        with pytest.raises(Unprocessable):
-            _write(runner, run)
-        assert validation.calls == 2 and pipeline.stats["revalidated"] == 1
-        with repo.reader() as reader:
+        assert isinstance(outcome, Unprocessable)
+        with scene.repo.reader() as reader:
             assert reader.scan("Basic", None, 10)[-1].id == "t"  # the referrer was not stored
     else:
-        assert _write(runner, run).result.created
-        assert validation.calls == 1 and pipeline.stats["revalidated"] == 0
+        assert outcome.result.created
+    assert (scene.validation.calls, pipeline.stats["revalidated"]) == (
+        (2, 1) if changed else (1, 0)
+    )
 
 
 @pytest.mark.parametrize("changed", [False, True])
-def test_a_transaction_plan_is_kept_only_while_its_reads_hold(
-    store: tuple[SqlRepository, Runner], changed: bool
-) -> None:
-    repo, runner = store
-    validation = TargetMustBeGood()
-    pipeline = _pipeline(validation)
-    _target(runner, "good")
+def test_a_transaction_plan_is_kept_only_while_its_reads_hold(scene: Scene, changed: bool) -> None:
+    pipeline = scene.pipeline
     entry = transaction.Entry(0, None, prepared=pipeline.prepare(_referrer(), None))
     entry.original = entry.prepared.resource  # type: ignore[union-attr]
-    with repo.reader() as reader:
+    with scene.repo.reader() as reader:
         planned = transaction.plan(pipeline, [entry], reader)
-    assert planned is not None and validation.calls == 1
+    assert planned is not None
+    outcome = scene.settle(
+        changed,
+        lambda unit: transaction.run(pipeline.in_unit(unit, LOCAL), [entry], planned),
+    )
     if changed:
-        _target(runner, "bad")
-
-    def run(unit: Unit) -> Any:
-        return transaction.run(pipeline.in_unit(unit, LOCAL), [entry], planned)
-
-    if changed:
-        with pytest.raises(transaction.EntryFailed) as failed:
-            _write(runner, run)
-        assert failed.value.error.status == 422
-        assert validation.calls == 2 and pipeline.stats["revalidated"] == 1
+        assert isinstance(outcome, transaction.EntryFailed) and outcome.error.status == 422
     else:
-        [written] = _write(runner, run)
+        [written] = outcome
         assert written.result.created
-        assert validation.calls == 1 and pipeline.stats["revalidated"] == 0
+    assert (scene.validation.calls, pipeline.stats["revalidated"]) == (
+        (2, 1) if changed else (1, 0)
+    )
