@@ -107,12 +107,18 @@ def render(type: str, id: str, version: int, stamp: int, resource: dict[str, Any
         ) from exc
 
 
-class SqlReader:
-    """Reads on one connection (a write transaction's, or a read connection)."""
+Estimate = Callable[[Connection, str, Sequence[Any]], "int | None"]
 
-    def __init__(self, conn: Connection, collate: str = "") -> None:
+
+class SqlReader:
+    """Reads on one connection (a write transaction's, or a read connection). ``estimate``
+    gives the database's estimate of a count (``_total=estimate``), or None where it has
+    none."""
+
+    def __init__(self, conn: Connection, collate: str = "", estimate: Estimate | None = None):
         self._conn = conn
         self._collate = collate
+        self._estimate = estimate
 
     def read(self, type: str, id: str) -> Version | None:
         row = self._conn.execute(_CURRENT + " WHERE rtype = ? AND id = ?", (type, id)).fetchone()
@@ -175,7 +181,10 @@ class SqlReader:
             sql, args = compiler.count_statement(
                 query.criteria, collate=self._collate, probe=self._count
             )
-            total = self._count(sql, args)
+            if query.total == "estimate" and self._estimate is not None:
+                total = self._estimate(self._conn, sql, args)
+            if total is None:
+                total = self._count(sql, args)
         if query.count <= 0:
             return SearchPage([], None, None, total)
         sql, args, keys = compiler.page_statement(query, collate=self._collate, probe=self._count)
@@ -493,14 +502,14 @@ class SqlRepository:
     @contextmanager
     def reader(self) -> Iterator[SqlReader]:
         with self.sql_dialect.reading() as conn:
-            yield SqlReader(conn, self.sql_dialect.collate)
+            yield SqlReader(conn, self.sql_dialect.collate, self.sql_dialect.estimate)
 
     @contextmanager
     def snapshot(self) -> Iterator[SqlReader]:
         """A reader whose reads see one snapshot where the database allows it cheaply
         (SQLite: one read transaction): for the reads that prepare a write."""
         with self.sql_dialect.snapshot() as conn:
-            yield SqlReader(conn, self.sql_dialect.collate)
+            yield SqlReader(conn, self.sql_dialect.collate, self.sql_dialect.estimate)
 
     def close(self) -> None:
         self.sql_dialect.close()

@@ -7,6 +7,7 @@ driver errors into FHIR errors, and checks at start-up that acknowledged writes 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -51,6 +52,10 @@ class Dialect(Protocol):
 
     @contextmanager
     def reading(self) -> Iterator[Connection]: ...
+
+    def estimate(self, conn: Connection, sql: str, args: Sequence[Any]) -> int | None:
+        """The planner's estimate of what a ``SELECT COUNT(*)`` statement counts, from the
+        database's statistics (``_total=estimate``); None where it keeps none."""
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -162,6 +167,24 @@ _INSERT_EVENTS_PG = (
     + ", ".join(f"?::{kind}[]" for kind in EVENT_TYPES)
     + ")"
 )
+
+
+def planned_rows(plan: Any) -> int | None:
+    """The estimated rows a ``COUNT(*)`` aggregates, from PostgreSQL's JSON plan: below the
+    aggregate and gather nodes, the first node's ``Plan Rows``; below a gather that figure is
+    per process, so it is scaled by PostgreSQL's parallel divisor (the workers, plus the
+    leader's share: 1 - 0.3 per worker)."""
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    node = plan[0]["Plan"] if isinstance(plan, list) else plan.get("Plan", plan)
+    divisor = 1.0
+    while node.get("Node Type") in ("Aggregate", "Gather", "Gather Merge") and node.get("Plans"):
+        workers = node.get("Workers Planned")
+        if workers:
+            divisor = workers + max(0.0, 1.0 - 0.3 * workers)
+        node = node["Plans"][0]
+    rows = node.get("Plan Rows")
+    return None if rows is None else max(0, round(float(rows) * divisor))
 
 
 def _with(statements: list[str]) -> str:
@@ -297,6 +320,11 @@ class SQLiteDialect:
         conn = self._connection()
         with self.errors():
             yield conn
+
+    def estimate(self, conn: Connection, sql: str, args: Sequence[Any]) -> int | None:
+        """None: SQLite keeps no statistics unless ANALYZE runs (which the server never runs
+        on a live store); the count is exact."""
+        return None
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -435,6 +463,12 @@ class PostgresDialect:
             yield _PgConnection(conn, self)
 
     snapshot = reading
+
+    def estimate(self, conn: Connection, sql: str, args: Sequence[Any]) -> int | None:
+        """The rows the planner expects the count to read (``EXPLAIN``: planning only, no
+        execution), from the statistics autovacuum keeps."""
+        plan = conn.execute("EXPLAIN (FORMAT JSON) " + sql, args).fetchone()[0]
+        return planned_rows(plan)
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
