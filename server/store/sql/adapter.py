@@ -56,7 +56,7 @@ from server.store.sql import scans
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
-from server.store.sql.schema import MIGRATIONS
+from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _MAX_INCLUDE_DEPTH = 4  # hops of _include:iterate / _revinclude:iterate
@@ -455,6 +455,8 @@ class SqlRepository:
             current = int(row[0] or 0)
             for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):
                 for statement in statements:
+                    if statement.startswith(POSTGRESQL_ONLY) and self.dialect != "postgresql":
+                        continue
                     conn.execute(statement.format(**types))
                 conn.execute(
                     "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",

@@ -819,7 +819,11 @@ def test_totals(
     store.put("Patient", "other")
     clause = TokenClause("identifier", ((None, "x"),))
     page = store.page(SearchQuery(Criteria("Patient", (), (clause,)), count, total=total))
-    assert page.total == expected_total
+    if total == "estimate" and store.repo.dialect == "postgresql":
+        # the planner's figure from statistics (none taken yet here): a count, not the count
+        assert isinstance(page.total, int) and page.total >= 0
+    else:
+        assert page.total == expected_total
     assert len(page.items) == expected_items
     if count == 0:
         assert page.next is None and page.previous is None
