@@ -32,7 +32,7 @@ from server.errors import (
     Unprocessable,
 )
 from server.fhir.conformance import CONFORMANCE_TYPES
-from server.fhir.instant import parse_fhir_range, parse_http_date
+from server.fhir.instant import date_range, parse_http_date
 from server.fhir.outcome import Issue, information
 from server.fhir.resource_types import is_supported
 from server.fhir.summary import SUMMARY_MODES, shape
@@ -351,16 +351,17 @@ def _history_page(request: FhirRequest, settings: Settings) -> tuple[int, int | 
 def history(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
     count, cursor = _history_page(request, settings)
     since = at = None
+    zone = search_service(settings).context.zone  # a zoneless value: as in every search
     for name, value in request.query:
         if name == "_since":
-            span = parse_fhir_range(value)
+            span = date_range(value, zone)
             if span is None or "T" not in value:
                 raise InvalidSearch(
                     f"_since must be an instant, got '{value[:40]}'", expression="_since"
                 )
             since = span[0]
         elif name == "_at":
-            at = parse_fhir_range(value)
+            at = date_range(value, zone)
             if at is None:
                 raise InvalidSearch(f"_at must be a date, got '{value[:40]}'", expression="_at")
         elif name not in ("_count", "_cursor", "_format", "_pretty"):

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from server.errors import InvalidSearch
+from server.fhir.instant import date_range
 from server.search.parse import SearchContext, SearchRequest, parse_search
 from server.search.query import (
     Clause,
@@ -25,7 +26,6 @@ from server.search.query import (
     PerTypeClause,
 )
 from server.search.registry import patient_compartment
-from server.search.values import date_range
 
 PARAMETERS = frozenset({"start", "end", "_since", "_type", "_count", "_cursor"})
 _PASSED = frozenset({"_type", "_count", "_cursor"})

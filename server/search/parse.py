@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from server.errors import InvalidSearch
-from server.fhir.instant import now_us
+from server.fhir.instant import date_range, now_us
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.search.query import (
     PREFIXES,
@@ -58,7 +58,7 @@ from server.search.query import (
     UriClause,
 )
 from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
-from server.search.values import ap_margin, date_range, fold, number_value, parse_reference
+from server.search.values import ap_margin, fold, number_value, parse_reference
 
 # chained references (``a.b.c.d.name``) and nested ``_has`` the server resolves at most
 MAX_CHAIN = 4

@@ -16,7 +16,6 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Context, Decimal, InvalidOperation
 from functools import cache
 from math import isfinite
@@ -24,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from server.fhir.definitions import r4_schema
+from server.fhir.instant import DAY_US, date_range
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.search.fhirpath import Node
 from server.search.query import NumberValue, ReferenceValue
@@ -35,10 +35,7 @@ DATE_MAX = 2**62
 NUMBER_MIN = -1e308
 NUMBER_MAX = 1e308
 
-SECOND_US = 1_000_000
-DAY_US = 86_400 * SECOND_US
 
-_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -61,85 +58,6 @@ def fold(text: str) -> str:
 
 
 # -- dates ---------------------------------------------------------------------------------
-
-# R4 date/dateTime/instant; a search value may also give a time without seconds or without
-# an offset (then read in the local zone)
-_DATE = re.compile(
-    r"(?P<y>\d{4})(?:-(?P<m>0[1-9]|1[0-2])(?:-(?P<d>0[1-9]|[12]\d|3[01])"
-    r"(?:T(?P<H>[01]\d|2[0-3]):(?P<M>[0-5]\d)(?::(?P<S>[0-5]\d|60)(?:\.(?P<f>\d+))?)?"
-    r"(?P<tz>Z|[+-](?:(?:0\d|1[0-3]):[0-5]\d|14:00))?)?)?)?",
-    re.ASCII,
-)
-
-
-def _offset(zone: ZoneInfo | timezone, wall: datetime) -> timedelta:
-    offset = zone.utcoffset(wall)
-    return offset if offset is not None else timedelta(0)
-
-
-def _wall_us(wall: datetime, zone: ZoneInfo | timezone) -> int:
-    """Microseconds since the epoch of the wall-clock time ``wall`` in ``zone``."""
-    delta = wall - _EPOCH - _offset(zone, wall)
-    return (delta.days * 86_400 + delta.seconds) * SECOND_US + delta.microseconds
-
-
-def _midnight_us(year: int, month: int, day: int, zone: ZoneInfo | timezone) -> int:
-    """The first instant of a calendar day in ``zone`` (year 10000 = just after 9999)."""
-    if year > 9999:
-        return _midnight_us(9999, 12, 31, zone) + DAY_US
-    return _wall_us(datetime(year, month, day), zone)
-
-
-def date_range(text: str, zone: ZoneInfo) -> tuple[int, int] | None:
-    """The ``[low, high)`` microseconds (UTC) a FHIR date, dateTime or instant denotes.
-
-    The range is as wide as the precision given: a year, a month, a day (from local midnight
-    to the next one, so DST days are 23 or 25 hours), a minute, a second, or a fraction of a
-    second (to the microsecond). Without an offset the value is read in ``zone``. None when
-    the text is not a valid date.
-    """
-    match = _DATE.fullmatch(text)
-    if match is None:
-        return None
-    g = match.groupdict()
-    year = int(g["y"])
-    if year == 0:
-        return None
-    tz: ZoneInfo | timezone = zone
-    if g["tz"] == "Z":
-        tz = UTC
-    elif g["tz"]:
-        sign = 1 if g["tz"][0] == "+" else -1
-        tz = timezone(sign * timedelta(hours=int(g["tz"][1:3]), minutes=int(g["tz"][4:6])))
-    try:
-        if g["m"] is None:
-            return _midnight_us(year, 1, 1, tz), _midnight_us(year + 1, 1, 1, tz)
-        month = int(g["m"])
-        if g["d"] is None:
-            next_year, next_month = (year + 1, 1) if month == 12 else (year, month + 1)
-            return _midnight_us(year, month, 1, tz), _midnight_us(next_year, next_month, 1, tz)
-        day = int(g["d"])
-        first = date(year, month, day)
-        if g["H"] is None:
-            if first == date.max:
-                return _midnight_us(year, month, day, tz), _midnight_us(10000, 1, 1, tz)
-            following = first + timedelta(days=1)
-            return _midnight_us(year, month, day, tz), _midnight_us(
-                following.year, following.month, following.day, tz
-            )
-        wall = datetime(year, month, day, int(g["H"]), int(g["M"]))
-    except (ValueError, OverflowError):
-        return None
-    low = _wall_us(wall, tz)
-    if g["S"] is None:
-        return low, low + 60 * SECOND_US
-    low += int(g["S"]) * SECOND_US
-    if g["f"] is None:
-        return low, low + SECOND_US
-    digits = g["f"][:6]
-    low += int(digits.ljust(6, "0"))
-    return low, low + 10 ** (6 - len(digits))
-
 
 def ap_margin(low: int, high: int, now_us: int) -> int:
     """How far ``ap`` widens a date search range on each side: 10 % of the distance between

@@ -81,7 +81,8 @@ class Pipeline:
         try:
             return parse_criteria_string(write.type, write.condition, self.search)
         except InvalidSearch as exc:
-            raise BadRequest(f"{_CONDITION[write.interaction]}: {exc}") from exc
+            where = exc.issues[0].expression if exc.issues else None
+            raise BadRequest(f"{_CONDITION[write.interaction]}: {exc}", expression=where) from exc
 
     def prepare(self, write: Write, reader: Reader | None) -> Prepared:
         """Check ``write`` as far as possible before the unit. With a ``reader`` (a system

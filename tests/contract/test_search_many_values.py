@@ -24,9 +24,11 @@ def _ids(bundle: dict[str, Any]) -> set[str]:
 
 
 def _refused(body: dict[str, Any]) -> None:
-    """The OperationOutcome of a conditional interaction refused for its number of values."""
+    """The OperationOutcome of a conditional interaction refused for its number of values:
+    the diagnostics say why, the expression names the parameter."""
     diagnostics = [i.get("diagnostics", "") for i in body["issue"]]
     assert any(f"'name' has {MAX_VALUES + 1} values" in d for d in diagnostics), body
+    assert "name" in expressions(body), body
 
 
 @pytest.fixture
