@@ -32,9 +32,10 @@ from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.profile_rules import Lookup
-from server.search.query import Criteria
+from server.search.query import Criteria, SearchQuery
 from server.store.base import Reader, Unit, Version, WriteResult
 from server.validating import Validation, reader_lookup
+from server.writes import references
 from server.writes.checks import Checked, Seen, Targets, check_base, check_profiles
 from server.writes.rules import MAX_DEPTH, Change, RuleSet
 from server.writes.write import Write, Written
@@ -59,6 +60,12 @@ class Prepared:
     checked: Checked | None = None
     base: Version | None = None
     patched: dict[str, Any] | None = None
+    # conditional references (``references.py``): those of the resource as sent (reference ->
+    # path; None: not looked for yet), what they resolved to outside the unit, and the
+    # resource as sent, before they were rewritten
+    conditional: dict[str, str] | None = None
+    resolved: dict[str, str] | None = None
+    sent: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -96,8 +103,8 @@ class Pipeline:
             prepared.resource = resource
         prepared.criteria = self.criteria(write)
         if prepared.resource is not None:
-            resource = prepared.resource
             if reader is not None:
+                resource = self._resolve(prepared, prepared.resource, _finder(reader))
                 seen = Seen(reader, self.targets)
                 warnings = self.validate(resource, seen, write.expression)
                 prepared.checked = Checked(warnings, seen)
@@ -115,11 +122,26 @@ class Pipeline:
             return  # 404 / 410 come from the unit, with the unit's view
         if write.if_match is not None and write.if_match != current.version:
             return  # 412 from the unit
-        patched = self.patched(write, current)
+        patched = self._resolve(prepared, self.patched(write, current), _finder(reader))
         seen = Seen(reader, self.targets)
         warnings = self.validate(patched, seen, "", after_patch=True)
         prepared.base, prepared.patched = current, patched
         prepared.checked = Checked(warnings, seen)
+
+    def _resolve(
+        self, prepared: Prepared, resource: dict[str, Any], find: references.Find
+    ) -> dict[str, Any]:
+        """``resource`` with its conditional references resolved (through ``find``); what it
+        found and resolved recorded in ``prepared``, so the unit can check them again."""
+        prepared.sent, prepared.conditional = resource, references.found(resource)
+        if not prepared.conditional:
+            prepared.resolved = {}
+            return resource
+        root = prepared.write.expression or prepared.write.type
+        prepared.resolved = references.resolve_all(prepared.conditional, self.search, find, root)
+        resource = references.rewritten(resource, prepared.resolved)
+        prepared.resource = resource
+        return resource
 
     def patched(self, write: Write, current: Version) -> dict[str, Any]:
         """The patched resource, which keeps its type and id and passes base validation."""
@@ -256,6 +278,7 @@ class Writer:
         if base is None or base.version != current.version or base.id != id:
             prepared.patched = self.pipeline.patched(write, current)
             prepared.checked = None
+            prepared.conditional = prepared.resolved = prepared.sent = None
         prepared.resource = prepared.patched
         return self._store(prepared, id, current, after_patch=True)
 
@@ -289,6 +312,7 @@ class Writer:
         resource = prepared.resource
         warnings: list[Issue] = []
         if resource is not None:
+            resource = self._references(prepared, resource)
             checked = prepared.checked
             stale = [] if checked is None else checked.changed(self.system)
             if checked is None or stale:
@@ -317,6 +341,23 @@ class Writer:
             self._derived(each)
         return Written(write, result, warnings=warnings)
 
+    def _references(self, prepared: Prepared, resource: dict[str, Any]) -> dict[str, Any]:
+        """``resource`` with its conditional references resolved by the unit's locked matches:
+        as prepared when they resolve as they did outside the unit, else rewritten anew from
+        the resource as sent and left to be validated again."""
+        sent = prepared.sent if prepared.conditional is not None else None
+        found = prepared.conditional if sent is not None else references.found(resource)
+        if not found:
+            return resource
+        write = prepared.write
+        root = write.expression or write.type
+        resolved = references.resolve_all(found, self.pipeline.search, self.unit.match, root)
+        if sent is not None and resolved == prepared.resolved:
+            return resource
+        prepared.checked = None
+        prepared.resource = references.rewritten(sent if sent is not None else resource, resolved)
+        return prepared.resource
+
     def _rule(
         self, write: Write, id: str, stored: Version | None, resource: dict[str, Any] | None
     ) -> list[Write]:
@@ -342,6 +383,13 @@ class Writer:
                 f" (at {write.type}); nothing was written"
             )
         return Writer(self.pipeline, self.system, self.principal, self.depth + 1).write(write)
+
+
+def _finder(reader: Reader) -> references.Find:
+    def find(criteria: Criteria) -> list[Version]:
+        return reader.search(SearchQuery(criteria, count=2)).items
+
+    return find
 
 
 def _resource(write: Write) -> dict[str, Any]:
