@@ -107,6 +107,8 @@ def _store_label(url: str) -> str:
 
 # -- load ------------------------------------------------------------------------------------
 
+_LISTED = 50  # unresolved references listed in full
+
 
 @app.command()
 def load(
@@ -146,7 +148,8 @@ def load(
 
     A transaction or batch Bundle is posted as it is; other Bundles and NDJSON files become
     batches of PUTs (POST for resources without id); a single resource is PUT (or POSTed).
-    Exits 1 when anything failed.
+    NDJSON files (and their lines) load referenced types first. References that name no
+    resource after the load are listed. Exits 1 when anything failed.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -192,10 +195,22 @@ def load(
             raise typer.Exit(1) from exc
     failures = report.failures
     ok = len(report.outcomes) - len(failures)
+    unresolved = report.unresolved
     summary = (
         f"{report.files} file(s), {report.requests} request(s), {ok} entries loaded, "
-        f"{len(failures)} failed"
+        f"{len(failures)} failed, {len(unresolved)} unresolved reference(s)"
     )
+    if unresolved:
+        from rich.table import Table
+
+        listed = Table(title="Unresolved references", show_lines=False)
+        for column in ("file", "entry", "reference"):
+            listed.add_column(column, overflow="fold")
+        for each in unresolved[:_LISTED]:
+            listed.add_row(each.file, each.entry, each.reference)
+        console.print(listed)
+        if len(unresolved) > _LISTED:
+            console.print(f"... and {len(unresolved) - _LISTED} more")
     if failures:
         from rich.table import Table
 

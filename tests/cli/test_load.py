@@ -189,3 +189,46 @@ def test_load_unreachable_server_fails(tmp_path: Path) -> None:
     result = invoke("load", "--url", base, "--quiet", str(single))
     assert result.exit_code == 1
     assert "request failed" in result.stderr
+
+
+def test_ndjson_loads_referenced_types_first_and_lists_unresolved_references(
+    tmp_path: Path,
+) -> None:
+    npi = "http://hl7.org/fhir/sid/us-npi"
+    data = tmp_path / "data"
+    data.mkdir()
+    # alphabetically the patients come first; they name the practitioners by identifier
+    (data / "a-patients.ndjson").write_text(
+        "\n".join(
+            json.dumps(line)
+            for line in (
+                {"resourceType": "Patient", "id": "p-1",
+                 "generalPractitioner": [{"reference": f"Practitioner?identifier={npi}|1"}]},
+                {"resourceType": "Patient", "id": "p-2",
+                 "generalPractitioner": [{"reference": "Practitioner/nobody"}]},
+                {"resourceType": "Patient", "id": "p-3",
+                 "generalPractitioner": [{"reference": f"Practitioner?identifier={npi}|404"}]},
+            )
+        ),
+        encoding="utf-8",
+    )
+    # a file of two types: the organization line must go first
+    (data / "b-mixed.ndjson").write_text(
+        json.dumps({"resourceType": "Practitioner", "id": "doc-1",
+                    "identifier": [{"system": npi, "value": "1"}]}) + "\n"
+        + json.dumps({"resourceType": "PractitionerRole", "id": "role-1",
+                      "organization": {"reference": "Organization?name=Clinic"}}) + "\n"
+        + json.dumps({"resourceType": "Organization", "id": "org-1", "name": "Clinic"}) + "\n",
+        encoding="utf-8",
+    )
+    url = sqlite_url(tmp_path / "fhir.db")
+    result = invoke("load", "--direct", "--database-url", url, "--quiet", str(data))
+    assert result.exit_code == 1, result.output
+    out = " ".join(result.stderr.split())
+    assert "5 entries loaded, 1 failed, 2 unresolved reference(s)" in out, out
+    assert "Unresolved references" in out
+    assert "Practitioner/nobody" in out and f"Practitioner?identifier={npi}|404" in out
+    (patient,) = _search(url, "Patient", "_id=p-1")
+    assert patient["generalPractitioner"] == [{"reference": "Practitioner/doc-1"}]
+    (role,) = _search(url, "PractitionerRole")
+    assert role["organization"] == {"reference": "Organization/org-1"}
