@@ -164,13 +164,14 @@ def to_write(request: FhirRequest) -> Write:
     if interaction is None:
         raise MethodNotAllowed(f"Method {method} is not supported")
     write = Write(interaction, type, id=request.id, if_match=if_match, expression=expr)
-    if request.query and request.id is None:
-        write.condition = urlencode(request.query)
+    criteria = [(k, v) for k, v in request.query if k not in _NOT_CRITERIA]
+    if criteria and request.id is None:
+        write.condition = urlencode(criteria)
     if method == "POST":
         if request.id is not None:
             raise MethodNotAllowed("POST to a resource id is not allowed; use PUT")
         write.resource = request.body
-        write.condition = request.if_none_exist
+        write.condition = _create_condition(write.condition, request.if_none_exist)
     elif write.id is None and write.condition is None:
         raise MethodNotAllowed(f"{method} needs a resource id or search criteria")
     elif method == "PUT":
@@ -178,6 +179,25 @@ def to_write(request: FhirRequest) -> Write:
     elif method == "PATCH":
         write.patch = json_patch(request.body, expr)
     return write
+
+
+_NOT_CRITERIA = frozenset({"_format", "_pretty"})
+
+
+def _create_condition(url: str | None, header: str | None) -> str | None:
+    """The criteria of a conditional create: ``If-None-Exist``, or (an extension for clients
+    such as fhirpy) the search parameters of the create URL, ``POST Patient?identifier=x``;
+    both must then say the same."""
+    if url is None or header is None:
+        return header if url is None else url
+    if sorted(parse_qsl(url, keep_blank_values=True)) != sorted(
+        parse_qsl(header.lstrip("?"), keep_blank_values=True)
+    ):
+        raise BadRequest(
+            "If-None-Exist and the search parameters of the URL ask for different criteria",
+            expression="If-None-Exist",
+        )
+    return header
 
 
 def json_patch(body: Any, expression: str) -> Patch:

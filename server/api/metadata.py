@@ -136,7 +136,10 @@ def _documentation(settings: Settings) -> str:
         "Paging is keyset-based: follow the Bundle links. "
         "Search values are indexed when a resource is written; dates without an "
         f"offset are read in {settings.search_timezone}. Unknown search parameters "
-        "are refused (400) unless the request has Prefer: handling=lenient."
+        "are refused (400) unless the request has Prefer: handling=lenient. "
+        "Conditional references (Type?query) are resolved in every write, batch entries "
+        "included, and never stored unresolved; POST [type]?criteria is a conditional create "
+        "like If-None-Exist (see docs/clients.md)."
     )
     long_running = sorted({f"${op.name}" for op in operations() if op.long_running})
     if long_running:

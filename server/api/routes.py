@@ -58,11 +58,10 @@ async def read(request: Request) -> Response:
     "/{type:fhirtype}",
     operation_id="create",
     responses={201: _FHIR, **_RESPONSES},
-    summary="Create a resource (If-None-Exist: conditional create)",
+    summary="Create a resource (If-None-Exist or search parameters: conditional create)",
 )
 async def create(request: Request) -> Response:
     freq = http.fhir_request(request, "POST", "create")
-    freq.query = []  # parameters on create are _format/_pretty only
     freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
     return await _write(request, freq)
 
