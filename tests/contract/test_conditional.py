@@ -170,8 +170,8 @@ def test_search_parameters_on_a_create_url_are_a_conditional_create(client: Test
 
 def test_if_none_exist_and_url_criteria_must_agree(client: TestClient) -> None:
     url = f"/fhir/Patient?identifier={SYS}|both"
-    same = client.post(url, json=patient("A"),
-                       headers={"Content-Type": FHIR_JSON, "If-None-Exist": f"identifier={SYS}|both"})
+    same = client.post(url, json=patient("A"), headers={
+        "Content-Type": FHIR_JSON, "If-None-Exist": f"identifier={SYS}|both"})
     assert same.status_code == 201, same.text
     body = outcome(client.post(url, json=patient("A"), headers={
         "Content-Type": FHIR_JSON, "If-None-Exist": f"identifier={SYS}|other"}), 400)

@@ -29,6 +29,10 @@ def _practitioner(npi: str) -> dict[str, Any]:
     }
 
 
+def _npi(value: str) -> dict[str, str]:
+    return {"reference": f"Practitioner?identifier={NPI}|{value}"}
+
+
 def _batch(*resources: dict[str, Any]) -> dict[str, Any]:
     return {
         "resourceType": "Bundle",
@@ -47,9 +51,9 @@ def test_batch_entries_resolve_conditional_references_each_on_its_own(client: Te
     create(client, _practitioner("222"))
     before = history_total(client)
     response = client.post("/fhir", json=_batch(
-        patient("Resolved", generalPractitioner=[{"reference": f"Practitioner?identifier={NPI}|111"}]),
-        patient("NoMatch", generalPractitioner=[{"reference": f"Practitioner?identifier={NPI}|999"}]),
-        patient("Several", generalPractitioner=[{"reference": f"Practitioner?identifier={NPI}|222"}]),
+        patient("Resolved", generalPractitioner=[_npi("111")]),
+        patient("NoMatch", generalPractitioner=[_npi("999")]),
+        patient("Several", generalPractitioner=[_npi("222")]),
         patient("Plain"),
     ))
     assert response.status_code == 200, response.text
@@ -65,7 +69,8 @@ def test_batch_entries_resolve_conditional_references_each_on_its_own(client: Te
     assert several["issue"][0]["code"] == "multiple-matches"
     assert history_total(client) == before + 2, "only the resolved and the plain entries"
     # nothing stored keeps a conditional reference as text
-    found = client.get("/fhir/Patient", params={"general-practitioner": "Practitioner/" + doc["id"]})
+    gp = {"general-practitioner": f"Practitioner/{doc['id']}"}
+    found = client.get("/fhir/Patient", params=gp)
     assert [p["resource"]["name"][0]["family"] for p in found.json()["entry"]] == ["Resolved"]
 
 
