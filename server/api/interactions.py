@@ -20,7 +20,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import jsonpatch
 import orjson
 
+from server.api import patches
 from server.api.bundle_build import history_bundle, search_bundle
+from server.api.patches import PatchFormat
 from server.errors import (
     BadRequest,
     Gone,
@@ -70,6 +72,7 @@ class FhirRequest:
     if_modified_since: str | None = None
     if_none_exist: str | None = None
     expression: str = ""  # where in the request errors point (a Bundle entry: its path)
+    patch_format: PatchFormat = "json-patch"  # what a PATCH body is (``patches.py``)
 
     def values(self, name: str) -> list[str]:
         return [v for k, v in self.query if k == name]
@@ -177,11 +180,19 @@ def to_write(request: FhirRequest) -> Write:
     elif method == "PUT":
         write.resource = request.body
     elif method == "PATCH":
-        write.patch = json_patch(request.body, expr)
+        write.patch = _patch(request.patch_format, request.body, expr)
     return write
 
 
 _NOT_CRITERIA = frozenset({"_format", "_pretty"})
+
+
+def _patch(format: PatchFormat, body: Any, expression: str) -> Patch:
+    if format == "fhirpath":
+        return patches.fhirpath(body, expression)
+    if format == "merge-patch":
+        return patches.merge(body, expression)
+    return json_patch(body, expression)
 
 
 def _create_condition(url: str | None, header: str | None) -> str | None:

@@ -231,7 +231,11 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
             else {}
         ),
         "format": ["json"],
-        "patchFormat": ["application/json-patch+json"],
+        "patchFormat": [
+            "application/json-patch+json",
+            "application/fhir+json",
+            "application/merge-patch+json",
+        ],
         "rest": [
             {
                 "mode": "server",
