@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from server.api import async_jobs, handlers, metadata, operations, routes
 from server.api.fastpath import FastPath
+from server.api.transfer import GzipMiddleware, HeadMiddleware
 from server.errors import FhirError
 from server.fhir.instant import now_us
 from server.fhir.validation import base_validator
@@ -94,7 +95,9 @@ def create_app(
     app.include_router(async_jobs.router, prefix="/fhir")
     app.include_router(routes.fallback, prefix="/fhir")
     handlers.install(app)
-    app.add_middleware(FastPath)  # inside the request log: added first, runs second
+    app.add_middleware(FastPath)  # innermost: added first, runs last
+    app.add_middleware(HeadMiddleware)  # HEAD runs as GET, without the body
+    app.add_middleware(GzipMiddleware)
     app.add_middleware(RequestLogMiddleware)
     return app
 
