@@ -97,7 +97,7 @@ class Pipeline:
         prepared = Prepared(write)
         if write.interaction in ("create", "update"):
             resource = _resource(write)
-            check_base(resource, write.expression)
+            check_base(resource, write.expression, profiles=self._profile_issues(write, reader))
             if write.interaction == "create":
                 resource.pop("id", None)  # the server assigns the id (or the caller's ``id``)
             prepared.resource = resource
@@ -111,6 +111,21 @@ class Pipeline:
         elif write.interaction == "patch" and reader is not None and write.id is not None:
             self._prepare_patch(prepared, reader)
         return prepared
+
+    def _profile_issues(
+        self, write: Write, reader: Reader | None
+    ) -> Callable[[], list[Issue]] | None:
+        """The profile issues of the body of ``write`` (read with ``reader``), for an answer
+        that lists them with its base errors; None without a reader (inside the unit)."""
+        if reader is None:
+            return None
+
+        def issues() -> list[Issue]:
+            lookup = Seen(reader, self.targets)
+            root = write.expression or None
+            return self.validation.check(write.resource, lookup=lookup, root=root).issues
+
+        return issues
 
     def _prepare_patch(self, prepared: Prepared, reader: Reader) -> None:
         """Apply the patch to the version stored now; a failure here is final (the request is
