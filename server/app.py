@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
-from server.api import async_jobs, handlers, metadata, operations, routes
+from server.api import async_jobs, handlers, home, metadata, operations, routes
 from server.api.fastpath import FastPath
 from server.api.transfer import GzipMiddleware, HeadMiddleware
 from server.errors import FhirError
@@ -94,6 +94,7 @@ def create_app(
     app.include_router(operations.router, prefix="/fhir")
     app.include_router(async_jobs.router, prefix="/fhir")
     app.include_router(routes.fallback, prefix="/fhir")
+    app.include_router(home.router)
     handlers.install(app)
     app.add_middleware(FastPath)  # innermost: added first, runs last
     app.add_middleware(HeadMiddleware)  # HEAD runs as GET, without the body

@@ -417,6 +417,17 @@ async def direct_target(
 # -- loading ---------------------------------------------------------------------------------
 
 
+class Unreachable(Exception):
+    """No server answers at the target URL: the load stops at the first request."""
+
+    def __init__(self, url: Any, error: Exception) -> None:
+        super().__init__(
+            f"No FHIR server answers at {str(url).rstrip('/')} ({error}). Start one with "
+            "`calaim-fhir serve`, pass its base URL with --url (or CALAIM_FHIR_BASE_URL), "
+            "or load straight into a store with --direct."
+        )
+
+
 async def load_files(
     client: httpx.AsyncClient,
     files: Sequence[Path],
@@ -440,6 +451,8 @@ async def load_files(
                     content=orjson.dumps(request.body),
                     headers={"Prefer": "return=minimal"},
                 )
+            except httpx.ConnectError as exc:
+                raise Unreachable(client.base_url, exc) from exc
             except httpx.HTTPError as exc:
                 outcomes.extend(
                     Outcome(str(path), label, None, f"request failed: {exc}")

@@ -181,16 +181,6 @@ def test_load_into_a_running_server(server: Server, tmp_path: Path) -> None:
         assert len(client.get("Organization").json()["entry"]) == 3
 
 
-def test_load_unreachable_server_fails(tmp_path: Path) -> None:
-    from tests.cli.conftest import free_port
-
-    single = _write(tmp_path / "single.json", {"resourceType": "Patient", "id": "solo"})
-    base = f"http://127.0.0.1:{free_port()}/fhir"
-    result = invoke("load", "--url", base, "--quiet", str(single))
-    assert result.exit_code == 1
-    assert "request failed" in result.stderr
-
-
 def test_ndjson_loads_referenced_types_first_and_lists_unresolved_references(
     tmp_path: Path,
 ) -> None:
@@ -232,3 +222,23 @@ def test_ndjson_loads_referenced_types_first_and_lists_unresolved_references(
     assert patient["generalPractitioner"] == [{"reference": "Practitioner/doc-1"}]
     (role,) = _search(url, "PractitionerRole")
     assert role["organization"] == {"reference": "Organization/org-1"}
+
+
+def test_load_without_a_server_says_so_in_one_line(tmp_path: Path) -> None:
+    from tests.cli.conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/fhir"
+    result = invoke("load", "--url", url, "--quiet", *ONBOARDING)
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    text = " ".join(" ".join(lines).split())
+    assert f"No FHIR server answers at {url}" in text, result.stderr
+    assert "calaim-fhir serve" in text and "--direct" in text
+    assert "Failures" not in result.stderr  # not one line per entry
+
+
+def test_load_reads_the_base_url_serve_uses(server: Server) -> None:
+    result = CliRunner().invoke(app, ["load", "--quiet", *ONBOARDING],
+                                env={**WIDE, "CALAIM_FHIR_BASE_URL": server.base})
+    assert result.exit_code == 0, result.output
+    assert httpx.get(f"{server.base}/Patient?_summary=count").json()["total"] == 2
