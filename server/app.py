@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from server.api import async_jobs, handlers, metadata, operations, routes
+from server.api import async_jobs, handlers, home, metadata, operations, routes
 from server.api.fastpath import FastPath
+from server.api.transfer import GzipMiddleware, HeadMiddleware
 from server.auth.principal import Principal
 from server.ecm.program import program_rules
 from server.errors import FhirError
@@ -100,8 +101,11 @@ def create_app(
     app.include_router(operations.router, prefix="/fhir")
     app.include_router(async_jobs.router, prefix="/fhir")
     app.include_router(routes.fallback, prefix="/fhir")
+    app.include_router(home.router)
     handlers.install(app)
-    app.add_middleware(FastPath)  # inside the request log: added first, runs second
+    app.add_middleware(FastPath)  # innermost: added first, runs last
+    app.add_middleware(HeadMiddleware)  # HEAD runs as GET, without the body
+    app.add_middleware(GzipMiddleware)
     app.add_middleware(RequestLogMiddleware)
     return app
 

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -81,24 +81,63 @@ def serve(
     from server.settings import Settings
 
     settings = Settings()
+    busy = _port_in_use(host, port)
+    if busy is not None:
+        typer.echo(
+            f"calaim-fhir: cannot listen on {host}:{port}: {busy}. Another server (perhaps "
+            f"calaim-fhir) is using it: stop it, or choose another port (--port {port + 1}).",
+            err=True,
+        )
+        raise typer.Exit(1)
     typer.echo(
-        f"calaim-fhir: {settings.fhir_base} ({_store_label(settings.database_url)}, "
+        f"calaim-fhir: starting {settings.fhir_base} ({_store_label(settings.database_url)}, "
         f"{workers} worker(s))",
         err=True,
     )
-    uvicorn.run(
-        "server.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_config=None,
-        loop="uvloop",
-        http="httptools",
-        server_header=False,
-        proxy_headers=False,
+    ready = (
+        f"calaim-fhir: ready at {settings.fhir_base} (CapabilityStatement: "
+        f"{settings.fhir_base}/metadata). Load the examples with: calaim-fhir load "
+        f"--url {settings.fhir_base} examples/bundles"
     )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "access_log": False,
+        "log_config": None,
+        "loop": "uvloop",
+        "http": "httptools",
+        "server_header": False,
+        "proxy_headers": False,
+    }
+    if workers > 1:  # a supervisor of worker processes: each worker starts on its own
+        typer.echo(ready, err=True)
+        uvicorn.run("server.app:create_app", **options)
+        return
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                typer.echo(ready, err=True)
+
+    server = Server(uvicorn.Config("server.app:create_app", **options))
+    server.run()
+    if not server.started:  # the application failed to start; uvicorn said why
+        raise typer.Exit(3)
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (None when it can), checked as uvicorn binds."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _store_label(url: str) -> str:
@@ -106,6 +145,8 @@ def _store_label(url: str) -> str:
 
 
 # -- load ------------------------------------------------------------------------------------
+
+_LISTED = 50  # unresolved references listed in full
 
 
 @app.command()
@@ -146,7 +187,8 @@ def load(
 
     A transaction or batch Bundle is posted as it is; other Bundles and NDJSON files become
     batches of PUTs (POST for resources without id); a single resource is PUT (or POSTed).
-    Exits 1 when anything failed.
+    NDJSON files (and their lines) load referenced types first. References that name no
+    resource after the load are listed. Exits 1 when anything failed.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -186,16 +228,32 @@ def load(
                 batch_size=batch_size,
                 progress=progress,
             )
+        except loader.Unreachable as exc:
+            bar.stop()
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
         except Exception as exc:  # noqa: BLE001 - a broken target is reported, not a traceback
             bar.stop()
             console.print(f"[red]Could not load into {target}: {type(exc).__name__}: {exc}[/red]")
             raise typer.Exit(1) from exc
     failures = report.failures
     ok = len(report.outcomes) - len(failures)
+    unresolved = report.unresolved
     summary = (
         f"{report.files} file(s), {report.requests} request(s), {ok} entries loaded, "
-        f"{len(failures)} failed"
+        f"{len(failures)} failed, {len(unresolved)} unresolved reference(s)"
     )
+    if unresolved:
+        from rich.table import Table
+
+        listed = Table(title="Unresolved references", show_lines=False)
+        for column in ("file", "entry", "reference"):
+            listed.add_column(column, overflow="fold")
+        for each in unresolved[:_LISTED]:
+            listed.add_row(each.file, each.entry, each.reference)
+        console.print(listed)
+        if len(unresolved) > _LISTED:
+            console.print(f"... and {len(unresolved) - _LISTED} more")
     if failures:
         from rich.table import Table
 

@@ -8,6 +8,15 @@ What each input becomes:
   has no id);
 * any other resource: PUT to ``[type]/[id]``, or POST to ``[type]`` without an id.
 
+NDJSON files are loaded in the order of their types' references (``order``): the file of
+Organizations before the file of Practitioners that name them, Practitioners before
+Encounters, the lines of a file with several types likewise, so the conditional references
+bulk exports write (``Practitioner?identifier=...``) find their targets; the server resolves
+them in every batch entry. After the load, every literal reference (``Type/id``) of the
+resources loaded that names neither a loaded resource nor one the server has is reported in
+``LoadReport.unresolved``, as are entries rejected because a conditional reference matched
+nothing.
+
 The target is a running server (HTTP through httpx) or, with ``direct``, the application
 itself built from ``create_app`` and called in-process through httpx's ASGI transport: the same
 routes, validation, transactions and ``AuthorizedRepository`` as a running server, without a
@@ -26,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 import httpx
 import orjson
@@ -41,6 +50,13 @@ _HEADERS = {"Content-Type": _FHIR_JSON, "Accept": _FHIR_JSON}
 _ENTRY_EXPRESSION = re.compile(r"^Bundle\.entry\[(\d+)\]")
 _BATCH_RESOURCE = re.compile(r"^Bundle\.entry\[\d+\]\.resource")
 _POSITION = re.compile(r"(\d+)\D*$")
+_TYPE = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"')
+_REFERENCE_TYPE = re.compile(rb'"reference"\s*:\s*"([A-Z][A-Za-z]+)[/?]')
+_LITERAL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
+_CHECK_CHUNK = 50
+T = TypeVar("T")
+_REFERENCE = re.compile(rb'"reference":"([^"]+)"')
+_CONDITIONAL_FAILED = re.compile(r"Conditional reference '([^']*)' matches")
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -77,6 +93,50 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
                 seen.add(key)
                 out.append(file)
     return out
+
+
+def _ranks(graph: dict[T, set[T]], first: Callable[[T], Any]) -> dict[T, int]:
+    """A rank for every node: the nodes it depends on first (by ``first`` among those ready);
+    a cycle is broken at its node that comes ``first``."""
+    remaining = {node: deps - {node} for node, deps in graph.items()}
+    ranks: dict[T, int] = {}
+    while remaining:
+        ready = [node for node, deps in remaining.items() if deps <= ranks.keys()]
+        chosen = min(ready or remaining, key=first)
+        ranks[chosen] = len(ranks)
+        del remaining[chosen]
+    return ranks
+
+
+def order(files: Sequence[Path]) -> tuple[list[Path], dict[str, int]]:
+    """``files`` with the NDJSON ones (in the places they had) ordered so that a file comes
+    after the files holding the types it references, and the rank of every type those files
+    hold (the lines of a file follow it)."""
+    holds: dict[Path, set[str]] = {}
+    refers: dict[Path, set[str]] = {}
+    types: dict[str, set[str]] = {}  # each type -> the types its lines reference
+    for path in files:
+        if not path.name.endswith(".ndjson"):
+            continue
+        holds[path], refers[path] = set(), set()
+        with path.open("rb") as handle:
+            for line in handle:
+                found = _TYPE.search(line)
+                if found is None:
+                    continue
+                type = found.group(1).decode()
+                named = {m.group(1).decode() for m in _REFERENCE_TYPE.finditer(line)}
+                holds[path].add(type)
+                refers[path] |= named
+                types.setdefault(type, set()).update(named)
+    type_ranks = _ranks({t: refs & types.keys() for t, refs in types.items()}, lambda t: t)
+    graph = {
+        path: {other for other in holds if other != path and refers[path] & holds[other]}
+        for path in holds
+    }
+    file_ranks = _ranks(graph, files.index)
+    ndjson = iter(sorted(holds, key=file_ranks.__getitem__))
+    return [next(ndjson) if path in holds else path for path in files], type_ranks
 
 
 def read_ndjson(path: Path) -> Iterator[tuple[int, Any, str | None]]:
@@ -117,11 +177,21 @@ class Outcome:
         return self.status is not None and 200 <= self.status < 300
 
 
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    """A reference that names no resource: where it was first seen and the reference."""
+
+    file: str
+    entry: str
+    reference: str
+
+
 @dataclass(slots=True)
 class LoadReport:
     files: int = 0
     requests: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
+    unresolved: list[Unresolved] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Outcome]:
@@ -176,8 +246,11 @@ def _batches(items: Sequence[tuple[str, dict[str, Any]]], size: int) -> Iterator
         yield _Request("POST", "", body, [label for label, _ in chunk], "batch")
 
 
-def plan(path: Path, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[list[_Request], list[Outcome]]:
-    """The requests that load ``path``, and the entries that cannot be sent at all."""
+def plan(
+    path: Path, batch_size: int = DEFAULT_BATCH_SIZE, ranks: dict[str, int] | None = None
+) -> tuple[list[_Request], list[Outcome]]:
+    """The requests that load ``path``, and the entries that cannot be sent at all; the lines
+    of an NDJSON file in the order of their types' ``ranks``."""
     name = str(path)
     local: list[Outcome] = []
     items: list[tuple[str, dict[str, Any]]] = []
@@ -190,6 +263,8 @@ def plan(path: Path, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[list[_Reques
                 local.append(Outcome(name, label, None, "not a FHIR resource (no resourceType)"))
             else:
                 items.append((label, value))
+        if ranks:
+            items.sort(key=lambda item: ranks.get(item[1]["resourceType"], -1))
         return list(_batches(items, batch_size)), local
     value, error = read_json(path)
     if error is not None:
@@ -342,6 +417,17 @@ async def direct_target(
 # -- loading ---------------------------------------------------------------------------------
 
 
+class Unreachable(Exception):
+    """No server answers at the target URL: the load stops at the first request."""
+
+    def __init__(self, url: Any, error: Exception) -> None:
+        super().__init__(
+            f"No FHIR server answers at {str(url).rstrip('/')} ({error}). Start one with "
+            "`calaim-fhir serve`, pass its base URL with --url (or CALAIM_FHIR_BASE_URL), "
+            "or load straight into a store with --direct."
+        )
+
+
 async def load_files(
     client: httpx.AsyncClient,
     files: Sequence[Path],
@@ -352,8 +438,11 @@ async def load_files(
     """Load ``files`` (already discovered) one after another through ``client``."""
     progress = progress or Progress()
     report = LoadReport()
+    files, ranks = order(files)
+    loaded: set[str] = set()
+    referenced: dict[str, Unresolved] = {}
     for path in files:
-        requests, outcomes = plan(path, batch_size)
+        requests, outcomes = plan(path, batch_size, ranks)
         for request in requests:
             try:
                 response = await client.request(
@@ -362,19 +451,78 @@ async def load_files(
                     content=orjson.dumps(request.body),
                     headers={"Prefer": "return=minimal"},
                 )
+            except httpx.ConnectError as exc:
+                raise Unreachable(client.base_url, exc) from exc
             except httpx.HTTPError as exc:
                 outcomes.extend(
                     Outcome(str(path), label, None, f"request failed: {exc}")
                     for label in request.labels
                 )
             else:
-                outcomes.extend(_read_answer(str(path), request, response))
+                answers = _read_answer(str(path), request, response)
+                _references(request, answers, loaded, referenced)
+                outcomes.extend(answers)
             report.requests += 1
             progress.request_done()
         report.outcomes.extend(sorted(outcomes, key=_position))
         report.files += 1
         progress.file_done(path)
+    missing = {ref: seen for ref, seen in referenced.items() if ref not in loaded}
+    report.unresolved = [
+        Unresolved(o.file, o.entry, m.group(1))
+        for o in report.outcomes
+        if (m := _CONDITIONAL_FAILED.search(o.diagnostics)) is not None
+    ]
+    report.unresolved += [missing[ref] for ref in await _absent(client, sorted(missing))]
     return report
+
+
+def _references(
+    request: _Request,
+    answers: list[Outcome],
+    loaded: set[str],
+    referenced: dict[str, Unresolved],
+) -> None:
+    """Record the identities and the literal references of the resources a request loaded."""
+    if request.kind == "batch":
+        resources = [entry["resource"] for entry in request.body["entry"]]
+    elif request.kind == "resource":
+        resources = [request.body]
+    else:
+        return  # a transaction: its references are the server's to resolve, all or nothing
+    for answer, resource in zip(answers, resources, strict=False):
+        if not answer.ok:
+            continue
+        id = resource.get("id")
+        if isinstance(id, str):
+            loaded.add(f"{resource['resourceType']}/{id}")
+        for match in _REFERENCE.finditer(orjson.dumps(resource)):
+            reference = match.group(1).decode()
+            if _LITERAL.match(reference) and reference not in referenced:
+                referenced[reference] = Unresolved(answer.file, answer.entry, reference)
+
+
+async def _absent(client: httpx.AsyncClient, references: list[str]) -> list[str]:
+    """Those of ``references`` (``Type/id``) the server has no resource for."""
+    by_type: dict[str, list[str]] = {}
+    for reference in references:
+        type, _, id = reference.partition("/")
+        by_type.setdefault(type, []).append(id)
+    absent: list[str] = []
+    for type, ids in by_type.items():
+        for start in range(0, len(ids), _CHECK_CHUNK):
+            chunk = ids[start : start + _CHECK_CHUNK]
+            try:
+                response = await client.get(
+                    type, params={"_id": ",".join(chunk), "_count": str(len(chunk))}
+                )
+                body = _json(response) if response.status_code == 200 else None
+            except httpx.HTTPError:
+                body = None
+            entries = body.get("entry", []) if isinstance(body, dict) else []
+            found = {e.get("resource", {}).get("id") for e in entries if isinstance(e, dict)}
+            absent += [f"{type}/{id}" for id in chunk if id not in found]
+    return absent
 
 
 def load(

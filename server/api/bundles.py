@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from server.api import patches
 from server.api.http import write_outcome
 from server.api.interactions import (
     FhirRequest,
@@ -26,6 +27,7 @@ from server.api.interactions import (
     to_response,
     to_write,
 )
+from server.api.patches import PatchFormat
 from server.api.writing import submit
 from server.errors import BadRequest, FhirError, InvalidResource
 from server.fhir.instant import format_instant
@@ -39,7 +41,10 @@ from server.writes.transaction import EntryFailed
 from server.writes.write import Written
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
-_PATCH_TYPES = ("application/json-patch+json",)
+_PATCH_TYPES: dict[str, PatchFormat] = {
+    patches.JSON_PATCH: "json-patch",
+    patches.MERGE_PATCH: "merge-patch",
+}
 
 
 @dataclass(slots=True)
@@ -92,20 +97,28 @@ def _check_shell(body: Any) -> tuple[str, list[Any]]:
     return kind, entries
 
 
-def _patch_body(resource: Any, index: int) -> Any:
-    """A JSON Patch carried in a Bundle entry: a Binary whose data is the patch document."""
+def _patch_body(resource: Any, index: int) -> tuple[PatchFormat, Any]:
+    """The patch a Bundle entry carries, and its format: a FHIRPath Patch is the entry's
+    Parameters resource; a JSON Patch or JSON Merge Patch is a Binary whose data is the
+    document."""
     where = f"Bundle.entry[{index}].resource"
+    if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
+        return "fhirpath", resource
     if not isinstance(resource, dict) or resource.get("resourceType") != "Binary":
         raise BadRequest(
-            "A PATCH entry carries its JSON Patch as a Binary resource", expression=where
+            "A PATCH entry carries a FHIRPath Patch (Parameters), or a JSON Patch or JSON "
+            "Merge Patch as a Binary resource",
+            expression=where,
         )
-    if resource.get("contentType") not in _PATCH_TYPES:
+    format = _PATCH_TYPES.get(str(resource.get("contentType")))
+    if format is None:
         raise BadRequest(
-            "The PATCH Binary needs contentType application/json-patch+json",
+            "The PATCH Binary needs contentType application/json-patch+json or "
+            "application/merge-patch+json",
             expression=f"{where}.contentType",
         )
     try:
-        return orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
+        return format, orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
     except (binascii.Error, ValueError, TypeError) as exc:
         raise BadRequest(
             "The PATCH Binary data is not a base64 JSON document", expression=f"{where}.data"
@@ -131,7 +144,7 @@ def _entry(raw: Any, index: int, base: str) -> Parsed:
     freq.if_none_exist = request.get("ifNoneExist")
     freq.expression = f"{where}.resource"
     if method == "PATCH":
-        freq.body = _patch_body(raw.get("resource"), index)
+        freq.patch_format, freq.body = _patch_body(raw.get("resource"), index)
     elif method in ("POST", "PUT"):
         freq.body = raw.get("resource")
     full_url = raw.get("fullUrl")

@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from server.api import patches
 from server.api.context import note
 from server.api.interactions import FhirRequest, FhirResponse, loads
 from server.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
@@ -18,7 +19,7 @@ from server.settings import Settings
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
-PATCH_TYPES = frozenset({"application/json-patch+json"})
+PATCH_TYPES = patches.MEDIA_TYPES
 FORM_TYPE = "application/x-www-form-urlencoded"
 _ACCEPTABLE = JSON_TYPES | {"*/*", "application/*"}
 _FORMATS = JSON_TYPES | {"json"}
@@ -115,7 +116,10 @@ async def read_body(request: Request, settings: Settings, allowed: frozenset[str
                 + " or ".join(sorted(allowed))
             )
     elif allowed is PATCH_TYPES:
-        raise UnsupportedMediaType("PATCH needs Content-Type: application/json-patch+json")
+        raise UnsupportedMediaType(
+            "PATCH needs a Content-Type: application/json-patch+json (JSON Patch), "
+            "application/fhir+json (FHIRPath Patch) or application/merge-patch+json"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -131,6 +135,13 @@ async def read_body(request: Request, settings: Settings, allowed: frozenset[str
 
 async def read_json(request: Request, settings: Settings, allowed: frozenset[str]) -> Any:
     return loads(await read_body(request, settings, allowed))
+
+
+async def read_patch(request: Request, settings: Settings, freq: FhirRequest) -> None:
+    """A PATCH body into ``freq``: the document and its format (``patches.format_of``)."""
+    freq.body = await read_json(request, settings, PATCH_TYPES)
+    media, _ = _media(request.headers.get("content-type", ""))
+    freq.patch_format = patches.format_of(media, freq.body)
 
 
 _CONDITIONAL_HEADERS = {

@@ -20,7 +20,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import jsonpatch
 import orjson
 
+from server.api import patches
 from server.api.bundle_build import history_bundle, search_bundle
+from server.api.patches import PatchFormat
 from server.errors import (
     BadRequest,
     Gone,
@@ -70,6 +72,7 @@ class FhirRequest:
     if_modified_since: str | None = None
     if_none_exist: str | None = None
     expression: str = ""  # where in the request errors point (a Bundle entry: its path)
+    patch_format: PatchFormat = "json-patch"  # what a PATCH body is (``patches.py``)
 
     def values(self, name: str) -> list[str]:
         return [v for k, v in self.query if k == name]
@@ -164,20 +167,48 @@ def to_write(request: FhirRequest) -> Write:
     if interaction is None:
         raise MethodNotAllowed(f"Method {method} is not supported")
     write = Write(interaction, type, id=request.id, if_match=if_match, expression=expr)
-    if request.query and request.id is None:
-        write.condition = urlencode(request.query)
+    criteria = [(k, v) for k, v in request.query if k not in _NOT_CRITERIA]
+    if criteria and request.id is None:
+        write.condition = urlencode(criteria)
     if method == "POST":
         if request.id is not None:
             raise MethodNotAllowed("POST to a resource id is not allowed; use PUT")
         write.resource = request.body
-        write.condition = request.if_none_exist
+        write.condition = _create_condition(write.condition, request.if_none_exist)
     elif write.id is None and write.condition is None:
         raise MethodNotAllowed(f"{method} needs a resource id or search criteria")
     elif method == "PUT":
         write.resource = request.body
     elif method == "PATCH":
-        write.patch = json_patch(request.body, expr)
+        write.patch = _patch(request.patch_format, request.body, expr)
     return write
+
+
+_NOT_CRITERIA = frozenset({"_format", "_pretty"})
+
+
+def _patch(format: PatchFormat, body: Any, expression: str) -> Patch:
+    if format == "fhirpath":
+        return patches.fhirpath(body, expression)
+    if format == "merge-patch":
+        return patches.merge(body, expression)
+    return json_patch(body, expression)
+
+
+def _create_condition(url: str | None, header: str | None) -> str | None:
+    """The criteria of a conditional create: ``If-None-Exist``, or (an extension for clients
+    such as fhirpy) the search parameters of the create URL, ``POST Patient?identifier=x``;
+    both must then say the same."""
+    if url is None or header is None:
+        return header if url is None else url
+    if sorted(parse_qsl(url, keep_blank_values=True)) != sorted(
+        parse_qsl(header.lstrip("?"), keep_blank_values=True)
+    ):
+        raise BadRequest(
+            "If-None-Exist and the search parameters of the URL ask for different criteria",
+            expression="If-None-Exist",
+        )
+    return header
 
 
 def json_patch(body: Any, expression: str) -> Patch:
@@ -395,6 +426,8 @@ def run_search(
     query = parsed.query
     if parsed.summary == "count":
         query = replace(query, count=0, total="accurate")
+    elif query.count == 0 and query.total == "none":  # a page of nothing asks how many
+        query = replace(query, total="accurate")
     page = reader.search(query)
     included: list[Version] = []
     truncated = False

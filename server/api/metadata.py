@@ -136,7 +136,13 @@ def _documentation(settings: Settings) -> str:
         "Paging is keyset-based: follow the Bundle links. "
         "Search values are indexed when a resource is written; dates without an "
         f"offset are read in {settings.search_timezone}. Unknown search parameters "
-        "are refused (400) unless the request has Prefer: handling=lenient."
+        "are refused (400) unless the request has Prefer: handling=lenient. "
+        "Conditional references (Type?query) are resolved in every write, batch entries "
+        "included, and never stored unresolved; POST [type]?criteria is a conditional create "
+        "like If-None-Exist (see docs/clients.md). HEAD is answered on every GET URL; "
+        "responses of 4 KiB or more are gzip-compressed when Accept-Encoding allows it. "
+        "Bundle.total is given with _total=accurate|estimate (both exact counts), "
+        "_summary=count or _count=0."
     )
     long_running = sorted({f"${op.name}" for op in operations() if op.long_running})
     if long_running:
@@ -228,7 +234,11 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
             else {}
         ),
         "format": ["json"],
-        "patchFormat": ["application/json-patch+json"],
+        "patchFormat": [
+            "application/json-patch+json",
+            "application/fhir+json",
+            "application/merge-patch+json",
+        ],
         "rest": [
             {
                 "mode": "server",

@@ -58,11 +58,10 @@ async def read(request: Request) -> Response:
     "/{type:fhirtype}",
     operation_id="create",
     responses={201: _FHIR, **_RESPONSES},
-    summary="Create a resource (If-None-Exist: conditional create)",
+    summary="Create a resource (If-None-Exist or search parameters: conditional create)",
 )
 async def create(request: Request) -> Response:
     freq = http.fhir_request(request, "POST", "create")
-    freq.query = []  # parameters on create are _format/_pretty only
     freq.body = await http.read_json(request, settings_of(request), http.JSON_TYPES)
     return await _write(request, freq)
 
@@ -96,12 +95,12 @@ async def search_type(request: Request) -> Response:
     "/{type:fhirtype}/{id:fhirid}",
     operation_id="patch",
     responses=_RESPONSES,
-    summary="Apply a JSON Patch to a resource",
+    summary="Patch a resource (JSON Patch, FHIRPath Patch or JSON Merge Patch)",
 )
 async def patch(request: Request) -> Response:
     freq = http.fhir_request(request, "PATCH", "patch")
     freq.query = []
-    freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
+    await http.read_patch(request, settings_of(request), freq)
     return await _write(request, freq)
 
 
@@ -214,11 +213,11 @@ async def conditional_update(request: Request) -> Response:
     "/{type:fhirtype}",
     operation_id="conditionalPatch",
     responses=_RESPONSES,
-    summary="JSON Patch the resource matching the search criteria",
+    summary="Patch the resource matching the search criteria",
 )
 async def conditional_patch(request: Request) -> Response:
     freq = http.fhir_request(request, "PATCH", "patch")
-    freq.body = await http.read_json(request, settings_of(request), http.PATCH_TYPES)
+    await http.read_patch(request, settings_of(request), freq)
     return await _write(request, freq)
 
 

@@ -34,3 +34,14 @@ def r4_terminology() -> list[dict[str, Any]]:
         return []
     data: list[dict[str, Any]] = orjson.loads(path.read_bytes())
     return data
+
+
+@cache
+def required_binding_valuesets() -> dict[str, str]:
+    """Element path (``Task.status``, ``HumanName.use``) -> the ValueSet of its required
+    binding (``required-binding-valuesets.json``); empty when the file is absent."""
+    path = DATA / "required-binding-valuesets.json"
+    if not path.is_file():
+        return {}
+    data: dict[str, str] = orjson.loads(path.read_bytes())
+    return data

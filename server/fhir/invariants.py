@@ -37,7 +37,7 @@ from server.fhir.fhirpath_values import (
 if TYPE_CHECKING:
     from server.fhir.terminology import Terminology
 
-__all__ = ["Evaluator", "FhirPathError", "compile_fhirpath", "holds"]
+__all__ = ["Evaluator", "FhirPathError", "compile_fhirpath", "compile_tree", "holds"]
 
 Evaluator = Callable[[Any, Any], list[Node]]  # (focus JSON, root resource JSON) -> collection
 Run = Callable[[list[Node], Node | None], list[Node]]  # (input, %resource node) -> output
@@ -360,13 +360,20 @@ def compile_fhirpath(
 ) -> Evaluator:
     """Compile ``expression`` evaluated on a JSON value of ``context_type`` (a resource type,
     datatype or backbone definition name). ``terminology`` serves ``memberOf``."""
-    model = element_model()
-    if not model.known(context_type) and context_type != "Resource":
-        raise FhirPathError(f"unknown context type {context_type!r}")
     try:
         tree = parse(expression)
     except FhirPathSyntaxError as error:
         raise FhirPathError(str(error)) from None
+    return compile_tree(tree, context_type, terminology)
+
+
+def compile_tree(
+    tree: Ast, context_type: str, terminology: Terminology | None = None
+) -> Evaluator:
+    """``compile_fhirpath`` of an expression already parsed (or of a part of one)."""
+    model = element_model()
+    if not model.known(context_type) and context_type != "Resource":
+        raise FhirPathError(f"unknown context type {context_type!r}")
     start = Compiled(_input, None if context_type == "Resource" else frozenset((context_type,)))
     run = Compiler(model, terminology).compile(tree, start).run
 

@@ -12,7 +12,9 @@ an unknown instance (checked by the router), 400 for a ``profile`` the server do
 * ``profile``: a profile to check besides those the resource claims and the server requires.
 
 The checks are the ones a write runs (base structure, then every applicable profile with
-references resolved against the store), so ``$validate`` answers exactly what a write would.
+references resolved against the store), so ``$validate`` answers exactly what a write would:
+when the base errors leave the structure readable (``checks.readable``: only values are
+wrong), the profile issues come in the same outcome.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.validation import base_validator
 from server.operations.registry import Call, Operation
 from server.validating import reader_lookup, validation_service
+from server.writes.checks import readable
 
 MODES = ("create", "update", "delete", "profile")
 
@@ -67,7 +70,7 @@ def run(call: Call) -> dict[str, Any]:
                 expression="resource.id",
             )
     issues = base_validator().validate(resource)
-    if not issues:
+    if readable(issues):  # base errors that leave the structure readable: profiles too
         lookup = reader_lookup(call.reader)
         if mode == "profile":
             assert profile is not None
@@ -77,7 +80,7 @@ def run(call: Call) -> dict[str, Any]:
         else:
             extra = [str(profile)] if profile is not None else []
             findings_issues = validation.check(resource, lookup=lookup, extra=extra).issues
-        issues = findings_issues
+        issues = [*issues, *findings_issues]
     if not issues:
         issues = [Issue("information", "informational", "No issues: the resource is valid")]
     return operation_outcome(issues)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from server.search.bindings import bound_system
 from server.search.fhirpath import Extractor, Node, compile_expression
 from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
 from server.search.rows import IndexRows
@@ -39,6 +40,7 @@ class _Plan:
     param: SearchParam
     extractor: Extractor
     parts: tuple[_Part, ...] = ()  # composite components; empty for other parameters
+    system: str = ""  # the code system of a token parameter's codes (``bindings.py``)
 
 
 class Indexer:
@@ -69,7 +71,7 @@ class Indexer:
                 self._composite(plan, nodes, resource, out)
             else:
                 for node in nodes:
-                    to_rows(param.code, 0, param.type, node, self.context, out)
+                    to_rows(param.code, 0, param.type, node, self.context, out, plan.system)
         for name in _TABLES:
             rows = getattr(out, name)
             if len(rows) > 1:
@@ -87,7 +89,8 @@ class Indexer:
             if extractor is None:
                 continue
             if param.type != "composite":
-                plans.append(_Plan(param, extractor))
+                system = bound_system(type, param.expression) if param.type == "token" else None
+                plans.append(_Plan(param, extractor, system=system or ""))
                 continue
             parts = self._parts(type, param)
             if parts:

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from server.fhir.resource_types import RESOURCE_TYPES
+from server.search.bindings import bound_system
 
 DATA = Path(__file__).resolve().parent / "data"
 PROFILES = Path(__file__).resolve().parents[2] / "profiles" / "searchparameters"
@@ -59,9 +60,17 @@ class SearchParam:
 
 
 def _digest(definition: Mapping[str, Any]) -> str:
-    """What the index rows depend on: code, type, base, expression, targets, components."""
+    """What the index rows depend on: code, type, base, expression, targets, components and,
+    for a token parameter whose codes carry the system of their required binding, those
+    systems (``bindings.py``)."""
     keys = ("code", "type", "base", "expression", "target", "component")
     relevant = {k: definition.get(k) for k in keys}
+    if definition.get("type") == "token":
+        expression = definition.get("expression", "")
+        systems = {t: bound_system(t, expression) for t in definition.get("base", ())}
+        bound = {t: s for t, s in systems.items() if s}
+        if bound:
+            relevant["bound-systems"] = bound
     return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

@@ -229,7 +229,8 @@ def _coding_rows(key: str, grp: int, coding: dict[str, Any], out: IndexRows) -> 
     _text_row(key, grp, coding.get("display"), out)
 
 
-def _token_rows(key: str, grp: int, node: Node, out: IndexRows) -> None:
+def _token_rows(key: str, grp: int, node: Node, out: IndexRows, system: str = "") -> None:
+    """``system``: the code system of a ``code`` (``bindings.py``); other primitives have none."""
     type, value = node
     if isinstance(value, bool):
         if type == "boolean":
@@ -237,7 +238,7 @@ def _token_rows(key: str, grp: int, node: Node, out: IndexRows) -> None:
         return
     if isinstance(value, str):
         if value and type in _TOKEN_PRIMITIVES:
-            out.token.append((key, grp, "", value))
+            out.token.append((key, grp, system if type == "code" else "", value))
         return
     if not isinstance(value, dict):
         return
@@ -403,17 +404,24 @@ def _uri_rows(key: str, grp: int, node: Node, out: IndexRows) -> None:
 
 
 def to_rows(
-    param_key: str, grp: int, param_type: str, node: Node, ctx: IndexContext, out: IndexRows
+    param_key: str,
+    grp: int,
+    param_type: str,
+    node: Node,
+    ctx: IndexContext,
+    out: IndexRows,
+    system: str = "",
 ) -> None:
     """Append the index rows of one extracted value ``node`` to ``out``.
 
     ``param_type`` is the search parameter type; values of a shape the type cannot index are
-    skipped (never an error).
+    skipped (never an error). ``system``: the code system of a token parameter's ``code``
+    values (that of their required binding, ``bindings.py``).
     """
     if param_type == "string":
         _string_rows(param_key, grp, node, out)
     elif param_type == "token":
-        _token_rows(param_key, grp, node, out)
+        _token_rows(param_key, grp, node, out, system)
     elif param_type == "reference":
         _reference_rows(param_key, grp, node, ctx, out)
     elif param_type == "date":

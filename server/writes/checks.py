@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,11 +120,28 @@ class Checked:
         return [] if self.seen is None else self.seen.changed(reader)
 
 
-def check_base(resource: Any, expression: str, *, after_patch: bool = False) -> None:
-    """Base structure (R4 JSON schema and the rules it misses): 400, or 422 after a patch."""
+def readable(issues: list[Issue]) -> bool:
+    """Whether a resource with these base issues still has the structure profile validation
+    reads: every element known and of its datatype (no ``structure`` error), only values
+    wrong (a code outside its required ValueSet, a malformed date, a missing element)."""
+    return not any(i.code == "structure" and i.severity in ("error", "fatal") for i in issues)
+
+
+def check_base(
+    resource: Any,
+    expression: str,
+    *,
+    after_patch: bool = False,
+    profiles: Callable[[], list[Issue]] | None = None,
+) -> None:
+    """Base structure (R4 JSON schema and the rules it misses): 400, or 422 after a patch.
+    With ``profiles`` (profile validation's issues), a resource whose base errors leave it
+    ``readable`` is answered with its profile issues too, in one outcome."""
     issues = base_validator().validate(resource, expression_root=expression or None)
     if not issues:
         return
+    if profiles is not None and readable(issues):
+        issues = [*issues, *profiles()]
     if after_patch:
         raise Unprocessable(issues=_after_patch(issues))
     raise InvalidResource(issues=issues)

@@ -32,9 +32,10 @@ from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.profile_rules import Lookup
-from server.search.query import Criteria
+from server.search.query import Criteria, SearchQuery
 from server.store.base import Reader, Unit, Version, WriteResult
 from server.validating import Validation, reader_lookup
+from server.writes import references
 from server.writes.checks import Checked, Seen, Targets, check_base, check_profiles
 from server.writes.rules import MAX_DEPTH, Change, RuleSet
 from server.writes.write import Write, Written
@@ -60,6 +61,12 @@ class Prepared:
     base: Version | None = None
     patched: dict[str, Any] | None = None
     ruled_on: int | None = None  # the version the rules' prepare saw (0: absent; None: no prepare)
+    # conditional references (``references.py``): those of the resource as sent (reference ->
+    # path; None: not looked for yet), what they resolved to outside the unit, and the
+    # resource as sent, before they were rewritten
+    conditional: dict[str, str] | None = None
+    resolved: dict[str, str] | None = None
+    sent: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -92,14 +99,14 @@ class Pipeline:
         prepared = Prepared(write)
         if write.interaction in ("create", "update"):
             resource = _resource(write)
-            check_base(resource, write.expression)
+            check_base(resource, write.expression, profiles=self._profile_issues(write, reader))
             if write.interaction == "create":
                 resource.pop("id", None)  # the server assigns the id (or the caller's ``id``)
             prepared.resource = resource
         prepared.criteria = self.criteria(write)
         if prepared.resource is not None:
-            resource = prepared.resource
             if reader is not None:
+                resource = self._resolve(prepared, prepared.resource, _finder(reader))
                 resource = prepared.resource = self._rules_prepare(prepared, resource, reader)
                 seen = Seen(reader, self.targets)
                 warnings = self.validate(resource, seen, write.expression)
@@ -107,6 +114,21 @@ class Pipeline:
         elif write.interaction == "patch" and reader is not None and write.id is not None:
             self._prepare_patch(prepared, reader)
         return prepared
+
+    def _profile_issues(
+        self, write: Write, reader: Reader | None
+    ) -> Callable[[], list[Issue]] | None:
+        """The profile issues of the body of ``write`` (read with ``reader``), for an answer
+        that lists them with its base errors; None without a reader (inside the unit)."""
+        if reader is None:
+            return None
+
+        def issues() -> list[Issue]:
+            lookup = Seen(reader, self.targets)
+            root = write.expression or None
+            return self.validation.check(write.resource, lookup=lookup, root=root).issues
+
+        return issues
 
     def _prepare_patch(self, prepared: Prepared, reader: Reader) -> None:
         """Apply the patch to the version stored now; a failure here is final (the request is
@@ -118,7 +140,7 @@ class Pipeline:
             return  # 404 / 410 come from the unit, with the unit's view
         if write.if_match is not None and write.if_match != current.version:
             return  # 412 from the unit
-        patched = self.patched(write, current)
+        patched = self._resolve(prepared, self.patched(write, current), _finder(reader))
         if self.rules.prepares(write.type):
             patched = self.rules.prepare(write, patched, current)
             prepared.ruled_on = current.version
@@ -142,6 +164,21 @@ class Pipeline:
             return resource
         prepared.ruled_on = 0 if stored is None else stored.version
         return self.rules.prepare(write, resource, stored)
+
+    def _resolve(
+        self, prepared: Prepared, resource: dict[str, Any], find: references.Find
+    ) -> dict[str, Any]:
+        """``resource`` with its conditional references resolved (through ``find``); what it
+        found and resolved recorded in ``prepared``, so the unit can check them again."""
+        prepared.sent, prepared.conditional = resource, references.found(resource)
+        if not prepared.conditional:
+            prepared.resolved = {}
+            return resource
+        root = prepared.write.expression or prepared.write.type
+        prepared.resolved = references.resolve_all(prepared.conditional, self.search, find, root)
+        resource = references.rewritten(resource, prepared.resolved)
+        prepared.resource = resource
+        return resource
 
     def patched(self, write: Write, current: Version) -> dict[str, Any]:
         """The patched resource, which keeps its type and id and passes base validation."""
@@ -279,6 +316,7 @@ class Writer:
             prepared.patched = self.pipeline.patched(write, current)
             prepared.checked = None
             prepared.ruled_on = None
+            prepared.conditional = prepared.resolved = prepared.sent = None
         prepared.resource = prepared.patched
         return self._store(prepared, id, current, after_patch=True)
 
@@ -312,6 +350,7 @@ class Writer:
         resource = prepared.resource
         warnings: list[Issue] = []
         if resource is not None:
+            resource = self._references(prepared, resource)
             checked = prepared.checked
             stale = [] if checked is None else checked.changed(self.system)
             if checked is None or stale:
@@ -348,6 +387,24 @@ class Writer:
         for each in ruled.derived:
             self._derived(each)
         return Written(write, result, warnings=warnings)
+
+    def _references(self, prepared: Prepared, resource: dict[str, Any]) -> dict[str, Any]:
+        """``resource`` with its conditional references resolved by the unit's locked matches:
+        as prepared when they resolve as they did outside the unit, else rewritten anew from
+        the resource as sent and left to be validated again."""
+        sent = prepared.sent if prepared.conditional is not None else None
+        found = prepared.conditional if sent is not None else references.found(resource)
+        if not found:
+            return resource
+        write = prepared.write
+        root = write.expression or write.type
+        resolved = references.resolve_all(found, self.pipeline.search, self.unit.match, root)
+        if sent is not None and resolved == prepared.resolved:
+            return resource
+        prepared.checked = None
+        prepared.ruled_on = None  # the rules' prepare saw other references: decided again here
+        prepared.resource = references.rewritten(sent if sent is not None else resource, resolved)
+        return prepared.resource
 
     def _rule(
         self,
@@ -395,6 +452,13 @@ class Ruled:
     next: dict[str, Any] | None = None
     warnings: list[Issue] = field(default_factory=list)
     derived: list[Write] = field(default_factory=list)
+
+
+def _finder(reader: Reader) -> references.Find:
+    def find(criteria: Criteria) -> list[Version]:
+        return reader.search(SearchQuery(criteria, count=2)).items
+
+    return find
 
 
 def _resource(write: Write) -> dict[str, Any]:

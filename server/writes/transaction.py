@@ -25,15 +25,14 @@ from server.errors import (
     BadRequest,
     FhirError,
     MultipleMatches,
-    PreconditionFailed,
     Unprocessable,
 )
 from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
-from server.search.parse import parse_criteria_string
 from server.search.query import Criteria, SearchQuery
 from server.store.base import Reader, Version, WriteResult
 from server.validating import chained, reader_lookup
+from server.writes import references
 from server.writes.checks import Checked, Seen
 from server.writes.pipeline import Pipeline, Prepared, Writer
 from server.writes.write import Write, Written
@@ -211,26 +210,12 @@ class _Rewriter:
                 index,
                 BadRequest(f"Reference '{reference[:80]}' names no entry of this transaction"),
             )
-        type, sep, query = reference.partition("?")
-        if not (sep and "/" not in type and type):
+        if references.conditional(reference) is None:
             return reference
         try:
-            criteria = parse_criteria_string(type, query, self._pipeline.search)
+            target = references.resolve(reference, self._pipeline.search, self._find)
         except FhirError as error:
             raise EntryFailed(index, error) from error
-        matches = self._find(criteria)
-        if not matches:
-            raise EntryFailed(
-                index, BadRequest(f"Conditional reference '{reference[:80]}' matches no resource")
-            )
-        if len(matches) > 1:
-            raise EntryFailed(
-                index,
-                PreconditionFailed(
-                    f"Conditional reference '{reference[:80]}' matches several resources"
-                ),
-            )
-        target = f"{type}/{matches[0].id}"
         self._identities.references[reference] = target
         return target
 
@@ -382,10 +367,10 @@ def _same(planned: Plan, identities: Identities, find: Find, writer: Writer) -> 
     if ids.targets != identities.targets or ids.existing != identities.existing:
         return False
     for reference, target in ids.references.items():
-        type, _, query = reference.partition("?")
-        criteria = parse_criteria_string(type, query, writer.pipeline.search)
-        matches = find(criteria)
-        if len(matches) != 1 or f"{type}/{matches[0].id}" != target:
+        try:
+            if references.resolve(reference, writer.pipeline.search, find) != target:
+                return False
+        except FhirError:
             return False
     stale = planned.seen.changed(writer.system)
     writer.pipeline.targets.forget(stale)

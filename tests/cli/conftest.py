@@ -46,6 +46,8 @@ def sqlite_url(path: Path) -> str:
 class Server:
     base: str  # the FHIR base URL, http://127.0.0.1:PORT/fhir
     database_url: str
+    log: Path  # what the command printed
+    port: int
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
             if time.monotonic() > deadline:
                 pytest.fail("the server did not answer /fhir/metadata within 30 s")
             time.sleep(0.1)
-        yield Server(base, database_url)
+        yield Server(base, database_url, tmp_path / "server.log", port)
     finally:
         process.terminate()
         try:

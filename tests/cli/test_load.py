@@ -181,11 +181,64 @@ def test_load_into_a_running_server(server: Server, tmp_path: Path) -> None:
         assert len(client.get("Organization").json()["entry"]) == 3
 
 
-def test_load_unreachable_server_fails(tmp_path: Path) -> None:
+def test_ndjson_loads_referenced_types_first_and_lists_unresolved_references(
+    tmp_path: Path,
+) -> None:
+    npi = "http://hl7.org/fhir/sid/us-npi"
+    data = tmp_path / "data"
+    data.mkdir()
+    # alphabetically the patients come first; they name the practitioners by identifier
+    (data / "a-patients.ndjson").write_text(
+        "\n".join(
+            json.dumps(line)
+            for line in (
+                {"resourceType": "Patient", "id": "p-1",
+                 "generalPractitioner": [{"reference": f"Practitioner?identifier={npi}|1"}]},
+                {"resourceType": "Patient", "id": "p-2",
+                 "generalPractitioner": [{"reference": "Practitioner/nobody"}]},
+                {"resourceType": "Patient", "id": "p-3",
+                 "generalPractitioner": [{"reference": f"Practitioner?identifier={npi}|404"}]},
+            )
+        ),
+        encoding="utf-8",
+    )
+    # a file of two types: the organization line must go first
+    (data / "b-mixed.ndjson").write_text(
+        json.dumps({"resourceType": "Practitioner", "id": "doc-1",
+                    "identifier": [{"system": npi, "value": "1"}]}) + "\n"
+        + json.dumps({"resourceType": "PractitionerRole", "id": "role-1",
+                      "organization": {"reference": "Organization?name=Clinic"}}) + "\n"
+        + json.dumps({"resourceType": "Organization", "id": "org-1", "name": "Clinic"}) + "\n",
+        encoding="utf-8",
+    )
+    url = sqlite_url(tmp_path / "fhir.db")
+    result = invoke("load", "--direct", "--database-url", url, "--quiet", str(data))
+    assert result.exit_code == 1, result.output
+    out = " ".join(result.stderr.split())
+    assert "5 entries loaded, 1 failed, 2 unresolved reference(s)" in out, out
+    assert "Unresolved references" in out
+    assert "Practitioner/nobody" in out and f"Practitioner?identifier={npi}|404" in out
+    (patient,) = _search(url, "Patient", "_id=p-1")
+    assert patient["generalPractitioner"] == [{"reference": "Practitioner/doc-1"}]
+    (role,) = _search(url, "PractitionerRole")
+    assert role["organization"] == {"reference": "Organization/org-1"}
+
+
+def test_load_without_a_server_says_so_in_one_line(tmp_path: Path) -> None:
     from tests.cli.conftest import free_port
 
-    single = _write(tmp_path / "single.json", {"resourceType": "Patient", "id": "solo"})
-    base = f"http://127.0.0.1:{free_port()}/fhir"
-    result = invoke("load", "--url", base, "--quiet", str(single))
+    url = f"http://127.0.0.1:{free_port()}/fhir"
+    result = invoke("load", "--url", url, "--quiet", *ONBOARDING)
     assert result.exit_code == 1
-    assert "request failed" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    text = " ".join(" ".join(lines).split())
+    assert f"No FHIR server answers at {url}" in text, result.stderr
+    assert "calaim-fhir serve" in text and "--direct" in text
+    assert "Failures" not in result.stderr  # not one line per entry
+
+
+def test_load_reads_the_base_url_serve_uses(server: Server) -> None:
+    result = CliRunner().invoke(app, ["load", "--quiet", *ONBOARDING],
+                                env={**WIDE, "CALAIM_FHIR_BASE_URL": server.base})
+    assert result.exit_code == 0, result.output
+    assert httpx.get(f"{server.base}/Patient?_summary=count").json()["total"] == 2

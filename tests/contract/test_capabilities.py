@@ -89,7 +89,11 @@ def test_capability_statement_basics(statement: dict[str, Any]) -> None:
     assert statement["format"] == ["json"]
     assert statement["kind"] == "instance"
     assert statement["status"] == "active"
-    assert "application/json-patch+json" in statement.get("patchFormat", [])
+    assert statement["patchFormat"] == [
+        "application/json-patch+json",  # JSON Patch
+        "application/fhir+json",  # FHIRPath Patch
+        "application/merge-patch+json",  # JSON Merge Patch
+    ]
     rest = statement["rest"]
     assert len(rest) == 1 and rest[0]["mode"] == "server"
     system = {i["code"] for i in rest[0].get("interaction", [])}

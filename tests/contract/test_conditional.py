@@ -142,3 +142,50 @@ def test_page_size_default_and_maximum_are_configurable(
         clamped = small.get("/fhir/Patient?_count=50").json()
         assert len(clamped["entry"]) == 3
         assert "_count=3" in clamped["link"][0]["url"]
+
+
+def test_search_parameters_on_a_create_url_are_a_conditional_create(client: TestClient) -> None:
+    """``POST Patient?identifier=x`` (how fhirpy asks for a conditional create) behaves as
+    ``If-None-Exist: identifier=x``: no match creates, one match returns it, two are 412."""
+    url = f"/fhir/Patient?identifier={SYS}|url"
+    first = client.post(url, json=patient("A", identifier=(SYS, "url")),
+                        headers={"Content-Type": FHIR_JSON})
+    assert first.status_code == 201, first.text
+    before = history_total(client)
+    again = client.post(url + "&_format=json&_pretty=true",
+                        json=patient("B", identifier=(SYS, "url")),
+                        headers={"Content-Type": FHIR_JSON})
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert history_total(client) == before
+    create(client, patient("C", identifier=(SYS, "url")))
+    outcome(client.post(url, json=patient("D"), headers={"Content-Type": FHIR_JSON}), 412)
+    outcome(client.post("/fhir/Patient?nonsense=1", json=patient("E"),
+                        headers={"Content-Type": FHIR_JSON}), 400)
+    # only _format/_pretty: a plain create
+    plain = client.post("/fhir/Patient?_format=json", json=patient("F"),
+                        headers={"Content-Type": FHIR_JSON})
+    assert plain.status_code == 201, plain.text
+
+
+def test_if_none_exist_and_url_criteria_must_agree(client: TestClient) -> None:
+    url = f"/fhir/Patient?identifier={SYS}|both"
+    same = client.post(url, json=patient("A"), headers={
+        "Content-Type": FHIR_JSON, "If-None-Exist": f"identifier={SYS}|both"})
+    assert same.status_code == 201, same.text
+    body = outcome(client.post(url, json=patient("A"), headers={
+        "Content-Type": FHIR_JSON, "If-None-Exist": f"identifier={SYS}|other"}), 400)
+    assert body["issue"][0]["expression"] == ["If-None-Exist"]
+
+
+def test_a_batch_entry_posting_to_a_search_url_is_a_conditional_create(client: TestClient
+                                                                       ) -> None:
+    existing = create(client, patient("A", identifier=(SYS, "entry")))
+    response = client.post("/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": patient("B", identifier=(SYS, "entry")),
+         "request": {"method": "POST", "url": f"Patient?identifier={SYS}|entry"}},
+    ]})
+    assert response.status_code == 200, response.text
+    entry = response.json()["entry"][0]
+    assert entry["response"]["status"].startswith("200")
+    assert entry["resource"]["id"] == existing["id"]

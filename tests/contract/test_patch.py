@@ -1,6 +1,10 @@
-"""JSON Patch (application/json-patch+json)."""
+"""PATCH: JSON Patch (application/json-patch+json), FHIRPath Patch (a Parameters resource,
+application/fhir+json) and JSON Merge Patch (application/merge-patch+json, or a JSON object as
+application/json), all through the same checks."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from tests.support import TestClient, create, history_total, outcome, patient
 
@@ -71,10 +75,19 @@ def test_malformed_patch_document_is_400(client: TestClient) -> None:
 def test_patch_with_wrong_content_type_is_415(client: TestClient) -> None:
     pid = create(client, patient("Before"))["id"]
     ops = [{"op": "replace", "path": "/name/0/family", "value": "After"}]
-    for ctype in ("application/fhir+json", "application/json", "text/plain"):
+    for ctype in ("text/plain", "application/xml", "application/fhir+xml"):
         outcome(client.patch(f"/fhir/Patient/{pid}", json=ops,
                              headers={"Content-Type": ctype}), 415)
+    # application/fhir+json is a FHIRPath Patch: a JSON Patch array is not one
+    body = outcome(client.patch(f"/fhir/Patient/{pid}", json=ops,
+                                headers={"Content-Type": "application/fhir+json"}), 400)
+    assert "Parameters" in body["issue"][0]["diagnostics"]
     assert client.get(f"/fhir/Patient/{pid}").headers["etag"] == 'W/"1"'
+    # an array as application/json is a JSON Patch
+    plain = client.patch(f"/fhir/Patient/{pid}", json=ops,
+                         headers={"Content-Type": "application/json"})
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["name"][0]["family"] == "After"
 
 
 def test_patch_missing_is_404_and_deleted_is_410(client: TestClient) -> None:
@@ -91,3 +104,172 @@ def test_conditional_patch(client: TestClient) -> None:
     response = client.patch("/fhir/Patient?identifier=urn:s|p1", json=ops, headers=PATCH)
     assert response.status_code == 200, response.text
     assert response.json()["id"] == pid
+
+
+# -- FHIRPath Patch ----------------------------------------------------------------------------
+
+FHIRPATH = {"Content-Type": "application/fhir+json"}
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+def _op(kind: str, path: str, **parts: object) -> dict[str, object]:
+    listed: list[dict[str, object]] = [
+        {"name": "type", "valueCode": kind}, {"name": "path", "valueString": path}]
+    for name, value in parts.items():
+        if name == "value":
+            assert isinstance(value, dict)
+            listed.append({"name": "value", **value})
+        elif isinstance(value, int):
+            listed.append({"name": name, "valueInteger": value})
+        else:
+            listed.append({"name": name, "valueString": value})
+    return {"name": "operation", "part": listed}
+
+
+def _fhirpath(*ops: dict[str, object]) -> dict[str, object]:
+    return {"resourceType": "Parameters", "parameter": list(ops)}
+
+
+def _member() -> dict[str, Any]:
+    body = patient("Before", gender="female", birthDate="1980-01-01",
+                   telecom=[{"system": "phone", "value": "555-0100"}])
+    body["identifier"] = [{"system": "urn:a", "value": "1"}, {"system": "urn:b", "value": "2"}]
+    return body
+
+
+def test_fhirpath_patch_every_operation_type(client: TestClient) -> None:
+    pid = create(client, _member())["id"]
+    doc = _fhirpath(
+        _op("replace", "Patient.birthDate", value={"valueDate": "1981-02-03"}),
+        _op("delete", "Patient.identifier.where(system='urn:a')"),
+        _op("add", "Patient", name="active", value={"valueBoolean": True}),
+        _op("add", "Patient", name="identifier",
+            value={"valueIdentifier": {"system": "urn:c", "value": "3"}}),
+        _op("insert", "Patient.identifier", index=0,
+            value={"valueIdentifier": {"system": "urn:z", "value": "0"}}),
+        _op("move", "Patient.identifier", source=2, destination=1),
+        _op("add", "Patient", name="contact", value={"part": [
+            {"name": "gender", "valueCode": "male"},
+            {"name": "name", "valueHumanName": {"family": "Kin"}}]}),
+        _op("replace", "Patient.name[0].family", value={"valueString": "After"}),
+        _op("delete", "Patient.deceased"),  # nothing there: nothing happens
+    )
+    response = client.patch(f"/fhir/Patient/{pid}", json=doc, headers=FHIRPATH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert response.headers["etag"] == 'W/"2"'
+    assert body["birthDate"] == "1981-02-03"
+    assert body["active"] is True
+    assert [i["system"] for i in body["identifier"]] == ["urn:z", "urn:c", "urn:b"]
+    assert body["contact"] == [{"gender": "male", "name": {"family": "Kin"}}]
+    assert body["name"][0]["family"] == "After"
+    assert client.get(f"/fhir/Patient/{pid}").json()["birthDate"] == "1981-02-03"
+
+
+def test_fhirpath_patch_errors_point_at_the_operation_and_change_nothing(client: TestClient
+                                                                         ) -> None:
+    pid = create(client, _member())["id"]
+    before = history_total(client)
+    cases = [
+        # malformed documents: 400
+        ({"resourceType": "Patient"}, 400, "Parameters"),
+        (_fhirpath(_op("explode", "Patient.name")), 400, "Parameters.parameter[0].part[0]"),
+        (_fhirpath(_op("replace", "Patient.name")), 400, "Parameters.parameter[0]"),
+        (_fhirpath(_op("delete", "Patient.name.where(")), 400, "Parameters.parameter[0].part[1]"),
+        # documents that cannot be applied: 422
+        (_fhirpath(_op("delete", "Patient.identifier")), 422, "Parameters.parameter[0]"),
+        (_fhirpath(_op("add", "Patient", name="birthDate", value={"valueDate": "2000-01-01"})),
+         422, "Parameters.parameter[0]"),
+        (_fhirpath(_op("delete", "Patient.gender"),
+                   _op("add", "Patient", name="nonsense", value={"valueString": "x"})),
+         422, "Parameters.parameter[1]"),
+        (_fhirpath(_op("insert", "Patient.identifier", index=9,
+                       value={"valueIdentifier": {"value": "x"}})), 422, "Parameters.parameter[0]"),
+    ]
+    for doc, status, expression in cases:
+        body = outcome(client.patch(f"/fhir/Patient/{pid}", json=doc, headers=FHIRPATH), status)
+        assert body["issue"][0]["expression"] == [expression], (doc, body)
+    # a result that is not a valid Patient: the base validation of every patch result (422)
+    bad = _fhirpath(_op("replace", "Patient.gender", value={"valueCode": "sometimes"}))
+    invalid = outcome(client.patch(f"/fhir/Patient/{pid}", json=bad, headers=FHIRPATH), 422)
+    assert invalid["issue"][0]["expression"] == ["Patient.gender"]
+    changing_id = _fhirpath(_op("replace", "Patient.id", value={"valueId": "other"}))
+    outcome(client.patch(f"/fhir/Patient/{pid}", json=changing_id, headers=FHIRPATH), 422)
+    assert history_total(client) == before
+
+
+def test_fhirpath_patch_in_a_transaction(client: TestClient) -> None:
+    pid = create(client, _member())["id"]
+    response = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction",
+                                          "entry": [{
+        "resource": _fhirpath(_op("replace", "Patient.gender", value={"valueCode": "other"})),
+        "request": {"method": "PATCH", "url": f"Patient/{pid}"}}]})
+    assert response.status_code == 200, response.text
+    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "other"
+
+
+# -- JSON Merge Patch --------------------------------------------------------------------------
+
+
+def test_merge_patch_merges_objects_removes_nulls_and_replaces_arrays(client: TestClient
+                                                                      ) -> None:
+    pid = create(client, _member())["id"]
+    doc = {"gender": None, "birthDate": "1990-05-06",
+           "telecom": [{"system": "email", "value": "m@example.org"}],
+           "maritalStatus": {"text": "Married"}}
+    response = client.patch(f"/fhir/Patient/{pid}", json=doc, headers=MERGE)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "gender" not in body
+    assert body["birthDate"] == "1990-05-06"
+    assert body["telecom"] == [{"system": "email", "value": "m@example.org"}]
+    assert body["maritalStatus"] == {"text": "Married"}
+    assert body["name"][0]["family"] == "Before"  # untouched
+    # nested objects merge member by member
+    again = client.patch(f"/fhir/Patient/{pid}", json={"maritalStatus": {"text": None,
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus",
+                    "code": "M"}]}}, headers=MERGE)
+    assert again.status_code == 200, again.text
+    assert again.json()["maritalStatus"] == {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}]}
+
+
+def test_merge_patch_as_application_json_is_what_fhirpy_sends(client: TestClient) -> None:
+    pid = create(client, _member())["id"]
+    response = client.patch(
+        f"/fhir/Patient/{pid}",
+        json={"resourceType": "Patient", "id": pid, "active": False},
+        headers={"Content-Type": "application/json", "If-Match": 'W/"1"'},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["active"] is False
+
+
+def test_merge_patch_errors_change_nothing(client: TestClient) -> None:
+    pid = create(client, _member())["id"]
+    before = history_total(client)
+    outcome(client.patch(f"/fhir/Patient/{pid}", json=["not", "an", "object"],
+                         headers=MERGE), 400)
+    outcome(client.patch(f"/fhir/Patient/{pid}", json={"gender": "sometimes"},
+                         headers=MERGE), 422)
+    outcome(client.patch(f"/fhir/Patient/{pid}", json={"id": "other"}, headers=MERGE), 422)
+    outcome(client.patch(f"/fhir/Patient/{pid}", json={"resourceType": "Observation"},
+                         headers=MERGE), 422)
+    outcome(client.patch(f"/fhir/Patient/{pid}", json={"active": True},
+                         headers={**MERGE, "If-Match": 'W/"7"'}), 412)
+    assert history_total(client) == before
+
+
+def test_merge_patch_in_a_batch_binary(client: TestClient) -> None:
+    import base64
+    import json
+
+    pid = create(client, _member())["id"]
+    data = base64.b64encode(json.dumps({"active": True}).encode()).decode()
+    response = client.post("/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": [{
+        "resource": {"resourceType": "Binary", "contentType": "application/merge-patch+json",
+                     "data": data},
+        "request": {"method": "PATCH", "url": f"Patient/{pid}"}}]})
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"][0]["response"]["status"].startswith("200")
+    assert client.get(f"/fhir/Patient/{pid}").json()["active"] is True

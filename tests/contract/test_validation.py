@@ -295,3 +295,44 @@ def test_terminology_operations(client: TestClient) -> None:
     assert {"name": "result", "valueBoolean": True} in translated["parameter"]
     r4 = client.get("/fhir/ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/request-status").json()
     assert "active" in {c["code"] for c in r4["expansion"]["contains"]}
+
+
+def _member_with_base_and_profile_errors() -> dict[str, Any]:
+    """A Patient claiming the ECM member profile, missing its birthDate (a profile error) and
+    with a gender outside the required ValueSet (a base error that leaves it readable)."""
+    patient = _example("Patient-ecm-member-example.json")
+    patient.pop("id")
+    del patient["birthDate"]
+    patient["gender"] = "sometimes"
+    return patient
+
+
+def test_validate_reports_base_and_profile_issues_together(client: TestClient) -> None:
+    body = outcome(_validate(client, "/fhir/Patient/$validate",
+                             _member_with_base_and_profile_errors()), 200)
+    found = expressions(body)
+    assert "Patient.gender" in found, body  # base: required binding
+    assert "Patient.birthDate" in found, body  # profile: ecm-member requires it
+    # a structure error (wrong datatype) stops at the base stage: profiles cannot read it
+    broken = _member_with_base_and_profile_errors()
+    broken["name"] = "not a list"
+    body = outcome(_validate(client, "/fhir/Patient/$validate", broken), 200)
+    assert "Patient.birthDate" not in expressions(body), body
+
+
+def test_a_write_reports_base_and_profile_issues_together(client: TestClient) -> None:
+    response = client.post("/fhir/Patient", json=_member_with_base_and_profile_errors(),
+                           headers=HEADERS)
+    body = outcome(response, 400)
+    found = expressions(body)
+    assert "Patient.gender" in found and "Patient.birthDate" in found, body
+    assert _count(client, "Patient") == 0
+    # in a batch entry too, located under the entry
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [{
+        "resource": _member_with_base_and_profile_errors(),
+        "request": {"method": "POST", "url": "Patient"}}]}
+    entry = client.post("/fhir", json=bundle, headers=HEADERS).json()["entry"][0]
+    assert entry["response"]["status"].startswith("400")
+    found = expressions(entry["response"]["outcome"])
+    assert "Bundle.entry[0].resource.gender" in found, found
+    assert "Bundle.entry[0].resource.birthDate" in found, found

@@ -206,7 +206,14 @@ def test_concurrent_conditional_writes_create_exactly_one(
     assert len(ids) == 1
     assert sorted(etag_version(r) for r in updated) == list(range(1, n + 1))  # type: ignore[arg-type]
 
+    # the search parameters of a create URL are a conditional create with the same lock
+    by_url = _fire(servers, n, lambda c: c.post("/Patient?identifier=urn:test|cq",
+                                                json=patient("cq")))
+    statuses = sorted(r.status_code for r in by_url)  # type: ignore[union-attr]
+    assert statuses == [200] * (n - 1) + [201], [(r.status_code, r.text[:200]) for r in by_url]  # type: ignore[union-attr]
+
     with servers[0].client() as client:
         assert len(search_ids(client, "identifier=urn:test|cc")) == 1
         assert search_ids(client, "identifier=urn:test|cu") == list(ids)
-    assert store_consistency(database_url) == {"resources": 2, "history": 1 + n}
+        assert len(search_ids(client, "identifier=urn:test|cq")) == 1
+    assert store_consistency(database_url) == {"resources": 3, "history": 2 + n}

@@ -138,11 +138,15 @@ def test_patient_rows(indexer: Indexer) -> None:
         "95814",
         "US",
     ]
-    assert of(out.token, "address-use") == [("address-use", 0, "", "home")]
+    assert of(out.token, "address-use") == [
+        ("address-use", 0, "http://hl7.org/fhir/address-use", "home")
+    ]
     assert of(out.date, "birthdate") == [
         ("birthdate", 0, us(1980, 2, 29, tz=LA), us(1980, 3, 1, tz=LA))
     ]
-    assert of(out.token, "gender") == [("gender", 0, "", "female")]
+    assert of(out.token, "gender") == [
+        ("gender", 0, "http://hl7.org/fhir/administrative-gender", "female")
+    ]
     assert of(out.token, "active") == [("active", 0, "", "true")]
     assert of(out.token, "phone") == [("phone", 0, "", "916-555-0100")]
     assert of(out.token, "email") == [("email", 0, "", "zoe@example.org")]
@@ -215,7 +219,10 @@ TASK: dict[str, Any] = {
 
 def test_task_rows(indexer: Indexer) -> None:
     out = indexer.rows("Task", TASK)
-    assert of(out.token, "status") == [("status", 0, "", "in-progress")]
+    assert of(out.token, "status") == [
+        ("status", 0, "http://hl7.org/fhir/task-status", "in-progress")
+    ]
+    # Task.intent's ValueSet (task-intent) draws its codes from request-intent too: no system
     assert of(out.token, "intent") == [("intent", 0, "", "order")]
     assert of(out.token, "code") == [
         ("code", 0, "http://hl7.org/fhir/CodeSystem/task-code", "fulfill")
@@ -424,7 +431,7 @@ COVERAGE: dict[str, Any] = {
 
 def test_coverage_rows(indexer: Indexer) -> None:
     out = indexer.rows("Coverage", COVERAGE)
-    assert of(out.token, "status") == [("status", 0, "", "active")]
+    assert of(out.token, "status") == [("status", 0, "http://hl7.org/fhir/fm-status", "active")]
     assert of(out.reference, "beneficiary") == [("beneficiary", 0, "Patient", "p1", "")]
     assert of(out.reference, "patient") == [("patient", 0, "Patient", "p1", "")]
     assert of(out.reference, "payor") == [("payor", 0, "Organization", "dhcs", "")]

@@ -1,0 +1,39 @@
+"""``GET /``: a small page for a person who opens the server in a browser — the FHIR base
+URL, the CapabilityStatement, the OpenAPI document and where the documentation is."""
+
+from __future__ import annotations
+
+from html import escape
+
+from fastapi import APIRouter, Request
+from starlette.responses import HTMLResponse
+
+from server.api.context import settings_of
+
+router = APIRouter()
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>calaim-fhir</title></head>
+<body>
+<h1>calaim-fhir</h1>
+<p>A FHIR R4 (4.0.1) server for Medi-Cal Enhanced Care Management and Community Supports.</p>
+<ul>
+<li>FHIR base URL: <a href="{base}"><code>{base}</code></a></li>
+<li>CapabilityStatement: <a href="{base}/metadata"><code>{base}/metadata</code></a></li>
+<li>OpenAPI document: <a href="{openapi}"><code>{openapi}</code></a></li>
+<li>Documentation: <code>README.md</code> and <code>docs/</code> in the source tree
+(<code>docs/clients.md</code> for FHIR clients, <code>docs/search.md</code>,
+<code>docs/validation.md</code>)</li>
+<li>Example data: <code>calaim-fhir load examples/bundles</code></li>
+</ul>
+</body></html>
+"""
+
+
+@router.get("/", include_in_schema=False)
+async def home(request: Request) -> HTMLResponse:
+    base = settings_of(request).fhir_base
+    # the OpenAPI document is served at the root of the server the FHIR base lives under
+    origin = base[: -len("/fhir")] if base.endswith("/fhir") else ""
+    page = _PAGE.format(base=escape(base), openapi=escape(f"{origin}/openapi.json"))
+    return HTMLResponse(page)

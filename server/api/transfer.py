@@ -1,0 +1,94 @@
+"""HTTP transfer conveniences clients assume: ``HEAD`` and gzip.
+
+* ``HeadMiddleware``: ``HEAD`` on any URL answers what ``GET`` answers — status and headers
+  (``Content-Length``, ``ETag``, ``Last-Modified``) — without the body (RFC 9110 §9.3.2), so
+  reads, searches, ``/metadata`` and every other GET support it.
+* ``GzipMiddleware``: a response of at least ``minimum_size`` bytes to a request whose
+  ``Accept-Encoding`` accepts gzip is compressed (``Content-Encoding: gzip``, ``Vary:
+  Accept-Encoding``). Never a response marked ``Cache-Control: no-store`` (token and other
+  secret-bearing answers: compressing secrets next to attacker-chosen text is what BREACH
+  exploits), nor one already encoded.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+GZIP_MINIMUM = 4096  # bytes; below this compression is not worth the CPU
+
+
+class HeadMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
+def _accepts_gzip(scope: Scope) -> bool:
+    for part in Headers(scope=scope).get("accept-encoding", "").lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=").strip()
+            return q not in ("0", "0.0", "0.00", "0.000")
+    return False
+
+
+class GzipMiddleware:
+    def __init__(self, app: ASGIApp, minimum_size: int = GZIP_MINIMUM) -> None:
+        self.app = app
+        self.minimum_size = minimum_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _accepts_gzip(scope):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+        passing = False  # streaming through unchanged
+
+        async def buffered(message: Message) -> None:
+            nonlocal start, passing
+            if message["type"] == "http.response.start":
+                headers = Headers(raw=message.get("headers", []))
+                no_store = "no-store" in headers.get("cache-control", "").lower()
+                if no_store or "content-encoding" in headers:
+                    passing = True
+                    await send(message)
+                else:
+                    start = message
+                return
+            if passing or message["type"] != "http.response.body" or start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            await _finish(send, start, b"".join(chunks), self.minimum_size)
+
+        await self.app(scope, receive, buffered)
+
+
+async def _finish(send: Send, start: Message, body: bytes, minimum: int) -> None:
+    headers = MutableHeaders(raw=list(start.get("headers", [])))
+    if len(body) >= minimum:
+        body = gzip.compress(body, compresslevel=6)
+        headers["Content-Encoding"] = "gzip"
+        headers["Content-Length"] = str(len(body))
+        headers.append("Vary", "Accept-Encoding")
+    await send({**start, "headers": headers.raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
