@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import jsonpatch
 import orjson
 
+from server.api import json_patch
 from server.api.bundle_build import history_bundle, search_bundle
 from server.errors import (
     BadRequest,
@@ -29,7 +29,6 @@ from server.errors import (
     NotFound,
     UnknownType,
     UnknownVersion,
-    Unprocessable,
 )
 from server.fhir.conformance import CONFORMANCE_TYPES
 from server.fhir.instant import parse_fhir_range, parse_http_date
@@ -44,7 +43,7 @@ from server.search.service import search_service
 from server.settings import Settings
 from server.store.base import HistoryQuery, Reader, Version
 from server.store.conformance import conformance_store
-from server.writes.write import METHODS, Patch, Write, Written
+from server.writes.write import METHODS, Write, Written
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
@@ -176,32 +175,8 @@ def to_write(request: FhirRequest) -> Write:
     elif method == "PUT":
         write.resource = request.body
     elif method == "PATCH":
-        write.patch = json_patch(request.body, expr)
+        write.patch = json_patch.parse(request.body, f"{expr}.data" if expr else "")
     return write
-
-
-def json_patch(body: Any, expression: str) -> Patch:
-    """A JSON Patch (RFC 6902) document as a ``Patch``: 400 when malformed, 422 when it cannot
-    be applied to the resource."""
-    if not isinstance(body, list):
-        raise BadRequest("A JSON Patch body must be an array of operations", expression=expression)
-    try:
-        patch = jsonpatch.JsonPatch(body)
-    except (jsonpatch.InvalidJsonPatch, TypeError, AttributeError) as exc:
-        raise BadRequest(f"Invalid JSON Patch: {exc}", expression=expression) from exc
-
-    def apply(current: dict[str, Any]) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = patch.apply(current)
-        except jsonpatch.JsonPatchTestFailed as exc:
-            raise Unprocessable(f"JSON Patch test failed: {exc}") from exc
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
-        except (TypeError, KeyError, IndexError, ValueError) as exc:
-            raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
-        return result
-
-    return apply
 
 
 def to_response(written: Written) -> FhirResponse:
