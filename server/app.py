@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from server.api import async_jobs, handlers, metadata, operations, routes
 from server.api.fastpath import FastPath
+from server.api.http import CORS_METHODS, CORS_REQUEST_HEADERS, CORS_RESPONSE_HEADERS
 from server.errors import FhirError
 from server.fhir.instant import now_us
 from server.fhir.validation import base_validator
@@ -94,7 +96,16 @@ def create_app(
     app.include_router(async_jobs.router, prefix="/fhir")
     app.include_router(routes.fallback, prefix="/fhir")
     handlers.install(app)
-    app.add_middleware(FastPath)  # inside the request log: added first, runs second
+    app.add_middleware(FastPath)  # inside the request log: added first, runs last
+    if settings.allowed_origins:  # CORS is off unless origins are configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_methods=list(CORS_METHODS),
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_RESPONSE_HEADERS),
+            max_age=600,
+        )
     app.add_middleware(RequestLogMiddleware)
     return app
 

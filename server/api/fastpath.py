@@ -5,6 +5,10 @@ from SQLite. For ``GET|PUT /fhir/{type}/{id}`` and ``POST /fhir/{type}`` this pu
 calls the very endpoint functions of ``routes.py`` (same parsing, same rules) and answers errors
 through the same ``handlers``; every other request continues to the FastAPI application, where
 the same endpoints are registered (and described in the OpenAPI document).
+
+It also refuses (400) a path with a control character before any route sees it: a route's
+pattern ends in ``$``, which matches before a final newline, so ``/fhir/Patient/q1%0A`` would
+otherwise reach ``Patient/q1``.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.api import handlers, paths, routes
-from server.errors import FhirError
+from server.errors import BadRequest, FhirError
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 _TYPE = re.compile(paths.TypeConvertor.regex)
 _ID = re.compile(paths.IdConvertor.regex)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PREFIX = "/fhir/"
 _INSTANCE: dict[str, Endpoint] = {"GET": routes.read, "PUT": routes.update}
 _TYPE_LEVEL: dict[str, Endpoint] = {"POST": routes.create}
@@ -49,7 +54,16 @@ class FastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = _route(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if _CONTROL.search(path):
+            error = BadRequest("The URL path contains a control character", expression="url")
+            response = await handlers.fhir_error(Request(scope, receive, send), error)
+            await response(scope, receive, send)
+            return
+        found = _route(scope["method"], path)
         if found is None:
             await self.app(scope, receive, send)
             return

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import orjson
-
 from server.api import json_patch
 from server.api.bundle_build import history_bundle, search_bundle
 from server.errors import (
@@ -45,8 +43,9 @@ from server.store.base import HistoryQuery, Reader, Version
 from server.store.conformance import conformance_store
 from server.writes.write import METHODS, Write, Written
 
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+# matched whole (fullmatch): ``$`` would also match before a final newline
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_ETAG = re.compile(r'(?:W/)?"(\d+)"')
 
 
 @dataclass(slots=True)
@@ -98,12 +97,12 @@ def check_type(type: str) -> None:
 
 
 def check_id(id: str) -> None:
-    if not _ID.match(id):
+    if not _ID.fullmatch(id):
         raise BadRequest(f"'{id[:70]}' is not a valid resource id", expression="id")
 
 
 def parse_etag(value: str, header: str) -> int:
-    match = _ETAG.match(value.strip())
+    match = _ETAG.fullmatch(value.strip())
     if not match:
         raise BadRequest(f'{header} must be a version ETag such as W/"3"', expression=header)
     return int(match.group(1))
@@ -251,7 +250,7 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
         )
     if _not_modified(found, request):
         return FhirResponse(304, found)
-    summary, elements = _read_shape(request)
+    summary, elements = read_shape(request.query)
     if summary is None and elements is None:
         return FhirResponse(200, found)
     assert found.body is not None
@@ -261,10 +260,11 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
 _READ_PARAMS = frozenset({"_format", "_pretty", "_summary", "_elements"})
 
 
-def _read_shape(request: FhirRequest) -> tuple[str | None, tuple[str, ...] | None]:
-    """``_summary``/``_elements`` of a read (``count`` makes no sense on one resource)."""
+def read_shape(query: list[tuple[str, str]]) -> tuple[str | None, tuple[str, ...] | None]:
+    """``_summary``/``_elements`` of a read of one resource (``count`` makes no sense there);
+    any other parameter but ``_format`` and ``_pretty`` is 400."""
     summary = elements = None
-    for name, value in request.query:
+    for name, value in query:
         if name not in _READ_PARAMS:
             raise InvalidSearch(
                 "Read takes no parameters besides _summary, _elements, _format and _pretty",
@@ -289,7 +289,7 @@ def _not_modified(found: Version, request: FhirRequest) -> bool:
         if "*" in tags:
             return True
         for tag in tags:
-            match = _ETAG.match(tag)
+            match = _ETAG.fullmatch(tag)
             if match and int(match.group(1)) == found.version:
                 return True
         return False
@@ -389,11 +389,3 @@ def search(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
         )
         path = f"{request.compartment[0]}/{request.compartment[1]}/{request.type}"
     return run_search(reader, request, parsed, settings, path)
-
-
-def loads(body: bytes) -> Any:
-    """Parse a JSON request body (a UTF-8 byte order mark is ignored); malformed JSON is 400."""
-    try:
-        return orjson.loads(body[3:] if body.startswith(b"\xef\xbb\xbf") else body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}") from exc
