@@ -42,6 +42,15 @@ def configure(level: str = "INFO") -> None:
     root.propagate = False
 
 
+def error_place(exc: BaseException) -> str:
+    """``file:line`` where ``exc`` was raised: what a log may say about an unexpected error
+    besides its class (its message and locals may carry resource content)."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+
+
 class RequestLogMiddleware:
     """Pure ASGI middleware: assigns the request id and writes one JSON line per request."""
 
