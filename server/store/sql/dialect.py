@@ -16,9 +16,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from server.errors import Conflict, ServiceUnavailable
+from server.errors import ServiceUnavailable
 from server.search.query import TABLES
 from server.store import faults
+from server.store.sql.driver_errors import (
+    postgres_error,
+    postgres_fault,
+    sqlite_error,
+    sqlite_fault,
+)
 
 
 class Cursor(Protocol):
@@ -88,7 +94,7 @@ class Dialect(Protocol):
         no result is read back."""
 
     def errors(self) -> AbstractContextManager[None]:
-        """Turns driver errors into FHIR errors (409 for a unique-key race, else 503)."""
+        """Turns driver errors into FHIR errors by their cause (``driver_errors.py``)."""
 
     # the group writer's transaction, in steps (see group_commit.py)
     def writer_connection(self) -> Any:
@@ -287,21 +293,23 @@ class SQLiteDialect:
     def errors(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.IntegrityError as exc:
-            raise Conflict("A concurrent write changed the same resource; retry") from exc
         except sqlite3.Error as exc:
-            raise ServiceUnavailable(f"The database is unavailable ({type(exc).__name__})") from exc
+            raise sqlite_error(exc) from exc
+        except faults.Fault as fault:
+            raise sqlite_error(sqlite_fault(fault.cause)) from fault
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         conn = self._connection()
         with self.errors():
+            faults.hit("read")
             yield conn
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
         conn = self._connection()
         with self.errors():
+            faults.hit("read")
             if conn.in_transaction:  # inside another read of this thread: share it
                 yield conn
                 return
@@ -424,14 +432,15 @@ class PostgresDialect:
 
         try:
             yield
-        except self._psycopg.errors.UniqueViolation as exc:
-            raise Conflict("A concurrent write changed the same resource; retry") from exc
-        except (self._psycopg.OperationalError, PoolTimeout) as exc:
-            raise ServiceUnavailable(f"The database is unavailable ({type(exc).__name__})") from exc
+        except (self._psycopg.Error, PoolTimeout) as exc:
+            raise postgres_error(exc) from exc
+        except faults.Fault as fault:
+            raise postgres_error(postgres_fault(self._psycopg, fault.cause)) from fault
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         with self.errors(), self.pool.connection() as conn:
+            faults.hit("read")
             yield _PgConnection(conn, self)
 
     snapshot = reading
