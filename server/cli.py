@@ -1,4 +1,4 @@
-"""The ``calaim-fhir`` command: serve, load, reindex, validate, openapi."""
+"""The ``calaim-fhir`` command: serve, load, reindex, validate, check, openapi."""
 
 from __future__ import annotations
 
@@ -304,6 +304,52 @@ def validate(
     typer.echo(f"{len(found)} file(s) checked, {errors} error(s)", err=True)
     if errors:
         raise typer.Exit(1)
+
+
+# -- check -----------------------------------------------------------------------------------
+
+
+@app.command()
+def check(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="sqlite:///data/calaim-fhir.db (default) or postgresql://user@host/db",
+            envvar="CALAIM_FHIR_DATABASE_URL",
+        ),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="SQLite quick_check; amcheck without heap checks")
+    ] = False,
+) -> None:
+    """Check the store for damage: the SQLite file's header and identity marker, then
+    PRAGMA integrity_check (quick_check with --quick); on PostgreSQL, amcheck on every B-tree
+    index where the extension is available. Changes nothing. Exits 1 on damage."""
+    from server.errors import FhirError
+    from server.settings import Settings
+    from server.store.sql.dialect import open_dialect
+    from server.store.sql.store_file import StoreRefused
+
+    settings = Settings(database_url=database_url) if database_url else Settings()
+    try:
+        dialect = open_dialect(settings.database_url, pool_size=1)
+    except StoreRefused as exc:
+        typer.echo(f"damaged: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        problems, notes = dialect.integrity(quick)
+    except FhirError as exc:  # the database could not even be read: the driver's reason
+        problems, notes = [str(exc.__cause__ or exc)], []
+    finally:
+        dialect.close()
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    for problem in problems:
+        typer.echo(f"damaged: {problem}")
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) found", err=True)
+        raise typer.Exit(1)
+    typer.echo("ok", err=True)
 
 
 # -- openapi ---------------------------------------------------------------------------------
