@@ -6,7 +6,7 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -324,7 +324,9 @@ def check(
 ) -> None:
     """Check the store for damage: the SQLite file's header and identity marker, then
     PRAGMA integrity_check (quick_check with --quick); on PostgreSQL, amcheck on every B-tree
-    index where the extension is available. Changes nothing. Exits 1 on damage."""
+    index where the extension is available. Then every stored resource's narrative against
+    the rules writes are held to now (txt-1, txt-2: no active content), which data stored
+    before those rules may break. Changes nothing. Exits 1 on damage or such a narrative."""
     from server.errors import FhirError
     from server.settings import Settings
     from server.store.sql.dialect import open_dialect
@@ -338,6 +340,8 @@ def check(
         raise typer.Exit(1) from exc
     try:
         problems, notes = dialect.integrity(quick)
+        if not problems:
+            problems = _stored_narratives(dialect)
     except FhirError as exc:  # the database could not even be read: the driver's reason
         problems, notes = [str(exc.__cause__ or exc)], []
     finally:
@@ -350,6 +354,29 @@ def check(
         typer.echo(f"{len(problems)} problem(s) found", err=True)
         raise typer.Exit(1)
     typer.echo("ok", err=True)
+
+
+def _stored_narratives(dialect: Any) -> list[str]:
+    """``Type/id: problem`` for each stored resource (or contained one) whose narrative breaks
+    txt-1 or txt-2."""
+    import orjson
+
+    from server.fhir.narrative import narrative_problems
+
+    out: list[str] = []
+    with dialect.reading() as conn:
+        rows = conn.execute("SELECT rtype, id, body FROM resource WHERE body IS NOT NULL")
+        for rtype, id, body in rows:
+            resource = orjson.loads(bytes(body))
+            contained = resource.get("contained") or []
+            for where, item in [("", resource)] + [
+                (f" contained[{i}]", c) for i, c in enumerate(contained) if isinstance(c, dict)
+            ]:
+                text = item.get("text")
+                if isinstance(text, dict) and isinstance(text.get("div"), str):
+                    for problem in narrative_problems(text["div"]):
+                        out.append(f"narrative of {rtype}/{id}{where}: {problem}")
+    return out
 
 
 # -- openapi ---------------------------------------------------------------------------------

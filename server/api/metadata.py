@@ -289,9 +289,9 @@ def _matches(if_none_match: str | None, tag: str) -> bool:
 
 @router.get("/metadata", operation_id="capabilities", summary="The CapabilityStatement")
 async def metadata(request: Request) -> Response:
-    """The CapabilityStatement, with an entity tag (``If-None-Match`` answers 304) and the
-    read shaping parameters ``_summary`` and ``_elements``. Clients may cache it and revalidate
-    (``Cache-Control: no-cache``); it carries no patient data."""
+    """The CapabilityStatement, with an entity tag (If-None-Match answers 304) and the read
+    shaping parameters _summary and _elements. Clients may cache it and revalidate
+    (Cache-Control: no-cache); it carries no patient data."""
     note(request, "capabilities", None, None)
     http.check_accept(request)
     query = request.query_params.multi_items()

@@ -104,10 +104,13 @@ class Checked:
 
 
 def check_base(resource: Any, expression: str, *, after_patch: bool = False) -> None:
-    """Base structure (R4 JSON schema and the rules it misses): 400, or 422 after a patch."""
+    """Base structure (R4 JSON schema and the rules it misses): 400, or 422 after a patch or
+    when only invariants (the narrative rules) fail."""
     issues = base_validator().validate(resource, expression_root=expression or None)
     if not issues:
         return
+    if all(issue.code == "invariant" for issue in issues):
+        raise Unprocessable(issues=_after_patch(issues) if after_patch else issues)
     if after_patch:
         raise Unprocessable(issues=_after_patch(issues))
     raise InvalidResource(issues=issues)

@@ -68,3 +68,28 @@ def test_a_sound_postgresql_store_is_ok(postgres_url: str) -> None:
         done = _run(url)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "ok" in done.stderr
+
+
+def test_stored_narratives_that_break_the_rules_are_reported(tmp_path: Path) -> None:
+    import sqlite3
+
+    import orjson
+
+    db = tmp_path / "fhir.db"
+    url = sqlite_url(db)
+    with fhir_client(url) as client:
+        pid = create(client, patient("Old"))["id"]
+        create(client, patient("Fine", text={
+            "status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">ok</div>'}))
+    # stored before the rules existed: written into the file directly
+    conn = sqlite3.connect(db)
+    body = orjson.loads(conn.execute("SELECT body FROM resource WHERE id = ?", (pid,)).fetchone()[0])
+    body["text"] = {"status": "generated",
+                    "div": '<div xmlns="http://www.w3.org/1999/xhtml"><script>x()</script>a</div>'}
+    conn.execute("UPDATE resource SET body = ? WHERE id = ?", (orjson.dumps(body), pid))
+    conn.commit()
+    conn.close()
+    done = _run(url)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if "narrative" in line]
+    assert len(lines) == 1 and f"Patient/{pid}" in lines[0] and "script" in lines[0], done.stdout
