@@ -19,6 +19,15 @@ app = typer.Typer(
 )
 
 
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="sqlite:///data/calaim-fhir.db (default) or postgresql://user@host/db",
+        envvar="CALAIM_FHIR_DATABASE_URL",
+    ),
+]
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -38,13 +47,7 @@ def is_loopback(host: str) -> bool:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            help="sqlite:///data/calaim-fhir.db (default) or postgresql://user@host/db",
-            envvar="CALAIM_FHIR_DATABASE_URL",
-        ),
-    ] = None,
+    database_url: DatabaseUrl = None,
     base_url: Annotated[
         str | None,
         typer.Option(
@@ -311,13 +314,7 @@ def validate(
 
 @app.command()
 def check(
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            help="sqlite:///data/calaim-fhir.db (default) or postgresql://user@host/db",
-            envvar="CALAIM_FHIR_DATABASE_URL",
-        ),
-    ] = None,
+    database_url: DatabaseUrl = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="SQLite quick_check; amcheck without heap checks")
     ] = False,
