@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 
 from server.api import async_jobs, handlers, home, metadata, operations, routes
 from server.api.fastpath import FastPath
+from server.api.http import CORS_METHODS, CORS_REQUEST_HEADERS, CORS_RESPONSE_HEADERS
 from server.api.transfer import GzipMiddleware, HeadMiddleware
 from server.auth.principal import Principal
 from server.ecm.program import program_rules
@@ -106,6 +108,15 @@ def create_app(
     app.add_middleware(FastPath)  # innermost: added first, runs last
     app.add_middleware(HeadMiddleware)  # HEAD runs as GET, without the body
     app.add_middleware(GzipMiddleware)
+    if settings.allowed_origins:  # CORS is off unless origins are configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_methods=list(CORS_METHODS),
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_RESPONSE_HEADERS),
+            max_age=600,
+        )
     app.add_middleware(RequestLogMiddleware)
     return app
 

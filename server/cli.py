@@ -1,4 +1,4 @@
-"""The ``calaim-fhir`` command: serve, load, reindex, validate, openapi."""
+"""The ``calaim-fhir`` command: serve, load, reindex, validate, check, openapi."""
 
 from __future__ import annotations
 
@@ -17,6 +17,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="sqlite:///data/calaim-fhir.db (default) or postgresql://user@host/db",
+        envvar="CALAIM_FHIR_DATABASE_URL",
+    ),
+]
 
 
 def is_loopback(host: str) -> bool:
@@ -38,13 +47,7 @@ def is_loopback(host: str) -> bool:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            help="sqlite:///data/calaim-fhir.db (default) or postgresql://user@host/db",
-            envvar="CALAIM_FHIR_DATABASE_URL",
-        ),
-    ] = None,
+    database_url: DatabaseUrl = None,
     base_url: Annotated[
         str | None,
         typer.Option(
@@ -362,6 +365,73 @@ def validate(
     typer.echo(f"{len(found)} file(s) checked, {errors} error(s)", err=True)
     if errors:
         raise typer.Exit(1)
+
+
+# -- check -----------------------------------------------------------------------------------
+
+
+@app.command()
+def check(
+    database_url: DatabaseUrl = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="SQLite quick_check; amcheck without heap checks")
+    ] = False,
+) -> None:
+    """Check the store for damage: the SQLite file's header and identity marker, then
+    PRAGMA integrity_check (quick_check with --quick); on PostgreSQL, amcheck on every B-tree
+    index where the extension is available. Then every stored resource's narrative against
+    the rules writes are held to now (txt-1, txt-2: no active content), which data stored
+    before those rules may break. Changes nothing. Exits 1 on damage or such a narrative."""
+    from server.errors import FhirError
+    from server.settings import Settings
+    from server.store.sql.dialect import open_dialect
+    from server.store.sql.store_file import StoreRefused
+
+    settings = Settings(database_url=database_url) if database_url else Settings()
+    try:
+        dialect = open_dialect(settings.database_url, pool_size=1)
+    except StoreRefused as exc:
+        typer.echo(f"damaged: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        problems, notes = dialect.integrity(quick)
+        if not problems:
+            problems = _stored_narratives(dialect)
+    except FhirError as exc:  # the database could not even be read: the driver's reason
+        problems, notes = [str(exc.__cause__ or exc)], []
+    finally:
+        dialect.close()
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    for problem in problems:
+        typer.echo(f"damaged: {problem}")
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) found", err=True)
+        raise typer.Exit(1)
+    typer.echo("ok", err=True)
+
+
+def _stored_narratives(dialect: Any) -> list[str]:
+    """``Type/id: problem`` for each stored resource (or contained one) whose narrative breaks
+    txt-1 or txt-2."""
+    import orjson
+
+    from server.fhir.narrative import narrative_problems
+
+    out: list[str] = []
+    with dialect.reading() as conn:
+        rows = conn.execute("SELECT rtype, id, body FROM resource WHERE body IS NOT NULL")
+        for rtype, id, body in rows:
+            resource = orjson.loads(bytes(body))
+            contained = resource.get("contained") or []
+            for where, item in [("", resource)] + [
+                (f" contained[{i}]", c) for i, c in enumerate(contained) if isinstance(c, dict)
+            ]:
+                text = item.get("text")
+                if isinstance(text, dict) and isinstance(text.get("div"), str):
+                    for problem in narrative_problems(text["div"]):
+                        out.append(f"narrative of {rtype}/{id}{where}: {problem}")
+    return out
 
 
 # -- openapi ---------------------------------------------------------------------------------

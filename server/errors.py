@@ -19,7 +19,11 @@
     +-- PayloadTooLarge            (413, too-long)
     +-- UnsupportedMediaType       (415, not-supported)
     +-- Unprocessable              (422, processing)  profile and business-rule failures
+    +-- DatabaseDamaged            (500, exception)   a corrupt database (an operator must act)
+    +-- InsufficientStorage        (507, exception)   the database's disk is full
     +-- ServiceUnavailable         (503, transient)   infrastructure failures; Retry-After
+    BadRequest
+    +-- TooCostly                  (400, too-costly)  more than the database can run
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ class InvalidResource(BadRequest):
 
 class InvalidSearch(BadRequest):
     code = "invalid"
+
+
+class TooCostly(BadRequest):
+    code = "too-costly"
 
 
 class Forbidden(FhirError):
@@ -126,6 +134,16 @@ class UnsupportedMediaType(FhirError):
 class Unprocessable(FhirError):
     status = 422
     code = "processing"
+
+
+class DatabaseDamaged(FhirError):
+    status = 500
+    code = "exception"
+
+
+class InsufficientStorage(FhirError):
+    status = 507
+    code = "exception"
 
 
 class ServiceUnavailable(FhirError):

@@ -48,6 +48,7 @@ from server.auth.principal import Principal
 from server.errors import FhirError, ServiceUnavailable
 from server.fhir.instant import now_us
 from server.fhir.outcome import Issue, operation_outcome
+from server.logs import error_place
 from server.store.base import Job, JobStore, Reader, Unit
 
 T = TypeVar("T")
@@ -376,8 +377,5 @@ class JobRunner:
 
 def _log_unexpected(id: str, kind: str, exc: BaseException) -> None:
     """The exception's type and place only: its message and locals may carry resource content."""
-    frame = exc.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+    where = error_place(exc)
     logger.error("job %s (%s) failed: unhandled %s at %s", id, kind, type(exc).__name__, where)

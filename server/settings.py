@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         False, description="Allow listening on a non-loopback address without authentication"
     )
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated browser origins (https://app.example.org) allowed to call "
+        "the API cross-origin (CORS); empty (the default): CORS is off",
+    )
     conditional_delete_multiple: bool = Field(
         False, description="A conditional delete may delete several matches"
     )
@@ -127,6 +132,11 @@ class Settings(BaseSettings):
         description="Canonical URL of the ValueSet of complex social factors "
         "(seed 003 VI.A.4.d.3, VI.A.4.f.2)",
     )
+
+    @cached_property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """``cors_origins`` as a tuple (empty: CORS off)."""
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
 
     @cached_property
     def fhir_base(self) -> str:

@@ -27,11 +27,13 @@ from server.api.interactions import (
     to_response,
     to_write,
 )
+from server.api.json_body import loads
 from server.api.patches import PatchFormat
 from server.api.writing import submit
 from server.errors import BadRequest, FhirError, InvalidResource
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, operation_outcome
+from server.fhir.urns import urn_problem
 from server.fhir.validation import base_validator
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
@@ -118,10 +120,16 @@ def _patch_body(resource: Any, index: int) -> tuple[PatchFormat, Any]:
             expression=f"{where}.contentType",
         )
     try:
-        return format, orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
+        data = base64.b64decode(resource.get("data", ""), validate=True)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise BadRequest(
-            "The PATCH Binary data is not a base64 JSON document", expression=f"{where}.data"
+            "The PATCH Binary data is not base64", expression=f"{where}.data"
+        ) from exc
+    try:
+        return format, loads(data)
+    except BadRequest as exc:
+        raise BadRequest(
+            f"The PATCH Binary data is not a JSON document: {exc}", expression=f"{where}.data"
         ) from exc
 
 
@@ -148,6 +156,12 @@ def _entry(raw: Any, index: int, base: str) -> Parsed:
     elif method in ("POST", "PUT"):
         freq.body = raw.get("resource")
     full_url = raw.get("fullUrl")
+    if isinstance(full_url, str):
+        problem = urn_problem(full_url)
+        if problem is not None:
+            raise BadRequest(
+                f"fullUrl '{full_url[:80]}': {problem}", expression=f"{where}.fullUrl"
+            )
     return Parsed(index, full_url if isinstance(full_url, str) else None, freq)
 
 

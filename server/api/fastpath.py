@@ -5,6 +5,15 @@ from SQLite. For ``GET|PUT /fhir/{type}/{id}`` and ``POST /fhir/{type}`` this pu
 calls the very endpoint functions of ``routes.py`` (same parsing, same rules) and answers errors
 through the same ``handlers``; every other request continues to the FastAPI application, where
 the same endpoints are registered (and described in the OpenAPI document).
+
+Every other request runs guarded: an exception no handler took is answered here (500,
+an OperationOutcome with the request id; logged with its class and place only) instead of
+leaving the application, where the server would log its traceback and message, which may
+carry request content.
+
+It also refuses (400) a path with a control character before any route sees it: a route's
+pattern ends in ``$``, which matches before a final newline, so ``/fhir/Patient/q1%0A`` would
+otherwise reach ``Patient/q1``.
 """
 
 from __future__ import annotations
@@ -14,15 +23,16 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api import handlers, paths, routes
-from server.errors import FhirError
+from server.errors import BadRequest, FhirError
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 _TYPE = re.compile(paths.TypeConvertor.regex)
 _ID = re.compile(paths.IdConvertor.regex)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PREFIX = "/fhir/"
 _INSTANCE: dict[str, Endpoint] = {"GET": routes.read, "PUT": routes.update}
 _TYPE_LEVEL: dict[str, Endpoint] = {"POST": routes.create}
@@ -49,9 +59,18 @@ class FastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = _route(scope["method"], scope["path"]) if scope["type"] == "http" else None
-        if found is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if _CONTROL.search(path):
+            error = BadRequest("The URL path contains a control character", expression="url")
+            response = await handlers.fhir_error(Request(scope, receive, send), error)
+            await response(scope, receive, send)
+            return
+        found = _route(scope["method"], path)
+        if found is None:
+            await _guarded(self.app, scope, receive, send)
             return
         endpoint, params = found
         scope["path_params"] = params
@@ -62,4 +81,23 @@ class FastPath:
             response = await handlers.fhir_error(request, exc)
         except Exception as exc:  # noqa: BLE001 - answered as the application would
             response = await handlers.unexpected(request, exc)
+        await response(scope, receive, send)
+
+
+async def _guarded(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    started = False
+
+    async def tracked(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, tracked)
+    except Exception as exc:  # noqa: BLE001 - answered (and logged) without its message
+        request = Request(scope, receive, send)
+        if started:  # too late for an answer: the response is cut short
+            handlers.log_unexpected(request, exc)
+            return
+        response = await handlers.unexpected(request, exc)
         await response(scope, receive, send)

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from server.api.http import FHIR_JSON, dump, pretty
 from server.errors import FhirError, MethodNotAllowed, NotFound
 from server.fhir.outcome import Issue, operation_outcome
+from server.logs import error_place
 
 logger = logging.getLogger("calaim_fhir.errors")
 
@@ -61,14 +62,18 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     return _response(request, 400, [Issue("error", "invalid", "The request is malformed")])
 
 
+def log_unexpected(request: Request, exc: BaseException) -> str:
+    """Log an exception no handler took: its class, place and the request id only (its message,
+    arguments and locals may carry resource content). Returns the request id."""
+    request_id = str(request.scope.get("calaim.request_id", ""))
+    logger.error(
+        "unhandled %s at %s (request %s)", type(exc).__name__, error_place(exc), request_id
+    )
+    return request_id
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
-    # the exception type and place only: messages and locals may carry resource content
-    request_id = request.scope.get("calaim.request_id", "")
-    frame = exc.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
-    logger.error("unhandled %s at %s (request %s)", type(exc).__name__, where, request_id)
+    request_id = log_unexpected(request, exc)
     return _response(
         request,
         500,

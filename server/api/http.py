@@ -11,7 +11,8 @@ from starlette.responses import Response
 
 from server.api import patches
 from server.api.context import note
-from server.api.interactions import FhirRequest, FhirResponse, loads
+from server.api.interactions import FhirRequest, FhirResponse
+from server.api.json_body import loads
 from server.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from server.fhir.instant import format_http_date
 from server.fhir.outcome import Issue, operation_outcome
@@ -24,6 +25,16 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 _ACCEPTABLE = JSON_TYPES | {"*/*", "application/*"}
 _FORMATS = JSON_TYPES | {"json"}
 PREFER_RETURN = frozenset({"minimal", "representation", "OperationOutcome"})
+
+# what a browser app may send and read cross-origin, when CORS is configured (cors_origins)
+CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+CORS_REQUEST_HEADERS = (
+    "Accept", "Authorization", "Content-Type", "If-Match", "If-Modified-Since",
+    "If-None-Exist", "If-None-Match", "Prefer", "X-Request-Id",
+)  # fmt: skip
+CORS_RESPONSE_HEADERS = (
+    "Content-Location", "ETag", "Last-Modified", "Location", "Retry-After", "X-Request-Id",
+)  # fmt: skip
 
 
 def _media(value: str) -> tuple[str, dict[str, str]]:

@@ -17,10 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import jsonpatch
-import orjson
-
-from server.api import patches
+from server.api import json_patch, patches
 from server.api.bundle_build import history_bundle, search_bundle
 from server.api.patches import PatchFormat
 from server.errors import (
@@ -31,7 +28,6 @@ from server.errors import (
     NotFound,
     UnknownType,
     UnknownVersion,
-    Unprocessable,
 )
 from server.fhir.conformance import CONFORMANCE_TYPES
 from server.fhir.instant import date_range, parse_http_date
@@ -48,8 +44,9 @@ from server.store.base import HistoryQuery, Reader, Version
 from server.store.conformance import conformance_store
 from server.writes.write import METHODS, Patch, Write, Written
 
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+# matched whole (fullmatch): ``$`` would also match before a final newline
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_ETAG = re.compile(r'(?:W/)?"(\d+)"')
 
 
 @dataclass(slots=True)
@@ -102,12 +99,12 @@ def check_type(type: str) -> None:
 
 
 def check_id(id: str) -> None:
-    if not _ID.match(id):
+    if not _ID.fullmatch(id):
         raise BadRequest(f"'{id[:70]}' is not a valid resource id", expression="id")
 
 
 def parse_etag(value: str, header: str) -> int:
-    match = _ETAG.match(value.strip())
+    match = _ETAG.fullmatch(value.strip())
     if not match:
         raise BadRequest(f'{header} must be a version ETag such as W/"3"', expression=header)
     return int(match.group(1))
@@ -192,7 +189,7 @@ def _patch(format: PatchFormat, body: Any, expression: str) -> Patch:
         return patches.fhirpath(body, expression)
     if format == "merge-patch":
         return patches.merge(body, expression)
-    return json_patch(body, expression)
+    return json_patch.parse(body, f"{expression}.data" if expression else "")
 
 
 def _create_condition(url: str | None, header: str | None) -> str | None:
@@ -209,30 +206,6 @@ def _create_condition(url: str | None, header: str | None) -> str | None:
             expression="If-None-Exist",
         )
     return header
-
-
-def json_patch(body: Any, expression: str) -> Patch:
-    """A JSON Patch (RFC 6902) document as a ``Patch``: 400 when malformed, 422 when it cannot
-    be applied to the resource."""
-    if not isinstance(body, list):
-        raise BadRequest("A JSON Patch body must be an array of operations", expression=expression)
-    try:
-        patch = jsonpatch.JsonPatch(body)
-    except (jsonpatch.InvalidJsonPatch, TypeError, AttributeError) as exc:
-        raise BadRequest(f"Invalid JSON Patch: {exc}", expression=expression) from exc
-
-    def apply(current: dict[str, Any]) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = patch.apply(current)
-        except jsonpatch.JsonPatchTestFailed as exc:
-            raise Unprocessable(f"JSON Patch test failed: {exc}") from exc
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
-        except (TypeError, KeyError, IndexError, ValueError) as exc:
-            raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
-        return result
-
-    return apply
 
 
 def to_response(written: Written) -> FhirResponse:
@@ -307,7 +280,7 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
         )
     if _not_modified(found, request):
         return FhirResponse(304, found)
-    summary, elements = _read_shape(request)
+    summary, elements = read_shape(request.query)
     if summary is None and elements is None:
         return FhirResponse(200, found)
     assert found.body is not None
@@ -317,10 +290,11 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
 _READ_PARAMS = frozenset({"_format", "_pretty", "_summary", "_elements"})
 
 
-def _read_shape(request: FhirRequest) -> tuple[str | None, tuple[str, ...] | None]:
-    """``_summary``/``_elements`` of a read (``count`` makes no sense on one resource)."""
+def read_shape(query: list[tuple[str, str]]) -> tuple[str | None, tuple[str, ...] | None]:
+    """``_summary``/``_elements`` of a read of one resource (``count`` makes no sense there);
+    any other parameter but ``_format`` and ``_pretty`` is 400."""
     summary = elements = None
-    for name, value in request.query:
+    for name, value in query:
         if name not in _READ_PARAMS:
             raise InvalidSearch(
                 "Read takes no parameters besides _summary, _elements, _format and _pretty",
@@ -345,7 +319,7 @@ def _not_modified(found: Version, request: FhirRequest) -> bool:
         if "*" in tags:
             return True
         for tag in tags:
-            match = _ETAG.match(tag)
+            match = _ETAG.fullmatch(tag)
             if match and int(match.group(1)) == found.version:
                 return True
         return False
@@ -448,11 +422,3 @@ def search(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
         )
         path = f"{request.compartment[0]}/{request.compartment[1]}/{request.type}"
     return run_search(reader, request, parsed, settings, path)
-
-
-def loads(body: bytes) -> Any:
-    """Parse a JSON request body (a UTF-8 byte order mark is ignored); malformed JSON is 400."""
-    try:
-        return orjson.loads(body[3:] if body.startswith(b"\xef\xbb\xbf") else body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}") from exc

@@ -12,6 +12,7 @@ the installed distribution.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import date
 from functools import cache
@@ -24,8 +25,11 @@ from starlette.responses import Response
 
 from server.api import http, routes
 from server.api.context import note, settings_of
+from server.api.interactions import read_shape
+from server.errors import InvalidSearch
 from server.fhir.conformance import CANONICAL_BASE, CONFORMANCE_TYPES, Conformance, conformance
 from server.fhir.resource_types import RESOURCE_TYPES
+from server.fhir.summary import shape
 from server.operations.registry import Operation, operations
 from server.search.registry import Registry
 from server.search.service import search_service
@@ -266,9 +270,51 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
     return orjson.dumps(statement)
 
 
+def _tag(statement: bytes, summary: str | None, elements: tuple[str, ...] | None) -> str:
+    """The entity tag of one shaping of the statement (``_pretty`` changes only whitespace:
+    a weak tag)."""
+    digest = _digest(statement)
+    if summary is not None or elements:
+        shaping = f"{summary}|{','.join(elements or ())}".encode()
+        digest = hashlib.sha256(digest.encode() + shaping).hexdigest()[:24]
+    return f'W/"{digest}"'
+
+
+@cache
+def _digest(statement: bytes) -> str:
+    return hashlib.sha256(statement).hexdigest()[:24]
+
+
+def _matches(if_none_match: str | None, tag: str) -> bool:
+    """``If-None-Match`` names ``tag`` (weak comparison, RFC 9110 13.1.2) or is ``*``."""
+    if if_none_match is None:
+        return False
+    opaque = tag.removeprefix("W/")
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == opaque:
+            return True
+    return False
+
+
 @router.get("/metadata", operation_id="capabilities", summary="The CapabilityStatement")
 async def metadata(request: Request) -> Response:
+    """The CapabilityStatement, with an entity tag (If-None-Match answers 304) and the read
+    shaping parameters _summary and _elements. Clients may cache it and revalidate
+    (Cache-Control: no-cache); it carries no patient data."""
     note(request, "capabilities", None, None)
     http.check_accept(request)
-    body = http.reformat(capability_statement(settings_of(request)), http.pretty(request))
-    return Response(body, media_type=http.FHIR_JSON)
+    query = request.query_params.multi_items()
+    for name, value in query:
+        if name == "mode" and value not in ("full", "normal"):
+            raise InvalidSearch("Only mode=full and mode=normal are supported", expression="mode")
+    summary, elements = read_shape([(k, v) for k, v in query if k != "mode"])
+    statement = capability_statement(settings_of(request))
+    tag = _tag(statement, summary, elements)
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    if _matches(request.headers.get("if-none-match"), tag):
+        return Response(status_code=304, headers=headers)
+    body = shape(statement, summary, elements)
+    return Response(
+        http.reformat(body, http.pretty(request)), media_type=http.FHIR_JSON, headers=headers
+    )

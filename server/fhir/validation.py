@@ -13,7 +13,9 @@ Checked here, in one pass, every problem reported (never only the first):
   of the core spec (``data/required-bindings.json``);
 * nested resources (``contained``, ``Bundle.entry.resource``, ``Bundle.entry.response.outcome``,
   ``Parameters.parameter[.part].resource``) are validated with their own type's schema and
-  reported with prefixed expressions (``Bundle.entry[3].resource.status``).
+  reported with prefixed expressions (``Bundle.entry[3].resource.status``);
+* the narrative rules txt-1 and txt-2 (:mod:`server.fhir.narrative`: allowed XHTML only, no
+  active content, parsed safely), reported with code ``invariant``.
 
 Left to profile validation: invariants (FHIRPath constraints such as ``dom-2`` or
 ``bdl-7``), profile constraints (slicing, cardinality narrowing, must-support), extensible /
@@ -39,6 +41,7 @@ from server.fhir.datatype_checks import (
     prepare_definitions,
 )
 from server.fhir.definitions import r4_schema
+from server.fhir.narrative import narrative_problems
 from server.fhir.outcome import Issue, pointer_to_fhirpath
 from server.fhir.resource_types import RESOURCE_TYPES
 
@@ -136,6 +139,10 @@ class BaseValidator:
             for error in validator.iter_errors(resource):
                 for issue in self._issues(error, resource, root, seen):
                     issues.append(issue)
+        text = resource.get("text")
+        if isinstance(text, dict) and isinstance(text.get("div"), str):
+            for problem in narrative_problems(text["div"]):
+                issues.append(Issue("error", "invariant", problem, f"{root}.text.div"))
         for sub, suffix in _nested_resources(resource, rtype):
             self._validate(sub, pointer_to_fhirpath(root, suffix), issues)
 

@@ -35,6 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from server.errors import BadRequest
+from server.fhir.urns import OID_URN, UUID_URN
 
 Inputs = dict[str, list[Any]]
 
@@ -54,8 +55,8 @@ _FORMATS = {
     "uri": re.compile(r"\S+"),
     "url": re.compile(r"\S+"),
     "canonical": re.compile(r"\S+"),
-    "oid": re.compile(r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+"),
-    "uuid": re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    "oid": OID_URN,
+    "uuid": UUID_URN,
     "base64Binary": re.compile(r"(\s*([0-9a-zA-Z+/=]){4}\s*)+"),
 }
 _STRINGS = {"string", "markdown", *_FORMATS}

@@ -4,9 +4,15 @@ Armed only through the environment variable ``CALAIM_FHIR_FAULTS``, a comma-sepa
 ``point=action`` items; when it is unset every ``hit`` is a single global check.
 
 Points: ``before-commit`` and ``after-commit`` (every write transaction), ``after-match``
-(a conditional interaction, between its criteria search and its write).
+(a conditional interaction, between its criteria search and its write), ``read`` (every
+read of the store).
 Actions: ``kill@N`` — SIGKILL this process on the N-th hit (1 = the first);
-``sleep:S`` — sleep S seconds on every hit.
+``sleep:S`` — sleep S seconds on every hit; ``error:CAUSE`` — the database driver fails with
+the error it gives for CAUSE on every hit (``busy``, ``full``, ``readonly``, ``corrupt``,
+``toobig``, ``ioerr``, ``serialization``, ``connection``: ``driver_errors.FAULTS``), as a
+storage fault would.
+
+Tests arm points in-process with :func:`arm` (and :func:`disarm`).
 """
 
 from __future__ import annotations
@@ -22,9 +28,33 @@ _actions: dict[str, str] = {}
 _hits: dict[str, int] = {}
 _lock = threading.Lock()
 
-for _item in filter(None, (part.strip() for part in _SPEC.split(","))):
-    _point, _, _action = _item.partition("=")
-    _actions[_point.strip()] = _action.strip()
+
+class Fault(Exception):
+    """An ``error:CAUSE`` fault: the dialect raises its driver's error for ``cause``."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+def arm(spec: str) -> None:
+    """Arm the points of ``spec`` (the ``CALAIM_FHIR_FAULTS`` syntax) in this process, on top
+    of those armed already."""
+    global ARMED
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        point, _, action = item.partition("=")
+        _actions[point.strip()] = action.strip()
+    ARMED = bool(_actions)
+
+
+def disarm() -> None:
+    global ARMED
+    _actions.clear()
+    _hits.clear()
+    ARMED = False
+
+
+arm(_SPEC)
 
 
 def hit(point: str) -> None:
@@ -33,6 +63,8 @@ def hit(point: str) -> None:
     action = _actions.get(point)
     if action is None:
         return
+    if action.startswith("error:"):
+        raise Fault(action[6:])
     if action.startswith("sleep:"):
         time.sleep(float(action[6:]))
         return

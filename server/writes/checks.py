@@ -134,14 +134,18 @@ def check_base(
     after_patch: bool = False,
     profiles: Callable[[], list[Issue]] | None = None,
 ) -> None:
-    """Base structure (R4 JSON schema and the rules it misses): 400, or 422 after a patch.
-    With ``profiles`` (profile validation's issues), a resource whose base errors leave it
-    ``readable`` is answered with its profile issues too, in one outcome."""
+    """Base structure (R4 JSON schema and the rules it misses): 400, or 422 after a patch or
+    when only invariants (the narrative rules) fail. With ``profiles`` (profile validation's
+    issues), a resource whose base errors leave it ``readable`` is answered with its profile
+    issues too, in one outcome."""
     issues = base_validator().validate(resource, expression_root=expression or None)
     if not issues:
         return
+    invariants_only = all(issue.code == "invariant" for issue in issues)
     if profiles is not None and readable(issues):
         issues = [*issues, *profiles()]
+    if invariants_only:
+        raise Unprocessable(issues=_after_patch(issues) if after_patch else issues)
     if after_patch:
         raise Unprocessable(issues=_after_patch(issues))
     raise InvalidResource(issues=issues)

@@ -185,9 +185,13 @@ class Pipeline:
         assert write.patch is not None and current.body is not None
         patched = write.patch(orjson.loads(current.body))
         if not isinstance(patched, dict) or patched.get("resourceType") != write.type:
-            raise Unprocessable("The patch must not change the resourceType")
+            raise Unprocessable(
+                "The patch must not change the resourceType", expression="resourceType"
+            )
         if patched.get("id") != current.id:
-            raise Unprocessable("The patch must not change the resource id")
+            raise Unprocessable(
+                "The patch must not change the resource id", expression=f"{write.type}.id"
+            )
         check_base(patched, "", after_patch=True)
         return patched
 

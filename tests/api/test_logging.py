@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,13 +118,56 @@ def test_a_safe_client_request_id_is_echoed_and_an_unsafe_one_replaced(
 
 
 def test_server_errors_log_no_resource_content(
-    logged: tuple[TestClient, _Collect, io.StringIO],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client, collect, stream = logged
-    response = client.get(f"/fhir/Patient/{FAMILY}/_history/%C2%B2")
-    assert response.status_code >= 400
-    text = "\n".join(r.getMessage() for r in collect.records) + stream.getvalue()
-    assert "%C2%B2" not in text and "\u00b2" not in text
+    """A 500 whose exception message carries request content (here: the search values and the
+    id) is answered with an OperationOutcome naming the request id, logged with the error's
+    class and the request id, and never leaves the application (a server would print its
+    traceback and message): the client raises any exception that does."""
+    from server.api import bundles, routes
+    from server.app import create_app
+    from server.settings import Settings
+
+    class Broken(RuntimeError):
+        pass
+
+    def broken(reader: object, request: Any, settings: object) -> None:
+        raise Broken(f"cannot read {request.id} {request.query}")
+
+    monkeypatch.setattr(routes, "run_read", broken)
+    monkeypatch.setattr(bundles, "run_read", broken)
+    app = create_app(Settings(database_url=sqlite_url(tmp_path / "e.db")))
+    caplog.set_level(logging.DEBUG)
+    with TestClient(app, raise_server_exceptions=True) as client:
+        root = logging.getLogger("calaim_fhir")
+        collect = _Collect()
+        root.addHandler(collect)
+        try:
+            responses = [
+                client.get(f"/fhir/Patient/p1?_elements={GIVEN}"),  # the fast path
+                client.get("/fhir/Patient", params={"family": FAMILY}),  # a routed search
+                client.get("/fhir/Patient", params={"identifier": SECRET_ID_VALUE}),
+                client.post("/fhir/Patient/_search", data={"given": GIVEN}),
+            ]
+            batch = client.post("/fhir", json={"resourceType": "Bundle", "type": "batch",
+                                               "entry": [{"request": {"method": "GET",
+                                                          "url": f"Patient?family={FAMILY}"}}]})
+        finally:
+            root.removeHandler(collect)
+    for response in [*responses, batch]:
+        body = outcome(response, 500)
+        request_id = response.headers["x-request-id"]
+        assert request_id in body["issue"][0]["diagnostics"]
+        assert FAMILY not in response.text and SECRET_ID_VALUE not in response.text
+    server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    messages = [r.getMessage() for r in [*collect.records, *server_side]]
+    text = "\n".join(messages)
+    for secret in (FAMILY, GIVEN, SECRET_ID_VALUE):
+        assert secret not in text, f"{secret!r} leaked into the logs"
+    for response in [*responses, batch]:
+        request_id = response.headers["x-request-id"]
+        errors = [m for m in messages if "unhandled Broken" in m and request_id in m]
+        assert errors, f"no error line for {request_id}: {messages}"
 
 
 def test_an_unknown_type_in_the_url_is_not_logged(

@@ -152,3 +152,43 @@ def test_metadata_honours_pretty_and_format(client: TestClient) -> None:
     pretty = client.get("/fhir/metadata", params={"_pretty": "true"})
     assert pretty.status_code == 200 and b"\n  " in pretty.content
     outcome(client.get("/fhir/metadata", params={"_format": "xml"}), 406)
+
+
+# -- caching and shaping of /metadata ---------------------------------------------------------
+
+
+def test_metadata_has_an_etag_and_honours_if_none_match(client: TestClient) -> None:
+    first = client.get("/fhir/metadata")
+    tag = first.headers["etag"]
+    assert tag.startswith('W/"') and len(tag) > 6
+    assert client.get("/fhir/metadata").headers["etag"] == tag  # stable
+    for header in (tag, tag.removeprefix("W/"), f'W/"other", {tag}', "*"):
+        again = client.get("/fhir/metadata", headers={"If-None-Match": header})
+        assert again.status_code == 304, header
+        assert again.content == b""
+        assert again.headers["etag"] == tag
+    changed = client.get("/fhir/metadata", headers={"If-None-Match": 'W/"other"'})
+    assert changed.status_code == 200 and changed.json()["resourceType"] == "CapabilityStatement"
+
+
+def test_metadata_summary_and_elements(client: TestClient) -> None:
+    full = client.get("/fhir/metadata")
+    elements = client.get("/fhir/metadata?_elements=fhirVersion,format")
+    assert elements.status_code == 200
+    body = elements.json()
+    assert body["fhirVersion"] == "4.0.1" and body["format"] == ["json"]
+    assert "rest" not in body and "software" not in body
+    assert any(t.get("code") == "SUBSETTED" for t in body["meta"]["tag"])
+    assert len(elements.content) * 100 < len(full.content)
+    assert elements.headers["etag"] != full.headers["etag"]
+    summary = client.get("/fhir/metadata?_summary=true")
+    assert summary.status_code == 200
+    assert summary.json()["fhirVersion"] == "4.0.1"
+    assert summary.headers["etag"] not in (full.headers["etag"], elements.headers["etag"])
+    tag = elements.headers["etag"]
+    assert client.get("/fhir/metadata?_elements=fhirVersion,format",
+                      headers={"If-None-Match": tag}).status_code == 304
+    assert client.get("/fhir/metadata", headers={"If-None-Match": tag}).status_code == 200
+    assert client.get("/fhir/metadata?mode=full").status_code == 200
+    outcome(client.get("/fhir/metadata?_summary=nope"), 400)
+    outcome(client.get("/fhir/metadata?mode=terminology"), 400)

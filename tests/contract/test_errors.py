@@ -179,9 +179,13 @@ def _cases() -> list[tuple[str, str, dict[str, str], bytes | None]]:
         [{"op": "replace", "path": "", "value": {"resourceType": "Patient", "id": "fz"}}],
         [{"op": "add", "path": "/name/-", "value": {"family": 1}}],
         [{"op": "test", "path": "/meta/versionId", "value": 1}],
+        [{"op": "add", "path": "a", "value": 1}], [{"op": "add", "path": "/a~9", "value": 1}],
+        [{"op": "move", "from": "x", "path": "/a"}], [{"op": "copy", "from": "/~2", "path": "/a"}],
+        [{"op": "add", "path": "/name/-/family", "value": "x"}],
     ]
     for doc in patches:
         cases.append(("PATCH", f"{_P}/fz", _JP, json.dumps(doc).encode()))
+        cases.append(("PATCH", f"{_P}/absent", _JP, json.dumps(doc).encode()))
     urls = [
         "/fhir/Patient/%00", "/fhir/Patient/..", "/fhir/Patient/a/_history/-1",
         "/fhir/Patient/a/_history/99999999999999999999999",

@@ -1,4 +1,5 @@
-"""Infrastructure failures answer 503 with an OperationOutcome and Retry-After, and lose nothing."""
+"""Infrastructure failures answer with an OperationOutcome by cause (a full disk 507, a lost
+connection 503 with Retry-After) and lose nothing."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _patient(size: int) -> dict[str, object]:
     return {"resourceType": "Patient", "name": [{"family": "F" * size}]}
 
 
-def test_disk_full_is_503_and_changes_nothing(tmp_path: Path) -> None:
+def test_disk_full_is_507_with_the_reason_and_changes_nothing(tmp_path: Path) -> None:
     path = str(tmp_path / "full.db")
     setup = SqlRepository(SQLiteDialect(path))
     setup.migrate()
@@ -42,11 +43,13 @@ def test_disk_full_is_503_and_changes_nothing(tmp_path: Path) -> None:
     store = SqlRepository(FullDiskDialect(path))
     with TestClient(create_app(Settings(database_url=f"sqlite:///{path}"), store=store)) as client:
         response = client.post("/fhir/Patient", json=_patient(200_000))
-        assert response.status_code == 503, response.text
-        assert response.headers["Retry-After"]
+        # retrying cannot help until an operator frees space: 507, saying why
+        assert response.status_code == 507, response.text
+        assert "retry-after" not in response.headers
         outcome = response.json()
         assert outcome["resourceType"] == "OperationOutcome"
-        assert outcome["issue"][0]["code"] == "transient"
+        assert outcome["issue"][0]["code"] == "exception"
+        assert "disk is full" in outcome["issue"][0]["diagnostics"]
         history = client.get("/fhir/Patient/_history").json()
         assert "entry" not in history
     store.close()

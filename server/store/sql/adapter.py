@@ -52,7 +52,7 @@ from server.store.base import (
     WriteResult,
 )
 from server.store.sql import query as compiler
-from server.store.sql import scans
+from server.store.sql import scans, store_file
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
@@ -462,8 +462,10 @@ class SqlRepository:
                     "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                     (number, now_us()),
                 )
+            store_id = store_file.identity(conn)
             if then is not None:
                 then(conn)
+        self.sql_dialect.bind_identity(store_id)
 
     def run_jobs(
         self, conn: Connection, jobs: Sequence[tuple[Callable[[Unit], Any], Origin]]

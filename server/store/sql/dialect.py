@@ -17,9 +17,16 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from server.errors import Conflict, ServiceUnavailable
+from server.errors import ServiceUnavailable
 from server.search.query import TABLES
 from server.store import faults
+from server.store.sql import store_file
+from server.store.sql.driver_errors import (
+    postgres_error,
+    postgres_fault,
+    sqlite_error,
+    sqlite_fault,
+)
 
 
 class Cursor(Protocol):
@@ -93,7 +100,7 @@ class Dialect(Protocol):
         no result is read back."""
 
     def errors(self) -> AbstractContextManager[None]:
-        """Turns driver errors into FHIR errors (409 for a unique-key race, else 503)."""
+        """Turns driver errors into FHIR errors by their cause (``driver_errors.py``)."""
 
     # the group writer's transaction, in steps (see group_commit.py)
     def writer_connection(self) -> Any:
@@ -111,6 +118,13 @@ class Dialect(Protocol):
     def rollback(self, conn: Any) -> None: ...
 
     def check_durability(self) -> None: ...
+
+    def bind_identity(self, store_id: str) -> None:
+        """Tie the store's id to where it lives (SQLite: the marker next to the file)."""
+
+    def integrity(self, quick: bool) -> tuple[list[str], list[str]]:
+        """The full (or quick) check of the stored data: (problems found, notes on what could
+        not be checked)."""
 
     def close(self) -> None: ...
 
@@ -237,6 +251,7 @@ class SQLiteDialect:
     def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        store_file.check_before_open(path)  # before SQLite could make an empty file a store
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -310,15 +325,16 @@ class SQLiteDialect:
     def errors(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.IntegrityError as exc:
-            raise Conflict("A concurrent write changed the same resource; retry") from exc
         except sqlite3.Error as exc:
-            raise ServiceUnavailable(f"The database is unavailable ({type(exc).__name__})") from exc
+            raise sqlite_error(exc) from exc
+        except faults.Fault as fault:
+            raise sqlite_error(sqlite_fault(fault.cause)) from fault
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         conn = self._connection()
         with self.errors():
+            faults.hit("read")
             yield conn
 
     def estimate(self, conn: Connection, sql: str, args: Sequence[Any]) -> int | None:
@@ -330,6 +346,7 @@ class SQLiteDialect:
     def snapshot(self) -> Iterator[Connection]:
         conn = self._connection()
         with self.errors():
+            faults.hit("read")
             if conn.in_transaction:  # inside another read of this thread: share it
                 yield conn
                 return
@@ -394,6 +411,16 @@ class SQLiteDialect:
         if sync != 2 or mode != "wal":
             raise RuntimeError(f"SQLite is not durable: synchronous={sync}, journal_mode={mode}")
 
+    def bind_identity(self, store_id: str) -> None:
+        store_file.bind_marker(self.path, store_id)
+
+    def integrity(self, quick: bool) -> tuple[list[str], list[str]]:
+        pragma = "quick_check" if quick else "integrity_check"
+        with self.reading() as conn:
+            rows = conn.execute(f"PRAGMA {pragma}").fetchall()
+        found = [str(row[0]) for row in rows]
+        return ([] if found == ["ok"] else found), []
+
     def close(self) -> None:
         with self._all_lock:
             for conn in self._all:
@@ -452,14 +479,15 @@ class PostgresDialect:
 
         try:
             yield
-        except self._psycopg.errors.UniqueViolation as exc:
-            raise Conflict("A concurrent write changed the same resource; retry") from exc
-        except (self._psycopg.OperationalError, PoolTimeout) as exc:
-            raise ServiceUnavailable(f"The database is unavailable ({type(exc).__name__})") from exc
+        except (self._psycopg.Error, PoolTimeout) as exc:
+            raise postgres_error(exc) from exc
+        except faults.Fault as fault:
+            raise postgres_error(postgres_fault(self._psycopg, fault.cause)) from fault
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         with self.errors(), self.pool.connection() as conn:
+            faults.hit("read")
             yield _PgConnection(conn, self)
 
     snapshot = reading
@@ -598,6 +626,45 @@ class PostgresDialect:
             raise RuntimeError(
                 f"PostgreSQL is not durable: fsync={fsync}, synchronous_commit={commit}"
             )
+
+    def bind_identity(self, store_id: str) -> None:
+        """Nothing to tie: the id lives in the database (a server cannot tell a PostgreSQL
+        database recreated empty from a new one without a marker of its own)."""
+
+    def integrity(self, quick: bool) -> tuple[list[str], list[str]]:
+        """amcheck's ``bt_index_check`` on every B-tree index of the store's schema (with
+        ``heapallindexed`` unless ``quick``), when the extension is installed or can be;
+        without it, every table is read through once."""
+        problems: list[str] = []
+        with self.reading() as conn:
+            tables = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                ).fetchall()
+            ]
+            try:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+                has_amcheck = True
+            except self._psycopg.Error:
+                has_amcheck = False
+            if not has_amcheck:
+                for table in tables:
+                    conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+                return [], ["amcheck is not available: tables were read, indexes not checked"]
+            indexes = conn.execute(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE am.amname = 'btree' AND n.nspname = current_schema()"
+            ).fetchall()
+            for (name,) in indexes:
+                try:
+                    conn.execute(
+                        "SELECT bt_index_check(?::regclass, ?)", (f'"{name}"', not quick)
+                    ).fetchone()
+                except self._psycopg.Error as exc:
+                    problems.append(f"index {name}: {str(exc).splitlines()[0][:200]}")
+        return problems, []
 
     def close(self) -> None:
         for raw in self._writers:

@@ -1,0 +1,101 @@
+"""Storage errors answered by their cause, on both stores: the driver's own error for each
+kind of storage fault (``server/store/faults.py``, ``error:CAUSE``) becomes the status a
+client can act on, an OperationOutcome saying why, and one log line with the cause; a
+failed write changes nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from server.store import faults
+from tests.support import TestClient, create, history_total, outcome, patient
+
+# cause: (status, issue code, words of the diagnostics, Retry-After expected)
+CAUSES: dict[str, tuple[int, str, str, bool]] = {
+    "busy": (503, "transient", "", True),
+    "connection": (503, "transient", "unavailable", True),
+    "ioerr": (503, "transient", "unavailable", True),
+    "serialization": (503, "transient", "", True),
+    "readonly": (503, "transient", "read-only", True),
+    "full": (507, "exception", "disk is full", False),
+    "corrupt": (500, "exception", "damaged", False),
+    "toobig": (400, "too-costly", "too large", False),
+}
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def store_log() -> Iterator[_Collect]:
+    collect = _Collect()
+    logger = logging.getLogger("calaim_fhir.store")
+    logger.addHandler(collect)
+    try:
+        yield collect
+    finally:
+        logger.removeHandler(collect)
+        faults.disarm()
+
+
+def _check(response: object, cause: str, log: _Collect) -> None:
+    status, code, words, retry = CAUSES[cause]
+    body = outcome(response, status)
+    issue = body["issue"][0]
+    assert issue["code"] == code, body
+    assert words.lower() in issue["diagnostics"].lower(), body
+    assert ("retry-after" in response.headers) == retry  # type: ignore[attr-defined]
+    # one line per failure: the driver's cause and the status it became
+    assert any(m.startswith("database error") and m.endswith(f"-> {status}")
+               for m in log.messages), log.messages
+    log.messages.clear()
+
+
+@pytest.mark.parametrize("cause", sorted(CAUSES))
+def test_a_failed_commit_is_answered_by_its_cause_and_writes_nothing(
+    client: TestClient, store_log: _Collect, cause: str
+) -> None:
+    pid = create(client, patient("Kept"))["id"]
+    before = history_total(client)
+    faults.arm(f"before-commit=error:{cause}")
+    _check(client.post("/fhir/Patient", json=patient("Lost")), cause, store_log)
+    _check(client.put(f"/fhir/Patient/{pid}", json={**patient("Lost"), "id": pid}), cause,
+           store_log)
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient("Lost"), "request": {"method": "POST", "url": "Patient"}}]}
+    _check(client.post("/fhir", json=bundle), cause, store_log)
+    faults.disarm()
+    assert history_total(client) == before
+    assert client.get(f"/fhir/Patient/{pid}").json()["name"][0]["family"] == "Kept"
+
+
+@pytest.mark.parametrize("cause", sorted(CAUSES))
+def test_a_failed_read_is_answered_by_its_cause(
+    client: TestClient, store_log: _Collect, cause: str
+) -> None:
+    pid = create(client, patient("Kept"))["id"]
+    faults.arm(f"read=error:{cause}")
+    _check(client.get(f"/fhir/Patient/{pid}"), cause, store_log)
+    _check(client.get("/fhir/Patient?name=Kept"), cause, store_log)
+    faults.disarm()
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+
+
+def test_the_log_line_names_the_cause_and_no_content(
+    client: TestClient, store_log: _Collect
+) -> None:
+    faults.arm("before-commit=error:full")
+    outcome(client.post("/fhir/Patient", json=patient("Zyxwvutsrq")), 507)
+    lines = [m for m in store_log.messages if "database error" in m]
+    assert lines, store_log.messages
+    assert any("full" in m.lower() for m in lines), lines
+    assert all("Zyxwvutsrq" not in m for m in store_log.messages)
