@@ -1,6 +1,6 @@
 """The outbox (migration 4): one event per committed version, and its consumers' cursors.
 
-A unit writes a version's event in the version's own transaction (``adapter.SqlUnit._write``),
+A unit writes its versions' events in their own transaction (``adapter.SqlUnit.finish``),
 so an event exists exactly when its version is committed: a refused or rolled-back write leaves
 neither. Every write transaction holds the writers' lock (decision 0003) from before its first
 sequence number until its commit, so sequence numbers increase in commit order: when event
