@@ -47,11 +47,10 @@ def _walk(resource: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str, str]]
         node, path = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                where = f"{path}.{key}" if path else key
                 if key == "reference" and isinstance(value, str):
-                    yield node, where, value
+                    yield node, (f"{path}.{key}" if path else key), value
                 elif isinstance(value, dict | list):
-                    stack.append((value, where))
+                    stack.append((value, f"{path}.{key}" if path else key))
         else:
             for index, value in enumerate(node):
                 if isinstance(value, dict | list):

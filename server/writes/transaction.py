@@ -356,6 +356,11 @@ def run(writer: Writer, entries: list[Entry], planned: Plan | None) -> list[Writ
                 ),
                 resource=resources[entry.index],
                 checked=Checked(warnings.get(entry.index, [])),
+                # its conditional references were resolved with the unit's locked matches
+                # above: nothing left for the writer to look for
+                conditional={},
+                resolved={},
+                sent=resources[entry.index],
             )
         results[entry.index] = _checked(entry, lambda p=prepared: writer.run(p))  # type: ignore[misc]
     return [results[entry.index] for entry in entries]
