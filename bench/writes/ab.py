@@ -1,5 +1,5 @@
-"""Before/after figures of the write path: two checkouts measured in alternation (ABAB...) in
-one window, each run on a fresh store.
+"""Before/after figures of the write path: two checkouts measured in alternation (ABBAAB...,
+so neither always runs first) in one window, each run on a fresh store.
 
 Per run: a server (``serve_instrumented.py``, one process) on a fresh SQLite file (or a fresh
 database of a PostgreSQL cluster), 1,000 ServiceRequests seeded, then create, update and read
@@ -263,7 +263,9 @@ def main() -> None:
     args = parser.parse_args()
     runs: list[dict[str, Any]] = []
     for round in range(args.rounds):
-        for side, checkout in (("A", args.a), ("B", args.b)):
+        pair = (("A", args.a), ("B", args.b))
+        # alternate which goes first (ABBAAB...): what runs second in a round is not favoured
+        for side, checkout in pair if round % 2 == 0 else pair[::-1]:
             with tempfile.TemporaryDirectory(prefix="calaim-ab-") as tmp:
                 work = Path(tmp)
                 url, drop = _database(args.database, work)
