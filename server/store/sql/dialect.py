@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from server.store.sql import store_file
 from server.store.sql.driver_errors import (
     postgres_error,
     postgres_fault,
+    sqlite_busy,
     sqlite_error,
     sqlite_fault,
 )
@@ -266,7 +268,7 @@ class SQLiteDialect:
                 self.path, isolation_level=None, check_same_thread=False, timeout=0
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._use_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
             # a larger page cache and memory-mapped reads: index pages of a large store stay hot
             conn.execute("PRAGMA cache_size = -65536")  # KiB, per connection
@@ -276,6 +278,29 @@ class SQLiteDialect:
         with self._all_lock:
             self._all.append(conn)
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the store in WAL mode, or join it there. Switching the journal mode can report
+        "locked" at once, without the busy handler, while another process opens or converts the
+        same file (several servers, or workers, starting on one store); a connection that finds
+        the file already in WAL mode needs no switch at all. Retried within the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        pause = 0.002
+        while True:
+            try:
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # reads the header
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                    return
+                if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if not sqlite_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            else:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"{self.path}: the store cannot be put in WAL mode")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -52,6 +52,12 @@ def _logged(error: FhirError, cause: str, message: str) -> FhirError:
     return error
 
 
+def sqlite_busy(exc: sqlite3.Error) -> bool:
+    """Whether SQLite refused because another connection holds a lock (BUSY or LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (_BUSY, _LOCKED)
+
+
 def sqlite_error(exc: sqlite3.Error) -> FhirError:
     """The FHIR error for a SQLite error."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -60,7 +66,7 @@ def sqlite_error(exc: sqlite3.Error) -> FhirError:
     message = str(exc)[:200]
     if isinstance(exc, sqlite3.IntegrityError) or primary == _CONSTRAINT:
         return Conflict("A concurrent write changed the same resource; retry")
-    if primary in (_BUSY, _LOCKED):
+    if sqlite_busy(exc):
         error: FhirError = ServiceUnavailable("The database is busy; retry")
     elif primary == _FULL:
         error = InsufficientStorage("The database cannot grow: the disk is full")
