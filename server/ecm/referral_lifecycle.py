@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from server.auth.principal import Principal
-from server.ecm.subreferrals import rolled_up
+from server.ecm.subreferrals import FILLER_ORDER, SPLITTABLE, rolled_up
 from server.errors import Forbidden, Unprocessable
 from server.fhir.instant import format_instant, now_us
 from server.fhir.outcome import Issue
@@ -167,6 +167,8 @@ PATIENT_TASK = Machine(
 _MAX_SPLIT = 200  # sub-Tasks of one source Task considered by the roll-up
 #: Elements that never change once a referral has been requested (standards.md §1.4).
 FIXED_AFTER_REQUEST = ("for", "focus", "requester", "intent", "code")
+#: Elements whose change makes a sub-referral be judged again.
+_SPLIT_ELEMENTS = frozenset({"partOf", "for", "focus", "requester"})
 #: Elements no comparison of versions looks at: the server's own.
 _SERVER_OWNED = frozenset({"meta", "id", "resourceType", "lastModified"})
 _PATIENT_TASK_CODES = {
@@ -507,6 +509,10 @@ class _Judgement:
             refused = self._roles(changed)
             if refused is not None:
                 return refused
+        if machine is REFERRAL and after != ERROR:
+            refused = self._subreferral(changed)
+            if refused is not None:
+                return refused
         if before != after:
             refused = self._evidence()
             if refused is not None:
@@ -603,6 +609,103 @@ class _Judgement:
         if request is None:
             return False
         return (CS_CODES, SOBERING_CENTERS) in set(_codes(request.get("code")))
+
+    # -- sub-referrals: what a split must be ---------------------------------------------------
+
+    def _subreferral(self, changed: set[str]) -> Verdict | None:
+        """A referral Task ``partOf`` a local referral Task is a sub-referral (standards.md
+        §1.8): requested by the source Task's owner (the platform that accepted it), for the same
+        member, its focus a ``filler-order`` ServiceRequest ``basedOn`` the source's focus; and
+        sent only while the source is accepted, in progress or on hold (the operator, recording
+        finished referrals, is exempt from that order, not from the rest)."""
+        next, reader = self.next, self.change.reader
+        sources = [
+            (i, local)
+            for i, part in enumerate(next.get("partOf") or ())
+            if (local := _local(_ref(part))) is not None and local[0] == "Task"
+        ]
+        if not sources:
+            return None
+        sending = self.after != "draft" and (self.previous is None or self.before == "draft")
+        if self.previous is not None and not sending and not changed & _SPLIT_ELEMENTS:
+            return None
+        clause = "standards.md §1.8, docs/closed-loop.md"
+        for i, key in sources:
+            where = f"partOf[{i}]"
+            source = _read(reader, key)
+            if source is None:
+                return self._unprocessable(f"the source Task/{key[1]} is not stored", where, clause)
+            if machine_of(source) is not REFERRAL:
+                return self._unprocessable(
+                    f"Task/{key[1]} is not a referral Task: a referral is part only of another "
+                    "referral",
+                    where,
+                    clause,
+                )
+            owner = _ref(source.get("owner"))
+            if owner is None:
+                return self._unprocessable(
+                    f"the source Task/{key[1]} has no owner: only the organisation a referral "
+                    "was routed to splits it",
+                    where,
+                    clause,
+                )
+            if _ref(next.get("requester")) != owner:
+                return self._unprocessable(
+                    f"a sub-referral is requested by the organisation the source Task/{key[1]} "
+                    f"was routed to ({owner})",
+                    "requester",
+                    clause,
+                )
+            if _ref(next.get("for")) != _ref(source.get("for")):
+                return self._unprocessable(
+                    f"a sub-referral is for the member of the source Task/{key[1]} "
+                    f"({_ref(source.get('for'))})",
+                    "for",
+                    clause,
+                )
+            refused = self._filler_order(_ref(source.get("focus")), key[1], clause)
+            if refused is not None:
+                return refused
+            status = source.get("status")
+            if sending and not self.principal.operator and status not in SPLITTABLE:
+                return self._unprocessable(
+                    f"the source Task/{key[1]} is {status}: a referral is split once it is "
+                    f"accepted, while it is {', '.join(sorted(SPLITTABLE))}",
+                    where,
+                    clause,
+                )
+        return None
+
+    def _filler_order(self, original: str | None, source_id: str, clause: str) -> Verdict | None:
+        focus = _ref(self.next.get("focus"))
+        if focus is not None and "://" in focus:
+            self.warnings.append(
+                Issue(
+                    "warning",
+                    "informational",
+                    f"{focus} is on another server: the server did not check that it is a "
+                    "filler order of the source referral",
+                    f"{self.root}.focus",
+                )
+            )
+            return None
+        local = _local(focus)
+        request = None if local is None else _read(self.change.reader, local)
+        if (
+            local is None
+            or local[0] != "ServiceRequest"
+            or request is None
+            or request.get("intent") != FILLER_ORDER
+            or original not in {_ref(b) for b in request.get("basedOn") or ()}
+        ):
+            return self._unprocessable(
+                f"the focus of a sub-referral is a {FILLER_ORDER} ServiceRequest basedOn the "
+                f"focus of the source Task/{source_id} ({original})",
+                "focus",
+                clause,
+            )
+        return None
 
     # -- evidence -----------------------------------------------------------------------------
 

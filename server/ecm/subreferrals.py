@@ -13,6 +13,11 @@ Task follows its sub-Tasks by this table (sub-Tasks ``entered-in-error`` do not 
 | some in-progress, on-hold or completed, others open | ``in-progress`` |
 | none started yet (draft, requested, accepted) | unchanged |
 
+A sub-Task is refused (422) unless its ``requester`` is the source Task's ``owner``, its ``for``
+the source's, and its ``focus`` a ``filler-order`` ServiceRequest ``basedOn`` the source's
+focus; it is sent (created past ``draft``, or moved out of it) only while the source is
+accepted, in progress or on hold (``SPLITTABLE``).
+
 The source Task changes only when the lifecycle allows the move from where it is (an
 ``accepted`` or ``on-hold`` Task may go ``in-progress``; nothing moves a terminal one). The
 change is a write derived in the same unit as the sub-Task's, made as the organisation that
@@ -23,6 +28,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+FILLER_ORDER = "filler-order"
+#: The source Task's statuses in which its sub-referrals are sent.
+SPLITTABLE = frozenset({"accepted", "in-progress", "on-hold"})
 COMPLETED = "completed"
 STOPPED = frozenset({"rejected", "failed", "cancelled"})
 STARTED = frozenset({"in-progress", "on-hold", COMPLETED})

@@ -593,3 +593,158 @@ def test_sub_referrals_that_all_end_put_the_source_on_hold_to_re_route(
     assert _task(app, source["id"])["status"] == "on-hold"
     _ok(_put(app, retry, status="in-progress"))
     assert _task(app, source["id"])["status"] == "in-progress"
+
+
+def _sub_task(source: dict[str, Any], focus: str, **extra: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "focus": {"reference": focus},
+        "requester": {"reference": "Organization/bay-connect"},
+        "owner": {"reference": "Organization/casa-segura-housing"},
+        "partOf": [{"reference": f"Task/{source['id']}"}],
+    }
+    return _referral_task(**{**fields, **extra})
+
+
+def _filler_order(app: TestClient, **extra: Any) -> str:
+    order = copy.deepcopy(_example("ServiceRequest-cs-referral-example"))
+    order.pop("id")
+    order.pop("identifier")
+    order.update(
+        intent="filler-order",
+        basedOn=[{"reference": "ServiceRequest/cs-referral-example"}],
+        requester={"reference": "Organization/bay-connect"},
+        performer=[{"reference": "Organization/casa-segura-housing"}],
+    )
+    order.update(extra)
+    return f"ServiceRequest/{_ok(app.post('/fhir/ServiceRequest', json=order), 201)['id']}"
+
+
+def _sub_tasks(app: TestClient, source: dict[str, Any]) -> int:
+    bundle = _ok(app.get(f"/fhir/Task?part-of=Task/{source['id']}&_summary=count"))
+    return int(bundle["total"])
+
+
+def test_a_referral_is_split_only_once_the_platform_has_accepted_it(
+    app: TestClient, acting: Acting
+) -> None:
+    source = _requested(app, acting, owner={"reference": "Organization/bay-connect"})
+    acting.as_(HUB)
+    order = _filler_order(app)
+    refused = outcome(app.post("/fhir/Task", json=_sub_task(source, order)), 422)
+    assert expressions(refused) == ["Task.partOf[0]"]
+    assert "requested" in refused["issue"][0]["diagnostics"]
+    assert _sub_tasks(app, source) == 0
+    source = _ok(_put(app, source, status="accepted"))
+    _ok(app.post("/fhir/Task", json=_sub_task(source, order)), 201)
+    assert _sub_tasks(app, source) == 1
+    # a completed referral is not split any more
+    acting.as_(REFERRER)
+    source = _ok(
+        _put(app, _task(app, source["id"]), status="cancelled",
+             statusReason=_reason("member-declined", "Declined"))
+    )
+    acting.as_(HUB)
+    refused = outcome(app.post("/fhir/Task", json=_sub_task(source, order)), 422)
+    assert expressions(refused) == ["Task.partOf[0]"]
+    assert _sub_tasks(app, source) == 1
+
+
+def test_a_sub_referral_must_be_the_platforms_filler_order_for_the_same_member(
+    app: TestClient, acting: Acting
+) -> None:
+    source = _requested(app, acting, owner={"reference": "Organization/bay-connect"})
+    acting.as_(HUB)
+    source = _ok(_put(app, source, status="accepted"))
+    order = _filler_order(app)
+    # the focus is the original referral, not a filler order of it
+    refused = outcome(
+        app.post("/fhir/Task", json=_sub_task(source, "ServiceRequest/cs-referral-example")), 422
+    )
+    assert expressions(refused) == ["Task.focus"]
+    # a filler order of another referral
+    other = _filler_order(app, basedOn=[{"reference": "ServiceRequest/cs-referral-example-x"}])
+    refused = outcome(app.post("/fhir/Task", json=_sub_task(source, other)), 422)
+    assert expressions(refused) == ["Task.focus"]
+    # another member
+    acting.as_(LOCAL)
+    member = _ok(app.post("/fhir/Patient", json={"resourceType": "Patient", "active": True}), 201)
+    acting.as_(HUB)
+    refused = outcome(
+        app.post(
+            "/fhir/Task",
+            json=_sub_task(source, order, **{"for": {"reference": f"Patient/{member['id']}"}}),
+        ),
+        422,
+    )
+    assert expressions(refused) == ["Task.for"]
+    # requested by someone other than the organisation the source was routed to
+    acting.as_(REFERRER)
+    refused = outcome(
+        app.post(
+            "/fhir/Task",
+            json=_sub_task(
+                source, order, requester={"reference": "Organization/sierra-vista-ccp"}
+            ),
+        ),
+        422,
+    )
+    assert expressions(refused) == ["Task.requester"]
+    assert _sub_tasks(app, source) == 0  # nothing was written
+    acting.as_(HUB)
+    _ok(app.post("/fhir/Task", json=_sub_task(source, order)), 201)
+    assert _sub_tasks(app, source) == 1
+
+
+def test_a_referral_is_part_only_of_another_referral(app: TestClient, acting: Acting) -> None:
+    acting.as_(LOCAL)
+    other = _ok(
+        app.post(
+            "/fhir/Task",
+            json={
+                "resourceType": "Task",
+                "status": "requested",
+                "intent": "order",
+                "code": {"text": "Call back"},
+            },
+        ),
+        201,
+    )
+    source = _requested(app, acting, owner={"reference": "Organization/bay-connect"})
+    acting.as_(HUB)
+    source = _ok(_put(app, source, status="accepted"))
+    order = _filler_order(app)
+    sub = _sub_task(source, order)
+    sub["partOf"] = [{"reference": f"Task/{other['id']}"}]
+    refused = outcome(app.post("/fhir/Task", json=sub), 422)
+    assert expressions(refused) == ["Task.partOf[0]"]
+
+
+def test_a_split_in_a_transaction_is_refused_whole(app: TestClient, acting: Acting) -> None:
+    source = _requested(app, acting, owner={"reference": "Organization/bay-connect"})
+    acting.as_(HUB)  # not accepted yet
+    order = copy.deepcopy(_example("ServiceRequest-cs-referral-example"))
+    order.pop("id")
+    order.pop("identifier")
+    order.update(
+        intent="filler-order",
+        basedOn=[{"reference": "ServiceRequest/cs-referral-example"}],
+        requester={"reference": "Organization/bay-connect"},
+    )
+    url = "urn:uuid:0b5e0000-0000-4000-8000-0000000000aa"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": url,
+                "resource": order,
+                "request": {"method": "POST", "url": "ServiceRequest"},
+            },
+            {"resource": _sub_task(source, url), "request": {"method": "POST", "url": "Task"}},
+        ],
+    }
+    before = _ok(app.get("/fhir/ServiceRequest?_summary=count"))["total"]
+    refused = outcome(app.post("/fhir", json=bundle), 422)
+    assert any("partOf[0]" in e for e in expressions(refused))
+    assert _ok(app.get("/fhir/ServiceRequest?_summary=count"))["total"] == before
+    assert _sub_tasks(app, source) == 0
