@@ -1004,6 +1004,27 @@ def count_statement(
     return Plan(criteria, collate=collate, probe=probe).count()
 
 
+def cheap_count_statement(
+    criteria: Criteria, *, collate: str, probe: Probe
+) -> tuple[str, list[Any]] | None:
+    """The count of ``criteria`` when counting is cheap, None when it would read every match of
+    a broad search. Cheap: a clause with fewer than ``PROBE_LIMIT`` index entries drives the
+    count (the probes that choose the page's plan tell), or the searched types hold fewer than
+    ``PROBE_LIMIT`` live resources (one more bounded probe), so counting reads at most about
+    as many entries as those probes did, whatever the store's size."""
+    plan = Plan(criteria, collate=collate, probe=probe, walkable=True)
+    if plan.driver is None:  # no clause is narrow (or none has an index): are the types small?
+        types = _in("rtype", plan.types) if plan.types is not None else ("1 = 1", ())
+        live = probe(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM resource WHERE {types[0]} AND deleted = 0"
+            f" LIMIT {PROBE_LIMIT}) p",
+            types[1],
+        )
+        if live >= PROBE_LIMIT:
+            return None
+    return plan.count()
+
+
 def _keyset(keys: Sequence[tuple[str, bool]], cursor: Cursor, backward: bool) -> Frag:
     """Rows after (``backward``: before) the cursor in the order of ``keys`` (column,
     descending), missing values last, then ``created_seq`` ascending."""
