@@ -218,8 +218,11 @@ class SqlReader:
         sql, args = compiler.count_statement(query.criteria, collate=self._collate, probe=probe)
         if query.total in ("estimate", "auto") and self._estimate is not None:
             estimated = self._estimate(self._conn, sql, args)
-            if estimated is not None or query.total == "auto":
-                return estimated
+            if query.total == "estimate" and estimated is None:
+                return self._count(sql, args)
+            if query.total == "auto" and _contradicted(query, estimated):
+                return None
+            return estimated
         return self._count(sql, args)
 
     def _count(self, sql: str, args: Sequence[Any]) -> int:
@@ -555,3 +558,13 @@ def _remembered(probe: compiler.Probe) -> compiler.Probe:
         return seen[key]
 
     return remembered
+
+
+def _contradicted(query: SearchQuery, estimated: int | None) -> bool:
+    """Whether the probes that found a search broad contradict the planner's estimate of its
+    count: with at most one clause, a clause (or the type) found to hold ``PROBE_LIMIT`` entries
+    or more has about as many matches; an estimate far below that (a value the statistics
+    miss) is left out rather than given. Several clauses may intersect to anything."""
+    if estimated is None:
+        return True
+    return len(query.criteria.clauses) <= 1 and estimated < compiler.PROBE_LIMIT
