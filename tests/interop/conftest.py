@@ -78,23 +78,34 @@ def assert_eligible(parameters: dict[str, Any]) -> None:
 
 
 class Scenario:
-    """Runs each operation once, in order, and keeps what happened to it."""
+    """The operations of one client (``@scenario.step(name)``), run once each in the order of
+    ``OPERATIONS`` by ``check``, which keeps what happened to each and asserts they all passed."""
 
     def __init__(self, client: str) -> None:
         self.client = client
+        self.steps: dict[str, Callable[[], None]] = {}
         self.results: dict[str, str] = {}
 
-    def run(self, operation: str, step: Callable[[], None]) -> None:
+    def step(self, operation: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
         assert operation in OPERATIONS, operation
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - every failure is reported, per operation
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.results[operation] = detail[:600]
-        else:
-            self.results[operation] = "ok"
+
+        def add(fn: Callable[[], None]) -> Callable[[], None]:
+            self.steps[operation] = fn
+            return fn
+
+        return add
 
     def check(self) -> None:
+        for operation in OPERATIONS:
+            if operation not in self.steps:
+                continue
+            try:
+                self.steps[operation]()
+            except Exception as exc:  # noqa: BLE001 - every failure is reported, per operation
+                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                self.results[operation] = detail[:600]
+            else:
+                self.results[operation] = "ok"
         assert_report(self.client, self.results)
 
 

@@ -44,17 +44,20 @@ def test_fhirclient_scenario(server: Server) -> None:
     scenario = Scenario("fhirclient")
     made: dict[str, Any] = {}
 
+    @scenario.step("create")
     def create() -> None:
         created = _patient(SYSTEM, "one").create(fhir)
         assert created is not None and created["meta"]["versionId"] == "1"
         made["id"] = created["id"]
 
+    @scenario.step("read")
     def read() -> None:
         patient = Patient.read(made["id"], fhir)
         assert patient.identifier[0].value == "one"
         assert patient.meta.versionId == "1"
         made["patient"] = patient
 
+    @scenario.step("conditional-create")
     def conditional_create() -> None:
         body = _patient(SYSTEM, "cond").as_json()
         first = fhir.post_json(f"Patient?identifier={SYSTEM}|cond", body)
@@ -64,6 +67,7 @@ def test_fhirclient_scenario(server: Server) -> None:
         found = list(Patient.where({"identifier": f"{SYSTEM}|cond"}).perform_resources_iter(fhir))
         assert [p.id for p in found] == [first.json()["id"]]
 
+    @scenario.step("update-with-version")
     def update_with_version() -> None:
         patient: Patient = made["patient"]
         patient.active = True
@@ -74,6 +78,7 @@ def test_fhirclient_scenario(server: Server) -> None:
             del fhir.session.headers["If-Match"]
         assert updated is not None and updated["meta"]["versionId"] == "2"
 
+    @scenario.step("stale-version-refused")
     def stale_version_refused() -> None:
         patient: Patient = made["patient"]
         patient.active = False
@@ -86,6 +91,7 @@ def test_fhirclient_scenario(server: Server) -> None:
         assert refused.value.response.status_code == 412
         assert Patient.read(made["id"], fhir).active is True
 
+    @scenario.step("patch")
     def patch() -> None:
         response = fhir.session.patch(
             f"{fhir.base_uri}Patient/{made['id']}",
@@ -97,6 +103,7 @@ def test_fhirclient_scenario(server: Server) -> None:
         patched = Patient(response.json())
         assert (patched.gender, patched.active, patched.meta.versionId) == ("male", True, "3")
 
+    @scenario.step("search-paging")
     def search_paging() -> None:
         for n in range(PAGED):
             _patient(f"{SYSTEM}:page", str(n)).create(fhir)
@@ -108,31 +115,24 @@ def test_fhirclient_scenario(server: Server) -> None:
         )
         assert values == [str(n) for n in range(PAGED)]
 
+    @scenario.step("transaction")
     def transaction() -> None:
         response = Bundle(member_transaction("fhirclient")).create(fhir)
         assert response is not None
         Bundle(response)  # a valid R4 Bundle
         made["member"] = created_id(response, "Patient")
 
+    @scenario.step("ecm-eligibility")
     def ecm_eligibility() -> None:
         answer = fhir.request_json(f"Patient/{made['member']}/$ecm-eligibility?asOf={AS_OF}")
         Parameters(answer)  # a valid R4 Parameters
         assert_eligible(answer)
 
+    @scenario.step("delete")
     def delete() -> None:
         Patient.read(made["id"], fhir).delete(fhir)
         with pytest.raises(requests.HTTPError) as gone:
             Patient.read(made["id"], fhir)
         assert gone.value.response.status_code == 410
 
-    scenario.run("create", create)
-    scenario.run("read", read)
-    scenario.run("conditional-create", conditional_create)
-    scenario.run("update-with-version", update_with_version)
-    scenario.run("stale-version-refused", stale_version_refused)
-    scenario.run("patch", patch)
-    scenario.run("search-paging", search_paging)
-    scenario.run("transaction", transaction)
-    scenario.run("ecm-eligibility", ecm_eligibility)
-    scenario.run("delete", delete)
     scenario.check()

@@ -31,6 +31,7 @@ def test_fhirpy_scenario(server: Server) -> None:
     scenario = Scenario("fhirpy")
     made: dict[str, Any] = {}
 
+    @scenario.step("create")
     def create() -> None:
         patient = client.resource(
             "Patient", identifier=[{"system": SYSTEM, "value": "one"}], name=[{"family": "Py"}]
@@ -39,11 +40,13 @@ def test_fhirpy_scenario(server: Server) -> None:
         assert patient.id and patient["meta"]["versionId"] == "1"
         made["patient"] = patient
 
+    @scenario.step("read")
     def read() -> None:
         got = client.reference("Patient", made["patient"].id).to_resource()
         assert got["name"] == [{"family": "Py"}]
         assert client.get("Patient", made["patient"].id)["id"] == made["patient"].id
 
+    @scenario.step("conditional-create")
     def conditional_create() -> None:
         search = client.resources("Patient").search(identifier=f"{SYSTEM}|cond")
         body = client.resource("Patient", identifier=[{"system": SYSTEM, "value": "cond"}])
@@ -57,6 +60,7 @@ def test_fhirpy_scenario(server: Server) -> None:
         assert third.id == first.id
         assert len(search.fetch_all()) == 1
 
+    @scenario.step("update-with-version")
     def update_with_version() -> None:
         patient = made["patient"]
         version = patient["meta"]["versionId"]
@@ -70,6 +74,7 @@ def test_fhirpy_scenario(server: Server) -> None:
         made["stale"] = updated.serialize()
         made["patient"] = client.reference("Patient", patient.id).to_resource()
 
+    @scenario.step("stale-version-refused")
     def stale_version_refused() -> None:
         stale = made["versioned"].resource("Patient", **made["stale"])
         stale["name"] = [{"family": "Lost"}]
@@ -78,6 +83,7 @@ def test_fhirpy_scenario(server: Server) -> None:
         assert '"resourceType":"OperationOutcome"' in str(refused.value).replace(" ", "")
         assert client.get("Patient", stale.id)["name"][0]["family"] == "Py"
 
+    @scenario.step("patch")
     def patch() -> None:
         patient = made["patient"]
         patient.patch(active=True, gender="female")  # a merge body as application/json
@@ -87,6 +93,7 @@ def test_fhirpy_scenario(server: Server) -> None:
         assert (got["active"], got["gender"], got["birthDate"]) == (True, "female", "1990-01-02")
         assert got["name"][0]["given"] == ["Updated"]  # untouched members stay
 
+    @scenario.step("search-paging")
     def search_paging() -> None:
         for n in range(PAGED):
             page_item = [{"system": f"{SYSTEM}:page", "value": str(n)}]
@@ -102,10 +109,12 @@ def test_fhirpy_scenario(server: Server) -> None:
         counted = lenient.resources("Patient").search(identifier=f"{SYSTEM}:page|").count()
         assert counted == PAGED
 
+    @scenario.step("transaction")
     def transaction() -> None:
         response = client.execute("", method="post", data=member_transaction("fhirpy"))
         made["member"] = created_id(response, "Patient")
 
+    @scenario.step("ecm-eligibility")
     def ecm_eligibility() -> None:
         member = client.reference("Patient", made["member"])
         assert_eligible(member.execute("$ecm-eligibility", method="get", params={"asOf": AS_OF}))
@@ -113,20 +122,11 @@ def test_fhirpy_scenario(server: Server) -> None:
         posted = member.execute("$ecm-eligibility", data=body)
         assert_eligible(posted)
 
+    @scenario.step("delete")
     def delete() -> None:
         patient = made["patient"]
         patient.delete()
         with pytest.raises(ResourceNotFound):
             client.get("Patient", patient.id)
 
-    scenario.run("create", create)
-    scenario.run("read", read)
-    scenario.run("conditional-create", conditional_create)
-    scenario.run("update-with-version", update_with_version)
-    scenario.run("stale-version-refused", stale_version_refused)
-    scenario.run("patch", patch)
-    scenario.run("search-paging", search_paging)
-    scenario.run("transaction", transaction)
-    scenario.run("ecm-eligibility", ecm_eligibility)
-    scenario.run("delete", delete)
     scenario.check()
