@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     )
     default_page_size: int = Field(20, ge=1)
     max_page_size: int = Field(1000, ge=1)
+    default_total: Literal["auto", "accurate", "none"] = Field(
+        "auto",
+        description="Bundle.total of a search without _total. auto: the exact count when "
+        "counting is cheap (fewer than 1,000 index entries to count), otherwise the "
+        "database's estimate for a caller who may see every row (PostgreSQL), otherwise none; "
+        "accurate: always the exact count (a broad search then counts every match); none: only "
+        "when _total, _summary=count or _count=0 asks",
+    )
     search_timezone: str = Field(
         "America/Los_Angeles",
         description="Zone of dates and times without an offset, in searches and index rows",

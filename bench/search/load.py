@@ -88,6 +88,7 @@ def store_size(database_url: str) -> int | None:
 def load_repo(args: argparse.Namespace, total: int | None) -> dict[str, Any]:
     from server.settings import Settings
     from server.store import open_store
+    from server.store.base import SYSTEM
 
     repo = open_store(Settings(database_url=args.database_url))
     dialect = repo.sql_dialect
@@ -111,7 +112,7 @@ def load_repo(args: argparse.Namespace, total: int | None) -> dict[str, Any]:
 
             t0 = time.perf_counter()
             with dialect.writing() as conn:
-                repo.run_jobs(conn, [job])
+                repo.run_jobs(conn, [(job, SYSTEM)])
             commits.append((time.perf_counter() - t0) * 1000)
             progress.add(len(chunk))
         if args.analyze:

@@ -17,7 +17,8 @@ requests alternate server by server (one keep-alive connection each, sequential)
 server sees the same machine load. Each answer is checked: status 200, the number of matches
 on the page, the ids belong to the expected match set, ``next`` present exactly when more
 matches exist, ``total`` when the search asks for it, included resources; a server that answers
-wrongly gets its errors counted and printed, not a figure.
+wrongly gets its errors counted and printed, not a figure. The ``total`` each server gave (also
+unasked: a default total) is recorded with its figures.
 """
 
 from __future__ import annotations
@@ -256,10 +257,13 @@ def measure(
         }
         times: dict[str, list[float]] = {c.label: [] for c in clients}
         errors: dict[str, list[str]] = {c.label: [] for c in clients}
+        given: dict[str, Any] = {}  # the Bundle.total each server gave (None: left out)
         for client in clients:
             for _ in range(warmup):
                 status, body, _ms = client.get(path)
                 errors[client.label] = check(search, status, body)
+                if status == 200:
+                    given[client.label] = json.loads(body).get("total")
         for _ in range(repeats):
             for client in clients:
                 if errors[client.label]:
@@ -275,12 +279,12 @@ def measure(
             if errors[label]:
                 entry["servers"][label] = {"wrong": errors[label]}
             else:
-                entry["servers"][label] = stats(times[label])
+                entry["servers"][label] = {**stats(times[label]), "total": given.get(label)}
         results.append(entry)
         shown = "  ".join(
             f"{label}: "
             + (
-                f"p50 {r['p50_ms']:.2f} ms p95 {r['p95_ms']:.2f}"
+                f"p50 {r['p50_ms']:.2f} ms p95 {r['p95_ms']:.2f} total {r['total']}"
                 if "p50_ms" in r
                 else f"WRONG {'; '.join(r['wrong'])}"
             )

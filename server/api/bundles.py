@@ -30,17 +30,18 @@ from server.api.interactions import (
 from server.api.json_body import loads
 from server.api.patches import PatchFormat
 from server.api.writing import submit
-from server.errors import BadRequest, FhirError, InvalidResource
+from server.errors import BadRequest, FhirError, InvalidResource, Unprocessable
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.urns import urn_problem
 from server.fhir.validation import base_validator
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
+from server.store.base import Reader
 from server.writes import transaction
 from server.writes.pipeline import Pipeline
 from server.writes.transaction import EntryFailed
-from server.writes.write import Written
+from server.writes.write import Write, Written
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _PATCH_TYPES: dict[str, PatchFormat] = {
@@ -228,14 +229,14 @@ async def _batch(
 
 
 def _transaction_entry(
-    parsed: Parsed, pipeline: Pipeline, settings: Settings
+    parsed: Parsed, write: Write | None, pipeline: Pipeline, settings: Settings
 ) -> transaction.Entry:
     request = parsed.request
     entry = transaction.Entry(parsed.index, parsed.full_url)
-    if request.method == "GET":
+    if write is None:
         entry.read = lambda reader: run_read(reader, request, settings)
         return entry
-    entry.prepared = pipeline.prepare(to_write(request), None)
+    entry.prepared = pipeline.prepare(write, None)
     entry.original = entry.prepared.resource
     return entry
 
@@ -248,18 +249,17 @@ async def _transaction(
     prefer: str,
 ) -> bytes:
     entries: list[transaction.Entry] = []
-    issues: list[Issue] = []
-    first_status: int | None = None
+    unprepared: list[tuple[int, FhirError, Write | None]] = []
     for index, raw in enumerate(raw_entries):
+        write = None
         try:
             parsed = _entry(raw, index, settings.fhir_base)
-            entries.append(_transaction_entry(parsed, pipeline, settings))
+            write = None if parsed.request.method == "GET" else to_write(parsed.request)
+            entries.append(_transaction_entry(parsed, write, pipeline, settings))
         except FhirError as error:
-            issues.extend(_issues(error, index))
-            first_status = first_status or error.status
-    if issues:
-        assert first_status is not None
-        raise _combined(first_status, issues)
+            unprepared.append((index, error, write))
+    if unprepared:
+        raise await _entry_errors(unprepared, repo, pipeline)
     principal = repo.principal
     try:
         transaction.check_overlaps(entries)
@@ -274,6 +274,28 @@ async def _transaction(
     responses = [_answer(result) for result in results]
     out = [_response_entry(response, settings, prefer) for response in responses]
     return orjson.dumps({"resourceType": "Bundle", "type": "transaction-response", "entry": out})
+
+
+async def _entry_errors(
+    failed: list[tuple[int, FhirError, Write | None]],
+    repo: AuthorizedRepository,
+    pipeline: Pipeline,
+) -> FhirError:
+    """One error for the entries that failed to prepare: each entry's issues in entry order,
+    the status of the first; an entry whose base errors leave its structure readable also
+    lists its profile issues, as a REST write does (one read of the store for them all)."""
+    writes = [(i, error, write) for i, error, write in failed if write is not None]
+    if any(isinstance(error, (InvalidResource, Unprocessable)) for _, error, _ in writes):
+
+        def profiled(reader: Reader) -> dict[int, FhirError]:
+            return {
+                i: pipeline.with_profile_issues(write, error, reader) for i, error, write in writes
+            }
+
+        answered = await repo.checking(profiled)
+        failed = [(i, answered.get(i, error), write) for i, error, write in failed]
+    issues = [issue for i, error, _ in failed for issue in _issues(error, i)]
+    return _combined(failed[0][1].status, issues)
 
 
 def _combined(status: int, issues: list[Issue], headers: dict[str, str] | None = None) -> FhirError:

@@ -400,7 +400,7 @@ def run_search(
     query = parsed.query
     if parsed.summary == "count":
         query = replace(query, count=0, total="accurate")
-    elif query.count == 0 and query.total == "none":  # a page of nothing asks how many
+    elif query.count == 0 and query.total in ("none", "auto"):  # a page of nothing asks how many
         query = replace(query, total="accurate")
     page = reader.search(query)
     included: list[Version] = []

@@ -132,6 +132,25 @@ def _system_operations(definitions: Conformance) -> list[dict[str, Any]]:
     return _entries(definitions, lambda op: op.system_level)
 
 
+def _totals(settings: Settings) -> str:
+    """How Bundle.total is counted, under the configured default."""
+    text = (
+        "Bundle.total is exact with _total=accurate, _summary=count or _count=0; "
+        "_total=estimate is the database's estimate (PostgreSQL planner statistics; the exact "
+        "count on SQLite and for a caller who may not see every resource). "
+    )
+    if settings.default_total == "accurate":
+        return text + "Every other search carries the exact count too."
+    if settings.default_total == "none":
+        return text + "Other searches carry no total."
+    return text + (
+        "Every other search carries the exact count when counting is cheap (a search clause or "
+        "the searched types hold fewer than 1,000 index entries); otherwise the estimate on "
+        "PostgreSQL for a caller who may see every resource, and no total on SQLite or for "
+        "other callers, so a page costs what it holds."
+    )
+
+
 def _documentation(settings: Settings) -> str:
     text = (
         "References need not resolve when a resource is written "
@@ -145,8 +164,7 @@ def _documentation(settings: Settings) -> str:
         "included, and never stored unresolved; POST [type]?criteria is a conditional create "
         "like If-None-Exist (see docs/clients.md). HEAD is answered on every GET URL; "
         "responses of 4 KiB or more are gzip-compressed when Accept-Encoding allows it. "
-        "Bundle.total is given with _total=accurate|estimate (both exact counts), "
-        "_summary=count or _count=0."
+        + _totals(settings)
     )
     long_running = sorted({f"${op.name}" for op in operations() if op.long_running})
     if long_running:

@@ -104,7 +104,8 @@ _ALL_TYPES = tuple(sorted(RESOURCE_TYPES))
 @dataclass(frozen=True)
 class SearchContext:
     """What parsing a search depends on: the parameters, the server base (to recognise local
-    absolute references), the zone of dates without an offset, page sizes, and terminology
+    absolute references), the zone of dates without an offset, page sizes, the total of a
+    search without ``_total``, and terminology
     expansion (``expand(url)`` -> ``{(system, code)}``, None when the URL is unknown)."""
 
     registry: Registry
@@ -113,6 +114,7 @@ class SearchContext:
     default_count: int
     max_count: int
     expand: Callable[[str], frozenset[tuple[str, str]] | None]
+    default_total: Total = "none"  # Bundle.total of a search without _total
 
 
 @dataclass(frozen=True)
@@ -827,8 +829,8 @@ def parse_search(
         applied.append(("_sort", given["_sort"]))
     count = _count(given.get("_count"), ctx)
     applied.append(("_count", str(count)))
-    total = given.get("_total", "none")
-    if total not in TOTALS:
+    total = given.get("_total", ctx.default_total)
+    if "_total" in given and total not in TOTALS:
         raise InvalidSearch(f"_total takes {', '.join(TOTALS)}", expression="_total")
     if "_total" in given:
         applied.append(("_total", total))

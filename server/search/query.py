@@ -302,7 +302,13 @@ class Cursor:
     backward: bool = False
 
 
-Total = Literal["none", "estimate", "accurate"]
+Total = Literal["none", "estimate", "accurate", "auto", "bounded"]
+"""How a page counts its matches (``Bundle.total``): ``none``; ``accurate``, every match;
+``estimate``, the database's estimate where it keeps statistics, else exact; ``auto`` (a search
+without ``_total``, by default): exact when counting is cheap (a clause or the types hold fewer
+than a probe's bound), else the estimate where the store keeps one, else no total;
+``bounded``: exact when counting is cheap, else no total (``auto`` for a caller who may not
+see every row, whom an estimate would describe rows it cannot see)."""
 
 
 @dataclass(frozen=True, slots=True)

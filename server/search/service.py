@@ -37,6 +37,7 @@ def search_service(settings: Settings) -> SearchService:
         zone=zone,
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
+        default_total=settings.default_total,
         expand=conformance().terminology.expand,
     )
     return SearchService(registry, Indexer(registry, base, zone), context)

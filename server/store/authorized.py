@@ -66,10 +66,10 @@ class _Checked:
             self._check("search-system", None)
             for each in query.criteria.types:
                 self._check("search-type", each)
-        if query.total == "estimate" and not self._principal.allow_all:
+        if query.total in ("estimate", "auto") and not self._principal.allow_all:
             # an estimate comes from statistics of every row; a restricted caller's total
             # counts only what it may see
-            query = replace(query, total="accurate")
+            query = replace(query, total="accurate" if query.total == "estimate" else "bounded")
         return self._inner.search(query)
 
     def include(

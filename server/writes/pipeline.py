@@ -122,13 +122,32 @@ class Pipeline:
         that lists them with its base errors; None without a reader (inside the unit)."""
         if reader is None:
             return None
+        return self._profiles_of(write.resource, Seen(reader, self.targets), write.expression)
 
+    def _profiles_of(
+        self, resource: Any, lookup: Lookup, expression: str
+    ) -> Callable[[], list[Issue]]:
         def issues() -> list[Issue]:
-            lookup = Seen(reader, self.targets)
-            root = write.expression or None
-            return self.validation.check(write.resource, lookup=lookup, root=root).issues
+            root = expression or None
+            return self.validation.check(resource, lookup=lookup, root=root).issues
 
         return issues
+
+    def with_profile_issues(self, write: Write, error: FhirError, reader: Reader) -> FhirError:
+        """``error``, which preparing ``write`` without a reader raised (a transaction entry),
+        with the profile issues of its resource added when it is base validation's failure and
+        the structure is still readable: the one answer a REST write gets."""
+        if write.interaction not in ("create", "update") or not isinstance(write.resource, dict):
+            return error
+        profiles = self._profile_issues(write, reader)
+        try:
+            check_base(write.resource, write.expression, profiles=profiles)
+        except FhirError as again:
+            base = again.issues[: len(error.issues)]
+            if base == error.issues and len(again.issues) > len(error.issues):
+                again.headers = error.headers
+                return again
+        return error
 
     def _prepare_patch(self, prepared: Prepared, reader: Reader) -> None:
         """Apply the patch to the version stored now; a failure here is final (the request is
@@ -140,11 +159,11 @@ class Pipeline:
             return  # 404 / 410 come from the unit, with the unit's view
         if write.if_match is not None and write.if_match != current.version:
             return  # 412 from the unit
-        patched = self._resolve(prepared, self.patched(write, current), _finder(reader))
+        seen = Seen(reader, self.targets)
+        patched = self._resolve(prepared, self.patched(write, current, seen), _finder(reader))
         if self.rules.prepares(write.type):
             patched = self.rules.prepare(write, patched, current)
             prepared.ruled_on = current.version
-        seen = Seen(reader, self.targets)
         warnings = self.validate(patched, seen, "", after_patch=True)
         prepared.base, prepared.patched = current, patched
         prepared.checked = Checked(warnings, seen)
@@ -180,8 +199,10 @@ class Pipeline:
         prepared.resource = resource
         return resource
 
-    def patched(self, write: Write, current: Version) -> dict[str, Any]:
-        """The patched resource, which keeps its type and id and passes base validation."""
+    def patched(self, write: Write, current: Version, lookup: Lookup) -> dict[str, Any]:
+        """The patched resource, which keeps its type and id and passes base validation (whose
+        errors come with the profile issues, read through ``lookup``, when the structure is
+        still readable)."""
         assert write.patch is not None and current.body is not None
         patched = write.patch(orjson.loads(current.body))
         if not isinstance(patched, dict) or patched.get("resourceType") != write.type:
@@ -192,7 +213,7 @@ class Pipeline:
             raise Unprocessable(
                 "The patch must not change the resource id", expression=f"{write.type}.id"
             )
-        check_base(patched, "", after_patch=True)
+        check_base(patched, "", after_patch=True, profiles=self._profiles_of(patched, lookup, ""))
         return patched
 
     def validate(
@@ -317,7 +338,7 @@ class Writer:
         _check_match(current, write, id)
         base = prepared.base
         if base is None or base.version != current.version or base.id != id:
-            prepared.patched = self.pipeline.patched(write, current)
+            prepared.patched = self.pipeline.patched(write, current, reader_lookup(self.system))
             prepared.checked = None
             prepared.ruled_on = None
             prepared.conditional = prepared.resolved = prepared.sent = None

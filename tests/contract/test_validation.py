@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from pathlib import Path
@@ -336,3 +337,63 @@ def test_a_write_reports_base_and_profile_issues_together(client: TestClient) ->
     found = expressions(entry["response"]["outcome"])
     assert "Bundle.entry[0].resource.gender" in found, found
     assert "Bundle.entry[0].resource.birthDate" in found, found
+
+
+def test_a_transaction_entry_reports_base_and_profile_issues_together(client: TestClient) -> None:
+    good = _example("Patient-ecm-member-example.json")
+    good.pop("id")
+    broken = _member_with_base_and_profile_errors()
+    broken["name"] = "not a list"  # structure: profiles cannot read it
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": good, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": _member_with_base_and_profile_errors(),
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": broken, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {**_member_with_base_and_profile_errors(), "id": "second"},
+         "request": {"method": "PUT", "url": "Patient/second"}},
+    ]}
+    body = outcome(client.post("/fhir", json=bundle, headers=HEADERS), 400)
+    found = expressions(body)
+    for n in (1, 3):  # base (required binding) and profile (ecm-member's birthDate) together
+        assert f"Bundle.entry[{n}].resource.gender" in found, body
+        assert f"Bundle.entry[{n}].resource.birthDate" in found, body
+    assert "Bundle.entry[2].resource.name" in found, body
+    assert "Bundle.entry[2].resource.birthDate" not in found, body
+    assert not any(e.startswith("Bundle.entry[0]") for e in found), body
+    # every issue in entry order, each entry's base issues before its profile issues
+    order = [int(e.split("]")[0].split("[")[1]) for e in found]
+    assert order == sorted(order), found
+    entry1 = [e for e in found if e.startswith("Bundle.entry[1]")]
+    assert entry1.index("Bundle.entry[1].resource.gender") < entry1.index(
+        "Bundle.entry[1].resource.birthDate")
+    assert _count(client, "Patient") == 0
+
+
+def test_a_patch_result_reports_base_and_profile_issues_together(client: TestClient) -> None:
+    member = _example("Patient-ecm-member-example.json")
+    assert client.put(f"/fhir/Patient/{member['id']}", json=member,
+                      headers=HEADERS).status_code in (200, 201)
+    before = client.get(f"/fhir/Patient/{member['id']}").json()
+    patch = [{"op": "replace", "path": "/gender", "value": "sometimes"},
+             {"op": "remove", "path": "/birthDate"}]
+    json_patch = {"Content-Type": "application/json-patch+json"}
+    body = outcome(client.patch(f"/fhir/Patient/{member['id']}", json=patch,
+                                headers=json_patch), 422)
+    found = expressions(body)
+    assert "Patient.gender" in found and "Patient.birthDate" in found, body
+    assert all(i["diagnostics"].startswith("After patching") for i in body["issue"]), body
+    # a patch that breaks the structure stops at the base stage
+    broken = [*patch, {"op": "replace", "path": "/name", "value": "not a list"}]
+    body = outcome(client.patch(f"/fhir/Patient/{member['id']}", json=broken,
+                                headers=json_patch), 422)
+    assert "Patient.birthDate" not in expressions(body), body
+    # a PATCH entry of a transaction, located under the entry
+    binary = {"resourceType": "Binary", "contentType": "application/json-patch+json",
+              "data": base64.b64encode(json.dumps(patch).encode()).decode()}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": binary, "request": {"method": "PATCH", "url": f"Patient/{member['id']}"}}]}
+    body = outcome(client.post("/fhir", json=bundle, headers=HEADERS), 422)
+    found = expressions(body)
+    assert "Bundle.entry[0].Patient.gender" in found, body
+    assert "Bundle.entry[0].Patient.birthDate" in found, body
+    assert client.get(f"/fhir/Patient/{member['id']}").json() == before

@@ -176,18 +176,11 @@ class SqlReader:
         return Page([_history(row) for row in rows[: q.count]], len(rows) > q.count)
 
     def search(self, query: SearchQuery) -> SearchPage:
-        total = None
-        if query.total != "none":
-            sql, args = compiler.count_statement(
-                query.criteria, collate=self._collate, probe=self._count
-            )
-            if query.total == "estimate" and self._estimate is not None:
-                total = self._estimate(self._conn, sql, args)
-            if total is None:
-                total = self._count(sql, args)
+        probe = _remembered(self._count)  # the count and the page ask the same probes
+        total = self._total(query, probe)
         if query.count <= 0:
             return SearchPage([], None, None, total)
-        sql, args, keys = compiler.page_statement(query, collate=self._collate, probe=self._count)
+        sql, args, keys = compiler.page_statement(query, collate=self._collate, probe=probe)
         rows = self._conn.execute(sql, args).fetchall()
         more = len(rows) > query.count
         rows = rows[: query.count]
@@ -209,6 +202,28 @@ class SqlReader:
         if cursor is not None:  # the rows before this page end where this page begins
             previous = at(rows[0], True) if rows else Cursor(cursor.values, cursor.seq + 1, True)
         return SearchPage(items, next_cursor, previous, total)
+
+    def _total(self, query: SearchQuery, probe: compiler.Probe) -> int | None:
+        """``Bundle.total`` as ``query.total`` asks (see ``Total``)."""
+        if query.total == "none":
+            return None
+        if query.total in ("auto", "bounded"):
+            cheap = compiler.cheap_count_statement(
+                query.criteria, collate=self._collate, probe=probe
+            )
+            if cheap is not None:
+                return self._count(*cheap)
+            if query.total == "bounded" or self._estimate is None:
+                return None  # counting would read every match: no total rather than a slow page
+        sql, args = compiler.count_statement(query.criteria, collate=self._collate, probe=probe)
+        if query.total in ("estimate", "auto") and self._estimate is not None:
+            estimated = self._estimate(self._conn, sql, args)
+            if query.total == "estimate" and estimated is None:
+                return self._count(sql, args)
+            if query.total == "auto" and _contradicted(query, estimated):
+                return None
+            return estimated
+        return self._count(sql, args)
 
     def _count(self, sql: str, args: Sequence[Any]) -> int:
         """The number a ``SELECT COUNT(*)`` statement gives (the search plan's probes)."""
@@ -530,3 +545,26 @@ def _history(row: Any) -> Version:
         row[7],
         row[6],
     )
+
+
+def _remembered(probe: compiler.Probe) -> compiler.Probe:
+    """``probe`` answering each statement once: a page and its total plan the same clauses."""
+    seen: dict[tuple[str, tuple[Any, ...]], int] = {}
+
+    def remembered(sql: str, args: Sequence[Any]) -> int:
+        key = (sql, tuple(args))
+        if key not in seen:
+            seen[key] = probe(sql, args)
+        return seen[key]
+
+    return remembered
+
+
+def _contradicted(query: SearchQuery, estimated: int | None) -> bool:
+    """Whether the probes that found a search broad contradict the planner's estimate of its
+    count: with at most one clause, a clause (or the type) found to hold ``PROBE_LIMIT`` entries
+    or more has about as many matches; an estimate far below that (a value the statistics
+    miss) is left out rather than given. Several clauses may intersect to anything."""
+    if estimated is None:
+        return True
+    return len(query.criteria.clauses) <= 1 and estimated < compiler.PROBE_LIMIT

@@ -917,6 +917,7 @@ class Plan:
         self.types: Types = (criteria.type,) if criteria.type else (criteria.types or None)
         self.driver: int | None = None
         self.driver_keys: Frag | None = None
+        self.narrowest: int | None = None  # index entries of the narrowest probed clause
         self._choose(probe, walkable)
 
     def _choose(self, probe: Probe | None, walkable: bool) -> None:
@@ -939,6 +940,7 @@ class Plan:
             if estimate < PROBE_ENOUGH:
                 break
         assert best is not None
+        self.narrowest = best[0]
         if best[0] >= PROBE_LIMIT and walkable:
             return  # broad: walk the type in its order, stop at the page's end
         self.driver = best[1]
@@ -1002,6 +1004,31 @@ def count_statement(
     criteria: Criteria, *, collate: str = "", probe: Probe | None = None
 ) -> tuple[str, list[Any]]:
     return Plan(criteria, collate=collate, probe=probe).count()
+
+
+def cheap_count_statement(
+    criteria: Criteria, *, collate: str, probe: Probe
+) -> tuple[str, list[Any]] | None:
+    """The count of ``criteria`` when counting is cheap, None when it would read every match of
+    a broad search. Cheap: a clause with fewer than ``PROBE_LIMIT`` index entries drives the
+    count (the probes that choose the page's plan tell), or, when no clause has index entries
+    to probe, the searched types hold fewer than ``PROBE_LIMIT`` live resources (one more
+    bounded probe); so counting reads about as many entries as those probes did at most,
+    whatever the store's size."""
+    plan = Plan(criteria, collate=collate, probe=probe, walkable=True)
+    if plan.driver is None:
+        if plan.narrowest is not None:
+            return None  # every probed clause holds PROBE_LIMIT entries or more: broad
+        # nothing to probe (no clause, or none with index entries): are the types small?
+        types = _in("rtype", plan.types) if plan.types is not None else ("1 = 1", ())
+        live = probe(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM resource WHERE {types[0]} AND deleted = 0"
+            f" LIMIT {PROBE_LIMIT}) p",
+            types[1],
+        )
+        if live >= PROBE_LIMIT:
+            return None
+    return plan.count()
 
 
 def _keyset(keys: Sequence[tuple[str, bool]], cursor: Cursor, backward: bool) -> Frag:

@@ -9,7 +9,9 @@ import pytest
 
 from server.auth.principal import LOCAL, Principal
 from server.errors import Forbidden
-from server.store.authorized import AuthorizedRepository
+from server.search.query import Criteria, SearchQuery, Total
+from server.store.authorized import AuthorizedRepository, _Checked
+from server.store.base import SearchPage
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import SQLiteDialect
@@ -55,3 +57,41 @@ def test_a_principal_without_permission_is_refused_and_nothing_is_written(tmp_pa
 
         assert reader.history(HistoryQuery(count=10)).items == []
     repo.close()
+
+
+class _Recording:
+    """A reader that keeps the queries it is asked."""
+
+    def __init__(self) -> None:
+        self.queries: list[SearchQuery] = []
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        self.queries.append(query)
+        return SearchPage([], None, None, None)
+
+
+class _Searcher(Principal):
+    """A caller who may search but whose view is restricted (not ``allow_all``)."""
+
+    def permits(self, interaction: str, type: str | None) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("asked", "unrestricted", "restricted"),
+    [
+        ("estimate", "estimate", "accurate"),
+        ("auto", "auto", "bounded"),  # no estimate beyond the cheap count: no total
+        ("accurate", "accurate", "accurate"),
+        ("bounded", "bounded", "bounded"),
+        ("none", "none", "none"),
+    ],
+)
+def test_only_a_caller_who_sees_every_row_is_given_an_estimate(
+    asked: Total, unrestricted: Total, restricted: Total
+) -> None:
+    query = SearchQuery(Criteria("Patient", (), ()), 20, total=asked)
+    for principal, expected in ((LOCAL, unrestricted), (_Searcher("partner"), restricted)):
+        inner = _Recording()
+        _Checked(inner, principal).search(query)  # type: ignore[arg-type]
+        assert [q.total for q in inner.queries] == [expected]

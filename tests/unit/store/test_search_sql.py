@@ -47,8 +47,9 @@ from server.search.query import (
 from server.search.rows import IndexRows
 from server.store.base import SearchPage, Unit, Version, WriteResult
 from server.store.runner import Runner
-from server.store.sql.adapter import SqlRepository, write_index
+from server.store.sql.adapter import SqlRepository, _contradicted, write_index
 from server.store.sql.dialect import open_dialect
+from server.store.sql.query import PROBE_LIMIT
 from tests.support import postgres_database
 
 INDEX_TABLES = (
@@ -809,6 +810,8 @@ def test_cursor_of_another_sort_is_refused(store: Store) -> None:
         ("none", 2, None, 2),
         ("accurate", 0, 3, 0),
         ("none", 0, None, 0),
+        ("auto", 2, 3, 2),
+        ("bounded", 2, 3, 2),
     ],
 )
 def test_totals(
@@ -827,6 +830,53 @@ def test_totals(
     assert len(page.items) == expected_items
     if count == 0:
         assert page.next is None and page.previous is None
+
+
+def test_a_cheap_count_is_exact_and_a_broad_one_is_left_to_the_estimate(store: Store) -> None:
+    def many(unit: Unit) -> None:
+        for n in range(PROBE_LIMIT + 1):
+            rows = [tok("identifier", "", "broad")]
+            if n < 3:
+                rows.append(tok("identifier", "", "few"))
+            unit.update("Patient", f"b{n}", {"resourceType": "Patient", "idx": {"token": rows}})
+        unit.update("Organization", "o1", {"resourceType": "Organization", "idx": {}})
+
+    store.write(many)
+    few = TokenClause("identifier", ((None, "few"),))
+    broad = TokenClause("identifier", ((None, "broad"),))
+    postgres = store.repo.dialect == "postgresql"
+
+    def total(total: Total, *clauses: Clause, type: str = "Patient") -> int | None:
+        return store.page(SearchQuery(Criteria(type, (), clauses), 5, total=total)).total
+
+    for cheap in ("auto", "bounded"):
+        assert total(cheap, few) == 3  # a narrow clause drives the count
+        assert total(cheap, few, broad) == 3
+        assert total(cheap, type="Organization") == 1  # a small type is counted whole
+    if postgres:
+        with store.repo.sql_dialect.writing() as conn:
+            conn.execute("ANALYZE")  # what autovacuum does on a live store
+    for wide in ((broad,), ()):
+        assert total("accurate", *wide) == PROBE_LIMIT + 1
+        assert total("bounded", *wide) is None  # counting would read every match
+        estimated = total("auto", *wide)
+        if postgres:  # the planner's figure from the statistics
+            assert estimated is not None and abs(estimated - PROBE_LIMIT) <= PROBE_LIMIT // 10
+        else:  # SQLite keeps no statistics
+            assert estimated is None
+
+
+def test_an_estimate_the_probes_contradict_is_not_given() -> None:
+    one = SearchQuery(Criteria("Patient", (), (TokenClause("identifier", ((None, "x"),)),)), 5)
+    two = SearchQuery(
+        Criteria("Patient", (), (*one.criteria.clauses, TokenClause("gender", ((None, "f"),)))), 5
+    )
+    whole = SearchQuery(Criteria("Patient", (), ()), 5)
+    for query in (one, whole):  # the probe saw PROBE_LIMIT entries or more of this one clause
+        assert _contradicted(query, PROBE_LIMIT - 1)
+        assert not _contradicted(query, PROBE_LIMIT)
+    assert not _contradicted(two, 3)  # two broad clauses may intersect in a few
+    assert _contradicted(one, None)
 
 
 # -- _include and _revinclude ------------------------------------------------------------------
