@@ -1,4 +1,4 @@
-"""The invariant compiler (server.fhir.invariants) agrees with fhirpathpy, the reference FHIRPath
+"""The FHIRPath engine (server.fhir.fhirpath) on invariants agrees with fhirpathpy, the reference FHIRPath
 engine, on realistic resources; what fhirpathpy does not implement (``memberOf``,
 ``hasValue``) and compile-time refusals are checked by hand."""
 
@@ -12,8 +12,7 @@ import fhirpathpy
 import pytest
 from fhirpathpy.models import models
 
-from server.fhir.fhirpath_values import holds
-from server.fhir.invariants import FhirPathError, compile_fhirpath
+from server.fhir.fhirpath import FhirPathError, compile_fhirpath, holds
 from server.fhir.terminology import Terminology
 
 R4 = models["r4"]

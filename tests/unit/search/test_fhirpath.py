@@ -1,5 +1,6 @@
-"""The FHIRPath subset compiler: every search expression compiles, and extractors agree with
-fhirpathpy (the reference FHIRPath engine) on realistic resources.
+"""The FHIRPath engine on SearchParameter expressions (its search subset): every search
+expression compiles, and extractors agree with fhirpathpy (the reference FHIRPath engine) on
+realistic resources.
 
 fhirpathpy 2.2 does not implement ``resolve()``, reads a leading ``Resource.`` as a type
 no resource has, and takes ``ofType(DateTime)`` as the system type, which no FHIR value has;
@@ -21,7 +22,8 @@ import pytest
 from fhirpathpy.models import models
 
 from server.fhir.resource_types import RESOURCE_TYPES
-from server.search.fhirpath import Node, compile_expression, output_types
+from server.fhir.fhirpath import Node, output_types
+from server.fhir.fhirpath import compile_search_expression as compile_expression
 from server.search.registry import PROFILES, base_definitions, load_definitions, load_registry
 
 SAMPLES = Path(__file__).with_name("fhirpath_samples.json")
