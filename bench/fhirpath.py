@@ -1,0 +1,206 @@
+"""FHIRPath engine cost: search index extraction and invariant evaluation, for any checkout.
+
+    # one measurement of one checkout (JSON on stdout)
+    .venv/bin/python bench/fhirpath.py measure --checkout . --data /tmp/ecm [--repeat 5]
+    # A/B: checkouts measured in fresh processes, interleaved, the order alternating per round
+    .venv/bin/python bench/fhirpath.py ab --base /tmp/base --new . --data /tmp/ecm [--rounds 6]
+
+The data is every resource of the checkout's ``examples/`` (bundle entries unpacked) plus the
+``resources-*.ndjson`` of ``--data`` (``bench/search/generate.py --total 3000 --out DIR``:
+a synthetic ECM population). Three timings, best of ``--repeat`` passes after a warm-up
+pass that compiles everything:
+
+* ``rows``: ``Indexer.rows`` of every resource (extraction plus row normalisation, the write
+  path's index work);
+* ``extract``: the compiled SearchParameter expressions of every resource's type alone;
+* ``invariants``: every constraint of the checkout's ``profiles/structuredefinitions`` on
+  every resource of its type (compile once, evaluate and decide ``holds``).
+
+Counts (rows, extracted values, invariant evaluations and how many hold) are printed with the
+timings: two checkouts that disagree on them do not compute the same thing. The checkout is
+imported from ``--checkout`` (put first on ``sys.path``), so one interpreter serves both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _resources(checkout: Path, data: Path | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def add(item: Any) -> None:
+        if not isinstance(item, dict) or not isinstance(item.get("resourceType"), str):
+            return
+        if item["resourceType"] == "Bundle":
+            for entry in item.get("entry") or []:
+                add(entry.get("resource") if isinstance(entry, dict) else None)
+            return
+        out.append(item)
+
+    for path in sorted((checkout / "examples").rglob("*.json")):
+        if not path.name.endswith(".expected.json"):
+            add(json.loads(path.read_bytes()))
+    if data is not None:
+        for path in sorted(data.glob("resources-*.ndjson")):
+            for line in path.read_bytes().splitlines():
+                add(json.loads(line))
+    return out
+
+
+def _constraints(checkout: Path) -> Iterator[tuple[str, str]]:
+    """(context type, expression) of every invariant of the profiles."""
+    for path in sorted((checkout / "profiles" / "structuredefinitions").glob("*.json")):
+        definition = json.loads(path.read_bytes())
+        for element in definition.get("differential", {}).get("element", []):
+            for constraint in element.get("constraint") or []:
+                yield element["path"], constraint["expression"]
+
+
+_TABLES = ("token", "string", "reference", "date", "number", "quantity", "uri")
+
+
+def _best(repeat: int, work: Callable[[], Any]) -> float:
+    work()  # warm-up: compile, fill caches
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def measure(checkout: Path, data: Path | None, repeat: int) -> dict[str, Any]:
+    sys.path.insert(0, str(checkout))
+    from zoneinfo import ZoneInfo
+
+    import server
+
+    assert Path(server.__file__).resolve().parent == (checkout / "server").resolve()
+    from server.search.index import Indexer
+    from server.search.registry import load_registry
+
+    try:  # the one engine
+        from server.fhir.fhirpath import compile_fhirpath, holds
+    except ImportError:  # before it: the invariant front end
+        from server.fhir.fhirpath_values import holds  # type: ignore[no-redef]
+        from server.fhir.invariants import compile_fhirpath  # type: ignore[no-redef]
+
+    resources = _resources(checkout, data)
+    indexer = Indexer(load_registry(checkout / "profiles"), "http://localhost/fhir",
+                      ZoneInfo("America/Los_Angeles"))  # fmt: skip
+    typed = [(r["resourceType"], r) for r in resources]
+    counts: dict[str, int] = {}
+
+    def rows() -> None:
+        total = 0
+        for type, resource in typed:
+            out = indexer.rows(type, resource)
+            total += sum(len(getattr(out, table)) for table in _TABLES)
+        counts["rows"] = total
+
+    rows()  # builds the plans
+    extractors = {
+        type: [plan.extractor for plan in plans]
+        for type, plans in indexer._plans.items()  # noqa: SLF001 - the compiled expressions
+    }
+    work = [(extractors.get(type, []), resource) for type, resource in typed]
+
+    def extract() -> None:
+        total = 0
+        for plans, resource in work:
+            for extractor in plans:
+                total += len(extractor(resource, resource))
+        counts["values"] = total
+
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for type, resource in typed:
+        by_type.setdefault(type, []).append(resource)
+    invariants = [
+        (compile_fhirpath(expression, context), by_type.get(context, []))
+        for context, expression in _constraints(checkout)
+    ]
+
+    def evaluate() -> None:
+        evaluations = held = 0
+        for evaluator, targets in invariants:
+            for resource in targets:
+                evaluations += 1
+                held += holds(evaluator(resource, resource))
+        counts["evaluations"], counts["held"] = evaluations, held
+
+    return {
+        "checkout": str(checkout),
+        "resources": len(resources),
+        "invariants": len(invariants),
+        "rows_s": _best(repeat, rows),
+        "extract_s": _best(repeat, extract),
+        "invariants_s": _best(repeat, evaluate),
+        **counts,
+    }
+
+
+def ab(base: Path, new: Path, data: Path | None, rounds: int, repeat: int) -> None:
+    runs: dict[str, list[dict[str, Any]]] = {"base": [], "new": []}
+    load_before = os.getloadavg()
+    started = time.time()
+    for number in range(rounds):
+        order = [("base", base), ("new", new)]
+        if number % 2:
+            order.reverse()
+        for label, checkout in order:
+            command = [sys.executable, __file__, "measure", "--checkout", str(checkout)]
+            command += ["--repeat", str(repeat)] + (["--data", str(data)] if data else [])
+            result = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
+            result["load1"] = os.getloadavg()[0]
+            runs[label].append(result)
+            print(
+                f"round {number + 1} {label:4}: rows {result['rows_s'] * 1e3:8.1f} ms  "
+                f"extract {result['extract_s'] * 1e3:8.1f} ms  "
+                f"invariants {result['invariants_s'] * 1e3:7.2f} ms  load {result['load1']:.2f}",
+                flush=True,
+            )
+    print(f"\nload average before {load_before}, after {os.getloadavg()}, "
+          f"{time.time() - started:.0f} s, {os.cpu_count()} cores")  # fmt: skip
+    for key in ("resources", "invariants", "rows", "values", "evaluations", "held"):
+        values = {label: {run[key] for run in rs} for label, rs in runs.items()}
+        same = "same" if values["base"] == values["new"] else "DIFFERENT"
+        print(f"{key:12} base {sorted(values['base'])} new {sorted(values['new'])} {same}")
+    print(f"\n{'median of ' + str(rounds) + ' rounds':24} {'base':>10} {'new':>10} {'new/base':>9}")
+    for key in ("rows_s", "extract_s", "invariants_s"):
+        b = statistics.median(run[key] for run in runs["base"]) * 1e3
+        n = statistics.median(run[key] for run in runs["new"]) * 1e3
+        print(f"{key.removesuffix('_s') + ' (ms)':24} {b:10.2f} {n:10.2f} {n / b:9.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("measure")
+    one.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parents[1])
+    one.add_argument("--data", type=Path)
+    one.add_argument("--repeat", type=int, default=5)
+    both = sub.add_parser("ab")
+    both.add_argument("--base", type=Path, required=True)
+    both.add_argument("--new", type=Path, default=Path(__file__).resolve().parents[1])
+    both.add_argument("--data", type=Path)
+    both.add_argument("--rounds", type=int, default=6)
+    both.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    if args.command == "measure":
+        print(json.dumps(measure(args.checkout.resolve(), args.data, args.repeat)))
+    else:
+        ab(args.base.resolve(), args.new.resolve(), args.data, args.rounds, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
