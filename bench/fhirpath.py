@@ -5,7 +5,7 @@
     # A/B: checkouts measured in fresh processes, interleaved, the order alternating per round
     .venv/bin/python bench/fhirpath.py ab --base /tmp/base --new . --data /tmp/ecm [--rounds 6]
 
-The data is every resource of the checkout's ``examples/`` (bundle entries unpacked) plus the
+The data is every resource of ``examples/`` (bundle entries unpacked) plus the
 ``resources-*.ndjson`` of ``--data`` (``bench/search/generate.py --total 3000 --out DIR``:
 a synthetic ECM population). Three timings, best of ``--repeat`` passes after a warm-up
 pass that compiles everything:
@@ -24,6 +24,7 @@ imported from ``--checkout`` (put first on ``sys.path``), so one interpreter ser
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -35,26 +36,22 @@ from pathlib import Path
 from typing import Any
 
 
-def _resources(checkout: Path, data: Path | None) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-
-    def add(item: Any) -> None:
-        if not isinstance(item, dict) or not isinstance(item.get("resourceType"), str):
-            return
-        if item["resourceType"] == "Bundle":
-            for entry in item.get("entry") or []:
-                add(entry.get("resource") if isinstance(entry, dict) else None)
-            return
-        out.append(item)
-
-    for path in sorted((checkout / "examples").rglob("*.json")):
-        if not path.name.endswith(".expected.json"):
-            add(json.loads(path.read_bytes()))
+def _resources(data: Path | None) -> list[dict[str, Any]]:
+    """The examples (``tests/example_resources.py`` of this repository, loaded by path: the
+    measured checkout may not have it) and the generated data, Bundles unpacked."""
+    spec = importlib.util.spec_from_file_location("example_resources", _ROOT / "tests" /
+                                                  "example_resources.py")  # fmt: skip
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = [r for r in module.example_resources() if r["resourceType"] != "Bundle"]
     if data is not None:
         for path in sorted(data.glob("resources-*.ndjson")):
-            for line in path.read_bytes().splitlines():
-                add(json.loads(line))
+            out.extend(json.loads(line) for line in path.read_bytes().splitlines())
     return out
+
+
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _constraints(checkout: Path) -> Iterator[tuple[str, str]]:
@@ -69,14 +66,20 @@ def _constraints(checkout: Path) -> Iterator[tuple[str, str]]:
 _TABLES = ("token", "string", "reference", "date", "number", "quantity", "uri")
 
 
-def _best(repeat: int, work: Callable[[], Any]) -> float:
+def _best(repeat: int, work: Callable[[], Any]) -> tuple[float, float]:
+    """The shortest wall time and the shortest CPU time of ``repeat`` passes."""
     work()  # warm-up: compile, fill caches
-    times = []
+    wall, cpu = [], []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         work()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+    return min(wall), min(cpu)
+
+
+def _timings(name: str, best: tuple[float, float]) -> dict[str, float]:
+    return {f"{name}_s": best[0], f"{name}_cpu_s": best[1]}
 
 
 def measure(checkout: Path, data: Path | None, repeat: int) -> dict[str, Any]:
@@ -95,7 +98,7 @@ def measure(checkout: Path, data: Path | None, repeat: int) -> dict[str, Any]:
         from server.fhir.fhirpath_values import holds  # type: ignore[no-redef]
         from server.fhir.invariants import compile_fhirpath  # type: ignore[no-redef]
 
-    resources = _resources(checkout, data)
+    resources = _resources(data)
     indexer = Indexer(load_registry(checkout / "profiles"), "http://localhost/fhir",
                       ZoneInfo("America/Los_Angeles"))  # fmt: skip
     typed = [(r["resourceType"], r) for r in resources]
@@ -142,11 +145,14 @@ def measure(checkout: Path, data: Path | None, repeat: int) -> dict[str, Any]:
         "checkout": str(checkout),
         "resources": len(resources),
         "invariants": len(invariants),
-        "rows_s": _best(repeat, rows),
-        "extract_s": _best(repeat, extract),
-        "invariants_s": _best(repeat, evaluate),
+        **_timings("rows", _best(repeat, rows)),
+        **_timings("extract", _best(repeat, extract)),
+        **_timings("invariants", _best(repeat, evaluate)),
         **counts,
     }
+
+
+_MEASURES = ("rows", "extract", "invariants")
 
 
 def ab(base: Path, new: Path, data: Path | None, rounds: int, repeat: int) -> None:
@@ -164,9 +170,9 @@ def ab(base: Path, new: Path, data: Path | None, rounds: int, repeat: int) -> No
             result["load1"] = os.getloadavg()[0]
             runs[label].append(result)
             print(
-                f"round {number + 1} {label:4}: rows {result['rows_s'] * 1e3:8.1f} ms  "
-                f"extract {result['extract_s'] * 1e3:8.1f} ms  "
-                f"invariants {result['invariants_s'] * 1e3:7.2f} ms  load {result['load1']:.2f}",
+                f"round {number + 1} {label:4}: "
+                + "  ".join(f"{key} {result[key + '_cpu_s'] * 1e3:7.1f}" for key in _MEASURES)
+                + f" ms CPU  load {result['load1']:.2f}",
                 flush=True,
             )
     print(f"\nload average before {load_before}, after {os.getloadavg()}, "
@@ -175,23 +181,24 @@ def ab(base: Path, new: Path, data: Path | None, rounds: int, repeat: int) -> No
         values = {label: {run[key] for run in rs} for label, rs in runs.items()}
         same = "same" if values["base"] == values["new"] else "DIFFERENT"
         print(f"{key:12} base {sorted(values['base'])} new {sorted(values['new'])} {same}")
-    print(f"\n{'median of ' + str(rounds) + ' rounds':24} {'base':>10} {'new':>10} {'new/base':>9}")
-    for key in ("rows_s", "extract_s", "invariants_s"):
-        b = statistics.median(run[key] for run in runs["base"]) * 1e3
-        n = statistics.median(run[key] for run in runs["new"]) * 1e3
-        print(f"{key.removesuffix('_s') + ' (ms)':24} {b:10.2f} {n:10.2f} {n / b:9.3f}")
+    print(f"\n{'median of ' + str(rounds) + ' rounds':28} {'base':>10} {'new':>10} {'new/base':>9}")
+    for key in _MEASURES:
+        for kind, suffix in (("wall", "_s"), ("CPU", "_cpu_s")):
+            b = statistics.median(run[key + suffix] for run in runs["base"]) * 1e3
+            n = statistics.median(run[key + suffix] for run in runs["new"]) * 1e3
+            print(f"{key + ' ' + kind + ' (ms)':28} {b:10.2f} {n:10.2f} {n / b:9.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("measure")
-    one.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parents[1])
+    one.add_argument("--checkout", type=Path, default=_ROOT)
     one.add_argument("--data", type=Path)
     one.add_argument("--repeat", type=int, default=5)
     both = sub.add_parser("ab")
     both.add_argument("--base", type=Path, required=True)
-    both.add_argument("--new", type=Path, default=Path(__file__).resolve().parents[1])
+    both.add_argument("--new", type=Path, default=_ROOT)
     both.add_argument("--data", type=Path)
     both.add_argument("--rounds", type=int, default=6)
     both.add_argument("--repeat", type=int, default=5)

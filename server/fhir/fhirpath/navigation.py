@@ -15,7 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from server.fhir.fhirpath.type_model import COMPLEX, PRIMITIVE, TypeModel, Variant, json_classes
+from server.fhir.fhirpath.type_model import (
+    COMPLEX,
+    PRIMITIVE,
+    RESOURCE,
+    TypeModel,
+    Variant,
+    json_classes,
+)
 from server.fhir.fhirpath.values import Node
 
 Run = Callable[[list[Node], Any], list[Node]]  # (input collection, root resource) -> output
@@ -46,6 +53,7 @@ def same(nodes: list[Node], resource: Any) -> list[Node]:
 
 
 EMPTY = Compiled(nothing, frozenset())
+_OBJECT: frozenset[type] = frozenset((dict,))
 
 
 def _collect(value: Any, type: str, shape: int, out: list[Node], resources: frozenset[str]) -> None:
@@ -74,43 +82,24 @@ def _step_run(source: Compiled, table: Mapping[str, tuple[Variant, ...]], model:
     direct = source.identity
     if len(table) == 1:
         ((_, variants),) = table.items()
-        if len(variants) == 1:
+        if len(variants) == 1 and variants[0][2] != RESOURCE:
             ((key, type, shape),) = variants
-            if shape == COMPLEX:
+            classes = _OBJECT if shape == COMPLEX else json_classes(type)
 
-                def complex_member(nodes: list[Node], resource: Any) -> list[Node]:
-                    out: list[Node] = []
-                    for _, value in nodes if direct else pull(nodes, resource):
-                        if value.__class__ is dict:
-                            child = value.get(key)
-                            if child.__class__ is list:
-                                for item in child:
-                                    if item.__class__ is dict:
-                                        out.append((type, item))
-                            elif child.__class__ is dict:
-                                out.append((type, child))
-                    return out
+            def one_member(nodes: list[Node], resource: Any) -> list[Node]:
+                out: list[Node] = []
+                for _, value in nodes if direct else pull(nodes, resource):
+                    if value.__class__ is dict:
+                        child = value.get(key)
+                        if child.__class__ is list:
+                            for item in child:
+                                if item.__class__ in classes:
+                                    out.append((type, item))
+                        elif child.__class__ in classes:
+                            out.append((type, child))
+                return out
 
-                return complex_member
-            if shape == PRIMITIVE:
-                classes = json_classes(type)
-
-                def primitive_member(nodes: list[Node], resource: Any) -> list[Node]:
-                    out: list[Node] = []
-                    for _, value in nodes if direct else pull(nodes, resource):
-                        if value.__class__ is dict:
-                            child = value.get(key)
-                            if child is None:
-                                continue
-                            if child.__class__ is list:
-                                for item in child:
-                                    if item.__class__ in classes:
-                                        out.append((type, item))
-                            elif child.__class__ in classes:
-                                out.append((type, child))
-                    return out
-
-                return primitive_member
+            return one_member
 
         def single_type_member(nodes: list[Node], resource: Any) -> list[Node]:
             out: list[Node] = []
