@@ -91,6 +91,8 @@ def _step_run(source: Compiled, table: Mapping[str, tuple[Variant, ...]], model:
                 for _, value in nodes if direct else pull(nodes, resource):
                     if value.__class__ is dict:
                         child = value.get(key)
+                        if child is None:
+                            continue
                         if child.__class__ is list:
                             for item in child:
                                 if item.__class__ in classes:
