@@ -4,6 +4,9 @@
     .venv/bin/python bench/fhirpath.py measure --checkout . --data /tmp/ecm [--repeat 5]
     # A/B: checkouts measured in fresh processes, interleaved, the order alternating per round
     .venv/bin/python bench/fhirpath.py ab --base /tmp/base --new . --data /tmp/ecm [--rounds 6]
+    # extraction only, one process: this engine against the search compiler before it
+    .venv/bin/python bench/fhirpath.py pair --old-module /tmp/base/server/search/fhirpath.py \
+        --data /tmp/ecm [--rounds 40]
 
 The data is every resource of ``examples/`` (bundle entries unpacked) plus the
 ``resources-*.ndjson`` of ``--data`` (``bench/search/generate.py --total 3000 --out DIR``:
@@ -189,6 +192,50 @@ def ab(base: Path, new: Path, data: Path | None, rounds: int, repeat: int) -> No
             print(f"{key + ' ' + kind + ' (ms)':28} {b:10.2f} {n:10.2f} {n / b:9.3f}")
 
 
+def pair(old_module: Path, data: Path | None, rounds: int) -> None:
+    """Extraction by this checkout's engine against a SearchParameter compiler module of
+    another checkout (``server/search/fhirpath.py`` before the one engine), in one process on
+    the same data, alternating which runs first: CPU per pass."""
+    from server.fhir.fhirpath import compile_search_expression
+    from server.search.registry import load_registry
+
+    spec = importlib.util.spec_from_file_location("old_fhirpath", old_module)
+    assert spec is not None and spec.loader is not None
+    old = importlib.util.module_from_spec(spec)
+    sys.modules["old_fhirpath"] = old
+    spec.loader.exec_module(old)
+    registry = load_registry()
+    resources = _resources(data)
+
+    def plans(compile: Callable[[str, str], Any]) -> list[tuple[list[Any], dict[str, Any]]]:
+        by_type: dict[str, list[Any]] = {}
+        for resource in resources:
+            type = resource["resourceType"]
+            if type not in by_type:
+                by_type[type] = []
+                for param in registry.indexed(type).values():
+                    try:
+                        by_type[type].append(compile(param.expression, type))
+                    except ValueError:
+                        continue
+        return [(by_type[r["resourceType"]], r) for r in resources]
+
+    def run(work: list[tuple[list[Any], dict[str, Any]]]) -> int:
+        return sum(len(e(r, r)) for extractors, r in work for e in extractors)
+
+    works = {"old": plans(old.compile_expression), "new": plans(compile_search_expression)}
+    assert run(works["old"]) == run(works["new"])
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    for number in range(rounds):
+        for label in ("old", "new") if number % 2 == 0 else ("new", "old"):
+            started = time.process_time()
+            run(works[label])
+            times[label].append(time.process_time() - started)
+    old_ms, new_ms = (statistics.median(times[k]) * 1e3 for k in ("old", "new"))
+    print(f"extract CPU median of {rounds}: old {old_ms:.1f} ms, new {new_ms:.1f} ms, "
+          f"new/old {new_ms / old_ms:.3f}; load {os.getloadavg()}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,8 +249,14 @@ def main() -> None:
     both.add_argument("--data", type=Path)
     both.add_argument("--rounds", type=int, default=6)
     both.add_argument("--repeat", type=int, default=5)
+    in_process = sub.add_parser("pair")
+    in_process.add_argument("--old-module", type=Path, required=True)
+    in_process.add_argument("--data", type=Path)
+    in_process.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
-    if args.command == "measure":
+    if args.command == "pair":
+        pair(args.old_module, args.data, args.rounds)
+    elif args.command == "measure":
         print(json.dumps(measure(args.checkout.resolve(), args.data, args.repeat)))
     else:
         ab(args.base.resolve(), args.new.resolve(), args.data, args.rounds, args.repeat)
