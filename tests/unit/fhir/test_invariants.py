@@ -144,6 +144,14 @@ EXPRESSIONS: list[tuple[str, str]] = [
     ("CarePlan", "status & '-' & intent"),
     ("CarePlan", "note.text.first().length() + 1"),
     ("CarePlan", "status.upper() = 'ACTIVE'"),
+    ("CarePlan", "period.start > @2025-12-31"),
+    ("CarePlan", "period.start = @2026-01-01 and period.end != @2026-06-29"),
+    ("CarePlan", "period.start = @2026-01"),
+    ("CarePlan", "@2026-01-01T10:00:00Z > @2026-01-01T09:30:00Z and @T10:00 < @T11:00"),
+    ("CarePlan", "status.not()"),
+    ("CarePlan", "note.text.skip(1)"),
+    ("CarePlan", "activity.take(2).count()"),
+    ("CarePlan", "activity.skip(1).take(1).detail.status"),
     ("Observation", "value.ofType(Quantity).value > 60"),
     ("Observation", "value.exists() or component.exists()"),
     ("Observation", "value is Quantity"),
@@ -314,6 +322,7 @@ def test_functions_fhirpathpy_lacks(expression: str, expected: list[bool]) -> No
         ("extension(url)", "takes one string literal"),
         ("where(status, intent)", "where() takes one argument"),
         ("status.matches('(')", "invalid regular expression"),
+        ("activity.where(%context.status = 'active')", "%context is supported only outside"),
     ],
 )
 def test_refused_at_compile_time(expression: str, message: str) -> None:

@@ -340,6 +340,8 @@ def test_extension_filters_agree_with_fhirpathpy() -> None:
         "Patient.telecom.where(rank = 1).value",
         "Patient.communication.where(preferred = true).language.text",
         "Patient.name.where(period.exists()).family",
+        "Patient.where(birthDate = @1980-01-01).gender",
+        "Patient.where(birthDate > @1979-12-31).name.family",
     ],
 )
 def test_more_constructs_agree_with_fhirpathpy(expression: str) -> None:
@@ -537,6 +539,17 @@ def test_where_resolve_with_alternatives_and_references_without_a_target() -> No
 def test_unsupported_or_wrong_expressions_fail_to_compile(expression: str, context: str) -> None:
     with pytest.raises(ValueError):
         compile_expression(expression, context)
+
+
+@pytest.mark.parametrize(
+    "expression", ["Patient.name.select(given)", "Patient.name.count() > 1", "%context.name"]
+)
+def test_the_search_subset_refuses_what_the_full_language_compiles(expression: str) -> None:
+    """One language: SearchParameters may use only the functions an index row is made of."""
+    with pytest.raises(ValueError):
+        compile_expression(expression, "Patient")
+    patient = sample("pat-maria")
+    assert compile_fhirpath(expression, "Patient")(patient, patient)
 
 
 def test_string_literals_with_escapes() -> None:
