@@ -80,40 +80,28 @@ def _step_run(source: Compiled, table: Mapping[str, tuple[Variant, ...]], model:
     resources = model.resources
     pull = source.run
     direct = source.identity
-    if len(table) == 1:
-        ((_, variants),) = table.items()
-        if len(variants) == 1 and variants[0][2] != RESOURCE:
-            ((key, type, shape),) = variants
-            classes = _OBJECT if shape == COMPLEX else json_classes(type)
+    variants = next(iter(table.values())) if len(table) == 1 else ()
+    if len(variants) == 1 and variants[0][2] != RESOURCE:
+        # one input type, one way to store the member: the common case, without lookups
+        ((key, type, shape),) = variants
+        classes = _OBJECT if shape == COMPLEX else json_classes(type)
 
-            def one_member(nodes: list[Node], resource: Any) -> list[Node]:
-                out: list[Node] = []
-                for _, value in nodes if direct else pull(nodes, resource):
-                    if value.__class__ is dict:
-                        child = value.get(key)
-                        if child is None:
-                            continue
-                        if child.__class__ is list:
-                            for item in child:
-                                if item.__class__ in classes:
-                                    out.append((type, item))
-                        elif child.__class__ in classes:
-                            out.append((type, child))
-                return out
-
-            return one_member
-
-        def single_type_member(nodes: list[Node], resource: Any) -> list[Node]:
+        def one_member(nodes: list[Node], resource: Any) -> list[Node]:
             out: list[Node] = []
             for _, value in nodes if direct else pull(nodes, resource):
                 if value.__class__ is dict:
-                    for key, type, shape in variants:
-                        child = value.get(key)
-                        if child is not None:
-                            _collect(child, type, shape, out, resources)
+                    child = value.get(key)
+                    if child is None:
+                        continue
+                    if child.__class__ is list:
+                        for item in child:
+                            if item.__class__ in classes:
+                                out.append((type, item))
+                    elif child.__class__ in classes:
+                        out.append((type, child))
             return out
 
-        return single_type_member
+        return one_member
 
     def any_type_member(nodes: list[Node], resource: Any) -> list[Node]:
         out: list[Node] = []
