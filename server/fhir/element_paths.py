@@ -5,7 +5,9 @@ Types are named as the schema names its definitions: resource types (``ServiceRe
 datatypes (``CodeableConcept``, ``string``) and backbone elements (``Observation_Component``,
 whose FHIR path is ``Observation.component``). An element is keyed by its FHIR name
 (``category``, ``value[x]``); a choice element lists one variant per allowed type
-(``valueQuantity`` → ``Quantity``), read from ``data/choice-elements.json``. An element whose
+(``valueQuantity`` → ``Quantity``), read from ``data/choice-elements.json`` or, for a choice
+that list lacks, from the schema (two or more properties ``<element><Type>`` of that type
+sharing one description, with no property ``<element>``). An element whose
 schema is an ``enum`` has the type ``code``; ``contained`` and other resource-valued elements
 have the type ``Resource``.
 """
@@ -120,6 +122,12 @@ class ElementModel:
             typed = tuple((v, self._variant_type(base, v)) for v in present)
             table[element] = ElementInfo(element, typed, False)
             taken.update(present)
+        for base, present in _schema_choices(properties, self.primitives).items():
+            if f"{base}[x]" in table or taken.intersection(present):
+                continue
+            typed = tuple((v, self._variant_type(base, v)) for v in present)
+            table[f"{base}[x]"] = ElementInfo(f"{base}[x]", typed, False)
+            taken.update(present)
         for prop, spec in properties.items():
             if prop.startswith("_") or prop == "resourceType" or prop in taken:
                 continue
@@ -145,6 +153,10 @@ class ElementModel:
 
     def known(self, type: str) -> bool:
         return type in self._tables or type in self.primitives
+
+    def complex_types(self) -> frozenset[str]:
+        """Every type with elements: resources, datatypes, backbone elements."""
+        return frozenset(self._tables)
 
     def elements(self, type: str) -> Mapping[str, ElementInfo]:
         """The elements of ``type`` by FHIR name (empty for primitives and unknown types)."""
@@ -179,6 +191,36 @@ class ElementModel:
 
 
 _BARE = frozenset({"Bundle", "Binary", "Parameters"})
+
+
+def _schema_choices(
+    properties: Mapping[str, Any], primitives: frozenset[str]
+) -> dict[str, list[str]]:
+    """Choice elements read off a definition's properties: two or more properties named
+    ``<element><Type>`` whose schema type is that type, sharing one description, with no
+    property named ``<element>`` itself (``Task.instantiatesCanonical`` and
+    ``Task.instantiatesUri`` are separate elements: their descriptions differ)."""
+    groups: dict[str, list[str]] = {}
+    for prop, spec in properties.items():
+        if prop.startswith("_"):
+            continue
+        for split in range(1, len(prop)):
+            if not prop[split].isupper() or prop[:split] in properties:
+                continue
+            suffix = prop[split:]
+            lowered = suffix[:1].lower() + suffix[1:]
+            ref = spec.get("$ref")
+            if ref is not None:
+                fits = ref.rsplit("/", 1)[-1] in (suffix, lowered)
+            else:
+                fits = lowered in primitives and "pattern" in spec
+            if fits:
+                groups.setdefault(prop[:split], []).append(prop)
+    return {
+        element: names
+        for element, names in groups.items()
+        if len(names) >= 2 and len({properties[n].get("description") for n in names}) == 1
+    }
 
 
 @cache

@@ -1,6 +1,6 @@
 """FHIRPath Patch (R4 fhirpatch.html): a ``Parameters`` resource whose ``operation`` parameters
-change a resource, each located by a FHIRPath expression evaluated with the FHIRPath engine of
-``invariants.py``.
+change a resource, each located by a FHIRPath expression evaluated with the FHIRPath engine
+(:mod:`server.fhir.fhirpath`).
 
 Each operation has the parts ``type`` (``add``, ``insert``, ``delete``, ``replace``,
 ``move``), ``path`` and, by type, ``name``, ``value``, ``index``, ``source``, ``destination``:
@@ -32,9 +32,14 @@ from typing import Any
 import orjson
 
 from server.fhir.element_paths import ElementInfo, element_model
-from server.fhir.fhirpath_syntax import Ast, FhirPathSyntaxError, parse
-from server.fhir.fhirpath_values import Node
-from server.fhir.invariants import FhirPathError, compile_tree
+from server.fhir.fhirpath import (
+    Ast,
+    FhirPathError,
+    FhirPathSyntaxError,
+    Node,
+    compile_tree,
+    parse,
+)
 
 _TYPES = frozenset({"add", "insert", "delete", "replace", "move"})
 _NEEDS: dict[str, tuple[str, ...]] = {

@@ -18,7 +18,7 @@ Semantics:
   the target types is an error ``structure``; a resolved target of a type allowed only through
   our profiles must conform to one of them (validated without further resolution), else an
   error ``structure``. An unresolvable reference is not an issue.
-* invariants: the FHIRPath expression (:mod:`server.fhir.invariants`) on the value, with
+* invariants: the FHIRPath expression (:mod:`server.fhir.fhirpath`) on the value, with
   ``%resource`` the resource; unless the result holds, an issue ``invariant`` of the
   constraint's severity, diagnostics ``<key>: <human>``.
 """
@@ -29,8 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from server.fhir.fhirpath_values import holds
-from server.fhir.invariants import FhirPathError, compile_fhirpath
+from server.fhir.fhirpath import FhirPathError, compile_fhirpath, holds
 from server.fhir.outcome import Issue
 from server.fhir.profile_tree import BASE_TYPE_URL, ElementNode, ProfileError
 

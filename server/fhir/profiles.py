@@ -11,7 +11,7 @@ What is checked (details in the modules named):
 * cardinality, choice types, slicing — :mod:`server.fhir.profile_checks`,
   :mod:`server.fhir.slicing`;
 * fixed[x]/pattern[x], bindings, reference targets, invariants —
-  :mod:`server.fhir.profile_rules` (invariants: :mod:`server.fhir.invariants`);
+  :mod:`server.fhir.profile_rules` (invariants: :mod:`server.fhir.fhirpath`);
 * our extensions wherever they occur, and their context —
   :mod:`server.fhir.extension_context`.
 

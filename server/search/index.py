@@ -1,9 +1,10 @@
 """The search index of a resource: the rows every search parameter of its type extracts.
 
-Each parameter's FHIRPath expression is compiled once (``fhirpath.py``) and its values are
-normalised into rows by ``values.to_rows``. A composite parameter yields, for each value of its
-own expression (a *root*), the rows of each component under ``<code>#<i>``, all sharing the
-root's group number, and only when every component has a value there.
+Each parameter's FHIRPath expression is compiled once (``server.fhir.fhirpath``, in its search
+subset) and its values are normalised into rows by ``values.to_rows``. A composite parameter
+yields, for each value of its own expression (a *root*), the rows of each component under
+``<code>#<i>``, all sharing the root's group number, and only when every component has a
+value there.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from server.fhir.fhirpath import Evaluator as Extractor
+from server.fhir.fhirpath import Node, compile_search_expression
 from server.search.bindings import bound_system
-from server.search.fhirpath import Extractor, Node, compile_expression
 from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
 from server.search.rows import IndexRows
 from server.search.values import IndexContext, to_rows
@@ -118,7 +120,7 @@ class Indexer:
         key = (context, expression)
         if key not in self._extractors:
             try:
-                self._extractors[key] = compile_expression(expression, context)
+                self._extractors[key] = compile_search_expression(expression, context)
             except ValueError as error:
                 self._extractors[key] = None
                 self._warn_once(

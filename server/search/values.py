@@ -23,9 +23,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from server.fhir.definitions import r4_schema
+from server.fhir.fhirpath import Node
 from server.fhir.instant import DAY_US, date_range
 from server.fhir.resource_types import RESOURCE_TYPES
-from server.search.fhirpath import Node
 from server.search.query import NumberValue, ReferenceValue
 from server.search.rows import IndexRows
 

@@ -255,6 +255,25 @@ def test_fhirpath_patch_every_operation_type(client: TestClient) -> None:
     assert client.get(f"/fhir/Patient/{pid}").json()["birthDate"] == "1981-02-03"
 
 
+def test_fhirpath_patch_paths_filtered_by_skip_take_and_date_literals(client: TestClient) -> None:
+    """The filters a path may end with (fhirpatch.html) include ``skip``/``take``, and its
+    criteria are FHIRPath with date literals."""
+    pid = create(client, _member())["id"]
+    doc = _fhirpath(
+        _op("delete", "Patient.identifier.skip(1)"),
+        _op("replace", "Patient.identifier.take(1).value", value={"valueString": "one"}),
+        _op("replace", "Patient.where(birthDate < @1990-01-01).gender",
+            value={"valueCode": "other"}),
+        _op("delete", "Patient.where(birthDate > @1990-01-01).telecom"),  # not selected
+    )
+    response = client.patch(f"/fhir/Patient/{pid}", json=doc, headers=FHIRPATH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["identifier"] == [{"system": "urn:a", "value": "one"}]
+    assert body["gender"] == "other"
+    assert body["telecom"] == [{"system": "phone", "value": "555-0100"}]
+
+
 def test_fhirpath_patch_errors_point_at_the_operation_and_change_nothing(client: TestClient
                                                                          ) -> None:
     pid = create(client, _member())["id"]

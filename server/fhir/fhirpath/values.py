@@ -121,9 +121,18 @@ def compare(left: list[Node], right: list[Node]) -> int | None:
 
 
 def distinct(nodes: list[Node]) -> list[Node]:
+    """``nodes`` without repeated values (``=``: a boolean is not a number; dates of other
+    precisions are not equal, and as texts they differ anyway)."""
+    if len(nodes) < 2:
+        return nodes
     out: list[Node] = []
     for node in nodes:
-        if not any(item_equal(node, seen) is True for seen in out):
+        value = node[1]
+        flag = value.__class__ is bool
+        for _, seen in out:
+            if seen == value and (seen.__class__ is bool) == flag:
+                break
+        else:
             out.append(node)
     return out
 

@@ -1,7 +1,8 @@
-"""FHIRPath syntax: a tokenizer and a recursive-descent parser producing a small tuple AST.
+"""FHIRPath syntax: the one tokenizer and recursive-descent parser, producing a small tuple AST
+that :mod:`server.fhir.fhirpath.compiler` compiles.
 
-The grammar is FHIRPath's (N1) without ``$index``/``$total``, quantity literals and unary
-minus. Nodes:
+The grammar is FHIRPath's (N1, as R4 uses it) without ``$index``/``$total``, quantity
+literals and unary minus. Nodes:
 
 * ``("literal", type, value)`` with type ``string``, ``integer``, ``decimal``, ``boolean``,
   ``date``, ``dateTime`` or ``time`` (date/time literals ``@2024-01-01`` keep their text);
@@ -11,19 +12,19 @@ minus. Nodes:
 * ``("binary", op, left, right)`` and ``("is" | "as", base, type name)``;
 * ``("type", name)`` for the argument of ``ofType``/``is``/``as``.
 
-Parsing errors raise ``FhirPathSyntaxError`` (a ``ValueError``).
+Parsing errors raise ``FhirPathSyntaxError`` (a ``ValueError``). Parsed trees are cached:
+the same expression text is parsed once per process.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
+from server.fhir.fhirpath.errors import FhirPathSyntaxError
+
 Ast = tuple[Any, ...]
-
-
-class FhirPathSyntaxError(ValueError):
-    pass
 
 
 _TOKEN = re.compile(
@@ -190,7 +191,8 @@ class _Parser:
                 else ("literal", "integer", int(text))
             )
         if kind == "datetime":
-            return ("literal", "dateTime" if "T" in text else "date", text[1:])
+            # ``@2024-01-01T`` is a dateTime of date precision
+            return ("literal", "dateTime" if "T" in text else "date", text[1:].rstrip("T"))
         if kind == "time":
             return ("literal", "time", text[2:])
         if kind == "variable":
@@ -213,6 +215,7 @@ class _Parser:
         raise FhirPathSyntaxError(f"unexpected {text!r}")
 
 
+@lru_cache(maxsize=4096)
 def parse(expression: str) -> Ast:
     """The AST of a FHIRPath expression (see the module docstring)."""
     return _Parser(expression).parse()
