@@ -11,6 +11,7 @@ from server.auth.principal import LOCAL, Principal
 from server.jobs import JobRunner
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
+from server.store.conformance import conformance_store
 from server.writes.pipeline import Pipeline
 
 
@@ -28,10 +29,16 @@ def principal_of(request: Request) -> Principal:
 
 
 def repository(request: Request) -> AuthorizedRepository:
-    """The door bound to the caller; its writes' outbox events carry the request id."""
+    """The door bound to the caller and the application's access policies (``create_app``);
+    its writes' outbox events carry the request id; the conformance definitions are read
+    through it too."""
     state = request.app.state
     return AuthorizedRepository(
-        state.runner, principal_of(request), request.scope.get("calaim.request_id")
+        state.runner,
+        principal_of(request),
+        request.scope.get("calaim.request_id"),
+        getattr(state, "policies", ()),
+        conformance_store(state.settings),
     )
 
 

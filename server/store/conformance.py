@@ -25,7 +25,7 @@ from server.fhir.conformance import CONFORMANCE_TYPES, Conformance, conformance
 from server.fhir.instant import format_instant
 from server.search.index import Indexer
 from server.search.match import compile_matcher
-from server.search.query import Cursor, Include, SearchQuery, SortKey
+from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery, SortKey
 from server.search.rows import IndexRows
 from server.search.service import search_service
 from server.settings import Settings
@@ -75,12 +75,31 @@ class ConformanceStore:
 
     # -- Reader ----------------------------------------------------------------------------
 
-    def read(self, type: str, id: str) -> Version | None:
-        entry = self._entries.get((type, id))
-        return None if entry is None else self._version(entry)
+    def _within(self, entry: _Entry, within: Sequence[Clause]) -> bool:
+        """Whether ``entry`` satisfies an access policy's clauses (``Reader``)."""
+        if not within:
+            return True
+        matcher = compile_matcher(Criteria(entry.type, (), tuple(within)))
+        return matcher(
+            entry.type,
+            entry.resource,
+            _Rows(self),
+            id=entry.id,
+            last_updated=self.loaded_at,
+            resolve=self._resolve,
+            referrers=self._referrers,
+        )
 
-    def vread(self, type: str, id: str, version: int) -> Version | None:
-        return self.read(type, id) if version == 1 else None
+    def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
+        entry = self._entries.get((type, id))
+        if entry is None or not self._within(entry, within):
+            return None
+        return self._version(entry)
+
+    def vread(
+        self, type: str, id: str, version: int, within: Sequence[Clause] = ()
+    ) -> Version | None:
+        return self.read(type, id, within) if version == 1 else None
 
     def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         return {key: 1 for key in keys if key in self._entries}
@@ -92,6 +111,7 @@ class ConformanceStore:
             entries = [] if found is None else [found]
         else:
             entries = list(self._by_type.get(query.type or "", []))
+        entries = [e for e in entries if self._within(e, query.within)]
         if query.since is not None and self.loaded_at < query.since:
             entries = []
         if query.at is not None and self.loaded_at >= query.at[1]:
@@ -149,18 +169,31 @@ class ConformanceStore:
         )
 
     def include(
-        self, versions: list[Version], includes: tuple[Include, ...], limit: int
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        within: Sequence[Clause] = (),
     ) -> tuple[list[Version], bool]:
         return [], False
 
     def patient_resources(
-        self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
+        self,
+        patient_ids: Sequence[str],
+        params: Mapping[str, Sequence[str]],
+        within: Sequence[Clause] = (),
     ) -> Iterator[tuple[str, Version]]:
         """Definitions belong to no patient."""
         return iter(())
 
-    def scan(self, type: str, after: int | None, limit: int) -> list[Version]:
-        entries = [e for e in self._by_type.get(type, []) if after is None or e.position > after]
+    def scan(
+        self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
+    ) -> list[Version]:
+        entries = [
+            e
+            for e in self._by_type.get(type, [])
+            if (after is None or e.position > after) and self._within(e, within)
+        ]
         return [self._version(e, e.position) for e in entries[: max(limit, 0)]]
 
     # -- matcher environment -----------------------------------------------------------------

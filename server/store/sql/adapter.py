@@ -37,7 +37,7 @@ import orjson
 from server.errors import InvalidResource
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
-from server.search.query import Criteria, Cursor, Include, SearchQuery
+from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
 from server.search.rows import IndexRows
 from server.store import faults
 from server.store.base import (
@@ -120,9 +120,24 @@ class SqlReader:
         self._collate = collate
         self._estimate = estimate
 
-    def read(self, type: str, id: str) -> Version | None:
+    def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
+        if within:
+            return self._read_within(type, id, within)
         row = self._conn.execute(_CURRENT + " WHERE rtype = ? AND id = ?", (type, id)).fetchone()
         return None if row is None else _current(row)
+
+    def _read_within(self, type: str, id: str, within: Sequence[Clause]) -> Version | None:
+        """The live current version if it satisfies ``within``; its deletion version if it is
+        deleted and they hold on the deleted row (clauses on index rows never do)."""
+        condition = compiler.within(within, collate=self._collate, types=(type,))
+        row = self._conn.execute(
+            f"{_CURRENT} WHERE r.rtype = ? AND r.id = ? AND {condition[0]}",
+            (type, id, *condition[1]),
+        ).fetchone()
+        return None if row is None else _current(row)
+
+    def _narrowing(self, within: Sequence[Clause], types: compiler.Types = None) -> compiler.Frag:
+        return compiler.within(within, collate=self._collate, types=types)
 
     def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
@@ -136,7 +151,11 @@ class SqlReader:
                 out[(row[0], row[1])] = int(row[2])
         return out
 
-    def vread(self, type: str, id: str, version: int) -> Version | None:
+    def vread(
+        self, type: str, id: str, version: int, within: Sequence[Clause] = ()
+    ) -> Version | None:
+        if within and self._read_within(type, id, within) is None:
+            return None
         row = self._conn.execute(
             "SELECT rtype, id, version, last_updated, deleted, body, seq, method"
             " FROM resource_history WHERE rtype = ? AND id = ? AND version = ?",
@@ -167,6 +186,14 @@ class SqlReader:
             )
             clauses.append("h.last_updated < ? AND (n.seq IS NULL OR n.last_updated > ?)")
             args.extend((q.at[1], q.at[0]))
+        if q.within:
+            types = None if q.type is None else (q.type,)
+            condition = self._narrowing(q.within, types)
+            clauses.append(
+                "EXISTS (SELECT 1 FROM resource r WHERE r.rtype = h.rtype AND r.id = h.id"
+                f" AND {condition[0]})"
+            )
+            args.extend(condition[1])
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         sql = (
             "SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, h.body, h.seq, h.method"
@@ -215,8 +242,13 @@ class SqlReader:
         return int(self._conn.execute(sql, args).fetchone()[0])
 
     def include(
-        self, versions: list[Version], includes: tuple[Include, ...], limit: int
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        within: Sequence[Clause] = (),
     ) -> tuple[list[Version], bool]:
+        narrowing = self._narrowing(within)
         seen = {(v.type, v.id) for v in versions}
         added: list[Version] = []
         sources = versions
@@ -233,8 +265,12 @@ class SqlReader:
             room = limit - len(added) + len(seen) + 1
             fresh: list[Version] = []
             for statement in (
-                compiler.include_statement(keys, [i for i in active if not i.reverse], room),
-                compiler.revinclude_statement(keys, [i for i in active if i.reverse], room),
+                compiler.include_statement(
+                    keys, [i for i in active if not i.reverse], room, narrowing
+                ),
+                compiler.revinclude_statement(
+                    keys, [i for i in active if i.reverse], room, narrowing
+                ),
             ):
                 if statement is None:
                     continue
@@ -251,9 +287,14 @@ class SqlReader:
         return added, False
 
     def patient_resources(
-        self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
+        self,
+        patient_ids: Sequence[str],
+        params: Mapping[str, Sequence[str]],
+        within: Sequence[Clause] = (),
     ) -> Iterator[tuple[str, Version]]:
-        statement = scans.patient_resources_statement(patient_ids, params, collate=self._collate)
+        statement = scans.patient_resources_statement(
+            patient_ids, params, collate=self._collate, narrowing=self._narrowing(within)
+        )
         if statement is None:
             return
         cursor = self._conn.execute(*statement)
@@ -261,8 +302,11 @@ class SqlReader:
             for row in rows:
                 yield row[0], _current(row[1:])
 
-    def scan(self, type: str, after: int | None, limit: int) -> list[Version]:
-        rows = self._conn.execute(*scans.scan_statement(type, after, limit)).fetchall()
+    def scan(
+        self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
+    ) -> list[Version]:
+        narrowing = self._narrowing(within, (type,))
+        rows = self._conn.execute(*scans.scan_statement(type, after, limit, narrowing)).fetchall()
         return [_current(row) for row in rows]
 
 
@@ -326,7 +370,9 @@ class SqlUnit(SqlReader):
 
     # -- building blocks -------------------------------------------------------------------
 
-    def read(self, type: str, id: str) -> Version | None:
+    def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
+        if within:
+            return self._read_within(type, id, within)
         key = (type, id)
         if key in self._seen:
             return self._seen[key]
