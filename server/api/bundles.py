@@ -122,9 +122,7 @@ def _patch_body(resource: Any, index: int) -> tuple[PatchFormat, Any]:
     try:
         data = base64.b64decode(resource.get("data", ""), validate=True)
     except (binascii.Error, ValueError, TypeError) as exc:
-        raise BadRequest(
-            "The PATCH Binary data is not base64", expression=f"{where}.data"
-        ) from exc
+        raise BadRequest("The PATCH Binary data is not base64", expression=f"{where}.data") from exc
     try:
         return format, loads(data)
     except BadRequest as exc:
@@ -159,9 +157,7 @@ def _entry(raw: Any, index: int, base: str) -> Parsed:
     if isinstance(full_url, str):
         problem = urn_problem(full_url)
         if problem is not None:
-            raise BadRequest(
-                f"fullUrl '{full_url[:80]}': {problem}", expression=f"{where}.fullUrl"
-            )
+            raise BadRequest(f"fullUrl '{full_url[:80]}': {problem}", expression=f"{where}.fullUrl")
     return Parsed(index, full_url if isinstance(full_url, str) else None, freq)
 
 
@@ -227,9 +223,7 @@ async def _batch(
 # -- transaction -----------------------------------------------------------------------------
 
 
-def _transaction_entry(
-    parsed: Parsed, pipeline: Pipeline, settings: Settings
-) -> transaction.Entry:
+def _transaction_entry(parsed: Parsed, pipeline: Pipeline, settings: Settings) -> transaction.Entry:
     request = parsed.request
     entry = transaction.Entry(parsed.index, parsed.full_url)
     if request.method == "GET":
@@ -263,7 +257,9 @@ async def _transaction(
     principal = repo.principal
     try:
         transaction.check_overlaps(entries)
-        planned = await repo.checking(lambda reader: transaction.plan(pipeline, entries, reader))
+        planned = await repo.checking(
+            lambda reader, view: transaction.plan(pipeline, entries, reader, view)
+        )
         results = await repo.writing(
             lambda unit: transaction.run(pipeline.in_unit(unit, principal), entries, planned)
         )

@@ -367,9 +367,7 @@ def compile_fhirpath(
     return compile_tree(tree, context_type, terminology)
 
 
-def compile_tree(
-    tree: Ast, context_type: str, terminology: Terminology | None = None
-) -> Evaluator:
+def compile_tree(tree: Ast, context_type: str, terminology: Terminology | None = None) -> Evaluator:
     """``compile_fhirpath`` of an expression already parsed (or of a part of one)."""
     model = element_model()
     if not model.known(context_type) and context_type != "Resource":

@@ -115,6 +115,14 @@ class _Checked:
         narrowing = self._narrow(Interaction.READ, type)
         return self._store(type).read(type, id, (*within, *narrowing.clauses))
 
+    def visible(self, type: str, id: str) -> bool:
+        if self._access.unrestricted:
+            return True
+        narrowing = self._access.narrowing(Interaction.READ, type)
+        if not narrowing.permitted:
+            return False
+        return self._store(type).read(type, id, narrowing.clauses) is not None
+
     def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         narrowed = False
         for type in sorted({type for type, _ in keys}):
@@ -286,11 +294,15 @@ class AuthorizedRepository:
         with self._runner.reader() as reader:
             yield _Checked(reader, self.access, self.definitions)
 
-    async def checking(self, fn: Callable[[Reader], T]) -> T:
-        """Run ``fn`` with a reader no principal narrows (the system reader), where the store's
-        reads run, its reads in one snapshot where that is cheap: for the validation that
-        prepares a write (what it reads never reaches the caller)."""
-        return await self._runner.snapshot(fn)
+    async def checking(self, fn: Callable[[Reader, Reader], T]) -> T:
+        """Run ``fn`` with the system reader (no principal narrows it) and the caller's view of
+        the same reads, where the store's reads run, in one snapshot where that is cheap: for
+        the validation that prepares a write. What the system reader reads never reaches the
+        caller; conditional matches and reference targets go by the caller's view."""
+        access, definitions = self.access, self.definitions
+        return await self._runner.snapshot(
+            lambda reader: fn(reader, _Checked(reader, access, definitions))
+        )
 
     async def reading(self, fn: Callable[[Reader], T]) -> T:
         """Run ``fn`` with an authorized reader, where the store's reads run."""

@@ -183,6 +183,12 @@ class Reader(Protocol):
         patient. One statement per call (callers batch the patients, a few hundred at a time);
         the rows are read as they are consumed, so consume them before the reader closes."""
 
+    def visible(self, type: str, id: str) -> bool:
+        """Whether the caller this reader reads for may see ``type/id`` (a system reader: it
+        may see everything; the door: what the caller's policies let through). Validation asks
+        it of every reference target it read with a system reader, so a hidden target answers
+        as a missing one."""
+
     def scan(
         self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
     ) -> list[Version]:

@@ -96,6 +96,9 @@ class ConformanceStore:
             return None
         return self._version(entry)
 
+    def visible(self, type: str, id: str) -> bool:
+        return True
+
     def vread(
         self, type: str, id: str, version: int, within: Sequence[Clause] = ()
     ) -> Version | None:

@@ -20,6 +20,7 @@ from server.errors import (
     BadRequest,
     Conflict,
     FhirError,
+    Forbidden,
     Gone,
     InvalidResource,
     InvalidSearch,
@@ -91,32 +92,36 @@ class Pipeline:
             where = exc.issues[0].expression if exc.issues else None
             raise BadRequest(f"{_CONDITION[write.interaction]}: {exc}", expression=where) from exc
 
-    def prepare(self, write: Write, reader: Reader | None) -> Prepared:
+    def prepare(self, write: Write, reader: Reader | None, view: Reader | None = None) -> Prepared:
         """Check ``write`` as far as possible before the unit. With a ``reader`` (a system
         reader outside the unit) profile validation and a patch by id happen here, their
-        reads recorded; without one (inside a unit) they are left to ``Writer.run``."""
+        reads recorded; without one (inside a unit) they are left to ``Writer.run``.
+        ``view``: the caller's view of ``reader``, by which conditional references match and
+        reference targets are found (hidden ones answer as missing ones)."""
         self.rules.admit(write)
         prepared = Prepared(write)
         if write.interaction in ("create", "update"):
             resource = _resource(write)
-            check_base(resource, write.expression, profiles=self._profile_issues(write, reader))
+            check_base(
+                resource, write.expression, profiles=self._profile_issues(write, reader, view)
+            )
             if write.interaction == "create":
                 resource.pop("id", None)  # the server assigns the id (or the caller's ``id``)
             prepared.resource = resource
         prepared.criteria = self.criteria(write)
         if prepared.resource is not None:
             if reader is not None:
-                resource = self._resolve(prepared, prepared.resource, _finder(reader))
+                resource = self._resolve(prepared, prepared.resource, _finder(view or reader))
                 resource = prepared.resource = self._rules_prepare(prepared, resource, reader)
-                seen = Seen(reader, self.targets)
+                seen = Seen(reader, self.targets, view)
                 warnings = self.validate(resource, seen, write.expression)
                 prepared.checked = Checked(warnings, seen)
         elif write.interaction == "patch" and reader is not None and write.id is not None:
-            self._prepare_patch(prepared, reader)
+            self._prepare_patch(prepared, reader, view)
         return prepared
 
     def _profile_issues(
-        self, write: Write, reader: Reader | None
+        self, write: Write, reader: Reader | None, view: Reader | None
     ) -> Callable[[], list[Issue]] | None:
         """The profile issues of the body of ``write`` (read with ``reader``), for an answer
         that lists them with its base errors; None without a reader (inside the unit)."""
@@ -124,13 +129,13 @@ class Pipeline:
             return None
 
         def issues() -> list[Issue]:
-            lookup = Seen(reader, self.targets)
+            lookup = Seen(reader, self.targets, view)
             root = write.expression or None
             return self.validation.check(write.resource, lookup=lookup, root=root).issues
 
         return issues
 
-    def _prepare_patch(self, prepared: Prepared, reader: Reader) -> None:
+    def _prepare_patch(self, prepared: Prepared, reader: Reader, view: Reader | None) -> None:
         """Apply the patch to the version stored now; a failure here is final (the request is
         answered from a state it saw), a success is kept if that version is still current."""
         write = prepared.write
@@ -140,11 +145,11 @@ class Pipeline:
             return  # 404 / 410 come from the unit, with the unit's view
         if write.if_match is not None and write.if_match != current.version:
             return  # 412 from the unit
-        patched = self._resolve(prepared, self.patched(write, current), _finder(reader))
+        patched = self._resolve(prepared, self.patched(write, current), _finder(view or reader))
         if self.rules.prepares(write.type):
             patched = self.rules.prepare(write, patched, current)
             prepared.ruled_on = current.version
-        seen = Seen(reader, self.targets)
+        seen = Seen(reader, self.targets, view)
         warnings = self.validate(patched, seen, "", after_patch=True)
         prepared.base, prepared.patched = current, patched
         prepared.checked = Checked(warnings, seen)
@@ -253,7 +258,17 @@ class Writer:
     # -- the interactions ---------------------------------------------------------------------
 
     def _matches(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
+        """The matches the caller may see (the unit is the door's: a hidden match is none)."""
         return self.unit.match(criteria, limit)
+
+    def _refuse_hidden(self, write: Write, criteria: Criteria) -> None:
+        """A conditional update, patch or delete whose criteria match only resources the caller
+        may not see is refused (never an update-as-create beside them, never a silent no-op)."""
+        if self.unit is not self.system and self.system.match(criteria, 1):
+            raise Forbidden(
+                f"Not permitted: {write.interaction} of the {write.type} matching"
+                f" '{criteria.key}'"
+            )
 
     def _create(self, prepared: Prepared) -> Written:
         write, criteria = prepared.write, prepared.criteria
@@ -276,6 +291,8 @@ class Writer:
         matches = self._matches(criteria)
         if len(matches) > 1:
             raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
+        if not matches:
+            self._refuse_hidden(write, criteria)
         body_id = resource.get("id")
         if matches:
             match = matches[0]
@@ -304,6 +321,7 @@ class Writer:
         if criteria is not None:
             matches = self._matches(criteria)
             if not matches:
+                self._refuse_hidden(write, criteria)
                 raise NotFound(f"No {write.type} matches '{criteria.key}'")
             if len(matches) > 1:
                 raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
@@ -336,6 +354,8 @@ class Writer:
         matches = self._matches(criteria, None if multiple else 2)
         if len(matches) > 1 and not multiple:
             raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
+        if not matches:
+            self._refuse_hidden(write, criteria)
         for match in matches:
             self._store(prepared, match.id, match)
         return Written(write, None, deleted=len(matches), criteria=criteria)
@@ -363,7 +383,7 @@ class Writer:
                     self.pipeline.targets.forget(stale)
                 warnings = self.pipeline.validate(
                     resource,
-                    reader_lookup(self.system),
+                    reader_lookup(self.system, self.unit),
                     "" if after_patch else write.expression,
                     after_patch=after_patch,
                 )
@@ -376,7 +396,7 @@ class Writer:
             root = "" if after_patch else write.expression
             check_base(resource, root, after_patch=after_patch)
             warnings = self.pipeline.validate(
-                resource, reader_lookup(self.system), root, after_patch=after_patch
+                resource, reader_lookup(self.system, self.unit), root, after_patch=after_patch
             )
         warnings = [*warnings, *ruled.warnings]
         unit, type = self.unit, write.type
@@ -423,8 +443,16 @@ class Writer:
         if not rules:
             return ruled
         change = Change(
-            self.principal, write.interaction, write.type, id, stored, resource, self.system,
-            self.depth, write.expression, prepared,
+            self.principal,
+            write.interaction,
+            write.type,
+            id,
+            stored,
+            resource,
+            self.system,
+            self.depth,
+            write.expression,
+            prepared,
         )
         for rule in rules:
             verdict = rule.check(change)

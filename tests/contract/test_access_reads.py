@@ -7,8 +7,7 @@ Two policies (``server/auth/policies.py``), handed to the app through ``create_a
 * **compartment**: the caller acts for ``Patient/p1`` and sees its compartment plus the
   resources of other types those refer to.
 
-The scene is written below with each resource's label and references; what each policy lets
-through is written out by hand in ``VISIBLE``, never computed by the code under test.
+The scene and what each policy lets through, written by hand: ``tests/access_scene.py``.
 """
 
 from __future__ import annotations
@@ -17,125 +16,33 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from starlette.requests import Request
 
-from server.auth.policies import CompartmentPolicy, LabelPolicy
-from server.auth.policy import Policy
-from server.auth.principal import Principal
-from tests.support import TestClient, all_pages, fhir_client, put
-
-LABEL = {"system": "urn:test:access", "code": "shared"}
-
-# (type, id, labelled, fields); created in this order (insertion order matters for limits)
-SCENE: list[tuple[str, str, bool, dict[str, Any]]] = [
-    ("Organization", "org1", False, {"name": "Clinic One"}),
-    ("Organization", "org2", False, {"name": "Clinic Two"}),
-    ("Practitioner", "dr1", True, {"name": [{"family": "Lee"}]}),
-    ("Practitioner", "dr2", False, {"name": [{"family": "Kim"}]}),
-    (
-        "Patient",
-        "p1",
-        True,
-        {
-            "name": [{"family": "Visible"}],
-            "managingOrganization": {"reference": "Organization/org1"},
-        },
-    ),
-    (
-        "Patient",
-        "p2",
-        False,
-        {
-            "name": [{"family": "Hidden"}],
-            "managingOrganization": {"reference": "Organization/org2"},
-        },
-    ),
-    ("Patient", "p3", True, {"name": [{"family": "Other"}]}),
-]
-
-
-def _observation(subject: str, performer: str, code: str) -> dict[str, Any]:
-    return {
-        "status": "final",
-        "code": {"coding": [{"system": "urn:test:codes", "code": code}]},
-        "subject": {"reference": f"Patient/{subject}"},
-        "performer": [{"reference": f"Practitioner/{performer}"}],
-    }
-
-
-# p2's first (two of them performed by dr1), then p1's unlabelled, then p1's labelled ones
-SCENE += [
-    ("Observation", "o6", True, _observation("p2", "dr1", "c-any")),
-    ("Observation", "o7", False, _observation("p2", "dr1", "c-p2")),
-    ("Observation", "o8", False, _observation("p2", "dr2", "c-any")),
-    ("Observation", "o4", False, _observation("p1", "dr1", "c-hidden")),
-    ("Observation", "o5", False, _observation("p1", "dr1", "c-any")),
-    ("Observation", "o1", True, _observation("p1", "dr1", "c-any")),
-    ("Observation", "o2", True, _observation("p1", "dr1", "c-any")),
-    ("Observation", "o3", True, _observation("p1", "dr1", "c-any")),
-]
-
-VISIBLE: dict[str, set[str]] = {
-    # labelled resources
-    "label": {
-        "Practitioner/dr1",
-        "Patient/p1",
-        "Patient/p3",
-        "Observation/o6",
-        "Observation/o1",
-        "Observation/o2",
-        "Observation/o3",
-    },
-    # p1, its observations, and what they refer to (dr1 as performer, org1 from p1)
-    "compartment": {
-        "Patient/p1",
-        "Organization/org1",
-        "Practitioner/dr1",
-        "Observation/o1",
-        "Observation/o2",
-        "Observation/o3",
-        "Observation/o4",
-        "Observation/o5",
-    },
-}
-EVERY = {f"{t}/{i}" for t, i, _, _ in SCENE}
-MAX_INCLUDE = 6
-
-POLICIES: dict[str, Policy] = {
-    "label": LabelPolicy(LABEL["system"], LABEL["code"]),
-    "compartment": CompartmentPolicy(),
-}
-CALLER = Principal("test-app", user="Patient/p1")
-
-
-def _caller(request: Request) -> Principal:
-    return CALLER
-
-
-def _seed(client: TestClient) -> None:
-    for type, id, labelled, fields in SCENE:
-        resource: dict[str, Any] = {"resourceType": type, "id": id, **fields}
-        if labelled:
-            resource["meta"] = {"security": [LABEL]}
-        response = put(client, resource)
-        assert response.status_code == 201, response.text
+from tests.access_scene import (
+    EVERY,
+    MAX_INCLUDE,
+    POLICIES,
+    VISIBLE,
+    caller,
+    seed,
+)
+from tests.support import TestClient, all_pages, fhir_client
 
 
 @pytest.fixture(scope="module")
 def apps(database_url: str) -> Iterator[dict[str, TestClient]]:
     """The operator's app (no policy) that wrote the scene, and one app per policy."""
     with fhir_client(database_url, max_include=MAX_INCLUDE) as operator:
-        _seed(operator)
+        seed(operator)
         with (
             fhir_client(
                 database_url,
-                principals=_caller,
+                principals=caller,
                 policies=[POLICIES["label"]],
                 max_include=MAX_INCLUDE,
             ) as label,
             fhir_client(
                 database_url,
-                principals=_caller,
+                principals=caller,
                 policies=[POLICIES["compartment"]],
                 max_include=MAX_INCLUDE,
             ) as compartment,

@@ -173,8 +173,19 @@ EVENT_COLUMNS = (
     "rtype, id, version, previous, interaction, committed, client, organization, user_id,"
     " request_id, transaction_id"
 )
-EVENT_TYPES = ("text", "text", "int4", "int4", "text", "int8", "text", "text", "text", "text",
-               "text")
+EVENT_TYPES = (
+    "text",
+    "text",
+    "int4",
+    "int4",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+)
 _INSERT_EVENT = (
     f"INSERT INTO outbox ({EVENT_COLUMNS}) VALUES ({', '.join('?' for _ in EVENT_TYPES)})"
 )
