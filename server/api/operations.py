@@ -127,9 +127,22 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
 
     events = request.app.state.store.outbox.of
 
-    def work(reader: Reader) -> FhirResponse:
+    restricted = not repo.access.unrestricted
+
+    def work(system: Reader, reader: Reader) -> FhirResponse:
         instance = _instance(reader, type, id) if id is not None else None
-        call = Call(settings, type, id, params, reader, definitions, instance, events=events)
+        call = Call(
+            settings,
+            type,
+            id,
+            params,
+            reader,
+            definitions,
+            instance,
+            events=events,
+            system=system,
+            restricted=restricted,
+        )
         return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
 
     def work_in_unit(unit: Unit) -> FhirResponse:
@@ -141,7 +154,7 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
     if operation.affects_state:
         result = await repo.writing(work_in_unit)
     else:
-        result = await repo.reading(work)
+        result = await repo.checking(work)
     return http.render(result, settings, indent=http.pretty(request))
 
 

@@ -275,7 +275,7 @@ class Job:
     kind: str  # what runs (an operation name)
     state: JobState
     request: dict[str, Any]  # what was asked: {"method": ..., "url": ...}
-    principal: str  # who asked (only they see it)
+    principal: str  # who asked, the whole principal (``Principal.key``): only they see it
     unit: str  # what ``done`` and ``total`` count ("members")
     done: int
     total: int | None

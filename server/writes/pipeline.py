@@ -266,8 +266,7 @@ class Writer:
         may not see is refused (never an update-as-create beside them, never a silent no-op)."""
         if self.unit is not self.system and self.system.match(criteria, 1):
             raise Forbidden(
-                f"Not permitted: {write.interaction} of the {write.type} matching"
-                f" '{criteria.key}'"
+                f"Not permitted: {write.interaction} of the {write.type} matching '{criteria.key}'"
             )
 
     def _create(self, prepared: Prepared) -> Written:
