@@ -39,6 +39,7 @@ def repository(request: Request) -> AuthorizedRepository:
         request.scope.get("calaim.request_id"),
         getattr(state, "policies", ()),
         conformance_store(state.settings),
+        state.settings.access_safety_net == "fail",
     )
 
 

@@ -19,16 +19,18 @@ and conformance lookups; what they read never reaches the caller.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from server.auth.interactions import Interaction
-from server.auth.policy import Access, Narrowing, Policy
+from server.auth.policy import Access, Facts, Narrowing, Policy
 from server.auth.principal import Principal
-from server.errors import Forbidden
+from server.errors import FhirError, Forbidden
 from server.fhir.conformance import CONFORMANCE_TYPES
+from server.search.access_facts import split
 from server.search.query import (
     AllClause,
     AnyClause,
@@ -54,6 +56,7 @@ from server.store.base import (
 from server.store.runner import Runner
 
 T = TypeVar("T")
+logger = logging.getLogger("calaim_fhir.access")
 
 _NONE: Clause = AnyClause(())  # holds for no resource
 
@@ -62,10 +65,46 @@ class _Checked:
     """``inner`` through the door; ``definitions``: where the conformance types are read (the
     in-memory definitions), through the same checks."""
 
-    def __init__(self, inner: Reader, access: Access, definitions: Reader | None = None) -> None:
+    def __init__(
+        self,
+        inner: Reader,
+        access: Access,
+        definitions: Reader | None = None,
+        strict: bool = False,
+    ) -> None:
         self._inner = inner
         self._access = access
         self._definitions = definitions
+        self._strict = strict
+
+    def _admitted(self, interaction: Interaction, version: Version) -> bool:
+        """The per-resource decision on a version the narrowing let through, from its indexed
+        facts (never its body): a safety net behind the narrowing. A deletion has no content
+        to give away and passes; a version without facts (stored before they existed) fails."""
+        if version.body is None:
+            return True
+        facts = Facts(version.type, version.id, _labels(version.labels), split(version.owners))
+        if version.labels is not None and self._access.admits(interaction, facts):
+            return True
+        if self._strict:
+            raise FhirError(
+                f"The access decision refused {version.type}/{version.id}, which the narrowing"
+                " let through"
+            )
+        logger.warning(
+            "access: %s/%s left out by the per-resource decision", version.type, version.id
+        )
+        return False
+
+    def _net(self, interaction: Interaction, versions: list[Version]) -> list[Version]:
+        if self._access.unrestricted:
+            return versions
+        return [v for v in versions if self._admitted(interaction, v)]
+
+    def _one(self, interaction: Interaction, version: Version | None) -> Version | None:
+        if version is None or self._access.unrestricted:
+            return version
+        return version if self._admitted(interaction, version) else None
 
     def _store(self, type: str | None) -> Reader:
         if self._definitions is not None and type in CONFORMANCE_TYPES:
@@ -113,7 +152,8 @@ class _Checked:
 
     def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
         narrowing = self._narrow(Interaction.READ, type)
-        return self._store(type).read(type, id, (*within, *narrowing.clauses))
+        found = self._store(type).read(type, id, (*within, *narrowing.clauses))
+        return self._one(Interaction.READ, found)
 
     def visible(self, type: str, id: str) -> bool:
         if self._access.unrestricted:
@@ -140,7 +180,8 @@ class _Checked:
         self, type: str, id: str, version: int, within: Sequence[Clause] = ()
     ) -> Version | None:
         narrowing = self._narrow(Interaction.VREAD, type)
-        return self._store(type).vread(type, id, version, (*within, *narrowing.clauses))
+        found = self._store(type).vread(type, id, version, (*within, *narrowing.clauses))
+        return self._one(Interaction.VREAD, found)
 
     def history(self, query: HistoryQuery) -> Page:
         if query.id is not None:
@@ -152,7 +193,10 @@ class _Checked:
         narrowing = self._narrow(interaction, query.type)
         if narrowing.clauses:
             query = replace(query, within=query.within + narrowing.clauses)
-        return self._store(query.type).history(query)
+        page = self._store(query.type).history(query)
+        if self._access.unrestricted:
+            return page
+        return Page(self._net(interaction, page.items), page.has_more)
 
     def search(self, query: SearchQuery) -> SearchPage:
         criteria = self._criteria(query.criteria, Interaction.SEARCH_TYPE)
@@ -162,7 +206,10 @@ class _Checked:
             # an estimate comes from statistics of every row; a restricted caller's total
             # counts only what it may see
             query = replace(query, total="accurate")
-        return self._store(query.criteria.type).search(query)
+        page = self._store(query.criteria.type).search(query)
+        if self._access.unrestricted:
+            return page
+        return replace(page, items=self._net(Interaction.SEARCH_TYPE, page.items))
 
     def include(
         self,
@@ -182,7 +229,8 @@ class _Checked:
         if not narrowing.permitted:
             return [], False
         store = self._store(versions[0].type if versions else None)
-        return store.include(versions, includes, limit, (*within, *narrowing.clauses))
+        found, truncated = store.include(versions, includes, limit, (*within, *narrowing.clauses))
+        return self._net(Interaction.READ, found), truncated
 
     def patient_resources(
         self,
@@ -193,16 +241,24 @@ class _Checked:
         """A search of each type named (by its reference parameters)."""
         for type in sorted(params):
             self._narrow(Interaction.SEARCH_TYPE, type)
-        clauses: tuple[Clause, ...] = ()
-        if not self._access.unrestricted:
-            clauses = self._narrow(Interaction.SEARCH_SYSTEM, None).clauses
-        return self._inner.patient_resources(patient_ids, params, (*within, *clauses))
+        if self._access.unrestricted:
+            return self._inner.patient_resources(patient_ids, params, within)
+        clauses = self._narrow(Interaction.SEARCH_SYSTEM, None).clauses
+        found = self._inner.patient_resources(patient_ids, params, (*within, *clauses))
+        return ((patient, v) for patient, v in found if self._admitted(Interaction.SEARCH_TYPE, v))
 
     def scan(
         self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
     ) -> list[Version]:
         narrowing = self._narrow(Interaction.SEARCH_TYPE, type)
-        return self._store(type).scan(type, after, limit, (*within, *narrowing.clauses))
+        found = self._store(type).scan(type, after, limit, (*within, *narrowing.clauses))
+        return self._net(Interaction.SEARCH_TYPE, found)
+
+
+def _labels(text: str | None) -> frozenset[tuple[str, str]]:
+    return frozenset(
+        (system, code) for system, _, code in (label.partition("|") for label in split(text))
+    )
 
 
 def _narrowed(inner: Clause, narrowing: Narrowing) -> Clause:
@@ -241,7 +297,10 @@ class _CheckedUnit(_Checked):
         if version is None or version.deleted:
             return result
         clauses = self._narrow(interaction, version.type).clauses
-        if clauses and self._unit.read(version.type, version.id, clauses) is None:
+        facts = Facts(version.type, version.id, _labels(version.labels), split(version.owners))
+        if (
+            clauses and self._unit.read(version.type, version.id, clauses) is None
+        ) or not self._access.admits(interaction, facts):
             raise Forbidden(
                 f"Not permitted: {interaction} of a {version.type} outside what this client may see"
             )
@@ -279,9 +338,11 @@ class AuthorizedRepository:
         request_id: str | None = None,
         policies: Sequence[Policy] = (),
         definitions: Reader | None = None,
+        strict: bool = False,
     ) -> None:
         self.principal = principal
         self.definitions = definitions
+        self.strict = strict
         self.policies = tuple(policies)
         self.access = Access(principal, self.policies)
         self.origin = Origin(principal.id, principal.organization, principal.user, request_id)
@@ -292,22 +353,24 @@ class AuthorizedRepository:
         """An authorized reader on the calling thread, blocking (worker threads: long
         operations and asynchronous jobs; request handlers use ``reading``)."""
         with self._runner.reader() as reader:
-            yield _Checked(reader, self.access, self.definitions)
+            yield _Checked(reader, self.access, self.definitions, self.strict)
 
     async def checking(self, fn: Callable[[Reader, Reader], T]) -> T:
         """Run ``fn`` with the system reader (no principal narrows it) and the caller's view of
         the same reads, where the store's reads run, in one snapshot where that is cheap: for
         the validation that prepares a write. What the system reader reads never reaches the
         caller; conditional matches and reference targets go by the caller's view."""
-        access, definitions = self.access, self.definitions
+        access, definitions, strict = self.access, self.definitions, self.strict
         return await self._runner.snapshot(
-            lambda reader: fn(reader, _Checked(reader, access, definitions))
+            lambda reader: fn(reader, _Checked(reader, access, definitions, strict))
         )
 
     async def reading(self, fn: Callable[[Reader], T]) -> T:
         """Run ``fn`` with an authorized reader, where the store's reads run."""
-        access, definitions = self.access, self.definitions
-        return await self._runner.read(lambda reader: fn(_Checked(reader, access, definitions)))
+        access, definitions, strict = self.access, self.definitions, self.strict
+        return await self._runner.read(
+            lambda reader: fn(_Checked(reader, access, definitions, strict))
+        )
 
     async def writing(self, fn: Callable[[Unit], T]) -> T:
         """Run ``fn`` inside one write transaction: all its writes commit together or none do;

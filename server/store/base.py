@@ -47,6 +47,10 @@ class Version:
     method: Method = "PUT"
     position: int = 0  # keyset position in the listing it came from (history or search);
     # 0 for a version just written
+    # its access facts (``server/search/access_facts.py``), written with it; None: not known
+    # (a version stored before they existed, until ``calaim-fhir reindex`` fills them in)
+    labels: str | None = None
+    owners: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

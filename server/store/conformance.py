@@ -23,6 +23,7 @@ import orjson
 
 from server.fhir.conformance import CONFORMANCE_TYPES, Conformance, conformance
 from server.fhir.instant import format_instant
+from server.search.access_facts import access_facts
 from server.search.index import Indexer
 from server.search.match import compile_matcher
 from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery, SortKey
@@ -43,6 +44,7 @@ class _Entry:
     resource: dict[str, Any]
     rows: IndexRows
     position: int
+    facts: tuple[str, str]
 
 
 class ConformanceStore:
@@ -60,9 +62,9 @@ class ConformanceStore:
             type, id = resource["resourceType"], resource["id"]
             served = {**resource, "meta": {**resource.get("meta", {}), "versionId": "1"}}
             served["meta"]["lastUpdated"] = stamp
-            entry = _Entry(
-                type, id, orjson.dumps(served), served, indexer.rows(type, served), position
-            )
+            rows = indexer.rows(type, served)
+            facts = access_facts(type, id, rows)
+            entry = _Entry(type, id, orjson.dumps(served), served, rows, position, facts)
             self._entries[(type, id)] = entry
             self._by_type[type].append(entry)
 
@@ -71,7 +73,19 @@ class ConformanceStore:
         return type in CONFORMANCE_TYPES
 
     def _version(self, entry: _Entry, position: int = 0) -> Version:
-        return Version(entry.type, entry.id, 1, self.loaded_at, False, entry.body, "PUT", position)
+        labels, owners = entry.facts
+        return Version(
+            entry.type,
+            entry.id,
+            1,
+            self.loaded_at,
+            False,
+            entry.body,
+            "PUT",
+            position,
+            labels,
+            owners,
+        )
 
     # -- Reader ----------------------------------------------------------------------------
 

@@ -79,10 +79,15 @@ ACTING = Acting()
 @pytest.fixture(scope="module")
 def _apps(database_url: str) -> Iterator[dict[str, TestClient]]:
     with (
-        fhir_client(database_url) as operator,
-        fhir_client(database_url, principals=ACTING, policies=[POLICIES["label"]]) as label,
+        fhir_client(database_url, access_safety_net="fail") as operator,
         fhir_client(
-            database_url, principals=ACTING, policies=[POLICIES["compartment"]]
+            database_url, access_safety_net="fail", principals=ACTING, policies=[POLICIES["label"]]
+        ) as label,
+        fhir_client(
+            database_url,
+            access_safety_net="fail",
+            principals=ACTING,
+            policies=[POLICIES["compartment"]],
         ) as compartment,
     ):
         yield {"operator": operator, "label": label, "compartment": compartment}

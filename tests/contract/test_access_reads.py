@@ -31,17 +31,19 @@ from tests.support import TestClient, all_pages, fhir_client
 @pytest.fixture(scope="module")
 def apps(database_url: str) -> Iterator[dict[str, TestClient]]:
     """The operator's app (no policy) that wrote the scene, and one app per policy."""
-    with fhir_client(database_url, max_include=MAX_INCLUDE) as operator:
+    with fhir_client(database_url, access_safety_net="fail", max_include=MAX_INCLUDE) as operator:
         seed(operator)
         with (
             fhir_client(
                 database_url,
+                access_safety_net="fail",
                 principals=caller,
                 policies=[POLICIES["label"]],
                 max_include=MAX_INCLUDE,
             ) as label,
             fhir_client(
                 database_url,
+                access_safety_net="fail",
                 principals=caller,
                 policies=[POLICIES["compartment"]],
                 max_include=MAX_INCLUDE,

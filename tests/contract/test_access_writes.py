@@ -26,10 +26,15 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "resources"
 @pytest.fixture(scope="module")
 def _apps(database_url: str) -> Iterator[dict[str, TestClient]]:
     with (
-        fhir_client(database_url) as operator,
-        fhir_client(database_url, principals=caller, policies=[POLICIES["label"]]) as label,
+        fhir_client(database_url, access_safety_net="fail") as operator,
         fhir_client(
-            database_url, principals=caller, policies=[POLICIES["compartment"]]
+            database_url, access_safety_net="fail", principals=caller, policies=[POLICIES["label"]]
+        ) as label,
+        fhir_client(
+            database_url,
+            access_safety_net="fail",
+            principals=caller,
+            policies=[POLICIES["compartment"]],
         ) as compartment,
     ):
         yield {"operator": operator, "label": label, "compartment": compartment}

@@ -37,6 +37,7 @@ import orjson
 from server.errors import InvalidResource
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
+from server.search.access_facts import access_facts
 from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
 from server.search.rows import IndexRows
 from server.store import faults
@@ -88,6 +89,8 @@ def _current(row: Any) -> Version:
         None if row[5] is None else bytes(row[5]),
         "PUT",
         row[6],
+        row[7],
+        row[8],
     )
 
 
@@ -160,7 +163,7 @@ class SqlReader:
         if within and self._read_within(type, id, within) is None:
             return None
         row = self._conn.execute(
-            "SELECT rtype, id, version, last_updated, deleted, body, seq, method"
+            "SELECT rtype, id, version, last_updated, deleted, body, seq, method, labels, owners"
             " FROM resource_history WHERE rtype = ? AND id = ? AND version = ?",
             (type, id, version),
         ).fetchone()
@@ -199,7 +202,8 @@ class SqlReader:
             args.extend(condition[1])
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         sql = (
-            "SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, h.body, h.seq, h.method"
+            "SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, h.body, h.seq, h.method,"
+            " h.labels, h.owners"
             f" FROM resource_history h{join}{where} ORDER BY h.seq DESC LIMIT {int(q.count) + 1}"
         )
         rows = self._conn.execute(sql, args).fetchall()
@@ -227,7 +231,8 @@ class SqlReader:
         items = [_current(row) for row in rows]
 
         def at(row: Any, backward: bool) -> Cursor:
-            return Cursor(tuple(row[7 : 7 + keys]), int(row[6]), backward)
+            start = compiler.SORT_VALUES
+            return Cursor(tuple(row[start : start + keys]), int(row[6]), backward)
 
         if cursor is not None and cursor.backward:
             # the page before a row: that row (and whatever follows it) comes next
@@ -417,12 +422,16 @@ class SqlUnit(SqlReader):
         number = prev.version + 1 if prev else 1
         body = None if resource is None else render(type, id, number, stamp, resource)
         deleted = 1 if resource is None else 0
+        index = None if resource is None else self._rows.rows(type, resource)
+        labels, owners = access_facts(type, id, index)
         # no result is read back: on PostgreSQL (pipeline mode) a write waits for no round trip
-        self._dialect.store_version(self._conn, (type, id, number, stamp, deleted, method, body))
+        self._dialect.store_version(
+            self._conn, (type, id, number, stamp, deleted, method, body, labels, owners)
+        )
         if prev is not None:
             self._dialect.clear_index(self._conn, type, id)
-        if resource is not None:
-            rows = self._rows.rows(type, resource).tables()
+        if index is not None:
+            rows = index.tables()
             if rows:
                 self._dialect.store_index(self._conn, type, id, rows)
         origin = self._origin
@@ -443,7 +452,7 @@ class SqlUnit(SqlReader):
                 self._transaction,
             )
         )
-        version = Version(type, id, number, stamp, bool(deleted), body, method)
+        version = Version(type, id, number, stamp, bool(deleted), body, method, 0, labels, owners)
         self._seen[(type, id)] = version
         return version
 
@@ -578,4 +587,6 @@ def _history(row: Any) -> Version:
         None if row[5] is None else bytes(row[5]),
         row[7],
         row[6],
+        row[8],
+        row[9],
     )

@@ -93,7 +93,8 @@ from server.search.values import fold
 Frag = tuple[str, tuple[Any, ...]]
 Types = tuple[str, ...] | None  # the resource types an alias may have; None = any
 
-COLUMNS = "rtype, id, version, last_updated, deleted, body, created_seq"
+COLUMNS = "rtype, id, version, last_updated, deleted, body, created_seq, labels, owners"
+SORT_VALUES = 9  # where the sort values begin in a page's rows, after ``COLUMNS``
 ALL_TYPES: tuple[str, ...] = tuple(sorted(RESOURCE_TYPES))
 TEXT_MAX = "\U0010ffff"  # sorts after every other character, bytewise in UTF-8
 _TRUE: Frag = ("1 = 1", ())
@@ -1155,7 +1156,7 @@ def page_statement(
     value_args = tuple(a for _, args in values for a in args)
     inner = (
         f"SELECT r.rtype, r.id, r.version, r.last_updated, r.deleted, r.body, r.created_seq,"
-        f" {selected} FROM resource r WHERE {condition[0]}"
+        f" r.labels, r.owners, {selected} FROM resource r WHERE {condition[0]}"
     )
     keys = [(f"q.k{n}", key.descending) for n, key in enumerate(query.sort)]
     outer: Frag = _TRUE
