@@ -67,7 +67,7 @@ def create_app(
             search_service(settings).context,
             settings.conditional_delete_multiple,
         )
-        conformance_store(settings)
+        app.state.definitions = conformance_store(settings)
         jobs = JobRunner(
             repo.jobs,
             retention_seconds=settings.async_retention_hours * 3600,
@@ -103,6 +103,7 @@ def create_app(
     app.state.settings = settings
     app.state.principals = principals
     app.state.policies = tuple(policies)
+    app.state.strict_access = settings.access_safety_net == "fail"
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

@@ -11,7 +11,6 @@ from server.auth.principal import LOCAL, Principal
 from server.jobs import JobRunner
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
-from server.store.conformance import conformance_store
 from server.writes.pipeline import Pipeline
 
 
@@ -37,9 +36,9 @@ def repository(request: Request) -> AuthorizedRepository:
         state.runner,
         principal_of(request),
         request.scope.get("calaim.request_id"),
-        getattr(state, "policies", ()),
-        conformance_store(state.settings),
-        state.settings.access_safety_net == "fail",
+        state.policies,
+        state.definitions,
+        state.strict_access,
     )
 
 

@@ -14,7 +14,7 @@ acting for no patient reaches nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 
 from server.auth.interactions import WRITES, Interaction
 from server.auth.policy import NOTHING, Facts, Narrowing, where
@@ -57,13 +57,30 @@ def _outside() -> tuple[str, ...]:
     return tuple(sorted(t for t in RESOURCE_TYPES if t not in inside))
 
 
+@lru_cache(maxsize=4096)
+def _member(patient: str, type: str | None) -> CompartmentClause:
+    """Membership of ``patient``'s compartment (of ``type``; None: of any type)."""
+    params = _members() if type is None else tuple(p for p in _members() if p[0] == type)
+    return CompartmentClause("Patient", patient, params, include_self=type in (None, "Patient"))
+
+
+@lru_cache(maxsize=4096)
+def _view(patient: str, type: str | None, write: bool) -> Narrowing:
+    """What a principal acting for ``patient`` reaches of ``type`` (built once per patient)."""
+    inside = type is None or type == "Patient" or type in patient_compartment()
+    if write:
+        return where(_member(patient, type)) if inside else NOTHING
+    if type is None:
+        member = _member(patient, None)
+        return where(AnyClause((member, ReferencedClause(member, _outside()))))
+    if inside:
+        return where(_member(patient, type))
+    return where(ReferencedClause(_member(patient, None), (type,)))
+
+
 class CompartmentPolicy:
     def __init__(self, patient_of: Callable[[Principal], str | None] = _patient_user) -> None:
         self._patient_of = patient_of
-
-    def _member(self, patient: str, type: str | None) -> CompartmentClause:
-        params = _members() if type is None else tuple(p for p in _members() if p[0] == type)
-        return CompartmentClause("Patient", patient, params, include_self=type in (None, "Patient"))
 
     def narrowing(
         self, principal: Principal, interaction: Interaction, type: str | None
@@ -71,15 +88,7 @@ class CompartmentPolicy:
         patient = self._patient_of(principal)
         if patient is None:
             return NOTHING
-        inside = type is None or type == "Patient" or type in patient_compartment()
-        if interaction in WRITES:
-            return where(self._member(patient, type)) if inside else NOTHING
-        if type is None:
-            member = self._member(patient, None)
-            return where(AnyClause((member, ReferencedClause(member, _outside()))))
-        if inside:
-            return where(self._member(patient, type))
-        return where(ReferencedClause(self._member(patient, None), (type,)))
+        return _view(patient, type, interaction in WRITES)
 
     def admits(self, principal: Principal, interaction: Interaction, facts: Facts) -> bool:
         patient = self._patient_of(principal)

@@ -11,7 +11,7 @@ turns them into ``server.auth.policy.Facts`` for its per-resource decision.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 
 from server.search.registry import patient_compartment
 from server.search.rows import IndexRows
@@ -39,6 +39,7 @@ def access_facts(type: str, id: str, rows: IndexRows | None) -> tuple[str, str]:
     return SEPARATOR.join(labels), SEPARATOR.join(sorted(owners))
 
 
+@lru_cache(maxsize=4096)
 def split(text: str | None) -> frozenset[str]:
-    """The values of a stored facts column."""
+    """The values of a stored facts column (the same few texts come back row after row)."""
     return frozenset(text.split(SEPARATOR)) if text else frozenset()

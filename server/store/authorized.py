@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from server.auth.interactions import Interaction
@@ -255,6 +256,7 @@ class _Checked:
         return self._net(Interaction.SEARCH_TYPE, found)
 
 
+@lru_cache(maxsize=4096)
 def _labels(text: str | None) -> frozenset[tuple[str, str]]:
     return frozenset(
         (system, code) for system, _, code in (label.partition("|") for label in split(text))

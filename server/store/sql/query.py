@@ -52,6 +52,7 @@ text itself never holds a ``%`` or a ``?`` of its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from server.errors import InvalidSearch
@@ -614,6 +615,14 @@ class Compiler:
         kinds = clause.types if types is None else tuple(t for t in clause.types if t in types)
         if not kinds:
             return _FALSE
+        keys = self._referenced_keys(clause, types)
+        if keys is not None:
+            # from the inner clause's members to what they refer to, once per statement: a
+            # resource referred to by thousands is not probed referrer by referrer
+            return (
+                f"({alias}.rtype, {alias}.id) IN (SELECT d.rtype, d.id FROM ({keys[0]}) d)",
+                keys[1],
+            )
         s, h = self.alias("s"), self.alias("h")
         inner = self.clause(clause.clause, h, None)
         condition = _and(
@@ -1083,7 +1092,13 @@ def within(
 ) -> Frag:
     """``clauses`` (an access policy's narrowing) as tests of the resource row ``alias`` (of
     one of ``types``): the condition every other read (read, history, includes, bulk reads)
-    adds to its own, so its limits count only what the caller may see."""
+    adds to its own, so its limits count only what the caller may see. Compiled once per
+    distinct narrowing (a principal's is the same request after request)."""
+    return _within(tuple(clauses), alias, collate, types)
+
+
+@lru_cache(maxsize=1024)
+def _within(clauses: tuple[Clause, ...], alias: str, collate: str, types: Types) -> Frag:
     compiler = Compiler(collate, pin=_pins(collate))
     return _and(compiler.clause(c, alias, types) for c in clauses)
 
