@@ -201,7 +201,8 @@ def main() -> None:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in runs))
     print()
     print(
-        "| scenario | no policy rps (median) | compartment rps (median) | slower | p50 ms none / compartment | load (1 min) |"
+        "| scenario | no policy rps (median) | compartment rps (median) | slower"
+        " | p50 ms none / compartment | load (1 min) |"
     )
     print("|---|---:|---:|---:|---:|---:|")
     for name in SCENARIOS:
