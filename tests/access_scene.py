@@ -10,6 +10,8 @@ Two policies (``server/auth/policies.py``), handed to the app through ``create_a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +19,7 @@ from starlette.requests import Request
 from server.auth.policies import CompartmentPolicy, LabelPolicy
 from server.auth.policy import Policy
 from server.auth.principal import Principal
-from tests.support import TestClient, put
+from tests.support import TestClient, fhir_client, put
 
 IDS = "urn:test:ids"
 LABEL = {"system": "urn:test:access", "code": "shared"}
@@ -121,3 +123,25 @@ def seed(client: TestClient) -> None:
             resource["meta"] = {"security": [LABEL]}
         response = put(client, resource)
         assert response.status_code == 201, response.text
+
+
+@contextmanager
+def policy_apps(
+    database_url: str,
+    principals: Callable[[Request], Principal] = caller,
+    **settings: Any,
+) -> Iterator[dict[str, TestClient]]:
+    """Apps on one store: the operator's (no policy) and one per policy, whose callers
+    ``principals`` names; every one refuses to let the per-resource decision and the
+    narrowing disagree (``access_safety_net=fail``)."""
+    settings = {"access_safety_net": "fail", **settings}
+    with (
+        fhir_client(database_url, **settings) as operator,
+        fhir_client(
+            database_url, principals=principals, policies=[POLICIES["label"]], **settings
+        ) as label,
+        fhir_client(
+            database_url, principals=principals, policies=[POLICIES["compartment"]], **settings
+        ) as compartment,
+    ):
+        yield {"operator": operator, "label": label, "compartment": compartment}

@@ -124,29 +124,40 @@ def _entries() -> list[dict[str, Any]]:
     return out
 
 
-def seed(base: str) -> list[str]:
-    """Load the data (100-entry transactions); the paths of p1's Observations."""
+def bundles() -> list[dict[str, Any]]:
+    """The data as 100-entry transactions."""
     entries = _entries()
-    with httpx.Client(base_url=base, timeout=120) as client:
-        for start in range(0, len(entries), 100):
-            bundle = {
-                "resourceType": "Bundle",
-                "type": "transaction",
-                "entry": [
-                    {
-                        "resource": r,
-                        "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-                    }
-                    for r in entries[start : start + 100]
-                ],
-            }
-            response = client.post("/fhir", json=bundle)
-            response.raise_for_status()
+    return [
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "resource": r,
+                    "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+                }
+                for r in entries[start : start + 100]
+            ],
+        }
+        for start in range(0, len(entries), 100)
+    ]
+
+
+def p1_reads() -> list[str]:
+    """The paths of p1's Observations."""
     return [
         f"/fhir/Observation/{r['id']}"
-        for r in entries
+        for r in _entries()
         if r["resourceType"] == "Observation" and r["subject"]["reference"] == "Patient/p1"
     ]
+
+
+def seed(base: str) -> list[str]:
+    """Load the data; the paths of p1's Observations."""
+    with httpx.Client(base_url=base, timeout=120) as client:
+        for bundle in bundles():
+            client.post("/fhir", json=bundle).raise_for_status()
+    return p1_reads()
 
 
 def wrk(base: str, paths: Path, seconds: float) -> dict[str, Any]:

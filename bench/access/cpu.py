@@ -29,7 +29,7 @@ from fastapi import FastAPI
 BENCH = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCH.parent))
 
-from bench.access.ab import SCENARIOS, _entries  # noqa: E402
+from bench.access.ab import SCENARIOS, bundles, p1_reads  # noqa: E402
 from server.app import create_app  # noqa: E402
 from server.auth.policies import CompartmentPolicy  # noqa: E402
 from server.auth.principal import Principal  # noqa: E402
@@ -47,25 +47,9 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def seed(client: httpx.AsyncClient) -> list[str]:
-    entries = _entries()
-    for start in range(0, len(entries), 100):
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [
-                {
-                    "resource": r,
-                    "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-                }
-                for r in entries[start : start + 100]
-            ],
-        }
+    for bundle in bundles():
         (await client.post("/fhir", json=bundle)).raise_for_status()
-    return [
-        f"/fhir/Observation/{r['id']}"
-        for r in entries
-        if r["resourceType"] == "Observation" and r["subject"]["reference"] == "Patient/p1"
-    ]
+    return p1_reads()
 
 
 async def cpu_per_request(client: httpx.AsyncClient, paths: list[str], n: int) -> float:

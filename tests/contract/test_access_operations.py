@@ -20,8 +20,8 @@ from server.operations.registry import Call, Operation
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
 from server.search.service import search_service
-from tests.access_scene import CALLER, LABEL, POLICIES
-from tests.support import FHIR_JSON, Acting, TestClient, extra_operations, fhir_client, put
+from tests.access_scene import CALLER, LABEL, policy_apps
+from tests.support import FHIR_JSON, Acting, TestClient, extra_operations, put
 
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SOPT = "urn:oid:2.16.840.1.113883.3.221.5"
@@ -78,19 +78,8 @@ ACTING = Acting()
 
 @pytest.fixture(scope="module")
 def _apps(database_url: str) -> Iterator[dict[str, TestClient]]:
-    with (
-        fhir_client(database_url, access_safety_net="fail") as operator,
-        fhir_client(
-            database_url, access_safety_net="fail", principals=ACTING, policies=[POLICIES["label"]]
-        ) as label,
-        fhir_client(
-            database_url,
-            access_safety_net="fail",
-            principals=ACTING,
-            policies=[POLICIES["compartment"]],
-        ) as compartment,
-    ):
-        yield {"operator": operator, "label": label, "compartment": compartment}
+    with policy_apps(database_url, principals=ACTING) as apps:
+        yield apps
 
 
 @pytest.fixture

@@ -20,36 +20,19 @@ import pytest
 from tests.access_scene import (
     EVERY,
     MAX_INCLUDE,
-    POLICIES,
     VISIBLE,
-    caller,
+    policy_apps,
     seed,
 )
-from tests.support import TestClient, all_pages, fhir_client
+from tests.support import TestClient, all_pages
 
 
 @pytest.fixture(scope="module")
 def apps(database_url: str) -> Iterator[dict[str, TestClient]]:
     """The operator's app (no policy) that wrote the scene, and one app per policy."""
-    with fhir_client(database_url, access_safety_net="fail", max_include=MAX_INCLUDE) as operator:
-        seed(operator)
-        with (
-            fhir_client(
-                database_url,
-                access_safety_net="fail",
-                principals=caller,
-                policies=[POLICIES["label"]],
-                max_include=MAX_INCLUDE,
-            ) as label,
-            fhir_client(
-                database_url,
-                access_safety_net="fail",
-                principals=caller,
-                policies=[POLICIES["compartment"]],
-                max_include=MAX_INCLUDE,
-            ) as compartment,
-        ):
-            yield {"operator": operator, "label": label, "compartment": compartment}
+    with policy_apps(database_url, max_include=MAX_INCLUDE) as apps:
+        seed(apps["operator"])
+        yield apps
 
 
 @pytest.fixture(params=["label", "compartment"])

@@ -17,27 +17,16 @@ from typing import Any
 
 import pytest
 
-from tests.access_scene import IDS, LABEL, POLICIES, caller, seed
-from tests.support import TestClient, clear_store, fhir_client, outcome
+from tests.access_scene import IDS, LABEL, policy_apps, seed
+from tests.support import TestClient, clear_store, outcome
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "resources"
 
 
 @pytest.fixture(scope="module")
 def _apps(database_url: str) -> Iterator[dict[str, TestClient]]:
-    with (
-        fhir_client(database_url, access_safety_net="fail") as operator,
-        fhir_client(
-            database_url, access_safety_net="fail", principals=caller, policies=[POLICIES["label"]]
-        ) as label,
-        fhir_client(
-            database_url,
-            access_safety_net="fail",
-            principals=caller,
-            policies=[POLICIES["compartment"]],
-        ) as compartment,
-    ):
-        yield {"operator": operator, "label": label, "compartment": compartment}
+    with policy_apps(database_url) as apps:
+        yield apps
 
 
 @pytest.fixture

@@ -839,20 +839,7 @@ class Compiler:
         inner = self.keys(clause.clause, None) if kinds else None
         if inner is None:
             return None
-        k, s, t = self.alias("k"), self.alias("s"), self.alias("t")
-        condition = _and(
-            [
-                (f"{s}.rtype = {k}.rtype AND {s}.id = {k}.id", ()),
-                _in(f"{s}.target_type", kinds),
-                (f"{t}.rtype = {s}.target_type AND {t}.id = {s}.target_id AND {t}.deleted = 0", ()),
-            ]
-        )
-        source = self.pinned("search_reference", s, "owner")
-        return (
-            f"SELECT {t}.rtype, {t}.id FROM ({inner[0]}) {k} CROSS JOIN {source}"
-            f" CROSS JOIN resource {t} WHERE {condition[0]}",
-            (*inner[1], *condition[1]),
-        )
+        return self._referred(inner, lambda s: _TRUE, lambda column: _in(column, kinds))
 
     def _range(
         self,
@@ -906,11 +893,20 @@ class Compiler:
         inner = self.keys(clause.clause, (clause.source_type,))
         if inner is None:
             return None
+        param = clause.param
+        return self._referred(
+            inner, lambda s: (f"{s}.param = ?", (param,)), lambda s: _types(s, types)
+        )
+
+    def _referred(self, inner: Frag, rows: RowPredicate, targets: Callable[[str], Frag]) -> Frag:
+        """The live targets (their type column passing ``targets``) of the reference rows
+        (passing ``rows``) of the keys ``inner``."""
         k, s, t = self.alias("k"), self.alias("s"), self.alias("t")
         condition = _and(
             [
-                (f"{s}.rtype = {k}.rtype AND {s}.id = {k}.id AND {s}.param = ?", (clause.param,)),
-                _types(f"{s}.target_type", types),
+                (f"{s}.rtype = {k}.rtype AND {s}.id = {k}.id", ()),
+                rows(s),
+                targets(f"{s}.target_type"),
                 (f"{t}.rtype = {s}.target_type AND {t}.id = {s}.target_id AND {t}.deleted = 0", ()),
             ]
         )
