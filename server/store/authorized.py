@@ -37,10 +37,13 @@ from server.search.query import (
     AnyClause,
     ChainClause,
     Clause,
+    CompartmentClause,
     Criteria,
     HasClause,
     Include,
     PerTypeClause,
+    ReferenceClause,
+    ReferenceValue,
     SearchQuery,
 )
 from server.store.base import (
@@ -130,7 +133,8 @@ class _Checked:
         if self._access.unrestricted:
             return criteria
         clauses = tuple(self._inside(c) for c in criteria.clauses)
-        return replace(criteria, clauses=clauses + narrowing.clauses)
+        added = tuple(n for n in narrowing.clauses if not _implied(n, clauses, type))
+        return replace(criteria, clauses=clauses + added)
 
     def _inside(self, clause: Clause) -> Clause:
         """A clause whose inner queries (chains, ``_has``) see only what the caller may see:
@@ -254,6 +258,24 @@ class _Checked:
         narrowing = self._narrow(Interaction.SEARCH_TYPE, type)
         found = self._store(type).scan(type, after, limit, (*within, *narrowing.clauses))
         return self._net(Interaction.SEARCH_TYPE, found)
+
+
+def _implied(narrowing: Clause, clauses: tuple[Clause, ...], type: str | None) -> bool:
+    """Whether the search's own ``clauses`` already hold only for resources that satisfy the
+    ``narrowing`` clause (then the statement need not test it again): the same clause (a
+    compartment search of the caller's own compartment), or, for a compartment, a reference
+    to the compartment's resource under one of the type's compartment parameters
+    (``Observation?subject=Patient/p1`` within Patient p1's compartment)."""
+    if narrowing in clauses:
+        return True
+    if not isinstance(narrowing, CompartmentClause) or type is None:
+        return False
+    codes = {code for t, params in narrowing.params if t == type for code in params}
+    target = ReferenceValue(narrowing.target_type, narrowing.target_id)
+    return any(
+        isinstance(c, ReferenceClause) and c.param in codes and c.values == (target,)
+        for c in clauses
+    )
 
 
 @lru_cache(maxsize=4096)

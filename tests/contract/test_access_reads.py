@@ -279,3 +279,21 @@ def test_type_and_system_history_list_only_visible_versions(
     assert sorted(observations) == sorted(k for k in VISIBLE[policy] if k.startswith("Obs"))
     everything = _history_keys(all_pages(client, "/fhir/_history?_count=3"))
     assert sorted(everything) == sorted(VISIBLE[policy])
+
+
+@pytest.mark.parametrize("patient", ["p1", "p2"])
+def test_a_search_by_a_patient_reference_lists_only_what_is_visible(
+    apps: dict[str, TestClient], policy: str, patient: str
+) -> None:
+    """A reference to the caller's own patient makes the compartment narrowing redundant; one
+    to another patient must still be narrowed."""
+    url = f"/fhir/Observation?subject=Patient/{patient}&_total=accurate&_count=2"
+    found = sorted(_keys(all_pages(apps[policy], url)))
+    expected = {
+        ("label", "p1"): ["Observation/o1", "Observation/o2", "Observation/o3"],
+        ("label", "p2"): ["Observation/o6"],
+        ("compartment", "p1"): [f"Observation/o{n}" for n in range(1, 6)],
+        ("compartment", "p2"): [],
+    }[(policy, patient)]
+    assert found == expected
+    assert apps[policy].get(url).json()["total"] == len(expected)
