@@ -110,7 +110,7 @@ def test_processes_starting_a_new_store_at_once_agree_on_its_identity(tmp_path: 
     for round in range(5):
         db = tmp_path / f"r{round}" / "fhir.db"
 
-        def start(_: int) -> int:
+        def start(_: int, db: Path = db) -> int:
             with fhir_client(sqlite_url(db)) as client:
                 return client.get("/fhir/metadata").status_code
 
