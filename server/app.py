@@ -15,6 +15,7 @@ from server.api import async_jobs, handlers, home, metadata, operations, routes
 from server.api.fastpath import FastPath
 from server.api.http import CORS_METHODS, CORS_REQUEST_HEADERS, CORS_RESPONSE_HEADERS
 from server.api.transfer import GzipMiddleware, HeadMiddleware
+from server.auth.policy import Policy
 from server.auth.principal import Principal
 from server.ecm.program import program_rules
 from server.errors import FhirError
@@ -42,12 +43,15 @@ def create_app(
     store: SqlRepository | None = None,
     rules: Sequence[Rule] = (),
     principals: Callable[[Request], Principal] | None = None,
+    policies: Sequence[Policy] = (),
 ) -> FastAPI:
     """A FHIR server application. Without ``store``, the configured database is opened (and
     migrated) at start-up and closed at shutdown. ``rules`` run on every write after the
     server's own (``server/writes/rules.py``). ``principals`` names the caller of a request
     (default: every caller is the local operator, ``server/api/context.py``); until token
-    authentication exists, tests use it to act as organisations, users and patients."""
+    authentication exists, tests use it to act as organisations, users and patients.
+    ``policies``: the access policies every principal without ``allow_all`` is narrowed by
+    (``server/auth/policy.py``); such a principal reaches nothing no policy grants."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -63,7 +67,7 @@ def create_app(
             search_service(settings).context,
             settings.conditional_delete_multiple,
         )
-        conformance_store(settings)
+        app.state.definitions = conformance_store(settings)
         jobs = JobRunner(
             repo.jobs,
             retention_seconds=settings.async_retention_hours * 3600,
@@ -98,6 +102,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.principals = principals
+    app.state.policies = tuple(policies)
+    app.state.strict_access = settings.access_safety_net == "fail"
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

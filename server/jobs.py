@@ -240,7 +240,7 @@ class JobRunner:
             kind=kind,
             state="running",
             request=request,
-            principal=access.principal.id,
+            principal=access.principal.key,
             unit=unit,
             done=0,
             total=None,
@@ -264,7 +264,8 @@ class JobRunner:
         return id
 
     def status(self, id: str, principal: str) -> Job | None:
-        """The job as its client may see it: None if unknown, not theirs, cancelled or expired.
+        """The job as its client may see it (``principal``: the asking ``Principal.key``): None
+        if unknown, not theirs, cancelled or expired.
         A running job not heard from for ``stale_seconds`` is failed first."""
         now = self.clock()
         self._purge(now)

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         description="Apply the profiles whose profile-required-for criteria a resource meets, "
         "whether or not meta.profile claims them",
     )
+    access_safety_net: Literal["filter", "fail"] = Field(
+        "filter",
+        description="What the per-resource access decision does with a resource the access "
+        "policies' narrowing let through but its indexed facts refuse: leave it out (filter), "
+        "or fail the request (fail: for tests, where the two must always agree)",
+    )
     pg_pool_size: int = Field(8, ge=1)
     busy_timeout_ms: int = Field(10_000, ge=0)
     async_workers: int = Field(

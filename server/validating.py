@@ -73,12 +73,15 @@ def local_target(reference: str, base: str) -> tuple[str, str] | None:
     return type, id
 
 
-def reader_lookup(reader: Reader) -> Lookup:
-    """Targets from a store reader (a deleted or unknown target: None)."""
+def reader_lookup(reader: Reader, view: Reader | None = None) -> Lookup:
+    """Targets from a store reader (a deleted or unknown target: None); with ``view`` (the
+    caller's view, when ``reader`` is a system reader), a target it hides is None too."""
 
     def lookup(type: str, id: str) -> dict[str, Any] | None:
         found = reader.read(type, id)
         if found is None or found.body is None:
+            return None
+        if view is not None and not view.visible(type, id):
             return None
         body: dict[str, Any] = orjson.loads(found.body)
         return body

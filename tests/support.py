@@ -28,6 +28,7 @@ with warnings.catch_warnings():
 from starlette.requests import Request
 
 from server.app import create_app
+from server.auth.policy import Policy
 from server.auth.principal import LOCAL, Principal
 from server.settings import Settings
 from server.writes.rules import Rule
@@ -100,15 +101,17 @@ def fhir_client(
     *,
     rules: Sequence[Rule] = (),
     principals: Callable[[Request], Principal] | None = None,
+    policies: Sequence[Policy] = (),
     **overrides: Any,
 ) -> Iterator[TestClient]:
     """A TestClient for ``create_app`` on ``database_url``; the lifespan runs (store opened,
     migrated, closed). ``rules``: program rules added to the server's own; ``principals``: who
-    each request's caller is (default: the local operator; see ``Acting``); ``overrides`` are
-    further Settings fields (``max_body_bytes``, ...)."""
+    each request's caller is (default: the local operator; see ``Acting``); ``policies``: the
+    access policies of the app (``server/auth/policy.py``); ``overrides`` are further Settings
+    fields (``max_body_bytes``, ...)."""
     values: dict[str, Any] = {"database_url": database_url, "base_url": BASE}
     values.update(overrides)
-    app = create_app(Settings(**values), rules=rules, principals=principals)
+    app = create_app(Settings(**values), rules=rules, principals=principals, policies=policies)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -10,7 +10,10 @@ A request sent with ``Prefer: respond-async`` to a long-running operation is ans
   failure's status and ``response.outcome`` its OperationOutcome; ``Expires`` says when the
   result will be purged;
 * ``DELETE``: cancels a running job, or deletes the result of an ended one (``202``);
-* unknown, expired, cancelled or another caller's job: ``404``.
+* unknown, expired, cancelled or another caller's job: ``404``. A job belongs to the whole
+  principal that submitted it (``Principal.key``), not only to its client id; its stored
+  result is checked through the door again when fetched: a Reference or a resource the caller
+  may no longer see is left out (``operations/output.py``, ``visible_only``).
 
 The job's state is in the database (``server/jobs.py``), so any worker process answers.
 """
@@ -20,15 +23,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.api import http
 from server.api import paths as _paths  # noqa: F401 - registers the fhirid path convertor
-from server.api.context import jobs_of, note, principal_of
+from server.api.context import jobs_of, note, principal_of, repository, settings_of
 from server.errors import NotFound
 from server.fhir.instant import format_http_date
 from server.fhir.outcome import information
+from server.operations.output import visible_only
 from server.store.base import Job
 
 router = APIRouter()
@@ -49,12 +54,14 @@ def progress(job: Job) -> str:
     return f"{job.done} of {job.total} {job.unit}"
 
 
-def result_bundle(job: Job) -> bytes:
-    """The ``batch-response`` Bundle of an ended job (its stored JSON spliced in as is)."""
+def result_bundle(job: Job, result: bytes | None = None) -> bytes:
+    """The ``batch-response`` Bundle of an ended job (its stored JSON spliced in as is, or
+    ``result``: what of it the caller may see now)."""
     assert job.result is not None and job.status is not None
     status = http.status_line(job.status).encode()
     if job.state == "completed":
-        entry = b'{"resource":' + job.result + b',"response":{"status":"' + status + b'"}}'
+        body = job.result if result is None else result
+        entry = b'{"resource":' + body + b',"response":{"status":"' + status + b'"}}'
     else:
         entry = b'{"response":{"status":"' + status + b'","outcome":' + job.result + b"}}"
     return b'{"resourceType":"Bundle","type":"batch-response","entry":[' + entry + b"]}"
@@ -76,7 +83,7 @@ async def status(request: Request) -> Response:
     note(request, "async-status", None, job_id)
     http.check_accept(request)
     indent = http.pretty(request)
-    job = await asyncio.to_thread(jobs_of(request).status, job_id, principal_of(request).id)
+    job = await asyncio.to_thread(jobs_of(request).status, job_id, principal_of(request).key)
     if job is None:
         raise _unknown(job_id)
     if job.state == "running":
@@ -88,8 +95,14 @@ async def status(request: Request) -> Response:
             headers={"X-Progress": text, "Retry-After": RETRY_AFTER},
             media_type=http.FHIR_JSON,
         )
+    result = None
+    repo = repository(request)
+    if job.state == "completed" and job.result is not None and not repo.access.unrestricted:
+        stored, base = orjson.loads(job.result), settings_of(request).fhir_base
+        seen = await repo.reading(lambda reader: visible_only(stored, reader.visible, base))
+        result = orjson.dumps(seen)
     return Response(
-        http.reformat(result_bundle(job), indent),
+        http.reformat(result_bundle(job, result), indent),
         headers={"Expires": format_http_date(job.expires)},
         media_type=http.FHIR_JSON,
     )
@@ -107,7 +120,7 @@ async def cancel(request: Request) -> Response:
     job_id = request.path_params["job"]
     note(request, "async-cancel", None, job_id)
     http.check_accept(request)
-    done = await asyncio.to_thread(jobs_of(request).cancel, job_id, principal_of(request).id)
+    done = await asyncio.to_thread(jobs_of(request).cancel, job_id, principal_of(request).key)
     if done is None:
         raise _unknown(job_id)
     if done == "cancelled":

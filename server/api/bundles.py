@@ -123,9 +123,7 @@ def _patch_body(resource: Any, index: int) -> tuple[PatchFormat, Any]:
     try:
         data = base64.b64decode(resource.get("data", ""), validate=True)
     except (binascii.Error, ValueError, TypeError) as exc:
-        raise BadRequest(
-            "The PATCH Binary data is not base64", expression=f"{where}.data"
-        ) from exc
+        raise BadRequest("The PATCH Binary data is not base64", expression=f"{where}.data") from exc
     try:
         return format, loads(data)
     except BadRequest as exc:
@@ -160,9 +158,7 @@ def _entry(raw: Any, index: int, base: str) -> Parsed:
     if isinstance(full_url, str):
         problem = urn_problem(full_url)
         if problem is not None:
-            raise BadRequest(
-                f"fullUrl '{full_url[:80]}': {problem}", expression=f"{where}.fullUrl"
-            )
+            raise BadRequest(f"fullUrl '{full_url[:80]}': {problem}", expression=f"{where}.fullUrl")
     return Parsed(index, full_url if isinstance(full_url, str) else None, freq)
 
 
@@ -263,7 +259,9 @@ async def _transaction(
     principal = repo.principal
     try:
         transaction.check_overlaps(entries)
-        planned = await repo.checking(lambda reader: transaction.plan(pipeline, entries, reader))
+        planned = await repo.checking(
+            lambda reader, view: transaction.plan(pipeline, entries, reader, view)
+        )
         results = await repo.writing(
             lambda unit: transaction.run(pipeline.in_unit(unit, principal), entries, planned)
         )
@@ -287,9 +285,10 @@ async def _entry_errors(
     writes = [(i, error, write) for i, error, write in failed if write is not None]
     if any(isinstance(error, (InvalidResource, Unprocessable)) for _, error, _ in writes):
 
-        def profiled(reader: Reader) -> dict[int, FhirError]:
+        def profiled(reader: Reader, view: Reader) -> dict[int, FhirError]:
             return {
-                i: pipeline.with_profile_issues(write, error, reader) for i, error, write in writes
+                i: pipeline.with_profile_issues(write, error, reader, view)
+                for i, error, write in writes
             }
 
         answered = await repo.checking(profiled)

@@ -28,10 +28,17 @@ def principal_of(request: Request) -> Principal:
 
 
 def repository(request: Request) -> AuthorizedRepository:
-    """The door bound to the caller; its writes' outbox events carry the request id."""
+    """The door bound to the caller and the application's access policies (``create_app``);
+    its writes' outbox events carry the request id; the conformance definitions are read
+    through it too."""
     state = request.app.state
     return AuthorizedRepository(
-        state.runner, principal_of(request), request.scope.get("calaim.request_id")
+        state.runner,
+        principal_of(request),
+        request.scope.get("calaim.request_id"),
+        state.policies,
+        state.definitions,
+        state.strict_access,
     )
 
 

@@ -29,7 +29,6 @@ from server.errors import (
     UnknownType,
     UnknownVersion,
 )
-from server.fhir.conformance import CONFORMANCE_TYPES
 from server.fhir.instant import date_range, parse_http_date
 from server.fhir.outcome import Issue, information
 from server.fhir.resource_types import is_supported
@@ -41,7 +40,6 @@ from server.search.registry import patient_compartment
 from server.search.service import search_service
 from server.settings import Settings
 from server.store.base import HistoryQuery, Reader, Version
-from server.store.conformance import conformance_store
 from server.writes.write import METHODS, Patch, Write, Written
 
 # matched whole (fullmatch): ``$`` would also match before a final newline
@@ -240,8 +238,6 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
     check_type(type)
     if request.id is not None:
         check_id(request.id)
-    if type in CONFORMANCE_TYPES and request.compartment is None:
-        reader = conformance_store(settings)
     if request.history:
         return FhirResponse(200, payload=history(reader, request, settings))
     if request.operation == "$everything":

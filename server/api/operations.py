@@ -26,7 +26,7 @@ from server.api import http
 from server.api.context import jobs_of, note, pipeline_of, repository, settings_of
 from server.api.interactions import FhirResponse, check_id, check_type
 from server.errors import Gone, MethodNotAllowed, NotFound
-from server.fhir.conformance import CONFORMANCE_TYPES, conformance
+from server.fhir.conformance import conformance
 from server.fhir.outcome import information
 from server.jobs import JobContext, ThreadWrites
 from server.operations.parameters import parse_input
@@ -81,11 +81,8 @@ def _operation(type: str, name: str, instance: bool, method: str) -> Operation:
 
 
 def _instance(reader: Reader, type: str, id: str) -> dict[str, Any]:
-    if type in CONFORMANCE_TYPES:
-        found = conformance().resource(type, id)
-        if found is None:
-            raise NotFound(f"{type}/{id} is not known")
-        return found
+    """The instance an instance-level operation runs on, read through the door (a
+    definition too: the door serves them); hidden reads as unknown."""
     version = reader.read(type, id)
     if version is None:
         raise NotFound(f"{type}/{id} is not known")
@@ -130,9 +127,22 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
 
     events = request.app.state.store.outbox.of
 
-    def work(reader: Reader) -> FhirResponse:
+    restricted = not repo.access.unrestricted
+
+    def work(system: Reader, reader: Reader) -> FhirResponse:
         instance = _instance(reader, type, id) if id is not None else None
-        call = Call(settings, type, id, params, reader, definitions, instance, events=events)
+        call = Call(
+            settings,
+            type,
+            id,
+            params,
+            reader,
+            definitions,
+            instance,
+            events=events,
+            system=system,
+            restricted=restricted,
+        )
         return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
 
     def work_in_unit(unit: Unit) -> FhirResponse:
@@ -144,7 +154,7 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
     if operation.affects_state:
         result = await repo.writing(work_in_unit)
     else:
-        result = await repo.reading(work)
+        result = await repo.checking(work)
     return http.render(result, settings, indent=http.pretty(request))
 
 

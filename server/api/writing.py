@@ -9,6 +9,6 @@ from server.writes.write import Write, Written
 
 
 async def submit(repo: AuthorizedRepository, pipeline: Pipeline, write: Write) -> Written:
-    prepared = await repo.checking(lambda reader: pipeline.prepare(write, reader))
+    prepared = await repo.checking(lambda reader, view: pipeline.prepare(write, reader, view))
     principal = repo.principal
     return await repo.writing(lambda unit: pipeline.in_unit(unit, principal).run(prepared))

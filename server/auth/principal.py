@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -11,7 +13,9 @@ class Principal:
     loopback server; real principals (SMART tokens, scopes) come with the auth module.
     ``id`` names the calling client; ``organization`` and ``user`` whom it acts for (references:
     ``Organization/x``, ``Practitioner/y``, ``Patient/z``). ``operator``: the server's own
-    operator (the local principal), whom program role rules do not limit."""
+    operator (the local principal), whom program role rules do not limit. What a principal
+    without ``allow_all`` may reach is decided by the application's access policies
+    (``policy.py``), which read its fields (later: SMART scopes, care relationships)."""
 
     id: str
     allow_all: bool = False
@@ -19,8 +23,12 @@ class Principal:
     user: str | None = None
     operator: bool = False
 
-    def permits(self, interaction: str, type: str | None) -> bool:
-        return self.allow_all
+    @property
+    def key(self) -> str:
+        """The whole principal as one stable string (every field, sorted): what owns an
+        asynchronous job, so only the very same principal (the same client acting for the same
+        organisation and user, with the same rights) sees its status and result."""
+        return orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS).decode()
 
 
 LOCAL = Principal("local", allow_all=True, operator=True)

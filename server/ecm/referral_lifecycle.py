@@ -792,4 +792,5 @@ class _Judgement:
                 return True
         return False
 
+
 __all__ = ["PATIENT_TASK", "REFERRAL", "ReferralLifecycle", "machine_of", "stamped"]

@@ -318,9 +318,7 @@ def _apply(resource: dict[str, Any], type: str, operation: Operation) -> None:
     else:
         slots = _targets(resource, type, operation)
         if len(slots) > 1:
-            raise PatchFailed(
-                f"The path selects {len(slots)} elements; {kind} needs one", where
-            )
+            raise PatchFailed(f"The path selects {len(slots)} elements; {kind} needs one", where)
         if not slots:
             if kind == "delete":
                 return

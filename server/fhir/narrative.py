@@ -96,21 +96,34 @@ def narrative_problems(div: str) -> list[str]:
             attr_ns, _, attr = key.rpartition(" ")
             if attr_ns == _XML and attr == "lang":
                 continue
-            if attr_ns or not (attr in _COMMON or attr in allowed or (
-                attr in _TABLE and local in ("table", "td", "th", "tr", "col", "colgroup",
-                                             "thead", "tbody", "tfoot", "caption", "img")
-            )):
-                problems.append(
-                    f"txt-1: attribute '{attr[:40]}' is not allowed on '{local}'"
+            if attr_ns or not (
+                attr in _COMMON
+                or attr in allowed
+                or (
+                    attr in _TABLE
+                    and local
+                    in (
+                        "table",
+                        "td",
+                        "th",
+                        "tr",
+                        "col",
+                        "colgroup",
+                        "thead",
+                        "tbody",
+                        "tfoot",
+                        "caption",
+                        "img",
+                    )
                 )
+            ):
+                problems.append(f"txt-1: attribute '{attr[:40]}' is not allowed on '{local}'")
             elif attr in _URL_ATTRIBUTES and _unsafe_url(value):
                 problems.append(
                     f"txt-1: '{local}' {attr} uses a script or data: URL, which is not allowed"
                 )
             elif attr == "style" and _BAD_STYLE.search(value):
-                problems.append(
-                    f"txt-1: the style of '{local}' uses expression(), url() or script"
-                )
+                problems.append(f"txt-1: the style of '{local}' uses expression(), url() or script")
 
     def end(name: str) -> None:
         nonlocal depth
@@ -134,8 +147,10 @@ def narrative_problems(div: str) -> list[str]:
     except _Refused as refused:
         return [f"txt-1: {refused}"]
     except expat.ExpatError as exc:
-        return [f"txt-1: the narrative is not well-formed XHTML ({expat.ErrorString(exc.code)}, "
-                f"line {exc.lineno}, column {exc.offset})"]
+        return [
+            f"txt-1: the narrative is not well-formed XHTML ({expat.ErrorString(exc.code)}, "
+            f"line {exc.lineno}, column {exc.offset})"
+        ]
     if not content:
         problems.append("txt-2: the narrative has no content (only whitespace)")
     return list(dict.fromkeys(problems))[:20]

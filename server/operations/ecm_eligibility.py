@@ -34,6 +34,7 @@ from server.errors import BadRequest, FhirError, InvalidResource, NotFound
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.terminology import Terminology
 from server.fhir.validation import base_validator
+from server.operations.output import OutputPolicy
 from server.operations.parameters import Typed, first, to_parameters
 from server.operations.registry import Call, Operation
 from server.search.parse import parse_criteria
@@ -108,7 +109,8 @@ def plan_config(settings: Settings) -> PlanConfig:
 
 def _stored_payor(call: Call, plan: PlanConfig) -> Payor:
     """The plan as stored Coverages name it: its identifier, and the references of the stored
-    Organizations that carry it (relative and absolute)."""
+    Organizations that carry it (relative and absolute); a rule lookup, with the system reader
+    where the call has one."""
     if plan.identifier is None:
         return Payor(None)
     criteria = parse_criteria(
@@ -116,7 +118,7 @@ def _stored_payor(call: Call, plan: PlanConfig) -> Payor:
         [("identifier", plan.identifier_token or "")],
         search_service(call.settings).context,
     )
-    page = call.reader.search(SearchQuery(criteria, 100))
+    page = (call.system or call.reader).search(SearchQuery(criteria, 100))
     refs = {f"Organization/{v.id}" for v in page.items}
     return Payor(plan.identifier, frozenset(refs | {f"{call.fhir_base}/{r}" for r in refs}))
 
@@ -190,7 +192,12 @@ def stored_records(reader: Reader, ids: list[str]) -> Iterator[MemberRecord]:
 
 
 def _stored_member(call: Call, id: str) -> MemberRecord:
-    record = next(stored_records(call.reader, [id]), None)
+    """The member's whole record (the system reader, where the call has one: a determination
+    rests on all of it), once the caller may see the Patient (hidden reads as unknown)."""
+    found = call.reader.read("Patient", id)
+    record = None
+    if found is not None:
+        record = next(stored_records(call.system or call.reader, [id]), None)
     if record is None:
         raise NotFound(f"Patient/{id} is not known", expression="patient")
     return record
@@ -268,11 +275,43 @@ def member_of(call: Call, operation: str, plan: PlanConfig) -> tuple[MemberRecor
     )
 
 
+# What a member evaluation read with the system reader may tell a restricted caller: the
+# outcomes and the clauses they rest on; evidence only from resources it may read, and an
+# explanation only when all its finding's evidence is such (the text describes that evidence);
+# the data problems (they quote what was read) only to unrestricted principals.
+MEMBER_OUTPUT = OutputPolicy(
+    everyone=frozenset(
+        {
+            "eligible",
+            "determination",
+            "ruleSetVersion",
+            "asOf",
+            "baseline",
+            "pof",
+            "exclusion",
+            "code",
+            "result",
+            "criterion",
+            "id",
+            "clause",
+        }
+    ),
+    references=frozenset({"evidence"}),
+    explained_by={"explanation": "evidence"},
+    operators=frozenset({"issues"}),
+)
+
+
 def run_member(call: Call) -> dict[str, Any]:
     as_of, pof = as_of_input(call), _pof(call)
     evaluator = _evaluator(call)
     record, payor = member_of(call, "ecm-eligibility", evaluator.plan)
-    return member_parameters(evaluator.evaluate(record, as_of, pof, payor))
+    answer = member_parameters(evaluator.evaluate(record, as_of, pof, payor))
+    if first(call.params, "bundle") is not None:
+        return answer  # the caller's own data: nothing was read from the server but the plan
+    return MEMBER_OUTPUT.apply(
+        answer, call.reader.visible, call.fhir_base, restricted=call.restricted
+    )
 
 
 # -- rendering ---------------------------------------------------------------------------------

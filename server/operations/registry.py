@@ -55,6 +55,11 @@ class Call:
     cancelled: Callable[[], bool] = _never
     prefer_async: bool = False  # runs as an asynchronous job (Prefer: respond-async)
     events: Callable[[str, str], list[Event]] | None = None  # a resource's outbox events
+    # the system reader (no principal narrows it): what it reads reaches the caller only
+    # through the operation's output policy (``output.py``); None where the operation runs
+    # on the caller's view alone
+    system: Reader | None = None
+    restricted: bool = False  # the caller is narrowed by access policies
 
     @property
     def terminology(self) -> Terminology:

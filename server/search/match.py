@@ -33,6 +33,8 @@ from typing import Any, Protocol
 from server.errors import InvalidSearch
 from server.fhir.instant import parse_fhir_range
 from server.search.query import (
+    AllClause,
+    AnyClause,
     ChainClause,
     Clause,
     CompartmentClause,
@@ -50,8 +52,10 @@ from server.search.query import (
     QuantityClause,
     QuantityValue,
     ReferenceClause,
+    ReferencedClause,
     StringClause,
     TokenClause,
+    TypeClause,
     UriClause,
 )
 from server.search.rows import IndexRows
@@ -508,7 +512,28 @@ def _per_type_pred(clause: PerTypeClause) -> Pred:
     return lambda subject: subject.type != type or inner(subject)
 
 
+def _any_pred(clause: AnyClause) -> Pred:
+    inner = tuple(_predicate(c) for c in clause.alternatives)
+    return lambda subject: any(pred(subject) for pred in inner)
+
+
+def _all_pred(clause: AllClause) -> Pred:
+    inner = tuple(_predicate(c) for c in sorted(clause.clauses, key=_cost))
+    return lambda subject: all(pred(subject) for pred in inner)
+
+
 def _predicate(clause: Clause) -> Pred:
+    if isinstance(clause, AnyClause):
+        return _any_pred(clause)
+    if isinstance(clause, AllClause):
+        return _all_pred(clause)
+    if isinstance(clause, TypeClause):
+        types = frozenset(clause.types)
+        return lambda subject: subject.type in types
+    if isinstance(clause, ReferencedClause):
+        # referrers are found by source type and parameter; a view's "referred to by any
+        # member" is answered by the store alone: in memory nothing is referred to that way
+        return lambda subject: False
     if isinstance(clause, IdClause):
         return _id_pred(clause)
     if isinstance(clause, LastUpdatedClause):
@@ -542,6 +567,10 @@ def _needs(clause: Clause) -> tuple[bool, bool]:
         return resolve, True
     if isinstance(clause, PerTypeClause):
         return _needs(clause.clause)
+    if isinstance(clause, AnyClause | AllClause):
+        parts = clause.alternatives if isinstance(clause, AnyClause) else clause.clauses
+        needs = [_needs(c) for c in parts]
+        return any(r for r, _ in needs), any(f for _, f in needs)
     return False, False
 
 
@@ -549,8 +578,12 @@ def _cost(clause: Clause) -> int:
     """Evaluation order: columns first, then rows, then other resources."""
     if isinstance(clause, IdClause | LastUpdatedClause):
         return 0
-    if isinstance(clause, ChainClause | HasClause):
+    if isinstance(clause, ChainClause | HasClause | ReferencedClause):
         return 2
+    if isinstance(clause, AnyClause):
+        return max((_cost(c) for c in clause.alternatives), default=0)
+    if isinstance(clause, AllClause):
+        return max((_cost(c) for c in clause.clauses), default=0)
     if isinstance(clause, PerTypeClause):
         return _cost(clause.clause)
     return 1

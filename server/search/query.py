@@ -233,6 +233,41 @@ class PerTypeClause:
     clause: Clause
 
 
+@dataclass(frozen=True, slots=True)
+class AnyClause:
+    """Some of ``alternatives`` holds (an access policy's view made of several parts; no
+    search parameter parses to it)."""
+
+    alternatives: tuple[Clause, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AllClause:
+    """Every one of ``clauses`` holds (a chain's or ``_has``'s inner clause narrowed by an
+    access policy)."""
+
+    clauses: tuple[Clause, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TypeClause:
+    """The resource is of one of ``types`` (an access policy's per-type part of a view that
+    spans types, inside ``AnyClause``/``AllClause``)."""
+
+    types: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReferencedClause:
+    """The resource is of one of ``types`` and some live resource that satisfies ``clause``
+    has a ``search_reference`` row (under any parameter) pointing at it: the resources a
+    view's members refer to (an access policy's Practitioners and Organizations of a
+    patient's compartment)."""
+
+    clause: Clause
+    types: tuple[str, ...]
+
+
 Clause = (
     IdClause
     | LastUpdatedClause
@@ -249,6 +284,10 @@ Clause = (
     | CompositeClause
     | CompartmentClause
     | PerTypeClause
+    | AnyClause
+    | AllClause
+    | TypeClause
+    | ReferencedClause
 )
 
 

@@ -36,8 +36,6 @@ NUMBER_MIN = -1e308
 NUMBER_MAX = 1e308
 
 
-
-
 @dataclass(frozen=True)
 class IndexContext:
     """What normalising a stored value depends on: the server base and the local zone."""
@@ -58,6 +56,7 @@ def fold(text: str) -> str:
 
 
 # -- dates ---------------------------------------------------------------------------------
+
 
 def ap_margin(low: int, high: int, now_us: int) -> int:
     """How far ``ap`` widens a date search range on each side: 10 % of the distance between

@@ -4,18 +4,48 @@ Every read, write and search of a request goes through an ``AuthorizedRepository
 checks happen here and nowhere else (routes never check permissions). Interaction code is
 plain synchronous code that receives an authorized ``Reader`` or ``Unit``; this class decides
 where it runs (see ``runner.py``) and wraps the store so each access is checked.
+
+Decisions come from the application's access policies bound to the principal
+(``server/auth/policy.py``, ``Access``): per interaction and type, refused (403) or a
+narrowing, clauses the door adds *inside* what it runs — a search's criteria (and the inner
+clauses of its chains and ``_has``), a read (a hidden resource reads as a missing one), every
+``_include`` branch before its limit, history, the bulk reads, a conditional interaction's
+match — so pages, ``_count`` and totals count only what the caller may see. A write must
+leave a version the caller may see, of a resource it could see (or that did not exist).
+
+``system()`` of a unit and ``checking`` give the unnarrowed store to validation, program rules
+and conformance lookups; what they read never reaches the caller.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any, TypeVar
 
+from server.auth.interactions import Interaction
+from server.auth.policy import Access, Facts, Narrowing, Policy
 from server.auth.principal import Principal
-from server.errors import Forbidden
-from server.search.query import Criteria, Include, SearchQuery
+from server.errors import FhirError, Forbidden
+from server.fhir.conformance import CONFORMANCE_TYPES
+from server.search.access_facts import split
+from server.search.query import (
+    AllClause,
+    AnyClause,
+    ChainClause,
+    Clause,
+    CompartmentClause,
+    Criteria,
+    HasClause,
+    Include,
+    PerTypeClause,
+    ReferenceClause,
+    ReferenceValue,
+    SearchQuery,
+)
 from server.store.base import (
     HistoryQuery,
     Method,
@@ -30,99 +60,292 @@ from server.store.base import (
 from server.store.runner import Runner
 
 T = TypeVar("T")
+logger = logging.getLogger("calaim_fhir.access")
+
+_NONE: Clause = AnyClause(())  # holds for no resource
 
 
 class _Checked:
-    def __init__(self, inner: Reader, principal: Principal) -> None:
+    """``inner`` through the door; ``definitions``: where the conformance types are read (the
+    in-memory definitions), through the same checks."""
+
+    def __init__(
+        self,
+        inner: Reader,
+        access: Access,
+        definitions: Reader | None = None,
+        strict: bool = False,
+    ) -> None:
         self._inner = inner
-        self._principal = principal
+        self._access = access
+        self._definitions = definitions
+        self._strict = strict
 
-    def _check(self, interaction: str, type: str | None) -> None:
-        if not self._principal.permits(interaction, type):
+    def _admitted(self, interaction: Interaction, version: Version) -> bool:
+        """The per-resource decision on a version the narrowing let through, from its indexed
+        facts (never its body): a safety net behind the narrowing. A deletion has no content
+        to give away and passes; a version without facts (stored before they existed) fails."""
+        if version.body is None:
+            return True
+        facts = Facts(version.type, version.id, _labels(version.labels), split(version.owners))
+        if version.labels is not None and self._access.admits(interaction, facts):
+            return True
+        if self._strict:
+            raise FhirError(
+                f"The access decision refused {version.type}/{version.id}, which the narrowing"
+                " let through"
+            )
+        logger.warning(
+            "access: %s/%s left out by the per-resource decision", version.type, version.id
+        )
+        return False
+
+    def _net(self, interaction: Interaction, versions: list[Version]) -> list[Version]:
+        if self._access.unrestricted:
+            return versions
+        return [v for v in versions if self._admitted(interaction, v)]
+
+    def _one(self, interaction: Interaction, version: Version | None) -> Version | None:
+        if version is None or self._access.unrestricted:
+            return version
+        return version if self._admitted(interaction, version) else None
+
+    def _store(self, type: str | None) -> Reader:
+        if self._definitions is not None and type in CONFORMANCE_TYPES:
+            return self._definitions
+        return self._inner
+
+    def _narrow(self, interaction: Interaction, type: str | None) -> Narrowing:
+        narrowing = self._access.narrowing(interaction, type)
+        if not narrowing.permitted:
             raise Forbidden(f"Not permitted: {interaction} on {type or 'the system'}")
+        return narrowing
 
-    def read(self, type: str, id: str) -> Version | None:
-        self._check("read", type)
-        return self._inner.read(type, id)
+    def _criteria(self, criteria: Criteria, interaction: Interaction) -> Criteria:
+        """``criteria`` with the caller's narrowing added, inside chains and ``_has`` too."""
+        type = criteria.type
+        if type is None:
+            narrowing = self._narrow(Interaction.SEARCH_SYSTEM, None)
+            for each in criteria.types:
+                self._narrow(Interaction.SEARCH_TYPE, each)
+        else:
+            narrowing = self._narrow(interaction, type)
+        if self._access.unrestricted:
+            return criteria
+        clauses = tuple(self._inside(c) for c in criteria.clauses)
+        added = tuple(n for n in narrowing.clauses if not _implied(n, clauses, type))
+        return replace(criteria, clauses=clauses + added)
+
+    def _inside(self, clause: Clause) -> Clause:
+        """A clause whose inner queries (chains, ``_has``) see only what the caller may see:
+        filtering on a hidden resource must not tell that it exists."""
+        if isinstance(clause, ChainClause):
+            inner = self._inside(clause.clause)
+            types = clause.target_types
+            narrowing = self._access.narrowing(
+                Interaction.SEARCH_TYPE, types[0] if len(types) == 1 else None
+            )
+            narrowed = _narrowed(inner, narrowing)
+            return replace(clause, clause=narrowed)
+        if isinstance(clause, HasClause):
+            inner = self._inside(clause.clause)
+            narrowing = self._access.narrowing(Interaction.SEARCH_TYPE, clause.source_type)
+            return replace(clause, clause=_narrowed(inner, narrowing))
+        if isinstance(clause, PerTypeClause):
+            return replace(clause, clause=self._inside(clause.clause))
+        return clause
+
+    def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
+        narrowing = self._narrow(Interaction.READ, type)
+        found = self._store(type).read(type, id, (*within, *narrowing.clauses))
+        return self._one(Interaction.READ, found)
+
+    def visible(self, type: str, id: str) -> bool:
+        if self._access.unrestricted:
+            return True
+        narrowing = self._access.narrowing(Interaction.READ, type)
+        if not narrowing.permitted:
+            return False
+        return self._store(type).read(type, id, narrowing.clauses) is not None
 
     def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        narrowed = False
         for type in sorted({type for type, _ in keys}):
-            self._check("read", type)
-        return self._inner.versions(keys)
+            narrowed = self._narrow(Interaction.READ, type).narrowed or narrowed
+        if not narrowed and self._definitions is None:
+            return self._inner.versions(keys)
+        out: dict[tuple[str, str], int] = {}
+        for type, id in keys:
+            found = self.read(type, id)
+            if found is not None:
+                out[(type, id)] = found.version
+        return out
 
-    def vread(self, type: str, id: str, version: int) -> Version | None:
-        self._check("vread", type)
-        return self._inner.vread(type, id, version)
+    def vread(
+        self, type: str, id: str, version: int, within: Sequence[Clause] = ()
+    ) -> Version | None:
+        narrowing = self._narrow(Interaction.VREAD, type)
+        found = self._store(type).vread(type, id, version, (*within, *narrowing.clauses))
+        return self._one(Interaction.VREAD, found)
 
     def history(self, query: HistoryQuery) -> Page:
-        self._check("history", query.type)
-        return self._inner.history(query)
+        if query.id is not None:
+            interaction = Interaction.HISTORY_INSTANCE
+        elif query.type is not None:
+            interaction = Interaction.HISTORY_TYPE
+        else:
+            interaction = Interaction.HISTORY_SYSTEM
+        narrowing = self._narrow(interaction, query.type)
+        if narrowing.clauses:
+            query = replace(query, within=query.within + narrowing.clauses)
+        page = self._store(query.type).history(query)
+        if self._access.unrestricted:
+            return page
+        return Page(self._net(interaction, page.items), page.has_more)
 
     def search(self, query: SearchQuery) -> SearchPage:
-        type = query.criteria.type
-        if type is not None:
-            self._check("search-type", type)
-        else:
-            self._check("search-system", None)
-            for each in query.criteria.types:
-                self._check("search-type", each)
-        if query.total in ("estimate", "auto") and not self._principal.allow_all:
+        criteria = self._criteria(query.criteria, Interaction.SEARCH_TYPE)
+        if criteria is not query.criteria:
+            query = replace(query, criteria=criteria)
+        if query.total in ("estimate", "auto") and not self._access.unrestricted:
             # an estimate comes from statistics of every row; a restricted caller's total
             # counts only what it may see
             query = replace(query, total="accurate" if query.total == "estimate" else "bounded")
-        return self._inner.search(query)
+        page = self._store(query.criteria.type).search(query)
+        if self._access.unrestricted:
+            return page
+        return replace(page, items=self._net(Interaction.SEARCH_TYPE, page.items))
 
     def include(
-        self, versions: list[Version], includes: tuple[Include, ...], limit: int
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        within: Sequence[Clause] = (),
     ) -> tuple[list[Version], bool]:
-        """Included resources are reads: of the types an include names up front, of every type
-        it returns after."""
+        """Included resources are reads: of the types an include names up front, of whatever
+        the caller may read of any type in each branch, before its limit."""
         for include in includes:
             if include.reverse:
-                self._check("read", include.source_type)
+                self._narrow(Interaction.READ, include.source_type)
             elif include.target_type is not None:
-                self._check("read", include.target_type)
-        found, truncated = self._inner.include(versions, includes, limit)
-        for type in sorted({v.type for v in found}):
-            self._check("read", type)
-        return found, truncated
+                self._narrow(Interaction.READ, include.target_type)
+        narrowing = self._access.narrowing(Interaction.READ, None)
+        if not narrowing.permitted:
+            return [], False
+        store = self._store(versions[0].type if versions else None)
+        found, truncated = store.include(versions, includes, limit, (*within, *narrowing.clauses))
+        return self._net(Interaction.READ, found), truncated
 
     def patient_resources(
-        self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
+        self,
+        patient_ids: Sequence[str],
+        params: Mapping[str, Sequence[str]],
+        within: Sequence[Clause] = (),
     ) -> Iterator[tuple[str, Version]]:
         """A search of each type named (by its reference parameters)."""
         for type in sorted(params):
-            self._check("search-type", type)
-        return self._inner.patient_resources(patient_ids, params)
+            self._narrow(Interaction.SEARCH_TYPE, type)
+        if self._access.unrestricted:
+            return self._inner.patient_resources(patient_ids, params, within)
+        clauses = self._narrow(Interaction.SEARCH_SYSTEM, None).clauses
+        found = self._inner.patient_resources(patient_ids, params, (*within, *clauses))
+        return ((patient, v) for patient, v in found if self._admitted(Interaction.SEARCH_TYPE, v))
 
-    def scan(self, type: str, after: int | None, limit: int) -> list[Version]:
-        self._check("search-type", type)
-        return self._inner.scan(type, after, limit)
+    def scan(
+        self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
+    ) -> list[Version]:
+        narrowing = self._narrow(Interaction.SEARCH_TYPE, type)
+        found = self._store(type).scan(type, after, limit, (*within, *narrowing.clauses))
+        return self._net(Interaction.SEARCH_TYPE, found)
+
+
+def _implied(narrowing: Clause, clauses: tuple[Clause, ...], type: str | None) -> bool:
+    """Whether the search's own ``clauses`` already hold only for resources that satisfy the
+    ``narrowing`` clause (then the statement need not test it again): the same clause (a
+    compartment search of the caller's own compartment), or, for a compartment, a reference
+    to the compartment's resource under one of the type's compartment parameters
+    (``Observation?subject=Patient/p1`` within Patient p1's compartment)."""
+    if narrowing in clauses:
+        return True
+    if not isinstance(narrowing, CompartmentClause) or type is None:
+        return False
+    codes = {code for t, params in narrowing.params if t == type for code in params}
+    target = ReferenceValue(narrowing.target_type, narrowing.target_id)
+    return any(
+        isinstance(c, ReferenceClause) and c.param in codes and c.values == (target,)
+        for c in clauses
+    )
+
+
+@lru_cache(maxsize=4096)
+def _labels(text: str | None) -> frozenset[tuple[str, str]]:
+    return frozenset(
+        (system, code) for system, _, code in (label.partition("|") for label in split(text))
+    )
+
+
+def _narrowed(inner: Clause, narrowing: Narrowing) -> Clause:
+    if not narrowing.permitted:
+        return _NONE
+    if not narrowing.clauses:
+        return inner
+    return AllClause((inner, *narrowing.clauses))
 
 
 class _CheckedUnit(_Checked):
     _inner: Unit
 
-    def __init__(self, inner: Unit, principal: Principal) -> None:
-        super().__init__(inner, principal)
+    def __init__(self, inner: Unit, access: Access) -> None:
+        super().__init__(inner, access)
         self._unit = inner
 
     def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
-        self._check("search", criteria.type)
-        return self._unit.match(criteria, limit)
+        """The matches the caller may see: a match outside its view is no match (and never
+        counts towards several)."""
+        return self._unit.match(self._criteria(criteria, Interaction.SEARCH_TYPE), limit)
+
+    def _hidden(self, interaction: Interaction, type: str, id: str) -> bool:
+        """Whether ``type/id`` is live but outside what the caller may change."""
+        clauses = self._narrow(interaction, type).clauses
+        if not clauses:
+            return False
+        current = self._unit.read(type, id)
+        if current is None or current.deleted:
+            return False
+        return self._unit.read(type, id, clauses) is None
+
+    def _kept(self, interaction: Interaction, result: WriteResult) -> WriteResult:
+        """The caller may see what it wrote: otherwise nothing is kept (the unit fails)."""
+        version = result.version
+        if version is None or version.deleted:
+            return result
+        clauses = self._narrow(interaction, version.type).clauses
+        facts = Facts(version.type, version.id, _labels(version.labels), split(version.owners))
+        if (
+            clauses and self._unit.read(version.type, version.id, clauses) is None
+        ) or not self._access.admits(interaction, facts):
+            raise Forbidden(
+                f"Not permitted: {interaction} of a {version.type} outside what this client may see"
+            )
+        return result
 
     def create(self, type: str, resource: dict[str, Any], *, id: str | None = None) -> WriteResult:
-        self._check("create", type)
-        return self._unit.create(type, resource, id=id)
+        self._narrow(Interaction.CREATE, type)
+        return self._kept(Interaction.CREATE, self._unit.create(type, resource, id=id))
 
     def update(
         self, type: str, id: str, resource: dict[str, Any], *, method: Method = "PUT"
     ) -> WriteResult:
-        self._check("patch" if method == "PATCH" else "update", type)
-        return self._unit.update(type, id, resource, method=method)
+        interaction = Interaction.PATCH if method == "PATCH" else Interaction.UPDATE
+        if self._hidden(interaction, type, id):
+            raise Forbidden(f"Not permitted: {interaction} of {type}/{id}")
+        return self._kept(interaction, self._unit.update(type, id, resource, method=method))
 
     def delete(self, type: str, id: str) -> WriteResult:
-        self._check("delete", type)
+        if self._hidden(Interaction.DELETE, type, id):
+            # what the caller cannot see answers as what is not there: nothing deleted
+            return WriteResult(None, changed=False)
         return self._unit.delete(type, id)
 
     def system(self) -> Unit:
@@ -132,8 +355,20 @@ class _CheckedUnit(_Checked):
 
 
 class AuthorizedRepository:
-    def __init__(self, runner: Runner, principal: Principal, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        principal: Principal,
+        request_id: str | None = None,
+        policies: Sequence[Policy] = (),
+        definitions: Reader | None = None,
+        strict: bool = False,
+    ) -> None:
         self.principal = principal
+        self.definitions = definitions
+        self.strict = strict
+        self.policies = tuple(policies)
+        self.access = Access(principal, self.policies)
         self.origin = Origin(principal.id, principal.organization, principal.user, request_id)
         self._runner = runner
 
@@ -142,21 +377,27 @@ class AuthorizedRepository:
         """An authorized reader on the calling thread, blocking (worker threads: long
         operations and asynchronous jobs; request handlers use ``reading``)."""
         with self._runner.reader() as reader:
-            yield _Checked(reader, self.principal)
+            yield _Checked(reader, self.access, self.definitions, self.strict)
 
-    async def checking(self, fn: Callable[[Reader], T]) -> T:
-        """Run ``fn`` with a reader no principal narrows, where the store's reads run, its reads
-        in one snapshot where that is cheap: for the validation that prepares a write (what
-        it reads never reaches the caller)."""
-        return await self._runner.snapshot(fn)
+    async def checking(self, fn: Callable[[Reader, Reader], T]) -> T:
+        """Run ``fn`` with the system reader (no principal narrows it) and the caller's view of
+        the same reads, where the store's reads run, in one snapshot where that is cheap: for
+        the validation that prepares a write. What the system reader reads never reaches the
+        caller; conditional matches and reference targets go by the caller's view."""
+        access, definitions, strict = self.access, self.definitions, self.strict
+        return await self._runner.snapshot(
+            lambda reader: fn(reader, _Checked(reader, access, definitions, strict))
+        )
 
     async def reading(self, fn: Callable[[Reader], T]) -> T:
         """Run ``fn`` with an authorized reader, where the store's reads run."""
-        principal = self.principal
-        return await self._runner.read(lambda reader: fn(_Checked(reader, principal)))
+        access, definitions, strict = self.access, self.definitions, self.strict
+        return await self._runner.read(
+            lambda reader: fn(_Checked(reader, access, definitions, strict))
+        )
 
     async def writing(self, fn: Callable[[Unit], T]) -> T:
         """Run ``fn`` inside one write transaction: all its writes commit together or none do;
         returns once they are durable."""
-        principal = self.principal
-        return await self._runner.write(lambda unit: fn(_CheckedUnit(unit, principal)), self.origin)
+        access = self.access
+        return await self._runner.write(lambda unit: fn(_CheckedUnit(unit, access)), self.origin)

@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
-from server.search.query import Criteria, Cursor, Include, SearchQuery
+from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
 from server.search.rows import IndexRows
 
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
@@ -47,6 +47,10 @@ class Version:
     method: Method = "PUT"
     position: int = 0  # keyset position in the listing it came from (history or search);
     # 0 for a version just written
+    # its access facts (``server/search/access_facts.py``), written with it; None: not known
+    # (a version stored before they existed, until ``calaim-fhir reindex`` fills them in)
+    labels: str | None = None
+    owners: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,7 @@ class HistoryQuery:
     at: tuple[int, int] | None = None  # versions current at some moment in [start, end)
     count: int = 20
     before_seq: int | None = None  # keyset cursor: versions older than this position
+    within: tuple[Clause, ...] = ()  # only resources whose current version satisfies these
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +135,22 @@ class RowSource(Protocol):
 
 
 class Reader(Protocol):
-    """Reads, inside a write transaction or on their own."""
+    """Reads, inside a write transaction or on their own.
 
-    def read(self, type: str, id: str) -> Version | None:
-        """The current version (a deleted resource: its deletion version); None if never stored."""
+    ``within`` (read, vread, include, the bulk reads; ``HistoryQuery.within``; search and
+    ``match`` take them as criteria clauses): clauses of an access policy's narrowing
+    (``server/auth/policy.py``) that what is read must satisfy, applied inside the statement
+    so limits and counts see only what they let through. For ``vread`` and history they
+    hold on the resource's current version (a deleted resource satisfies none but
+    ``_id``-like ones)."""
 
-    def vread(self, type: str, id: str, version: int) -> Version | None: ...
+    def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
+        """The current version (a deleted resource: its deletion version); None if never stored
+        (or, with ``within``, when it does not satisfy them)."""
+
+    def vread(
+        self, type: str, id: str, version: int, within: Sequence[Clause] = ()
+    ) -> Version | None: ...
 
     def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """The current version number of each stored resource among ``(type, id)`` ``keys``
@@ -148,14 +163,22 @@ class Reader(Protocol):
         one more for the total when asked)."""
 
     def include(
-        self, versions: list[Version], includes: tuple[Include, ...], limit: int
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        within: Sequence[Clause] = (),
     ) -> tuple[list[Version], bool]:
         """The live resources that ``_include``/``_revinclude`` (``:iterate`` repeated on what
         they add, up to four hops) add to ``versions``, each once and none of ``versions``
-        itself, at most ``limit`` of them; True when more were left out."""
+        itself, at most ``limit`` of them; True when more were left out. ``within`` narrows
+        every branch before its limit (and ``:iterate`` goes on from what it let through)."""
 
     def patient_resources(
-        self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
+        self,
+        patient_ids: Sequence[str],
+        params: Mapping[str, Sequence[str]],
+        within: Sequence[Clause] = (),
     ) -> Iterator[tuple[str, Version]]:
         """The live current versions of the resources of the types in ``params`` whose
         reference search parameters named there (``{"Encounter": ["subject"], ...}``) point to
@@ -164,7 +187,15 @@ class Reader(Protocol):
         patient. One statement per call (callers batch the patients, a few hundred at a time);
         the rows are read as they are consumed, so consume them before the reader closes."""
 
-    def scan(self, type: str, after: int | None, limit: int) -> list[Version]:
+    def visible(self, type: str, id: str) -> bool:
+        """Whether the caller this reader reads for may see ``type/id`` (a system reader: it
+        may see everything; the door: what the caller's policies let through). Validation asks
+        it of every reference target it read with a system reader, so a hidden target answers
+        as a missing one."""
+
+    def scan(
+        self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
+    ) -> list[Version]:
         """At most ``limit`` live current versions of ``type`` in creation order, after the
         keyset position ``after`` (a version's ``position``; None: from the first)."""
 
@@ -248,7 +279,7 @@ class Job:
     kind: str  # what runs (an operation name)
     state: JobState
     request: dict[str, Any]  # what was asked: {"method": ..., "url": ...}
-    principal: str  # who asked (only they see it)
+    principal: str  # who asked, the whole principal (``Principal.key``): only they see it
     unit: str  # what ``done`` and ``total`` count ("members")
     done: int
     total: int | None

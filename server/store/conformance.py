@@ -23,9 +23,10 @@ import orjson
 
 from server.fhir.conformance import CONFORMANCE_TYPES, Conformance, conformance
 from server.fhir.instant import format_instant
+from server.search.access_facts import access_facts
 from server.search.index import Indexer
 from server.search.match import compile_matcher
-from server.search.query import Cursor, Include, SearchQuery, SortKey
+from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery, SortKey
 from server.search.rows import IndexRows
 from server.search.service import search_service
 from server.settings import Settings
@@ -43,6 +44,7 @@ class _Entry:
     resource: dict[str, Any]
     rows: IndexRows
     position: int
+    facts: tuple[str, str]
 
 
 class ConformanceStore:
@@ -60,9 +62,9 @@ class ConformanceStore:
             type, id = resource["resourceType"], resource["id"]
             served = {**resource, "meta": {**resource.get("meta", {}), "versionId": "1"}}
             served["meta"]["lastUpdated"] = stamp
-            entry = _Entry(
-                type, id, orjson.dumps(served), served, indexer.rows(type, served), position
-            )
+            rows = indexer.rows(type, served)
+            facts = access_facts(type, id, rows)
+            entry = _Entry(type, id, orjson.dumps(served), served, rows, position, facts)
             self._entries[(type, id)] = entry
             self._by_type[type].append(entry)
 
@@ -71,16 +73,50 @@ class ConformanceStore:
         return type in CONFORMANCE_TYPES
 
     def _version(self, entry: _Entry, position: int = 0) -> Version:
-        return Version(entry.type, entry.id, 1, self.loaded_at, False, entry.body, "PUT", position)
+        labels, owners = entry.facts
+        return Version(
+            entry.type,
+            entry.id,
+            1,
+            self.loaded_at,
+            False,
+            entry.body,
+            "PUT",
+            position,
+            labels,
+            owners,
+        )
 
     # -- Reader ----------------------------------------------------------------------------
 
-    def read(self, type: str, id: str) -> Version | None:
-        entry = self._entries.get((type, id))
-        return None if entry is None else self._version(entry)
+    def _within(self, entry: _Entry, within: Sequence[Clause]) -> bool:
+        """Whether ``entry`` satisfies an access policy's clauses (``Reader``)."""
+        if not within:
+            return True
+        matcher = compile_matcher(Criteria(entry.type, (), tuple(within)))
+        return matcher(
+            entry.type,
+            entry.resource,
+            _Rows(self),
+            id=entry.id,
+            last_updated=self.loaded_at,
+            resolve=self._resolve,
+            referrers=self._referrers,
+        )
 
-    def vread(self, type: str, id: str, version: int) -> Version | None:
-        return self.read(type, id) if version == 1 else None
+    def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
+        entry = self._entries.get((type, id))
+        if entry is None or not self._within(entry, within):
+            return None
+        return self._version(entry)
+
+    def visible(self, type: str, id: str) -> bool:
+        return True
+
+    def vread(
+        self, type: str, id: str, version: int, within: Sequence[Clause] = ()
+    ) -> Version | None:
+        return self.read(type, id, within) if version == 1 else None
 
     def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         return {key: 1 for key in keys if key in self._entries}
@@ -92,6 +128,7 @@ class ConformanceStore:
             entries = [] if found is None else [found]
         else:
             entries = list(self._by_type.get(query.type or "", []))
+        entries = [e for e in entries if self._within(e, query.within)]
         if query.since is not None and self.loaded_at < query.since:
             entries = []
         if query.at is not None and self.loaded_at >= query.at[1]:
@@ -149,18 +186,31 @@ class ConformanceStore:
         )
 
     def include(
-        self, versions: list[Version], includes: tuple[Include, ...], limit: int
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        within: Sequence[Clause] = (),
     ) -> tuple[list[Version], bool]:
         return [], False
 
     def patient_resources(
-        self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
+        self,
+        patient_ids: Sequence[str],
+        params: Mapping[str, Sequence[str]],
+        within: Sequence[Clause] = (),
     ) -> Iterator[tuple[str, Version]]:
         """Definitions belong to no patient."""
         return iter(())
 
-    def scan(self, type: str, after: int | None, limit: int) -> list[Version]:
-        entries = [e for e in self._by_type.get(type, []) if after is None or e.position > after]
+    def scan(
+        self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
+    ) -> list[Version]:
+        entries = [
+            e
+            for e in self._by_type.get(type, [])
+            if (after is None or e.position > after) and self._within(e, within)
+        ]
         return [self._version(e, e.position) for e in entries[: max(limit, 0)]]
 
     # -- matcher environment -----------------------------------------------------------------

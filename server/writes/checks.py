@@ -79,13 +79,18 @@ class Targets:
 
 class Seen:
     """A lookup of reference targets (through ``targets`` when given, else ``reader``) that
-    records the version of each target it used (None: not stored)."""
+    records the version of each target it used (None: not stored). With ``view`` (the
+    caller's view of the system reader ``reader``), a target the caller may not see answers
+    as a missing one (its version is still recorded: a change re-checks the verdict)."""
 
-    __slots__ = ("_reader", "_targets", "read")
+    __slots__ = ("_reader", "_targets", "_view", "read")
 
-    def __init__(self, reader: Reader, targets: Targets | None = None) -> None:
+    def __init__(
+        self, reader: Reader, targets: Targets | None = None, view: Reader | None = None
+    ) -> None:
         self._reader = reader
         self._targets = targets
+        self._view = view
         self.read: dict[Key, int | None] = {}
 
     def __call__(self, type: str, id: str) -> dict[str, Any] | None:
@@ -95,6 +100,8 @@ class Seen:
             found = self._reader.read(type, id)
         self.read[(type, id)] = None if found is None else found.version
         if found is None or found.body is None:
+            return None
+        if self._view is not None and not self._view.visible(type, id):
             return None
         body: dict[str, Any] = orjson.loads(found.body)
         return body

@@ -20,6 +20,7 @@ from server.errors import (
     BadRequest,
     Conflict,
     FhirError,
+    Forbidden,
     Gone,
     InvalidResource,
     InvalidSearch,
@@ -91,38 +92,44 @@ class Pipeline:
             where = exc.issues[0].expression if exc.issues else None
             raise BadRequest(f"{_CONDITION[write.interaction]}: {exc}", expression=where) from exc
 
-    def prepare(self, write: Write, reader: Reader | None) -> Prepared:
+    def prepare(self, write: Write, reader: Reader | None, view: Reader | None = None) -> Prepared:
         """Check ``write`` as far as possible before the unit. With a ``reader`` (a system
         reader outside the unit) profile validation and a patch by id happen here, their
-        reads recorded; without one (inside a unit) they are left to ``Writer.run``."""
+        reads recorded; without one (inside a unit) they are left to ``Writer.run``.
+        ``view``: the caller's view of ``reader``, by which conditional references match and
+        reference targets are found (hidden ones answer as missing ones)."""
         self.rules.admit(write)
         prepared = Prepared(write)
         if write.interaction in ("create", "update"):
             resource = _resource(write)
-            check_base(resource, write.expression, profiles=self._profile_issues(write, reader))
+            check_base(
+                resource, write.expression, profiles=self._profile_issues(write, reader, view)
+            )
             if write.interaction == "create":
                 resource.pop("id", None)  # the server assigns the id (or the caller's ``id``)
             prepared.resource = resource
         prepared.criteria = self.criteria(write)
         if prepared.resource is not None:
             if reader is not None:
-                resource = self._resolve(prepared, prepared.resource, _finder(reader))
+                resource = self._resolve(prepared, prepared.resource, _finder(view or reader))
                 resource = prepared.resource = self._rules_prepare(prepared, resource, reader)
-                seen = Seen(reader, self.targets)
+                seen = Seen(reader, self.targets, view)
                 warnings = self.validate(resource, seen, write.expression)
                 prepared.checked = Checked(warnings, seen)
         elif write.interaction == "patch" and reader is not None and write.id is not None:
-            self._prepare_patch(prepared, reader)
+            self._prepare_patch(prepared, reader, view)
         return prepared
 
     def _profile_issues(
-        self, write: Write, reader: Reader | None
+        self, write: Write, reader: Reader | None, view: Reader | None
     ) -> Callable[[], list[Issue]] | None:
         """The profile issues of the body of ``write`` (read with ``reader``), for an answer
         that lists them with its base errors; None without a reader (inside the unit)."""
         if reader is None:
             return None
-        return self._profiles_of(write.resource, Seen(reader, self.targets), write.expression)
+        return self._profiles_of(
+            write.resource, Seen(reader, self.targets, view), write.expression
+        )
 
     def _profiles_of(
         self, resource: Any, lookup: Lookup, expression: str
@@ -133,13 +140,15 @@ class Pipeline:
 
         return issues
 
-    def with_profile_issues(self, write: Write, error: FhirError, reader: Reader) -> FhirError:
+    def with_profile_issues(
+        self, write: Write, error: FhirError, reader: Reader, view: Reader | None = None
+    ) -> FhirError:
         """``error``, which preparing ``write`` without a reader raised (a transaction entry),
         with the profile issues of its resource added when it is base validation's failure and
         the structure is still readable: the one answer a REST write gets."""
         if write.interaction not in ("create", "update") or not isinstance(write.resource, dict):
             return error
-        profiles = self._profile_issues(write, reader)
+        profiles = self._profile_issues(write, reader, view)
         try:
             check_base(write.resource, write.expression, profiles=profiles)
         except FhirError as again:
@@ -149,7 +158,7 @@ class Pipeline:
                 return again
         return error
 
-    def _prepare_patch(self, prepared: Prepared, reader: Reader) -> None:
+    def _prepare_patch(self, prepared: Prepared, reader: Reader, view: Reader | None) -> None:
         """Apply the patch to the version stored now; a failure here is final (the request is
         answered from a state it saw), a success is kept if that version is still current."""
         write = prepared.write
@@ -159,8 +168,10 @@ class Pipeline:
             return  # 404 / 410 come from the unit, with the unit's view
         if write.if_match is not None and write.if_match != current.version:
             return  # 412 from the unit
-        seen = Seen(reader, self.targets)
-        patched = self._resolve(prepared, self.patched(write, current, seen), _finder(reader))
+        seen = Seen(reader, self.targets, view)
+        patched = self._resolve(
+            prepared, self.patched(write, current, seen), _finder(view or reader)
+        )
         if self.rules.prepares(write.type):
             patched = self.rules.prepare(write, patched, current)
             prepared.ruled_on = current.version
@@ -274,7 +285,16 @@ class Writer:
     # -- the interactions ---------------------------------------------------------------------
 
     def _matches(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
+        """The matches the caller may see (the unit is the door's: a hidden match is none)."""
         return self.unit.match(criteria, limit)
+
+    def _refuse_hidden(self, write: Write, criteria: Criteria) -> None:
+        """A conditional update, patch or delete whose criteria match only resources the caller
+        may not see is refused (never an update-as-create beside them, never a silent no-op)."""
+        if self.unit is not self.system and self.system.match(criteria, 1):
+            raise Forbidden(
+                f"Not permitted: {write.interaction} of the {write.type} matching '{criteria.key}'"
+            )
 
     def _create(self, prepared: Prepared) -> Written:
         write, criteria = prepared.write, prepared.criteria
@@ -297,6 +317,8 @@ class Writer:
         matches = self._matches(criteria)
         if len(matches) > 1:
             raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
+        if not matches:
+            self._refuse_hidden(write, criteria)
         body_id = resource.get("id")
         if matches:
             match = matches[0]
@@ -325,6 +347,7 @@ class Writer:
         if criteria is not None:
             matches = self._matches(criteria)
             if not matches:
+                self._refuse_hidden(write, criteria)
                 raise NotFound(f"No {write.type} matches '{criteria.key}'")
             if len(matches) > 1:
                 raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
@@ -357,6 +380,8 @@ class Writer:
         matches = self._matches(criteria, None if multiple else 2)
         if len(matches) > 1 and not multiple:
             raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
+        if not matches:
+            self._refuse_hidden(write, criteria)
         for match in matches:
             self._store(prepared, match.id, match)
         return Written(write, None, deleted=len(matches), criteria=criteria)
@@ -384,7 +409,7 @@ class Writer:
                     self.pipeline.targets.forget(stale)
                 warnings = self.pipeline.validate(
                     resource,
-                    reader_lookup(self.system),
+                    reader_lookup(self.system, self.unit),
                     "" if after_patch else write.expression,
                     after_patch=after_patch,
                 )
@@ -397,7 +422,7 @@ class Writer:
             root = "" if after_patch else write.expression
             check_base(resource, root, after_patch=after_patch)
             warnings = self.pipeline.validate(
-                resource, reader_lookup(self.system), root, after_patch=after_patch
+                resource, reader_lookup(self.system, self.unit), root, after_patch=after_patch
             )
         warnings = [*warnings, *ruled.warnings]
         unit, type = self.unit, write.type
@@ -444,8 +469,16 @@ class Writer:
         if not rules:
             return ruled
         change = Change(
-            self.principal, write.interaction, write.type, id, stored, resource, self.system,
-            self.depth, write.expression, prepared,
+            self.principal,
+            write.interaction,
+            write.type,
+            id,
+            stored,
+            resource,
+            self.system,
+            self.depth,
+            write.expression,
+            prepared,
         )
         for rule in rules:
             verdict = rule.check(change)

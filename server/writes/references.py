@@ -108,4 +108,3 @@ def rewritten(resource: dict[str, Any], mapping: dict[str, str]) -> dict[str, An
         if target is not None:
             node["reference"] = target
     return copy
-

@@ -273,12 +273,17 @@ def _validate(
     return warnings
 
 
-def plan(pipeline: Pipeline, entries: list[Entry], reader: Reader) -> Plan | None:
+def plan(
+    pipeline: Pipeline, entries: list[Entry], reader: Reader, view: Reader | None = None
+) -> Plan | None:
     """The transaction resolved, rewritten and validated against ``reader`` (outside the
-    unit); None when that fails: the unit then does it all and answers with its own view."""
+    unit); None when that fails: the unit then does it all and answers with its own view.
+    ``view``: the caller's view of ``reader``: conditional matches and reference targets go
+    by it (a hidden one is no match, a hidden target a missing one)."""
+    searcher = view or reader
 
     def find(criteria: Criteria) -> list[Version]:
-        return reader.search(SearchQuery(criteria, count=2)).items
+        return searcher.search(SearchQuery(criteria, count=2)).items
 
     fresh: dict[int, str] = {}
 
@@ -290,7 +295,7 @@ def plan(pipeline: Pipeline, entries: list[Entry], reader: Reader) -> Plan | Non
         resources, rewriter = _rewritten(pipeline, entries, identities, find)
     except (EntryFailed, FhirError):
         return None
-    seen = Seen(reader, pipeline.targets)
+    seen = Seen(reader, pipeline.targets, view)
     try:
         warnings = _validate(pipeline, entries, identities, resources, seen)
     except (EntryFailed, FhirError):
@@ -325,7 +330,11 @@ def run(writer: Writer, entries: list[Entry], planned: Plan | None) -> list[Writ
             planned.rewriter.undo()
         resources, _ = _rewritten(writer.pipeline, entries, identities, unit.match)
         warnings = _validate(
-            writer.pipeline, entries, identities, resources, reader_lookup(writer.system)
+            writer.pipeline,
+            entries,
+            identities,
+            resources,
+            reader_lookup(writer.system, writer.unit),
         )
     for entry in ordered[len(deletes) :]:
         prepared = entry.prepared

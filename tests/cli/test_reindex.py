@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from server.auth.policies import LabelPolicy
+from server.auth.principal import Principal
 from server.search.service import search_service
 from server.settings import Settings
 from server.store import open_store
@@ -147,3 +150,47 @@ def test_a_store_from_before_search_indexing_serves_id_and_metadata(tmp_path: Pa
         found = client.get("/fhir/Patient", params={"_id": created})
         assert found.status_code == 200 and _ids(found.json()) == {created}
         outcome(client.get("/fhir/Patient", params={"family": "x"}), 400)
+
+
+def test_versions_stored_before_access_facts_are_hidden_until_reindexed(tmp_path: Path) -> None:
+    """A store from before migration 7 has no access facts: the per-resource decision keeps
+    those versions from restricted principals until ``reindex`` fills the facts in."""
+    label = {"system": "urn:test:access", "code": "shared"}
+    policy = LabelPolicy(label["system"], label["code"])
+
+    def restricted(request: object) -> Principal:
+        return Principal("app")
+
+    database = sqlite_url(tmp_path / "store.db")
+    with fhir_client(database) as client:
+        for name in ("Ana", "Ben"):
+            patient = {
+                "resourceType": "Patient",
+                "meta": {"security": [label]},
+                "name": [{"family": name}],
+            }
+            assert client.post("/fhir/Patient", json=patient).status_code == 201
+    conn = sqlite3.connect(tmp_path / "store.db")
+    conn.execute("UPDATE resource SET labels = NULL, owners = NULL")
+    conn.execute("UPDATE resource_history SET labels = NULL, owners = NULL")
+    conn.commit()
+    conn.close()
+    with fhir_client(database, principals=restricted, policies=[policy]) as client:
+        assert client.get("/fhir/Patient").json().get("entry", []) == []
+
+    done = subprocess.run(
+        [*command(), "reindex", "--database-url", database, "--batch", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Access facts filled in for 4 stored version(s)" in done.stderr
+
+    with fhir_client(
+        database, principals=restricted, policies=[policy], access_safety_net="fail"
+    ) as client:
+        found = client.get("/fhir/Patient?_count=1")
+        families = [e["resource"]["name"][0]["family"] for e in found.json()["entry"]]
+        assert len(families) == 1
+        assert len(client.get("/fhir/Patient/_history").json()["entry"]) == 2

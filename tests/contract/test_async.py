@@ -315,7 +315,7 @@ def test_a_job_whose_worker_stopped_is_reported_failed(client: TestClient) -> No
                 kind="test",
                 state="running",
                 request={},
-                principal=LOCAL.id,
+                principal=LOCAL.key,
                 unit="members",
                 done=1,
                 total=4,

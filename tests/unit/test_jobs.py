@@ -120,11 +120,11 @@ def test_a_job_runs_reports_progress_and_keeps_its_result(env: Env) -> None:
 
     id = env.submit(work, unit="members")
     _wait(lambda: (job := env.row(id)) is not None and job.done == 2)
-    running = env.jobs.status(id, LOCAL.id)
+    running = env.jobs.status(id, LOCAL.key)
     assert running is not None and running.state == "running"
     assert (running.done, running.total, running.unit, running.kind) == (2, 5, "members", "test")
     assert running.request == {"method": "POST", "url": "x/$test"}
-    assert running.owner == env.jobs.owner and running.principal == LOCAL.id
+    assert running.owner == env.jobs.owner and running.principal == LOCAL.key
     release.set()
     job = env.ended(id)
     assert job.state == "completed" and job.status == 200
@@ -237,15 +237,15 @@ def test_cancel_stops_the_work_and_discards_its_result(env: Env) -> None:
 
     id = env.submit(work)
     assert started.wait(10)
-    assert env.jobs.cancel(id, LOCAL.id) == "cancelled"
+    assert env.jobs.cancel(id, LOCAL.key) == "cancelled"
     _wait(lambda: bool(saw))
     _wait(lambda: id not in env.jobs._held)
     row = env.row(id)
     assert row is not None and row.state == "cancelled" and row.result is None
-    assert env.jobs.status(id, LOCAL.id) is None
-    assert env.jobs.cancel(id, LOCAL.id) is None  # already cancelled
+    assert env.jobs.status(id, LOCAL.key) is None
+    assert env.jobs.cancel(id, LOCAL.key) is None  # already cancelled
     env.clock.advance(0.001)
-    env.jobs.status("whatever", LOCAL.id)  # a poll purges: cancelled rows expire at once
+    env.jobs.status("whatever", LOCAL.key)  # a poll purges: cancelled rows expire at once
     assert env.row(id) is None
 
 
@@ -260,7 +260,7 @@ def test_check_raises_once_cancelled(env: Env) -> None:
 
     id = env.submit(work)
     assert started.wait(10)
-    assert env.jobs.cancel(id, LOCAL.id) == "cancelled"
+    assert env.jobs.cancel(id, LOCAL.key) == "cancelled"
     _wait(lambda: id not in env.jobs._held)
     row = env.row(id)
     assert row is not None and row.state == "cancelled"
@@ -280,7 +280,7 @@ def test_cancelled_reads_the_state_at_most_once_per_interval(tmp_path: Path) -> 
 
         id = env.submit(work)
         assert started.wait(10)
-        assert env.jobs.cancel(id, LOCAL.id) == "cancelled"
+        assert env.jobs.cancel(id, LOCAL.key) == "cancelled"
         go_on.set()
         _wait(lambda: len(answers) == 2)
         assert answers == [False, False]
@@ -292,10 +292,10 @@ def test_cancelled_reads_the_state_at_most_once_per_interval(tmp_path: Path) -> 
 def test_deleting_an_ended_job_removes_its_result(env: Env) -> None:
     id = env.submit(lambda ctx: (200, RESULT))
     env.ended(id)
-    assert env.jobs.cancel(id, LOCAL.id) == "deleted"
+    assert env.jobs.cancel(id, LOCAL.key) == "deleted"
     assert env.row(id) is None
-    assert env.jobs.cancel(id, LOCAL.id) is None
-    assert env.jobs.status(id, LOCAL.id) is None
+    assert env.jobs.cancel(id, LOCAL.key) is None
+    assert env.jobs.status(id, LOCAL.key) is None
 
 
 def test_a_job_is_seen_only_by_the_principal_that_asked(env: Env) -> None:
@@ -303,7 +303,7 @@ def test_a_job_is_seen_only_by_the_principal_that_asked(env: Env) -> None:
     env.ended(id)
     assert env.jobs.status(id, "someone-else") is None
     assert env.jobs.cancel(id, "someone-else") is None
-    assert env.jobs.status(id, LOCAL.id) is not None
+    assert env.jobs.status(id, LOCAL.key) is not None
 
 
 def test_work_cannot_read_what_its_principal_may_not(env: Env) -> None:
@@ -322,9 +322,9 @@ def test_results_expire_after_the_retention_period(env: Env) -> None:
     id = env.submit(lambda ctx: (200, RESULT))
     env.ended(id)
     env.clock.advance(23.9)
-    assert env.jobs.status(id, LOCAL.id) is not None
+    assert env.jobs.status(id, LOCAL.key) is not None
     env.clock.advance(0.2)
-    assert env.jobs.status(id, LOCAL.id) is None  # expired (and purged by that poll)
+    assert env.jobs.status(id, LOCAL.key) is None  # expired (and purged by that poll)
     assert env.row(id) is None
 
 
@@ -334,7 +334,7 @@ def test_retention_is_a_setting(tmp_path: Path) -> None:
         job = env.ended(id)
         assert job.expires == env.clock.now + HOUR
         env.clock.advance(1.01)
-        assert env.jobs.status(id, LOCAL.id) is None
+        assert env.jobs.status(id, LOCAL.key) is None
 
 
 def test_a_running_job_is_never_purged(env: Env) -> None:
@@ -342,7 +342,7 @@ def test_a_running_job_is_never_purged(env: Env) -> None:
     id = env.submit(lambda ctx: (release.wait(10), (200, RESULT))[1])
     env.clock.advance(48)
     env.repo.jobs.touch([id], env.clock.now)  # its worker is alive
-    job = env.jobs.status(id, LOCAL.id)
+    job = env.jobs.status(id, LOCAL.key)
     assert job is not None and job.state == "running"
     release.set()
     assert env.ended(id).state == "completed"
@@ -356,7 +356,7 @@ def _orphan(env: Env, updated: int) -> str:
         kind="test",
         state="running",
         request={},
-        principal=LOCAL.id,
+        principal=LOCAL.key,
         unit="members",
         done=3,
         total=10,
@@ -371,7 +371,7 @@ def _orphan(env: Env, updated: int) -> str:
 
 def test_a_job_whose_worker_stopped_is_reported_failed(env: Env) -> None:
     id = _orphan(env, env.clock.now - 301 * 1_000_000)
-    job = env.jobs.status(id, LOCAL.id)
+    job = env.jobs.status(id, LOCAL.key)
     assert job is not None and job.state == "failed" and job.status == 500
     assert job.result is not None
     assert "stopped" in orjson.loads(job.result)["issue"][0]["diagnostics"]
@@ -379,7 +379,7 @@ def test_a_job_whose_worker_stopped_is_reported_failed(env: Env) -> None:
 
 def test_a_job_heard_from_recently_is_still_running(env: Env) -> None:
     id = _orphan(env, env.clock.now - 299 * 1_000_000)
-    job = env.jobs.status(id, LOCAL.id)
+    job = env.jobs.status(id, LOCAL.key)
     assert job is not None and job.state == "running" and job.done == 3
 
 
@@ -388,7 +388,7 @@ def test_the_heartbeat_keeps_a_quiet_job_alive(tmp_path: Path) -> None:
         release = threading.Event()
         id = env.submit(lambda ctx: (release.wait(10), (200, RESULT))[1])
         time.sleep(0.6)  # three times the stale limit without a progress call
-        job = env.jobs.status(id, LOCAL.id)
+        job = env.jobs.status(id, LOCAL.key)
         assert job is not None and job.state == "running"
         release.set()
         assert env.ended(id).state == "completed"

@@ -37,7 +37,8 @@ import orjson
 from server.errors import InvalidResource
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
-from server.search.query import Criteria, Cursor, Include, SearchQuery
+from server.search.access_facts import access_facts
+from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
 from server.search.rows import IndexRows
 from server.store import faults
 from server.store.base import (
@@ -88,6 +89,8 @@ def _current(row: Any) -> Version:
         None if row[5] is None else bytes(row[5]),
         "PUT",
         row[6],
+        row[7],
+        row[8],
     )
 
 
@@ -120,9 +123,27 @@ class SqlReader:
         self._collate = collate
         self._estimate = estimate
 
-    def read(self, type: str, id: str) -> Version | None:
+    def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
+        if within:
+            return self._read_within(type, id, within)
         row = self._conn.execute(_CURRENT + " WHERE rtype = ? AND id = ?", (type, id)).fetchone()
         return None if row is None else _current(row)
+
+    def _read_within(self, type: str, id: str, within: Sequence[Clause]) -> Version | None:
+        """The live current version if it satisfies ``within``; its deletion version if it is
+        deleted and they hold on the deleted row (clauses on index rows never do)."""
+        condition = compiler.within(within, collate=self._collate, types=(type,))
+        row = self._conn.execute(
+            f"{_CURRENT} WHERE r.rtype = ? AND r.id = ? AND {condition[0]}",
+            (type, id, *condition[1]),
+        ).fetchone()
+        return None if row is None else _current(row)
+
+    def visible(self, type: str, id: str) -> bool:
+        return True
+
+    def _narrowing(self, within: Sequence[Clause], types: compiler.Types = None) -> compiler.Frag:
+        return compiler.within(within, collate=self._collate, types=types)
 
     def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
@@ -136,9 +157,13 @@ class SqlReader:
                 out[(row[0], row[1])] = int(row[2])
         return out
 
-    def vread(self, type: str, id: str, version: int) -> Version | None:
+    def vread(
+        self, type: str, id: str, version: int, within: Sequence[Clause] = ()
+    ) -> Version | None:
+        if within and self._read_within(type, id, within) is None:
+            return None
         row = self._conn.execute(
-            "SELECT rtype, id, version, last_updated, deleted, body, seq, method"
+            "SELECT rtype, id, version, last_updated, deleted, body, seq, method, labels, owners"
             " FROM resource_history WHERE rtype = ? AND id = ? AND version = ?",
             (type, id, version),
         ).fetchone()
@@ -167,9 +192,18 @@ class SqlReader:
             )
             clauses.append("h.last_updated < ? AND (n.seq IS NULL OR n.last_updated > ?)")
             args.extend((q.at[1], q.at[0]))
+        if q.within:
+            types = None if q.type is None else (q.type,)
+            condition = self._narrowing(q.within, types)
+            clauses.append(
+                "EXISTS (SELECT 1 FROM resource r WHERE r.rtype = h.rtype AND r.id = h.id"
+                f" AND {condition[0]})"
+            )
+            args.extend(condition[1])
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         sql = (
-            "SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, h.body, h.seq, h.method"
+            "SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, h.body, h.seq, h.method,"
+            " h.labels, h.owners"
             f" FROM resource_history h{join}{where} ORDER BY h.seq DESC LIMIT {int(q.count) + 1}"
         )
         rows = self._conn.execute(sql, args).fetchall()
@@ -190,7 +224,8 @@ class SqlReader:
         items = [_current(row) for row in rows]
 
         def at(row: Any, backward: bool) -> Cursor:
-            return Cursor(tuple(row[7 : 7 + keys]), int(row[6]), backward)
+            start = compiler.SORT_VALUES
+            return Cursor(tuple(row[start : start + keys]), int(row[6]), backward)
 
         if cursor is not None and cursor.backward:
             # the page before a row: that row (and whatever follows it) comes next
@@ -230,8 +265,13 @@ class SqlReader:
         return int(self._conn.execute(sql, args).fetchone()[0])
 
     def include(
-        self, versions: list[Version], includes: tuple[Include, ...], limit: int
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        within: Sequence[Clause] = (),
     ) -> tuple[list[Version], bool]:
+        narrowing = self._narrowing(within)
         seen = {(v.type, v.id) for v in versions}
         added: list[Version] = []
         sources = versions
@@ -248,8 +288,12 @@ class SqlReader:
             room = limit - len(added) + len(seen) + 1
             fresh: list[Version] = []
             for statement in (
-                compiler.include_statement(keys, [i for i in active if not i.reverse], room),
-                compiler.revinclude_statement(keys, [i for i in active if i.reverse], room),
+                compiler.include_statement(
+                    keys, [i for i in active if not i.reverse], room, narrowing
+                ),
+                compiler.revinclude_statement(
+                    keys, [i for i in active if i.reverse], room, narrowing
+                ),
             ):
                 if statement is None:
                     continue
@@ -266,9 +310,14 @@ class SqlReader:
         return added, False
 
     def patient_resources(
-        self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
+        self,
+        patient_ids: Sequence[str],
+        params: Mapping[str, Sequence[str]],
+        within: Sequence[Clause] = (),
     ) -> Iterator[tuple[str, Version]]:
-        statement = scans.patient_resources_statement(patient_ids, params, collate=self._collate)
+        statement = scans.patient_resources_statement(
+            patient_ids, params, collate=self._collate, narrowing=self._narrowing(within)
+        )
         if statement is None:
             return
         cursor = self._conn.execute(*statement)
@@ -276,8 +325,11 @@ class SqlReader:
             for row in rows:
                 yield row[0], _current(row[1:])
 
-    def scan(self, type: str, after: int | None, limit: int) -> list[Version]:
-        rows = self._conn.execute(*scans.scan_statement(type, after, limit)).fetchall()
+    def scan(
+        self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
+    ) -> list[Version]:
+        narrowing = self._narrowing(within, (type,))
+        rows = self._conn.execute(*scans.scan_statement(type, after, limit, narrowing)).fetchall()
         return [_current(row) for row in rows]
 
 
@@ -341,7 +393,9 @@ class SqlUnit(SqlReader):
 
     # -- building blocks -------------------------------------------------------------------
 
-    def read(self, type: str, id: str) -> Version | None:
+    def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
+        if within:
+            return self._read_within(type, id, within)
         key = (type, id)
         if key in self._seen:
             return self._seen[key]
@@ -383,12 +437,16 @@ class SqlUnit(SqlReader):
         number = prev.version + 1 if prev else 1
         body = None if resource is None else render(type, id, number, stamp, resource)
         deleted = 1 if resource is None else 0
+        index = None if resource is None else self._rows.rows(type, resource)
+        labels, owners = access_facts(type, id, index)
         # no result is read back: on PostgreSQL (pipeline mode) a write waits for no round trip
-        self._dialect.store_version(self._conn, (type, id, number, stamp, deleted, method, body))
+        self._dialect.store_version(
+            self._conn, (type, id, number, stamp, deleted, method, body, labels, owners)
+        )
         if prev is not None:
             self._dialect.clear_index(self._conn, type, id)
-        if resource is not None:
-            rows = self._rows.rows(type, resource).tables()
+        if index is not None:
+            rows = index.tables()
             if rows:
                 self._dialect.store_index(self._conn, type, id, rows)
         origin = self._origin
@@ -409,7 +467,7 @@ class SqlUnit(SqlReader):
                 self._transaction,
             )
         )
-        version = Version(type, id, number, stamp, bool(deleted), body, method)
+        version = Version(type, id, number, stamp, bool(deleted), body, method, 0, labels, owners)
         self._seen[(type, id)] = version
         return version
 
@@ -544,6 +602,8 @@ def _history(row: Any) -> Version:
         None if row[5] is None else bytes(row[5]),
         row[7],
         row[6],
+        row[8],
+        row[9],
     )
 
 

@@ -86,8 +86,9 @@ class Dialect(Protocol):
     def store_version(self, conn: Connection, row: tuple[Any, ...]) -> None:
         """Insert a version into the history and make it the current row of its resource.
 
-        ``row`` is (type, id, version, last_updated, deleted, method, body); the current row
-        takes the history row's ``seq`` (and keeps its ``created_seq`` on update)."""
+        ``row`` is (type, id, version, last_updated, deleted, method, body, labels, owners);
+        the current row takes the history row's ``seq`` (and keeps its ``created_seq`` on
+        update)."""
 
     def clear_index(self, conn: Connection, type: str, id: str) -> None:
         """Delete every search index row of one resource (no result is read back)."""
@@ -132,14 +133,17 @@ class Dialect(Protocol):
 
 
 _INSERT_HISTORY = (
-    "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, method, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO resource_history"
+    " (rtype, id, version, last_updated, deleted, method, body, labels, owners)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_CURRENT = (
-    "INSERT INTO resource (rtype, id, version, last_updated, deleted, seq, created_seq, body)"
-    " VALUES (?, ?, ?, ?, ?, {seq}, {seq}, ?) ON CONFLICT (rtype, id) DO UPDATE SET"
+    "INSERT INTO resource"
+    " (rtype, id, version, last_updated, deleted, seq, created_seq, body, labels, owners)"
+    " VALUES (?, ?, ?, ?, ?, {seq}, {seq}, ?, ?, ?) ON CONFLICT (rtype, id) DO UPDATE SET"
     " version = excluded.version, last_updated = excluded.last_updated,"
-    " deleted = excluded.deleted, seq = excluded.seq, body = excluded.body"
+    " deleted = excluded.deleted, seq = excluded.seq, body = excluded.body,"
+    " labels = excluded.labels, owners = excluded.owners"
 )
 # the search index tables' value columns (after rtype, id, param, grp), in the row layouts of
 # ``search/rows.py``, with their PostgreSQL array types
@@ -173,8 +177,19 @@ EVENT_COLUMNS = (
     "rtype, id, version, previous, interaction, committed, client, organization, user_id,"
     " request_id, transaction_id"
 )
-EVENT_TYPES = ("text", "text", "int4", "int4", "text", "int8", "text", "text", "text", "text",
-               "text")
+EVENT_TYPES = (
+    "text",
+    "text",
+    "int4",
+    "int4",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+)
 _INSERT_EVENT = (
     f"INSERT INTO outbox ({EVENT_COLUMNS}) VALUES ({', '.join('?' for _ in EVENT_TYPES)})"
 )
@@ -228,7 +243,8 @@ _STORE_VERSION_PG = (
     + _INSERT_HISTORY
     + " RETURNING seq) "
     + _UPSERT_CURRENT.replace(
-        " VALUES (?, ?, ?, ?, ?, {seq}, {seq}, ?)", " SELECT ?, ?, ?, ?, ?, h.seq, h.seq, ? FROM h"
+        " VALUES (?, ?, ?, ?, ?, {seq}, {seq}, ?, ?, ?)",
+        " SELECT ?, ?, ?, ?, ?, h.seq, h.seq, ?, ?, ? FROM h",
     )
 )
 
@@ -409,11 +425,11 @@ class SQLiteDialect:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's write lock."""
 
     def store_version(self, conn: Connection, row: tuple[Any, ...]) -> None:
-        type, id, version, stamp, deleted, _method, body = row
+        type, id, version, stamp, deleted, _method, body, labels, owners = row
         conn.execute(_INSERT_HISTORY, row)
         conn.execute(
             _UPSERT_CURRENT.format(seq="last_insert_rowid()"),
-            (type, id, version, stamp, deleted, body),
+            (type, id, version, stamp, deleted, body, labels, owners),
         )
 
     def clear_index(self, conn: Connection, type: str, id: str) -> None:
@@ -544,8 +560,10 @@ class PostgresDialect:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
 
     def store_version(self, conn: Connection, row: tuple[Any, ...]) -> None:
-        type, id, version, stamp, deleted, _method, body = row
-        conn.execute(_STORE_VERSION_PG, (*row, type, id, version, stamp, deleted, body))
+        type, id, version, stamp, deleted, _method, body, labels, owners = row
+        conn.execute(
+            _STORE_VERSION_PG, (*row, type, id, version, stamp, deleted, body, labels, owners)
+        )
 
     def clear_index(self, conn: Connection, type: str, id: str) -> None:
         conn.execute(_CLEAR_INDEX_PG, (type, id) * len(_INDEX_TABLES))

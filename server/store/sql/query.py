@@ -52,12 +52,15 @@ text itself never holds a ``%`` or a ``?`` of its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from server.errors import InvalidSearch
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.search.query import (
     TABLES,
+    AllClause,
+    AnyClause,
     ChainClause,
     Clause,
     CompartmentClause,
@@ -77,11 +80,13 @@ from server.search.query import (
     QuantityClause,
     QuantityValue,
     ReferenceClause,
+    ReferencedClause,
     ReferenceValue,
     SearchQuery,
     SortKey,
     StringClause,
     TokenClause,
+    TypeClause,
     UriClause,
 )
 from server.search.values import fold
@@ -89,7 +94,8 @@ from server.search.values import fold
 Frag = tuple[str, tuple[Any, ...]]
 Types = tuple[str, ...] | None  # the resource types an alias may have; None = any
 
-COLUMNS = "rtype, id, version, last_updated, deleted, body, created_seq"
+COLUMNS = "rtype, id, version, last_updated, deleted, body, created_seq, labels, owners"
+SORT_VALUES = 9  # where the sort values begin in a page's rows, after ``COLUMNS``
 ALL_TYPES: tuple[str, ...] = tuple(sorted(RESOURCE_TYPES))
 TEXT_MAX = "\U0010ffff"  # sorts after every other character, bytewise in UTF-8
 _TRUE: Frag = ("1 = 1", ())
@@ -510,7 +516,7 @@ def _preference(clause: Clause) -> int:
         return 2
     if isinstance(clause, StringClause):
         return 3
-    if isinstance(clause, ChainClause | HasClause):
+    if isinstance(clause, ChainClause | HasClause | AnyClause | AllClause | ReferencedClause):
         return 4
     if _is_last_updated(clause):
         return 6
@@ -593,7 +599,44 @@ class Compiler:
         if isinstance(clause, PerTypeClause):
             inner = self.clause(clause.clause, alias, (clause.type,))
             return _or([(f"{alias}.rtype <> ?", (clause.type,)), inner])
+        if isinstance(clause, AnyClause):
+            return _or(self.clause(c, alias, types) for c in clause.alternatives)
+        if isinstance(clause, AllClause):
+            return _and(self.clause(c, alias, types) for c in clause.clauses)
+        if isinstance(clause, TypeClause):
+            return _in(f"{alias}.rtype", clause.types)
+        if isinstance(clause, ReferencedClause):
+            return self._referenced(clause, alias, types)
         return self._composite(clause, alias)
+
+    def _referenced(self, clause: ReferencedClause, alias: str, types: Types) -> Frag:
+        """The resource is of one of the clause's types and some live resource satisfying the
+        inner clause has a reference row (any parameter) pointing at it."""
+        kinds = clause.types if types is None else tuple(t for t in clause.types if t in types)
+        if not kinds:
+            return _FALSE
+        keys = self._referenced_keys(clause, types)
+        if keys is not None:
+            # from the inner clause's members to what they refer to, once per statement: a
+            # resource referred to by thousands is not probed referrer by referrer
+            return (
+                f"({alias}.rtype, {alias}.id) IN (SELECT d.rtype, d.id FROM ({keys[0]}) d)",
+                keys[1],
+            )
+        s, h = self.alias("s"), self.alias("h")
+        inner = self.clause(clause.clause, h, None)
+        condition = _and(
+            [
+                (f"{s}.target_type = {alias}.rtype AND {s}.target_id = {alias}.id", ()),
+                (f"{h}.rtype = {s}.rtype AND {h}.id = {s}.id AND {h}.deleted = 0", ()),
+                inner,
+            ]
+        )
+        source = self.pinned("search_reference", s, "target")
+        probe = f"SELECT 1 FROM {source} CROSS JOIN resource {h} WHERE {condition[0]}"
+        return _and(
+            [_in(f"{alias}.rtype", kinds), (f"EXISTS ({self.fenced(probe)})", condition[1])]
+        )
 
     def _by_type(self, s: str, clause: CompartmentClause, types: Types) -> Frag:
         """``s`` is a reference row under a compartment parameter of its resource's type."""
@@ -756,7 +799,47 @@ class Compiler:
             return self._has_keys(clause, types)
         if isinstance(clause, CompartmentClause):
             return self._compartment_keys(clause, types)
+        if isinstance(clause, AnyClause):
+            parts = [self.keys(c, types) for c in clause.alternatives]
+            if not parts or any(p is None for p in parts):
+                return None
+            return _join(" UNION ALL ", [p for p in parts if p is not None])
+        if isinstance(clause, ReferencedClause):
+            return self._referenced_keys(clause, types)
+        if isinstance(clause, AllClause):
+            return self._all_keys(clause, types)
         return None
+
+    def _all_keys(self, clause: AllClause, types: Types) -> Frag | None:
+        """The keys of the first part that has a key source, kept where the other parts hold
+        on their live resource row."""
+        for n, part in enumerate(clause.clauses):
+            keys = self.keys(part, types)
+            if keys is None:
+                continue
+            k, t = self.alias("k"), self.alias("t")
+            rest = [c for m, c in enumerate(clause.clauses) if m != n]
+            condition = _and(
+                [
+                    (f"{t}.rtype = {k}.rtype AND {t}.id = {k}.id AND {t}.deleted = 0", ()),
+                    *(self.clause(c, t, types) for c in rest),
+                ]
+            )
+            return (
+                f"SELECT {t}.rtype, {t}.id FROM ({keys[0]}) {k} CROSS JOIN resource {t}"
+                f" WHERE {condition[0]}",
+                (*keys[1], *condition[1]),
+            )
+        return None
+
+    def _referenced_keys(self, clause: ReferencedClause, types: Types) -> Frag | None:
+        """The live targets, of the clause's types, of every reference row of the inner
+        clause's keys."""
+        kinds = clause.types if types is None else tuple(t for t in clause.types if t in types)
+        inner = self.keys(clause.clause, None) if kinds else None
+        if inner is None:
+            return None
+        return self._referred(inner, lambda s: _TRUE, lambda column: _in(column, kinds))
 
     def _range(
         self,
@@ -810,11 +893,20 @@ class Compiler:
         inner = self.keys(clause.clause, (clause.source_type,))
         if inner is None:
             return None
+        param = clause.param
+        return self._referred(
+            inner, lambda s: (f"{s}.param = ?", (param,)), lambda s: _types(s, types)
+        )
+
+    def _referred(self, inner: Frag, rows: RowPredicate, targets: Callable[[str], Frag]) -> Frag:
+        """The live targets (their type column passing ``targets``) of the reference rows
+        (passing ``rows``) of the keys ``inner``."""
         k, s, t = self.alias("k"), self.alias("s"), self.alias("t")
         condition = _and(
             [
-                (f"{s}.rtype = {k}.rtype AND {s}.id = {k}.id AND {s}.param = ?", (clause.param,)),
-                _types(f"{s}.target_type", types),
+                (f"{s}.rtype = {k}.rtype AND {s}.id = {k}.id", ()),
+                rows(s),
+                targets(f"{s}.target_type"),
                 (f"{t}.rtype = {s}.target_type AND {t}.id = {s}.target_id AND {t}.deleted = 0", ()),
             ]
         )
@@ -993,6 +1085,22 @@ def _pins(collate: str) -> bool:
     return not collate
 
 
+def within(
+    clauses: Sequence[Clause], alias: str = "r", *, collate: str = "", types: Types = None
+) -> Frag:
+    """``clauses`` (an access policy's narrowing) as tests of the resource row ``alias`` (of
+    one of ``types``): the condition every other read (read, history, includes, bulk reads)
+    adds to its own, so its limits count only what the caller may see. Compiled once per
+    distinct narrowing (a principal's is the same request after request)."""
+    return _within(tuple(clauses), alias, collate, types)
+
+
+@lru_cache(maxsize=1024)
+def _within(clauses: tuple[Clause, ...], alias: str, collate: str, types: Types) -> Frag:
+    compiler = Compiler(collate, pin=_pins(collate))
+    return _and(compiler.clause(c, alias, types) for c in clauses)
+
+
 def where(criteria: Criteria, alias: str = "r", *, collate: str = "") -> tuple[str, list[Any]]:
     """The WHERE condition (without the keyword) selecting the live resources (rows of
     ``resource`` under ``alias``) that match ``criteria``; driven by the preferred clause."""
@@ -1086,7 +1194,7 @@ def page_statement(
     value_args = tuple(a for _, args in values for a in args)
     inner = (
         f"SELECT r.rtype, r.id, r.version, r.last_updated, r.deleted, r.body, r.created_seq,"
-        f" {selected} FROM resource r WHERE {condition[0]}"
+        f" r.labels, r.owners, {selected} FROM resource r WHERE {condition[0]}"
     )
     keys = [(f"q.k{n}", key.descending) for n, key in enumerate(query.sort)]
     outer: Frag = _TRUE
@@ -1113,10 +1221,15 @@ def _include_params(alias: str, include: Include) -> Frag:
 
 
 def include_statement(
-    sources: dict[str, list[str]], includes: Sequence[Include], limit: int
+    sources: dict[str, list[str]],
+    includes: Sequence[Include],
+    limit: int,
+    narrowing: Frag = _TRUE,
 ) -> tuple[str, list[Any]] | None:
     """The live targets of the ``_include``s' references from ``sources`` (``{type: ids}``):
-    one statement, each target once, in insertion order, at most ``limit`` rows."""
+    one statement, each target once, in insertion order, at most ``limit`` rows of those
+    that satisfy ``narrowing`` (a condition on ``r``: the caller's view, applied before the
+    limit)."""
     s = "s"
     alternatives: list[Frag] = []
     for type, ids in sources.items():
@@ -1139,16 +1252,20 @@ def include_statement(
     sql = (
         f"SELECT {COLUMNS} FROM resource r WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
         f" (SELECT {s}.target_type, {s}.target_id FROM search_reference {s}"
-        f" WHERE {condition[0]}) ORDER BY r.created_seq LIMIT {int(limit)}"
+        f" WHERE {condition[0]}) AND {narrowing[0]} ORDER BY r.created_seq LIMIT {int(limit)}"
     )
-    return sql, list(condition[1])
+    return sql, [*condition[1], *narrowing[1]]
 
 
 def revinclude_statement(
-    targets: dict[str, list[str]], includes: Sequence[Include], limit: int
+    targets: dict[str, list[str]],
+    includes: Sequence[Include],
+    limit: int,
+    narrowing: Frag = _TRUE,
 ) -> tuple[str, list[Any]] | None:
     """The live resources whose references named by the ``_revinclude``s point at ``targets``
-    (``{type: ids}``): one statement, each once, in insertion order, at most ``limit`` rows."""
+    (``{type: ids}``): one statement, each once, in insertion order, at most ``limit`` rows of
+    those that satisfy ``narrowing`` (as in ``include_statement``)."""
     s = "s"
     alternatives: list[Frag] = []
     for include in includes:
@@ -1174,6 +1291,6 @@ def revinclude_statement(
     sql = (
         f"SELECT {COLUMNS} FROM resource r WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
         f" (SELECT {s}.rtype, {s}.id FROM search_reference {s} WHERE {condition[0]})"
-        f" ORDER BY r.created_seq LIMIT {int(limit)}"
+        f" AND {narrowing[0]} ORDER BY r.created_seq LIMIT {int(limit)}"
     )
-    return sql, list(condition[1])
+    return sql, [*condition[1], *narrowing[1]]

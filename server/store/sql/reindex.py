@@ -10,7 +10,8 @@ stored rows follow and a state: ``indexed`` (every stored resource has its rows)
 registry hides pending parameters from searches and the CapabilityStatement. ``reindex``
 rebuilds the rows of every stored resource of the pending parameters' types, in batches of one
 transaction each, recording its cursor after each batch, so an interrupted run resumes where
-it stopped; when it completes the parameters become ``indexed``.
+it stopped; when it completes the parameters become ``indexed``. ``fill_facts`` computes the
+access facts of the versions stored before they existed (migration 7).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 
 from server.fhir.resource_types import RESOURCE_TYPES
+from server.search.access_facts import access_facts
 from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
 from server.store.sql.adapter import SqlRepository, write_index
 from server.store.sql.dialect import Connection
@@ -138,4 +140,41 @@ def reindex(
         if not rows:
             break
     registry.set_pending(frozenset(registry.pending) - set(pending))
+    return count
+
+
+def fill_facts(repo: SqlRepository, *, batch: int = 500, progress: Progress | None = None) -> int:
+    """Compute the access facts (``labels``, ``owners``) of every stored version that has none
+    (versions stored before migration 7), from the index rows of its body, in batches of one
+    transaction each (an interrupted run resumes: what it filled is no longer NULL); how many
+    versions it filled."""
+    dialect = repo.sql_dialect
+    count = 0
+    for table, key in (("resource", "created_seq"), ("resource_history", "seq")):
+        with dialect.reading() as conn:
+            total = int(
+                conn.execute(f"SELECT COUNT(*) FROM {table} WHERE labels IS NULL").fetchone()[0]
+            )
+        done = 0
+        while True:
+            with dialect.writing() as conn:
+                rows: list[Any] = conn.execute(
+                    f"SELECT rtype, id, body, {key} FROM {table} WHERE labels IS NULL"
+                    f" ORDER BY {key} LIMIT {int(batch)}"
+                ).fetchall()
+                for type, id, body, seq in rows:
+                    index = (
+                        None if body is None else repo.rows.rows(type, orjson.loads(bytes(body)))
+                    )
+                    labels, owners = access_facts(type, id, index)
+                    conn.execute(
+                        f"UPDATE {table} SET labels = ?, owners = ? WHERE {key} = ?",
+                        (labels, owners, seq),
+                    )
+            done += len(rows)
+            count += len(rows)
+            if progress is not None and total:
+                progress(min(done, total), total)
+            if not rows:
+                break
     return count

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from server.store.sql.query import COLUMNS
+from server.store.sql.query import COLUMNS, Frag
 
 _COLUMNS = ", ".join(f"r.{column.strip()}" for column in COLUMNS.split(","))
 
@@ -28,10 +28,15 @@ def _marks(count: int) -> str:
 
 
 def patient_resources_statement(
-    patient_ids: Sequence[str], params: Mapping[str, Sequence[str]], *, collate: str = ""
+    patient_ids: Sequence[str],
+    params: Mapping[str, Sequence[str]],
+    *,
+    collate: str = "",
+    narrowing: Frag = ("1 = 1", ()),
 ) -> tuple[str, list[Any]] | None:
-    """``(patient id, *COLUMNS)`` rows of the live resources pointing to the patients; None
-    when nothing can match (no patients, no parameters)."""
+    """``(patient id, *COLUMNS)`` rows of the live resources pointing to the patients that
+    satisfy ``narrowing`` (a condition on ``r``: the caller's view); None when nothing can
+    match (no patients, no parameters)."""
     ids = sorted(set(patient_ids))
     wanted = {type: sorted(set(names)) for type, names in params.items() if names}
     if not ids or not wanted:
@@ -47,21 +52,24 @@ def patient_resources_statement(
         f" WHERE s.target_type = ? AND s.target_id IN ({_marks(len(ids))})"
         f" AND ({' OR '.join(alternatives)})) m"
         " JOIN resource r ON r.rtype = m.rtype AND r.id = m.id"
-        " WHERE r.deleted = 0"
+        f" WHERE r.deleted = 0 AND {narrowing[0]}"
         f" ORDER BY m.target_id{collate}, r.rtype{collate}, r.id{collate}"
     )
-    return sql, args
+    return sql, [*args, *narrowing[1]]
 
 
-def scan_statement(type: str, after: int | None, limit: int) -> tuple[str, list[Any]]:
-    """``COLUMNS`` rows of at most ``limit`` live resources of ``type`` after ``after``."""
+def scan_statement(
+    type: str, after: int | None, limit: int, narrowing: Frag = ("1 = 1", ())
+) -> tuple[str, list[Any]]:
+    """``COLUMNS`` rows of at most ``limit`` live resources of ``type`` after ``after`` that
+    satisfy ``narrowing`` (a condition on ``r``)."""
     args: list[Any] = [type]
     keyset = ""
     if after is not None:
-        keyset = " AND created_seq > ?"
+        keyset = " AND r.created_seq > ?"
         args.append(after)
     sql = (
-        f"SELECT {COLUMNS} FROM resource WHERE rtype = ? AND deleted = 0{keyset}"
-        f" ORDER BY created_seq LIMIT {max(int(limit), 0)}"
+        f"SELECT {_COLUMNS} FROM resource r WHERE r.rtype = ? AND r.deleted = 0{keyset}"
+        f" AND {narrowing[0]} ORDER BY r.created_seq LIMIT {max(int(limit), 0)}"
     )
-    return sql, args
+    return sql, [*args, *narrowing[1]]

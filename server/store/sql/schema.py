@@ -31,6 +31,12 @@ row either, and stays the cheapest index for it in PostgreSQL's estimates. The d
 and quantity tables get a partial ``*_inverted`` index of the rows whose ``low > high``, so a
 plan reads the ordered rows' ranges bounded on both sides and the inverted ones apart.
 
+Migration 7 adds the access facts of every version (``labels``, ``owners`` on ``resource`` and
+``resource_history``, ``search/access_facts.py``): written with each version from its index
+rows, read by the door's per-resource decision. Versions stored before it have NULL there
+(the door hides them from restricted principals) until ``calaim-fhir reindex`` fills them in
+(``sql/reindex.py``, ``fill_facts``).
+
 Migration 6 (PostgreSQL only) adds extended statistics on each index table's lookup columns,
 whose values depend on each other (a ``param`` belongs to one ``rtype``; a code to a param), so
 the planner's row estimates, which ``_total=estimate`` reports, are not off by orders of
@@ -256,5 +262,13 @@ MIGRATIONS: list[list[str]] = [
             )
         ),
         POSTGRESQL_ONLY + "ANALYZE",
+    ],
+    # the access facts of every version (``search/access_facts.py``), for the door's
+    # per-resource decision; NULL until ``calaim-fhir reindex`` fills in the versions stored
+    # before this migration
+    [
+        f"ALTER TABLE {table} ADD COLUMN {column} {{text}}"
+        for table in ("resource", "resource_history")
+        for column in ("labels", "owners")
     ],
 ]
