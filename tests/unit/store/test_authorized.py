@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from server.auth.interactions import Interaction
+from server.auth.policy import EVERYTHING, Access, Facts
 from server.auth.principal import LOCAL, Principal
 from server.errors import Forbidden
 from server.search.query import Criteria, SearchQuery, Total
@@ -70,10 +73,14 @@ class _Recording:
         return SearchPage([], None, None, None)
 
 
-class _Searcher(Principal):
-    """A caller who may search but whose view is restricted (not ``allow_all``)."""
+class _SeesEverything:
+    """A policy granting every interaction on every type: the caller is still restricted (not
+    ``allow_all``), so the door treats its view as narrowed."""
 
-    def permits(self, interaction: str, type: str | None) -> bool:
+    def narrowing(self, principal: Principal, interaction: Interaction, type: str | None) -> Any:
+        return EVERYTHING
+
+    def admits(self, principal: Principal, interaction: Interaction, facts: Facts) -> bool:
         return True
 
 
@@ -91,7 +98,8 @@ def test_only_a_caller_who_sees_every_row_is_given_an_estimate(
     asked: Total, unrestricted: Total, restricted: Total
 ) -> None:
     query = SearchQuery(Criteria("Patient", (), ()), 20, total=asked)
-    for principal, expected in ((LOCAL, unrestricted), (_Searcher("partner"), restricted)):
+    for principal, expected in ((LOCAL, unrestricted), (Principal("partner"), restricted)):
         inner = _Recording()
-        _Checked(inner, principal).search(query)  # type: ignore[arg-type]
+        access = Access(principal, [_SeesEverything()])
+        _Checked(inner, access).search(query)  # type: ignore[arg-type]
         assert [q.total for q in inner.queries] == [expected]
