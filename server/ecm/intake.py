@@ -64,12 +64,14 @@ DUPLICATE_OF = "http://calaim-fhir.org/fhir/StructureDefinition/referral-duplica
 RECEIVED = "received"
 DUPLICATE = "duplicate"
 RETURNED = "returned-for-correction"
+PENDING = "pending"
 CORRECTION_NEEDED = "correction-needed"
 #: The statuses of a referral still open (not yet ended): Gravity's lifecycle, standards.md §1.5.
 OPEN = ("requested", "accepted", "in-progress", "on-hold")
 
 ACK = "seed 003 VI.D.7.a (acknowledge receipt)"
 CORRECTION = "seed 003 VI.D.7.b (errors to be corrected before submission)"
+SCREENING = "seed 003 VI.D.6 (the plan's designated staff screen)"
 DUPLICATES = "seed 003 VI.D.6 (one screening per referral), docs/ecm-workflow.md"
 
 
@@ -143,6 +145,15 @@ def _fulfils(task: dict[str, Any]) -> bool:
     """A referral Task by its code (``fulfill``), whatever its focus looks like yet (a
     transaction's ``urn:uuid:`` reference is rewritten only later)."""
     return (TASK_CODE_SYSTEM, "fulfill") in _coded(task.get("code"))
+
+
+def _screenings(task: dict[str, Any]) -> int:
+    """How many screening results a Task's outputs name."""
+    return sum(
+        1
+        for o in task.get("output") or ()
+        if isinstance(o, dict) and (WORKFLOW, "screening-result") in _coded(o.get("type"))
+    )
 
 
 def _is_correction(output: Any) -> bool:
@@ -228,6 +239,15 @@ class ReferralIntake(Rule):
         refused = self._server_owned(change, previous, next)
         if refused is not None:
             return refused
+        if (now_is == PENDING and was != PENDING) or _screenings(next) > _screenings(previous):
+            if not change.principal.operator and not self._owner(change, previous):
+                return refuse(
+                    Forbidden(
+                        "a referral is screened by the plan it was sent to (Task.owner) "
+                        f"({SCREENING})",
+                        expression=f"{change.root}.businessStatus",
+                    )
+                )
         if now_is == RETURNED and was != RETURNED:
             return self._returned(change, next)
         if was == RETURNED and now_is in (None, RECEIVED) and next.get("status") == "requested":

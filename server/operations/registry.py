@@ -94,6 +94,7 @@ def operations() -> list[Operation]:
     from server.operations import (
         cs_eligibility,
         ecm_eligibility,
+        ecm_screen,
         task_transitions,
         terminology,
         validate,
@@ -105,6 +106,7 @@ def operations() -> list[Operation]:
         ecm_eligibility.POPULATION,
         cs_eligibility.OPERATION,
         task_transitions.OPERATION,
+        ecm_screen.OPERATION,
     ]
     for (type, name), (definition, handler) in sorted(terminology.TERMINOLOGY_OPERATIONS.items()):
         table.append(

@@ -541,3 +541,187 @@ def test_only_a_requested_referral_is_returned_for_correction(
         422,
     )
     assert expressions(body) == ["Task.businessStatus"]
+
+
+# -- 4. screening ------------------------------------------------------------------------------
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "eligibility"
+SCREEN_DEFINITION = (
+    Path(__file__).resolve().parents[2]
+    / "profiles"
+    / "operations"
+    / "OperationDefinition-Task-ecm-screen.json"
+)
+
+
+def _scenario_member(app: TestClient, name: str) -> str:
+    """Load an eligibility scenario (examples/eligibility, its answer written by hand in the
+    scenario table) as the operator; the member's reference."""
+    bundle = json.loads((SCENARIOS / f"{name}.json").read_text())
+    member = bundle["entry"][0]["resource"]
+    assert member["resourceType"] == "Patient"
+    # what an ECM member record carries besides (ecm-member: the CIN, an address)
+    member["identifier"].append(
+        {
+            "system": "https://calaim-fhir.org/fhir/sid/medi-cal-cin",
+            "type": _concept("http://terminology.hl7.org/CodeSystem/v2-0203", "MA"),
+            "value": f"9{abs(hash(name)) % 10**7:07d}A",
+        }
+    )
+    member["address"] = [{"city": "Eureka", "state": "CA", "postalCode": "95501"}]
+    answer = _ok(app.post("/fhir", json=bundle), 200)
+    location = answer["entry"][0]["response"]["location"]
+    assert location.startswith("Patient/")
+    return "/".join(location.split("/")[:2])
+
+
+def _screened_referral(app: TestClient, acting: Acting, scenario: str) -> dict[str, Any]:
+    """The scenario's member referred by the CBO on the scenario's asOf (2024-10-15)."""
+    acting.as_(LOCAL)
+    member = _scenario_member(app, scenario)
+    acting.as_(CBO)
+    referral = _referral(f"REF-{scenario}", member=member)
+    referral["authoredOn"] = "2024-10-15T10:00:00-07:00"
+    request = _ok(app.post("/fhir/ServiceRequest", json=referral), 201)
+    return _ok(app.post("/fhir/Task", json=_task(f"ServiceRequest/{request['id']}",
+                                                 member=member)), 201)
+
+
+def _screen(app: TestClient, task: dict[str, Any], *params: dict[str, Any]) -> Any:
+    return app.post(
+        f"/fhir/Task/{task['id']}/$ecm-screen",
+        json={"resourceType": "Parameters", "parameter": list(params)},
+    )
+
+
+def _out(parameters: dict[str, Any]) -> dict[str, Any]:
+    from tests.operation_output import check_output
+
+    definition = json.loads(SCREEN_DEFINITION.read_text())
+    assert check_output(definition, parameters) == []
+    values: dict[str, Any] = {}
+    for p in parameters["parameter"]:
+        values[p["name"]] = next(v for k, v in p.items() if k.startswith("value"))
+    return values
+
+
+def test_screen_met_goes_on_to_authorization(app: TestClient, acting: Acting) -> None:
+    # baseline-coverage-ends-on-asof: eligible on 2024-10-15 (justice-involved-adult met)
+    task = _screened_referral(app, acting, "baseline-coverage-ends-on-asof")
+    # the referrer does not screen: the plan's designated staff do (VI.D.6)
+    body = outcome(_screen(app, task), 403)
+    assert expressions(body) == ["Task.businessStatus"]
+    acting.as_(PLAN)
+    out = _out(_ok(_screen(app, task), 200))
+    assert (out["screen"], out["determination"], out["asOf"], out["decidedBy"]) == (
+        "met", "eligible", "2024-10-15", "rules"
+    )
+    assert "alternative" not in out
+    stored = _ok(app.get(f"/fhir/Task/{task['id']}"))
+    assert stored["status"] == "requested"
+    assert _code(stored["businessStatus"]) == "pending"
+    result = out["result"]["reference"]
+    assert stored["output"] == [
+        {
+            "type": _concept(WORKFLOW, "screening-result"),
+            "valueReference": {"reference": result},
+        }
+    ]
+    observation = _ok(app.get(f"/fhir/{result}"))
+    assert observation["meta"]["profile"] == [
+        "http://calaim-fhir.org/fhir/StructureDefinition/ecm-screening-result"
+    ]
+    assert observation["valueCodeableConcept"] == _concept(
+        "http://calaim-fhir.org/fhir/CodeSystem/ecm-eligibility-determination", "eligible"
+    )
+    assert observation["effectiveDateTime"] == "2024-10-15"
+    assert observation["performer"] == [{"reference": "Organization/golden-poppy-health-plan"}]
+    pofs = {
+        c["code"]["coding"][0]["code"]: c["valueCodeableConcept"]["coding"][0]["code"]
+        for c in observation["component"]
+    }
+    assert pofs["justice-involved-adult"] == "met"
+    # the evidence: the member's Coverage and custody episode, at least
+    evidence = [r["reference"] for r in observation.get("derivedFrom") or ()] + [
+        e["valueReference"]["reference"] for e in observation.get("extension") or ()
+    ]
+    assert any(r.startswith("Coverage/") for r in evidence)
+    request = _ok(app.get(f"/fhir/{task['focus']['reference']}"))
+    assert {"reference": result} in request["supportingInfo"]
+
+
+def test_screen_not_met_offers_care_coordination(app: TestClient, acting: Acting) -> None:
+    # baseline-coverage-ended: the Medi-Cal Coverage ended 2024-09-30 -> not-eligible
+    task = _screened_referral(app, acting, "baseline-coverage-ended")
+    acting.as_(PLAN)
+    out = _out(_ok(_screen(app, task), 200))
+    assert (out["screen"], out["determination"]) == ("not-met", "not-eligible")
+    assert out["alternative"] == {"system": WORKFLOW, "code": "complex-case-management"}
+    stored = _ok(app.get(f"/fhir/Task/{task['id']}"))
+    assert stored["status"] == "rejected"
+    assert _code(stored["businessStatus"]) == "not-authorized"
+    assert stored["statusReason"]["coding"] == [
+        {"system": "http://calaim-fhir.org/fhir/CodeSystem/dhcs-loop-closure-reason",
+         "code": "not-eligible"}
+    ]
+    assert "VI.D.8" in stored["statusReason"]["text"]
+    alternatives = [
+        o["valueCodeableConcept"] for o in stored["output"]
+        if o["type"] == _concept(WORKFLOW, "care-coordination-alternative")
+    ]
+    assert alternatives == [_concept(WORKFLOW, "complex-case-management")]
+    # a rejected referral is not screened again
+    outcome(_screen(app, task), 409)
+
+
+def test_a_person_decides_what_the_rules_cannot(app: TestClient, acting: Acting) -> None:
+    # avoidable-utilization-adult-needs-attestation: needs-attestation on 2024-10-15
+    task = _screened_referral(app, acting, "avoidable-utilization-adult-needs-attestation")
+    acting.as_(PLAN)
+    out = _out(_ok(_screen(app, task), 200))
+    assert (out["screen"], out["determination"]) == ("to-decide", "needs-attestation")
+    assert _code(_ok(app.get(f"/fhir/Task/{task['id']}"))["businessStatus"]) == "pending"
+    # a decision without its reason is refused; with it, it is recorded
+    decision = {"name": "decision", "valueCode": "screen-met"}
+    body = outcome(_screen(app, task, decision), 400)
+    assert expressions(body) == ["reason"]
+    reason = {"name": "reason", "valueString": "Clinical review: frequent ED use avoidable"}
+    out = _out(_ok(_screen(app, task, decision, reason), 200))
+    assert (out["screen"], out["determination"], out["decidedBy"]) == (
+        "met", "needs-attestation", "person"
+    )
+    observation = _ok(app.get(f"/fhir/{out['result']['reference']}"))
+    assert observation["note"] == [{"text": "Clinical review: frequent ED use avoidable"}]
+    assert {
+        "code": _concept(WORKFLOW, "screening-override"),
+        "valueCodeableConcept": _concept(WORKFLOW, "screen-met"),
+    } in observation["component"]
+    # an override without its reason cannot be stored by anyone (ecmscr-1)
+    acting.as_(LOCAL)
+    bare = {k: v for k, v in observation.items() if k not in ("id", "meta", "note")}
+    body = outcome(app.post("/fhir/Observation", json=bare), 422)
+    assert "ecmscr-1" in json.dumps(body)
+
+
+def test_a_person_overrides_a_met_screen(app: TestClient, acting: Acting) -> None:
+    task = _screened_referral(app, acting, "baseline-coverage-ends-on-asof")
+    acting.as_(PLAN)
+    out = _out(
+        _ok(
+            _screen(
+                app,
+                task,
+                {"name": "decision", "valueCode": "screen-not-met"},
+                {"name": "reason", "valueString": "Member is in hospice (seed 003 VI.F.1.j)"},
+                {"name": "alternative", "valueCode": "other-care-coordination"},
+            ),
+            200,
+        )
+    )
+    assert (out["screen"], out["determination"], out["decidedBy"]) == (
+        "not-met", "eligible", "person"
+    )
+    stored = _ok(app.get(f"/fhir/Task/{task['id']}"))
+    assert stored["status"] == "rejected"
+    bad = _screen(app, task, {"name": "alternative", "valueCode": "hospice"})
+    assert bad.status_code in (400, 409)
