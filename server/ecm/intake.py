@@ -141,6 +141,18 @@ def _channel(request: dict[str, Any]) -> bool:
     )
 
 
+def _with_channel(request: dict[str, Any]) -> dict[str, Any] | None:
+    """An ECM referral sent without a channel came to this server: ``electronic`` (None: an
+    ECM referral with a channel, or not an ECM referral)."""
+    if not is_ecm_referral(request) or _channel(request):
+        return None
+    channel = {
+        "url": CHANNEL,
+        "valueCodeableConcept": {"coding": [{"system": CHANNEL_SYSTEM, "code": "electronic"}]},
+    }
+    return {**request, "extension": [*(request.get("extension") or ()), channel]}
+
+
 def _fulfils(task: dict[str, Any]) -> bool:
     """A referral Task by its code (``fulfill``), whatever its focus looks like yet (a
     transaction's ``urn:uuid:`` reference is rewritten only later)."""
@@ -205,15 +217,7 @@ class ReferralIntake(Rule):
         if stored is not None and stored.body is not None:
             return None
         if write.type == "ServiceRequest":
-            if not is_ecm_referral(resource) or _channel(resource):
-                return None
-            channel = {
-                "url": CHANNEL,
-                "valueCodeableConcept": {
-                    "coding": [{"system": CHANNEL_SYSTEM, "code": "electronic"}]
-                },
-            }
-            return {**resource, "extension": [*(resource.get("extension") or ()), channel]}
+            return _with_channel(resource)
         if "authoredOn" in resource or not _fulfils(resource):
             return None
         if resource.get("status") != "requested":  # an intake; other creates record the past
@@ -224,6 +228,9 @@ class ReferralIntake(Rule):
 
     def check(self, change: Change) -> Verdict:
         next = change.next
+        if change.type == "ServiceRequest" and next is not None and change.previous is None:
+            channelled = _with_channel(next)  # a PUT that creates (prepared in the unit)
+            return ALLOW if channelled is None else amend(channelled)
         if change.type != "Task" or next is None or machine_of(next) is not REFERRAL:
             return ALLOW
         request = self._request(change.reader, next)
@@ -236,6 +243,25 @@ class ReferralIntake(Rule):
         if previous is None:
             return ALLOW
         was, now_is = business_status(previous), business_status(next)
+        carried = "restriction" in previous and "restriction" not in next
+        if carried and not (was == RETURNED and now_is in (None, RECEIVED)):
+            # the decision date is the server's: an update without it keeps it (as the
+            # lifecycle keeps lastModified)
+            next = {**next, "restriction": previous["restriction"]}
+            verdict = self._update(change, previous, next, was, now_is)
+            if verdict.refusal is None and verdict.next is None:
+                return amend(next)
+            return verdict
+        return self._update(change, previous, next, was, now_is)
+
+    def _update(
+        self,
+        change: Change,
+        previous: dict[str, Any],
+        next: dict[str, Any],
+        was: str | None,
+        now_is: str | None,
+    ) -> Verdict:
         refused = self._server_owned(change, previous, next)
         if refused is not None:
             return refused
