@@ -1,4 +1,4 @@
-"""ECM referral intake with screening: referrals per second through transactions (docs/ecm-workflow.md).
+"""ECM referral intake with screening: referrals per second through transactions.
 
     .venv/bin/python bench/ecm_intake.py [--referrals 1000] [--clients 8] [--database-url URL]
         [--json FILE]
