@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from server.ecm.authorization import EnrollmentAuthorization
 from server.ecm.intake import ReferralIntake
 from server.ecm.referral_lifecycle import ReferralLifecycle
 from server.ecm.workflow_config import WorkflowConfig, WorkflowPlans
@@ -22,4 +23,5 @@ def program_rules(settings: Settings) -> list[Rule]:
     return [
         ReferralLifecycle(context, settings.coordination_platform),
         ReferralIntake(context, workflow_plans(settings)),
+        EnrollmentAuthorization(),
     ]

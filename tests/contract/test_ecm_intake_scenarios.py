@@ -725,3 +725,140 @@ def test_a_person_overrides_a_met_screen(app: TestClient, acting: Acting) -> Non
     assert stored["status"] == "rejected"
     bad = _screen(app, task, {"name": "alternative", "valueCode": "hospice"})
     assert bad.status_code in (400, 409)
+
+
+# -- 5. authorization --------------------------------------------------------------------------
+
+AUTHORIZATION_PERIOD = "http://calaim-fhir.org/fhir/StructureDefinition/authorization-period"
+AUTHORIZATION_DATE = "http://calaim-fhir.org/fhir/StructureDefinition/authorization-date"
+TAR = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-tar"
+
+
+def _enrollment(status: str = "active", *, authorized: tuple[str, str] | None, **extra: Any
+                ) -> dict[str, Any]:
+    """The example enrollment (starting 2026-02-20) with another authorization."""
+    body = _example("EpisodeOfCare-ecm-enrollment-example")
+    for element in ("id", "identifier", "referralRequest"):
+        body.pop(element)
+    body["extension"] = [
+        e for e in body["extension"]
+        if e["url"] not in (AUTHORIZATION_PERIOD, AUTHORIZATION_DATE)
+    ]
+    if authorized is not None:
+        body["extension"].append(
+            {"url": AUTHORIZATION_PERIOD,
+             "valuePeriod": {"start": authorized[0], "end": authorized[1]}}
+        )
+    body["status"] = status
+    body.update(extra)
+    return body
+
+
+def _tar(outcome_code: str = "complete", use: str = "preauthorization") -> dict[str, Any]:
+    return {
+        "resourceType": "ClaimResponse",
+        "status": "active",
+        "type": _concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
+        "use": use,
+        "patient": {"reference": MEMBER},
+        "created": "2026-02-18T10:00:00-08:00",
+        "insurer": {"reference": "Organization/golden-poppy-health-plan"},
+        "outcome": outcome_code,
+        "preAuthRef": "TAR-2026-000201",
+        "preAuthPeriod": {"start": "2026-02-20", "end": "2026-08-19"},
+    }
+
+
+def _date_of(episode: dict[str, Any]) -> Any:
+    found = [e["valueDate"] for e in episode.get("extension") or ()
+             if e["url"] == AUTHORIZATION_DATE]
+    return found[0] if found else None
+
+
+def test_an_enrollment_is_active_only_within_an_authorization(
+    app: TestClient, acting: Acting
+) -> None:
+    acting.as_(PLAN)
+    # authorized 2026-02-20 .. 2026-08-19, active from 2026-02-20: in force
+    created = _ok(
+        app.post("/fhir/EpisodeOfCare",
+                 json=_enrollment(authorized=("2026-02-20", "2026-08-19"))), 201
+    )
+    # no TAR: the authorization date is the start of the first active period (period.start)
+    assert _date_of(created) == "2026-02-20"
+    # an authorization that starts after the enrollment does: not in force on 2026-02-20
+    body = outcome(
+        app.post("/fhir/EpisodeOfCare",
+                 json=_enrollment(authorized=("2026-03-01", "2026-08-31"))), 422
+    )
+    assert expressions(body) == ["EpisodeOfCare.status"]
+    # one that ended before: neither
+    body = outcome(
+        app.post("/fhir/EpisodeOfCare",
+                 json=_enrollment(authorized=("2025-08-01", "2026-01-31"))), 422
+    )
+    assert expressions(body) == ["EpisodeOfCare.status"]
+
+
+def test_planned_then_active_when_authorized(app: TestClient, acting: Acting) -> None:
+    acting.as_(PLAN)
+    planned = _ok(app.post("/fhir/EpisodeOfCare",
+                           json=_enrollment("planned", authorized=None)), 201)
+    assert _date_of(planned) is None  # not authorized yet
+    history = [
+        {"status": "planned", "period": {"start": "2026-02-20", "end": "2026-03-01"}},
+        {"status": "active", "period": {"start": "2026-03-02"}},
+    ]
+    # active from 2026-03-02 under an authorization that ended on 2026-02-28: refused
+    late = {**planned, "status": "active", "statusHistory": history}
+    late["extension"] = [*planned["extension"], {
+        "url": AUTHORIZATION_PERIOD, "valuePeriod": {"start": "2025-09-01", "end": "2026-02-28"}
+    }]
+    outcome(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=late), 422)
+    good = {**late, "extension": [*planned["extension"], {
+        "url": AUTHORIZATION_PERIOD, "valuePeriod": {"start": "2026-03-02", "end": "2026-09-01"}
+    }]}
+    active = _ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=good))
+    assert active["status"] == "active"
+    assert _date_of(active) == "2026-03-02"  # the first active status period's start
+
+
+def test_a_tar_authorizes_and_dates_the_enrollment(app: TestClient, acting: Acting) -> None:
+    acting.as_(PLAN)
+    tar = _ok(app.post("/fhir/ClaimResponse", json=_tar()), 201)
+    enrollment = _enrollment(authorized=("2026-02-20", "2026-08-19"))
+    enrollment["extension"].append(
+        {"url": TAR, "valueReference": {"reference": f"ClaimResponse/{tar['id']}"}}
+    )
+    created = _ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)
+    # with a TAR the authorization date is ClaimResponse.created (2026-02-18 in California)
+    assert _date_of(created) == "2026-02-18"
+    # a client's authorization date is replaced by the server's
+    forged = copy.deepcopy(created)
+    for e in forged["extension"]:
+        if e["url"] == AUTHORIZATION_DATE:
+            e["valueDate"] = "2026-01-01"
+    again = _ok(app.put(f"/fhir/EpisodeOfCare/{created['id']}", json=forged))
+    assert _date_of(again) == "2026-02-18"
+
+
+@pytest.mark.parametrize(
+    "tar, why",
+    [
+        ({"outcome": "error"}, "not approved"),
+        ({"use": "claim"}, "not a preauthorization"),
+        ({"patient": {"reference": OTHER_MEMBER}}, "another member"),
+    ],
+)
+def test_a_tar_that_does_not_authorize_is_refused(
+    app: TestClient, acting: Acting, tar: dict[str, Any], why: str
+) -> None:
+    acting.as_(PLAN)
+    stored = _ok(app.post("/fhir/ClaimResponse", json={**_tar(), **tar}), 201)
+    enrollment = _enrollment(authorized=("2026-02-20", "2026-08-19"))
+    enrollment["extension"].append(
+        {"url": TAR, "valueReference": {"reference": f"ClaimResponse/{stored['id']}"}}
+    )
+    body = outcome(app.post("/fhir/EpisodeOfCare", json=enrollment), 422)
+    assert expressions(body) == ["EpisodeOfCare.extension"]
+    assert why in json.dumps(body)
