@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from server.ecm.authorization import EnrollmentAuthorization
 from server.ecm.intake import ReferralIntake
+from server.ecm.notices import ReferralNotices
 from server.ecm.referral_lifecycle import ReferralLifecycle
 from server.ecm.workflow_config import WorkflowConfig, WorkflowPlans
 from server.search.service import search_service
@@ -24,4 +25,5 @@ def program_rules(settings: Settings) -> list[Rule]:
         ReferralLifecycle(context, settings.coordination_platform),
         ReferralIntake(context, workflow_plans(settings)),
         EnrollmentAuthorization(),
+        ReferralNotices(context),
     ]

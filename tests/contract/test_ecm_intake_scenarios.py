@@ -106,7 +106,7 @@ def app(intake_client: TestClient, database_url: str, acting: Acting, clock: Clo
             "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
         }
         for resource in (json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json")))
-        if resource["resourceType"] not in ("Task", "ServiceRequest")
+        if resource["resourceType"] not in ("Task", "ServiceRequest", "Communication")
     ]
     _ok(
         intake_client.post(
@@ -862,3 +862,55 @@ def test_a_tar_that_does_not_authorize_is_refused(
     body = outcome(app.post("/fhir/EpisodeOfCare", json=enrollment), 422)
     assert expressions(body) == ["EpisodeOfCare.extension"]
     assert why in json.dumps(body)
+
+
+# -- 7. notices ----------------------------------------------------------------------------------
+
+NOTICE_CATEGORY = "http://calaim-fhir.org/fhir/CodeSystem/ecm-referral-workflow|ecm-notice"
+
+
+def _notices(app: TestClient) -> list[dict[str, Any]]:
+    bundle = _ok(app.get(f"/fhir/Communication?category={NOTICE_CATEGORY}&_count=50"))
+    return [e["resource"] for e in bundle.get("entry") or ()]
+
+
+def test_not_authorized_tells_member_and_referrer_why(app: TestClient, acting: Acting) -> None:
+    task = _screened_referral(app, acting, "baseline-coverage-ended")
+    assert _notices(app) == []  # received: nobody is notified yet
+    acting.as_(PLAN)
+    _ok(_screen(app, task), 200)
+    notices = {n["recipient"][0]["reference"]: n for n in _notices(app)}
+    assert sorted(notices) == sorted([task["for"]["reference"], task["requester"]["reference"]])
+    for notice in notices.values():
+        assert notice["reasonCode"][0]["coding"][0]["code"] == "not-authorized"
+        assert notice["about"][0] == {"reference": f"Task/{task['id']}"}
+        assert notice["sent"] and "received" not in notice
+        assert "Initial screening not met" in notice["payload"][0]["contentString"]
+    # the referrer electronically (DHCS: fax does not count)
+    referrer = notices[task["requester"]["reference"]]
+    assert referrer["medium"][0]["coding"][0]["code"] == "ELECTRONIC"
+
+
+def test_authorized_names_the_assigned_provider(app: TestClient, acting: Acting) -> None:
+    acting.as_(CBO)
+    request, task = _submit(app, "REF-NOTICE-1")
+    acting.as_(PLAN)
+    enrollment = _enrollment(authorized=("2026-02-20", "2026-08-19"))
+    enrollment["referralRequest"] = [{"reference": f"ServiceRequest/{request['id']}"}]
+    _ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)
+    _ok(
+        app.put(
+            f"/fhir/Task/{task['id']}",
+            json={**task, "status": "accepted",
+                  "businessStatus": _concept(REFERRAL_STATUS, "authorized")},
+        )
+    )
+    notices = _notices(app)
+    assert len(notices) == 2
+    for notice in notices:
+        assert notice["reasonCode"][0]["coding"][0]["code"] == "authorized"
+        assert "Sierra Vista" in notice["payload"][0]["contentString"]
+    # a notice is sent once: the same status again says nothing new
+    stored = _ok(app.get(f"/fhir/Task/{task['id']}"))
+    _ok(app.put(f"/fhir/Task/{task['id']}", json={**stored, "note": [{"text": "called"}]}))
+    assert len(_notices(app)) == 2
