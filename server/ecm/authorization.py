@@ -27,11 +27,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from server.ecm.calendar import local_date
+from server.ecm.referral_lifecycle import _read
 from server.errors import Unprocessable
-from server.store.base import Reader
 from server.writes.rules import ALLOW, Change, Rule, Verdict, amend, refuse
 
 PROGRAM = "http://calaim-fhir.org/fhir/CodeSystem/calaim-program"
@@ -123,7 +121,7 @@ class EnrollmentAuthorization(Rule):
         parts = ref.split("/")
         if len(parts) != 2 or parts[0] != "ClaimResponse":
             return self._refuse(f"the TAR {ref} is not a ClaimResponse", where), None
-        tar = _read(change.reader, parts[0], parts[1])
+        tar = _read(change.reader, (parts[0], parts[1]))
         if tar is None:
             return self._refuse(f"the TAR {ref} is not stored", where), None
         if tar.get("use") != "preauthorization":
@@ -193,14 +191,6 @@ class EnrollmentAuthorization(Rule):
     @staticmethod
     def _refuse(why: str, where: str) -> Verdict:
         return refuse(Unprocessable(f"ECM authorization: {why} ({CLAUSE})", expression=where))
-
-
-def _read(reader: Reader, type: str, id: str) -> dict[str, Any] | None:
-    found = reader.read(type, id)
-    if found is None or found.body is None:
-        return None
-    body: dict[str, Any] = orjson.loads(found.body)
-    return body
 
 
 __all__ = ["EnrollmentAuthorization", "activation"]

@@ -39,10 +39,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from server.ecm.calendar import add_business_days, local_date
-from server.ecm.referral_lifecycle import REFERRAL, _acts_as, _parties, machine_of
+from server.ecm.referral_lifecycle import (
+    REFERRAL,
+    _acts_as,
+    _body,
+    _local,
+    _parties,
+    _ref,
+    machine_of,
+)
 from server.ecm.workflow_config import WorkflowConfig, WorkflowPlans
 from server.errors import Forbidden, Unprocessable
 from server.fhir.instant import format_instant, now_us
@@ -78,27 +84,6 @@ DUPLICATES = "seed 003 VI.D.6 (one screening per referral), docs/ecm-workflow.md
 def now() -> int:
     """The server's clock (microseconds since the epoch; tests replace it)."""
     return now_us()
-
-
-def _ref(value: Any) -> str | None:
-    if isinstance(value, dict):
-        ref = value.get("reference")
-        return ref if isinstance(ref, str) else None
-    return None
-
-
-def _local(ref: str | None) -> tuple[str, str] | None:
-    if not ref or "://" in ref or ref.startswith(("#", "urn:")):
-        return None
-    parts = ref.split("/_history/")[0].split("/")
-    return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
-
-
-def _body(found: Version | None) -> dict[str, Any] | None:
-    if found is None or found.body is None:
-        return None
-    body: dict[str, Any] = orjson.loads(found.body)
-    return body
 
 
 def _value(text: str) -> str:
@@ -267,13 +252,8 @@ class ReferralIntake(Rule):
             return refused
         if (now_is == PENDING and was != PENDING) or _screenings(next) > _screenings(previous):
             if not change.principal.operator and not self._owner(change, previous):
-                return refuse(
-                    Forbidden(
-                        "a referral is screened by the plan it was sent to (Task.owner) "
-                        f"({SCREENING})",
-                        expression=f"{change.root}.businessStatus",
-                    )
-                )
+                why = "a referral is screened by the plan it was sent to (Task.owner)"
+                return self._forbidden(change, why, SCREENING)
         if now_is == RETURNED and was != RETURNED:
             return self._returned(change, next)
         if was == RETURNED and now_is in (None, RECEIVED) and next.get("status") == "requested":
@@ -401,12 +381,9 @@ class ReferralIntake(Rule):
                 CORRECTION,
             )
         if not change.principal.operator and not self._owner(change, next):
-            return refuse(
-                Forbidden(
-                    f"{RETURNED} is set by the plan the referral was sent to (Task.owner) "
-                    f"({CORRECTION})",
-                    expression=f"{change.root}.businessStatus",
-                )
+            return self._forbidden(
+                change, f"{RETURNED} is set by the plan the referral was sent to (Task.owner)",
+                CORRECTION,
             )
         contained = {
             c.get("id"): c
@@ -446,12 +423,11 @@ class ReferralIntake(Rule):
         self, change: Change, previous: dict[str, Any], next: dict[str, Any]
     ) -> Verdict:
         if not change.principal.operator and not self._requester(change, previous):
-            return refuse(
-                Forbidden(
-                    "a referral returned for correction is resubmitted by its referrer "
-                    f"(Task.requester) ({CORRECTION})",
-                    expression=f"{change.root}.businessStatus",
-                )
+            return self._forbidden(
+                change,
+                "a referral returned for correction is resubmitted by its referrer "
+                "(Task.requester)",
+                CORRECTION,
             )
         resubmitted = now()
         amended = dict(next)
@@ -530,6 +506,15 @@ class ReferralIntake(Rule):
     def _requester(self, change: Change, task: dict[str, Any]) -> bool:
         parties = _parties(change.principal)
         return _acts_as(_ref(task.get("requester")), parties, change.reader)
+
+    @staticmethod
+    def _forbidden(change: Change, why: str, clause: str) -> Verdict:
+        return refuse(
+            Forbidden(
+                f"ECM referral intake: {why} ({clause}, docs/ecm-workflow.md)",
+                expression=f"{change.root}.businessStatus",
+            )
+        )
 
     @staticmethod
     def _unprocessable(change: Change, why: str, where: str, clause: str) -> Verdict:

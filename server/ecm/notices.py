@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from server.ecm.intake import REFERRAL_STATUS, business_status, now
-from server.ecm.referral_lifecycle import REFERRAL, machine_of
+from server.ecm.referral_lifecycle import REFERRAL, _local, _read, _ref, machine_of
 from server.fhir.instant import format_instant
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import SearchQuery
@@ -43,18 +43,8 @@ _SAYS = {
 
 
 def _body(reader: Reader, ref: str | None) -> dict[str, Any] | None:
-    if not ref or "://" in ref or ref.count("/") != 1:
-        return None
-    found = reader.read(*ref.split("/"))
-    if found is None or found.body is None:
-        return None
-    body: dict[str, Any] = orjson.loads(found.body)
-    return body
-
-
-def _ref(value: Any) -> str | None:
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return ref if isinstance(ref, str) else None
+    local = _local(ref)
+    return None if local is None else _read(reader, local)
 
 
 class ReferralNotices(Rule):
