@@ -13,7 +13,10 @@ over its own keep-alive connection. One intake is:
    ServiceRequest and its referral Task (``focus`` the ServiceRequest's ``urn:uuid``): the
    server acknowledges it (``received``, the decision date);
 2. ``POST Task/[id]/$ecm-screen``: ``$ecm-eligibility`` as of the referral date, the
-   ``ecm-screening-result`` Observation stored, the referral and the Task updated.
+   ``ecm-screening-result`` Observation stored, the referral and the Task updated (the
+   synthetic members have a Medi-Cal Coverage and a homelessness flag but no qualifying
+   condition: the screen is not met, so the Task is rejected and two ``ecm-notice``
+   Communications are written too — the heaviest path; ``screens`` counts the outcomes).
 
 Every member is a different person, so no intake is a duplicate. The figure is intakes
 completed (both calls 200) divided by the wall time from the first request to the last answer.
@@ -111,6 +114,7 @@ def _intake(n: int) -> dict[str, Any]:
 
 
 SCREEN = True
+OUTCOMES: dict[str, int] = {}
 
 
 def _one(client: httpx.Client, n: int) -> str | None:
@@ -125,6 +129,8 @@ def _one(client: httpx.Client, n: int) -> str | None:
                            json={"resourceType": "Parameters", "parameter": []})
     if screened.status_code != 200:
         return f"$ecm-screen {screened.status_code}: {screened.text[:300]}"
+    screen = next(p["valueCode"] for p in screened.json()["parameter"] if p["name"] == "screen")
+    OUTCOMES[screen] = OUTCOMES.get(screen, 0) + 1
     return None
 
 
@@ -169,6 +175,7 @@ def run(base: str, referrals: int, clients: int) -> dict[str, Any]:
                     if problem is not None:
                         problems.append(problem)
 
+    OUTCOMES.clear()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
     for t in threads:
         t.start()
@@ -188,6 +195,7 @@ def run(base: str, referrals: int, clients: int) -> dict[str, Any]:
         "referrals_per_s": round((referrals - len(problems)) / wall, 1),
         "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
         "p95_ms": round(1000 * latencies[int(len(latencies) * 0.95)], 1),
+        "screens": dict(OUTCOMES),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),

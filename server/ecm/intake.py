@@ -153,6 +153,29 @@ def _screenings(task: dict[str, Any]) -> int:
     )
 
 
+def _links(task: dict[str, Any]) -> list[Any]:
+    return [
+        e
+        for e in task.get("extension") or ()
+        if isinstance(e, dict) and e.get("url") == DUPLICATE_OF
+    ]
+
+
+def _unconcerned(previous: dict[str, Any], next: dict[str, Any]) -> bool:
+    """Whether an update of a referral Task leaves everything the intake decides alone: the
+    status (intake happens on entering ``requested``), the DHCS status, the decision date, the
+    duplicate link and the screenings."""
+    return (
+        previous.get("status") == next.get("status")
+        or previous.get("status") not in (None, "draft")
+    ) and (
+        previous.get("businessStatus") == next.get("businessStatus")
+        and previous.get("restriction") == next.get("restriction")
+        and _links(previous) == _links(next)
+        and _screenings(previous) == _screenings(next)
+    )
+
+
 def _is_correction(output: Any) -> bool:
     return isinstance(output, dict) and (WORKFLOW, CORRECTION_NEEDED) in _coded(output.get("type"))
 
@@ -218,10 +241,12 @@ class ReferralIntake(Rule):
             return ALLOW if channelled is None else amend(channelled)
         if change.type != "Task" or next is None or machine_of(next) is not REFERRAL:
             return ALLOW
+        previous = change.previous
+        if previous is not None and _unconcerned(previous, next):
+            return ALLOW  # most updates: nothing of the intake's changed, nothing read
         request = self._request(change.reader, next)
         if not is_ecm_referral(request):
             return ALLOW
-        previous = change.previous
         before = None if previous is None else previous.get("status")
         if next.get("status") == "requested" and before in (None, "draft"):
             return self._intake(change, next)
@@ -382,7 +407,8 @@ class ReferralIntake(Rule):
             )
         if not change.principal.operator and not self._owner(change, next):
             return self._forbidden(
-                change, f"{RETURNED} is set by the plan the referral was sent to (Task.owner)",
+                change,
+                f"{RETURNED} is set by the plan the referral was sent to (Task.owner)",
                 CORRECTION,
             )
         contained = {
@@ -435,9 +461,7 @@ class ReferralIntake(Rule):
         amended["lastModified"] = format_instant(resubmitted)
         kept = [o for o in amended.get("output") or () if not _is_correction(o)]
         named = {
-            _ref(o.get("valueReference"))
-            for o in amended.get("output") or ()
-            if _is_correction(o)
+            _ref(o.get("valueReference")) for o in amended.get("output") or () if _is_correction(o)
         }
         contained = [
             c
@@ -478,10 +502,7 @@ class ReferralIntake(Rule):
                 "restriction",
                 ACK,
             )
-        links = [
-            [e for e in (body.get("extension") or ()) if e.get("url") == DUPLICATE_OF]
-            for body in (previous, next)
-        ]
+        links = [_links(previous), _links(next)]
         if links[0] != links[1]:
             return self._unprocessable(
                 change, "the duplicate link is set by the server at intake", "extension", DUPLICATES
