@@ -306,7 +306,6 @@ class ReferralIntake(Rule):
         amended["lastModified"] = format_instant(received)  # the acknowledgement's time
         if "authoredOn" not in amended:
             amended["authoredOn"] = format_instant(received)
-        config = self._config(change, next)
         open_one = self._open_referral(change, next)
         if open_one is not None:
             other, body = open_one
@@ -326,6 +325,7 @@ class ReferralIntake(Rule):
             return amend(amended)
         if amended.get("businessStatus") is None:
             amended["businessStatus"] = _status_concept(RECEIVED)
+        config = self._config(change, next)
         keep = change.principal.operator and ((next.get("restriction") or {}).get("period"))
         if not keep:
             amended["restriction"] = {
