@@ -100,6 +100,20 @@ class Settings(BaseSettings):
         description="The coordination platform's Organization (Organization/id): it routes "
         "referrals (sets Task.owner) and splits them into sub-referrals (docs/closed-loop.md)",
     )
+    # -- the ECM referral workflow's plan configuration (docs/ecm-workflow.md) --
+    ecm_referral_decision_business_days: int = Field(
+        5,
+        ge=0,
+        le=365,
+        description="Default business days from the receipt of an ECM referral to the plan's "
+        "decision (Task.restriction.period.end); the seeds give no number (seed 003 VI.D.6-8). "
+        "A plan's own file in ecm_plan_config_dir overrides it",
+    )
+    ecm_plan_config_dir: str | None = Field(
+        None,
+        description="Folder of per-plan configuration files of the ECM referral workflow (one "
+        "JSON file per plan Organization: deadlines, holidays; docs/ecm-workflow.md)",
+    )
     outbox_prune_minutes: float = Field(
         60, gt=0, description="How often each server process prunes the outbox"
     )

@@ -97,6 +97,12 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--database", help="a PostgreSQL database URL (default: a SQLite file)")
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        help="also run the server's rules but this one (a rule name; repeatable): 'on-minus'",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="task-rules-ab-"))
     url = args.database or f"sqlite:///{work / 'bench.db'}"
@@ -119,9 +125,13 @@ def main() -> None:
             tasks[i] = response.json()
         pipeline = app.state.pipeline
         on, off = pipeline.rules, RuleSet(default_rules())
+        sets = [("on", on), ("off", off)]
+        if args.without:
+            minus = RuleSet(r for r in on.rules if r.name not in args.without)
+            sets.append(("on-minus", minus))
         _round(client, tasks, 50)  # warm-up
         for r in range(args.rounds):
-            order = [("on", on), ("off", off)] if r % 2 == 0 else [("off", off), ("on", on)]
+            order = sets if r % 2 == 0 else sets[::-1]
             for label, rules in order:
                 pipeline.rules = rules
                 load = os.getloadavg()[0]
@@ -146,7 +156,7 @@ def main() -> None:
     print("|---|---:|---:|---|---:|---:|---|")
     medians: dict[str, float] = {}
     cpus: dict[str, float] = {}
-    for label in ("off", "on"):
+    for label in [name for name, _ in sets]:
         mine = [r for r in runs if r["rules"] == label]
         meds = [r["median_ms"] for r in mine]
         cpu = [r["cpu_ms"] for r in mine]
@@ -156,6 +166,9 @@ def main() -> None:
               f"| {p95:.3f} | {cpus[label]:.3f} | {min(cpu):.3f}–{max(cpu):.3f} |")
     print(f"\nwall on / off = {medians['on'] / medians['off']:.3f}; "
           f"CPU on / off = {cpus['on'] / cpus['off']:.3f}")
+    if "on-minus" in cpus:
+        print(f"CPU on / on-minus = {cpus['on'] / cpus['on-minus']:.3f}; "
+              f"on-minus / off = {cpus['on-minus'] / cpus['off']:.3f}")
 
 
 if __name__ == "__main__":

@@ -82,3 +82,67 @@ def birthday(birth: date, years: int) -> date:
     if birth.month == 2 and birth.day == 29 and not calendar.isleap(year):
         return date(year, 3, 1)
     return date(year, birth.month, birth.day)
+
+
+# -- business days (the referral workflow's deadlines, docs/ecm-workflow.md) -------------------
+
+
+def _nth_weekday(year: int, month: int, weekday: int, n: int) -> date:
+    """The ``n``-th ``weekday`` (0 = Monday) of a month; ``n`` = -1: the last one."""
+    if n > 0:
+        first = date(year, month, 1)
+        return date(year, month, 1 + (weekday - first.weekday()) % 7 + 7 * (n - 1))
+    last = date(year, month, calendar.monthrange(year, month)[1])
+    return date(year, month, last.day - (last.weekday() - weekday) % 7)
+
+
+def _observed(day: date) -> date:
+    """A holiday on a Saturday is observed on the Friday before, on a Sunday the Monday after
+    (5 U.S.C. 6103(b))."""
+    if day.weekday() == 5:
+        return date.fromordinal(day.toordinal() - 1)
+    if day.weekday() == 6:
+        return date.fromordinal(day.toordinal() + 1)
+    return day
+
+
+@lru_cache(maxsize=64)
+def federal_holidays(year: int) -> frozenset[date]:
+    """The eleven U.S. federal holidays of ``year`` as observed (5 U.S.C. 6103): the default
+    holiday calendar of plan configuration, which a plan replaces with its own."""
+    return frozenset(
+        {
+            _observed(date(year, 1, 1)),  # New Year's Day
+            _nth_weekday(year, 1, 0, 3),  # Birthday of Martin Luther King, Jr.
+            _nth_weekday(year, 2, 0, 3),  # Washington's Birthday
+            _nth_weekday(year, 5, 0, -1),  # Memorial Day
+            _observed(date(year, 6, 19)),  # Juneteenth
+            _observed(date(year, 7, 4)),  # Independence Day
+            _nth_weekday(year, 9, 0, 1),  # Labor Day
+            _nth_weekday(year, 10, 0, 2),  # Columbus Day
+            _observed(date(year, 11, 11)),  # Veterans Day
+            _nth_weekday(year, 11, 3, 4),  # Thanksgiving Day
+            _observed(date(year, 12, 25)),  # Christmas Day
+        }
+    )
+
+
+def is_business_day(day: date, holidays: frozenset[date] | None = None) -> bool:
+    """Monday to Friday and not a holiday (``holidays`` None: the federal calendar)."""
+    if day.weekday() >= 5:
+        return False
+    if holidays is None:
+        return day not in federal_holidays(day.year) and day not in federal_holidays(day.year + 1)
+    return day not in holidays
+
+
+def add_business_days(day: date, days: int, holidays: frozenset[date] | None = None) -> date:
+    """The ``days``-th business day after ``day`` (``day`` itself does not count, as "within
+    N business days of receipt" counts from the next one); 0: ``day`` itself."""
+    current = day
+    left = days
+    while left > 0:
+        current = date.fromordinal(current.toordinal() + 1)
+        if is_business_day(current, holidays):
+            left -= 1
+    return current

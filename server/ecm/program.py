@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from server.ecm.authorization import EnrollmentAuthorization
+from server.ecm.intake import ReferralIntake
+from server.ecm.notices import ReferralNotices
 from server.ecm.referral_lifecycle import ReferralLifecycle
+from server.ecm.workflow_config import WorkflowConfig, WorkflowPlans
 from server.search.service import search_service
 from server.settings import Settings
 from server.writes.rules import Rule
 
 
+def workflow_plans(settings: Settings) -> WorkflowPlans:
+    """The ECM referral workflow's plan configuration: the settings' default and each plan's
+    file (docs/ecm-workflow.md, "Plan configuration")."""
+    default = WorkflowConfig(decision_business_days=settings.ecm_referral_decision_business_days)
+    return WorkflowPlans.load(settings.ecm_plan_config_dir, default)
+
+
 def program_rules(settings: Settings) -> list[Rule]:
-    return [ReferralLifecycle(search_service(settings).context, settings.coordination_platform)]
+    context = search_service(settings).context
+    return [
+        ReferralLifecycle(context, settings.coordination_platform),
+        ReferralIntake(context, workflow_plans(settings)),
+        EnrollmentAuthorization(),
+        ReferralNotices(context),
+    ]

@@ -139,7 +139,9 @@ REFERRAL = Machine(
         },
     },
     worker=TARGET,
-    editable=frozenset({"status", "statusReason", "businessStatus", "output", "note"}),
+    # ``contained``: resources the outputs reference (the problems of a referral returned for
+    # correction, docs/ecm-workflow.md)
+    editable=frozenset({"status", "statusReason", "businessStatus", "output", "note", "contained"}),
     clause="Gravity SDOHCC referral Task lifecycle (standards.md §1.5)",
 )
 PATIENT_TASK = Machine(

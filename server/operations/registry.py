@@ -99,6 +99,7 @@ def operations() -> list[Operation]:
     from server.operations import (
         cs_eligibility,
         ecm_eligibility,
+        ecm_screen,
         task_transitions,
         terminology,
         validate,
@@ -110,6 +111,7 @@ def operations() -> list[Operation]:
         ecm_eligibility.POPULATION,
         cs_eligibility.OPERATION,
         task_transitions.OPERATION,
+        ecm_screen.OPERATION,
     ]
     for (type, name), (definition, handler) in sorted(terminology.TERMINOLOGY_OPERATIONS.items()):
         table.append(

@@ -10,7 +10,7 @@ the program rules, the store, and the derived writes of the rules.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -108,8 +108,17 @@ class Pipeline:
             if write.interaction == "create":
                 resource.pop("id", None)  # the server assigns the id (or the caller's ``id``)
             prepared.resource = resource
+            if write.interaction == "create" and write.condition is None:
+                implicit = self.rules.condition(write, resource)
+                if implicit is not None:
+                    write = prepared.write = replace(write, condition=implicit)
         prepared.criteria = self.criteria(write)
         if prepared.resource is not None:
+            if reader is None and write.interaction == "create" and self.rules.prepares(write.type):
+                # inside a unit (Bundle entries, operations' and derived writes): a create's
+                # prepare needs no stored version, so it runs before the entry is validated
+                prepared.resource = self.rules.prepare(write, prepared.resource, None)
+                prepared.ruled_on = 0
             if reader is not None:
                 resource = self._resolve(prepared, prepared.resource, _finder(view or reader))
                 resource = prepared.resource = self._rules_prepare(prepared, resource, reader)
@@ -184,9 +193,9 @@ class Pipeline:
     ) -> dict[str, Any]:
         """The rules' prepare of a create, or of an update by id, from the version stored now."""
         write = prepared.write
-        if not self.rules.prepares(write.type) or write.condition is not None:
+        if not self.rules.prepares(write.type):
             return resource
-        if write.interaction == "create":
+        if write.interaction == "create":  # conditional or not: nothing stored is its base
             stored = None
         elif write.id is not None:
             stored = reader.read(write.type, write.id)

@@ -147,6 +147,12 @@ class Rule:
         decided outside the unit from ``stored`` (the version stored then, None: absent)."""
         return None
 
+    def condition(self, write: Write, resource: dict[str, Any]) -> str | None:
+        """An ``If-None-Exist`` search for a create sent without one (None: none): the create
+        then matches as a conditional create does, under the unit's locked criteria — a rule's
+        way to make a resubmitted record answer with the one already stored."""
+        return None
+
     def check(self, change: Change) -> Verdict:
         return ALLOW
 
@@ -181,6 +187,14 @@ class RuleSet:
                 type(r).prepare is not Rule.prepare for r in self.of(kind)
             )
         return found
+
+    def condition(self, write: Write, resource: dict[str, Any]) -> str | None:
+        """The first rule's implicit ``If-None-Exist`` for a create sent without one."""
+        for rule in self.of(write.type):
+            found = rule.condition(write, resource)
+            if found is not None:
+                return found
+        return None
 
     def prepare(
         self, write: Write, resource: dict[str, Any], stored: Version | None

@@ -18,7 +18,7 @@ entry).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server.errors import (
@@ -129,8 +129,15 @@ def check_overlaps(entries: list[Entry], targets: dict[int, str] | None = None) 
             urls[entry.full_url] = entry.index
 
 
-def _resolve(entries: list[Entry], find: Find, fresh: Callable[[int], str]) -> Identities:
-    """Decide the id every POST/PUT entry will have; map each fullUrl to ``Type/id``."""
+def _resolve(
+    entries: list[Entry],
+    find: Find,
+    fresh: Callable[[int], str],
+    parse: Callable[[Write], Criteria | None] | None = None,
+) -> Identities:
+    """Decide the id every POST/PUT entry will have; map each fullUrl to ``Type/id``. A
+    condition that names the fullUrl of an earlier entry (``focus=urn:uuid:…``) searches for
+    the id that entry resolved to (parsed again with ``parse``)."""
     out = Identities()
     for entry in entries:
         prepared = entry.prepared
@@ -138,6 +145,8 @@ def _resolve(entries: list[Entry], find: Find, fresh: Callable[[int], str]) -> I
             continue
         write, criteria = prepared.write, prepared.criteria
         try:
+            if criteria is not None and parse is not None and write.condition:
+                criteria = _with_entries(write, out.mapping, parse) or criteria
             if criteria is not None:
                 matches = find(criteria)
                 if len(matches) > 1:
@@ -167,6 +176,20 @@ def _resolve(entries: list[Entry], find: Find, fresh: Callable[[int], str]) -> I
         if entry.full_url:
             out.mapping[entry.full_url] = target
     return out
+
+
+def _with_entries(
+    write: Write, mapping: dict[str, str], parse: Callable[[Write], Criteria | None]
+) -> Criteria | None:
+    """The criteria of ``write`` with the fullUrls of earlier entries replaced by the ids they
+    resolved to (None: it names none)."""
+    condition = write.condition or ""
+    named = [url for url in mapping if url in condition]
+    if not named:
+        return None
+    for url in sorted(named, key=len, reverse=True):
+        condition = condition.replace(url, mapping[url])
+    return parse(replace(write, condition=condition))
 
 
 class _Rewriter:
@@ -291,7 +314,7 @@ def plan(
         return fresh.setdefault(index, new_id())
 
     try:
-        identities = _resolve(entries, find, new)
+        identities = _resolve(entries, find, new, pipeline.criteria)
         resources, rewriter = _rewritten(pipeline, entries, identities, find)
     except (EntryFailed, FhirError):
         return None
@@ -319,7 +342,7 @@ def run(writer: Writer, entries: list[Entry], planned: Plan | None) -> list[Writ
     def fresh(index: int) -> str:
         return chosen.get(index) or new_id()
 
-    identities = _resolve(entries, unit.match, fresh)
+    identities = _resolve(entries, unit.match, fresh, writer.pipeline.criteria)
     check_overlaps(entries, identities.targets)
     if planned is not None and _same(planned, identities, unit.match, writer):
         resources, warnings = planned.resources, planned.warnings

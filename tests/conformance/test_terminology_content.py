@@ -33,6 +33,8 @@ CODESYSTEM_IDS = {
     "ecm-discontinuation-reason",
     "ecm-exclusion-reason",
     "ecm-referral-source-type",
+    "ecm-referral-channel",
+    "ecm-referral-workflow",
     "ecm-care-team-role",
     "ecm-icp-domain",
     "ecm-icp-domain-status",

@@ -92,3 +92,48 @@ def test_a_partial_date_spans_its_month_or_year(
     value: object, expected: tuple[date, date] | None
 ) -> None:
     assert date_span(value) == expected
+
+
+# -- business days (docs/ecm-workflow.md: the decision date) ----------------------------------
+
+
+def test_the_federal_holidays_of_2026_as_observed() -> None:
+    from server.ecm.calendar import federal_holidays
+
+    # 5 U.S.C. 6103, counted on the 2026 calendar by hand: July 4 is a Saturday (observed
+    # Friday July 3)
+    assert sorted(federal_holidays(2026)) == [
+        date(2026, 1, 1),
+        date(2026, 1, 19),
+        date(2026, 2, 16),
+        date(2026, 5, 25),
+        date(2026, 6, 19),
+        date(2026, 7, 3),
+        date(2026, 9, 7),
+        date(2026, 10, 12),
+        date(2026, 11, 11),
+        date(2026, 11, 26),
+        date(2026, 12, 25),
+    ]
+
+
+def test_a_new_years_day_on_saturday_is_observed_the_friday_before() -> None:
+    from server.ecm.calendar import is_business_day
+
+    # 1 January 2022 was a Saturday: Friday 31 December 2021 was the holiday
+    assert not is_business_day(date(2021, 12, 31))
+    assert is_business_day(date(2021, 12, 30))
+
+
+def test_business_days_skip_weekends_and_holidays() -> None:
+    from server.ecm.calendar import add_business_days
+
+    # Wednesday 25 November 2026 + 2: (Thu 26 Thanksgiving) Fri 27, (weekend) Mon 30
+    assert add_business_days(date(2026, 11, 25), 2) == date(2026, 11, 30)
+    # received on a Saturday: Monday is the first business day
+    assert add_business_days(date(2026, 12, 5), 1) == date(2026, 12, 7)
+    assert add_business_days(date(2026, 12, 5), 0) == date(2026, 12, 5)
+    # a plan's own calendar replaces the federal one: Thanksgiving is then a business day
+    assert add_business_days(date(2026, 11, 25), 2, frozenset()) == date(2026, 11, 27)
+    plan = frozenset({date(2026, 11, 27)})
+    assert add_business_days(date(2026, 11, 25), 2, plan) == date(2026, 11, 30)
