@@ -11,11 +11,13 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 
-from server.api import async_jobs, handlers, home, metadata, operations, routes
+from server.api import async_jobs, handlers, home, metadata, operations, routes, smart
+from server.api.authentication import Authentication
 from server.api.fastpath import FastPath
 from server.api.http import CORS_METHODS, CORS_REQUEST_HEADERS, CORS_RESPONSE_HEADERS
 from server.api.transfer import GzipMiddleware, HeadMiddleware
 from server.auth.principal import Principal
+from server.auth.service import AuthService
 from server.ecm.program import program_rules
 from server.errors import FhirError
 from server.fhir.instant import now_us
@@ -46,8 +48,11 @@ def create_app(
     """A FHIR server application. Without ``store``, the configured database is opened (and
     migrated) at start-up and closed at shutdown. ``rules`` run on every write after the
     server's own (``server/writes/rules.py``). ``principals`` names the caller of a request
-    (default: every caller is the local operator, ``server/api/context.py``); until token
-    authentication exists, tests use it to act as organisations, users and patients."""
+    (default: the principal of the request's access token, ``server/api/authentication.py``);
+    tests use it to act as organisations, users and patients.
+
+    Authentication is on (SMART backend services) unless ``settings.auth`` is ``off``
+    (``CALAIM_FHIR_AUTH=off``); with it off, only loopback requests are answered."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -72,6 +77,10 @@ def create_app(
         )
         jobs.start(asyncio.get_running_loop())
         app.state.store, app.state.runner, app.state.jobs = repo, runner, jobs
+        if settings.auth == "smart":
+            auth = AuthService(settings, repo.auth)
+            await asyncio.to_thread(auth.start)  # the first signing key, if there is none
+            app.state.auth = auth
         app.state.pipeline = pipeline
         stop = asyncio.Event()
         pruning = asyncio.create_task(_prune(repo.outbox, settings, stop))
@@ -98,6 +107,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.principals = principals
+    app.include_router(smart.router, prefix="/fhir")
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")
@@ -108,6 +118,7 @@ def create_app(
     app.add_middleware(FastPath)  # innermost: added first, runs last
     app.add_middleware(HeadMiddleware)  # HEAD runs as GET, without the body
     app.add_middleware(GzipMiddleware)
+    app.add_middleware(Authentication, settings=settings)
     if settings.allowed_origins:  # CORS is off unless origins are configured
         app.add_middleware(
             CORSMiddleware,

@@ -55,7 +55,8 @@ class _Checked:
         return self._inner.vread(type, id, version)
 
     def history(self, query: HistoryQuery) -> Page:
-        self._check("history", query.type)
+        level = "history" if query.id else "history-type" if query.type else "history-system"
+        self._check(level, query.type)
         return self._inner.history(query)
 
     def search(self, query: SearchQuery) -> SearchPage:

@@ -53,6 +53,7 @@ from server.store.base import (
 )
 from server.store.sql import query as compiler
 from server.store.sql import scans, store_file
+from server.store.sql.auth import SqlAuth
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
@@ -439,6 +440,7 @@ class SqlRepository:
         self.rows: RowSource = rows if rows is not None else NoRows()
         self.jobs = SqlJobs(dialect)  # asynchronous jobs' state (``server/jobs.py``)
         self.outbox = SqlOutbox(dialect)  # the events of committed versions
+        self.auth = SqlAuth(dialect)  # SMART clients, signing keys, assertion jtis
 
     def migrate(self, then: Callable[[Connection], None] | None = None) -> None:
         """Check durability (before anything is written), then apply pending migrations; ``then``
