@@ -112,6 +112,10 @@ class _CheckedUnit(_Checked):
         self._check("search", criteria.type)
         return self._unit.match(criteria, limit)
 
+    def target(self, type: str, id: str, interaction: str) -> Version | None:
+        self._check(interaction, type)
+        return self._unit.target(type, id, interaction)
+
     def create(self, type: str, resource: dict[str, Any], *, id: str | None = None) -> WriteResult:
         self._check("create", type)
         return self._unit.create(type, resource, id=id)

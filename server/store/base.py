@@ -201,6 +201,11 @@ class Unit(Reader, Protocol):
     def delete(self, type: str, id: str) -> WriteResult:
         """A deleted version; nothing (``changed`` False) when absent or already deleted."""
 
+    def target(self, type: str, id: str, interaction: str) -> Version | None:
+        """The current version of the resource a write changes (``interaction``: update, patch
+        or delete), read for that write: the door checks the write's interaction, not a
+        read (a principal may update what it may not read)."""
+
     def system(self) -> Unit:
         """This same transaction, not narrowed by any principal: for validation, program rules
         and the writes rules derive (the server's own). What it reads must never reach the

@@ -309,7 +309,7 @@ class Writer:
                 raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
             id = matches[0].id
         assert id is not None
-        current = self.unit.read(write.type, id)
+        current = self.unit.target(write.type, id, "patch")
         if current is None:
             raise NotFound(f"{write.type}/{id} is not known")
         if current.deleted or current.body is None:
@@ -341,7 +341,8 @@ class Writer:
         return Written(write, None, deleted=len(matches), criteria=criteria)
 
     def _current(self, write: Write, id: str) -> Version | None:
-        current = self.unit.read(write.type, id)
+        interaction = "delete" if write.interaction == "delete" else "update"
+        current = self.unit.target(write.type, id, interaction)
         _check_match(current, write, id)
         return current
 

@@ -342,6 +342,9 @@ class SqlUnit(SqlReader):
             out.update(super().versions(unread))
         return out
 
+    def target(self, type: str, id: str, interaction: str) -> Version | None:
+        return self.read(type, id)
+
     def system(self) -> SqlUnit:
         return self
 
