@@ -79,7 +79,7 @@ def serve(
         typer.echo(f"--auth must be smart or off, not {auth!r}", err=True)
         raise typer.Exit(2)
     loopback = is_loopback(host)
-    if auth is None and not loopback and not insecure_no_auth:
+    if auth != "smart" and not loopback and not insecure_no_auth:
         typer.echo(
             f"Refusing to listen on {host} without authentication: use --auth smart "
             "(docs/security.md), a loopback address, or --insecure-no-auth if you really "
