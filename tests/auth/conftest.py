@@ -7,24 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BASE, TestClient, fhir_client, postgres_database, sqlite_url
+from tests.contract import conftest as contract
+from tests.support import BASE, TestClient, fhir_client
+
+database_url = contract.database_url  # the same fixture: a database on each store
 
 TOKEN_URL = BASE + "/auth/token"
 ORGANIZATION = "Organization/partner-org"
-
-
-@pytest.fixture(
-    scope="module",
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path_factory.mktemp("sqlite") / "fhir.db")
-    else:
-        with postgres_database(request.getfixturevalue("postgres_url")) as url:
-            yield url
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,7 @@ off refusing requests that do not come from a loopback address."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,42 +14,25 @@ from typer.testing import CliRunner
 
 from server.cli import app as cli
 from tests.auth.partners import Partner, token_form
-from tests.cli.conftest import command, free_port
+from tests.cli.conftest import command, free_port, running
 from tests.support import fhir_client, sqlite_url
 
 pytestmark = pytest.mark.slow
 
 
-@contextmanager
-def running(args: list[str], env: dict[str, str], tmp: Path, probe: str) -> Iterator[None]:
-    log_path = tmp / f"server-{time.monotonic_ns()}.log"
-    log = log_path.open("wb")
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                               env={**base_env, **env}, cwd=tmp)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                log.flush()
-                pytest.fail(f"the server exited: {log_path.read_text(errors='replace')}")
-            try:
-                if httpx.get(probe, timeout=1).status_code < 500:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server did not answer within 60 s")
-            time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        log.close()
+def _served(tmp_path: Path, alg: str, *extra: str) -> tuple[Partner, str, list[str], str]:
+    """A SQLite store with Organization/o1 and Patient/p1, a partner registered for
+    system/Patient.rs, and the ``serve --auth smart`` command on a free port: (partner,
+    database URL, command, FHIR base)."""
+    database_url = sqlite_url(tmp_path / f"{alg}.db")
+    _organization(database_url)
+    partner = Partner(alg)
+    partner.register(database_url, tmp_path, scope="system/Patient.rs",
+                     organization="Organization/o1")
+    port = free_port()
+    args = [*command(), "serve", "--auth", "smart", "--port", str(port),
+            "--database-url", database_url, *extra]
+    return partner, database_url, args, f"http://127.0.0.1:{port}/fhir"
 
 
 def _organization(database_url: str) -> None:
@@ -67,16 +45,8 @@ def _organization(database_url: str) -> None:
 
 
 def test_revocation_is_effective_at_the_next_request_on_both_workers(tmp_path: Path) -> None:
-    database_url = sqlite_url(tmp_path / "two.db")
-    _organization(database_url)
-    partner = Partner("ES384")
-    partner.register(database_url, tmp_path, scope="system/Patient.rs",
-                     organization="Organization/o1")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/fhir"
-    args = [*command(), "serve", "--auth", "smart", "--port", str(port), "--workers", "2",
-            "--database-url", database_url]
-    with running(args, {}, tmp_path, f"{base}/metadata"):
+    partner, database_url, args, base = _served(tmp_path, "ES384", "--workers", "2")
+    with running(args, tmp_path / "two.log", f"{base}/metadata", timeout=60):
         token = httpx.post(f"{base}/auth/token", data=token_form(
             partner.assertion(f"{base}/auth/token"), "system/Patient.rs")).json()
         bearer = {"Authorization": f"Bearer {token['access_token']}"}
@@ -95,16 +65,8 @@ def test_fhirclient_gets_a_backend_services_token_and_reads(tmp_path: Path) -> N
     from fhirclient import client
     from fhirclient.models.patient import Patient
 
-    database_url = sqlite_url(tmp_path / "fc.db")
-    _organization(database_url)
-    partner = Partner("RS384")
-    partner.register(database_url, tmp_path, scope="system/Patient.rs",
-                     organization="Organization/o1")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/fhir"
-    args = [*command(), "serve", "--auth", "smart", "--port", str(port),
-            "--database-url", database_url]
-    with running(args, {}, tmp_path, f"{base}/metadata"):
+    partner, _, args, base = _served(tmp_path, "RS384")
+    with running(args, tmp_path / "fc.log", f"{base}/metadata", timeout=60):
         smart = client.FHIRClient(settings={
             "app_id": partner.client_id,
             "api_base": base,
@@ -126,7 +88,7 @@ def test_uvicorn_factory_with_auth_off_refuses_non_loopback_clients(tmp_path: Pa
     args = [sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app",
             "--host", "0.0.0.0", "--port", str(port)]
     env = {"CALAIM_FHIR_AUTH": "off", "CALAIM_FHIR_DATABASE_URL": database_url}
-    with running(args, env, tmp_path, f"{origin}/fhir/metadata"):
+    with running(args, tmp_path / "off.log", f"{origin}/fhir/metadata", env=env, timeout=60):
         assert httpx.get(f"{origin}/fhir/Patient").status_code == 200
         # what a reverse proxy on this host forwards from elsewhere (uvicorn trusts
         # 127.0.0.1's X-Forwarded-For by default): the client is not loopback
@@ -143,8 +105,8 @@ def test_uvicorn_factory_without_settings_has_authentication_on(tmp_path: Path) 
     origin = f"http://127.0.0.1:{port}"
     args = [sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app",
             "--host", "127.0.0.1", "--port", str(port)]
-    with running(args, {"CALAIM_FHIR_DATABASE_URL": database_url}, tmp_path,
-                 f"{origin}/fhir/metadata"):
+    with running(args, tmp_path / "on.log", f"{origin}/fhir/metadata",
+                 env={"CALAIM_FHIR_DATABASE_URL": database_url}, timeout=60):
         response = httpx.get(f"{origin}/fhir/Patient")
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer")
