@@ -50,6 +50,15 @@ def loopback(address: Any) -> bool:
         return False
 
 
+def _authorization(scope: Scope) -> str | None:
+    """The ``Authorization`` header (the first), without building a request object."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
 class Authentication:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -74,11 +83,8 @@ class Authentication:
             return
         state = scope["app"].state
         service: AuthService = state.auth
-        request = Request(scope, receive, send)
         try:
-            principal = await service.authenticate(
-                request.headers.get("authorization"), state.runner.call
-            )
+            principal = await service.authenticate(_authorization(scope), state.runner.call)
         except AuthFailure as failure:
             refusal = Unauthorized(
                 failure.description, headers={"WWW-Authenticate": failure.challenge()}
