@@ -109,11 +109,34 @@ def fhir_client(
     each request's caller is (default: the local operator; see ``Acting``); ``policies``: the
     access policies of the app (``server/auth/policy.py``); ``overrides`` are further Settings
     fields (``max_body_bytes``, ...)."""
-    values: dict[str, Any] = {"database_url": database_url, "base_url": BASE}
+    values: dict[str, Any] = {"database_url": database_url, "base_url": BASE, "auth": "off"}
     values.update(overrides)
     app = create_app(Settings(**values), rules=rules, principals=principals, policies=policies)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(Loopback(app), raise_server_exceptions=False) as client:
         yield client
+
+
+class Loopback:
+    """The in-process test transport as what it is, a loopback connection: the ASGI
+    ``client`` and ``server`` addresses become 127.0.0.1 (the TestClient names them
+    ``testclient``/``testserver``, which a server with authentication off refuses).
+    ``app`` is the wrapped application."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {
+                **scope,
+                "client": ("127.0.0.1", 50000),
+                "server": ("127.0.0.1", scope["server"][1] if scope.get("server") else 80),
+            }
+        await self.app(scope, receive, send)
 
 
 @contextmanager
