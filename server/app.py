@@ -43,8 +43,9 @@ logger = logging.getLogger("calaim_fhir.outbox")
 def access_policies(settings: Settings, given: Sequence[Policy] = ()) -> tuple[Policy, ...]:
     """The application's access policies: a token's scopes whenever authentication is on,
     then ``given`` (every one must permit)."""
-    scopes: tuple[Policy, ...] = (SmartScopes(),) if settings.auth != "off" else ()
-    return (*scopes, *given)
+    if settings.auth == "off":
+        return tuple(given)
+    return (SmartScopes(search_service(settings).context), *given)
 
 
 def create_app(

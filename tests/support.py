@@ -252,7 +252,9 @@ def etag_version(response: Any) -> int:
     return int(etag[3:-1])
 
 
-def all_pages(client: TestClient, url: str, *, limit: int = 200) -> list[dict[str, Any]]:
+def all_pages(
+    client: TestClient, url: str, *, limit: int = 200, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Every entry of a Bundle and of the Bundles its ``next`` links lead to."""
     entries: list[dict[str, Any]] = []
     seen_urls: set[str] = set()
@@ -261,7 +263,7 @@ def all_pages(client: TestClient, url: str, *, limit: int = 200) -> list[dict[st
         assert next_url not in seen_urls, f"paging loops back to {next_url}"
         assert len(seen_urls) < limit, "too many pages"
         seen_urls.add(next_url)
-        response = client.get(next_url)
+        response = client.get(next_url, headers=headers)
         assert response.status_code == 200, f"{next_url}: {response.status_code} {response.text}"
         bundle = response.json()
         assert bundle["resourceType"] == "Bundle", bundle

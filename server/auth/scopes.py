@@ -21,18 +21,21 @@ the set permits it. A system-level interaction (type ``None``: a system search, 
 history) needs a wildcard (``*``) scope, which covers every type. The scopes are enforced by
 the door as one of its access policies (``scope_policy.py``), never anywhere else.
 
-A granular scope (``?category=...``) narrows what a scope covers; this server does not turn
-its query into the door's clauses yet, so such a scope is refused where it would be granted
-(``grant``: ``invalid_scope``) and never counts here: ignoring its filter would widen access.
-``patient/`` scopes are refused the same way: backend services establish no patient context,
-and the patient compartment is a narrowing too; a ``patient/`` scope that reaches a principal
-some other way (an external identity provider's token) counts for nothing.
+A granular scope (``system/Observation.rs?category=...``) covers only the resources its query
+matches: the policy turns the query into clauses of the door's typed query
+(``scope_policy.py``), so every read path is narrowed by it and a read outside it answers as
+not found. Only the token parameters ``category`` and ``code`` of a named type are
+enforceable (``GRANULAR``); a scope with any other query is refused where it would be granted
+(``invalid_scope``), never ignored: ignoring a filter would widen access. ``patient/`` scopes
+are refused too: backend services establish no patient context; a ``patient/`` scope that
+reaches a principal some other way (an external identity provider's token) counts for
+nothing.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from server.auth.interactions import Interaction
@@ -59,6 +62,9 @@ NEEDS: dict[Interaction, str] = {
 #: scopes a client may ask for that grant no resource access; they are not granted here
 #: (``openid``/``fhirUser`` need an id_token, ``launch*`` a launch, ``*_access`` refresh
 #: tokens: none of which backend services have)
+#: the search parameters a granular scope's query may name (token parameters, no modifier)
+GRANULAR = frozenset({"category", "code"})
+
 NON_RESOURCE = frozenset(
     {"openid", "fhirUser", "profile", "launch", "offline_access", "online_access"}
 )
@@ -84,15 +90,14 @@ class Scope:
     def covers(self, interaction: Interaction, type: str | None) -> bool:
         """Whether this scope permits ``interaction`` on every resource of ``type`` (None:
         of every type)."""
-        if not self.counts or NEEDS[interaction] not in self.letters:
+        return not self.query and self.reaches(interaction, type)
+
+    def reaches(self, interaction: Interaction, type: str | None) -> bool:
+        """Whether this scope permits ``interaction`` on ``type``, on the resources its query
+        (if any) matches. A ``patient/`` scope reaches nothing (see above)."""
+        if self.context == "patient" or NEEDS[interaction] not in self.letters:
             return False
         return self.type is None or self.type == type
-
-    @property
-    def counts(self) -> bool:
-        """Whether this scope grants anything here: a granular or ``patient/`` scope is a
-        narrowing the server does not enforce yet (see above), so it grants nothing."""
-        return not self.query and self.context != "patient"
 
     @property
     def text(self) -> str:
@@ -137,13 +142,16 @@ def parse_scopes(text: str) -> list[Scope]:
 
 
 def enforceable(scope: Scope) -> None:
-    """Raise ``ScopeError`` unless this server can enforce ``scope`` exactly."""
+    """Raise ``ScopeError`` unless this server can enforce ``scope`` exactly (a granular
+    query's parameters are checked against the type's by ``scope_policy.clauses_of``)."""
     if scope.query:
-        raise ScopeError(
-            f"Scope {scope.text!r}: granular scopes (a ?query) cannot be enforced by this "
-            "server yet; ask for the scope without the query only if the partner agreement "
-            "allows the wider access"
-        )
+        names = {name for name, _ in scope.query}
+        if scope.type is None or not names <= GRANULAR:
+            raise ScopeError(
+                f"Scope {scope.text!r}: this server enforces granular scopes on a named type "
+                f"with the parameters {', '.join(sorted(GRANULAR))} only; ask for the scope "
+                "without the query only if the partner agreement allows the wider access"
+            )
     if scope.context == "patient":
         raise ScopeError(
             f"Scope {scope.text!r}: patient/ scopes need a patient context, which backend "
@@ -177,28 +185,34 @@ class ScopeSet:
         return " ".join(scope.text for scope in self.scopes)
 
 
-def grant(requested: str, registered: Iterable[Scope]) -> ScopeSet:
+def grant(
+    requested: str,
+    registered: Iterable[Scope],
+    check: Callable[[Scope], object] = enforceable,
+) -> ScopeSet:
     """The scopes granted for ``requested`` to a client registered with ``registered``: each
     requested resource scope limited to the letters some registered scope of the same
-    context covers for its type (a wildcard request only by a wildcard registration); scopes
-    that keep no letter, and non-resource scopes, are left out. Raises ``ScopeError`` for a
-    malformed or unenforceable scope, or when nothing at all can be granted."""
+    context covers for its type (a wildcard request only by a wildcard registration; a
+    granular registration covers the very same query only); scopes that keep no letter, and
+    non-resource scopes, are left out. ``check`` raises ``ScopeError`` for a scope the server
+    cannot enforce. Raises ``ScopeError`` for a malformed or unenforceable scope, or when
+    nothing at all can be granted."""
     allowed = list(registered)
     granted: list[Scope] = []
     for part in requested.split():
         scope = parse_scope(part)
         if scope is None:
             continue
-        enforceable(scope)
+        check(scope)
         letters: set[str] = set()
         for have in allowed:
-            if have.context == scope.context and not have.query and (
+            if have.context == scope.context and have.query in ((), scope.query) and (
                 have.type is None or have.type == scope.type
             ):
                 letters |= have.letters
-        kept = frozenset(scope.letters & letters)
-        if kept and scope not in granted:
-            granted.append(Scope(scope.context, scope.type, kept))
+        kept = Scope(scope.context, scope.type, frozenset(scope.letters & letters), scope.query)
+        if kept.letters and kept not in granted:
+            granted.append(kept)
     if not granted:
         raise ScopeError("None of the requested scopes can be granted to this client")
     return ScopeSet(tuple(granted))

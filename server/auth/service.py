@@ -19,8 +19,10 @@ from server.auth.external import ExternalIssuer
 from server.auth.jwks_fetch import JwksFetcher
 from server.auth.keys import SigningKeys
 from server.auth.principal import Principal
-from server.auth.scopes import ScopeError, grant
+from server.auth.scope_policy import clauses_of
+from server.auth.scopes import Scope, ScopeError, grant
 from server.auth.tokens import InvalidToken, Verifier, issue
+from server.search.service import search_service
 from server.settings import Settings
 from server.store.sql.auth import SqlAuth
 
@@ -62,6 +64,10 @@ def token_url(settings: Settings) -> str:
 
 
 class AuthService:
+    def _enforceable(self, scope: Scope) -> None:
+        """A scope this server enforces: a granular one's query parses into clauses."""
+        clauses_of(scope, search_service(self.settings).context)
+
     def __init__(
         self,
         settings: Settings,
@@ -136,7 +142,7 @@ class AuthService:
             raise OAuthError(400, "invalid_scope", "scope is required")
         client = checked.client
         try:
-            scopes = grant(requested, client.scopes)
+            scopes = grant(requested, client.scopes, self._enforceable)
         except ScopeError as exc:
             raise OAuthError(400, "invalid_scope", str(exc)) from exc
         keep_until = int((checked.exp + self.settings.auth_leeway_seconds) * 1e6)

@@ -183,8 +183,8 @@ def test_grant_type_and_client_authentication_errors(smart: TestClient, rs: Part
     "scope",
     [
         "system/Patient.rs?gender=female",
-        "system/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
-        "system/Observation.rs?code=http://loinc.org|1234-5",
+        "system/Observation.rs?status=final",
+        "system/Observation.rs?code:text=glucose",
         "patient/Patient.rs",
         "system/Patient.sr",
         "system/Patient.cruds.x",
