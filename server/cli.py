@@ -503,6 +503,23 @@ def _auth_store(database_url: str | None) -> Any:
     return open_store(settings)
 
 
+def _check_granular(client: Any) -> None:
+    """Each granular scope's query parses into clauses on its type (what the scope policy
+    enforces); ``RegistrationError`` otherwise."""
+    from server.auth.clients import RegistrationError
+    from server.auth.scope_policy import clauses_of
+    from server.auth.scopes import ScopeError
+    from server.search.service import search_service
+    from server.settings import Settings
+
+    context = search_service(Settings()).context
+    for each in client.scopes:
+        try:
+            clauses_of(each, context)
+        except ScopeError as exc:
+            raise RegistrationError(str(exc)) from exc
+
+
 @clients.command("add")
 def client_add(
     name: Annotated[str, typer.Option(help="A name for people (the partner and its system)")],
@@ -555,6 +572,7 @@ def client_add(
             purposes=None if purpose is None else [p.strip() for p in purpose.split(",")],
             algorithms=None if algorithms is None else [a.strip() for a in algorithms.split(",")],
         )
+        _check_granular(Client.of(row))
     except RegistrationError as exc:
         typer.echo(f"calaim-fhir client add: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -136,3 +136,17 @@ def test_an_unenforceable_query_is_invalid_scope(smart: TestClient, partner: Par
                           data=token_form(partner.assertion(TOKEN_URL), scope))
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_scope"
+
+
+def test_a_client_registered_with_a_granular_scope_gets_no_wider(
+    database_url: str, tmp: Path, smart: TestClient, scene: None
+) -> None:
+    narrow = Partner("ES384")
+    narrow.register(database_url, tmp, scope=LAB, organization=ORGANIZATION)
+    bearer = token(smart, narrow, LAB)
+    assert _ids(all_pages(smart, "/fhir/Observation", headers=bearer)) == ["g-lab1", "g-lab2"]
+    for wider in ("system/Observation.rs", LOINC):
+        response = smart.post("/fhir/auth/token", headers=FORM,
+                              data=token_form(narrow.assertion(TOKEN_URL), wider))
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_scope"
