@@ -1,5 +1,6 @@
 -- wrk -s bench/read.lua: GET /fhir/ServiceRequest/{id}, id picked at random from the
--- lines of $BENCH_IDS (or the single id $BENCH_ID).
+-- lines of $BENCH_IDS (or the single id $BENCH_ID). BENCH_MODE=search: the search
+-- /fhir/ServiceRequest?_id={id}&status=active instead; BENCH_TOKEN: sent as a bearer token.
 --   BENCH_DIR=bench BENCH_IDS=ids.txt wrk -t1 -c16 -d10s --latency -s bench/read.lua URL
 local dir = os.getenv("BENCH_DIR") or "bench"
 dofile(dir .. "/common.lua")
@@ -14,8 +15,17 @@ function init(args)
     ids = bench_read_lines(assert(os.getenv("BENCH_IDS"), "set BENCH_IDS or BENCH_ID"))
   end
   local headers = { ["Accept"] = "application/fhir+json" }
+  local token = os.getenv("BENCH_TOKEN")
+  if token and token ~= "" then
+    headers["Authorization"] = "Bearer " .. token
+  end
+  local search = os.getenv("BENCH_MODE") == "search"
   for i, id in ipairs(ids) do
-    reqs[i] = wrk.format("GET", "/fhir/ServiceRequest/" .. id, headers)
+    local path = "/fhir/ServiceRequest/" .. id
+    if search then
+      path = "/fhir/ServiceRequest?_id=" .. id .. "&status=active"
+    end
+    reqs[i] = wrk.format("GET", path, headers)
   end
   math.randomseed(os.time() + (thread_id or 0))
 end

@@ -11,12 +11,15 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 
-from server.api import async_jobs, handlers, home, metadata, operations, routes
+from server.api import async_jobs, handlers, home, metadata, operations, routes, smart
+from server.api.authentication import Authentication
 from server.api.fastpath import FastPath
 from server.api.http import CORS_METHODS, CORS_REQUEST_HEADERS, CORS_RESPONSE_HEADERS
 from server.api.transfer import GzipMiddleware, HeadMiddleware
 from server.auth.policy import Policy
 from server.auth.principal import Principal
+from server.auth.scope_policy import SmartScopes
+from server.auth.service import AuthService
 from server.ecm.program import program_rules
 from server.errors import FhirError
 from server.fhir.instant import now_us
@@ -37,6 +40,14 @@ from server.writes.rules import Rule, RuleSet, default_rules
 logger = logging.getLogger("calaim_fhir.outbox")
 
 
+def access_policies(settings: Settings, given: Sequence[Policy] = ()) -> tuple[Policy, ...]:
+    """The application's access policies: a token's scopes whenever authentication is on,
+    then ``given`` (every one must permit)."""
+    if settings.auth == "off":
+        return tuple(given)
+    return (SmartScopes(search_service(settings).context), *given)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -48,10 +59,15 @@ def create_app(
     """A FHIR server application. Without ``store``, the configured database is opened (and
     migrated) at start-up and closed at shutdown. ``rules`` run on every write after the
     server's own (``server/writes/rules.py``). ``principals`` names the caller of a request
-    (default: every caller is the local operator, ``server/api/context.py``); until token
-    authentication exists, tests use it to act as organisations, users and patients.
-    ``policies``: the access policies every principal without ``allow_all`` is narrowed by
-    (``server/auth/policy.py``); such a principal reaches nothing no policy grants."""
+    (default: the principal of the request's access token, ``server/api/authentication.py``);
+    tests use it to act as organisations, users and patients. ``policies``: the access
+    policies every principal without ``allow_all`` is narrowed by (``server/auth/policy.py``);
+    such a principal reaches nothing no policy grants.
+
+    Authentication is on (SMART backend services) unless ``settings.auth`` is ``off``
+    (``CALAIM_FHIR_AUTH=off``); with it off, only loopback requests are answered. With it on,
+    the SMART scopes of each token are one of the access policies (``scope_policy.py``),
+    before those given."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -76,6 +92,10 @@ def create_app(
         )
         jobs.start(asyncio.get_running_loop())
         app.state.store, app.state.runner, app.state.jobs = repo, runner, jobs
+        if settings.auth == "smart":
+            auth = AuthService(settings, repo.auth)
+            await asyncio.to_thread(auth.start)  # the first signing key, if there is none
+            app.state.auth = auth
         app.state.pipeline = pipeline
         stop = asyncio.Event()
         pruning = asyncio.create_task(_prune(repo.outbox, settings, stop))
@@ -102,8 +122,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.principals = principals
-    app.state.policies = tuple(policies)
+    app.state.policies = access_policies(settings, policies)
     app.state.strict_access = settings.access_safety_net == "fail"
+    app.include_router(smart.router, prefix="/fhir")
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")
@@ -114,6 +135,7 @@ def create_app(
     app.add_middleware(FastPath)  # innermost: added first, runs last
     app.add_middleware(HeadMiddleware)  # HEAD runs as GET, without the body
     app.add_middleware(GzipMiddleware)
+    app.add_middleware(Authentication, settings=settings)
     if settings.allowed_origins:  # CORS is off unless origins are configured
         app.add_middleware(
             CORSMiddleware,

@@ -55,32 +55,66 @@ def serve(
         ),
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
+    auth: Annotated[
+        str | None,
+        typer.Option(
+            help="smart: SMART backend-services tokens on every request but discovery; "
+            "off: none, loopback only (the default on a loopback address)",
+            envvar="CALAIM_FHIR_AUTH",
+        ),
+    ] = None,
     insecure_no_auth: Annotated[
         bool,
         typer.Option(
-            "--insecure-no-auth", help="Allow a non-loopback address without authentication"
+            "--insecure-no-auth",
+            help="Listen on a non-loopback address with authentication off (every request "
+            "not from a loopback address is still refused 403)",
         ),
     ] = False,
 ) -> None:
     """Run the FHIR server (base URL http://HOST:PORT/fhir)."""
     import uvicorn
 
-    if not is_loopback(host) and not insecure_no_auth:
+    if auth not in (None, "smart", "off"):
+        typer.echo(f"--auth must be smart or off, not {auth!r}", err=True)
+        raise typer.Exit(2)
+    loopback = is_loopback(host)
+    if auth != "smart" and not loopback and not insecure_no_auth:
         typer.echo(
-            f"Refusing to listen on {host}: the server has no authentication yet. "
-            "Use a loopback address, or --insecure-no-auth if you really mean it.",
+            f"Refusing to listen on {host} without authentication: use --auth smart "
+            "(docs/security.md), a loopback address, or --insecure-no-auth if you really "
+            "mean it.",
             err=True,
         )
         raise typer.Exit(2)
+    mode = auth or ("off" if loopback or insecure_no_auth else "smart")
+    if mode == "smart":
+        effective_base = base_url or os.environ.get("CALAIM_FHIR_BASE_URL")
+        if not (effective_base or "").startswith("https://") and not (
+            loopback and _loopback_base(effective_base)
+        ):
+            typer.echo(
+                "Refusing --auth smart with a non-https base URL: set --base-url "
+                "https://... (http only on a loopback address).",
+                err=True,
+            )
+            raise typer.Exit(2)
     # workers are separate processes: they read their settings from the environment
     os.environ["CALAIM_FHIR_HOST"] = host
     os.environ["CALAIM_FHIR_PORT"] = str(port)
     os.environ["CALAIM_FHIR_WORKERS"] = str(workers)
     os.environ["CALAIM_FHIR_INSECURE_NO_AUTH"] = "true" if insecure_no_auth else "false"
+    os.environ["CALAIM_FHIR_AUTH"] = mode
     if database_url:
         os.environ["CALAIM_FHIR_DATABASE_URL"] = database_url
     if base_url:
         os.environ["CALAIM_FHIR_BASE_URL"] = base_url
+    if mode == "off":
+        typer.echo(
+            "calaim-fhir: authentication is off (CALAIM_FHIR_AUTH=off): only requests from "
+            "loopback addresses are answered; use --auth smart for partners.",
+            err=True,
+        )
     from server.settings import Settings
 
     settings = Settings()
@@ -129,6 +163,16 @@ def serve(
     server.run()
     if not server.started:  # the application failed to start; uvicorn said why
         raise typer.Exit(3)
+
+
+def _loopback_base(base: str | None) -> bool:
+    """Whether a base URL (None: the listen address) names a loopback host."""
+    if base is None:
+        return True
+    from urllib.parse import urlsplit
+
+    host = urlsplit(base).hostname
+    return host is not None and is_loopback(host)
 
 
 def _port_in_use(host: str, port: int) -> str | None:
@@ -439,6 +483,156 @@ def _stored_narratives(dialect: Any) -> list[str]:
                     for problem in narrative_problems(text["div"]):
                         out.append(f"narrative of {rtype}/{id}{where}: {problem}")
     return out
+
+
+# -- client / key ------------------------------------------------------------------------------
+
+clients = typer.Typer(
+    help="SMART backend-services clients (docs/security.md)", no_args_is_help=True
+)
+app.add_typer(clients, name="client")
+keys = typer.Typer(help="The server's access-token signing keys", no_args_is_help=True)
+app.add_typer(keys, name="key")
+
+
+def _auth_store(database_url: str | None) -> Any:
+    from server.settings import Settings
+    from server.store import open_store
+
+    settings = Settings(database_url=database_url) if database_url else Settings()
+    return open_store(settings)
+
+
+def _check_granular(client: Any) -> None:
+    """Each granular scope's query parses into clauses on its type (what the scope policy
+    enforces); ``RegistrationError`` otherwise."""
+    from server.auth.clients import RegistrationError
+    from server.auth.scope_policy import clauses_of
+    from server.auth.scopes import ScopeError
+    from server.search.service import search_service
+    from server.settings import Settings
+
+    context = search_service(Settings()).context
+    for each in client.scopes:
+        try:
+            clauses_of(each, context)
+        except ScopeError as exc:
+            raise RegistrationError(str(exc)) from exc
+
+
+@clients.command("add")
+def client_add(
+    name: Annotated[str, typer.Option(help="A name for people (the partner and its system)")],
+    scope: Annotated[
+        str, typer.Option(help='Scopes it may be granted, space-separated: "system/*.rs"')
+    ],
+    organization: Annotated[
+        str | None,
+        typer.Option(help="Organization/ID it acts for (must exist; not with --role admin)"),
+    ] = None,
+    jwks_url: Annotated[
+        str | None, typer.Option(help="Its JWKS URL (https), fetched when it asks for a token")
+    ] = None,
+    jwks_file: Annotated[
+        Path | None, typer.Option(help="Its public JWKS, by value", exists=True, dir_okay=False)
+    ] = None,
+    role: Annotated[
+        str | None, typer.Option(help="admin (an operator's client) or auditor")
+    ] = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(help="Purposes of use, comma-separated (default TREAT,HPAYMT,HOPERAT)"),
+    ] = None,
+    algorithms: Annotated[
+        str | None,
+        typer.Option(help="Assertion algorithms, comma-separated (default RS384,ES384; "
+                     "RS256, ES256 allowed)"),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Register a client; prints one JSON object with its client_id."""
+    import orjson
+
+    from server.auth.clients import Client, RegistrationError, new_client
+
+    try:
+        jwks = None
+        if jwks_file is not None:
+            try:
+                jwks = orjson.loads(jwks_file.read_bytes())
+            except orjson.JSONDecodeError as exc:
+                raise RegistrationError(f"{jwks_file} is not JSON") from exc
+        row = new_client(
+            name=name,
+            organization=organization,
+            scope=scope,
+            jwks=jwks,
+            jwks_url=jwks_url,
+            role=role,
+            purposes=None if purpose is None else [p.strip() for p in purpose.split(",")],
+            algorithms=None if algorithms is None else [a.strip() for a in algorithms.split(",")],
+        )
+        _check_granular(Client.of(row))
+    except RegistrationError as exc:
+        typer.echo(f"calaim-fhir client add: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    repo = _auth_store(database_url)
+    try:
+        if organization is not None:
+            with repo.reader() as reader:
+                found = reader.read("Organization", organization.split("/", 1)[1])
+            if found is None or found.deleted:
+                typer.echo(
+                    f"calaim-fhir client add: {organization} does not exist: create it first",
+                    err=True,
+                )
+                raise typer.Exit(2)
+        repo.auth.add_client(row)
+    finally:
+        repo.close()
+    typer.echo(orjson.dumps(Client.of(row).summary()).decode())
+
+
+@clients.command("list")
+def client_list(database_url: DatabaseUrl = None) -> None:
+    """Every registered client, one JSON object a line."""
+    import orjson
+
+    from server.auth.clients import Client
+
+    repo = _auth_store(database_url)
+    try:
+        for row in repo.auth.clients():
+            typer.echo(orjson.dumps(Client.of(row).summary()).decode())
+    finally:
+        repo.close()
+
+
+@clients.command("revoke")
+def client_revoke(client_id: str, database_url: DatabaseUrl = None) -> None:
+    """Revoke a client: its tokens stop at their next request, on every worker."""
+    repo = _auth_store(database_url)
+    try:
+        done = repo.auth.revoke(client_id)
+    finally:
+        repo.close()
+    if not done:
+        typer.echo(f"calaim-fhir client revoke: no active client {client_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {client_id}", err=True)
+
+
+@keys.command("rotate")
+def key_rotate(database_url: DatabaseUrl = None) -> None:
+    """A new access-token signing key; the old ones verify until their tokens expire."""
+    from server.auth.keys import SigningKeys
+
+    repo = _auth_store(database_url)
+    try:
+        kid = SigningKeys(repo.auth).rotate()
+    finally:
+        repo.close()
+    typer.echo(f"new signing key {kid}", err=True)
 
 
 # -- openapi ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
     +-- BadRequest                 (400, invalid)
     |   +-- InvalidResource        (400, structure)   every base-structure issue listed
     |   +-- InvalidSearch          (400, invalid)
+    +-- Unauthorized               (401, login)       no valid access token
     +-- Forbidden                  (403, forbidden)
     +-- NotFound                   (404, not-found)
     |   +-- UnknownType            (404, not-supported)
@@ -72,6 +73,13 @@ class InvalidSearch(BadRequest):
 
 class TooCostly(BadRequest):
     code = "too-costly"
+
+
+class Unauthorized(FhirError):
+    """No valid access token: answered with ``WWW-Authenticate: Bearer`` (RFC 6750)."""
+
+    status = 401
+    code = "login"
 
 
 class Forbidden(FhirError):

@@ -396,7 +396,10 @@ async def direct_target(
     from server.app import create_app
     from server.settings import Settings
 
-    settings = Settings(database_url=database_url) if database_url else Settings()
+    # in-process, as the local operator: no authentication, a loopback transport
+    settings = (
+        Settings(database_url=database_url, auth="off") if database_url else Settings(auth="off")
+    )
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     request_log = logging.getLogger("calaim_fhir.request")
@@ -406,8 +409,9 @@ async def direct_target(
         if not log_requests:
             request_log.setLevel(logging.WARNING)
         try:
+            # the application's routes are under /fhir whatever the base URL says
             async with httpx.AsyncClient(
-                transport=transport, base_url=settings.fhir_base + "/", headers=_HEADERS
+                transport=transport, base_url="http://127.0.0.1/fhir/", headers=_HEADERS
             ) as client:
                 yield client
         finally:

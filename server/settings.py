@@ -25,6 +25,47 @@ class Settings(BaseSettings):
     insecure_no_auth: bool = Field(
         False, description="Allow listening on a non-loopback address without authentication"
     )
+    auth: Literal["smart", "off"] = Field(
+        "smart",
+        description="smart: every request but discovery needs a SMART backend-services access "
+        "token (docs/security.md); off: no authentication, and only loopback requests are "
+        "answered (any other is refused 403)",
+    )
+    token_lifetime_seconds: int = Field(
+        300, ge=30, le=300, description="Lifetime of the access tokens the server issues"
+    )
+    auth_leeway_seconds: int = Field(
+        30, ge=0, le=60, description="Clock skew allowed on exp, nbf and iat of client assertions"
+    )
+    jwks_private_networks: str = Field(
+        "",
+        description="Comma-separated networks (CIDR) a client's jwks_uri may resolve into "
+        "although they are loopback, private, link-local or metadata addresses",
+    )
+    jwks_allow_http_loopback: bool = Field(
+        False, description="Allow an http:// jwks_uri on a loopback address (tests only)"
+    )
+    # -- an external identity provider (docs/security.md, "External identity providers") --
+    idp_issuer: str | None = Field(
+        None, description="Exact iss of access tokens issued by an external identity provider"
+    )
+    idp_audience: str | None = Field(
+        None, description="Resource id its tokens' aud must contain (default: the FHIR base URL)"
+    )
+    idp_algorithms: str = Field("RS256,RS384,ES256,ES384", description="Its pinned algorithms")
+    idp_jwks_url: str | None = Field(None, description="Its JWKS URL (JWT access tokens)")
+    idp_introspection_url: str | None = Field(
+        None, description="Its RFC 7662 introspection endpoint (opaque tokens)"
+    )
+    idp_introspection_client_id: str | None = None
+    idp_introspection_client_secret: str | None = None
+    idp_organization_claim: str = Field(
+        "organization", description="Claim naming the caller's Organization (Organization/id)"
+    )
+    idp_user_claim: str = Field(
+        "", description="Claim naming the user (a token without it is refused); empty: none"
+    )
+    idp_purpose_claim: str = Field("purpose", description="Claim listing purposes of use")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     cors_origins: str = Field(
         "",

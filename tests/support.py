@@ -109,11 +109,34 @@ def fhir_client(
     each request's caller is (default: the local operator; see ``Acting``); ``policies``: the
     access policies of the app (``server/auth/policy.py``); ``overrides`` are further Settings
     fields (``max_body_bytes``, ...)."""
-    values: dict[str, Any] = {"database_url": database_url, "base_url": BASE}
+    values: dict[str, Any] = {"database_url": database_url, "base_url": BASE, "auth": "off"}
     values.update(overrides)
     app = create_app(Settings(**values), rules=rules, principals=principals, policies=policies)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(Loopback(app), raise_server_exceptions=False) as client:
         yield client
+
+
+class Loopback:
+    """The in-process test transport as what it is, a loopback connection: the ASGI
+    ``client`` and ``server`` addresses become 127.0.0.1 (the TestClient names them
+    ``testclient``/``testserver``, which a server with authentication off refuses).
+    ``app`` is the wrapped application."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {
+                **scope,
+                "client": ("127.0.0.1", 50000),
+                "server": ("127.0.0.1", scope["server"][1] if scope.get("server") else 80),
+            }
+        await self.app(scope, receive, send)
 
 
 @contextmanager
@@ -229,7 +252,9 @@ def etag_version(response: Any) -> int:
     return int(etag[3:-1])
 
 
-def all_pages(client: TestClient, url: str, *, limit: int = 200) -> list[dict[str, Any]]:
+def all_pages(
+    client: TestClient, url: str, *, limit: int = 200, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Every entry of a Bundle and of the Bundles its ``next`` links lead to."""
     entries: list[dict[str, Any]] = []
     seen_urls: set[str] = set()
@@ -238,7 +263,7 @@ def all_pages(client: TestClient, url: str, *, limit: int = 200) -> list[dict[st
         assert next_url not in seen_urls, f"paging loops back to {next_url}"
         assert len(seen_urls) < limit, "too many pages"
         seen_urls.add(next_url)
-        response = client.get(next_url)
+        response = client.get(next_url, headers=headers)
         assert response.status_code == 200, f"{next_url}: {response.status_code} {response.text}"
         bundle = response.json()
         assert bundle["resourceType"] == "Bundle", bundle

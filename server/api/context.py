@@ -8,6 +8,7 @@ from collections.abc import Callable
 from starlette.requests import Request
 
 from server.auth.principal import LOCAL, Principal
+from server.errors import Unauthorized
 from server.jobs import JobRunner
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
@@ -20,11 +21,21 @@ def settings_of(request: Request) -> Settings:
 
 
 def principal_of(request: Request) -> Principal:
-    """The caller, as the application's principal resolver names it (``create_app``). Until
-    authentication exists, every caller is the local operator principal (the CLI refuses to
-    listen beyond loopback without ``--insecure-no-auth``)."""
+    """The caller: as the application's principal resolver names it when one was given
+    (``create_app(principals=...)``, a test seam); else the principal the authentication layer
+    found for the request's access token (``authentication.py``); with authentication off, the
+    local operator (only loopback requests get this far)."""
     resolve: Callable[[Request], Principal] | None = getattr(request.app.state, "principals", None)
-    return LOCAL if resolve is None else resolve(request)
+    if resolve is not None:
+        return resolve(request)
+    found: Principal | None = request.scope.get("calaim.principal")
+    if found is not None:
+        return found
+    if settings_of(request).auth == "off":
+        return LOCAL
+    raise Unauthorized(
+        "An access token is required", headers={"WWW-Authenticate": 'Bearer realm="calaim-fhir"'}
+    )
 
 
 def repository(request: Request) -> AuthorizedRepository:

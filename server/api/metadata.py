@@ -220,6 +220,40 @@ def _resource(
     return out
 
 
+def _security(settings: Settings) -> dict[str, Any]:
+    """``rest.security``: SMART backend services (the token endpoint in the SMART oauth-uris
+    extension, which clients such as fhirclient read), or none with authentication off."""
+    if settings.auth == "off":
+        return {
+            "cors": bool(settings.allowed_origins),
+            "description": "Authentication is off (CALAIM_FHIR_AUTH=off): only loopback "
+            "requests are answered; see docs/security.md.",
+        }
+    base = settings.fhir_base
+    return {
+        "cors": bool(settings.allowed_origins),
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "SMART backend services (client_credentials, private_key_jwt)",
+            }
+        ],
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": f"{base}/auth/token"}],
+            }
+        ],
+        "description": "Every request but discovery needs a SMART backend-services access "
+        f"token; see {base}/.well-known/smart-configuration and docs/security.md.",
+    }
+
+
 def capability_statement(settings: Settings) -> bytes:
     """The statement, built once per configuration and set of searchable parameters."""
     return _statement(settings, search_service(settings).registry.pending)
@@ -265,10 +299,7 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
             {
                 "mode": "server",
                 "documentation": _documentation(settings),
-                "security": {
-                    "description": "No authentication yet: the server listens on loopback only "
-                    "unless started with --insecure-no-auth."
-                },
+                "security": _security(settings),
                 "resource": [
                     _resource(t, settings, revincludes[t], profiles) for t in sorted(RESOURCE_TYPES)
                 ],

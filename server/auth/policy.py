@@ -14,9 +14,10 @@ read from the stored JSON). The door applies that decision to everything it retu
 safety net behind the narrowing, and to every version a write would store (a caller never
 writes what it could not see).
 
-A policy is any object with ``narrowing`` and ``admits``. Plug-ins in view: SMART scopes (a
-policy that reads the principal's scopes: ``patient/Observation.rs?category=...`` becomes
-the clauses of ``category`` on Observation, a type without a scope is refused), care
+A policy is any object with ``narrowing`` and ``admits``. SMART scopes are one
+(``scope_policy.py``, installed by the app whenever authentication is on: a type and
+interaction no scope covers is refused). In view: granular scopes
+(``patient/Observation.rs?category=...`` as the clauses of ``category`` on Observation), care
 relationships and consent (a policy whose clauses join the access-grant rows). The two
 policies in ``policies.py`` (security label, patient compartment) are complete examples.
 

@@ -330,6 +330,14 @@ class _CheckedUnit(_Checked):
             )
         return result
 
+    def target(
+        self, type: str, id: str, interaction: Interaction, within: Sequence[Clause] = ()
+    ) -> Version | None:
+        """The resource a write changes, read under that write's own permission (an update
+        needs no read permission): hidden by its narrowing = missing."""
+        clauses = (*within, *self._narrow(interaction, type).clauses)
+        return self._one(interaction, self._unit.target(type, id, interaction, clauses))
+
     def create(self, type: str, resource: dict[str, Any], *, id: str | None = None) -> WriteResult:
         self._narrow(Interaction.CREATE, type)
         return self._kept(Interaction.CREATE, self._unit.create(type, resource, id=id))

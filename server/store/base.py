@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
+from server.auth.interactions import Interaction
 from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
 from server.search.rows import IndexRows
 
@@ -231,6 +232,14 @@ class Unit(Reader, Protocol):
 
     def delete(self, type: str, id: str) -> WriteResult:
         """A deleted version; nothing (``changed`` False) when absent or already deleted."""
+
+    def target(
+        self, type: str, id: str, interaction: Interaction, within: Sequence[Clause] = ()
+    ) -> Version | None:
+        """The current version of the resource a write changes (``interaction``: update, patch
+        or delete) that satisfies ``within``, read for that write: the door checks and narrows
+        by the write's interaction, not a read (a principal may update what it may not
+        read)."""
 
     def system(self) -> Unit:
         """This same transaction, not narrowed by any principal: for validation, program rules

@@ -54,6 +54,13 @@ class Runner:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run a short blocking store call (one statement on a connection of its own) where
+        the store's reads run: inline on SQLite, on the pool's threads on PostgreSQL."""
+        if self._pool is None:
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
     async def write(self, fn: Callable[[Unit], T], origin: Origin = SYSTEM) -> T:
         """Run ``fn`` in a write transaction; return once its changes are durable. ``origin``
         goes with the outbox events of what it writes."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from server.auth.interactions import Interaction
 from server.auth.principal import Principal
 from server.errors import (
     BadRequest,
@@ -362,7 +363,7 @@ class Writer:
                 raise MultipleMatches(f"Criteria '{criteria.key}' match several resources")
             id = matches[0].id
         assert id is not None
-        current = self.unit.read(write.type, id)
+        current = self.unit.target(write.type, id, Interaction.PATCH)
         if current is None:
             raise NotFound(f"{write.type}/{id} is not known")
         if current.deleted or current.body is None:
@@ -396,7 +397,8 @@ class Writer:
         return Written(write, None, deleted=len(matches), criteria=criteria)
 
     def _current(self, write: Write, id: str) -> Version | None:
-        current = self.unit.read(write.type, id)
+        interaction = Interaction.DELETE if write.interaction == "delete" else Interaction.UPDATE
+        current = self.unit.target(write.type, id, interaction)
         _check_match(current, write, id)
         return current
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import TestClient, fhir_client, outcome, sqlite_url
+from tests.support import Loopback, TestClient, fhir_client, outcome, sqlite_url
 
 FAMILY = "Zyxwvutsrq"
 GIVEN = "Qponmlkjih"
@@ -136,9 +136,9 @@ def test_server_errors_log_no_resource_content(
 
     monkeypatch.setattr(routes, "run_read", broken)
     monkeypatch.setattr(bundles, "run_read", broken)
-    app = create_app(Settings(database_url=sqlite_url(tmp_path / "e.db")))
+    app = create_app(Settings(database_url=sqlite_url(tmp_path / "e.db"), auth="off"))
     caplog.set_level(logging.DEBUG)
-    with TestClient(app, raise_server_exceptions=True) as client:
+    with TestClient(Loopback(app), raise_server_exceptions=True) as client:
         root = logging.getLogger("calaim_fhir")
         collect = _Collect()
         root.addHandler(collect)

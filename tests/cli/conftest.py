@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,37 +51,36 @@ class Server:
     port: int
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    """``calaim-fhir serve`` on a free port and a tmp SQLite file; stopped afterwards."""
-    port = free_port()
-    database_url = sqlite_url(tmp_path / "served.db")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
-    log = (tmp_path / "server.log").open("wb")
+@contextmanager
+def running(
+    args: list[str], log_path: Path, probe: str, *, env: dict[str, str] | None = None,
+    cwd: Path | None = None, timeout: float = 30,
+) -> Iterator[None]:
+    """A server process (``args``) until the block ends, once ``probe`` answers below 500;
+    its output goes to ``log_path``. The environment: this one without ``CALAIM_FHIR_*``,
+    plus ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
+    log = log_path.open("wb")
     process = subprocess.Popen(
-        [*command(), "serve", "--port", str(port), "--database-url", database_url],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
+        args, stdout=log, stderr=subprocess.STDOUT, env={**clean, **(env or {})},
+        cwd=cwd or log_path.parent,
     )
-    base = f"http://127.0.0.1:{port}/fhir"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
                 log.flush()
-                output = (tmp_path / "server.log").read_text(errors="replace")
+                output = log_path.read_text(errors="replace")
                 pytest.fail(f"the server exited with {process.returncode}:\n{output}")
             try:
-                if httpx.get(f"{base}/metadata", timeout=1).status_code == 200:
+                if httpx.get(probe, timeout=1).status_code < 500:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("the server did not answer /fhir/metadata within 30 s")
+                pytest.fail(f"the server did not answer {probe} within {timeout:.0f} s")
             time.sleep(0.1)
-        yield Server(base, database_url, tmp_path / "server.log", port)
+        yield
     finally:
         process.terminate()
         try:
@@ -89,3 +89,14 @@ def server(tmp_path: Path) -> Iterator[Server]:
             process.kill()
             process.wait(timeout=5)
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """``calaim-fhir serve`` on a free port and a tmp SQLite file; stopped afterwards."""
+    port = free_port()
+    database_url = sqlite_url(tmp_path / "served.db")
+    base = f"http://127.0.0.1:{port}/fhir"
+    args = [*command(), "serve", "--port", str(port), "--database-url", database_url]
+    with running(args, tmp_path / "server.log", f"{base}/metadata"):
+        yield Server(base, database_url, tmp_path / "server.log", port)

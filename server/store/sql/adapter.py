@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from server.auth.interactions import Interaction
 from server.errors import InvalidResource
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
@@ -54,6 +55,7 @@ from server.store.base import (
 )
 from server.store.sql import query as compiler
 from server.store.sql import scans, store_file
+from server.store.sql.auth import SqlAuth
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
@@ -410,6 +412,11 @@ class SqlUnit(SqlReader):
             out.update(super().versions(unread))
         return out
 
+    def target(
+        self, type: str, id: str, interaction: Interaction, within: Sequence[Clause] = ()
+    ) -> Version | None:
+        return self.read(type, id, within)
+
     def system(self) -> SqlUnit:
         return self
 
@@ -512,6 +519,7 @@ class SqlRepository:
         self.rows: RowSource = rows if rows is not None else NoRows()
         self.jobs = SqlJobs(dialect)  # asynchronous jobs' state (``server/jobs.py``)
         self.outbox = SqlOutbox(dialect)  # the events of committed versions
+        self.auth = SqlAuth(dialect)  # SMART clients, signing keys, assertion jtis
 
     def migrate(self, then: Callable[[Connection], None] | None = None) -> None:
         """Check durability (before anything is written), then apply pending migrations; ``then``

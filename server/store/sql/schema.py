@@ -41,6 +41,12 @@ Migration 6 (PostgreSQL only) adds extended statistics on each index table's loo
 whose values depend on each other (a ``param`` belongs to one ``rtype``; a code to a param), so
 the planner's row estimates, which ``_total=estimate`` reports, are not off by orders of
 magnitude; it analyzes the database once, and autovacuum keeps the statistics from then on.
+
+Migration 8 adds the tables of SMART backend services (``sql/auth.py``): the registered
+clients (``auth_client``; looked up by primary key on every request, so a revocation stops
+its tokens at the next request on every worker), the server's token signing keys
+(``auth_signing_key``) and the client assertions' ``jti`` values (``auth_jti``, unique per
+client: a replay is refused on every worker; pruned after expiry).
 """
 
 from __future__ import annotations
@@ -270,5 +276,39 @@ MIGRATIONS: list[list[str]] = [
         f"ALTER TABLE {table} ADD COLUMN {column} {{text}}"
         for table in ("resource", "resource_history")
         for column in ("labels", "owners")
+    ],
+    [
+        # SMART backend-services clients (sql/auth.py); scope is the space-separated grant,
+        # jwks the JWKS by value (JSON) or jwks_url the registered jwks_uri, algorithms the
+        # comma-separated assertion algorithms it may use; status active | revoked
+        """CREATE TABLE auth_client (
+            client_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            organization TEXT,
+            scope TEXT NOT NULL,
+            jwks TEXT,
+            jwks_url TEXT,
+            role TEXT,
+            purposes TEXT NOT NULL,
+            algorithms TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created {bigint} NOT NULL,
+            revoked {bigint}
+        )""",
+        # the server's access-token signing keys (private JWK as JSON); the newest signs
+        """CREATE TABLE auth_signing_key (
+            kid TEXT PRIMARY KEY,
+            private_jwk TEXT NOT NULL,
+            created {bigint} NOT NULL,
+            retired {bigint}
+        )""",
+        # every client assertion's jti until it expires: a replay violates the key
+        """CREATE TABLE auth_jti (
+            client_id TEXT NOT NULL,
+            jti TEXT NOT NULL,
+            expires {bigint} NOT NULL,
+            PRIMARY KEY (client_id, jti)
+        )""",
+        "CREATE INDEX auth_jti_expires ON auth_jti (expires)",
     ],
 ]
