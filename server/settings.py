@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         description="Folder of custom SearchParameter-*.json files "
         "(default: profiles/searchparameters)",
     )
+    max_response_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Most bytes of resources in one response (search and history pages, "
+        "$everything, batch and transaction responses), besides its count limits: a page ends "
+        "early with a next link; a single larger resource is still returned, alone",
+    )
     max_include: int = Field(
         1000, ge=1, description="Most resources _include/_revinclude add to one search page"
     )

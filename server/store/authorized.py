@@ -18,6 +18,7 @@ from server.errors import Forbidden
 from server.search.query import Criteria, Include, SearchQuery
 from server.store.base import (
     HistoryQuery,
+    Included,
     Method,
     Origin,
     Page,
@@ -73,8 +74,12 @@ class _Checked:
         return self._inner.search(query)
 
     def include(
-        self, versions: list[Version], includes: tuple[Include, ...], limit: int
-    ) -> tuple[list[Version], bool]:
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        max_bytes: int | None = None,
+    ) -> Included:
         """Included resources are reads: of the types an include names up front, of every type
         it returns after."""
         for include in includes:
@@ -82,10 +87,10 @@ class _Checked:
                 self._check("read", include.source_type)
             elif include.target_type is not None:
                 self._check("read", include.target_type)
-        found, truncated = self._inner.include(versions, includes, limit)
-        for type in sorted({v.type for v in found}):
+        found = self._inner.include(versions, includes, limit, max_bytes)
+        for type in sorted({v.type for v in found.versions}):
             self._check("read", type)
-        return found, truncated
+        return found
 
     def patient_resources(
         self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]

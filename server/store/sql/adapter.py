@@ -41,7 +41,10 @@ from server.search.query import Criteria, Cursor, Include, SearchQuery
 from server.search.rows import IndexRows
 from server.store import faults
 from server.store.base import (
+    ENTRY_BYTES,
+    INCLUDE_HOPS,
     HistoryQuery,
+    Included,
     Method,
     Origin,
     Page,
@@ -50,16 +53,16 @@ from server.store.base import (
     Unit,
     Version,
     WriteResult,
+    fitting,
 )
+from server.store.sql import bodies, scans, store_file
 from server.store.sql import query as compiler
-from server.store.sql import scans, store_file
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
 from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
-_MAX_INCLUDE_DEPTH = 4  # hops of _include:iterate / _revinclude:iterate
 _FETCH = 256  # rows fetched at a time by streaming reads
 _KEYS_PER_STATEMENT = 200  # resource keys looked up by one statement
 
@@ -168,12 +171,22 @@ class SqlReader:
             clauses.append("h.last_updated < ? AND (n.seq IS NULL OR n.last_updated > ?)")
             args.extend((q.at[1], q.at[0]))
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        inline = bodies.inline(q.max_bytes, q.count + 1)
+        body = "h.body" if inline is None else (
+            f"CASE WHEN length(h.body) <= {inline} THEN h.body END"
+        )
         sql = (
-            "SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, h.body, h.seq, h.method"
-            f" FROM resource_history h{join}{where} ORDER BY h.seq DESC LIMIT {int(q.count) + 1}"
+            f"SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, {body}, h.seq,"
+            f" h.method{compiler.size_column('h', inline)} FROM resource_history h{join}{where}"
+            f" ORDER BY h.seq DESC LIMIT {int(q.count) + 1}"
         )
         rows = self._conn.execute(sql, args).fetchall()
-        return Page([_history(row) for row in rows[: q.count]], len(rows) > q.count)
+        more = len(rows) > q.count
+        rows = rows[: q.count]
+        kept = len(rows) if inline is None else fitting([bodies.size(r) for r in rows], q.max_bytes)
+        cut = kept < len(rows)
+        items = bodies.fill(self._conn, [_history(row) for row in rows[:kept]], inline)
+        return Page(items, more or cut, cut)
 
     def search(self, query: SearchQuery) -> SearchPage:
         total = None
@@ -187,14 +200,22 @@ class SqlReader:
                 total = self._count(sql, args)
         if query.count <= 0:
             return SearchPage([], None, None, total)
-        sql, args, keys = compiler.page_statement(query, collate=self._collate, probe=self._count)
+        inline = bodies.inline(query.max_bytes, query.count + 1)
+        sql, args, keys = compiler.page_statement(
+            query, collate=self._collate, probe=self._count, inline=inline
+        )
         rows = self._conn.execute(sql, args).fetchall()
         more = len(rows) > query.count
         rows = rows[: query.count]
+        cut = False
+        if inline is not None:  # the rows nearest the cursor that fit the bound
+            kept = fitting([bodies.size(row) for row in rows], query.max_bytes)
+            cut, more = kept < len(rows), more or kept < len(rows)
+            rows = rows[:kept]
         cursor = query.cursor
         if cursor is not None and cursor.backward:
             rows.reverse()
-        items = [_current(row) for row in rows]
+        items = bodies.fill(self._conn, [_current(row) for row in rows], inline)
 
         def at(row: Any, backward: bool) -> Cursor:
             return Cursor(tuple(row[7 : 7 + keys]), int(row[6]), backward)
@@ -203,52 +224,78 @@ class SqlReader:
             # the page before a row: that row (and whatever follows it) comes next
             after_page = at(rows[-1], False) if rows else Cursor(cursor.values, cursor.seq - 1)
             before = at(rows[0], True) if more else None
-            return SearchPage(items, after_page, before, total)
+            return SearchPage(items, after_page, before, total, cut)
         next_cursor = at(rows[-1], False) if more and rows else None
         previous = None
         if cursor is not None:  # the rows before this page end where this page begins
             previous = at(rows[0], True) if rows else Cursor(cursor.values, cursor.seq + 1, True)
-        return SearchPage(items, next_cursor, previous, total)
+        return SearchPage(items, next_cursor, previous, total, cut)
 
     def _count(self, sql: str, args: Sequence[Any]) -> int:
         """The number a ``SELECT COUNT(*)`` statement gives (the search plan's probes)."""
         return int(self._conn.execute(sql, args).fetchone()[0])
 
     def include(
-        self, versions: list[Version], includes: tuple[Include, ...], limit: int
-    ) -> tuple[list[Version], bool]:
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        max_bytes: int | None = None,
+    ) -> Included:
         seen = {(v.type, v.id) for v in versions}
         added: list[Version] = []
+        used = 0  # bytes of ``added``, as ``fitting`` counts them
         sources = versions
-        depth = 0
-        while sources and depth < _MAX_INCLUDE_DEPTH:
+        for depth in range(INCLUDE_HOPS + 1):
             active = [i for i in includes if depth == 0 or i.iterate]
-            if not active:
+            if not sources or not active:
                 break
-            depth += 1
             keys: dict[str, list[str]] = {}
             for version in sources:
                 keys.setdefault(version.type, []).append(version.id)
             # every row may be one seen already: fetch enough to fill the cap and see past it
             room = limit - len(added) + len(seen) + 1
-            fresh: list[Version] = []
-            for statement in (
-                compiler.include_statement(keys, [i for i in active if not i.reverse], room),
-                compiler.revinclude_statement(keys, [i for i in active if i.reverse], room),
-            ):
-                if statement is None:
-                    continue
-                for row in self._conn.execute(*statement).fetchall():
-                    key = (row[0], row[1])
-                    if key not in seen:
-                        seen.add(key)
-                        fresh.append(_current(row))
-            if len(added) + len(fresh) > limit:
-                added.extend(fresh[: limit - len(added)])
-                return added, True
-            added.extend(fresh)
+            if depth == INCLUDE_HOPS:  # one hop more would add resources: say so
+                probe = self._included(keys, active, room, 0, seen)
+                return Included(added, hop_limit=bool(probe[0]))
+            budget = None if max_bytes is None else max_bytes - used
+            inline = bodies.inline(budget, room)
+            fresh, sizes = self._included(keys, active, room, inline, seen)
+            by_count = limit - len(added)
+            by_bytes = fitting(sizes, budget, at_least=0)
+            kept = min(by_count, by_bytes)
+            added.extend(bodies.fill(self._conn, fresh[:kept], inline))
+            if kept < len(fresh):
+                return Included(added, "bytes" if by_bytes < by_count else "count")
+            used += sum(sizes) + ENTRY_BYTES * kept
             sources = fresh
-        return added, False
+        return Included(added)
+
+    def _included(
+        self,
+        keys: dict[str, list[str]],
+        active: list[Include],
+        room: int,
+        inline: int | None,
+        seen: set[tuple[str, str]],
+    ) -> tuple[list[Version], list[int]]:
+        """One hop of includes from ``keys``: the resources not ``seen`` yet (added to it),
+        and their sizes (with ``inline``; 0 without)."""
+        fresh: list[Version] = []
+        sizes: list[int] = []
+        for statement in (
+            compiler.include_statement(keys, [i for i in active if not i.reverse], room, inline),
+            compiler.revinclude_statement(keys, [i for i in active if i.reverse], room, inline),
+        ):
+            if statement is None:
+                continue
+            for row in self._conn.execute(*statement).fetchall():
+                key = (row[0], row[1])
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(_current(row))
+                    sizes.append(bodies.size(row) if inline is not None else 0)
+        return fresh, sizes
 
     def patient_resources(
         self, patient_ids: Sequence[str], params: Mapping[str, Sequence[str]]
