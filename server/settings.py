@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     )
     pg_pool_size: int = Field(8, ge=1)
     busy_timeout_ms: int = Field(10_000, ge=0)
+    query_budget_ms: int = Field(
+        10_000,
+        ge=0,
+        description="Time budget of one search in the database (SQLite: its statements "
+        "together; PostgreSQL: statement_timeout of each); past it the search is answered "
+        "400 too-costly. 0: none",
+    )
     async_workers: int = Field(
         2, ge=1, description="Asynchronous jobs (Prefer: respond-async) run at once per process"
     )

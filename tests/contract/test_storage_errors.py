@@ -5,13 +5,12 @@ failed write changes nothing."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
 
 from server.store import faults
-from tests.support import TestClient, create, history_total, outcome, patient
+from tests.support import LogLines, TestClient, create, history_total, logged, outcome, patient
 
 # cause: (status, issue code, words of the diagnostics, Retry-After expected)
 CAUSES: dict[str, tuple[int, str, str, bool]] = {
@@ -26,28 +25,16 @@ CAUSES: dict[str, tuple[int, str, str, bool]] = {
 }
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture
-def store_log() -> Iterator[_Collect]:
-    collect = _Collect()
-    logger = logging.getLogger("calaim_fhir.store")
-    logger.addHandler(collect)
+def store_log() -> Iterator[LogLines]:
     try:
-        yield collect
+        with logged("calaim_fhir.store") as lines:
+            yield lines
     finally:
-        logger.removeHandler(collect)
         faults.disarm()
 
 
-def _check(response: object, cause: str, log: _Collect) -> None:
+def _check(response: object, cause: str, log: LogLines) -> None:
     status, code, words, retry = CAUSES[cause]
     body = outcome(response, status)
     issue = body["issue"][0]
@@ -62,7 +49,7 @@ def _check(response: object, cause: str, log: _Collect) -> None:
 
 @pytest.mark.parametrize("cause", sorted(CAUSES))
 def test_a_failed_commit_is_answered_by_its_cause_and_writes_nothing(
-    client: TestClient, store_log: _Collect, cause: str
+    client: TestClient, store_log: LogLines, cause: str
 ) -> None:
     pid = create(client, patient("Kept"))["id"]
     before = history_total(client)
@@ -80,7 +67,7 @@ def test_a_failed_commit_is_answered_by_its_cause_and_writes_nothing(
 
 @pytest.mark.parametrize("cause", sorted(CAUSES))
 def test_a_failed_read_is_answered_by_its_cause(
-    client: TestClient, store_log: _Collect, cause: str
+    client: TestClient, store_log: LogLines, cause: str
 ) -> None:
     pid = create(client, patient("Kept"))["id"]
     faults.arm(f"read=error:{cause}")
@@ -91,7 +78,7 @@ def test_a_failed_read_is_answered_by_its_cause(
 
 
 def test_the_log_line_names_the_cause_and_no_content(
-    client: TestClient, store_log: _Collect
+    client: TestClient, store_log: LogLines
 ) -> None:
     faults.arm("before-commit=error:full")
     outcome(client.post("/fhir/Patient", json=patient("Zyxwvutsrq")), 507)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import orjson
@@ -111,6 +111,7 @@ def render(type: str, id: str, version: int, stamp: int, resource: dict[str, Any
 
 
 Estimate = Callable[[Connection, str, Sequence[Any]], "int | None"]
+Budget = Callable[[Connection], AbstractContextManager[None]]
 
 
 class SqlReader:
@@ -118,10 +119,21 @@ class SqlReader:
     gives the database's estimate of a count (``_total=estimate``), or None where it has
     none."""
 
-    def __init__(self, conn: Connection, collate: str = "", estimate: Estimate | None = None):
+    def __init__(
+        self,
+        conn: Connection,
+        collate: str = "",
+        estimate: Estimate | None = None,
+        budget: Budget | None = None,
+    ):
         self._conn = conn
         self._collate = collate
         self._estimate = estimate
+        self._budget = budget
+
+    def _budgeted(self) -> AbstractContextManager[None]:
+        """The query time budget of a search's statements (none inside a write unit)."""
+        return nullcontext() if self._budget is None else self._budget(self._conn)
 
     def read(self, type: str, id: str) -> Version | None:
         row = self._conn.execute(_CURRENT + " WHERE rtype = ? AND id = ?", (type, id)).fetchone()
@@ -189,6 +201,10 @@ class SqlReader:
         return Page(items, more or cut, cut)
 
     def search(self, query: SearchQuery) -> SearchPage:
+        with self._budgeted():
+            return self._search(query)
+
+    def _search(self, query: SearchQuery) -> SearchPage:
         total = None
         if query.total != "none":
             sql, args = compiler.count_statement(
@@ -241,6 +257,16 @@ class SqlReader:
         includes: tuple[Include, ...],
         limit: int,
         max_bytes: int | None = None,
+    ) -> Included:
+        with self._budgeted():
+            return self._include(versions, includes, limit, max_bytes)
+
+    def _include(
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        max_bytes: int | None,
     ) -> Included:
         seen = {(v.type, v.id) for v in versions}
         added: list[Version] = []
@@ -552,15 +578,17 @@ class SqlRepository:
 
     @contextmanager
     def reader(self) -> Iterator[SqlReader]:
-        with self.sql_dialect.reading() as conn:
-            yield SqlReader(conn, self.sql_dialect.collate, self.sql_dialect.estimate)
+        d = self.sql_dialect
+        with d.reading() as conn:
+            yield SqlReader(conn, d.collate, d.estimate, d.budget)
 
     @contextmanager
     def snapshot(self) -> Iterator[SqlReader]:
         """A reader whose reads see one snapshot where the database allows it cheaply
         (SQLite: one read transaction): for the reads that prepare a write."""
-        with self.sql_dialect.snapshot() as conn:
-            yield SqlReader(conn, self.sql_dialect.collate, self.sql_dialect.estimate)
+        d = self.sql_dialect
+        with d.snapshot() as conn:
+            yield SqlReader(conn, d.collate, d.estimate, d.budget)
 
     def close(self) -> None:
         self.sql_dialect.close()

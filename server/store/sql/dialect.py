@@ -23,6 +23,7 @@ from server.search.query import TABLES
 from server.store import faults
 from server.store.sql import store_file
 from server.store.sql.driver_errors import (
+    over_budget,
     postgres_error,
     postgres_fault,
     sqlite_busy,
@@ -50,6 +51,9 @@ def lock_key(text: str) -> int:
     )
 
 
+_PROGRESS_STEPS = 1000  # SQLite virtual machine steps between two looks at a query's budget
+
+
 class Dialect(Protocol):
     name: str
     types: dict[str, str]
@@ -65,6 +69,13 @@ class Dialect(Protocol):
     def estimate(self, conn: Connection, sql: str, args: Sequence[Any]) -> int | None:
         """The planner's estimate of what a ``SELECT COUNT(*)`` statement counts, from the
         database's statistics (``_total=estimate``); None where it keeps none."""
+
+    def budget(self, conn: Connection) -> AbstractContextManager[None]:
+        """The query time budget (``query_budget_ms``) over the statements run inside it on
+        ``conn`` (a read connection): past it the database stops the statement and the
+        search is answered ``too-costly`` (``driver_errors.over_budget``). SQLite: a
+        progress handler with a deadline for all of them together; PostgreSQL:
+        ``statement_timeout`` for each statement."""
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -250,11 +261,14 @@ class SQLiteDialect:
     }
     collate = ""
 
-    def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self, path: str, busy_timeout_ms: int = 10_000, query_budget_ms: int = 0
+    ) -> None:
         self.path = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         store_file.check_before_open(path)  # before SQLite could make an empty file a store
         self.busy_timeout_ms = busy_timeout_ms
+        self.query_budget_ms = query_budget_ms
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -368,6 +382,23 @@ class SQLiteDialect:
         return None
 
     @contextmanager
+    def budget(self, conn: Connection) -> Iterator[None]:
+        if not self.query_budget_ms or not isinstance(conn, sqlite3.Connection):
+            yield
+            return
+        deadline = time.monotonic() + self.query_budget_ms / 1000
+        # called every _PROGRESS_STEPS virtual machine steps; a true answer interrupts
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT:
+                raise over_budget(self.query_budget_ms, "sqlite") from exc
+            raise
+        finally:
+            conn.set_progress_handler(None, 0)
+
+    @contextmanager
     def snapshot(self) -> Iterator[Connection]:
         conn = self._connection()
         with self.errors():
@@ -470,12 +501,13 @@ class PostgresDialect:
     }
     collate = ' COLLATE "C"'
 
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, query_budget_ms: int = 0) -> None:
         import psycopg
         from psycopg_pool import ConnectionPool
 
         self._psycopg = psycopg
         self._url = url
+        self.query_budget_ms = query_budget_ms
         self._writers: list[Any] = []
         self._sql_cache: dict[str, str] = {}
         try:
@@ -522,6 +554,22 @@ class PostgresDialect:
         execution), from the statistics autovacuum keeps."""
         plan = conn.execute("EXPLAIN (FORMAT JSON) " + sql, args).fetchone()[0]
         return planned_rows(plan)
+
+    @contextmanager
+    def budget(self, conn: Connection) -> Iterator[None]:
+        if not self.query_budget_ms:
+            yield
+            return
+        # a pool connection (autocommit): the setting holds until reset, also on failure
+        conn.execute(f"SET statement_timeout = {int(self.query_budget_ms)}")
+        try:
+            yield
+        except self._psycopg.errors.QueryCanceled as exc:
+            if "statement timeout" not in str(exc):  # cancelled by an operator: 503
+                raise
+            raise over_budget(self.query_budget_ms, "postgresql") from exc
+        finally:
+            conn.execute("RESET statement_timeout")
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
@@ -756,14 +804,16 @@ class _PgWriter(_PgConnection):
             pipeline.__exit__(type(error), error, error.__traceback__)
 
 
-def open_dialect(url: str, *, pool_size: int = 8, busy_timeout_ms: int = 10_000) -> Dialect:
+def open_dialect(
+    url: str, *, pool_size: int = 8, busy_timeout_ms: int = 10_000, query_budget_ms: int = 0
+) -> Dialect:
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         # sqlite:///relative/path.db and sqlite:////absolute/path.db
         raw = unquote(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else ""
         if not raw:
             raise ValueError("sqlite URL needs a path: sqlite:///data/calaim-fhir.db")
-        return SQLiteDialect(os.path.abspath(raw), busy_timeout_ms)
+        return SQLiteDialect(os.path.abspath(raw), busy_timeout_ms, query_budget_ms)
     if parsed.scheme in ("postgresql", "postgres"):
-        return PostgresDialect(url, pool_size)
+        return PostgresDialect(url, pool_size, query_budget_ms)
     raise ValueError(f"unsupported database URL scheme {parsed.scheme!r}")

@@ -13,6 +13,7 @@ disk full                              507     the reason given
 corrupt, not a database                500     the server log says so
 too large / too many (expression       400     ``too-costly``: retrying cannot help
 tree, variables, statement, string)
+a search past its time budget          400     ``too-costly`` (``query_budget_ms``)
 a unique-key race                      409     (a concurrent write)
 anything else (a defect)               500
 =====================================  ======  =============================================
@@ -85,6 +86,15 @@ def sqlite_error(exc: sqlite3.Error) -> FhirError:
     else:
         error = FhirError("Internal database error; see the server log")
     return _logged(error, f"sqlite {name}", message)
+
+
+def over_budget(budget_ms: int, database: str) -> FhirError:
+    """A search the database stopped at the query time budget (``query_budget_ms``)."""
+    error = TooCostly(
+        f"The search ran longer than its budget of {budget_ms} ms and was stopped; narrow it "
+        "(fewer :contains, chained or _has parameters, a more selective parameter first)"
+    )
+    return _logged(error, f"{database} query budget", f"stopped after {budget_ms} ms")
 
 
 # PostgreSQL SQLSTATE classes and codes (postgresql.org/docs/current/errcodes-appendix.html)
