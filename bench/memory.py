@@ -7,9 +7,10 @@ Starts ``calaim-fhir serve`` (one worker process) on a fresh SQLite store in a t
 an empty PostgreSQL database given by ``--database-url``), from this checkout or, with
 ``--commit``, from that commit's tree (``git archive``), and loads ``--resources`` Patients
 with a ``text.div`` of ``--megabytes`` MB each, and as many Observations of the same size in
-the first Patient's compartment. Then, for each scenario, it resets the server process's
-peak resident set (``/proc/PID/clear_refs``, Linux) and reads it back after the requests
-(``VmHWM``): the figure is that peak less the resident set just before (idle).
+the first Patient's compartment. Then each scenario runs on a new server process: a few small
+requests warm it up, its resident set is read (idle), its peak resident set is reset
+(``/proc/PID/clear_refs``, Linux) and read back after the scenario's requests (``VmHWM``):
+the figure is that peak less idle.
 
 Scenarios (``_count=1000`` everywhere): one search ``GET Patient``; four such searches at
 once; four histories ``GET Patient/_history``; four ``GET Patient/p0/$everything``; four
@@ -94,6 +95,10 @@ def _request(base: str, what: str, count: int) -> tuple[int, int]:
 
 
 def _scenario(pid: int, base: str, kinds: list[str], count: int) -> dict[str, Any]:
+    with httpx.Client(base_url=base, timeout=60) as client:  # warm: every path once, small
+        client.get("/Patient?_count=1&_elements=id")
+        client.get("/Patient/p0/_history?_count=1&_elements=id")
+        client.get("/Patient/p0/$everything?_count=1")
     time.sleep(0.5)
     idle = _status(pid, "VmRSS")
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak starts from now
@@ -118,6 +123,34 @@ def _scenario(pid: int, base: str, kinds: list[str], count: int) -> dict[str, An
         "response_mb": [round(n / 2**20, 1) for _, n in results],
         "seconds": round(elapsed, 2),
     }
+
+
+class _Server:
+    """``calaim-fhir serve`` from ``source`` on ``url``, one worker process."""
+
+    def __init__(self, source: Path, url: str, env: dict[str, str]) -> None:
+        self.port = _port()
+        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from server.cli import main; main()", "serve"]
+            + ["--port", str(self.port), "--database-url", url],
+            cwd=source,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with httpx.Client(base_url=self.base, timeout=60) as client:
+            for _ in range(600):
+                try:
+                    if client.get("/metadata?_elements=id").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    time.sleep(0.1)
+        raise RuntimeError("the server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
 
 
 SCENARIOS = {
@@ -148,54 +181,43 @@ def main() -> None:
                 ["git", "-C", str(ROOT), "archive", args.commit], check=True, capture_output=True
             ).stdout
             subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
-        port = _port()
         env = {**os.environ, "PYTHONPATH": str(source)}
         if args.bound:
             env["CALAIM_FHIR_MAX_RESPONSE_BYTES"] = str(args.bound)
         url = args.database_url or f"sqlite:///{tmp}/memory.db"
-        server = subprocess.Popen(
-            [sys.executable, "-c", "from server.cli import main; main()", "serve"]
-            + ["--port", str(port)]
-            + ["--database-url", url],
-            cwd=source,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}/fhir"
+        server = _Server(source, url, env)
         try:
-            with httpx.Client(base_url=base, timeout=600) as client:
-                for _ in range(300):
-                    try:
-                        if client.get("/metadata?_elements=id").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        time.sleep(0.1)
-                client.headers["Content-Type"] = "application/fhir+json"
-                started = _status(server.pid, "VmRSS")
+            started = _status(server.process.pid, "VmRSS")
+            headers = {"Content-Type": "application/fhir+json"}
+            with httpx.Client(base_url=server.base, timeout=600, headers=headers) as client:
                 load_start = time.perf_counter()
                 _load(client, args.resources, int(args.megabytes * 1_000_000))
                 loaded = time.perf_counter() - load_start
-            out: dict[str, Any] = {
-                "commit": args.commit
-                or subprocess.run(
-                    ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                    capture_output=True,
-                    text=True,
-                ).stdout.strip(),
-                "store": "postgresql" if args.database_url else "sqlite",
-                "resources": f"{args.resources} Patients + {args.resources} Observations of "
-                f"{args.megabytes} MB",
-                "rss_after_start_mb": round(started / 2**20, 1),
-                "load_seconds": round(loaded, 1),
-                "load_average": os.getloadavg(),
-                "scenarios": {},
-            }
-            for name, kinds in SCENARIOS.items():
-                out["scenarios"][name] = _scenario(server.pid, base, kinds, args.resources)
         finally:
-            server.terminate()
-            server.wait(30)
+            server.stop()
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        out: dict[str, Any] = {
+            "commit": args.commit or head,
+            "store": "postgresql" if args.database_url else "sqlite",
+            "resources": f"{args.resources} Patients + {args.resources} Observations of "
+            f"{args.megabytes} MB",
+            "rss_after_start_mb": round(started / 2**20, 1),
+            "load_seconds": round(loaded, 1),
+            "scenarios": {},
+        }
+        for name, kinds in SCENARIOS.items():  # each in a new server process
+            server = _Server(source, url, env)
+            try:
+                out["scenarios"][name] = _scenario(
+                    server.process.pid, server.base, kinds, args.resources
+                )
+            finally:
+                server.stop()
+        out["load_average"] = os.getloadavg()
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
 

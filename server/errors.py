@@ -13,6 +13,7 @@
     +-- Gone                       (410, deleted)
     +-- MethodNotAllowed           (405, not-supported)
     +-- NotAcceptable              (406, not-supported)
+    +-- RequestTimeout             (408, timeout)     the body did not arrive whole
     +-- Conflict                   (409, conflict)
     +-- PreconditionFailed         (412, conflict)
     |   +-- MultipleMatches        (412, multiple-matches)
@@ -119,6 +120,11 @@ class PreconditionFailed(FhirError):
 
 class MultipleMatches(PreconditionFailed):
     code = "multiple-matches"
+
+
+class RequestTimeout(FhirError):
+    status = 408
+    code = "timeout"
 
 
 class PayloadTooLarge(FhirError):

@@ -25,7 +25,24 @@ class Settings(BaseSettings):
     insecure_no_auth: bool = Field(
         False, description="Allow listening on a non-loopback address without authentication"
     )
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of a request body (a gzip body: once decompressed); 413 above",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=4096,
+        description="Most bytes of a request's line and headers together; 431 above (414 for "
+        "the URL alone)",
+    )
+    max_headers: int = Field(100, ge=10, description="Most header fields of a request; 431 above")
+    request_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        description="A request must arrive whole (headers and body) within this long from its "
+        "first byte; 408 otherwise",
+    )
     cors_origins: str = Field(
         "",
         description="Comma-separated browser origins (https://app.example.org) allowed to call "
