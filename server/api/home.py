@@ -1,13 +1,17 @@
 """``GET /``: a small page for a person who opens the server in a browser — the FHIR base
-URL, the CapabilityStatement, the OpenAPI document and where the documentation is."""
+URL, the CapabilityStatement, the OpenAPI document and where the documentation is; and
+``GET /openapi.json``: the OpenAPI document, the bytes committed as ``openapi/openapi.json``
+(``server/openapi_export.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 from html import escape
 
 from fastapi import APIRouter, Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
+from server import openapi_export
 from server.api.context import settings_of
 
 router = APIRouter()
@@ -37,3 +41,9 @@ async def home(request: Request) -> HTMLResponse:
     origin = base[: -len("/fhir")] if base.endswith("/fhir") else ""
     page = _PAGE.format(base=escape(base), openapi=escape(f"{origin}/openapi.json"))
     return HTMLResponse(page)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi_document() -> Response:
+    document = await asyncio.to_thread(openapi_export.rendered)  # built once, on first use
+    return Response(document, media_type="application/json")
