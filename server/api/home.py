@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 from html import escape
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
 from server import openapi_export
 from server.api.context import settings_of
+from server.fhir.outcome import Issue, operation_outcome
 
 router = APIRouter()
 
@@ -47,3 +49,18 @@ async def home(request: Request) -> HTMLResponse:
 async def openapi_document() -> Response:
     document = await asyncio.to_thread(openapi_export.rendered)  # built once, on first use
     return Response(document, media_type="application/json")
+
+
+@router.get("/health", include_in_schema=False)
+async def health(request: Request) -> Response:
+    """Whether the store is sound and reachable: 200, or 503 with what is wrong (damage met
+    while serving, a damaged database file or marker, a store that cannot be read). Cheap: the
+    full check is ``calaim-fhir check``."""
+    problems = await asyncio.to_thread(request.app.state.store.health)
+    if problems:
+        issues = [Issue("fatal", "exception", problem) for problem in problems]
+        return Response(
+            orjson.dumps(operation_outcome(issues)), 503, media_type="application/fhir+json"
+        )
+    body = operation_outcome([Issue("information", "informational", "The store is sound")])
+    return Response(orjson.dumps(body), media_type="application/fhir+json")

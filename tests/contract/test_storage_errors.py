@@ -5,7 +5,8 @@ failed write changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 
@@ -86,3 +87,16 @@ def test_the_log_line_names_the_cause_and_no_content(
     assert lines, store_log.messages
     assert any("full" in m.lower() for m in lines), lines
     assert all("Zyxwvutsrq" not in m for m in store_log.messages)
+
+
+def test_damage_fails_the_health_check_on_both_stores(
+    make_client: Callable[..., AbstractContextManager[TestClient]], store_log: LogLines
+) -> None:
+    with make_client() as fresh:  # an app of its own: the damage it meets stays with it
+        assert fresh.get("/health").status_code == 200
+        create(fresh, patient("Damaged"))
+        faults.arm("read=error:corrupt")
+        outcome(fresh.get("/fhir/Patient?_count=5"), 500)
+        faults.disarm()
+        health = outcome(fresh.get("/health"), 503)
+        assert "damage was met while serving" in health["issue"][0]["diagnostics"]

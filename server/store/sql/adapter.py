@@ -540,6 +540,10 @@ class SqlRepository:
                 then(conn)
         self.sql_dialect.bind_identity(store_id)
 
+    def health(self) -> list[str]:
+        """The problems the store's cheap checks find (``Dialect.health``); none: healthy."""
+        return self.sql_dialect.health()
+
     def run_jobs(
         self, conn: Connection, jobs: Sequence[tuple[Callable[[Unit], Any], Origin]]
     ) -> list[tuple[bool, Any]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from server.errors import ServiceUnavailable
+from server.errors import DatabaseDamaged, FhirError, ServiceUnavailable
 from server.search.query import TABLES
 from server.store import faults
 from server.store.sql import store_file
@@ -49,6 +49,34 @@ def lock_key(text: str) -> int:
     return int.from_bytes(
         hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
     )
+
+
+class Damage:
+    """Damage met while serving (a corrupt page, a damaged database file): the health check
+    fails from then on, until the process restarts (an operator restores the store)."""
+
+    def __init__(self) -> None:
+        self._seen: str | None = None
+
+    def seen(self, error: FhirError) -> FhirError:
+        if isinstance(error, DatabaseDamaged):
+            self._seen = error.issues[0].diagnostics if error.issues else "damaged"
+        return error
+
+    def problems(self) -> list[str]:
+        return [] if self._seen is None else [f"damage was met while serving: {self._seen}"]
+
+
+def _store_id(dialect: Dialect) -> str | FhirError:
+    """The store's id as the database holds it, or the error reading it."""
+    try:
+        with dialect.reading() as conn:
+            row = conn.execute("SELECT id FROM store_identity").fetchone()
+    except FhirError as error:
+        return error
+    if row is None:
+        return DatabaseDamaged("The store has no identity: its data was removed")
+    return str(row[0])
 
 
 _PROGRESS_STEPS = 1000  # SQLite virtual machine steps between two looks at a query's budget
@@ -134,6 +162,11 @@ class Dialect(Protocol):
 
     def bind_identity(self, store_id: str) -> None:
         """Tie the store's id to where it lives (SQLite: the marker next to the file)."""
+
+    def health(self) -> list[str]:
+        """Cheap checks that the store is sound and reachable (the health endpoint): damage
+        met while serving, the store reachable and its identity readable (SQLite: the file's
+        header and the marker too); the problems found, none when healthy."""
 
     def integrity(self, quick: bool) -> tuple[list[str], list[str]]:
         """The full (or quick) check of the stored data: (problems found, notes on what could
@@ -261,14 +294,13 @@ class SQLiteDialect:
     }
     collate = ""
 
-    def __init__(
-        self, path: str, busy_timeout_ms: int = 10_000, query_budget_ms: int = 0
-    ) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int = 10_000, query_budget_ms: int = 0) -> None:
         self.path = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         store_file.check_before_open(path)  # before SQLite could make an empty file a store
         self.busy_timeout_ms = busy_timeout_ms
         self.query_budget_ms = query_budget_ms
+        self.damage = Damage()
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -365,9 +397,9 @@ class SQLiteDialect:
         try:
             yield
         except sqlite3.Error as exc:
-            raise sqlite_error(exc) from exc
+            raise self.damage.seen(sqlite_error(exc)) from exc
         except faults.Fault as fault:
-            raise sqlite_error(sqlite_fault(fault.cause)) from fault
+            raise self.damage.seen(sqlite_error(sqlite_fault(fault.cause))) from fault
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -470,6 +502,20 @@ class SQLiteDialect:
     def bind_identity(self, store_id: str) -> None:
         store_file.bind_marker(self.path, store_id)
 
+    def health(self) -> list[str]:
+        problems = self.damage.problems()
+        header = store_file.header_problem(self.path)
+        if header is not None:
+            problems.append(f"the database file is damaged: {header}")
+        found = _store_id(self)
+        if isinstance(found, FhirError):
+            problems.append(f"the store cannot be read: {found.issues[0].diagnostics}")
+        else:
+            problem = store_file.marker_problem(self.path, found)
+            if problem is not None:
+                problems.append(problem)
+        return problems
+
     def integrity(self, quick: bool) -> tuple[list[str], list[str]]:
         pragma = "quick_check" if quick else "integrity_check"
         with self.reading() as conn:
@@ -508,6 +554,7 @@ class PostgresDialect:
         self._psycopg = psycopg
         self._url = url
         self.query_budget_ms = query_budget_ms
+        self.damage = Damage()
         self._writers: list[Any] = []
         self._sql_cache: dict[str, str] = {}
         try:
@@ -537,9 +584,11 @@ class PostgresDialect:
         try:
             yield
         except (self._psycopg.Error, PoolTimeout) as exc:
-            raise postgres_error(exc) from exc
+            raise self.damage.seen(postgres_error(exc)) from exc
         except faults.Fault as fault:
-            raise postgres_error(postgres_fault(self._psycopg, fault.cause)) from fault
+            raise self.damage.seen(
+                postgres_error(postgres_fault(self._psycopg, fault.cause))
+            ) from fault
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -703,6 +752,13 @@ class PostgresDialect:
     def bind_identity(self, store_id: str) -> None:
         """Nothing to tie: the id lives in the database (a server cannot tell a PostgreSQL
         database recreated empty from a new one without a marker of its own)."""
+
+    def health(self) -> list[str]:
+        problems = self.damage.problems()
+        found = _store_id(self)
+        if isinstance(found, FhirError):
+            problems.append(f"the store cannot be read: {found.issues[0].diagnostics}")
+        return problems
 
     def integrity(self, quick: bool) -> tuple[list[str], list[str]]:
         """amcheck's ``bt_index_check`` on every B-tree index of the store's schema (with

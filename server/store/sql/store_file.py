@@ -107,6 +107,19 @@ def identity(conn: Any) -> str:
     return new
 
 
+def marker_problem(database: str, store_id: str) -> str | None:
+    """Why the marker does not vouch for the store ``store_id`` at ``database`` (None if it
+    does): it is missing, or names another store."""
+    marker = marker_path(database)
+    try:
+        recorded = marker.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return f"the store's marker {marker} is missing"
+    if recorded != store_id:
+        return f"the database holds store {store_id}, but {marker} names store {recorded}"
+    return None
+
+
 def bind_marker(database: str, store_id: str) -> None:
     """Check the marker names ``store_id``; write it (durably) when there is none."""
     marker = marker_path(database)
