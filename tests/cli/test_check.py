@@ -83,7 +83,8 @@ def test_stored_narratives_that_break_the_rules_are_reported(tmp_path: Path) -> 
             "status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">ok</div>'}))
     # stored before the rules existed: written into the file directly
     conn = sqlite3.connect(db)
-    body = orjson.loads(conn.execute("SELECT body FROM resource WHERE id = ?", (pid,)).fetchone()[0])
+    row = conn.execute("SELECT body FROM resource WHERE id = ?", (pid,)).fetchone()
+    body = orjson.loads(row[0])
     body["text"] = {"status": "generated",
                     "div": '<div xmlns="http://www.w3.org/1999/xhtml"><script>x()</script>a</div>'}
     conn.execute("UPDATE resource SET body = ? WHERE id = ?", (orjson.dumps(body), pid))

@@ -144,7 +144,8 @@ def test_a_request_id_with_a_newline_is_replaced(client: TestClient) -> None:
 
 # -- urn:uuid / urn:oid fullUrls --------------------------------------------------------------
 
-BAD_URNS = ["urn:uuid:not-a-uuid", "urn:uuid:1", "urn:uuid:", "urn:uuid:6F9619FF-8B86-D011-B42D-00CF4FC964FF",
+BAD_URNS = ["urn:uuid:not-a-uuid", "urn:uuid:1", "urn:uuid:",
+            "urn:uuid:6F9619FF-8B86-D011-B42D-00CF4FC964FF",
             "urn:uuid:6f9619ff-8b86-d011-b42d-00cf4fc964ff0", "urn:oid:1.02", "urn:oid:abc",
             "URN:UUID:x"]  # fmt: skip
 

@@ -15,15 +15,20 @@ from typing import Any
 import orjson
 import pytest
 
-from server.api import metadata
 from server.auth.principal import Principal
 from server.errors import Conflict, Forbidden, Unprocessable
 from server.operations.registry import Call, Operation
 from server.store.base import Event, HistoryQuery, Version
 from server.writes.rules import ALLOW, Change, Rule, Verdict, amend, derive, refuse
 from server.writes.write import Write
-from tests.support import TestClient, clear_store, extra_operations, fhir_client, outcome
-from tests.support import TestClient, clear_store, expressions, fhir_client, outcome
+from tests.support import (
+    TestClient,
+    clear_store,
+    expressions,
+    extra_operations,
+    fhir_client,
+    outcome,
+)
 
 
 def basic(text: str, **extra: Any) -> dict[str, Any]:
