@@ -179,6 +179,7 @@ class _Bound:
         self.bound = settings.max_response_bytes
         self.left = self.bound - ENVELOPE_BYTES
         self.empty = True
+        self._reads: dict[int, int] = {}  # what each read entry took (a rerun takes it anew)
 
     def take(self, size: int) -> bool:
         if size and not self.empty and size + ENTRY_BYTES > self.left:
@@ -187,13 +188,17 @@ class _Bound:
         self.empty = self.empty and not size
         return True
 
-    def read(self, run: Callable[[int], FhirResponse]) -> FhirResponse:
-        """``run`` (a read given its byte bound), counted against what is left."""
+    def read(self, index: int, run: Callable[[int], FhirResponse]) -> FhirResponse:
+        """``run`` (entry ``index``'s read, given its byte bound), counted against what is
+        left (a transaction run again after a conflict reads again: counted once)."""
+        self.left += self._reads.pop(index, 0)
         if not self.empty and self.left <= 0:
             raise self.left_out()
         response = run(self.left + ENVELOPE_BYTES)
-        if not self.take(_size(response)):
+        size = _size(response)
+        if not self.take(size):
             raise self.left_out()
+        self._reads[index] = size + ENTRY_BYTES
         return response
 
     def left_out(self) -> FhirError:
@@ -272,8 +277,8 @@ async def _batch(
             request = _entry(raw, index, settings.fhir_base).request
             if request.method == "GET":
                 response = await repo.reading(
-                    lambda reader, r=request: bound.read(  # type: ignore[misc]
-                        lambda left: run_read(reader, r, settings, left)
+                    lambda reader, r=request, i=index: bound.read(  # type: ignore[misc]
+                        i, lambda left: run_read(reader, r, settings, left)
                     )
                 )
                 results.append(_response_entry(response, settings, prefer, None))
@@ -295,7 +300,7 @@ def _transaction_entry(
     entry = transaction.Entry(parsed.index, parsed.full_url)
     if request.method == "GET":
         entry.read = lambda reader: bound.read(
-            lambda left: run_read(reader, request, settings, left)
+            parsed.index, lambda left: run_read(reader, request, settings, left)
         )
         return entry
     entry.prepared = pipeline.prepare(to_write(request), None)

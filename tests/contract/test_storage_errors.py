@@ -100,3 +100,62 @@ def test_damage_fails_the_health_check_on_both_stores(
         faults.disarm()
         health = outcome(fresh.get("/health"), 503)
         assert "damage was met while serving" in health["issue"][0]["diagnostics"]
+
+
+def _postgresql(database_url: str) -> bool:
+    return database_url.startswith(("postgresql:", "postgres:"))
+
+
+@pytest.mark.parametrize("cause", ["serialization", "deadlock"])
+def test_a_transaction_conflict_is_retried_inside_the_server(
+    client: TestClient, store_log: LogLines, database_url: str, cause: str
+) -> None:
+    before = history_total(client)
+    faults.arm(f"before-commit=error:{cause}@2")  # the first two commits fail
+    response = client.post("/fhir/Patient", json=patient("Retried"))
+    faults.disarm()
+    if _postgresql(database_url):  # run again inside the server: written once
+        assert response.status_code == 201, response.text
+        assert history_total(client) == before + 1
+        retried = [m for m in store_log.messages if "retried after a transaction conflict" in m]
+        assert len(retried) == 2, store_log.messages
+    else:  # SQLite has no such conflicts: the fault is its "locked", answered 503 at once
+        outcome(response, 503)
+        assert history_total(client) == before
+
+
+def test_a_transaction_bundle_run_again_after_a_conflict_is_written_once(
+    client: TestClient, store_log: LogLines, database_url: str
+) -> None:
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:8f2c1d0e-4b7a-4e21-9a3c-2d5e6f7a8b9c",
+         "resource": patient("Member"), "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                      "subject": {"reference": "urn:uuid:8f2c1d0e-4b7a-4e21-9a3c-2d5e6f7a8b9c"}},
+         "request": {"method": "POST", "url": "Observation"}}]}  # fmt: skip
+    before = history_total(client)
+    faults.arm("before-commit=error:serialization@1")
+    response = client.post("/fhir", json=bundle)
+    faults.disarm()
+    if not _postgresql(database_url):
+        outcome(response, 503)
+        assert history_total(client) == before
+        return
+    assert response.status_code == 200, response.text
+    assert history_total(client) == before + 2
+    locations = [e["response"]["location"] for e in response.json()["entry"]]
+    pid = locations[0].split("/")[1]
+    observation = client.get(f"/fhir/{locations[1].rsplit('/_history', 1)[0]}").json()
+    assert observation["subject"]["reference"] == f"Patient/{pid}"
+
+
+def test_a_conflict_that_persists_is_503_and_writes_nothing(
+    client: TestClient, store_log: LogLines
+) -> None:
+    before = history_total(client)
+    faults.arm("before-commit=error:deadlock")
+    response = client.post("/fhir/Patient", json=patient("Lost"))
+    faults.disarm()
+    outcome(response, 503)
+    assert "retry-after" in response.headers
+    assert history_total(client) == before

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from server.errors import InvalidResource
+from server.errors import InvalidResource, TransactionConflict
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
 from server.search.query import Criteria, Cursor, Include, SearchQuery
@@ -64,6 +64,7 @@ from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _FETCH = 256  # rows fetched at a time by streaming reads
+CONFLICT_RETRIES = 3  # runs more of a job aborted by a serialization failure or deadlock
 _KEYS_PER_STATEMENT = 200  # resource keys looked up by one statement
 
 
@@ -564,19 +565,23 @@ class SqlRepository:
                 unit.finish()
             else:
                 for job, origin in jobs:
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        with dialect.errors():
-                            unit = SqlUnit(conn, dialect, clock, rows, origin)
-                            value = job(unit)
-                            unit.finish()
-                    except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
-                        conn.execute("ROLLBACK TO SAVEPOINT job")
-                        conn.execute("RELEASE SAVEPOINT job")
-                        outcomes.append((False, exc))
-                    else:
-                        conn.execute("RELEASE SAVEPOINT job")
-                        outcomes.append((True, value))
+                    for attempt in range(1, CONFLICT_RETRIES + 2):
+                        conn.execute("SAVEPOINT job")
+                        try:
+                            with dialect.errors():
+                                unit = SqlUnit(conn, dialect, clock, rows, origin)
+                                value = job(unit)
+                                unit.finish()
+                        except Exception as exc:  # noqa: BLE001 - handed back to its caller
+                            conn.execute("ROLLBACK TO SAVEPOINT job")
+                            conn.execute("RELEASE SAVEPOINT job")
+                            if isinstance(exc, TransactionConflict) and attempt <= CONFLICT_RETRIES:
+                                continue  # aborted for a concurrent transaction: run it again
+                            outcomes.append((False, exc))
+                        else:
+                            conn.execute("RELEASE SAVEPOINT job")
+                            outcomes.append((True, value))
+                        break
             clock.flush()
         return outcomes
 

@@ -7,7 +7,8 @@ cause                                  status  notes
 busy / locked, connection lost,        503     ``Retry-After``: the same request can succeed
 too many connections, shutting down,           later
 out of memory, I/O error, cannot open
-serialization failure, deadlock        503     ``Retry-After`` (the request changed nothing)
+serialization failure, deadlock        503     retried by the group writer first (3 times);
+                                               then ``Retry-After`` (nothing was written)
 read-only database or file system      503     the reason given; an operator must act
 disk full                              507     the reason given
 corrupt, not a database                500     the server log says so
@@ -37,6 +38,7 @@ from server.errors import (
     InsufficientStorage,
     ServiceUnavailable,
     TooCostly,
+    TransactionConflict,
 )
 
 logger = logging.getLogger("calaim_fhir.store")
@@ -114,7 +116,7 @@ def postgres_error(exc: Exception) -> FhirError:
     if not state:  # no server answer: a connection failure or the pool's timeout
         error: FhirError = ServiceUnavailable(f"The database is unavailable ({name})")
     elif state in ("40001", "40P01"):
-        error = ServiceUnavailable("A concurrent transaction conflicted; retry")
+        error = TransactionConflict("A concurrent transaction conflicted; retry")
     elif state == "53100":
         error = InsufficientStorage("The database cannot grow: the disk is full")
     elif state.startswith("53") or state[:2] in _RETRY_CLASSES:
@@ -140,6 +142,7 @@ FAULTS: dict[str, tuple[int, str, str]] = {
     "toobig": (1, "too many SQL variables", "54001"),
     "ioerr": (_IOERR, "disk I/O error", "58030"),
     "serialization": (_BUSY, "database is locked", "40001"),
+    "deadlock": (_BUSY, "database is locked", "40P01"),
     "connection": (_CANTOPEN, "unable to open database file", "08006"),
 }
 
