@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -79,6 +80,7 @@ def _store_id(dialect: Dialect) -> str | FhirError:
     return str(row[0])
 
 
+logger = logging.getLogger("calaim_fhir.store")
 _PROGRESS_STEPS = 1000  # SQLite virtual machine steps between two looks at a query's budget
 
 
@@ -570,6 +572,39 @@ class PostgresDialect:
             self.pool.wait(timeout=10)
         except Exception as exc:  # pool timeout or driver error: the database is not there
             raise ServiceUnavailable("The database is unavailable") from exc
+        try:
+            self._check_identity()
+        except BaseException:
+            self.pool.close()
+            raise
+
+    def _marker(self, conn: Any) -> tuple[str, str | None]:
+        """The database's name and the store id its comment names (None: no marker)."""
+        name, comment = conn.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+        found = store_file.PG_MARKER.fullmatch(comment or "")
+        return str(name), None if found is None else found.group(1)
+
+    def _check_identity(self) -> None:
+        """Refuse, before anything is created, a database whose comment names a store that
+        its tables no longer hold (the store's tables were dropped or emptied)."""
+        with self.errors(), self.pool.connection() as conn:
+            name, marked = self._marker(conn)
+            if marked is None:
+                return
+            table = conn.execute("SELECT to_regclass('store_identity')").fetchone()
+            has_table = table is not None and table[0] is not None
+            row = conn.execute("SELECT id FROM store_identity").fetchone() if has_table else None
+        if row is None:
+            raise store_file.StoreRefused(
+                f"The database {name} is marked as holding store {marked} (its comment), but "
+                "that store's tables are gone or empty: refusing to start with an empty "
+                f"store. Restore the database from a backup, or remove the mark "
+                f"(COMMENT ON DATABASE \"{name}\" IS NULL) to start a new, empty store "
+                "deliberately."
+            )
 
     def sql(self, statement: str) -> str:
         cached = self._sql_cache.get(statement)
@@ -750,8 +785,36 @@ class PostgresDialect:
             )
 
     def bind_identity(self, store_id: str) -> None:
-        """Nothing to tie: the id lives in the database (a server cannot tell a PostgreSQL
-        database recreated empty from a new one without a marker of its own)."""
+        """The database's comment names its store (``store_file.PG_MARKER``), set once: it
+        outlives the store's tables, so a store whose tables were dropped or emptied is
+        refused at the next start-up (``_check_identity``), and another store's tables
+        restored into this database too. (A database dropped and created anew loses its
+        comment with it: that case cannot be told from a new store.)"""
+        from psycopg import sql
+
+        with self.errors(), self.pool.connection() as conn:
+            name, marked = self._marker(conn)
+            if marked is None:
+                try:
+                    conn.execute(
+                        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                            sql.Identifier(name), sql.Literal(f"calaim-fhir store {store_id}")
+                        )
+                    )
+                except self._psycopg.errors.InsufficientPrivilege:
+                    logger.warning(
+                        "the database %s cannot be marked with its store (not its owner): a "
+                        "store whose tables are dropped will not be recognised",
+                        name,
+                    )
+                return
+        if marked != store_id:
+            raise store_file.StoreRefused(
+                f"The database {name} holds store {store_id}, but its comment names store "
+                f"{marked}: these are not the tables that were here. Restore the right ones, "
+                f"or remove the mark (COMMENT ON DATABASE \"{name}\" IS NULL) if this store is "
+                "meant to replace it."
+            )
 
     def health(self) -> list[str]:
         problems = self.damage.problems()
