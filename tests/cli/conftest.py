@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +49,24 @@ class Server:
     database_url: str
     log: Path  # what the command printed
     port: int
+    pid: int = 0  # the server process
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """``calaim-fhir serve`` on a free port and a tmp SQLite file; stopped afterwards."""
+    with serve(tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def serve(tmp_path: Path, **settings: str) -> Iterator[Server]:
+    """``calaim-fhir serve`` on a free port and a tmp SQLite file, with ``settings`` as
+    ``CALAIM_FHIR_*`` environment variables; stopped afterwards."""
     port = free_port()
     database_url = sqlite_url(tmp_path / "served.db")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
+    env.update((f"CALAIM_FHIR_{k.upper()}", v) for k, v in settings.items())
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
         [*command(), "serve", "--port", str(port), "--database-url", database_url],
@@ -80,7 +91,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
             if time.monotonic() > deadline:
                 pytest.fail("the server did not answer /fhir/metadata within 30 s")
             time.sleep(0.1)
-        yield Server(base, database_url, tmp_path / "server.log", port)
+        yield Server(base, database_url, tmp_path / "server.log", port, process.pid)
     finally:
         process.terminate()
         try:
