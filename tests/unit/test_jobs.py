@@ -406,7 +406,7 @@ def test_without_a_heartbeat_the_same_quiet_job_is_reported_failed(tmp_path: Pat
         id = env.submit(lambda ctx: (release.wait(30), (200, RESULT))[1])
         _wait(lambda: env.row(id) is not None and env.row(id).state == "running")  # type: ignore[union-attr]
         env.clock.advance(400 / 3600)
-        job = env.jobs.status(id, LOCAL.id)
+        job = env.jobs.status(id, LOCAL.key)
         assert job is not None and job.state == "failed"
         release.set()
 
