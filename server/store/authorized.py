@@ -202,7 +202,7 @@ class _Checked:
         page = self._store(query.type).history(query)
         if self._access.unrestricted:
             return page
-        return Page(self._net(interaction, page.items), page.has_more)
+        return replace(page, items=self._net(interaction, page.items))
 
     def search(self, query: SearchQuery) -> SearchPage:
         criteria = self._criteria(query.criteria, Interaction.SEARCH_TYPE)
