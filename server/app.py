@@ -118,7 +118,7 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url=None,  # served by home.py: the post-processed document (openapi_export)
     )
     app.state.settings = settings
     app.state.principals = principals

@@ -144,7 +144,7 @@ def serve(
         "access_log": False,
         "log_config": None,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": "server.serving:LimitedHttpTools",
         "server_header": False,
         "proxy_headers": False,
     }

@@ -14,6 +14,7 @@
     +-- Gone                       (410, deleted)
     +-- MethodNotAllowed           (405, not-supported)
     +-- NotAcceptable              (406, not-supported)
+    +-- RequestTimeout             (408, timeout)     the body did not arrive whole
     +-- Conflict                   (409, conflict)
     +-- PreconditionFailed         (412, conflict)
     |   +-- MultipleMatches        (412, multiple-matches)
@@ -23,6 +24,8 @@
     +-- DatabaseDamaged            (500, exception)   a corrupt database (an operator must act)
     +-- InsufficientStorage        (507, exception)   the database's disk is full
     +-- ServiceUnavailable         (503, transient)   infrastructure failures; Retry-After
+    |   +-- TransactionConflict    (503, transient)   serialization failure or deadlock:
+    |                                                 retried inside the server first
     BadRequest
     +-- TooCostly                  (400, too-costly)  more than the database can run
 """
@@ -129,6 +132,11 @@ class MultipleMatches(PreconditionFailed):
     code = "multiple-matches"
 
 
+class RequestTimeout(FhirError):
+    status = 408
+    code = "timeout"
+
+
 class PayloadTooLarge(FhirError):
     status = 413
     code = "too-long"
@@ -162,3 +170,9 @@ class ServiceUnavailable(FhirError):
         headers = kw.pop("headers", None) or {}
         headers.setdefault("Retry-After", "5")
         super().__init__(diagnostics, headers=headers, **kw)
+
+
+class TransactionConflict(ServiceUnavailable):
+    """The database aborted a transaction for a concurrent one (PostgreSQL serialization
+    failure or deadlock): nothing was written, and the same transaction may succeed when run
+    again; the group writer does so a few times before answering 503."""

@@ -174,6 +174,7 @@ class JobRunner:
         check_interval: float = 1.0,
         purge_every: float = 60.0,
         owner: str | None = None,
+        beat_every: float | None = None,
     ) -> None:
         self.store = store
         self.retention_us = int(retention_seconds * 1_000_000)
@@ -188,7 +189,8 @@ class JobRunner:
         self._held: set[str] = set()  # jobs of this process not yet ended: queued or running
         self._lock = threading.Lock()
         self._purged = float("-inf")
-        self._beat_every = max(stale_seconds / 4, 0.01)
+        # seconds between heartbeats (default: a quarter of the stale limit)
+        self._beat_every = beat_every if beat_every is not None else max(stale_seconds / 4, 0.01)
         self._beat: threading.Thread | None = None
 
     # -- life cycle ---------------------------------------------------------------------------

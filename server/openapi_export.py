@@ -1,10 +1,14 @@
-"""The OpenAPI description of the FHIR API, as committed in ``openapi/openapi.json``.
+"""The OpenAPI description of the FHIR API, served at ``/openapi.json`` and committed, the same
+bytes, in ``openapi/openapi.json``.
 
 FastAPI's own document knows the routes, their operationIds and summaries, but not what they
 exchange: the routes read raw bodies (so that media types, size limits and errors are the
 FHIR server's, not FastAPI's). ``export`` post-processes it: FHIR media types on request
 bodies and responses, request bodies per operationId, path, header and query parameters
-described, tags by level (system / type / instance). The output is deterministic (sorted
+described, tags by level (system / type / instance); and one path per FHIR operation where
+the registry runs it (``[base]/$op``, ``[type]/$op``, ``[type]/[id]/$op``), its inputs from
+its OperationDefinition (query parameters for GET, a Parameters body for POST) in place of
+the generic ``{operation}`` routes. The output is deterministic (sorted
 keys, two-space indent, trailing newline); ``scripts/export-openapi`` rewrites the committed
 file and ``tests/conformance/test_openapi.py`` fails when it drifts.
 
@@ -17,6 +21,7 @@ import copy
 import json
 import re
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +42,6 @@ _BODIES: dict[str, tuple[str, str, str]] = {
     "conditionalPatch": (JSON_PATCH, "JsonPatch", "A JSON Patch (RFC 6902) document"),
     "searchTypePost": (FORM, "SearchForm", "Search parameters, form-encoded"),
     "searchSystemPost": (FORM, "SearchForm", "Search parameters, form-encoded"),
-    "operationSystemPost": (FHIR_JSON, "Resource", "A Parameters resource"),
-    "operationTypePost": (
-        FHIR_JSON,
-        "Resource",
-        "A Parameters resource (or, for $validate, the resource to check)",
-    ),
-    "operationInstancePost": (
-        FHIR_JSON,
-        "Resource",
-        "A Parameters resource (or, for $validate, the resource to check)",
-    ),
 }
 
 # what a successful answer carries, by operationId
@@ -68,16 +62,6 @@ _ANSWERS: dict[str, str] = {
     "asyncStatus": "Bundle",
     "asyncCancel": "OperationOutcome",
 }
-_OPERATIONS = frozenset(
-    {
-        "operationSystemGet",
-        "operationSystemPost",
-        "operationTypeGet",
-        "operationTypePost",
-        "operationInstanceGet",
-        "operationInstancePost",
-    }
-)
 
 _WRITES = frozenset(
     {
@@ -264,7 +248,7 @@ def _content(media: str, schema: str) -> dict[str, Any]:
 
 def _tag(path: str) -> str:
     rest = path.removeprefix("/fhir").strip("/")
-    if not rest or rest.startswith(("_", "metadata", "{operation}")):
+    if not rest or rest.startswith(("_", "metadata", "$")):
         return "system"
     return "instance" if "{id}" in rest else "type"
 
@@ -296,8 +280,6 @@ def _operation(path: str, op: dict[str, Any]) -> None:
         params += [_COUNT, _SINCE, _AT]
     if op_id in _WRITES:
         params.append(_PREFER)
-    if op_id in _OPERATIONS:
-        params.append(_PREFER_ASYNC)
     params += [_FORMAT, _PRETTY]
     op["parameters"] = copy.deepcopy(params)
 
@@ -330,9 +312,160 @@ def _operation(path: str, op: dict[str, Any]) -> None:
         responses["304"] = {"description": "Not modified (conditional read)"}
 
 
+# -- FHIR operations, one path each, from the registry and the OperationDefinitions ---------
+
+_QUERY_TYPES: dict[str, dict[str, Any]] = {
+    "boolean": {"type": "boolean"},
+    "integer": {"type": "integer"},
+    "positiveInt": {"type": "integer", "minimum": 1},
+    "unsignedInt": {"type": "integer", "minimum": 0},
+    "decimal": {"type": "number"},
+}
+
+
+def _camel(text: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_]", text) if part)
+
+
+def _inputs(definition: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in definition.get("parameter", []) if p.get("use") == "in"]
+
+
+def _query_inputs(definition: dict[str, Any]) -> list[dict[str, Any]]:
+    """The operation's primitive inputs as query parameters (a GET carries only those)."""
+    from server.operations.parameters import PRIMITIVES
+
+    out = []
+    for p in _inputs(definition):
+        if p.get("part") or p.get("type") not in PRIMITIVES:
+            continue
+        schema = copy.deepcopy(_QUERY_TYPES.get(p["type"], {"type": "string"}))
+        if p.get("max", "*") != "1":
+            schema = {"type": "array", "items": schema}
+        out.append(
+            {
+                "name": p["name"],
+                "in": "query",
+                "required": int(p.get("min", 0)) > 0,
+                "description": f"{p.get('documentation', p['name'])} ({p['type']}, "
+                f"{p.get('min', 0)}..{p.get('max', '*')})",
+                "schema": schema,
+                "style": "form",
+                "explode": True,
+            }
+        )
+    return out
+
+
+def _parameters_body(definition: dict[str, Any], takes_resource: bool) -> dict[str, Any]:
+    names = sorted({p["name"] for p in _inputs(definition)})
+    described = ", ".join(
+        f"{p['name']} ({p.get('type', 'parts')}, {p.get('min', 0)}..{p.get('max', '*')})"
+        for p in _inputs(definition)
+    )
+    parameters: dict[str, Any] = {
+        "type": "object",
+        "required": ["resourceType"],
+        "properties": {
+            "resourceType": {"const": "Parameters"},
+            "parameter": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"enum": names}} if names else {},
+                    "additionalProperties": True,
+                },
+            },
+        },
+        "additionalProperties": True,
+    }
+    schema = {"oneOf": [parameters, {"$ref": _REF + "Resource"}]} if takes_resource else parameters
+    text = "A Parameters resource" + (f": {described}" if described else " (no inputs)")
+    if takes_resource:
+        text += "; or the resource itself"
+    return {"required": True, "description": text, "content": {FHIR_JSON: {"schema": schema}}}
+
+
+def _operation_paths() -> dict[str, dict[str, Any]]:
+    """``[base]/$op``, ``[type]/$op`` and ``[type]/[id]/$op`` of every operation the server
+    runs (the registry says where; the OperationDefinition what it takes)."""
+    from server.fhir.conformance import conformance
+    from server.operations.registry import operations
+
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in operations():
+        definition = conformance().resource("OperationDefinition", operation.definition)
+        assert definition is not None, operation.definition
+        takes_resource = any(
+            p.get("type") == "Resource" or p.get("name") == "resource" for p in _inputs(definition)
+        )
+        types = sorted(operation.types) or ["{type}"]
+        places: list[tuple[str, str, str]] = []  # (path, level, type)
+        if operation.system_level:
+            places.append((f"/fhir/${operation.name}", "System", ""))
+        for type in types:
+            if operation.type_level:
+                places.append((f"/fhir/{type}/${operation.name}", "Type", type))
+            if operation.instance_level:
+                places.append((f"/fhir/{type}/{{id}}/${operation.name}", "Instance", type))
+        for path, level, type in places:
+            prefix = "" if type in ("", "{type}") else type[:1].lower() + type[1:]
+            base_id = f"{prefix}{_camel(operation.name)}{level}"
+            base_id = base_id[:1].lower() + base_id[1:]
+            where = {"System": "the server", "Type": type, "Instance": f"a {type}"}[level]
+            title = definition.get("title") or definition.get("name")
+            summary = f"${operation.name} on {where} ({title})"
+            item: dict[str, Any] = {}
+            methods = ["post"] if operation.affects_state else ["get", "post"]
+            for method in methods:
+                op: dict[str, Any] = {
+                    "operationId": f"{base_id}{method.title()}",
+                    "summary": summary,
+                    "description": str(definition.get("description", "")),
+                    "responses": {
+                        "200": {"description": "The operation's result"},
+                    },
+                }
+                if operation.long_running:
+                    op["responses"]["202"] = {
+                        "description": "Accepted (Prefer: respond-async): poll the "
+                        "Content-Location URL for the result"
+                    }
+                op["parameters"] = _query_inputs(definition) if method == "get" else []
+                if method == "post":
+                    op["requestBody"] = _parameters_body(definition, takes_resource)
+                item[method] = op
+            paths[path] = item
+    return paths
+
+
+_OPERATION_ANSWER = "Resource"  # a Parameters resource, or the resource an operation returns
+
+
+def _operation_item(path: str, op: dict[str, Any], long_running: bool) -> None:
+    """Path parameters, headers and answers of one operation path (``_operation_paths``)."""
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, **copy.deepcopy(_PATH_PARAMS[name])}
+        for name in re.findall(r"{(\w+)}", path)
+    ]
+    params += op.get("parameters", [])
+    if long_running:
+        params.append(_PREFER_ASYNC)
+    params += [_FORMAT, _PRETTY]
+    op["parameters"] = copy.deepcopy(params)
+    op["tags"] = [_tag(path)]
+    responses = op["responses"]
+    responses["default"] = {"description": "An OperationOutcome describing the error"}
+    for code, response in responses.items():
+        schema = "OperationOutcome" if code in ("default", "202") else _OPERATION_ANSWER
+        response["content"] = _content(FHIR_JSON, schema)
+
+
 def export() -> dict[str, Any]:
     """The post-processed OpenAPI document of the application."""
     from server.app import create_app
+    from server.operations.registry import operations
     from server.settings import Settings
 
     # the document depends on the routes only: no store is opened, no setting is read
@@ -342,6 +475,12 @@ def export() -> dict[str, Any]:
         for method, op in item.items():
             if method in ("get", "put", "post", "patch", "delete", "head", "options"):
                 _operation(path, op)
+    long_running = {o.name for o in operations() if o.long_running}
+    for path, item in _operation_paths().items():
+        name = path.rsplit("$", 1)[1]
+        for op in item.values():
+            _operation_item(path, op, name in long_running)
+        document["paths"][path] = item
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
@@ -371,6 +510,12 @@ def render(document: dict[str, Any] | None = None) -> str:
     """The document as committed: sorted keys, two-space indent, trailing newline."""
     document = export() if document is None else document
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+@cache
+def rendered() -> bytes:
+    """``render()`` as served at ``/openapi.json`` (built once per process)."""
+    return render().encode("utf-8")
 
 
 def write(path: Path = DEFAULT_PATH) -> Path:

@@ -66,7 +66,24 @@ class Settings(BaseSettings):
         "", description="Claim naming the user (a token without it is refused); empty: none"
     )
     idp_purpose_claim: str = Field("purpose", description="Claim listing purposes of use")
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of a request body (a gzip body: once decompressed); 413 above",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=4096,
+        description="Most bytes of a request's line and headers together; 431 above (414 for "
+        "the URL alone)",
+    )
+    max_headers: int = Field(100, ge=10, description="Most header fields of a request; 431 above")
+    request_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        description="A request must arrive whole (headers and body) within this long from its "
+        "first byte; 408 otherwise",
+    )
     cors_origins: str = Field(
         "",
         description="Comma-separated browser origins (https://app.example.org) allowed to call "
@@ -94,6 +111,13 @@ class Settings(BaseSettings):
         description="Folder of custom SearchParameter-*.json files "
         "(default: profiles/searchparameters)",
     )
+    max_response_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Most bytes of resources in one response (search and history pages, "
+        "$everything, batch and transaction responses), besides its count limits: a page ends "
+        "early with a next link; a single larger resource is still returned, alone",
+    )
     max_include: int = Field(
         1000, ge=1, description="Most resources _include/_revinclude add to one search page"
     )
@@ -115,6 +139,13 @@ class Settings(BaseSettings):
     )
     pg_pool_size: int = Field(8, ge=1)
     busy_timeout_ms: int = Field(10_000, ge=0)
+    query_budget_ms: int = Field(
+        10_000,
+        ge=0,
+        description="Time budget of one search in the database (SQLite: its statements "
+        "together; PostgreSQL: statement_timeout of each); past it the search is answered "
+        "400 too-costly. 0: none",
+    )
     async_workers: int = Field(
         2, ge=1, description="Asynchronous jobs (Prefer: respond-async) run at once per process"
     )

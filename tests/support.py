@@ -7,6 +7,7 @@ only that warning, only at import, is silenced.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
 import warnings
@@ -277,3 +278,26 @@ def all_pages(
 def history_total(client: TestClient) -> int:
     """How many versions the whole system history lists (all pages)."""
     return len(all_pages(client, "/fhir/_history?_count=1000"))
+
+
+class LogLines(logging.Handler):
+    """The messages a logger emits while attached (``logged``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def logged(name: str) -> Iterator[LogLines]:
+    """Collect what the logger ``name`` emits inside the block."""
+    lines = LogLines()
+    logger = logging.getLogger(name)
+    logger.addHandler(lines)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(lines)

@@ -13,7 +13,7 @@ from server.fhir.summary import shape
 from server.search.parse import SearchRequest, encode_cursor
 from server.search.query import Cursor
 from server.settings import Settings
-from server.store.base import Page, SearchPage, Version
+from server.store.base import INCLUDE_HOPS, Included, Page, SearchPage, Version
 
 if TYPE_CHECKING:
     from server.api.interactions import FhirRequest
@@ -41,18 +41,63 @@ def _path(request: FhirRequest) -> str:
     return "/".join(parts)
 
 
-def _outcome_entry(parsed: SearchRequest, truncated: bool, limit: int) -> dict[str, Any] | None:
+ENVELOPE_BYTES = 4096
+"""What a bounded response may add besides its entries (``base.ENTRY_BYTES`` each): the
+Bundle's own members, its links and an outcome entry. A response bounded by
+``max_response_bytes`` gives its resources that bound less this."""
+
+
+def cut_page(bound: int) -> Issue:
+    """The informational issue of a page that ended early at the response bound."""
+    return Issue(
+        "information",
+        "informational",
+        f"This page ends early: its resources reached the response bound of {bound} bytes. "
+        "Follow the next link for the rest",
+    )
+
+
+def _outcome_entry(
+    parsed: SearchRequest, page: SearchPage, included: Included, settings: Settings
+) -> dict[str, Any] | None:
     issues = [
         Issue("warning", "not-supported", f"Search parameter '{name}' was ignored", name)
         for name in parsed.ignored
     ]
-    if truncated:
+    if page.cut:
+        issues.append(cut_page(settings.max_response_bytes))
+    if included.cut == "count":
         issues.append(
             Issue(
                 "warning",
                 "too-costly",
-                f"Included resources were cut at {limit}; ask for a smaller _count",
+                f"Included resources were cut at {settings.max_include}; ask for a smaller "
+                "_count",
                 "_include",
+            )
+        )
+    elif included.cut == "bytes":
+        issues.append(
+            Issue(
+                "warning",
+                "too-costly",
+                "Included resources were cut at the response bound of "
+                f"{settings.max_response_bytes} bytes; read them on their own",
+                "_include",
+            )
+        )
+    if included.hop_limit:
+        issues.append(
+            Issue(
+                "information",
+                "informational",
+                f":iterate follows references {INCLUDE_HOPS} hops deep; resources further "
+                "along were not included",
+                next(
+                    "_revinclude:iterate" if i.reverse else "_include:iterate"
+                    for i in parsed.includes
+                    if i.iterate
+                ),
             )
         )
     if not issues:
@@ -64,8 +109,7 @@ def search_bundle(
     path: str,
     parsed: SearchRequest,
     page: SearchPage,
-    included: list[Version],
-    truncated: bool,
+    included: Included,
     settings: Settings,
 ) -> bytes:
     """A searchset Bundle: matches, included resources, an outcome entry for what was ignored
@@ -88,7 +132,7 @@ def search_bundle(
     summary, elements = parsed.summary, parsed.elements
     shaping = (summary is not None and summary != "false") or elements is not None
     entries: list[dict[str, Any]] = []
-    for mode, versions in (("match", page.items), ("include", included)):
+    for mode, versions in (("match", page.items), ("include", included.versions)):
         for version in versions:
             assert version.body is not None
             body = shape(version.body, summary, elements) if shaping else version.body
@@ -99,7 +143,7 @@ def search_bundle(
                     "search": {"mode": mode},
                 }
             )
-    outcome = _outcome_entry(parsed, truncated, settings.max_include)
+    outcome = _outcome_entry(parsed, page, included, settings)
     if outcome is not None:
         entries.append(outcome)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}

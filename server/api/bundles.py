@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 
 from server.api import patches
+from server.api.bundle_build import ENVELOPE_BYTES
 from server.api.http import write_outcome
 from server.api.interactions import (
     FhirRequest,
@@ -30,14 +32,14 @@ from server.api.interactions import (
 from server.api.json_body import loads
 from server.api.patches import PatchFormat
 from server.api.writing import submit
-from server.errors import BadRequest, FhirError, InvalidResource, Unprocessable
+from server.errors import BadRequest, FhirError, InvalidResource, TooCostly, Unprocessable
 from server.fhir.instant import format_instant
-from server.fhir.outcome import Issue, operation_outcome
+from server.fhir.outcome import Issue, information, operation_outcome
 from server.fhir.urns import urn_problem
 from server.fhir.validation import base_validator
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Reader
+from server.store.base import ENTRY_BYTES, Reader
 from server.writes import transaction
 from server.writes.pipeline import Pipeline
 from server.writes.transaction import EntryFailed
@@ -162,7 +164,58 @@ def _entry(raw: Any, index: int, base: str) -> Parsed:
     return Parsed(index, full_url if isinstance(full_url, str) else None, freq)
 
 
-def _response_entry(response: FhirResponse, settings: Settings, prefer: str) -> dict[str, Any]:
+class _Bound:
+    """What is left of a batch or transaction response's byte bound as its entries run. A
+    read runs with what is left as its own bound; past the bound it is refused
+    (``too-costly``: ask for it on its own; in a transaction, nothing is written). A write's
+    resource that does not fit is left out of its entry, which keeps its status and says so
+    in an outcome. The first resource always fits, as a page's first match does."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bound = settings.max_response_bytes
+        self.left = self.bound - ENVELOPE_BYTES
+        self.empty = True
+        self._reads: dict[int, int] = {}  # what each read entry took (a rerun takes it anew)
+
+    def take(self, size: int) -> bool:
+        if size and not self.empty and size + ENTRY_BYTES > self.left:
+            return False
+        self.left -= size + ENTRY_BYTES
+        self.empty = self.empty and not size
+        return True
+
+    def read(self, index: int, run: Callable[[int], FhirResponse]) -> FhirResponse:
+        """``run`` (entry ``index``'s read, given its byte bound), counted against what is
+        left (a transaction run again after a conflict reads again: counted once)."""
+        self.left += self._reads.pop(index, 0)
+        if not self.empty and self.left <= 0:
+            raise self.left_out()
+        response = run(self.left + ENVELOPE_BYTES)
+        size = _size(response)
+        if not self.take(size):
+            raise self.left_out()
+        self._reads[index] = size + ENTRY_BYTES
+        return response
+
+    def left_out(self) -> FhirError:
+        return TooCostly(
+            f"The answer to this entry was left out: the response reached its bound of "
+            f"{self.bound} bytes. Ask for it on its own"
+        )
+
+
+def _size(response: FhirResponse) -> int:
+    if response.payload is not None:
+        return len(response.payload)
+    body = None if response.version is None else response.version.body
+    return 0 if body is None else len(body)
+
+
+def _response_entry(
+    response: FhirResponse, settings: Settings, prefer: str, bound: _Bound | None
+) -> dict[str, Any]:
+    """The entry answering one request; ``bound``: a write's, whose resource is left out
+    when it does not fit (a read was counted as it ran)."""
     out: dict[str, Any] = {}
     reply: dict[str, Any] = {"status": _status_line(response.status)}
     version = response.version
@@ -172,8 +225,14 @@ def _response_entry(response: FhirResponse, settings: Settings, prefer: str) -> 
         reply["etag"] = f'W/"{version.version}"'
         reply["lastModified"] = format_instant(version.last_updated)
         if version.body is not None and prefer != "minimal" and response.status != 304:
-            out["fullUrl"] = f"{settings.fhir_base}/{version.type}/{version.id}"
-            out["resource"] = orjson.Fragment(version.body)
+            if bound is None or bound.take(len(version.body)):
+                out["fullUrl"] = f"{settings.fhir_base}/{version.type}/{version.id}"
+                out["resource"] = orjson.Fragment(version.body)
+            else:
+                response.outcome = information(
+                    "The resource was left out: the response reached its bound of "
+                    f"{bound.bound} bytes. Read it at its location"
+                )
     if response.payload is not None:
         out["resource"] = orjson.Fragment(response.payload)
     if response.outcome is not None:
@@ -182,6 +241,15 @@ def _response_entry(response: FhirResponse, settings: Settings, prefer: str) -> 
         reply["outcome"] = write_outcome(response)
     out["response"] = reply
     return out
+
+
+def _error_entry(error: FhirError, index: int) -> dict[str, Any]:
+    return {
+        "response": {
+            "status": _status_line(error.status),
+            "outcome": operation_outcome(_issues(error, index)),
+        }
+    }
 
 
 def _answer(result: Written | FhirResponse) -> FhirResponse:
@@ -199,25 +267,22 @@ async def _batch(
     prefer: str,
 ) -> bytes:
     results: list[dict[str, Any]] = []
+    bound = _Bound(settings)
     for index, raw in enumerate(raw_entries):
         try:
             request = _entry(raw, index, settings.fhir_base).request
             if request.method == "GET":
                 response = await repo.reading(
-                    lambda reader, r=request: run_read(reader, r, settings)  # type: ignore[misc]
+                    lambda reader, r=request, i=index: bound.read(  # type: ignore[misc]
+                        i, lambda left: run_read(reader, r, settings, left)
+                    )
                 )
+                results.append(_response_entry(response, settings, prefer, None))
             else:
                 response = to_response(await submit(repo, pipeline, to_write(request)))
-            results.append(_response_entry(response, settings, prefer))
+                results.append(_response_entry(response, settings, prefer, bound))
         except FhirError as error:
-            results.append(
-                {
-                    "response": {
-                        "status": _status_line(error.status),
-                        "outcome": operation_outcome(_issues(error, index)),
-                    }
-                }
-            )
+            results.append(_error_entry(error, index))
     return orjson.dumps({"resourceType": "Bundle", "type": "batch-response", "entry": results})
 
 
@@ -225,12 +290,14 @@ async def _batch(
 
 
 def _transaction_entry(
-    parsed: Parsed, write: Write | None, pipeline: Pipeline, settings: Settings
+    parsed: Parsed, write: Write | None, pipeline: Pipeline, settings: Settings, bound: _Bound
 ) -> transaction.Entry:
     request = parsed.request
     entry = transaction.Entry(parsed.index, parsed.full_url)
     if write is None:
-        entry.read = lambda reader: run_read(reader, request, settings)
+        entry.read = lambda reader: bound.read(
+            parsed.index, lambda left: run_read(reader, request, settings, left)
+        )
         return entry
     entry.prepared = pipeline.prepare(write, None)
     entry.original = entry.prepared.resource
@@ -246,12 +313,13 @@ async def _transaction(
 ) -> bytes:
     entries: list[transaction.Entry] = []
     unprepared: list[tuple[int, FhirError, Write | None]] = []
+    bound = _Bound(settings)
     for index, raw in enumerate(raw_entries):
         write = None
         try:
             parsed = _entry(raw, index, settings.fhir_base)
             write = None if parsed.request.method == "GET" else to_write(parsed.request)
-            entries.append(_transaction_entry(parsed, write, pipeline, settings))
+            entries.append(_transaction_entry(parsed, write, pipeline, settings, bound))
         except FhirError as error:
             unprepared.append((index, error, write))
     if unprepared:
@@ -269,8 +337,10 @@ async def _transaction(
         raise _combined(
             failed.error.status, _issues(failed.error, failed.index), failed.error.headers
         ) from failed
-    responses = [_answer(result) for result in results]
-    out = [_response_entry(response, settings, prefer) for response in responses]
+    out = [
+        _response_entry(_answer(result), settings, prefer, None if entry.read else bound)
+        for entry, result in zip(entries, results, strict=True)
+    ]
     return orjson.dumps({"resourceType": "Bundle", "type": "transaction-response", "entry": out})
 
 

@@ -1,14 +1,20 @@
 """``GET /``: a small page for a person who opens the server in a browser — the FHIR base
-URL, the CapabilityStatement, the OpenAPI document and where the documentation is."""
+URL, the CapabilityStatement, the OpenAPI document and where the documentation is; and
+``GET /openapi.json``: the OpenAPI document, the bytes committed as ``openapi/openapi.json``
+(``server/openapi_export.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 from html import escape
 
+import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
+from server import openapi_export
 from server.api.context import settings_of
+from server.fhir.outcome import Issue, operation_outcome
 
 router = APIRouter()
 
@@ -37,3 +43,24 @@ async def home(request: Request) -> HTMLResponse:
     origin = base[: -len("/fhir")] if base.endswith("/fhir") else ""
     page = _PAGE.format(base=escape(base), openapi=escape(f"{origin}/openapi.json"))
     return HTMLResponse(page)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi_document() -> Response:
+    document = await asyncio.to_thread(openapi_export.rendered)  # built once, on first use
+    return Response(document, media_type="application/json")
+
+
+@router.get("/health", include_in_schema=False)
+async def health(request: Request) -> Response:
+    """Whether the store is sound and reachable: 200, or 503 with what is wrong (damage met
+    while serving, a damaged database file or marker, a store that cannot be read). Cheap: the
+    full check is ``calaim-fhir check``."""
+    problems = await asyncio.to_thread(request.app.state.store.health)
+    if problems:
+        issues = [Issue("fatal", "exception", problem) for problem in problems]
+        return Response(
+            orjson.dumps(operation_outcome(issues)), 503, media_type="application/fhir+json"
+        )
+    body = operation_outcome([Issue("information", "informational", "The store is sound")])
+    return Response(orjson.dumps(body), media_type="application/fhir+json")

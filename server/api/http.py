@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import zlib
 from http import HTTPStatus
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from server.api import patches
 from server.api.context import note
 from server.api.interactions import FhirRequest, FhirResponse
 from server.api.json_body import loads
-from server.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from server.errors import (
+    BadRequest,
+    NotAcceptable,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from server.fhir.instant import format_http_date
 from server.fhir.outcome import Issue, operation_outcome
 from server.settings import Settings
@@ -131,17 +138,60 @@ async def read_body(request: Request, settings: Settings, allowed: frozenset[str
             "PATCH needs a Content-Type: application/json-patch+json (JSON Patch), "
             "application/fhir+json (FHIRPath Patch) or application/merge-patch+json"
         )
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("identity", "gzip", "x-gzip"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding '{coding[:40]}' is not supported; send gzip or none"
+        )
+    gunzip = _Gunzip() if coding != "identity" else None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            if gunzip is not None:
+                chunk = gunzip.feed(chunk, limit - size)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # the client left, or its body timed out (serving.py)
+        raise RequestTimeout("The request body did not arrive whole") from exc
+    if gunzip is not None and not gunzip.complete:
+        raise BadRequest("The gzip-encoded body ends before its end")
     body = b"".join(chunks)
     if not body.strip():
         raise BadRequest("The request body is empty")
     return body
+
+
+class _Gunzip:
+    """A gzip request body decompressed as it arrives (members one after another), never more
+    than one byte past what the limit leaves: a small bomb never expands in memory."""
+
+    def __init__(self) -> None:
+        self._member = zlib.decompressobj(wbits=31)
+
+    @property
+    def complete(self) -> bool:
+        return self._member.eof
+
+    def feed(self, chunk: bytes, room: int) -> bytes:
+        out = b""
+        try:
+            while chunk:
+                out += self._member.decompress(chunk, max(room - len(out), 0) + 1)
+                if len(out) > room:
+                    break
+                if self._member.unconsumed_tail:
+                    chunk = self._member.unconsumed_tail
+                elif self._member.eof and self._member.unused_data:  # the next member
+                    chunk = self._member.unused_data
+                    self._member = zlib.decompressobj(wbits=31)
+                else:
+                    chunk = b""
+        except zlib.error as exc:
+            raise BadRequest("The body is not valid gzip") from exc
+        return out
 
 
 async def read_json(request: Request, settings: Settings, allowed: frozenset[str]) -> Any:

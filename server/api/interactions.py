@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from server.api import json_patch, patches
-from server.api.bundle_build import history_bundle, search_bundle
+from server.api.bundle_build import ENVELOPE_BYTES, history_bundle, search_bundle
 from server.api.patches import PatchFormat
 from server.errors import (
     BadRequest,
@@ -39,7 +39,7 @@ from server.search.query import CompartmentClause, Criteria
 from server.search.registry import patient_compartment
 from server.search.service import search_service
 from server.settings import Settings
-from server.store.base import HistoryQuery, Reader, Version
+from server.store.base import HistoryQuery, Included, Reader, Version, entry_size
 from server.writes.write import METHODS, Patch, Write, Written
 
 # matched whole (fullmatch): ``$`` would also match before a final newline
@@ -228,18 +228,23 @@ def to_response(written: Written) -> FhirResponse:
 # -- reads ------------------------------------------------------------------------------------
 
 
-def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirResponse:
-    """read, vread, history and search; conditional read headers on read and vread."""
+def run_read(
+    reader: Reader, request: FhirRequest, settings: Settings, bound: int | None = None
+) -> FhirResponse:
+    """read, vread, history and search; conditional read headers on read and vread. A page
+    (search, history, ``$everything``) holds at most ``bound`` bytes (default: the
+    ``max_response_bytes`` setting), or one resource."""
     type = request.type
+    bound = settings.max_response_bytes if bound is None else bound
     if type is None:
         if request.history:
-            return FhirResponse(200, payload=history(reader, request, settings))
-        return FhirResponse(200, payload=search(reader, request, settings))
+            return FhirResponse(200, payload=history(reader, request, settings, bound))
+        return FhirResponse(200, payload=search(reader, request, settings, bound))
     check_type(type)
     if request.id is not None:
         check_id(request.id)
     if request.history:
-        return FhirResponse(200, payload=history(reader, request, settings))
+        return FhirResponse(200, payload=history(reader, request, settings, bound))
     if request.operation == "$everything":
         assert request.id is not None
         if type != "Patient":
@@ -250,11 +255,11 @@ def run_read(reader: Reader, request: FhirRequest, settings: Settings) -> FhirRe
         return FhirResponse(
             200,
             payload=run_search(
-                reader, request, parsed, settings, f"Patient/{request.id}/$everything"
+                reader, parsed, settings, f"Patient/{request.id}/$everything", bound
             ),
         )
     if request.id is None or request.compartment is not None:
-        return FhirResponse(200, payload=search(reader, request, settings))
+        return FhirResponse(200, payload=search(reader, request, settings, bound))
     if request.vid is not None:
         vid = parse_number(request.vid)
         if vid is None:
@@ -349,7 +354,7 @@ def _history_page(request: FhirRequest, settings: Settings) -> tuple[int, int | 
     return count, cursor
 
 
-def history(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
+def history(reader: Reader, request: FhirRequest, settings: Settings, bound: int) -> bytes:
     count, cursor = _history_page(request, settings)
     since = at = None
     zone = search_service(settings).context.zone  # a zoneless value: as in every search
@@ -370,7 +375,10 @@ def history(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
     if request.type is not None and request.id is not None:
         if reader.read(request.type, request.id) is None:
             raise NotFound(f"{request.type}/{request.id} is not known")
-    page = reader.history(HistoryQuery(request.type, request.id, since, at, count, cursor))
+    room = bound - ENVELOPE_BYTES
+    page = reader.history(
+        HistoryQuery(request.type, request.id, since, at, count, cursor, max_bytes=room)
+    )
     return history_bundle(request, page, settings)
 
 
@@ -390,23 +398,34 @@ def _compartment(request: FhirRequest, criteria: Criteria) -> Criteria:
 
 
 def run_search(
-    reader: Reader, request: FhirRequest, parsed: SearchRequest, settings: Settings, path: str
+    reader: Reader, parsed: SearchRequest, settings: Settings, path: str, bound: int
 ) -> bytes:
-    """One page of a parsed search, its included resources, as a searchset Bundle."""
+    """One page of a parsed search and its included resources as a searchset Bundle, of at
+    most ``bound`` bytes (or one match): a page whose included resources do not fit is
+    shortened, as long as it has more than one match."""
     query = parsed.query
     if parsed.summary == "count":
         query = replace(query, count=0, total="accurate")
     elif query.count == 0 and query.total in ("none", "auto"):  # a page of nothing asks how many
         query = replace(query, total="accurate")
+    room = bound - ENVELOPE_BYTES
+    query = replace(query, max_bytes=room)
     page = reader.search(query)
-    included: list[Version] = []
-    truncated = False
+    included = Included([])
     if parsed.includes and page.items and parsed.summary != "count":
-        included, truncated = reader.include(page.items, parsed.includes, settings.max_include)
-    return search_bundle(path, parsed, page, included, truncated, settings)
+        while True:
+            used = sum(entry_size(v) for v in page.items)
+            included = reader.include(
+                page.items, parsed.includes, settings.max_include, max_bytes=room - used
+            )
+            if included.cut != "bytes" or len(page.items) == 1:
+                break
+            shorter = replace(query, count=len(page.items) // 2, total="none")
+            page = replace(reader.search(shorter), total=page.total, cut=True)
+    return search_bundle(path, parsed, page, included, settings)
 
 
-def search(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
+def search(reader: Reader, request: FhirRequest, settings: Settings, bound: int) -> bytes:
     parsed = parse_search(
         request.type, request.query, search_service(settings).context, lenient=request.lenient
     )
@@ -417,4 +436,4 @@ def search(reader: Reader, request: FhirRequest, settings: Settings) -> bytes:
             query=replace(parsed.query, criteria=_compartment(request, parsed.query.criteria)),
         )
         path = f"{request.compartment[0]}/{request.compartment[1]}/{request.type}"
-    return run_search(reader, request, parsed, settings, path)
+    return run_search(reader, parsed, settings, path, bound)

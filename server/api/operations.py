@@ -258,6 +258,7 @@ for _method in ("GET", "POST"):
         operation_id=f"operationSystem{_method.title()}",
         responses=_RESPONSES,
         summary=_SYSTEM_SUMMARY,
+        include_in_schema=False,  # described per operation (openapi_export)
     )
     router.add_api_route(
         _TYPE_PATH,
@@ -266,6 +267,7 @@ for _method in ("GET", "POST"):
         operation_id=f"operationType{_method.title()}",
         responses=_RESPONSES,
         summary=_TYPE_SUMMARY,
+        include_in_schema=False,  # described per operation (openapi_export)
     )
     router.add_api_route(
         _INSTANCE_PATH,
@@ -274,4 +276,5 @@ for _method in ("GET", "POST"):
         operation_id=f"operationInstance{_method.title()}",
         responses=_RESPONSES,
         summary=_INSTANCE_SUMMARY,
+        include_in_schema=False,  # described per operation (openapi_export)
     )

@@ -359,3 +359,4 @@ class SearchQuery:
     sort: tuple[SortKey, ...] = ()
     cursor: Cursor | None = None
     total: Total = "none"
+    max_bytes: int | None = None  # the page ends early past this many bytes (store ``fitting``)

@@ -16,6 +16,7 @@ def open_store(settings: Settings) -> SqlRepository:
         settings.database_url,
         pool_size=settings.pg_pool_size,
         busy_timeout_ms=settings.busy_timeout_ms,
+        query_budget_ms=settings.query_budget_ms,
     )
     service = search_service(settings)
     repo = SqlRepository(dialect, service.indexer)

@@ -48,6 +48,7 @@ from server.search.query import (
 )
 from server.store.base import (
     HistoryQuery,
+    Included,
     Method,
     Origin,
     Page,
@@ -201,7 +202,7 @@ class _Checked:
         page = self._store(query.type).history(query)
         if self._access.unrestricted:
             return page
-        return Page(self._net(interaction, page.items), page.has_more)
+        return replace(page, items=self._net(interaction, page.items))
 
     def search(self, query: SearchQuery) -> SearchPage:
         criteria = self._criteria(query.criteria, Interaction.SEARCH_TYPE)
@@ -222,7 +223,8 @@ class _Checked:
         includes: tuple[Include, ...],
         limit: int,
         within: Sequence[Clause] = (),
-    ) -> tuple[list[Version], bool]:
+        max_bytes: int | None = None,
+    ) -> Included:
         """Included resources are reads: of the types an include names up front, of whatever
         the caller may read of any type in each branch, before its limit."""
         for include in includes:
@@ -232,10 +234,12 @@ class _Checked:
                 self._narrow(Interaction.READ, include.target_type)
         narrowing = self._access.narrowing(Interaction.READ, None)
         if not narrowing.permitted:
-            return [], False
+            return Included([])
         store = self._store(versions[0].type if versions else None)
-        found, truncated = store.include(versions, includes, limit, (*within, *narrowing.clauses))
-        return self._net(Interaction.READ, found), truncated
+        found = store.include(
+            versions, includes, limit, (*within, *narrowing.clauses), max_bytes
+        )
+        return replace(found, versions=self._net(Interaction.READ, found.versions))
 
     def patient_resources(
         self,

@@ -107,26 +107,72 @@ class HistoryQuery:
     count: int = 20
     before_seq: int | None = None  # keyset cursor: versions older than this position
     within: tuple[Clause, ...] = ()  # only resources whose current version satisfies these
+    max_bytes: int | None = None  # the page ends early past this many bytes (``fitting``)
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page of a listing; ``has_more`` says a next page exists after the last item."""
+    """One page of a listing; ``has_more`` says a next page exists after the last item;
+    ``cut``: the page ended early, at its byte bound."""
 
     items: list[Version]
     has_more: bool
+    cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class SearchPage:
     """One page of search matches. ``next``: where the page after this one starts (None: this
     is the last page); ``previous``: where the page before it ends (None: this is the first);
-    ``total``: the number of matches, when the query asked for it."""
+    ``total``: the number of matches, when the query asked for it; ``cut``: the page ended
+    early, at the query's byte bound (``next`` then points past the last item)."""
 
     items: list[Version]
     next: Cursor | None
     previous: Cursor | None
     total: int | None = None
+    cut: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Included:
+    """What ``_include``/``_revinclude`` add to a page: ``versions``; ``cut``, why more were
+    left out (``count``: the include limit; ``bytes``: the byte bound), None if nothing was;
+    ``hop_limit``: ``:iterate`` stopped at its hop limit while it was still adding resources."""
+
+    versions: list[Version]
+    cut: Literal["count", "bytes"] | None = None
+    hop_limit: bool = False
+
+
+INCLUDE_HOPS = 4
+"""Hops of ``_include:iterate`` / ``_revinclude:iterate`` (each hop follows the references of
+what the one before added)."""
+
+ENTRY_BYTES = 512
+"""What one Bundle entry adds around a resource's stored JSON at most (``fullUrl`` and the
+``search``, ``request`` and ``response`` members), counted with each resource against a byte
+bound."""
+
+
+def entry_size(version: Version) -> int:
+    """A version's bytes in a Bundle entry, as a byte bound counts them."""
+    return ENTRY_BYTES + (len(version.body) if version.body is not None else 0)
+
+
+def fitting(sizes: Sequence[int], max_bytes: int | None, at_least: int = 1) -> int:
+    """How many of the leading items of stored ``sizes`` (bytes of JSON) a response bounded by
+    ``max_bytes`` (None: unbounded) holds, each counted with ``ENTRY_BYTES``; ``at_least`` of
+    them whatever their size (a page: one, so a resource larger than the bound is still
+    returned, alone)."""
+    if max_bytes is None:
+        return len(sizes)
+    used = 0
+    for n, size in enumerate(sizes):
+        used += size + ENTRY_BYTES
+        if used > max_bytes:
+            return min(max(n, at_least), len(sizes))
+    return len(sizes)
 
 
 class RowSource(Protocol):
@@ -169,11 +215,13 @@ class Reader(Protocol):
         includes: tuple[Include, ...],
         limit: int,
         within: Sequence[Clause] = (),
-    ) -> tuple[list[Version], bool]:
+        max_bytes: int | None = None,
+    ) -> Included:
         """The live resources that ``_include``/``_revinclude`` (``:iterate`` repeated on what
-        they add, up to four hops) add to ``versions``, each once and none of ``versions``
-        itself, at most ``limit`` of them; True when more were left out. ``within`` narrows
-        every branch before its limit (and ``:iterate`` goes on from what it let through)."""
+        they add, up to ``INCLUDE_HOPS`` hops) add to ``versions``, each once and none of
+        ``versions`` itself, at most ``limit`` of them and of at most ``max_bytes`` (counted
+        as ``fitting`` counts, possibly none). ``within`` narrows every branch before its limit
+        (and ``:iterate`` goes on from what it let through)."""
 
     def patient_resources(
         self,

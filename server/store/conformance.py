@@ -30,7 +30,7 @@ from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery, 
 from server.search.rows import IndexRows
 from server.search.service import search_service
 from server.settings import Settings
-from server.store.base import HistoryQuery, Page, SearchPage, Version
+from server.store.base import HistoryQuery, Included, Page, SearchPage, Version, fitting
 
 _SORT_COLUMNS = {"date": (2, 3), "number": (2, 3), "quantity": (5, 6), "string": (2, 2)}
 _TOKEN, _URI, _REFERENCE = "token", "uri", "reference"
@@ -138,8 +138,11 @@ class ConformanceStore:
         if query.before_seq is not None:
             entries = [e for e in entries if e.position < query.before_seq]
         page = entries[: query.count]
+        kept = fitting([len(e.body) for e in page], query.max_bytes)
         return Page(
-            [self._version(e, e.position) for e in page], has_more=len(entries) > query.count
+            [self._version(e, e.position) for e in page[:kept]],
+            has_more=len(entries) > kept,
+            cut=kept < len(page),
         )
 
     def search(self, query: SearchQuery) -> SearchPage:
@@ -173,6 +176,16 @@ class ConformanceStore:
                 start = query.cursor.seq
                 end = start + query.count
         page = found[start:end]
+        backward = query.cursor is not None and query.cursor.backward
+        nearest = reversed(page) if backward else page  # a page is cut far from its cursor
+        kept = fitting([len(e.body) for e in nearest], query.max_bytes)
+        cut = kept < len(page)
+        if cut:
+            if backward:
+                start = end - kept
+            else:
+                end = start + kept
+            page = found[start:end]
 
         def cursor(position: int, backward: bool) -> Cursor:
             values = tuple(_sort_value(found[position], key) for key in query.sort)
@@ -183,6 +196,7 @@ class ConformanceStore:
             next=cursor(end - 1, False) if page and end < len(found) else None,
             previous=cursor(start, True) if page and start > 0 else None,
             total=total,
+            cut=cut,
         )
 
     def include(
@@ -191,8 +205,9 @@ class ConformanceStore:
         includes: tuple[Include, ...],
         limit: int,
         within: Sequence[Clause] = (),
-    ) -> tuple[list[Version], bool]:
-        return [], False
+        max_bytes: int | None = None,
+    ) -> Included:
+        return Included([])
 
     def patient_resources(
         self,

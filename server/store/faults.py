@@ -9,8 +9,9 @@ read of the store).
 Actions: ``kill@N`` — SIGKILL this process on the N-th hit (1 = the first);
 ``sleep:S`` — sleep S seconds on every hit; ``error:CAUSE`` — the database driver fails with
 the error it gives for CAUSE on every hit (``busy``, ``full``, ``readonly``, ``corrupt``,
-``toobig``, ``ioerr``, ``serialization``, ``connection``: ``driver_errors.FAULTS``), as a
-storage fault would.
+``toobig``, ``ioerr``, ``serialization``, ``deadlock``, ``connection``:
+``driver_errors.FAULTS``), as a storage fault would; ``error:CAUSE@N`` on the first N hits
+only.
 
 Tests arm points in-process with :func:`arm` (and :func:`disarm`).
 """
@@ -64,7 +65,13 @@ def hit(point: str) -> None:
     if action is None:
         return
     if action.startswith("error:"):
-        raise Fault(action[6:])
+        cause, _, times = action[6:].partition("@")
+        if times:  # error:CAUSE@N: only the first N hits fail
+            with _lock:
+                _hits[point] = _hits.get(point, 0) + 1
+                if _hits[point] > int(times):
+                    return
+        raise Fault(cause)
     if action.startswith("sleep:"):
         time.sleep(float(action[6:]))
         return

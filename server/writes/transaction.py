@@ -91,6 +91,7 @@ class Plan:
     seen: Seen
     fresh: dict[int, str]  # the new ids it chose, which the unit reuses
     rewriter: _Rewriter  # to restore the resources as sent, should the unit see otherwise
+    spent: bool = False  # undone by a unit that saw otherwise: a rerun resolves anew
 
 
 def _identity(write: Write) -> str | None:
@@ -344,22 +345,46 @@ def run(writer: Writer, entries: list[Entry], planned: Plan | None) -> list[Writ
 
     identities = _resolve(entries, unit.match, fresh, writer.pipeline.criteria)
     check_overlaps(entries, identities.targets)
-    if planned is not None and _same(planned, identities, unit.match, writer):
+    rewriter: _Rewriter | None = None
+    if planned is not None and not planned.spent and _same(
+        planned, identities, unit.match, writer
+    ):
         resources, warnings = planned.resources, planned.warnings
         identities = planned.identities
     else:
-        if planned is not None:
+        if planned is not None and not planned.spent:
             writer.pipeline.stats["revalidated"] += 1
             planned.rewriter.undo()
-        resources, _ = _rewritten(writer.pipeline, entries, identities, unit.match)
-        warnings = _validate(
-            writer.pipeline,
-            entries,
-            identities,
-            resources,
-            reader_lookup(writer.system, writer.unit),
-        )
-    for entry in ordered[len(deletes) :]:
+            planned.spent = True
+        resources, rewriter = _rewritten(writer.pipeline, entries, identities, unit.match)
+    try:
+        if rewriter is not None:
+            warnings = _validate(
+                writer.pipeline,
+                entries,
+                identities,
+                resources,
+                reader_lookup(writer.system, writer.unit),
+            )
+        _run_writes(writer, ordered[len(deletes) :], identities, resources, warnings, results)
+    except BaseException:
+        if rewriter is not None:  # the unit rolls back: a rerun starts from what was sent
+            rewriter.undo()
+        raise
+    return [results[entry.index] for entry in entries]
+
+
+def _run_writes(
+    writer: Writer,
+    ordered: list[Entry],
+    identities: Identities,
+    resources: dict[int, dict[str, Any]],
+    warnings: dict[int, list[Issue]],
+    results: dict[int, Written | Any],
+) -> None:
+    """The entries after the DELETEs, in the spec's order, into ``results``."""
+    unit = writer.unit
+    for entry in ordered:
         prepared = entry.prepared
         if prepared is None:
             read = entry.read
@@ -395,7 +420,6 @@ def run(writer: Writer, entries: list[Entry], planned: Plan | None) -> list[Writ
                 sent=resources[entry.index],
             )
         results[entry.index] = _checked(entry, lambda p=prepared: writer.run(p))  # type: ignore[misc]
-    return [results[entry.index] for entry in entries]
 
 
 def _same(planned: Plan, identities: Identities, find: Find, writer: Writer) -> bool:

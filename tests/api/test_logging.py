@@ -131,7 +131,7 @@ def test_server_errors_log_no_resource_content(
     class Broken(RuntimeError):
         pass
 
-    def broken(reader: object, request: Any, settings: object) -> None:
+    def broken(reader: object, request: Any, settings: object, *bound: object) -> None:
         raise Broken(f"cannot read {request.id} {request.query}")
 
     monkeypatch.setattr(routes, "run_read", broken)

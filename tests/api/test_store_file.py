@@ -1,8 +1,9 @@
 """The SQLite store's file at start-up: a missing, zeroed, truncated, damaged or swapped
 database file where a store was is refused with a clear message, never served as a new,
 empty store; a new store is created only where there was none. Damaged pages met while
-serving are a 500 that says so (``driver_errors.py``), and ``calaim-fhir check`` finds them
-(``tests/cli/test_check.py``)."""
+serving are a 500 that says so (``driver_errors.py``) and fail the health check
+(``GET /health``), as does a file or marker damaged while served; ``calaim-fhir check``
+finds damaged pages (``tests/cli/test_check.py``)."""
 
 from __future__ import annotations
 
@@ -99,9 +100,44 @@ def test_damaged_pages_met_while_serving_are_a_500_that_says_so(tmp_path: Path) 
         file.seek(size * 3 // 4 // 4096 * 4096)
         file.write(os.urandom(size - file.tell()))
     with fhir_client(sqlite_url(db)) as client:
+        assert client.get("/health").status_code == 200  # the damage is not met yet
         response = client.get("/fhir/Patient?_count=1000")
         body = outcome(response, 500)
         assert "damaged" in body["issue"][0]["diagnostics"]
+        # from then on the health check fails, saying why
+        health = outcome(client.get("/health"), 503)
+        assert "damage was met while serving" in health["issue"][0]["diagnostics"]
+
+
+def test_the_health_check_passes_on_a_sound_store(tmp_path: Path) -> None:
+    db = tmp_path / "fhir.db"
+    with fhir_client(sqlite_url(db)) as client:
+        create(client, patient("Member"))
+        response = client.get("/health")
+        assert response.status_code == 200
+        assert response.json()["issue"][0]["severity"] == "information"
+
+
+@pytest.mark.parametrize("damage", ["header", "marker", "swapped marker"])
+def test_the_health_check_fails_on_a_store_damaged_while_served(
+    tmp_path: Path, damage: str
+) -> None:
+    db = tmp_path / "fhir.db"
+    marker = Path(str(db) + MARKER_SUFFIX)
+    with fhir_client(sqlite_url(db)) as client:
+        create(client, patient("Member"))
+        if damage == "header":
+            with open(db, "r+b") as file:
+                file.write(b"\x00" * 100)
+            expected = "not a SQLite database"
+        elif damage == "marker":
+            marker.unlink()
+            expected = "marker"
+        else:
+            marker.write_text("another-store\n")
+            expected = "names store another-store"
+        diagnostics = [i["diagnostics"] for i in outcome(client.get("/health"), 503)["issue"]]
+        assert any(expected in d for d in diagnostics), diagnostics
 
 
 def test_processes_starting_a_new_store_at_once_agree_on_its_identity(tmp_path: Path) -> None:

@@ -49,13 +49,14 @@ class Server:
     database_url: str
     log: Path  # what the command printed
     port: int
+    pid: int = 0  # the server process
 
 
 @contextmanager
 def running(
     args: list[str], log_path: Path, probe: str, *, env: dict[str, str] | None = None,
     cwd: Path | None = None, timeout: float = 30,
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """A server process (``args``) until the block ends, once ``probe`` answers below 500;
     its output goes to ``log_path``. The environment: this one without ``CALAIM_FHIR_*``,
     plus ``env``."""
@@ -80,7 +81,7 @@ def running(
             if time.monotonic() > deadline:
                 pytest.fail(f"the server did not answer {probe} within {timeout:.0f} s")
             time.sleep(0.1)
-        yield
+        yield process
     finally:
         process.terminate()
         try:
@@ -94,9 +95,18 @@ def running(
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """``calaim-fhir serve`` on a free port and a tmp SQLite file; stopped afterwards."""
+    with serve(tmp_path) as running_server:
+        yield running_server
+
+
+@contextmanager
+def serve(tmp_path: Path, **settings: str) -> Iterator[Server]:
+    """``calaim-fhir serve`` on a free port and a tmp SQLite file, with ``settings`` as
+    ``CALAIM_FHIR_*`` environment variables; stopped afterwards."""
     port = free_port()
     database_url = sqlite_url(tmp_path / "served.db")
     base = f"http://127.0.0.1:{port}/fhir"
     args = [*command(), "serve", "--port", str(port), "--database-url", database_url]
-    with running(args, tmp_path / "server.log", f"{base}/metadata"):
-        yield Server(base, database_url, tmp_path / "server.log", port)
+    env = {f"CALAIM_FHIR_{k.upper()}": v for k, v in settings.items()}
+    with running(args, tmp_path / "server.log", f"{base}/metadata", env=env) as process:
+        yield Server(base, database_url, tmp_path / "server.log", port, process.pid)

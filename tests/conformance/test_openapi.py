@@ -1,17 +1,26 @@
-"""The committed OpenAPI description (openapi/openapi.json) matches the application."""
+"""One OpenAPI document: the one served at /openapi.json is the committed openapi/openapi.json,
+valid under openapi-spec-validator, describing every route and every FHIR operation with its
+parameters."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.routing import APIRoute
+from openapi_spec_validator import validate
 
 from server.app import create_app
+from server.fhir.conformance import conformance
 from server.openapi_export import export, render
+from server.operations.parameters import PRIMITIVES
+from server.operations.registry import operations
 from server.settings import Settings
+from tests.support import TestClient, fhir_client
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "openapi" / "openapi.json"
@@ -118,3 +127,63 @@ def test_document_is_valid_json_with_references_that_resolve() -> None:
                 walk(value)
 
     walk(document)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    db = tmp_path_factory.mktemp("openapi") / "fhir.db"
+    with fhir_client(f"sqlite:///{db}") as client:
+        yield client
+
+
+def test_the_served_document_is_the_committed_one(served: TestClient) -> None:
+    response = served.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.content == COMMITTED.read_bytes(), (
+        "/openapi.json differs from openapi/openapi.json: run scripts/export-openapi"
+    )
+
+
+def test_the_document_is_valid_openapi(served: TestClient) -> None:
+    document = served.get("/openapi.json").json()
+    validate(document)  # raises on an invalid document (unresolved path parameters included)
+    for path, item in document["paths"].items():
+        declared = {p["name"] for op in item.values() for p in op.get("parameters", [])
+                    if p["in"] == "path"}  # fmt: skip
+        assert declared == set(re.findall(r"{(\w+)}", path)), path
+
+
+def _places(operation: Any) -> Iterator[tuple[str, str]]:
+    """(path, level) of every place the registry runs ``operation``."""
+    if operation.system_level:
+        yield f"/fhir/${operation.name}", "system"
+    for type in sorted(operation.types) or ["{type}"]:
+        if operation.type_level:
+            yield f"/fhir/{type}/${operation.name}", "type"
+        if operation.instance_level:
+            yield f"/fhir/{type}/{{id}}/${operation.name}", "instance"
+
+
+def test_every_operation_is_described_with_its_parameters() -> None:
+    paths = export()["paths"]
+    for operation in operations():
+        definition = conformance().resource("OperationDefinition", operation.definition)
+        assert definition is not None
+        inputs = [p for p in definition.get("parameter", []) if p["use"] == "in"]
+        for path, _ in _places(operation):
+            assert path in paths, f"{path} is missing"
+            item = paths[path]
+            assert ("get" in item) == (not operation.affects_state), path
+            if "get" in item:
+                query = {p["name"]: p for p in item["get"]["parameters"] if p["in"] == "query"}
+                for p in inputs:
+                    if p.get("type") in PRIMITIVES and not p.get("part"):
+                        assert p["name"] in query, (path, p["name"])
+                        assert query[p["name"]]["required"] == (int(p["min"]) > 0)
+            body = item["post"]["requestBody"]["content"]["application/fhir+json"]["schema"]
+            parameters = body["oneOf"][0] if "oneOf" in body else body
+            names = parameters["properties"]["parameter"]["items"]["properties"]
+            assert sorted(p["name"] for p in inputs) == sorted(
+                names.get("name", {}).get("enum", [])
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -200,6 +201,10 @@ def _cases() -> list[tuple[str, str, dict[str, str], bytes | None]]:
         "/fhir/Patient/a/b/c/d", "/fhir/_search", "/fhir/Patient/a/_history/1/x",
         "/fhir/Patient?_id=" + "a," * 2000,
         "/fhir/Patient/a/_history/%C2%B2", "/fhir/Patient?_count=%C2%B2",
+        "/fhir/Patient?_revinclude=Observation:subject&_count=1000",
+        "/fhir/Organization?_include:iterate=Organization:partof&_count=1000",
+        "/fhir/Patient?_revinclude:iterate=*&_include:iterate=*",
+        "/fhir/Patient/fz/$everything?_count=1000", "/fhir/_history?_count=1000",
         "/fhir/Patient?_cursor=%C2%B2", "/fhir/_history?_count=%C2%B2",
         "/fhir/_history?_cursor=%C2%B2", "/fhir/Patient?_count=%D9%A1",
     ]
@@ -220,7 +225,15 @@ def _cases() -> list[tuple[str, str, dict[str, str], bytes | None]]:
         {"If-None-Exist": "_id=" + "x" * 200},
         {"Content-Type": "application/fhir+json; fhirVersion=1.0"},
         {"Content-Type": ";"}, {"Content-Length": "abc"},
+        {"Content-Encoding": "gzip"}, {"Content-Encoding": "br"},
+        {"Content-Encoding": "gzip, gzip"}, {"Content-Encoding": ""},
     ]
+    zipped = {**_J, "Content-Encoding": "gzip"}
+    bomb = gzip.compress(b" " * 20_000_000, compresslevel=9)  # 20 MB in ~20 KB: 413
+    cut = gzip.compress(b'{"resourceType":"Patient"}')[:-8]
+    for raw in (bomb, cut, b"\x1f\x8b" + b"\x00" * 20):
+        cases.append(("POST", _P, zipped, raw))
+        cases.append(("POST", "/fhir", zipped, raw))
     for header in write_headers:
         cases.append(("POST", _P, {**_J, **header}, b'{"resourceType":"Patient"}'))
         cases.append(("PUT", f"{_P}/fz", {**_J, **header},

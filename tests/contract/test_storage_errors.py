@@ -5,13 +5,13 @@ failed write changes nothing."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 
 from server.store import faults
-from tests.support import TestClient, create, history_total, outcome, patient
+from tests.support import LogLines, TestClient, create, history_total, logged, outcome, patient
 
 # cause: (status, issue code, words of the diagnostics, Retry-After expected)
 CAUSES: dict[str, tuple[int, str, str, bool]] = {
@@ -26,28 +26,16 @@ CAUSES: dict[str, tuple[int, str, str, bool]] = {
 }
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture
-def store_log() -> Iterator[_Collect]:
-    collect = _Collect()
-    logger = logging.getLogger("calaim_fhir.store")
-    logger.addHandler(collect)
+def store_log() -> Iterator[LogLines]:
     try:
-        yield collect
+        with logged("calaim_fhir.store") as lines:
+            yield lines
     finally:
-        logger.removeHandler(collect)
         faults.disarm()
 
 
-def _check(response: object, cause: str, log: _Collect) -> None:
+def _check(response: object, cause: str, log: LogLines) -> None:
     status, code, words, retry = CAUSES[cause]
     body = outcome(response, status)
     issue = body["issue"][0]
@@ -62,7 +50,7 @@ def _check(response: object, cause: str, log: _Collect) -> None:
 
 @pytest.mark.parametrize("cause", sorted(CAUSES))
 def test_a_failed_commit_is_answered_by_its_cause_and_writes_nothing(
-    client: TestClient, store_log: _Collect, cause: str
+    client: TestClient, store_log: LogLines, cause: str
 ) -> None:
     pid = create(client, patient("Kept"))["id"]
     before = history_total(client)
@@ -80,7 +68,7 @@ def test_a_failed_commit_is_answered_by_its_cause_and_writes_nothing(
 
 @pytest.mark.parametrize("cause", sorted(CAUSES))
 def test_a_failed_read_is_answered_by_its_cause(
-    client: TestClient, store_log: _Collect, cause: str
+    client: TestClient, store_log: LogLines, cause: str
 ) -> None:
     pid = create(client, patient("Kept"))["id"]
     faults.arm(f"read=error:{cause}")
@@ -91,7 +79,7 @@ def test_a_failed_read_is_answered_by_its_cause(
 
 
 def test_the_log_line_names_the_cause_and_no_content(
-    client: TestClient, store_log: _Collect
+    client: TestClient, store_log: LogLines
 ) -> None:
     faults.arm("before-commit=error:full")
     outcome(client.post("/fhir/Patient", json=patient("Zyxwvutsrq")), 507)
@@ -99,3 +87,75 @@ def test_the_log_line_names_the_cause_and_no_content(
     assert lines, store_log.messages
     assert any("full" in m.lower() for m in lines), lines
     assert all("Zyxwvutsrq" not in m for m in store_log.messages)
+
+
+def test_damage_fails_the_health_check_on_both_stores(
+    make_client: Callable[..., AbstractContextManager[TestClient]], store_log: LogLines
+) -> None:
+    with make_client() as fresh:  # an app of its own: the damage it meets stays with it
+        assert fresh.get("/health").status_code == 200
+        create(fresh, patient("Damaged"))
+        faults.arm("read=error:corrupt")
+        outcome(fresh.get("/fhir/Patient?_count=5"), 500)
+        faults.disarm()
+        health = outcome(fresh.get("/health"), 503)
+        assert "damage was met while serving" in health["issue"][0]["diagnostics"]
+
+
+def _postgresql(database_url: str) -> bool:
+    return database_url.startswith(("postgresql:", "postgres:"))
+
+
+@pytest.mark.parametrize("cause", ["serialization", "deadlock"])
+def test_a_transaction_conflict_is_retried_inside_the_server(
+    client: TestClient, store_log: LogLines, database_url: str, cause: str
+) -> None:
+    before = history_total(client)
+    faults.arm(f"before-commit=error:{cause}@2")  # the first two commits fail
+    response = client.post("/fhir/Patient", json=patient("Retried"))
+    faults.disarm()
+    if _postgresql(database_url):  # run again inside the server: written once
+        assert response.status_code == 201, response.text
+        assert history_total(client) == before + 1
+        retried = [m for m in store_log.messages if "retried after a transaction conflict" in m]
+        assert len(retried) == 2, store_log.messages
+    else:  # SQLite has no such conflicts: the fault is its "locked", answered 503 at once
+        outcome(response, 503)
+        assert history_total(client) == before
+
+
+def test_a_transaction_bundle_run_again_after_a_conflict_is_written_once(
+    client: TestClient, store_log: LogLines, database_url: str
+) -> None:
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:8f2c1d0e-4b7a-4e21-9a3c-2d5e6f7a8b9c",
+         "resource": patient("Member"), "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                      "subject": {"reference": "urn:uuid:8f2c1d0e-4b7a-4e21-9a3c-2d5e6f7a8b9c"}},
+         "request": {"method": "POST", "url": "Observation"}}]}  # fmt: skip
+    before = history_total(client)
+    faults.arm("before-commit=error:serialization@1")
+    response = client.post("/fhir", json=bundle)
+    faults.disarm()
+    if not _postgresql(database_url):
+        outcome(response, 503)
+        assert history_total(client) == before
+        return
+    assert response.status_code == 200, response.text
+    assert history_total(client) == before + 2
+    locations = [e["response"]["location"] for e in response.json()["entry"]]
+    pid = locations[0].split("/")[1]
+    observation = client.get(f"/fhir/{locations[1].rsplit('/_history', 1)[0]}").json()
+    assert observation["subject"]["reference"] == f"Patient/{pid}"
+
+
+def test_a_conflict_that_persists_is_503_and_writes_nothing(
+    client: TestClient, store_log: LogLines
+) -> None:
+    before = history_total(client)
+    faults.arm("before-commit=error:deadlock")
+    response = client.post("/fhir/Patient", json=patient("Lost"))
+    faults.disarm()
+    outcome(response, 503)
+    assert "retry-after" in response.headers
+    assert history_total(client) == before

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import orjson
 import pytest
@@ -21,7 +20,8 @@ from tests.durability.conftest import (
 THREADS = 8
 INCREMENTS = 10
 MAX_ATTEMPTS = 400  # per thread: 10 successes among at most this many tries
-DEADLINE_S = 90.0
+# no deadline on the whole: each request waits at most its client timeout, each thread makes
+# at most MAX_ATTEMPTS tries, and pytest's timeout guards against a hang
 
 
 def _servers(start_server: ServerFactory, url: str, store: str, topology: str) -> list[Server]:
@@ -51,14 +51,13 @@ def test_concurrent_if_match_updates_lose_nothing(
     conflicts = [0] * THREADS
     unexpected: list[str] = []
     barrier = threading.Barrier(THREADS, timeout=30)
-    deadline = time.monotonic() + DEADLINE_S
 
     def worker(i: int) -> None:
         try:
             with servers[i % len(servers)].client(timeout=30) as c:
                 barrier.wait()
                 for _ in range(MAX_ATTEMPTS):
-                    if successes[i] == INCREMENTS or time.monotonic() > deadline:
+                    if successes[i] == INCREMENTS:
                         return
                     read = c.get(f"/Patient/{id}")
                     if read.status_code != 200:
@@ -84,8 +83,7 @@ def test_concurrent_if_match_updates_lose_nothing(
     for t in threads:
         t.start()
     for t in threads:
-        t.join(DEADLINE_S + 30)
-    assert not any(t.is_alive() for t in threads), "an updater thread hung"
+        t.join()
     assert unexpected == []
     total = sum(successes)
     assert successes == [INCREMENTS] * THREADS, (successes, conflicts)

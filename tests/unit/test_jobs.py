@@ -384,14 +384,31 @@ def test_a_job_heard_from_recently_is_still_running(env: Env) -> None:
 
 
 def test_the_heartbeat_keeps_a_quiet_job_alive(tmp_path: Path) -> None:
-    with _running(tmp_path, stale_seconds=0.2, clock=now_us) as env:
+    # the injected clock moves past the stale limit twice while the job makes no progress
+    # call; each time the heartbeat records the clock's new time (waited for, however slow
+    # the machine), so whoever polls still sees the job running
+    with _running(tmp_path, stale_seconds=300, beat_every=0.01) as env:
         release = threading.Event()
-        id = env.submit(lambda ctx: (release.wait(10), (200, RESULT))[1])
-        time.sleep(0.6)  # three times the stale limit without a progress call
-        job = env.jobs.status(id, LOCAL.key)
-        assert job is not None and job.state == "running"
+        id = env.submit(lambda ctx: (release.wait(30), (200, RESULT))[1])
+        _wait(lambda: env.row(id) is not None and env.row(id).state == "running")  # type: ignore[union-attr]
+        for _ in range(2):
+            env.clock.advance(200 / 3600)  # 200 s: 400 s in all, past the 300 s limit
+            _wait(lambda: env.row(id).updated == env.clock.now)  # type: ignore[union-attr]
+            job = env.jobs.status(id, LOCAL.key)
+            assert job is not None and job.state == "running"
         release.set()
         assert env.ended(id).state == "completed"
+
+
+def test_without_a_heartbeat_the_same_quiet_job_is_reported_failed(tmp_path: Path) -> None:
+    with _running(tmp_path, stale_seconds=300, beat_every=3600) as env:
+        release = threading.Event()
+        id = env.submit(lambda ctx: (release.wait(30), (200, RESULT))[1])
+        _wait(lambda: env.row(id) is not None and env.row(id).state == "running")  # type: ignore[union-attr]
+        env.clock.advance(400 / 3600)
+        job = env.jobs.status(id, LOCAL.key)
+        assert job is not None and job.state == "failed"
+        release.set()
 
 
 def test_closing_fails_running_and_queued_jobs(tmp_path: Path) -> None:

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import orjson
 
 from server.auth.interactions import Interaction
-from server.errors import InvalidResource
+from server.errors import InvalidResource, TransactionConflict
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
 from server.search.access_facts import access_facts
@@ -43,7 +43,10 @@ from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
 from server.search.rows import IndexRows
 from server.store import faults
 from server.store.base import (
+    ENTRY_BYTES,
+    INCLUDE_HOPS,
     HistoryQuery,
+    Included,
     Method,
     Origin,
     Page,
@@ -52,9 +55,10 @@ from server.store.base import (
     Unit,
     Version,
     WriteResult,
+    fitting,
 )
+from server.store.sql import bodies, scans, store_file
 from server.store.sql import query as compiler
-from server.store.sql import scans, store_file
 from server.store.sql.auth import SqlAuth
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.jobs import SqlJobs
@@ -62,8 +66,8 @@ from server.store.sql.outbox import SqlOutbox
 from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
-_MAX_INCLUDE_DEPTH = 4  # hops of _include:iterate / _revinclude:iterate
 _FETCH = 256  # rows fetched at a time by streaming reads
+CONFLICT_RETRIES = 3  # runs more of a job aborted by a serialization failure or deadlock
 _KEYS_PER_STATEMENT = 200  # resource keys looked up by one statement
 
 
@@ -113,6 +117,7 @@ def render(type: str, id: str, version: int, stamp: int, resource: dict[str, Any
 
 
 Estimate = Callable[[Connection, str, Sequence[Any]], "int | None"]
+Budget = Callable[[Connection], AbstractContextManager[None]]
 
 
 class SqlReader:
@@ -120,10 +125,21 @@ class SqlReader:
     gives the database's estimate of a count (``_total=estimate``), or None where it has
     none."""
 
-    def __init__(self, conn: Connection, collate: str = "", estimate: Estimate | None = None):
+    def __init__(
+        self,
+        conn: Connection,
+        collate: str = "",
+        estimate: Estimate | None = None,
+        budget: Budget | None = None,
+    ):
         self._conn = conn
         self._collate = collate
         self._estimate = estimate
+        self._budget = budget
+
+    def _budgeted(self) -> AbstractContextManager[None]:
+        """The query time budget of a search's statements (none inside a write unit)."""
+        return nullcontext() if self._budget is None else self._budget(self._conn)
 
     def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
         if within:
@@ -203,27 +219,48 @@ class SqlReader:
             )
             args.extend(condition[1])
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        inline = bodies.inline(q.max_bytes, q.count + 1)
+        body = "h.body" if inline is None else (
+            f"CASE WHEN length(h.body) <= {inline} THEN h.body END"
+        )
         sql = (
-            "SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, h.body, h.seq, h.method,"
-            " h.labels, h.owners"
+            f"SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, {body}, h.seq,"
+            f" h.method, h.labels, h.owners{compiler.size_column('h', inline)}"
             f" FROM resource_history h{join}{where} ORDER BY h.seq DESC LIMIT {int(q.count) + 1}"
         )
         rows = self._conn.execute(sql, args).fetchall()
-        return Page([_history(row) for row in rows[: q.count]], len(rows) > q.count)
+        more = len(rows) > q.count
+        rows = rows[: q.count]
+        kept = len(rows) if inline is None else fitting([bodies.size(r) for r in rows], q.max_bytes)
+        cut = kept < len(rows)
+        items = bodies.fill(self._conn, [_history(row) for row in rows[:kept]], inline)
+        return Page(items, more or cut, cut)
 
     def search(self, query: SearchQuery) -> SearchPage:
+        with self._budgeted():
+            return self._search(query)
+
+    def _search(self, query: SearchQuery) -> SearchPage:
         probe = _remembered(self._count)  # the count and the page ask the same probes
         total = self._total(query, probe)
         if query.count <= 0:
             return SearchPage([], None, None, total)
-        sql, args, keys = compiler.page_statement(query, collate=self._collate, probe=probe)
+        inline = bodies.inline(query.max_bytes, query.count + 1)
+        sql, args, keys = compiler.page_statement(
+            query, collate=self._collate, probe=probe, inline=inline
+        )
         rows = self._conn.execute(sql, args).fetchall()
         more = len(rows) > query.count
         rows = rows[: query.count]
+        cut = False
+        if inline is not None:  # the rows nearest the cursor that fit the bound
+            kept = fitting([bodies.size(row) for row in rows], query.max_bytes)
+            cut, more = kept < len(rows), more or kept < len(rows)
+            rows = rows[:kept]
         cursor = query.cursor
         if cursor is not None and cursor.backward:
             rows.reverse()
-        items = [_current(row) for row in rows]
+        items = bodies.fill(self._conn, [_current(row) for row in rows], inline)
 
         def at(row: Any, backward: bool) -> Cursor:
             start = compiler.SORT_VALUES
@@ -233,12 +270,12 @@ class SqlReader:
             # the page before a row: that row (and whatever follows it) comes next
             after_page = at(rows[-1], False) if rows else Cursor(cursor.values, cursor.seq - 1)
             before = at(rows[0], True) if more else None
-            return SearchPage(items, after_page, before, total)
+            return SearchPage(items, after_page, before, total, cut)
         next_cursor = at(rows[-1], False) if more and rows else None
         previous = None
         if cursor is not None:  # the rows before this page end where this page begins
             previous = at(rows[0], True) if rows else Cursor(cursor.values, cursor.seq + 1, True)
-        return SearchPage(items, next_cursor, previous, total)
+        return SearchPage(items, next_cursor, previous, total, cut)
 
     def _total(self, query: SearchQuery, probe: compiler.Probe) -> int | None:
         """``Bundle.total`` as ``query.total`` asks (see ``Total``)."""
@@ -272,44 +309,80 @@ class SqlReader:
         includes: tuple[Include, ...],
         limit: int,
         within: Sequence[Clause] = (),
-    ) -> tuple[list[Version], bool]:
-        narrowing = self._narrowing(within)
+        max_bytes: int | None = None,
+    ) -> Included:
+        with self._budgeted():
+            narrowing = self._narrowing(within)
+            return self._include(versions, includes, limit, narrowing, max_bytes)
+
+    def _include(
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        narrowing: compiler.Frag,
+        max_bytes: int | None,
+    ) -> Included:
+        """``include`` with each branch narrowed by ``narrowing`` (the caller's view) before
+        its row limit; ``:iterate`` goes on from what passed."""
         seen = {(v.type, v.id) for v in versions}
         added: list[Version] = []
+        used = 0  # bytes of ``added``, as ``fitting`` counts them
         sources = versions
-        depth = 0
-        while sources and depth < _MAX_INCLUDE_DEPTH:
+        for depth in range(INCLUDE_HOPS + 1):
             active = [i for i in includes if depth == 0 or i.iterate]
-            if not active:
+            if not sources or not active:
                 break
-            depth += 1
             keys: dict[str, list[str]] = {}
             for version in sources:
                 keys.setdefault(version.type, []).append(version.id)
             # every row may be one seen already: fetch enough to fill the cap and see past it
             room = limit - len(added) + len(seen) + 1
-            fresh: list[Version] = []
-            for statement in (
-                compiler.include_statement(
-                    keys, [i for i in active if not i.reverse], room, narrowing
-                ),
-                compiler.revinclude_statement(
-                    keys, [i for i in active if i.reverse], room, narrowing
-                ),
-            ):
-                if statement is None:
-                    continue
-                for row in self._conn.execute(*statement).fetchall():
-                    key = (row[0], row[1])
-                    if key not in seen:
-                        seen.add(key)
-                        fresh.append(_current(row))
-            if len(added) + len(fresh) > limit:
-                added.extend(fresh[: limit - len(added)])
-                return added, True
-            added.extend(fresh)
+            if depth == INCLUDE_HOPS:  # one hop more would add resources: say so
+                probe = self._included(keys, active, room, 0, seen, narrowing)
+                return Included(added, hop_limit=bool(probe[0]))
+            budget = None if max_bytes is None else max_bytes - used
+            inline = bodies.inline(budget, room)
+            fresh, sizes = self._included(keys, active, room, inline, seen, narrowing)
+            by_count = limit - len(added)
+            by_bytes = fitting(sizes, budget, at_least=0)
+            kept = min(by_count, by_bytes)
+            added.extend(bodies.fill(self._conn, fresh[:kept], inline))
+            if kept < len(fresh):
+                return Included(added, "bytes" if by_bytes < by_count else "count")
+            used += sum(sizes) + ENTRY_BYTES * kept
             sources = fresh
-        return added, False
+        return Included(added)
+
+    def _included(
+        self,
+        keys: dict[str, list[str]],
+        active: list[Include],
+        room: int,
+        inline: int | None,
+        seen: set[tuple[str, str]],
+        narrowing: compiler.Frag,
+    ) -> tuple[list[Version], list[int]]:
+        """One hop of includes from ``keys``: the resources not ``seen`` yet (added to it) that
+        satisfy ``narrowing`` (before each statement's limit), and their sizes (with
+        ``inline``; 0 without)."""
+        fresh: list[Version] = []
+        sizes: list[int] = []
+        forward = [i for i in active if not i.reverse]
+        backward = [i for i in active if i.reverse]
+        for statement in (
+            compiler.include_statement(keys, forward, room, narrowing, inline),
+            compiler.revinclude_statement(keys, backward, room, narrowing, inline),
+        ):
+            if statement is None:
+                continue
+            for row in self._conn.execute(*statement).fetchall():
+                key = (row[0], row[1])
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(_current(row))
+                    sizes.append(bodies.size(row) if inline is not None else 0)
+        return fresh, sizes
 
     def patient_resources(
         self,
@@ -548,6 +621,10 @@ class SqlRepository:
                 then(conn)
         self.sql_dialect.bind_identity(store_id)
 
+    def health(self) -> list[str]:
+        """The problems the store's cheap checks find (``Dialect.health``); none: healthy."""
+        return self.sql_dialect.health()
+
     def run_jobs(
         self, conn: Connection, jobs: Sequence[tuple[Callable[[Unit], Any], Origin]]
     ) -> list[tuple[bool, Any]]:
@@ -568,33 +645,39 @@ class SqlRepository:
                 unit.finish()
             else:
                 for job, origin in jobs:
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        with dialect.errors():
-                            unit = SqlUnit(conn, dialect, clock, rows, origin)
-                            value = job(unit)
-                            unit.finish()
-                    except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
-                        conn.execute("ROLLBACK TO SAVEPOINT job")
-                        conn.execute("RELEASE SAVEPOINT job")
-                        outcomes.append((False, exc))
-                    else:
-                        conn.execute("RELEASE SAVEPOINT job")
-                        outcomes.append((True, value))
+                    for attempt in range(1, CONFLICT_RETRIES + 2):
+                        conn.execute("SAVEPOINT job")
+                        try:
+                            with dialect.errors():
+                                unit = SqlUnit(conn, dialect, clock, rows, origin)
+                                value = job(unit)
+                                unit.finish()
+                        except Exception as exc:  # noqa: BLE001 - handed back to its caller
+                            conn.execute("ROLLBACK TO SAVEPOINT job")
+                            conn.execute("RELEASE SAVEPOINT job")
+                            if isinstance(exc, TransactionConflict) and attempt <= CONFLICT_RETRIES:
+                                continue  # aborted for a concurrent transaction: run it again
+                            outcomes.append((False, exc))
+                        else:
+                            conn.execute("RELEASE SAVEPOINT job")
+                            outcomes.append((True, value))
+                        break
             clock.flush()
         return outcomes
 
     @contextmanager
     def reader(self) -> Iterator[SqlReader]:
-        with self.sql_dialect.reading() as conn:
-            yield SqlReader(conn, self.sql_dialect.collate, self.sql_dialect.estimate)
+        d = self.sql_dialect
+        with d.reading() as conn:
+            yield SqlReader(conn, d.collate, d.estimate, d.budget)
 
     @contextmanager
     def snapshot(self) -> Iterator[SqlReader]:
         """A reader whose reads see one snapshot where the database allows it cheaply
         (SQLite: one read transaction): for the reads that prepare a write."""
-        with self.sql_dialect.snapshot() as conn:
-            yield SqlReader(conn, self.sql_dialect.collate, self.sql_dialect.estimate)
+        d = self.sql_dialect
+        with d.snapshot() as conn:
+            yield SqlReader(conn, d.collate, d.estimate, d.budget)
 
     def close(self) -> None:
         self.sql_dialect.close()

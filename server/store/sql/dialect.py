@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from server.errors import ServiceUnavailable
+from server.errors import DatabaseDamaged, FhirError, ServiceUnavailable
 from server.search.query import TABLES
 from server.store import faults
 from server.store.sql import store_file
 from server.store.sql.driver_errors import (
+    over_budget,
     postgres_error,
     postgres_fault,
     sqlite_busy,
@@ -50,6 +52,38 @@ def lock_key(text: str) -> int:
     )
 
 
+class Damage:
+    """Damage met while serving (a corrupt page, a damaged database file): the health check
+    fails from then on, until the process restarts (an operator restores the store)."""
+
+    def __init__(self) -> None:
+        self._seen: str | None = None
+
+    def seen(self, error: FhirError) -> FhirError:
+        if isinstance(error, DatabaseDamaged):
+            self._seen = error.issues[0].diagnostics if error.issues else "damaged"
+        return error
+
+    def problems(self) -> list[str]:
+        return [] if self._seen is None else [f"damage was met while serving: {self._seen}"]
+
+
+def _store_id(dialect: Dialect) -> str | FhirError:
+    """The store's id as the database holds it, or the error reading it."""
+    try:
+        with dialect.reading() as conn:
+            row = conn.execute("SELECT id FROM store_identity").fetchone()
+    except FhirError as error:
+        return error
+    if row is None:
+        return DatabaseDamaged("The store has no identity: its data was removed")
+    return str(row[0])
+
+
+logger = logging.getLogger("calaim_fhir.store")
+_PROGRESS_STEPS = 1000  # SQLite virtual machine steps between two looks at a query's budget
+
+
 class Dialect(Protocol):
     name: str
     types: dict[str, str]
@@ -65,6 +99,13 @@ class Dialect(Protocol):
     def estimate(self, conn: Connection, sql: str, args: Sequence[Any]) -> int | None:
         """The planner's estimate of what a ``SELECT COUNT(*)`` statement counts, from the
         database's statistics (``_total=estimate``); None where it keeps none."""
+
+    def budget(self, conn: Connection) -> AbstractContextManager[None]:
+        """The query time budget (``query_budget_ms``) over the statements run inside it on
+        ``conn`` (a read connection): past it the database stops the statement and the
+        search is answered ``too-costly`` (``driver_errors.over_budget``). SQLite: a
+        progress handler with a deadline for all of them together; PostgreSQL:
+        ``statement_timeout`` for each statement."""
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -124,6 +165,11 @@ class Dialect(Protocol):
 
     def bind_identity(self, store_id: str) -> None:
         """Tie the store's id to where it lives (SQLite: the marker next to the file)."""
+
+    def health(self) -> list[str]:
+        """Cheap checks that the store is sound and reachable (the health endpoint): damage
+        met while serving, the store reachable and its identity readable (SQLite: the file's
+        header and the marker too); the problems found, none when healthy."""
 
     def integrity(self, quick: bool) -> tuple[list[str], list[str]]:
         """The full (or quick) check of the stored data: (problems found, notes on what could
@@ -266,11 +312,13 @@ class SQLiteDialect:
     }
     collate = ""
 
-    def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int = 10_000, query_budget_ms: int = 0) -> None:
         self.path = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         store_file.check_before_open(path)  # before SQLite could make an empty file a store
         self.busy_timeout_ms = busy_timeout_ms
+        self.query_budget_ms = query_budget_ms
+        self.damage = Damage()
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -367,9 +415,9 @@ class SQLiteDialect:
         try:
             yield
         except sqlite3.Error as exc:
-            raise sqlite_error(exc) from exc
+            raise self.damage.seen(sqlite_error(exc)) from exc
         except faults.Fault as fault:
-            raise sqlite_error(sqlite_fault(fault.cause)) from fault
+            raise self.damage.seen(sqlite_error(sqlite_fault(fault.cause))) from fault
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -382,6 +430,23 @@ class SQLiteDialect:
         """None: SQLite keeps no statistics unless ANALYZE runs (which the server never runs
         on a live store); the count is exact."""
         return None
+
+    @contextmanager
+    def budget(self, conn: Connection) -> Iterator[None]:
+        if not self.query_budget_ms or not isinstance(conn, sqlite3.Connection):
+            yield
+            return
+        deadline = time.monotonic() + self.query_budget_ms / 1000
+        # called every _PROGRESS_STEPS virtual machine steps; a true answer interrupts
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT:
+                raise over_budget(self.query_budget_ms, "sqlite") from exc
+            raise
+        finally:
+            conn.set_progress_handler(None, 0)
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -455,6 +520,20 @@ class SQLiteDialect:
     def bind_identity(self, store_id: str) -> None:
         store_file.bind_marker(self.path, store_id)
 
+    def health(self) -> list[str]:
+        problems = self.damage.problems()
+        header = store_file.header_problem(self.path)
+        if header is not None:
+            problems.append(f"the database file is damaged: {header}")
+        found = _store_id(self)
+        if isinstance(found, FhirError):
+            problems.append(f"the store cannot be read: {found.issues[0].diagnostics}")
+        else:
+            problem = store_file.marker_problem(self.path, found)
+            if problem is not None:
+                problems.append(problem)
+        return problems
+
     def integrity(self, quick: bool) -> tuple[list[str], list[str]]:
         pragma = "quick_check" if quick else "integrity_check"
         with self.reading() as conn:
@@ -486,12 +565,14 @@ class PostgresDialect:
     }
     collate = ' COLLATE "C"'
 
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, query_budget_ms: int = 0) -> None:
         import psycopg
         from psycopg_pool import ConnectionPool
 
         self._psycopg = psycopg
         self._url = url
+        self.query_budget_ms = query_budget_ms
+        self.damage = Damage()
         self._writers: list[Any] = []
         self._sql_cache: dict[str, str] = {}
         try:
@@ -507,6 +588,39 @@ class PostgresDialect:
             self.pool.wait(timeout=10)
         except Exception as exc:  # pool timeout or driver error: the database is not there
             raise ServiceUnavailable("The database is unavailable") from exc
+        try:
+            self._check_identity()
+        except BaseException:
+            self.pool.close()
+            raise
+
+    def _marker(self, conn: Any) -> tuple[str, str | None]:
+        """The database's name and the store id its comment names (None: no marker)."""
+        name, comment = conn.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+        found = store_file.PG_MARKER.fullmatch(comment or "")
+        return str(name), None if found is None else found.group(1)
+
+    def _check_identity(self) -> None:
+        """Refuse, before anything is created, a database whose comment names a store that
+        its tables no longer hold (the store's tables were dropped or emptied)."""
+        with self.errors(), self.pool.connection() as conn:
+            name, marked = self._marker(conn)
+            if marked is None:
+                return
+            table = conn.execute("SELECT to_regclass('store_identity')").fetchone()
+            has_table = table is not None and table[0] is not None
+            row = conn.execute("SELECT id FROM store_identity").fetchone() if has_table else None
+        if row is None:
+            raise store_file.StoreRefused(
+                f"The database {name} is marked as holding store {marked} (its comment), but "
+                "that store's tables are gone or empty: refusing to start with an empty "
+                f"store. Restore the database from a backup, or remove the mark "
+                f"(COMMENT ON DATABASE \"{name}\" IS NULL) to start a new, empty store "
+                "deliberately."
+            )
 
     def sql(self, statement: str) -> str:
         cached = self._sql_cache.get(statement)
@@ -521,9 +635,11 @@ class PostgresDialect:
         try:
             yield
         except (self._psycopg.Error, PoolTimeout) as exc:
-            raise postgres_error(exc) from exc
+            raise self.damage.seen(postgres_error(exc)) from exc
         except faults.Fault as fault:
-            raise postgres_error(postgres_fault(self._psycopg, fault.cause)) from fault
+            raise self.damage.seen(
+                postgres_error(postgres_fault(self._psycopg, fault.cause))
+            ) from fault
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -538,6 +654,22 @@ class PostgresDialect:
         execution), from the statistics autovacuum keeps."""
         plan = conn.execute("EXPLAIN (FORMAT JSON) " + sql, args).fetchone()[0]
         return planned_rows(plan)
+
+    @contextmanager
+    def budget(self, conn: Connection) -> Iterator[None]:
+        if not self.query_budget_ms:
+            yield
+            return
+        # a pool connection (autocommit): the setting holds until reset, also on failure
+        conn.execute(f"SET statement_timeout = {int(self.query_budget_ms)}")
+        try:
+            yield
+        except self._psycopg.errors.QueryCanceled as exc:
+            if "statement timeout" not in str(exc):  # cancelled by an operator: 503
+                raise
+            raise over_budget(self.query_budget_ms, "postgresql") from exc
+        finally:
+            conn.execute("RESET statement_timeout")
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
@@ -671,8 +803,43 @@ class PostgresDialect:
             )
 
     def bind_identity(self, store_id: str) -> None:
-        """Nothing to tie: the id lives in the database (a server cannot tell a PostgreSQL
-        database recreated empty from a new one without a marker of its own)."""
+        """The database's comment names its store (``store_file.PG_MARKER``), set once: it
+        outlives the store's tables, so a store whose tables were dropped or emptied is
+        refused at the next start-up (``_check_identity``), and another store's tables
+        restored into this database too. (A database dropped and created anew loses its
+        comment with it: that case cannot be told from a new store.)"""
+        from psycopg import sql
+
+        with self.errors(), self.pool.connection() as conn:
+            name, marked = self._marker(conn)
+            if marked is None:
+                try:
+                    conn.execute(
+                        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                            sql.Identifier(name), sql.Literal(f"calaim-fhir store {store_id}")
+                        )
+                    )
+                except self._psycopg.errors.InsufficientPrivilege:
+                    logger.warning(
+                        "the database %s cannot be marked with its store (not its owner): a "
+                        "store whose tables are dropped will not be recognised",
+                        name,
+                    )
+                return
+        if marked != store_id:
+            raise store_file.StoreRefused(
+                f"The database {name} holds store {store_id}, but its comment names store "
+                f"{marked}: these are not the tables that were here. Restore the right ones, "
+                f"or remove the mark (COMMENT ON DATABASE \"{name}\" IS NULL) if this store is "
+                "meant to replace it."
+            )
+
+    def health(self) -> list[str]:
+        problems = self.damage.problems()
+        found = _store_id(self)
+        if isinstance(found, FhirError):
+            problems.append(f"the store cannot be read: {found.issues[0].diagnostics}")
+        return problems
 
     def integrity(self, quick: bool) -> tuple[list[str], list[str]]:
         """amcheck's ``bt_index_check`` on every B-tree index of the store's schema (with
@@ -774,14 +941,16 @@ class _PgWriter(_PgConnection):
             pipeline.__exit__(type(error), error, error.__traceback__)
 
 
-def open_dialect(url: str, *, pool_size: int = 8, busy_timeout_ms: int = 10_000) -> Dialect:
+def open_dialect(
+    url: str, *, pool_size: int = 8, busy_timeout_ms: int = 10_000, query_budget_ms: int = 0
+) -> Dialect:
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         # sqlite:///relative/path.db and sqlite:////absolute/path.db
         raw = unquote(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else ""
         if not raw:
             raise ValueError("sqlite URL needs a path: sqlite:///data/calaim-fhir.db")
-        return SQLiteDialect(os.path.abspath(raw), busy_timeout_ms)
+        return SQLiteDialect(os.path.abspath(raw), busy_timeout_ms, query_budget_ms)
     if parsed.scheme in ("postgresql", "postgres"):
-        return PostgresDialect(url, pool_size)
+        return PostgresDialect(url, pool_size, query_budget_ms)
     raise ValueError(f"unsupported database URL scheme {parsed.scheme!r}")

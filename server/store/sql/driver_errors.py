@@ -7,12 +7,14 @@ cause                                  status  notes
 busy / locked, connection lost,        503     ``Retry-After``: the same request can succeed
 too many connections, shutting down,           later
 out of memory, I/O error, cannot open
-serialization failure, deadlock        503     ``Retry-After`` (the request changed nothing)
+serialization failure, deadlock        503     retried by the group writer first (3 times);
+                                               then ``Retry-After`` (nothing was written)
 read-only database or file system      503     the reason given; an operator must act
 disk full                              507     the reason given
 corrupt, not a database                500     the server log says so
 too large / too many (expression       400     ``too-costly``: retrying cannot help
 tree, variables, statement, string)
+a search past its time budget          400     ``too-costly`` (``query_budget_ms``)
 a unique-key race                      409     (a concurrent write)
 anything else (a defect)               500
 =====================================  ======  =============================================
@@ -36,6 +38,7 @@ from server.errors import (
     InsufficientStorage,
     ServiceUnavailable,
     TooCostly,
+    TransactionConflict,
 )
 
 logger = logging.getLogger("calaim_fhir.store")
@@ -87,6 +90,15 @@ def sqlite_error(exc: sqlite3.Error) -> FhirError:
     return _logged(error, f"sqlite {name}", message)
 
 
+def over_budget(budget_ms: int, database: str) -> FhirError:
+    """A search the database stopped at the query time budget (``query_budget_ms``)."""
+    error = TooCostly(
+        f"The search ran longer than its budget of {budget_ms} ms and was stopped; narrow it "
+        "(fewer :contains, chained or _has parameters, a more selective parameter first)"
+    )
+    return _logged(error, f"{database} query budget", f"stopped after {budget_ms} ms")
+
+
 # PostgreSQL SQLSTATE classes and codes (postgresql.org/docs/current/errcodes-appendix.html)
 _RETRY_CLASSES = ("08", "57", "58")  # connection, operator intervention, system
 _LOGGED_CLASSES = ("08", "25", "40", "53", "54", "57", "58", "XX")
@@ -104,7 +116,7 @@ def postgres_error(exc: Exception) -> FhirError:
     if not state:  # no server answer: a connection failure or the pool's timeout
         error: FhirError = ServiceUnavailable(f"The database is unavailable ({name})")
     elif state in ("40001", "40P01"):
-        error = ServiceUnavailable("A concurrent transaction conflicted; retry")
+        error = TransactionConflict("A concurrent transaction conflicted; retry")
     elif state == "53100":
         error = InsufficientStorage("The database cannot grow: the disk is full")
     elif state.startswith("53") or state[:2] in _RETRY_CLASSES:
@@ -130,6 +142,7 @@ FAULTS: dict[str, tuple[int, str, str]] = {
     "toobig": (1, "too many SQL variables", "54001"),
     "ioerr": (_IOERR, "disk I/O error", "58030"),
     "serialization": (_BUSY, "database is locked", "40001"),
+    "deadlock": (_BUSY, "database is locked", "40P01"),
     "connection": (_CANTOPEN, "unable to open database file", "08006"),
 }
 

@@ -3,7 +3,10 @@
 Writes queue on the event loop. While one group commits, the next writes gather; then the
 writer runs every waiting write in its own savepoint inside one transaction and commits them
 together. Each write is answered only after the commit of its group, so an acknowledged write
-is durable, and a failing write rolls back to its savepoint alone.
+is durable, and a failing write rolls back to its savepoint alone (a write the database
+aborted for a concurrent transaction, a serialization failure or a deadlock, runs again in it,
+up to ``CONFLICT_RETRIES`` times; a group aborted as a whole, at its commit, runs again the
+same way).
 
 The writes run on the event loop thread on purpose: handing every statement to another
 thread costs a GIL hand-off each time, which under load costs more than the statement (SQLite
@@ -22,8 +25,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from server.errors import TransactionConflict
 from server.store.base import Origin, Unit
-from server.store.sql.adapter import SqlRepository
+from server.store.sql.adapter import CONFLICT_RETRIES, SqlRepository
 
 T = TypeVar("T")
 logger = logging.getLogger("calaim_fhir.store")
@@ -95,17 +99,27 @@ class GroupWriter:
             return
         locked = time.perf_counter_ns()
         group = self._take()
-        try:
-            outcomes = self._repo.run_jobs(conn, [(fn, origin) for fn, origin, _ in group])
-            await loop.run_in_executor(self._thread, dialect.commit, conn)
-            self.stats.add(len(group), time.perf_counter_ns() - locked)
-        except BaseException as exc:  # noqa: BLE001 - the group failed: all its writes fail
-            self._fail(group, exc)
+        for attempt in range(1, CONFLICT_RETRIES + 2):
             try:
-                await loop.run_in_executor(self._thread, dialect.rollback, conn)
-            except Exception:  # noqa: BLE001 - begin() resets the connection before the next group
-                logger.warning("rollback after a failed write group failed")
-            return
+                outcomes = self._repo.run_jobs(conn, [(fn, origin) for fn, origin, _ in group])
+                await loop.run_in_executor(self._thread, dialect.commit, conn)
+                self.stats.add(len(group), time.perf_counter_ns() - locked)
+                break
+            except BaseException as exc:  # noqa: BLE001 - the group failed: all its writes fail
+                try:
+                    await loop.run_in_executor(self._thread, dialect.rollback, conn)
+                except Exception:  # noqa: BLE001 - begin() resets the connection before the next group
+                    logger.warning("rollback after a failed write group failed")
+                if isinstance(exc, TransactionConflict) and attempt <= CONFLICT_RETRIES:
+                    # aborted for a concurrent transaction, nothing written: run it again
+                    logger.warning("write group retried after a transaction conflict (%d)", attempt)
+                    try:
+                        await loop.run_in_executor(self._thread, dialect.begin, conn)
+                        continue
+                    except BaseException as again:  # noqa: BLE001
+                        exc = again
+                self._fail(group, exc)
+                return
         self._settle(group, outcomes)
         if self._committed is not None:
             self._committed.set()

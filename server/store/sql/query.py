@@ -96,6 +96,27 @@ Types = tuple[str, ...] | None  # the resource types an alias may have; None = a
 
 COLUMNS = "rtype, id, version, last_updated, deleted, body, created_seq, labels, owners"
 SORT_VALUES = 9  # where the sort values begin in a page's rows, after ``COLUMNS``
+
+
+def lean_columns(alias: str, inline: int | None) -> str:
+    """``COLUMNS`` of ``alias``; with ``inline`` (bytes), a body longer than that is left out
+    (NULL; the reader fetches it by version only if it keeps the row) and the body's length
+    ends the row (``size_column``): a bounded read holds little more than it returns
+    (``bodies.py``). The access facts (``labels``, ``owners``) are in every row, lean or not:
+    the door's safety net checks each returned version by them."""
+    a = alias
+    body = f"{a}.body" if inline is None else (
+        f"CASE WHEN length({a}.body) <= {int(inline)} THEN {a}.body END AS body"
+    )
+    return (
+        f"{a}.rtype, {a}.id, {a}.version, {a}.last_updated, {a}.deleted, {body},"
+        f" {a}.created_seq, {a}.labels, {a}.owners"
+    )
+
+
+def size_column(alias: str, inline: int | None) -> str:
+    """The body length column that ends a row of ``lean_columns`` with ``inline``."""
+    return "" if inline is None else f", length({alias}.body) AS body_size"
 ALL_TYPES: tuple[str, ...] = tuple(sorted(RESOURCE_TYPES))
 TEXT_MAX = "\U0010ffff"  # sorts after every other character, bytewise in UTF-8
 _TRUE: Frag = ("1 = 1", ())
@@ -1163,11 +1184,16 @@ def _keyset(keys: Sequence[tuple[str, bool]], cursor: Cursor, backward: bool) ->
 
 
 def page_statement(
-    query: SearchQuery, *, collate: str = "", probe: Probe | None = None
+    query: SearchQuery,
+    *,
+    collate: str = "",
+    probe: Probe | None = None,
+    inline: int | None = None,
 ) -> tuple[str, list[Any], int]:
     """The one statement of a search page: (sql, args, number of sort columns). Rows are the
-    resource columns, then the sort values; at most ``count + 1`` of them, in the page's order
-    (reversed for a backward cursor). ``probe`` lets the plan measure its clauses."""
+    resource columns, then the sort values (then, with ``inline``, the body length:
+    ``lean_columns``); at most ``count + 1`` of them, in the page's order (reversed for a
+    backward cursor). ``probe`` lets the plan measure its clauses."""
     plan = Plan(query.criteria, collate=collate, probe=probe, walkable=not query.sort)
     compiler = plan.compiler
     condition = plan.condition()
@@ -1185,16 +1211,16 @@ def page_statement(
         text, args = _and(parts)
         direction = " DESC" if backward else ""
         sql = (
-            f"SELECT {COLUMNS} FROM resource r WHERE {text}"
-            f" ORDER BY r.created_seq{direction}{limit}"
+            f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
+            f" WHERE {text} ORDER BY r.created_seq{direction}{limit}"
         )
         return sql, list(args), 0
     values = [compiler.sort_value(key) for key in query.sort]
     selected = ", ".join(f"{text} AS k{n}" for n, (text, _) in enumerate(values))
     value_args = tuple(a for _, args in values for a in args)
     inner = (
-        f"SELECT r.rtype, r.id, r.version, r.last_updated, r.deleted, r.body, r.created_seq,"
-        f" r.labels, r.owners, {selected} FROM resource r WHERE {condition[0]}"
+        f"SELECT {lean_columns('r', inline)}, {selected}{size_column('r', inline)}"
+        f" FROM resource r WHERE {condition[0]}"
     )
     keys = [(f"q.k{n}", key.descending) for n, key in enumerate(query.sort)]
     outer: Frag = _TRUE
@@ -1225,6 +1251,7 @@ def include_statement(
     includes: Sequence[Include],
     limit: int,
     narrowing: Frag = _TRUE,
+    inline: int | None = None,
 ) -> tuple[str, list[Any]] | None:
     """The live targets of the ``_include``s' references from ``sources`` (``{type: ids}``):
     one statement, each target once, in insertion order, at most ``limit`` rows of those
@@ -1250,7 +1277,8 @@ def include_statement(
         return None
     condition = _or(alternatives)
     sql = (
-        f"SELECT {COLUMNS} FROM resource r WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
+        f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
+        " WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
         f" (SELECT {s}.target_type, {s}.target_id FROM search_reference {s}"
         f" WHERE {condition[0]}) AND {narrowing[0]} ORDER BY r.created_seq LIMIT {int(limit)}"
     )
@@ -1262,6 +1290,7 @@ def revinclude_statement(
     includes: Sequence[Include],
     limit: int,
     narrowing: Frag = _TRUE,
+    inline: int | None = None,
 ) -> tuple[str, list[Any]] | None:
     """The live resources whose references named by the ``_revinclude``s point at ``targets``
     (``{type: ids}``): one statement, each once, in insertion order, at most ``limit`` rows of
@@ -1289,7 +1318,8 @@ def revinclude_statement(
         return None
     condition = _or(alternatives)
     sql = (
-        f"SELECT {COLUMNS} FROM resource r WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
+        f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
+        " WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
         f" (SELECT {s}.rtype, {s}.id FROM search_reference {s} WHERE {condition[0]})"
         f" AND {narrowing[0]} ORDER BY r.created_seq LIMIT {int(limit)}"
     )

@@ -12,12 +12,18 @@ A database file that lost its content must not silently become a new, empty stor
   store is created only when there is neither. (Deleting the marker is how an operator says
   that starting afresh is intended.)
 
+On PostgreSQL the marker is the database's comment (``calaim-fhir store <id>``), which
+outlives the store's tables: a database whose store tables were dropped or emptied is refused
+the same way (a database dropped and created anew loses its comment too, and cannot be told
+from a new one).
+
 The full check (``PRAGMA integrity_check``) runs on demand: ``calaim-fhir check``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +31,8 @@ from typing import Any
 
 _MAGIC = b"SQLite format 3\x00"
 MARKER_SUFFIX = ".store-id"
+PG_MARKER = re.compile(r"calaim-fhir store ([0-9a-f\-]{36})")
+"""A PostgreSQL database's comment naming the store it holds (``PostgresDialect``)."""
 
 
 class StoreRefused(RuntimeError):
@@ -105,6 +113,19 @@ def identity(conn: Any) -> str:
     new = str(uuid.uuid4())
     conn.execute("INSERT INTO store_identity (id) VALUES (?)", (new,))
     return new
+
+
+def marker_problem(database: str, store_id: str) -> str | None:
+    """Why the marker does not vouch for the store ``store_id`` at ``database`` (None if it
+    does): it is missing, or names another store."""
+    marker = marker_path(database)
+    try:
+        recorded = marker.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return f"the store's marker {marker} is missing"
+    if recorded != store_id:
+        return f"the database holds store {store_id}, but {marker} names store {recorded}"
+    return None
 
 
 def bind_marker(database: str, store_id: str) -> None:

@@ -106,8 +106,8 @@ class Store:
         self, versions: list[Version], includes: tuple[Include, ...], limit: int = 100
     ) -> tuple[list[str], bool]:
         with self.repo.reader() as reader:
-            found, truncated = reader.include(versions, includes, limit)
-        return [f"{v.type}/{v.id}" for v in found], truncated
+            found = reader.include(versions, includes, limit)
+        return [f"{v.type}/{v.id}" for v in found.versions], found.cut is not None
 
     def index_rows(self, type: str, id: str) -> int:
         with self.repo.reader() as reader:
