@@ -467,6 +467,20 @@ def test_transitions_list_each_status_change_with_who_and_when(
 # -- coordination-platform sub-referrals -----------------------------------------------------------
 
 
+def _filler_order_body(**extra: Any) -> dict[str, Any]:
+    """The platform's filler order of the Casa Segura referral (standards.md §1.8)."""
+    order = copy.deepcopy(_example("ServiceRequest-cs-referral-example"))
+    order.pop("id")
+    order.pop("identifier")
+    order.update(
+        intent="filler-order",
+        basedOn=[{"reference": "ServiceRequest/cs-referral-example"}],
+        requester={"reference": "Organization/bay-connect"},
+    )
+    order.update(extra)
+    return order
+
+
 def _split(app: TestClient, acting: Acting, *owners: str) -> tuple[dict[str, Any], list[str]]:
     """The referrer sends the referral to the platform, which accepts it and splits it: one
     filler order and one sub-Task per organisation, in one transaction."""
@@ -475,15 +489,7 @@ def _split(app: TestClient, acting: Acting, *owners: str) -> tuple[dict[str, Any
     source = _ok(_put(app, source, status="accepted"))
     entries: list[dict[str, Any]] = []
     for n, owner in enumerate(owners):
-        order = copy.deepcopy(_example("ServiceRequest-cs-referral-example"))
-        order.pop("id")
-        order.pop("identifier")
-        order.update(
-            intent="filler-order",
-            basedOn=[{"reference": "ServiceRequest/cs-referral-example"}],
-            requester={"reference": "Organization/bay-connect"},
-            performer=[{"reference": owner}],
-        )
+        order = _filler_order_body(performer=[{"reference": owner}])
         url = f"urn:uuid:0b5e0000-0000-4000-8000-00000000000{n}"
         entries.append(
             {
@@ -606,16 +612,9 @@ def _sub_task(source: dict[str, Any], focus: str, **extra: Any) -> dict[str, Any
 
 
 def _filler_order(app: TestClient, **extra: Any) -> str:
-    order = copy.deepcopy(_example("ServiceRequest-cs-referral-example"))
-    order.pop("id")
-    order.pop("identifier")
-    order.update(
-        intent="filler-order",
-        basedOn=[{"reference": "ServiceRequest/cs-referral-example"}],
-        requester={"reference": "Organization/bay-connect"},
-        performer=[{"reference": "Organization/casa-segura-housing"}],
+    order = _filler_order_body(
+        performer=[{"reference": "Organization/casa-segura-housing"}], **extra
     )
-    order.update(extra)
     return f"ServiceRequest/{_ok(app.post('/fhir/ServiceRequest', json=order), 201)['id']}"
 
 
@@ -722,14 +721,7 @@ def test_a_referral_is_part_only_of_another_referral(app: TestClient, acting: Ac
 def test_a_split_in_a_transaction_is_refused_whole(app: TestClient, acting: Acting) -> None:
     source = _requested(app, acting, owner={"reference": "Organization/bay-connect"})
     acting.as_(HUB)  # not accepted yet
-    order = copy.deepcopy(_example("ServiceRequest-cs-referral-example"))
-    order.pop("id")
-    order.pop("identifier")
-    order.update(
-        intent="filler-order",
-        basedOn=[{"reference": "ServiceRequest/cs-referral-example"}],
-        requester={"reference": "Organization/bay-connect"},
-    )
+    order = _filler_order_body()
     url = "urn:uuid:0b5e0000-0000-4000-8000-0000000000aa"
     bundle = {
         "resourceType": "Bundle",
