@@ -241,6 +241,8 @@ class ReferralIntake(Rule):
             return ALLOW if channelled is None else amend(channelled)
         if change.type != "Task" or next is None or machine_of(next) is not REFERRAL:
             return ALLOW
+        if next.get("partOf"):
+            return ALLOW  # a sub-referral (an ECM provider's assignment Task) is not an intake
         previous = change.previous
         if previous is not None and _unconcerned(previous, next):
             return ALLOW  # most updates: nothing of the intake's changed, nothing read

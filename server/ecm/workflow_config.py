@@ -14,7 +14,9 @@ A plan's configuration is a JSON file in the directory of the ``ecm_plan_config_
     {"organization": "Organization/golden-poppy-health-plan",
      "referralDecisionBusinessDays": 5,
      "holidays": ["2026-12-24", "2026-12-25"],
-     "resubmissionRestartsClock": true}
+     "resubmissionRestartsClock": true,
+     "assignmentRuleOrder": ["pcp", "behavioral-health", "ccs-case-manager"],
+     "assignmentTieBreaker": "most-open-capacity"}
 
 Keys left out take the default; an unknown key, a bad value or two files for one organisation
 stop the server at start-up (a plan's deadlines must never silently fall back).
@@ -48,6 +50,12 @@ class WorkflowConfig:
     #: whether a referral resubmitted after correction (VI.D.7.b) gets a new decision date
     #: counted from the resubmission (True) or keeps the first one (False)
     resubmission_restarts_clock: bool = True
+    #: the order of the assignment rules the seeds do not rank (``pcp``, ``behavioral-health``,
+    #: ``ccs-case-manager``; seed 003 VI.E.2.a-c); empty: a person decides (``needsReview``)
+    assignment_rule_order: tuple[str, ...] = ()
+    #: how ``$ecm-assign`` chooses among several eligible providers no rule separates
+    #: (``most-open-capacity``); None: a person decides — the seeds give no tie-breaker
+    assignment_tie_breaker: str | None = None
 
     @property
     def source(self) -> str:
@@ -62,7 +70,13 @@ _KEYS = {
     "referralDecisionBusinessDays": "decision_business_days",
     "holidays": "holidays",
     "resubmissionRestartsClock": "resubmission_restarts_clock",
+    "assignmentRuleOrder": "assignment_rule_order",
+    "assignmentTieBreaker": "assignment_tie_breaker",
 }
+#: what ``assignmentRuleOrder`` may rank and ``assignmentTieBreaker`` may name
+#: (``server/ecm/assignment.py``)
+_UNRANKED_RULES = ("pcp", "behavioral-health", "ccs-case-manager")
+_TIE_BREAKERS = ("most-open-capacity",)
 
 
 class PlanConfigError(ValueError):
@@ -92,12 +106,28 @@ def parse_config(data: Mapping[str, Any], default: WorkflowConfig, where: str) -
             holidays = frozenset(date.fromisoformat(d) for d in raw)
         except ValueError as exc:
             raise PlanConfigError(f"{where}: 'holidays': {exc}") from None
+    order = data.get("assignmentRuleOrder", list(default.assignment_rule_order))
+    if (
+        not isinstance(order, list)
+        or not all(r in _UNRANKED_RULES for r in order)
+        or len(set(order)) != len(order)
+    ):
+        raise PlanConfigError(
+            f"{where}: 'assignmentRuleOrder' lists distinct rules of {list(_UNRANKED_RULES)}"
+        )
+    tie = data.get("assignmentTieBreaker", default.assignment_tie_breaker)
+    if tie is not None and tie not in _TIE_BREAKERS:
+        raise PlanConfigError(
+            f"{where}: 'assignmentTieBreaker' is null or one of {list(_TIE_BREAKERS)}"
+        )
     return replace(
         default,
         organization=org,
         decision_business_days=days,
         holidays=holidays,
         resubmission_restarts_clock=restarts,
+        assignment_rule_order=tuple(order),
+        assignment_tie_breaker=tie,
     )
 
 

@@ -98,6 +98,7 @@ def operations() -> list[Operation]:
     """Every operation (imported here so the modules stay free of the table)."""
     from server.operations import (
         cs_eligibility,
+        ecm_assign,
         ecm_eligibility,
         ecm_screen,
         task_transitions,
@@ -112,6 +113,7 @@ def operations() -> list[Operation]:
         cs_eligibility.OPERATION,
         task_transitions.OPERATION,
         ecm_screen.OPERATION,
+        ecm_assign.OPERATION,
     ]
     for (type, name), (definition, handler) in sorted(terminology.TERMINOLOGY_OPERATIONS.items()):
         table.append(

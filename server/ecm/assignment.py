@@ -1,0 +1,325 @@
+"""The choice of a member's ECM provider (seed 003 VI.E.1–2, VI.G.3.c), explained.
+
+Pure policy: the facts (``Member``, ``Service``) are read elsewhere
+(``server/ecm/assignment_facts.py``); this module decides and says why.
+
+**Hard filters** (VI.E.1) — a service failing one is listed, never chosen:
+
+- ``pof-experience`` (VI.E.1.a "experienced in serving the ECM Population(s) of Focus"): the
+  service names every authorized Population of Focus of the member;
+- ``capacity`` (VI.E.1.d "the capacity to provide … timely … care management"): open capacity
+  left (``Service.open`` > 0);
+- ``network`` (VI.E.2 "their approved ECM provider", VI.G.3.c): a contracted service, or one
+  under a letter of agreement in force for a transitioning member whose existing provider it is.
+
+**Rules** in the seed's words, each giving way to the member's stated preference (VI.E.2.a–c
+"unless the Member has expressed a different preference"):
+
+1. ``member-preference`` — the provider the member (or family) asked for (input ``preference``);
+   failing a hard filter, a person decides (``needsReview``): the preference is not dropped
+   silently;
+2. ``referral-preference`` — the provider named by the referrer (``ServiceRequest.performer``);
+3. ``existing-provider`` — the existing ECM provider of a transitioning member (VI.G.3.c);
+4. ``pcp`` (VI.E.2.a), ``behavioral-health`` (VI.E.2.b), ``ccs-case-manager`` (VI.E.2.c, the
+   case manager becoming the Lead Care Manager) — the seeds do not rank them: several providers
+   under these rules go to a person unless the plan configured an order
+   (``assignmentRuleOrder``);
+5. ``language`` — a known preference (VI.E.2 "known preferences"): among the candidates left,
+   those speaking the member's language;
+6. one candidate left: ``single-candidate``; several: the plan's tie-breaker
+   (``assignmentTieBreaker``: ``most-open-capacity``), else a person decides — the seeds give
+   no tie-breaker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+RULE_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-assignment-rule"
+
+#: the hard filters and the clause each one applies
+FILTERS = {
+    "pof-experience": "seed 003 VI.E.1.a",
+    "capacity": "seed 003 VI.E.1.d",
+    "network": "seed 003 VI.E.2, VI.G.3.c",
+}
+#: the rules that choose, with their clauses
+RULES = {
+    "member-preference": "seed 003 VI.E.2, VI.E.2.a-c",
+    "referral-preference": "seed 003 VI.E.2",
+    "existing-provider": "seed 003 VI.G.3.c",
+    "pcp": "seed 003 VI.E.2.a",
+    "behavioral-health": "seed 003 VI.E.2.b",
+    "ccs-case-manager": "seed 003 VI.E.2.c",
+    "language": "seed 003 VI.E.2 (known preferences)",
+    "single-candidate": "seed 003 VI.E.1",
+    "most-open-capacity": "plan configuration assignmentTieBreaker",
+}
+#: the rules the seeds do not rank against each other
+UNRANKED = ("pcp", "behavioral-health", "ccs-case-manager")
+TIE_BREAKERS = frozenset({"most-open-capacity"})
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A contracted ECM provider's ``ecm-provider-service`` HealthcareService."""
+
+    ref: str  # HealthcareService/id
+    provider: str  # Organization/id (providedBy)
+    name: str
+    pofs: frozenset[str]
+    languages: frozenset[str]
+    limit: int  # panelSize, else openSlots as of asOf
+    in_use: int  # active enrollments and pending assignments counted against the limit
+    letter_of_agreement: tuple[date | None, date | None] | None = None  # its period
+    lead_care_managers: tuple[str, ...] = ()  # the provider's lead-care-manager roles
+    ccs_case_managers: tuple[str, ...] = ()  # the provider's ccs-case-manager roles
+    #: whether ``in_use`` was counted (a service failing another filter is not counted)
+    counted: bool = True
+
+    @property
+    def open(self) -> int:
+        return max(self.limit - self.in_use, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """What the policy needs to know about the member, as recorded (docs/ecm-workflow.md)."""
+
+    pofs: frozenset[str]  # authorized Populations of Focus
+    pcp: frozenset[str] = frozenset()  # Organization refs
+    behavioral_health: frozenset[str] = frozenset()  # Organization refs (SMHS, DMC-ODS, DMC)
+    whole_child_model: bool = False
+    existing_provider: str | None = None  # a transitioning member's previous ECM provider
+    preference: str | None = None  # the member's (input parameter)
+    referral_preference: str | None = None  # the referrer's (ServiceRequest.performer)
+    language: str | None = None  # BCP-47 primary tag
+    exclude: frozenset[str] = frozenset()  # providers not to choose (reassignment: current)
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentConfig:
+    """The plan's choices where the seeds are silent (default: a person decides)."""
+
+    rule_order: tuple[str, ...] = ()
+    tie_breaker: str | None = None
+
+
+@dataclass(slots=True)
+class Candidate:
+    service: Service
+    failed: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def eligible(self) -> bool:
+        return not self.failed
+
+    @property
+    def explanation(self) -> str:
+        parts = [f"{self.service.name} ({self.service.provider})"]
+        if self.failed:
+            parts.append("fails " + ", ".join(f"{f} ({FILTERS[f]})" for f in self.failed))
+        else:
+            parts.append(f"eligible, {self.service.open} open")
+        if self.rules:
+            parts.append("meets " + ", ".join(f"{r} ({RULES[r]})" for r in self.rules))
+        parts += self.notes
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The outcome: a chosen service (with its rule) or a person to decide (``needs_review``)."""
+
+    chosen: Candidate | None
+    rule: str | None
+    needs_review: bool
+    explanation: str
+    candidates: tuple[Candidate, ...]
+    lead_care_manager: str | None = None
+
+
+def _filter(member: Member, service: Service, as_of: date) -> Candidate:
+    candidate = Candidate(service)
+    if not member.pofs or not member.pofs <= service.pofs:
+        missing = sorted(member.pofs - service.pofs) or ["(none authorized)"]
+        candidate.failed.append("pof-experience")
+        candidate.notes.append("not experienced in " + ", ".join(missing))
+    if not service.counted:
+        candidate.notes.append("capacity not counted")
+    elif service.open <= 0:
+        candidate.failed.append("capacity")
+        candidate.notes.append(f"capacity {service.limit}, {service.in_use} in use")
+    loa = service.letter_of_agreement
+    if loa is not None:
+        start, end = loa
+        in_force = (start is None or start <= as_of) and (end is None or as_of <= end)
+        if member.existing_provider != service.provider or not in_force:
+            candidate.failed.append("network")
+            candidate.notes.append(
+                "letter of agreement only for its transitioning members"
+                if in_force
+                else "letter of agreement not in force"
+            )
+    return candidate
+
+
+def prefilter(member: Member, service: Service, as_of: date) -> bool:
+    """Whether ``service`` passes every hard filter but capacity (worth counting its use)."""
+    if service.provider in member.exclude:
+        return False
+    return not [f for f in _filter(member, service, as_of).failed if f != "capacity"]
+
+
+def _rules(member: Member, candidate: Candidate) -> None:
+    provider = candidate.service.provider
+    met = {
+        "member-preference": provider == member.preference,
+        "referral-preference": provider == member.referral_preference,
+        "existing-provider": provider == member.existing_provider,
+        "pcp": provider in member.pcp,
+        "behavioral-health": provider in member.behavioral_health,
+        "ccs-case-manager": member.whole_child_model and bool(candidate.service.ccs_case_managers),
+        "language": member.language is not None and member.language in candidate.service.languages,
+    }
+    candidate.rules = [code for code, ok in met.items() if ok]
+
+
+def _names(candidates: Iterable[Candidate]) -> str:
+    return ", ".join(sorted({c.service.provider for c in candidates}))
+
+
+def _lead(candidate: Candidate, rule: str) -> tuple[str | None, str]:
+    service = candidate.service
+    if rule == "ccs-case-manager" or (
+        "ccs-case-manager" in candidate.rules and len(service.ccs_case_managers) == 1
+    ):
+        if len(service.ccs_case_managers) == 1:
+            return service.ccs_case_managers[0], (
+                "the member's CCS case manager becomes the Lead Care Manager (VI.E.2.c)"
+            )
+    if len(service.lead_care_managers) == 1:
+        return service.lead_care_managers[0], "the provider's one Lead Care Manager"
+    return None, "the provider names the Lead Care Manager (VI.E.5)"
+
+
+def decide(
+    member: Member, services: Sequence[Service], as_of: date, config: AssignmentConfig
+) -> Assignment:
+    """Choose among ``services`` for ``member`` as of ``as_of`` under the plan's ``config``."""
+    candidates = []
+    for service in services:
+        if service.provider in member.exclude:
+            continue
+        candidate = _filter(member, service, as_of)
+        _rules(member, candidate)
+        candidates.append(candidate)
+    eligible = [c for c in candidates if c.eligible]
+    listed = tuple(candidates)
+
+    def chose(candidate: Candidate, rule: str, why: str) -> Assignment:
+        lead, lead_why = _lead(candidate, rule)
+        text = f"{candidate.service.provider} chosen by {rule} ({RULES[rule]}): {why}; {lead_why}"
+        return Assignment(candidate, rule, False, text, listed, lead)
+
+    def review(why: str) -> Assignment:
+        return Assignment(None, None, True, f"Care Coordination decides: {why}", listed)
+
+    # 1. the member's (or family's) stated preference
+    if member.preference is not None:
+        preferred = [c for c in candidates if c.service.provider == member.preference]
+        ok = [c for c in preferred if c.eligible]
+        if ok:
+            return chose(_best(ok), "member-preference", "the member's stated preference")
+        why = (
+            "it fails " + ", ".join(sorted({f for c in preferred for f in c.failed}))
+            if preferred
+            else "it offers no contracted ECM service"
+        )
+        return review(f"the member prefers {member.preference}, but {why}")
+    # 2. the referrer's named provider
+    named = [c for c in eligible if "referral-preference" in c.rules]
+    if named:
+        return chose(_best(named), "referral-preference", "the provider named in the referral")
+    # 3. a transitioning member's existing ECM provider (VI.G.3.c)
+    existing = [c for c in eligible if "existing-provider" in c.rules]
+    if existing:
+        return chose(
+            _best(existing), "existing-provider", "the member's existing ECM provider"
+        )
+    # 4. PCP, behavioural health, CCS case manager: not ranked by the seeds
+    by_rule = {rule: [c for c in eligible if rule in c.rules] for rule in UNRANKED}
+    under = [c for rule in UNRANKED for c in by_rule[rule]]
+    pool = eligible
+    pool_why = "the only eligible provider"
+    if under:
+        providers = {c.service.provider for c in under}
+        if len(providers) == 1:
+            rule = next(r for r in UNRANKED if by_rule[r])
+            return chose(_best(under), rule, f"{RULES[rule]} applies to one provider")
+        ordered = [r for r in config.rule_order if by_rule.get(r)]
+        if not ordered:
+            return review(
+                "the rules pcp, behavioral-health and ccs-case-manager point to different "
+                f"providers ({_names(under)}) and the seeds do not rank them; the plan "
+                "configured no order (assignmentRuleOrder)"
+            )
+        top = ordered[0]
+        if len({c.service.provider for c in by_rule[top]}) == 1:
+            return chose(
+                _best(by_rule[top]), top, f"first of the plan's order {list(config.rule_order)}"
+            )
+        pool = by_rule[top]
+        pool_why = f"the only provider under {top}"
+    if not pool:
+        return review("no ECM provider passes the hard filters (VI.E.1)")
+    # 5. language, a known preference
+    speaking = [c for c in pool if "language" in c.rules]
+    if speaking and len(speaking) < len(pool):
+        pool = speaking
+        pool_why = f"the only one speaking the member's language ({member.language})"
+        if len({c.service.provider for c in pool}) == 1:
+            return chose(_best(pool), "language", pool_why)
+    # 6. one left, or the plan's tie-breaker
+    if len({c.service.provider for c in pool}) == 1:
+        return chose(_best(pool), "single-candidate", pool_why)
+    if config.tie_breaker == "most-open-capacity":
+        most = max(c.service.open for c in pool)
+        top_open = [c for c in pool if c.service.open == most]
+        if len({c.service.provider for c in top_open}) == 1:
+            return chose(
+                _best(top_open), "most-open-capacity", f"the most open capacity ({most})"
+            )
+        return review(
+            f"{_names(top_open)} tie on open capacity ({most}); the seeds give no further "
+            "tie-breaker"
+        )
+    return review(
+        f"several eligible providers ({_names(pool)}) and the seeds give no tie-breaker; the "
+        "plan configured none (assignmentTieBreaker)"
+    )
+
+
+def _best(candidates: Sequence[Candidate]) -> Candidate:
+    """Of one provider's services, the one with the most open capacity (then by reference)."""
+    return sorted(candidates, key=lambda c: (-c.service.open, c.service.ref))[0]
+
+
+__all__ = [
+    "FILTERS",
+    "RULES",
+    "RULE_SYSTEM",
+    "TIE_BREAKERS",
+    "UNRANKED",
+    "Assignment",
+    "AssignmentConfig",
+    "Candidate",
+    "Member",
+    "Service",
+    "decide",
+    "prefilter",
+]

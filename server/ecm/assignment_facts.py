@@ -1,0 +1,286 @@
+"""What ``$ecm-assign`` reads, as the issue's "How the inputs are recorded" says
+(docs/ecm-workflow.md, "Assignment"): every fact is a search of the store through a ``Reader``
+(inside the operation's write unit, so what it counts holds for what the unit commits).
+
+- PCP: ``Patient.generalPractitioner`` (an Organization, or a PractitionerRole's organization);
+- behavioural health: active EpisodeOfCare of ``ecm-program`` ``smhs``, ``dmc-ods`` or ``dmc``,
+  their ``managingOrganization``; Whole Child Model: an active one of type ``ccs-wcm``;
+- contracted ECM providers: active ``ecm-provider-service`` HealthcareServices of category
+  ``ecm`` (a ``letter-of-agreement`` extension: an agreement, not a contract);
+- the authorization: the ``ecm-enrollment`` EpisodeOfCare whose ``referralRequest`` is the
+  referral (Populations of Focus from it, else from the referral's ``reasonCode``);
+- a transitioning member's existing provider: the managing organisation of the member's previous
+  ``ecm-enrollment`` (another than the authorization; READ only);
+- capacity in use: counted by the index, never stored (``capacity_in_use``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from server.ecm.assignment import Member, Service
+from server.ecm.calendar import local_date
+from server.search.parse import SearchContext, parse_criteria_string
+from server.search.query import SearchQuery
+from server.store.base import Reader, Version
+
+BASE = "http://calaim-fhir.org/fhir"
+POF_EXT = f"{BASE}/StructureDefinition/population-of-focus"
+POF_SYSTEM = f"{BASE}/CodeSystem/ecm-population-of-focus"
+CAPACITY_EXT = f"{BASE}/StructureDefinition/service-capacity"
+LOA_EXT = f"{BASE}/StructureDefinition/letter-of-agreement"
+ECM_PROGRAM = f"{BASE}/CodeSystem/ecm-program"
+CALAIM_PROGRAM = f"{BASE}/CodeSystem/calaim-program"
+CARE_TEAM_ROLE = f"{BASE}/CodeSystem/ecm-care-team-role"
+#: the ECM provider's order for one member (``ServiceRequest.intent``), counted against capacity
+FILLER_ORDER = "filler-order"
+BEHAVIORAL_HEALTH = frozenset({"smhs", "dmc-ods", "dmc"})
+WHOLE_CHILD_MODEL = "ccs-wcm"
+OPEN_ENROLLMENT = ("planned", "waitlist", "active", "onhold")
+MAX_SERVICES = 5000
+MAX_ROLES = 200
+
+
+def body(version: Version | None) -> dict[str, Any] | None:
+    if version is None or version.body is None:
+        return None
+    parsed: dict[str, Any] = orjson.loads(version.body)
+    return parsed
+
+
+def ref(value: Any) -> str | None:
+    found = value.get("reference") if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def local(reference: str | None) -> tuple[str, str] | None:
+    if reference is None or "://" in reference or reference.count("/") != 1:
+        return None
+    type, id = reference.split("/")
+    return (type, id) if type and id else None
+
+
+def codes(concepts: Any, system: str) -> set[str]:
+    found: set[str] = set()
+    for concept in concepts or ():
+        for coding in (concept or {}).get("coding") or ():
+            if coding.get("system") == system and isinstance(coding.get("code"), str):
+                found.add(coding["code"])
+    return found
+
+
+def pofs_of(resource: dict[str, Any]) -> frozenset[str]:
+    """The ``population-of-focus`` extensions' codes."""
+    return frozenset(
+        code
+        for e in resource.get("extension") or ()
+        if e.get("url") == POF_EXT
+        for code in codes([e.get("valueCodeableConcept")], POF_SYSTEM)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """The store, as the assignment reads it."""
+
+    reader: Reader
+    search: SearchContext
+
+    def find(self, type: str, query: str, count: int = 100) -> Iterator[tuple[str, dict[str, Any]]]:
+        criteria = parse_criteria_string(type, query, self.search)
+        for version in self.reader.search(SearchQuery(criteria, count=count)).items:
+            found = body(version)
+            if found is not None:
+                yield version.id, found
+
+    def count(self, type: str, query: str) -> int:
+        criteria = parse_criteria_string(type, query, self.search)
+        page = self.reader.search(SearchQuery(criteria, count=0, total="accurate"))
+        return page.total or 0
+
+    def read(self, reference: str | None) -> dict[str, Any] | None:
+        key = local(reference)
+        return None if key is None else body(self.reader.read(*key))
+
+    # -- the member ----------------------------------------------------------------------------
+
+    def organization_of(self, reference: str | None) -> str | None:
+        """An Organization reference as it is, or a PractitionerRole's organization."""
+        key = local(reference)
+        if key is None:
+            return None
+        if key[0] == "Organization":
+            return reference
+        if key[0] == "PractitionerRole":
+            return ref((self.read(reference) or {}).get("organization"))
+        return None
+
+    def enrollments(self, member: str) -> list[tuple[str, dict[str, Any]]]:
+        """The member's ECM enrollments (``ecm-enrollment`` EpisodeOfCare), any status."""
+        return list(
+            self.find("EpisodeOfCare", f"patient={member}&type={CALAIM_PROGRAM}|ecm", 100)
+        )
+
+    def member(
+        self,
+        patient: dict[str, Any],
+        member: str,
+        authorization: str | None,
+        pofs: frozenset[str],
+        preference: str | None,
+        referral_preference: str | None,
+        exclude: frozenset[str],
+    ) -> Member:
+        pcp = {
+            org
+            for gp in patient.get("generalPractitioner") or ()
+            if (org := self.organization_of(ref(gp))) is not None
+        }
+        behavioral: set[str] = set()
+        wcm = False
+        for _, episode in self.find("EpisodeOfCare", f"patient={member}&status=active", 100):
+            types = codes(episode.get("type"), ECM_PROGRAM)
+            org = ref(episode.get("managingOrganization"))
+            if types & BEHAVIORAL_HEALTH and org is not None:
+                behavioral.add(org)
+            if WHOLE_CHILD_MODEL in types:
+                wcm = True
+        return Member(
+            pofs=pofs,
+            pcp=frozenset(pcp),
+            behavioral_health=frozenset(behavioral),
+            whole_child_model=wcm,
+            existing_provider=self.existing_provider(member, authorization),
+            preference=preference,
+            referral_preference=referral_preference,
+            language=language_of(patient),
+            exclude=exclude,
+        )
+
+    def existing_provider(self, member: str, authorization: str | None) -> str | None:
+        """The managing organisation of the member's previous ECM enrollment (VI.G.3.c): the
+        latest started one other than ``authorization`` that has a provider."""
+        previous = [
+            (str((e.get("period") or {}).get("start") or ""), ref(e.get("managingOrganization")))
+            for id, e in self.enrollments(member)
+            if f"EpisodeOfCare/{id}" != authorization
+        ]
+        named = sorted((p for p in previous if p[1] is not None), reverse=True)
+        return named[0][1] if named else None
+
+    # -- the providers -------------------------------------------------------------------------
+
+    def services(self) -> list[tuple[Service, dict[str, Any]]]:
+        """Every active ECM HealthcareService (its capacity in use not yet counted)."""
+        found = list(
+            self.find(
+                "HealthcareService",
+                f"service-category={CALAIM_PROGRAM}|ecm&active=true",
+                MAX_SERVICES,
+            )
+        )
+        return [
+            (service, resource)
+            for id, resource in found
+            if (service := self.service(f"HealthcareService/{id}", resource)) is not None
+        ]
+
+    def service(self, reference: str, resource: dict[str, Any]) -> Service | None:
+        provider = ref(resource.get("providedBy"))
+        capacity = capacity_of(resource)
+        if provider is None or capacity is None:
+            return None
+        loa = None
+        for e in resource.get("extension") or ():
+            if e.get("url") == LOA_EXT:
+                period = e.get("valuePeriod") or {}
+                loa = (local_date(period.get("start")), local_date(period.get("end")))
+        languages = frozenset(
+            code.split("-")[0].lower()
+            for c in resource.get("communication") or ()
+            for coding in c.get("coding") or ()
+            if isinstance(code := coding.get("code"), str)
+        )
+        return Service(
+            ref=reference,
+            provider=provider,
+            name=str(resource.get("name") or reference),
+            pofs=pofs_of(resource),
+            languages=languages,
+            limit=capacity[0],
+            in_use=0,
+            letter_of_agreement=loa,
+        )
+
+    def with_use(self, service: Service, resource: dict[str, Any]) -> Service:
+        """``service`` with its capacity in use counted, and the provider's care managers."""
+        capacity = capacity_of(resource)
+        assert capacity is not None
+        leads, ccs = self.care_managers(service.provider)
+        return replace(
+            service,
+            in_use=self.capacity_in_use(service.ref, capacity[1]),
+            lead_care_managers=leads,
+            ccs_case_managers=ccs,
+        )
+
+    def capacity_in_use(self, service: str, since: str | None) -> int:
+        """The active filler orders naming ``service`` as performer (pending assignments and
+        enrollments in service; a discontinued or reassigned one is no longer active); with
+        ``openSlots`` only those authored at or after its ``asOf``. An index count, inside the
+        unit that writes: concurrent commits see each other's orders."""
+        query = f"performer={service}&intent={FILLER_ORDER}&status=active"
+        if since is not None:
+            query += f"&authored=ge{quote(since)}"
+        return self.count("ServiceRequest", query)
+
+    def care_managers(self, organization: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The organisation's active ``lead-care-manager`` and ``ccs-case-manager`` roles."""
+        leads: list[str] = []
+        ccs: list[str] = []
+        query = (
+            f"organization={organization}&active=true"
+            f"&role={CARE_TEAM_ROLE}|lead-care-manager,{CARE_TEAM_ROLE}|ccs-case-manager"
+        )
+        for id, role in self.find("PractitionerRole", query, MAX_ROLES):
+            found = codes(role.get("code"), CARE_TEAM_ROLE)
+            if "lead-care-manager" in found:
+                leads.append(f"PractitionerRole/{id}")
+            if "ccs-case-manager" in found:
+                ccs.append(f"PractitionerRole/{id}")
+        return tuple(sorted(leads)), tuple(sorted(ccs))
+
+
+def capacity_of(resource: dict[str, Any]) -> tuple[int, str | None] | None:
+    """The limit of a service and, for ``openSlots``, since when assignments count against it:
+    ``(panelSize, None)`` when it declares one, else ``(openSlots, asOf)``."""
+    for e in resource.get("extension") or ():
+        if e.get("url") != CAPACITY_EXT:
+            continue
+        parts = {p.get("url"): p for p in e.get("extension") or ()}
+        panel = (parts.get("panelSize") or {}).get("valueUnsignedInt")
+        if isinstance(panel, int):
+            return panel, None
+        slots = (parts.get("openSlots") or {}).get("valueUnsignedInt")
+        if isinstance(slots, int):
+            return slots, (parts.get("asOf") or {}).get("valueDateTime")
+    return None
+
+
+def language_of(patient: dict[str, Any]) -> str | None:
+    """The member's preferred language (``communication.preferred``, else the first)."""
+    entries = patient.get("communication") or []
+    chosen = next((c for c in entries if c.get("preferred") is True), None)
+    chosen = chosen or (entries[0] if entries else None)
+    for coding in ((chosen or {}).get("language") or {}).get("coding") or ():
+        if isinstance(coding.get("code"), str):
+            return str(coding["code"]).split("-")[0].lower()
+    return None
+
+
+__all__ = ["Facts", "body", "capacity_of", "language_of", "local", "pofs_of", "ref"]

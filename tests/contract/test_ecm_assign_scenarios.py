@@ -1,0 +1,575 @@
+"""``Patient/[id]/$ecm-assign`` over HTTP on both stores (docs/ecm-workflow.md, "Assignment").
+
+Expectations are written by hand from the clauses of seed 003 (MCCP2032): VI.E.1.a (experienced
+in the Population of Focus), VI.E.1.d (capacity), VI.E.2 (known preferences), VI.E.2.a (PCP),
+VI.E.2.b (behavioural health), VI.E.2.c (CCS case manager, Whole Child Model), VI.E.3
+(reassignment within 30 days of the request), VI.E.4 (the provider told within ten business days
+of authorization), VI.G.3.c (existing provider, letter of agreement). Where the seeds are silent
+(rule precedence, tie-breaker) the plan's configuration decides, else a person (``needsReview``).
+
+The world: the member Ana (``Patient/ecm-member-example``, English, Population of Focus
+``birth-equity-adult``) referred to the plan Golden Poppy (configured: rule order
+behavioral-health, pcp, ccs-case-manager; tie-breaker most-open-capacity; its own holiday on
+21 December 2026) or to the plan Redwood (no configuration: the defaults).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.auth.principal import LOCAL, Principal
+from server.ecm import intake
+from server.fhir.instant import from_datetime
+from tests.support import Acting, TestClient, clear_store, expressions, fhir_client, outcome
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "resources"
+BASE = "http://calaim-fhir.org/fhir"
+POF = f"{BASE}/CodeSystem/ecm-population-of-focus"
+POF_EXT = f"{BASE}/StructureDefinition/population-of-focus"
+CAPACITY = f"{BASE}/StructureDefinition/service-capacity"
+LOA = f"{BASE}/StructureDefinition/letter-of-agreement"
+PROGRAM = f"{BASE}/CodeSystem/ecm-program"
+ROLE = f"{BASE}/CodeSystem/ecm-care-team-role"
+REFERRAL_STATUS = f"{BASE}/CodeSystem/dhcs-referral-status"
+TAR_EXT = f"{BASE}/StructureDefinition/ecm-tar"
+AUTH_PERIOD = f"{BASE}/StructureDefinition/authorization-period"
+MEMBER = "Patient/ecm-member-example"
+GOLDEN = "Organization/golden-poppy-health-plan"
+REDWOOD = "Organization/redwood-health-plan"
+CBO = "Organization/casa-segura-housing"
+GOLDEN_STAFF = Principal("golden-app", allow_all=True, organization=GOLDEN)
+REDWOOD_STAFF = Principal("redwood-app", allow_all=True, organization=REDWOOD)
+BIRTH_EQUITY = "birth-equity-adult"
+HOMELESS = "homelessness-adult"
+# Monday 14 December 2026, 09:00 in California
+MONDAY = "2026-12-14T17:00:00.000000Z"
+
+
+def _us(instant: str) -> int:
+    from datetime import datetime
+
+    return from_datetime(datetime.fromisoformat(instant.replace("Z", "+00:00")))
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(intake, "now", lambda: _us(MONDAY))
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("plans")
+    (folder / "golden-poppy.json").write_text(
+        json.dumps(
+            {
+                "organization": GOLDEN,
+                "holidays": ["2026-12-21"],
+                "assignmentRuleOrder": ["behavioral-health", "pcp", "ccs-case-manager"],
+                "assignmentTieBreaker": "most-open-capacity",
+            }
+        )
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def assign_client(database_url: str, acting: Acting, plan_dir: Path) -> Iterator[TestClient]:
+    with fhir_client(database_url, principals=acting, ecm_plan_config_dir=str(plan_dir)) as c:
+        yield c
+
+
+@pytest.fixture
+def app(assign_client: TestClient, database_url: str, acting: Acting) -> Iterator[TestClient]:
+    clear_store(database_url)
+    acting.as_(LOCAL)
+    yield assign_client
+    acting.as_(LOCAL)
+
+
+def _ok(response: Any, status: int | tuple[int, ...] = (200, 201)) -> dict[str, Any]:
+    wanted = (status,) if isinstance(status, int) else status
+    assert response.status_code in wanted, f"{response.status_code} {response.text[:1500]}"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _example(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
+    return body
+
+
+def _concept(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+# -- the world ---------------------------------------------------------------------------------
+
+
+def _org(id: str, name: str | None = None) -> dict[str, Any]:
+    return {"resourceType": "Organization", "id": id, "active": True, "name": name or id}
+
+
+def _service(
+    id: str,
+    provider: str,
+    *,
+    pofs: tuple[str, ...] = (BIRTH_EQUITY,),
+    slots: int | None = None,
+    panel: int | None = 10,
+    as_of: str = "2026-12-01T00:00:00-08:00",
+    languages: tuple[str, ...] = ("en",),
+    loa: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    body = copy.deepcopy(_example("HealthcareService-ecm-provider-service-example"))
+    body["id"] = id
+    body.pop("identifier")
+    body["name"] = f"{provider} ECM"
+    body["providedBy"] = {"reference": f"Organization/{provider}"}
+    capacity: list[dict[str, Any]] = [{"url": "openSlots", "valueUnsignedInt": slots or 0}]
+    if panel is not None and slots is None:
+        capacity.append({"url": "panelSize", "valueUnsignedInt": panel})
+    if slots is not None:
+        capacity.append({"url": "asOf", "valueDateTime": as_of})
+    extensions = [e for e in body["extension"] if e["url"] not in (POF_EXT, CAPACITY)]
+    extensions += [{"url": POF_EXT, "valueCodeableConcept": _concept(POF, p)} for p in pofs]
+    extensions.append({"url": CAPACITY, "extension": capacity})
+    if loa is not None:
+        extensions.append({"url": LOA, "valuePeriod": {"start": loa[0], "end": loa[1]}})
+    body["extension"] = extensions
+    body["communication"] = [_concept("urn:ietf:bcp:47", code) for code in languages]
+    return body
+
+
+def _role(id: str, org: str, code: str = "lead-care-manager") -> dict[str, Any]:
+    return {
+        "resourceType": "PractitionerRole",
+        "id": id,
+        "active": True,
+        "organization": {"reference": f"Organization/{org}"},
+        "code": [_concept(ROLE, code)],
+    }
+
+
+def _episode(id: str, program: str, org: str, member: str = MEMBER) -> dict[str, Any]:
+    """An active EpisodeOfCare of another programme (SMHS, DMC, CCS WCM)."""
+    return {
+        "resourceType": "EpisodeOfCare",
+        "id": id,
+        "status": "active",
+        "type": [_concept(PROGRAM, program)],
+        "patient": {"reference": member},
+        "managingOrganization": {"reference": f"Organization/{org}"},
+        "period": {"start": "2026-01-01"},
+    }
+
+
+def _member(id: str = "ecm-member-example", **extra: Any) -> dict[str, Any]:
+    body = _example("Patient-ecm-member-example")
+    body["id"] = id
+    for identifier in body["identifier"]:
+        identifier["value"] = f"{identifier['value']}-{id}"
+    body.update(extra)
+    return body
+
+
+def _referral(id: str, member: str = MEMBER, plan: str = GOLDEN, **extra: Any) -> dict[str, Any]:
+    body = _example("ServiceRequest-ecm-referral-example")
+    body["id"] = id
+    body.pop("identifier")
+    body.pop("supportingInfo")
+    body["subject"] = {"reference": member}
+    body["requester"] = {"reference": CBO}
+    body["performer"] = [{"reference": plan}]
+    body.update(extra)
+    return body
+
+
+def _plan_task(id: str, referral: str, member: str = MEMBER, plan: str = GOLDEN
+               ) -> dict[str, Any]:
+    return {
+        "resourceType": "Task",
+        "id": id,
+        "meta": {"profile": [f"{BASE}/StructureDefinition/ecm-referral-task"]},
+        "status": "accepted",
+        "businessStatus": _concept(REFERRAL_STATUS, "authorized"),
+        "intent": "order",
+        "code": _concept("http://hl7.org/fhir/CodeSystem/task-code", "fulfill"),
+        "focus": {"reference": f"ServiceRequest/{referral}"},
+        "for": {"reference": member},
+        "authoredOn": "2026-12-01T10:00:00-08:00",
+        "requester": {"reference": CBO},
+        "owner": {"reference": plan},
+    }
+
+
+def _tar(id: str, member: str = MEMBER) -> dict[str, Any]:
+    return {
+        "resourceType": "ClaimResponse",
+        "id": id,
+        "status": "active",
+        "type": _concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
+        "use": "preauthorization",
+        "patient": {"reference": member},
+        # Thursday 10 December 2026 in California
+        "created": "2026-12-10T10:00:00-08:00",
+        "insurer": {"reference": GOLDEN},
+        "outcome": "complete",
+        "preAuthPeriod": {"start": "2026-12-10", "end": "2027-06-09"},
+    }
+
+
+def _authorization(id: str, referral: str, member: str = MEMBER, tar: str | None = None,
+                   pofs: tuple[str, ...] = (BIRTH_EQUITY,)) -> dict[str, Any]:
+    """The plan's authorization: a planned ecm-enrollment naming the referral, no provider."""
+    extensions: list[dict[str, Any]] = [
+        {"url": POF_EXT, "valueCodeableConcept": _concept(POF, p)} for p in pofs
+    ]
+    extensions.append(
+        {"url": AUTH_PERIOD, "valuePeriod": {"start": "2026-12-10", "end": "2027-06-09"}}
+    )
+    if tar is not None:
+        extensions.append({"url": TAR_EXT, "valueReference": {"reference": f"ClaimResponse/{tar}"}})
+    return {
+        "resourceType": "EpisodeOfCare",
+        "id": id,
+        "meta": {"profile": [f"{BASE}/StructureDefinition/ecm-enrollment"]},
+        "extension": extensions,
+        "status": "planned",
+        "type": [_concept(f"{BASE}/CodeSystem/calaim-program", "ecm")],
+        "patient": {"reference": member},
+        "period": {"start": "2026-12-10"},
+        "referralRequest": [{"reference": f"ServiceRequest/{referral}"}],
+    }
+
+
+def _case(n: str = "1", member: str = MEMBER, plan: str = GOLDEN, *,
+          pofs: tuple[str, ...] = (BIRTH_EQUITY,), **referral: Any) -> list[dict[str, Any]]:
+    """A referral, the plan's accepted Task, a TAR and the planned enrollment."""
+    return [
+        _referral(f"ref-{n}", member, plan, **referral),
+        _plan_task(f"plan-task-{n}", f"ref-{n}", member, plan),
+        _tar(f"tar-{n}", member),
+        _authorization(f"auth-{n}", f"ref-{n}", member, tar=f"tar-{n}", pofs=pofs),
+    ]
+
+
+def _load(app: TestClient, *resources: dict[str, Any], with_case: bool = True) -> None:
+    """The plans, the CBO, the member and ``resources`` (and case 1), as the operator."""
+    base = [_org("golden-poppy-health-plan", "Golden Poppy"), _org("redwood-health-plan"),
+            _org("casa-segura-housing"), _member()]
+    ids = {(r["resourceType"], r["id"]) for r in resources}
+    everything = [r for r in base if (r["resourceType"], r["id"]) not in ids] + list(resources)
+    if with_case:
+        everything += [r for r in _case() if (r["resourceType"], r["id"]) not in ids]
+    entries = [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in everything
+    ]
+    _ok(app.post("/fhir", json={"resourceType": "Bundle", "type": "transaction",
+                                "entry": entries}))
+
+
+def _providers(*ids: str) -> list[dict[str, Any]]:
+    return [_org(i) for i in ids]
+
+
+def _assign(app: TestClient, member: str = MEMBER, status: int = 200, **params: Any
+            ) -> dict[str, Any]:
+    parameter: list[dict[str, Any]] = []
+    for name, value in params.items():
+        if name in ("referral", "preference"):
+            parameter.append({"name": name, "valueReference": {"reference": value}})
+        elif name == "reassign":
+            parameter.append({"name": name, "valueBoolean": value})
+        elif name in ("asOf", "requestDate"):
+            parameter.append({"name": name, "valueDate": value})
+        else:
+            parameter.append({"name": name, "valueCode": value})
+    body = {"resourceType": "Parameters", "parameter": parameter}
+    return _ok(app.post(f"/fhir/{member}/$ecm-assign", json=body), status)
+
+
+def _out(answer: dict[str, Any], name: str) -> Any:
+    for p in answer.get("parameter") or ():
+        if p["name"] == name:
+            value = next((v for k, v in p.items() if k.startswith("value")), None)
+            return value["reference"] if isinstance(value, dict) and "reference" in value else value
+    return None
+
+
+def _candidates(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """provider -> {eligible, rule (list), failed (list)}."""
+    found: dict[str, dict[str, Any]] = {}
+    for p in answer.get("parameter") or ():
+        if p["name"] != "candidate":
+            continue
+        parts: dict[str, Any] = {"rule": [], "failed": []}
+        for part in p["part"]:
+            value = next(v for k, v in part.items() if k.startswith("value"))
+            if part["name"] in ("rule", "failed"):
+                parts[part["name"]].append(value)
+            elif part["name"] in ("provider", "healthcareService"):
+                parts[part["name"]] = value["reference"]
+            else:
+                parts[part["name"]] = value
+        found[parts["provider"]] = parts
+    return found
+
+
+def _count(app: TestClient, query: str) -> int:
+    return int(_ok(app.get(f"/fhir/{query}&_summary=count"))["total"])
+
+
+# -- hard filters (VI.E.1) ---------------------------------------------------------------------
+
+
+def test_hard_filters_population_capacity_network(app: TestClient) -> None:
+    """Only one service passes: the others are not experienced in birth equity (VI.E.1.a), have
+    no open capacity (VI.E.1.d), or are only under a letter of agreement for a member who is
+    not theirs (VI.G.3.c)."""
+    _load(
+        app,
+        *_providers("homeless-org", "full-org", "loa-org", "good-org"),
+        _service("svc-homeless", "homeless-org", pofs=(HOMELESS,)),
+        _service("svc-full", "full-org", slots=0),
+        _service("svc-loa", "loa-org", loa=("2026-01-01", "2027-12-31")),
+        _service("svc-good", "good-org"),
+    )
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(answer, "provider") == "Organization/good-org"
+    assert _out(answer, "healthcareService") == "HealthcareService/svc-good"
+    assert _out(answer, "rule") == "single-candidate"
+    assert _out(answer, "needsReview") is False
+    candidates = _candidates(answer)
+    assert candidates["Organization/homeless-org"]["failed"] == ["pof-experience"]
+    assert candidates["Organization/full-org"]["failed"] == ["capacity"]
+    assert candidates["Organization/loa-org"]["failed"] == ["network"]
+    assert candidates["Organization/good-org"]["eligible"] is True
+    assert candidates["Organization/good-org"]["openCapacity"] == 10
+    # preview writes nothing
+    assert _count(app, "Task?part-of=Task/plan-task-1") == 0
+
+
+def test_every_authorized_population_must_be_served(app: TestClient) -> None:
+    """Two authorized Populations of Focus: a service serving one of them fails VI.E.1.a."""
+    case = _case("2", pofs=(BIRTH_EQUITY, HOMELESS))
+    _load(app, *_providers("one-pof", "both-pofs"),
+          _service("svc-one", "one-pof"),
+          _service("svc-both", "both-pofs", pofs=(BIRTH_EQUITY, HOMELESS)), *case)
+    answer = _assign(app, referral="ServiceRequest/ref-2")
+    assert _out(answer, "provider") == "Organization/both-pofs"
+    assert _candidates(answer)["Organization/one-pof"]["failed"] == ["pof-experience"]
+
+
+def test_no_eligible_provider_goes_to_a_person(app: TestClient) -> None:
+    _load(app, *_providers("full-org"), _service("svc-full", "full-org", slots=0))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(answer, "needsReview") is True
+    assert _out(answer, "provider") is None
+    assert "hard filters" in _out(answer, "explanation")
+
+
+# -- the rules in the seed's words (VI.E.2, VI.G.3.c) -------------------------------------------
+
+
+def test_the_pcp_that_is_a_contracted_ecm_provider(app: TestClient) -> None:
+    """VI.E.2.a, the PCP named through a PractitionerRole at the organisation."""
+    member = _member(generalPractitioner=[{"reference": "PractitionerRole/dr-pcp"}])
+    _load(app, member, *_providers("pcp-clinic", "other-org"), _role("dr-pcp", "pcp-clinic",
+          "primary-care-provider"),
+          _service("svc-pcp", "pcp-clinic"), _service("svc-other", "other-org"))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(answer, "provider") == "Organization/pcp-clinic"
+    assert _out(answer, "rule") == "pcp"
+    # both speak the member's language (English): met, but it does not separate them
+    assert _candidates(answer)["Organization/pcp-clinic"]["rule"] == ["pcp", "language"]
+
+
+def test_the_behavioral_health_provider(app: TestClient) -> None:
+    """VI.E.2.b: the member is served by the county SMHS; that provider is contracted."""
+    _load(app, *_providers("county-bh", "other-org"),
+          _episode("smhs-1", "smhs", "county-bh"),
+          _service("svc-bh", "county-bh"), _service("svc-other", "other-org"))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(answer, "provider") == "Organization/county-bh"
+    assert _out(answer, "rule") == "behavioral-health"
+
+
+def test_the_ccs_case_manager_becomes_the_lead_care_manager(app: TestClient) -> None:
+    """VI.E.2.c: a Whole Child Model member; the CCS case manager is the Lead Care Manager."""
+    _load(app, *_providers("ccs-org", "other-org"),
+          _episode("wcm-1", "ccs-wcm", "ccs-county"), _org("ccs-county"),
+          _role("ccs-cm", "ccs-org", "ccs-case-manager"), _role("lcm-1", "ccs-org"),
+          _service("svc-ccs", "ccs-org"), _service("svc-other", "other-org"))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(answer, "provider") == "Organization/ccs-org"
+    assert _out(answer, "rule") == "ccs-case-manager"
+    assert _out(answer, "leadCareManager") == "PractitionerRole/ccs-cm"
+
+
+def test_the_members_preference_comes_first(app: TestClient) -> None:
+    """VI.E.2.a "unless the Member has expressed a different preference"."""
+    member = _member(generalPractitioner=[{"reference": "Organization/pcp-clinic"}])
+    _load(app, member, *_providers("pcp-clinic", "chosen-org"),
+          _service("svc-pcp", "pcp-clinic"), _service("svc-chosen", "chosen-org"))
+    answer = _assign(app, referral="ServiceRequest/ref-1", preference="Organization/chosen-org")
+    assert _out(answer, "provider") == "Organization/chosen-org"
+    assert _out(answer, "rule") == "member-preference"
+    # both speak the member's language (English): met, but it does not separate them
+    assert _candidates(answer)["Organization/pcp-clinic"]["rule"] == ["pcp", "language"]
+
+
+def test_a_preference_that_fails_a_filter_goes_to_a_person(app: TestClient) -> None:
+    _load(app, *_providers("full-org", "other-org"),
+          _service("svc-full", "full-org", slots=0), _service("svc-other", "other-org"))
+    answer = _assign(app, referral="ServiceRequest/ref-1", preference="Organization/full-org")
+    assert _out(answer, "needsReview") is True
+    assert _out(answer, "provider") is None
+    assert "capacity" in _out(answer, "explanation")
+
+
+def test_the_provider_named_by_the_referrer(app: TestClient) -> None:
+    case = _case("3", performer=[{"reference": "Organization/named-org"}])
+    _load(app, *_providers("named-org", "other-org"),
+          _service("svc-named", "named-org"), _service("svc-other", "other-org"), *case)
+    answer = _assign(app, referral="ServiceRequest/ref-3")
+    assert _out(answer, "provider") == "Organization/named-org"
+    assert _out(answer, "rule") == "referral-preference"
+
+
+def _previous_enrollment(org: str) -> dict[str, Any]:
+    """A finished ECM enrollment with another plan's provider (a transitioning member)."""
+    body = _authorization("prev-1", "ref-old")
+    body.pop("referralRequest")
+    body["status"] = "finished"
+    body["managingOrganization"] = {"reference": f"Organization/{org}"}
+    body["careManager"] = {"reference": "PractitionerRole/old-lcm"}
+    body["period"] = {"start": "2026-03-01", "end": "2026-11-30"}
+    body["extension"] = [
+        *[e for e in body["extension"] if e["url"] == POF_EXT],
+        {"url": AUTH_PERIOD, "valuePeriod": {"start": "2026-03-01", "end": "2026-08-31"}},
+        {"url": f"{BASE}/StructureDefinition/discontinuation-reason",
+         "valueCodeableConcept": _concept(f"{BASE}/CodeSystem/ecm-discontinuation-reason",
+                                          "lost-eligibility")},
+    ]
+    return body
+
+
+def test_a_transitioning_members_existing_provider_under_a_letter_of_agreement(
+    app: TestClient,
+) -> None:
+    """VI.G.3.c: the existing provider, not contracted but under a letter of agreement in
+    force, is assigned even though the PCP is a contracted ECM provider."""
+    member = _member(generalPractitioner=[{"reference": "Organization/pcp-clinic"}])
+    _load(app, member, *_providers("old-provider", "pcp-clinic"), _role("old-lcm", "old-provider"),
+          _previous_enrollment("old-provider"),
+          _service("svc-old", "old-provider", loa=("2026-12-01", "2027-05-31")),
+          _service("svc-pcp", "pcp-clinic"))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(answer, "provider") == "Organization/old-provider"
+    assert _out(answer, "rule") == "existing-provider"
+    # the letter of agreement is not in force after its end: the PCP rule applies
+    later = _assign(app, referral="ServiceRequest/ref-1", asOf="2027-06-01")
+    assert _candidates(later)["Organization/old-provider"]["failed"] == ["network"]
+    assert _out(later, "rule") == "pcp"
+
+
+# -- precedence and the plan's configuration ----------------------------------------------------
+
+
+def _pcp_and_bh(app: TestClient, plan: str) -> dict[str, Any]:
+    member = _member(generalPractitioner=[{"reference": "Organization/pcp-clinic"}])
+    _load(app, member, *_providers("pcp-clinic", "county-bh"),
+          _episode("smhs-1", "smhs", "county-bh"),
+          _service("svc-pcp", "pcp-clinic"), _service("svc-bh", "county-bh"),
+          *_case("4", plan=plan))
+    return _assign(app, referral="ServiceRequest/ref-4")
+
+
+def test_pcp_and_behavioral_health_disagree_a_person_decides(app: TestClient) -> None:
+    """The seeds do not rank VI.E.2.a and VI.E.2.b; Redwood configured no order."""
+    answer = _pcp_and_bh(app, REDWOOD)
+    assert _out(answer, "needsReview") is True
+    assert _out(answer, "provider") is None
+    candidates = _candidates(answer)
+    assert candidates["Organization/pcp-clinic"]["rule"] == ["pcp", "language"]
+    assert candidates["Organization/county-bh"]["rule"] == ["behavioral-health", "language"]
+
+
+def test_the_plans_rule_order_decides(app: TestClient) -> None:
+    """Golden Poppy ranks behavioral-health before pcp."""
+    answer = _pcp_and_bh(app, GOLDEN)
+    assert _out(answer, "needsReview") is False
+    assert _out(answer, "provider") == "Organization/county-bh"
+    assert _out(answer, "rule") == "behavioral-health"
+
+
+def _two_alike(app: TestClient, plan: str, spanish: bool = False) -> dict[str, Any]:
+    member = _member(communication=[{"language": _concept("urn:ietf:bcp:47", "es"),
+                                     "preferred": True}]) if spanish else _member()
+    _load(app, member, *_providers("small-org", "large-org"),
+          _service("svc-small", "small-org", panel=5, languages=("en", "es")),
+          _service("svc-large", "large-org", panel=50), *_case("5", plan=plan))
+    return _assign(app, referral="ServiceRequest/ref-5")
+
+
+def test_no_rule_several_candidates_no_tie_breaker(app: TestClient) -> None:
+    answer = _two_alike(app, REDWOOD)
+    assert _out(answer, "needsReview") is True
+    assert "tie-breaker" in _out(answer, "explanation")
+    assert all(c["eligible"] for c in _candidates(answer).values())
+
+
+def test_the_plans_tie_breaker(app: TestClient) -> None:
+    answer = _two_alike(app, GOLDEN)
+    assert _out(answer, "provider") == "Organization/large-org"
+    assert _out(answer, "rule") == "most-open-capacity"
+
+
+def test_the_members_language_is_a_known_preference(app: TestClient) -> None:
+    answer = _two_alike(app, REDWOOD, spanish=True)
+    assert _out(answer, "provider") == "Organization/small-org"
+    assert _out(answer, "rule") == "language"
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_bad_inputs(app: TestClient) -> None:
+    _load(app, *_providers("good-org"), _service("svc-good", "good-org"))
+    body = outcome(app.post(f"/fhir/{MEMBER}/$ecm-assign", json={
+        "resourceType": "Parameters", "parameter": [{"name": "mode", "valueCode": "go"}]}), 400)
+    assert expressions(body) == ["mode"]
+    body = outcome(app.post(f"/fhir/{MEMBER}/$ecm-assign", json={
+        "resourceType": "Parameters", "parameter": [{"name": "mode", "valueCode": "commit"}]}),
+        400)
+    assert expressions(body) == ["referral"]
+    body = outcome(app.post(f"/fhir/{MEMBER}/$ecm-assign", json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "referral", "valueReference": {"reference": "ServiceRequest/ref-1"}},
+            {"name": "reassign", "valueBoolean": True}]}), 400)
+    assert expressions(body) == ["requestDate"]
+    body = outcome(app.post(f"/fhir/{MEMBER}/$ecm-assign", json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "referral", "valueReference": {"reference": "ServiceRequest/nowhere"}}]}),
+        404)
+    assert expressions(body) == ["referral"]
+    outcome(app.post("/fhir/Patient/nobody/$ecm-assign", json={"resourceType": "Parameters"}),
+            404)
+
+
+def test_a_referral_of_another_member_is_refused(app: TestClient) -> None:
+    other = _member("other-member")
+    _load(app, other, *_providers("good-org"), _service("svc-good", "good-org"))
+    body = outcome(app.post("/fhir/Patient/other-member/$ecm-assign", json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "referral", "valueReference": {"reference": "ServiceRequest/ref-1"}}]}),
+        409)
+    assert expressions(body) == ["referral"]
