@@ -118,6 +118,8 @@ class _Inputs:
         today = local_date(self.stamp)
         assert today is not None
         self.as_of = _date(call, "asOf") or today
+        if self.request_date is not None and self.request_date > today:
+            raise BadRequest("requestDate is not in the future", expression="requestDate")
 
 
 def _open_referral(facts: Facts, member: str) -> str | None:

@@ -573,3 +573,175 @@ def test_a_referral_of_another_member_is_refused(app: TestClient) -> None:
             {"name": "referral", "valueReference": {"reference": "ServiceRequest/ref-1"}}]}),
         409)
     assert expressions(body) == ["referral"]
+
+
+# -- commit: one transaction, idempotent, capacity never exceeded --------------------------------
+
+NOTICE_REASON = f"{BASE}/CodeSystem/ecm-referral-workflow"
+
+
+def _world_to_commit(app: TestClient, *extra: dict[str, Any]) -> None:
+    _load(app, *_providers("good-org"), _role("lcm-good", "good-org"),
+          _service("svc-good", "good-org"), *extra)
+
+
+def _search(app: TestClient, query: str) -> list[dict[str, Any]]:
+    bundle = _ok(app.get(f"/fhir/{query}"))
+    return [e["resource"] for e in bundle.get("entry") or ()]
+
+
+def test_commit_writes_the_assignment_in_one_transaction(app: TestClient, acting: Acting
+                                                          ) -> None:
+    _world_to_commit(app)
+    acting.as_(GOLDEN_STAFF)
+    answer = _assign(app, referral="ServiceRequest/ref-1", mode="commit")
+    assert _out(answer, "provider") == "Organization/good-org"
+    assert _out(answer, "leadCareManager") == "PractitionerRole/lcm-good"
+    assert _out(answer, "existing") is False
+    # VI.E.4: ten business days of the authorization (the TAR, Thursday 10 December), on
+    # Golden Poppy's calendar (its own holiday Monday 21 December; Christmas is not one of its
+    # holidays): 11, 14, 15, 16, 17, 18, 22, 23, 24, 25 December
+    assert _out(answer, "due") == "2026-12-25"
+    task = _ok(app.get(f"/fhir/{_out(answer, 'task')}"))
+    assert task["status"] == "requested"
+    assert task["partOf"] == [{"reference": "Task/plan-task-1"}]
+    assert task["owner"] == {"reference": "Organization/good-org"}
+    assert task["requester"] == {"reference": GOLDEN}
+    assert task["restriction"]["period"]["end"] == "2026-12-25"
+    order = _ok(app.get(f"/fhir/{task['focus']['reference']}"))
+    assert order["intent"] == "filler-order"
+    assert order["basedOn"] == [{"reference": "ServiceRequest/ref-1"}]
+    assert order["performer"] == [{"reference": "Organization/good-org"},
+                                  {"reference": "HealthcareService/svc-good"}]
+    episode = _ok(app.get("/fhir/EpisodeOfCare/auth-1"))
+    assert episode["managingOrganization"] == {"reference": "Organization/good-org"}
+    assert episode["careManager"] == {"reference": "PractitionerRole/lcm-good"}
+    team = _ok(app.get(f"/fhir/{episode['team'][0]['reference']}"))
+    assert team["participant"][0]["member"] == {"reference": "PractitionerRole/lcm-good"}
+    notices = _search(app, "Communication?category=" + NOTICE_REASON + "|ecm-notice")
+    assigned = [n for n in notices
+                if n["reasonCode"][0]["coding"][0]["code"] == "ecm-assignment"]
+    assert sorted(n["recipient"][0]["reference"] for n in assigned) == sorted(
+        ["Organization/good-org", MEMBER, CBO])
+    # overdue work is searchable: the provider's Tasks not yet answered, due by a day
+    assert _count(app, "Task?owner=Organization/good-org&status=requested&due=le2026-12-25") == 1
+    assert _count(app, "Task?owner=Organization/good-org&status=requested&due=lt2026-12-25") == 0
+
+
+def test_the_default_calendar_is_the_federal_one(app: TestClient, acting: Acting) -> None:
+    """Redwood configured nothing: 10 business days after Thursday 10 December on the federal
+    calendar: 11, 14, 15, 16, 17, 18, 21, 22, 23, 24 December."""
+    _world_to_commit(app, *_case("6", plan=REDWOOD))
+    answer = _assign(app, referral="ServiceRequest/ref-6")
+    assert _out(answer, "due") == "2026-12-24"
+
+
+def test_a_second_commit_returns_the_assignment_and_writes_nothing(
+    app: TestClient, acting: Acting
+) -> None:
+    _world_to_commit(app)
+    acting.as_(GOLDEN_STAFF)
+    first = _assign(app, referral="ServiceRequest/ref-1", mode="commit")
+    version = _ok(app.get("/fhir/EpisodeOfCare/auth-1"))["meta"]["versionId"]
+    counts = [_count(app, f"{t}?_lastUpdated=gt2000-01-01") for t in
+              ("ServiceRequest", "Task", "CareTeam", "Communication")]
+    again = _assign(app, referral="ServiceRequest/ref-1", mode="commit")
+    assert _out(again, "existing") is True
+    assert _out(again, "provider") == _out(first, "provider")
+    assert _ok(app.get("/fhir/EpisodeOfCare/auth-1"))["meta"]["versionId"] == version
+    assert counts == [_count(app, f"{t}?_lastUpdated=gt2000-01-01") for t in
+                      ("ServiceRequest", "Task", "CareTeam", "Communication")]
+    assert _count(app, "Task?part-of=Task/plan-task-1") == 1
+
+
+def test_twenty_concurrent_commits_against_a_capacity_of_five(
+    app: TestClient, acting: Acting
+) -> None:
+    """Twenty members, one eligible service with a panel of five: exactly five assigned."""
+    world: list[dict[str, Any]] = [_member(f"m{i}") for i in range(20)]
+    for i in range(20):
+        world += _case(f"c{i}", member=f"Patient/m{i}")
+    _load(app, *_providers("small-org"), _role("lcm-small", "small-org"),
+          _service("svc-small", "small-org", panel=5), *world)
+    acting.as_(GOLDEN_STAFF)
+
+    def commit(i: int) -> int:
+        body = {"resourceType": "Parameters", "parameter": [
+            {"name": "mode", "valueCode": "commit"},
+            {"name": "referral", "valueReference": {"reference": f"ServiceRequest/ref-c{i}"}}]}
+        return app.post(f"/fhir/Patient/m{i}/$ecm-assign", json=body).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(commit, range(20)))
+    assert sorted(statuses) == [200] * 5 + [422] * 15
+    assert _count(app, "ServiceRequest?performer=HealthcareService/svc-small&status=active") == 5
+    assert _count(app, "Task?owner=Organization/small-org") == 5
+    # the preview of another member now says the service is full
+    answer = _assign(app, "Patient/m0", referral="ServiceRequest/ref-c0")
+    assert _candidates(answer)["Organization/small-org"]["failed"] in (["capacity"], [])
+
+
+def test_open_slots_count_assignments_since_they_were_reported(
+    app: TestClient, acting: Acting
+) -> None:
+    """openSlots 1 as of 1 December: one assignment since then fills it."""
+    world = [_member("m1"), *_case("c1", member="Patient/m1")]
+    _load(app, *_providers("slot-org"), _role("lcm-slot", "slot-org"),
+          _service("svc-slot", "slot-org", slots=1), *world)
+    acting.as_(GOLDEN_STAFF)
+    _assign(app, referral="ServiceRequest/ref-1", mode="commit")
+    answer = _assign(app, "Patient/m1", referral="ServiceRequest/ref-c1")
+    assert _candidates(answer)["Organization/slot-org"]["failed"] == ["capacity"]
+    assert _out(answer, "needsReview") is True
+
+
+def test_commit_needs_an_authorization_and_a_decision(app: TestClient, acting: Acting) -> None:
+    _load(app, *_providers("a-org", "b-org"), _service("svc-a", "a-org"),
+          _service("svc-b", "b-org"), *_case("7", plan=REDWOOD))
+    acting.as_(REDWOOD_STAFF)
+    # a person must decide (two providers, no tie-breaker): nothing to commit
+    body = outcome(app.post(f"/fhir/{MEMBER}/$ecm-assign", json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "mode", "valueCode": "commit"},
+            {"name": "referral", "valueReference": {"reference": "ServiceRequest/ref-7"}}]}), 422)
+    assert expressions(body) == ["mode"]
+    # not authorized: no enrollment names the referral
+    acting.as_(LOCAL)
+    _ok(app.delete("/fhir/EpisodeOfCare/auth-7"))
+    acting.as_(REDWOOD_STAFF)
+    body = outcome(app.post(f"/fhir/{MEMBER}/$ecm-assign", json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "mode", "valueCode": "commit"},
+            {"name": "preference", "valueReference": {"reference": "Organization/a-org"}},
+            {"name": "referral", "valueReference": {"reference": "ServiceRequest/ref-7"}}]}), 409)
+    assert expressions(body) == ["referral"]
+    assert _count(app, "Task?part-of=Task/plan-task-7") == 0
+
+
+# -- reassignment (VI.E.3) ---------------------------------------------------------------------
+
+
+def test_reassignment_on_the_members_request(app: TestClient, acting: Acting) -> None:
+    """The member asked on Friday 11 December to change provider: the current one is not a
+    candidate, the new assignment is due within 30 calendar days (10 January 2027), the old
+    order is revoked (its capacity released)."""
+    _load(app, *_providers("first-org", "second-org"), _role("lcm-first", "first-org"),
+          _role("lcm-second", "second-org"),
+          _service("svc-first", "first-org", panel=50), _service("svc-second", "second-org"))
+    acting.as_(GOLDEN_STAFF)
+    first = _assign(app, referral="ServiceRequest/ref-1", mode="commit")
+    assert _out(first, "provider") == "Organization/first-org"  # most open capacity
+    answer = _assign(app, referral="ServiceRequest/ref-1", mode="commit", reassign=True,
+                     requestDate="2026-12-11")
+    assert _out(answer, "provider") == "Organization/second-org"
+    assert _out(answer, "due") == "2027-01-10"
+    assert "Organization/first-org" not in _candidates(answer)
+    assert _count(app, "ServiceRequest?performer=HealthcareService/svc-first&status=active") == 0
+    assert _count(app, "ServiceRequest?performer=HealthcareService/svc-second&status=active") == 1
+    episode = _ok(app.get("/fhir/EpisodeOfCare/auth-1"))
+    assert episode["managingOrganization"] == {"reference": "Organization/second-org"}
+    # the same request committed again changes nothing
+    again = _assign(app, referral="ServiceRequest/ref-1", mode="commit", reassign=True,
+                    requestDate="2026-12-11")
+    assert _out(again, "existing") is True
+    assert _count(app, "Task?part-of=Task/plan-task-1") == 2
