@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from server.ecm.authorization import EnrollmentAuthorization
+from server.ecm.discontinuation import EnrollmentDiscontinuation
 from server.ecm.intake import ReferralIntake
 from server.ecm.notices import ReferralNotices
 from server.ecm.referral_lifecycle import ReferralLifecycle
@@ -26,4 +27,5 @@ def program_rules(settings: Settings) -> list[Rule]:
         ReferralIntake(context, workflow_plans(settings)),
         EnrollmentAuthorization(),
         ReferralNotices(context),
+        EnrollmentDiscontinuation(context),
     ]

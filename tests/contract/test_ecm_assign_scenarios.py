@@ -745,3 +745,137 @@ def test_reassignment_on_the_members_request(app: TestClient, acting: Acting) ->
                     requestDate="2026-12-11")
     assert _out(again, "existing") is True
     assert _count(app, "Task?part-of=Task/plan-task-1") == 2
+
+
+# -- discontinuation (VI.F) --------------------------------------------------------------------
+
+REASONS = f"{BASE}/CodeSystem/ecm-discontinuation-reason"
+REASON_EXT = f"{BASE}/StructureDefinition/discontinuation-reason"
+CRITERION = f"{BASE}/StructureDefinition/graduation-criterion"
+GRADUATED = [
+    {"url": CRITERION, "valueCodeableConcept": _concept(REASONS, code)}
+    for code in ("graduated-goals-met", "graduated-self-manages", "graduated-connected")
+]
+
+
+def _enrolled(app: TestClient, acting: Acting, pofs: tuple[str, ...] = (BIRTH_EQUITY,)
+              ) -> dict[str, Any]:
+    """Assigned (good-org, its Lead Care Manager) and then active."""
+    services = _service("svc-good", "good-org", pofs=pofs)
+    _load(app, *_providers("good-org"), _role("lcm-good", "good-org"), services,
+          *_case("1", pofs=pofs))
+    acting.as_(GOLDEN_STAFF)
+    _assign(app, referral="ServiceRequest/ref-1", mode="commit")
+    episode = _ok(app.get("/fhir/EpisodeOfCare/auth-1"))
+    return _ok(app.put("/fhir/EpisodeOfCare/auth-1", json={**episode, "status": "active"}))
+
+
+def _finish(app: TestClient, episode: dict[str, Any], code: str, text: str | None = None,
+            status: int = 200, extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    reason: dict[str, Any] = _concept(REASONS, code)
+    if text is not None:
+        reason["text"] = text
+    finished = {
+        **episode,
+        "status": "finished",
+        "period": {**episode["period"], "end": "2026-12-14"},
+        "extension": [*episode["extension"], *(extra or []),
+                      {"url": REASON_EXT, "valueCodeableConcept": reason}],
+    }
+    return _ok(app.put(f"/fhir/EpisodeOfCare/{episode['id']}", json=finished), status)
+
+
+VI_F_1 = [
+    ("graduated", GRADUATED),  # a (with its three criteria)
+    ("member-opted-out", None),  # b
+    ("unwilling-to-engage", None),  # c
+    ("lost-contact", None),  # d
+    ("deceased", None),  # e
+    ("lost-eligibility", None),  # f
+    ("moved-out-of-area", None),  # g
+    ("incarcerated", None),  # h
+    ("provider-unable-to-serve", None),  # i
+    ("transitioned-to-other-program", None),  # j
+    ("transitioned-hospice", None),  # j.1.a
+]
+
+
+@pytest.mark.parametrize(("code", "extra"), VI_F_1, ids=[c for c, _ in VI_F_1])
+def test_each_discontinuation_reason_ends_with_a_notice_of_action(
+    app: TestClient, acting: Acting, code: str, extra: list[dict[str, Any]] | None
+) -> None:
+    episode = _enrolled(app, acting)
+    assert _count(app, "ServiceRequest?performer=HealthcareService/svc-good&status=active") == 1
+    finished = _finish(app, episode, code, extra=extra)
+    assert finished["status"] == "finished"
+    # capacity released (VI.F: the assignment ends)
+    assert _count(app, "ServiceRequest?performer=HealthcareService/svc-good&status=active") == 0
+    # the Notice of Action (VI.F.2.b): a document, and the member's notice pointing to it
+    documents = _search(app, f"DocumentReference?subject={MEMBER}&type={NOTICE_REASON}"
+                             "|notice-of-action")
+    assert len(documents) == 1
+    import base64
+    text = base64.b64decode(documents[0]["content"][0]["attachment"]["data"]).decode()
+    assert "appeal" in text
+    notices = [n for n in _search(app, f"Communication?subject={MEMBER}&_count=50")
+               if n["reasonCode"][0]["coding"][0]["code"] == "ecm-discontinuation"]
+    to = {n["recipient"][0]["reference"]: n for n in notices}
+    assert sorted(to) == sorted([MEMBER, "Organization/good-org"])  # VI.F.2.a and b
+    assert {"contentReference": {"reference": f"DocumentReference/{documents[0]['id']}"}} in (
+        to[MEMBER]["payload"])
+    transfers = _search(app, f"Task?code={NOTICE_REASON}|care-transfer")
+    if code.startswith("transitioned"):
+        # VI.F.1.j.1: within 30 days of the end (14 December) -> 13 January 2027
+        assert [t["restriction"]["period"]["end"] for t in transfers] == ["2027-01-13"]
+    else:
+        assert transfers == []
+
+
+def test_graduation_records_the_three_criteria(app: TestClient, acting: Acting) -> None:
+    episode = _enrolled(app, acting)
+    body = outcome(_ok_raw(app, episode, "graduated", extra=GRADUATED[:2]), 422)
+    assert expressions(body) == ["EpisodeOfCare.extension"]
+    assert "graduated-connected" in body["issue"][0]["diagnostics"]
+    assert _ok(app.get("/fhir/EpisodeOfCare/auth-1"))["status"] == "active"
+
+
+def test_other_states_its_reason(app: TestClient, acting: Acting) -> None:
+    episode = _enrolled(app, acting)
+    body = outcome(_ok_raw(app, episode, "other"), 422)
+    assert expressions(body) == ["EpisodeOfCare.extension"]
+    _finish(app, episode, "other", text="Member entered a residential programme")
+
+
+def _ok_raw(app: TestClient, episode: dict[str, Any], code: str,
+            extra: list[dict[str, Any]] | None = None) -> Any:
+    finished = {
+        **episode, "status": "finished", "period": {**episode["period"], "end": "2026-12-14"},
+        "extension": [*episode["extension"], *(extra or []),
+                      {"url": REASON_EXT, "valueCodeableConcept": _concept(REASONS, code)}],
+    }
+    return app.put(f"/fhir/EpisodeOfCare/{episode['id']}", json=finished)
+
+
+def test_birth_equity_is_not_ended_because_the_pregnancy_ended(
+    app: TestClient, acting: Acting
+) -> None:
+    """Seed 000: a birth equity member is not disenrolled because pregnancy or postpartum
+    ended; re-running eligibility ends nothing."""
+    episode = _enrolled(app, acting)
+    acting.as_(LOCAL)
+    _ok(app.get(f"/fhir/{MEMBER}/$ecm-eligibility"))
+    assert _ok(app.get("/fhir/EpisodeOfCare/auth-1"))["status"] == "active"
+    acting.as_(GOLDEN_STAFF)
+    body = outcome(_ok_raw(app, episode, "no-longer-meets-criteria"), 422)
+    assert expressions(body) == ["EpisodeOfCare.extension"]
+    assert "birth equity" in body["issue"][0]["diagnostics"]
+    assert _count(app, "ServiceRequest?performer=HealthcareService/svc-good&status=active") == 1
+    # graduation ends it
+    _finish(app, episode, "graduated", extra=GRADUATED)
+
+
+def test_another_population_may_end_when_criteria_are_no_longer_met(
+    app: TestClient, acting: Acting
+) -> None:
+    episode = _enrolled(app, acting, pofs=(HOMELESS,))
+    _finish(app, episode, "no-longer-meets-criteria")
