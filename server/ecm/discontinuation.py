@@ -32,6 +32,7 @@ import base64
 from datetime import timedelta
 from typing import Any
 
+from server.auth.principal import Principal
 from server.ecm import intake
 from server.ecm.assignment_facts import FILLER_ORDER, POF_EXT, POF_SYSTEM, body, codes, local, ref
 from server.ecm.assignment_records import WORKFLOW, notice
@@ -145,11 +146,16 @@ class EnrollmentDiscontinuation(Rule):
             )
             for version in change.reader.search(SearchQuery(criteria, count=20)).items:
                 order = body(version)
-                if order is not None:
-                    writes.append(
-                        Write("update", "ServiceRequest", id=version.id,
-                              resource={**order, "status": "completed"})
-                    )
+                if order is None:
+                    continue
+                # the plan that ordered it (its requester) completes it
+                acting = Principal(
+                    "calaim-fhir", allow_all=True, organization=ref(order.get("requester"))
+                )
+                writes.append(
+                    Write("update", "ServiceRequest", id=version.id,
+                          resource={**order, "status": "completed"}, principal=acting)
+                )
         end = str((episode.get("period") or {}).get("end") or stamp)[:10]
         why = str((concept or {}).get("text") or _display(concept) or reason)
         said = (

@@ -27,9 +27,12 @@ import pytest
 from server.auth.principal import LOCAL, Principal
 from server.ecm import intake
 from server.fhir.instant import from_datetime
+from tests.operation_output import check_output
 from tests.support import Acting, TestClient, clear_store, expressions, fhir_client, outcome
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "resources"
+OPERATIONS = EXAMPLES.parents[1] / "profiles" / "operations"
+DEFINITION = json.loads((OPERATIONS / "OperationDefinition-Patient-ecm-assign.json").read_text())
 BASE = "http://calaim-fhir.org/fhir"
 POF = f"{BASE}/CodeSystem/ecm-population-of-focus"
 POF_EXT = f"{BASE}/StructureDefinition/population-of-focus"
@@ -293,7 +296,9 @@ def _assign(app: TestClient, member: str = MEMBER, status: int = 200, **params: 
         else:
             parameter.append({"name": name, "valueCode": value})
     body = {"resourceType": "Parameters", "parameter": parameter}
-    return _ok(app.post(f"/fhir/{member}/$ecm-assign", json=body), status)
+    answer = _ok(app.post(f"/fhir/{member}/$ecm-assign", json=body), status)
+    assert check_output(DEFINITION, answer) == []  # as the OperationDefinition says
+    return answer
 
 
 def _out(answer: dict[str, Any], name: str) -> Any:
