@@ -33,7 +33,7 @@ Pure policy: the facts (``Member``, ``Service``) are read elsewhere
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -74,8 +74,7 @@ class Service:
     limit: int  # panelSize, else openSlots as of asOf
     in_use: int  # active enrollments and pending assignments counted against the limit
     letter_of_agreement: tuple[date | None, date | None] | None = None  # its period
-    lead_care_managers: tuple[str, ...] = ()  # the provider's lead-care-manager roles
-    ccs_case_managers: tuple[str, ...] = ()  # the provider's ccs-case-manager roles
+    ccs_case_managers: tuple[str, ...] = ()  # the provider's ccs-case-manager roles (WCM)
     #: whether ``in_use`` was counted (a service failing another filter is not counted)
     counted: bool = True
 
@@ -193,7 +192,9 @@ def _names(candidates: Iterable[Candidate]) -> str:
     return ", ".join(sorted({c.service.provider for c in candidates}))
 
 
-def _lead(candidate: Candidate, rule: str) -> tuple[str | None, str]:
+def _lead(
+    candidate: Candidate, rule: str, lead_roles: Callable[[str], Sequence[str]]
+) -> tuple[str | None, str]:
     service = candidate.service
     if rule == "ccs-case-manager" or (
         "ccs-case-manager" in candidate.rules and len(service.ccs_case_managers) == 1
@@ -202,15 +203,30 @@ def _lead(candidate: Candidate, rule: str) -> tuple[str | None, str]:
             return service.ccs_case_managers[0], (
                 "the member's CCS case manager becomes the Lead Care Manager (VI.E.2.c)"
             )
-    if len(service.lead_care_managers) == 1:
-        return service.lead_care_managers[0], "the provider's one Lead Care Manager"
+    leads = lead_roles(service.provider)
+    if len(leads) == 1:
+        return leads[0], "the provider's one Lead Care Manager"
+    if leads:
+        return None, (
+            f"the provider has {len(leads)} Lead Care Managers and names the member's (VI.E.5)"
+        )
     return None, "the provider names the Lead Care Manager (VI.E.5)"
 
 
+def _no_roles(provider: str) -> Sequence[str]:
+    return ()
+
+
 def decide(
-    member: Member, services: Sequence[Service], as_of: date, config: AssignmentConfig
+    member: Member,
+    services: Sequence[Service],
+    as_of: date,
+    config: AssignmentConfig,
+    lead_roles: Callable[[str], Sequence[str]] = _no_roles,
 ) -> Assignment:
-    """Choose among ``services`` for ``member`` as of ``as_of`` under the plan's ``config``."""
+    """Choose among ``services`` for ``member`` as of ``as_of`` under the plan's ``config``;
+    ``lead_roles``: a provider's ``lead-care-manager`` PractitionerRoles (asked of the chosen
+    one only)."""
     candidates = []
     for service in services:
         if service.provider in member.exclude:
@@ -222,7 +238,7 @@ def decide(
     listed = tuple(candidates)
 
     def chose(candidate: Candidate, rule: str, why: str) -> Assignment:
-        lead, lead_why = _lead(candidate, rule)
+        lead, lead_why = _lead(candidate, rule, lead_roles)
         text = f"{candidate.service.provider} chosen by {rule} ({RULES[rule]}): {why}; {lead_why}"
         return Assignment(candidate, rule, False, text, listed, lead)
 

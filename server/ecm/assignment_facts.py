@@ -217,15 +217,15 @@ class Facts:
             letter_of_agreement=loa,
         )
 
-    def with_use(self, service: Service, resource: dict[str, Any]) -> Service:
-        """``service`` with its capacity in use counted, and the provider's care managers."""
+    def with_use(self, service: Service, resource: dict[str, Any], member: Member) -> Service:
+        """``service`` with its capacity in use counted (and, for a Whole Child Model member,
+        the provider's CCS case managers)."""
         capacity = capacity_of(resource)
         assert capacity is not None
-        leads, ccs = self.care_managers(service.provider)
+        ccs = self.roles(service.provider, "ccs-case-manager") if member.whole_child_model else ()
         return replace(
             service,
             in_use=self.capacity_in_use(service.ref, capacity[1]),
-            lead_care_managers=leads,
             ccs_case_managers=ccs,
         )
 
@@ -239,21 +239,16 @@ class Facts:
             query += f"&authored=ge{quote(since)}"
         return self.count("ServiceRequest", query)
 
-    def care_managers(self, organization: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The organisation's active ``lead-care-manager`` and ``ccs-case-manager`` roles."""
-        leads: list[str] = []
-        ccs: list[str] = []
-        query = (
-            f"organization={organization}&active=true"
-            f"&role={CARE_TEAM_ROLE}|lead-care-manager,{CARE_TEAM_ROLE}|ccs-case-manager"
+    def roles(self, organization: str, code: str) -> tuple[str, ...]:
+        """The organisation's active PractitionerRoles with ``code`` (``ecm-care-team-role``)."""
+        query = f"organization={organization}&active=true&role={CARE_TEAM_ROLE}|{code}"
+        return tuple(
+            sorted(f"PractitionerRole/{id}" for id, _ in self.find("PractitionerRole", query,
+                                                                   MAX_ROLES))
         )
-        for id, role in self.find("PractitionerRole", query, MAX_ROLES):
-            found = codes(role.get("code"), CARE_TEAM_ROLE)
-            if "lead-care-manager" in found:
-                leads.append(f"PractitionerRole/{id}")
-            if "ccs-case-manager" in found:
-                ccs.append(f"PractitionerRole/{id}")
-        return tuple(sorted(leads)), tuple(sorted(ccs))
+
+    def lead_care_managers(self, organization: str) -> tuple[str, ...]:
+        return self.roles(organization, "lead-care-manager")
 
 
 def capacity_of(resource: dict[str, Any]) -> tuple[int, str | None] | None:

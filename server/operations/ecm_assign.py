@@ -225,13 +225,14 @@ def _decide(
     services = []
     for service, resource in facts.services():
         if prefilter(facts_of_member, service, inputs.as_of):
-            service = facts.with_use(service, resource)
+            service = facts.with_use(service, resource, facts_of_member)
         else:
             service = replace(service, counted=False)
         services.append(service)
     config = _config(call, facts, member, case.plan)
     plan = AssignmentConfig(config.assignment_rule_order, config.assignment_tie_breaker)
-    return decide(facts_of_member, services, inputs.as_of, plan), config
+    outcome = decide(facts_of_member, services, inputs.as_of, plan, facts.lead_care_managers)
+    return outcome, config
 
 
 def _candidate(c: Candidate) -> tuple[str, list[tuple[str, Any]]]:
