@@ -29,8 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +39,10 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = Path(sys.executable).with_name("calaim-fhir")
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import Server, stats  # noqa: E402
+
 EXAMPLES = ROOT / "examples" / "resources"
 FHIR_JSON = "application/fhir+json"
 BASE = "http://calaim-fhir.org/fhir"
@@ -52,12 +53,6 @@ POFS = ["homelessness-adult", "avoidable-utilization-adult", "smh-sud-adult",
         "idd-youth"]
 LANGUAGES = ["es", "vi", "zh", "hmn", "tl"]
 CASES = 200
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _concept(system: str, code: str) -> dict[str, Any]:
@@ -228,11 +223,7 @@ def run(base: str, providers: int, members: int, assigned: int, previews: int
             _preview(client, i % CASES)
             latencies.append(time.perf_counter() - started)
         load_after = os.getloadavg()
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return round(1000 * latencies[min(int(len(latencies) * q), len(latencies) - 1)], 1)
-
+    timing = stats([1000 * t for t in latencies])
     return {
         "providers": providers,
         "members": members,
@@ -241,9 +232,7 @@ def run(base: str, providers: int, members: int, assigned: int, previews: int
         "load_s": round(load_s, 1),
         "candidates_listed": len(candidates),
         "capacity_counted": len(counted),
-        "p50_ms": pct(0.5),
-        "p95_ms": pct(0.95),
-        "p99_ms": pct(0.99),
+        **{k: v for k, v in timing.items() if k != "n"},
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after],
         "cpus": os.cpu_count(),
@@ -261,34 +250,18 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="ecm-assign-"))
     url = args.database_url or f"sqlite:///{folder / 'bench.db'}"
-    port = _port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
-    log = open(folder / "server.log", "wb")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port), "--database-url", url,
-         "--workers", "1"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}/fhir"
+    server = Server(url, 1, folder)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("the server did not start")
-        result = run(base, args.providers, args.members, args.assigned, args.previews)
+        server.start()
+        result = run(f"{server.base}/fhir", args.providers, args.members, args.assigned,
+                     args.previews)
         result["store"] = url.split(":", 1)[0]
+        result["command"] = server.command.replace(str(folder), "<tmp>")
         print(json.dumps(result, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(20)
-        log.close()
+        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -46,6 +46,13 @@ def test_each_plan_file_overrides_the_default_for_its_organization(tmp_path: Pat
         ({"organization": "Organization/a", "holidays": ["2026-02-30"]}, "'holidays'"),
         ({"organization": "Organization/a", "holidays": "2026-12-25"}, "'holidays'"),
         ({"organization": "Organization/a", "resubmissionRestartsClock": "yes"}, "true or false"),
+        ({"organization": "Organization/a", "assignmentRuleOrder": ["pcp", "language"]},
+         "'assignmentRuleOrder'"),
+        ({"organization": "Organization/a", "assignmentRuleOrder": ["pcp", "pcp"]},
+         "'assignmentRuleOrder'"),
+        ({"organization": "Organization/a", "assignmentRuleOrder": "pcp"}, "'assignmentRuleOrder'"),
+        ({"organization": "Organization/a", "assignmentTieBreaker": "random"},
+         "'assignmentTieBreaker'"),
         ([1, 2], "a JSON object"),
     ],
 )
@@ -62,3 +69,17 @@ def test_two_files_for_one_plan_and_a_missing_folder_are_refused(tmp_path: Path)
         WorkflowPlans.load(tmp_path, DEFAULT)
     with pytest.raises(PlanConfigError, match="does not exist"):
         WorkflowPlans.load(tmp_path / "missing", DEFAULT)
+
+
+def test_the_assignment_choices_default_to_a_person(tmp_path: Path) -> None:
+    """The seeds rank neither the PCP, behavioural-health and CCS rules nor the candidates left:
+    without a plan's choice a person decides (docs/ecm-workflow.md, "Assignment")."""
+    _write(tmp_path, "a.json", {"organization": "Organization/a",
+                                "assignmentRuleOrder": ["behavioral-health", "pcp"],
+                                "assignmentTieBreaker": "most-open-capacity"})
+    _write(tmp_path, "b.json", {"organization": "Organization/b"})
+    plans = WorkflowPlans.load(tmp_path, DEFAULT)
+    a, b = plans.select(["Organization/a"]), plans.select(["Organization/b"])
+    assert (a.assignment_rule_order, a.assignment_tie_breaker) == (
+        ("behavioral-health", "pcp"), "most-open-capacity")
+    assert (b.assignment_rule_order, b.assignment_tie_breaker) == ((), None)
