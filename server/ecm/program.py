@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from server.ecm.assignment_receipt import AssignmentReceipt
 from server.ecm.authorization import EnrollmentAuthorization
 from server.ecm.discontinuation import EnrollmentDiscontinuation
 from server.ecm.intake import ReferralIntake
@@ -28,4 +29,5 @@ def program_rules(settings: Settings) -> list[Rule]:
         EnrollmentAuthorization(),
         ReferralNotices(context),
         EnrollmentDiscontinuation(context),
+        AssignmentReceipt(),
     ]

@@ -633,6 +633,27 @@ def test_commit_writes_the_assignment_in_one_transaction(app: TestClient, acting
     assert _count(app, "Task?owner=Organization/good-org&status=requested&due=lt2026-12-25") == 0
 
 
+def test_the_provider_is_told_when_its_notice_is_received(app: TestClient, acting: Acting
+                                                          ) -> None:
+    """VI.E.4 "told": the provider's system confirms its notice (received); its Task leaves
+    the work list of assignments not yet told."""
+    _world_to_commit(app)
+    acting.as_(GOLDEN_STAFF)
+    answer = _assign(app, referral="ServiceRequest/ref-1", mode="commit")
+    untold = ("Task?owner=Organization/good-org&status=requested&due=le2026-12-25"
+              f"&business-status:not={REFERRAL_STATUS}|received")
+    assert _count(app, untold) == 1
+    notices = _search(app, "Communication?recipient=Organization/good-org")
+    assert len(notices) == 1
+    acting.as_(Principal("good-app", allow_all=True, organization="Organization/good-org"))
+    _ok(app.put(f"/fhir/Communication/{notices[0]['id']}",
+                json={**notices[0], "received": "2026-12-14T18:00:00Z"}))
+    task = _ok(app.get(f"/fhir/{_out(answer, 'task')}"))
+    assert task["status"] == "requested"
+    assert task["businessStatus"]["coding"][0]["code"] == "received"
+    assert _count(app, untold) == 0
+
+
 def test_the_default_calendar_is_the_federal_one(app: TestClient, acting: Acting) -> None:
     """Redwood configured nothing: 10 business days after Thursday 10 December on the federal
     calendar: 11, 14, 15, 16, 17, 18, 21, 22, 23, 24 December."""
