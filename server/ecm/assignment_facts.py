@@ -26,7 +26,7 @@ import orjson
 from server.ecm.assignment import Member, Service
 from server.ecm.calendar import local_date
 from server.search.parse import SearchContext, parse_criteria_string
-from server.search.query import SearchQuery
+from server.search.query import Criteria, SearchQuery
 from server.store.base import Reader, Version
 
 BASE = "http://calaim-fhir.org/fhir"
@@ -44,6 +44,13 @@ WHOLE_CHILD_MODEL = "ccs-wcm"
 OPEN_ENROLLMENT = ("planned", "waitlist", "active", "onhold")
 MAX_SERVICES = 5000
 MAX_ROLES = 200
+#: parsed services by (id, stored bytes): a stored version never changes, so a service is
+#: parsed once per version, not per call; bounded (cleared when full)
+_PARSED: dict[tuple[str, bytes], tuple[Service, str | None] | None] = {}
+_PARSED_MAX = 20_000
+#: parsed search criteria by (type, query), for the context they were parsed in
+_CRITERIA: dict[tuple[str, str], tuple[SearchContext, Criteria]] = {}
+_CRITERIA_MAX = 20_000
 
 
 def body(version: Version | None) -> dict[str, Any] | None:
@@ -91,15 +98,28 @@ class Facts:
     reader: Reader
     search: SearchContext
 
-    def find(self, type: str, query: str, count: int = 100) -> Iterator[tuple[str, dict[str, Any]]]:
+    def criteria(self, type: str, query: str) -> Criteria:
+        """``query`` parsed (once per process and search context)."""
+        cached = _CRITERIA.get((type, query))
+        if cached is not None and cached[0] is self.search:
+            return cached[1]
         criteria = parse_criteria_string(type, query, self.search)
-        for version in self.reader.search(SearchQuery(criteria, count=count)).items:
+        if len(_CRITERIA) >= _CRITERIA_MAX:
+            _CRITERIA.clear()
+        _CRITERIA[(type, query)] = (self.search, criteria)
+        return criteria
+
+    def versions(self, type: str, query: str, count: int) -> list[Version]:
+        return self.reader.search(SearchQuery(self.criteria(type, query), count=count)).items
+
+    def find(self, type: str, query: str, count: int = 100) -> Iterator[tuple[str, dict[str, Any]]]:
+        for version in self.versions(type, query, count):
             found = body(version)
             if found is not None:
                 yield version.id, found
 
     def count(self, type: str, query: str) -> int:
-        criteria = parse_criteria_string(type, query, self.search)
+        criteria = self.criteria(type, query)
         page = self.reader.search(SearchQuery(criteria, count=0, total="accurate"))
         return page.total or 0
 
@@ -175,22 +195,29 @@ class Facts:
 
     # -- the providers -------------------------------------------------------------------------
 
-    def services(self) -> list[tuple[Service, dict[str, Any]]]:
-        """Every active ECM HealthcareService (its capacity in use not yet counted)."""
-        found = list(
-            self.find(
-                "HealthcareService",
-                f"service-category={CALAIM_PROGRAM}|ecm&active=true",
-                MAX_SERVICES,
-            )
-        )
-        return [
-            (service, resource)
-            for id, resource in found
-            if (service := self.service(f"HealthcareService/{id}", resource)) is not None
-        ]
+    def services(self) -> list[tuple[Service, str | None]]:
+        """Every active ECM HealthcareService (its capacity in use not yet counted), with the
+        ``asOf`` its ``openSlots`` count from (None: a ``panelSize``)."""
+        found = []
+        query = f"service-category={CALAIM_PROGRAM}|ecm&active=true"
+        for version in self.versions("HealthcareService", query, MAX_SERVICES):
+            if version.body is None:
+                continue
+            key = (version.id, version.body)
+            if key not in _PARSED:
+                if len(_PARSED) >= _PARSED_MAX:
+                    _PARSED.clear()
+                resource = body(version)
+                assert resource is not None
+                _PARSED[key] = self.service(f"HealthcareService/{version.id}", resource)
+            parsed = _PARSED[key]
+            if parsed is not None:
+                found.append(parsed)
+        return found
 
-    def service(self, reference: str, resource: dict[str, Any]) -> Service | None:
+    def service(
+        self, reference: str, resource: dict[str, Any]
+    ) -> tuple[Service, str | None] | None:
         provider = ref(resource.get("providedBy"))
         capacity = capacity_of(resource)
         if provider is None or capacity is None:
@@ -206,7 +233,7 @@ class Facts:
             for coding in c.get("coding") or ()
             if isinstance(code := coding.get("code"), str)
         )
-        return Service(
+        service = Service(
             ref=reference,
             provider=provider,
             name=str(resource.get("name") or reference),
@@ -216,16 +243,15 @@ class Facts:
             in_use=0,
             letter_of_agreement=loa,
         )
+        return service, capacity[1]
 
-    def with_use(self, service: Service, resource: dict[str, Any], member: Member) -> Service:
-        """``service`` with its capacity in use counted (and, for a Whole Child Model member,
-        the provider's CCS case managers)."""
-        capacity = capacity_of(resource)
-        assert capacity is not None
+    def with_use(self, service: Service, since: str | None, member: Member) -> Service:
+        """``service`` with its capacity in use counted since ``since`` (and, for a Whole Child
+        Model member, the provider's CCS case managers)."""
         ccs = self.roles(service.provider, "ccs-case-manager") if member.whole_child_model else ()
         return replace(
             service,
-            in_use=self.capacity_in_use(service.ref, capacity[1]),
+            in_use=self.capacity_in_use(service.ref, since),
             ccs_case_managers=ccs,
         )
 

@@ -223,9 +223,9 @@ def _decide(
         exclude,
     )
     services = []
-    for service, resource in facts.services():
+    for service, since in facts.services():
         if prefilter(facts_of_member, service, inputs.as_of):
-            service = facts.with_use(service, resource, facts_of_member)
+            service = facts.with_use(service, since, facts_of_member)
         else:
             service = replace(service, counted=False)
         services.append(service)
