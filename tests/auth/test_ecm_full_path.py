@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any
 
 from tests.auth.conftest import TOKEN_URL
 from tests.auth.partners import Partner, token_form
+from tests.ecm_scene import concept as _concept
+from tests.ecm_scene import example as _example
+from tests.ecm_scene import ok as _ok
 from tests.support import TestClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,23 +27,6 @@ PROVIDER = "Organization/north-coast-ecm"
 POF = f"{BASE}/CodeSystem/ecm-population-of-focus"
 STATUS = f"{BASE}/CodeSystem/dhcs-referral-status"
 WORKFLOW = f"{BASE}/CodeSystem/ecm-referral-workflow"
-
-
-def _concept(system: str, code: str) -> dict[str, Any]:
-    return {"coding": [{"system": system, "code": code}]}
-
-
-def _ok(response: Any, status: int | tuple[int, ...] = (200, 201)) -> dict[str, Any]:
-    wanted = (status,) if isinstance(status, int) else status
-    assert response.status_code in wanted, f"{response.status_code} {response.text[:1500]}"
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def _example(name: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads((ROOT / "examples" / "resources" / f"{name}.json")
-                                      .read_text())
-    return body
 
 
 def _setup(local: TestClient) -> str:

@@ -27,6 +27,9 @@ import pytest
 from server.auth.principal import LOCAL, Principal
 from server.ecm import intake
 from server.fhir.instant import from_datetime
+from tests.ecm_scene import concept as _concept
+from tests.ecm_scene import example as _example
+from tests.ecm_scene import ok as _ok
 from tests.operation_output import check_output
 from tests.support import Acting, TestClient, clear_store, expressions, fhir_client, outcome
 
@@ -94,22 +97,6 @@ def app(assign_client: TestClient, database_url: str, acting: Acting) -> Iterato
     acting.as_(LOCAL)
     yield assign_client
     acting.as_(LOCAL)
-
-
-def _ok(response: Any, status: int | tuple[int, ...] = (200, 201)) -> dict[str, Any]:
-    wanted = (status,) if isinstance(status, int) else status
-    assert response.status_code in wanted, f"{response.status_code} {response.text[:1500]}"
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def _example(name: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
-    return body
-
-
-def _concept(system: str, code: str) -> dict[str, Any]:
-    return {"coding": [{"system": system, "code": code}]}
 
 
 # -- the world ---------------------------------------------------------------------------------
