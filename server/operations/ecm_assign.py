@@ -235,18 +235,19 @@ def _decide(
     return outcome, config
 
 
-def _candidate(c: Candidate) -> tuple[str, list[tuple[str, Any]]]:
-    parts: list[tuple[str, Any]] = [
-        ("provider", Typed("Reference", {"reference": c.service.provider})),
-        ("healthcareService", Typed("Reference", {"reference": c.service.ref})),
-        ("eligible", c.eligible),
+def _candidate(c: Candidate) -> dict[str, Any]:
+    """One ``candidate`` parameter, built directly (a preview lists every ECM service)."""
+    parts: list[dict[str, Any]] = [
+        {"name": "provider", "valueReference": {"reference": c.service.provider}},
+        {"name": "healthcareService", "valueReference": {"reference": c.service.ref}},
+        {"name": "eligible", "valueBoolean": c.eligible},
     ]
-    parts += [("rule", Typed("code", r)) for r in c.rules]
-    parts += [("failed", Typed("code", f)) for f in c.failed]
+    parts += [{"name": "rule", "valueCode": r} for r in c.rules]
+    parts += [{"name": "failed", "valueCode": f} for f in c.failed]
     if c.service.counted:
-        parts.append(("openCapacity", c.service.open))
-    parts.append(("explanation", c.explanation))
-    return "candidate", parts
+        parts.append({"name": "openCapacity", "valueInteger": c.service.open})
+    parts.append({"name": "explanation", "valueString": c.explanation})
+    return {"name": "candidate", "part": parts}
 
 
 def _answer(
@@ -270,8 +271,9 @@ def _answer(
     if due is not None and not outcome.needs_review:
         values.append(("due", Typed("date", due.isoformat())))
     values += extra or []
-    values += [_candidate(c) for c in outcome.candidates]
-    return to_parameters(values)
+    answer = to_parameters(values)
+    answer["parameter"] += [_candidate(c) for c in outcome.candidates]
+    return answer
 
 
 def _existing(case: _Case) -> dict[str, Any]:
