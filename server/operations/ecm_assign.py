@@ -386,6 +386,8 @@ def _commit(
         plan_task=f"Task/{case.task_id}", stamp=inputs.stamp, due=due, reason=reason[:1000],
     )
     task_ref = f"Task/{_id(write(Write('create', 'Task', resource=task)))}"
+    if replaced is not None:
+        _cancel_replaced(call, replaced, inputs)
     episode_ref = f"EpisodeOfCare/{case.episode_id}"
     team_ref = None
     if lead is not None:
@@ -411,6 +413,20 @@ def _commit(
         ("existing", False),
     ]
     return _answer(outcome, due, extra)
+
+
+def _cancel_replaced(call: Call, replaced: str, inputs: _Inputs) -> None:
+    """The former provider's open Task for the replaced order: cancelled, with why (after the
+    new one is written, so the plan's Task does not roll up to on-hold)."""
+    assert call.write is not None and inputs.request_date is not None
+    facts = Facts(call.system or call.reader, search_service(call.settings).context)
+    for id, task in facts.find("Task", f"focus={replaced}", 10):
+        if task.get("status") not in ("requested", "accepted", "in-progress", "on-hold"):
+            continue
+        why = (f"The member asked on {inputs.request_date.isoformat()} to change their ECM "
+               "provider (seed 003 VI.E.3)")
+        call.write(Write("update", "Task", id=id, resource={
+            **task, "status": "cancelled", "statusReason": {"text": why}}))
 
 
 def _id(written: Any) -> str:

@@ -753,6 +753,11 @@ def test_reassignment_on_the_members_request(app: TestClient, acting: Acting) ->
     assert _count(app, "ServiceRequest?performer=HealthcareService/svc-second&status=active") == 1
     episode = _ok(app.get("/fhir/EpisodeOfCare/auth-1"))
     assert episode["managingOrganization"] == {"reference": "Organization/second-org"}
+    # the former provider's Task is cancelled with why; the plan's Task stays accepted
+    former = _ok(app.get(f"/fhir/{_out(first, 'task')}"))
+    assert former["status"] == "cancelled"
+    assert "VI.E.3" in former["statusReason"]["text"]
+    assert _ok(app.get("/fhir/Task/plan-task-1"))["status"] == "accepted"
     # the same request committed again changes nothing
     again = _assign(app, referral="ServiceRequest/ref-1", mode="commit", reassign=True,
                     requestDate="2026-12-11")
