@@ -196,6 +196,43 @@ def _store_label(url: str) -> str:
 _LISTED = 50  # unresolved references listed in full
 
 
+def _load_auth(
+    url: str,
+    direct: bool,
+    token: str | None,
+    client_id: str | None,
+    private_key: Path | None,
+    key_id: str | None,
+    scope: str,
+) -> Any:
+    """How ``load`` authenticates to a running server (None: it does not)."""
+    from server import smart_client
+
+    if direct and (token or client_id):
+        typer.echo("--direct loads in-process, without authentication: drop --token "
+                   "and --client-id", err=True)
+        raise typer.Exit(2)
+    if token and client_id:
+        typer.echo("Give --token or --client-id, not both", err=True)
+        raise typer.Exit(2)
+    if token:
+        return smart_client.Bearer(token)
+    if client_id is None:
+        if private_key is not None:
+            typer.echo("--private-key needs --client-id", err=True)
+            raise typer.Exit(2)
+        return None
+    if private_key is None:
+        typer.echo("--client-id needs --private-key", err=True)
+        raise typer.Exit(2)
+    try:
+        key, kid, algorithm = smart_client.load_private_key(private_key, key_id)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    return smart_client.BackendServices(url, client_id, key, kid, algorithm, scope)
+
+
 @app.command()
 def load(
     paths: Annotated[
@@ -229,8 +266,41 @@ def load(
         typer.Option(min=1, help="Entries per batch Bundle for NDJSON and non-transaction Bundles"),
     ] = 100,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="An access token for a server with --auth smart (sent as Bearer)",
+            envvar="CALAIM_FHIR_ACCESS_TOKEN",
+        ),
+    ] = None,
+    client_id: Annotated[
+        str | None,
+        typer.Option(
+            help="A registered client (calaim-fhir client add): the load gets and renews its "
+            "own tokens (SMART backend services) with --private-key",
+            envvar="CALAIM_FHIR_CLIENT_ID",
+        ),
+    ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --client-id: the client's private key (a JWK with kid, or PEM with "
+            "--key-id)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    key_id: Annotated[
+        str | None, typer.Option(help="With a PEM --private-key: the kid of its public key")
+    ] = None,
+    scope: Annotated[
+        str, typer.Option(help="With --client-id: the scopes to ask for")
+    ] = "system/*.cruds",
 ) -> None:
     """Load resources, Bundles and NDJSON files into a server (or, with --direct, a store).
+
+    Against a server with --auth smart, give --token, or --client-id and --private-key (the
+    load then signs its own assertions and renews its tokens as they expire).
 
     A transaction or batch Bundle is posted as it is; other Bundles and NDJSON files become
     batches of PUTs (POST for resources without id); a single resource is PUT (or POSTed).
@@ -244,6 +314,7 @@ def load(
     from server import loader
 
     console = Console(stderr=True)
+    auth = _load_auth(url, direct, token, client_id, private_key, key_id, scope)
     try:
         files = loader.discover(paths)
     except FileNotFoundError as exc:
@@ -274,8 +345,9 @@ def load(
                 database_url=database_url,
                 batch_size=batch_size,
                 progress=progress,
+                auth=auth,
             )
-        except loader.Unreachable as exc:
+        except (loader.Unreachable, loader.Unauthenticated) as exc:
             bar.stop()
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc

@@ -20,7 +20,7 @@ from server.auth.jwks_fetch import JwksFetcher
 from server.auth.keys import SigningKeys
 from server.auth.principal import Principal
 from server.auth.scope_policy import clauses_of
-from server.auth.scopes import Scope, ScopeError, grant
+from server.auth.scopes import Scope, ScopeError, enforceable, grant
 from server.auth.tokens import InvalidToken, Verifier, issue
 from server.search.service import search_service
 from server.settings import Settings
@@ -65,7 +65,9 @@ def token_url(settings: Settings) -> str:
 
 class AuthService:
     def _enforceable(self, scope: Scope) -> None:
-        """A scope this server enforces: a granular one's query parses into clauses."""
+        """A scope this server enforces for a backend service (no ``patient/`` scope: no
+        patient context): a granular one's query parses into clauses."""
+        enforceable(scope)
         clauses_of(scope, search_service(self.settings).context)
 
     def __init__(

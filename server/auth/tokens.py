@@ -1,8 +1,9 @@
 """The server's access tokens: JWTs signed with the database-kept key (``keys.py``).
 
 Claims: ``iss`` and ``aud`` the FHIR base URL, ``sub`` and ``client_id`` the client, ``scope``
-the granted scopes, ``organization``, ``role`` and ``purpose`` as registered, ``iat``,
-``exp`` (at most 300 s), ``jti``. Verification checks the signature with a cached key,
+the granted scopes, ``organization``, ``role`` and ``purpose`` as registered, ``patient``
+(a launch's patient context, the id of a Patient) when there is one, ``iat``, ``exp`` (at
+most 300 s), ``jti``. Verification checks the signature with a cached key,
 ``iss``, ``aud`` and ``exp``; a verified token is remembered (by its text, until it expires)
 so a client's next requests skip the signature check. Whether the client is still active is
 *not* part of verification: the caller asks the database on every request.
@@ -40,7 +41,14 @@ class Verified:
 
 
 def issue(
-    keys: SigningKeys, client: Client, scopes: ScopeSet, *, base: str, now: float, lifetime: int
+    keys: SigningKeys,
+    client: Client,
+    scopes: ScopeSet,
+    *,
+    base: str,
+    now: float,
+    lifetime: int,
+    patient: str | None = None,
 ) -> str:
     key = keys.current()
     claims: dict[str, Any] = {
@@ -58,6 +66,8 @@ def issue(
         claims["organization"] = client.organization
     if client.role:
         claims["role"] = client.role
+    if patient is not None:
+        claims["patient"] = patient
     header = {"alg": ALGORITHM, "kid": key.kid, "typ": "at+jwt"}
     return jws.serialize_compact(header, orjson.dumps(claims), key, algorithms=[ALGORITHM])
 
@@ -72,6 +82,7 @@ def principal_of(claims: dict[str, Any], scopes: ScopeSet) -> Principal:
         scopes=scopes,
         role=role if isinstance(role, str) else None,
         purposes=tuple(str(p) for p in purposes) if isinstance(purposes, list) else (),
+        patient=patient if isinstance(patient := claims.get("patient"), str) else None,
     )
 
 
