@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import orjson
 from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey, import_key
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -49,8 +50,11 @@ def load_private_key(path: Path, kid: str | None = None) -> tuple[RSAKey | ECKey
     else:
         try:
             key = RSAKey.import_key(data)
-        except ValueError:
-            key = ECKey.import_key(data)
+        except (JoseError, ValueError):
+            try:
+                key = ECKey.import_key(data)
+            except (JoseError, ValueError) as exc:
+                raise ValueError(f"{path}: not an RSA or EC private key") from exc
     if not isinstance(key, RSAKey | ECKey) or not key.is_private:
         raise ValueError(f"{path}: an RSA or EC private key is required")
     if not kid:
