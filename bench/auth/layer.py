@@ -41,6 +41,7 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--search", default="Patient?_count=10", help="the search request")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{Path(folder) / 'layer.db'}"
@@ -65,7 +66,7 @@ async def main() -> None:
                 times: dict[tuple[str, str], list[float]] = {}
                 load = [os.getloadavg()[0]]
                 for round in range(args.rounds):
-                    for path, name in (("Patient/p1", "read"), ("Patient?_count=10", "search")):
+                    for path, name in (("Patient/p1", "read"), (args.search, "search")):
                         order = ("off", "smart") if round % 2 == 0 else ("smart", "off")
                         for mode in order:
                             client = clients[mode]
