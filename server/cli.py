@@ -560,7 +560,8 @@ def _stored_narratives(dialect: Any) -> list[str]:
 # -- client / key ------------------------------------------------------------------------------
 
 clients = typer.Typer(
-    help="SMART backend-services clients (docs/security.md)", no_args_is_help=True
+    help="SMART clients: backend services and launch apps (docs/security.md)",
+    no_args_is_help=True,
 )
 app.add_typer(clients, name="client")
 keys = typer.Typer(help="The server's access-token signing keys", no_args_is_help=True)
@@ -620,9 +621,17 @@ def client_add(
         typer.Option(help="Assertion algorithms, comma-separated (default RS384,ES384; "
                      "RS256, ES256 allowed)"),
     ] = None,
+    redirect_uri: Annotated[
+        list[str] | None,
+        typer.Option(help="A launch app's redirect URI (repeat for several; exact match)"),
+    ] = None,
+    public: Annotated[
+        bool, typer.Option("--public", help="A public launch app (no keys: PKCE only)")
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Register a client; prints one JSON object with its client_id."""
+    """Register a client (a backend service, or with --redirect-uri a launch app); prints one
+    JSON object with its client_id."""
     import orjson
 
     from server.auth.clients import Client, RegistrationError, new_client
@@ -643,6 +652,8 @@ def client_add(
             role=role,
             purposes=None if purpose is None else [p.strip() for p in purpose.split(",")],
             algorithms=None if algorithms is None else [a.strip() for a in algorithms.split(",")],
+            redirect_uris=redirect_uri or (),
+            public=public,
         )
         _check_granular(Client.of(row))
     except RegistrationError as exc:
@@ -692,6 +703,113 @@ def client_revoke(client_id: str, database_url: DatabaseUrl = None) -> None:
         typer.echo(f"calaim-fhir client revoke: no active client {client_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {client_id}", err=True)
+
+
+# -- user ------------------------------------------------------------------------------------
+
+users = typer.Typer(
+    help="The users who sign in to approve SMART launches (docs/security.md)",
+    no_args_is_help=True,
+)
+app.add_typer(users, name="user")
+
+
+def _password(confirm: bool = True) -> str:
+    """The password from standard input: all of it but one final line break (a terminal is
+    asked twice, without echo)."""
+    import getpass
+    import sys
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Again: ") != first:
+            typer.echo("The passwords differ", err=True)
+            raise typer.Exit(2)
+        return first
+    text = sys.stdin.read()
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _user_fail(command: str, message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"calaim-fhir user {command}: {message}", err=True)
+    return typer.Exit(code)
+
+
+@users.command("add")
+def user_add(
+    username: Annotated[str, typer.Option(help="The sign-in name (compared in lower case)")],
+    practitioner_role: Annotated[
+        str,
+        typer.Option(help="PractitionerRole/ID (must exist and name its organization): "
+                     "whom the user acts for"),
+    ],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Add a user; the password is read from standard input. Prints one JSON object."""
+    import orjson
+
+    from server.auth.users import UserError, new_user, reference, summary
+
+    password = _password()
+    repo = _auth_store(database_url)
+    try:
+        try:
+            reference(practitioner_role, "PractitionerRole")
+            with repo.reader() as reader:
+                found = reader.read("PractitionerRole", practitioner_role.split("/", 1)[1])
+            if found is None or found.body is None:
+                raise UserError(f"{practitioner_role} does not exist: create it first")
+            row = new_user(username, password, practitioner_role, orjson.loads(found.body))
+        except UserError as exc:
+            raise _user_fail("add", str(exc)) from exc
+        if not repo.auth.add_user(row):
+            raise _user_fail("add", f"the username {row.username!r} is taken")
+    finally:
+        repo.close()
+    typer.echo(orjson.dumps(summary(row)).decode())
+
+
+def _set_user(command: str, username: str, database_url: str | None, **change: str) -> None:
+    from server.auth.users import UserError, username_of
+
+    try:
+        name = username_of(username)
+    except UserError as exc:
+        raise _user_fail(command, str(exc)) from exc
+    repo = _auth_store(database_url)
+    try:
+        done = repo.auth.update_user(name, **change)
+    finally:
+        repo.close()
+    if not done:
+        raise _user_fail(command, f"no user {name!r}", 1)
+    typer.echo(f"{command}: {name}", err=True)
+
+
+@users.command("disable")
+def user_disable(username: str, database_url: DatabaseUrl = None) -> None:
+    """Disable a user: it can no longer sign in."""
+    _set_user("disable", username, database_url, status="disabled")
+
+
+@users.command("enable")
+def user_enable(username: str, database_url: DatabaseUrl = None) -> None:
+    """Enable a disabled user again."""
+    _set_user("enable", username, database_url, status="active")
+
+
+@users.command("reset-password")
+def user_reset_password(username: str, database_url: DatabaseUrl = None) -> None:
+    """Set a user's password, read from standard input."""
+    from server.auth.users import UserError, check_password, hash_password
+
+    try:
+        hashed = hash_password(check_password(_password()))
+    except UserError as exc:
+        raise _user_fail("reset-password", str(exc)) from exc
+    _set_user("reset-password", username, database_url, password_hash=hashed)
 
 
 @keys.command("rotate")

@@ -20,7 +20,11 @@ from server.store.sql.dialect import Dialect
 
 _CLIENT_COLUMNS = (
     "client_id, name, organization, scope, jwks, jwks_url, role, purposes, algorithms, status,"
-    " created, revoked"
+    " created, revoked, redirect_uris, public"
+)
+_USER_COLUMNS = (
+    "username, password_hash, practitioner_role, organization, practitioner, status, created,"
+    " changed"
 )
 
 
@@ -40,6 +44,22 @@ class ClientRow:
     status: str
     created: int
     revoked: int | None = None
+    redirect_uris: str | None = None  # a launch app's, as a JSON array
+    public: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """A user who signs in to approve launches (``server/auth/users.py``)."""
+
+    username: str
+    password_hash: str
+    practitioner_role: str
+    organization: str
+    practitioner: str | None
+    status: str
+    created: int
+    changed: int
 
 
 def _client(row: Any) -> ClientRow:
@@ -56,6 +76,8 @@ def _client(row: Any) -> ClientRow:
         row[9],
         int(row[10]),
         None if row[11] is None else int(row[11]),
+        row[12],
+        bool(row[13]),
     )
 
 
@@ -71,7 +93,7 @@ class SqlAuth:
         with self._dialect.autocommit() as conn:
             conn.execute(
                 f"INSERT INTO auth_client ({_CLIENT_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     client.client_id,
                     client.name,
@@ -85,6 +107,8 @@ class SqlAuth:
                     client.status,
                     client.created,
                     client.revoked,
+                    client.redirect_uris,
+                    1 if client.public else 0,
                 ),
             )
 
@@ -117,6 +141,54 @@ class SqlAuth:
                 "UPDATE auth_client SET status = 'revoked', revoked = ?"
                 " WHERE client_id = ? AND status = 'active' RETURNING client_id",
                 (now_us(), client_id),
+            ).fetchall()
+        return bool(rows)
+
+    # -- users --------------------------------------------------------------------------------
+
+    def add_user(self, user: UserRow) -> bool:
+        """Store a new user; False if the username is taken."""
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                f"INSERT INTO auth_user ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (username) DO NOTHING RETURNING username",
+                (
+                    user.username,
+                    user.password_hash,
+                    user.practitioner_role,
+                    user.organization,
+                    user.practitioner,
+                    user.status,
+                    user.created,
+                    user.changed,
+                ),
+            ).fetchall()
+        return bool(rows)
+
+    def user(self, username: str) -> UserRow | None:
+        with self._dialect.autocommit() as conn:
+            row = conn.execute(
+                f"SELECT {_USER_COLUMNS} FROM auth_user WHERE username = ?", (username,)
+            ).fetchone()
+        if row is None:
+            return None
+        return UserRow(row[0], row[1], row[2], row[3], row[4], row[5], int(row[6]), int(row[7]))
+
+    def update_user(self, username: str, *, status: str | None = None,
+                    password_hash: str | None = None) -> bool:
+        """Set a user's status and/or password hash; False if there is no such user."""
+        sets: list[str] = ["changed = ?"]
+        args: list[Any] = [now_us()]
+        if status is not None:
+            sets.append("status = ?")
+            args.append(status)
+        if password_hash is not None:
+            sets.append("password_hash = ?")
+            args.append(password_hash)
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                f"UPDATE auth_user SET {', '.join(sets)} WHERE username = ? RETURNING username",
+                (*args, username),
             ).fetchall()
         return bool(rows)
 

@@ -47,6 +47,9 @@ clients (``auth_client``; looked up by primary key on every request, so a revoca
 its tokens at the next request on every worker), the server's token signing keys
 (``auth_signing_key``) and the client assertions' ``jti`` values (``auth_jti``, unique per
 client: a replay is refused on every worker; pruned after expiry).
+
+Migration 9 adds launch apps' redirect URIs and public flag to ``auth_client``, and the users
+who sign in to a launch (``auth_user``).
 """
 
 from __future__ import annotations
@@ -310,5 +313,24 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (client_id, jti)
         )""",
         "CREATE INDEX auth_jti_expires ON auth_jti (expires)",
+    ],
+    [
+        # launch apps (SMART App Launch): their registered redirect URIs (a JSON array,
+        # compared as exact strings) and whether they are public (no key: PKCE only)
+        "ALTER TABLE auth_client ADD COLUMN redirect_uris TEXT",
+        "ALTER TABLE auth_client ADD COLUMN public INTEGER NOT NULL DEFAULT 0",
+        # the people who sign in to approve a launch; username lower-cased (unique),
+        # password_hash a self-describing scrypt hash (server/auth/users.py), status
+        # active | disabled; the PractitionerRole gives the organisation and the Practitioner
+        """CREATE TABLE auth_user (
+            username TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            practitioner_role TEXT NOT NULL,
+            organization TEXT NOT NULL,
+            practitioner TEXT,
+            status TEXT NOT NULL,
+            created {bigint} NOT NULL,
+            changed {bigint} NOT NULL
+        )""",
     ],
 ]
