@@ -22,9 +22,21 @@ router = APIRouter(include_in_schema=False)
 
 _OPEN = {"Access-Control-Allow-Origin": "*"}
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-CAPABILITIES = ("client-confidential-asymmetric", "permission-v1", "permission-v2")
-SCOPES_SUPPORTED = ("system/*.cruds", "system/*.rs", "system/*.read", "system/*.write",
-                    "user/*.cruds", "user/*.rs", "user/*.read", "user/*.write")
+CAPABILITIES = (
+    "client-confidential-asymmetric",
+    "client-public",
+    "launch-standalone",
+    "context-standalone-patient",
+    "permission-patient",
+    "permission-user",
+    "permission-v1",
+    "permission-v2",
+    "sso-openid-connect",
+)
+SCOPES_SUPPORTED = ("openid", "fhirUser", "launch/patient",
+                    "system/*.cruds", "system/*.rs", "system/*.read", "system/*.write",
+                    "user/*.cruds", "user/*.rs", "user/*.read", "user/*.write",
+                    "patient/*.cruds", "patient/*.rs", "patient/*.read", "patient/*.write")
 
 
 def configuration(settings: Settings) -> dict[str, Any]:
@@ -32,15 +44,16 @@ def configuration(settings: Settings) -> dict[str, Any]:
     return {
         "issuer": settings.fhir_base,
         "jwks_uri": settings.fhir_base + "/auth/jwks",
+        "authorization_endpoint": settings.fhir_base + "/auth/authorize",
         "token_endpoint": token_url(settings),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["authorization_code", "client_credentials"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": [
             *DEFAULT_ALGORITHMS,
             *OPTIONAL_ALGORITHMS,
         ],
         "scopes_supported": list(SCOPES_SUPPORTED),
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
         "capabilities": list(CAPABILITIES),
         "code_challenge_methods_supported": ["S256"],
     }
@@ -76,7 +89,8 @@ async def token(request: Request) -> Response:
         )
     form = await request.form(max_files=0, max_fields=20, max_part_size=64 * 1024)
     fields: dict[str, str] = {}
-    for name in ("grant_type", "scope", "client_id", "client_assertion_type", "client_assertion"):
+    for name in ("grant_type", "scope", "client_id", "client_assertion_type", "client_assertion",
+                 "code", "redirect_uri", "code_verifier"):
         values = form.getlist(name)
         if len(values) > 1:
             return _error(OAuthError(400, "invalid_request", f"{name} is repeated"))

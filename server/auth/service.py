@@ -13,15 +13,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from server.auth import assertion
+from server.auth import assertion, launch
 from server.auth.clients import Client
 from server.auth.external import ExternalIssuer
 from server.auth.jwks_fetch import JwksFetcher
 from server.auth.keys import SigningKeys
 from server.auth.principal import Principal
 from server.auth.scope_policy import clauses_of
-from server.auth.scopes import Scope, ScopeError, enforceable, grant
-from server.auth.tokens import InvalidToken, Verifier, issue
+from server.auth.scopes import Scope, ScopeError, ScopeSet, enforceable, grant
+from server.auth.tokens import InvalidToken, Verifier, id_token, issue
 from server.search.service import search_service
 from server.settings import Settings
 from server.store.sql.auth import SqlAuth
@@ -64,6 +64,10 @@ def token_url(settings: Settings) -> str:
 
 
 class AuthService:
+    def enforce_query(self, scope: Scope) -> None:
+        """A granular scope's query parses into clauses (``ScopeError`` otherwise)."""
+        clauses_of(scope, search_service(self.settings).context)
+
     def _enforceable(self, scope: Scope) -> None:
         """A scope this server enforces for a backend service (no ``patient/`` scope: no
         patient context): a granular one's query parses into clauses."""
@@ -98,13 +102,18 @@ class AuthService:
     # -- the token endpoint -------------------------------------------------------------------
 
     async def token(self, form: Mapping[str, str], call: Call[Any]) -> dict[str, Any]:
-        """The token response for a ``client_credentials`` request; raises ``OAuthError``."""
+        """The token response for a ``client_credentials`` or ``authorization_code``
+        request; raises ``OAuthError``."""
         grant_type = form.get("grant_type")
         if not grant_type:
             raise OAuthError(400, "invalid_request", "grant_type is required")
+        if grant_type == "authorization_code":
+            return await self._code(form, call)
         if grant_type != "client_credentials":
             raise OAuthError(
-                400, "unsupported_grant_type", "Only client_credentials is supported"
+                400,
+                "unsupported_grant_type",
+                "Supported: client_credentials, authorization_code",
             )
         if form.get("client_assertion_type") != assertion.ASSERTION_TYPE or not form.get(
             "client_assertion"
@@ -115,6 +124,32 @@ class AuthService:
                 "Client authentication is private_key_jwt: send client_assertion_type "
                 f"{assertion.ASSERTION_TYPE} and a client_assertion",
             )
+        checked = await self._authenticate_client(form, call)
+        requested = form.get("scope", "")
+        if not requested.strip():
+            raise OAuthError(400, "invalid_scope", "scope is required")
+        client = checked.client
+        try:
+            scopes = grant(requested, client.scopes, self._enforceable)
+        except ScopeError as exc:
+            raise OAuthError(400, "invalid_scope", str(exc)) from exc
+        await self._use_assertion(checked, call)
+        lifetime = self.settings.token_lifetime_seconds
+        token = issue(
+            self.keys, client, scopes, base=self.settings.fhir_base, now=self.clock(),
+            lifetime=lifetime,
+        )
+        return {
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": lifetime,
+            "scope": scopes.text,
+        }
+
+    async def _authenticate_client(
+        self, form: Mapping[str, str], call: Call[Any]
+    ) -> assertion.Assertion:
+        """The client of a ``private_key_jwt`` assertion (its ``jti`` not yet recorded)."""
         now = self.clock()
 
         async def lookup(client_id: str) -> Client | None:
@@ -140,33 +175,92 @@ class AuthService:
             )
         except assertion.InvalidClient as exc:
             raise OAuthError(401, "invalid_client", str(exc)) from exc
-        requested = form.get("scope", "")
-        if not requested.strip():
-            raise OAuthError(400, "invalid_scope", "scope is required")
-        client = checked.client
-        try:
-            scopes = grant(requested, client.scopes, self._enforceable)
-        except ScopeError as exc:
-            raise OAuthError(400, "invalid_scope", str(exc)) from exc
+        return checked
+
+    async def _use_assertion(self, checked: assertion.Assertion, call: Call[Any]) -> None:
+        """Record the assertion's ``jti`` (401 for a replay), pruning expired ones now and
+        then."""
+        now = self.clock()
+        client_id = checked.client.client_id
         keep_until = int((checked.exp + self.settings.auth_leeway_seconds) * 1e6)
-        fresh = await call(
-            lambda: self.store.use_assertion(client.client_id, checked.jti, keep_until)
-        )
+        fresh = await call(lambda: self.store.use_assertion(client_id, checked.jti, keep_until))
         if not fresh:
             raise OAuthError(401, "invalid_client", "assertion jti was already used")
         if now - self._pruned > _PRUNE_SECONDS:
             self._pruned = now
             await call(lambda: self.store.prune_assertions(int(now * 1e6)))
+
+    async def _code(self, form: Mapping[str, str], call: Call[Any]) -> dict[str, Any]:
+        """The authorization code grant of a launch (``launch.py``): the client (public: its
+        ``client_id``; confidential: ``private_key_jwt``), then the code — single use (a
+        second use revokes the grant and every token issued from it), unexpired, issued to
+        this client for this ``redirect_uri``, its PKCE ``code_verifier`` hashing (S256) to
+        the challenge."""
+        if form.get("client_assertion") or form.get("client_assertion_type"):
+            if form.get("client_assertion_type") != assertion.ASSERTION_TYPE:
+                raise OAuthError(401, "invalid_client", "Unsupported client_assertion_type")
+            checked = await self._authenticate_client(form, call)
+            await self._use_assertion(checked, call)
+            client = checked.client
+        else:
+            client_id = form.get("client_id", "")
+            row = await call(lambda: self.store.client(client_id)) if client_id else None
+            if row is None or row.status != "active":
+                raise OAuthError(401, "invalid_client", "Unknown client")
+            client = Client.of(row)
+            if not client.public:
+                raise OAuthError(
+                    401, "invalid_client", "This client must authenticate (private_key_jwt)"
+                )
+        for name in ("code", "redirect_uri", "code_verifier"):
+            if not form.get(name):
+                raise OAuthError(400, "invalid_request", f"{name} is required")
+        hashed = launch.code_hash(form["code"])
+        found, fresh = await call(lambda: self.store.use_code(hashed))
+        if found is None:
+            raise OAuthError(400, "invalid_grant", "Unknown authorization code")
+        if not fresh:
+            await call(lambda: self.store.revoke_grant(found.grant_id))
+            raise OAuthError(
+                400,
+                "invalid_grant",
+                "The authorization code was used before: the tokens issued from it are revoked",
+            )
+        now = self.clock()
+        if found.expires < now * 1e6:
+            raise OAuthError(400, "invalid_grant", "The authorization code has expired")
+        if found.client_id != client.client_id:
+            raise OAuthError(400, "invalid_grant", "The code was issued to another client")
+        if found.redirect_uri != form["redirect_uri"]:
+            raise OAuthError(400, "invalid_grant", "redirect_uri differs from the authorization's")
+        if not launch.pkce_matches(form["code_verifier"], found.code_challenge):
+            raise OAuthError(400, "invalid_grant", "code_verifier does not match (PKCE S256)")
+        user = await call(lambda: self.store.user(found.username))
+        if user is None or user.status != "active":
+            raise OAuthError(400, "invalid_grant", "The user can no longer sign in")
         lifetime = self.settings.token_lifetime_seconds
+        base = self.settings.fhir_base
+        scopes = ScopeSet.of(found.scope)
         token = issue(
-            self.keys, client, scopes, base=self.settings.fhir_base, now=now, lifetime=lifetime
+            self.keys, client, scopes, base=base, now=now, lifetime=lifetime,
+            patient=found.patient, user=user.practitioner, organization=user.organization,
+            grant=found.grant_id,
         )
-        return {
+        body: dict[str, Any] = {
             "access_token": token,
             "token_type": "bearer",
             "expires_in": lifetime,
-            "scope": scopes.text,
+            "scope": found.scope,
         }
+        if found.patient is not None:
+            body["patient"] = found.patient
+        words = found.scope.split()
+        if "openid" in words and "fhirUser" in words:
+            body["id_token"] = id_token(
+                self.keys, base=base, client_id=client.client_id, subject=user.username,
+                fhir_user=user.practitioner, now=now, lifetime=lifetime,
+            )
+        return body
 
     # -- each request -------------------------------------------------------------------------
 
@@ -188,6 +282,10 @@ class AuthService:
             verified = self.verifier.verify(token, now)
         except InvalidToken as exc:
             raise AuthFailure(str(exc)) from exc
-        if not await call(lambda: self.store.active(verified.client_id)):
+        if verified.grant is not None:
+            grant_id = verified.grant
+            if not await call(lambda: self.store.grant_active(verified.client_id, grant_id)):
+                raise AuthFailure("The authorization has been revoked")
+        elif not await call(lambda: self.store.active(verified.client_id)):
             raise AuthFailure("The client has been revoked")
         return verified.principal

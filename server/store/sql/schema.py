@@ -48,8 +48,10 @@ its tokens at the next request on every worker), the server's token signing keys
 (``auth_signing_key``) and the client assertions' ``jti`` values (``auth_jti``, unique per
 client: a replay is refused on every worker; pruned after expiry).
 
-Migration 9 adds launch apps' redirect URIs and public flag to ``auth_client``, and the users
-who sign in to a launch (``auth_user``).
+Migration 9 adds launch apps' redirect URIs and public flag to ``auth_client``, the users
+who sign in to a launch (``auth_user``), pending authorization requests (``auth_request``),
+approved grants (``auth_grant``), authorization codes (``auth_code``) and sign-in throttling
+(``auth_throttle``).
 """
 
 from __future__ import annotations
@@ -331,6 +333,47 @@ MIGRATIONS: list[list[str]] = [
             status TEXT NOT NULL,
             created {bigint} NOT NULL,
             changed {bigint} NOT NULL
+        )""",
+        # a pending authorization request (the login and approval pages), found by the
+        # session cookie's id; csrf is bound to it and changes at sign-in
+        """CREATE TABLE auth_request (
+            id TEXT PRIMARY KEY,
+            client_id TEXT NOT NULL,
+            redirect_uri TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            state TEXT NOT NULL,
+            code_challenge TEXT NOT NULL,
+            csrf TEXT NOT NULL,
+            username TEXT,
+            expires {bigint} NOT NULL
+        )""",
+        # what a user approved for a client: every token issued from it names it (gid), and
+        # each request checks it is still active (a reused code revokes it)
+        """CREATE TABLE auth_grant (
+            grant_id TEXT PRIMARY KEY,
+            client_id TEXT NOT NULL,
+            username TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            patient TEXT,
+            status TEXT NOT NULL,
+            created {bigint} NOT NULL
+        )""",
+        # authorization codes, by the SHA-256 of the code: single use, short-lived
+        """CREATE TABLE auth_code (
+            code_hash TEXT PRIMARY KEY,
+            grant_id TEXT NOT NULL,
+            client_id TEXT NOT NULL,
+            redirect_uri TEXT NOT NULL,
+            code_challenge TEXT NOT NULL,
+            expires {bigint} NOT NULL,
+            used INTEGER NOT NULL DEFAULT 0
+        )""",
+        # failed sign-ins per account and per source, with the back-off they earned
+        """CREATE TABLE auth_throttle (
+            key TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            blocked_until {bigint} NOT NULL,
+            updated {bigint} NOT NULL
         )""",
     ],
 ]
