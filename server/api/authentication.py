@@ -38,6 +38,7 @@ OPEN_PATHS = frozenset(
         "/fhir/auth/authorize",
         "/fhir/auth/login",
         "/fhir/auth/approve",
+        "/fhir/auth/revoke",
     }
 )
 

@@ -27,13 +27,15 @@ CAPABILITIES = (
     "client-public",
     "launch-standalone",
     "context-standalone-patient",
+    "permission-offline",
+    "permission-online",
     "permission-patient",
     "permission-user",
     "permission-v1",
     "permission-v2",
     "sso-openid-connect",
 )
-SCOPES_SUPPORTED = ("openid", "fhirUser", "launch/patient",
+SCOPES_SUPPORTED = ("openid", "fhirUser", "launch/patient", "offline_access", "online_access",
                     "system/*.cruds", "system/*.rs", "system/*.read", "system/*.write",
                     "user/*.cruds", "user/*.rs", "user/*.read", "user/*.write",
                     "patient/*.cruds", "patient/*.rs", "patient/*.read", "patient/*.write")
@@ -46,7 +48,8 @@ def configuration(settings: Settings) -> dict[str, Any]:
         "jwks_uri": settings.fhir_base + "/auth/jwks",
         "authorization_endpoint": settings.fhir_base + "/auth/authorize",
         "token_endpoint": token_url(settings),
-        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "revocation_endpoint": settings.fhir_base + "/auth/revoke",
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": [
             *DEFAULT_ALGORITHMS,
@@ -90,7 +93,7 @@ async def token(request: Request) -> Response:
     form = await request.form(max_files=0, max_fields=20, max_part_size=64 * 1024)
     fields: dict[str, str] = {}
     for name in ("grant_type", "scope", "client_id", "client_assertion_type", "client_assertion",
-                 "code", "redirect_uri", "code_verifier"):
+                 "code", "redirect_uri", "code_verifier", "refresh_token"):
         values = form.getlist(name)
         if len(values) > 1:
             return _error(OAuthError(400, "invalid_request", f"{name} is repeated"))
@@ -102,6 +105,32 @@ async def token(request: Request) -> Response:
     except OAuthError as exc:
         return _error(exc)
     return JSONResponse(body, headers=_NO_STORE)
+
+
+@router.post("/auth/revoke")
+async def revoke(request: Request) -> Response:
+    """RFC 7009 token revocation (a launch's refresh or access token: its whole grant)."""
+    service = _service(request)
+    if service is None:
+        return _error(OAuthError(404, "invalid_request", "Authentication is off"))
+    if request.headers.get("content-type", "").split(";")[0].strip() != (
+        "application/x-www-form-urlencoded"
+    ):
+        return _error(
+            OAuthError(400, "invalid_request", "Send application/x-www-form-urlencoded")
+        )
+    form = await request.form(max_files=0, max_fields=20, max_part_size=64 * 1024)
+    fields = {
+        name: value
+        for name in ("token", "token_type_hint", "client_id", "client_assertion_type",
+                     "client_assertion")
+        if isinstance(value := form.get(name), str)
+    }
+    try:
+        await service.revoke(fields, request.app.state.runner.call)
+    except OAuthError as exc:
+        return _error(exc)
+    return Response(status_code=200, headers=_NO_STORE)
 
 
 def _error(error: OAuthError) -> Response:

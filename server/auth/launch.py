@@ -21,7 +21,8 @@ HTTP (``server/api/launch.py`` is its edge; the token exchange is ``service.py``
 Scopes a launch can be granted: ``user/`` and ``patient/`` resource scopes (``patient/`` ones
 only with ``launch/patient``) within the client's registration, and the launch scopes
 ``openid``, ``fhirUser``, ``launch/patient`` the client registered; ``system/`` scopes are not
-for a user's launch. Refresh tokens (``offline_access``/``online_access``) are not issued.
+for a user's launch, and ``offline_access`` or ``online_access`` (a refresh token: the
+service's ``refresh``).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from server.store.sql.auth import RequestRow, SqlAuth, UserRow
 
 REQUEST_SECONDS = 600
 CODE_SECONDS = 60
-#: the launch scopes this server acts on (refresh tokens are not issued)
-OFFERED = ("openid", "fhirUser", "launch/patient")
+#: the launch scopes this server acts on
+OFFERED = ("openid", "fhirUser", "launch/patient", "offline_access", "online_access")
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 _CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")
 
@@ -102,6 +103,8 @@ def launch_scopes(requested: str, client: Client, enforce: Callable[[Scope], Non
     registered_launch = set(client.scope_text.split()) & set(OFFERED)
     words = requested.split()
     launch = [w for w in OFFERED if w in words and w in registered_launch]
+    if "offline_access" in launch and "online_access" in launch:
+        launch.remove("online_access")  # the longer of the two asked for
 
     def check(scope: Scope) -> None:
         if scope.context == "system":

@@ -62,7 +62,8 @@ def scene(database_url: str, local: TestClient, tmp: Path) -> dict[str, Any]:
         _put(local, resource)
     public = json.loads(_cli(
         database_url, "client", "add", "--name", "Caseworker app", "--organization",
-        ORGANIZATION, "--scope", f"{SCOPE} user/Patient.rs", "--redirect-uri", APP,
+        ORGANIZATION, "--scope", f"{SCOPE} user/Patient.rs offline_access online_access",
+        "--redirect-uri", APP,
         "--public").stdout)["client_id"]
     other = json.loads(_cli(
         database_url, "client", "add", "--name", "Other app", "--organization", ORGANIZATION,
@@ -169,13 +170,16 @@ def _exchange(client: TestClient, code: str, verifier: str, client_id: str,
 def test_discovery_advertises_the_launch(web: TestClient) -> None:
     config = web.get("/fhir/.well-known/smart-configuration").json()
     assert config["authorization_endpoint"] == BASE + "/auth/authorize"
-    assert config["grant_types_supported"] == ["authorization_code", "client_credentials"]
+    assert config["grant_types_supported"] == [
+        "authorization_code", "client_credentials", "refresh_token"]
+    assert config["revocation_endpoint"] == BASE + "/auth/revoke"
     assert config["code_challenge_methods_supported"] == ["S256"]
     assert config["response_types_supported"] == ["code"]
     for capability in ("launch-standalone", "client-public", "context-standalone-patient",
-                       "permission-patient", "permission-user", "sso-openid-connect"):
+                       "permission-patient", "permission-user", "sso-openid-connect",
+                       "permission-offline", "permission-online"):
         assert capability in config["capabilities"]
-    for absent in ("permission-offline", "client-confidential-symmetric", "launch-ehr"):
+    for absent in ("client-confidential-symmetric", "launch-ehr", "context-ehr-patient"):
         assert absent not in config["capabilities"]
     assert config["issuer"] == BASE and config["jwks_uri"] == BASE + "/auth/jwks"
 
@@ -461,3 +465,109 @@ def test_disabling_the_user_stops_the_launch_tokens_at_the_next_request(
         assert web.get("/fhir/Patient/m1", headers=bearer).status_code == 401
     finally:
         _cli(database_url, "user", "enable", "casey")
+
+
+# -- refresh tokens and revocation ---------------------------------------------------------
+
+
+def _offline(web: TestClient, scene: dict[str, Any], access: str = "offline_access") -> Any:
+    code, verifier = _code(web, scene["public"], scope=f"{SCOPE} {access}")
+    response = _exchange(web, code, verifier, scene["public"])
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _refresh(web: TestClient, token: str, client_id: str, **extra: str) -> Any:
+    return web.post(TOKEN_URL, data={"grant_type": "refresh_token", "refresh_token": token,
+                                     "client_id": client_id, **extra})
+
+
+def test_refresh_tokens_only_with_offline_or_online_access(
+    web: TestClient, scene: dict[str, Any]
+) -> None:
+    code, verifier = _code(web, scene["public"])
+    assert "refresh_token" not in _exchange(web, code, verifier, scene["public"]).json()
+    assert "refresh_token" in _offline(web, scene)
+    assert "refresh_token" in _offline(web, scene, "online_access")
+
+
+def test_refresh_rotates_and_a_reused_token_revokes_the_family(
+    web: TestClient, scene: dict[str, Any]
+) -> None:
+    first = _offline(web, scene)
+    second = _refresh(web, first["refresh_token"], scene["public"])
+    assert second.status_code == 200, second.text
+    renewed = second.json()
+    assert renewed["refresh_token"] != first["refresh_token"]
+    assert renewed["patient"] == "m1" and renewed["scope"] == (
+        "openid fhirUser launch/patient offline_access patient/*.rs")
+    bearer = {"Authorization": f"Bearer {renewed['access_token']}"}
+    assert web.get("/fhir/Patient/m1", headers=bearer).status_code == 200
+    reused = _refresh(web, first["refresh_token"], scene["public"])
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    # the whole family: the newest refresh token and every access token stop
+    assert _refresh(web, renewed["refresh_token"], scene["public"]).status_code == 400
+    assert web.get("/fhir/Patient/m1", headers=bearer).status_code == 401
+
+
+def test_refresh_is_bound_to_the_client_and_stored_hashed(
+    web: TestClient, scene: dict[str, Any]
+) -> None:
+    issued = _offline(web, scene)
+    other = _refresh(web, issued["refresh_token"], scene["other"])
+    assert other.status_code == 400 and other.json()["error"] == "invalid_grant"
+    store = web.app.state.auth.store
+    with store._dialect.autocommit() as conn:
+        stored = {row[0] for row in conn.execute("SELECT token_hash FROM auth_refresh")}
+    assert issued["refresh_token"] not in stored
+    assert hashlib.sha256(issued["refresh_token"].encode()).hexdigest() in stored
+
+
+def test_scopes_may_only_narrow_on_refresh(web: TestClient, scene: dict[str, Any]) -> None:
+    issued = _offline(web, scene)
+    wider = _refresh(web, issued["refresh_token"], scene["public"],
+                     scope=f"{SCOPE} user/Patient.rs")
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+    narrower = _refresh(web, issued["refresh_token"], scene["public"],
+                        scope="launch/patient patient/*.rs")
+    assert narrower.status_code == 200, narrower.text
+    assert narrower.json()["scope"] == "launch/patient patient/*.rs"
+
+
+@pytest.mark.parametrize(("access", "seconds"),
+                         [("offline_access", 30 * 86400 + 1), ("online_access", 12 * 3600 + 1)])
+def test_refresh_tokens_have_an_absolute_lifetime(
+    web: TestClient, scene: dict[str, Any], access: str, seconds: int
+) -> None:
+    issued = _offline(web, scene, access)
+    almost = time.time() + seconds - 120
+    web.app.state.auth.clock = lambda: almost
+    kept = _refresh(web, issued["refresh_token"], scene["public"])
+    assert kept.status_code == 200, kept.text
+    later = time.time() + seconds
+    web.app.state.auth.clock = lambda: later
+    ended = _refresh(web, kept.json()["refresh_token"], scene["public"])
+    assert ended.status_code == 400 and ended.json()["error"] == "invalid_grant"
+
+
+def test_revocation_endpoint(web: TestClient, scene: dict[str, Any]) -> None:
+    issued = _offline(web, scene)
+    bearer = {"Authorization": f"Bearer {issued['access_token']}"}
+    assert web.post("/fhir/auth/revoke", data={"token": "unknown",
+                                               "client_id": scene["public"]}).status_code == 200
+    # another client's revocation changes nothing
+    assert web.post("/fhir/auth/revoke", data={"token": issued["refresh_token"],
+                                               "client_id": scene["other"]}).status_code == 200
+    assert web.get("/fhir/Patient/m1", headers=bearer).status_code == 200
+    unauthenticated = web.post("/fhir/auth/revoke", data={"token": issued["refresh_token"]})
+    assert unauthenticated.status_code == 401
+    done = web.post("/fhir/auth/revoke", data={"token": issued["refresh_token"],
+                                               "client_id": scene["public"]})
+    assert done.status_code == 200
+    assert web.get("/fhir/Patient/m1", headers=bearer).status_code == 401
+    assert _refresh(web, issued["refresh_token"], scene["public"]).status_code == 400
+    # an access token revokes its grant as well
+    again = _offline(web, scene)
+    web.post("/fhir/auth/revoke", data={"token": again["access_token"],
+                                        "client_id": scene["public"]})
+    assert _refresh(web, again["refresh_token"], scene["public"]).status_code == 400

@@ -89,6 +89,27 @@ class CodeRow:
     patient: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    grant_id: str
+    client_id: str
+    username: str
+    scope: str
+    patient: str | None
+    status: str
+    expires: int | None
+
+
+_GRANT_COLUMNS = (
+    "g.grant_id, g.client_id, g.username, g.scope, g.patient, g.status, g.expires"
+)
+
+
+def _grant(row: Any) -> GrantRow:
+    return GrantRow(row[0], row[1], row[2], row[3], row[4], row[5],
+                    None if row[6] is None else int(row[6]))
+
+
 _REQUEST_COLUMNS = (
     "id, client_id, redirect_uri, scope, state, code_challenge, csrf, username, expires"
 )
@@ -309,9 +330,56 @@ class SqlAuth:
         code = CodeRow(row[0], row[1], row[2], row[3], int(row[4]), row[5], row[6], row[7])
         return code, bool(fresh)
 
+    def add_refresh(self, token_hash: str, grant_id: str, expires_us: int | None = None) -> None:
+        """A new refresh token of a grant (``expires_us``: set the grant's absolute lifetime,
+        for its first token)."""
+        with self._dialect.autocommit() as conn:
+            if expires_us is not None:
+                conn.execute("UPDATE auth_grant SET expires = ? WHERE grant_id = ?",
+                             (expires_us, grant_id))
+            conn.execute(
+                "INSERT INTO auth_refresh (token_hash, grant_id, status, created)"
+                " VALUES (?, ?, 'active', ?)",
+                (token_hash, grant_id, now_us()),
+            )
+
+    def use_refresh(self, token_hash: str) -> tuple[GrantRow | None, bool]:
+        """Rotate a refresh token: (its grant, True) the first time; (its grant, False) when
+        it had been rotated before (a reuse); (None, False) for an unknown token."""
+        with self._dialect.autocommit() as conn:
+            fresh = conn.execute(
+                "UPDATE auth_refresh SET status = 'rotated' WHERE token_hash = ?"
+                " AND status = 'active' RETURNING token_hash",
+                (token_hash,),
+            ).fetchall()
+            row = conn.execute(
+                f"SELECT {_GRANT_COLUMNS} FROM auth_grant g JOIN auth_refresh r"
+                " ON r.grant_id = g.grant_id WHERE r.token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+        return (None, False) if row is None else (_grant(row), bool(fresh))
+
+    def grant_of_refresh(self, token_hash: str) -> GrantRow | None:
+        with self._dialect.autocommit() as conn:
+            row = conn.execute(
+                f"SELECT {_GRANT_COLUMNS} FROM auth_grant g JOIN auth_refresh r"
+                " ON r.grant_id = g.grant_id WHERE r.token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+        return None if row is None else _grant(row)
+
+    def grant(self, grant_id: str) -> GrantRow | None:
+        with self._dialect.autocommit() as conn:
+            row = conn.execute(
+                f"SELECT {_GRANT_COLUMNS} FROM auth_grant g WHERE g.grant_id = ?", (grant_id,)
+            ).fetchone()
+        return None if row is None else _grant(row)
+
     def revoke_grant(self, grant_id: str) -> None:
         with self._dialect.autocommit() as conn:
             conn.execute("UPDATE auth_grant SET status = 'revoked' WHERE grant_id = ?", (grant_id,))
+            conn.execute("UPDATE auth_refresh SET status = 'revoked' WHERE grant_id = ?",
+                         (grant_id,))
 
     def grant_active(self, client_id: str, grant_id: str) -> bool:
         """Whether the grant, its client and its user are all still active (every request

@@ -50,7 +50,8 @@ client: a replay is refused on every worker; pruned after expiry).
 
 Migration 9 adds launch apps' redirect URIs and public flag to ``auth_client``, the users
 who sign in to a launch (``auth_user``), pending authorization requests (``auth_request``),
-approved grants (``auth_grant``), authorization codes (``auth_code``) and sign-in throttling
+approved grants (``auth_grant``, with the absolute lifetime of their refresh tokens),
+refresh tokens (``auth_refresh``), authorization codes (``auth_code``) and sign-in throttling
 (``auth_throttle``).
 """
 
@@ -356,8 +357,18 @@ MIGRATIONS: list[list[str]] = [
             scope TEXT NOT NULL,
             patient TEXT,
             status TEXT NOT NULL,
+            created {bigint} NOT NULL,
+            expires {bigint}
+        )""",
+        # refresh tokens, by the SHA-256 of the token; a grant is one family: a token is
+        # rotated on use, and presenting a rotated one revokes the grant
+        """CREATE TABLE auth_refresh (
+            token_hash TEXT PRIMARY KEY,
+            grant_id TEXT NOT NULL,
+            status TEXT NOT NULL,
             created {bigint} NOT NULL
         )""",
+        "CREATE INDEX auth_refresh_grant ON auth_refresh (grant_id)",
         # authorization codes, by the SHA-256 of the code: single use, short-lived
         """CREATE TABLE auth_code (
             code_hash TEXT PRIMARY KEY,
