@@ -90,7 +90,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         with running(args, tmp / "serve.log", f"{base}/metadata", timeout=60), \
                 chromium(free_port(), tmp / "chromedriver.log") as browser:
             yield {"base": base, "client_id": client_id, "redirect": redirect,
-                   "browser": browser}
+                   "browser": browser, "log": tmp / "serve.log"}
     finally:
         app_server.shutdown()
         app_server.server_close()
@@ -137,6 +137,9 @@ def test_the_standalone_launch_in_chromium(served: dict[str, Any]) -> None:
     member = httpx.get(f"{base}/Patient/m1", headers=bearer)
     assert member.status_code == 200 and member.json()["name"][0]["family"] == "Mora"
     assert httpx.get(f"{base}/Patient/m2", headers=bearer).status_code == 404
+    logged = served["log"].read_text()
+    for secret in (query["code"][0], token.json()["access_token"], verifier, PASSWORD):
+        assert secret not in logged  # no codes, tokens or passwords in the server's log
     assert (DOCS / "launch-login.png").stat().st_size > 1000
     assert (DOCS / "launch-approval.png").stat().st_size > 1000
 
