@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -256,18 +257,36 @@ async def authorize(request: Request) -> Response:
     return response
 
 
-@router.post("/auth/login")
-async def login(request: Request) -> Response:
+@dataclass
+class _Posted:
+    """A form posted for a pending request (its CSRF token checked)."""
+
+    launch: Launch
+    service: AuthService
+    pending: RequestRow
+    form: dict[str, str]
+
+
+async def _posted(request: Request, names: tuple[str, ...]) -> _Posted | Response:
     found = _launch(request)
     if found is None:
         return _problem("Sign-in is not available: authentication is off.", 404)
     launch, service = found
-    form = await _form(request, ("csrf", "username", "password"))
+    form = await _form(request, ("csrf", *names))
     try:
         pending = await _call(request, lambda: launch.pending(request.cookies.get(COOKIE),
                                                               form.get("csrf", "")))
     except LaunchError as exc:
         return _problem(str(exc))
+    return _Posted(launch, service, pending, form)
+
+
+@router.post("/auth/login")
+async def login(request: Request) -> Response:
+    posted = await _posted(request, ("username", "password"))
+    if isinstance(posted, Response):
+        return posted
+    launch, service, pending, form = posted.launch, posted.service, posted.pending, posted.form
     client = await _client(request, service, pending.client_id)
     if client is None:
         return _problem("The app is no longer registered.")
@@ -288,16 +307,10 @@ async def login(request: Request) -> Response:
 
 @router.post("/auth/approve")
 async def approve(request: Request) -> Response:
-    found = _launch(request)
-    if found is None:
-        return _problem("Sign-in is not available: authentication is off.", 404)
-    launch, service = found
-    form = await _form(request, ("csrf", "decision", "patient"))
-    try:
-        pending = await _call(request, lambda: launch.pending(request.cookies.get(COOKIE),
-                                                              form.get("csrf", "")))
-    except LaunchError as exc:
-        return _problem(str(exc))
+    posted = await _posted(request, ("decision", "patient"))
+    if isinstance(posted, Response):
+        return posted
+    launch, service, pending, form = posted.launch, posted.service, posted.pending, posted.form
     user = await _call(request, lambda: service.store.user(pending.username or ""))
     client = await _client(request, service, pending.client_id)
     if user is None or user.status != "active" or client is None:

@@ -84,21 +84,11 @@ async def token(request: Request) -> Response:
     service = _service(request)
     if service is None:
         return _error(OAuthError(404, "invalid_request", "Authentication is off"))
-    if request.headers.get("content-type", "").split(";")[0].strip() != (
-        "application/x-www-form-urlencoded"
-    ):
-        return _error(
-            OAuthError(400, "invalid_request", "Send application/x-www-form-urlencoded")
-        )
-    form = await request.form(max_files=0, max_fields=20, max_part_size=64 * 1024)
-    fields: dict[str, str] = {}
-    for name in ("grant_type", "scope", "client_id", "client_assertion_type", "client_assertion",
-                 "code", "redirect_uri", "code_verifier", "refresh_token"):
-        values = form.getlist(name)
-        if len(values) > 1:
-            return _error(OAuthError(400, "invalid_request", f"{name} is repeated"))
-        if values and isinstance(values[0], str):
-            fields[name] = values[0]
+    fields = await _fields(request, ("grant_type", "scope", "client_id", "client_assertion_type",
+                                     "client_assertion", "code", "redirect_uri",
+                                     "code_verifier", "refresh_token"))
+    if isinstance(fields, OAuthError):
+        return _error(fields)
     runner = request.app.state.runner
     try:
         body = await service.token(fields, runner.call)
@@ -113,24 +103,32 @@ async def revoke(request: Request) -> Response:
     service = _service(request)
     if service is None:
         return _error(OAuthError(404, "invalid_request", "Authentication is off"))
-    if request.headers.get("content-type", "").split(";")[0].strip() != (
-        "application/x-www-form-urlencoded"
-    ):
-        return _error(
-            OAuthError(400, "invalid_request", "Send application/x-www-form-urlencoded")
-        )
-    form = await request.form(max_files=0, max_fields=20, max_part_size=64 * 1024)
-    fields = {
-        name: value
-        for name in ("token", "token_type_hint", "client_id", "client_assertion_type",
-                     "client_assertion")
-        if isinstance(value := form.get(name), str)
-    }
+    fields = await _fields(request, ("token", "token_type_hint", "client_id",
+                                     "client_assertion_type", "client_assertion"))
+    if isinstance(fields, OAuthError):
+        return _error(fields)
     try:
         await service.revoke(fields, request.app.state.runner.call)
     except OAuthError as exc:
         return _error(exc)
     return Response(status_code=200, headers=_NO_STORE)
+
+
+async def _fields(request: Request, names: tuple[str, ...]) -> dict[str, str] | OAuthError:
+    """The named fields of a form-encoded OAuth request (each at most once)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != (
+        "application/x-www-form-urlencoded"
+    ):
+        return OAuthError(400, "invalid_request", "Send application/x-www-form-urlencoded")
+    form = await request.form(max_files=0, max_fields=20, max_part_size=64 * 1024)
+    fields: dict[str, str] = {}
+    for name in names:
+        values = form.getlist(name)
+        if len(values) > 1:
+            return OAuthError(400, "invalid_request", f"{name} is repeated")
+        if values and isinstance(values[0], str):
+            fields[name] = values[0]
+    return fields
 
 
 def _error(error: OAuthError) -> Response:

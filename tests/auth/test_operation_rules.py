@@ -8,12 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.auth.principal import LOCAL, Principal
-from server.auth.scope_policy import SmartScopes
+from server.auth.principal import Principal
 from server.auth.scopes import ScopeSet
-from server.search.service import search_service
-from server.settings import Settings
-from tests.support import FHIR_JSON, Acting, TestClient, fhir_client
+from tests.auth.scoped import scoped_app
+from tests.support import FHIR_JSON, Acting, TestClient
 
 AS_OF = "2026-01-15"
 OBSERVATION = {"resourceType": "Observation", "status": "final", "code": {"text": "weight"}}
@@ -26,20 +24,12 @@ def acting() -> Acting:
 
 @pytest.fixture(scope="module")
 def client(database_url: str, acting: Acting) -> Iterator[TestClient]:
-    policy = SmartScopes(search_service(Settings(database_url=database_url)).context)
-    acting.as_(LOCAL)  # the scene is the operator's
-    with fhir_client(database_url, principals=acting, policies=[policy]) as client:
-        for resource in (
-            {"resourceType": "Patient", "id": "p1", "birthDate": "1990-01-01"},
-            {"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
-             "member": [{"entity": {"reference": "Patient/p1"}}]},
-        ):
-            response = client.put(
-                f"/fhir/{resource['resourceType']}/{resource['id']}",
-                json=resource,
-                headers={"Content-Type": FHIR_JSON},
-            )
-            assert response.status_code in (200, 201), response.text
+    scene = (
+        {"resourceType": "Patient", "id": "p1", "birthDate": "1990-01-01"},
+        {"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
+         "member": [{"entity": {"reference": "Patient/p1"}}]},
+    )
+    with scoped_app(database_url, acting, scene) as client:
         yield client
 
 

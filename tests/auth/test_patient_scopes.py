@@ -14,11 +14,9 @@ from typing import Any
 import pytest
 
 from server.auth.principal import LOCAL, Principal
-from server.auth.scope_policy import SmartScopes
 from server.auth.scopes import ScopeSet
-from server.search.service import search_service
-from server.settings import Settings
-from tests.support import FHIR_JSON, Acting, TestClient, fhir_client
+from tests.auth.scoped import scoped_app
+from tests.support import FHIR_JSON, Acting, TestClient
 
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
 
@@ -64,16 +62,7 @@ def acting() -> Acting:
 
 @pytest.fixture(scope="module")
 def client(database_url: str, acting: Acting) -> Iterator[TestClient]:
-    policy = SmartScopes(search_service(Settings(database_url=database_url)).context)
-    acting.as_(LOCAL)  # the scene is the operator's
-    with fhir_client(database_url, principals=acting, policies=[policy]) as client:
-        for resource in SCENE:
-            response = client.put(
-                f"/fhir/{resource['resourceType']}/{resource['id']}",
-                json=resource,
-                headers={"Content-Type": FHIR_JSON},
-            )
-            assert response.status_code in (200, 201), response.text
+    with scoped_app(database_url, acting, SCENE) as client:
         yield client
 
 
