@@ -178,8 +178,12 @@ def test_leeway_accepts_a_small_skew(smart: TestClient, rs: Partner) -> None:
 
 
 def test_grant_type_and_client_authentication_errors(smart: TestClient, rs: Partner) -> None:
+    for unsupported in ("password", "implicit", "urn:ietf:params:oauth:grant-type:device_code"):
+        refused(ask(smart, {**token_form(rs.assertion(TOKEN_URL), "system/Patient.rs"),
+                            "grant_type": unsupported}), 400, "unsupported_grant_type")
+    # supported since the standalone launch: without a code it is a malformed request
     refused(ask(smart, {**token_form(rs.assertion(TOKEN_URL), "system/Patient.rs"),
-                        "grant_type": "authorization_code"}), 400, "unsupported_grant_type")
+                        "grant_type": "authorization_code"}), 400, "invalid_request")
     refused(ask(smart, {"grant_type": "client_credentials", "scope": "system/Patient.rs"}),
             401, "invalid_client")
     refused(ask(smart, {"scope": "system/Patient.rs"}), 400, "invalid_request")
