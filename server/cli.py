@@ -196,6 +196,43 @@ def _store_label(url: str) -> str:
 _LISTED = 50  # unresolved references listed in full
 
 
+def _load_auth(
+    url: str,
+    direct: bool,
+    token: str | None,
+    client_id: str | None,
+    private_key: Path | None,
+    key_id: str | None,
+    scope: str,
+) -> Any:
+    """How ``load`` authenticates to a running server (None: it does not)."""
+    from server import smart_client
+
+    if direct and (token or client_id):
+        typer.echo("--direct loads in-process, without authentication: drop --token "
+                   "and --client-id", err=True)
+        raise typer.Exit(2)
+    if token and client_id:
+        typer.echo("Give --token or --client-id, not both", err=True)
+        raise typer.Exit(2)
+    if token:
+        return smart_client.Bearer(token)
+    if client_id is None:
+        if private_key is not None:
+            typer.echo("--private-key needs --client-id", err=True)
+            raise typer.Exit(2)
+        return None
+    if private_key is None:
+        typer.echo("--client-id needs --private-key", err=True)
+        raise typer.Exit(2)
+    try:
+        key, kid, algorithm = smart_client.load_private_key(private_key, key_id)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    return smart_client.BackendServices(url, client_id, key, kid, algorithm, scope)
+
+
 @app.command()
 def load(
     paths: Annotated[
@@ -229,8 +266,41 @@ def load(
         typer.Option(min=1, help="Entries per batch Bundle for NDJSON and non-transaction Bundles"),
     ] = 100,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="An access token for a server with --auth smart (sent as Bearer)",
+            envvar="CALAIM_FHIR_ACCESS_TOKEN",
+        ),
+    ] = None,
+    client_id: Annotated[
+        str | None,
+        typer.Option(
+            help="A registered client (calaim-fhir client add): the load gets and renews its "
+            "own tokens (SMART backend services) with --private-key",
+            envvar="CALAIM_FHIR_CLIENT_ID",
+        ),
+    ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --client-id: the client's private key (a JWK with kid, or PEM with "
+            "--key-id)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    key_id: Annotated[
+        str | None, typer.Option(help="With a PEM --private-key: the kid of its public key")
+    ] = None,
+    scope: Annotated[
+        str, typer.Option(help="With --client-id: the scopes to ask for")
+    ] = "system/*.cruds",
 ) -> None:
     """Load resources, Bundles and NDJSON files into a server (or, with --direct, a store).
+
+    Against a server with --auth smart, give --token, or --client-id and --private-key (the
+    load then signs its own assertions and renews its tokens as they expire).
 
     A transaction or batch Bundle is posted as it is; other Bundles and NDJSON files become
     batches of PUTs (POST for resources without id); a single resource is PUT (or POSTed).
@@ -244,6 +314,7 @@ def load(
     from server import loader
 
     console = Console(stderr=True)
+    auth = _load_auth(url, direct, token, client_id, private_key, key_id, scope)
     try:
         files = loader.discover(paths)
     except FileNotFoundError as exc:
@@ -274,8 +345,9 @@ def load(
                 database_url=database_url,
                 batch_size=batch_size,
                 progress=progress,
+                auth=auth,
             )
-        except loader.Unreachable as exc:
+        except (loader.Unreachable, loader.Unauthenticated) as exc:
             bar.stop()
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc
@@ -488,7 +560,8 @@ def _stored_narratives(dialect: Any) -> list[str]:
 # -- client / key ------------------------------------------------------------------------------
 
 clients = typer.Typer(
-    help="SMART backend-services clients (docs/security.md)", no_args_is_help=True
+    help="SMART clients: backend services and launch apps (docs/security.md)",
+    no_args_is_help=True,
 )
 app.add_typer(clients, name="client")
 keys = typer.Typer(help="The server's access-token signing keys", no_args_is_help=True)
@@ -548,9 +621,17 @@ def client_add(
         typer.Option(help="Assertion algorithms, comma-separated (default RS384,ES384; "
                      "RS256, ES256 allowed)"),
     ] = None,
+    redirect_uri: Annotated[
+        list[str] | None,
+        typer.Option(help="A launch app's redirect URI (repeat for several; exact match)"),
+    ] = None,
+    public: Annotated[
+        bool, typer.Option("--public", help="A public launch app (no keys: PKCE only)")
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Register a client; prints one JSON object with its client_id."""
+    """Register a client (a backend service, or with --redirect-uri a launch app); prints one
+    JSON object with its client_id."""
     import orjson
 
     from server.auth.clients import Client, RegistrationError, new_client
@@ -571,6 +652,8 @@ def client_add(
             role=role,
             purposes=None if purpose is None else [p.strip() for p in purpose.split(",")],
             algorithms=None if algorithms is None else [a.strip() for a in algorithms.split(",")],
+            redirect_uris=redirect_uri or (),
+            public=public,
         )
         _check_granular(Client.of(row))
     except RegistrationError as exc:
@@ -620,6 +703,113 @@ def client_revoke(client_id: str, database_url: DatabaseUrl = None) -> None:
         typer.echo(f"calaim-fhir client revoke: no active client {client_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {client_id}", err=True)
+
+
+# -- user ------------------------------------------------------------------------------------
+
+users = typer.Typer(
+    help="The users who sign in to approve SMART launches (docs/security.md)",
+    no_args_is_help=True,
+)
+app.add_typer(users, name="user")
+
+
+def _password(confirm: bool = True) -> str:
+    """The password from standard input: all of it but one final line break (a terminal is
+    asked twice, without echo)."""
+    import getpass
+    import sys
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Again: ") != first:
+            typer.echo("The passwords differ", err=True)
+            raise typer.Exit(2)
+        return first
+    text = sys.stdin.read()
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _user_fail(command: str, message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"calaim-fhir user {command}: {message}", err=True)
+    return typer.Exit(code)
+
+
+@users.command("add")
+def user_add(
+    username: Annotated[str, typer.Option(help="The sign-in name (compared in lower case)")],
+    practitioner_role: Annotated[
+        str,
+        typer.Option(help="PractitionerRole/ID (must exist and name its organization): "
+                     "whom the user acts for"),
+    ],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Add a user; the password is read from standard input. Prints one JSON object."""
+    import orjson
+
+    from server.auth.users import UserError, new_user, reference, summary
+
+    password = _password()
+    repo = _auth_store(database_url)
+    try:
+        try:
+            reference(practitioner_role, "PractitionerRole")
+            with repo.reader() as reader:
+                found = reader.read("PractitionerRole", practitioner_role.split("/", 1)[1])
+            if found is None or found.body is None:
+                raise UserError(f"{practitioner_role} does not exist: create it first")
+            row = new_user(username, password, practitioner_role, orjson.loads(found.body))
+        except UserError as exc:
+            raise _user_fail("add", str(exc)) from exc
+        if not repo.auth.add_user(row):
+            raise _user_fail("add", f"the username {row.username!r} is taken")
+    finally:
+        repo.close()
+    typer.echo(orjson.dumps(summary(row)).decode())
+
+
+def _set_user(command: str, username: str, database_url: str | None, **change: str) -> None:
+    from server.auth.users import UserError, username_of
+
+    try:
+        name = username_of(username)
+    except UserError as exc:
+        raise _user_fail(command, str(exc)) from exc
+    repo = _auth_store(database_url)
+    try:
+        done = repo.auth.update_user(name, **change)
+    finally:
+        repo.close()
+    if not done:
+        raise _user_fail(command, f"no user {name!r}", 1)
+    typer.echo(f"{command}: {name}", err=True)
+
+
+@users.command("disable")
+def user_disable(username: str, database_url: DatabaseUrl = None) -> None:
+    """Disable a user: it can no longer sign in."""
+    _set_user("disable", username, database_url, status="disabled")
+
+
+@users.command("enable")
+def user_enable(username: str, database_url: DatabaseUrl = None) -> None:
+    """Enable a disabled user again."""
+    _set_user("enable", username, database_url, status="active")
+
+
+@users.command("reset-password")
+def user_reset_password(username: str, database_url: DatabaseUrl = None) -> None:
+    """Set a user's password, read from standard input."""
+    from server.auth.users import UserError, check_password, hash_password
+
+    try:
+        hashed = hash_password(check_password(_password()))
+    except UserError as exc:
+        raise _user_fail("reset-password", str(exc)) from exc
+    _set_user("reset-password", username, database_url, password_hash=hashed)
 
 
 @keys.command("rotate")

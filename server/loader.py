@@ -377,11 +377,12 @@ def _position(outcome: Outcome) -> int:
 
 @asynccontextmanager
 async def http_target(
-    url: str = DEFAULT_URL, *, timeout: float = 120.0
+    url: str = DEFAULT_URL, *, timeout: float = 120.0, auth: httpx.Auth | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for the running server whose FHIR base is ``url``."""
+    """A client for the running server whose FHIR base is ``url``; ``auth`` authenticates
+    its requests (``server/smart_client.py``) when the server has authentication on."""
     async with httpx.AsyncClient(
-        base_url=url.rstrip("/") + "/", timeout=timeout, headers=_HEADERS
+        base_url=url.rstrip("/") + "/", timeout=timeout, headers=_HEADERS, auth=auth
     ) as client:
         yield client
 
@@ -432,6 +433,17 @@ class Unreachable(Exception):
         )
 
 
+class Unauthenticated(Exception):
+    """The server wants an access token (401): the load stops at the first request."""
+
+    def __init__(self, url: Any) -> None:
+        super().__init__(
+            f"The server at {str(url).rstrip('/')} requires an access token (401): give "
+            "--client-id and --private-key of a registered client (calaim-fhir client add), "
+            "or --token."
+        )
+
+
 async def load_files(
     client: httpx.AsyncClient,
     files: Sequence[Path],
@@ -463,6 +475,8 @@ async def load_files(
                     for label in request.labels
                 )
             else:
+                if response.status_code == 401:
+                    raise Unauthenticated(client.base_url)
                 answers = _read_answer(str(path), request, response)
                 _references(request, answers, loaded, referenced)
                 outcomes.extend(answers)
@@ -537,13 +551,15 @@ def load(
     database_url: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
+    auth: httpx.Auth | None = None,
 ) -> LoadReport:
-    """Load files and folders into a running server (``url``) or, with ``direct``, into the
-    store at ``database_url`` through the in-process application."""
+    """Load files and folders into a running server (``url``, its requests authenticated by
+    ``auth`` if given) or, with ``direct``, into the store at ``database_url`` through the
+    in-process application."""
     files = discover(paths)
 
     async def run() -> LoadReport:
-        target = direct_target(database_url) if direct else http_target(url)
+        target = direct_target(database_url) if direct else http_target(url, auth=auth)
         async with target as client:
             return await load_files(client, files, batch_size=batch_size, progress=progress)
 

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     token_lifetime_seconds: int = Field(
         300, ge=30, le=300, description="Lifetime of the access tokens the server issues"
     )
+    refresh_offline_seconds: int = Field(
+        30 * 86400, ge=3600, le=90 * 86400,
+        description="Absolute lifetime of a launch's refresh tokens with offline_access",
+    )
+    refresh_online_seconds: int = Field(
+        12 * 3600, ge=600, le=86400,
+        description="Absolute lifetime of a launch's refresh tokens with online_access (a "
+        "working day: the user is at work, not signed in elsewhere)",
+    )
     auth_leeway_seconds: int = Field(
         30, ge=0, le=60, description="Clock skew allowed on exp, nbf and iat of client assertions"
     )

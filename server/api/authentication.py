@@ -1,8 +1,9 @@
 """Who may talk to the server at all: an ASGI layer in front of every route.
 
 - ``auth = smart`` (the default of ``create_app``): discovery (``GET /``,
-  ``[base]/metadata``, ``[base]/.well-known/smart-configuration``, ``[base]/auth/jwks``) and
-  the token endpoint answer without a token; every other request needs a valid access token
+  ``[base]/metadata``, ``[base]/.well-known/smart-configuration``, ``[base]/auth/jwks``), the
+  token endpoint and the launch's pages (``[base]/auth/authorize``, ``login``, ``approve``)
+  answer without a token; every other request needs a valid access token
   (``Authorization: Bearer``), else 401 with ``WWW-Authenticate: Bearer``. The principal it
   names is put in the request scope (``calaim.principal``), where ``context.principal_of``
   finds it.
@@ -34,6 +35,10 @@ OPEN_PATHS = frozenset(
         "/fhir/.well-known/smart-configuration",
         "/fhir/auth/token",
         "/fhir/auth/jwks",
+        "/fhir/auth/authorize",
+        "/fhir/auth/login",
+        "/fhir/auth/approve",
+        "/fhir/auth/revoke",
     }
 )
 

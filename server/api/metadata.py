@@ -221,7 +221,7 @@ def _resource(
 
 
 def _security(settings: Settings) -> dict[str, Any]:
-    """``rest.security``: SMART backend services (the token endpoint in the SMART oauth-uris
+    """``rest.security``: SMART (the authorize and token endpoints in the SMART oauth-uris
     extension, which clients such as fhirclient read), or none with authentication off."""
     if settings.auth == "off":
         return {
@@ -240,17 +240,21 @@ def _security(settings: Settings) -> dict[str, Any]:
                         "code": "SMART-on-FHIR",
                     }
                 ],
-                "text": "SMART backend services (client_credentials, private_key_jwt)",
+                "text": "SMART backend services (client_credentials, private_key_jwt) and "
+                "standalone launch (authorization_code with PKCE)",
             }
         ],
         "extension": [
             {
                 "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                "extension": [{"url": "token", "valueUri": f"{base}/auth/token"}],
+                "extension": [
+                    {"url": "authorize", "valueUri": f"{base}/auth/authorize"},
+                    {"url": "token", "valueUri": f"{base}/auth/token"},
+                ],
             }
         ],
-        "description": "Every request but discovery needs a SMART backend-services access "
-        f"token; see {base}/.well-known/smart-configuration and docs/security.md.",
+        "description": "Every request but discovery needs a SMART access token (backend "
+        f"services or a launch); see {base}/.well-known/smart-configuration and docs/security.md.",
     }
 
 

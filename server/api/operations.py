@@ -25,7 +25,8 @@ from starlette.responses import Response
 from server.api import http
 from server.api.context import jobs_of, note, pipeline_of, repository, settings_of
 from server.api.interactions import FhirResponse, check_id, check_type
-from server.errors import Gone, MethodNotAllowed, NotFound
+from server.auth.operation_rules import refusal
+from server.errors import Forbidden, Gone, MethodNotAllowed, NotFound
 from server.fhir.conformance import conformance
 from server.fhir.outcome import information
 from server.jobs import JobContext, ThreadWrites
@@ -92,6 +93,15 @@ def _instance(reader: Reader, type: str, id: str) -> dict[str, Any]:
     return body
 
 
+def _permitted(request: Request, operation: Operation, type: str) -> None:
+    """The operation's own entry of the operations table (403 when the caller lacks it)."""
+    if operation.needs is None:
+        return
+    refused = refusal(repository(request).access, operation.needs, type)
+    if refused is not None:
+        raise Forbidden(refused)
+
+
 def _inputs(operation: Operation, request: Request, body: Any) -> dict[str, list[Any]]:
     definition = conformance().resource("OperationDefinition", operation.definition)
     assert definition is not None, f"OperationDefinition/{operation.definition} is missing"
@@ -119,6 +129,7 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
         check_id(id)
     body = await http.read_json(request, settings, http.JSON_TYPES) if method == "POST" else None
     params = _inputs(operation, request, body)
+    _permitted(request, operation, type)
     if operation.long_running:
         return await _run_long(request, operation, type, id, params)
     definitions = conformance()

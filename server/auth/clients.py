@@ -52,10 +52,13 @@ class Client:
     purposes: tuple[str, ...]
     algorithms: tuple[str, ...]
     active: bool
+    redirect_uris: tuple[str, ...] = ()
+    public: bool = False
 
     @classmethod
     def of(cls, row: ClientRow) -> Client:
         scopes = tuple(s for p in row.scope.split() if (s := parse_scope(p)) is not None)
+        redirects = tuple(orjson.loads(row.redirect_uris)) if row.redirect_uris else ()
         return cls(
             row.client_id,
             row.name,
@@ -68,6 +71,8 @@ class Client:
             tuple(row.purposes.split(",")),
             tuple(row.algorithms.split(",")),
             row.status == "active",
+            redirects,
+            row.public,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -83,6 +88,8 @@ class Client:
             "purposes": list(self.purposes),
             "algorithms": list(self.algorithms),
             "status": "active" if self.active else "revoked",
+            "redirect_uris": list(self.redirect_uris),
+            "public": self.public,
         }
 
 
@@ -115,6 +122,29 @@ def check_jwks_url(url: str) -> str:
     return url
 
 
+#: the scopes of a launch app that grant no resource access (SMART App Launch 2.2)
+LAUNCH_SCOPES = frozenset(
+    {"openid", "fhirUser", "launch/patient", "offline_access", "online_access"}
+)
+
+
+def check_redirect_uri(uri: str) -> str:
+    """A redirect URI as registered: absolute, https (http only on loopback, for native apps
+    and tests), no fragment; later compared as an exact string."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise RegistrationError(f"--redirect-uri {uri!r} must be an absolute https:// URL")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise RegistrationError(
+            f"--redirect-uri {uri!r} must use https (http only on loopback)"
+        )
+    if "#" in uri:
+        raise RegistrationError(f"--redirect-uri {uri!r} must not have a fragment")
+    if any(c.isspace() for c in uri):
+        raise RegistrationError(f"--redirect-uri {uri!r} must not contain spaces")
+    return uri
+
+
 def new_client(
     *,
     name: str,
@@ -125,9 +155,15 @@ def new_client(
     role: str | None = None,
     purposes: Iterable[str] | None = None,
     algorithms: Iterable[str] | None = None,
+    redirect_uris: Iterable[str] = (),
+    public: bool = False,
 ) -> ClientRow:
     """A client row to store, every field checked (``RegistrationError`` says what is wrong).
-    Whether the Organization exists is the caller's check (it needs the store)."""
+    Whether the Organization exists is the caller's check (it needs the store).
+
+    With ``redirect_uris`` the client is a launch app (SMART App Launch): it must act for an
+    Organization, may hold ``patient/`` scopes and the launch scopes (``LAUNCH_SCOPES``), and
+    is either ``public`` (no keys) or authenticates with its keys."""
     if not name.strip():
         raise RegistrationError("--name must not be empty")
     if role is not None and role not in ROLES:
@@ -136,20 +172,43 @@ def new_client(
         raise RegistrationError("--organization is required (except with --role admin)")
     if organization is not None and not organization.startswith("Organization/"):
         raise RegistrationError("--organization must be a reference Organization/ID")
+    redirects = [check_redirect_uri(uri) for uri in redirect_uris]
+    launch = bool(redirects)
+    if public and not launch:
+        raise RegistrationError("--public is for launch apps: give --redirect-uri")
+    if launch and organization is None:
+        raise RegistrationError("A launch app (--redirect-uri) needs --organization")
     parsed: list[Scope] = []
+    texts: list[str] = []
     for part in scope.split():
         try:
             found = parse_scope(part)
             if found is None:
-                raise ScopeError(f"{part!r} grants no resource access to a backend service")
-            enforceable(found)
+                if launch and part in LAUNCH_SCOPES:
+                    if part not in texts:
+                        texts.append(part)
+                    continue
+                raise ScopeError(
+                    f"{part!r} grants no resource access to a backend service"
+                    if not launch
+                    else f"{part!r} is not a scope this server offers"
+                )
+            enforceable(found, patient=launch)
         except ScopeError as exc:
             raise RegistrationError(str(exc)) from exc
         parsed.append(found)
+        texts.append(found.text)
     if not parsed:
         raise RegistrationError("--scope must name at least one resource scope")
-    if (jwks is None) == (jwks_url is None):
-        raise RegistrationError("Give exactly one of --jwks-url and --jwks-file")
+    if public:
+        if jwks is not None or jwks_url is not None:
+            raise RegistrationError("Give one of --public, --jwks-url and --jwks-file")
+    elif (jwks is None) == (jwks_url is None):
+        raise RegistrationError(
+            "Give exactly one of --public, --jwks-url and --jwks-file"
+            if launch
+            else "Give exactly one of --jwks-url and --jwks-file"
+        )
     wanted_purposes = tuple(purposes) if purposes is not None else DEFAULT_PURPOSES
     unknown = [p for p in wanted_purposes if p not in PURPOSES]
     if unknown or not wanted_purposes:
@@ -168,7 +227,7 @@ def new_client(
         client_id=uuid.uuid4().hex,
         name=name.strip(),
         organization=organization,
-        scope=" ".join(s.text for s in parsed),
+        scope=" ".join(texts),
         jwks=None if jwks is None else orjson.dumps(check_jwks(jwks)).decode(),
         jwks_url=None if jwks_url is None else check_jwks_url(jwks_url),
         role=role,
@@ -176,4 +235,6 @@ def new_client(
         algorithms=",".join(algs),
         status="active",
         created=now_us(),
+        redirect_uris=orjson.dumps(list(dict.fromkeys(redirects))).decode() if launch else None,
+        public=public,
     )

@@ -22,7 +22,9 @@ class Principal:
     role rules do not limit. ``role``: ``admin`` | ``auditor`` | None; ``purposes``: the
     purposes of use the client may assert (v3 ActReason codes). What a principal without
     ``allow_all`` may reach is decided by the application's access policies (``policy.py``),
-    which read its fields: its ``scopes`` (``scope_policy.py``), later care relationships."""
+    which read its fields: its ``scopes`` (``scope_policy.py``), later care relationships.
+    ``patient``: the id of the Patient of a launch's patient context (``patient/`` scopes
+    reach that patient's compartment only); None for backend services."""
 
     id: str
     allow_all: bool = False
@@ -32,6 +34,7 @@ class Principal:
     scopes: ScopeSet | None = None
     role: str | None = None
     purposes: tuple[str, ...] = DEFAULT_PURPOSES
+    patient: str | None = None
 
     @property
     def key(self) -> str:

@@ -26,10 +26,15 @@ matches: the policy turns the query into clauses of the door's typed query
 (``scope_policy.py``), so every read path is narrowed by it and a read outside it answers as
 not found. Only the token parameters ``category`` and ``code`` of a named type are
 enforceable (``GRANULAR``); a scope with any other query is refused where it would be granted
-(``invalid_scope``), never ignored: ignoring a filter would widen access. ``patient/`` scopes
-are refused too: backend services establish no patient context; a ``patient/`` scope that
-reaches a principal some other way (an external identity provider's token) counts for
-nothing.
+(``invalid_scope``), never ignored: ignoring a filter would widen access.
+
+A ``patient/`` scope covers only the resources of the token's patient context
+(``Principal.patient``, set by a launch): the Patient itself, its compartment, and for reads
+what the compartment's resources refer to (``policies.py``, the door's compartment clauses).
+It never covers a type whole (``covers`` is False), so it only narrows. Backend services
+establish no patient context: the token endpoint refuses ``patient/`` scopes for them
+(``enforceable(..., patient=False)``), and a ``patient/`` scope on a principal without a
+patient (an external identity provider's token) reaches nothing.
 """
 
 from __future__ import annotations
@@ -89,13 +94,13 @@ class Scope:
 
     def covers(self, interaction: Interaction, type: str | None) -> bool:
         """Whether this scope permits ``interaction`` on every resource of ``type`` (None:
-        of every type)."""
-        return not self.query and self.reaches(interaction, type)
+        of every type): never a granular or a ``patient/`` scope."""
+        return not self.query and self.context != "patient" and self.reaches(interaction, type)
 
     def reaches(self, interaction: Interaction, type: str | None) -> bool:
         """Whether this scope permits ``interaction`` on ``type``, on the resources its query
-        (if any) matches. A ``patient/`` scope reaches nothing (see above)."""
-        if self.context == "patient" or NEEDS[interaction] not in self.letters:
+        (if any) and, for a ``patient/`` scope, the patient context match."""
+        if NEEDS[interaction] not in self.letters:
             return False
         return self.type is None or self.type == type
 
@@ -141,9 +146,21 @@ def parse_scopes(text: str) -> list[Scope]:
     return [scope for part in text.split() if (scope := parse_scope(part)) is not None]
 
 
-def enforceable(scope: Scope) -> None:
+def enforceable(scope: Scope, *, patient: bool = False) -> None:
     """Raise ``ScopeError`` unless this server can enforce ``scope`` exactly (a granular
-    query's parameters are checked against the type's by ``scope_policy.clauses_of``)."""
+    query's parameters are checked against the type's by ``scope_policy.clauses_of``).
+    ``patient``: whether the grant establishes a patient context (a launch); without one a
+    ``patient/`` scope is refused."""
+    enforceable_query(scope)
+    if scope.context == "patient" and not patient:
+        raise ScopeError(
+            f"Scope {scope.text!r}: patient/ scopes need a patient context, which backend "
+            "services do not establish; use system/ or user/ scopes"
+        )
+
+
+def enforceable_query(scope: Scope) -> None:
+    """Raise ``ScopeError`` for a granular query this server cannot enforce."""
     if scope.query:
         names = {name for name, _ in scope.query}
         if scope.type is None or not names <= GRANULAR:
@@ -152,11 +169,6 @@ def enforceable(scope: Scope) -> None:
                 f"with the parameters {', '.join(sorted(GRANULAR))} only; ask for the scope "
                 "without the query only if the partner agreement allows the wider access"
             )
-    if scope.context == "patient":
-        raise ScopeError(
-            f"Scope {scope.text!r}: patient/ scopes need a patient context, which backend "
-            "services do not establish; use system/ or user/ scopes"
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """The server's access tokens: JWTs signed with the database-kept key (``keys.py``).
 
 Claims: ``iss`` and ``aud`` the FHIR base URL, ``sub`` and ``client_id`` the client, ``scope``
-the granted scopes, ``organization``, ``role`` and ``purpose`` as registered, ``iat``,
-``exp`` (at most 300 s), ``jti``. Verification checks the signature with a cached key,
+the granted scopes, ``organization``, ``role`` and ``purpose`` as registered; for a launch
+``patient`` (the id of the chosen Patient, if any), ``user`` (the user's Practitioner), the
+user's ``organization`` and ``gid`` (the grant, checked on every request); ``iat``, ``exp`` (at
+most 300 s), ``jti``. Verification checks the signature with a cached key,
 ``iss``, ``aud`` and ``exp``; a verified token is remembered (by its text, until it expires)
 so a client's next requests skip the signature check. Whether the client is still active is
 *not* part of verification: the caller asks the database on every request.
@@ -37,11 +39,24 @@ class Verified:
     principal: Principal
     client_id: str
     exp: float
+    grant: str | None = None  # a launch's grant (checked on every request as the client is)
 
 
 def issue(
-    keys: SigningKeys, client: Client, scopes: ScopeSet, *, base: str, now: float, lifetime: int
+    keys: SigningKeys,
+    client: Client,
+    scopes: ScopeSet,
+    *,
+    base: str,
+    now: float,
+    lifetime: int,
+    patient: str | None = None,
+    user: str | None = None,
+    organization: str | None = None,
+    grant: str | None = None,
 ) -> str:
+    """An access token; for a launch, ``user`` (the fhirUser reference), the user's
+    ``organization`` and the ``grant`` it was issued from."""
     key = keys.current()
     claims: dict[str, Any] = {
         "iss": base,
@@ -54,10 +69,16 @@ def issue(
         "jti": uuid.uuid4().hex,
         "purpose": list(client.purposes),
     }
-    if client.organization:
-        claims["organization"] = client.organization
+    if organization or client.organization:
+        claims["organization"] = organization or client.organization
+    if user is not None:
+        claims["user"] = user
+    if grant is not None:
+        claims["gid"] = grant
     if client.role:
         claims["role"] = client.role
+    if patient is not None:
+        claims["patient"] = patient
     header = {"alg": ALGORITHM, "kid": key.kid, "typ": "at+jwt"}
     return jws.serialize_compact(header, orjson.dumps(claims), key, algorithms=[ALGORITHM])
 
@@ -72,6 +93,8 @@ def principal_of(claims: dict[str, Any], scopes: ScopeSet) -> Principal:
         scopes=scopes,
         role=role if isinstance(role, str) else None,
         purposes=tuple(str(p) for p in purposes) if isinstance(purposes, list) else (),
+        patient=patient if isinstance(patient := claims.get("patient"), str) else None,
+        user=user if isinstance(user := claims.get("user"), str) else None,
     )
 
 
@@ -124,4 +147,31 @@ class Verifier:
         if not isinstance(claims.get("client_id"), str):
             raise InvalidToken("the access token names no client")
         scopes = ScopeSet.of(str(claims.get("scope", "")))
-        return Verified(principal_of(claims, scopes), claims["client_id"], float(exp))
+        grant = claims.get("gid")
+        return Verified(
+            principal_of(claims, scopes),
+            claims["client_id"],
+            float(exp),
+            grant if isinstance(grant, str) else None,
+        )
+
+
+def id_token(
+    keys: SigningKeys, *, base: str, client_id: str, subject: str, fhir_user: str | None,
+    now: float, lifetime: int,
+) -> str:
+    """An OpenID Connect id_token for a launch asking ``openid fhirUser``: signed like the
+    access tokens (the JWKS at ``[base]/auth/jwks``), ``iss`` the base URL (the discovery's
+    ``issuer``), ``aud`` the client, ``fhirUser`` the user's Practitioner as an absolute URL."""
+    key = keys.current()
+    claims: dict[str, Any] = {
+        "iss": base,
+        "aud": client_id,
+        "sub": subject,
+        "iat": int(now),
+        "exp": int(now) + lifetime,
+    }
+    if fhir_user is not None:
+        claims["fhirUser"] = f"{base}/{fhir_user}"
+    header = {"alg": ALGORITHM, "kid": key.kid, "typ": "JWT"}
+    return jws.serialize_compact(header, orjson.dumps(claims), key, algorithms=[ALGORITHM])

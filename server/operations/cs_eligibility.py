@@ -14,6 +14,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from server.auth.interactions import Interaction
+from server.auth.operation_rules import Needs
 from server.ecm.community_supports import ServicesAnswer, cs_rule_set, evaluate_services
 from server.ecm.evaluate import Evaluator
 from server.ecm.plan import PlanConfig
@@ -89,4 +91,5 @@ OPERATION = Operation(
     instance_level=True,
     definition="cs-eligibility",
     run=run,
+    needs=(Needs.of("Patient", Interaction.READ),),
 )

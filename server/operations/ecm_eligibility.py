@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from server.auth.interactions import Interaction
+from server.auth.operation_rules import Needs
 from server.ecm.calendar import ZONE
 from server.ecm.codes import Codes, UnknownValueSet
 from server.ecm.evaluate import Eligibility, Evaluator, Finding, Judged
@@ -520,6 +522,7 @@ MEMBER = Operation(
     instance_level=True,
     definition="ecm-eligibility",
     run=run_member,
+    needs=(Needs.of("Patient", Interaction.READ),),
 )
 POPULATION = Operation(
     "ecm-eligibility",
@@ -532,4 +535,5 @@ POPULATION = Operation(
     system_level=True,
     long_running=True,
     progress_unit="members",
+    needs=(Needs.of("Patient", Interaction.SEARCH_TYPE), Needs.of("List", Interaction.CREATE)),
 )

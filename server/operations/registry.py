@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from server.auth.operation_rules import Needs
 from server.fhir.conformance import Conformance
 from server.fhir.terminology import Terminology
 from server.settings import Settings
@@ -89,6 +90,10 @@ class Operation:
     system_level: bool = False  # [base]/$name
     long_running: bool = False  # on a worker thread; Prefer: respond-async makes it a job
     progress_unit: str = "items"  # what its progress counts (X-Progress: "3 of 10 members")
+    # its entry in the operations table (``server/auth/operation_rules.py``): what a caller
+    # must be permitted before it runs; None: no entry, each read and write it makes is
+    # checked by the door alone
+    needs: tuple[Needs, ...] | None = None
 
     def applies_to(self, type: str) -> bool:
         return not self.types or type in self.types

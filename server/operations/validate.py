@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.auth.operation_rules import ANY, CALL_TYPE, Needs
 from server.errors import BadRequest
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.validation import base_validator
@@ -93,4 +94,5 @@ OPERATION = Operation(
     instance_level=True,
     definition="Resource-validate",
     run=run,
+    needs=(Needs(CALL_TYPE, ANY),),
 )

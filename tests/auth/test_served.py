@@ -5,7 +5,9 @@ off refusing requests that do not come from a loopback address."""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -111,3 +113,88 @@ def test_uvicorn_factory_without_settings_has_authentication_on(tmp_path: Path) 
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert httpx.get(f"{origin}/fhir/.well-known/smart-configuration").status_code == 200
+
+
+def _private_jwk(partner: Partner, path: Path) -> Path:
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    algorithm = RSAAlgorithm if partner.alg.startswith("RS") else ECAlgorithm
+    jwk = json.loads(algorithm.to_jwk(partner.key))
+    jwk["kid"] = partner.kid
+    path.write_text(json.dumps(jwk))
+    return path
+
+
+def test_load_url_authenticates_as_a_registered_client(tmp_path: Path) -> None:
+    """``calaim-fhir load --url`` against ``--auth smart``: without credentials it stops at
+    the first 401 and says what to give; with ``--client-id`` and ``--private-key`` (a JWK,
+    or a PEM with ``--key-id``) it gets its own token and loads; ``--token`` sends one."""
+    from cryptography.hazmat.primitives import serialization
+
+    database_url = sqlite_url(tmp_path / "load.db")
+    _organization(database_url)
+    loader = Partner("ES384")
+    loader.register(database_url, tmp_path, scope="system/*.cruds", role="admin")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/fhir"
+    args = [*command(), "serve", "--auth", "smart", "--port", str(port),
+            "--database-url", database_url]
+    data = Path("examples/bundles/care-plan-and-team.json")
+    with running(args, tmp_path / "load.log", f"{base}/metadata", timeout=60):
+        refused = CliRunner().invoke(cli, ["load", "--url", base, "-q", str(data)])
+        assert refused.exit_code == 1
+        assert "requires an access token" in refused.output
+        assert "--client-id" in refused.output
+        jwk = _private_jwk(loader, tmp_path / "loader.jwk.json")
+        loaded = CliRunner().invoke(cli, ["load", "--url", base, "--client-id",
+                                          loader.client_id, "--private-key", str(jwk), str(data)])
+        assert loaded.exit_code == 0, loaded.output
+        assert " 0 failed" in loaded.output
+        pem = tmp_path / "loader.pem"
+        pem.write_bytes(loader.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        again = CliRunner().invoke(cli, ["load", "--url", base, "-q", "--client-id",
+                                         loader.client_id, "--private-key", str(pem),
+                                         "--key-id", loader.kid, str(data)])
+        assert again.exit_code == 0, again.output
+        token = httpx.post(f"{base}/auth/token", data=token_form(
+            loader.assertion(f"{base}/auth/token"), "system/*.cruds")).json()["access_token"]
+        with_token = CliRunner().invoke(cli, ["load", "--url", base, "-q", "--token", token,
+                                              str(data)])
+        assert with_token.exit_code == 0, with_token.output
+        wrong = CliRunner().invoke(cli, ["load", "--url", base, "-q", "--client-id",
+                                         "nobody", "--private-key", str(jwk), str(data)])
+        assert wrong.exit_code == 1
+        assert "invalid_client" in wrong.output
+
+
+def test_backend_services_auth_renews_its_token_before_expiry(tmp_path: Path) -> None:
+    """The loader's ``httpx.Auth`` gets one token, reuses it, and gets a new one once the
+    old is within 30 s of its expiry (an injected clock; tokens of 40 s, so the assertion
+    signed at the advanced time stays within the server's leeway)."""
+    from server.smart_client import BackendServices, load_private_key
+
+    partner, _, args, base = _served(tmp_path, "RS384")
+    key, kid, algorithm = load_private_key(_private_jwk(partner, tmp_path / "k.json"))
+    assert (kid, algorithm) == (partner.kid, "RS384")
+    now = [time.time()]
+    auth = BackendServices(base, partner.client_id, key, kid, algorithm, "system/Patient.rs",
+                           clock=lambda: now[0])
+    asked: list[str] = []
+
+    def seen(request: httpx.Request) -> None:
+        asked.append(request.url.path)
+
+    with running(args, tmp_path / "renew.log", f"{base}/metadata", timeout=60,
+                 env={"CALAIM_FHIR_TOKEN_LIFETIME_SECONDS": "40"}), \
+            httpx.Client(auth=auth, event_hooks={"request": [seen]}) as http:
+        assert http.get(f"{base}/Patient/p1").status_code == 200
+        assert http.get(f"{base}/Patient/p1").status_code == 200
+        assert asked.count("/fhir/auth/token") == 1
+        now[0] += 5
+        assert http.get(f"{base}/Patient/p1").status_code == 200
+        assert asked.count("/fhir/auth/token") == 1
+        now[0] += 10
+        assert http.get(f"{base}/Patient/p1").status_code == 200
+        assert asked.count("/fhir/auth/token") == 2

@@ -56,17 +56,23 @@ def test_discovery_answers_without_a_token_as_json_whatever_the_accept(smart: Te
         assert response.headers["access-control-allow-origin"] == "*"
     config = response.json()
     assert config["token_endpoint"] == TOKEN_URL
-    assert config["grant_types_supported"] == ["client_credentials"]
+    assert config["grant_types_supported"] == [
+        "authorization_code", "client_credentials", "refresh_token"]
     assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
     assert {"RS384", "ES384"} <= set(config["token_endpoint_auth_signing_alg_values_supported"])
+    # exactly what is built: backend services and the standalone launch
     assert set(config["capabilities"]) == {
-        "client-confidential-asymmetric", "permission-v1", "permission-v2"}
+        "client-confidential-asymmetric", "client-public", "launch-standalone",
+        "context-standalone-patient", "permission-offline", "permission-online",
+        "permission-patient", "permission-user", "permission-v1", "permission-v2",
+        "sso-openid-connect"}
     assert config["scopes_supported"]
     statement = smart.get("/fhir/metadata").json()
     security = statement["rest"][0]["security"]
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
     uris = security["extension"][0]
     assert {"url": "token", "valueUri": TOKEN_URL} in uris["extension"]
+    assert {"url": "authorize", "valueUri": BASE + "/auth/authorize"} in uris["extension"]
     assert smart.get("/").status_code == 200
     keys = smart.get("/fhir/auth/jwks").json()["keys"]
     assert keys and all("d" not in key and key["kty"] == "RSA" for key in keys)
@@ -172,8 +178,12 @@ def test_leeway_accepts_a_small_skew(smart: TestClient, rs: Partner) -> None:
 
 
 def test_grant_type_and_client_authentication_errors(smart: TestClient, rs: Partner) -> None:
+    for unsupported in ("password", "implicit", "urn:ietf:params:oauth:grant-type:device_code"):
+        refused(ask(smart, {**token_form(rs.assertion(TOKEN_URL), "system/Patient.rs"),
+                            "grant_type": unsupported}), 400, "unsupported_grant_type")
+    # supported since the standalone launch: without a code it is a malformed request
     refused(ask(smart, {**token_form(rs.assertion(TOKEN_URL), "system/Patient.rs"),
-                        "grant_type": "authorization_code"}), 400, "unsupported_grant_type")
+                        "grant_type": "authorization_code"}), 400, "invalid_request")
     refused(ask(smart, {"grant_type": "client_credentials", "scope": "system/Patient.rs"}),
             401, "invalid_client")
     refused(ask(smart, {"scope": "system/Patient.rs"}), 400, "invalid_request")

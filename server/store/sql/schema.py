@@ -47,6 +47,12 @@ clients (``auth_client``; looked up by primary key on every request, so a revoca
 its tokens at the next request on every worker), the server's token signing keys
 (``auth_signing_key``) and the client assertions' ``jti`` values (``auth_jti``, unique per
 client: a replay is refused on every worker; pruned after expiry).
+
+Migration 9 adds launch apps' redirect URIs and public flag to ``auth_client``, the users
+who sign in to a launch (``auth_user``), pending authorization requests (``auth_request``),
+approved grants (``auth_grant``, with the absolute lifetime of their refresh tokens),
+refresh tokens (``auth_refresh``), authorization codes (``auth_code``) and sign-in throttling
+(``auth_throttle``).
 """
 
 from __future__ import annotations
@@ -310,5 +316,75 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (client_id, jti)
         )""",
         "CREATE INDEX auth_jti_expires ON auth_jti (expires)",
+    ],
+    [
+        # launch apps (SMART App Launch): their registered redirect URIs (a JSON array,
+        # compared as exact strings) and whether they are public (no key: PKCE only)
+        "ALTER TABLE auth_client ADD COLUMN redirect_uris TEXT",
+        "ALTER TABLE auth_client ADD COLUMN public INTEGER NOT NULL DEFAULT 0",
+        # the people who sign in to approve a launch; username lower-cased (unique),
+        # password_hash a self-describing scrypt hash (server/auth/users.py), status
+        # active | disabled; the PractitionerRole gives the organisation and the Practitioner
+        """CREATE TABLE auth_user (
+            username TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            practitioner_role TEXT NOT NULL,
+            organization TEXT NOT NULL,
+            practitioner TEXT,
+            status TEXT NOT NULL,
+            created {bigint} NOT NULL,
+            changed {bigint} NOT NULL
+        )""",
+        # a pending authorization request (the login and approval pages), found by the
+        # session cookie's id; csrf is bound to it and changes at sign-in
+        """CREATE TABLE auth_request (
+            id TEXT PRIMARY KEY,
+            client_id TEXT NOT NULL,
+            redirect_uri TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            state TEXT NOT NULL,
+            code_challenge TEXT NOT NULL,
+            csrf TEXT NOT NULL,
+            username TEXT,
+            expires {bigint} NOT NULL
+        )""",
+        # what a user approved for a client: every token issued from it names it (gid), and
+        # each request checks it is still active (a reused code revokes it)
+        """CREATE TABLE auth_grant (
+            grant_id TEXT PRIMARY KEY,
+            client_id TEXT NOT NULL,
+            username TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            patient TEXT,
+            status TEXT NOT NULL,
+            created {bigint} NOT NULL,
+            expires {bigint}
+        )""",
+        # refresh tokens, by the SHA-256 of the token; a grant is one family: a token is
+        # rotated on use, and presenting a rotated one revokes the grant
+        """CREATE TABLE auth_refresh (
+            token_hash TEXT PRIMARY KEY,
+            grant_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created {bigint} NOT NULL
+        )""",
+        "CREATE INDEX auth_refresh_grant ON auth_refresh (grant_id)",
+        # authorization codes, by the SHA-256 of the code: single use, short-lived
+        """CREATE TABLE auth_code (
+            code_hash TEXT PRIMARY KEY,
+            grant_id TEXT NOT NULL,
+            client_id TEXT NOT NULL,
+            redirect_uri TEXT NOT NULL,
+            code_challenge TEXT NOT NULL,
+            expires {bigint} NOT NULL,
+            used INTEGER NOT NULL DEFAULT 0
+        )""",
+        # failed sign-ins per account and per source, with the back-off they earned
+        """CREATE TABLE auth_throttle (
+            key TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            blocked_until {bigint} NOT NULL,
+            updated {bigint} NOT NULL
+        )""",
     ],
 ]
