@@ -68,6 +68,7 @@ from server.search.query import (
     Criteria,
     Cursor,
     DateClause,
+    GrantClause,
     HasClause,
     IdClause,
     Include,
@@ -537,7 +538,9 @@ def _preference(clause: Clause) -> int:
         return 2
     if isinstance(clause, StringClause):
         return 3
-    if isinstance(clause, ChainClause | HasClause | AnyClause | AllClause | ReferencedClause):
+    if isinstance(
+        clause, ChainClause | HasClause | AnyClause | AllClause | ReferencedClause | GrantClause
+    ):
         return 4
     if _is_last_updated(clause):
         return 6
@@ -628,7 +631,87 @@ class Compiler:
             return _in(f"{alias}.rtype", clause.types)
         if isinstance(clause, ReferencedClause):
             return self._referenced(clause, alias, types)
+        if isinstance(clause, GrantClause):
+            return self._granted(clause, alias, types)
         return self._composite(clause, alias)
+
+    @staticmethod
+    def _live(g: str, clause: GrantClause, kinds: Sequence[str]) -> Frag:
+        """The grant row ``g`` is of one of ``kinds`` and live at the clause's time (its end
+        extended by its kind's grace)."""
+        grace = dict(clause.grace)
+        now = clause.now
+        ends = _or(
+            (f"({g}.kind = ? AND ({g}.period_end IS NULL OR {g}.period_end > ?))",
+             (kind, now - grace.get(kind, 0)))
+            for kind in kinds
+        )
+        return _and(
+            [
+                (f"{g}.organization = ?", (clause.organization,)),
+                (f"({g}.period_start IS NULL OR {g}.period_start <= ?)", (now,)),
+                ends,
+            ]
+        )
+
+    def _granted(self, clause: GrantClause, alias: str, types: Types) -> Frag:
+        """Some live grant row reaches the resource: through the member its compartment
+        parameters name, as the member's own Patient, or naming the resource itself."""
+        parts: list[Frag] = []
+        reach = [r for r in clause.reach if r[1] and r[2] and (types is None or r[0] in types)]
+        if reach:
+            s, g = self.alias("s"), self.alias("g")
+            by_type = _or(
+                _and(
+                    [
+                        (f"{s}.rtype = ?", (type,)),
+                        _in(f"{s}.param", codes),
+                        _in(f"{g}.kind", kinds),
+                    ]
+                )
+                for type, codes, kinds in reach
+            )
+            all_kinds = sorted({k for _, _, kinds in reach for k in kinds})
+            condition = _and(
+                [
+                    (f"{s}.rtype = {alias}.rtype AND {s}.id = {alias}.id", ()),
+                    (f"{s}.target_type = 'Patient' AND {g}.member = {s}.target_id", ()),
+                    (f"{g}.scope_type = ''", ()),
+                    self._live(g, clause, all_kinds),
+                    by_type,
+                ]
+            )
+            source = self.pinned("search_reference", s, "owner")
+            probe = f"SELECT 1 FROM {source} CROSS JOIN access_grant {g} WHERE {condition[0]}"
+            parts.append((f"EXISTS ({self.fenced(probe)})", condition[1]))
+        if clause.include_self and (types is None or "Patient" in types):
+            g = self.alias("g")
+            condition = _and(
+                [
+                    (f"{g}.member = {alias}.id AND {g}.scope_type = ''", ()),
+                    self._live(g, clause, clause.include_self),
+                ]
+            )
+            probe = f"SELECT 1 FROM access_grant {g} WHERE {condition[0]}"
+            parts.append(
+                _and(
+                    [
+                        (f"{alias}.rtype = 'Patient'", ()),
+                        (f"EXISTS ({self.fenced(probe)})", condition[1]),
+                    ]
+                )
+            )
+        if clause.scoped:
+            g = self.alias("g")
+            condition = _and(
+                [
+                    (f"{g}.scope_type = {alias}.rtype AND {g}.scope_id = {alias}.id", ()),
+                    self._live(g, clause, clause.scoped),
+                ]
+            )
+            probe = f"SELECT 1 FROM access_grant {g} WHERE {condition[0]}"
+            parts.append((f"EXISTS ({self.fenced(probe)})", condition[1]))
+        return _or(parts)
 
     def _referenced(self, clause: ReferencedClause, alias: str, types: Types) -> Frag:
         """The resource is of one of the clause's types and some live resource satisfying the

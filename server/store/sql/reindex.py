@@ -11,7 +11,8 @@ registry hides pending parameters from searches and the CapabilityStatement. ``r
 rebuilds the rows of every stored resource of the pending parameters' types, in batches of one
 transaction each, recording its cursor after each batch, so an interrupted run resumes where
 it stopped; when it completes the parameters become ``indexed``. ``fill_facts`` computes the
-access facts of the versions stored before they existed (migration 7).
+access facts of the versions stored before they existed (migration 7); ``rebuild_grants``
+the care relationships' access-grant rows (migration 9).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from typing import Any
 
 import orjson
 
+from server.auth.grants import SOURCE_TYPES
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.search.access_facts import access_facts
 from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
-from server.store.sql.adapter import SqlRepository, write_index
+from server.store.sql.adapter import SqlReader, SqlRepository, write_index
 from server.store.sql.dialect import Connection
+from server.store.sql.grants import stored_reader, write_grants
 
 INDEXED = "indexed"
 PENDING = "pending"
@@ -177,4 +180,45 @@ def fill_facts(repo: SqlRepository, *, batch: int = 500, progress: Progress | No
                 progress(min(done, total), total)
             if not rows:
                 break
+    return count
+
+
+def rebuild_grants(
+    repo: SqlRepository, *, batch: int = 500, progress: Progress | None = None
+) -> int:
+    """Rebuild the ``access_grant`` rows of every live relationship resource from its current
+    version (``server/auth/grants.py``; a rule or a matrix that changed takes effect on the
+    stored data), in batches of one transaction each, and drop the rows of resources no longer
+    live; how many resources it rebuilt."""
+    dialect = repo.sql_dialect
+    types = sorted(SOURCE_TYPES)
+    marks = ", ".join("?" for _ in types)
+    where = f"deleted = 0 AND rtype IN ({marks})"
+    with dialect.writing() as conn:
+        conn.execute(
+            "DELETE FROM access_grant WHERE NOT EXISTS (SELECT 1 FROM resource r"
+            " WHERE r.rtype = access_grant.source_type AND r.id = access_grant.source_id"
+            " AND r.deleted = 0)"
+        )
+    with dialect.reading() as conn:
+        total = int(
+            conn.execute(f"SELECT COUNT(*) FROM resource WHERE {where}", types).fetchone()[0]
+        )
+    cursor, count = 0, 0
+    while True:
+        with dialect.writing() as conn:
+            rows: list[Any] = conn.execute(
+                f"SELECT rtype, id, body, last_updated, created_seq FROM resource WHERE {where}"
+                f" AND created_seq > ? ORDER BY created_seq LIMIT {int(batch)}",
+                [*types, cursor],
+            ).fetchall()
+            read = stored_reader(SqlReader(conn, dialect.collate).read)
+            for type, id, body, stamp, seq in rows:
+                write_grants(conn, type, id, orjson.loads(bytes(body)), int(stamp), read)
+                cursor = int(seq)
+        count += len(rows)
+        if progress is not None and total:
+            progress(min(count, total), total)
+        if not rows:
+            break
     return count

@@ -42,6 +42,12 @@ whose values depend on each other (a ``param`` belongs to one ``rtype``; a code 
 the planner's row estimates, which ``_total=estimate`` reports, are not off by orders of
 magnitude; it analyzes the database once, and autovacuum keeps the statistics from then on.
 
+Migration 9 adds ``access_grant``: the care relationships of members and organisations
+(``server/auth/grants.py``), replaced with every version of their source resource in its own
+transaction and read by the relationship policy's clause (``GrantClause``) inside every
+narrowed statement; ``calaim-fhir reindex`` rebuilds them (``sql/reindex.py``,
+``rebuild_grants``).
+
 Migration 8 adds the tables of SMART backend services (``sql/auth.py``): the registered
 clients (``auth_client``; looked up by primary key on every request, so a revocation stops
 its tokens at the next request on every worker), the server's token signing keys
@@ -310,5 +316,24 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (client_id, jti)
         )""",
         "CREATE INDEX auth_jti_expires ON auth_jti (expires)",
+    ],
+    [
+        # the care relationships of members and organisations (``auth/grants.py``), rewritten
+        # with every version of their source resource; scope_type/scope_id empty for a
+        # relationship with the member, else the one resource the row reaches
+        """CREATE TABLE access_grant (
+            source_type TEXT NOT NULL,
+            source_id TEXT NOT NULL,
+            member TEXT NOT NULL,
+            organization TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            period_start {bigint},
+            period_end {bigint},
+            scope_type TEXT NOT NULL,
+            scope_id TEXT NOT NULL
+        )""",
+        "CREATE INDEX access_grant_member ON access_grant (organization, member, kind)",
+        "CREATE INDEX access_grant_scope ON access_grant (organization, scope_type, scope_id)",
+        "CREATE INDEX access_grant_source ON access_grant (source_type, source_id)",
     ],
 ]
