@@ -275,6 +275,8 @@ class RelationshipPolicy:
             found = GrantClause(organization, reach, include_self, scoped, grace, 0)
             if type is None:
                 found = AnyClause((found, TypeClause(_outside())))
+        elif type is None:
+            found = TypeClause(_outside())  # no relationship can reach: directory data only
         if len(self._shapes) < 4096:
             self._shapes[key] = found
         return found

@@ -1,0 +1,361 @@
+"""Care relationships narrow what an organisation sees (``server/auth/relationships.py``),
+through the access-grant rows kept with each relationship resource's write.
+
+The scene, and what each organisation sees of it, written by hand from the default matrix
+(``docs/security.md``, "Relationships and data classes"):
+
+* ``plan`` pays m1's and m2's Coverages: both members' every class;
+* ``ecm`` manages m1's active EpisodeOfCare: m1's demographics, coverage, consent,
+  care-management and clinical data;
+* ``cbo`` owns the open referral Task t1 (focus: ServiceRequest sr1, whose supportingInfo is
+  Observation o1): m1's Patient and Consent, t1, sr1 and o1 — not m1's Condition, Encounter,
+  Coverage, EpisodeOfCare, nor the other referral t2;
+* ``other`` pays m3's Coverage and owns t2 (for m1): m3's data, and of m1 the Patient, the
+  Consent and t2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from server.auth.principal import LOCAL, Principal
+from server.auth.relationships import Matrix, MatrixError, RelationshipPolicy
+from server.fhir.instant import format_instant, now_us
+from tests.support import Acting, TestClient, all_pages, clear_store, fhir_client, outcome, put
+
+PLATFORM = "Organization/platform"
+RESEARCH = ("HRESCH",)
+
+
+def _org(id: str, type: str) -> dict[str, Any]:
+    coding = {"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": type}
+    return {"resourceType": "Organization", "id": id, "name": id, "type": [{"coding": [coding]}]}
+
+
+def _ref(text: str) -> dict[str, str]:
+    return {"reference": text}
+
+
+def _coverage(id: str, member: str, payor: str, status: str = "active") -> dict[str, Any]:
+    return {
+        "resourceType": "Coverage",
+        "id": id,
+        "status": status,
+        "beneficiary": _ref(f"Patient/{member}"),
+        "payor": [_ref(f"Organization/{payor}")],
+    }
+
+
+def _episode(id: str, member: str, org: str, status: str = "active") -> dict[str, Any]:
+    return {
+        "resourceType": "EpisodeOfCare",
+        "id": id,
+        "status": status,
+        "patient": _ref(f"Patient/{member}"),
+        "managingOrganization": _ref(f"Organization/{org}"),
+    }
+
+
+def _task(id: str, member: str, owner: str, status: str = "requested", **more: Any) -> dict:
+    return {
+        "resourceType": "Task",
+        "id": id,
+        "status": status,
+        "intent": "order",
+        "for": _ref(f"Patient/{member}"),
+        "owner": _ref(f"Organization/{owner}"),
+        **more,
+    }
+
+
+def _condition(id: str, member: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": id,
+        "subject": _ref(f"Patient/{member}"),
+        "code": {"text": id},
+    }
+
+
+SCENE: list[dict[str, Any]] = [
+    _org("plan", "pay"),
+    _org("ecm", "prov"),
+    _org("cbo", "cg"),
+    _org("other", "pay"),
+    _org("platform", "bus"),
+    *({"resourceType": "Patient", "id": m, "name": [{"family": m}]} for m in ("m1", "m2", "m3")),
+    _coverage("cov1", "m1", "plan"),
+    _coverage("cov2", "m2", "plan"),
+    _coverage("cov3", "m3", "other"),
+    _episode("eoc1", "m1", "ecm"),
+    _condition("c1", "m1"),
+    _condition("c2", "m2"),
+    _condition("c3", "m3"),
+    {
+        "resourceType": "Encounter",
+        "id": "e1",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": _ref("Patient/m1"),
+    },
+    {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"text": "housing"},
+        "subject": _ref("Patient/m1"),
+    },
+    {
+        "resourceType": "Consent",
+        "id": "con1",
+        "status": "active",
+        "scope": {"coding": [{"code": "patient-privacy"}]},
+        "category": [{"coding": [{"code": "59284-0", "system": "http://loinc.org"}]}],
+        "patient": _ref("Patient/m1"),
+    },
+    {
+        "resourceType": "ServiceRequest",
+        "id": "sr1",
+        "status": "active",
+        "intent": "order",
+        "subject": _ref("Patient/m1"),
+        "supportingInfo": [_ref("Observation/o1")],
+    },
+    _task("t1", "m1", "cbo", focus=_ref("ServiceRequest/sr1")),
+    _task("t2", "m1", "other"),
+]
+
+EVERY = {f"{r['resourceType']}/{r['id']}" for r in SCENE}
+ORGS = {f"Organization/{o}" for o in ("plan", "ecm", "cbo", "other", "platform")}
+M1 = {
+    "Patient/m1",
+    "Coverage/cov1",
+    "EpisodeOfCare/eoc1",
+    "Condition/c1",
+    "Encounter/e1",
+    "Observation/o1",
+    "Consent/con1",
+    "ServiceRequest/sr1",
+    "Task/t1",
+    "Task/t2",
+}
+SEES: dict[str, set[str]] = {
+    "plan": ORGS | M1 | {"Patient/m2", "Coverage/cov2", "Condition/c2"},
+    "ecm": ORGS | M1,
+    "cbo": ORGS
+    | {"Patient/m1", "Consent/con1", "Task/t1", "ServiceRequest/sr1", "Observation/o1"},
+    "other": ORGS
+    | {"Patient/m3", "Coverage/cov3", "Condition/c3", "Patient/m1", "Consent/con1", "Task/t2"},
+    # the coordination platform: every member's demographics, consent and care management
+    "platform": ORGS
+    | {
+        "Patient/m1",
+        "Patient/m2",
+        "Patient/m3",
+        "Consent/con1",
+        "EpisodeOfCare/eoc1",
+        "ServiceRequest/sr1",
+        "Task/t1",
+        "Task/t2",
+    },
+}
+
+
+NOT_PLATFORM = {"Coverage", "Condition", "Encounter", "Observation"}
+
+
+def acting_for(org: str, purposes: tuple[str, ...] | None = None) -> Principal:
+    more = {} if purposes is None else {"purposes": purposes}
+    return Principal(f"client-{org}", organization=f"Organization/{org}", **more)
+
+
+@pytest.fixture(scope="module")
+def who() -> Acting:
+    return Acting()
+
+
+@pytest.fixture(scope="module")
+def _app(database_url: str, who: Acting) -> Iterator[TestClient]:
+    policy = RelationshipPolicy(platform=PLATFORM)
+    with fhir_client(
+        database_url, principals=who, policies=[policy], access_safety_net="fail"
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def app(_app: TestClient, database_url: str, who: Acting) -> TestClient:
+    """The scene stored (by the operator) on an empty store; callers act as ``who`` says."""
+    clear_store(database_url)
+    who.as_(LOCAL)
+    for resource in SCENE:
+        response = put(_app, resource)
+        assert response.status_code == 201, response.text
+    return _app
+
+
+def _keys(entries: list[dict[str, Any]]) -> set[str]:
+    return {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in entries}
+
+
+def _everything(client: TestClient) -> set[str]:
+    return _keys(all_pages(client, "/fhir?_count=7"))
+
+
+@pytest.mark.parametrize("org", sorted(SEES))
+def test_each_organisation_sees_what_its_relationships_reach(
+    app: TestClient, who: Acting, org: str
+) -> None:
+    who.as_(acting_for(org))
+    assert _everything(app) == SEES[org]
+    for key in sorted(EVERY):
+        status = app.get(f"/fhir/{key}").status_code
+        # a hidden resource reads as a missing one; a type the principal can never reach
+        # (the platform's clinical and coverage data) is refused outright
+        hidden = 403 if org == "platform" and key.split("/")[0] in NOT_PLATFORM else 404
+        assert status == (200 if key in SEES[org] else hidden), key
+
+
+def test_type_search_pages_and_totals_count_only_what_is_reached(
+    app: TestClient, who: Acting
+) -> None:
+    who.as_(acting_for("ecm"))
+    body = app.get("/fhir/Condition?_total=accurate&_count=1").json()
+    assert body["total"] == 1
+    assert _keys(body.get("entry", [])) == {"Condition/c1"}
+    assert "next" not in {link["relation"] for link in body["link"]}
+    who.as_(acting_for("plan"))
+    assert _keys(all_pages(app, "/fhir/Condition?_count=1")) == {"Condition/c1", "Condition/c2"}
+
+
+def test_includes_chains_and_has_go_only_through_reached_resources(
+    app: TestClient, who: Acting
+) -> None:
+    who.as_(acting_for("cbo"))
+    entries = all_pages(app, "/fhir/Task?_include=Task:focus&_include=Task:patient")
+    assert _keys(entries) == {"Task/t1", "ServiceRequest/sr1", "Patient/m1"}
+    entries = all_pages(app, "/fhir/Patient?_revinclude=Condition:subject&_revinclude=Task:patient")
+    assert _keys(entries) == {"Patient/m1", "Task/t1"}
+    # the Condition exists but is not reached: no chain or _has goes through it
+    assert _keys(all_pages(app, "/fhir/Patient?_has:Condition:subject:code:text=c1")) == set()
+    assert _keys(all_pages(app, "/fhir/Condition?subject.family=m1")) == set()
+    assert _keys(all_pages(app, "/fhir/Task?patient.family=m1")) == {"Task/t1"}
+
+
+def test_compartment_history_and_everything_are_narrowed(app: TestClient, who: Acting) -> None:
+    who.as_(acting_for("cbo"))
+    assert _keys(all_pages(app, "/fhir/Patient/m1/Condition")) == set()
+    assert _keys(all_pages(app, "/fhir/Patient/m1/Task")) == {"Task/t1"}
+    everything = _keys(all_pages(app, "/fhir/Patient/m1/$everything"))
+    assert everything == {
+        "Patient/m1",
+        "Consent/con1",
+        "Task/t1",
+        "ServiceRequest/sr1",
+        "Observation/o1",
+    }
+    assert _keys(all_pages(app, "/fhir/Condition/_history")) == set()
+    outcome(app.get("/fhir/Condition/c1/_history"), 404)
+    assert app.get("/fhir/Patient/m2/$everything").status_code == 404
+
+
+def test_a_new_referral_grants_access_at_the_next_request(app: TestClient, who: Acting) -> None:
+    who.as_(acting_for("cbo"))
+    assert app.get("/fhir/Patient/m2").status_code == 404
+    who.as_(LOCAL)
+    assert put(app, _task("t3", "m2", "cbo")).status_code == 201
+    who.as_(acting_for("cbo"))
+    assert app.get("/fhir/Patient/m2").status_code == 200
+    assert app.get("/fhir/Task/t3").status_code == 200
+    assert app.get("/fhir/Condition/c2").status_code == 404  # clinical: not a referral's
+
+
+def test_an_ended_relationship_stops_at_the_next_request(app: TestClient, who: Acting) -> None:
+    who.as_(acting_for("ecm"))
+    assert app.get("/fhir/Condition/c1").status_code == 200
+    who.as_(LOCAL)
+    assert put(app, _episode("eoc1", "m1", "ecm", status="finished")).status_code == 200
+    who.as_(acting_for("ecm"))
+    assert app.get("/fhir/Condition/c1").status_code == 404
+    assert _everything(app) == ORGS
+
+
+def test_a_closed_referral_reaches_until_its_grace_period_ends(
+    app: TestClient, who: Acting
+) -> None:
+    recent = format_instant(now_us() - 86_400_000_000)  # a day ago: within the 30 days
+    long_ago = format_instant(now_us() - 31 * 86_400_000_000)
+    who.as_(LOCAL)
+    done = _task("t1", "m1", "cbo", status="completed", focus=_ref("ServiceRequest/sr1"))
+    assert put(app, {**done, "lastModified": recent}).status_code == 200
+    who.as_(acting_for("cbo"))
+    assert app.get("/fhir/Task/t1").status_code == 200
+    assert app.get("/fhir/Patient/m1").status_code == 200
+    who.as_(LOCAL)
+    assert put(app, {**done, "lastModified": long_ago}).status_code == 200
+    who.as_(acting_for("cbo"))
+    assert app.get("/fhir/Task/t1").status_code == 404
+    assert _everything(app) == ORGS
+
+
+def test_a_deleted_relationship_resource_takes_its_grants(app: TestClient, who: Acting) -> None:
+    who.as_(LOCAL)
+    assert app.delete("/fhir/Task/t1").status_code in (200, 204)
+    who.as_(acting_for("cbo"))
+    assert _everything(app) == ORGS
+
+
+def test_a_kind_serves_only_its_purposes_of_use(app: TestClient, who: Acting) -> None:
+    who.as_(acting_for("ecm", purposes=RESEARCH))
+    assert _everything(app) == ORGS
+    who.as_(acting_for("ecm", purposes=("CAREMGT",)))
+    assert _everything(app) == SEES["ecm"]
+
+
+def test_a_principal_for_no_organisation_reaches_nothing(app: TestClient, who: Acting) -> None:
+    who.as_(Principal("someone"))
+    outcome(app.get("/fhir/Patient"), 403)
+    who.as_(Principal("admin-client", operator=True))
+    assert _everything(app) == EVERY
+
+
+def test_writes_must_stay_within_what_is_reached(app: TestClient, who: Acting) -> None:
+    who.as_(acting_for("cbo"))
+    # its own referral: updated
+    assert put(app, _task("t1", "m1", "cbo", status="accepted")).status_code == 200
+    # a Condition of the member it serves: not of its data classes
+    outcome(app.put("/fhir/Condition/c9", json=_condition("c9", "m1")), 403)
+    outcome(app.put("/fhir/Condition/c1", json=_condition("c1", "m1")), 403)
+    who.as_(LOCAL)
+    assert app.get("/fhir/Condition/c9").status_code == 404
+
+
+def test_the_matrix_is_the_plans_configuration(
+    database_url: str, who: Acting, app: TestClient
+) -> None:
+    wider = Matrix(
+        kinds={
+            **Matrix().kinds,
+            "referral-owner": ("demographics", "consent", "clinical"),
+        }
+    )
+    with fhir_client(
+        database_url, principals=who, policies=[RelationshipPolicy(wider)],
+        access_safety_net="fail",
+    ) as client:
+        who.as_(acting_for("cbo"))
+        assert _keys(all_pages(client, "/fhir/Condition")) == {"Condition/c1"}
+        assert client.get("/fhir/Encounter/e1").status_code == 200
+        assert client.get("/fhir/Coverage/cov1").status_code == 404
+
+
+def test_a_matrix_naming_what_does_not_exist_is_refused() -> None:
+    with pytest.raises(MatrixError, match="unknown data class"):
+        Matrix(kinds={"plan": ("everything",)})
+    with pytest.raises(MatrixError, match="Patient compartment"):
+        Matrix(classes={"directory": ("Organization",)})
+    with pytest.raises(MatrixError, match="unknown relationship kind"):
+        Matrix(grace_days={"friend": 3})
