@@ -81,10 +81,12 @@ def create_app(
         owned = store is None
         repo = open_store(settings) if store is None else store
         runner = Runner(repo, settings.pg_pool_size)
+        # a policy may bring the write rules that keep it whole (relationships.py)
+        policy_rules = [r for p in app.state.policies for r in getattr(p, "rules", list)()]
         base_validator()  # load the schema before the first request, not during it
         pipeline = Pipeline(
             validation_service(settings),  # compile every profile: a bad one stops start-up
-            RuleSet([*default_rules(), *program_rules(settings), *rules]),
+            RuleSet([*default_rules(), *program_rules(settings), *policy_rules, *rules]),
             search_service(settings).context,
             settings.conditional_delete_multiple,
         )

@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
 
+import orjson
+
 from server.fhir.instant import date_range, parse_fhir_range
 
 Grant = tuple[str, str, str, int | None, int | None, str, str]
@@ -223,3 +225,17 @@ def _service_request(id: str, resource: dict[str, Any], stamp: int) -> list[Gran
         [],
         list(_keys(resource.get("supportingInfo"))),
     )
+
+
+def stored_reader(read: Callable[[str, str], Any]) -> Read:
+    """A ``Read`` over a store's current versions (``read`` gives a version, with its JSON
+    ``body``, or None)."""
+
+    def found(type: str, id: str) -> dict[str, Any] | None:
+        version = read(type, id)
+        if version is None or version.body is None:
+            return None
+        body: dict[str, Any] = orjson.loads(version.body)
+        return body
+
+    return found

@@ -32,15 +32,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.auth.grants import KINDS
-from server.auth.interactions import Interaction
+from server.auth.interactions import WRITES, Interaction
 from server.auth.policy import EVERYTHING, NOTHING, Facts, Narrowing, where
 from server.auth.principal import Principal
 from server.fhir.instant import now_us
-from server.search.query import AnyClause, Clause, GrantClause, TypeClause
+from server.search.query import (
+    AllClause,
+    AnyClause,
+    Clause,
+    GrantClause,
+    ReferenceClause,
+    ReferenceValue,
+    TypeClause,
+)
 from server.search.registry import patient_compartment
+
+if TYPE_CHECKING:
+    from server.writes.rules import Rule
 
 DAY_US = 86_400_000_000
 PLATFORM = "platform"
@@ -83,23 +94,32 @@ DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {
 NO_CLASS = frozenset({"AuditEvent"})
 
 _PROVIDER = ("demographics", "coverage", "consent", "care-management", "social", "clinical")
+_ALL = (*_PROVIDER, "population")
 DEFAULT_KINDS: dict[str, tuple[str, ...]] = {
-    "plan": (
-        "demographics",
-        "coverage",
-        "consent",
-        "care-management",
-        "social",
-        "clinical",
-        "population",
-    ),
+    "plan": _ALL,
     "ecm-provider": _PROVIDER,
     "care-team": _PROVIDER,
-    "referral-owner": ("demographics", "consent"),
+    "referral-owner": ("demographics", "consent", "own"),
     "referral-requester": ("demographics",),
     PLATFORM: ("demographics", "consent", "care-management"),
 }
 DEFAULT_SCOPED = ("referral-owner", "referral-requester")
+#: what makes a resource an organisation's own (the pseudo-class ``own``): the parameters
+#: of its type that name the organisation
+DEFAULT_OWN: dict[str, tuple[str, ...]] = {
+    "Task": ("owner",),
+    "Procedure": ("performer",),
+    "Communication": ("sender",),
+}
+#: the classes each kind may write (create, update, patch, delete) of the members it serves
+DEFAULT_WRITES: dict[str, tuple[str, ...]] = {
+    "plan": (*_ALL, "own"),
+    "ecm-provider": ("care-management", "clinical", "social", "own"),
+    "care-team": ("care-management", "clinical", "social", "own"),
+    "referral-owner": ("own",),
+    "referral-requester": (),
+    PLATFORM: ("care-management",),
+}
 DEFAULT_GRACE_DAYS: dict[str, float] = {"referral-owner": 30, "referral-requester": 30}
 DEFAULT_PURPOSES: dict[str, tuple[str, ...]] = {
     "plan": ("HPAYMT", "HOPERAT", "TREAT", "CAREMGT", "COVERAGE"),
@@ -109,6 +129,19 @@ DEFAULT_PURPOSES: dict[str, tuple[str, ...]] = {
     "referral-requester": ("TREAT", "CAREMGT", "ETREAT"),
     PLATFORM: ("HOPERAT", "CAREMGT", "TREAT"),
 }
+
+
+_PARTS = (
+    "classes",
+    "kinds",
+    "scoped",
+    "grace_days",
+    "purposes",
+    "writes",
+    "own",
+    "plans",
+    "consent_recorders",
+)
 
 
 class MatrixError(ValueError):
@@ -134,17 +167,21 @@ class Matrix:
     purposes: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_PURPOSES)
     )
+    writes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_WRITES))
+    own: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_OWN))
+    plans: tuple[str, ...] = ()
+    consent_recorders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         compartment = _compartment()
-        known = {*self.classes, "clinical"}
+        known = {*self.classes, "clinical", "own"}
         for name, types in self.classes.items():
             unknown = [t for t in types if t not in compartment]
             if unknown:
                 raise MatrixError(
                     f"data class {name!r}: {', '.join(unknown)} not of the Patient compartment"
                 )
-        for kind, classes in self.kinds.items():
+        for kind, classes in (*self.kinds.items(), *self.writes.items()):
             if kind not in (*KINDS, PLATFORM):
                 raise MatrixError(f"unknown relationship kind {kind!r}")
             missing = [c for c in classes if c not in known]
@@ -155,6 +192,12 @@ class Matrix:
                 raise MatrixError(f"unknown relationship kind {kind!r}")
         if any(days < 0 for days in self.grace_days.values()):
             raise MatrixError("a grace period is never negative")
+        for type, params in self.own.items():
+            if type not in compartment or not params:
+                raise MatrixError(f"own: {type} is not of the Patient compartment, or no parameter")
+        for org in (*self.plans, *self.consent_recorders):
+            if not org.startswith("Organization/"):
+                raise MatrixError(f"{org!r}: plans and consent recorders are Organization/<id>")
 
     def class_of(self, type: str) -> str | None:
         """The data class of a Patient compartment type (None: no class reaches it)."""
@@ -163,35 +206,36 @@ class Matrix:
                 return name
         return None if type in NO_CLASS else "clinical"
 
-    def reaches(self, kind: str, type: str) -> bool:
+    def reaches(self, kind: str, type: str, write: bool = False) -> bool:
+        """Whether ``kind`` reaches (``write``: may write) every resource of ``type`` of its
+        members."""
         found = self.class_of(type)
-        return found is not None and found in self.kinds.get(kind, ())
+        classes = (self.writes if write else self.kinds).get(kind, ())
+        return found is not None and found in classes
+
+    def owns(self, kind: str, type: str, write: bool = False) -> bool:
+        """Whether ``kind`` reaches (``write``: may write) its own resources of ``type``."""
+        classes = (self.writes if write else self.kinds).get(kind, ())
+        return type in self.own and "own" in classes
 
     @classmethod
     def load(cls, path: str | Path) -> Matrix:
-        """A plan's matrix from a JSON file: any of ``classes``, ``kinds``, ``scoped``,
-        ``grace_days``, ``purposes`` (each replaces the default of its part)."""
+        """A plan's matrix from a JSON file: any of ``_PARTS`` (each replaces the default of
+        its part)."""
         try:
             data: Any = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise MatrixError(f"access matrix {path}: {exc}") from exc
-        if not isinstance(data, dict) or set(data) - {
-            "classes",
-            "kinds",
-            "scoped",
-            "grace_days",
-            "purposes",
-        }:
-            raise MatrixError(
-                f"access matrix {path}: an object of classes, kinds, scoped, grace_days, purposes"
-            )
+        if not isinstance(data, dict) or set(data) - set(_PARTS):
+            raise MatrixError(f"access matrix {path}: an object of {', '.join(_PARTS)}")
         try:
             parts: dict[str, Any] = {}
-            for name in ("classes", "kinds", "purposes"):
+            for name in ("classes", "kinds", "purposes", "writes", "own"):
                 if name in data:
                     parts[name] = {str(k): tuple(map(str, v)) for k, v in data[name].items()}
-            if "scoped" in data:
-                parts["scoped"] = tuple(map(str, data["scoped"]))
+            for name in ("scoped", "plans", "consent_recorders"):
+                if name in data:
+                    parts[name] = tuple(map(str, data[name]))
             if "grace_days" in data:
                 parts["grace_days"] = {str(k): float(v) for k, v in data["grace_days"].items()}
         except (AttributeError, TypeError, ValueError) as exc:
@@ -210,7 +254,7 @@ class RelationshipPolicy:
     def __init__(self, matrix: Matrix | None = None, platform: str | None = None) -> None:
         self.matrix = matrix or Matrix()
         self.platform = platform
-        self._shapes: dict[tuple[str, tuple[str, ...], str | None], Clause | None] = {}
+        self._shapes: dict[tuple[str, tuple[str, ...], str | None, bool], Clause | None] = {}
 
     # -- which kinds a principal reaches through
 
@@ -220,12 +264,14 @@ class RelationshipPolicy:
         served = self.matrix.purposes
         return tuple(k for k in KINDS if not served.get(k) or purposes & set(served[k]))
 
-    def _platform_types(self, principal: Principal) -> tuple[str, ...]:
+    def _platform_types(self, principal: Principal, write: bool) -> tuple[str, ...]:
         purposes = set(principal.purposes)
         served = self.matrix.purposes.get(PLATFORM)
         if served and not purposes & set(served):
             return ()
-        return tuple(t for t in sorted(_compartment()) if self.matrix.reaches(PLATFORM, t))
+        return tuple(
+            t for t in sorted(_compartment()) if self.matrix.reaches(PLATFORM, t, write)
+        )
 
     # -- the policy
 
@@ -237,23 +283,28 @@ class RelationshipPolicy:
         organization = principal.organization
         if organization is None:
             return NOTHING
+        write = interaction in WRITES
         if type is not None and type not in _compartment():
-            return EVERYTHING  # directory data and definitions
+            # directory data and definitions: read by every organisation, written by operators
+            return NOTHING if write else EVERYTHING
+        if write and type == "Consent" and organization in self.matrix.consent_recorders:
+            return EVERYTHING  # who may record which Consent: ConsentRecorders
         if self.platform is not None and organization == self.platform:
-            types = self._platform_types(principal)
+            types = self._platform_types(principal, write)
             if type is not None:
                 return EVERYTHING if type in types else NOTHING
-            return where(TypeClause((*types, *_outside())))
-        kinds = self.kinds(principal)
-        shape = self._shape(organization, kinds, type)
+            return where(TypeClause(types if write else (*types, *_outside())))
+        shape = self._shape(organization, self.kinds(principal), type, write)
         if shape is None:
             return NOTHING
         return where(_at(shape, now_us()))
 
-    def _shape(self, organization: str, kinds: tuple[str, ...], type: str | None) -> Clause | None:
-        """The clause of an organisation reaching through ``kinds`` (its time set per
-        request), built once per organisation, kinds and type."""
-        key = (organization, kinds, type)
+    def _shape(
+        self, organization: str, kinds: tuple[str, ...], type: str | None, write: bool
+    ) -> Clause | None:
+        """The clause of an organisation reaching (``write``: writing) through ``kinds``
+        (its time set per request), built once per organisation, kinds and type."""
+        key = (organization, kinds, type, write)
         if key in self._shapes:
             return self._shapes[key]
         matrix = self.matrix
@@ -261,22 +312,30 @@ class RelationshipPolicy:
         reach = tuple(
             (t, _compartment()[t], reaching)
             for t in types
-            if t != "Patient" and (reaching := tuple(k for k in kinds if matrix.reaches(k, t)))
+            if t != "Patient"
+            and (reaching := tuple(k for k in kinds if matrix.reaches(k, t, write)))
         )
         include_self = tuple(
-            k for k in kinds if "Patient" in types and matrix.reaches(k, "Patient")
+            k for k in kinds if "Patient" in types and matrix.reaches(k, "Patient", write)
         )
-        scoped = tuple(k for k in kinds if k in matrix.scoped)
+        # the single resources a referral's rows name are read, never written, through them
+        scoped = () if write else tuple(k for k in kinds if k in matrix.scoped)
         grace = tuple(
             (k, int(matrix.grace_days[k] * DAY_US)) for k in kinds if k in matrix.grace_days
         )
-        found: Clause | None = None
+        parts: list[Clause] = []
         if reach or include_self or scoped:
-            found = GrantClause(organization, reach, include_self, scoped, grace, 0)
-            if type is None:
-                found = AnyClause((found, TypeClause(_outside())))
-        elif type is None:
-            found = TypeClause(_outside())  # no relationship can reach: directory data only
+            parts.append(GrantClause(organization, reach, include_self, scoped, grace, 0))
+        for t in types:
+            owners = tuple(k for k in kinds if matrix.owns(k, t, write))
+            if owners:
+                own = _own(organization, t, matrix.own[t], owners, grace)
+                parts.append(own if type is not None else AllClause((TypeClause((t,)), own)))
+        if type is None and not write:
+            parts.append(TypeClause(_outside()))  # directory data
+        found: Clause | None = None
+        if parts:
+            found = parts[0] if len(parts) == 1 else AnyClause(tuple(parts))
         if len(self._shapes) < 4096:
             self._shapes[key] = found
         return found
@@ -289,11 +348,37 @@ class RelationshipPolicy:
         organization = principal.organization
         if organization is None:
             return False
+        write = interaction in WRITES
         if facts.type not in _compartment():
+            return not write
+        if write and facts.type == "Consent" and organization in self.matrix.consent_recorders:
             return True
         if self.platform is not None and organization == self.platform:
-            return facts.type in self._platform_types(principal)
+            return facts.type in self._platform_types(principal, write)
         return True
+
+    def rules(self) -> list[Rule]:
+        """The write rules that come with the policy (``grant_rules.py``): no self-granting,
+        Consent written by the plan or a consent recorder only."""
+        from server.auth.grant_rules import ConsentRecorders, NoSelfGrant
+
+        return [NoSelfGrant(self), ConsentRecorders(self.matrix)]
+
+
+def _own(
+    organization: str,
+    type: str,
+    params: tuple[str, ...],
+    kinds: tuple[str, ...],
+    grace: tuple[tuple[str, int], ...],
+) -> Clause:
+    """Resources of ``type`` naming the organisation under one of ``params``, of a member it
+    serves through one of ``kinds``."""
+    org = ReferenceValue("Organization", organization.removeprefix("Organization/"))
+    naming = [ReferenceClause(p, (org,)) for p in params]
+    named: Clause = naming[0] if len(naming) == 1 else AnyClause(tuple(naming))
+    member = GrantClause(organization, ((type, _compartment()[type], kinds),), (), (), grace, 0)
+    return AllClause((named, member))
 
 
 def _at(shape: Clause, now: int) -> Clause:
@@ -302,6 +387,8 @@ def _at(shape: Clause, now: int) -> Clause:
         return replace(shape, now=now)
     if isinstance(shape, AnyClause):
         return AnyClause(tuple(_at(c, now) for c in shape.alternatives))
+    if isinstance(shape, AllClause):
+        return AllClause(tuple(_at(c, now) for c in shape.clauses))
     return shape
 
 

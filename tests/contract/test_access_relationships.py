@@ -86,6 +86,7 @@ SCENE: list[dict[str, Any]] = [
     _org("cbo", "cg"),
     _org("other", "pay"),
     _org("platform", "bus"),
+    _org("recorder", "bus"),
     *({"resourceType": "Patient", "id": m, "name": [{"family": m}]} for m in ("m1", "m2", "m3")),
     _coverage("cov1", "m1", "plan"),
     _coverage("cov2", "m2", "plan"),
@@ -129,7 +130,7 @@ SCENE: list[dict[str, Any]] = [
 ]
 
 EVERY = {f"{r['resourceType']}/{r['id']}" for r in SCENE}
-ORGS = {f"Organization/{o}" for o in ("plan", "ecm", "cbo", "other", "platform")}
+ORGS = {f"Organization/{o}" for o in ("plan", "ecm", "cbo", "other", "platform", "recorder")}
 M1 = {
     "Patient/m1",
     "Coverage/cov1",
@@ -145,8 +146,7 @@ M1 = {
 SEES: dict[str, set[str]] = {
     "plan": ORGS | M1 | {"Patient/m2", "Coverage/cov2", "Condition/c2"},
     "ecm": ORGS | M1,
-    "cbo": ORGS
-    | {"Patient/m1", "Consent/con1", "Task/t1", "ServiceRequest/sr1", "Observation/o1"},
+    "cbo": ORGS | {"Patient/m1", "Consent/con1", "Task/t1", "ServiceRequest/sr1", "Observation/o1"},
     "other": ORGS
     | {"Patient/m3", "Coverage/cov3", "Condition/c3", "Patient/m1", "Consent/con1", "Task/t2"},
     # the coordination platform: every member's demographics, consent and care management
@@ -164,6 +164,7 @@ SEES: dict[str, set[str]] = {
 }
 
 
+MATRIX = Matrix(plans=("Organization/plan",), consent_recorders=("Organization/recorder",))
 NOT_PLATFORM = {"Coverage", "Condition", "Encounter", "Observation"}
 
 
@@ -179,7 +180,7 @@ def who() -> Acting:
 
 @pytest.fixture(scope="module")
 def _app(database_url: str, who: Acting) -> Iterator[TestClient]:
-    policy = RelationshipPolicy(platform=PLATFORM)
+    policy = RelationshipPolicy(MATRIX, platform=PLATFORM)
     with fhir_client(
         database_url, principals=who, policies=[policy], access_safety_net="fail"
     ) as client:
@@ -322,15 +323,127 @@ def test_a_principal_for_no_organisation_reaches_nothing(app: TestClient, who: A
     assert _everything(app) == EVERY
 
 
-def test_writes_must_stay_within_what_is_reached(app: TestClient, who: Acting) -> None:
+def _procedure(id: str, member: str, performer: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Procedure",
+        "id": id,
+        "status": "completed",
+        "subject": _ref(f"Patient/{member}"),
+        "code": {"text": "meal delivery"},
+        "performer": [{"actor": _ref(f"Organization/{performer}")}],
+    }
+
+
+def _consent(id: str, member: str, actor: str | None = None) -> dict[str, Any]:
+    body = {**next(r for r in SCENE if r["id"] == "con1"), "id": id}
+    body["patient"] = _ref(f"Patient/{member}")
+    if actor is not None:
+        body["provision"] = {
+            "type": "permit",
+            "actor": [
+                {
+                    "role": {"coding": [{"code": "IRCP"}]},
+                    "reference": _ref(f"Organization/{actor}"),
+                }
+            ],
+        }
+    return body
+
+
+def _gone(app: TestClient, who: Acting, key: str) -> None:
+    who.as_(LOCAL)
+    assert app.get(f"/fhir/{key}").status_code == 404, key
+
+
+def test_a_community_provider_writes_its_own_task_and_procedures_only(
+    app: TestClient, who: Acting
+) -> None:
     who.as_(acting_for("cbo"))
-    # its own referral: updated
-    assert put(app, _task("t1", "m1", "cbo", status="accepted")).status_code == 200
-    # a Condition of the member it serves: not of its data classes
+    assert (
+        put(
+            app, _task("t1", "m1", "cbo", status="accepted", focus=_ref("ServiceRequest/sr1"))
+        ).status_code
+        == 200
+    )
+    assert put(app, _procedure("pr1", "m1", "cbo")).status_code == 201
+    assert app.get("/fhir/Procedure/pr1").status_code == 200
+    assert _keys(all_pages(app, "/fhir/Procedure")) == {"Procedure/pr1"}
+    # not its own, not of its data classes, not of a member it serves
+    outcome(app.put("/fhir/Procedure/pr2", json=_procedure("pr2", "m1", "other")), 403)
+    outcome(app.put("/fhir/Procedure/pr3", json=_procedure("pr3", "m2", "cbo")), 403)
     outcome(app.put("/fhir/Condition/c9", json=_condition("c9", "m1")), 403)
     outcome(app.put("/fhir/Condition/c1", json=_condition("c1", "m1")), 403)
+    patient = {"resourceType": "Patient", "id": "m1", "name": [{"family": "changed"}]}
+    outcome(app.put("/fhir/Patient/m1", json=patient), 403)
+    outcome(app.put("/fhir/Coverage/cov1", json=_coverage("cov1", "m1", "cbo")), 403)
+    outcome(app.put("/fhir/Consent/con1", json=_consent("con1", "m1")), 403)
+    outcome(
+        app.put("/fhir/ServiceRequest/sr1", json=next(r for r in SCENE if r["id"] == "sr1")), 403
+    )
+    outcome(app.put("/fhir/Organization/cbo", json=_org("cbo", "prov")), 403)
+    for key in ("Procedure/pr2", "Procedure/pr3", "Condition/c9"):
+        _gone(app, who, key)
     who.as_(LOCAL)
-    assert app.get("/fhir/Condition/c9").status_code == 404
+    assert app.get("/fhir/Patient/m1").json()["name"] == [{"family": "m1"}]
+    assert app.get("/fhir/Organization/cbo").json()["type"][0]["coding"][0]["code"] == "cg"
+
+
+def test_an_ecm_provider_writes_care_and_clinical_data_of_its_members(
+    app: TestClient, who: Acting
+) -> None:
+    who.as_(acting_for("ecm"))
+    assert put(app, _condition("c4", "m1")).status_code == 201
+    outcome(app.put("/fhir/Condition/c5", json=_condition("c5", "m2")), 403)
+    _gone(app, who, "Condition/c5")
+
+
+def test_no_self_granting(app: TestClient, who: Acting) -> None:
+    who.as_(acting_for("cbo"))
+    # a referral to itself for a member it does not serve, existing or not: refused alike
+    for member in ("m2", "nobody"):
+        body = outcome(app.put("/fhir/Task/t9", json=_task("t9", member, "cbo")), 403)
+        assert body["issue"][0]["expression"] == ["Task.owner"]
+    _gone(app, who, "Task/t9")
+    who.as_(acting_for("cbo"))
+    assert app.get("/fhir/Patient/m2").status_code == 404
+    # an EpisodeOfCare making itself m2's ECM provider
+    body = outcome(app.put("/fhir/EpisodeOfCare/e9", json=_episode("e9", "m2", "cbo")), 403)
+    assert body["issue"][0]["expression"] in (
+        ["EpisodeOfCare.managingOrganization"],
+        ["EpisodeOfCare"],
+    )
+    # a payor naming itself on another member's Coverage
+    who.as_(acting_for("other"))
+    body = outcome(app.put("/fhir/Coverage/cov9", json=_coverage("cov9", "m2", "other")), 403)
+    _gone(app, who, "Coverage/cov9")
+    # the ECM provider refers its own member to the CBO: a relationship it may create
+    who.as_(acting_for("ecm"))
+    referral = _task("t5", "m1", "cbo", requester=_ref("Organization/ecm"))
+    assert put(app, referral).status_code == 201
+    # the plan starts a relationship with a new member
+    who.as_(LOCAL)
+    assert put(app, {"resourceType": "Patient", "id": "m4"}).status_code == 201
+    who.as_(acting_for("plan"))
+    assert put(app, _coverage("cov4", "m4", "plan")).status_code == 201
+    assert app.get("/fhir/Patient/m4").status_code == 200
+
+
+def test_consent_is_recorded_by_the_plan_or_a_recorder_never_by_its_actor(
+    app: TestClient, who: Acting
+) -> None:
+    who.as_(acting_for("cbo"))
+    outcome(app.put("/fhir/Consent/k1", json=_consent("k1", "m1")), 403)
+    who.as_(acting_for("ecm"))
+    outcome(app.put("/fhir/Consent/k1", json=_consent("k1", "m1")), 403)
+    _gone(app, who, "Consent/k1")
+    who.as_(acting_for("recorder"))
+    body = outcome(app.put("/fhir/Consent/k2", json=_consent("k2", "m1", "recorder")), 403)
+    assert body["issue"][0]["expression"] == ["Consent.provision"]
+    assert put(app, _consent("k3", "m1", "cbo")).status_code == 201
+    who.as_(acting_for("plan"))
+    assert put(app, _consent("k4", "m2", "cbo")).status_code == 201
+    who.as_(acting_for("ecm"))
+    assert app.get("/fhir/Consent/k3").status_code == 200  # read: its member's consent
 
 
 def test_the_matrix_is_the_plans_configuration(
@@ -343,7 +456,9 @@ def test_the_matrix_is_the_plans_configuration(
         }
     )
     with fhir_client(
-        database_url, principals=who, policies=[RelationshipPolicy(wider)],
+        database_url,
+        principals=who,
+        policies=[RelationshipPolicy(wider)],
         access_safety_net="fail",
     ) as client:
         who.as_(acting_for("cbo"))

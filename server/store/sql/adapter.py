@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from server.auth.grants import stored_reader
 from server.auth.interactions import Interaction
 from server.errors import InvalidResource, TransactionConflict
 from server.fhir.ids import new_id
@@ -61,7 +62,7 @@ from server.store.sql import bodies, scans, store_file
 from server.store.sql import query as compiler
 from server.store.sql.auth import SqlAuth
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
-from server.store.sql.grants import stored_reader, write_grants
+from server.store.sql.grants import write_grants
 from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
 from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY

@@ -4,10 +4,7 @@ by ``calaim-fhir reindex`` (``reindex.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-import orjson
 
 from server.auth.grants import SOURCE_TYPES, Read, grants
 from server.store.sql.dialect import Connection
@@ -40,16 +37,3 @@ def write_grants(
     rows = grants(type, id, resource, stamp, read)
     if rows:
         conn.executemany(_INSERT, [(type, id, *row) for row in rows])
-
-
-def stored_reader(read: Callable[[str, str], Any]) -> Read:
-    """A ``Read`` over a store's current versions (``read`` gives a ``Version`` or None)."""
-
-    def found(type: str, id: str) -> dict[str, Any] | None:
-        version = read(type, id)
-        if version is None or version.body is None:
-            return None
-        body: dict[str, Any] = orjson.loads(version.body)
-        return body
-
-    return found

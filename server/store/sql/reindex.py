@@ -22,13 +22,13 @@ from typing import Any
 
 import orjson
 
-from server.auth.grants import SOURCE_TYPES
+from server.auth.grants import SOURCE_TYPES, stored_reader
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.search.access_facts import access_facts
 from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
 from server.store.sql.adapter import SqlReader, SqlRepository, write_index
 from server.store.sql.dialect import Connection
-from server.store.sql.grants import stored_reader, write_grants
+from server.store.sql.grants import write_grants
 
 INDEXED = "indexed"
 PENDING = "pending"
