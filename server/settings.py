@@ -148,6 +148,12 @@ class Settings(BaseSettings):
         description="JSON file of the plan's data-class matrix (classes, kinds, scoped, "
         "grace_days, purposes; docs/security.md); unset: the documented default",
     )
+    access_sensitivity: str | None = Field(
+        None,
+        description="JSON file of the plan's sensitive-data value sets and 42 CFR Part 2 "
+        "programs, labelled on write (docs/security.md, 'Sensitive data'); unset: the "
+        "documented substance-use default",
+    )
     pg_pool_size: int = Field(8, ge=1)
     busy_timeout_ms: int = Field(10_000, ge=0)
     query_budget_ms: int = Field(
