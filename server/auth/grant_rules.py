@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from server.auth.grants import KINDS, SOURCE_TYPES, grants, stored_reader
+from server.auth.grants import KINDS, RELATIONSHIP_TYPES, grants, stored_reader
 from server.auth.principal import Principal
 from server.errors import Forbidden
 from server.fhir.instant import now_us
@@ -53,7 +53,7 @@ def _limited(change: Change) -> str | None:
 
 class NoSelfGrant(Rule):
     name = "no-self-granting"
-    types = SOURCE_TYPES
+    types = RELATIONSHIP_TYPES
 
     def __init__(self, policy: RelationshipPolicy) -> None:
         self.policy = policy
@@ -91,7 +91,7 @@ class NoSelfGrant(Rule):
 
 def _keys(rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]]:
     """(member, organisation, kind) of the member-wide rows."""
-    return {(r[0], r[1], r[2]) for r in rows if not r[5]}
+    return {(r[0], r[1], r[2]) for r in rows if not r[5] and r[2] in KINDS}
 
 
 def _actors(provision: Any) -> Iterator[str]:

@@ -22,6 +22,11 @@ member) or naming the one resource it reaches (a referral, its supporting inform
 - Task (``for`` Patient): while open; a terminal one (completed, cancelled, failed, rejected)
   ends at its ``lastModified`` (else at the write), the policy's grace period after that;
   the ``owner`` Organization: ``referral-owner``, the ``requester``: ``referral-requester``;
+- Consent (``patient``): while active (inactive and rejected withdraw it), each provision's
+  actors (none: ``*``, everyone): ``roi-permit`` or ``roi-deny``, and ``roi-part2`` for a
+  permit whose ``securityLabel`` carries 42 CFR Part 2 (v3-ActCode ``42CFRPart2`` or
+  ``SUD``) and names the recipient (read by the policy's consent conditions, not a
+  relationship);
 - ServiceRequest (``subject`` Patient): draft, active, on-hold; completed or revoked ends at
   the write; each ``performer`` Organization: ``referral-owner``, the ``requester``:
   ``referral-requester``.
@@ -46,7 +51,19 @@ Grant = tuple[str, str, str, int | None, int | None, str, str]
 Read = Callable[[str, str], dict[str, Any] | None]  # the stored resource (None: absent)
 
 KINDS = ("plan", "ecm-provider", "care-team", "referral-owner", "referral-requester")
-SOURCE_TYPES = frozenset({"Coverage", "EpisodeOfCare", "CareTeam", "Task", "ServiceRequest"})
+RELATIONSHIP_TYPES = frozenset({"Coverage", "EpisodeOfCare", "CareTeam", "Task", "ServiceRequest"})
+SOURCE_TYPES = RELATIONSHIP_TYPES | {"Consent"}
+#: the release-of-information rows of a member's active Consents: a permit of the actor
+#: (``*``: of everyone), a deny ("share nothing"), a permit naming the recipient for 42 CFR
+#: Part 2 data
+ROI_PERMIT, ROI_DENY, ROI_PART2 = "roi-permit", "roi-deny", "roi-part2"
+EVERYONE = "*"
+PART2_LABELS = frozenset(
+    {
+        ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "42CFRPart2"),
+        ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "SUD"),
+    }
+)
 
 _TASK_TERMINAL = frozenset({"completed", "cancelled", "failed", "rejected"})
 _SR_OPEN = frozenset({"draft", "active", "on-hold"})
@@ -113,6 +130,8 @@ def grants(type: str, id: str, resource: dict[str, Any], stamp: int, read: Read)
         return _task(id, resource, stamp, read)
     if type == "ServiceRequest":
         return _service_request(id, resource, stamp)
+    if type == "Consent":
+        return _consent(resource)
     return []
 
 
@@ -239,3 +258,35 @@ def stored_reader(read: Callable[[str, str], Any]) -> Read:
         return body
 
     return found
+
+
+def _consent(resource: dict[str, Any]) -> list[Grant]:
+    """A member's release of information: rows while the Consent is active (``inactive``,
+    ``rejected``: withdrawn); each provision, nested ones too, with its type (inherited when
+    absent), period and actors (none: everyone)."""
+    if resource.get("status") != "active":
+        return []
+    member = _local(resource.get("patient"), "Patient")
+    if member is None:
+        return []
+    rows: list[Grant] = []
+
+    def walk(provision: Any, inherited: str | None) -> None:
+        if not isinstance(provision, dict):
+            return
+        kind = provision.get("type") or inherited
+        actors = _orgs([a.get("reference") for a in _refs(provision.get("actor"))])
+        start, end = _period(provision.get("period"))
+        if kind in ("permit", "deny"):
+            roi = ROI_PERMIT if kind == "permit" else ROI_DENY
+            rows.extend((member, org, roi, start, end, "", "") for org in actors or [EVERYONE])
+            labels = {
+                (c.get("system"), c.get("code")) for c in _refs(provision.get("securityLabel"))
+            }
+            if kind == "permit" and labels & PART2_LABELS:
+                rows.extend((member, org, ROI_PART2, start, end, "", "") for org in actors)
+        for nested in _refs(provision.get("provision")):
+            walk(nested, kind if isinstance(kind, str) else None)
+
+    walk(resource.get("provision"), None)
+    return list(dict.fromkeys(rows))

@@ -34,7 +34,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.auth.grants import KINDS
+from server.auth.grants import KINDS, PART2_LABELS
 from server.auth.interactions import WRITES, Interaction
 from server.auth.policy import EVERYTHING, NOTHING, Facts, Narrowing, where
 from server.auth.principal import Principal
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from server.writes.rules import Rule
 
 DAY_US = 86_400_000_000
+ORGANIZATION_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type"
 PLATFORM = "platform"
 
 #: the default data classes (types of the Patient compartment; ``clinical`` also takes every
@@ -132,6 +133,9 @@ DEFAULT_PURPOSES: dict[str, tuple[str, ...]] = {
 
 
 _PARTS = (
+    "consent",
+    "covered_types",
+    "part2_labels",
     "classes",
     "kinds",
     "scoped",
@@ -171,6 +175,9 @@ class Matrix:
     own: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_OWN))
     plans: tuple[str, ...] = ()
     consent_recorders: tuple[str, ...] = ()
+    consent: bool = True
+    covered_types: tuple[str, ...] = ("prov", "ins", "pay")
+    part2_labels: tuple[str, ...] = tuple(sorted(f"{s}|{c}" for s, c in PART2_LABELS))
 
     def __post_init__(self) -> None:
         compartment = _compartment()
@@ -233,7 +240,11 @@ class Matrix:
             for name in ("classes", "kinds", "purposes", "writes", "own"):
                 if name in data:
                     parts[name] = {str(k): tuple(map(str, v)) for k, v in data[name].items()}
-            for name in ("scoped", "plans", "consent_recorders"):
+            if "consent" in data:
+                if not isinstance(data["consent"], bool):
+                    raise TypeError("consent is true or false")
+                parts["consent"] = data["consent"]
+            for name in ("scoped", "plans", "consent_recorders", "covered_types", "part2_labels"):
                 if name in data:
                     parts[name] = tuple(map(str, data[name]))
             if "grace_days" in data:
@@ -324,12 +335,15 @@ class RelationshipPolicy:
             (k, int(matrix.grace_days[k] * DAY_US)) for k in kinds if k in matrix.grace_days
         )
         parts: list[Clause] = []
+        consent = self._consent()
         if reach or include_self or scoped:
-            parts.append(GrantClause(organization, reach, include_self, scoped, grace, 0))
+            parts.append(
+                GrantClause(organization, reach, include_self, scoped, grace, 0, *consent)
+            )
         for t in types:
             owners = tuple(k for k in kinds if matrix.owns(k, t, write))
             if owners:
-                own = _own(organization, t, matrix.own[t], owners, grace)
+                own = _own(organization, t, matrix.own[t], owners, grace, consent)
                 parts.append(own if type is not None else AllClause((TypeClause((t,)), own)))
         if type is None and not write:
             parts.append(TypeClause(_outside()))  # directory data
@@ -339,6 +353,14 @@ class RelationshipPolicy:
         if len(self._shapes) < 4096:
             self._shapes[key] = found
         return found
+
+    def _consent(self) -> tuple[bool, tuple[tuple[str, str], ...], tuple[str, ...]]:
+        """The consent conditions of the grant clauses (``GrantClause``)."""
+        matrix = self.matrix
+        if not matrix.consent:
+            return False, (), ()
+        covered = tuple((ORGANIZATION_TYPE, code) for code in matrix.covered_types)
+        return True, covered, matrix.part2_labels
 
     def admits(self, principal: Principal, interaction: Interaction, facts: Facts) -> bool:
         """By organisation and type: whether the member's relationships reach the version is
@@ -371,13 +393,15 @@ def _own(
     params: tuple[str, ...],
     kinds: tuple[str, ...],
     grace: tuple[tuple[str, int], ...],
+    consent: tuple[bool, tuple[tuple[str, str], ...], tuple[str, ...]],
 ) -> Clause:
     """Resources of ``type`` naming the organisation under one of ``params``, of a member it
     serves through one of ``kinds``."""
     org = ReferenceValue("Organization", organization.removeprefix("Organization/"))
     naming = [ReferenceClause(p, (org,)) for p in params]
     named: Clause = naming[0] if len(naming) == 1 else AnyClause(tuple(naming))
-    member = GrantClause(organization, ((type, _compartment()[type], kinds),), (), (), grace, 0)
+    reach = ((type, _compartment()[type], kinds),)
+    member = GrantClause(organization, reach, (), (), grace, 0, *consent)
     return AllClause((named, member))
 
 

@@ -7,9 +7,10 @@ The scene, and what each organisation sees of it, written by hand from the defau
 * ``plan`` pays m1's and m2's Coverages: both members' every class;
 * ``ecm`` manages m1's active EpisodeOfCare: m1's demographics, coverage, consent,
   care-management and clinical data;
-* ``cbo`` owns the open referral Task t1 (focus: ServiceRequest sr1, whose supportingInfo is
-  Observation o1): m1's Patient and Consent, t1, sr1 and o1 — not m1's Condition, Encounter,
-  Coverage, EpisodeOfCare, nor the other referral t2;
+* ``cbo`` (a community group: not a covered entity) holds m1's release of information
+  (Consent con1 permits it) and owns the open referral Task t1 (focus: ServiceRequest sr1,
+  whose supportingInfo is Observation o1): m1's Patient and Consent, t1, sr1 and o1 — not
+  m1's Condition, Encounter, Coverage, EpisodeOfCare, nor the other referral t2;
 * ``other`` pays m3's Coverage and owns t2 (for m1): m3's data, and of m1 the Patient, the
   Consent and t2.
 """
@@ -27,6 +28,11 @@ from server.fhir.instant import format_instant, now_us
 from tests.support import Acting, TestClient, all_pages, clear_store, fhir_client, outcome, put
 
 PLATFORM = "Organization/platform"
+IRCP = {
+    "coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}
+    ]
+}
 RESEARCH = ("HRESCH",)
 
 
@@ -116,6 +122,11 @@ SCENE: list[dict[str, Any]] = [
         "scope": {"coding": [{"code": "patient-privacy"}]},
         "category": [{"coding": [{"code": "59284-0", "system": "http://loinc.org"}]}],
         "patient": _ref("Patient/m1"),
+        # the member's release of information to the community organisation (ASCMI)
+        "provision": {
+            "type": "permit",
+            "actor": [{"role": IRCP, "reference": _ref("Organization/cbo")}],
+        },
     },
     {
         "resourceType": "ServiceRequest",
@@ -269,9 +280,18 @@ def test_a_new_referral_grants_access_at_the_next_request(app: TestClient, who: 
     who.as_(LOCAL)
     assert put(app, _task("t3", "m2", "cbo")).status_code == 201
     who.as_(acting_for("cbo"))
+    # a community group: the referral alone is not enough without the member's release
+    assert app.get("/fhir/Task/t3").status_code == 404
+    who.as_(LOCAL)
+    assert put(app, _roi("roi2", "m2", "permit", "cbo")).status_code == 201
+    who.as_(acting_for("cbo"))
     assert app.get("/fhir/Patient/m2").status_code == 200
     assert app.get("/fhir/Task/t3").status_code == 200
     assert app.get("/fhir/Condition/c2").status_code == 404  # clinical: not a referral's
+    who.as_(LOCAL)
+    assert put(app, _task("t4", "m3", "other")).status_code == 201
+    who.as_(acting_for("other"))  # a payor (covered entity): no release needed
+    assert app.get("/fhir/Task/t4").status_code == 200
 
 
 def test_an_ended_relationship_stops_at_the_next_request(app: TestClient, who: Acting) -> None:
@@ -340,12 +360,7 @@ def _consent(id: str, member: str, actor: str | None = None) -> dict[str, Any]:
     if actor is not None:
         body["provision"] = {
             "type": "permit",
-            "actor": [
-                {
-                    "role": {"coding": [{"code": "IRCP"}]},
-                    "reference": _ref(f"Organization/{actor}"),
-                }
-            ],
+            "actor": [{"role": IRCP, "reference": _ref(f"Organization/{actor}")}],
         }
     return body
 
@@ -474,3 +489,105 @@ def test_a_matrix_naming_what_does_not_exist_is_refused() -> None:
         Matrix(classes={"directory": ("Organization",)})
     with pytest.raises(MatrixError, match="unknown relationship kind"):
         Matrix(grace_days={"friend": 3})
+
+
+# -- release of information and sensitive data ---------------------------------------------
+
+PART2_LABEL = "http://terminology.hl7.org/CodeSystem/v3-ActCode|42CFRPart2"
+
+
+def _roi(id: str, member: str, type: str, actor: str | None = None, **more: Any) -> dict:
+    provision: dict[str, Any] = {"type": type, **more}
+    if actor is not None:
+        provision["actor"] = [{"role": IRCP, "reference": _ref(f"Organization/{actor}")}]
+    return {**_consent(id, member), "provision": provision}
+
+
+def test_a_non_covered_recipient_needs_a_release_withdrawn_at_the_next_request(
+    app: TestClient, who: Acting
+) -> None:
+    who.as_(LOCAL)
+    withdrawn = {**next(r for r in SCENE if r["id"] == "con1"), "status": "inactive"}
+    assert put(app, withdrawn).status_code == 200
+    who.as_(acting_for("cbo"))
+    # no ROI on file: the community group reaches nothing of the member, its referral neither
+    assert _everything(app) == ORGS
+    who.as_(LOCAL)
+    assert put(app, {**withdrawn, "status": "active"}).status_code == 200
+    who.as_(acting_for("cbo"))
+    assert _everything(app) == SEES["cbo"]
+
+
+def test_a_covered_entity_needs_no_release_for_treatment(app: TestClient, who: Acting) -> None:
+    who.as_(LOCAL)
+    withdrawn = {**next(r for r in SCENE if r["id"] == "con1"), "status": "rejected"}
+    assert put(app, withdrawn).status_code == 200
+    who.as_(acting_for("ecm"))  # a provider (prov): TPO access without an ROI
+    assert _everything(app) == SEES["ecm"]
+    who.as_(LOCAL)
+    assert put(app, _org("cbo", "prov")).status_code == 200  # the CBO registered as provider
+    who.as_(acting_for("cbo"))
+    assert _everything(app) == SEES["cbo"]
+
+
+def test_a_release_that_shares_nothing_is_not_the_absence_of_one(
+    app: TestClient, who: Acting
+) -> None:
+    who.as_(LOCAL)
+    assert put(app, _roi("deny-ecm", "m1", "deny", "ecm")).status_code == 201
+    who.as_(acting_for("ecm"))
+    assert _everything(app) == ORGS
+    who.as_(acting_for("plan"))
+    assert _everything(app) == SEES["plan"] | {"Consent/deny-ecm"}
+    who.as_(LOCAL)
+    assert put(app, _roi("deny-all", "m1", "deny")).status_code == 201
+    who.as_(acting_for("plan"))
+    assert _everything(app) == ORGS | {"Patient/m2", "Coverage/cov2", "Condition/c2"}
+    who.as_(acting_for("cbo"))  # its permit does not outweigh the member's deny
+    assert _everything(app) == ORGS
+    who.as_(LOCAL)
+    assert app.delete("/fhir/Consent/deny-all").status_code in (200, 204)
+    who.as_(acting_for("cbo"))
+    assert _everything(app) == SEES["cbo"] | {"Consent/deny-ecm"}
+
+
+def _sud(id: str, system: str, code: str) -> dict[str, Any]:
+    return {
+        **_condition(id, "m1"),
+        "code": {"coding": [{"system": system, "code": code}]},
+    }
+
+
+def test_unlabelled_substance_use_data_is_labelled_and_needs_a_part2_permit(
+    app: TestClient, who: Acting
+) -> None:
+    who.as_(LOCAL)
+    for resource in (
+        _sud("sud1", "http://hl7.org/fhir/sid/icd-10-cm", "F11.20"),
+        _sud("sud2", "http://snomed.info/sct", "5602001"),  # Synthea's opioid abuse
+        _sud("nic", "http://hl7.org/fhir/sid/icd-10-cm", "F17.210"),  # nicotine: not Part 2
+    ):
+        assert put(app, resource).status_code == 201
+    labelled = all_pages(app, f"/fhir/Condition?_security={PART2_LABEL}")
+    assert _keys(labelled) == {"Condition/sud1", "Condition/sud2"}
+    assert "security" not in app.get("/fhir/Condition/sud1").json()["meta"]  # body unchanged
+    who.as_(acting_for("ecm"))
+    assert _keys(all_pages(app, "/fhir/Condition")) == {"Condition/c1", "Condition/nic"}
+    assert app.get("/fhir/Condition/sud1").status_code == 404
+    # a Part 2 permit to everyone does not name the recipient
+    part2 = {"securityLabel": [{"system": PART2_LABEL.split("|")[0], "code": "42CFRPart2"}]}
+    who.as_(LOCAL)
+    assert put(app, _roi("p2-all", "m1", "permit", **part2)).status_code == 201
+    who.as_(acting_for("ecm"))
+    assert app.get("/fhir/Condition/sud1").status_code == 404
+    who.as_(LOCAL)
+    assert put(app, _roi("p2-ecm", "m1", "permit", "ecm", **part2)).status_code == 201
+    who.as_(acting_for("ecm"))
+    assert _keys(all_pages(app, "/fhir/Condition?_total=accurate")) == {
+        "Condition/c1",
+        "Condition/nic",
+        "Condition/sud1",
+        "Condition/sud2",
+    }
+    who.as_(acting_for("plan"))  # the plan holds no Part 2 permit
+    assert _keys(all_pages(app, "/fhir/Patient/m1/Condition")) == {"Condition/c1", "Condition/nic"}

@@ -184,6 +184,19 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _labelled(column: str, label: str) -> Frag:
+    """The access facts column ``column`` (labels separated by newlines) holds ``label``."""
+    escaped = label.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return _or(
+        [
+            (f"{column} = ?", (label,)),
+            (f"{column} LIKE ? ESCAPE '\\'", (f"{escaped}\n%",)),
+            (f"{column} LIKE ? ESCAPE '\\'", (f"%\n{escaped}",)),
+            (f"{column} LIKE ? ESCAPE '\\'", (f"%\n{escaped}\n%",)),
+        ]
+    )
+
+
 def uri_prefixes(uri: str) -> tuple[str, ...]:
     """``uri`` and its ``/``-separated prefixes: ``uri[:i]`` wherever ``uri[i]`` is ``/``."""
     out = {uri}
@@ -654,6 +667,54 @@ class Compiler:
             ]
         )
 
+    def _roi(self, clause: GrantClause, member: str, kinds: Sequence[str], orgs: Sequence[str]
+             ) -> Frag:
+        """Some live release-of-information row of ``member`` of one of ``kinds`` names one of
+        ``orgs``."""
+        q = self.alias("q")
+        condition = _and(
+            [
+                (f"{q}.member = {member}", ()),
+                _in(f"{q}.kind", kinds),
+                _in(f"{q}.organization", orgs),
+                (f"({q}.period_start IS NULL OR {q}.period_start <= ?)", (clause.now,)),
+                (f"({q}.period_end IS NULL OR {q}.period_end > ?)", (clause.now,)),
+            ]
+        )
+        probe = f"SELECT 1 FROM access_grant {q} WHERE {condition[0]}"
+        return f"EXISTS ({self.fenced(probe)})", condition[1]
+
+    def _consented(self, clause: GrantClause, member: str, alias: str) -> Frag:
+        """The member's release of information lets the clause's organisation have the
+        resource row ``alias``: no deny; a covered entity or a permit; for a sensitive
+        resource, a Part 2 permit naming the organisation."""
+        if not clause.consent:
+            return _TRUE
+        org, everyone = clause.organization, "*"
+        deny = self._roi(clause, member, ("roi-deny",), (org, everyone))
+        permit = self._roi(clause, member, ("roi-permit", "roi-part2"), (org, everyone))
+        parts = [(f"NOT {deny[0]}", deny[1])]
+        if clause.covered:
+            t = self.alias("t")
+            kind = org.partition("/")[2]
+            covered = _and(
+                [
+                    (f"{t}.rtype = 'Organization' AND {t}.id = ? AND {t}.param = 'type'", (kind,)),
+                    _or(
+                        (f"({t}.system = ? AND {t}.code = ?)", pair) for pair in clause.covered
+                    ),
+                ]
+            )
+            probe = f"SELECT 1 FROM search_token {t} WHERE {covered[0]}"
+            parts.append(_or([(f"EXISTS ({probe})", covered[1]), permit]))
+        else:
+            parts.append(permit)
+        if clause.sensitive:
+            labelled = _or(_labelled(f"{alias}.labels", label) for label in clause.sensitive)
+            part2 = self._roi(clause, member, ("roi-part2",), (org,))
+            parts.append(_or([(f"NOT ({labelled[0]})", labelled[1]), part2]))
+        return _and(parts)
+
     def _granted(self, clause: GrantClause, alias: str, types: Types) -> Frag:
         """Some live grant row reaches the resource: through the member its compartment
         parameters name, as the member's own Patient, or naming the resource itself."""
@@ -679,6 +740,7 @@ class Compiler:
                     (f"{g}.scope_type = ''", ()),
                     self._live(g, clause, all_kinds),
                     by_type,
+                    self._consented(clause, f"{g}.member", alias),
                 ]
             )
             source = self.pinned("search_reference", s, "owner")
@@ -690,6 +752,7 @@ class Compiler:
                 [
                     (f"{g}.member = {alias}.id AND {g}.scope_type = ''", ()),
                     self._live(g, clause, clause.include_self),
+                    self._consented(clause, f"{g}.member", alias),
                 ]
             )
             probe = f"SELECT 1 FROM access_grant {g} WHERE {condition[0]}"
@@ -707,6 +770,7 @@ class Compiler:
                 [
                     (f"{g}.scope_type = {alias}.rtype AND {g}.scope_id = {alias}.id", ()),
                     self._live(g, clause, clause.scoped),
+                    self._consented(clause, f"{g}.member", alias),
                 ]
             )
             probe = f"SELECT 1 FROM access_grant {g} WHERE {condition[0]}"

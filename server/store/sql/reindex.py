@@ -12,7 +12,8 @@ rebuilds the rows of every stored resource of the pending parameters' types, in 
 transaction each, recording its cursor after each batch, so an interrupted run resumes where
 it stopped; when it completes the parameters become ``indexed``. ``fill_facts`` computes the
 access facts of the versions stored before they existed (migration 7); ``rebuild_grants``
-the care relationships' access-grant rows (migration 9).
+the care relationships' access-grant rows (migration 9); ``relabel`` the security labels
+of sensitive data (``search/sensitivity.py``) after the value sets change.
 """
 
 from __future__ import annotations
@@ -222,3 +223,40 @@ def rebuild_grants(
         if not rows:
             break
     return count
+
+
+def relabel(repo: SqlRepository, *, batch: int = 500, progress: Progress | None = None) -> int:
+    """Label the current version of every stored resource anew (``search/sensitivity.py``:
+    the plan's value sets may have changed): where its security labels differ from the stored
+    access facts, its index rows and labels are rewritten (earlier versions keep theirs), in
+    batches of one transaction each; how many resources changed."""
+    dialect = repo.sql_dialect
+    with dialect.reading() as conn:
+        total = int(conn.execute("SELECT COUNT(*) FROM resource WHERE deleted = 0").fetchone()[0])
+    cursor, done, changed = 0, 0, 0
+    while True:
+        with dialect.writing() as conn:
+            rows: list[Any] = conn.execute(
+                "SELECT rtype, id, body, labels, created_seq FROM resource WHERE deleted = 0"
+                f" AND created_seq > ? ORDER BY created_seq LIMIT {int(batch)}",
+                [cursor],
+            ).fetchall()
+            for type, id, body, stored, seq in rows:
+                cursor = int(seq)
+                index = repo.rows.rows(type, orjson.loads(bytes(body)))
+                labels, owners = access_facts(type, id, index)
+                if labels == (stored or ""):
+                    continue
+                dialect.clear_index(conn, type, id)
+                write_index(conn, type, id, index)
+                conn.execute(
+                    "UPDATE resource SET labels = ?, owners = ? WHERE rtype = ? AND id = ?",
+                    (labels, owners, type, id),
+                )
+                changed += 1
+        done += len(rows)
+        if progress is not None and total:
+            progress(min(done, total), total)
+        if not rows:
+            break
+    return changed
