@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from server.writes.rules import Rule
 
 DAY_US = 86_400_000_000
+SECOND_US = 1_000_000
 ORGANIZATION_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type"
 PLATFORM = "platform"
 
@@ -308,7 +309,9 @@ class RelationshipPolicy:
         shape = self._shape(organization, self.kinds(principal), type, write)
         if shape is None:
             return NOTHING
-        return where(_at(shape, now_us()))
+        # the statement's time to the second: the compiled narrowing is reused for a second
+        # (``sql/query.py`` caches it by clause); periods are dates, grace periods days
+        return where(_at(shape, now_us() // SECOND_US * SECOND_US))
 
     def _shape(
         self, organization: str, kinds: tuple[str, ...], type: str | None, write: bool

@@ -681,7 +681,7 @@ class Compiler:
                 (f"({q}.period_end IS NULL OR {q}.period_end > ?)", (clause.now,)),
             ]
         )
-        probe = f"SELECT 1 FROM access_grant {q} WHERE {condition[0]}"
+        probe = f"SELECT 1 FROM {self.pinned('access_grant', q, 'member')} WHERE {condition[0]}"
         return f"EXISTS ({self.fenced(probe)})", condition[1]
 
     def _consented(self, clause: GrantClause, member: str, alias: str) -> Frag:
@@ -744,7 +744,8 @@ class Compiler:
                 ]
             )
             source = self.pinned("search_reference", s, "owner")
-            probe = f"SELECT 1 FROM {source} CROSS JOIN access_grant {g} WHERE {condition[0]}"
+            grants = self.pinned("access_grant", g, "member")
+            probe = f"SELECT 1 FROM {source} CROSS JOIN {grants} WHERE {condition[0]}"
             parts.append((f"EXISTS ({self.fenced(probe)})", condition[1]))
         if clause.include_self and (types is None or "Patient" in types):
             g = self.alias("g")
@@ -755,7 +756,7 @@ class Compiler:
                     self._consented(clause, f"{g}.member", alias),
                 ]
             )
-            probe = f"SELECT 1 FROM access_grant {g} WHERE {condition[0]}"
+            probe = f"SELECT 1 FROM {self.pinned('access_grant', g, 'member')} WHERE {condition[0]}"
             parts.append(
                 _and(
                     [
@@ -773,7 +774,7 @@ class Compiler:
                     self._consented(clause, f"{g}.member", alias),
                 ]
             )
-            probe = f"SELECT 1 FROM access_grant {g} WHERE {condition[0]}"
+            probe = f"SELECT 1 FROM {self.pinned('access_grant', g, 'scope')} WHERE {condition[0]}"
             parts.append((f"EXISTS ({self.fenced(probe)})", condition[1]))
         return _or(parts)
 
