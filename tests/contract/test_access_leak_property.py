@@ -303,6 +303,20 @@ def judge(client: TestClient, model: Model, o: str) -> None:
     for key in sorted(every):
         status = client.get(f"/fhir/{key}").status_code
         assert status == (200 if key in visible else 404), (o, key, status)
+    # a batch of the same reads: each entry's response as the read's
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": key}} for key in sorted(every)],
+    }
+    answered = client.post("/fhir", json=batch).json()["entry"]
+    for key, entry in zip(sorted(every), answered, strict=True):
+        expected = "200" if key in visible else "404"
+        assert entry["response"]["status"].startswith(expected), (o, key, entry["response"])
+        if key not in visible:
+            assert (
+                "resource" not in entry or entry["resource"]["resourceType"] == "OperationOutcome"
+            )
     # includes: the visible Tasks and, of what they point at, the visible part
     focus = {
         f"ServiceRequest/{model.resources[t]['focus']['reference'].split('/')[1]}"

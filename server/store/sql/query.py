@@ -715,6 +715,23 @@ class Compiler:
             parts.append(_or([(f"NOT ({labelled[0]})", labelled[1]), part2]))
         return _and(parts)
 
+    def _grant_row(
+        self, clause: GrantClause, kinds: Sequence[str], index: str, match: str, alias: str
+    ) -> Frag:
+        """Some live grant row of ``kinds`` (read through the index ``access_grant_<index>``)
+        satisfies ``match`` (``{g}``: the grant row, ``{r}``: the resource row ``alias``) and
+        the member's release of information."""
+        g = self.alias("g")
+        condition = _and(
+            [
+                (match.format(g=g, r=alias), ()),
+                self._live(g, clause, kinds),
+                self._consented(clause, f"{g}.member", alias),
+            ]
+        )
+        probe = f"SELECT 1 FROM {self.pinned('access_grant', g, index)} WHERE {condition[0]}"
+        return f"EXISTS ({self.fenced(probe)})", condition[1]
+
     def _granted(self, clause: GrantClause, alias: str, types: Types) -> Frag:
         """Some live grant row reaches the resource: through the member its compartment
         parameters name, as the member's own Patient, or naming the resource itself."""
@@ -748,34 +765,19 @@ class Compiler:
             probe = f"SELECT 1 FROM {source} CROSS JOIN {grants} WHERE {condition[0]}"
             parts.append((f"EXISTS ({self.fenced(probe)})", condition[1]))
         if clause.include_self and (types is None or "Patient" in types):
-            g = self.alias("g")
-            condition = _and(
-                [
-                    (f"{g}.member = {alias}.id AND {g}.scope_type = ''", ()),
-                    self._live(g, clause, clause.include_self),
-                    self._consented(clause, f"{g}.member", alias),
-                ]
-            )
-            probe = f"SELECT 1 FROM {self.pinned('access_grant', g, 'member')} WHERE {condition[0]}"
+            member = "{g}.member = {r}.id AND {g}.scope_type = ''"
+            own = self._grant_row(clause, clause.include_self, "member", member, alias)
+            parts.append(_and([(f"{alias}.rtype = 'Patient'", ()), own]))
+        if clause.scoped:
             parts.append(
-                _and(
-                    [
-                        (f"{alias}.rtype = 'Patient'", ()),
-                        (f"EXISTS ({self.fenced(probe)})", condition[1]),
-                    ]
+                self._grant_row(
+                    clause,
+                    clause.scoped,
+                    "scope",
+                    "{g}.scope_type = {r}.rtype AND {g}.scope_id = {r}.id",
+                    alias,
                 )
             )
-        if clause.scoped:
-            g = self.alias("g")
-            condition = _and(
-                [
-                    (f"{g}.scope_type = {alias}.rtype AND {g}.scope_id = {alias}.id", ()),
-                    self._live(g, clause, clause.scoped),
-                    self._consented(clause, f"{g}.member", alias),
-                ]
-            )
-            probe = f"SELECT 1 FROM {self.pinned('access_grant', g, 'scope')} WHERE {condition[0]}"
-            parts.append((f"EXISTS ({self.fenced(probe)})", condition[1]))
         return _or(parts)
 
     def _referenced(self, clause: ReferencedClause, alias: str, types: Types) -> Frag:
