@@ -18,6 +18,7 @@ from server.api.http import CORS_METHODS, CORS_REQUEST_HEADERS, CORS_RESPONSE_HE
 from server.api.transfer import GzipMiddleware, HeadMiddleware
 from server.auth.policy import Policy
 from server.auth.principal import Principal
+from server.auth.relationships import policies as relationship_policies
 from server.auth.scope_policy import SmartScopes
 from server.auth.service import AuthService
 from server.ecm.program import program_rules
@@ -42,10 +43,14 @@ logger = logging.getLogger("calaim_fhir.outbox")
 
 def access_policies(settings: Settings, given: Sequence[Policy] = ()) -> tuple[Policy, ...]:
     """The application's access policies: a token's scopes whenever authentication is on,
-    then ``given`` (every one must permit)."""
+    with it the care relationships when ``access_relationships`` is on, then ``given`` (every
+    one must permit)."""
     if settings.auth == "off":
         return tuple(given)
-    return (SmartScopes(search_service(settings).context), *given)
+    related = relationship_policies(
+        settings.access_relationships, settings.access_matrix, settings.coordination_platform
+    )
+    return (SmartScopes(search_service(settings).context), *related, *given)
 
 
 def create_app(
@@ -76,10 +81,12 @@ def create_app(
         owned = store is None
         repo = open_store(settings) if store is None else store
         runner = Runner(repo, settings.pg_pool_size)
+        # a policy may bring the write rules that keep it whole (relationships.py)
+        policy_rules = [r for p in app.state.policies for r in getattr(p, "rules", list)()]
         base_validator()  # load the schema before the first request, not during it
         pipeline = Pipeline(
             validation_service(settings),  # compile every profile: a bad one stops start-up
-            RuleSet([*default_rules(), *program_rules(settings), *rules]),
+            RuleSet([*default_rules(), *program_rules(settings), *policy_rules, *rules]),
             search_service(settings).context,
             settings.conditional_delete_multiple,
         )

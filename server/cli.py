@@ -404,15 +404,18 @@ def reindex(
     batch: Annotated[int, typer.Option(min=1, help="Resources per transaction")] = 500,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
 ) -> None:
-    """Index the stored resources for new or changed search parameters, and fill in the access
-    facts of versions stored before the server kept them.
+    """Index the stored resources for new or changed search parameters, fill in the access
+    facts of versions stored before the server kept them, and rebuild the care relationships'
+    access grants, and label sensitive data anew.
 
     A SearchParameter added to (or changed in) profiles/searchparameters/ is indexed on every
     write from the next start, but is not searchable until this command has indexed the
     resources stored before it. Versions stored before the access facts existed (security
     labels and compartment owners, read by the per-resource access decision) are hidden from
-    restricted principals until this command fills them in. Batched and resumable; restart
-    the server afterwards.
+    restricted principals until this command fills them in. The access grants (who serves
+    which member) are rebuilt from the stored Coverage, EpisodeOfCare, CareTeam, Task and
+    ServiceRequest resources, and the security labels of sensitive data (42 CFR Part 2) from
+    the configured value sets. Batched and resumable; restart the server afterwards.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -431,6 +434,12 @@ def reindex(
         filled = reindexing.fill_facts(repo, batch=batch)
         if filled and not quiet:
             console.print(f"Access facts filled in for {filled} stored version(s).")
+        relabelled = reindexing.relabel(repo, batch=batch)
+        if relabelled and not quiet:
+            console.print(f"Security labels changed on {relabelled} resource(s).")
+        granted = reindexing.rebuild_grants(repo, batch=batch)
+        if granted and not quiet:
+            console.print(f"Access grants rebuilt from {granted} relationship resource(s).")
         pending = sorted(registry.pending)
         if not pending:
             if not quiet:

@@ -146,6 +146,23 @@ class Settings(BaseSettings):
         "policies' narrowing let through but its indexed facts refuse: leave it out (filter), "
         "or fail the request (fail: for tests, where the two must always agree)",
     )
+    access_relationships: bool = Field(
+        False,
+        description="Narrow every principal acting for an organisation by its care "
+        "relationships with members and their data classes (docs/security.md, "
+        "'Relationships and data classes'); operators are not narrowed",
+    )
+    access_matrix: str | None = Field(
+        None,
+        description="JSON file of the plan's data-class matrix (classes, kinds, scoped, "
+        "grace_days, purposes; docs/security.md); unset: the documented default",
+    )
+    access_sensitivity: str | None = Field(
+        None,
+        description="JSON file of the plan's sensitive-data value sets and 42 CFR Part 2 "
+        "programs, labelled on write (docs/security.md, 'Sensitive data'); unset: the "
+        "documented substance-use default",
+    )
     pg_pool_size: int = Field(8, ge=1)
     busy_timeout_ms: int = Field(10_000, ge=0)
     query_budget_ms: int = Field(

@@ -42,6 +42,7 @@ FHIR_JSON = "application/fhir+json"
 TABLES = (
     "resource",
     "resource_history",
+    "access_grant",
     "search_token",
     "search_string",
     "search_reference",

@@ -12,6 +12,12 @@ before each run): ``read`` (one of p1's Observations), ``search-patient``
 JSON line per run and a Markdown table (median rps over the rounds, ratio, load average).
 
     .venv/bin/python bench/access/ab.py [--rounds 3] [--duration 5] [--out runs.jsonl]
+        [--policy compartment|relationships]
+
+``--policy relationships``: the second server acts for ``Organization/ecm`` (a provider)
+under ``RelationshipPolicy`` (grants joined in every statement, release of information and
+Part 2 conditions on); the store also holds its EpisodeOfCare with p1..p150 and p1's
+Consent naming it, so ``search-code`` answers p1..p150's Observations.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class Server:
             PYTHONPATH=str(ROOT),
             CALAIM_FHIR_DATABASE_URL=database_url,
             CALAIM_FHIR_BASE_URL=f"{self.base}/fhir",
+            CALAIM_FHIR_AUTH="off",  # callers are named by the app (app.py)
             BENCH_ACCESS_POLICY=policy,
             BENCH_ACCESS_PATIENT="p1",
         )
@@ -104,6 +111,50 @@ class Server:
         self.log.close()
 
 
+MANAGED = PATIENTS // 2  # the ECM provider manages p1..p150 (relationships policy)
+
+
+def _relationships() -> list[dict[str, Any]]:
+    """The ECM provider (a covered entity), its EpisodeOfCare with half of the patients, and
+    p1's release of information naming it."""
+    system = "http://terminology.hl7.org/CodeSystem/organization-type"
+    out: list[dict[str, Any]] = [
+        {
+            "resourceType": "Organization",
+            "id": "ecm",
+            "name": "ECM provider",
+            "type": [{"coding": [{"system": system, "code": "prov"}]}],
+        }
+    ]
+    for p in range(1, MANAGED + 1):
+        out.append(
+            {
+                "resourceType": "EpisodeOfCare",
+                "id": f"eoc{p}",
+                "status": "active",
+                "patient": {"reference": f"Patient/p{p}"},
+                "managingOrganization": {"reference": "Organization/ecm"},
+            }
+        )
+    out.append(
+        {
+            "resourceType": "Consent",
+            "id": "roi1",
+            "status": "active",
+            "scope": {"coding": [{"code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": "Patient/p1"},
+            "provision": {
+                "type": "permit",
+                "actor": [
+                    {"role": {"text": "recipient"}, "reference": {"reference": "Organization/ecm"}}
+                ],
+            },
+        }
+    )
+    return out
+
+
 def _entries() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for n in range(PRACTITIONERS):
@@ -124,9 +175,9 @@ def _entries() -> list[dict[str, Any]]:
     return out
 
 
-def bundles() -> list[dict[str, Any]]:
-    """The data as 100-entry transactions."""
-    entries = _entries()
+def bundles(policy: str = "compartment") -> list[dict[str, Any]]:
+    """The data as 100-entry transactions (with the relationships for that policy)."""
+    entries = _entries() + (_relationships() if policy == "relationships" else [])
     return [
         {
             "resourceType": "Bundle",
@@ -152,10 +203,10 @@ def p1_reads() -> list[str]:
     ]
 
 
-def seed(base: str) -> list[str]:
+def seed(base: str, policy: str) -> list[str]:
     """Load the data; the paths of p1's Observations."""
     with httpx.Client(base_url=base, timeout=120) as client:
-        for bundle in bundles():
+        for bundle in bundles(policy):
             client.post("/fhir", json=bundle).raise_for_status()
     return p1_reads()
 
@@ -181,21 +232,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--policy", choices=["compartment", "relationships"], default="compartment")
     args = parser.parse_args()
+    policy_name = args.policy
     work = Path(tempfile.mkdtemp(prefix="bench-access-"))
     database_url = f"sqlite:///{work / 'store.db'}"
     servers = {"none": Server("none", database_url, work)}
     runs: list[dict[str, Any]] = []
     try:
-        reads = seed(servers["none"].base)
-        servers["compartment"] = Server("compartment", database_url, work)
+        reads = seed(servers["none"].base, policy_name)
+        servers[policy_name] = Server(policy_name, database_url, work)
         for name, paths in SCENARIOS.items():
             file = work / f"{name}.txt"
             file.write_text("\n".join(paths or reads) + "\n")
             for policy in servers:  # each answer checked once: 200, and what it returns
                 response = httpx.get(servers[policy].base + (paths or reads)[0])
                 assert response.status_code == 200, response.text
-            order = ["none", "compartment", "compartment", "none"] * args.rounds
+            order = ["none", policy_name, policy_name, "none"] * args.rounds
             order = order[: 2 * args.rounds]
             for policy in order:
                 base = servers[policy].base
@@ -212,8 +265,8 @@ def main() -> None:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in runs))
     print()
     print(
-        "| scenario | no policy rps (median) | compartment rps (median) | slower"
-        " | p50 ms none / compartment | load (1 min) |"
+        f"| scenario | no policy rps (median) | {policy_name} rps (median) | slower"
+        f" | p50 ms none / {policy_name} | load (1 min) |"
     )
     print("|---|---:|---:|---:|---:|---:|")
     for name in SCENARIOS:
@@ -221,10 +274,10 @@ def main() -> None:
         rps = {p: statistics.median(r["rps"] for r in rs) for p, rs in of.items()}
         p50 = {p: statistics.median(r["latency_ms"]["p50"] for r in rs) for p, rs in of.items()}
         loads = [r["load1"] for r in runs if r["scenario"] == name]
-        slower = 1 - rps["compartment"] / rps["none"]
+        slower = 1 - rps[policy_name] / rps["none"]
         print(
-            f"| {name} | {rps['none']:,.0f} | {rps['compartment']:,.0f} | {slower:.1%} |"
-            f" {p50['none']:.2f} / {p50['compartment']:.2f} | {min(loads):.2f}–{max(loads):.2f} |"
+            f"| {name} | {rps['none']:,.0f} | {rps[policy_name]:,.0f} | {slower:.1%} |"
+            f" {p50['none']:.2f} / {p50[policy_name]:.2f} | {min(loads):.2f}–{max(loads):.2f} |"
         )
 
 

@@ -19,6 +19,7 @@ from server.fhir.fhirpath import Node, compile_search_expression
 from server.search.bindings import bound_system
 from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
 from server.search.rows import IndexRows
+from server.search.sensitivity import Labeller
 from server.search.values import IndexContext, to_rows
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,11 @@ class _Plan:
 class Indexer:
     """Index rows of resources under one registry, server base and local zone."""
 
-    def __init__(self, registry: Registry, base: str, zone: ZoneInfo) -> None:
+    def __init__(
+        self, registry: Registry, base: str, zone: ZoneInfo, labeller: Labeller | None = None
+    ) -> None:
         self.registry = registry
+        self.labeller = labeller  # sensitive data labelled on write (sensitivity.py)
         self.context = IndexContext(base.rstrip("/"), zone)
         self._plans: dict[str, tuple[_Plan, ...]] = {}
         self._extractors: dict[tuple[str, str], Extractor | None] = {}
@@ -78,6 +82,8 @@ class Indexer:
             rows = getattr(out, name)
             if len(rows) > 1:
                 setattr(out, name, list(dict.fromkeys(rows)))
+        if self.labeller is not None and only is None:
+            self.labeller.label(out)
         return out
 
     # -- plans -----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from server.search.query import (
     CompositeClause,
     Criteria,
     DateClause,
+    GrantClause,
     HasClause,
     IdClause,
     LastUpdatedClause,
@@ -534,6 +535,10 @@ def _predicate(clause: Clause) -> Pred:
         # referrers are found by source type and parameter; a view's "referred to by any
         # member" is answered by the store alone: in memory nothing is referred to that way
         return lambda subject: False
+    if isinstance(clause, GrantClause):
+        # care relationships are rows of the store's access_grant table: the store alone
+        # answers them; in memory nothing is reached that way
+        return lambda subject: False
     if isinstance(clause, IdClause):
         return _id_pred(clause)
     if isinstance(clause, LastUpdatedClause):
@@ -578,7 +583,7 @@ def _cost(clause: Clause) -> int:
     """Evaluation order: columns first, then rows, then other resources."""
     if isinstance(clause, IdClause | LastUpdatedClause):
         return 0
-    if isinstance(clause, ChainClause | HasClause | ReferencedClause):
+    if isinstance(clause, ChainClause | HasClause | ReferencedClause | GrantClause):
         return 2
     if isinstance(clause, AnyClause):
         return max((_cost(c) for c in clause.alternatives), default=0)

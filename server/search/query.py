@@ -268,6 +268,33 @@ class ReferencedClause:
     types: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class GrantClause:
+    """The resource is reached by a live care relationship of ``organization`` (rows of the
+    ``access_grant`` table, ``server/auth/grants.py``): it belongs, under one of its type's
+    compartment parameters (``reach``: type, Patient compartment parameter codes, the
+    relationship kinds whose data classes include the type), to a member with whom the
+    organisation holds a relationship of one of those kinds — the member's own Patient with
+    ``include_self`` kinds — or a row of one of ``scoped`` kinds names the resource itself.
+    A row is live when ``now`` (µs, the statement's time) is within its period, its end
+    extended by the kind's ``grace`` (µs). With ``consent``, the member's release of
+    information holds too (ROI rows of the same table): no live deny of the organisation or of
+    everyone, and either the organisation is a covered entity (its Organization's ``type``
+    has one of the ``covered`` codes) or a live permit names it or everyone; a resource with
+    one of the ``sensitive`` labels (``system|code``) needs a live Part 2 permit naming the
+    organisation. An access policy's clause; no search parameter parses to it."""
+
+    organization: str
+    reach: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
+    include_self: tuple[str, ...]
+    scoped: tuple[str, ...]
+    grace: tuple[tuple[str, int], ...]
+    now: int
+    consent: bool = False
+    covered: tuple[tuple[str, str], ...] = ()
+    sensitive: tuple[str, ...] = ()
+
+
 Clause = (
     IdClause
     | LastUpdatedClause
@@ -288,6 +315,7 @@ Clause = (
     | AllClause
     | TypeClause
     | ReferencedClause
+    | GrantClause
 )
 
 

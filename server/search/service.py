@@ -15,6 +15,7 @@ from server.fhir.conformance import conformance
 from server.search.index import Indexer
 from server.search.parse import SearchContext
 from server.search.registry import Registry, load_registry
+from server.search.sensitivity import Labeller
 from server.settings import Settings
 
 
@@ -40,4 +41,5 @@ def search_service(settings: Settings) -> SearchService:
         default_total=settings.default_total,
         expand=conformance().terminology.expand,
     )
-    return SearchService(registry, Indexer(registry, base, zone), context)
+    labeller = Labeller.load(settings.access_sensitivity)
+    return SearchService(registry, Indexer(registry, base, zone, labeller), context)

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from server.auth.grants import stored_reader
 from server.auth.interactions import Interaction
 from server.errors import InvalidResource, TransactionConflict
 from server.fhir.ids import new_id
@@ -61,6 +62,7 @@ from server.store.sql import bodies, scans, store_file
 from server.store.sql import query as compiler
 from server.store.sql.auth import SqlAuth
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
+from server.store.sql.grants import write_grants
 from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
 from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
@@ -529,6 +531,9 @@ class SqlUnit(SqlReader):
             rows = index.tables()
             if rows:
                 self._dialect.store_index(self._conn, type, id, rows)
+        write_grants(
+            self._conn, type, id, resource, stamp, stored_reader(self.read), fresh=prev is None
+        )
         origin = self._origin
         if self._transaction is None:
             self._transaction = os.urandom(12).hex()

@@ -68,6 +68,7 @@ from server.search.query import (
     Criteria,
     Cursor,
     DateClause,
+    GrantClause,
     HasClause,
     IdClause,
     Include,
@@ -181,6 +182,19 @@ def _like(text: str) -> str:
     """A LIKE pattern (``ESCAPE '\\'``) matching values that contain ``text``."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def _labelled(column: str, label: str) -> Frag:
+    """The access facts column ``column`` (labels separated by newlines) holds ``label``."""
+    escaped = label.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return _or(
+        [
+            (f"{column} = ?", (label,)),
+            (f"{column} LIKE ? ESCAPE '\\'", (f"{escaped}\n%",)),
+            (f"{column} LIKE ? ESCAPE '\\'", (f"%\n{escaped}",)),
+            (f"{column} LIKE ? ESCAPE '\\'", (f"%\n{escaped}\n%",)),
+        ]
+    )
 
 
 def uri_prefixes(uri: str) -> tuple[str, ...]:
@@ -537,7 +551,9 @@ def _preference(clause: Clause) -> int:
         return 2
     if isinstance(clause, StringClause):
         return 3
-    if isinstance(clause, ChainClause | HasClause | AnyClause | AllClause | ReferencedClause):
+    if isinstance(
+        clause, ChainClause | HasClause | AnyClause | AllClause | ReferencedClause | GrantClause
+    ):
         return 4
     if _is_last_updated(clause):
         return 6
@@ -628,7 +644,141 @@ class Compiler:
             return _in(f"{alias}.rtype", clause.types)
         if isinstance(clause, ReferencedClause):
             return self._referenced(clause, alias, types)
+        if isinstance(clause, GrantClause):
+            return self._granted(clause, alias, types)
         return self._composite(clause, alias)
+
+    @staticmethod
+    def _live(g: str, clause: GrantClause, kinds: Sequence[str]) -> Frag:
+        """The grant row ``g`` is of one of ``kinds`` and live at the clause's time (its end
+        extended by its kind's grace)."""
+        grace = dict(clause.grace)
+        now = clause.now
+        ends = _or(
+            (f"({g}.kind = ? AND ({g}.period_end IS NULL OR {g}.period_end > ?))",
+             (kind, now - grace.get(kind, 0)))
+            for kind in kinds
+        )
+        return _and(
+            [
+                (f"{g}.organization = ?", (clause.organization,)),
+                (f"({g}.period_start IS NULL OR {g}.period_start <= ?)", (now,)),
+                ends,
+            ]
+        )
+
+    def _roi(self, clause: GrantClause, member: str, kinds: Sequence[str], orgs: Sequence[str]
+             ) -> Frag:
+        """Some live release-of-information row of ``member`` of one of ``kinds`` names one of
+        ``orgs``."""
+        q = self.alias("q")
+        condition = _and(
+            [
+                (f"{q}.member = {member}", ()),
+                _in(f"{q}.kind", kinds),
+                _in(f"{q}.organization", orgs),
+                (f"({q}.period_start IS NULL OR {q}.period_start <= ?)", (clause.now,)),
+                (f"({q}.period_end IS NULL OR {q}.period_end > ?)", (clause.now,)),
+            ]
+        )
+        probe = f"SELECT 1 FROM {self.pinned('access_grant', q, 'member')} WHERE {condition[0]}"
+        return f"EXISTS ({self.fenced(probe)})", condition[1]
+
+    def _consented(self, clause: GrantClause, member: str, alias: str) -> Frag:
+        """The member's release of information lets the clause's organisation have the
+        resource row ``alias``: no deny; a covered entity or a permit; for a sensitive
+        resource, a Part 2 permit naming the organisation."""
+        if not clause.consent:
+            return _TRUE
+        org, everyone = clause.organization, "*"
+        deny = self._roi(clause, member, ("roi-deny",), (org, everyone))
+        permit = self._roi(clause, member, ("roi-permit", "roi-part2"), (org, everyone))
+        parts = [(f"NOT {deny[0]}", deny[1])]
+        if clause.covered:
+            t = self.alias("t")
+            kind = org.partition("/")[2]
+            covered = _and(
+                [
+                    (f"{t}.rtype = 'Organization' AND {t}.id = ? AND {t}.param = 'type'", (kind,)),
+                    _or(
+                        (f"({t}.system = ? AND {t}.code = ?)", pair) for pair in clause.covered
+                    ),
+                ]
+            )
+            probe = f"SELECT 1 FROM search_token {t} WHERE {covered[0]}"
+            parts.append(_or([(f"EXISTS ({probe})", covered[1]), permit]))
+        else:
+            parts.append(permit)
+        if clause.sensitive:
+            labelled = _or(_labelled(f"{alias}.labels", label) for label in clause.sensitive)
+            part2 = self._roi(clause, member, ("roi-part2",), (org,))
+            parts.append(_or([(f"NOT ({labelled[0]})", labelled[1]), part2]))
+        return _and(parts)
+
+    def _grant_row(
+        self, clause: GrantClause, kinds: Sequence[str], index: str, match: str, alias: str
+    ) -> Frag:
+        """Some live grant row of ``kinds`` (read through the index ``access_grant_<index>``)
+        satisfies ``match`` (``{g}``: the grant row, ``{r}``: the resource row ``alias``) and
+        the member's release of information."""
+        g = self.alias("g")
+        condition = _and(
+            [
+                (match.format(g=g, r=alias), ()),
+                self._live(g, clause, kinds),
+                self._consented(clause, f"{g}.member", alias),
+            ]
+        )
+        probe = f"SELECT 1 FROM {self.pinned('access_grant', g, index)} WHERE {condition[0]}"
+        return f"EXISTS ({self.fenced(probe)})", condition[1]
+
+    def _granted(self, clause: GrantClause, alias: str, types: Types) -> Frag:
+        """Some live grant row reaches the resource: through the member its compartment
+        parameters name, as the member's own Patient, or naming the resource itself."""
+        parts: list[Frag] = []
+        reach = [r for r in clause.reach if r[1] and r[2] and (types is None or r[0] in types)]
+        if reach:
+            s, g = self.alias("s"), self.alias("g")
+            by_type = _or(
+                _and(
+                    [
+                        (f"{s}.rtype = ?", (type,)),
+                        _in(f"{s}.param", codes),
+                        _in(f"{g}.kind", kinds),
+                    ]
+                )
+                for type, codes, kinds in reach
+            )
+            all_kinds = sorted({k for _, _, kinds in reach for k in kinds})
+            condition = _and(
+                [
+                    (f"{s}.rtype = {alias}.rtype AND {s}.id = {alias}.id", ()),
+                    (f"{s}.target_type = 'Patient' AND {g}.member = {s}.target_id", ()),
+                    (f"{g}.scope_type = ''", ()),
+                    self._live(g, clause, all_kinds),
+                    by_type,
+                    self._consented(clause, f"{g}.member", alias),
+                ]
+            )
+            source = self.pinned("search_reference", s, "owner")
+            grants = self.pinned("access_grant", g, "member")
+            probe = f"SELECT 1 FROM {source} CROSS JOIN {grants} WHERE {condition[0]}"
+            parts.append((f"EXISTS ({self.fenced(probe)})", condition[1]))
+        if clause.include_self and (types is None or "Patient" in types):
+            member = "{g}.member = {r}.id AND {g}.scope_type = ''"
+            own = self._grant_row(clause, clause.include_self, "member", member, alias)
+            parts.append(_and([(f"{alias}.rtype = 'Patient'", ()), own]))
+        if clause.scoped:
+            parts.append(
+                self._grant_row(
+                    clause,
+                    clause.scoped,
+                    "scope",
+                    "{g}.scope_type = {r}.rtype AND {g}.scope_id = {r}.id",
+                    alias,
+                )
+            )
+        return _or(parts)
 
     def _referenced(self, clause: ReferencedClause, alias: str, types: Types) -> Frag:
         """The resource is of one of the clause's types and some live resource satisfying the

@@ -11,7 +11,9 @@ registry hides pending parameters from searches and the CapabilityStatement. ``r
 rebuilds the rows of every stored resource of the pending parameters' types, in batches of one
 transaction each, recording its cursor after each batch, so an interrupted run resumes where
 it stopped; when it completes the parameters become ``indexed``. ``fill_facts`` computes the
-access facts of the versions stored before they existed (migration 7).
+access facts of the versions stored before they existed (migration 7); ``rebuild_grants``
+the care relationships' access-grant rows (migration 10); ``relabel`` the security labels
+of sensitive data (``search/sensitivity.py``) after the value sets change.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from typing import Any
 
 import orjson
 
+from server.auth.grants import SOURCE_TYPES, stored_reader
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.search.access_facts import access_facts
 from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
-from server.store.sql.adapter import SqlRepository, write_index
+from server.store.sql.adapter import SqlReader, SqlRepository, write_index
 from server.store.sql.dialect import Connection
+from server.store.sql.grants import write_grants
 
 INDEXED = "indexed"
 PENDING = "pending"
@@ -178,3 +182,81 @@ def fill_facts(repo: SqlRepository, *, batch: int = 500, progress: Progress | No
             if not rows:
                 break
     return count
+
+
+def rebuild_grants(
+    repo: SqlRepository, *, batch: int = 500, progress: Progress | None = None
+) -> int:
+    """Rebuild the ``access_grant`` rows of every live relationship resource from its current
+    version (``server/auth/grants.py``; a rule or a matrix that changed takes effect on the
+    stored data), in batches of one transaction each, and drop the rows of resources no longer
+    live; how many resources it rebuilt."""
+    dialect = repo.sql_dialect
+    types = sorted(SOURCE_TYPES)
+    marks = ", ".join("?" for _ in types)
+    where = f"deleted = 0 AND rtype IN ({marks})"
+    with dialect.writing() as conn:
+        conn.execute(
+            "DELETE FROM access_grant WHERE NOT EXISTS (SELECT 1 FROM resource r"
+            " WHERE r.rtype = access_grant.source_type AND r.id = access_grant.source_id"
+            " AND r.deleted = 0)"
+        )
+    with dialect.reading() as conn:
+        total = int(
+            conn.execute(f"SELECT COUNT(*) FROM resource WHERE {where}", types).fetchone()[0]
+        )
+    cursor, count = 0, 0
+    while True:
+        with dialect.writing() as conn:
+            rows: list[Any] = conn.execute(
+                f"SELECT rtype, id, body, last_updated, created_seq FROM resource WHERE {where}"
+                f" AND created_seq > ? ORDER BY created_seq LIMIT {int(batch)}",
+                [*types, cursor],
+            ).fetchall()
+            read = stored_reader(SqlReader(conn, dialect.collate).read)
+            for type, id, body, stamp, seq in rows:
+                write_grants(conn, type, id, orjson.loads(bytes(body)), int(stamp), read)
+                cursor = int(seq)
+        count += len(rows)
+        if progress is not None and total:
+            progress(min(count, total), total)
+        if not rows:
+            break
+    return count
+
+
+def relabel(repo: SqlRepository, *, batch: int = 500, progress: Progress | None = None) -> int:
+    """Label the current version of every stored resource anew (``search/sensitivity.py``:
+    the plan's value sets may have changed): where its security labels differ from the stored
+    access facts, its index rows and labels are rewritten (earlier versions keep theirs), in
+    batches of one transaction each; how many resources changed."""
+    dialect = repo.sql_dialect
+    with dialect.reading() as conn:
+        total = int(conn.execute("SELECT COUNT(*) FROM resource WHERE deleted = 0").fetchone()[0])
+    cursor, done, changed = 0, 0, 0
+    while True:
+        with dialect.writing() as conn:
+            rows: list[Any] = conn.execute(
+                "SELECT rtype, id, body, labels, created_seq FROM resource WHERE deleted = 0"
+                f" AND created_seq > ? ORDER BY created_seq LIMIT {int(batch)}",
+                [cursor],
+            ).fetchall()
+            for type, id, body, stored, seq in rows:
+                cursor = int(seq)
+                index = repo.rows.rows(type, orjson.loads(bytes(body)))
+                labels, owners = access_facts(type, id, index)
+                if labels == (stored or ""):
+                    continue
+                dialect.clear_index(conn, type, id)
+                write_index(conn, type, id, index)
+                conn.execute(
+                    "UPDATE resource SET labels = ?, owners = ? WHERE rtype = ? AND id = ?",
+                    (labels, owners, type, id),
+                )
+                changed += 1
+        done += len(rows)
+        if progress is not None and total:
+            progress(min(done, total), total)
+        if not rows:
+            break
+    return changed

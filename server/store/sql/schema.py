@@ -53,6 +53,12 @@ who sign in to a launch (``auth_user``), pending authorization requests (``auth_
 approved grants (``auth_grant``, with the absolute lifetime of their refresh tokens),
 refresh tokens (``auth_refresh``), authorization codes (``auth_code``) and sign-in throttling
 (``auth_throttle``).
+
+Migration 10 adds ``access_grant``: the care relationships of members and organisations
+(``server/auth/grants.py``), replaced with every version of their source resource in its own
+transaction and read by the relationship policy's clause (``GrantClause``) inside every
+narrowed statement; ``calaim-fhir reindex`` rebuilds them (``sql/reindex.py``,
+``rebuild_grants``).
 """
 
 from __future__ import annotations
@@ -386,5 +392,24 @@ MIGRATIONS: list[list[str]] = [
             blocked_until {bigint} NOT NULL,
             updated {bigint} NOT NULL
         )""",
+    ],
+    [
+        # the care relationships of members and organisations (``auth/grants.py``), rewritten
+        # with every version of their source resource; scope_type/scope_id empty for a
+        # relationship with the member, else the one resource the row reaches
+        """CREATE TABLE access_grant (
+            source_type TEXT NOT NULL,
+            source_id TEXT NOT NULL,
+            member TEXT NOT NULL,
+            organization TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            period_start {bigint},
+            period_end {bigint},
+            scope_type TEXT NOT NULL,
+            scope_id TEXT NOT NULL
+        )""",
+        "CREATE INDEX access_grant_member ON access_grant (organization, member, kind)",
+        "CREATE INDEX access_grant_scope ON access_grant (organization, scope_type, scope_id)",
+        "CREATE INDEX access_grant_source ON access_grant (source_type, source_id)",
     ],
 ]
