@@ -1,4 +1,4 @@
-"""The ``calaim-fhir`` command: serve, load, reindex, validate, check, openapi."""
+"""The ``calaim-fhir`` command: serve, load, import, reindex, validate, check, openapi."""
 
 from __future__ import annotations
 
@@ -315,6 +315,110 @@ def load(
         raise typer.Exit(1)
     if not quiet:
         console.print(summary)
+
+
+# -- import ----------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="NDJSON files, or folders searched recursively for *.ndjson", exists=True
+        ),
+    ],
+    database_url: DatabaseUrl = None,
+    batch: Annotated[int, typer.Option(min=1, help="Lines per transaction")] = 500,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the progress is kept for a resume (default: .calaim-import-<digest>"
+            ".json in the current folder); removed when the import finishes"
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+) -> None:
+    """Import NDJSON (Synthea's bulk output, a $export's files) into the store, in two passes:
+    every resource under its own id, then the lines with conditional references, resolved.
+
+    Interrupted, it resumes where it stopped when run again with the same files. Rejected lines
+    (with their reasons) and references that name no stored resource are listed at the end.
+    Exits 1 when a line was rejected.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+    from rich.table import Table
+
+    from server import loader
+    from server.bulk import importer
+    from server.settings import Settings
+
+    console = Console(stderr=True)
+    try:
+        files = [p for p in loader.discover(paths) if p.name.endswith(".ndjson")]
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if not files:
+        console.print("[red]No NDJSON file found[/red]")
+        raise typer.Exit(2)
+    settings = Settings(database_url=database_url, auth="off") if database_url else Settings(
+        auth="off"
+    )
+    bar = Bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    )
+    current: list[Any] = []
+
+    def start(name: str, total: int) -> None:
+        current.append(bar.add_task(name, total=total))
+
+    def advance(n: int) -> None:
+        bar.advance(current[-1], n)
+
+    with bar:
+        report = importer.run(
+            files,
+            settings,
+            batch=batch,
+            state_file=state or importer.state_path(files),
+            progress=importer.Progress(start, advance),
+        )
+    rate = report.stored / report.seconds if report.seconds else 0.0
+    summary = (
+        f"{len(files)} file(s), {report.lines} line(s): {report.stored} stored, "
+        f"{report.skipped} done before, {len(report.rejected)} rejected, "
+        f"{report.unresolved_count} unresolved reference(s); "
+        f"{report.seconds:.1f} s, {rate:,.0f} resources/s"
+    )
+    if report.unresolved:
+        listed = Table(title="Unresolved references")
+        for column in ("file", "line", "reference"):
+            listed.add_column(column, overflow="fold")
+        for each in report.unresolved[:_LISTED]:
+            listed.add_row(each.file, str(each.line), each.reference)
+        console.print(listed)
+        if report.unresolved_count > _LISTED:
+            console.print(f"... and {report.unresolved_count - _LISTED} more")
+    if report.rejected:
+        table = Table(title="Rejected lines")
+        for column in ("file", "line", "status", "reason"):
+            table.add_column(column, overflow="fold")
+        for rejected in report.rejected:
+            table.add_row(
+                rejected.file, str(rejected.line), str(rejected.status), rejected.reason
+            )
+        console.print(table)
+        console.print(f"[red]{summary}[/red]")
+        raise typer.Exit(1)
+    console.print(summary)
 
 
 # -- reindex ---------------------------------------------------------------------------------
