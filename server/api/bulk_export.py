@@ -39,7 +39,7 @@ from server.api.async_jobs import RETRY_AFTER, progress
 from server.api.context import jobs_of, note, principal_of, repository, settings_of
 from server.bulk import files
 from server.bulk.export import KIND, UNIT, ExportJob, ExportWork, snapshot
-from server.bulk.request import Level, parameters_pairs, parse_export
+from server.bulk.request import Level, parameters_pairs, parse_export, readable_types
 from server.errors import BadRequest, Gone, NotFound, TooManyRequests
 from server.fhir.instant import format_http_date, now_us
 from server.fhir.outcome import Issue, operation_outcome
@@ -101,6 +101,7 @@ async def _kick_off(request: Request, level: Level, group: str | None = None) ->
     else:
         pairs = list(request.query_params.multi_items())
     service = search_service(settings)
+    explicit = any(name == "_type" for name, _ in pairs)
     export = parse_export(
         level,
         pairs,
@@ -110,6 +111,7 @@ async def _kick_off(request: Request, level: Level, group: str | None = None) ->
         posted=posted,
     )
     repo = repository(request)
+    export = replace(export, types=readable_types(repo.access, export.types, explicit))
     base = settings.fhir_base
     if group is not None:
         found = await repo.reading(lambda reader: reader.read("Group", group))

@@ -24,7 +24,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from server.errors import BadRequest, InvalidSearch
+from server.auth.interactions import Interaction
+from server.auth.policy import Access
+from server.errors import BadRequest, Forbidden, InvalidSearch
 from server.fhir.conformance import CONFORMANCE_TYPES
 from server.fhir.instant import parse_fhir_range
 from server.fhir.resource_types import RESOURCE_TYPES
@@ -206,3 +208,13 @@ def _filter(type: str, query: str, context: SearchContext, indexer: RowSource) -
 def type_filter(type: str, queries: Sequence[str], context: SearchContext) -> tuple[Criteria, ...]:
     """The criteria of a type's ``_typeFilter`` queries (checked at the kick-off)."""
     return tuple(parse_criteria_string(type, q, context) for q in queries)
+
+
+def readable_types(access: Access, types: Sequence[str], explicit: bool) -> tuple[str, ...]:
+    """The types of ``types`` an export reads for the caller: an export reads each type's
+    history (``history-type``), so a type the caller's access refuses is left out of an
+    export that named no ``_type``; one it named answers 403."""
+    refused = [t for t in types if not access.narrowing(Interaction.HISTORY_TYPE, t).permitted]
+    if refused and explicit:
+        raise Forbidden(f"Not permitted: export of {', '.join(refused[:10])}", expression="_type")
+    return tuple(t for t in types if t not in refused)

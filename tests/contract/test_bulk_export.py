@@ -571,3 +571,20 @@ def test_an_ecm_provider_patient_export_holds_only_its_members_data(
         assert keys(rows) == {
             k for k in VISIBLE["compartment"] if k.split("/")[0] in ("Patient", "Observation")
         }
+
+
+def test_the_capability_statement_declares_bulk_data_export(app: TestClient) -> None:
+    statement = app.get("/fhir/metadata").json()
+    bulk = "http://hl7.org/fhir/uv/bulkdata"
+    assert f"{bulk}/CapabilityStatement/bulk-data" in statement["instantiates"]
+    rest = statement["rest"][0]
+    assert {"name": "export", "definition": f"{bulk}/OperationDefinition/export"} in rest[
+        "operation"
+    ]
+    by_type = {r["type"]: r.get("operation", []) for r in rest["resource"]}
+    assert {"name": "export", "definition": f"{bulk}/OperationDefinition/patient-export"} in (
+        by_type["Patient"]
+    )
+    assert {"name": "export", "definition": f"{bulk}/OperationDefinition/group-export"} in (
+        by_type["Group"]
+    )
