@@ -196,6 +196,23 @@ def _store_label(url: str) -> str:
 _LISTED = 50  # unresolved references listed in full
 
 
+def _bar(console: Any, quiet: bool) -> Any:
+    """The progress display of a long command: one line per task (description, bar, n of m,
+    time); nothing with ``quiet``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    return Bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+
+
 @app.command()
 def load(
     paths: Annotated[
@@ -238,8 +255,6 @@ def load(
     resource after the load are listed. Exits 1 when anything failed.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as Bar
 
     from server import loader
 
@@ -250,15 +265,7 @@ def load(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     target = "store " + (database_url or "(settings default)") if direct else url
-    bar = Bar(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    )
+    bar = _bar(console, quiet)
     with bar:
         file_task = bar.add_task("files", total=len(files))
         request_task = bar.add_task("requests", total=None)
@@ -347,8 +354,6 @@ def import_(
     Exits 1 when a line was rejected.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as Bar
     from rich.table import Table
 
     from server import loader
@@ -367,14 +372,7 @@ def import_(
     settings = Settings(database_url=database_url, auth="off") if database_url else Settings(
         auth="off"
     )
-    bar = Bar(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    )
+    bar = _bar(console, quiet)
     current: list[Any] = []
 
     def start(name: str, total: int) -> None:
@@ -400,10 +398,10 @@ def import_(
     )
     if report.unresolved:
         listed = Table(title="Unresolved references")
-        for column in ("file", "line", "reference"):
+        for column in ("file", "entry", "reference"):
             listed.add_column(column, overflow="fold")
         for each in report.unresolved[:_LISTED]:
-            listed.add_row(each.file, str(each.line), each.reference)
+            listed.add_row(each.file, each.entry, each.reference)
         console.print(listed)
         if report.unresolved_count > _LISTED:
             console.print(f"... and {report.unresolved_count - _LISTED} more")

@@ -41,6 +41,7 @@ import orjson
 from server import loader
 from server.errors import FhirError
 from server.fhir.resource_types import RESOURCE_TYPES
+from server.loader import Unresolved
 from server.settings import Settings
 
 _CONDITIONAL = re.compile(rb'"reference"\s*:\s*"[A-Z][A-Za-z]+\?')
@@ -57,13 +58,6 @@ class Rejected:
     line: int
     status: int
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unresolved:
-    file: str
-    line: int
-    reference: str
 
 
 @dataclass(slots=True)
@@ -311,7 +305,9 @@ async def _unresolved(paths: Sequence[Path], repo: Any, report: ImportReport) ->
                 report.unresolved_count += 1
                 if len(report.unresolved) < _LISTED:
                     file, line = seen[key]
-                    report.unresolved.append(Unresolved(file, line, f"{key[0]}/{key[1]}"))
+                    report.unresolved.append(
+                        Unresolved(file, f"line {line}", f"{key[0]}/{key[1]}")
+                    )
 
 
 def run(paths: Sequence[Path], settings: Settings, **options: Any) -> ImportReport:
