@@ -445,8 +445,6 @@ def reindex(
     the server afterwards.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as Bar
 
     from server.search.service import search_service
     from server.settings import Settings
@@ -468,14 +466,7 @@ def reindex(
             return
         if not quiet:
             console.print("Reindexing for: " + ", ".join(pending))
-        bar = Bar(
-            TextColumn("resources"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet,
-        )
+        bar = _bar(console, quiet)
         with bar:
             task = bar.add_task("resources", total=None)
             done = reindexing.reindex(
