@@ -142,8 +142,11 @@ class _State:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.done: dict[str, int] = {}
+        self.retry: list[list[Any]] = []  # [file, line] of pass-2 lines waiting for a retry
         if path is not None and path.is_file():
-            self.done = orjson.loads(path.read_bytes()).get("done", {})
+            saved = orjson.loads(path.read_bytes())
+            self.done = saved.get("done", {})
+            self.retry = saved.get("retry", [])
 
     def get(self, step: str, file: str) -> int:
         return int(self.done.get(f"{step}:{file}", 0))
@@ -153,7 +156,7 @@ class _State:
         if self.path is None:
             return
         temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_bytes(orjson.dumps({"done": self.done}))
+        temporary.write_bytes(orjson.dumps({"done": self.done, "retry": self.retry}))
         os.replace(temporary, self.path)
 
     def finish(self) -> None:
@@ -233,6 +236,7 @@ async def run_import(
                 text = str(exc)
                 if retry is not None and _NO_MATCH in text:
                     retry.append(line)
+                    state.retry.append([line.file, line.number])
                 else:
                     report.rejected.append(Rejected(line.file, line.number, exc.status, text))
             report.stored += len(pending) - len(failures)
@@ -245,7 +249,7 @@ async def run_import(
             retry: list[_Line] = []
             for path in files:
                 name = str(path)
-                done = last = state.get(step, name)
+                done = last = recorded = state.get(step, name)
                 pending: list[_Line] = []
                 for number, raw in _lines(path, deferred):
                     if number <= done:
@@ -261,15 +265,18 @@ async def run_import(
                     pending.append(parsed)
                     if len(pending) >= batch:
                         await flush(step, name, pending, last, retry if deferred else None)
-                        pending = []
-                if pending or last != done:
+                        pending, recorded = [], last
+                if pending or last != recorded:  # what is left, or rejected lines at the end
                     await flush(step, name, pending, last, retry if deferred else None)
             return retry
 
         progress.start("pass 1: resources under their ids", first)
         await one_pass("1", list(paths), False)
         progress.start("pass 2: conditional references", second)
+        waiting = {(file, number) for file, number in state.retry}  # an earlier run's
         retry = await one_pass("2", ordered, True)
+        waiting -= {(line.file, line.number) for line in retry}
+        retry += _reread(waiting)
         while retry:  # a target of a conditional reference may itself be a pass-2 line
             again: list[tuple[_Line, FhirError]] = []
             for line in retry:
@@ -285,6 +292,21 @@ async def run_import(
     state.finish()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _reread(keys: set[tuple[str, int]]) -> list[_Line]:
+    """The lines ``(file, line number)`` read again (pass-2 lines an interrupted run left
+    waiting for a retry)."""
+    out: list[_Line] = []
+    for file in sorted({file for file, _ in keys}):
+        wanted = {number for name, number in keys if name == file}
+        with open(file, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if number in wanted:
+                    parsed = _parse(file, number, raw)
+                    if isinstance(parsed, _Line):
+                        out.append(parsed)
+    return out
 
 
 async def _unresolved(paths: Sequence[Path], repo: Any, report: ImportReport) -> None:
