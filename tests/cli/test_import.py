@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from server.bulk import importer
 from server.settings import Settings
 from tests.cli.conftest import ROOT, sqlite_url
 from tests.cli.test_load import invoke
-from tests.support import FHIR_JSON, TestClient, fhir_client
+from tests.support import FHIR_JSON, TestClient, fhir_client, postgres_database
 
 BULK = ROOT / "tests" / "fixtures" / "synthea-bulk"
 P1 = "ec5ab37a-4bfa-5b91-a6c7-14646a8fc5a5"
@@ -40,10 +41,20 @@ def _summary(result: Any) -> str:
     return " ".join(result.stderr.split())
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "fhir.db")
+    else:
+        with postgres_database(request.getfixturevalue("postgres_url")) as url:
+            yield url
+
+
 def test_the_synthea_fixture_imports_with_no_rejection_and_no_unresolved_reference(
-    tmp_path: Path,
+    tmp_path: Path, store_url: str
 ) -> None:
-    url = sqlite_url(tmp_path / "fhir.db")
+    url = store_url
     result = invoke("import", "--database-url", url, "--state", str(tmp_path / "s.json"), str(BULK))
     assert result.exit_code == 0, result.output
     lines = _fixture_lines()
@@ -82,9 +93,9 @@ def _bad_folder(tmp_path: Path) -> Path:
 
 
 def test_rejected_lines_and_unresolved_references_are_listed_with_their_reasons(
-    tmp_path: Path,
+    tmp_path: Path, store_url: str
 ) -> None:
-    url = sqlite_url(tmp_path / "fhir.db")
+    url = store_url
     folder = _bad_folder(tmp_path)
     result = invoke("import", "--database-url", url, "--state", str(tmp_path / "s"), str(folder))
     assert result.exit_code == 1, result.output
