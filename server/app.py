@@ -11,7 +11,17 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 
-from server.api import async_jobs, handlers, home, launch, metadata, operations, routes, smart
+from server.api import (
+    async_jobs,
+    bulk_export,
+    handlers,
+    home,
+    launch,
+    metadata,
+    operations,
+    routes,
+    smart,
+)
 from server.api.authentication import Authentication
 from server.api.fastpath import FastPath
 from server.api.http import CORS_METHODS, CORS_REQUEST_HEADERS, CORS_RESPONSE_HEADERS
@@ -133,6 +143,7 @@ def create_app(
     app.state.strict_access = settings.access_safety_net == "fail"
     app.include_router(smart.router, prefix="/fhir")
     app.include_router(launch.router, prefix="/fhir")
+    app.include_router(bulk_export.router, prefix="/fhir")
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

@@ -1,4 +1,4 @@
-"""The ``calaim-fhir`` command: serve, load, reindex, validate, check, openapi."""
+"""The ``calaim-fhir`` command: serve, load, import, reindex, validate, check, openapi."""
 
 from __future__ import annotations
 
@@ -233,6 +233,23 @@ def _load_auth(
     return smart_client.BackendServices(url, client_id, key, kid, algorithm, scope)
 
 
+def _bar(console: Any, quiet: bool) -> Any:
+    """The progress display of a long command: one line per task (description, bar, n of m,
+    time); nothing with ``quiet``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    return Bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+
+
 @app.command()
 def load(
     paths: Annotated[
@@ -308,8 +325,6 @@ def load(
     resource after the load are listed. Exits 1 when anything failed.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as Bar
 
     from server import loader
 
@@ -321,15 +336,7 @@ def load(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     target = "store " + (database_url or "(settings default)") if direct else url
-    bar = Bar(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    )
+    bar = _bar(console, quiet)
     with bar:
         file_task = bar.add_task("files", total=len(files))
         request_task = bar.add_task("requests", total=None)
@@ -389,6 +396,101 @@ def load(
         console.print(summary)
 
 
+# -- import ----------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="NDJSON files, or folders searched recursively for *.ndjson", exists=True
+        ),
+    ],
+    database_url: DatabaseUrl = None,
+    batch: Annotated[int, typer.Option(min=1, help="Lines per transaction")] = 500,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the progress is kept for a resume (default: .calaim-import-<digest>"
+            ".json in the current folder); removed when the import finishes"
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+) -> None:
+    """Import NDJSON (Synthea's bulk output, a $export's files) into the store, in two passes:
+    every resource under its own id, then the lines with conditional references, resolved.
+
+    Interrupted, it resumes where it stopped when run again with the same files. Rejected lines
+    (with their reasons) and references that name no stored resource are listed at the end.
+    Exits 1 when a line was rejected.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from server import loader
+    from server.bulk import importer
+    from server.settings import Settings
+
+    console = Console(stderr=True)
+    try:
+        files = [p for p in loader.discover(paths) if p.name.endswith(".ndjson")]
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if not files:
+        console.print("[red]No NDJSON file found[/red]")
+        raise typer.Exit(2)
+    settings = Settings(database_url=database_url, auth="off") if database_url else Settings(
+        auth="off"
+    )
+    bar = _bar(console, quiet)
+    current: list[Any] = []
+
+    def start(name: str, total: int) -> None:
+        current.append(bar.add_task(name, total=total))
+
+    def advance(n: int) -> None:
+        bar.advance(current[-1], n)
+
+    with bar:
+        report = importer.run(
+            files,
+            settings,
+            batch=batch,
+            state_file=state or importer.state_path(files),
+            progress=importer.Progress(start, advance),
+        )
+    rate = report.stored / report.seconds if report.seconds else 0.0
+    summary = (
+        f"{len(files)} file(s), {report.lines} line(s): {report.stored} stored, "
+        f"{report.skipped} done before, {len(report.rejected)} rejected, "
+        f"{report.unresolved_count} unresolved reference(s); "
+        f"{report.seconds:.1f} s, {rate:,.0f} resources/s"
+    )
+    if report.unresolved:
+        listed = Table(title="Unresolved references")
+        for column in ("file", "entry", "reference"):
+            listed.add_column(column, overflow="fold")
+        for each in report.unresolved[:_LISTED]:
+            listed.add_row(each.file, each.entry, each.reference)
+        console.print(listed)
+        if report.unresolved_count > _LISTED:
+            console.print(f"... and {report.unresolved_count - _LISTED} more")
+    if report.rejected:
+        table = Table(title="Rejected lines")
+        for column in ("file", "line", "status", "reason"):
+            table.add_column(column, overflow="fold")
+        for rejected in report.rejected:
+            table.add_row(
+                rejected.file, str(rejected.line), str(rejected.status), rejected.reason
+            )
+        console.print(table)
+        console.print(f"[red]{summary}[/red]")
+        raise typer.Exit(1)
+    console.print(summary)
+
+
 # -- reindex ---------------------------------------------------------------------------------
 
 
@@ -418,8 +520,6 @@ def reindex(
     the configured value sets. Batched and resumable; restart the server afterwards.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as Bar
 
     from server.search.service import search_service
     from server.settings import Settings
@@ -447,14 +547,7 @@ def reindex(
             return
         if not quiet:
             console.print("Reindexing for: " + ", ".join(pending))
-        bar = Bar(
-            TextColumn("resources"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet,
-        )
+        bar = _bar(console, quiet)
         with bar:
             task = bar.add_task("resources", total=None)
             done = reindexing.reindex(

@@ -22,6 +22,7 @@
     +-- UnsupportedMediaType       (415, not-supported)
     +-- Unprocessable              (422, processing)  profile and business-rule failures
     +-- DatabaseDamaged            (500, exception)   a corrupt database (an operator must act)
+    +-- TooManyRequests            (429, throttled)   too many concurrent jobs or polls
     +-- InsufficientStorage        (507, exception)   the database's disk is full
     +-- ServiceUnavailable         (503, transient)   infrastructure failures; Retry-After
     |   +-- TransactionConflict    (503, transient)   serialization failure or deadlock:
@@ -155,6 +156,19 @@ class Unprocessable(FhirError):
 class DatabaseDamaged(FhirError):
     status = 500
     code = "exception"
+
+
+class TooManyRequests(FhirError):
+    """Past a limit of the caller's concurrent work or polling rate; ``Retry-After`` says when
+    to try again."""
+
+    status = 429
+    code = "throttled"
+
+    def __init__(self, diagnostics: str, retry_after: int = 5, **kw: Any):
+        headers = kw.pop("headers", None) or {}
+        headers.setdefault("Retry-After", str(retry_after))
+        super().__init__(diagnostics, headers=headers, **kw)
 
 
 class InsufficientStorage(FhirError):

@@ -265,6 +265,36 @@ class JobRunner:
         logger.info("job %s (%s) submitted", id, kind)
         return id
 
+    def running(self, kind: str, principal: str) -> int:
+        """How many jobs of ``kind`` of ``principal`` run now (a stale one does not count)."""
+        return self.store.running(kind, principal, self.clock() - self.stale_us)
+
+    def stale(self, job: Job) -> bool:
+        """Whether a running job's worker has not been heard from for ``stale_seconds``."""
+        return job.state == "running" and job.updated < self.clock() - self.stale_us
+
+    def resume(self, job: Job, work: Work, *, access: Access) -> bool:
+        """Take over a stale running job (its worker died) and run ``work`` for it on this
+        process; False if another worker took it first or it is no longer stale. ``work``
+        must pick up from what the dead worker left (the job's ``request`` and its output)."""
+        if self.stopping():
+            raise ServiceUnavailable("The server is stopping")
+        now = self.clock()
+        if not self.store.claim(job.id, self.owner, now, now - self.stale_us):
+            return False
+        context = JobContext(self, job.id, access)
+        with self._lock:
+            self._held.add(job.id)
+        try:
+            self._pool.submit(self._execute, job.id, job.kind, work, context)
+        except RuntimeError as exc:  # shut down in between
+            with self._lock:
+                self._held.discard(job.id)
+            self._fail(job.id, 503, _STOPPED)
+            raise ServiceUnavailable("The server is stopping") from exc
+        logger.warning("job %s (%s) resumed: its worker stopped", job.id, job.kind)
+        return True
+
     def status(self, id: str, principal: str) -> Job | None:
         """The job as its client may see it (``principal``: the asking ``Principal.key``): None
         if unknown, not theirs, cancelled or expired.

@@ -117,6 +117,10 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
         "202 answer)",
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
     },
+    "file": {
+        "description": "An NDJSON file of a finished $export (a url of its manifest)",
+        "schema": {"type": "string", "pattern": "^[A-Za-z]{1,64}-[0-9]{1,6}\\.ndjson$"},
+    },
     "vid": {
         "description": "The version id (meta.versionId) of the resource",
         "schema": {"type": "string", "pattern": "^[0-9]+$"},

@@ -186,6 +186,25 @@ class Settings(BaseSettings):
         description="A running asynchronous job whose worker has not been heard from for this "
         "long is reported failed (its worker stopped)",
     )
+    export_dir: str | None = Field(
+        None,
+        description="Where $export writes its NDJSON files (one folder per export); default: "
+        "next to the SQLite file, or the system's temporary folder for PostgreSQL. Every "
+        "worker process must see the same folder",
+    )
+    export_file_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="$export starts a new NDJSON file of a type past this many bytes",
+    )
+    export_max_running: int = Field(
+        2, ge=1, description="$export jobs one principal may have running at once; 429 past it"
+    )
+    export_min_poll_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="An $export status polled sooner than this after the last poll: 429",
+    )
     outbox_retention_days: float = Field(
         30,
         gt=0,

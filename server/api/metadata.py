@@ -56,6 +56,13 @@ _SYSTEM_CODES = {
 }
 _SYSTEM_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")
 _EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+_BULK = "http://hl7.org/fhir/uv/bulkdata"
+# Bulk Data $export (``api/bulk_export.py``): per level, its OperationDefinition
+_EXPORTS = {
+    None: f"{_BULK}/OperationDefinition/export",
+    "Patient": f"{_BULK}/OperationDefinition/patient-export",
+    "Group": f"{_BULK}/OperationDefinition/group-export",
+}
 
 
 def _implemented() -> set[str]:
@@ -124,12 +131,16 @@ def _operations(type: str, definitions: Conformance) -> list[dict[str, Any]]:
     )
     if type == "Patient":
         out.append({"name": "everything", "definition": _EVERYTHING})
+    if type in _EXPORTS:
+        out.append({"name": "export", "definition": _EXPORTS[type]})
     return sorted(out, key=lambda o: o["name"])
 
 
 def _system_operations(definitions: Conformance) -> list[dict[str, Any]]:
     """``rest.operation``: the system-level operations (``[base]/$name``)."""
-    return _entries(definitions, lambda op: op.system_level)
+    out = _entries(definitions, lambda op: op.system_level)
+    out.append({"name": "export", "definition": _EXPORTS[None]})
+    return sorted(out, key=lambda o: o["name"])
 
 
 def _totals(settings: Settings) -> str:
@@ -277,6 +288,7 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
         "date": date.today().isoformat(),
         "publisher": "calaim-fhir",
         "kind": "instance",
+        "instantiates": [f"{_BULK}/CapabilityStatement/bulk-data"],
         "software": {"name": "calaim-fhir", "version": software},
         "implementation": {
             "description": "calaim-fhir: FHIR R4 server for Medi-Cal ECM and Community Supports",

@@ -378,6 +378,14 @@ class JobStore(Protocol):
         """End a running job (with ``stale_before``: only if its last heartbeat is older);
         False if it was not running (cancelled, deleted, already ended)."""
 
+    def claim(self, id: str, owner: str, now: int, stale_before: int) -> bool:
+        """Take over a running job whose last heartbeat is older than ``stale_before`` (its
+        worker died): ``owner`` runs it from now; False if it is not (or no longer) stale."""
+
+    def running(self, kind: str, principal: str, heard_since: int) -> int:
+        """How many jobs of ``kind`` that ``principal`` submitted are running, their worker
+        heard from at or after ``heard_since``."""
+
     def cancel(self, id: str, now: int) -> bool:
         """Mark a running job cancelled (its row expires at once); False if it was not
         running."""

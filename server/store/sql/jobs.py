@@ -128,6 +128,22 @@ class SqlJobs:
             args.append(stale_before)
         return self._changed(sql, args)
 
+    def claim(self, id: str, owner: str, now: int, stale_before: int) -> bool:
+        return self._changed(
+            "UPDATE async_job SET owner = ?, updated = ?"
+            " WHERE id = ? AND state = 'running' AND updated < ?",
+            (owner, now, id, stale_before),
+        )
+
+    def running(self, kind: str, principal: str, heard_since: int) -> int:
+        with self._dialect.autocommit() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM async_job"
+                " WHERE kind = ? AND principal = ? AND state = 'running' AND updated >= ?",
+                (kind, principal, heard_since),
+            ).fetchone()
+        return int(row[0])
+
     def cancel(self, id: str, now: int) -> bool:
         return self._changed(
             "UPDATE async_job SET state = 'cancelled', updated = ?, expires = ?"

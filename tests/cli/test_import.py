@@ -1,0 +1,252 @@
+"""``calaim-fhir import``: NDJSON in two passes (references resolve whatever the file order and
+the cycles), rejected lines and unresolved references summarised, resume after an
+interruption, and the import -> ``$export`` -> import round trip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from server.bulk import importer
+from server.settings import Settings
+from tests.cli.conftest import ROOT, sqlite_url
+from tests.cli.test_load import invoke
+from tests.support import FHIR_JSON, TestClient, fhir_client, postgres_database
+
+BULK = ROOT / "tests" / "fixtures" / "synthea-bulk"
+P1 = "ec5ab37a-4bfa-5b91-a6c7-14646a8fc5a5"
+RELATED = "7d0a3c52-1f5e-5b0e-9a51-3c2f7b9e4d10"
+PARENT = "3f1e7c2a-8b4d-5e6f-9a0b-1c2d3e4f5a6b"
+CHILD = "892e8ce8-a7e8-55e5-9179-516c57b34642"
+
+
+def _fixture_lines() -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for path in BULK.glob("*.ndjson"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                resource = json.loads(line)
+                out[f"{resource['resourceType']}/{resource['id']}"] = resource
+    return out
+
+
+def _summary(result: Any) -> str:
+    return " ".join(result.stderr.split())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "fhir.db")
+    else:
+        with postgres_database(request.getfixturevalue("postgres_url")) as url:
+            yield url
+
+
+def test_the_synthea_fixture_imports_with_no_rejection_and_no_unresolved_reference(
+    tmp_path: Path, store_url: str
+) -> None:
+    url = store_url
+    result = invoke("import", "--database-url", url, "--state", str(tmp_path / "s.json"), str(BULK))
+    assert result.exit_code == 0, result.output
+    lines = _fixture_lines()
+    summary = _summary(result)
+    assert f"{len(lines)} line(s): {len(lines)} stored" in summary
+    assert "0 rejected, 0 unresolved reference(s)" in summary
+    assert not (tmp_path / "s.json").exists()  # finished: no resume state left
+    with fhir_client(url) as client:
+        for key in lines:
+            assert client.get(f"/fhir/{key}").status_code == 200, key
+        child = client.get(f"/fhir/Encounter/{CHILD}").json()
+        assert child["partOf"] == {"reference": f"Encounter/{PARENT}"}
+        patient = client.get(f"/fhir/Patient/{P1}").json()
+        assert patient["link"][0]["other"]["reference"] == f"RelatedPerson/{RELATED}"
+        assert patient["generalPractitioner"][0]["reference"].startswith("Practitioner/")
+        found = client.get(f"/fhir/RelatedPerson?patient={P1}").json()
+        assert [e["resource"]["id"] for e in found["entry"]] == [RELATED]
+
+
+def _bad_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = {"resourceType": "Patient", "id": "good", "gender": "female"}
+    lines = [
+        orjson.dumps(good).decode(),
+        "{not json",
+        '{"resourceType":"Patient","gender":"male"}',
+        '{"resourceType":"Patient","id":"bad-gender","gender":"robot"}',
+        '{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},'
+        '"subject":{"reference":"Patient/nobody"}}',
+        '{"resourceType":"Observation","id":"o2","status":"final","code":{"text":"x"},'
+        '"performer":[{"reference":"Practitioner?identifier=urn:x|none"}]}',
+    ]
+    (folder / "data.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_rejected_lines_and_unresolved_references_are_listed_with_their_reasons(
+    tmp_path: Path, store_url: str
+) -> None:
+    url = store_url
+    folder = _bad_folder(tmp_path)
+    result = invoke("import", "--database-url", url, "--state", str(tmp_path / "s"), str(folder))
+    assert result.exit_code == 1, result.output
+    out = _summary(result)
+    assert "6 line(s): 2 stored" in out and "4 rejected, 1 unresolved reference(s)" in out
+    assert "invalid JSON" in out
+    assert "no id" in out
+    assert "robot" in out
+    assert "Conditional reference" in out and "matches no resource" in out
+    assert "Patient/nobody" in out
+    with fhir_client(url) as client:
+        assert client.get("/fhir/Patient/good").status_code == 200
+        assert client.get("/fhir/Observation/o1").status_code == 200
+        assert client.get("/fhir/Patient/bad-gender").status_code == 404
+
+
+def test_an_interrupted_import_resumes_where_it_stopped(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "fhir.db")
+    files = sorted(BULK.glob("*.ndjson"))
+    state = tmp_path / "state.json"
+    settings = Settings(database_url=url, auth="off")
+    advanced: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def advance(n: int) -> None:
+        advanced.append(n)
+        if len(advanced) == 3:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        importer.run(
+            files, settings, batch=5, state_file=state, progress=importer.Progress(advance=advance)
+        )
+    assert state.exists()
+    report = importer.run(files, settings, batch=5, state_file=state)
+    lines = _fixture_lines()
+    assert report.skipped == sum(advanced)  # what the first run stored is not read again
+    assert report.skipped > 0
+    assert report.stored == len(lines) - report.skipped
+    assert report.rejected == [] and report.unresolved_count == 0
+    assert not state.exists()
+    with fhir_client(url) as client:
+        for key in lines:
+            body = client.get(f"/fhir/{key}").json()
+            assert body["meta"]["versionId"] == "1", key  # each stored once
+
+
+def _export(client: TestClient, folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """A system $export, its files saved into ``folder``; the resources by type."""
+    response = client.get("/fhir/$export", headers={"Prefer": "respond-async", "Accept": FHIR_JSON})
+    assert response.status_code == 202, response.text
+    status = "/fhir" + response.headers["content-location"].split("/fhir", 1)[1]
+    deadline = time.monotonic() + 30
+    while (answer := client.get(status)).status_code == 202:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert answer.status_code == 200, answer.text
+    folder.mkdir()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for entry in answer.json()["output"]:
+        name = entry["url"].rsplit("/", 1)[1]
+        body = client.get("/fhir" + entry["url"].split("/fhir", 1)[1]).content
+        (folder / name).write_bytes(body)
+        out.setdefault(entry["type"], []).extend(orjson.loads(x) for x in body.splitlines())
+    return out
+
+
+def _content(found: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The resources without their version and stamp (a new store writes its own)."""
+    out: dict[str, dict[str, Any]] = {}
+    for rows in found.values():
+        for resource in rows:
+            meta = {
+                k: v
+                for k, v in resource.get("meta", {}).items()
+                if k not in ("versionId", "lastUpdated")
+            }
+            kept = {k: v for k, v in resource.items() if k != "meta"}
+            if meta:
+                kept["meta"] = meta
+            out[f"{resource['resourceType']}/{resource['id']}"] = kept
+    return out
+
+
+def test_import_export_import_round_trip_is_equal(tmp_path: Path) -> None:
+    first, second = sqlite_url(tmp_path / "one.db"), sqlite_url(tmp_path / "two.db")
+    result = invoke("import", "--database-url", first, "--state", str(tmp_path / "a"), str(BULK))
+    assert result.exit_code == 0, result.output
+    settings = {"export_dir": str(tmp_path / "exports"), "export_min_poll_seconds": 0}
+    with fhir_client(first, **settings) as client:
+        exported = _export(client, tmp_path / "out1")
+    assert len(_content(exported)) == len(_fixture_lines())
+    result = invoke(
+        "import", "--database-url", second, "--state", str(tmp_path / "b"), str(tmp_path / "out1")
+    )
+    assert result.exit_code == 0, result.output
+    assert "0 rejected, 0 unresolved reference(s)" in _summary(result)
+    with fhir_client(second, **settings) as client:
+        again = _export(client, tmp_path / "out2")
+    assert _content(again) == _content(exported)
+    shutil.rmtree(tmp_path / "exports", ignore_errors=True)
+
+
+def test_a_line_left_waiting_for_its_conditional_target_is_retried_after_a_resume(
+    tmp_path: Path,
+) -> None:
+    url = sqlite_url(tmp_path / "fhir.db")
+    system = "urn:test:orgs"
+    lines = [
+        {
+            "resourceType": "Organization",
+            "id": "org1",
+            "identifier": [{"system": system, "value": "1"}],
+        },
+        {  # its conditional target is a later line of the second pass
+            "resourceType": "Observation",
+            "id": "obs",
+            "status": "final",
+            "code": {"text": "x"},
+            "performer": [{"reference": f"Organization?identifier={system}|2"}],
+        },
+        {
+            "resourceType": "Organization",
+            "id": "org2",
+            "identifier": [{"system": system, "value": "2"}],
+            "partOf": {"reference": f"Organization?identifier={system}|1"},
+        },
+    ]
+    data = tmp_path / "mixed.ndjson"
+    data.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    state = tmp_path / "state.json"
+    settings = Settings(database_url=url, auth="off")
+    calls: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def advance(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 3:  # org1, then obs (left for a retry), then org2: stop there
+            raise Stop()
+
+    with pytest.raises(Stop):
+        importer.run(
+            [data], settings, batch=1, state_file=state, progress=importer.Progress(advance=advance)
+        )
+    report = importer.run([data], settings, batch=1, state_file=state)
+    assert report.rejected == []
+    assert report.stored == 1 and report.skipped == 3
+    with fhir_client(url) as client:
+        observation = client.get("/fhir/Observation/obs").json()
+        assert observation["performer"] == [{"reference": "Organization/org2"}]
