@@ -34,6 +34,7 @@ from server.operations.registry import Operation, operations
 from server.search.registry import Registry
 from server.search.service import search_service
 from server.settings import Settings
+from server.subscriptions.capability import subscription_capability
 
 router = APIRouter()
 
@@ -217,6 +218,8 @@ def _resource(
     ops = _operations(type, definitions)
     if ops:
         out["operation"] = ops
+    if type == "Subscription":
+        out.update(subscription_capability())
     return out
 
 

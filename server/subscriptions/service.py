@@ -1,0 +1,519 @@
+"""The subscription worker of one server process: the matcher and the deliverer.
+
+**Matcher.** Reads the outbox after its cursor in commit order (``sql/outbox.py``: sequence
+order is commit order). A Subscription's own events keep its delivery state in step (a new
+one, a client's ``requested`` or new endpoint: a handshake is due; ``off`` or deleted: off).
+Every other event is matched against each live subscription's topic on the event's own version
+(and the version it replaced, for the topic's ``previous`` condition; a deletion is judged by
+the version it deleted) and its filters, and each match gets the subscription's next number.
+The numbers and the cursor move in one transaction guarded by the cursor's old value, so with
+several processes each batch is numbered once: numbers never skip or repeat.
+
+**Deliverer.** For each subscription with something to send, under a lease (one deliverer per
+subscription across processes; a killed process's lease expires): the handshake, or the next
+events after the acknowledged cursor, ``max-count`` at a time, built through the door with the
+subscriber's rights as of sending. A 2xx moves the cursor; anything else is retried with
+exponential backoff and full jitter up to ``subscription_backoff_max_seconds``, for
+``subscription_retry_hours``, then the subscription goes to ``error`` with the reason (kept
+for ``$status``). At-least-once: a crash between the POST and the cursor's move re-sends the
+same numbers. Each subscription is delivered in its own task: a slow receiver delays only
+itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from server.auth.clients import Client
+from server.auth.policy import Policy
+from server.auth.principal import LOCAL, Principal
+from server.auth.scopes import ScopeSet
+from server.errors import FhirError
+from server.fhir.instant import now_us, parse_fhir_range
+from server.outbound import Outbound, OutboundError, networks
+from server.search.match import RowSource, compile_matcher
+from server.search.parse import SearchContext, parse_criteria_string
+from server.search.query import Criteria
+from server.settings import Settings
+from server.store.authorized import AuthorizedRepository
+from server.store.base import Event, Origin, Reader, Unit, Version
+from server.store.runner import Runner
+from server.store.sql.adapter import SqlRepository
+from server.store.sql.subscriptions import Matching, Numbered, State
+from server.subscriptions.notifications import Seen, notification_bundle, status_parameters
+from server.subscriptions.rule import secret_token
+from server.subscriptions.spec import Spec, read_spec
+from server.subscriptions.topics import Topic
+
+logger = logging.getLogger("calaim_fhir.subscriptions")
+
+SERVER = Origin(client="calaim-fhir:subscriptions")
+"""The origin of the server's own status writes (requested → active → error, → off)."""
+
+BATCH = 500
+DEFAULT_MAX_COUNT = 100
+LEASE_SLACK_SECONDS = 30
+Owners = Callable[[State], Principal | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Time and randomness, injectable (tests run the backoff without waiting)."""
+
+    now: Callable[[], int] = now_us
+    random: Callable[[], float] = random.random
+
+
+def backoff_us(attempts: int, max_seconds: float, rnd: float) -> int:
+    """Full jitter: a random wait in [0.5, 1] of ``min(max, 2 ** attempts)`` seconds."""
+    cap = min(max_seconds, 2.0 ** min(attempts, 30))
+    return int(cap * (0.5 + 0.5 * rnd) * 1_000_000)
+
+
+class SubscriptionService:
+    def __init__(
+        self,
+        repo: SqlRepository,
+        runner: Runner,
+        settings: Settings,
+        search: SearchContext,
+        rows: RowSource,
+        policies: Sequence[Policy] = (),
+        *,
+        owners: Owners | None = None,
+        clock: Clock = Clock(),
+        outbound: Outbound | None = None,
+    ) -> None:
+        self._repo = repo
+        self._store = repo.subscriptions
+        self._runner = runner
+        self._settings = settings
+        self._search = search
+        self._rows = rows
+        self._policies = tuple(policies)
+        self._owners = owners or self.registered_owner
+        self._clock = clock
+        self._outbound = outbound or Outbound(
+            networks(settings.subscription_private_networks.split(",")),
+            settings.subscription_allow_http_loopback,
+            read_timeout=30.0,
+        )
+        self._me = f"deliverer-{secrets.token_hex(6)}"
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    # -- who the subscriber is, as of now ---------------------------------------------------
+
+    def registered_owner(self, state: State) -> Principal | None:
+        """The owner's rights now: the local operator, or the registered client's current
+        grant (None: revoked or unknown, the subscription is turned off)."""
+        if state.owner in (None, "local", "system"):
+            return LOCAL
+        row = self._repo.auth.client(state.owner)
+        if row is None:
+            return None
+        client = Client.of(row)
+        if not client.active:
+            return None
+        return Principal(
+            client.client_id,
+            organization=client.organization,
+            user=state.user,
+            operator=client.role == "admin",
+            scopes=ScopeSet(client.scopes),
+            role=client.role,
+            purposes=client.purposes,
+        )
+
+    # -- matching ------------------------------------------------------------------------
+
+    def match_once(self) -> int:
+        """Match one batch of outbox events (blocking); the number of events read."""
+        cursor = self._store.matcher_cursor()
+        events = self._repo.outbox.read(cursor, BATCH)
+        if not events:
+            return 0
+        actions: list[Callable[[Matching], None]] = []
+        live = {s.id: s for s in self._store.states() if s.status in ("requested", "active")}
+        with self._repo.reader() as reader:
+            specs: dict[str, Spec | None] = {}
+            for event in events:
+                if event.type == "Subscription":
+                    if event.origin.client == SERVER.client:
+                        continue
+                    self._sync(event, reader, live, specs, actions)
+                    continue
+                matched = [id for id in sorted(live) if self._hits(id, event, reader, specs)]
+                if matched:
+                    actions.append(_numbering(matched, event))
+
+        def apply(m: Matching) -> None:
+            for action in actions:
+                action(m)
+
+        if self._store.commit_batch(cursor, events, apply):
+            if actions:
+                self._wake.set()
+            return len(events)
+        return 0
+
+    def _sync(
+        self,
+        event: Event,
+        reader: Reader,
+        live: dict[str, State],
+        specs: dict[str, Spec | None],
+        actions: list[Callable[[Matching], None]],
+    ) -> None:
+        specs.pop(event.id, None)
+        version = reader.vread("Subscription", event.id, event.version)
+        body = None if version is None or version.body is None else orjson.loads(version.body)
+        status = "off" if body is None else str(body.get("status"))
+        endpoint = None if body is None else (body.get("channel") or {}).get("endpoint")
+        now = self._clock.now()
+
+        def sync(m: Matching) -> None:
+            state = m.state(event.id)
+            if state is None:
+                if status not in ("requested", "active"):
+                    return
+                state = State(
+                    event.id,
+                    event.origin.client,
+                    event.origin.organization,
+                    event.origin.user,
+                    "requested",
+                    0,
+                    0,
+                    True,
+                    0,
+                    0,
+                    None,
+                    None,
+                    None,
+                    None,
+                    0,
+                    endpoint,
+                    now,
+                )
+            elif status == "off":
+                state = replace(state, status="off")
+            elif status == "requested" or endpoint != state.endpoint:
+                state = replace(
+                    state,
+                    status="requested",
+                    handshake=True,
+                    attempts=0,
+                    next_attempt=0,
+                    failing_since=None,
+                    endpoint=endpoint,
+                )
+            m.upsert(state)
+
+        actions.append(sync)
+        if status in ("requested", "active"):
+            live[event.id] = live.get(event.id) or State(
+                event.id,
+                event.origin.client,
+                None,
+                None,
+                "requested",
+                0,
+                0,
+                True,
+                0,
+                0,
+                None,
+                None,
+                None,
+                None,
+                0,
+                endpoint,
+                now,
+            )
+        else:
+            live.pop(event.id, None)
+
+    def _spec(self, id: str, reader: Reader, specs: dict[str, Spec | None]) -> Spec | None:
+        if id not in specs:
+            current = reader.read("Subscription", id)
+            spec = None
+            if current is not None and current.body is not None:
+                try:
+                    spec = read_spec(orjson.loads(current.body), self._search)
+                except FhirError:
+                    spec = None
+            specs[id] = spec
+        return specs[id]
+
+    def _hits(self, id: str, event: Event, reader: Reader, specs: dict[str, Spec | None]) -> bool:
+        spec = self._spec(id, reader, specs)
+        if spec is None:
+            return False
+        topic = spec.topic
+        if topic.type != event.type:
+            return False
+        interaction = "update" if event.interaction == "patch" else event.interaction
+        if interaction not in topic.triggers:
+            return False
+        current = _body(reader.vread(event.type, event.id, event.version))
+        previous = None
+        if event.previous is not None:
+            previous = _body(reader.vread(event.type, event.id, event.previous))
+        if current is None:
+            if not topic.deleted:
+                return False
+        elif topic.current is not None and not self._test(
+            _condition(topic, "current", self._search), event.type, current, event.committed
+        ):
+            return False
+        if topic.previous is not None:
+            if previous is None:
+                if not topic.no_previous:
+                    return False
+            elif not self._test(
+                _condition(topic, "previous", self._search), event.type, previous, None
+            ):
+                return False
+        subject = current if current is not None else previous
+        if subject is None:
+            return not spec.filters
+        last = event.committed if current is not None else None
+        return all(self._test(f, event.type, subject, last) for f in spec.filters)
+
+    def _test(
+        self, criteria: Criteria, type: str, resource: dict[str, Any], last: int | None
+    ) -> bool:
+        try:
+            return compile_matcher(criteria)(type, resource, self._rows, last_updated=last)
+        except FhirError:
+            return False
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def deliver_due(self) -> None:
+        """Start a delivery task for each due subscription not already being delivered."""
+        now = self._clock.now()
+        due = await asyncio.to_thread(self._store.due, now, 200)
+        for state in due:
+            if state.id in self._inflight:
+                continue
+            task = asyncio.create_task(self._deliver(state.id))
+            self._inflight[state.id] = task
+            task.add_done_callback(self._done(state.id))
+
+    def _done(self, id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self._inflight.pop(id, None)
+
+        return done
+
+    async def idle(self) -> None:
+        """Wait for the deliveries started so far (tests)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
+
+    async def _deliver(self, id: str) -> None:
+        try:
+            await self._deliver_one(id)
+        except Exception:  # noqa: BLE001 - a delivery task must never die silently
+            logger.exception("subscriptions: delivery of Subscription/%s failed", id)
+
+    async def _deliver_one(self, id: str) -> None:
+        now = self._clock.now()
+        timeout = 30
+        lease_until = now + (timeout + LEASE_SLACK_SECONDS) * 1_000_000
+        if not await asyncio.to_thread(self._store.lease, id, self._me, now, lease_until):
+            return
+        try:
+            await self._send(id, now)
+        finally:
+            await asyncio.to_thread(self._store.release, id, self._me)
+
+    async def _send(self, id: str, now: int) -> None:
+        state, current = await asyncio.to_thread(self._current, id)
+        if state is None or state.status not in ("requested", "active"):
+            return
+        if current is None or current.body is None:
+            await self._set_status(id, "off", "the Subscription was deleted")
+            return
+        resource = orjson.loads(current.body)
+        try:
+            spec = read_spec(resource, self._search)
+        except FhirError as exc:
+            await self._set_status(id, "error", f"the Subscription is no longer valid: {exc}")
+            return
+        if spec.end is not None and _ended(spec.end, now):
+            await self._set_status(id, "off", "the Subscription's end has passed")
+            return
+        principal = await asyncio.to_thread(self._owners, state)
+        if principal is None:
+            await self._set_status(id, "off", "the subscriber's client was revoked")
+            return
+        base = self._settings.fhir_base
+        if state.handshake:
+            kind, numbered = "handshake", []
+        else:
+            limit = spec.max_count or DEFAULT_MAX_COUNT
+            numbered = await asyncio.to_thread(self._store.events, id, state.delivered, None, limit)
+            if not numbered:
+                return
+            kind = "event-notification"
+        seen = await asyncio.to_thread(self._seen, principal, numbered)
+        status = "requested" if state.handshake else "active"
+        parameters = status_parameters(
+            base, id, spec.topic.url, status, kind, state.events, seen, spec.content
+        )
+        bundle = notification_bundle(base, parameters, seen, spec.content, now)
+        body = orjson.dumps(bundle)
+        headers = dict(await asyncio.to_thread(self._headers, resource))
+        headers["Content-Type"] = "application/fhir+json; fhirVersion=4.0"
+        try:
+            response = await self._outbound.request(
+                "POST", spec.endpoint, headers=headers, content=body
+            )
+            error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
+        except OutboundError as exc:
+            error = str(exc)
+        if error is None:
+            last = numbered[-1].number if numbered else state.delivered
+            await asyncio.to_thread(
+                self._store.delivered, id, self._me, last, state.handshake, self._clock.now()
+            )
+            if state.handshake:
+                await self._write_status(id, "active")
+            if numbered:
+                self._wake.set()  # more may be waiting
+            return
+        await self._failed(state, error)
+
+    async def _failed(self, state: State, error: str) -> None:
+        now = self._clock.now()
+        since = state.failing_since if state.failing_since is not None else now
+        give_up = now - since >= int(self._settings.subscription_retry_hours * 3600 * 1_000_000)
+        wait = backoff_us(
+            state.attempts + 1,
+            self._settings.subscription_backoff_max_seconds,
+            self._clock.random(),
+        )
+        reason = f"delivery to the endpoint failed: {error}"
+        if give_up:
+            hours = self._settings.subscription_retry_hours
+            reason = f"delivery failed for {hours:g} hours; last error: {error}"
+        await asyncio.to_thread(
+            self._store.failed, state.id, self._me, reason, now, now + wait, give_up
+        )
+        logger.warning("subscriptions: Subscription/%s: %s", state.id, reason)
+        if give_up:
+            await self._write_status(state.id, "error")
+
+    def _current(self, id: str) -> tuple[State | None, Version | None]:
+        state = self._store.state(id)
+        with self._repo.reader() as reader:
+            return state, reader.read("Subscription", id)
+
+    def _headers(self, resource: dict[str, Any]) -> list[tuple[str, str]]:
+        token = secret_token(resource)
+        return [] if token is None else (self._store.secret(token) or [])
+
+    def _seen(self, principal: Principal, numbered: list[Numbered]) -> list[Seen]:
+        """Each event's version as the subscriber may see it now (through the door)."""
+        door = AuthorizedRepository(self._runner, principal, policies=self._policies)
+        out = []
+        with door.reader() as reader:
+            for e in numbered:
+                try:
+                    version = reader.vread(e.type, e.id, e.version)
+                    if version is not None and version.body is None:
+                        # a deletion: visible when the version it deleted was
+                        before = (
+                            reader.vread(e.type, e.id, e.version - 1) if e.version > 1 else None
+                        )
+                        version = version if before is not None else None
+                except FhirError:  # refused outright (403): hidden
+                    version = None
+                out.append(Seen(e, version))
+        return out
+
+    async def _set_status(self, id: str, status: str, reason: str) -> None:
+        await asyncio.to_thread(self._store.set_status, id, status, reason)
+        await self._write_status(id, status)
+
+    async def _write_status(self, id: str, status: str) -> None:
+        """The server's own write of the Subscription's status (a new version)."""
+
+        def write(unit: Unit) -> None:
+            current = unit.read("Subscription", id)
+            if current is None or current.body is None:
+                return
+            body = orjson.loads(current.body)
+            if body.get("status") == status:
+                return
+            body["status"] = status
+            unit.update("Subscription", id, body)
+
+        try:
+            await self._runner.write(write, SERVER)
+        except FhirError:
+            logger.warning("subscriptions: status of Subscription/%s not written", id)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Match and deliver until ``stop``: woken by this process's commits, and every
+        ``subscription_poll_seconds`` for other processes' writes and due retries."""
+        committed = self._runner.committed()
+        every = self._settings.subscription_poll_seconds
+        while not stop.is_set():
+            try:
+                while await asyncio.to_thread(self.match_once):
+                    pass
+                await self.deliver_due()
+            except FhirError:
+                logger.warning("subscriptions: database unavailable; retrying")
+            waits = [asyncio.create_task(e.wait()) for e in (stop, committed, self._wake)]
+            with suppress(TimeoutError):
+                await asyncio.wait(waits, timeout=every, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            self._wake.clear()
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+
+def _numbering(ids: list[str], event: Event) -> Callable[[Matching], None]:
+    def apply(m: Matching) -> None:
+        for id in ids:
+            m.number(id, event)
+
+    return apply
+
+
+def _body(version: Version | None) -> dict[str, Any] | None:
+    if version is None or version.body is None:
+        return None
+    body: dict[str, Any] = orjson.loads(version.body)
+    return body
+
+
+@lru_cache(maxsize=64)
+def _condition(topic: Topic, which: str, ctx: SearchContext) -> Criteria:
+    query = topic.current if which == "current" else topic.previous
+    assert query is not None
+    return parse_criteria_string(topic.type, query, ctx)
+
+
+def _ended(end: str, now: int) -> bool:
+    found = parse_fhir_range(end)
+    return found is not None and found[0] <= now
