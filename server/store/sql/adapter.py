@@ -63,8 +63,8 @@ from server.store.sql.auth import SqlAuth
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
-from server.store.sql.subscriptions import SqlSubscriptions
 from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
+from server.store.sql.subscriptions import SqlSubscriptions
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _FETCH = 256  # rows fetched at a time by streaming reads
