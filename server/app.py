@@ -33,6 +33,7 @@ from server.store.base import Outbox
 from server.store.conformance import conformance_store
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
+from server.subscriptions import api as subscription_api
 from server.subscriptions.rule import SubscriptionRule
 from server.subscriptions.service import Owners, SubscriptionService
 from server.validating import validation_service
@@ -151,6 +152,7 @@ def create_app(
     app.state.policies = access_policies(settings, policies)
     app.state.strict_access = settings.access_safety_net == "fail"
     app.include_router(smart.router, prefix="/fhir")
+    app.include_router(subscription_api.router, prefix="/fhir")
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
+from server.errors import FhirError
 from server.fhir.instant import format_instant
-from server.store.base import Version
+from server.store.base import Reader, Version
 from server.store.sql.subscriptions import Numbered
 
 STATUS_PROFILE = (
@@ -122,3 +123,20 @@ def notification_bundle(
 def _subscription(parameters: dict[str, Any]) -> str:
     ref = str(parameters["parameter"][0]["valueReference"]["reference"])
     return "Subscription/" + ref.rsplit("/", 1)[-1]
+
+
+def seen_through(reader: Reader, numbered: list[Numbered]) -> list[Seen]:
+    """Each event's version as ``reader`` (the door, bound to whom it is for) shows it now: a
+    version it may not read is hidden; a deletion is visible when the version it deleted
+    is."""
+    out = []
+    for e in numbered:
+        try:
+            version = reader.vread(e.type, e.id, e.version)
+            if version is not None and version.body is None:
+                before = reader.vread(e.type, e.id, e.version - 1) if e.version > 1 else None
+                version = version if before is not None else None
+        except FhirError:  # refused outright (403): hidden
+            version = None
+        out.append(Seen(e, version))
+    return out

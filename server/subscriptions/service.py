@@ -50,7 +50,12 @@ from server.store.base import Event, Origin, Reader, Unit, Version
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.subscriptions import Matching, Numbered, State
-from server.subscriptions.notifications import Seen, notification_bundle, status_parameters
+from server.subscriptions.notifications import (
+    Seen,
+    notification_bundle,
+    seen_through,
+    status_parameters,
+)
 from server.subscriptions.rule import secret_token
 from server.subscriptions.spec import Spec, read_spec
 from server.subscriptions.topics import Topic
@@ -427,23 +432,10 @@ class SubscriptionService:
         return [] if token is None else (self._store.secret(token) or [])
 
     def _seen(self, principal: Principal, numbered: list[Numbered]) -> list[Seen]:
-        """Each event's version as the subscriber may see it now (through the door)."""
+        """The events as the subscriber may see them now (through the door)."""
         door = AuthorizedRepository(self._runner, principal, policies=self._policies)
-        out = []
         with door.reader() as reader:
-            for e in numbered:
-                try:
-                    version = reader.vread(e.type, e.id, e.version)
-                    if version is not None and version.body is None:
-                        # a deletion: visible when the version it deleted was
-                        before = (
-                            reader.vread(e.type, e.id, e.version - 1) if e.version > 1 else None
-                        )
-                        version = version if before is not None else None
-                except FhirError:  # refused outright (403): hidden
-                    version = None
-                out.append(Seen(e, version))
-        return out
+            return seen_through(reader, numbered)
 
     async def _set_status(self, id: str, status: str, reason: str) -> None:
         await asyncio.to_thread(self._store.set_status, id, status, reason)

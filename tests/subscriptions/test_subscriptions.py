@@ -245,3 +245,47 @@ def test_client_may_turn_off(client: TestClient, hook: Receiver) -> None:
     import time
     time.sleep(0.5)
     assert numbers(hook.bundles()) == []
+
+
+def test_status_and_events_recover_missed_notifications(client: TestClient, hook: Receiver
+                                                        ) -> None:
+    id = active(client, hook, subscription(hook.url, content="id-only"))
+    for _ in range(3):
+        create(client, task())
+    hook.wait_for(lambda bs: numbers(bs) == [1, 2, 3])
+    status = client.get(f"/fhir/Subscription/{id}/$status").json()
+    assert status["resourceType"] == "Bundle"
+    p = params(status)
+    assert p["type"][0]["valueCode"] == "query-status"
+    assert p["status"][0]["valueCode"] == "active"
+    assert p["events-since-subscription-start"][0]["valueString"] == "3"
+    every = client.get("/fhir/Subscription/$status").json()
+    assert every["total"] == 1
+    assert client.get("/fhir/Subscription/$status?status=error").json()["total"] == 0
+
+    events = client.get(
+        f"/fhir/Subscription/{id}/$events?eventsSinceNumber=2&eventsUntilNumber=3"
+        "&content=full-resource"
+    ).json()
+    assert kind(events) == "query-event"
+    got = [int(part["valueString"]) for ev in params(events)["notification-event"]
+           for part in ev["part"] if part["name"] == "event-number"]
+    assert got == [2, 3]
+    assert [e["resource"]["resourceType"] for e in events["entry"][1:]] == ["Task", "Task"]
+    posted = client.post(f"/fhir/Subscription/{id}/$events", json={
+        "resourceType": "Parameters",
+        "parameter": [{"name": "eventsSinceNumber", "valueString": "3"}]})
+    assert posted.status_code == 200
+    assert len(params(posted.json())["notification-event"]) == 1
+    bad = client.get(f"/fhir/Subscription/{id}/$events?content=everything")
+    assert "content" in expressions(outcome(bad, 400))
+    assert client.get("/fhir/Subscription/nope/$status").status_code == 404
+
+
+def test_subscription_search_by_url_and_status(client: TestClient, hook: Receiver) -> None:
+    active(client, hook, subscription(hook.url))
+    create(client, subscription("https://example.org/other"))
+    found = client.get("/fhir/Subscription", params={"url": hook.url}).json()
+    assert found["total"] == 1
+    found = client.get("/fhir/Subscription", params={"status": "active"}).json()
+    assert found["total"] == 1
