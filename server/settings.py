@@ -213,6 +213,12 @@ class Settings(BaseSettings):
     subscription_allow_http_loopback: bool = Field(
         False, description="Allow http:// rest-hook endpoints on a loopback address (tests)"
     )
+    subscription_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        description="Connect and read timeout of one rest-hook POST (a subscription's "
+        "backport-timeout may shorten it); a delivery lease lasts twice this plus 5 seconds",
+    )
     subscription_poll_seconds: float = Field(
         1.0, gt=0, description="How often the matcher looks for events written by other processes"
     )

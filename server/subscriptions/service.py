@@ -67,7 +67,7 @@ SERVER = Origin(client="calaim-fhir:subscriptions")
 
 BATCH = 500
 DEFAULT_MAX_COUNT = 100
-LEASE_SLACK_SECONDS = 30
+LEASE_SLACK_SECONDS = 5
 Owners = Callable[[State], Principal | None]
 
 
@@ -111,7 +111,8 @@ class SubscriptionService:
         self._outbound = outbound or Outbound(
             networks(settings.subscription_private_networks.split(",")),
             settings.subscription_allow_http_loopback,
-            read_timeout=30.0,
+            connect_timeout=settings.subscription_timeout_seconds,
+            read_timeout=settings.subscription_timeout_seconds,
         )
         self._me = f"deliverer-{secrets.token_hex(6)}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -336,8 +337,8 @@ class SubscriptionService:
 
     async def _deliver_one(self, id: str) -> None:
         now = self._clock.now()
-        timeout = 30
-        lease_until = now + (timeout + LEASE_SLACK_SECONDS) * 1_000_000
+        lease = 2 * self._settings.subscription_timeout_seconds + LEASE_SLACK_SECONDS
+        lease_until = now + int(lease * 1_000_000)
         if not await asyncio.to_thread(self._store.lease, id, self._me, now, lease_until):
             return
         try:

@@ -21,10 +21,17 @@ def hook() -> Iterator[Receiver]:
         yield rec
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "fhir.db")
+    return str(request.getfixturevalue("fresh_pg_database"))
+
+
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
+def client(database: str) -> Iterator[TestClient]:
     with fhir_client(
-        sqlite_url(tmp_path / "fhir.db"),
+        database,
         subscription_allow_http_loopback=True,
         subscription_poll_seconds=0.05,
         subscription_backoff_max_seconds=0.2,
