@@ -1,4 +1,5 @@
-"""``Subscription/$status`` and ``Subscription/[id]/$events`` (Subscriptions Backport IG 1.1.0).
+"""``Subscription/$status`` and ``Subscription/[id]/$events`` (Subscriptions Backport IG 1.1.0),
+and ``Subscription/[id]/$signing-key`` (ours: the HMAC key of its notifications).
 
 Both read the subscription through the door (a Subscription the caller may not read is a 404)
 and answer a Bundle of ``subscription-status`` Parameters: ``$status`` one per subscription
@@ -12,6 +13,7 @@ number and timestamp and nothing else. Events are kept ``subscription_event_rete
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Any
 
 import orjson
@@ -21,7 +23,8 @@ from starlette.responses import Response
 from server.api import http
 from server.api import paths as _paths  # noqa: F401 - registers the fhirid path convertor
 from server.api.context import note, repository, settings_of
-from server.errors import InvalidResource, NotFound
+from server.auth.interactions import Interaction
+from server.errors import Forbidden, InvalidResource, NotFound
 from server.fhir.instant import now_us
 from server.store.base import Reader
 from server.store.sql.subscriptions import SqlSubscriptions, State
@@ -30,6 +33,7 @@ from server.subscriptions.notifications import (
     seen_through,
     status_parameters,
 )
+from server.subscriptions.service import SIGNATURE_HEADER
 from server.subscriptions.spec import CONTENTS
 
 router = APIRouter()
@@ -196,6 +200,38 @@ async def events(request: Request) -> Response:
     )
     bundle = notification_bundle(base, parameters, seen, chosen, now_us())
     return Response(http.dump(bundle, http.pretty(request)), media_type=http.FHIR_JSON)
+
+
+@router.post(
+    "/Subscription/{id:fhirid}/$signing-key",
+    operation_id="subscriptionSigningKey",
+    summary="A new HMAC signing key for a subscription's notifications (shown once)",
+)
+async def signing_key(request: Request) -> Response:
+    """A new key replaces the old one at once; it is answered here only, never again. The
+    caller must be allowed to update the Subscription."""
+    id = request.path_params["id"]
+    note(request, "operation", "Subscription", id)
+    http.check_accept(request)
+    repo = repository(request)
+    if not repo.access.narrowing(Interaction.UPDATE, "Subscription").permitted:
+        raise Forbidden("Not permitted: update on Subscription")
+    await _visible(request, id)
+    key = secrets.token_urlsafe(32)
+    await asyncio.to_thread(_store(request).set_signing_key, id, key, now_us())
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "key", "valueString": key},
+            {"name": "algorithm", "valueCode": "HMAC-SHA256"},
+            {"name": "header", "valueString": SIGNATURE_HEADER},
+        ],
+    }
+    return Response(
+        http.dump(parameters, http.pretty(request)),
+        media_type=http.FHIR_JSON,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _content(body: dict[str, Any]) -> str:

@@ -23,6 +23,8 @@ itself.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import random
 import secrets
@@ -69,6 +71,14 @@ BATCH = 500
 DEFAULT_MAX_COUNT = 100
 LEASE_SLACK_SECONDS = 5
 Owners = Callable[[State], Principal | None]
+SIGNATURE_HEADER = "X-Calaim-Signature"
+
+
+def signature(key: str, timestamp: int, body: bytes) -> str:
+    """``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body under the key>``: a receiver
+    recomputes it and refuses a mismatch or an old ``t`` (docs/subscriptions.md)."""
+    mac = hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,9 +324,38 @@ class SubscriptionService:
         for state in due:
             if state.id in self._inflight:
                 continue
-            task = asyncio.create_task(self._deliver(state.id))
-            self._inflight[state.id] = task
-            task.add_done_callback(self._done(state.id))
+            self._start(state.id, heartbeat=False)
+
+    def _start(self, id: str, heartbeat: bool) -> None:
+        task = asyncio.create_task(self._deliver(id, heartbeat))
+        self._inflight[id] = task
+        task.add_done_callback(self._done(id))
+
+    async def housekeeping(self) -> None:
+        """Turn off the subscriptions whose owner was revoked or whose ``end`` passed, and
+        start the heartbeats that are due."""
+        now = self._clock.now()
+        for state in await asyncio.to_thread(self._store.states):
+            if state.status not in ("requested", "active") or state.id in self._inflight:
+                continue
+            if await asyncio.to_thread(self._owners, state) is None:
+                await self._set_status(state.id, "off", "the subscriber's client was revoked")
+                continue
+            _, current = await asyncio.to_thread(self._current, state.id)
+            if current is None or current.body is None:
+                continue
+            try:
+                spec = read_spec(orjson.loads(current.body), self._search)
+            except FhirError:
+                continue
+            if spec.end is not None and _ended(spec.end, now):
+                await self._set_status(state.id, "off", "the Subscription's end has passed")
+                continue
+            if state.status != "active" or spec.heartbeat is None or state.next_attempt > now:
+                continue
+            last = state.last_sent if state.last_sent is not None else state.created
+            if now - last >= spec.heartbeat * 1_000_000:
+                self._start(state.id, heartbeat=True)
 
     def _done(self, id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
@@ -329,24 +368,24 @@ class SubscriptionService:
         while self._inflight:
             await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
 
-    async def _deliver(self, id: str) -> None:
+    async def _deliver(self, id: str, heartbeat: bool = False) -> None:
         try:
-            await self._deliver_one(id)
+            await self._deliver_one(id, heartbeat)
         except Exception:  # noqa: BLE001 - a delivery task must never die silently
             logger.exception("subscriptions: delivery of Subscription/%s failed", id)
 
-    async def _deliver_one(self, id: str) -> None:
+    async def _deliver_one(self, id: str, heartbeat: bool) -> None:
         now = self._clock.now()
         lease = 2 * self._settings.subscription_timeout_seconds + LEASE_SLACK_SECONDS
         lease_until = now + int(lease * 1_000_000)
         if not await asyncio.to_thread(self._store.lease, id, self._me, now, lease_until):
             return
         try:
-            await self._send(id, now)
+            await self._send(id, now, heartbeat)
         finally:
             await asyncio.to_thread(self._store.release, id, self._me)
 
-    async def _send(self, id: str, now: int) -> None:
+    async def _send(self, id: str, now: int, heartbeat: bool = False) -> None:
         state, current = await asyncio.to_thread(self._current, id)
         if state is None or state.status not in ("requested", "active"):
             return
@@ -372,9 +411,11 @@ class SubscriptionService:
         else:
             limit = spec.max_count or DEFAULT_MAX_COUNT
             numbered = await asyncio.to_thread(self._store.events, id, state.delivered, None, limit)
-            if not numbered:
-                return
             kind = "event-notification"
+            if not numbered:
+                if not heartbeat:
+                    return
+                kind = "heartbeat"
         seen = await asyncio.to_thread(self._seen, principal, numbered)
         status = "requested" if state.handshake else "active"
         parameters = status_parameters(
@@ -384,6 +425,9 @@ class SubscriptionService:
         body = orjson.dumps(bundle)
         headers = dict(await asyncio.to_thread(self._headers, resource))
         headers["Content-Type"] = "application/fhir+json; fhirVersion=4.0"
+        key = await asyncio.to_thread(self._store.signing_key, id)
+        if key is not None:
+            headers[SIGNATURE_HEADER] = signature(key, self._clock.now() // 1_000_000, body)
         try:
             response = await self._outbound.request(
                 "POST", spec.endpoint, headers=headers, content=body
@@ -467,11 +511,23 @@ class SubscriptionService:
         ``subscription_poll_seconds`` for other processes' writes and due retries."""
         committed = self._runner.committed()
         every = self._settings.subscription_poll_seconds
+        chores = max(every, 1.0) * 1_000_000
+        prune_every = self._settings.outbox_prune_minutes * 60 * 1_000_000
+        keep = int(self._settings.subscription_event_retention_days * 86_400 * 1_000_000)
+        last_chores = 0
+        last_prune = self._clock.now()
         while not stop.is_set():
             try:
                 while await asyncio.to_thread(self.match_once):
                     pass
                 await self.deliver_due()
+                now = self._clock.now()
+                if now - last_chores >= chores:
+                    last_chores = now
+                    await self.housekeeping()
+                if now - last_prune >= prune_every:
+                    last_prune = now
+                    await asyncio.to_thread(self._store.prune_events, now - keep)
             except FhirError:
                 logger.warning("subscriptions: database unavailable; retrying")
             waits = [asyncio.create_task(e.wait()) for e in (stop, committed, self._wake)]

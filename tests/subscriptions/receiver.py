@@ -16,6 +16,8 @@ import orjson
 class Receiver:
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.raw: list[bytes] = []  # the bodies as sent (signatures cover these bytes)
+        self.refused = 0  # requests answered with an error status
         self.status = 200
         self.lock = threading.Lock()
         self.url = ""
@@ -23,6 +25,15 @@ class Receiver:
     def bundles(self) -> list[dict[str, Any]]:
         with self.lock:
             return [body for _, body in self.received]
+
+    def wait_refused(self, count: int, seconds: float = 15.0) -> None:
+        """Until ``count`` requests have been refused in all (bounded wait)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.refused >= count:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"receiver: only {self.refused} refused requests in {seconds}s")
 
     def wait_for(
         self, test: Callable[[list[dict[str, Any]]], bool], seconds: float = 15.0
@@ -44,11 +55,16 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             length = int(self.headers.get("Content-Length", "0"))
-            body = orjson.loads(self.rfile.read(length)) if length else {}
+            raw = self.rfile.read(length) if length else b""
+            body = orjson.loads(raw) if raw else {}
             status = rec.status
             if status < 300:
                 with rec.lock:
                     rec.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    rec.raw.append(raw)
+            else:
+                with rec.lock:
+                    rec.refused += 1
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -296,3 +296,50 @@ def test_subscription_search_by_url_and_status(client: TestClient, hook: Receive
     assert found["total"] == 1
     found = client.get("/fhir/Subscription", params={"status": "active"}).json()
     assert found["total"] == 1
+
+
+def test_signed_notifications(client: TestClient, hook: Receiver) -> None:
+    import hashlib
+    import hmac
+
+    id = active(client, hook, subscription(hook.url))
+    response = client.post(f"/fhir/Subscription/{id}/$signing-key")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    key = next(p["valueString"] for p in response.json()["parameter"] if p["name"] == "key")
+    create(client, task())
+    hook.wait_for(lambda bs: numbers(bs) == [1])
+    headers, _ = hook.received[-1]
+    raw = hook.raw[-1]
+    t, v1 = (part.split("=", 1)[1] for part in headers["x-calaim-signature"].split(","))
+    expected = hmac.new(key.encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(v1, expected)
+    # rotation: the next notification is signed with the new key only
+    rotated = client.post(f"/fhir/Subscription/{id}/$signing-key").json()
+    new_key = next(p["valueString"] for p in rotated["parameter"] if p["name"] == "key")
+    assert new_key != key
+    assert client.post("/fhir/Subscription/nope/$signing-key").status_code == 404
+
+
+def test_heartbeat(client: TestClient, hook: Receiver) -> None:
+    body = subscription(hook.url, content="empty")
+    body["channel"]["extension"] = [{"url": f"{BP}/backport-heartbeat-period",
+                                     "valueUnsignedInt": 1}]
+    active(client, hook, body)
+    found = hook.wait_for(lambda bs: any(kind(b) == "heartbeat" for b in bs), seconds=20)
+    beat = next(b for b in found if kind(b) == "heartbeat")
+    assert params(beat)["events-since-subscription-start"][0]["valueString"] == "0"
+
+
+def test_end_turns_it_off(client: TestClient, hook: Receiver) -> None:
+    id = active(client, hook, subscription(hook.url))
+    sub = client.get(f"/fhir/Subscription/{id}").json()
+    sub["end"] = "2020-01-01T00:00:00Z"
+    assert client.put(f"/fhir/Subscription/{id}", json=sub).status_code == 200
+    import time
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if client.get(f"/fhir/Subscription/{id}").json()["status"] == "off":
+            break
+        time.sleep(0.05)
+    assert client.get(f"/fhir/Subscription/{id}").json()["status"] == "off"

@@ -13,7 +13,8 @@ matcher's outbox cursor, so a number is handed out exactly once and never skippe
 ``subscription_event_retention_days`` (``$events``).
 
 ``subscription_secret``: the ``channel.header`` values (write-only: the stored Subscription
-holds only masked values and the secret's token).
+holds only masked values and the secret's token), and under ``signing:<id>`` each
+subscription's HMAC signing key.
 
 Statements other than the matcher's transaction are one short statement on a connection of
 their own that commits on its own (``Dialect.autocommit``).
@@ -328,3 +329,16 @@ class SqlSubscriptions:
         if row is None:
             return None
         return [(str(n), str(v)) for n, v in orjson.loads(row[0])]
+
+    def set_signing_key(self, id: str, key: str, now: int) -> None:
+        with self._dialect.autocommit() as conn:
+            conn.execute(
+                "INSERT INTO subscription_secret (token, headers, created) VALUES (?, ?, ?)"
+                " ON CONFLICT (token) DO UPDATE SET headers = excluded.headers,"
+                " created = excluded.created",
+                (f"signing:{id}", orjson.dumps([["key", key]]).decode(), now),
+            )
+
+    def signing_key(self, id: str) -> str | None:
+        found = self.secret(f"signing:{id}")
+        return None if not found else found[0][1]
