@@ -112,3 +112,29 @@ def test_revoked_client_owns_no_live_subscription(tmp_path: Path) -> None:
         unknown = State("s2", "nobody", None, None, "active", 0, 0, False, 0, 0, None, None,
                         None, None, 0, None, 0)
         assert service.registered_owner(unknown) is None
+
+
+def test_owner_revoked_turns_the_subscription_off(tmp_path: Path, hook: Receiver) -> None:
+    revoked: set[str] = set()
+
+    def owners(state: State) -> Principal | None:
+        return None if state.owner in revoked else LOCAL
+
+    with fhir_client(
+        sqlite_url(tmp_path / "fhir.db"),
+        subscription_allow_http_loopback=True,
+        subscription_poll_seconds=0.05,
+    ) as client:
+        client.app.state.subscriptions._owners = owners
+        id = active(client, hook, subscription(hook.url))
+        revoked.add("local")
+        import time
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if client.get(f"/fhir/Subscription/{id}").json()["status"] == "off":
+                break
+            time.sleep(0.05)
+        assert client.get(f"/fhir/Subscription/{id}").json()["status"] == "off"
+        status = client.get(f"/fhir/Subscription/{id}/$status").json()
+        error = params(status)["error"][0]["valueCodeableConcept"]["text"]
+        assert "revoked" in error

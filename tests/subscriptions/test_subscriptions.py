@@ -343,3 +343,25 @@ def test_end_turns_it_off(client: TestClient, hook: Receiver) -> None:
             break
         time.sleep(0.05)
     assert client.get(f"/fhir/Subscription/{id}").json()["status"] == "off"
+
+
+def test_cli_lists_state_lag_and_last_error(client: TestClient, hook: Receiver, database: str
+                                            ) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from server.cli import app as cli
+
+    id = active(client, hook, subscription(hook.url))
+    hook.status = 500
+    create(client, task())
+    create(client, task())
+    hook.wait_refused(1)
+    result = CliRunner().invoke(cli, ["subscriptions", "--database-url", database])
+    assert result.exit_code == 0, result.output
+    rows = [orjson.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    row = next(r for r in rows if r["id"] == id)
+    assert row["status"] == "active"
+    assert row["lag"] == 2 and row["events"] == 2 and row["delivered"] == 0
+    assert "HTTP 500" in row["last_error"]
+    assert row["endpoint"] == hook.url
