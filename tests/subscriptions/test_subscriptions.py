@@ -365,3 +365,17 @@ def test_cli_lists_state_lag_and_last_error(client: TestClient, hook: Receiver, 
     assert row["lag"] == 2 and row["events"] == 2 and row["delivered"] == 0
     assert "HTTP 500" in row["last_error"]
     assert row["endpoint"] == hook.url
+
+
+def test_the_example_subscription_is_accepted(client: TestClient, hook: Receiver) -> None:
+    import orjson
+
+    path = Path(__file__).parents[2] / "examples/subscriptions/subscription-task-owner.json"
+    body = orjson.loads(path.read_bytes())
+    body["channel"]["endpoint"] = hook.url  # no traffic beyond 127.0.0.1
+    id = active(client, hook, body)
+    create(client, task(owner="Organization/cbo-1"))
+    create(client, task(owner="Organization/elsewhere"))
+    hook.wait_for(lambda bs: numbers(bs) == [1])
+    assert hook.received[0][0]["authorization"] == "Bearer replace-me"
+    assert id
