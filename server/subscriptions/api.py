@@ -119,12 +119,6 @@ def _bundle(entries: list[dict[str, Any]], indent: bool) -> Response:
     return Response(http.dump(bundle, indent), media_type=http.FHIR_JSON)
 
 
-@router.api_route(
-    "/Subscription/$status",
-    methods=["GET", "POST"],
-    operation_id="subscriptionsStatus",
-    summary="The status of the caller's subscriptions (Backport $status)",
-)
 async def status_all(request: Request) -> Response:
     note(request, "operation", "Subscription", None)
     http.check_accept(request)
@@ -147,12 +141,6 @@ async def status_all(request: Request) -> Response:
     return _bundle(entries, http.pretty(request))
 
 
-@router.api_route(
-    "/Subscription/{id:fhirid}/$status",
-    methods=["GET", "POST"],
-    operation_id="subscriptionStatus",
-    summary="The status of one subscription (Backport $status)",
-)
 async def status_one(request: Request) -> Response:
     id = request.path_params["id"]
     note(request, "operation", "Subscription", id)
@@ -162,12 +150,6 @@ async def status_one(request: Request) -> Response:
     return _bundle([_status_entry(request, id, body, state)], http.pretty(request))
 
 
-@router.api_route(
-    "/Subscription/{id:fhirid}/$events",
-    methods=["GET", "POST"],
-    operation_id="subscriptionEvents",
-    summary="Past notification events of a subscription (Backport $events)",
-)
 async def events(request: Request) -> Response:
     id = request.path_params["id"]
     note(request, "operation", "Subscription", id)
@@ -242,3 +224,27 @@ def _content(body: dict[str, Any]) -> str:
             if value in CONTENTS:
                 return str(value)
     return "id-only"
+
+
+for _method in ("GET", "POST"):
+    router.add_api_route(
+        "/Subscription/$status",
+        status_all,
+        methods=[_method],
+        operation_id=f"subscriptionsStatus{_method.title()}",
+        summary="The status of the caller's subscriptions (Backport $status)",
+    )
+    router.add_api_route(
+        "/Subscription/{id:fhirid}/$status",
+        status_one,
+        methods=[_method],
+        operation_id=f"subscriptionStatus{_method.title()}",
+        summary="The status of one subscription (Backport $status)",
+    )
+    router.add_api_route(
+        "/Subscription/{id:fhirid}/$events",
+        events,
+        methods=[_method],
+        operation_id=f"subscriptionEvents{_method.title()}",
+        summary="Past notification events of a subscription (Backport $events)",
+    )
