@@ -31,7 +31,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -213,7 +212,7 @@ def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             subscribe(client, endpoint, 1)
             # 1. idle: one write at a time
             idle_refs = []
-            for i in range(200):
+            for _ in range(200):
                 r = client.post("/Task", json=task())
                 t = time.monotonic()
                 r.raise_for_status()
@@ -395,7 +394,7 @@ def main() -> None:
             out["throughput_slowdown_pct"] = round(100 * (a - b) / a, 1)
         out["load_after"] = os.getloadavg()
     print(json.dumps(out, indent=1), flush=True)
-    del sys
+
 
 
 if __name__ == "__main__":

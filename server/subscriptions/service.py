@@ -51,7 +51,7 @@ from server.store.authorized import AuthorizedRepository
 from server.store.base import Event, Origin, Reader, Unit, Version
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
-from server.store.sql.subscriptions import Matching, Numbered, State
+from server.store.sql.subscriptions import Matching, Numbered, State, new_state
 from server.subscriptions.notifications import (
     Seen,
     notification_bundle,
@@ -203,24 +203,9 @@ class SubscriptionService:
             if state is None:
                 if status not in ("requested", "active"):
                     return
-                state = State(
-                    event.id,
-                    event.origin.client,
-                    event.origin.organization,
-                    event.origin.user,
-                    "requested",
-                    0,
-                    0,
-                    True,
-                    0,
-                    0,
-                    None,
-                    None,
-                    None,
-                    None,
-                    0,
-                    endpoint,
-                    now,
+                origin = event.origin
+                state = new_state(
+                    event.id, origin.client, origin.organization, origin.user, endpoint, now
                 )
             elif status == "off":
                 state = replace(state, status="off")
@@ -238,24 +223,8 @@ class SubscriptionService:
 
         actions.append(sync)
         if status in ("requested", "active"):
-            live[event.id] = live.get(event.id) or State(
-                event.id,
-                event.origin.client,
-                None,
-                None,
-                "requested",
-                0,
-                0,
-                True,
-                0,
-                0,
-                None,
-                None,
-                None,
-                None,
-                0,
-                endpoint,
-                now,
+            live[event.id] = live.get(event.id) or new_state(
+                event.id, event.origin.client, None, None, endpoint, now
             )
         else:
             live.pop(event.id, None)

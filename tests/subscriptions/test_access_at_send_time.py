@@ -12,7 +12,7 @@ from server.auth.interactions import Interaction
 from server.auth.policy import EVERYTHING, NOTHING, Facts, Narrowing
 from server.auth.principal import LOCAL, Principal
 from server.store.sql.auth import ClientRow
-from server.store.sql.subscriptions import State
+from server.store.sql.subscriptions import State, new_state
 from tests.subscriptions.receiver import Receiver, receiver
 from tests.subscriptions.test_subscriptions import (
     active,
@@ -21,6 +21,7 @@ from tests.subscriptions.test_subscriptions import (
     params,
     subscription,
     task,
+    wait_status,
 )
 from tests.support import Acting, TestClient, create, fhir_client, sqlite_url
 
@@ -103,14 +104,12 @@ def test_revoked_client_owns_no_live_subscription(tmp_path: Path) -> None:
             "c1", "Partner", "Organization/p", "system/Task.rs", None,
             "https://p.example/jwks", None, "TREAT", "RS384", "active", 1,
         ))
-        state = State("s1", "c1", None, None, "active", 0, 0, False, 0, 0, None, None, None,
-                      None, 0, None, 0)
+        state = new_state("s1", "c1", None, None, None, 0, status="active")
         principal = service.registered_owner(state)
         assert principal is not None and principal.organization == "Organization/p"
         repo.auth.revoke("c1")
         assert service.registered_owner(state) is None
-        unknown = State("s2", "nobody", None, None, "active", 0, 0, False, 0, 0, None, None,
-                        None, None, 0, None, 0)
+        unknown = new_state("s2", "nobody", None, None, None, 0, status="active")
         assert service.registered_owner(unknown) is None
 
 
@@ -128,13 +127,7 @@ def test_owner_revoked_turns_the_subscription_off(tmp_path: Path, hook: Receiver
         client.app.state.subscriptions._owners = owners
         id = active(client, hook, subscription(hook.url))
         revoked.add("local")
-        import time
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if client.get(f"/fhir/Subscription/{id}").json()["status"] == "off":
-                break
-            time.sleep(0.05)
-        assert client.get(f"/fhir/Subscription/{id}").json()["status"] == "off"
+        wait_status(client, id, "off")
         status = client.get(f"/fhir/Subscription/{id}/$status").json()
         error = params(status)["error"][0]["valueCodeableConcept"]["text"]
         assert "revoked" in error

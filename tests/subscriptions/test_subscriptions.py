@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,17 +87,31 @@ def numbers(bundles: list[dict[str, Any]]) -> list[int]:
             for part in ev["part"] if part["name"] == "event-number"]
 
 
+def wait_status(client: TestClient, id: str, status: str, seconds: float = 20.0) -> None:
+    """Until Subscription ``id`` reads with ``status`` (bounded wait)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if client.get(f"/fhir/Subscription/{id}").json()["status"] == status:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"Subscription/{id} not {status} after {seconds}s")
+
+
+def matched(client: TestClient, seconds: float = 20.0) -> None:
+    """Until the matcher has read every outbox event (bounded wait)."""
+    store = client.app.state.store.subscriptions
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if store.lag() == 0:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the matcher did not catch up")
+
+
 def active(client: TestClient, hook: Receiver, body: dict[str, Any]) -> str:
     sub = create(client, body)
     hook.wait_for(lambda bs: any(kind(b) == "handshake" for b in bs))
-    deadline_ok = False
-    for _ in range(200):
-        if client.get(f"/fhir/Subscription/{sub['id']}").json()["status"] == "active":
-            deadline_ok = True
-            break
-        import time
-        time.sleep(0.02)
-    assert deadline_ok, "the subscription did not become active"
+    wait_status(client, sub["id"], "active")
     return str(sub["id"])
 
 
@@ -219,8 +234,7 @@ def test_receiver_down_then_back_gets_every_event_in_order(client: TestClient, h
     hook.status = 503
     for _ in range(5):
         create(client, task())
-    import time
-    time.sleep(0.5)  # a few refused attempts
+    hook.wait_refused(2)
     hook.status = 200
     found = hook.wait_for(lambda bs: len(numbers(bs)) >= 5)
     got = numbers(found)
@@ -231,13 +245,7 @@ def test_receiver_that_never_returns_ends_in_error(client: TestClient, hook: Rec
     id = active(client, hook, subscription(hook.url))
     hook.status = 500
     create(client, task())
-    import time
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if client.get(f"/fhir/Subscription/{id}").json()["status"] == "error":
-            break
-        time.sleep(0.05)
-    assert client.get(f"/fhir/Subscription/{id}").json()["status"] == "error"
+    wait_status(client, id, "error")
     state = client.app.state.subscriptions._store.state(id)
     assert state is not None and "HTTP 500" in (state.last_error or "")
 
@@ -249,8 +257,9 @@ def test_client_may_turn_off(client: TestClient, hook: Receiver) -> None:
     assert client.put(f"/fhir/Subscription/{id}", json=sub).status_code == 200
     create(client, task())
     create(client, task())
-    import time
-    time.sleep(0.5)
+    matched(client)
+    state = client.app.state.subscriptions._store.state(id)
+    assert state is not None and state.status == "off" and state.events == 0
     assert numbers(hook.bundles()) == []
 
 
@@ -336,13 +345,7 @@ def test_end_turns_it_off(client: TestClient, hook: Receiver) -> None:
     sub = client.get(f"/fhir/Subscription/{id}").json()
     sub["end"] = "2020-01-01T00:00:00Z"
     assert client.put(f"/fhir/Subscription/{id}", json=sub).status_code == 200
-    import time
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if client.get(f"/fhir/Subscription/{id}").json()["status"] == "off":
-            break
-        time.sleep(0.05)
-    assert client.get(f"/fhir/Subscription/{id}").json()["status"] == "off"
+    wait_status(client, id, "off")
 
 
 def test_cli_lists_state_lag_and_last_error(client: TestClient, hook: Receiver, database: str

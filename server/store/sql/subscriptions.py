@@ -60,6 +60,37 @@ class State:
     created: int
 
 
+def new_state(
+    id: str,
+    owner: str | None,
+    organization: str | None,
+    user: str | None,
+    endpoint: str | None,
+    now: int,
+    status: str = "requested",
+) -> State:
+    """A subscription just seen: nothing numbered or sent yet, a handshake due."""
+    return State(
+        id,
+        owner,
+        organization,
+        user,
+        status,
+        0,
+        0,
+        True,
+        0,
+        0,
+        None,
+        None,
+        None,
+        None,
+        0,
+        endpoint,
+        now,
+    )
+
+
 def _state(row: Any) -> State:
     return State(
         row[0],
