@@ -89,7 +89,11 @@ def create_app(
                 [
                     *default_rules(),
                     *program_rules(settings),
-                    SubscriptionRule(repo.subscriptions, search_service(settings).context),
+                    SubscriptionRule(
+                        repo.subscriptions,
+                        search_service(settings).context,
+                        email=settings.smtp_host is not None,
+                    ),
                     *rules,
                 ]
             ),

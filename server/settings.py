@@ -219,6 +219,15 @@ class Settings(BaseSettings):
         description="Connect and read timeout of one rest-hook POST (a subscription's "
         "backport-timeout may shorten it); a delivery lease lasts twice this plus 5 seconds",
     )
+    smtp_host: str | None = Field(
+        None,
+        description="The SMTP relay of email subscriptions (unset: the email channel is refused)",
+    )
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = Field(
+        "calaim-fhir@localhost", description="The sender of subscription email notifications"
+    )
+    smtp_starttls: bool = Field(False, description="Use STARTTLS with the SMTP relay")
     subscription_poll_seconds: float = Field(
         1.0, gt=0, description="How often the matcher looks for events written by other processes"
     )

@@ -219,7 +219,7 @@ def _resource(
     if ops:
         out["operation"] = ops
     if type == "Subscription":
-        out.update(subscription_capability())
+        out.update(subscription_capability(settings.smtp_host is not None))
     return out
 
 

@@ -1,6 +1,6 @@
 """What the CapabilityStatement says of Subscription: the topics (backport
 ``capabilitystatement-subscriptiontopic-canonical``, one per topic, ``url|version``), the
-backport profile and the gaps (JSON only; rest-hook only)."""
+backport profile and the gaps (JSON only; email only with an SMTP relay)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from server.subscriptions.topics import TOPICS
 TOPIC_CANONICAL = f"{BACKPORT}/capabilitystatement-subscriptiontopic-canonical"
 
 
-def subscription_capability() -> dict[str, Any]:
+def subscription_capability(email: bool) -> dict[str, Any]:
+    """``email``: whether an SMTP relay is configured (the email channel is offered)."""
+    channels = "rest-hook and email (no content in the message)" if email else "rest-hook"
+    gap = "" if email else " and the email channel (Gravity task-2: no SMTP relay configured)"
     return {
         "extension": [
             {"url": TOPIC_CANONICAL, "valueCanonical": f"{t.url}|{t.version}"} for t in TOPICS
@@ -21,10 +24,9 @@ def subscription_capability() -> dict[str, Any]:
         "documentation": (
             "Topic-based subscriptions (Subscriptions R5 Backport IG 1.1.0): criteria is one of "
             "the topics in this entry's subscriptiontopic-canonical extensions; filters by the "
-            "topic's parameters. Channel rest-hook; payload application/fhir+json "
+            f"topic's parameters. Channels: {channels}; payload application/fhir+json "
             "(fhirVersion=4.0) with content empty, id-only or full-resource. Not yet: "
-            "application/fhir+xml payloads (Gravity SDOH CC task-5) and the email channel "
-            "(Gravity task-2) are refused with 422. channel.header values are write-only. "
-            "See docs/subscriptions.md."
+            f"application/fhir+xml payloads (Gravity SDOH CC task-5){gap} are refused with "
+            "422. channel.header values are write-only. See docs/subscriptions.md."
         ),
     }

@@ -63,9 +63,10 @@ class SubscriptionRule(Rule):
     name = "subscription"
     types = frozenset({"Subscription"})
 
-    def __init__(self, store: SqlSubscriptions, search: SearchContext) -> None:
+    def __init__(self, store: SqlSubscriptions, search: SearchContext, email: bool = False) -> None:
         self._store = store
         self._search = search
+        self._email = email
 
     def _status(self, resource: dict[str, Any], previous: dict[str, Any] | None) -> str:
         status = resource.get("status")
@@ -86,7 +87,7 @@ class SubscriptionRule(Rule):
     def prepare(
         self, write: Write, resource: dict[str, Any], stored: Version | None
     ) -> dict[str, Any] | None:
-        read_spec(resource, self._search)
+        read_spec(resource, self._search, self._email)
         previous = _body(stored)
         out = copy.deepcopy(resource)
         out["status"] = self._status(resource, previous)
@@ -122,7 +123,7 @@ class SubscriptionRule(Rule):
         if change.next is None:
             return ALLOW
         resource = change.next
-        read_spec(resource, self._search)
+        read_spec(resource, self._search, self._email)
         previous = change.previous
         status = self._status(resource, previous)
         channel = resource.get("channel") or {}

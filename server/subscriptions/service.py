@@ -52,6 +52,7 @@ from server.store.base import Event, Origin, Reader, Unit, Version
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.subscriptions import Matching, Numbered, State, new_state
+from server.subscriptions import email
 from server.subscriptions.notifications import (
     Seen,
     notification_bundle,
@@ -374,7 +375,6 @@ class SubscriptionService:
         if principal is None:
             await self._set_status(id, "off", "the subscriber's client was revoked")
             return
-        base = self._settings.fhir_base
         if state.handshake:
             kind, numbered = "handshake", []
         else:
@@ -385,6 +385,35 @@ class SubscriptionService:
                 if not heartbeat:
                     return
                 kind = "heartbeat"
+        if spec.channel == "email":
+            error = await self._email(spec, id, kind, numbered)
+        else:
+            error = await self._post(spec, resource, id, state, kind, principal, numbered, now)
+        if error is None:
+            last = numbered[-1].number if numbered else state.delivered
+            await asyncio.to_thread(
+                self._store.delivered, id, self._me, last, state.handshake, self._clock.now()
+            )
+            if state.handshake:
+                await self._write_status(id, "active")
+            if numbered:
+                self._wake.set()  # more may be waiting
+            return
+        await self._failed(state, error)
+
+    async def _post(
+        self,
+        spec: Spec,
+        resource: dict[str, Any],
+        id: str,
+        state: State,
+        kind: str,
+        principal: Principal,
+        numbered: list[Numbered],
+        now: int,
+    ) -> str | None:
+        """POST the notification Bundle; the error, or None on a 2xx."""
+        base = self._settings.fhir_base
         seen = await asyncio.to_thread(self._seen, principal, numbered)
         status = "requested" if state.handshake else "active"
         parameters = status_parameters(
@@ -401,20 +430,21 @@ class SubscriptionService:
             response = await self._outbound.request(
                 "POST", spec.endpoint, headers=headers, content=body
             )
-            error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
         except OutboundError as exc:
-            error = str(exc)
-        if error is None:
-            last = numbered[-1].number if numbered else state.delivered
-            await asyncio.to_thread(
-                self._store.delivered, id, self._me, last, state.handshake, self._clock.now()
-            )
-            if state.handshake:
-                await self._write_status(id, "active")
-            if numbered:
-                self._wake.set()  # more may be waiting
-            return
-        await self._failed(state, error)
+            return str(exc)
+        return None if 200 <= response.status < 300 else f"HTTP {response.status}"
+
+    async def _email(self, spec: Spec, id: str, kind: str, numbered: list[Numbered]) -> str | None:
+        """Send the no-content email; the error, or None when the relay took it."""
+        first = numbered[0].number if numbered else None
+        last = numbered[-1].number if numbered else None
+        to = spec.endpoint[len("mailto:") :]
+        msg = email.message(self._settings, to, id, kind, first, last)
+        try:
+            await asyncio.to_thread(email.send, self._settings, msg)
+        except email.EmailError as exc:
+            return str(exc)
+        return None
 
     async def _failed(self, state: State, error: str) -> None:
         now = self._clock.now()

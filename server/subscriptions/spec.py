@@ -7,10 +7,13 @@ parameters only and of its resource type, channel ``rest-hook`` or ``email``, pa
 ``application/fhir+json`` (a ``fhirVersion`` MIME parameter, when given, must be ``4.0``:
 notifications are R4; ``application/fhir+xml`` is refused until the server speaks XML) with
 content ``empty``, ``id-only`` or ``full-resource``, heartbeat period, timeout and max count.
+An email subscription (``mailto:`` one address; payload ``text/plain`` allowed) is accepted
+when the server has an SMTP relay; its messages never carry resource content.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -32,6 +35,7 @@ CONTENTS = ("empty", "id-only", "full-resource")
 CHANNELS = ("rest-hook", "email")
 CLIENT_STATUSES = ("requested", "off")
 MASK = "****"
+_MAILBOX = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +143,9 @@ def read_filter(found: Topic, text: str, ctx: SearchContext, at: str) -> Criteri
         raise Unprocessable(f"Invalid filter: {exc}", expression=at) from exc
 
 
-def read_spec(resource: dict[str, Any], ctx: SearchContext) -> Spec:
-    """The subscription ``resource`` asks for; raises ``Unprocessable``."""
+def read_spec(resource: dict[str, Any], ctx: SearchContext, email: bool = True) -> Spec:
+    """The subscription ``resource`` asks for; raises ``Unprocessable``. ``email``: whether
+    the server can send mail (an SMTP relay is configured)."""
     criteria = resource.get("criteria")
     found = topic(criteria) if isinstance(criteria, str) else None
     if found is None:
@@ -180,12 +185,18 @@ def read_spec(resource: dict[str, Any], ctx: SearchContext) -> Spec:
             "A rest-hook endpoint must be an https URL", expression="Subscription.channel.endpoint"
         )
     if channel_type == "email":
-        raise Unprocessable(
-            "The email channel is not available on this server yet (see the "
-            "CapabilityStatement): use rest-hook",
-            expression="Subscription.channel.type",
-        )
-    read_payload(channel.get("payload"))
+        if not email:
+            raise Unprocessable(
+                "The email channel is not configured on this server (no SMTP relay): use rest-hook",
+                expression="Subscription.channel.type",
+            )
+        if scheme != "mailto" or not _MAILBOX.match(endpoint[len("mailto:") :]):
+            raise Unprocessable(
+                "An email endpoint must be one mailto: address",
+                expression="Subscription.channel.endpoint",
+            )
+    if not (channel_type == "email" and channel.get("payload") == "text/plain"):
+        read_payload(channel.get("payload"))
     contents = _ext(channel.get("_payload"), CONTENT)
     content = contents[0].get("valueCode") if contents else None
     if content not in CONTENTS:
