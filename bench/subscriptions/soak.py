@@ -13,8 +13,9 @@ records each notification's event numbers and focus versions with the time it ar
    version minus the write's acknowledgement (both on this machine's monotonic clock).
 2. **Soak**: ``--transitions`` Task transitions (``--tasks`` Tasks created, then updated
    through requested → received → accepted → in-progress → … in rounds) by 4 writer threads,
-   while the receiver goes down ``--outages`` times (answers 503 for 0.2–1.0 s, spread over
-   the run). Then waits for every number: lost = numbers never received; duplicates =
+   while the receiver goes down ``--outages`` times (answers 503 for 0.2–1.0 s; outage k
+   starts when k/outages of the transitions are written). Then waits for every number:
+   lost = numbers never received; duplicates =
    re-sends of a number. Latency as above.
 3. **Throughput**: fresh databases; 4 writer threads create ``--throughput-writes`` Tasks with
    0 and with 100 matching subscriptions (all delivering to the receiver), interleaved
@@ -236,11 +237,16 @@ def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         stop = threading.Event()
 
         def outages() -> None:
+            # outage k starts once k/outages of the transitions are written: spread evenly
             rng = random.Random(7)
             n = 0
-            # spread the outages over the expected run time (measured from the rate so far)
+            every = max(1, remaining // args.outages)
             while n < args.outages and not stop.is_set():
-                time.sleep(rng.uniform(0.1, 0.6))
+                with lock:
+                    progress = len(soak_refs)
+                if progress < n * every:
+                    time.sleep(0.01)
+                    continue
                 rec.down = True
                 time.sleep(rng.uniform(0.2, 1.0))
                 rec.down = False

@@ -71,6 +71,7 @@ SERVER = Origin(client="calaim-fhir:subscriptions")
 BATCH = 500
 DEFAULT_MAX_COUNT = 100
 LEASE_SLACK_SECONDS = 5
+DELIVERY_TICK_US = 100_000  # at most ten delivery rounds a second per process
 Owners = Callable[[State], Principal | None]
 SIGNATURE_HEADER = "X-Calaim-Signature"
 
@@ -127,6 +128,7 @@ class SubscriptionService:
         )
         self._me = f"deliverer-{secrets.token_hex(6)}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._spec_cache: dict[str, tuple[int, Spec | None]] = {}
         self._wake = asyncio.Event()
 
     # -- who the subscriber is, as of now ---------------------------------------------------
@@ -163,14 +165,17 @@ class SubscriptionService:
         actions: list[Callable[[Matching], None]] = []
         live = {s.id: s for s in self._store.states() if s.status in ("requested", "active")}
         with self._repo.reader() as reader:
-            specs: dict[str, Spec | None] = {}
+            specs = self._specs_now(reader, live)
             for event in events:
                 if event.type == "Subscription":
                     if event.origin.client == SERVER.client:
                         continue
                     self._sync(event, reader, live, specs, actions)
                     continue
-                matched = [id for id in sorted(live) if self._hits(id, event, reader, specs)]
+                versions = _Versions(reader, event)
+                matched = [
+                    id for id in sorted(live) if self._hits(id, event, versions, reader, specs)
+                ]
                 if matched:
                     actions.append(_numbering(matched, event))
 
@@ -193,6 +198,7 @@ class SubscriptionService:
         actions: list[Callable[[Matching], None]],
     ) -> None:
         specs.pop(event.id, None)
+        self._spec_cache.pop(event.id, None)
         version = reader.vread("Subscription", event.id, event.version)
         body = None if version is None or version.body is None else orjson.loads(version.body)
         status = "off" if body is None else str(body.get("status"))
@@ -230,6 +236,22 @@ class SubscriptionService:
         else:
             live.pop(event.id, None)
 
+    def _specs_now(self, reader: Reader, live: dict[str, State]) -> dict[str, Spec | None]:
+        """The live subscriptions' specs, parsed again only when their version changed (one
+        query for the current versions)."""
+        versions = reader.versions([("Subscription", id) for id in sorted(live)])
+        out: dict[str, Spec | None] = {}
+        for id in live:
+            version = versions.get(("Subscription", id))
+            cached = self._spec_cache.get(id)
+            if cached is not None and cached[0] == version:
+                out[id] = cached[1]
+                continue
+            out[id] = self._spec(id, reader, out)
+            if version is not None:
+                self._spec_cache[id] = (version, out[id])
+        return out
+
     def _spec(self, id: str, reader: Reader, specs: dict[str, Spec | None]) -> Spec | None:
         if id not in specs:
             current = reader.read("Subscription", id)
@@ -242,7 +264,14 @@ class SubscriptionService:
             specs[id] = spec
         return specs[id]
 
-    def _hits(self, id: str, event: Event, reader: Reader, specs: dict[str, Spec | None]) -> bool:
+    def _hits(
+        self,
+        id: str,
+        event: Event,
+        versions: _Versions,
+        reader: Reader,
+        specs: dict[str, Spec | None],
+    ) -> bool:
         spec = self._spec(id, reader, specs)
         if spec is None:
             return False
@@ -252,10 +281,7 @@ class SubscriptionService:
         interaction = "update" if event.interaction == "patch" else event.interaction
         if interaction not in topic.triggers:
             return False
-        current = _body(reader.vread(event.type, event.id, event.version))
-        previous = None
-        if event.previous is not None:
-            previous = _body(reader.vread(event.type, event.id, event.previous))
+        current, previous = versions.current(), versions.previous()
         if current is None:
             if not topic.deleted:
                 return False
@@ -291,13 +317,21 @@ class SubscriptionService:
         """Start a delivery task for each due subscription not already being delivered."""
         now = self._clock.now()
         due = await asyncio.to_thread(self._store.due, now, 200)
-        for state in due:
-            if state.id in self._inflight:
-                continue
-            self._start(state.id, heartbeat=False)
+        ids = [state.id for state in due if state.id not in self._inflight]
+        if not ids:
+            return
+        leased = await asyncio.to_thread(
+            self._store.lease_many, ids, self._me, now, self._lease_until(now)
+        )
+        for id in leased:
+            self._start(id, heartbeat=False, leased=True)
 
-    def _start(self, id: str, heartbeat: bool) -> None:
-        task = asyncio.create_task(self._deliver(id, heartbeat))
+    def _lease_until(self, now: int) -> int:
+        lease = 2 * self._settings.subscription_timeout_seconds + LEASE_SLACK_SECONDS
+        return now + int(lease * 1_000_000)
+
+    def _start(self, id: str, heartbeat: bool, leased: bool = False) -> None:
+        task = asyncio.create_task(self._deliver(id, heartbeat, leased))
         self._inflight[id] = task
         task.add_done_callback(self._done(id))
 
@@ -338,43 +372,48 @@ class SubscriptionService:
         while self._inflight:
             await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
 
-    async def _deliver(self, id: str, heartbeat: bool = False) -> None:
+    async def _deliver(self, id: str, heartbeat: bool = False, leased: bool = False) -> None:
         try:
-            await self._deliver_one(id, heartbeat)
+            await self._deliver_one(id, heartbeat, leased)
         except Exception:  # noqa: BLE001 - a delivery task must never die silently
             logger.exception("subscriptions: delivery of Subscription/%s failed", id)
 
-    async def _deliver_one(self, id: str, heartbeat: bool) -> None:
+    async def _deliver_one(self, id: str, heartbeat: bool, leased: bool) -> None:
+        """Under the lease (taken here unless ``leased``): send, then record the outcome,
+        which also releases the lease (released on its own when nothing was sent)."""
         now = self._clock.now()
-        lease = 2 * self._settings.subscription_timeout_seconds + LEASE_SLACK_SECONDS
-        lease_until = now + int(lease * 1_000_000)
-        if not await asyncio.to_thread(self._store.lease, id, self._me, now, lease_until):
+        if not leased and not await asyncio.to_thread(
+            self._store.lease, id, self._me, now, self._lease_until(now)
+        ):
             return
+        recorded = False
         try:
-            await self._send(id, now, heartbeat)
+            recorded = await self._send(id, now, heartbeat)
         finally:
-            await asyncio.to_thread(self._store.release, id, self._me)
+            if not recorded:
+                await asyncio.to_thread(self._store.release, id, self._me)
 
-    async def _send(self, id: str, now: int, heartbeat: bool = False) -> None:
+    async def _send(self, id: str, now: int, heartbeat: bool = False) -> bool:
+        """Whether an outcome was recorded (that released the lease)."""
         state, current = await asyncio.to_thread(self._current, id)
         if state is None or state.status not in ("requested", "active"):
-            return
+            return False
         if current is None or current.body is None:
             await self._set_status(id, "off", "the Subscription was deleted")
-            return
+            return False
         resource = orjson.loads(current.body)
         try:
             spec = read_spec(resource, self._search)
         except FhirError as exc:
             await self._set_status(id, "error", f"the Subscription is no longer valid: {exc}")
-            return
+            return False
         if spec.end is not None and _ended(spec.end, now):
             await self._set_status(id, "off", "the Subscription's end has passed")
-            return
+            return False
         principal = await asyncio.to_thread(self._owners, state)
         if principal is None:
             await self._set_status(id, "off", "the subscriber's client was revoked")
-            return
+            return False
         if state.handshake:
             kind, numbered = "handshake", []
         else:
@@ -383,7 +422,7 @@ class SubscriptionService:
             kind = "event-notification"
             if not numbered:
                 if not heartbeat:
-                    return
+                    return False
                 kind = "heartbeat"
         if spec.channel == "email":
             error = await self._email(spec, id, kind, numbered)
@@ -398,8 +437,9 @@ class SubscriptionService:
                 await self._write_status(id, "active")
             if numbered:
                 self._wake.set()  # more may be waiting
-            return
+            return True
         await self._failed(state, error)
+        return True
 
     async def _post(
         self,
@@ -514,13 +554,17 @@ class SubscriptionService:
         prune_every = self._settings.outbox_prune_minutes * 60 * 1_000_000
         keep = int(self._settings.subscription_event_retention_days * 86_400 * 1_000_000)
         last_chores = 0
+        last_round = 0
         last_prune = self._clock.now()
         while not stop.is_set():
             try:
                 while await asyncio.to_thread(self.match_once):
                     pass
-                await self.deliver_due()
                 now = self._clock.now()
+                if now - last_round >= DELIVERY_TICK_US:
+                    # one round per tick at most: a burst of commits is delivered together
+                    last_round = now
+                    await self.deliver_due()
                 if now - last_chores >= chores:
                     last_chores = now
                     await self.housekeeping()
@@ -532,12 +576,40 @@ class SubscriptionService:
             waits = [asyncio.create_task(e.wait()) for e in (stop, committed, self._wake)]
             with suppress(TimeoutError):
                 await asyncio.wait(waits, timeout=every, return_when=asyncio.FIRST_COMPLETED)
+            # let the next tick come: commits meanwhile join this round
+            rest = DELIVERY_TICK_US - (self._clock.now() - last_round)
+            if rest > 0 and not stop.is_set():
+                await asyncio.sleep(rest / 1_000_000)
             for w in waits:
                 w.cancel()
             self._wake.clear()
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+
+class _Versions:
+    """An event's version and the one it replaced, each read once whatever the number of
+    subscriptions that look at them."""
+
+    def __init__(self, reader: Reader, event: Event) -> None:
+        self._reader = reader
+        self._event = event
+        self._read: dict[int, dict[str, Any] | None] = {}
+
+    def _get(self, version: int | None) -> dict[str, Any] | None:
+        if version is None:
+            return None
+        if version not in self._read:
+            e = self._event
+            self._read[version] = _body(self._reader.vread(e.type, e.id, version))
+        return self._read[version]
+
+    def current(self) -> dict[str, Any] | None:
+        return self._get(self._event.version)
+
+    def previous(self) -> dict[str, Any] | None:
+        return self._get(self._event.previous)
 
 
 def _numbering(ids: list[str], event: Event) -> Callable[[Matching], None]:

@@ -273,6 +273,19 @@ class SqlSubscriptions:
             ).fetchall()
         return bool(rows)
 
+    def lease_many(self, ids: Sequence[str], owner: str, now: int, until: int) -> list[str]:
+        """``lease`` for several subscriptions in one statement; the ids leased."""
+        if not ids:
+            return []
+        marks = ", ".join("?" for _ in ids)
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                "UPDATE subscription_state SET lease_owner = ?, lease_until = ?"
+                f" WHERE id IN ({marks}) AND (lease_until <= ? OR lease_owner = ?) RETURNING id",
+                (owner, until, *ids, now, owner),
+            ).fetchall()
+        return sorted(str(r[0]) for r in rows)
+
     def release(self, id: str, owner: str) -> None:
         with self._dialect.autocommit() as conn:
             conn.execute(
@@ -292,7 +305,7 @@ class SqlSubscriptions:
         return [Numbered(int(r[0]), int(r[1]), r[2], r[3], int(r[4]), int(r[5])) for r in rows]
 
     def delivered(self, id: str, owner: str, number: int, handshake: bool, now: int) -> bool:
-        """Record an acknowledged notification (under the lease): the cursor moves to
+        """Record an acknowledged notification and release the lease: the cursor moves to
         ``number``; a handshake makes the subscription active."""
         status = ", status = 'active', handshake = 0" if handshake else ""
         with self._dialect.autocommit() as conn:
@@ -300,7 +313,8 @@ class SqlSubscriptions:
                 "UPDATE subscription_state SET"
                 f" delivered = CASE WHEN delivered > ? THEN delivered ELSE ? END{status},"
                 " attempts = 0, failing_since = NULL, last_error = NULL, last_sent = ?,"
-                " next_attempt = 0 WHERE id = ? AND lease_owner = ? RETURNING id",
+                " next_attempt = 0, lease_owner = NULL, lease_until = 0"
+                " WHERE id = ? AND lease_owner = ? RETURNING id",
                 (number, number, now, id, owner),
             ).fetchall()
         return bool(rows)
@@ -312,8 +326,8 @@ class SqlSubscriptions:
         with self._dialect.autocommit() as conn:
             conn.execute(
                 f"UPDATE subscription_state SET attempts = attempts + 1{status},"
-                " failing_since = COALESCE(failing_since, ?), last_error = ?, next_attempt = ?"
-                " WHERE id = ? AND lease_owner = ?",
+                " failing_since = COALESCE(failing_since, ?), last_error = ?, next_attempt = ?,"
+                " lease_owner = NULL, lease_until = 0 WHERE id = ? AND lease_owner = ?",
                 (now, reason, next_attempt, id, owner),
             )
 
@@ -323,13 +337,6 @@ class SqlSubscriptions:
                 "UPDATE subscription_state SET status = ?, last_error = COALESCE(?, last_error)"
                 " WHERE id = ?",
                 (status, reason, id),
-            )
-
-    def heartbeat_sent(self, id: str, owner: str, now: int) -> None:
-        with self._dialect.autocommit() as conn:
-            conn.execute(
-                "UPDATE subscription_state SET last_sent = ? WHERE id = ? AND lease_owner = ?",
-                (now, id, owner),
             )
 
     def prune_events(self, before: int) -> int:
