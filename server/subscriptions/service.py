@@ -163,6 +163,7 @@ class SubscriptionService:
         if not events:
             return 0
         actions: list[Callable[[Matching], None]] = []
+        matches: list[tuple[str, Event]] = []  # numbered together, before the next sync
         live = {s.id: s for s in self._store.states() if s.status in ("requested", "active")}
         with self._repo.reader() as reader:
             specs = self._specs_now(reader, live)
@@ -170,14 +171,14 @@ class SubscriptionService:
                 if event.type == "Subscription":
                     if event.origin.client == SERVER.client:
                         continue
+                    _flush(matches, actions)
                     self._sync(event, reader, live, specs, actions)
                     continue
                 versions = _Versions(reader, event)
-                matched = [
-                    id for id in sorted(live) if self._hits(id, event, versions, reader, specs)
-                ]
-                if matched:
-                    actions.append(_numbering(matched, event))
+                for id in sorted(live):
+                    if self._hits(id, event, versions, reader, specs):
+                        matches.append((id, event))
+            _flush(matches, actions)
 
         def apply(m: Matching) -> None:
             for action in actions:
@@ -612,12 +613,17 @@ class _Versions:
         return self._get(self._event.previous)
 
 
-def _numbering(ids: list[str], event: Event) -> Callable[[Matching], None]:
-    def apply(m: Matching) -> None:
-        for id in ids:
-            m.number(id, event)
+def _flush(matches: list[tuple[str, Event]], actions: list[Callable[[Matching], None]]) -> None:
+    """Move the pending matches into one numbering action."""
+    if not matches:
+        return
+    batch = list(matches)
+    matches.clear()
 
-    return apply
+    def apply(m: Matching) -> None:
+        m.number(batch)
+
+    actions.append(apply)
 
 
 def _body(version: Version | None) -> dict[str, Any] | None:

@@ -169,19 +169,37 @@ class Matching:
             ),
         )
 
-    def number(self, id: str, event: Event) -> int:
-        """The next number of subscription ``id``, for ``event``."""
-        row = self._conn.execute(
-            "UPDATE subscription_state SET events = events + 1 WHERE id = ? RETURNING events",
-            (id,),
-        ).fetchone()
-        number = int(row[0])
-        self._conn.execute(
+    def number(self, matches: Sequence[tuple[str, Event]]) -> None:
+        """Hand each (subscription, event) match, in order, its subscription's next number:
+        one read of the counters, one insert of every numbered row, one counter update per
+        subscription."""
+        if not matches:
+            return
+        ids = sorted({id for id, _ in matches})
+        marks = ", ".join("?" for _ in ids)
+        counters = {
+            str(r[0]): int(r[1])
+            for r in self._conn.execute(
+                f"SELECT id, events FROM subscription_state WHERE id IN ({marks})", tuple(ids)
+            ).fetchall()
+        }
+        rows = []
+        for id, event in matches:
+            if id not in counters:
+                continue
+            counters[id] += 1
+            rows.append(
+                (id, counters[id], event.seq, event.type, event.id, event.version, event.committed)
+            )
+        self._conn.executemany(
             "INSERT INTO subscription_event (subscription, number, seq, rtype, rid, version,"
             " committed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (id, number, event.seq, event.type, event.id, event.version, event.committed),
+            rows,
         )
-        return number
+        self._conn.executemany(
+            "UPDATE subscription_state SET events = ? WHERE id = ?",
+            [(n, id) for id, n in counters.items()],
+        )
 
 
 class SqlSubscriptions:
