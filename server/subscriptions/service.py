@@ -159,6 +159,8 @@ class SubscriptionService:
     def match_once(self) -> int:
         """Match one batch of outbox events (blocking); the number of events read."""
         cursor = self._store.matcher_cursor()
+        if cursor is None:
+            return 0  # no Subscription was ever written
         events = self._repo.outbox.read(cursor, BATCH)
         if not events:
             return 0

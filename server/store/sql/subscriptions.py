@@ -208,13 +208,26 @@ class SqlSubscriptions:
 
     # -- the matcher ---------------------------------------------------------------------
 
-    def matcher_cursor(self) -> int:
-        """Where the matcher stands in the outbox (registered at 0: every event is matched)."""
+    def matcher_cursor(self) -> int | None:
+        """Where the matcher stands in the outbox. It registers as an outbox consumer with
+        the first Subscription ever written (from just before its event: nothing earlier can
+        match); until then there is nothing to match (None) and the outbox is pruned by age
+        alone."""
         with self._dialect.autocommit() as conn:
+            row = conn.execute(
+                "SELECT cursor FROM outbox_consumer WHERE name = ?", (CONSUMER,)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            first = conn.execute(
+                "SELECT MIN(seq) FROM outbox WHERE rtype = 'Subscription'"
+            ).fetchone()
+            if first is None or first[0] is None:
+                return None
             conn.execute(
-                "INSERT INTO outbox_consumer (name, cursor, updated) VALUES (?, 0, 0)"
+                "INSERT INTO outbox_consumer (name, cursor, updated) VALUES (?, ?, 0)"
                 " ON CONFLICT (name) DO NOTHING",
-                (CONSUMER,),
+                (CONSUMER, int(first[0]) - 1),
             )
             row = conn.execute(
                 "SELECT cursor FROM outbox_consumer WHERE name = ?", (CONSUMER,)
