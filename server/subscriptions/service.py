@@ -71,7 +71,7 @@ SERVER = Origin(client="calaim-fhir:subscriptions")
 BATCH = 500
 DEFAULT_MAX_COUNT = 100
 LEASE_SLACK_SECONDS = 5
-DELIVERY_TICK_US = 100_000  # at most ten delivery rounds a second per process
+DELIVERY_TICK_US = 250_000  # at most four delivery rounds a second per process
 Owners = Callable[[State], Principal | None]
 SIGNATURE_HEADER = "X-Calaim-Signature"
 
