@@ -219,7 +219,9 @@ def _resource(
     if ops:
         out["operation"] = ops
     if type == "Subscription":
-        out.update(subscription_capability(settings.smtp_host is not None))
+        ours = subscription_capability(settings.smtp_host is not None)
+        ours["operation"] = [*out.get("operation", []), *ours["operation"]]
+        out.update(ours)
     return out
 
 

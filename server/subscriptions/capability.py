@@ -10,6 +10,7 @@ from server.subscriptions.spec import BACKPORT, PROFILE
 from server.subscriptions.topics import TOPICS
 
 TOPIC_CANONICAL = f"{BACKPORT}/capabilitystatement-subscriptiontopic-canonical"
+OPERATIONS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
 
 
 def subscription_capability(email: bool) -> dict[str, Any]:
@@ -21,6 +22,10 @@ def subscription_capability(email: bool) -> dict[str, Any]:
             {"url": TOPIC_CANONICAL, "valueCanonical": f"{t.url}|{t.version}"} for t in TOPICS
         ],
         "supportedProfile": [PROFILE],
+        "operation": [
+            {"name": "status", "definition": f"{OPERATIONS}/backport-subscription-status"},
+            {"name": "events", "definition": f"{OPERATIONS}/backport-subscription-events"},
+        ],
         "documentation": (
             "Topic-based subscriptions (Subscriptions R5 Backport IG 1.1.0): criteria is one of "
             "the topics in this entry's subscriptiontopic-canonical extensions; filters by the "

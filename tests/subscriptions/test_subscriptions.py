@@ -124,6 +124,9 @@ def test_topics_are_advertised(client: TestClient) -> None:
     assert ("http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Servicerequest|2.3.0"
             in canonicals)
     assert "application/fhir+xml" in entry["documentation"]
+    operations = {op["name"]: op["definition"] for op in entry["operation"]}
+    assert operations["status"].endswith("/OperationDefinition/backport-subscription-status")
+    assert operations["events"].endswith("/OperationDefinition/backport-subscription-events")
 
 
 @pytest.mark.parametrize(
