@@ -129,6 +129,7 @@ class SubscriptionService:
         self._me = f"deliverer-{secrets.token_hex(6)}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._spec_cache: dict[str, tuple[int, Spec | None]] = {}
+        self._full: dict[str, bool] = {}  # the last POST was a full batch: more may wait
         self._wake = asyncio.Event()
 
     # -- who the subscriber is, as of now ---------------------------------------------------
@@ -392,6 +393,17 @@ class SubscriptionService:
         recorded = False
         try:
             recorded = await self._send(id, now, heartbeat)
+            # a backlog drains at once, not one batch per round: while the last POST was a
+            # full batch, take the lease again and send the next
+            while recorded and self._full.pop(id, False):
+                now = self._clock.now()
+                leased = await asyncio.to_thread(
+                    self._store.lease, id, self._me, now, self._lease_until(now)
+                )
+                if not leased:
+                    return
+                recorded = False
+                recorded = await self._send(id, now)
         finally:
             if not recorded:
                 await asyncio.to_thread(self._store.release, id, self._me)
@@ -439,7 +451,7 @@ class SubscriptionService:
             if state.handshake:
                 await self._write_status(id, "active")
             if numbered:
-                self._wake.set()  # more may be waiting
+                self._full[id] = len(numbered) >= (spec.max_count or DEFAULT_MAX_COUNT)
             return True
         await self._failed(state, error)
         return True
