@@ -44,6 +44,9 @@ from server.store.base import Outbox
 from server.store.conformance import conformance_store
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
+from server.subscriptions import api as subscription_api
+from server.subscriptions.rule import SubscriptionRule
+from server.subscriptions.service import Owners, SubscriptionService
 from server.validating import validation_service
 from server.writes.pipeline import Pipeline
 from server.writes.rules import Rule, RuleSet, default_rules
@@ -70,6 +73,7 @@ def create_app(
     rules: Sequence[Rule] = (),
     principals: Callable[[Request], Principal] | None = None,
     policies: Sequence[Policy] = (),
+    subscription_owners: Owners | None = None,
 ) -> FastAPI:
     """A FHIR server application. Without ``store``, the configured database is opened (and
     migrated) at start-up and closed at shutdown. ``rules`` run on every write after the
@@ -77,7 +81,9 @@ def create_app(
     (default: the principal of the request's access token, ``server/api/authentication.py``);
     tests use it to act as organisations, users and patients. ``policies``: the access
     policies every principal without ``allow_all`` is narrowed by (``server/auth/policy.py``);
-    such a principal reaches nothing no policy grants.
+    such a principal reaches nothing no policy grants. ``subscription_owners``: who a
+    subscription's owner is at send time (default: the registered client's current rights,
+    ``server/subscriptions/service.py``).
 
     Authentication is on (SMART backend services) unless ``settings.auth`` is ``off``
     (``CALAIM_FHIR_AUTH=off``); with it off, only loopback requests are answered. With it on,
@@ -96,7 +102,19 @@ def create_app(
         base_validator()  # load the schema before the first request, not during it
         pipeline = Pipeline(
             validation_service(settings),  # compile every profile: a bad one stops start-up
-            RuleSet([*default_rules(), *program_rules(settings), *policy_rules, *rules]),
+            RuleSet(
+                [
+                    *default_rules(),
+                    *program_rules(settings),
+                    SubscriptionRule(
+                        repo.subscriptions,
+                        search_service(settings).context,
+                        email=settings.smtp_host is not None,
+                    ),
+                    *policy_rules,
+                    *rules,
+                ]
+            ),
             search_service(settings).context,
             settings.conditional_delete_multiple,
         )
@@ -116,11 +134,25 @@ def create_app(
         app.state.pipeline = pipeline
         stop = asyncio.Event()
         pruning = asyncio.create_task(_prune(repo.outbox, settings, stop))
+        service = app.state.subscriptions = SubscriptionService(
+            repo,
+            runner,
+            settings,
+            search_service(settings).context,
+            search_service(settings).indexer,
+            app.state.policies,
+            owners=subscription_owners,
+        )
+        delivering = (
+            asyncio.create_task(service.run(stop)) if settings.subscriptions else None
+        )
         try:
             yield
         finally:
             stop.set()
             await pruning  # never cancelled while its statement runs on a thread
+            if delivering is not None:
+                await delivering
             # off the loop: a job may be waiting for the loop to run its write unit
             await asyncio.to_thread(jobs.close)
             runner.close()
@@ -144,6 +176,7 @@ def create_app(
     app.include_router(smart.router, prefix="/fhir")
     app.include_router(launch.router, prefix="/fhir")
     app.include_router(bulk_export.router, prefix="/fhir")
+    app.include_router(subscription_api.router, prefix="/fhir")
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

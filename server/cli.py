@@ -927,6 +927,27 @@ def key_rotate(database_url: DatabaseUrl = None) -> None:
     typer.echo(f"new signing key {kid}", err=True)
 
 
+# -- subscriptions -------------------------------------------------------------------------
+
+
+@app.command()
+def subscriptions(database_url: DatabaseUrl = None) -> None:
+    """Every subscription with its state, lag and last error, one JSON object a line; then,
+    on standard error, how many outbox events are not matched yet (docs/subscriptions.md)."""
+    import orjson
+
+    from server.subscriptions.report import report
+
+    repo = _auth_store(database_url)
+    try:
+        rows, unmatched = report(repo.subscriptions)
+    finally:
+        repo.close()
+    for row in rows:
+        typer.echo(orjson.dumps(row).decode())
+    typer.echo(f"{len(rows)} subscriptions; {unmatched} outbox events not matched yet", err=True)
+
+
 # -- openapi ---------------------------------------------------------------------------------
 
 

@@ -234,6 +234,48 @@ class Settings(BaseSettings):
     outbox_prune_minutes: float = Field(
         60, gt=0, description="How often each server process prunes the outbox"
     )
+    # -- topic-based subscriptions (docs/subscriptions.md) --
+    subscriptions: bool = Field(
+        True, description="Run the subscription matcher and deliverer in this process"
+    )
+    subscription_retry_hours: float = Field(
+        72,
+        gt=0,
+        description="How long a failing endpoint is retried (exponential backoff with jitter) "
+        "before its subscription is set to error",
+    )
+    subscription_backoff_max_seconds: float = Field(
+        3600, gt=0, description="The longest wait between two delivery attempts"
+    )
+    subscription_event_retention_days: float = Field(
+        30, gt=0, description="How long delivered notification events are kept ($events)"
+    )
+    subscription_private_networks: str = Field(
+        "",
+        description="Comma-separated networks (CIDR) a rest-hook endpoint may resolve into "
+        "besides public addresses (a partner on a private link)",
+    )
+    subscription_allow_http_loopback: bool = Field(
+        False, description="Allow http:// rest-hook endpoints on a loopback address (tests)"
+    )
+    subscription_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        description="Connect and read timeout of one rest-hook POST (a subscription's "
+        "backport-timeout may shorten it); a delivery lease lasts twice this plus 5 seconds",
+    )
+    smtp_host: str | None = Field(
+        None,
+        description="The SMTP relay of email subscriptions (unset: the email channel is refused)",
+    )
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = Field(
+        "calaim-fhir@localhost", description="The sender of subscription email notifications"
+    )
+    smtp_starttls: bool = Field(False, description="Use STARTTLS with the SMTP relay")
+    subscription_poll_seconds: float = Field(
+        1.0, gt=0, description="How often the matcher looks for events written by other processes"
+    )
     # -- $ecm-eligibility plan configuration (docs/eligibility.md, "Plan configuration") --
     plan_identifier: str | None = Field(
         None,

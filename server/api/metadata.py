@@ -34,6 +34,7 @@ from server.operations.registry import Operation, operations
 from server.search.registry import Registry
 from server.search.service import search_service
 from server.settings import Settings
+from server.subscriptions.capability import subscription_capability
 
 router = APIRouter()
 
@@ -228,6 +229,10 @@ def _resource(
     ops = _operations(type, definitions)
     if ops:
         out["operation"] = ops
+    if type == "Subscription":
+        ours = subscription_capability(settings.smtp_host is not None)
+        ours["operation"] = [*out.get("operation", []), *ours["operation"]]
+        out.update(ours)
     return out
 
 

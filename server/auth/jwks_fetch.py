@@ -1,12 +1,9 @@
 """Fetching a client's registered ``jwks_uri``, with the checks a server-side fetch needs.
 
-- https only (http on a loopback address only when ``jwks_allow_http_loopback`` is set: tests);
-- the host's every resolved address is checked against loopback, private, link-local,
-  unique-local, multicast, reserved and cloud metadata ranges (``169.254.169.254`` is
-  link-local) unless a configured network (``jwks_private_networks``) allows it; the
-  connection then goes to the checked address (the ``Host`` header and TLS name stay the
-  URL's), so a second DNS answer cannot redirect it;
-- no redirects, a timeout, a size cap;
+- the outbound checks of ``server/outbound.py``: https only (http on a loopback address only
+  when ``jwks_allow_http_loopback`` is set: tests), the resolved addresses checked unless a
+  configured network (``jwks_private_networks``) allows them, a pinned connection, no
+  redirects, a timeout, a size cap;
 - cached per client with a TTL from ``Cache-Control: max-age`` clamped to [5 min, 24 h]
   (5 min without one); a ``kid`` the cached set lacks refetches at most once a minute per
   client.
@@ -15,17 +12,16 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
+
+from server.outbound import Outbound, OutboundError, Resolver, networks, resolve
 
 MIN_TTL = 300.0
 MAX_TTL = 86_400.0
@@ -34,29 +30,9 @@ MAX_BYTES = 64 * 1024
 TIMEOUT = 5.0
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 class FetchError(Exception):
     """The JWKS could not be fetched, or may not be (the reason is for the server's log)."""
-
-
-def forbidden_address(address: Address, allowed: Sequence[Network]) -> bool:
-    """Whether a fetch may not go to ``address``."""
-    if any(address in network for network in allowed):
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return forbidden_address(address.ipv4_mapped, allowed)
-    return (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local)
-    )
 
 
 def ttl_of(cache_control: str | None) -> float:
@@ -73,13 +49,6 @@ class _Entry:
     fetched: float
 
 
-Resolver = Callable[[str, int], list[str]]
-
-
-def _resolve(host: str, port: int) -> list[str]:
-    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port)})
-
-
 class JwksFetcher:
     def __init__(
         self,
@@ -87,16 +56,19 @@ class JwksFetcher:
         allowed_networks: Sequence[str] = (),
         allow_http_loopback: bool = False,
         clock: Callable[[], float] = time.monotonic,
-        resolver: Resolver = _resolve,
+        resolver: Resolver = resolve,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._allowed: list[Network] = [
-            ipaddress.ip_network(n.strip(), strict=False) for n in allowed_networks if n.strip()
-        ]
-        self._http_loopback = allow_http_loopback
+        self._outbound = Outbound(
+            networks(allowed_networks),
+            allow_http_loopback,
+            resolver,
+            transport,
+            connect_timeout=TIMEOUT,
+            read_timeout=TIMEOUT,
+            max_bytes=MAX_BYTES,
+        )
         self._clock = clock
-        self._resolver = resolver
-        self._transport = transport
         self._cache: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -125,54 +97,17 @@ class JwksFetcher:
 
     async def fetch(self, url: str) -> tuple[dict[str, Any], float]:
         """Fetch and parse a JWKS; (jwks, cache TTL). Raises ``FetchError``."""
-        parts = urlsplit(url)
-        host = parts.hostname
-        if host is None:
-            raise FetchError("no host")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self._resolver(host, port)]
-        except (OSError, ValueError) as exc:
-            raise FetchError(f"cannot resolve {host}: {exc}") from exc
-        if not addresses:
-            raise FetchError(f"{host} has no address")
-        loopback_http = (
-            parts.scheme == "http"
-            and self._http_loopback
-            and all(a.is_loopback for a in addresses)
-        )
-        if parts.scheme != "https" and not loopback_http:
-            raise FetchError("a jwks_uri must use https")
-        if not loopback_http:
-            bad = [str(a) for a in addresses if forbidden_address(a, self._allowed)]
-            if bad:
-                raise FetchError(f"{host} resolves to a refused address ({', '.join(bad)})")
-        target = addresses[0]
-        netloc = f"[{target}]" if target.version == 6 else str(target)
-        pinned = parts._replace(netloc=f"{netloc}:{port}").geturl()
-        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "application/json"}
-        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+            response = await self._outbound.request(
+                "GET", url, headers={"Accept": "application/json"}
+            )
+        except OutboundError as exc:
+            raise FetchError(str(exc)) from exc
+        if response.status != 200:
+            raise FetchError(f"HTTP {response.status}")
+        body = response.body
         try:
-            async with httpx.AsyncClient(
-                follow_redirects=False, timeout=TIMEOUT, transport=self._transport
-            ) as client:
-                request = client.build_request("GET", pinned, headers=headers)
-                request.extensions.update(extensions)
-                response = await client.send(request, stream=True)
-                try:
-                    if response.status_code != 200:
-                        raise FetchError(f"HTTP {response.status_code}")
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > MAX_BYTES:
-                            raise FetchError(f"larger than {MAX_BYTES} bytes")
-                finally:
-                    await response.aclose()
-        except httpx.HTTPError as exc:
-            raise FetchError(f"{type(exc).__name__}") from exc
-        try:
-            jwks = orjson.loads(bytes(body))
+            jwks = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise FetchError("not JSON") from exc
         if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):

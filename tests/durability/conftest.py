@@ -44,7 +44,13 @@ class Server:
     """One ``calaim-fhir serve`` process group on a free loopback port."""
 
     def __init__(
-        self, database_url: str, log_dir: Path, *, faults: str = "", workers: int = 1
+        self,
+        database_url: str,
+        log_dir: Path,
+        *,
+        faults: str = "",
+        workers: int = 1,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.database_url = database_url
         self.faults = faults
@@ -55,6 +61,8 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
         if faults:
             env["CALAIM_FHIR_FAULTS"] = faults
+        for key, value in (settings or {}).items():  # further settings: CALAIM_FHIR_<KEY>
+            env[f"CALAIM_FHIR_{key.upper()}"] = value
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen(
             [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -123,14 +131,22 @@ ServerFactory = Callable[..., Server]
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    """``start_server(url, faults="", workers=1, ready=True)``: a running server; every server
-    this fixture started is SIGKILLed (process group) at teardown, even on failure."""
+    """``start_server(url, faults="", workers=1, ready=True, settings=None)``: a running
+    server; every server this fixture started is SIGKILLed (process group) at teardown, even
+    on failure. ``settings``: further settings (``{"subscription_poll_seconds": "0.1"}``)."""
     servers: list[Server] = []
     log_dir = tmp_path / "logs"
     log_dir.mkdir(exist_ok=True)
 
-    def start(url: str, *, faults: str = "", workers: int = 1, ready: bool = True) -> Server:
-        server = Server(url, log_dir, faults=faults, workers=workers)
+    def start(
+        url: str,
+        *,
+        faults: str = "",
+        workers: int = 1,
+        ready: bool = True,
+        settings: dict[str, str] | None = None,
+    ) -> Server:
+        server = Server(url, log_dir, faults=faults, workers=workers, settings=settings)
         servers.append(server)
         if ready:
             server.wait_ready()

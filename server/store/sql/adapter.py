@@ -66,6 +66,7 @@ from server.store.sql.grants import write_grants
 from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
 from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
+from server.store.sql.subscriptions import SqlSubscriptions
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _FETCH = 256  # rows fetched at a time by streaming reads
@@ -598,6 +599,7 @@ class SqlRepository:
         self.jobs = SqlJobs(dialect)  # asynchronous jobs' state (``server/jobs.py``)
         self.outbox = SqlOutbox(dialect)  # the events of committed versions
         self.auth = SqlAuth(dialect)  # SMART clients, signing keys, assertion jtis
+        self.subscriptions = SqlSubscriptions(dialect)  # delivery state, numbered events
 
     def migrate(self, then: Callable[[Connection], None] | None = None) -> None:
         """Check durability (before anything is written), then apply pending migrations; ``then``

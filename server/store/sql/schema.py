@@ -59,6 +59,10 @@ Migration 10 adds ``access_grant``: the care relationships of members and organi
 transaction and read by the relationship policy's clause (``GrantClause``) inside every
 narrowed statement; ``calaim-fhir reindex`` rebuilds them (``sql/reindex.py``,
 ``rebuild_grants``).
+
+Migration 11 adds the subscription tables (``sql/subscriptions.py``): each subscription's
+delivery state (status, numbering, cursor, retries, lease), its numbered events (kept for
+``$events``) and its write-only channel header values.
 """
 
 from __future__ import annotations
@@ -411,5 +415,46 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX access_grant_member ON access_grant (organization, member, kind)",
         "CREATE INDEX access_grant_scope ON access_grant (organization, scope_type, scope_id)",
         "CREATE INDEX access_grant_source ON access_grant (source_type, source_id)",
+    ],
+    [
+        # per-subscription delivery state (sql/subscriptions.py): status requested | active |
+        # error | off; events: numbers handed out; delivered: the highest acknowledged
+        """CREATE TABLE subscription_state (
+            id TEXT PRIMARY KEY,
+            owner TEXT,
+            organization TEXT,
+            user_id TEXT,
+            status TEXT NOT NULL,
+            events {bigint} NOT NULL,
+            delivered {bigint} NOT NULL,
+            handshake INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            next_attempt {bigint} NOT NULL,
+            failing_since {bigint},
+            last_error TEXT,
+            last_sent {bigint},
+            lease_owner TEXT,
+            lease_until {bigint} NOT NULL,
+            endpoint TEXT,
+            created {bigint} NOT NULL
+        )""",
+        # each subscription's numbered events, in number order
+        """CREATE TABLE subscription_event (
+            subscription TEXT NOT NULL,
+            number {bigint} NOT NULL,
+            seq {bigint} NOT NULL,
+            rtype TEXT NOT NULL,
+            rid TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            committed {bigint} NOT NULL,
+            PRIMARY KEY (subscription, number)
+        )""",
+        "CREATE INDEX subscription_event_committed ON subscription_event (committed)",
+        # write-only channel header values, named by the token the stored Subscription holds
+        """CREATE TABLE subscription_secret (
+            token TEXT PRIMARY KEY,
+            headers TEXT NOT NULL,
+            created {bigint} NOT NULL
+        )""",
     ],
 ]

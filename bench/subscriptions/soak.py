@@ -1,0 +1,407 @@
+"""Subscription soak: receiver outages across Task transitions, nothing lost; commit-to-POST
+latency idle and during the soak; write throughput with 100 matching subscriptions vs none.
+
+    .venv/bin/python bench/subscriptions/soak.py [--transitions 10000] [--outages 100]
+        [--tasks 500] [--throughput-writes 1500] [--rounds 2]
+
+Everything runs on 127.0.0.1: a ``calaim-fhir serve`` process on a temporary SQLite file
+(``--database-url`` for PostgreSQL) and an in-process receiver (stdlib HTTP server) that
+records each notification's event numbers and focus versions with the time it arrived.
+
+1. **Idle latency**: one subscription (Gravity Task topic, id-only); 200 Task transitions
+   written one at a time, 50 ms apart; latency = arrival of the notification naming the
+   version minus the write's acknowledgement (both on this machine's monotonic clock).
+2. **Soak**: ``--transitions`` Task transitions (``--tasks`` Tasks created, then updated
+   through requested → received → accepted → in-progress → … in rounds) by 4 writer threads,
+   while the receiver goes down ``--outages`` times (answers 503 for 0.2–1.0 s; outage k
+   starts when k/outages of the transitions are written). Then waits for every number:
+   lost = numbers never received; duplicates =
+   re-sends of a number. Latency as above.
+3. **Throughput**: fresh databases; 4 writer threads create ``--throughput-writes`` Tasks with
+   0 and with 100 matching subscriptions (all delivering to the receiver), interleaved
+   ``--rounds`` times; writes per second of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = ROOT / ".venv/bin/calaim-fhir"
+TOPIC = "http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Task"
+BP = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+STATUSES = ["requested", "received", "accepted", "in-progress", "on-hold", "in-progress"]
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.arrivals: dict[str, float] = {}  # focus version -> first arrival
+        self.numbers: dict[str, list[int]] = {}  # subscription -> numbers, arrival order
+        self.down = False
+        self.refused = 0
+        self.posts = 0
+
+    def handle(self, body: bytes) -> int:
+        if self.down:
+            with self.lock:
+                self.refused += 1
+            return 503
+        now = time.monotonic()
+        bundle = json.loads(body)
+        params = bundle["entry"][0]["resource"]["parameter"]
+        sub = next(p["valueReference"]["reference"] for p in params if p["name"] == "subscription")
+        kind = next(p["valueCode"] for p in params if p["name"] == "type")
+        with self.lock:
+            self.posts += 1
+            if kind != "event-notification":
+                return 200
+            for p in params:
+                if p["name"] != "notification-event":
+                    continue
+                parts = {q["name"]: q for q in p["part"]}
+                self.numbers.setdefault(sub, []).append(int(parts["event-number"]["valueString"]))
+                if "focus" in parts:
+                    ref = parts["focus"]["valueReference"]["reference"]
+                    self.arrivals.setdefault(ref.split("/fhir/", 1)[-1], now)
+        return 200
+
+
+def start_receiver(rec: Receiver) -> tuple[ThreadingHTTPServer, str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(rec.handle(body))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/hook"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, url: str, log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
+        env.update({
+            "CALAIM_FHIR_SUBSCRIPTION_ALLOW_HTTP_LOOPBACK": "true",
+            "CALAIM_FHIR_SUBSCRIPTION_BACKOFF_MAX_SECONDS": "1",
+            "CALAIM_FHIR_SUBSCRIPTION_TIMEOUT_SECONDS": "5",
+        })
+        self.log = open(log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--database-url", url, "--workers", "1"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/metadata", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit("server did not start")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.log.close()
+
+
+def subscription(endpoint: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Subscription", "status": "requested", "reason": "bench",
+        "criteria": TOPIC,
+        "channel": {
+            "type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": f"{BP}/backport-payload-content",
+                                        "valueCode": "id-only"}]},
+        },
+    }
+
+
+def task(status: str = "requested") -> dict[str, Any]:
+    return {"resourceType": "Task", "status": status, "intent": "order",
+            "owner": {"reference": "Organization/o1"}}
+
+
+def subscribe(client: httpx.Client, endpoint: str, count: int) -> None:
+    ids = []
+    for _ in range(count):
+        r = client.post("/Subscription", json=subscription(endpoint))
+        r.raise_for_status()
+        ids.append(r.json()["id"])
+    deadline = time.monotonic() + 120
+    pending = set(ids)
+    while pending and time.monotonic() < deadline:
+        for id in list(pending):
+            if client.get(f"/Subscription/{id}").json()["status"] == "active":
+                pending.discard(id)
+        time.sleep(0.1)
+    if pending:
+        raise SystemExit(f"{len(pending)} subscriptions never became active")
+
+
+def client_for(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.base, timeout=30,
+                        headers={"Content-Type": "application/fhir+json"})
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def wait_all(rec: Receiver, expected: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with rec.lock:
+            got = {n for ns in rec.numbers.values() for n in ns}
+        if len(got) >= expected:
+            return
+        time.sleep(0.1)
+
+
+def database(args: argparse.Namespace, folder: Path, name: str) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    return f"sqlite:///{folder / name}.db"
+
+
+def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    rec = Receiver()
+    http_server, endpoint = start_receiver(rec)
+    server = Server(database(args, folder, "soak"), folder / "soak.log")
+    acks: dict[str, float] = {}
+    lock = threading.Lock()
+    try:
+        with client_for(server) as client:
+            subscribe(client, endpoint, 1)
+            # 1. idle: one write at a time
+            idle_refs = []
+            for _ in range(200):
+                r = client.post("/Task", json=task())
+                t = time.monotonic()
+                r.raise_for_status()
+                ref = f"Task/{r.json()['id']}/_history/1"
+                acks[ref] = t
+                idle_refs.append(ref)
+                time.sleep(0.05)
+            wait_all(rec, 200, 60)
+            idle = [(rec.arrivals[r] - acks[r]) for r in idle_refs if r in rec.arrivals]
+            # 2. soak
+            tasks: list[tuple[str, dict[str, Any]]] = []
+            for _ in range(args.tasks):
+                r = client.post("/Task", json=task())
+                r.raise_for_status()
+                body = r.json()
+                acks[f"Task/{body['id']}/_history/1"] = time.monotonic()
+                tasks.append((body["id"], body))
+        written = args.tasks
+        remaining = args.transitions - args.tasks
+        soak_refs: list[str] = []
+        stop = threading.Event()
+
+        def outages() -> None:
+            # outage k starts once k/outages of the transitions are written: spread evenly
+            rng = random.Random(7)
+            n = 0
+            every = max(1, remaining // args.outages)
+            while n < args.outages and not stop.is_set():
+                with lock:
+                    progress = len(soak_refs)
+                if progress < n * every:
+                    time.sleep(0.01)
+                    continue
+                rec.down = True
+                time.sleep(rng.uniform(0.2, 1.0))
+                rec.down = False
+                n += 1
+            rec.down = False
+            outage_count.append(n)
+
+        outage_count: list[int] = []
+
+        def writer(part: list[tuple[str, dict[str, Any]]], updates: int) -> None:
+            with client_for(server) as c:
+                done = 0
+                step = 1
+                while done < updates:
+                    for id, body in part:
+                        if done >= updates:
+                            break
+                        body["status"] = STATUSES[step % len(STATUSES)]
+                        r = c.put(f"/Task/{id}", json=body)
+                        t = time.monotonic()
+                        r.raise_for_status()
+                        new = r.json()
+                        body["meta"] = new["meta"]
+                        ref = f"Task/{id}/_history/{new['meta']['versionId']}"
+                        with lock:
+                            acks[ref] = t
+                            soak_refs.append(ref)
+                        done += 1
+                    step += 1
+
+        started = time.monotonic()
+        o = threading.Thread(target=outages)
+        o.start()
+        threads = []
+        per = remaining // 4
+        for k in range(4):
+            n = per if k < 3 else remaining - 3 * per
+            threads.append(threading.Thread(target=writer, args=(tasks[k::4], n)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        write_seconds = time.monotonic() - started
+        written += remaining
+        expected = 200 + written
+        wait_all(rec, expected, 600)
+        stop.set()
+        o.join()
+        total = time.monotonic() - started
+        with rec.lock:
+            numbers = rec.numbers
+            seen = [n for ns in numbers.values() for n in ns]
+        distinct = set(seen)
+        lost = sorted(set(range(1, expected + 1)) - distinct)
+        soak = [(rec.arrivals[r] - acks[r]) for r in soak_refs if r in rec.arrivals]
+        order_ok = all(
+            _first_arrivals_ordered(ns) for ns in numbers.values()
+        )
+        return {
+            "idle_events": 200,
+            "idle_p50_s": statistics.median(idle) if idle else None,
+            "idle_p95_s": pct(idle, 0.95),
+            "idle_max_s": max(idle) if idle else None,
+            "soak_transitions": written,
+            "soak_outages": outage_count[0] if outage_count else 0,
+            "refused_posts": rec.refused,
+            "soak_write_seconds": round(write_seconds, 1),
+            "soak_total_seconds": round(total, 1),
+            "expected_events": expected,
+            "lost": len(lost),
+            "lost_first": lost[:10],
+            "duplicates": len(seen) - len(distinct),
+            "first_arrivals_in_order": order_ok,
+            "soak_p50_s": statistics.median(soak) if soak else None,
+            "soak_p95_s": pct(soak, 0.95),
+            "soak_max_s": max(soak) if soak else None,
+        }
+    finally:
+        server.stop()
+        http_server.shutdown()
+
+
+def _first_arrivals_ordered(numbers: list[int]) -> bool:
+    firsts: list[int] = []
+    seen: set[int] = set()
+    for n in numbers:
+        if n not in seen:
+            seen.add(n)
+            firsts.append(n)
+    return firsts == sorted(firsts)
+
+
+def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int) -> float:
+    rec = Receiver()
+    http_server, endpoint = start_receiver(rec)
+    url = database(args, folder, f"tp-{subs}-{run}")
+    server = Server(url, folder / f"tp-{subs}-{run}.log")
+    try:
+        with client_for(server) as client:
+            if subs:
+                subscribe(client, endpoint, subs)
+        count = args.throughput_writes
+
+        def writer(n: int) -> None:
+            with client_for(server) as c:
+                for _ in range(n):
+                    c.post("/Task", json=task()).raise_for_status()
+
+        threads = [threading.Thread(target=writer, args=(count // 4,)) for _ in range(4)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return (count // 4 * 4) / (time.monotonic() - started)
+    finally:
+        server.stop()
+        http_server.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--transitions", type=int, default=10_000)
+    parser.add_argument("--outages", type=int, default=100)
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--throughput-writes", type=int, default=1500)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--database-url")
+    parser.add_argument("--skip-soak", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    out: dict[str, Any] = {"load_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if not args.skip_soak:
+            out["soak"] = idle_and_soak(args, folder)
+            out["load_after_soak"] = os.getloadavg()
+            print(json.dumps(out, indent=1), flush=True)
+        if not args.skip_throughput:
+            runs: dict[str, list[float]] = {"0": [], "100": []}
+            for r in range(args.rounds):
+                for subs in (0, 100):
+                    if args.database_url:
+                        raise SystemExit("throughput needs fresh databases: SQLite only here")
+                    runs[str(subs)].append(throughput(args, folder, subs, r))
+                    print(f"throughput subs={subs} round={r}: {runs[str(subs)][-1]:.1f}/s",
+                          flush=True)
+            out["throughput_writes_per_s"] = runs
+            a = statistics.median(runs["0"])
+            b = statistics.median(runs["100"])
+            out["throughput_slowdown_pct"] = round(100 * (a - b) / a, 1)
+        out["load_after"] = os.getloadavg()
+    print(json.dumps(out, indent=1), flush=True)
+
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Outbound HTTP from the server (a client's ``jwks_uri``, a subscription's rest-hook endpoint),
+with the checks a server-side request needs.
+
+- https only, except http to a loopback address when the caller allows it (tests);
+- the host's every resolved address is checked against loopback, private, link-local,
+  unique-local, multicast, reserved and cloud metadata ranges (``169.254.169.254`` is
+  link-local; an IPv4-mapped IPv6 address is checked as its IPv4 address) unless a configured
+  network allows it; the connection then goes to the checked address (the ``Host`` header and
+  TLS name stay the URL's), so a second DNS answer cannot redirect it;
+- no redirects, connect and read timeouts, a response size cap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], list[str]]
+_TLS: ssl.SSLContext | None = None
+
+
+def _tls() -> ssl.SSLContext:
+    """One verifying TLS context for every outbound request (building one per request costs
+    milliseconds); connections themselves are never shared between requests."""
+    global _TLS
+    if _TLS is None:
+        _TLS = httpx.create_ssl_context()
+    return _TLS
+
+
+class OutboundError(Exception):
+    """The request could not be made, or may not be (the reason is for the server's log and
+    for an operator: never a secret)."""
+
+
+def forbidden_address(address: Address, allowed: Sequence[Network]) -> bool:
+    """Whether a request may not go to ``address``."""
+    if any(address in network for network in allowed):
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return forbidden_address(address.ipv4_mapped, allowed)
+    return (
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local)
+    )
+
+
+def networks(text: Sequence[str]) -> list[Network]:
+    """Parsed CIDR networks (blank entries skipped)."""
+    return [ipaddress.ip_network(n.strip(), strict=False) for n in text if n.strip()]
+
+
+def resolve(host: str, port: int) -> list[str]:
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port)})
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """The checks of one kind of outbound request: ``allowed`` networks it may reach besides the
+    public internet, http to loopback (tests), its timeouts and response cap."""
+
+    allowed: Sequence[Network] = ()
+    allow_http_loopback: bool = False
+    resolver: Resolver = resolve
+    transport: httpx.AsyncBaseTransport | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 5.0
+    max_bytes: int = 64 * 1024
+
+    def target(self, url: str) -> tuple[str, dict[str, str], dict[str, str]]:
+        """The pinned URL (the checked address in place of the host), the ``Host`` header and
+        the TLS extensions of a request to ``url``; raises ``OutboundError``."""
+        parts = urlsplit(url)
+        host = parts.hostname
+        if host is None:
+            raise OutboundError("no host")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(host, port)]
+        except (OSError, ValueError) as exc:
+            raise OutboundError(f"cannot resolve {host}: {exc}") from exc
+        if not addresses:
+            raise OutboundError(f"{host} has no address")
+        loopback_http = (
+            parts.scheme == "http"
+            and self.allow_http_loopback
+            and all(a.is_loopback for a in addresses)
+        )
+        if parts.scheme != "https" and not loopback_http:
+            raise OutboundError("the URL must use https")
+        if not loopback_http:
+            bad = [str(a) for a in addresses if forbidden_address(a, self.allowed)]
+            if bad:
+                raise OutboundError(f"{host} resolves to a refused address ({', '.join(bad)})")
+        target = addresses[0]
+        netloc = f"[{target}]" if target.version == 6 else str(target)
+        pinned = parts._replace(netloc=f"{netloc}:{port}").geturl()
+        headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        return pinned, headers, extensions
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Response:
+        """One request to ``url`` under the checks (a redirect is a response like any other,
+        never followed); raises ``OutboundError``."""
+        pinned, host, extensions = self.target(url)
+        timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
+        try:
+            async with httpx.AsyncClient(
+                follow_redirects=False, timeout=timeout, transport=self.transport, verify=_tls()
+            ) as client:
+                request = client.build_request(
+                    method, pinned, headers={**(headers or {}), **host}, content=content
+                )
+                request.extensions.update(extensions)
+                response = await client.send(request, stream=True)
+                try:
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > self.max_bytes:
+                            raise OutboundError(f"response larger than {self.max_bytes} bytes")
+                finally:
+                    await response.aclose()
+        except httpx.HTTPError as exc:
+            raise OutboundError(f"{type(exc).__name__}") from exc
+        return Response(response.status_code, response.headers, bytes(body))

@@ -1,0 +1,413 @@
+"""The subscription tables (migration 11): delivery state, numbered events, header secrets.
+
+``subscription_state``: one row per Subscription the server has seen in the outbox — whose it
+is (the client, organisation and user of its first version), the server's status
+(``requested`` | ``active`` | ``error`` | ``off``), ``events`` (the numbers handed out: the
+``events-since-subscription-start``), ``delivered`` (the highest number the endpoint
+acknowledged: the per-subscription cursor), whether a handshake is due, the retry state
+(``attempts``, ``next_attempt``, ``failing_since``, ``last_error``) and the delivery lease.
+
+``subscription_event``: each event number of each subscription with the outbox event it
+names (type, id, version, commit stamp), written in the same transaction that moves the
+matcher's outbox cursor, so a number is handed out exactly once and never skipped. Kept for
+``subscription_event_retention_days`` (``$events``).
+
+``subscription_secret``: the ``channel.header`` values (write-only: the stored Subscription
+holds only masked values and the secret's token), and under ``signing:<id>`` each
+subscription's HMAC signing key.
+
+Statements other than the matcher's transaction are one short statement on a connection of
+their own that commits on its own (``Dialect.autocommit``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from server.store.base import Event
+from server.store.sql.dialect import Connection, Dialect
+
+CONSUMER = "subscriptions"
+_STATE = (
+    "id, owner, organization, user_id, status, events, delivered, handshake, attempts,"
+    " next_attempt, failing_since, last_error, last_sent, lease_owner, lease_until, endpoint,"
+    " created"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    id: str
+    owner: str | None
+    organization: str | None
+    user: str | None
+    status: str
+    events: int
+    delivered: int
+    handshake: bool
+    attempts: int
+    next_attempt: int
+    failing_since: int | None
+    last_error: str | None
+    last_sent: int | None
+    lease_owner: str | None
+    lease_until: int
+    endpoint: str | None
+    created: int
+
+
+def new_state(
+    id: str,
+    owner: str | None,
+    organization: str | None,
+    user: str | None,
+    endpoint: str | None,
+    now: int,
+    status: str = "requested",
+) -> State:
+    """A subscription just seen: nothing numbered or sent yet, a handshake due."""
+    return State(
+        id,
+        owner,
+        organization,
+        user,
+        status,
+        0,
+        0,
+        True,
+        0,
+        0,
+        None,
+        None,
+        None,
+        None,
+        0,
+        endpoint,
+        now,
+    )
+
+
+def _state(row: Any) -> State:
+    return State(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        int(row[5]),
+        int(row[6]),
+        bool(row[7]),
+        int(row[8]),
+        int(row[9]),
+        None if row[10] is None else int(row[10]),
+        row[11],
+        None if row[12] is None else int(row[12]),
+        row[13],
+        int(row[14]),
+        row[15],
+        int(row[16]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Numbered:
+    """One numbered event of a subscription."""
+
+    number: int
+    seq: int
+    type: str
+    id: str
+    version: int
+    committed: int
+
+
+class Matching:
+    """The matcher's view inside its transaction: the states and the numbering."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def state(self, id: str) -> State | None:
+        row = self._conn.execute(
+            f"SELECT {_STATE} FROM subscription_state WHERE id = ?", (id,)
+        ).fetchone()
+        return None if row is None else _state(row)
+
+    def live(self) -> list[State]:
+        rows = self._conn.execute(
+            f"SELECT {_STATE} FROM subscription_state WHERE status IN ('requested', 'active')"
+        ).fetchall()
+        return [_state(r) for r in rows]
+
+    def upsert(self, state: State) -> None:
+        self._conn.execute("DELETE FROM subscription_state WHERE id = ?", (state.id,))
+        self._conn.execute(
+            f"INSERT INTO subscription_state ({_STATE}) VALUES"
+            f" ({', '.join('?' for _ in _STATE.split(','))})",
+            (
+                state.id,
+                state.owner,
+                state.organization,
+                state.user,
+                state.status,
+                state.events,
+                state.delivered,
+                int(state.handshake),
+                state.attempts,
+                state.next_attempt,
+                state.failing_since,
+                state.last_error,
+                state.last_sent,
+                state.lease_owner,
+                state.lease_until,
+                state.endpoint,
+                state.created,
+            ),
+        )
+
+    def number(self, matches: Sequence[tuple[str, Event]]) -> None:
+        """Hand each (subscription, event) match, in order, its subscription's next number:
+        one read of the counters, one insert of every numbered row, one counter update per
+        subscription."""
+        if not matches:
+            return
+        ids = sorted({id for id, _ in matches})
+        marks = ", ".join("?" for _ in ids)
+        counters = {
+            str(r[0]): int(r[1])
+            for r in self._conn.execute(
+                f"SELECT id, events FROM subscription_state WHERE id IN ({marks})", tuple(ids)
+            ).fetchall()
+        }
+        rows = []
+        for id, event in matches:
+            if id not in counters:
+                continue
+            counters[id] += 1
+            rows.append(
+                (id, counters[id], event.seq, event.type, event.id, event.version, event.committed)
+            )
+        self._conn.executemany(
+            "INSERT INTO subscription_event (subscription, number, seq, rtype, rid, version,"
+            " committed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._conn.executemany(
+            "UPDATE subscription_state SET events = ? WHERE id = ?",
+            [(n, id) for id, n in counters.items()],
+        )
+
+
+class SqlSubscriptions:
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+
+    # -- the matcher ---------------------------------------------------------------------
+
+    def matcher_cursor(self) -> int | None:
+        """Where the matcher stands in the outbox. It registers as an outbox consumer with
+        the first Subscription ever written (from just before its event: nothing earlier can
+        match); until then there is nothing to match (None) and the outbox is pruned by age
+        alone."""
+        with self._dialect.autocommit() as conn:
+            row = conn.execute(
+                "SELECT cursor FROM outbox_consumer WHERE name = ?", (CONSUMER,)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            first = conn.execute(
+                "SELECT MIN(seq) FROM outbox WHERE rtype = 'Subscription'"
+            ).fetchone()
+            if first is None or first[0] is None:
+                return None
+            conn.execute(
+                "INSERT INTO outbox_consumer (name, cursor, updated) VALUES (?, ?, 0)"
+                " ON CONFLICT (name) DO NOTHING",
+                (CONSUMER, int(first[0]) - 1),
+            )
+            row = conn.execute(
+                "SELECT cursor FROM outbox_consumer WHERE name = ?", (CONSUMER,)
+            ).fetchone()
+        return int(row[0])
+
+    def commit_batch(
+        self, cursor: int, events: Sequence[Event], fn: Callable[[Matching], None]
+    ) -> bool:
+        """In one transaction: ``fn`` (the numbering of ``events``) and the matcher's cursor
+        moved from ``cursor`` past them. False (nothing committed) when another process
+        moved the cursor first."""
+        with self._dialect.writing() as conn:
+            moved = conn.execute(
+                "UPDATE outbox_consumer SET cursor = ?, updated = ? WHERE name = ? AND cursor = ?"
+                " RETURNING name",
+                (events[-1].seq, events[-1].committed, CONSUMER, cursor),
+            ).fetchall()
+            if not moved:
+                return False
+            fn(Matching(conn))
+        return True
+
+    def lag(self) -> int:
+        """Outbox events the matcher has not read yet."""
+        with self._dialect.autocommit() as conn:
+            row = conn.execute(
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM outbox) - COALESCE("
+                "(SELECT cursor FROM outbox_consumer WHERE name = ?), 0)",
+                (CONSUMER,),
+            ).fetchone()
+        return max(0, int(row[0]))
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def state(self, id: str) -> State | None:
+        with self._dialect.autocommit() as conn:
+            row = conn.execute(
+                f"SELECT {_STATE} FROM subscription_state WHERE id = ?", (id,)
+            ).fetchone()
+        return None if row is None else _state(row)
+
+    def states(self) -> list[State]:
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(f"SELECT {_STATE} FROM subscription_state ORDER BY id").fetchall()
+        return [_state(r) for r in rows]
+
+    def due(self, now: int, limit: int) -> list[State]:
+        """Live subscriptions with something to send whose lease is free and retry due."""
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                f"SELECT {_STATE} FROM subscription_state WHERE status IN ('requested', 'active')"
+                " AND (handshake = 1 OR (status = 'active' AND events > delivered))"
+                " AND next_attempt <= ? AND lease_until <= ? ORDER BY next_attempt"
+                f" LIMIT {int(limit)}",
+                (now, now),
+            ).fetchall()
+        return [_state(r) for r in rows]
+
+    def live(self) -> list[State]:
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                f"SELECT {_STATE} FROM subscription_state WHERE status = 'active'"
+            ).fetchall()
+        return [_state(r) for r in rows]
+
+    def lease(self, id: str, owner: str, now: int, until: int) -> bool:
+        """Take (or renew) the delivery lease of ``id``: one deliverer per subscription."""
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                "UPDATE subscription_state SET lease_owner = ?, lease_until = ? WHERE id = ?"
+                " AND (lease_until <= ? OR lease_owner = ?) RETURNING id",
+                (owner, until, id, now, owner),
+            ).fetchall()
+        return bool(rows)
+
+    def lease_many(self, ids: Sequence[str], owner: str, now: int, until: int) -> list[str]:
+        """``lease`` for several subscriptions in one statement; the ids leased."""
+        if not ids:
+            return []
+        marks = ", ".join("?" for _ in ids)
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                "UPDATE subscription_state SET lease_owner = ?, lease_until = ?"
+                f" WHERE id IN ({marks}) AND (lease_until <= ? OR lease_owner = ?) RETURNING id",
+                (owner, until, *ids, now, owner),
+            ).fetchall()
+        return sorted(str(r[0]) for r in rows)
+
+    def release(self, id: str, owner: str) -> None:
+        with self._dialect.autocommit() as conn:
+            conn.execute(
+                "UPDATE subscription_state SET lease_owner = NULL, lease_until = 0"
+                " WHERE id = ? AND lease_owner = ?",
+                (id, owner),
+            )
+
+    def events(self, id: str, after: int, until: int | None, limit: int) -> list[Numbered]:
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                "SELECT number, seq, rtype, rid, version, committed FROM subscription_event"
+                " WHERE subscription = ? AND number > ? AND number <= ? ORDER BY number"
+                f" LIMIT {int(limit)}",
+                (id, after, until if until is not None else 2**62),
+            ).fetchall()
+        return [Numbered(int(r[0]), int(r[1]), r[2], r[3], int(r[4]), int(r[5])) for r in rows]
+
+    def delivered(self, id: str, owner: str, number: int, handshake: bool, now: int) -> bool:
+        """Record an acknowledged notification and release the lease: the cursor moves to
+        ``number``; a handshake makes the subscription active."""
+        status = ", status = 'active', handshake = 0" if handshake else ""
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                "UPDATE subscription_state SET"
+                f" delivered = CASE WHEN delivered > ? THEN delivered ELSE ? END{status},"
+                " attempts = 0, failing_since = NULL, last_error = NULL, last_sent = ?,"
+                " next_attempt = 0, lease_owner = NULL, lease_until = 0"
+                " WHERE id = ? AND lease_owner = ? RETURNING id",
+                (number, number, now, id, owner),
+            ).fetchall()
+        return bool(rows)
+
+    def failed(
+        self, id: str, owner: str, reason: str, now: int, next_attempt: int, give_up: bool
+    ) -> None:
+        status = ", status = 'error'" if give_up else ""
+        with self._dialect.autocommit() as conn:
+            conn.execute(
+                f"UPDATE subscription_state SET attempts = attempts + 1{status},"
+                " failing_since = COALESCE(failing_since, ?), last_error = ?, next_attempt = ?,"
+                " lease_owner = NULL, lease_until = 0 WHERE id = ? AND lease_owner = ?",
+                (now, reason, next_attempt, id, owner),
+            )
+
+    def set_status(self, id: str, status: str, reason: str | None) -> None:
+        with self._dialect.autocommit() as conn:
+            conn.execute(
+                "UPDATE subscription_state SET status = ?, last_error = COALESCE(?, last_error)"
+                " WHERE id = ?",
+                (status, reason, id),
+            )
+
+    def prune_events(self, before: int) -> int:
+        """Delete numbered events committed before ``before`` that were delivered."""
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                "DELETE FROM subscription_event WHERE committed < ? AND number <= COALESCE("
+                "(SELECT delivered FROM subscription_state s WHERE s.id = subscription), number)"
+                " RETURNING number",
+                (before,),
+            ).fetchall()
+        return len(rows)
+
+    # -- header secrets ------------------------------------------------------------------
+
+    def put_secret(self, token: str, headers: Sequence[tuple[str, str]], now: int) -> None:
+        with self._dialect.autocommit() as conn:
+            conn.execute(
+                "INSERT INTO subscription_secret (token, headers, created) VALUES (?, ?, ?)",
+                (token, orjson.dumps([list(h) for h in headers]).decode(), now),
+            )
+
+    def secret(self, token: str) -> list[tuple[str, str]] | None:
+        with self._dialect.autocommit() as conn:
+            row = conn.execute(
+                "SELECT headers FROM subscription_secret WHERE token = ?", (token,)
+            ).fetchone()
+        if row is None:
+            return None
+        return [(str(n), str(v)) for n, v in orjson.loads(row[0])]
+
+    def set_signing_key(self, id: str, key: str, now: int) -> None:
+        with self._dialect.autocommit() as conn:
+            conn.execute(
+                "INSERT INTO subscription_secret (token, headers, created) VALUES (?, ?, ?)"
+                " ON CONFLICT (token) DO UPDATE SET headers = excluded.headers,"
+                " created = excluded.created",
+                (f"signing:{id}", orjson.dumps([["key", key]]).decode(), now),
+            )
+
+    def signing_key(self, id: str) -> str | None:
+        found = self.secret(f"signing:{id}")
+        return None if not found else found[0][1]
