@@ -58,6 +58,7 @@ class Server:
         env.update(
             PYTHONPATH=str(ROOT),
             CALAIM_FHIR_DATABASE_URL=database_url,
+            CALAIM_FHIR_AUTH="off",
             CALAIM_FHIR_BASE_URL=f"{self.base}/fhir",
             BENCH_ACCESS_POLICY=policy,
             BENCH_ACCESS_PATIENT="p1",

@@ -42,7 +42,7 @@ CALLER = Principal("bench-app", user="Patient/p1")
 async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield client
 
 
@@ -62,7 +62,7 @@ async def cpu_per_request(client: httpx.AsyncClient, paths: list[str], n: int) -
 
 async def main(rounds: int, requests: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-access-cpu-"))
-    settings = Settings(database_url=f"sqlite:///{work / 'store.db'}")
+    settings = Settings(database_url=f"sqlite:///{work / 'store.db'}", auth="off")
     none = create_app(settings)
     policy = create_app(settings, principals=lambda request: CALLER, policies=[CompartmentPolicy()])
     async with running(none) as a, running(policy) as b:

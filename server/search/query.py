@@ -268,6 +268,19 @@ class ReferencedClause:
     types: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class OwnerClause:
+    """The resource belongs to Patient ``patient``'s compartment by its access facts: the
+    ``owners`` written with every version at index time (a reference under one of its type's
+    Patient compartment parameters, R4 CompartmentDefinition ``patient``, or the Patient
+    itself). The same resources as the full Patient ``CompartmentClause`` of that patient, but
+    decided on one column of the resource row instead of its reference rows (an access
+    policy's view of a patient; versions stored before their facts existed satisfy it only
+    after ``calaim-fhir reindex``)."""
+
+    patient: str
+
+
 Clause = (
     IdClause
     | LastUpdatedClause
@@ -288,6 +301,7 @@ Clause = (
     | AllClause
     | TypeClause
     | ReferencedClause
+    | OwnerClause
 )
 
 

@@ -41,11 +41,13 @@ from server.search.query import (
     Criteria,
     HasClause,
     Include,
+    OwnerClause,
     PerTypeClause,
     ReferenceClause,
     ReferenceValue,
     SearchQuery,
 )
+from server.search.registry import patient_compartment
 from server.store.base import (
     HistoryQuery,
     Included,
@@ -236,9 +238,7 @@ class _Checked:
         if not narrowing.permitted:
             return Included([])
         store = self._store(versions[0].type if versions else None)
-        found = store.include(
-            versions, includes, limit, (*within, *narrowing.clauses), max_bytes
-        )
+        found = store.include(versions, includes, limit, (*within, *narrowing.clauses), max_bytes)
         return replace(found, versions=self._net(Interaction.READ, found.versions))
 
     def patient_resources(
@@ -266,20 +266,32 @@ class _Checked:
 
 def _implied(narrowing: Clause, clauses: tuple[Clause, ...], type: str | None) -> bool:
     """Whether the search's own ``clauses`` already hold only for resources that satisfy the
-    ``narrowing`` clause (then the statement need not test it again): the same clause (a
-    compartment search of the caller's own compartment), or, for a compartment, a reference
-    to the compartment's resource under one of the type's compartment parameters
-    (``Observation?subject=Patient/p1`` within Patient p1's compartment)."""
+    ``narrowing`` clause (then the statement need not test it again): the same clause, or,
+    for a patient's compartment (``OwnerClause``, ``CompartmentClause``), a reference to the
+    patient under one of the type's compartment parameters (``Observation?subject=Patient/p1``
+    or the compartment search ``Patient/p1/Observation`` within Patient p1's compartment)."""
     if narrowing in clauses:
         return True
-    if not isinstance(narrowing, CompartmentClause) or type is None:
+    if type is None or type == "Patient":
         return False
-    codes = {code for t, params in narrowing.params if t == type for code in params}
-    target = ReferenceValue(narrowing.target_type, narrowing.target_id)
-    return any(
-        isinstance(c, ReferenceClause) and c.param in codes and c.values == (target,)
-        for c in clauses
-    )
+    if isinstance(narrowing, OwnerClause):
+        codes = set(patient_compartment().get(type, ()))
+        target = ReferenceValue("Patient", narrowing.patient)
+    elif isinstance(narrowing, CompartmentClause):
+        codes = {code for t, params in narrowing.params if t == type for code in params}
+        target = ReferenceValue(narrowing.target_type, narrowing.target_id)
+    else:
+        return False
+    for c in clauses:
+        if isinstance(c, ReferenceClause) and c.param in codes and c.values == (target,):
+            return True
+        if (
+            isinstance(c, CompartmentClause)
+            and ReferenceValue(c.target_type, c.target_id) == target
+            and {code for t, params in c.params if t == type for code in params} <= codes
+        ):
+            return True
+    return False
 
 
 @lru_cache(maxsize=4096)

@@ -75,6 +75,7 @@ from server.search.query import (
     MissingClause,
     NumberClause,
     NumberValue,
+    OwnerClause,
     PerTypeClause,
     Prefix,
     QuantityClause,
@@ -105,8 +106,10 @@ def lean_columns(alias: str, inline: int | None) -> str:
     (``bodies.py``). The access facts (``labels``, ``owners``) are in every row, lean or not:
     the door's safety net checks each returned version by them."""
     a = alias
-    body = f"{a}.body" if inline is None else (
-        f"CASE WHEN length({a}.body) <= {int(inline)} THEN {a}.body END AS body"
+    body = (
+        f"{a}.body"
+        if inline is None
+        else (f"CASE WHEN length({a}.body) <= {int(inline)} THEN {a}.body END AS body")
     )
     return (
         f"{a}.rtype, {a}.id, {a}.version, {a}.last_updated, {a}.deleted, {body},"
@@ -117,6 +120,8 @@ def lean_columns(alias: str, inline: int | None) -> str:
 def size_column(alias: str, inline: int | None) -> str:
     """The body length column that ends a row of ``lean_columns`` with ``inline``."""
     return "" if inline is None else f", length({alias}.body) AS body_size"
+
+
 ALL_TYPES: tuple[str, ...] = tuple(sorted(RESOURCE_TYPES))
 TEXT_MAX = "\U0010ffff"  # sorts after every other character, bytewise in UTF-8
 _TRUE: Frag = ("1 = 1", ())
@@ -529,7 +534,7 @@ def _preference(clause: Clause) -> int:
     """The driver chosen without a probe: the lowest of these (equalities before ranges)."""
     if isinstance(clause, IdClause):
         return 0
-    if isinstance(clause, (ReferenceClause, CompartmentClause)):
+    if isinstance(clause, (ReferenceClause, CompartmentClause, OwnerClause)):
         return 1
     if isinstance(clause, TokenClause | UriClause) or (
         isinstance(clause, StringClause) and clause.mode == "exact"
@@ -628,7 +633,19 @@ class Compiler:
             return _in(f"{alias}.rtype", clause.types)
         if isinstance(clause, ReferencedClause):
             return self._referenced(clause, alias, types)
+        if isinstance(clause, OwnerClause):
+            return self._owned(clause, alias)
         return self._composite(clause, alias)
+
+    def _owned(self, clause: OwnerClause, alias: str) -> Frag:
+        """The row's ``owners`` facts (newline-separated, ``access_facts.py``) name the
+        patient: one test of a column, no probe of reference rows."""
+        find = (
+            "instr(char(10) || {0} || char(10), ?)"
+            if self.pin
+            else ("strpos(chr(10) || {0} || chr(10), ?)")
+        )
+        return f"{find.format(f'{alias}.owners')} > 0", (f"\nPatient/{clause.patient}\n",)
 
     def _referenced(self, clause: ReferencedClause, alias: str, types: Types) -> Frag:
         """The resource is of one of the clause's types and some live resource satisfying the
@@ -636,7 +653,7 @@ class Compiler:
         kinds = clause.types if types is None else tuple(t for t in clause.types if t in types)
         if not kinds:
             return _FALSE
-        keys = self._referenced_keys(clause, types)
+        keys = self._referenced_keys(clause, types, live=False)
         if keys is not None:
             # from the inner clause's members to what they refer to, once per statement: a
             # resource referred to by thousands is not probed referrer by referrer
@@ -827,6 +844,8 @@ class Compiler:
             return _join(" UNION ALL ", [p for p in parts if p is not None])
         if isinstance(clause, ReferencedClause):
             return self._referenced_keys(clause, types)
+        if isinstance(clause, OwnerClause):
+            return self._owned_keys(clause, types)
         if isinstance(clause, AllClause):
             return self._all_keys(clause, types)
         return None
@@ -853,14 +872,47 @@ class Compiler:
             )
         return None
 
-    def _referenced_keys(self, clause: ReferencedClause, types: Types) -> Frag | None:
-        """The live targets, of the clause's types, of every reference row of the inner
-        clause's keys."""
+    def _referenced_keys(
+        self, clause: ReferencedClause, types: Types, live: bool = True
+    ) -> Frag | None:
+        """The targets (``live``: only live ones), of the clause's types, of every reference
+        row of the inner clause's keys."""
         kinds = clause.types if types is None else tuple(t for t in clause.types if t in types)
         inner = self.keys(clause.clause, None) if kinds else None
         if inner is None:
             return None
-        return self._referred(inner, lambda s: _TRUE, lambda column: _in(column, kinds))
+        return self._referred(inner, lambda s: _TRUE, lambda column: _in(column, kinds), live)
+
+    def _owned_keys(self, clause: OwnerClause, types: Types) -> Frag:
+        """The live resources (of ``types``) whose facts name the patient: among those with a
+        reference row pointing at it (every owner is one) and the Patient itself."""
+        s, t = self.alias("s"), self.alias("t")
+        condition = _and(
+            [
+                (f"{s}.target_type = 'Patient' AND {s}.target_id = ?", (clause.patient,)),
+                _in(f"{s}.rtype", types) if types is not None else _TRUE,
+                (f"{t}.rtype = {s}.rtype AND {t}.id = {s}.id AND {t}.deleted = 0", ()),
+                self._owned(clause, t),
+            ]
+        )
+        source = self.pinned("search_reference", s, "target")
+        parts = [
+            (
+                f"SELECT DISTINCT {t}.rtype, {t}.id FROM {source} CROSS JOIN resource {t}"
+                f" WHERE {condition[0]}",
+                condition[1],
+            )
+        ]
+        if types is None or "Patient" in types:
+            k = self.alias("k")
+            parts.append(
+                (
+                    f"SELECT {k}.rtype, {k}.id FROM resource {k}"
+                    f" WHERE {k}.rtype = 'Patient' AND {k}.id = ? AND {k}.deleted = 0",
+                    (clause.patient,),
+                )
+            )
+        return _join(" UNION ALL ", parts)
 
     def _range(
         self,
@@ -919,22 +971,30 @@ class Compiler:
             inner, lambda s: (f"{s}.param = ?", (param,)), lambda s: _types(s, types)
         )
 
-    def _referred(self, inner: Frag, rows: RowPredicate, targets: Callable[[str], Frag]) -> Frag:
-        """The live targets (their type column passing ``targets``) of the reference rows
-        (passing ``rows``) of the keys ``inner``."""
+    def _referred(
+        self, inner: Frag, rows: RowPredicate, targets: Callable[[str], Frag], live: bool = True
+    ) -> Frag:
+        """The targets (their type column passing ``targets``; ``live``: only live ones) of
+        the reference rows (passing ``rows``) of the keys ``inner``."""
         k, s, t = self.alias("k"), self.alias("s"), self.alias("t")
+        source = self.pinned("search_reference", s, "owner")
         condition = _and(
             [
                 (f"{s}.rtype = {k}.rtype AND {s}.id = {k}.id", ()),
                 rows(s),
                 targets(f"{s}.target_type"),
-                (f"{t}.rtype = {s}.target_type AND {t}.id = {s}.target_id AND {t}.deleted = 0", ()),
             ]
         )
-        source = self.pinned("search_reference", s, "owner")
+        if not live:  # tested against a live row: no target row to read
+            return (
+                f"SELECT {s}.target_type AS rtype, {s}.target_id AS id FROM ({inner[0]}) {k}"
+                f" CROSS JOIN {source} WHERE {condition[0]}",
+                (*inner[1], *condition[1]),
+            )
+        alive = f"{t}.rtype = {s}.target_type AND {t}.id = {s}.target_id AND {t}.deleted = 0"
         return (
             f"SELECT {t}.rtype, {t}.id FROM ({inner[0]}) {k} CROSS JOIN {source}"
-            f" CROSS JOIN resource {t} WHERE {condition[0]}",
+            f" CROSS JOIN resource {t} WHERE {condition[0]} AND {alive}",
             (*inner[1], *condition[1]),
         )
 
