@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from server.auth.interactions import Interaction
 from server.auth.policy import Access, Facts, Narrowing, Policy
 from server.auth.principal import Principal
-from server.errors import FhirError, Forbidden
+from server.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
 from server.fhir.conformance import CONFORMANCE_TYPES
 from server.search.access_facts import split
 from server.search.query import (
@@ -359,12 +359,32 @@ class _CheckedUnit(_Checked):
         return self._kept(Interaction.CREATE, self._unit.create(type, resource, id=id))
 
     def update(
-        self, type: str, id: str, resource: dict[str, Any], *, method: Method = "PUT"
+        self,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        *,
+        method: Method = "PUT",
+        assigned: bool = False,
     ) -> WriteResult:
+        """A narrowed caller changes only what it can see, and never creates a resource under
+        an id of its own choosing (update-as-create): an id outside its view may be missing or
+        hidden, and both answer alike (405 for PUT, 404 for PATCH), so the answer neither
+        reveals nor overwrites another's resource. An id the server ``assigned`` is fresh."""
         interaction = Interaction.PATCH if method == "PATCH" else Interaction.UPDATE
-        if self._hidden(interaction, type, id):
-            raise Forbidden(f"Not permitted: {interaction} of {type}/{id}")
-        return self._kept(interaction, self._unit.update(type, id, resource, method=method))
+        clauses = self._narrow(interaction, type).clauses
+        if clauses and not assigned:
+            current = self._unit.read(type, id, clauses)
+            if current is None or current.deleted:
+                if method == "PATCH":
+                    raise NotFound(f"{type}/{id} is not known")
+                raise MethodNotAllowed(
+                    f"{type}/{id} is not one this client can see, and this client may not"
+                    " create resources with ids of its own: create it with POST",
+                    expression=f"{type}.id",
+                )
+        result = self._unit.update(type, id, resource, method=method, assigned=assigned)
+        return self._kept(interaction, result)
 
     def delete(self, type: str, id: str) -> WriteResult:
         if self._hidden(Interaction.DELETE, type, id):

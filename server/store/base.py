@@ -273,10 +273,17 @@ class Unit(Reader, Protocol):
     ) -> WriteResult: ...
 
     def update(
-        self, type: str, id: str, resource: dict[str, Any], *, method: Method = "PUT"
+        self,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        *,
+        method: Method = "PUT",
+        assigned: bool = False,
     ) -> WriteResult:
         """A new version of ``type/id`` (the first one when it was never stored or deleted:
-        ``created``)."""
+        ``created``). ``assigned``: the server chose ``id`` just now (a conditional update that
+        matched nothing), so it names no resource the caller could not see."""
 
     def delete(self, type: str, id: str) -> WriteResult:
         """A deleted version; nothing (``changed`` False) when absent or already deleted."""

@@ -569,7 +569,13 @@ class SqlUnit(SqlReader):
         return WriteResult(self._write(type, id or new_id(), resource, None, "POST"), created=True)
 
     def update(
-        self, type: str, id: str, resource: dict[str, Any], *, method: Method = "PUT"
+        self,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        *,
+        method: Method = "PUT",
+        assigned: bool = False,
     ) -> WriteResult:
         prev = self.read(type, id)
         created = prev is None or prev.deleted
