@@ -20,21 +20,32 @@ from server.auth.interactions import WRITES, Interaction
 from server.auth.policy import NOTHING, Facts, Narrowing, where
 from server.auth.principal import Principal
 from server.fhir.resource_types import RESOURCE_TYPES
-from server.search.query import AnyClause, OwnerClause, ReferencedClause, TokenClause
+from server.search.query import (
+    AnyClause,
+    LabelClause,
+    OwnerClause,
+    ReferencedClause,
+    TokenClause,
+)
 from server.search.registry import patient_compartment
 
 SECURITY = "_security"
+SEARCHES = frozenset({Interaction.SEARCH_TYPE, Interaction.SEARCH_SYSTEM})
 
 
 class LabelPolicy:
     def __init__(self, system: str, code: str) -> None:
         self.label = (system, code)
-        self._clause = TokenClause(SECURITY, ((system, code),))
+        # searches find labelled resources through their ``_security`` index rows; every
+        # other interaction decides on the version's own labels facts, which a deletion and
+        # an older version keep (410 for a deletion the caller could see, history by version)
+        self._search = where(TokenClause(SECURITY, ((system, code),)))
+        self._facts = where(LabelClause(system, code))
 
     def narrowing(
         self, principal: Principal, interaction: Interaction, type: str | None
     ) -> Narrowing:
-        return where(self._clause)
+        return self._search if interaction in SEARCHES else self._facts
 
     def admits(self, principal: Principal, interaction: Interaction, facts: Facts) -> bool:
         return self.label in facts.labels

@@ -43,6 +43,7 @@ from server.search.query import (
     DateClause,
     HasClause,
     IdClause,
+    LabelClause,
     LastUpdatedClause,
     MissingClause,
     NumberClause,
@@ -560,6 +561,8 @@ def _predicate(clause: Clause) -> Pred:
         return _per_type_pred(clause)
     if isinstance(clause, OwnerClause):
         return _owner_pred(clause)
+    if isinstance(clause, LabelClause):  # in memory: the rows the facts are written from
+        return _predicate(TokenClause("_security", ((clause.system, clause.code),)))
     found = _row_test(clause)
     if found is None:
         raise InvalidSearch(f"unsupported search clause {type(clause).__name__}")

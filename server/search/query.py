@@ -281,6 +281,17 @@ class OwnerClause:
     patient: str
 
 
+@dataclass(frozen=True, slots=True)
+class LabelClause:
+    """The version carries the security label ``system|code`` by its access facts (the
+    ``labels`` written with every version from its ``meta.security``; a deletion keeps those
+    of the version it deletes): ``_security`` decided on one column of the version's own row,
+    so it holds for a deletion and for an older version by what that version carried."""
+
+    system: str
+    code: str
+
+
 Clause = (
     IdClause
     | LastUpdatedClause
@@ -302,6 +313,7 @@ Clause = (
     | TypeClause
     | ReferencedClause
     | OwnerClause
+    | LabelClause
 )
 
 

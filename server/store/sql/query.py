@@ -71,6 +71,7 @@ from server.search.query import (
     HasClause,
     IdClause,
     Include,
+    LabelClause,
     LastUpdatedClause,
     MissingClause,
     NumberClause,
@@ -635,17 +636,24 @@ class Compiler:
             return self._referenced(clause, alias, types)
         if isinstance(clause, OwnerClause):
             return self._owned(clause, alias)
+        if isinstance(clause, LabelClause):
+            return self._listed(f"{alias}.labels", f"{clause.system}|{clause.code}")
         return self._composite(clause, alias)
 
-    def _owned(self, clause: OwnerClause, alias: str) -> Frag:
-        """The row's ``owners`` facts (newline-separated, ``access_facts.py``) name the
-        patient: one test of a column, no probe of reference rows."""
+    def _listed(self, column: str, value: str) -> Frag:
+        """The access facts ``column`` (values separated by newlines, ``access_facts.py``) of
+        the row holds ``value``: one test of a column of the version's own row (``resource``
+        or ``resource_history``), no probe of index rows. (``pin`` is SQLite's dialect.)"""
         find = (
             "instr(char(10) || {0} || char(10), ?)"
             if self.pin
             else ("strpos(chr(10) || {0} || chr(10), ?)")
         )
-        return f"{find.format(f'{alias}.owners')} > 0", (f"\nPatient/{clause.patient}\n",)
+        return f"{find.format(column)} > 0", (f"\n{value}\n",)
+
+    def _owned(self, clause: OwnerClause, alias: str) -> Frag:
+        """The row's ``owners`` facts name the patient."""
+        return self._listed(f"{alias}.owners", f"Patient/{clause.patient}")
 
     def _referenced(self, clause: ReferencedClause, alias: str, types: Types) -> Frag:
         """The resource is of one of the clause's types and some live resource satisfying the
