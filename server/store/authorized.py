@@ -398,6 +398,13 @@ class _CheckedUnit(_Checked):
         return self._unit.system()
 
 
+def system_reader(reader: Reader) -> Reader:
+    """The store behind the door's ``reader``, unnarrowed (``reader`` itself when it is not
+    the door's): for an operation whose verdicts rest on the whole record. What it reads
+    reaches the caller only through the operation's output policy."""
+    return reader._inner if isinstance(reader, _Checked) else reader
+
+
 class AuthorizedRepository:
     def __init__(
         self,

@@ -571,14 +571,23 @@ def _check_match(current: Version | None, write: Write, id: str) -> None:
 
 
 def through(
-    pipeline: Pipeline, principal: Principal, writes: Callable[[Callable[[Unit], Any]], Any]
+    pipeline: Pipeline,
+    principal: Principal,
+    writes: Callable[[Callable[[Unit], Any]], Any],
+    *,
+    system: bool = False,
 ) -> Callable[[Write], Written]:
     """A ``Write`` -> ``Written`` function for code that writes one unit at a time through
     ``writes`` (a worker thread's group-commit writes): each write is prepared and run inside
-    its own unit."""
+    its own unit. ``system``: written by the server on the principal's behalf (the unit's
+    system view, unnarrowed; the unit's origin still names the request), for a record an
+    operation keeps of its own run."""
 
     def write(each: Write) -> Written:
-        result: Written = writes(lambda unit: pipeline.in_unit(unit, principal).write(each))
+        def run(unit: Unit) -> Written:
+            return pipeline.in_unit(unit.system() if system else unit, principal).write(each)
+
+        result: Written = writes(run)
         return result
 
     return write
