@@ -152,15 +152,18 @@ def test_a_store_from_before_search_indexing_serves_id_and_metadata(tmp_path: Pa
         outcome(client.get("/fhir/Patient", params={"family": "x"}), 400)
 
 
+LABEL = {"system": "urn:test:access", "code": "shared"}
+LABELLED = LabelPolicy(LABEL["system"], LABEL["code"])
+
+
+def _restricted(request: object) -> Principal:
+    return Principal("app")
+
+
 def test_versions_stored_before_access_facts_are_hidden_until_reindexed(tmp_path: Path) -> None:
     """A store from before migration 7 has no access facts: the per-resource decision keeps
     those versions from restricted principals until ``reindex`` fills the facts in."""
-    label = {"system": "urn:test:access", "code": "shared"}
-    policy = LabelPolicy(label["system"], label["code"])
-
-    def restricted(request: object) -> Principal:
-        return Principal("app")
-
+    label, policy, restricted = LABEL, LABELLED, _restricted
     database = sqlite_url(tmp_path / "store.db")
     with fhir_client(database) as client:
         for name in ("Ana", "Ben"):
@@ -199,12 +202,7 @@ def test_versions_stored_before_access_facts_are_hidden_until_reindexed(tmp_path
 def test_reindex_gives_a_deletion_the_facts_of_the_version_it_deleted(tmp_path: Path) -> None:
     """A deletion stored without access facts gets those of the version it deleted: a caller
     who could see that version is then told it is gone (410), not that it never was."""
-    label = {"system": "urn:test:access", "code": "shared"}
-    policy = LabelPolicy(label["system"], label["code"])
-
-    def restricted(request: object) -> Principal:
-        return Principal("app")
-
+    label, policy, restricted = LABEL, LABELLED, _restricted
     database = sqlite_url(tmp_path / "store.db")
     with fhir_client(database) as client:
         for id, labelled in (("kept", True), ("other", False)):
