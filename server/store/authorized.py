@@ -238,7 +238,9 @@ class _Checked:
         if not narrowing.permitted:
             return Included([])
         store = self._store(versions[0].type if versions else None)
-        found = store.include(versions, includes, limit, (*within, *narrowing.clauses), max_bytes)
+        found = store.include(
+            versions, includes, limit, (*within, *narrowing.clauses), max_bytes
+        )
         return replace(found, versions=self._net(Interaction.READ, found.versions))
 
     def patient_resources(

@@ -107,10 +107,8 @@ def lean_columns(alias: str, inline: int | None) -> str:
     (``bodies.py``). The access facts (``labels``, ``owners``) are in every row, lean or not:
     the door's safety net checks each returned version by them."""
     a = alias
-    body = (
-        f"{a}.body"
-        if inline is None
-        else (f"CASE WHEN length({a}.body) <= {int(inline)} THEN {a}.body END AS body")
+    body = f"{a}.body" if inline is None else (
+        f"CASE WHEN length({a}.body) <= {int(inline)} THEN {a}.body END AS body"
     )
     return (
         f"{a}.rtype, {a}.id, {a}.version, {a}.last_updated, {a}.deleted, {body},"
@@ -121,8 +119,6 @@ def lean_columns(alias: str, inline: int | None) -> str:
 def size_column(alias: str, inline: int | None) -> str:
     """The body length column that ends a row of ``lean_columns`` with ``inline``."""
     return "" if inline is None else f", length({alias}.body) AS body_size"
-
-
 ALL_TYPES: tuple[str, ...] = tuple(sorted(RESOURCE_TYPES))
 TEXT_MAX = "\U0010ffff"  # sorts after every other character, bytewise in UTF-8
 _TRUE: Frag = ("1 = 1", ())
