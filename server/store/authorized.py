@@ -394,6 +394,10 @@ class _CheckedUnit(_Checked):
             return WriteResult(None, changed=False)
         return self._unit.delete(type, id)
 
+    def on_behalf(self, interaction: Interaction, type: str) -> Unit:
+        self._narrow(interaction, type)  # refused outright: 403
+        return self._unit.system()
+
     def system(self) -> Unit:
         """The unit itself, unnarrowed: for validation, program rules and the writes rules
         derive (the server's own writes); what it reads never reaches the caller unchecked."""

@@ -296,6 +296,11 @@ class Unit(Reader, Protocol):
         by the write's interaction, not a read (a principal may update what it may not
         read)."""
 
+    def on_behalf(self, interaction: Interaction, type: str) -> Unit:
+        """This same transaction unnarrowed, for what the server writes on the principal's
+        behalf (an operation's record of its own run): refused (403) when the principal may
+        not ``interaction`` on ``type`` at all; the narrowing of its view does not apply."""
+
     def system(self) -> Unit:
         """This same transaction, not narrowed by any principal: for validation, program rules
         and the writes rules derive (the server's own). What it reads must never reach the

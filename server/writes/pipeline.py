@@ -579,13 +579,16 @@ def through(
 ) -> Callable[[Write], Written]:
     """A ``Write`` -> ``Written`` function for code that writes one unit at a time through
     ``writes`` (a worker thread's group-commit writes): each write is prepared and run inside
-    its own unit. ``system``: written by the server on the principal's behalf (the unit's
-    system view, unnarrowed; the unit's origin still names the request), for a record an
-    operation keeps of its own run."""
+    its own unit. ``system``: written by the server on the principal's behalf
+    (``Unit.on_behalf``: refused if the principal may not make such a write at all, else
+    unnarrowed; the unit's origin still names the request), for a record an operation keeps
+    of its own run."""
 
     def write(each: Write) -> Written:
         def run(unit: Unit) -> Written:
-            return pipeline.in_unit(unit.system() if system else unit, principal).write(each)
+            if system:
+                unit = unit.on_behalf(Interaction(each.interaction), each.type)
+            return pipeline.in_unit(unit, principal).write(each)
 
         result: Written = writes(run)
         return result

@@ -15,13 +15,23 @@ from typing import Any
 
 import pytest
 
+from server.auth.interactions import Interaction
+from server.auth.policy import EVERYTHING, NOTHING, Facts, Narrowing
 from server.auth.principal import LOCAL, Principal
 from server.operations.registry import Call, Operation
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
 from server.search.service import search_service
-from tests.access_scene import CALLER, LABEL, policy_apps
-from tests.support import FHIR_JSON, Acting, TestClient, extra_operations, put
+from tests.access_scene import CALLER, LABEL, POLICIES, policy_apps
+from tests.support import (
+    FHIR_JSON,
+    Acting,
+    TestClient,
+    extra_operations,
+    fhir_client,
+    outcome,
+    put,
+)
 
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SOPT = "urn:oid:2.16.840.1.113883.3.221.5"
@@ -317,3 +327,32 @@ def _as_of() -> dict[str, Any]:
         "resourceType": "Parameters",
         "parameter": [{"name": "asOf", "valueDate": AS_OF}],
     }
+
+
+class _NoLists:
+    """Refuses creating a List, and nothing else."""
+
+    def narrowing(
+        self, principal: Principal, interaction: Interaction, type: str | None
+    ) -> Narrowing:
+        refused = interaction == Interaction.CREATE and type == "List"
+        return NOTHING if refused else EVERYTHING
+
+    def admits(self, principal: Principal, interaction: Interaction, facts: Facts) -> bool:
+        return not (interaction == Interaction.CREATE and facts.type == "List")
+
+
+def test_a_population_run_needs_the_callers_permission_to_create_its_list(
+    apps: dict[str, TestClient], database_url: str
+) -> None:
+    """The server writes the List on the caller's behalf only if the caller may create a
+    List at all: otherwise the run is refused (403) and nothing is stored."""
+    operator = apps["operator"]
+    for resource in (GROUP, P2):
+        assert put(operator, resource).status_code == 201
+    policies = [POLICIES["label"], _NoLists()]
+    with fhir_client(
+        database_url, principals=ACTING, policies=policies, access_safety_net="fail"
+    ) as client:
+        outcome(client.post("/fhir/Group/g1/$ecm-eligibility", json=_as_of()), 403)
+    assert _lists(operator) == []

@@ -502,6 +502,9 @@ class SqlUnit(SqlReader):
     def system(self) -> SqlUnit:
         return self
 
+    def on_behalf(self, interaction: Interaction, type: str) -> SqlUnit:
+        return self
+
     def finish(self) -> None:
         """Store the outbox events of the unit's versions, in the order they were written
         (one statement for them all); the unit's last step before its savepoint or commit."""
