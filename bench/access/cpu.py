@@ -8,6 +8,10 @@ Rounds alternate the two applications (ABBA...); the table gives the median CPU 
 of each and how much more the policy costs.
 
     .venv/bin/python bench/access/cpu.py [--rounds 12] [--requests 200]
+        [--database-url postgresql://...] [--scenario search-include ...]
+
+Without ``--database-url`` the store is a new SQLite file; a PostgreSQL database given must
+be empty (``scripts/pg-test-cluster`` starts a throwaway one).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ CALLER = Principal("bench-app", user="Patient/p1")
 async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield client
 
 
@@ -60,9 +64,13 @@ async def cpu_per_request(client: httpx.AsyncClient, paths: list[str], n: int) -
     return (time.process_time() - start) / n * 1e6  # µs
 
 
-async def main(rounds: int, requests: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="bench-access-cpu-"))
-    settings = Settings(database_url=f"sqlite:///{work / 'store.db'}")
+async def main(
+    rounds: int, requests: int, database_url: str | None, scenarios: list[str] | None
+) -> None:
+    if database_url is None:
+        work = Path(tempfile.mkdtemp(prefix="bench-access-cpu-"))
+        database_url = f"sqlite:///{work / 'store.db'}"
+    settings = Settings(database_url=database_url, auth="off")
     none = create_app(settings)
     policy = create_app(settings, principals=lambda request: CALLER, policies=[CompartmentPolicy()])
     async with running(none) as a, running(policy) as b:
@@ -73,6 +81,8 @@ async def main(rounds: int, requests: int) -> None:
         print("| scenario | no policy µs CPU/request | compartment µs CPU/request | more CPU |")
         print("|---|---:|---:|---:|")
         for name, fixed in SCENARIOS.items():
+            if scenarios and name not in scenarios:
+                continue
             paths = fixed or reads
             for client in clients.values():  # warm-up
                 await cpu_per_request(client, paths, requests)
@@ -92,5 +102,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--database-url", help="an empty PostgreSQL database (default: SQLite)")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     args = parser.parse_args()
-    asyncio.run(main(args.rounds, args.requests))
+    asyncio.run(main(args.rounds, args.requests, args.database_url, args.scenario))

@@ -32,6 +32,7 @@ from server.fhir.outcome import information
 from server.jobs import JobContext, ThreadWrites
 from server.operations.parameters import parse_input
 from server.operations.registry import Call, Operation, find, find_system, operations
+from server.store.authorized import system_reader
 from server.store.base import Reader, Unit
 from server.writes.pipeline import through
 
@@ -184,7 +185,20 @@ async def _run_long(
     instance = None
     if id is not None:  # 404/410 now, not in the job
         instance = await repo.reading(lambda reader: _instance(reader, type, id))
-    call = partial(Call, settings, type, id, params, conformance=definitions, instance=instance)
+    # a restricted caller's run is judged on the whole record (the system reader; what reaches
+    # the caller goes through the operation's output policy) and what it keeps of the run is
+    # written by the server on the caller's behalf (docs/access.md)
+    restricted = not repo.access.unrestricted
+    call = partial(
+        Call,
+        settings,
+        type,
+        id,
+        params,
+        conformance=definitions,
+        instance=instance,
+        restricted=restricted,
+    )
     base = settings.fhir_base
     if http.prefer_async(request):
 
@@ -193,7 +207,8 @@ async def _run_long(
                 return operation.run(
                     call(
                         reader=reader,
-                        write=through(pipeline, principal, context.write),
+                        system=system_reader(reader),
+                        write=through(pipeline, principal, context.write, system=restricted),
                         progress=context.progress,
                         cancelled=context.cancelled,
                         prefer_async=True,
@@ -221,11 +236,13 @@ async def _run_long(
             headers={"Content-Location": status_url},
             media_type=http.FHIR_JSON,
         )
-    writes = through(pipeline, principal, ThreadWrites(repo, asyncio.get_running_loop()))
+    loop = asyncio.get_running_loop()
+    writes = through(pipeline, principal, ThreadWrites(repo, loop), system=restricted)
 
     def now() -> bytes:
         with repo.reader() as reader:
-            return orjson.dumps(operation.run(call(reader=reader, write=writes)))
+            answer = operation.run(call(reader=reader, system=system_reader(reader), write=writes))
+            return orjson.dumps(answer)
 
     payload = await asyncio.to_thread(now)
     return http.render(FhirResponse(200, payload=payload), settings, indent=http.pretty(request))

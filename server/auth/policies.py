@@ -20,21 +20,32 @@ from server.auth.interactions import WRITES, Interaction
 from server.auth.policy import NOTHING, Facts, Narrowing, where
 from server.auth.principal import Principal
 from server.fhir.resource_types import RESOURCE_TYPES
-from server.search.query import AnyClause, CompartmentClause, ReferencedClause, TokenClause
+from server.search.query import (
+    AnyClause,
+    LabelClause,
+    OwnerClause,
+    ReferencedClause,
+    TokenClause,
+)
 from server.search.registry import patient_compartment
 
 SECURITY = "_security"
+SEARCHES = frozenset({Interaction.SEARCH_TYPE, Interaction.SEARCH_SYSTEM})
 
 
 class LabelPolicy:
     def __init__(self, system: str, code: str) -> None:
         self.label = (system, code)
-        self._clause = TokenClause(SECURITY, ((system, code),))
+        # searches find labelled resources through their ``_security`` index rows; every
+        # other interaction decides on the version's own labels facts, which a deletion and
+        # an older version keep (410 for a deletion the caller could see, history by version)
+        self._search = where(TokenClause(SECURITY, ((system, code),)))
+        self._facts = where(LabelClause(system, code))
 
     def narrowing(
         self, principal: Principal, interaction: Interaction, type: str | None
     ) -> Narrowing:
-        return where(self._clause)
+        return self._search if interaction in SEARCHES else self._facts
 
     def admits(self, principal: Principal, interaction: Interaction, facts: Facts) -> bool:
         return self.label in facts.labels
@@ -46,11 +57,6 @@ def _patient_user(principal: Principal) -> str | None:
 
 
 @cache
-def _members() -> tuple[tuple[str, tuple[str, ...]], ...]:
-    return tuple(sorted((t, tuple(sorted(codes))) for t, codes in patient_compartment().items()))
-
-
-@cache
 def _outside() -> tuple[str, ...]:
     """The types outside the Patient compartment (a member may refer to them)."""
     inside = {"Patient", *patient_compartment()}
@@ -58,24 +64,23 @@ def _outside() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=4096)
-def _member(patient: str, type: str | None) -> CompartmentClause:
-    """Membership of ``patient``'s compartment (of ``type``; None: of any type)."""
-    params = _members() if type is None else tuple(p for p in _members() if p[0] == type)
-    return CompartmentClause("Patient", patient, params, include_self=type in (None, "Patient"))
+def _member(patient: str) -> OwnerClause:
+    """Membership of ``patient``'s compartment, by the owners facts written at index time."""
+    return OwnerClause(patient)
 
 
 @lru_cache(maxsize=4096)
 def _view(patient: str, type: str | None, write: bool) -> Narrowing:
     """What a principal acting for ``patient`` reaches of ``type`` (built once per patient)."""
     inside = type is None or type == "Patient" or type in patient_compartment()
+    member = _member(patient)
     if write:
-        return where(_member(patient, type)) if inside else NOTHING
+        return where(member) if inside else NOTHING
     if type is None:
-        member = _member(patient, None)
         return where(AnyClause((member, ReferencedClause(member, _outside()))))
     if inside:
-        return where(_member(patient, type))
-    return where(ReferencedClause(_member(patient, None), (type,)))
+        return where(member)
+    return where(ReferencedClause(member, (type,)))
 
 
 class CompartmentPolicy:

@@ -468,11 +468,13 @@ def run_population(call: Call) -> dict[str, Any]:
         ids, issues = _group_members(call)
     else:
         ids, issues = _covered_members(call, as_of, evaluator.codes, payor), []
+    if call.restricted:  # the members the caller may see, each judged on the whole record
+        ids = [id for id in ids if call.reader.visible("Patient", id)]
     counts = dict.fromkeys(DETERMINATIONS, 0)
     kept: list[Candidate] = []
     done = 0
     call.progress(0, len(ids))
-    for record in stored_records(call.reader, ids):
+    for record in stored_records(call.system or call.reader, ids):
         answer = evaluator.evaluate(record, as_of, pof, payor)
         counts[answer.determination] += 1
         listed = candidate(record.patient_ref.removeprefix("Patient/"), answer)
@@ -512,7 +514,31 @@ def run_population(call: Call) -> dict[str, Any]:
     ]
     if issues:
         values.append(("issues", operation_outcome(issues)))
-    return to_parameters(values)
+    return POPULATION_OUTPUT.apply(
+        to_parameters(values), call.reader.visible, call.fhir_base, restricted=call.restricted
+    )
+
+
+# a restricted caller's run: its members only, judged on the whole record; the List (written
+# by the server on its behalf) is referred to only when the caller may read it
+POPULATION_OUTPUT = OutputPolicy(
+    everyone=frozenset(
+        {
+            "ruleSetVersion",
+            "asOf",
+            "summary",
+            "evaluated",
+            "eligible",
+            "needsAttestation",
+            "insufficientData",
+            "notEligible",
+            "listed",
+            "careCoordinationReview",
+        }
+    ),
+    references=frozenset({"list"}),
+    operators=frozenset({"issues"}),
+)
 
 
 MEMBER = Operation(

@@ -4,9 +4,11 @@ Written with every version, from the index rows the write computes anyway (never
 stored JSON again): ``labels``, the ``meta.security`` codings (``_security`` token rows) as
 ``system|code``, and ``owners``, the Patient compartments the version belongs to (a reference
 row under one of its type's Patient compartment parameters, R4 CompartmentDefinition
-``patient``; a Patient belongs to its own). Each is stored as one text column of the
-``resource`` and ``resource_history`` rows, values sorted and separated by newlines; the door
-turns them into ``server.auth.policy.Facts`` for its per-resource decision.
+``patient``; a Patient belongs to its own); a deletion carries the facts of the version it
+deletes, so the door can still tell who could see what is gone. Each is stored as one text
+column of the ``resource`` and ``resource_history`` rows, values sorted and separated by
+newlines; the door turns them into ``server.auth.policy.Facts`` for its per-resource
+decision.
 """
 
 from __future__ import annotations

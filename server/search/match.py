@@ -44,10 +44,12 @@ from server.search.query import (
     GrantClause,
     HasClause,
     IdClause,
+    LabelClause,
     LastUpdatedClause,
     MissingClause,
     NumberClause,
     NumberValue,
+    OwnerClause,
     PerTypeClause,
     Prefix,
     QuantityClause,
@@ -59,6 +61,7 @@ from server.search.query import (
     TypeClause,
     UriClause,
 )
+from server.search.registry import patient_compartment
 from server.search.rows import IndexRows
 
 Resolve = Callable[[str, str], dict[str, Any] | None]
@@ -507,6 +510,12 @@ def _compartment_pred(clause: CompartmentClause) -> Pred:
     return pred
 
 
+def _owner_pred(clause: OwnerClause) -> Pred:
+    """In memory the facts are the rows they are written from: the full compartment."""
+    params = tuple(sorted((t, tuple(sorted(c))) for t, c in patient_compartment().items()))
+    return _compartment_pred(CompartmentClause("Patient", clause.patient, params, True))
+
+
 def _per_type_pred(clause: PerTypeClause) -> Pred:
     inner = _predicate(clause.clause)
     type = clause.type
@@ -555,6 +564,10 @@ def _predicate(clause: Clause) -> Pred:
         return _compartment_pred(clause)
     if isinstance(clause, PerTypeClause):
         return _per_type_pred(clause)
+    if isinstance(clause, OwnerClause):
+        return _owner_pred(clause)
+    if isinstance(clause, LabelClause):  # in memory: the rows the facts are written from
+        return _predicate(TokenClause("_security", ((clause.system, clause.code),)))
     found = _row_test(clause)
     if found is None:
         raise InvalidSearch(f"unsupported search clause {type(clause).__name__}")

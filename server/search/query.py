@@ -295,6 +295,30 @@ class GrantClause:
     sensitive: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class OwnerClause:
+    """The resource belongs to Patient ``patient``'s compartment by its access facts: the
+    ``owners`` written with every version at index time (a reference under one of its type's
+    Patient compartment parameters, R4 CompartmentDefinition ``patient``, or the Patient
+    itself). The same resources as the full Patient ``CompartmentClause`` of that patient, but
+    decided on one column of the resource row instead of its reference rows (an access
+    policy's view of a patient; versions stored before their facts existed satisfy it only
+    after ``calaim-fhir reindex``)."""
+
+    patient: str
+
+
+@dataclass(frozen=True, slots=True)
+class LabelClause:
+    """The version carries the security label ``system|code`` by its access facts (the
+    ``labels`` written with every version from its ``meta.security``; a deletion keeps those
+    of the version it deletes): ``_security`` decided on one column of the version's own row,
+    so it holds for a deletion and for an older version by what that version carried."""
+
+    system: str
+    code: str
+
+
 Clause = (
     IdClause
     | LastUpdatedClause
@@ -316,6 +340,8 @@ Clause = (
     | TypeClause
     | ReferencedClause
     | GrantClause
+    | OwnerClause
+    | LabelClause
 )
 
 

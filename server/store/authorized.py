@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from server.auth.interactions import Interaction
 from server.auth.policy import Access, Facts, Narrowing, Policy
 from server.auth.principal import Principal
-from server.errors import FhirError, Forbidden
+from server.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
 from server.fhir.conformance import CONFORMANCE_TYPES
 from server.search.access_facts import split
 from server.search.query import (
@@ -41,11 +41,13 @@ from server.search.query import (
     Criteria,
     HasClause,
     Include,
+    OwnerClause,
     PerTypeClause,
     ReferenceClause,
     ReferenceValue,
     SearchQuery,
 )
+from server.search.registry import patient_compartment
 from server.store.base import (
     HistoryQuery,
     Included,
@@ -266,20 +268,32 @@ class _Checked:
 
 def _implied(narrowing: Clause, clauses: tuple[Clause, ...], type: str | None) -> bool:
     """Whether the search's own ``clauses`` already hold only for resources that satisfy the
-    ``narrowing`` clause (then the statement need not test it again): the same clause (a
-    compartment search of the caller's own compartment), or, for a compartment, a reference
-    to the compartment's resource under one of the type's compartment parameters
-    (``Observation?subject=Patient/p1`` within Patient p1's compartment)."""
+    ``narrowing`` clause (then the statement need not test it again): the same clause, or,
+    for a patient's compartment (``OwnerClause``, ``CompartmentClause``), a reference to the
+    patient under one of the type's compartment parameters (``Observation?subject=Patient/p1``
+    or the compartment search ``Patient/p1/Observation`` within Patient p1's compartment)."""
     if narrowing in clauses:
         return True
-    if not isinstance(narrowing, CompartmentClause) or type is None:
+    if type is None or type == "Patient":
         return False
-    codes = {code for t, params in narrowing.params if t == type for code in params}
-    target = ReferenceValue(narrowing.target_type, narrowing.target_id)
-    return any(
-        isinstance(c, ReferenceClause) and c.param in codes and c.values == (target,)
-        for c in clauses
-    )
+    if isinstance(narrowing, OwnerClause):
+        codes = set(patient_compartment().get(type, ()))
+        target = ReferenceValue("Patient", narrowing.patient)
+    elif isinstance(narrowing, CompartmentClause):
+        codes = {code for t, params in narrowing.params if t == type for code in params}
+        target = ReferenceValue(narrowing.target_type, narrowing.target_id)
+    else:
+        return False
+    for c in clauses:
+        if isinstance(c, ReferenceClause) and c.param in codes and c.values == (target,):
+            return True
+        if (
+            isinstance(c, CompartmentClause)
+            and ReferenceValue(c.target_type, c.target_id) == target
+            and {code for t, params in c.params if t == type for code in params} <= codes
+        ):
+            return True
+    return False
 
 
 @lru_cache(maxsize=4096)
@@ -347,12 +361,32 @@ class _CheckedUnit(_Checked):
         return self._kept(Interaction.CREATE, self._unit.create(type, resource, id=id))
 
     def update(
-        self, type: str, id: str, resource: dict[str, Any], *, method: Method = "PUT"
+        self,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        *,
+        method: Method = "PUT",
+        assigned: bool = False,
     ) -> WriteResult:
+        """A narrowed caller changes only what it can see, and never creates a resource under
+        an id of its own choosing (update-as-create): an id outside its view may be missing or
+        hidden, and both answer alike (405 for PUT, 404 for PATCH), so the answer neither
+        reveals nor overwrites another's resource. An id the server ``assigned`` is fresh."""
         interaction = Interaction.PATCH if method == "PATCH" else Interaction.UPDATE
-        if self._hidden(interaction, type, id):
-            raise Forbidden(f"Not permitted: {interaction} of {type}/{id}")
-        return self._kept(interaction, self._unit.update(type, id, resource, method=method))
+        clauses = self._narrow(interaction, type).clauses
+        if clauses and not assigned:
+            current = self._unit.read(type, id, clauses)
+            if current is None or current.deleted:
+                if method == "PATCH":
+                    raise NotFound(f"{type}/{id} is not known")
+                raise MethodNotAllowed(
+                    f"{type}/{id} is not one this client can see, and this client may not"
+                    " create resources with ids of its own: create it with POST",
+                    expression=f"{type}.id",
+                )
+        result = self._unit.update(type, id, resource, method=method, assigned=assigned)
+        return self._kept(interaction, result)
 
     def delete(self, type: str, id: str) -> WriteResult:
         if self._hidden(Interaction.DELETE, type, id):
@@ -360,10 +394,21 @@ class _CheckedUnit(_Checked):
             return WriteResult(None, changed=False)
         return self._unit.delete(type, id)
 
+    def on_behalf(self, interaction: Interaction, type: str) -> Unit:
+        self._narrow(interaction, type)  # refused outright: 403
+        return self._unit.system()
+
     def system(self) -> Unit:
         """The unit itself, unnarrowed: for validation, program rules and the writes rules
         derive (the server's own writes); what it reads never reaches the caller unchecked."""
         return self._unit.system()
+
+
+def system_reader(reader: Reader) -> Reader:
+    """The store behind the door's ``reader``, unnarrowed (``reader`` itself when it is not
+    the door's): for an operation whose verdicts rest on the whole record. What it reads
+    reaches the caller only through the operation's output policy."""
+    return reader._inner if isinstance(reader, _Checked) else reader
 
 
 class AuthorizedRepository:

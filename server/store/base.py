@@ -273,10 +273,17 @@ class Unit(Reader, Protocol):
     ) -> WriteResult: ...
 
     def update(
-        self, type: str, id: str, resource: dict[str, Any], *, method: Method = "PUT"
+        self,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        *,
+        method: Method = "PUT",
+        assigned: bool = False,
     ) -> WriteResult:
         """A new version of ``type/id`` (the first one when it was never stored or deleted:
-        ``created``)."""
+        ``created``). ``assigned``: the server chose ``id`` just now (a conditional update that
+        matched nothing), so it names no resource the caller could not see."""
 
     def delete(self, type: str, id: str) -> WriteResult:
         """A deleted version; nothing (``changed`` False) when absent or already deleted."""
@@ -288,6 +295,11 @@ class Unit(Reader, Protocol):
         or delete) that satisfies ``within``, read for that write: the door checks and narrows
         by the write's interaction, not a read (a principal may update what it may not
         read)."""
+
+    def on_behalf(self, interaction: Interaction, type: str) -> Unit:
+        """This same transaction unnarrowed, for what the server writes on the principal's
+        behalf (an operation's record of its own run): refused (403) when the principal may
+        not ``interaction`` on ``type`` at all; the narrowing of its view does not apply."""
 
     def system(self) -> Unit:
         """This same transaction, not narrowed by any principal: for validation, program rules

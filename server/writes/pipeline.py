@@ -35,7 +35,7 @@ from server.fhir.outcome import Issue
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.profile_rules import Lookup
 from server.search.query import Criteria, SearchQuery
-from server.store.base import Reader, Unit, Version, WriteResult
+from server.store.base import Method, Reader, Unit, Version, WriteResult
 from server.validating import Validation, reader_lookup
 from server.writes import references
 from server.writes.checks import Checked, Seen, Targets, check_base, check_profiles
@@ -349,7 +349,7 @@ class Writer:
                     expression=f"{write.type}.id",
                 )
             return self._store(prepared, body_id, existing)
-        return self._store(prepared, new_id(), None)
+        return self._store(prepared, new_id(), None, assigned=True)
 
     def _patch(self, prepared: Prepared) -> Written:
         write, criteria = prepared.write, prepared.criteria
@@ -405,7 +405,13 @@ class Writer:
     # -- validate, rules, store, derived writes -----------------------------------------------
 
     def _store(
-        self, prepared: Prepared, id: str, stored: Version | None, *, after_patch: bool = False
+        self,
+        prepared: Prepared,
+        id: str,
+        stored: Version | None,
+        *,
+        after_patch: bool = False,
+        assigned: bool = False,
     ) -> Written:
         write = prepared.write
         resource = prepared.resource
@@ -444,7 +450,8 @@ class Writer:
             result = unit.create(type, resource, id=id)
         else:
             patch = write.interaction == "patch"
-            result = unit.update(type, id, resource, method="PATCH" if patch else "PUT")
+            method: Method = "PATCH" if patch else "PUT"
+            result = unit.update(type, id, resource, method=method, assigned=assigned)
         for each in ruled.derived:
             self._derived(each)
         return Written(write, result, warnings=warnings)
@@ -564,14 +571,26 @@ def _check_match(current: Version | None, write: Write, id: str) -> None:
 
 
 def through(
-    pipeline: Pipeline, principal: Principal, writes: Callable[[Callable[[Unit], Any]], Any]
+    pipeline: Pipeline,
+    principal: Principal,
+    writes: Callable[[Callable[[Unit], Any]], Any],
+    *,
+    system: bool = False,
 ) -> Callable[[Write], Written]:
     """A ``Write`` -> ``Written`` function for code that writes one unit at a time through
     ``writes`` (a worker thread's group-commit writes): each write is prepared and run inside
-    its own unit."""
+    its own unit. ``system``: written by the server on the principal's behalf
+    (``Unit.on_behalf``: refused if the principal may not make such a write at all, else
+    unnarrowed; the unit's origin still names the request), for a record an operation keeps
+    of its own run."""
 
     def write(each: Write) -> Written:
-        result: Written = writes(lambda unit: pipeline.in_unit(unit, principal).write(each))
+        def run(unit: Unit) -> Written:
+            if system:
+                unit = unit.on_behalf(Interaction(each.interaction), each.type)
+            return pipeline.in_unit(unit, principal).write(each)
+
+        result: Written = writes(run)
         return result
 
     return write

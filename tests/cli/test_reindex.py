@@ -152,15 +152,18 @@ def test_a_store_from_before_search_indexing_serves_id_and_metadata(tmp_path: Pa
         outcome(client.get("/fhir/Patient", params={"family": "x"}), 400)
 
 
+LABEL = {"system": "urn:test:access", "code": "shared"}
+LABELLED = LabelPolicy(LABEL["system"], LABEL["code"])
+
+
+def _restricted(request: object) -> Principal:
+    return Principal("app")
+
+
 def test_versions_stored_before_access_facts_are_hidden_until_reindexed(tmp_path: Path) -> None:
     """A store from before migration 7 has no access facts: the per-resource decision keeps
     those versions from restricted principals until ``reindex`` fills the facts in."""
-    label = {"system": "urn:test:access", "code": "shared"}
-    policy = LabelPolicy(label["system"], label["code"])
-
-    def restricted(request: object) -> Principal:
-        return Principal("app")
-
+    label, policy, restricted = LABEL, LABELLED, _restricted
     database = sqlite_url(tmp_path / "store.db")
     with fhir_client(database) as client:
         for name in ("Ana", "Ben"):
@@ -194,3 +197,45 @@ def test_versions_stored_before_access_facts_are_hidden_until_reindexed(tmp_path
         families = [e["resource"]["name"][0]["family"] for e in found.json()["entry"]]
         assert len(families) == 1
         assert len(client.get("/fhir/Patient/_history").json()["entry"]) == 2
+
+
+def test_reindex_gives_a_deletion_the_facts_of_the_version_it_deleted(tmp_path: Path) -> None:
+    """A deletion stored without access facts gets those of the version it deleted: a caller
+    who could see that version is then told it is gone (410), not that it never was."""
+    label, policy, restricted = LABEL, LABELLED, _restricted
+    database = sqlite_url(tmp_path / "store.db")
+    with fhir_client(database) as client:
+        for id, labelled in (("kept", True), ("other", False)):
+            patient: dict[str, object] = {"resourceType": "Patient", "id": id}
+            if labelled:
+                patient["meta"] = {"security": [label]}
+            assert client.put(f"/fhir/Patient/{id}", json=patient).status_code == 201
+            assert client.delete(f"/fhir/Patient/{id}").status_code in (200, 204)
+    conn = sqlite3.connect(tmp_path / "store.db")
+    conn.execute("UPDATE resource SET labels = NULL, owners = NULL")
+    conn.execute("UPDATE resource_history SET labels = NULL, owners = NULL")
+    conn.commit()
+    conn.close()
+    done = subprocess.run(
+        [*command(), "reindex", "--database-url", database],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    with fhir_client(
+        database, principals=restricted, policies=[policy], access_safety_net="fail"
+    ) as client:
+        assert client.get("/fhir/Patient/kept").status_code == 410
+        assert client.get("/fhir/Patient/other").status_code == 404
+    conn = sqlite3.connect(tmp_path / "store.db")
+    rows = conn.execute(
+        "SELECT id, version, labels FROM resource_history ORDER BY id, version"
+    ).fetchall()
+    conn.close()
+    assert rows == [
+        ("kept", 1, "urn:test:access|shared"),
+        ("kept", 2, "urn:test:access|shared"),
+        ("other", 1, ""),
+        ("other", 2, ""),
+    ]

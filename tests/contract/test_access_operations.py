@@ -15,13 +15,23 @@ from typing import Any
 
 import pytest
 
+from server.auth.interactions import Interaction
+from server.auth.policy import EVERYTHING, NOTHING, Facts, Narrowing
 from server.auth.principal import LOCAL, Principal
 from server.operations.registry import Call, Operation
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
 from server.search.service import search_service
-from tests.access_scene import CALLER, LABEL, policy_apps
-from tests.support import FHIR_JSON, Acting, TestClient, extra_operations, put
+from tests.access_scene import CALLER, LABEL, POLICIES, policy_apps
+from tests.support import (
+    FHIR_JSON,
+    Acting,
+    TestClient,
+    extra_operations,
+    fhir_client,
+    outcome,
+    put,
+)
 
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SOPT = "urn:oid:2.16.840.1.113883.3.221.5"
@@ -252,3 +262,97 @@ def test_an_async_job_belongs_to_the_whole_principal(
         assert client.delete(url).status_code == 404
         ACTING.as_(CALLER)
         assert client.get(url).status_code == 200
+
+
+# -- population mode ------------------------------------------------------------------------
+
+GROUP = {
+    "resourceType": "Group",
+    "id": "g1",
+    "meta": SECURITY,
+    "type": "person",
+    "actual": True,
+    "member": [
+        {"entity": {"reference": "Patient/p1"}},
+        {"entity": {"reference": "Patient/p2"}},
+    ],
+}
+# p2: in the Group, hidden from both policies (unlabelled, not p1's compartment)
+P2 = {"resourceType": "Patient", "id": "p2", "birthDate": "1970-01-01"}
+
+
+def _part(body: dict[str, Any], name: str) -> Any:
+    return next((p for p in _walk(body.get("parameter", [])) if p["name"] == name), None)
+
+
+def _lists(operator: TestClient) -> list[dict[str, Any]]:
+    bundle = operator.get("/fhir/List?_sort=-_lastUpdated").json()
+    return [e["resource"] for e in bundle.get("entry", [])]
+
+
+def test_a_population_run_covers_the_callers_members_judged_on_the_whole_record(
+    apps: dict[str, TestClient], policy: str
+) -> None:
+    """Population mode for a restricted caller: only the members it may see, each judged on
+    the whole record (as member mode), its List written by the server on its behalf; the
+    answer names the List only when the caller may read it (neither test policy lets it:
+    the List is no labelled resource and in no patient's compartment)."""
+    operator = apps["operator"]
+    for resource in (GROUP, P2):
+        assert put(operator, resource).status_code == 201
+    full = _eligibility(operator)
+    determination = _part(full, "determination")["valueCode"]
+    response = apps[policy].post("/fhir/Group/g1/$ecm-eligibility", json=_as_of())
+    assert response.status_code == 200, response.text
+    told = response.json()
+    assert _part(told, "evaluated")["valueInteger"] == 1  # p1 only: p2 is hidden
+    assert _part(told, "list") is None
+    assert _part(told, "issues") is None
+    assert "Patient/p2" not in response.text
+    written = _lists(operator)[0]
+    assert [e["item"]["reference"] for e in written.get("entry", [])] == (
+        ["Patient/p1"] if determination != "not-eligible" else []
+    )
+    for entry in written.get("entry", []):
+        parts = entry["extension"][0]["extension"]
+        assert {"url": "determination", "valueCode": determination} in parts
+    # the operator's own run covers both members and names its List
+    mine = operator.post("/fhir/Group/g1/$ecm-eligibility", json=_as_of()).json()
+    assert _part(mine, "evaluated")["valueInteger"] == 2
+    assert _part(mine, "list") is not None
+
+
+def _as_of() -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "asOf", "valueDate": AS_OF}],
+    }
+
+
+class _NoLists:
+    """Refuses creating a List, and nothing else."""
+
+    def narrowing(
+        self, principal: Principal, interaction: Interaction, type: str | None
+    ) -> Narrowing:
+        refused = interaction == Interaction.CREATE and type == "List"
+        return NOTHING if refused else EVERYTHING
+
+    def admits(self, principal: Principal, interaction: Interaction, facts: Facts) -> bool:
+        return not (interaction == Interaction.CREATE and facts.type == "List")
+
+
+def test_a_population_run_needs_the_callers_permission_to_create_its_list(
+    apps: dict[str, TestClient], database_url: str
+) -> None:
+    """The server writes the List on the caller's behalf only if the caller may create a
+    List at all: otherwise the run is refused (403) and nothing is stored."""
+    operator = apps["operator"]
+    for resource in (GROUP, P2):
+        assert put(operator, resource).status_code == 201
+    policies = [POLICIES["label"], _NoLists()]
+    with fhir_client(
+        database_url, principals=ACTING, policies=policies, access_safety_net="fail"
+    ) as client:
+        outcome(client.post("/fhir/Group/g1/$ecm-eligibility", json=_as_of()), 403)
+    assert _lists(operator) == []

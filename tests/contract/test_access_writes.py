@@ -190,12 +190,51 @@ def test_a_conditional_reference_does_not_count_hidden_matches(
 # -- writes by id ---------------------------------------------------------------------------
 
 
-def test_an_update_of_a_hidden_resource_is_refused(
+def test_an_update_of_a_hidden_resource_answers_as_one_of_a_missing_resource(
     apps: dict[str, TestClient], policy: str
 ) -> None:
+    """A restricted caller may not update-as-create (an id of its own could name a hidden
+    resource): PUT to a hidden id and to a missing one both answer 405, with the same text,
+    and neither is stored."""
+    client = apps[policy]
     before = _body(apps["operator"], "Observation/o7")
-    outcome(apps[policy].put("/fhir/Observation/o7", json={**_new_observation(), "id": "o7"}), 403)
+    hidden = client.put("/fhir/Observation/o7", json={**_new_observation(), "id": "o7"})
+    missing = client.put("/fhir/Observation/never", json={**_new_observation(), "id": "never"})
+    outcome(hidden, 405)
+    outcome(missing, 405)
+    assert hidden.text.replace("o7", "X") == missing.text.replace("never", "X")
     assert _body(apps["operator"], "Observation/o7") == before
+    assert apps["operator"].get("/fhir/Observation/never").status_code == 404
+
+
+def test_a_patch_of_a_hidden_resource_answers_as_one_of_a_missing_resource(
+    apps: dict[str, TestClient], policy: str
+) -> None:
+    client = apps[policy]
+    before = _body(apps["operator"], "Observation/o7")
+    ops = [{"op": "replace", "path": "/status", "value": "amended"}]
+    headers = {"Content-Type": "application/json-patch+json"}
+    hidden = client.patch("/fhir/Observation/o7", content=json.dumps(ops), headers=headers)
+    missing = client.patch("/fhir/Observation/never", content=json.dumps(ops), headers=headers)
+    outcome(hidden, 404)
+    assert hidden.text.replace("o7", "X") == missing.text.replace("never", "X")
+    assert _body(apps["operator"], "Observation/o7") == before
+
+
+def test_an_update_of_a_visible_resource_and_a_conditional_update_as_create_succeed(
+    apps: dict[str, TestClient], policy: str
+) -> None:
+    client = apps[policy]
+    body = {**_new_observation("c-upd"), "id": "o1"}
+    assert client.put("/fhir/Observation/o1", json=body).status_code == 200
+    created = client.put(
+        f"/fhir/Observation?identifier={IDS}|brand-new", json=_new_observation("c-cond")
+    )
+    assert created.status_code == 201, created.text
+    assert _count(apps["operator"], "code=c-cond") == 1
+    assert apps["operator"].put(
+        "/fhir/Observation/op-made", json={**_new_observation(), "id": "op-made"}
+    ).status_code == 201  # the operator (not narrowed) still updates-as-create
 
 
 def test_a_delete_of_a_hidden_resource_answers_as_one_of_a_missing_resource(

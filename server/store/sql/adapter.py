@@ -163,8 +163,10 @@ class SqlReader:
     def visible(self, type: str, id: str) -> bool:
         return True
 
-    def _narrowing(self, within: Sequence[Clause], types: compiler.Types = None) -> compiler.Frag:
-        return compiler.within(within, collate=self._collate, types=types)
+    def _narrowing(
+        self, within: Sequence[Clause], types: compiler.Types = None, alias: str = "r"
+    ) -> compiler.Frag:
+        return compiler.within(within, alias, collate=self._collate, types=types)
 
     def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
@@ -183,10 +185,12 @@ class SqlReader:
     ) -> Version | None:
         if within and self._read_within(type, id, within) is None:
             return None
+        own = self._narrowing(within, (type,), "h")
         row = self._conn.execute(
-            "SELECT rtype, id, version, last_updated, deleted, body, seq, method, labels, owners"
-            " FROM resource_history WHERE rtype = ? AND id = ? AND version = ?",
-            (type, id, version),
+            "SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, h.body, h.seq,"
+            " h.method, h.labels, h.owners FROM resource_history h"
+            f" WHERE h.rtype = ? AND h.id = ? AND h.version = ? AND {own[0]}",
+            (type, id, version, *own[1]),
         ).fetchone()
         return None if row is None else _history(row)
 
@@ -214,17 +218,22 @@ class SqlReader:
             clauses.append("h.last_updated < ? AND (n.seq IS NULL OR n.last_updated > ?)")
             args.extend((q.at[1], q.at[0]))
         if q.within:
+            # each version by its own facts and the resource by its current ones (a deletion
+            # keeps the facts of what it deleted), both in the statement: pages stay full
             types = None if q.type is None else (q.type,)
+            own = self._narrowing(q.within, types, "h")
             condition = self._narrowing(q.within, types)
             clauses.append(
-                "EXISTS (SELECT 1 FROM resource r WHERE r.rtype = h.rtype AND r.id = h.id"
-                f" AND {condition[0]})"
+                f"{own[0]} AND EXISTS (SELECT 1 FROM resource r WHERE r.rtype = h.rtype"
+                f" AND r.id = h.id AND {condition[0]})"
             )
-            args.extend(condition[1])
+            args.extend((*own[1], *condition[1]))
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         inline = bodies.inline(q.max_bytes, q.count + 1)
-        body = "h.body" if inline is None else (
-            f"CASE WHEN length(h.body) <= {inline} THEN h.body END"
+        body = (
+            "h.body"
+            if inline is None
+            else (f"CASE WHEN length(h.body) <= {inline} THEN h.body END")
         )
         sql = (
             f"SELECT h.rtype, h.id, h.version, h.last_updated, h.deleted, {body}, h.seq,"
@@ -496,6 +505,9 @@ class SqlUnit(SqlReader):
     def system(self) -> SqlUnit:
         return self
 
+    def on_behalf(self, interaction: Interaction, type: str) -> SqlUnit:
+        return self
+
     def finish(self) -> None:
         """Store the outbox events of the unit's versions, in the order they were written
         (one statement for them all); the unit's last step before its savepoint or commit."""
@@ -521,7 +533,14 @@ class SqlUnit(SqlReader):
         body = None if resource is None else render(type, id, number, stamp, resource)
         deleted = 1 if resource is None else 0
         index = None if resource is None else self._rows.rows(type, resource)
-        labels, owners = access_facts(type, id, index)
+        labels: str | None
+        owners: str | None
+        if index is None and prev is not None:
+            # a deletion keeps the facts of what it deletes: whoever could see the resource
+            # is told it is gone (410), anyone else that it is not there (404)
+            labels, owners = prev.labels, prev.owners
+        else:
+            labels, owners = access_facts(type, id, index)
         # no result is read back: on PostgreSQL (pipeline mode) a write waits for no round trip
         self._dialect.store_version(
             self._conn, (type, id, number, stamp, deleted, method, body, labels, owners)
@@ -575,7 +594,13 @@ class SqlUnit(SqlReader):
         return WriteResult(self._write(type, id or new_id(), resource, None, "POST"), created=True)
 
     def update(
-        self, type: str, id: str, resource: dict[str, Any], *, method: Method = "PUT"
+        self,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        *,
+        method: Method = "PUT",
+        assigned: bool = False,
     ) -> WriteResult:
         prev = self.read(type, id)
         created = prev is None or prev.deleted

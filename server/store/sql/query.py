@@ -72,10 +72,12 @@ from server.search.query import (
     HasClause,
     IdClause,
     Include,
+    LabelClause,
     LastUpdatedClause,
     MissingClause,
     NumberClause,
     NumberValue,
+    OwnerClause,
     PerTypeClause,
     Prefix,
     QuantityClause,
@@ -543,7 +545,7 @@ def _preference(clause: Clause) -> int:
     """The driver chosen without a probe: the lowest of these (equalities before ranges)."""
     if isinstance(clause, IdClause):
         return 0
-    if isinstance(clause, (ReferenceClause, CompartmentClause)):
+    if isinstance(clause, (ReferenceClause, CompartmentClause, OwnerClause)):
         return 1
     if isinstance(clause, TokenClause | UriClause) or (
         isinstance(clause, StringClause) and clause.mode == "exact"
@@ -646,6 +648,10 @@ class Compiler:
             return self._referenced(clause, alias, types)
         if isinstance(clause, GrantClause):
             return self._granted(clause, alias, types)
+        if isinstance(clause, OwnerClause):
+            return self._owned(clause, alias)
+        if isinstance(clause, LabelClause):
+            return self._listed(f"{alias}.labels", f"{clause.system}|{clause.code}")
         return self._composite(clause, alias)
 
     @staticmethod
@@ -780,13 +786,28 @@ class Compiler:
             )
         return _or(parts)
 
+    def _listed(self, column: str, value: str) -> Frag:
+        """The access facts ``column`` (values separated by newlines, ``access_facts.py``) of
+        the row holds ``value``: one test of a column of the version's own row (``resource``
+        or ``resource_history``), no probe of index rows. (``pin`` is SQLite's dialect.)"""
+        find = (
+            "instr(char(10) || {0} || char(10), ?)"
+            if self.pin
+            else ("strpos(chr(10) || {0} || chr(10), ?)")
+        )
+        return f"{find.format(column)} > 0", (f"\n{value}\n",)
+
+    def _owned(self, clause: OwnerClause, alias: str) -> Frag:
+        """The row's ``owners`` facts name the patient."""
+        return self._listed(f"{alias}.owners", f"Patient/{clause.patient}")
+
     def _referenced(self, clause: ReferencedClause, alias: str, types: Types) -> Frag:
         """The resource is of one of the clause's types and some live resource satisfying the
         inner clause has a reference row (any parameter) pointing at it."""
         kinds = clause.types if types is None else tuple(t for t in clause.types if t in types)
         if not kinds:
             return _FALSE
-        keys = self._referenced_keys(clause, types)
+        keys = self._referenced_keys(clause, types, live=False)
         if keys is not None:
             # from the inner clause's members to what they refer to, once per statement: a
             # resource referred to by thousands is not probed referrer by referrer
@@ -977,6 +998,8 @@ class Compiler:
             return _join(" UNION ALL ", [p for p in parts if p is not None])
         if isinstance(clause, ReferencedClause):
             return self._referenced_keys(clause, types)
+        if isinstance(clause, OwnerClause):
+            return self._owned_keys(clause, types)
         if isinstance(clause, AllClause):
             return self._all_keys(clause, types)
         return None
@@ -1003,14 +1026,47 @@ class Compiler:
             )
         return None
 
-    def _referenced_keys(self, clause: ReferencedClause, types: Types) -> Frag | None:
-        """The live targets, of the clause's types, of every reference row of the inner
-        clause's keys."""
+    def _referenced_keys(
+        self, clause: ReferencedClause, types: Types, live: bool = True
+    ) -> Frag | None:
+        """The targets (``live``: only live ones), of the clause's types, of every reference
+        row of the inner clause's keys."""
         kinds = clause.types if types is None else tuple(t for t in clause.types if t in types)
         inner = self.keys(clause.clause, None) if kinds else None
         if inner is None:
             return None
-        return self._referred(inner, lambda s: _TRUE, lambda column: _in(column, kinds))
+        return self._referred(inner, lambda s: _TRUE, lambda column: _in(column, kinds), live)
+
+    def _owned_keys(self, clause: OwnerClause, types: Types) -> Frag:
+        """The live resources (of ``types``) whose facts name the patient: among those with a
+        reference row pointing at it (every owner is one) and the Patient itself."""
+        s, t = self.alias("s"), self.alias("t")
+        condition = _and(
+            [
+                (f"{s}.target_type = 'Patient' AND {s}.target_id = ?", (clause.patient,)),
+                _in(f"{s}.rtype", types) if types is not None else _TRUE,
+                (f"{t}.rtype = {s}.rtype AND {t}.id = {s}.id AND {t}.deleted = 0", ()),
+                self._owned(clause, t),
+            ]
+        )
+        source = self.pinned("search_reference", s, "target")
+        parts = [
+            (
+                f"SELECT DISTINCT {t}.rtype, {t}.id FROM {source} CROSS JOIN resource {t}"
+                f" WHERE {condition[0]}",
+                condition[1],
+            )
+        ]
+        if types is None or "Patient" in types:
+            k = self.alias("k")
+            parts.append(
+                (
+                    f"SELECT {k}.rtype, {k}.id FROM resource {k}"
+                    f" WHERE {k}.rtype = 'Patient' AND {k}.id = ? AND {k}.deleted = 0",
+                    (clause.patient,),
+                )
+            )
+        return _join(" UNION ALL ", parts)
 
     def _range(
         self,
@@ -1069,22 +1125,30 @@ class Compiler:
             inner, lambda s: (f"{s}.param = ?", (param,)), lambda s: _types(s, types)
         )
 
-    def _referred(self, inner: Frag, rows: RowPredicate, targets: Callable[[str], Frag]) -> Frag:
-        """The live targets (their type column passing ``targets``) of the reference rows
-        (passing ``rows``) of the keys ``inner``."""
+    def _referred(
+        self, inner: Frag, rows: RowPredicate, targets: Callable[[str], Frag], live: bool = True
+    ) -> Frag:
+        """The targets (their type column passing ``targets``; ``live``: only live ones) of
+        the reference rows (passing ``rows``) of the keys ``inner``."""
         k, s, t = self.alias("k"), self.alias("s"), self.alias("t")
+        source = self.pinned("search_reference", s, "owner")
         condition = _and(
             [
                 (f"{s}.rtype = {k}.rtype AND {s}.id = {k}.id", ()),
                 rows(s),
                 targets(f"{s}.target_type"),
-                (f"{t}.rtype = {s}.target_type AND {t}.id = {s}.target_id AND {t}.deleted = 0", ()),
             ]
         )
-        source = self.pinned("search_reference", s, "owner")
+        if not live:  # tested against a live row: no target row to read
+            return (
+                f"SELECT {s}.target_type AS rtype, {s}.target_id AS id FROM ({inner[0]}) {k}"
+                f" CROSS JOIN {source} WHERE {condition[0]}",
+                (*inner[1], *condition[1]),
+            )
+        alive = f"{t}.rtype = {s}.target_type AND {t}.id = {s}.target_id AND {t}.deleted = 0"
         return (
             f"SELECT {t}.rtype, {t}.id FROM ({inner[0]}) {k} CROSS JOIN {source}"
-            f" CROSS JOIN resource {t} WHERE {condition[0]}",
+            f" CROSS JOIN resource {t} WHERE {condition[0]} AND {alive}",
             (*inner[1], *condition[1]),
         )
 

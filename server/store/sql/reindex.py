@@ -163,10 +163,12 @@ def fill_facts(repo: SqlRepository, *, batch: int = 500, progress: Progress | No
         while True:
             with dialect.writing() as conn:
                 rows: list[Any] = conn.execute(
-                    f"SELECT rtype, id, body, {key} FROM {table} WHERE labels IS NULL"
+                    f"SELECT rtype, id, body, {key}, version FROM {table} WHERE labels IS NULL"
                     f" ORDER BY {key} LIMIT {int(batch)}"
                 ).fetchall()
-                for type, id, body, seq in rows:
+                for type, id, body, seq, version in rows:
+                    if body is None:  # a deletion: the facts of the version it deleted
+                        body = _deleted(conn, type, id, version)
                     index = (
                         None if body is None else repo.rows.rows(type, orjson.loads(bytes(body)))
                     )
@@ -260,3 +262,13 @@ def relabel(repo: SqlRepository, *, batch: int = 500, progress: Progress | None 
         if not rows:
             break
     return changed
+
+
+def _deleted(conn: Any, type: str, id: str, version: int) -> Any:
+    """The body of the last version before deletion ``version`` of ``type/id`` (None: none)."""
+    row = conn.execute(
+        "SELECT body FROM resource_history WHERE rtype = ? AND id = ? AND version < ?"
+        " AND body IS NOT NULL ORDER BY version DESC LIMIT 1",
+        (type, id, version),
+    ).fetchone()
+    return None if row is None else row[0]
