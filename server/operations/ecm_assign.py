@@ -15,6 +15,8 @@ from dataclasses import replace
 from datetime import date
 from typing import Any
 
+from server.auth.interactions import Interaction
+from server.auth.operation_rules import Needs
 from server.ecm import intake
 from server.ecm.assignment import RULES, Assignment, AssignmentConfig, Candidate, decide, prefilter
 from server.ecm.assignment_facts import (
@@ -442,6 +444,7 @@ OPERATION = Operation(
     definition="Patient-ecm-assign",
     run=run,
     affects_state=True,
+    needs=(Needs.of("Patient", Interaction.READ),),
 )
 
 __all__ = ["OPERATION", "RULES"]
