@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from server.ecm.authorization import EnrollmentAuthorization
+from server.ecm.continuity import ContinuityOfCare
 from server.ecm.intake import ReferralIntake
 from server.ecm.notices import ReferralNotices
 from server.ecm.referral_lifecycle import ReferralLifecycle
@@ -21,9 +22,11 @@ def workflow_plans(settings: Settings) -> WorkflowPlans:
 
 def program_rules(settings: Settings) -> list[Rule]:
     context = search_service(settings).context
+    plans = workflow_plans(settings)
     return [
         ReferralLifecycle(context, settings.coordination_platform),
-        ReferralIntake(context, workflow_plans(settings)),
+        ReferralIntake(context, plans),
+        ContinuityOfCare(context, plans),
         EnrollmentAuthorization(),
         ReferralNotices(context),
     ]
