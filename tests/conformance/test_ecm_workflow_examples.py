@@ -2,7 +2,8 @@
 
 Each folder is one path of the ECM referral intake (docs/ecm-workflow.md): transaction Bundles
 named in step order and ``workflow.expected.json`` (who acts in each step in real use, and what
-the stored resources must say after the last step, written by hand from seed 003 VI.D.5-7).
+the stored resources must say after the last step, written by hand from seed 003 VI.D.5-7
+and VI.G.3; ``search``: what the server wrote under ids of its own, found by a query).
 Loaded as the local operator after ``examples/resources`` but its Tasks and ServiceRequests.
 """
 
@@ -86,3 +87,10 @@ def test_an_ecm_workflow_path_loads_step_by_step(
             assert got["meta"]["versionId"] == str(want["versions"]), ref
         if want.get("noOutput"):
             assert "output" not in got and "contained" not in got, ref
+    # what the server wrote itself (ids of its own): found by search, elements compared
+    for query, want in expected.get("search", {}).items():
+        found = [e["resource"] for e in client.get(f"/fhir/{query}").json().get("entry") or ()]
+        assert len(found) == want["total"], query
+        for key, value in want.items():
+            if key != "total":
+                assert found[0][key] == value, f"{query}: {key}"

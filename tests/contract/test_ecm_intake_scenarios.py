@@ -973,11 +973,15 @@ def _ecm_claim(served: str, provider: str, code: str = "G9012") -> dict[str, Any
 
 
 def _joining(app: TestClient, acting: Acting, clock: Clock) -> None:
-    """2 March 2026; the example enrollment (Golden Poppy's own, from 2026-02-20) removed: the
-    member's history on this server is what each scenario writes."""
+    """2 March 2026; the examples of the member's enrollment (Golden Poppy's own, from
+    2026-02-20) and of an earlier transition removed: the member's history on this server is
+    what each scenario writes."""
     clock.set(MARCH_2)
     acting.as_(LOCAL)
-    _ok(app.delete("/fhir/EpisodeOfCare/ecm-enrollment-example"), (200, 204))
+    for ref in ("EpisodeOfCare/ecm-enrollment-example",
+                "ClaimResponse/ecm-continuity-authorization-example",
+                "Claim/ecm-service-claim-example"):
+        _ok(app.delete(f"/fhir/{ref}"), (200, 204))
 
 
 def _authorizations(app: TestClient) -> list[dict[str, Any]]:
