@@ -381,16 +381,15 @@ class ContinuityOfCare(Rule):
         self, change: Change, member: str, plan: str, start: date, coverage_id: str
     ) -> Found | None:
         reader = change.reader
-        if not self._joined(reader, member, plan, start, coverage_id):
+        # the evidence first: most members have none, and then nothing else is read
+        evidence = sorted(
+            self._evidence(reader, member, start), key=lambda e: e.last, reverse=True
+        )
+        if not evidence or not self._joined(reader, member, plan, start, coverage_id):
             return None
         stored = self._stored(change, member, plan, start)
         if stored is not None:
             return Found(stored, ())
-        evidence = sorted(
-            self._evidence(reader, member, start), key=lambda e: e.last, reverse=True
-        )
-        if not evidence:
-            return None
         config = self.plans.select([plan])
         created = format_instant(intake.now())  # the workflow's clock
         body = authorization(
