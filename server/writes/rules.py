@@ -21,7 +21,8 @@ create, an update by id or a patch by id before it is validated, outside the uni
 version stored then; inside the unit ``Change.prepared`` says whether that version is still
 the stored one — when it is, what ``prepare`` decided holds and ``check`` need not amend again
 (and the pipeline need not validate again). Writes prepared inside a unit (Bundle entries,
-operations' and derived writes) and conditional updates skip ``prepare``.
+operations' and derived writes) and conditional updates skip ``prepare`` — but a create, and a
+transaction's PUT that creates (``prepare`` then runs before validation, as for a create).
 
 Rules run on every kind of write: create, update, patch, delete, their conditional forms,
 Bundle entries, operations' writes and derived writes. They must be cheap (they run while the

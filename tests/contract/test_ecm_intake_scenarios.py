@@ -278,6 +278,31 @@ def test_self_referral_one_by_one_keeps_its_channel_and_referral_date(
     assert _code(task["businessStatus"]) == "received"
 
 
+def test_a_referral_put_in_a_transaction_gets_its_referral_date_like_a_post(
+    app: TestClient, acting: Acting
+) -> None:
+    """A PUT that creates the referral Task inside a transaction, without ``authoredOn``: the
+    received time (Friday 18 December 2026, 17:00 UTC), as a POST gets it."""
+    acting.as_(CBO)
+    referral = {**_referral("REF-PUT-1"), "id": "ref-put-1"}
+    task = {**_task("ServiceRequest/ref-put-1"), "id": "ref-put-1"}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": referral, "request": {"method": "PUT", "url": "ServiceRequest/ref-put-1"}},
+        {"resource": task, "request": {"method": "PUT", "url": "Task/ref-put-1"}},
+    ]}
+    _ok(app.post("/fhir", json=bundle), 200)
+    stored = _ok(app.get("/fhir/Task/ref-put-1"))
+    assert stored["authoredOn"] == FRIDAY
+    assert _code(stored["businessStatus"]) == "received"
+    assert stored["restriction"]["period"] == {"start": FRIDAY, "end": FRIDAY_DUE}
+    # and one by one: a REST PUT that creates
+    _ok(app.put("/fhir/ServiceRequest/ref-put-2",
+                json={**_referral("REF-PUT-2"), "id": "ref-put-2"}), 201)
+    created = _ok(app.put("/fhir/Task/ref-put-2",
+                          json={**_task("ServiceRequest/ref-put-2"), "id": "ref-put-2"}), 201)
+    assert created["authoredOn"] == FRIDAY
+
+
 def test_the_decision_date_skips_weekends_and_holidays(
     app: TestClient, acting: Acting, clock: Clock
 ) -> None:
@@ -734,6 +759,9 @@ def test_a_person_overrides_a_met_screen(app: TestClient, acting: Acting) -> Non
 AUTHORIZATION_PERIOD = "http://calaim-fhir.org/fhir/StructureDefinition/authorization-period"
 AUTHORIZATION_DATE = "http://calaim-fhir.org/fhir/StructureDefinition/authorization-date"
 TAR = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-tar"
+AUTHORIZED_BY = "http://calaim-fhir.org/fhir/StructureDefinition/authorized-by"
+PROVIDER = Principal("sierra-vista-app", allow_all=True,
+                     organization="Organization/sierra-vista-ccp")
 
 
 def _enrollment(status: str = "active", *, authorized: tuple[str, str] | None, **extra: Any
@@ -744,7 +772,7 @@ def _enrollment(status: str = "active", *, authorized: tuple[str, str] | None, *
         body.pop(element)
     body["extension"] = [
         e for e in body["extension"]
-        if e["url"] not in (AUTHORIZATION_PERIOD, AUTHORIZATION_DATE)
+        if e["url"] not in (AUTHORIZATION_PERIOD, AUTHORIZATION_DATE, AUTHORIZED_BY)
     ]
     if authorized is not None:
         body["extension"].append(
@@ -842,6 +870,51 @@ def test_a_tar_authorizes_and_dates_the_enrollment(app: TestClient, acting: Acti
             e["valueDate"] = "2026-01-01"
     again = _ok(app.put(f"/fhir/EpisodeOfCare/{created['id']}", json=forged))
     assert _date_of(again) == "2026-02-18"
+
+
+def _by(episode: dict[str, Any]) -> Any:
+    found = [e["valueReference"]["reference"] for e in episode.get("extension") or ()
+             if e["url"] == AUTHORIZED_BY]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def test_the_authorizer_is_recorded_with_or_without_a_tar(
+    app: TestClient, acting: Acting
+) -> None:
+    """VI.D.8 (the plan's review and approval): who authorized is kept with the date."""
+    acting.as_(PLAN)
+    tar = _ok(app.post("/fhir/ClaimResponse", json=_tar()), 201)
+    # the ECM provider records the enrollment under the plan's TAR: the TAR's insurer authorized
+    acting.as_(PROVIDER)
+    enrollment = _enrollment(authorized=("2026-02-20", "2026-08-19"))
+    enrollment["extension"].append(
+        {"url": TAR, "valueReference": {"reference": f"ClaimResponse/{tar['id']}"}})
+    assert _by(_ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)) == (
+        "Organization/golden-poppy-health-plan")
+    # no TAR: the plan's staff authorize it themselves: the caller's organisation
+    acting.as_(PLAN)
+    planned = _ok(app.post("/fhir/EpisodeOfCare",
+                           json=_enrollment("planned", authorized=None)), 201)
+    assert _by(planned) is None  # not authorized yet: nobody authorized it
+    active = {**planned, "status": "active", "extension": [*planned["extension"], {
+        "url": AUTHORIZATION_PERIOD, "valuePeriod": {"start": "2026-02-20", "end": "2026-08-19"}
+    }]}
+    active = _ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=active))
+    assert _by(active) == "Organization/golden-poppy-health-plan"
+    # the provider's later update (without the extension) keeps who authorized it
+    acting.as_(PROVIDER)
+    later = {**active, "extension": [e for e in active["extension"]
+                                     if e["url"] != AUTHORIZED_BY]}
+    assert _by(_ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=later))) == (
+        "Organization/golden-poppy-health-plan")
+    # a named authorizer (the plan's medical director) is kept as named
+    named = _enrollment(authorized=("2026-02-20", "2026-08-19"))
+    named["extension"].append({"url": AUTHORIZED_BY, "valueReference": {
+        "reference": "Practitioner/lead-care-manager-okafor"}})
+    acting.as_(PLAN)
+    assert _by(_ok(app.post("/fhir/EpisodeOfCare", json=named), 201)) == (
+        "Practitioner/lead-care-manager-okafor")
 
 
 @pytest.mark.parametrize(
