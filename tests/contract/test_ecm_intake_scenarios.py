@@ -1057,6 +1057,14 @@ def _joining(app: TestClient, acting: Acting, clock: Clock) -> None:
         _ok(app.delete(f"/fhir/{ref}"), (200, 204))
 
 
+def _enrolled_before(app: TestClient, acting: Acting, clock: Clock) -> dict[str, Any]:
+    """``_joining``, and the member enrolled in ECM with Sierra Vista by the previous plan
+    since 15 October 2025, ongoing."""
+    _joining(app, acting, clock)
+    return _ok(app.post("/fhir/EpisodeOfCare", json=_prior_enrollment(
+        "2025-10-15", "Organization/sierra-vista-ccp")), 201)
+
+
 def _authorizations(app: TestClient) -> list[dict[str, Any]]:
     bundle = _ok(app.get(f"/fhir/ClaimResponse?patient={MEMBER}&use=preauthorization"))
     return [e["resource"] for e in bundle.get("entry") or ()]
@@ -1080,10 +1088,7 @@ def _parts(claim: dict[str, Any]) -> dict[str, list[Any]]:
 def test_a_member_joining_with_an_ecm_enrollment_is_authorized_for_six_months(
     app: TestClient, acting: Acting, clock: Clock
 ) -> None:
-    _joining(app, acting, clock)
-    # enrolled in ECM with Sierra Vista by the previous plan since 15 October 2025, ongoing
-    prior = _ok(app.post("/fhir/EpisodeOfCare", json=_prior_enrollment(
-        "2025-10-15", "Organization/sierra-vista-ccp")), 201)
+    prior = _enrolled_before(app, acting, clock)
     acting.as_(PLAN)
     _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
     [claim] = _authorizations(app)
@@ -1219,9 +1224,7 @@ def test_a_referral_of_a_transitioning_member_is_authorized_at_intake(
 def test_a_continuity_authorization_lasts_up_to_six_months(
     app: TestClient, acting: Acting, clock: Clock
 ) -> None:
-    _joining(app, acting, clock)
-    prior = _ok(app.post("/fhir/EpisodeOfCare", json=_prior_enrollment(
-        "2025-10-15", "Organization/sierra-vista-ccp")), 201)
+    prior = _enrolled_before(app, acting, clock)
     body = {
         "resourceType": "ClaimResponse",
         "meta": {"profile": [COC_PROFILE]},
