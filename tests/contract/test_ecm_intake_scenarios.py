@@ -1210,6 +1210,9 @@ def test_a_referral_of_a_transitioning_member_is_authorized_at_intake(
     assert sorted(n["recipient"][0]["reference"] for n in notices) == sorted(
         [MEMBER, "Organization/casa-segura-housing"])
     assert all(n["reasonCode"][0]["coding"][0]["code"] == "authorized" for n in notices)
+    # Sierra Vista (in network) is kept: the notices name it (VI.G.3.c)
+    assert all("Assigned provider: Sierra Vista" in n["payload"][0]["contentString"]
+               for n in notices)
     assert len(_reassessments(app, "&due=eq2026-08-31")) == 1
     # not screened: an authorized referral is not requested any more
     acting.as_(PLAN)
