@@ -20,7 +20,9 @@ over its own keep-alive connection. One intake is:
 
 Every member is a different person, so no intake is a duplicate. The figure is intakes
 completed (both calls 200) divided by the wall time from the first request to the last answer.
-A warm-up of 20 intakes (other members) runs first. Load averages are printed before and after.
+A warm-up of 20 intakes (other members) runs first. Load averages are printed before and after,
+and the server's own CPU time per intake (its process group's user + system time over the run)
+with the rate one core could sustain at that cost.
 """
 
 from __future__ import annotations
@@ -146,7 +148,21 @@ def _load_examples(client: httpx.Client) -> None:
     answer.raise_for_status()
 
 
-def run(base: str, referrals: int, clients: int) -> dict[str, Any]:
+def _group_cpu(group: int) -> float:
+    """CPU seconds (user + system) of the processes of a process group (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def run(base: str, referrals: int, clients: int, group: int | None = None) -> dict[str, Any]:
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
     with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
         _load_examples(client)
@@ -180,11 +196,13 @@ def run(base: str, referrals: int, clients: int) -> dict[str, Any]:
     for t in threads:
         t.start()
     load_before = os.getloadavg()
+    cpu_before = _group_cpu(group) if group is not None else 0.0
     barrier.wait()
     started = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    cpu = _group_cpu(group) - cpu_before if group is not None else None
     latencies.sort()
     return {
         "referrals": referrals,
@@ -196,6 +214,10 @@ def run(base: str, referrals: int, clients: int) -> dict[str, Any]:
         "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
         "p95_ms": round(1000 * latencies[int(len(latencies) * 0.95)], 1),
         "screens": dict(OUTCOMES),
+        # the server's own CPU per intake, and the rate one core could sustain at that cost:
+        # less sensitive to the other work on a shared machine than the wall-time figure
+        "server_cpu_ms_per_referral": None if cpu is None else round(1000 * cpu / referrals, 2),
+        "one_core_ceiling_per_s": None if not cpu else round(referrals / cpu, 1),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
@@ -233,7 +255,7 @@ def main() -> None:
                 time.sleep(0.1)
         else:
             raise SystemExit("the server did not start")
-        result = run(base, args.referrals, args.clients)
+        result = run(base, args.referrals, args.clients, server.pid)
         result["store"] = url.split(":", 1)[0]
         result["screening"] = SCREEN
         print(json.dumps(result, indent=2))

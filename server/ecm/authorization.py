@@ -21,6 +21,10 @@ type ``calaim-program#ecm``:
   business days of authorization"): ``ClaimResponse.created`` when a TAR is recorded, else the
   start of the enrollment's first ``active`` status period. The server keeps it in the
   ``authorization-date`` extension (a client's value is replaced).
+- **Authorizer** (VI.D.8 "review and approval"), with the date, in ``authorized-by``: the TAR's
+  ``insurer`` when a TAR is recorded; without one, the one recorded before (kept), else the
+  authorizer the client names, else the caller's user or organisation (the write that
+  authorized it).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ PROGRAM = "http://calaim-fhir.org/fhir/CodeSystem/calaim-program"
 AUTHORIZATION_PERIOD = "http://calaim-fhir.org/fhir/StructureDefinition/authorization-period"
 TAR = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-tar"
 AUTHORIZATION_DATE = "http://calaim-fhir.org/fhir/StructureDefinition/authorization-date"
+AUTHORIZED_BY = "http://calaim-fhir.org/fhir/StructureDefinition/authorized-by"
 CLAUSE = "seed 003 VI.D.8 (TAR review and approval of ECM services), docs/ecm-workflow.md"
 APPROVED = frozenset({"complete", "partial"})
 
@@ -105,7 +110,7 @@ class EnrollmentAuthorization(Rule):
             refused = self._in_force(change, next, tar)
             if refused is not None:
                 return refused
-        return self._dated(next, tar, tar_ref)
+        return self._dated(change, next, tar, tar_ref)
 
     def _tar(
         self, change: Change, episode: dict[str, Any]
@@ -159,10 +164,14 @@ class EnrollmentAuthorization(Rule):
         )
 
     def _dated(
-        self, episode: dict[str, Any], tar: dict[str, Any] | None, tar_ref: str | None
+        self,
+        change: Change,
+        episode: dict[str, Any],
+        tar: dict[str, Any] | None,
+        tar_ref: str | None,
     ) -> Verdict:
         """The server's authorization date: the TAR's ``created``, else the start of the
-        first active period (None: not yet authorized)."""
+        first active period (None: not yet authorized); and who authorized it."""
         date: str | None = None
         if tar is not None and tar.get("created"):
             day = local_date(tar.get("created"))
@@ -176,9 +185,12 @@ class EnrollmentAuthorization(Rule):
         others = [
             e
             for e in episode.get("extension") or ()
-            if not (isinstance(e, dict) and e.get("url") == AUTHORIZATION_DATE)
+            if not (isinstance(e, dict) and e.get("url") in (AUTHORIZATION_DATE, AUTHORIZED_BY))
         ]
         wanted = others + ([{"url": AUTHORIZATION_DATE, "valueDate": date}] if date else [])
+        by = self._authorizer(change, episode, tar) if date or tar_ref else None
+        if by is not None:
+            wanted.append({"url": AUTHORIZED_BY, "valueReference": {"reference": by}})
         if wanted == (episode.get("extension") or []):
             return ALLOW
         amended = dict(episode)
@@ -187,6 +199,21 @@ class EnrollmentAuthorization(Rule):
         else:
             amended.pop("extension", None)
         return amend(amended)
+
+    @staticmethod
+    def _authorizer(
+        change: Change, episode: dict[str, Any], tar: dict[str, Any] | None
+    ) -> str | None:
+        """The TAR's insurer; else the one recorded before, the client's or the caller's."""
+        if tar is not None:
+            insurer = (tar.get("insurer") or {}).get("reference")
+            return insurer if isinstance(insurer, str) else None
+        for source in (change.previous or {}, episode):
+            for e in _extensions(source, AUTHORIZED_BY):
+                ref = (e.get("valueReference") or {}).get("reference")
+                if isinstance(ref, str):
+                    return ref
+        return change.principal.user or change.principal.organization
 
     @staticmethod
     def _refuse(why: str, where: str) -> Verdict:

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from server.ecm.continuity import CONTINUITY_CODE
 from server.ecm.intake import REFERRAL_STATUS, business_status, now
 from server.ecm.referral_lifecycle import REFERRAL, _local, _read, _ref, machine_of
 from server.fhir.instant import format_instant
@@ -104,7 +105,7 @@ class ReferralNotices(Rule):
         service = ((request.get("code") or {}).get("text")) or "the requested service"
         parts = [_SAYS[status].format(service=service)]
         if status == "authorized":
-            provider = self._provider(reader, focus)
+            provider = self._provider(reader, focus) or self._kept(reader, task)
             parts.append(
                 f"Assigned provider: {provider}." if provider else "The provider will be "
                 "named once the member is assigned."
@@ -120,15 +121,35 @@ class ReferralNotices(Rule):
         criteria = parse_criteria_string("EpisodeOfCare", f"incoming-referral={focus}", self.search)
         for version in reader.search(SearchQuery(criteria, count=5)).items:
             episode = orjson.loads(version.body) if version.body is not None else {}
-            org = _body(reader, _ref(episode.get("managingOrganization")))
-            if org is None:
-                continue
-            phones = [
-                t.get("value") for t in org.get("telecom") or () if t.get("system") == "phone"
-            ]
-            name = org.get("name") or _ref(episode.get("managingOrganization"))
-            return f"{name}, {phones[0]}" if phones else str(name)
+            found = _named(reader, _ref(episode.get("managingOrganization")))
+            if found is not None:
+                return found
         return None
+
+    @staticmethod
+    def _kept(reader: Reader, task: dict[str, Any]) -> str | None:
+        """The existing provider a continuity-of-care authorization the Task names keeps
+        (its ``requestor``, seed 003 VI.G.3.c)."""
+        for output in task.get("output") or ():
+            codes = (output.get("type") or {}).get("coding") or ()
+            if not any((c.get("system"), c.get("code")) == (WORKFLOW, CONTINUITY_CODE)
+                       for c in codes):
+                continue
+            authorization = _body(reader, _ref(output.get("valueReference"))) or {}
+            found = _named(reader, _ref(authorization.get("requestor")))
+            if found is not None:
+                return found
+        return None
+
+
+def _named(reader: Reader, ref: str | None) -> str | None:
+    """An organisation's name and phone (None: not stored here)."""
+    org = _body(reader, ref)
+    if org is None:
+        return None
+    phones = [t.get("value") for t in org.get("telecom") or () if t.get("system") == "phone"]
+    name = org.get("name") or ref
+    return f"{name}, {phones[0]}" if phones else str(name)
 
 
 __all__ = ["ReferralNotices"]

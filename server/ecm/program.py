@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from server.ecm.assignment_receipt import AssignmentReceipt
 from server.ecm.authorization import EnrollmentAuthorization
+from server.ecm.continuity import ContinuityOfCare
 from server.ecm.discontinuation import EnrollmentDiscontinuation
 from server.ecm.intake import ReferralIntake
 from server.ecm.notices import ReferralNotices
@@ -23,9 +24,11 @@ def workflow_plans(settings: Settings) -> WorkflowPlans:
 
 def program_rules(settings: Settings) -> list[Rule]:
     context = search_service(settings).context
+    plans = workflow_plans(settings)
     return [
         ReferralLifecycle(context, settings.coordination_platform),
-        ReferralIntake(context, workflow_plans(settings)),
+        ReferralIntake(context, plans),
+        ContinuityOfCare(context, plans),
         EnrollmentAuthorization(),
         ReferralNotices(context),
         EnrollmentDiscontinuation(context),

@@ -16,7 +16,10 @@ A plan's configuration is a JSON file in the directory of the ``ecm_plan_config_
      "holidays": ["2026-12-24", "2026-12-25"],
      "resubmissionRestartsClock": true,
      "assignmentRuleOrder": ["pcp", "behavioral-health", "ccs-case-manager"],
-     "assignmentTieBreaker": "most-open-capacity"}
+     "assignmentTieBreaker": "most-open-capacity",
+     "continuityAuthorizationMonths": 6,
+     "ecmNetwork": ["Organization/sierra-vista-ccp"],
+     "lettersOfAgreement": []}
 
 Keys left out take the default; an unknown key, a bad value or two files for one organisation
 stop the server at start-up (a plan's deadlines must never silently fall back).
@@ -35,6 +38,9 @@ from typing import Any
 #: number (seed 003 VI.D.6-8); a Medi-Cal plan publishes 5 business days for processing ECM and
 #: Community Supports referrals (standards.md §2.1, Alliance [S2]).
 DEFAULT_DECISION_BUSINESS_DAYS = 5
+#: Continuity of care: "ECM services shall be authorized for up to six (6) months" (seed 003
+#: VI.G.3.e). A plan may authorize for less; never more.
+MAX_CONTINUITY_MONTHS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,12 @@ class WorkflowConfig:
     #: how ``$ecm-assign`` chooses among several eligible providers no rule separates
     #: (``most-open-capacity``); None: a person decides — the seeds give no tie-breaker
     assignment_tie_breaker: str | None = None
+    #: months of a continuity-of-care authorization (seed 003 VI.G.3.e: "up to six (6) months")
+    continuity_authorization_months: int = MAX_CONTINUITY_MONTHS
+    #: the ECM providers in the plan's network (``Organization/id``); the seeds name none
+    ecm_network: frozenset[str] = frozenset()
+    #: the ECM providers under a letter of agreement with the plan (seed 003 VI.G.3.c)
+    letters_of_agreement: frozenset[str] = frozenset()
 
     @property
     def source(self) -> str:
@@ -72,11 +84,27 @@ _KEYS = {
     "resubmissionRestartsClock": "resubmission_restarts_clock",
     "assignmentRuleOrder": "assignment_rule_order",
     "assignmentTieBreaker": "assignment_tie_breaker",
+    "continuityAuthorizationMonths": "continuity_authorization_months",
+    "ecmNetwork": "ecm_network",
+    "lettersOfAgreement": "letters_of_agreement",
 }
 #: what ``assignmentRuleOrder`` may rank and ``assignmentTieBreaker`` may name
 #: (``server/ecm/assignment.py``)
 _UNRANKED_RULES = ("pcp", "behavioral-health", "ccs-case-manager")
 _TIE_BREAKERS = ("most-open-capacity",)
+
+
+def _organizations(data: Mapping[str, Any], key: str, default: frozenset[str], where: str
+                   ) -> frozenset[str]:
+    if key not in data:
+        return default
+    raw = data[key]
+    if not isinstance(raw, list) or not all(
+        isinstance(r, str) and r.startswith("Organization/") and r[13:] and "/" not in r[13:]
+        for r in raw
+    ):
+        raise PlanConfigError(f"{where}: '{key}' is a list of 'Organization/<id>'")
+    return frozenset(raw)
 
 
 class PlanConfigError(ValueError):
@@ -97,6 +125,18 @@ def parse_config(data: Mapping[str, Any], default: WorkflowConfig, where: str) -
     restarts = data.get("resubmissionRestartsClock", default.resubmission_restarts_clock)
     if not isinstance(restarts, bool):
         raise PlanConfigError(f"{where}: 'resubmissionRestartsClock' is true or false")
+    months = data.get("continuityAuthorizationMonths", default.continuity_authorization_months)
+    if (
+        not isinstance(months, int)
+        or isinstance(months, bool)
+        or not 1 <= months <= MAX_CONTINUITY_MONTHS
+    ):
+        raise PlanConfigError(
+            f"{where}: 'continuityAuthorizationMonths' is 1..{MAX_CONTINUITY_MONTHS} (seed 003 "
+            "VI.G.3.e: up to six months)"
+        )
+    network = _organizations(data, "ecmNetwork", default.ecm_network, where)
+    letters = _organizations(data, "lettersOfAgreement", default.letters_of_agreement, where)
     holidays = default.holidays
     if "holidays" in data:
         raw = data["holidays"]
@@ -128,6 +168,9 @@ def parse_config(data: Mapping[str, Any], default: WorkflowConfig, where: str) -
         resubmission_restarts_clock=restarts,
         assignment_rule_order=tuple(order),
         assignment_tie_breaker=tie,
+        continuity_authorization_months=months,
+        ecm_network=network,
+        letters_of_agreement=letters,
     )
 
 

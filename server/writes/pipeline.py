@@ -278,8 +278,22 @@ class Writer:
         return self._system
 
     def write(self, write: Write) -> Written:
-        """Prepare and run ``write`` inside the unit (operations, derived writes)."""
-        return self.run(self.pipeline.prepare(write, None))
+        """Prepare and run ``write`` inside the unit (operations, derived writes). An update by
+        id gets the rules' ``prepare`` from the version stored now (the unit's: it cannot change
+        before the write is stored), so their amendments are validated once, with the rest."""
+        prepared = self.pipeline.prepare(write, None)
+        pipeline = self.pipeline
+        if (
+            write.interaction == "update"
+            and write.condition is None
+            and write.id is not None
+            and prepared.resource is not None
+            and pipeline.rules.prepares(write.type)
+        ):
+            stored = self.system.read(write.type, write.id)
+            prepared.resource = pipeline.rules.prepare(write, prepared.resource, stored)
+            prepared.ruled_on = 0 if stored is None else stored.version
+        return self.run(prepared)
 
     def run(self, prepared: Prepared) -> Written:
         write = prepared.write

@@ -20,8 +20,9 @@ that depend on nothing stored (a type that cannot be written at all). ``prepare`
 create, an update by id or a patch by id before it is validated, outside the unit, from the
 version stored then; inside the unit ``Change.prepared`` says whether that version is still
 the stored one — when it is, what ``prepare`` decided holds and ``check`` need not amend again
-(and the pipeline need not validate again). Writes prepared inside a unit (Bundle entries,
-operations' and derived writes) and conditional updates skip ``prepare``.
+(and the pipeline need not validate again). Inside a unit ``prepare`` runs for a create, a
+transaction's PUT that creates (as for a create) and an operation's or derived update by id
+(from the version the unit holds); other Bundle entries and conditional updates skip it.
 
 Rules run on every kind of write: create, update, patch, delete, their conditional forms,
 Bundle entries, operations' writes and derived writes. They must be cheap (they run while the

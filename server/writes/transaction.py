@@ -264,6 +264,29 @@ def _rewritten(
     return out, rewriter
 
 
+def _prepare_creates(
+    pipeline: Pipeline,
+    entries: list[Entry],
+    identities: Identities,
+    resources: dict[int, dict[str, Any]],
+    read: Callable[[str, str], Version | None],
+) -> None:
+    """A PUT entry that creates its resource (nothing stored under its id) gets the rules'
+    ``prepare`` of a create before it is validated, as a POST entry does (``Pipeline.prepare``):
+    the server's own elements (a referral's received time) are filled in the same way."""
+    for entry in entries:
+        prepared = entry.prepared
+        if prepared is None or entry.index not in resources:
+            continue
+        write = prepared.write
+        if write.interaction != "update" or not pipeline.rules.prepares(write.type):
+            continue
+        type, _, id = identities.targets[entry.index].partition("/")
+        stored = read(type, id)
+        if stored is None or stored.body is None:
+            resources[entry.index] = pipeline.rules.prepare(write, resources[entry.index], None)
+
+
 def _validate(
     pipeline: Pipeline,
     entries: list[Entry],
@@ -321,6 +344,7 @@ def plan(
         return None
     seen = Seen(reader, pipeline.targets, view)
     try:
+        _prepare_creates(pipeline, entries, identities, resources, reader.read)
         warnings = _validate(pipeline, entries, identities, resources, seen)
     except (EntryFailed, FhirError):
         rewriter.undo()
@@ -359,6 +383,7 @@ def run(writer: Writer, entries: list[Entry], planned: Plan | None) -> list[Writ
         resources, rewriter = _rewritten(writer.pipeline, entries, identities, unit.match)
     try:
         if rewriter is not None:
+            _prepare_creates(writer.pipeline, entries, identities, resources, unit.read)
             warnings = _validate(
                 writer.pipeline,
                 entries,

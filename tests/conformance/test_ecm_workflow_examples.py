@@ -2,7 +2,8 @@
 
 Each folder is one path of the ECM referral intake (docs/ecm-workflow.md): transaction Bundles
 named in step order and ``workflow.expected.json`` (who acts in each step in real use, and what
-the stored resources must say after the last step, written by hand from seed 003 VI.D.5-7).
+the stored resources must say after the last step, written by hand from seed 003 VI.D.5-7
+and VI.G.3; ``search``: what the server wrote under ids of its own, found by a query).
 Loaded as the local operator after ``examples/resources`` but its Tasks and ServiceRequests.
 """
 
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from tests.operation_output import check_output
 from tests.support import TestClient, clear_store, fhir_client, sqlite_url
 
 ROOT = Path(__file__).resolve().parents[2] / "examples"
+OPERATIONS = ROOT.parent / "profiles" / "operations"
 PATHS = sorted(p for p in (ROOT / "ecm-workflow").iterdir() if p.is_dir())
 CHANNEL = "http://calaim-fhir.org/fhir/StructureDefinition/referral-channel"
 SOURCE = "http://calaim-fhir.org/fhir/StructureDefinition/referral-source-type"
@@ -56,9 +59,20 @@ def test_an_ecm_workflow_path_loads_step_by_step(
     expected = json.loads((path / "workflow.expected.json").read_text())
     files = sorted(p.name for p in path.glob("*.json") if not p.name.endswith(".expected.json"))
     assert files == [step["file"] for step in expected["steps"]]
+    steps = {step["file"]: step for step in expected["steps"]}
     for name in files:
-        response = client.post("/fhir", json=json.loads((path / name).read_text()))
+        # a Bundle, or an operation's Parameters (``$ecm-screen`` cannot be a Bundle entry)
+        url = "/fhir/" + steps[name].get("operation", "")
+        response = client.post(url.rstrip("/"), json=json.loads((path / name).read_text()))
         assert response.status_code == 200, f"{name}: {response.status_code} {response.text[:600]}"
+        if "answer" in steps[name]:
+            operation = steps[name]["operation"].rsplit("$", 1)[1]
+            definition = json.loads((OPERATIONS / f"OperationDefinition-Task-{operation}.json")
+                                    .read_text())
+            assert check_output(definition, response.json()) == []
+            answer = {p["name"]: p for p in response.json()["parameter"]}
+            for param, value in steps[name]["answer"].items():
+                assert {k: v for k, v in answer[param].items() if k != "name"} == value, param
     stored = {ref: client.get(f"/fhir/{ref}").json() for ref in expected["expect"]}
     for ref, want in expected["expect"].items():
         got = stored[ref]
@@ -86,3 +100,10 @@ def test_an_ecm_workflow_path_loads_step_by_step(
             assert got["meta"]["versionId"] == str(want["versions"]), ref
         if want.get("noOutput"):
             assert "output" not in got and "contained" not in got, ref
+    # what the server wrote itself (ids of its own): found by search, elements compared
+    for query, want in expected.get("search", {}).items():
+        found = [e["resource"] for e in client.get(f"/fhir/{query}").json().get("entry") or ()]
+        assert len(found) == want["total"], query
+        for key, value in want.items():
+            if key != "total":
+                assert found[0][key] == value, f"{query}: {key}"

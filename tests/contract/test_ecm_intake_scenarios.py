@@ -80,6 +80,8 @@ def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "organization": "Organization/golden-poppy-health-plan",
                 "referralDecisionBusinessDays": 2,
                 "holidays": ["2026-12-21"],
+                "ecmNetwork": ["Organization/sierra-vista-ccp"],
+                "lettersOfAgreement": ["Organization/casa-segura-housing"],
             }
         )
     )
@@ -274,6 +276,31 @@ def test_self_referral_one_by_one_keeps_its_channel_and_referral_date(
     assert task["authoredOn"] == "2026-12-17T15:00:00-08:00"  # the referral date, as sent
     assert task["restriction"]["period"]["start"] == FRIDAY  # the received time
     assert _code(task["businessStatus"]) == "received"
+
+
+def test_a_referral_put_in_a_transaction_gets_its_referral_date_like_a_post(
+    app: TestClient, acting: Acting
+) -> None:
+    """A PUT that creates the referral Task inside a transaction, without ``authoredOn``: the
+    received time (Friday 18 December 2026, 17:00 UTC), as a POST gets it."""
+    acting.as_(CBO)
+    referral = {**_referral("REF-PUT-1"), "id": "ref-put-1"}
+    task = {**_task("ServiceRequest/ref-put-1"), "id": "ref-put-1"}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": referral, "request": {"method": "PUT", "url": "ServiceRequest/ref-put-1"}},
+        {"resource": task, "request": {"method": "PUT", "url": "Task/ref-put-1"}},
+    ]}
+    _ok(app.post("/fhir", json=bundle), 200)
+    stored = _ok(app.get("/fhir/Task/ref-put-1"))
+    assert stored["authoredOn"] == FRIDAY
+    assert _code(stored["businessStatus"]) == "received"
+    assert stored["restriction"]["period"] == {"start": FRIDAY, "end": FRIDAY_DUE}
+    # and one by one: a REST PUT that creates
+    _ok(app.put("/fhir/ServiceRequest/ref-put-2",
+                json={**_referral("REF-PUT-2"), "id": "ref-put-2"}), 201)
+    created = _ok(app.put("/fhir/Task/ref-put-2",
+                          json={**_task("ServiceRequest/ref-put-2"), "id": "ref-put-2"}), 201)
+    assert created["authoredOn"] == FRIDAY
 
 
 def test_the_decision_date_skips_weekends_and_holidays(
@@ -732,6 +759,9 @@ def test_a_person_overrides_a_met_screen(app: TestClient, acting: Acting) -> Non
 AUTHORIZATION_PERIOD = "http://calaim-fhir.org/fhir/StructureDefinition/authorization-period"
 AUTHORIZATION_DATE = "http://calaim-fhir.org/fhir/StructureDefinition/authorization-date"
 TAR = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-tar"
+AUTHORIZED_BY = "http://calaim-fhir.org/fhir/StructureDefinition/authorized-by"
+PROVIDER = Principal("sierra-vista-app", allow_all=True,
+                     organization="Organization/sierra-vista-ccp")
 
 
 def _enrollment(status: str = "active", *, authorized: tuple[str, str] | None, **extra: Any
@@ -742,7 +772,7 @@ def _enrollment(status: str = "active", *, authorized: tuple[str, str] | None, *
         body.pop(element)
     body["extension"] = [
         e for e in body["extension"]
-        if e["url"] not in (AUTHORIZATION_PERIOD, AUTHORIZATION_DATE)
+        if e["url"] not in (AUTHORIZATION_PERIOD, AUTHORIZATION_DATE, AUTHORIZED_BY)
     ]
     if authorized is not None:
         body["extension"].append(
@@ -842,6 +872,51 @@ def test_a_tar_authorizes_and_dates_the_enrollment(app: TestClient, acting: Acti
     assert _date_of(again) == "2026-02-18"
 
 
+def _by(episode: dict[str, Any]) -> Any:
+    found = [e["valueReference"]["reference"] for e in episode.get("extension") or ()
+             if e["url"] == AUTHORIZED_BY]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def test_the_authorizer_is_recorded_with_or_without_a_tar(
+    app: TestClient, acting: Acting
+) -> None:
+    """VI.D.8 (the plan's review and approval): who authorized is kept with the date."""
+    acting.as_(PLAN)
+    tar = _ok(app.post("/fhir/ClaimResponse", json=_tar()), 201)
+    # the ECM provider records the enrollment under the plan's TAR: the TAR's insurer authorized
+    acting.as_(PROVIDER)
+    enrollment = _enrollment(authorized=("2026-02-20", "2026-08-19"))
+    enrollment["extension"].append(
+        {"url": TAR, "valueReference": {"reference": f"ClaimResponse/{tar['id']}"}})
+    assert _by(_ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)) == (
+        "Organization/golden-poppy-health-plan")
+    # no TAR: the plan's staff authorize it themselves: the caller's organisation
+    acting.as_(PLAN)
+    planned = _ok(app.post("/fhir/EpisodeOfCare",
+                           json=_enrollment("planned", authorized=None)), 201)
+    assert _by(planned) is None  # not authorized yet: nobody authorized it
+    active = {**planned, "status": "active", "extension": [*planned["extension"], {
+        "url": AUTHORIZATION_PERIOD, "valuePeriod": {"start": "2026-02-20", "end": "2026-08-19"}
+    }]}
+    active = _ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=active))
+    assert _by(active) == "Organization/golden-poppy-health-plan"
+    # the provider's later update (without the extension) keeps who authorized it
+    acting.as_(PROVIDER)
+    later = {**active, "extension": [e for e in active["extension"]
+                                     if e["url"] != AUTHORIZED_BY]}
+    assert _by(_ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=later))) == (
+        "Organization/golden-poppy-health-plan")
+    # a named authorizer (the plan's medical director) is kept as named
+    named = _enrollment(authorized=("2026-02-20", "2026-08-19"))
+    named["extension"].append({"url": AUTHORIZED_BY, "valueReference": {
+        "reference": "Practitioner/lead-care-manager-okafor"}})
+    acting.as_(PLAN)
+    assert _by(_ok(app.post("/fhir/EpisodeOfCare", json=named), 201)) == (
+        "Practitioner/lead-care-manager-okafor")
+
+
 @pytest.mark.parametrize(
     "tar, why",
     [
@@ -914,3 +989,264 @@ def test_authorized_names_the_assigned_provider(app: TestClient, acting: Acting)
     stored = _ok(app.get(f"/fhir/Task/{task['id']}"))
     _ok(app.put(f"/fhir/Task/{task['id']}", json={**stored, "note": [{"text": "called"}]}))
     assert len(_notices(app)) == 2
+
+
+# -- 6. continuity of care (seed 003 VI.G.3) -------------------------------------------------------
+#
+# The member joins Golden Poppy on Sunday 1 March 2026. VI.G.3.a: "in receipt of ECM within the
+# previous 6 months of their assignment": 1 September 2025 .. 28 February 2026. VI.G.3.e: "up to
+# six (6) months": 1 March .. 31 August 2026 (Golden Poppy configures no shorter length), the
+# reassessment due on 31 August 2026. Golden Poppy's network has Sierra Vista; Casa Segura works
+# under a letter of agreement; Westside Family Clinic is neither.
+
+PLAN_ORG = "Organization/golden-poppy-health-plan"
+CONTINUITY = "http://calaim-fhir.org/fhir/StructureDefinition/continuity-of-care"
+COC_PROFILE = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-continuity-authorization"
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+REASSESSMENT = f"{WORKFLOW}|ecm-reassessment"
+# Monday 2 March 2026, 09:00 in California: the day after the plan start
+MARCH_2 = "2026-03-02T17:00:00.000000Z"
+
+
+def _coverage(start: str, end: str | None = None, payor: str = PLAN_ORG) -> dict[str, Any]:
+    period = {"start": start, **({"end": end} if end else {})}
+    return {
+        "resourceType": "Coverage",
+        "status": "active",
+        "beneficiary": {"reference": MEMBER},
+        "payor": [{"reference": payor}],
+        "period": period,
+    }
+
+
+def _prior_enrollment(start: str, provider: str) -> dict[str, Any]:
+    """The member's ongoing ECM enrollment in the previous plan (its record on this server)."""
+    body = _enrollment(authorized=(start, "2026-06-30"))
+    body["period"] = {"start": start}
+    body["managingOrganization"] = {"reference": provider}
+    return body
+
+
+def _ecm_claim(served: str, provider: str, code: str = "G9012") -> dict[str, Any]:
+    """A fee-for-service claim for an ECM service line."""
+    return {
+        "resourceType": "Claim",
+        "status": "active",
+        "type": _concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
+        "use": "claim",
+        "patient": {"reference": MEMBER},
+        "created": served,
+        "provider": {"reference": provider},
+        "priority": _concept("http://terminology.hl7.org/CodeSystem/processpriority", "normal"),
+        "insurance": [{"sequence": 1, "focal": True,
+                       "coverage": {"display": "Medi-Cal fee-for-service"}}],
+        "item": [{"sequence": 1, "productOrService": _concept(HCPCS, code),
+                  "servicedDate": served}],
+    }
+
+
+def _joining(app: TestClient, acting: Acting, clock: Clock) -> None:
+    """2 March 2026; the examples of the member's enrollment (Golden Poppy's own, from
+    2026-02-20) and of an earlier transition removed: the member's history on this server is
+    what each scenario writes."""
+    clock.set(MARCH_2)
+    acting.as_(LOCAL)
+    for ref in ("EpisodeOfCare/ecm-enrollment-example",
+                "ClaimResponse/ecm-continuity-authorization-example",
+                "Claim/ecm-service-claim-example"):
+        _ok(app.delete(f"/fhir/{ref}"), (200, 204))
+
+
+def _enrolled_before(app: TestClient, acting: Acting, clock: Clock) -> dict[str, Any]:
+    """``_joining``, and the member enrolled in ECM with Sierra Vista by the previous plan
+    since 15 October 2025, ongoing."""
+    _joining(app, acting, clock)
+    return _ok(app.post("/fhir/EpisodeOfCare", json=_prior_enrollment(
+        "2025-10-15", "Organization/sierra-vista-ccp")), 201)
+
+
+def _authorizations(app: TestClient) -> list[dict[str, Any]]:
+    bundle = _ok(app.get(f"/fhir/ClaimResponse?patient={MEMBER}&use=preauthorization"))
+    return [e["resource"] for e in bundle.get("entry") or ()]
+
+
+def _reassessments(app: TestClient, due: str = "") -> list[dict[str, Any]]:
+    bundle = _ok(app.get(f"/fhir/Task?code={REASSESSMENT}{due}"))
+    return [e["resource"] for e in bundle.get("entry") or ()]
+
+
+def _parts(claim: dict[str, Any]) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for e in claim["extension"]:
+        if e["url"] == CONTINUITY:
+            for part in e["extension"]:
+                value = part.get("valueReference", {}).get("reference") or part.get("valueCode")
+                found.setdefault(part["url"], []).append(value)
+    return found
+
+
+def test_a_member_joining_with_an_ecm_enrollment_is_authorized_for_six_months(
+    app: TestClient, acting: Acting, clock: Clock
+) -> None:
+    prior = _enrolled_before(app, acting, clock)
+    acting.as_(PLAN)
+    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    [claim] = _authorizations(app)
+    assert claim["meta"]["profile"] == [COC_PROFILE]
+    assert claim["use"] == "preauthorization" and claim["outcome"] == "complete"
+    assert claim["insurer"] == {"reference": PLAN_ORG}
+    assert claim["preAuthPeriod"] == {"start": "2026-03-01", "end": "2026-08-31"}
+    # Sierra Vista is in Golden Poppy's network: kept (VI.G.3.c)
+    assert claim["requestor"] == {"reference": "Organization/sierra-vista-ccp"}
+    assert _parts(claim) == {
+        "evidence": [f"EpisodeOfCare/{prior['id']}"],
+        "priorProvider": ["Organization/sierra-vista-ccp"],
+        "providerBasis": ["in-network"],
+    }
+    assert "VI.G.3" in claim["disposition"]
+    assert f"EpisodeOfCare/{prior['id']}" in claim["disposition"]
+    # flagged for reassessment by the end (VI.G.3.e): due 31 August 2026
+    [task] = _reassessments(app, "&due=le2026-08-31")
+    assert _reassessments(app, "&due=lt2026-08-31") == []
+    assert task["status"] == "requested" and task["owner"] == {"reference": PLAN_ORG}
+    assert task["focus"] == {"reference": f"ClaimResponse/{claim['id']}"}
+    assert task["restriction"]["period"] == {"start": "2026-03-01", "end": "2026-08-31"}
+    # the same Coverage written again authorizes nothing more
+    [coverage] = [e["resource"] for e in
+                  _ok(app.get(f"/fhir/Coverage?beneficiary={MEMBER}"))["entry"]]
+    _ok(app.put(f"/fhir/Coverage/{coverage['id']}", json={**coverage, "status": "active",
+                                                            "period": {"start": "2026-03-01"}}))
+    assert len(_authorizations(app)) == 1 and len(_reassessments(app)) == 1
+    # the enrollment with the provider's lead care manager runs under it (its ecm-tar): in
+    # force from 1 March, authorization date its created date (2 March in California)
+    enrollment = _enrollment(authorized=("2026-03-01", "2026-08-31"),
+                             period={"start": "2026-03-01"})
+    enrollment["extension"].append(
+        {"url": TAR, "valueReference": {"reference": f"ClaimResponse/{claim['id']}"}})
+    created = _ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)
+    assert _date_of(created) == "2026-03-02"
+
+
+@pytest.mark.parametrize(
+    "served, provider, authorized, kept",
+    [
+        # the first day of the window, a provider under a letter of agreement: kept
+        ("2025-09-01", "Organization/casa-segura-housing", True, "letter-of-agreement"),
+        # the last day of the window, a provider outside the network: authorized, not kept
+        ("2026-02-28", "Organization/westside-family-clinic", True, None),
+        # the day before the window: no continuity of care
+        ("2025-08-31", "Organization/sierra-vista-ccp", False, None),
+    ],
+)
+def test_ecm_claims_within_six_months_before_the_plan_start_authorize(
+    app: TestClient, acting: Acting, clock: Clock, served: str, provider: str,
+    authorized: bool, kept: str | None
+) -> None:
+    _joining(app, acting, clock)
+    claim = _ok(app.post("/fhir/Claim", json=_ecm_claim(served, provider)), 201)
+    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    found = _authorizations(app)
+    if not authorized:
+        assert found == [] and _reassessments(app) == []
+        return
+    [auth] = found
+    assert auth["preAuthPeriod"] == {"start": "2026-03-01", "end": "2026-08-31"}
+    parts = _parts(auth)
+    assert parts["evidence"] == [f"Claim/{claim['id']}"]
+    assert parts["priorProvider"] == [provider]
+    if kept:
+        assert parts["providerBasis"] == [kept]
+        assert auth["requestor"] == {"reference": provider}
+    else:
+        assert "providerBasis" not in parts and "requestor" not in auth
+        assert "in-network provider is to be assigned" in auth["disposition"]
+
+
+def test_a_member_who_stays_with_the_plan_is_not_transitioning(
+    app: TestClient, acting: Acting, clock: Clock
+) -> None:
+    _joining(app, acting, clock)
+    _ok(app.post("/fhir/Claim",
+                 json=_ecm_claim("2026-01-15", "Organization/sierra-vista-ccp")), 201)
+    # Golden Poppy's member through 28 February already: the new year's Coverage is a renewal
+    _ok(app.post("/fhir/Coverage", json=_coverage("2025-01-01", "2026-02-28")), 201)
+    assert len(_authorizations(app)) == 0  # joined 2025-01-01: no ECM in the 6 months before
+    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    assert _authorizations(app) == []
+    # another plan's Coverage the day before does not make it a renewal
+    _ok(app.post("/fhir/Coverage",
+                 json=_coverage("2026-04-01", payor="Organization/casa-segura-housing")), 201)
+    assert [c["insurer"]["reference"] for c in _authorizations(app)] == [
+        "Organization/casa-segura-housing"
+    ]
+
+
+def test_a_referral_of_a_transitioning_member_is_authorized_at_intake(
+    app: TestClient, acting: Acting, clock: Clock
+) -> None:
+    _joining(app, acting, clock)
+    acting.as_(PLAN)
+    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    assert _authorizations(app) == []  # no evidence on this server yet
+    acting.as_(LOCAL)
+    claim = _ok(app.post("/fhir/Claim",
+                         json=_ecm_claim("2026-02-10", "Organization/sierra-vista-ccp")), 201)
+    # the member asks for continued ECM (VI.G.3.b) through a referral
+    acting.as_(CBO)
+    request, task = _submit(app, "REF-COC-1")
+    [auth] = _authorizations(app)
+    assert _parts(auth)["evidence"] == [f"Claim/{claim['id']}"]
+    assert auth["preAuthPeriod"] == {"start": "2026-03-01", "end": "2026-08-31"}
+    # the referral: acknowledged (its history), then accepted and authorized by the plan
+    assert task["status"] == "accepted"
+    assert _code(task["businessStatus"]) == "authorized"
+    assert {"reference": f"ClaimResponse/{auth['id']}"} in [
+        o.get("valueReference") for o in task["output"]]
+    history = _ok(app.get(f"/fhir/Task/{task['id']}/_history"))
+    statuses = sorted(_code(e["resource"]["businessStatus"]) or "" for e in history["entry"])
+    assert statuses == ["authorized", "received"]
+    # member and referrer are told (ecm-notice, authorized)
+    notices = _notices(app)
+    assert sorted(n["recipient"][0]["reference"] for n in notices) == sorted(
+        [MEMBER, "Organization/casa-segura-housing"])
+    assert all(n["reasonCode"][0]["coding"][0]["code"] == "authorized" for n in notices)
+    # Sierra Vista (in network) is kept: the notices name it (VI.G.3.c)
+    assert all("Assigned provider: Sierra Vista" in n["payload"][0]["contentString"]
+               for n in notices)
+    assert len(_reassessments(app, "&due=eq2026-08-31")) == 1
+    # not screened: an authorized referral is not requested any more
+    acting.as_(PLAN)
+    outcome(_screen(app, task), 409)
+    # a second referral of the member is a duplicate of the open one: nothing more authorized
+    acting.as_(CLINIC)
+    _, second = _submit(app, "REF-COC-2", requester="Organization/westside-family-clinic")
+    assert _code(second["businessStatus"]) == "duplicate"
+    assert len(_authorizations(app)) == 1
+
+
+def test_a_continuity_authorization_lasts_up_to_six_months(
+    app: TestClient, acting: Acting, clock: Clock
+) -> None:
+    prior = _enrolled_before(app, acting, clock)
+    body = {
+        "resourceType": "ClaimResponse",
+        "meta": {"profile": [COC_PROFILE]},
+        "extension": [{"url": CONTINUITY, "extension": [
+            {"url": "evidence", "valueReference": {"reference": f"EpisodeOfCare/{prior['id']}"}}]}],
+        "status": "active",
+        "type": _concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
+        "use": "preauthorization",
+        "patient": {"reference": MEMBER},
+        "created": "2026-03-02T09:00:00-08:00",
+        "insurer": {"reference": PLAN_ORG},
+        "outcome": "complete",
+        "preAuthPeriod": {"start": "2026-03-01", "end": "2026-09-01"},
+    }
+    refused = outcome(app.post("/fhir/ClaimResponse", json=body), 422)
+    assert expressions(refused) == ["ClaimResponse.preAuthPeriod.end"]
+    assert "VI.G.3" in json.dumps(refused)
+    body["preAuthPeriod"]["end"] = "2026-08-31"
+    _ok(app.post("/fhir/ClaimResponse", json=body), 201)
+    # a kept provider without saying why (ecmcoc-1)
+    body["requestor"] = {"reference": "Organization/sierra-vista-ccp"}
+    outcome(app.post("/fhir/ClaimResponse", json=body), 422)
