@@ -377,6 +377,9 @@ class _CheckedUnit(_Checked):
         clauses = self._narrow(interaction, type).clauses
         if clauses and not assigned:
             current = self._unit.read(type, id, clauses)
+            if (current is None or current.deleted) and self._readable(type, id):
+                # the caller sees it but may not change it: refusing says nothing new
+                raise Forbidden(f"Not permitted: {interaction} of {type}/{id}")
             if current is None or current.deleted:
                 if method == "PATCH":
                     raise NotFound(f"{type}/{id} is not known")
@@ -387,6 +390,14 @@ class _CheckedUnit(_Checked):
                 )
         result = self._unit.update(type, id, resource, method=method, assigned=assigned)
         return self._kept(interaction, result)
+
+    def _readable(self, type: str, id: str) -> bool:
+        """Whether the caller may read the live ``type/id``."""
+        narrowing = self._access.narrowing(Interaction.READ, type)
+        if not narrowing.permitted:
+            return False
+        current = self._unit.read(type, id, narrowing.clauses)
+        return current is not None and not current.deleted
 
     def delete(self, type: str, id: str) -> WriteResult:
         if self._hidden(Interaction.DELETE, type, id):

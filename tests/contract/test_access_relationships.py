@@ -370,76 +370,109 @@ def _gone(app: TestClient, who: Acting, key: str) -> None:
     assert app.get(f"/fhir/{key}").status_code == 404, key
 
 
+def _create(app: TestClient, resource: dict[str, Any]) -> Any:
+    """POST ``resource`` without its id: a caller whose view of a type is narrowed creates
+    under an id the server assigns (a PUT to an id it cannot see answers 405, decision 0015)."""
+    body = {k: v for k, v in resource.items() if k != "id"}
+    return app.post(f"/fhir/{resource['resourceType']}", json=body)
+
+
+def _stored(app: TestClient, who: Acting, type: str) -> set[str]:
+    """Every ``type`` resource in the store, as the operator sees it (the caller restored)."""
+    caller = who.principal
+    who.as_(LOCAL)
+    keys = _keys(all_pages(app, f"/fhir/{type}"))
+    who.as_(caller)
+    return keys
+
+
 def test_a_community_provider_writes_its_own_task_and_procedures_only(
     app: TestClient, who: Acting
 ) -> None:
     who.as_(acting_for("cbo"))
+    conditions = _stored(app, who, "Condition")
     assert (
         put(
             app, _task("t1", "m1", "cbo", status="accepted", focus=_ref("ServiceRequest/sr1"))
         ).status_code
         == 200
     )
-    assert put(app, _procedure("pr1", "m1", "cbo")).status_code == 201
-    assert app.get("/fhir/Procedure/pr1").status_code == 200
-    assert _keys(all_pages(app, "/fhir/Procedure")) == {"Procedure/pr1"}
+    created = _create(app, _procedure("pr1", "m1", "cbo"))
+    assert created.status_code == 201, created.text
+    own = f"Procedure/{created.json()['id']}"
+    assert app.get(f"/fhir/{own}").status_code == 200
+    assert _keys(all_pages(app, "/fhir/Procedure")) == {own}
     # not its own, not of its data classes, not of a member it serves
-    outcome(app.put("/fhir/Procedure/pr2", json=_procedure("pr2", "m1", "other")), 403)
-    outcome(app.put("/fhir/Procedure/pr3", json=_procedure("pr3", "m2", "cbo")), 403)
-    outcome(app.put("/fhir/Condition/c9", json=_condition("c9", "m1")), 403)
-    outcome(app.put("/fhir/Condition/c1", json=_condition("c1", "m1")), 403)
+    outcome(_create(app, _procedure("pr2", "m1", "other")), 403)
+    outcome(_create(app, _procedure("pr3", "m2", "cbo")), 403)
+    outcome(_create(app, _condition("c9", "m1")), 403)
+    # resources it can read but may not write
     patient = {"resourceType": "Patient", "id": "m1", "name": [{"family": "changed"}]}
     outcome(app.put("/fhir/Patient/m1", json=patient), 403)
-    outcome(app.put("/fhir/Coverage/cov1", json=_coverage("cov1", "m1", "cbo")), 403)
     outcome(app.put("/fhir/Consent/con1", json=_consent("con1", "m1")), 403)
     outcome(
         app.put("/fhir/ServiceRequest/sr1", json=next(r for r in SCENE if r["id"] == "sr1")), 403
     )
     outcome(app.put("/fhir/Organization/cbo", json=_org("cbo", "prov")), 403)
-    for key in ("Procedure/pr2", "Procedure/pr3", "Condition/c9"):
-        _gone(app, who, key)
+    # resources it cannot see answer as missing ids do: nothing written, nothing revealed
+    hidden = outcome(app.put("/fhir/Condition/c1", json=_condition("c1", "m1")), 405)
+    missing = outcome(app.put("/fhir/Condition/c8", json=_condition("c8", "m1")), 405)
+    assert hidden["issue"][0]["diagnostics"].replace("c1", "") == missing["issue"][0][
+        "diagnostics"
+    ].replace("c8", "")
+    outcome(app.put("/fhir/Coverage/cov1", json=_coverage("cov1", "m1", "cbo")), 405)
+    assert _stored(app, who, "Procedure") == {own}
+    assert _stored(app, who, "Condition") == conditions
     who.as_(LOCAL)
     assert app.get("/fhir/Patient/m1").json()["name"] == [{"family": "m1"}]
     assert app.get("/fhir/Organization/cbo").json()["type"][0]["coding"][0]["code"] == "cg"
+    assert app.get("/fhir/Coverage/cov1").json()["payor"] == next(
+        r for r in SCENE if r["id"] == "cov1"
+    )["payor"]
 
 
 def test_an_ecm_provider_writes_care_and_clinical_data_of_its_members(
     app: TestClient, who: Acting
 ) -> None:
     who.as_(acting_for("ecm"))
-    assert put(app, _condition("c4", "m1")).status_code == 201
-    outcome(app.put("/fhir/Condition/c5", json=_condition("c5", "m2")), 403)
-    _gone(app, who, "Condition/c5")
+    before = _stored(app, who, "Condition")
+    created = _create(app, _condition("c4", "m1"))
+    assert created.status_code == 201, created.text
+    outcome(_create(app, _condition("c5", "m2")), 403)
+    assert _stored(app, who, "Condition") == before | {f"Condition/{created.json()['id']}"}
 
 
 def test_no_self_granting(app: TestClient, who: Acting) -> None:
     who.as_(acting_for("cbo"))
+    tasks = _stored(app, who, "Task")
     # a referral to itself for a member it does not serve, existing or not: refused alike
     for member in ("m2", "nobody"):
-        body = outcome(app.put("/fhir/Task/t9", json=_task("t9", member, "cbo")), 403)
+        body = outcome(_create(app, _task("t9", member, "cbo")), 403)
         assert body["issue"][0]["expression"] == ["Task.owner"]
-    _gone(app, who, "Task/t9")
-    who.as_(acting_for("cbo"))
+    assert _stored(app, who, "Task") == tasks
     assert app.get("/fhir/Patient/m2").status_code == 404
     # an EpisodeOfCare making itself m2's ECM provider
-    body = outcome(app.put("/fhir/EpisodeOfCare/e9", json=_episode("e9", "m2", "cbo")), 403)
+    episodes = _stored(app, who, "EpisodeOfCare")
+    body = outcome(_create(app, _episode("e9", "m2", "cbo")), 403)
     assert body["issue"][0]["expression"] in (
         ["EpisodeOfCare.managingOrganization"],
         ["EpisodeOfCare"],
     )
+    assert _stored(app, who, "EpisodeOfCare") == episodes
     # a payor naming itself on another member's Coverage
     who.as_(acting_for("other"))
-    body = outcome(app.put("/fhir/Coverage/cov9", json=_coverage("cov9", "m2", "other")), 403)
-    _gone(app, who, "Coverage/cov9")
+    coverages = _stored(app, who, "Coverage")
+    outcome(_create(app, _coverage("cov9", "m2", "other")), 403)
+    assert _stored(app, who, "Coverage") == coverages
     # the ECM provider refers its own member to the CBO: a relationship it may create
     who.as_(acting_for("ecm"))
     referral = _task("t5", "m1", "cbo", requester=_ref("Organization/ecm"))
-    assert put(app, referral).status_code == 201
+    assert _create(app, referral).status_code == 201
     # the plan starts a relationship with a new member
     who.as_(LOCAL)
     assert put(app, {"resourceType": "Patient", "id": "m4"}).status_code == 201
     who.as_(acting_for("plan"))
-    assert put(app, _coverage("cov4", "m4", "plan")).status_code == 201
+    assert _create(app, _coverage("cov4", "m4", "plan")).status_code == 201
     assert app.get("/fhir/Patient/m4").status_code == 200
 
 
@@ -447,18 +480,21 @@ def test_consent_is_recorded_by_the_plan_or_a_recorder_never_by_its_actor(
     app: TestClient, who: Acting
 ) -> None:
     who.as_(acting_for("cbo"))
-    outcome(app.put("/fhir/Consent/k1", json=_consent("k1", "m1")), 403)
+    consents = _stored(app, who, "Consent")
+    outcome(_create(app, _consent("k1", "m1")), 403)
     who.as_(acting_for("ecm"))
-    outcome(app.put("/fhir/Consent/k1", json=_consent("k1", "m1")), 403)
-    _gone(app, who, "Consent/k1")
+    outcome(_create(app, _consent("k1", "m1")), 403)
+    assert _stored(app, who, "Consent") == consents
     who.as_(acting_for("recorder"))
-    body = outcome(app.put("/fhir/Consent/k2", json=_consent("k2", "m1", "recorder")), 403)
+    body = outcome(_create(app, _consent("k2", "m1", "recorder")), 403)
     assert body["issue"][0]["expression"] == ["Consent.provision"]
-    assert put(app, _consent("k3", "m1", "cbo")).status_code == 201
+    recorded = _create(app, _consent("k3", "m1", "cbo"))
+    assert recorded.status_code == 201, recorded.text
     who.as_(acting_for("plan"))
-    assert put(app, _consent("k4", "m2", "cbo")).status_code == 201
+    assert _create(app, _consent("k4", "m2", "cbo")).status_code == 201
     who.as_(acting_for("ecm"))
-    assert app.get("/fhir/Consent/k3").status_code == 200  # read: its member's consent
+    # read: its member's consent
+    assert app.get(f"/fhir/Consent/{recorded.json()['id']}").status_code == 200
 
 
 def test_the_matrix_is_the_plans_configuration(
