@@ -15,7 +15,9 @@ through its output policy (``server/operations/output.py``), so its entry is all
                        ``c`` on List; the members are those the caller's view holds
 ``$cs-eligibility``    ``r`` on Patient (as the ECM member mode)
 ``$validate``          any interaction on the type validated (nothing beyond the type)
-``$ecm-assign``        ``r`` on Patient (a commit's writes are each decided by the door)
+``$ecm-assign``        ``r`` on Patient, ``c`` and ``u`` on Task, CareTeam and EpisodeOfCare
+                       (preview and commit alike; a commit's writes are each decided by the
+                       door as well)
 ``$ecm-screen``        no entry: each read and write is decided by the door
 ``$transitions``       no entry: each read is decided by the door
 terminology            nothing (code systems and value sets are public definitions)

@@ -444,7 +444,15 @@ OPERATION = Operation(
     definition="Patient-ecm-assign",
     run=run,
     affects_state=True,
-    needs=(Needs.of("Patient", Interaction.READ),),
+    # the operations table: the plan's view of a commit, preview and commit alike
+    needs=(
+        Needs.of("Patient", Interaction.READ),
+        *(
+            Needs.of(type, interaction)
+            for type in ("Task", "CareTeam", "EpisodeOfCare")
+            for interaction in (Interaction.CREATE, Interaction.UPDATE)
+        ),
+    ),
 )
 
 __all__ = ["OPERATION", "RULES"]

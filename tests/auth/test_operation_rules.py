@@ -101,3 +101,37 @@ def test_population_eligibility_needs_search_on_patient_and_create_on_list(
     )
     assert response.status_code == 403, response.text
     assert "The operation needs" in response.text  # its own entry refused it, not a read
+
+
+@pytest.mark.parametrize(
+    ("scope", "status"),
+    [
+        ("system/Patient.r", 403),
+        ("system/Patient.r system/Task.cu system/CareTeam.cu", 403),  # no EpisodeOfCare
+        ("system/Patient.r system/Task.c system/CareTeam.cu system/EpisodeOfCare.cu", 403),
+        ("system/Task.cu system/CareTeam.cu system/EpisodeOfCare.cu", 403),  # no Patient
+    ],
+)
+def test_assignment_needs_read_on_patient_and_create_update_on_its_records(
+    client: TestClient, acting: Acting, scope: str, status: int
+) -> None:
+    _as(acting, scope)
+    response = client.post(
+        "/fhir/Patient/p1/$ecm-assign",
+        json={"resourceType": "Parameters", "parameter": []},
+        headers={"Content-Type": FHIR_JSON},
+    )
+    assert response.status_code == status
+    assert "needs" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_assignment_entry_admits_the_plans_scopes(client: TestClient, acting: Acting) -> None:
+    # the entry, plus reading what the operation reads through the door
+    _as(acting, "system/*.rs system/Task.cu system/CareTeam.cu system/EpisodeOfCare.cu")
+    response = client.post(
+        "/fhir/Patient/p1/$ecm-assign",
+        json={"resourceType": "Parameters", "parameter": []},
+        headers={"Content-Type": FHIR_JSON},
+    )
+    # past the table: the operation itself answers (no authorized referral for p1 here)
+    assert response.status_code != 403, response.text
