@@ -1,6 +1,7 @@
 """What ``$ecm-assign`` reads, as the issue's "How the inputs are recorded" says
 (docs/ecm-workflow.md, "Assignment"): every fact is a search of the store through a ``Reader``
-(inside the operation's write unit, so what it counts holds for what the unit commits).
+(a commit: inside the operation's write unit, so what it counts holds for what it
+commits; a preview: on a reader).
 
 - PCP: ``Patient.generalPractitioner`` (an Organization, or a PractitionerRole's organization);
 - behavioural health: active EpisodeOfCare of ``ecm-program`` ``smhs``, ``dmc-ods`` or ``dmc``,

@@ -1,10 +1,12 @@
 """``Patient/[id]/$ecm-assign``: the member's ECM provider, chosen by the policy and explained
 (seed 003 VI.E, VI.G.3.c; docs/ecm-workflow.md, "Assignment").
 
-``mode=preview`` (the default) writes nothing; ``mode=commit`` writes the assignment in the
-operation's one unit, through the pipeline as the caller (``server/ecm/assignment_records.py``).
-Every count the choice rests on (capacity in use) is read in that unit, which holds the writers'
-lock: concurrent commits see each other's assignments and never exceed a service's capacity.
+``mode=preview`` (the default) writes nothing and runs on a reader (no write unit, no writers'
+lock: writes go on meanwhile); ``mode=commit`` writes the assignment in the operation's one
+unit, through the pipeline as the caller (``server/ecm/assignment_records.py``). Every count a
+commit rests on (capacity in use) is read in that unit, which holds the writers' lock:
+concurrent commits see each other's assignments and never exceed a service's capacity. Both
+modes read the caller's view of the store.
 A commit for a referral already assigned (an active filler order ``basedOn`` it) answers that
 assignment and writes nothing.
 """
@@ -312,7 +314,7 @@ def _existing(case: _Case) -> dict[str, Any]:
 def run(call: Call) -> dict[str, Any]:
     assert call.instance is not None and call.id is not None
     inputs = _Inputs(call)
-    facts = Facts(call.system or call.reader, search_service(call.settings).context)
+    facts = Facts(call.reader, search_service(call.settings).context)
     member = f"Patient/{call.id}"
     case = _Case(facts, member, inputs.referral)
     if inputs.mode == "commit" and not inputs.reassign and case.order is not None:
@@ -421,7 +423,7 @@ def _cancel_replaced(call: Call, replaced: str, inputs: _Inputs) -> None:
     """The former provider's open Task for the replaced order: cancelled, with why (after the
     new one is written, so the plan's Task does not roll up to on-hold)."""
     assert call.write is not None and inputs.request_date is not None
-    facts = Facts(call.system or call.reader, search_service(call.settings).context)
+    facts = Facts(call.reader, search_service(call.settings).context)
     for id, task in facts.find("Task", f"focus={replaced}", 10):
         if task.get("status") not in ("requested", "accepted", "in-progress", "on-hold"):
             continue
@@ -444,6 +446,7 @@ OPERATION = Operation(
     definition="Patient-ecm-assign",
     run=run,
     affects_state=True,
+    writes_when=lambda params: first(params, "mode", "preview") == "commit",
     needs=(Needs.of("Patient", Interaction.READ),),
 )
 
