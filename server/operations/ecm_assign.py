@@ -226,13 +226,15 @@ def _decide(
         performer if performer and performer.startswith("Organization/") else None,
         exclude,
     )
-    services = []
-    for service, since in facts.services():
-        if prefilter(facts_of_member, service, inputs.as_of):
-            service = facts.with_use(service, since, facts_of_member)
-        else:
-            service = replace(service, counted=False)
-        services.append(service)
+    found = facts.services()
+    counted = [(s, since) for s, since in found if prefilter(facts_of_member, s, inputs.as_of)]
+    in_use = facts.capacity_in_use(counted)
+    services = [
+        facts.with_use(service, in_use[service.ref], facts_of_member)
+        if service.ref in in_use
+        else replace(service, counted=False)
+        for service, _ in found
+    ]
     config = _config(call, facts, member, case.plan)
     plan = AssignmentConfig(config.assignment_rule_order, config.assignment_tie_breaker)
     outcome = decide(facts_of_member, services, inputs.as_of, plan, facts.lead_care_managers)
