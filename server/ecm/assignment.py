@@ -119,11 +119,12 @@ class Candidate:
 
     @property
     def explanation(self) -> str:
-        parts = [f"{self.service.name} ({self.service.provider})"]
+        """In words; compact for a candidate failing a hard filter (a preview lists every ECM
+        service: most fail one): the filters and why, the clauses being in ``FILTERS``."""
         if self.failed:
-            parts.append("fails " + ", ".join(f"{f} ({FILTERS[f]})" for f in self.failed))
-        else:
-            parts.append(f"eligible, {self.service.open} open")
+            return "; ".join(["fails " + ", ".join(self.failed), *self.notes])
+        service = self.service
+        parts = [f"{service.name} ({service.provider})", f"eligible, {service.open} open"]
         if self.rules:
             parts.append("meets " + ", ".join(f"{r} ({RULES[r]})" for r in self.rules))
         parts += self.notes

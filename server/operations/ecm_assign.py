@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from server.auth.interactions import Interaction
@@ -241,12 +242,25 @@ def _decide(
     return outcome, config
 
 
+_ELIGIBLE = {True: {"name": "eligible", "valueBoolean": True},
+             False: {"name": "eligible", "valueBoolean": False}}
+
+
+@lru_cache(maxsize=20_000)
+def _service_parts(provider: str, service: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A service's ``provider`` and ``healthcareService`` parts, built once (only
+    serialized, never changed)."""
+    return (
+        {"name": "provider", "valueReference": {"reference": provider}},
+        {"name": "healthcareService", "valueReference": {"reference": service}},
+    )
+
+
 def _candidate(c: Candidate) -> dict[str, Any]:
     """One ``candidate`` parameter, built directly (a preview lists every ECM service)."""
     parts: list[dict[str, Any]] = [
-        {"name": "provider", "valueReference": {"reference": c.service.provider}},
-        {"name": "healthcareService", "valueReference": {"reference": c.service.ref}},
-        {"name": "eligible", "valueBoolean": c.eligible},
+        *_service_parts(c.service.provider, c.service.ref),
+        _ELIGIBLE[c.eligible],
     ]
     parts += [{"name": "rule", "valueCode": r} for r in c.rules]
     parts += [{"name": "failed", "valueCode": f} for f in c.failed]
