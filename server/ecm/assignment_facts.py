@@ -198,8 +198,9 @@ class Facts:
     # -- the providers -------------------------------------------------------------------------
 
     def services(self) -> list[tuple[Service, str | None]]:
-        """Every active ECM HealthcareService (its capacity in use not yet counted), with the
-        ``asOf`` its ``openSlots`` count from (None: a ``panelSize``)."""
+        """Every active ECM HealthcareService (its capacity in use not yet counted: ``counted``
+        False until ``with_use``), with the ``asOf`` its ``openSlots`` count from (None: a
+        ``panelSize``)."""
         found = []
         query = f"service-category={CALAIM_PROGRAM}|ecm&active=true"
         for version in self.versions("HealthcareService", query, MAX_SERVICES):
@@ -244,6 +245,7 @@ class Facts:
             limit=capacity[0],
             in_use=0,
             letter_of_agreement=loa,
+            counted=False,
         )
         return service, capacity[1]
 
@@ -251,7 +253,7 @@ class Facts:
         """``service`` with its capacity in use (``capacity_in_use``) and, for a Whole Child
         Model member, the provider's CCS case managers."""
         ccs = self.roles(service.provider, "ccs-case-manager") if member.whole_child_model else ()
-        return replace(service, in_use=in_use, ccs_case_managers=ccs)
+        return replace(service, in_use=in_use, ccs_case_managers=ccs, counted=True)
 
     def capacity_in_use(self, services: Sequence[tuple[Service, str | None]]) -> dict[str, int]:
         """Per service (reference), the active filler orders naming it as performer (pending

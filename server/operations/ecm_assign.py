@@ -13,7 +13,6 @@ assignment and writes nothing.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
 from functools import lru_cache
 from typing import Any
@@ -233,7 +232,7 @@ def _decide(
     services = [
         facts.with_use(service, in_use[service.ref], facts_of_member)
         if service.ref in in_use
-        else replace(service, counted=False)
+        else service  # not counted
         for service, _ in found
     ]
     config = _config(call, facts, member, case.plan)

@@ -1359,20 +1359,25 @@ def grouped_count_statement(
 ) -> tuple[str, list[Any]]:
     """The matches of ``criteria`` (one type) counted per target of their ``param`` references
     (rows ``target_type, target_id, count``; ``target_type`` given: of that type only): the
-    plan of ``criteria`` joined to ``search_reference`` on its owner index ``(rtype, id,
-    param)`` and grouped by target, one statement whatever the number of targets."""
+    plan of ``criteria`` (its matches read first) joined to ``search_reference`` on its owner
+    index ``(rtype, id, param)`` and grouped by target, one statement whatever the number of
+    targets. On SQLite the join order and the index are forced (``CROSS JOIN``, ``INDEXED
+    BY``): without statistics it would otherwise read every reference to the target type."""
     assert criteria.type is not None, "a grouped count is of one type"
     plan = Plan(criteria, collate=collate, probe=probe)
     text, args = plan.condition()
+    compiler = plan.compiler
     join: list[Any] = [param]
     only = ""
     if target_type is not None:
         only = " AND g.target_type = ?"
         join.append(target_type)
+    references = compiler.pinned(TABLES["reference"], "g", "owner")
     return (
         "SELECT g.target_type, g.target_id, COUNT(DISTINCT g.id) FROM resource r"
-        f" JOIN {TABLES['reference']} g ON g.rtype = r.rtype AND g.id = r.id AND g.param = ?"
-        f"{only} WHERE {text} GROUP BY g.target_type, g.target_id",
+        f" {'CROSS JOIN' if compiler.pin else 'JOIN'} {references}"
+        f" ON g.rtype = r.rtype AND g.id = r.id AND g.param = ?{only}"
+        f" WHERE {text} GROUP BY g.target_type, g.target_id",
         [*join, *args],
     )
 
