@@ -1,7 +1,7 @@
 """``$ecm-assign`` preview latency with 1,000 candidate providers and 20,000 members stored.
 
     .venv/bin/python bench/ecm_assign.py [--providers 1000] [--members 20000]
-        [--assigned 5000] [--previews 500] [--database-url URL] [--json FILE]
+        [--assigned 5000] [--previews 500] [--database-url URL] [--loaded] [--json FILE]
 
 Starts ``calaim-fhir serve`` (one worker) on a fresh SQLite file in a temp folder (or on
 ``--database-url``) and loads, as the operator, in 500-entry transactions:
@@ -20,7 +20,9 @@ Then one client calls ``POST Patient/[id]/$ecm-assign`` (``mode`` preview, the `
 ``--previews`` times over the 200 cases, after 20 warm-up calls, and reports p50/p95/p99 of the
 round trip. Each preview reads every ECM service, filters by Population of Focus and network,
 counts the capacity in use of the remaining ones (index counts) and explains every candidate.
-Load averages are printed before and after.
+Load averages are printed before and after. ``--loaded`` (with ``--database-url``) skips the
+load: the store was loaded by an earlier run with the same sizes (before/after comparisons of
+two builds on one store, interleaved).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -205,11 +208,11 @@ def _preview(client: httpx.Client, n: int) -> dict[str, Any]:
     return body
 
 
-def run(base: str, providers: int, members: int, assigned: int, previews: int
-        ) -> dict[str, Any]:
+def run(base: str, providers: int, members: int, assigned: int, previews: int,
+        loaded: bool = False) -> dict[str, Any]:
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
     with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
-        load_s = load(client, providers, members, assigned)
+        load_s = 0.0 if loaded else load(client, providers, members, assigned)
         for n in range(20):
             _preview(client, n)
         sample = _preview(client, 0)
@@ -231,6 +234,7 @@ def run(base: str, providers: int, members: int, assigned: int, previews: int
         "previews": previews,
         "load_s": round(load_s, 1),
         "candidates_listed": len(candidates),
+        "answer_bytes": len(orjson.dumps(sample)),
         "capacity_counted": len(counted),
         **{k: v for k, v in timing.items() if k != "n"},
         "loadavg_before": [round(x, 2) for x in load_before],
@@ -246,15 +250,18 @@ def main() -> None:
     parser.add_argument("--assigned", type=int, default=5000)
     parser.add_argument("--previews", type=int, default=500)
     parser.add_argument("--database-url")
+    parser.add_argument("--loaded", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.loaded and not args.database_url:
+        parser.error("--loaded needs --database-url (the store loaded before)")
     folder = Path(tempfile.mkdtemp(prefix="ecm-assign-"))
     url = args.database_url or f"sqlite:///{folder / 'bench.db'}"
     server = Server(url, 1, folder)
     try:
         server.start()
         result = run(f"{server.base}/fhir", args.providers, args.members, args.assigned,
-                     args.previews)
+                     args.previews, args.loaded)
         result["store"] = url.split(":", 1)[0]
         result["command"] = server.command.replace(str(folder), "<tmp>")
         print(json.dumps(result, indent=2))

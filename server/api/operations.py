@@ -5,7 +5,9 @@ parsed against the operation's OperationDefinition; an operation with a ``resour
 also takes the bare resource as the body. Operations that change state refuse GET (405). An
 instance-level call on an unknown or deleted instance is 404/410 before the operation runs.
 
-Most operations run as one read (or, when they change state, inside one write unit). A
+Most operations run as one read (or, when the call may change state, ``Operation.writes``,
+inside one write unit: a call of such an operation that writes nothing, such as a preview,
+runs as a read and takes no writers' lock). A
 ``long_running`` one runs on a worker thread instead, reading through a reader of that thread
 and writing through ``Call.write`` (group commit); with ``Prefer: respond-async`` it becomes an
 asynchronous job: ``202 Accepted``, ``Content-Location: [base]/_async/<job>`` (``async_jobs.py``).
@@ -163,7 +165,7 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
         call = Call(settings, type, id, params, unit, definitions, instance, write=writer.write)
         return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
 
-    if operation.affects_state:
+    if operation.writes(params):
         result = await repo.writing(work_in_unit)
     else:
         result = await repo.checking(work)

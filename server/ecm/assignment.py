@@ -119,11 +119,12 @@ class Candidate:
 
     @property
     def explanation(self) -> str:
-        parts = [f"{self.service.name} ({self.service.provider})"]
+        """In words; compact for a candidate failing a hard filter (a preview lists every ECM
+        service: most fail one): the filters and why, the clauses being in ``FILTERS``."""
         if self.failed:
-            parts.append("fails " + ", ".join(f"{f} ({FILTERS[f]})" for f in self.failed))
-        else:
-            parts.append(f"eligible, {self.service.open} open")
+            return "; ".join(["fails " + ", ".join(self.failed), *self.notes])
+        service = self.service
+        parts = [f"{service.name} ({service.provider})", f"eligible, {service.open} open"]
         if self.rules:
             parts.append("meets " + ", ".join(f"{r} ({RULES[r]})" for r in self.rules))
         parts += self.notes
@@ -175,17 +176,24 @@ def prefilter(member: Member, service: Service, as_of: date) -> bool:
 
 
 def _rules(member: Member, candidate: Candidate) -> None:
-    provider = candidate.service.provider
-    met = {
-        "member-preference": provider == member.preference,
-        "referral-preference": provider == member.referral_preference,
-        "existing-provider": provider == member.existing_provider,
-        "pcp": provider in member.pcp,
-        "behavioral-health": provider in member.behavioral_health,
-        "ccs-case-manager": member.whole_child_model and bool(candidate.service.ccs_case_managers),
-        "language": member.language is not None and member.language in candidate.service.languages,
-    }
-    candidate.rules = [code for code, ok in met.items() if ok]
+    """The rules ``candidate`` meets, in the order of ``RULES`` (run for every service)."""
+    service = candidate.service
+    provider = service.provider
+    rules = candidate.rules
+    if provider == member.preference:
+        rules.append("member-preference")
+    if provider == member.referral_preference:
+        rules.append("referral-preference")
+    if provider == member.existing_provider:
+        rules.append("existing-provider")
+    if provider in member.pcp:
+        rules.append("pcp")
+    if provider in member.behavioral_health:
+        rules.append("behavioral-health")
+    if member.whole_child_model and service.ccs_case_managers:
+        rules.append("ccs-case-manager")
+    if member.language is not None and member.language in service.languages:
+        rules.append("language")
 
 
 def _names(candidates: Iterable[Candidate]) -> str:

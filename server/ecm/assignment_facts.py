@@ -1,6 +1,7 @@
 """What ``$ecm-assign`` reads, as the issue's "How the inputs are recorded" says
 (docs/ecm-workflow.md, "Assignment"): every fact is a search of the store through a ``Reader``
-(inside the operation's write unit, so what it counts holds for what the unit commits).
+(a commit: inside the operation's write unit, so what it counts holds for what it
+commits; a preview: on a reader).
 
 - PCP: ``Patient.generalPractitioner`` (an Organization, or a PractitionerRole's organization);
 - behavioural health: active EpisodeOfCare of ``ecm-program`` ``smhs``, ``dmc-ods`` or ``dmc``,
@@ -11,12 +12,13 @@
   referral (Populations of Focus from it, else from the referral's ``reasonCode``);
 - a transitioning member's existing provider: the managing organisation of the member's previous
   ``ecm-enrollment`` (another than the authorization; READ only);
-- capacity in use: counted by the index, never stored (``capacity_in_use``).
+- capacity in use: counted by the index, never stored (``capacity_in_use``: one grouped count
+  for every service, the store's ``count_by``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
@@ -25,7 +27,7 @@ import orjson
 
 from server.ecm.assignment import Member, Service
 from server.ecm.calendar import local_date
-from server.search.parse import SearchContext, parse_criteria_string
+from server.search.parse import MAX_VALUES, SearchContext, parse_criteria_string
 from server.search.query import Criteria, SearchQuery
 from server.store.base import Reader, Version
 
@@ -196,8 +198,9 @@ class Facts:
     # -- the providers -------------------------------------------------------------------------
 
     def services(self) -> list[tuple[Service, str | None]]:
-        """Every active ECM HealthcareService (its capacity in use not yet counted), with the
-        ``asOf`` its ``openSlots`` count from (None: a ``panelSize``)."""
+        """Every active ECM HealthcareService (its capacity in use not yet counted: ``counted``
+        False until ``with_use``), with the ``asOf`` its ``openSlots`` count from (None: a
+        ``panelSize``)."""
         found = []
         query = f"service-category={CALAIM_PROGRAM}|ecm&active=true"
         for version in self.versions("HealthcareService", query, MAX_SERVICES):
@@ -242,28 +245,38 @@ class Facts:
             limit=capacity[0],
             in_use=0,
             letter_of_agreement=loa,
+            counted=False,
         )
         return service, capacity[1]
 
-    def with_use(self, service: Service, since: str | None, member: Member) -> Service:
-        """``service`` with its capacity in use counted since ``since`` (and, for a Whole Child
-        Model member, the provider's CCS case managers)."""
+    def with_use(self, service: Service, in_use: int, member: Member) -> Service:
+        """``service`` with its capacity in use (``capacity_in_use``) and, for a Whole Child
+        Model member, the provider's CCS case managers."""
         ccs = self.roles(service.provider, "ccs-case-manager") if member.whole_child_model else ()
-        return replace(
-            service,
-            in_use=self.capacity_in_use(service.ref, since),
-            ccs_case_managers=ccs,
-        )
+        return replace(service, in_use=in_use, ccs_case_managers=ccs, counted=True)
 
-    def capacity_in_use(self, service: str, since: str | None) -> int:
-        """The active filler orders naming ``service`` as performer (pending assignments and
-        enrollments in service; a discontinued or reassigned one is no longer active); with
-        ``openSlots`` only those authored at or after its ``asOf``. An index count, inside the
-        unit that writes: concurrent commits see each other's orders."""
-        query = f"performer={service}&intent={FILLER_ORDER}&status=active"
-        if since is not None:
-            query += f"&authored=ge{quote(since)}"
-        return self.count("ServiceRequest", query)
+    def capacity_in_use(self, services: Sequence[tuple[Service, str | None]]) -> dict[str, int]:
+        """Per service (reference), the active filler orders naming it as performer (pending
+        assignments and enrollments in service; a discontinued or reassigned one is no longer
+        active); with ``openSlots`` only those authored at or after its ``asOf``. One grouped
+        index count per distinct ``asOf`` (the ``panelSize`` services: one), of at most
+        ``MAX_VALUES`` services each; a commit counts inside the unit that writes: concurrent
+        commits see each other's orders."""
+        by_since: dict[str | None, list[str]] = {}
+        for service, since in services:
+            by_since.setdefault(since, []).append(service.ref)
+        used: dict[str, int] = {}
+        for since, refs in by_since.items():
+            for start in range(0, len(refs), MAX_VALUES):
+                chunk = sorted(refs[start : start + MAX_VALUES])
+                query = f"intent={FILLER_ORDER}&status=active&performer={','.join(chunk)}"
+                if since is not None:
+                    query += f"&authored=ge{quote(since)}"
+                counts = self.reader.count_by(
+                    self.criteria("ServiceRequest", query), "performer", "HealthcareService"
+                )
+                used.update((ref, counts.get(ref, 0)) for ref in chunk)
+        return used
 
     def roles(self, organization: str, code: str) -> tuple[str, ...]:
         """The organisation's active PractitionerRoles with ``code`` (``ecm-care-team-role``)."""

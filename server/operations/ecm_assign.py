@@ -1,18 +1,20 @@
 """``Patient/[id]/$ecm-assign``: the member's ECM provider, chosen by the policy and explained
 (seed 003 VI.E, VI.G.3.c; docs/ecm-workflow.md, "Assignment").
 
-``mode=preview`` (the default) writes nothing; ``mode=commit`` writes the assignment in the
-operation's one unit, through the pipeline as the caller (``server/ecm/assignment_records.py``).
-Every count the choice rests on (capacity in use) is read in that unit, which holds the writers'
-lock: concurrent commits see each other's assignments and never exceed a service's capacity.
+``mode=preview`` (the default) writes nothing and runs on a reader (no write unit, no writers'
+lock: writes go on meanwhile); ``mode=commit`` writes the assignment in the operation's one
+unit, through the pipeline as the caller (``server/ecm/assignment_records.py``). Every count a
+commit rests on (capacity in use) is read in that unit, which holds the writers' lock:
+concurrent commits see each other's assignments and never exceed a service's capacity. Both
+modes read the caller's view of the store.
 A commit for a referral already assigned (an active filler order ``basedOn`` it) answers that
 assignment and writes nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from server.auth.interactions import Interaction
@@ -224,25 +226,40 @@ def _decide(
         performer if performer and performer.startswith("Organization/") else None,
         exclude,
     )
-    services = []
-    for service, since in facts.services():
-        if prefilter(facts_of_member, service, inputs.as_of):
-            service = facts.with_use(service, since, facts_of_member)
-        else:
-            service = replace(service, counted=False)
-        services.append(service)
+    found = facts.services()
+    counted = [(s, since) for s, since in found if prefilter(facts_of_member, s, inputs.as_of)]
+    in_use = facts.capacity_in_use(counted)
+    services = [
+        facts.with_use(service, in_use[service.ref], facts_of_member)
+        if service.ref in in_use
+        else service  # not counted
+        for service, _ in found
+    ]
     config = _config(call, facts, member, case.plan)
     plan = AssignmentConfig(config.assignment_rule_order, config.assignment_tie_breaker)
     outcome = decide(facts_of_member, services, inputs.as_of, plan, facts.lead_care_managers)
     return outcome, config
 
 
+_ELIGIBLE = {True: {"name": "eligible", "valueBoolean": True},
+             False: {"name": "eligible", "valueBoolean": False}}
+
+
+@lru_cache(maxsize=20_000)
+def _service_parts(provider: str, service: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A service's ``provider`` and ``healthcareService`` parts, built once (only
+    serialized, never changed)."""
+    return (
+        {"name": "provider", "valueReference": {"reference": provider}},
+        {"name": "healthcareService", "valueReference": {"reference": service}},
+    )
+
+
 def _candidate(c: Candidate) -> dict[str, Any]:
     """One ``candidate`` parameter, built directly (a preview lists every ECM service)."""
     parts: list[dict[str, Any]] = [
-        {"name": "provider", "valueReference": {"reference": c.service.provider}},
-        {"name": "healthcareService", "valueReference": {"reference": c.service.ref}},
-        {"name": "eligible", "valueBoolean": c.eligible},
+        *_service_parts(c.service.provider, c.service.ref),
+        _ELIGIBLE[c.eligible],
     ]
     parts += [{"name": "rule", "valueCode": r} for r in c.rules]
     parts += [{"name": "failed", "valueCode": f} for f in c.failed]
@@ -312,7 +329,7 @@ def _existing(case: _Case) -> dict[str, Any]:
 def run(call: Call) -> dict[str, Any]:
     assert call.instance is not None and call.id is not None
     inputs = _Inputs(call)
-    facts = Facts(call.system or call.reader, search_service(call.settings).context)
+    facts = Facts(call.reader, search_service(call.settings).context)
     member = f"Patient/{call.id}"
     case = _Case(facts, member, inputs.referral)
     if inputs.mode == "commit" and not inputs.reassign and case.order is not None:
@@ -421,7 +438,7 @@ def _cancel_replaced(call: Call, replaced: str, inputs: _Inputs) -> None:
     """The former provider's open Task for the replaced order: cancelled, with why (after the
     new one is written, so the plan's Task does not roll up to on-hold)."""
     assert call.write is not None and inputs.request_date is not None
-    facts = Facts(call.system or call.reader, search_service(call.settings).context)
+    facts = Facts(call.reader, search_service(call.settings).context)
     for id, task in facts.find("Task", f"focus={replaced}", 10):
         if task.get("status") not in ("requested", "accepted", "in-progress", "on-hold"):
             continue
@@ -444,6 +461,7 @@ OPERATION = Operation(
     definition="Patient-ecm-assign",
     run=run,
     affects_state=True,
+    writes_when=lambda params: first(params, "mode", "preview") == "commit",
     # the operations table: the plan's view of a commit, preview and commit alike
     needs=(
         Needs.of("Patient", Interaction.READ),

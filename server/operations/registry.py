@@ -42,7 +42,8 @@ class Call:
     ``type`` is "" at system level (``[base]/$op``). ``write`` runs one write through the
     pipeline and returns once it is durable (a long-running operation: in a unit of its own;
     another operation that changes state: in the unit it runs in, ``reader`` being that
-    unit); None for operations that do not change state."""
+    unit); None for operations that do not change state and for calls that do not write
+    (``Operation.writes``)."""
 
     settings: Settings
     type: str
@@ -94,9 +95,18 @@ class Operation:
     # must be permitted before it runs; None: no entry, each read and write it makes is
     # checked by the door alone
     needs: tuple[Needs, ...] | None = None
+    # of an operation that affects state, which calls write (by their parsed inputs): the
+    # others run on a reader, outside any write unit (no writers' lock); None: every call
+    writes_when: Callable[[dict[str, list[Any]]], bool] | None = None
 
     def applies_to(self, type: str) -> bool:
         return not self.types or type in self.types
+
+    def writes(self, params: dict[str, list[Any]]) -> bool:
+        """Whether the call with ``params`` may write, so runs inside one write unit."""
+        if not self.affects_state:
+            return False
+        return self.writes_when is None or self.writes_when(params)
 
 
 def operations() -> list[Operation]:

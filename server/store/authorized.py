@@ -219,6 +219,13 @@ class _Checked:
             return page
         return replace(page, items=self._net(Interaction.SEARCH_TYPE, page.items))
 
+    def count_by(
+        self, criteria: Criteria, param: str, target_type: str | None = None
+    ) -> dict[str, int]:
+        """A search's grouped count: only what the caller may see is counted."""
+        criteria = self._criteria(criteria, Interaction.SEARCH_TYPE)
+        return self._store(criteria.type).count_by(criteria, param, target_type)
+
     def include(
         self,
         versions: list[Version],

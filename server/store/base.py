@@ -209,6 +209,13 @@ class Reader(Protocol):
         """One page of live matches of a ``SearchQuery`` in its sort order (one statement, and
         one more for the total when asked)."""
 
+    def count_by(
+        self, criteria: Criteria, param: str, target_type: str | None = None
+    ) -> dict[str, int]:
+        """The live matches of ``criteria`` (one type) counted per target of their ``param``
+        reference search parameter (of ``target_type`` only, when given), in one grouped,
+        index-backed statement: ``{"Type/id": count}``, targets with no match left out."""
+
     def include(
         self,
         versions: list[Version],

@@ -145,13 +145,11 @@ class ConformanceStore:
             cut=kept < len(page),
         )
 
-    def search(self, query: SearchQuery) -> SearchPage:
-        criteria = query.criteria
-        type = criteria.type
-        candidates = self._by_type.get(type or "", [])
+    def _matches(self, criteria: Criteria) -> list[_Entry]:
+        candidates = self._by_type.get(criteria.type or "", [])
         matcher = compile_matcher(criteria)
         indexer = _Rows(self)
-        found = [
+        return [
             e
             for e in candidates
             if matcher(
@@ -164,6 +162,24 @@ class ConformanceStore:
                 referrers=self._referrers,
             )
         ]
+
+    def count_by(
+        self, criteria: Criteria, param: str, target_type: str | None = None
+    ) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for entry in self._matches(criteria):
+            targets = {
+                f"{row[2]}/{row[3]}"
+                for row in entry.rows.reference
+                if row[0] == param and row[2] and row[3]
+                and (target_type is None or row[2] == target_type)
+            }
+            for target in targets:
+                counts[target] = counts.get(target, 0) + 1
+        return counts
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        found = self._matches(query.criteria)
         if query.sort:
             found = _sorted(found, query.sort)
         total = len(found) if query.total != "none" else None

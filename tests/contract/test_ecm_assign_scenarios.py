@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +28,7 @@ import pytest
 from server.auth.principal import LOCAL, Principal
 from server.ecm import intake
 from server.fhir.instant import from_datetime
+from server.store import faults
 from tests.ecm_scene import concept as _concept
 from tests.ecm_scene import example as _example
 from tests.ecm_scene import ok as _ok
@@ -692,6 +694,69 @@ def test_twenty_concurrent_commits_against_a_capacity_of_five(
     # the preview of another member now says the service is full
     answer = _assign(app, "Patient/m0", referral="ServiceRequest/ref-c0")
     assert _candidates(answer)["Organization/small-org"]["failed"] in (["capacity"], [])
+
+
+class _Commits:
+    """The store's commit point (``before-commit``, inside the writers' lock): counts the
+    transactions that reach it and, while ``hold`` is set, keeps them there until released."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.hold = False
+        self.entered, self.release = threading.Event(), threading.Event()
+        real = faults.hit
+
+        def hit(point: str) -> None:
+            if point == "before-commit":
+                self.count += 1
+                if self.hold:
+                    self.entered.set()
+                    assert self.release.wait(60), "the held write was never released"
+            real(point)
+
+        monkeypatch.setattr(faults, "hit", hit)
+
+
+def test_a_preview_takes_no_write_unit_and_writes_nothing(
+    app: TestClient, acting: Acting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mode=preview (the default, and named) runs on a reader: no transaction reaches the
+    store's commit and nothing is written; mode=commit runs in one."""
+    _world_to_commit(app)
+    acting.as_(GOLDEN_STAFF)
+    commits = _Commits(monkeypatch)
+    before = [_count(app, f"{t}?_lastUpdated=gt2000-01-01") for t in
+              ("ServiceRequest", "Task", "CareTeam", "Communication", "EpisodeOfCare")]
+    default = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(default, "provider") == "Organization/good-org"
+    named = _assign(app, referral="ServiceRequest/ref-1", mode="preview")
+    assert _out(named, "needsReview") is False
+    assert commits.count == 0
+    assert before == [_count(app, f"{t}?_lastUpdated=gt2000-01-01") for t in
+                      ("ServiceRequest", "Task", "CareTeam", "Communication", "EpisodeOfCare")]
+    assert _out(_assign(app, referral="ServiceRequest/ref-1", mode="commit"), "existing") is False
+    assert commits.count == 1
+
+
+def test_a_preview_runs_while_a_write_is_in_flight(
+    app: TestClient, acting: Acting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write held at its commit (holding the writers' lock) does not hold up a preview."""
+    _world_to_commit(app)
+    acting.as_(GOLDEN_STAFF)
+    commits = _Commits(monkeypatch)
+    commits.hold = True
+    with ThreadPoolExecutor(2) as pool:
+        write = pool.submit(app.put, "/fhir/Organization/other-org", json=_org("other-org"))
+        try:
+            assert commits.entered.wait(60)
+            answer = _assign(app, referral="ServiceRequest/ref-1")
+            assert _out(answer, "provider") == "Organization/good-org"
+            assert not write.done()  # the write is still held inside the lock
+        finally:
+            commits.hold = False
+            commits.release.set()
+        assert write.result().status_code == 201
 
 
 def test_open_slots_count_assignments_since_they_were_reported(

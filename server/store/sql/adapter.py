@@ -289,6 +289,17 @@ class SqlReader:
             previous = at(rows[0], True) if rows else Cursor(cursor.values, cursor.seq + 1, True)
         return SearchPage(items, next_cursor, previous, total, cut)
 
+    def count_by(
+        self, criteria: Criteria, param: str, target_type: str | None = None
+    ) -> dict[str, int]:
+        with self._budgeted():
+            sql, args = compiler.grouped_count_statement(
+                criteria, param, target_type, collate=self._collate,
+                probe=_remembered(self._count),
+            )
+            rows = self._conn.execute(sql, args).fetchall()
+        return {f"{type}/{id}": int(n) for type, id, n in rows if type and id}
+
     def _total(self, query: SearchQuery, probe: compiler.Probe) -> int | None:
         """``Bundle.total`` as ``query.total`` asks (see ``Total``)."""
         if query.total == "none":

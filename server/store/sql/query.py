@@ -1349,6 +1349,39 @@ def count_statement(
     return Plan(criteria, collate=collate, probe=probe).count()
 
 
+def grouped_count_statement(
+    criteria: Criteria,
+    param: str,
+    target_type: str | None = None,
+    *,
+    collate: str = "",
+    probe: Probe | None = None,
+) -> tuple[str, list[Any]]:
+    """The matches of ``criteria`` (one type) counted per target of their ``param`` references
+    (rows ``target_type, target_id, count``; ``target_type`` given: of that type only): the
+    plan of ``criteria`` (its matches read first) joined to ``search_reference`` on its owner
+    index ``(rtype, id, param)`` and grouped by target, one statement whatever the number of
+    targets. On SQLite the join order and the index are forced (``CROSS JOIN``, ``INDEXED
+    BY``): without statistics it would otherwise read every reference to the target type."""
+    assert criteria.type is not None, "a grouped count is of one type"
+    plan = Plan(criteria, collate=collate, probe=probe)
+    text, args = plan.condition()
+    compiler = plan.compiler
+    join: list[Any] = [param]
+    only = ""
+    if target_type is not None:
+        only = " AND g.target_type = ?"
+        join.append(target_type)
+    references = compiler.pinned(TABLES["reference"], "g", "owner")
+    return (
+        "SELECT g.target_type, g.target_id, COUNT(DISTINCT g.id) FROM resource r"
+        f" {'CROSS JOIN' if compiler.pin else 'JOIN'} {references}"
+        f" ON g.rtype = r.rtype AND g.id = r.id AND g.param = ?{only}"
+        f" WHERE {text} GROUP BY g.target_type, g.target_id",
+        [*join, *args],
+    )
+
+
 def cheap_count_statement(
     criteria: Criteria, *, collate: str, probe: Probe
 ) -> tuple[str, list[Any]] | None:

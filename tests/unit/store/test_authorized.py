@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from server.auth.interactions import Interaction
-from server.auth.policy import EVERYTHING, Access, Facts
+from server.auth.policy import EVERYTHING, Access, Facts, where
 from server.auth.principal import LOCAL, Principal
 from server.errors import Forbidden
-from server.search.query import Criteria, SearchQuery, Total
+from server.search.query import Criteria, SearchQuery, TokenClause, Total
 from server.store.authorized import AuthorizedRepository, _Checked
 from server.store.base import SearchPage
 from server.store.runner import Runner
@@ -72,6 +72,12 @@ class _Recording:
         self.queries.append(query)
         return SearchPage([], None, None, None)
 
+    def count_by(
+        self, criteria: Criteria, param: str, target_type: str | None = None
+    ) -> dict[str, int]:
+        self.queries.append(SearchQuery(criteria, 0))
+        return {}
+
 
 class _SeesEverything:
     """A policy granting every interaction on every type: the caller is still restricted (not
@@ -103,3 +109,26 @@ def test_only_a_caller_who_sees_every_row_is_given_an_estimate(
         access = Access(principal, [_SeesEverything()])
         _Checked(inner, access).search(query)  # type: ignore[arg-type]
         assert [q.total for q in inner.queries] == [expected]
+
+
+class _Narrows:
+    """A policy narrowing a restricted caller's searches to one clause."""
+
+    def __init__(self, clause: Any) -> None:
+        self.clause = clause
+
+    def narrowing(self, principal: Principal, interaction: Interaction, type: str | None) -> Any:
+        return where(self.clause)
+
+    def admits(self, principal: Principal, interaction: Interaction, facts: Facts) -> bool:
+        return True
+
+
+def test_a_grouped_count_counts_only_what_the_caller_may_see() -> None:
+    mine = TokenClause("status", ((None, "active"),))
+    criteria = Criteria("ServiceRequest", (), ())
+    for principal, expected in ((LOCAL, ()), (Principal("partner"), (mine,))):
+        inner = _Recording()
+        access = Access(principal, [_Narrows(mine)])
+        _Checked(inner, access).count_by(criteria, "performer")  # type: ignore[arg-type]
+        assert [q.criteria.clauses for q in inner.queries] == [expected]

@@ -249,6 +249,53 @@ def test_reference_values(store: Store) -> None:
     assert ids(ReferenceValue("Patient", "9")) == []
 
 
+def test_grouped_count_per_reference_target(store: Store) -> None:
+    """``count_by``: the matches counted per target of one reference parameter, in one
+    statement; a resource naming a target twice counts once, deleted and non-matching ones not
+    at all, other targets' types only when asked."""
+    active = tok("status", "", "active")
+    store.put("ServiceRequest", "o1", token=[active],
+              reference=[ref("performer", "HealthcareService/a"),
+                         ref("performer", "Organization/x")])
+    store.put("ServiceRequest", "o2", token=[active],
+              reference=[ref("performer", "HealthcareService/a"),
+                         ref("performer", "HealthcareService/a")])
+    store.put("ServiceRequest", "o3", token=[active],
+              reference=[ref("performer", "HealthcareService/b"),
+                         ref("requester", "HealthcareService/c")])
+    store.put("ServiceRequest", "o4", token=[tok("status", "", "revoked")],
+              reference=[ref("performer", "HealthcareService/b")])
+    store.put("ServiceRequest", "o5", token=[active],
+              reference=[ref("performer", "HealthcareService/b")])
+    store.delete("ServiceRequest", "o5")
+    store.put("ServiceRequest", "o6", token=[active],
+              reference=[ref("performer", url="http://other/fhir/HealthcareService/a")])
+    criteria = Criteria("ServiceRequest", (), (TokenClause("status", ((None, "active"),)),))
+    with store.repo.reader() as reader:
+        assert reader.count_by(criteria, "performer", "HealthcareService") == {
+            "HealthcareService/a": 2,
+            "HealthcareService/b": 1,
+        }
+        assert reader.count_by(criteria, "performer") == {
+            "HealthcareService/a": 2,
+            "HealthcareService/b": 1,
+            "Organization/x": 1,
+        }
+        only_a = Criteria(
+            "ServiceRequest",
+            (),
+            (
+                TokenClause("status", ((None, "active"),)),
+                ReferenceClause("performer", (ReferenceValue("HealthcareService", "a"),)),
+            ),
+        )
+        assert reader.count_by(only_a, "performer", "HealthcareService") == {
+            "HealthcareService/a": 2
+        }
+        nothing = Criteria("ServiceRequest", (), (TokenClause("status", ((None, "draft"),)),))
+        assert reader.count_by(nothing, "performer") == {}
+
+
 @pytest.mark.parametrize(
     ("prefix", "low", "high", "expected"),
     [
