@@ -63,7 +63,7 @@ from server.errors import Unprocessable
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant
 from server.search.parse import SearchContext, parse_criteria_string
-from server.search.query import SearchQuery
+from server.search.query import Criteria, PerTypeClause, SearchQuery
 from server.store.base import Reader, Version
 from server.writes.rules import ALLOW, Change, Rule, Verdict, derive, refuse
 from server.writes.write import Write
@@ -472,21 +472,39 @@ class ContinuityOfCare(Rule):
         return None
 
     def _evidence(self, reader: Reader, member: str, start: date) -> Iterable[Evidence]:
-        ecm = f"{PROGRAM}|ecm"
-        queries = (
-            ("EpisodeOfCare", f"patient={_q(member)}&type={_q(ecm)}", enrollment_evidence),
-            ("Claim", f"patient={_q(member)}", claim_evidence),
-            ("ExplanationOfBenefit", f"patient={_q(member)}", claim_evidence),
+        """The member's ECM enrollments and claims read in one search of the three types
+        (most members have none: one query answers)."""
+        for version in reader.search(SearchQuery(self._evidence_criteria(member), count=600)
+                                     ).items:
+            body = _body(version)
+            if body is None:
+                continue
+            found = _EVIDENCE[version.type](f"{version.type}/{version.id}", body, start)
+            if found is not None:
+                yield found
+
+    def _evidence_criteria(self, member: str) -> Criteria:
+        """``_type=Claim,EpisodeOfCare,ExplanationOfBenefit&patient=<member>``, the
+        EpisodeOfCare only of type ``ecm``."""
+        patient = f"patient={_q(member)}"
+        claims = parse_criteria_string("Claim", patient, self.search)
+        episodes = parse_criteria_string(
+            "EpisodeOfCare", f"{patient}&type={_q(PROGRAM + '|ecm')}", self.search
         )
-        for type, query, read in queries:
-            criteria = parse_criteria_string(type, query, self.search)
-            for version in reader.search(SearchQuery(criteria, count=200)).items:
-                body = _body(version)
-                if body is None:
-                    continue
-                found = read(f"{type}/{version.id}", body, start)
-                if found is not None:
-                    yield found
+        ecm = tuple(
+            PerTypeClause("EpisodeOfCare", c) for c in episodes.clauses if c not in claims.clauses
+        )
+        return Criteria(
+            None, tuple(sorted({*claims.params, *episodes.params})),
+            (*claims.clauses, *ecm), tuple(sorted(_EVIDENCE)),
+        )
+
+
+_EVIDENCE: dict[str, Callable[[str, dict[str, Any], date], Evidence | None]] = {
+    "EpisodeOfCare": enrollment_evidence,
+    "Claim": claim_evidence,
+    "ExplanationOfBenefit": claim_evidence,
+}
 
 
 def _starts(coverage: dict[str, Any]) -> list[tuple[str, date, str]]:

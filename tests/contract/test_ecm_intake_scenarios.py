@@ -1193,6 +1193,35 @@ def test_ecm_claims_within_six_months_before_the_plan_start_authorize(
         assert "in-network provider is to be assigned" in auth["disposition"]
 
 
+def test_an_explanation_of_benefit_is_evidence_and_other_programmes_are_not(
+    app: TestClient, acting: Acting, clock: Clock
+) -> None:
+    _joining(app, acting, clock)
+    # a Specialty Mental Health episode in the window is not ECM (VI.G.3.a "in receipt of ECM")
+    smhs = _ok(app.post("/fhir/EpisodeOfCare", json={
+        "resourceType": "EpisodeOfCare", "status": "active",
+        "type": [_concept("http://calaim-fhir.org/fhir/CodeSystem/ecm-program", "smhs")],
+        "patient": {"reference": MEMBER}, "period": {"start": "2025-11-01"},
+        "managingOrganization": {"reference": "Organization/sierra-vista-ccp"}}), 201)
+    claim = _ecm_claim("2026-02-01", "Organization/sierra-vista-ccp")
+    eob = {
+        **{k: claim[k] for k in ("status", "type", "use", "patient", "created", "provider",
+                                 "item")},
+        "resourceType": "ExplanationOfBenefit",
+        "insurance": [{"focal": True, "coverage": {"display": "Medi-Cal fee-for-service"}}],
+        "insurer": {"display": "Medi-Cal fee-for-service"},
+        "outcome": "complete",
+    }
+    found = _ok(app.post("/fhir/ExplanationOfBenefit", json=eob), 201)
+    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    [auth] = _authorizations(app)
+    # the ECM line of 1 February 2026 only; Sierra Vista (a contract) kept
+    assert _parts(auth) == {"evidence": [f"ExplanationOfBenefit/{found['id']}"],
+                            "priorProvider": ["Organization/sierra-vista-ccp"],
+                            "providerBasis": ["in-network"]}
+    assert f"EpisodeOfCare/{smhs['id']}" not in auth["disposition"]
+
+
 def test_a_provider_whose_ecm_service_is_inactive_is_not_kept(
     app: TestClient, acting: Acting, clock: Clock
 ) -> None:
