@@ -7,7 +7,8 @@ commits; a preview: on a reader).
 - behavioural health: active EpisodeOfCare of ``ecm-program`` ``smhs``, ``dmc-ods`` or ``dmc``,
   their ``managingOrganization``; Whole Child Model: an active one of type ``ccs-wcm``;
 - contracted ECM providers: active ``ecm-provider-service`` HealthcareServices of category
-  ``ecm`` (a ``letter-of-agreement`` extension: an agreement, not a contract);
+  ``ecm`` (a ``letter-of-agreement`` extension: an agreement, not a contract), read by
+  ``network.agreement`` as continuity of care reads them;
 - the authorization: the ``ecm-enrollment`` EpisodeOfCare whose ``referralRequest`` is the
   referral (Populations of Focus from it, else from the referral's ``reasonCode``);
 - a transitioning member's existing provider: the managing organisation of the member's previous
@@ -26,7 +27,7 @@ from urllib.parse import quote
 import orjson
 
 from server.ecm.assignment import Member, Service
-from server.ecm.calendar import local_date
+from server.ecm.network import SERVICES, agreement
 from server.search.parse import MAX_VALUES, SearchContext, parse_criteria_string
 from server.search.query import Criteria, SearchQuery
 from server.store.base import Reader, Version
@@ -35,7 +36,6 @@ BASE = "http://calaim-fhir.org/fhir"
 POF_EXT = f"{BASE}/StructureDefinition/population-of-focus"
 POF_SYSTEM = f"{BASE}/CodeSystem/ecm-population-of-focus"
 CAPACITY_EXT = f"{BASE}/StructureDefinition/service-capacity"
-LOA_EXT = f"{BASE}/StructureDefinition/letter-of-agreement"
 ECM_PROGRAM = f"{BASE}/CodeSystem/ecm-program"
 CALAIM_PROGRAM = f"{BASE}/CodeSystem/calaim-program"
 CARE_TEAM_ROLE = f"{BASE}/CodeSystem/ecm-care-team-role"
@@ -202,8 +202,7 @@ class Facts:
         False until ``with_use``), with the ``asOf`` its ``openSlots`` count from (None: a
         ``panelSize``)."""
         found = []
-        query = f"service-category={CALAIM_PROGRAM}|ecm&active=true"
-        for version in self.versions("HealthcareService", query, MAX_SERVICES):
+        for version in self.versions("HealthcareService", SERVICES, MAX_SERVICES):
             if version.body is None:
                 continue
             key = (version.id, version.body)
@@ -221,15 +220,10 @@ class Facts:
     def service(
         self, reference: str, resource: dict[str, Any]
     ) -> tuple[Service, str | None] | None:
-        provider = ref(resource.get("providedBy"))
+        terms = agreement(resource)
         capacity = capacity_of(resource)
-        if provider is None or capacity is None:
+        if terms is None or capacity is None:
             return None
-        loa = None
-        for e in resource.get("extension") or ():
-            if e.get("url") == LOA_EXT:
-                period = e.get("valuePeriod") or {}
-                loa = (local_date(period.get("start")), local_date(period.get("end")))
         languages = frozenset(
             code.split("-")[0].lower()
             for c in resource.get("communication") or ()
@@ -238,13 +232,13 @@ class Facts:
         )
         service = Service(
             ref=reference,
-            provider=provider,
+            provider=terms.provider,
             name=str(resource.get("name") or reference),
             pofs=pofs_of(resource),
             languages=languages,
             limit=capacity[0],
             in_use=0,
-            letter_of_agreement=loa,
+            letter_of_agreement=terms.letter_of_agreement,
             counted=False,
         )
         return service, capacity[1]

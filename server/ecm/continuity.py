@@ -28,16 +28,20 @@ The authorization is the plan's **preauthorization ClaimResponse** (profile
 ``insurer`` the plan, ``preAuthPeriod`` [plan start, plan start + N months - 1 day] with N the
 plan's ``continuityAuthorizationMonths``, default 6 and never more), citing its evidence in the
 ``continuity-of-care`` extension and ``disposition``. The existing provider — the most recent
-evidence's managing organisation or billing provider — is kept (``requestor``) when the plan's
-configuration lists it in ``ecmNetwork`` or ``lettersOfAgreement``; otherwise it is named as
-the prior provider and an in-network provider is assigned (VI.G.2.b). The enrollment with the
-provider's lead care manager is then an ordinary ``ecm-enrollment`` whose ``ecm-tar`` is this
-ClaimResponse (``authorization.py``: in force over its period, authorization date its
-``created``). A **reassessment Task** (code ``ecm-referral-workflow#ecm-reassessment``, owner
-the plan, focus the authorization) is due (``restriction.period.end``, searchable with ``due``)
-on the authorization's last day. A referral that triggered it is ``accepted`` and
-``authorized`` by the plan (its notices follow, ``notices.py``), its output naming the
-authorization; an authorization already recorded for the same plan start is not repeated.
+evidence's managing organisation or billing provider — is kept (``requestor``) when it is in
+the plan's ECM network on the plan start, as ``$ecm-assign`` reads the network (``network.py``):
+it provides an active ECM HealthcareService (``in-network``), or only one under a
+``letter-of-agreement`` whose period holds the plan start (``letter-of-agreement``: the day the
+authorization begins; a letter agreed later is for ``$ecm-assign`` to apply on its own date).
+Otherwise it is named as the prior provider and an in-network provider is assigned (VI.G.2.b).
+The enrollment with the provider's lead care manager is then an ordinary ``ecm-enrollment``
+whose ``ecm-tar`` is this ClaimResponse (``authorization.py``: in force over its period,
+authorization date its ``created``). A **reassessment Task** (code
+``ecm-referral-workflow#ecm-reassessment``, owner the plan, focus the authorization) is due
+(``restriction.period.end``, searchable with ``due``) on the authorization's last day. A
+referral that triggered it is ``accepted`` and ``authorized`` by the plan (its notices follow,
+``notices.py``), its output naming the authorization; an authorization already recorded for
+the same plan start is not repeated.
 """
 
 from __future__ import annotations
@@ -52,13 +56,14 @@ from server.auth.principal import Principal
 from server.ecm import intake
 from server.ecm.calendar import add_months, local_date
 from server.ecm.intake import RECEIVED, REFERRAL_STATUS, WORKFLOW, business_status
+from server.ecm.network import SERVICES, standing
 from server.ecm.referral_lifecycle import REFERRAL, _body, _local, _ref, machine_of
 from server.ecm.workflow_config import MAX_CONTINUITY_MONTHS, WorkflowConfig, WorkflowPlans
 from server.errors import Unprocessable
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant
 from server.search.parse import SearchContext, parse_criteria_string
-from server.search.query import SearchQuery
+from server.search.query import Criteria, PerTypeClause, SearchQuery
 from server.store.base import Reader, Version
 from server.writes.rules import ALLOW, Change, Rule, Verdict, derive, refuse
 from server.writes.write import Write
@@ -166,15 +171,9 @@ def _continuity(resource: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _kept(provider: str | None, config: WorkflowConfig) -> str | None:
-    """Why the existing provider is kept (VI.G.3.c), None: it is not."""
-    if provider is None:
-        return None
-    if provider in config.ecm_network:
-        return "in-network"
-    if provider in config.letters_of_agreement:
-        return "letter-of-agreement"
-    return None
+def prior_provider(evidence: Iterable[Evidence]) -> str | None:
+    """The existing ECM provider: that of the most recent evidence naming one."""
+    return next((e.provider for e in evidence if e.provider is not None), None)
 
 
 def authorization(
@@ -185,13 +184,14 @@ def authorization(
     evidence: list[Evidence],
     config: WorkflowConfig,
     created: str,
+    basis: str | None,
 ) -> dict[str, Any]:
     """The plan's automatic ECM authorization (the ``ecm-continuity-authorization``
-    ClaimResponse) for ``evidence``, the most recent first."""
+    ClaimResponse) for ``evidence``, the most recent first; ``basis``: how the existing provider
+    is in the network on the plan start (``network.standing``), None: it is not."""
     months = config.continuity_authorization_months
     end = authorized_until(plan_start, months)
-    prior = next((e.provider for e in evidence if e.provider is not None), None)
-    basis = _kept(prior, config)
+    prior = prior_provider(evidence)
     parts: list[dict[str, Any]] = [
         {"url": "evidence", "valueReference": {"reference": e.reference}} for e in evidence
     ]
@@ -204,8 +204,9 @@ def authorization(
         f"the existing ECM provider {prior} is kept ({basis.replace('-', ' ')}, VI.G.3.c)"
         if basis is not None
         else (
-            f"the existing ECM provider {prior} is neither in the plan's ECM network nor under a "
-            "letter of agreement: an in-network provider is to be assigned (VI.G.2.b, VI.G.3.c)"
+            f"the existing ECM provider {prior} provides no contracted ECM service and none "
+            f"under a letter of agreement in force on {plan_start}: an in-network provider is "
+            "to be assigned (VI.G.2.b, VI.G.3.c)"
             if prior is not None
             else "no existing ECM provider is known: an in-network provider is to be assigned"
         )
@@ -392,9 +393,11 @@ class ContinuityOfCare(Rule):
             return Found(stored, ())
         config = self.plans.select([plan])
         created = format_instant(intake.now())  # the workflow's clock
+        prior = prior_provider(evidence)
         body = authorization(
             member=member, plan=plan, plan_start=start, evidence=evidence, config=config,
             created=created,
+            basis=None if prior is None else self._standing(reader, prior, start),
         )
         id = new_id()
         task = reassessment(
@@ -412,6 +415,21 @@ class ContinuityOfCare(Rule):
                 Write("create", "Task", resource=task, principal=acting),
             ),
         )
+
+    def _standing(self, reader: Reader, provider: str, start: date) -> str | None:
+        """How the existing provider is in the network on the plan start (VI.G.3.c), by its
+        ECM HealthcareServices (``network.py``, as ``$ecm-assign`` reads them)."""
+        if _local(provider) is None:
+            return None
+        criteria = parse_criteria_string(
+            "HealthcareService", f"organization={_q(provider)}&{SERVICES}", self.search
+        )
+        services = (
+            body
+            for version in reader.search(SearchQuery(criteria, count=100)).items
+            if (body := _body(version)) is not None
+        )
+        return standing(services, provider, start)
 
     def _joined(self, reader: Reader, member: str, plan: str, start: date, coverage_id: str
                 ) -> bool:
@@ -454,21 +472,39 @@ class ContinuityOfCare(Rule):
         return None
 
     def _evidence(self, reader: Reader, member: str, start: date) -> Iterable[Evidence]:
-        ecm = f"{PROGRAM}|ecm"
-        queries = (
-            ("EpisodeOfCare", f"patient={_q(member)}&type={_q(ecm)}", enrollment_evidence),
-            ("Claim", f"patient={_q(member)}", claim_evidence),
-            ("ExplanationOfBenefit", f"patient={_q(member)}", claim_evidence),
+        """The member's ECM enrollments and claims read in one search of the three types
+        (most members have none: one query answers)."""
+        for version in reader.search(SearchQuery(self._evidence_criteria(member), count=600)
+                                     ).items:
+            body = _body(version)
+            if body is None:
+                continue
+            found = _EVIDENCE[version.type](f"{version.type}/{version.id}", body, start)
+            if found is not None:
+                yield found
+
+    def _evidence_criteria(self, member: str) -> Criteria:
+        """``_type=Claim,EpisodeOfCare,ExplanationOfBenefit&patient=<member>``, the
+        EpisodeOfCare only of type ``ecm``."""
+        patient = f"patient={_q(member)}"
+        claims = parse_criteria_string("Claim", patient, self.search)
+        episodes = parse_criteria_string(
+            "EpisodeOfCare", f"{patient}&type={_q(PROGRAM + '|ecm')}", self.search
         )
-        for type, query, read in queries:
-            criteria = parse_criteria_string(type, query, self.search)
-            for version in reader.search(SearchQuery(criteria, count=200)).items:
-                body = _body(version)
-                if body is None:
-                    continue
-                found = read(f"{type}/{version.id}", body, start)
-                if found is not None:
-                    yield found
+        ecm = tuple(
+            PerTypeClause("EpisodeOfCare", c) for c in episodes.clauses if c not in claims.clauses
+        )
+        return Criteria(
+            None, tuple(sorted({*claims.params, *episodes.params})),
+            (*claims.clauses, *ecm), tuple(sorted(_EVIDENCE)),
+        )
+
+
+_EVIDENCE: dict[str, Callable[[str, dict[str, Any], date], Evidence | None]] = {
+    "EpisodeOfCare": enrollment_evidence,
+    "Claim": claim_evidence,
+    "ExplanationOfBenefit": claim_evidence,
+}
 
 
 def _starts(coverage: dict[str, Any]) -> list[tuple[str, date, str]]:
@@ -491,6 +527,7 @@ __all__ = [
     "authorized_until",
     "claim_evidence",
     "enrollment_evidence",
+    "prior_provider",
     "reassessment",
     "window",
 ]

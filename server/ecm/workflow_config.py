@@ -17,9 +17,7 @@ A plan's configuration is a JSON file in the directory of the ``ecm_plan_config_
      "resubmissionRestartsClock": true,
      "assignmentRuleOrder": ["pcp", "behavioral-health", "ccs-case-manager"],
      "assignmentTieBreaker": "most-open-capacity",
-     "continuityAuthorizationMonths": 6,
-     "ecmNetwork": ["Organization/sierra-vista-ccp"],
-     "lettersOfAgreement": []}
+     "continuityAuthorizationMonths": 6}
 
 Keys left out take the default; an unknown key, a bad value or two files for one organisation
 stop the server at start-up (a plan's deadlines must never silently fall back).
@@ -64,10 +62,6 @@ class WorkflowConfig:
     assignment_tie_breaker: str | None = None
     #: months of a continuity-of-care authorization (seed 003 VI.G.3.e: "up to six (6) months")
     continuity_authorization_months: int = MAX_CONTINUITY_MONTHS
-    #: the ECM providers in the plan's network (``Organization/id``); the seeds name none
-    ecm_network: frozenset[str] = frozenset()
-    #: the ECM providers under a letter of agreement with the plan (seed 003 VI.G.3.c)
-    letters_of_agreement: frozenset[str] = frozenset()
 
     @property
     def source(self) -> str:
@@ -85,26 +79,11 @@ _KEYS = {
     "assignmentRuleOrder": "assignment_rule_order",
     "assignmentTieBreaker": "assignment_tie_breaker",
     "continuityAuthorizationMonths": "continuity_authorization_months",
-    "ecmNetwork": "ecm_network",
-    "lettersOfAgreement": "letters_of_agreement",
 }
 #: what ``assignmentRuleOrder`` may rank and ``assignmentTieBreaker`` may name
 #: (``server/ecm/assignment.py``)
 _UNRANKED_RULES = ("pcp", "behavioral-health", "ccs-case-manager")
 _TIE_BREAKERS = ("most-open-capacity",)
-
-
-def _organizations(data: Mapping[str, Any], key: str, default: frozenset[str], where: str
-                   ) -> frozenset[str]:
-    if key not in data:
-        return default
-    raw = data[key]
-    if not isinstance(raw, list) or not all(
-        isinstance(r, str) and r.startswith("Organization/") and r[13:] and "/" not in r[13:]
-        for r in raw
-    ):
-        raise PlanConfigError(f"{where}: '{key}' is a list of 'Organization/<id>'")
-    return frozenset(raw)
 
 
 class PlanConfigError(ValueError):
@@ -135,8 +114,6 @@ def parse_config(data: Mapping[str, Any], default: WorkflowConfig, where: str) -
             f"{where}: 'continuityAuthorizationMonths' is 1..{MAX_CONTINUITY_MONTHS} (seed 003 "
             "VI.G.3.e: up to six months)"
         )
-    network = _organizations(data, "ecmNetwork", default.ecm_network, where)
-    letters = _organizations(data, "lettersOfAgreement", default.letters_of_agreement, where)
     holidays = default.holidays
     if "holidays" in data:
         raw = data["holidays"]
@@ -169,8 +146,6 @@ def parse_config(data: Mapping[str, Any], default: WorkflowConfig, where: str) -
         assignment_rule_order=tuple(order),
         assignment_tie_breaker=tie,
         continuity_authorization_months=months,
-        ecm_network=network,
-        letters_of_agreement=letters,
     )
 
 

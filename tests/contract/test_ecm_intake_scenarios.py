@@ -80,8 +80,6 @@ def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "organization": "Organization/golden-poppy-health-plan",
                 "referralDecisionBusinessDays": 2,
                 "holidays": ["2026-12-21"],
-                "ecmNetwork": ["Organization/sierra-vista-ccp"],
-                "lettersOfAgreement": ["Organization/casa-segura-housing"],
             }
         )
     )
@@ -996,13 +994,18 @@ def test_authorized_names_the_assigned_provider(app: TestClient, acting: Acting)
 # The member joins Golden Poppy on Sunday 1 March 2026. VI.G.3.a: "in receipt of ECM within the
 # previous 6 months of their assignment": 1 September 2025 .. 28 February 2026. VI.G.3.e: "up to
 # six (6) months": 1 March .. 31 August 2026 (Golden Poppy configures no shorter length), the
-# reassessment due on 31 August 2026. Golden Poppy's network has Sierra Vista; Casa Segura works
-# under a letter of agreement; Westside Family Clinic is neither.
+# reassessment due on 31 August 2026. VI.G.3.c: the existing provider is kept "if ... part of
+# Partnership's ECM network or agrees to a letter of agreement" — recorded as HealthcareServices
+# (docs/ecm-workflow.md §8, "The inputs, as recorded"), the letter in force on the plan start
+# (§6): Sierra Vista provides the example's active ECM service (a contract); Casa Segura provides
+# only a Community Supports service, plus, where a scenario says so, an ECM service under a
+# letter of agreement; Westside Family Clinic provides none.
 
 PLAN_ORG = "Organization/golden-poppy-health-plan"
 CONTINUITY = "http://calaim-fhir.org/fhir/StructureDefinition/continuity-of-care"
 COC_PROFILE = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-continuity-authorization"
 HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+LOA = "http://calaim-fhir.org/fhir/StructureDefinition/letter-of-agreement"
 REASSESSMENT = f"{WORKFLOW}|ecm-reassessment"
 # Monday 2 March 2026, 09:00 in California: the day after the plan start
 MARCH_2 = "2026-03-02T17:00:00.000000Z"
@@ -1043,6 +1046,17 @@ def _ecm_claim(served: str, provider: str, code: str = "G9012") -> dict[str, Any
         "item": [{"sequence": 1, "productOrService": _concept(HCPCS, code),
                   "servicedDate": served}],
     }
+
+
+def _ecm_service(id: str, provider: str, loa: dict[str, str] | None = None) -> dict[str, Any]:
+    """An active ECM HealthcareService of ``provider`` (the example's shape), under a letter of
+    agreement over ``loa`` when given."""
+    body = copy.deepcopy(_example("HealthcareService-ecm-provider-service-example"))
+    body.pop("identifier")
+    body.update(id=id, name=f"{provider} ECM", providedBy={"reference": provider})
+    if loa is not None:
+        body["extension"].append({"url": LOA, "valuePeriod": loa})
+    return body
 
 
 def _joining(app: TestClient, acting: Acting, clock: Clock) -> None:
@@ -1096,7 +1110,7 @@ def test_a_member_joining_with_an_ecm_enrollment_is_authorized_for_six_months(
     assert claim["use"] == "preauthorization" and claim["outcome"] == "complete"
     assert claim["insurer"] == {"reference": PLAN_ORG}
     assert claim["preAuthPeriod"] == {"start": "2026-03-01", "end": "2026-08-31"}
-    # Sierra Vista is in Golden Poppy's network: kept (VI.G.3.c)
+    # Sierra Vista provides an active ECM service (a contract): kept (VI.G.3.c)
     assert claim["requestor"] == {"reference": "Organization/sierra-vista-ccp"}
     assert _parts(claim) == {
         "evidence": [f"EpisodeOfCare/{prior['id']}"],
@@ -1127,22 +1141,39 @@ def test_a_member_joining_with_an_ecm_enrollment_is_authorized_for_six_months(
     assert _date_of(created) == "2026-03-02"
 
 
+CASA = "Organization/casa-segura-housing"
+
+
 @pytest.mark.parametrize(
-    "served, provider, authorized, kept",
+    "served, provider, loa, authorized, kept",
     [
-        # the first day of the window, a provider under a letter of agreement: kept
-        ("2025-09-01", "Organization/casa-segura-housing", True, "letter-of-agreement"),
-        # the last day of the window, a provider outside the network: authorized, not kept
-        ("2026-02-28", "Organization/westside-family-clinic", True, None),
+        # the first day of the window, a provider under a letter of agreement holding the plan
+        # start: kept
+        ("2025-09-01", CASA, {"start": "2025-09-01", "end": "2026-08-31"}, True,
+         "letter-of-agreement"),
+        # the letter's last day is the plan start, or it has no end: kept
+        ("2026-01-10", CASA, {"start": "2025-09-01", "end": "2026-03-01"}, True,
+         "letter-of-agreement"),
+        ("2026-01-10", CASA, {"start": "2026-03-01"}, True, "letter-of-agreement"),
+        # the letter ended the day before the plan start, or begins the day after: not kept
+        ("2026-01-10", CASA, {"start": "2025-09-01", "end": "2026-02-28"}, True, None),
+        ("2026-01-10", CASA, {"start": "2026-03-02", "end": "2026-08-31"}, True, None),
+        # Casa Segura's only service is Community Supports: not in the ECM network
+        ("2026-01-10", CASA, None, True, None),
+        # the last day of the window, a provider with no ECM service: authorized, not kept
+        ("2026-02-28", "Organization/westside-family-clinic", None, True, None),
         # the day before the window: no continuity of care
-        ("2025-08-31", "Organization/sierra-vista-ccp", False, None),
+        ("2025-08-31", "Organization/sierra-vista-ccp", None, False, None),
     ],
 )
 def test_ecm_claims_within_six_months_before_the_plan_start_authorize(
     app: TestClient, acting: Acting, clock: Clock, served: str, provider: str,
-    authorized: bool, kept: str | None
+    loa: dict[str, str] | None, authorized: bool, kept: str | None
 ) -> None:
     _joining(app, acting, clock)
+    if loa is not None:
+        _ok(app.put("/fhir/HealthcareService/casa-ecm-loa",
+                    json=_ecm_service("casa-ecm-loa", provider, loa)), 201)
     claim = _ok(app.post("/fhir/Claim", json=_ecm_claim(served, provider)), 201)
     _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
     found = _authorizations(app)
@@ -1160,6 +1191,51 @@ def test_ecm_claims_within_six_months_before_the_plan_start_authorize(
     else:
         assert "providerBasis" not in parts and "requestor" not in auth
         assert "in-network provider is to be assigned" in auth["disposition"]
+
+
+def test_an_explanation_of_benefit_is_evidence_and_other_programmes_are_not(
+    app: TestClient, acting: Acting, clock: Clock
+) -> None:
+    _joining(app, acting, clock)
+    # a Specialty Mental Health episode in the window is not ECM (VI.G.3.a "in receipt of ECM")
+    smhs = _ok(app.post("/fhir/EpisodeOfCare", json={
+        "resourceType": "EpisodeOfCare", "status": "active",
+        "type": [_concept("http://calaim-fhir.org/fhir/CodeSystem/ecm-program", "smhs")],
+        "patient": {"reference": MEMBER}, "period": {"start": "2025-11-01"},
+        "managingOrganization": {"reference": "Organization/sierra-vista-ccp"}}), 201)
+    claim = _ecm_claim("2026-02-01", "Organization/sierra-vista-ccp")
+    eob = {
+        **{k: claim[k] for k in ("status", "type", "use", "patient", "created", "provider",
+                                 "item")},
+        "resourceType": "ExplanationOfBenefit",
+        "insurance": [{"focal": True, "coverage": {"display": "Medi-Cal fee-for-service"}}],
+        "insurer": {"display": "Medi-Cal fee-for-service"},
+        "outcome": "complete",
+    }
+    found = _ok(app.post("/fhir/ExplanationOfBenefit", json=eob), 201)
+    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    [auth] = _authorizations(app)
+    # the ECM line of 1 February 2026 only; Sierra Vista (a contract) kept
+    assert _parts(auth) == {"evidence": [f"ExplanationOfBenefit/{found['id']}"],
+                            "priorProvider": ["Organization/sierra-vista-ccp"],
+                            "providerBasis": ["in-network"]}
+    assert f"EpisodeOfCare/{smhs['id']}" not in auth["disposition"]
+
+
+def test_a_provider_whose_ecm_service_is_inactive_is_not_kept(
+    app: TestClient, acting: Acting, clock: Clock
+) -> None:
+    prior = _enrolled_before(app, acting, clock)
+    service = _ok(app.get("/fhir/HealthcareService/ecm-provider-service-example"))
+    _ok(app.put("/fhir/HealthcareService/ecm-provider-service-example",
+                json={**service, "active": False}))
+    acting.as_(PLAN)
+    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    [claim] = _authorizations(app)
+    # still authorized from the prior enrollment (VI.G.3.a); Sierra Vista named, not kept
+    assert _parts(claim) == {"evidence": [f"EpisodeOfCare/{prior['id']}"],
+                             "priorProvider": ["Organization/sierra-vista-ccp"]}
+    assert "requestor" not in claim
 
 
 def test_a_member_who_stays_with_the_plan_is_not_transitioning(

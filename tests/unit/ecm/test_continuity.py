@@ -44,14 +44,16 @@ def test_a_shorter_plan_length_and_a_provider_outside_the_network() -> None:
     body = authorization(member="Patient/m", plan="Organization/plan",
                          plan_start=date(2026, 3, 1), evidence=[evidence],
                          config=WorkflowConfig(continuity_authorization_months=3),
-                         created="2026-03-02T17:00:00Z")
+                         created="2026-03-02T17:00:00Z", basis=None)
     assert body["preAuthPeriod"] == {"start": "2026-03-01", "end": "2026-05-31"}
     assert "requestor" not in body
     kept = authorization(member="Patient/m", plan="Organization/plan",
                          plan_start=date(2026, 3, 1), evidence=[evidence],
-                         config=WorkflowConfig(letters_of_agreement=frozenset({"Organization/p"})),
-                         created="2026-03-02T17:00:00Z")
+                         config=WorkflowConfig(), created="2026-03-02T17:00:00Z",
+                         basis="letter-of-agreement")
     assert kept["requestor"] == {"reference": "Organization/p"}
+    assert {"url": "providerBasis", "valueCode": "letter-of-agreement"} in (
+        kept["extension"][0]["extension"])
     assert kept["preAuthPeriod"]["end"] == "2026-08-31"
 
 

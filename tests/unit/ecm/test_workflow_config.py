@@ -32,20 +32,15 @@ def test_each_plan_file_overrides_the_default_for_its_organization(tmp_path: Pat
     assert (b.decision_business_days, b.holidays) == (10, None)
     assert b.resubmission_restarts_clock is False
     assert plans.select(["Organization/x"]) is DEFAULT
-    # continuity of care (VI.G.3): six months and no network unless the plan says otherwise
-    assert (a.continuity_authorization_months, a.ecm_network, a.letters_of_agreement) == (
-        6, frozenset(), frozenset())
+    # continuity of care (VI.G.3.e): six months unless the plan says otherwise
+    assert a.continuity_authorization_months == 6
 
 
-def test_a_plan_lists_its_network_and_a_shorter_continuity_authorization(tmp_path: Path) -> None:
+def test_a_plan_sets_a_shorter_continuity_authorization(tmp_path: Path) -> None:
     _write(tmp_path, "a.json", {"organization": "Organization/a",
-                                "continuityAuthorizationMonths": 3,
-                                "ecmNetwork": ["Organization/p1", "Organization/p2"],
-                                "lettersOfAgreement": ["Organization/p3"]})
+                                "continuityAuthorizationMonths": 3})
     a = WorkflowPlans.load(tmp_path, DEFAULT).select(["Organization/a"])
     assert a.continuity_authorization_months == 3
-    assert a.ecm_network == frozenset({"Organization/p1", "Organization/p2"})
-    assert a.letters_of_agreement == frozenset({"Organization/p3"})
     assert WorkflowPlans.load(None, DEFAULT).select(["Organization/a"]) is DEFAULT
 
 
@@ -70,9 +65,11 @@ def test_a_plan_lists_its_network_and_a_shorter_continuity_authorization(tmp_pat
         # VI.G.3.e: "up to six (6) months"
         ({"organization": "Organization/a", "continuityAuthorizationMonths": 7}, "1..6"),
         ({"organization": "Organization/a", "continuityAuthorizationMonths": 0}, "1..6"),
-        ({"organization": "Organization/a", "ecmNetwork": ["Practitioner/p"]}, "'ecmNetwork'"),
-        ({"organization": "Organization/a", "lettersOfAgreement": "Organization/b"},
-         "'lettersOfAgreement'"),
+        # the network is recorded as HealthcareServices (docs/ecm-workflow.md), not configured
+        ({"organization": "Organization/a", "ecmNetwork": ["Organization/p"]},
+         "unknown key 'ecmNetwork'"),
+        ({"organization": "Organization/a", "lettersOfAgreement": ["Organization/p"]},
+         "unknown key 'lettersOfAgreement'"),
         ([1, 2], "a JSON object"),
     ],
 )
