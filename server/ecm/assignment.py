@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+from server.ecm.network import Agreement
+
 RULE_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-assignment-rule"
 
 #: the hard filters and the clause each one applies
@@ -156,8 +158,7 @@ def _filter(member: Member, service: Service, as_of: date) -> Candidate:
         candidate.notes.append(f"capacity {service.limit}, {service.in_use} in use")
     loa = service.letter_of_agreement
     if loa is not None:
-        start, end = loa
-        in_force = (start is None or start <= as_of) and (end is None or as_of <= end)
+        in_force = Agreement(service.provider, loa).in_force(as_of)
         if member.existing_provider != service.provider or not in_force:
             candidate.failed.append("network")
             candidate.notes.append(
