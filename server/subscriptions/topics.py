@@ -81,13 +81,15 @@ TOPICS: tuple[Topic, ...] = (
         version=OURS_VERSION,
         title="Referral loop closed",
         type="Task",
-        triggers=frozenset({"update"}),
+        triggers=frozenset({"create", "update"}),
         filters=("owner", "requester", "code"),
         current=f"code={TASK_CODE}|fulfill&status=completed",
         previous="status:not=completed",
-        no_previous=False,
         deleted=False,
-        description="A referral Task (code fulfill) was completed: the loop is closed.",
+        description=(
+            "A referral Task (code fulfill) was completed: the loop is closed. A referral "
+            "recorded already completed (its earlier steps happened elsewhere) notifies too."
+        ),
     ),
     Topic(
         url=f"{OURS}/enrollment-started",
@@ -106,13 +108,14 @@ TOPICS: tuple[Topic, ...] = (
         version=OURS_VERSION,
         title="Enrollment ended",
         type="EpisodeOfCare",
-        triggers=frozenset({"update"}),
+        triggers=frozenset({"create", "update"}),
         filters=("patient", "organization"),
         current="status=finished",
         previous="status:not=finished",
-        no_previous=False,
         deleted=False,
-        description="An EpisodeOfCare (program enrollment) was finished.",
+        description=(
+            "An EpisodeOfCare (program enrollment) was finished, or recorded already finished."
+        ),
     ),
     Topic(
         url=f"{OURS}/referral-notice",
