@@ -22,16 +22,7 @@ from typing import Any
 
 from tests.ecm_scene import concept, example, ok
 from tests.subscriptions.receiver import Receiver
-from tests.subscriptions.test_subscriptions import (  # noqa: F401 - fixtures
-    active,
-    client,
-    database,
-    hook,
-    kind,
-    matched,
-    params,
-    subscription,
-)
+from tests.subscriptions.test_subscriptions import active, kind, matched, params, subscription
 from tests.support import TestClient, create
 
 OURS = "http://calaim-fhir.org/fhir/SubscriptionTopic"
