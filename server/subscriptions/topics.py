@@ -21,6 +21,7 @@ OURS = "http://calaim-fhir.org/fhir/SubscriptionTopic"
 OURS_VERSION = "0.1.0"
 TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
 NOTICE_PROFILE = "http://calaim-fhir.org/fhir/StructureDefinition/ecm-notice"
+WORKFLOW = "http://calaim-fhir.org/fhir/CodeSystem/ecm-referral-workflow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +82,30 @@ TOPICS: tuple[Topic, ...] = (
         version=OURS_VERSION,
         title="Referral loop closed",
         type="Task",
-        triggers=frozenset({"update"}),
+        triggers=frozenset({"create", "update"}),
         filters=("owner", "requester", "code"),
         current=f"code={TASK_CODE}|fulfill&status=completed",
         previous="status:not=completed",
-        no_previous=False,
         deleted=False,
-        description="A referral Task (code fulfill) was completed: the loop is closed.",
+        description=(
+            "A referral Task (code fulfill) was completed: the loop is closed. A referral "
+            "recorded already completed (its earlier steps happened elsewhere) notifies too."
+        ),
+    ),
+    Topic(
+        url=f"{OURS}/assignment-made",
+        version=OURS_VERSION,
+        title="Assignment made",
+        type="Task",
+        triggers=frozenset({"create"}),
+        filters=("owner", "requester", "patient"),
+        current=f"code={TASK_CODE}|fulfill&status=requested&part-of:missing=false",
+        deleted=False,
+        description=(
+            "A referral Task (code fulfill) was created requested and partOf another Task: "
+            "an ECM provider assignment ($ecm-assign: the provider's Task under the plan's, "
+            "owner the provider) or a coordination platform's sub-referral (the same shape)."
+        ),
     ),
     Topic(
         url=f"{OURS}/enrollment-started",
@@ -106,13 +124,14 @@ TOPICS: tuple[Topic, ...] = (
         version=OURS_VERSION,
         title="Enrollment ended",
         type="EpisodeOfCare",
-        triggers=frozenset({"update"}),
+        triggers=frozenset({"create", "update"}),
         filters=("patient", "organization"),
         current="status=finished",
         previous="status:not=finished",
-        no_previous=False,
         deleted=False,
-        description="An EpisodeOfCare (program enrollment) was finished.",
+        description=(
+            "An EpisodeOfCare (program enrollment) was finished, or recorded already finished."
+        ),
     ),
     Topic(
         url=f"{OURS}/referral-notice",
@@ -123,7 +142,24 @@ TOPICS: tuple[Topic, ...] = (
         filters=("recipient", "patient"),
         current=f"_profile={NOTICE_PROFILE}",
         deleted=False,
-        description="The server wrote a referral notice (authorized, not authorized, closed).",
+        description=(
+            "An ecm-notice Communication was created (a referral authorized, not authorized or "
+            "closed; an assignment; a discontinuation)."
+        ),
+    ),
+    Topic(
+        url=f"{OURS}/notice-of-action",
+        version=OURS_VERSION,
+        title="Notice of Action",
+        type="DocumentReference",
+        triggers=frozenset({"create"}),
+        filters=("patient", "subject"),
+        current=f"type={WORKFLOW}|notice-of-action",
+        deleted=False,
+        description=(
+            "A Notice of Action was written (a member's ECM enrollment ended: the notice text "
+            "with the member's appeal rights)."
+        ),
     ),
 )
 

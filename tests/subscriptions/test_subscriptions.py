@@ -3,42 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.subscriptions.receiver import Receiver, receiver
-from tests.support import TestClient, create, expressions, fhir_client, outcome, sqlite_url
+from tests.subscriptions.receiver import Receiver
+from tests.support import TestClient, create, expressions, outcome
 
 TASK_TOPIC = "http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Task"
 BP = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
-
-
-@pytest.fixture
-def hook() -> Iterator[Receiver]:
-    with receiver() as rec:
-        yield rec
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return sqlite_url(tmp_path / "fhir.db")
-    return str(request.getfixturevalue("fresh_pg_database"))
-
-
-@pytest.fixture
-def client(database: str) -> Iterator[TestClient]:
-    with fhir_client(
-        database,
-        subscription_allow_http_loopback=True,
-        subscription_poll_seconds=0.05,
-        subscription_backoff_max_seconds=0.2,
-        subscription_retry_hours=2 / 3600,  # two seconds
-    ) as c:
-        yield c
 
 
 def subscription(endpoint: str, *, content: str = "id-only", filters: tuple[str, ...] = (),
