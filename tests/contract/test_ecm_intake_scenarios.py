@@ -21,6 +21,7 @@ import pytest
 from server.auth.principal import LOCAL, Principal
 from server.ecm import intake
 from server.fhir.instant import from_datetime
+from tests.ecm_scene import concept, example, ok
 from tests.support import Acting, TestClient, clear_store, expressions, fhir_client, outcome
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "resources"
@@ -108,29 +109,13 @@ def app(intake_client: TestClient, database_url: str, acting: Acting, clock: Clo
         for resource in (json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json")))
         if resource["resourceType"] not in ("Task", "ServiceRequest", "Communication")
     ]
-    _ok(
+    ok(
         intake_client.post(
             "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}
         )
     )
     yield intake_client
     acting.as_(LOCAL)
-
-
-def _ok(response: Any, status: int | tuple[int, ...] = (200, 201)) -> dict[str, Any]:
-    wanted = (status,) if isinstance(status, int) else status
-    assert response.status_code in wanted, f"{response.status_code} {response.text[:800]}"
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def _example(name: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
-    return body
-
-
-def _concept(system: str, code: str) -> dict[str, Any]:
-    return {"coding": [{"system": system, "code": code}]}
 
 
 def _referral(
@@ -142,7 +127,7 @@ def _referral(
     channel: str | None = None,
 ) -> dict[str, Any]:
     """An ECM referral from the example, with another identifier, member and source."""
-    body = _example("ServiceRequest-ecm-referral-example")
+    body = example("ServiceRequest-ecm-referral-example")
     body.pop("id")
     body["identifier"] = [{"system": REFERRAL_ID, "value": number}]
     body["subject"] = {"reference": member}
@@ -152,9 +137,9 @@ def _referral(
     ] or None
     if body["supportingInfo"] is None:
         body.pop("supportingInfo")
-    extensions = [{"url": SOURCE, "valueCodeableConcept": _concept(SOURCES, source)}]
+    extensions = [{"url": SOURCE, "valueCodeableConcept": concept(SOURCES, source)}]
     if channel is not None:
-        extensions.append({"url": CHANNEL, "valueCodeableConcept": _concept(CHANNELS, channel)})
+        extensions.append({"url": CHANNEL, "valueCodeableConcept": concept(CHANNELS, channel)})
     body["extension"] = extensions
     return body
 
@@ -167,7 +152,7 @@ def _task(focus: str, *, member: str = MEMBER, requester: str = "Organization/ca
         "meta": {"profile": ["http://calaim-fhir.org/fhir/StructureDefinition/ecm-referral-task"]},
         "status": "requested",
         "intent": "order",
-        "code": _concept("http://hl7.org/fhir/CodeSystem/task-code", "fulfill"),
+        "code": concept("http://hl7.org/fhir/CodeSystem/task-code", "fulfill"),
         "focus": {"reference": focus},
         "for": {"reference": member},
         "requester": {"reference": requester},
@@ -201,10 +186,10 @@ def _bundle(number: str, **kw: Any) -> dict[str, Any]:
 
 def _submit(app: TestClient, number: str, **kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Post the intake transaction; the stored ServiceRequest and Task."""
-    answer = _ok(app.post("/fhir", json=_bundle(number, **kw)), 200)
+    answer = ok(app.post("/fhir", json=_bundle(number, **kw)), 200)
     request_url, task_url = (e["response"]["location"] for e in answer["entry"])
-    request = _ok(app.get("/fhir/" + request_url.split("/_history")[0]))
-    task = _ok(app.get("/fhir/" + task_url.split("/_history")[0]))
+    request = ok(app.get("/fhir/" + request_url.split("/_history")[0]))
+    task = ok(app.get("/fhir/" + task_url.split("/_history")[0]))
     return request, task
 
 
@@ -215,7 +200,7 @@ def _code(concept: dict[str, Any] | None) -> str | None:
 
 
 def _ids(app: TestClient, query: str) -> list[str]:
-    bundle = _ok(app.get(f"/fhir/{query}"))
+    bundle = ok(app.get(f"/fhir/{query}"))
     return sorted(e["resource"]["id"] for e in bundle.get("entry") or ())
 
 
@@ -238,7 +223,7 @@ def test_cbo_referral_by_transaction_is_acknowledged_with_its_decision_date(
     sources = [e for e in request["extension"] if e["url"] == SOURCE]
     assert _code(sources[0]["valueCodeableConcept"]) == "community-based-organization"
     channels = [e for e in request["extension"] if e["url"] == CHANNEL]
-    assert channels == [{"url": CHANNEL, "valueCodeableConcept": _concept(CHANNELS, "electronic")}]
+    assert channels == [{"url": CHANNEL, "valueCodeableConcept": concept(CHANNELS, "electronic")}]
     # the decision date is searchable with due
     assert _ids(app, f"Task?due={FRIDAY_DUE}") == [task["id"]]
     assert _ids(app, "Task?due=lt2026-12-29&status=requested") == [task["id"]]
@@ -257,10 +242,10 @@ def test_self_referral_one_by_one_keeps_its_channel_and_referral_date(
         source="self-referral",
         channel="member-portal",
     )
-    request = _ok(app.post("/fhir/ServiceRequest", json=referral), 201)
+    request = ok(app.post("/fhir/ServiceRequest", json=referral), 201)
     channels = [e for e in request["extension"] if e["url"] == CHANNEL]
     assert _code(channels[0]["valueCodeableConcept"]) == "member-portal"
-    task = _ok(
+    task = ok(
         app.post(
             "/fhir/Task",
             json=_task(
@@ -288,15 +273,15 @@ def test_a_referral_put_in_a_transaction_gets_its_referral_date_like_a_post(
         {"resource": referral, "request": {"method": "PUT", "url": "ServiceRequest/ref-put-1"}},
         {"resource": task, "request": {"method": "PUT", "url": "Task/ref-put-1"}},
     ]}
-    _ok(app.post("/fhir", json=bundle), 200)
-    stored = _ok(app.get("/fhir/Task/ref-put-1"))
+    ok(app.post("/fhir", json=bundle), 200)
+    stored = ok(app.get("/fhir/Task/ref-put-1"))
     assert stored["authoredOn"] == FRIDAY
     assert _code(stored["businessStatus"]) == "received"
     assert stored["restriction"]["period"] == {"start": FRIDAY, "end": FRIDAY_DUE}
     # and one by one: a REST PUT that creates
-    _ok(app.put("/fhir/ServiceRequest/ref-put-2",
+    ok(app.put("/fhir/ServiceRequest/ref-put-2",
                 json={**_referral("REF-PUT-2"), "id": "ref-put-2"}), 201)
-    created = _ok(app.put("/fhir/Task/ref-put-2",
+    created = ok(app.put("/fhir/Task/ref-put-2",
                           json={**_task("ServiceRequest/ref-put-2"), "id": "ref-put-2"}), 201)
     assert created["authoredOn"] == FRIDAY
 
@@ -340,7 +325,7 @@ def test_the_plan_of_the_members_coverage_sets_the_decision_date(
         "beneficiary": {"reference": MEMBER},
         "payor": [{"reference": "Organization/golden-poppy-health-plan"}],
     }
-    _ok(app.post("/fhir/Coverage", json=coverage), 201)
+    ok(app.post("/fhir/Coverage", json=coverage), 201)
     acting.as_(CBO)
     _, task = _submit(app, "REF-PLAN-1")
     # Golden Poppy: 2 business days, its holiday Mon 21: Tue 22 (1), Wed 23 (2)
@@ -385,7 +370,7 @@ def test_the_same_referral_sent_again_is_the_stored_one(app: TestClient, acting:
     acting.as_(CBO)
     request, task = _submit(app, "REF-SAME-1")
     # the transaction again: nothing new, both entries answer with the stored resources
-    answer = _ok(app.post("/fhir", json=_bundle("REF-SAME-1")), 200)
+    answer = ok(app.post("/fhir", json=_bundle("REF-SAME-1")), 200)
     statuses = [e["response"]["status"] for e in answer["entry"]]
     assert statuses == ["200 OK", "200 OK"]
     locations = [e["response"]["location"].split("/_history")[0] for e in answer["entry"]]
@@ -420,7 +405,7 @@ def test_another_referral_for_a_member_with_an_open_one_is_a_linked_duplicate(
     body = outcome(
         app.put(
             f"/fhir/Task/{second['id']}",
-            json={**second, "businessStatus": _concept(REFERRAL_STATUS, "received")},
+            json={**second, "businessStatus": concept(REFERRAL_STATUS, "received")},
         ),
         422,
     )
@@ -432,7 +417,7 @@ def test_another_referral_for_a_member_with_an_open_one_is_a_linked_duplicate(
     body = outcome(
         app.put(
             f"/fhir/Task/{other['id']}",
-            json={**other, "businessStatus": _concept(REFERRAL_STATUS, "duplicate")},
+            json={**other, "businessStatus": concept(REFERRAL_STATUS, "duplicate")},
         ),
         422,
     )
@@ -446,14 +431,14 @@ def test_once_the_open_referral_ended_a_new_one_is_not_a_duplicate(
     acting.as_(CBO)
     _, first = _submit(app, "REF-END-1")
     acting.as_(PLAN)
-    _ok(
+    ok(
         app.put(
             f"/fhir/Task/{first['id']}",
             json={
                 **first,
                 "status": "rejected",
                 "statusReason": {"text": "Member already enrolled elsewhere"},
-                "businessStatus": _concept(REFERRAL_STATUS, "not-authorized"),
+                "businessStatus": concept(REFERRAL_STATUS, "not-authorized"),
             },
         )
     )
@@ -485,7 +470,7 @@ def _problems(*issues: tuple[str, str]) -> dict[str, Any]:
         ],
         "output": [
             {
-                "type": _concept(WORKFLOW, "correction-needed"),
+                "type": concept(WORKFLOW, "correction-needed"),
                 "valueReference": {"reference": "#corrections"},
             }
         ],
@@ -497,7 +482,7 @@ def test_returned_for_correction_then_resubmitted(
 ) -> None:
     acting.as_(CBO)
     request, task = _submit(app, "REF-FIX-1")
-    returned = _concept(REFERRAL_STATUS, "returned-for-correction")
+    returned = concept(REFERRAL_STATUS, "returned-for-correction")
     # the referrer cannot return its own referral: that is the plan's (the owner's)
     body = outcome(
         app.put(f"/fhir/Task/{task['id']}", json={**task, "businessStatus": returned}), 403
@@ -513,7 +498,7 @@ def test_returned_for_correction_then_resubmitted(
         ("The member's phone number is missing", "ServiceRequest.subject"),
         ("The reason for referral has no narrative", "ServiceRequest.reasonCode[0].text"),
     )
-    task = _ok(
+    task = ok(
         app.put(
             f"/fhir/Task/{task['id']}", json={**task, "businessStatus": returned, **problems}
         )
@@ -524,12 +509,12 @@ def test_returned_for_correction_then_resubmitted(
     # the referrer corrects the referral and resubmits the same one on Tuesday
     acting.as_(CBO)
     corrected = {**request, "note": [{"text": "Member phone: (707) 555-0199"}]}
-    _ok(app.put(f"/fhir/ServiceRequest/{request['id']}", json=corrected))
+    ok(app.put(f"/fhir/ServiceRequest/{request['id']}", json=corrected))
     clock.set("2026-12-22T18:00:00Z")
-    resubmitted = _ok(
+    resubmitted = ok(
         app.put(
             f"/fhir/Task/{task['id']}",
-            json={**task, "businessStatus": _concept(REFERRAL_STATUS, "received")},
+            json={**task, "businessStatus": concept(REFERRAL_STATUS, "received")},
         )
     )
     assert resubmitted["status"] == "requested"
@@ -542,7 +527,7 @@ def test_returned_for_correction_then_resubmitted(
         "end": "2026-12-30",
     }
     # the problems stay in the history
-    history = _ok(app.get(f"/fhir/Task/{task['id']}/_history"))
+    history = ok(app.get(f"/fhir/Task/{task['id']}/_history"))
     codes = [_code(e["resource"].get("businessStatus")) for e in history["entry"]]
     assert codes == ["received", "returned-for-correction", "received"]
 
@@ -553,13 +538,13 @@ def test_only_a_requested_referral_is_returned_for_correction(
     acting.as_(CBO)
     _, task = _submit(app, "REF-FIX-2")
     acting.as_(PLAN)
-    accepted = _ok(app.put(f"/fhir/Task/{task['id']}", json={**task, "status": "accepted"}))
+    accepted = ok(app.put(f"/fhir/Task/{task['id']}", json={**task, "status": "accepted"}))
     body = outcome(
         app.put(
             f"/fhir/Task/{task['id']}",
             json={
                 **accepted,
-                "businessStatus": _concept(REFERRAL_STATUS, "returned-for-correction"),
+                "businessStatus": concept(REFERRAL_STATUS, "returned-for-correction"),
                 **_problems(("Missing consent", "ServiceRequest.supportingInfo")),
             },
         ),
@@ -589,12 +574,12 @@ def _scenario_member(app: TestClient, name: str) -> str:
     member["identifier"].append(
         {
             "system": "https://calaim-fhir.org/fhir/sid/medi-cal-cin",
-            "type": _concept("http://terminology.hl7.org/CodeSystem/v2-0203", "MA"),
+            "type": concept("http://terminology.hl7.org/CodeSystem/v2-0203", "MA"),
             "value": f"9{abs(hash(name)) % 10**7:07d}A",
         }
     )
     member["address"] = [{"city": "Eureka", "state": "CA", "postalCode": "95501"}]
-    answer = _ok(app.post("/fhir", json=bundle), 200)
+    answer = ok(app.post("/fhir", json=bundle), 200)
     location = answer["entry"][0]["response"]["location"]
     assert location.startswith("Patient/")
     return "/".join(location.split("/")[:2])
@@ -607,8 +592,8 @@ def _screened_referral(app: TestClient, acting: Acting, scenario: str) -> dict[s
     acting.as_(CBO)
     referral = _referral(f"REF-{scenario}", member=member)
     referral["authoredOn"] = "2024-10-15T10:00:00-07:00"
-    request = _ok(app.post("/fhir/ServiceRequest", json=referral), 201)
-    return _ok(app.post("/fhir/Task", json=_task(f"ServiceRequest/{request['id']}",
+    request = ok(app.post("/fhir/ServiceRequest", json=referral), 201)
+    return ok(app.post("/fhir/Task", json=_task(f"ServiceRequest/{request['id']}",
                                                  member=member)), 201)
 
 
@@ -637,26 +622,26 @@ def test_screen_met_goes_on_to_authorization(app: TestClient, acting: Acting) ->
     body = outcome(_screen(app, task), 403)
     assert expressions(body) == ["Task.businessStatus"]
     acting.as_(PLAN)
-    out = _out(_ok(_screen(app, task), 200))
+    out = _out(ok(_screen(app, task), 200))
     assert (out["screen"], out["determination"], out["asOf"], out["decidedBy"]) == (
         "met", "eligible", "2024-10-15", "rules"
     )
     assert "alternative" not in out
-    stored = _ok(app.get(f"/fhir/Task/{task['id']}"))
+    stored = ok(app.get(f"/fhir/Task/{task['id']}"))
     assert stored["status"] == "requested"
     assert _code(stored["businessStatus"]) == "pending"
     result = out["result"]["reference"]
     assert stored["output"] == [
         {
-            "type": _concept(WORKFLOW, "screening-result"),
+            "type": concept(WORKFLOW, "screening-result"),
             "valueReference": {"reference": result},
         }
     ]
-    observation = _ok(app.get(f"/fhir/{result}"))
+    observation = ok(app.get(f"/fhir/{result}"))
     assert observation["meta"]["profile"] == [
         "http://calaim-fhir.org/fhir/StructureDefinition/ecm-screening-result"
     ]
-    assert observation["valueCodeableConcept"] == _concept(
+    assert observation["valueCodeableConcept"] == concept(
         "http://calaim-fhir.org/fhir/CodeSystem/ecm-eligibility-determination", "eligible"
     )
     assert observation["effectiveDateTime"] == "2024-10-15"
@@ -671,7 +656,7 @@ def test_screen_met_goes_on_to_authorization(app: TestClient, acting: Acting) ->
         e["valueReference"]["reference"] for e in observation.get("extension") or ()
     ]
     assert any(r.startswith("Coverage/") for r in evidence)
-    request = _ok(app.get(f"/fhir/{task['focus']['reference']}"))
+    request = ok(app.get(f"/fhir/{task['focus']['reference']}"))
     assert {"reference": result} in request["supportingInfo"]
 
 
@@ -679,10 +664,10 @@ def test_screen_not_met_offers_care_coordination(app: TestClient, acting: Acting
     # baseline-coverage-ended: the Medi-Cal Coverage ended 2024-09-30 -> not-eligible
     task = _screened_referral(app, acting, "baseline-coverage-ended")
     acting.as_(PLAN)
-    out = _out(_ok(_screen(app, task), 200))
+    out = _out(ok(_screen(app, task), 200))
     assert (out["screen"], out["determination"]) == ("not-met", "not-eligible")
     assert out["alternative"] == {"system": WORKFLOW, "code": "complex-case-management"}
-    stored = _ok(app.get(f"/fhir/Task/{task['id']}"))
+    stored = ok(app.get(f"/fhir/Task/{task['id']}"))
     assert stored["status"] == "rejected"
     assert _code(stored["businessStatus"]) == "not-authorized"
     assert stored["statusReason"]["coding"] == [
@@ -692,9 +677,9 @@ def test_screen_not_met_offers_care_coordination(app: TestClient, acting: Acting
     assert "VI.D.8" in stored["statusReason"]["text"]
     alternatives = [
         o["valueCodeableConcept"] for o in stored["output"]
-        if o["type"] == _concept(WORKFLOW, "care-coordination-alternative")
+        if o["type"] == concept(WORKFLOW, "care-coordination-alternative")
     ]
-    assert alternatives == [_concept(WORKFLOW, "complex-case-management")]
+    assert alternatives == [concept(WORKFLOW, "complex-case-management")]
     # a rejected referral is not screened again
     outcome(_screen(app, task), 409)
 
@@ -703,23 +688,23 @@ def test_a_person_decides_what_the_rules_cannot(app: TestClient, acting: Acting)
     # avoidable-utilization-adult-needs-attestation: needs-attestation on 2024-10-15
     task = _screened_referral(app, acting, "avoidable-utilization-adult-needs-attestation")
     acting.as_(PLAN)
-    out = _out(_ok(_screen(app, task), 200))
+    out = _out(ok(_screen(app, task), 200))
     assert (out["screen"], out["determination"]) == ("to-decide", "needs-attestation")
-    assert _code(_ok(app.get(f"/fhir/Task/{task['id']}"))["businessStatus"]) == "pending"
+    assert _code(ok(app.get(f"/fhir/Task/{task['id']}"))["businessStatus"]) == "pending"
     # a decision without its reason is refused; with it, it is recorded
     decision = {"name": "decision", "valueCode": "screen-met"}
     body = outcome(_screen(app, task, decision), 400)
     assert expressions(body) == ["reason"]
     reason = {"name": "reason", "valueString": "Clinical review: frequent ED use avoidable"}
-    out = _out(_ok(_screen(app, task, decision, reason), 200))
+    out = _out(ok(_screen(app, task, decision, reason), 200))
     assert (out["screen"], out["determination"], out["decidedBy"]) == (
         "met", "needs-attestation", "person"
     )
-    observation = _ok(app.get(f"/fhir/{out['result']['reference']}"))
+    observation = ok(app.get(f"/fhir/{out['result']['reference']}"))
     assert observation["note"] == [{"text": "Clinical review: frequent ED use avoidable"}]
     assert {
-        "code": _concept(WORKFLOW, "screening-override"),
-        "valueCodeableConcept": _concept(WORKFLOW, "screen-met"),
+        "code": concept(WORKFLOW, "screening-override"),
+        "valueCodeableConcept": concept(WORKFLOW, "screen-met"),
     } in observation["component"]
     # an override without its reason cannot be stored by anyone (ecmscr-1)
     acting.as_(LOCAL)
@@ -732,7 +717,7 @@ def test_a_person_overrides_a_met_screen(app: TestClient, acting: Acting) -> Non
     task = _screened_referral(app, acting, "baseline-coverage-ends-on-asof")
     acting.as_(PLAN)
     out = _out(
-        _ok(
+        ok(
             _screen(
                 app,
                 task,
@@ -746,7 +731,7 @@ def test_a_person_overrides_a_met_screen(app: TestClient, acting: Acting) -> Non
     assert (out["screen"], out["determination"], out["decidedBy"]) == (
         "not-met", "eligible", "person"
     )
-    stored = _ok(app.get(f"/fhir/Task/{task['id']}"))
+    stored = ok(app.get(f"/fhir/Task/{task['id']}"))
     assert stored["status"] == "rejected"
     bad = _screen(app, task, {"name": "alternative", "valueCode": "hospice"})
     assert bad.status_code in (400, 409)
@@ -765,7 +750,7 @@ PROVIDER = Principal("sierra-vista-app", allow_all=True,
 def _enrollment(status: str = "active", *, authorized: tuple[str, str] | None, **extra: Any
                 ) -> dict[str, Any]:
     """The example enrollment (starting 2026-02-20) with another authorization."""
-    body = _example("EpisodeOfCare-ecm-enrollment-example")
+    body = example("EpisodeOfCare-ecm-enrollment-example")
     for element in ("id", "identifier", "referralRequest"):
         body.pop(element)
     body["extension"] = [
@@ -786,7 +771,7 @@ def _tar(outcome_code: str = "complete", use: str = "preauthorization") -> dict[
     return {
         "resourceType": "ClaimResponse",
         "status": "active",
-        "type": _concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
+        "type": concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
         "use": use,
         "patient": {"reference": MEMBER},
         "created": "2026-02-18T10:00:00-08:00",
@@ -808,7 +793,7 @@ def test_an_enrollment_is_active_only_within_an_authorization(
 ) -> None:
     acting.as_(PLAN)
     # authorized 2026-02-20 .. 2026-08-19, active from 2026-02-20: in force
-    created = _ok(
+    created = ok(
         app.post("/fhir/EpisodeOfCare",
                  json=_enrollment(authorized=("2026-02-20", "2026-08-19"))), 201
     )
@@ -830,7 +815,7 @@ def test_an_enrollment_is_active_only_within_an_authorization(
 
 def test_planned_then_active_when_authorized(app: TestClient, acting: Acting) -> None:
     acting.as_(PLAN)
-    planned = _ok(app.post("/fhir/EpisodeOfCare",
+    planned = ok(app.post("/fhir/EpisodeOfCare",
                            json=_enrollment("planned", authorized=None)), 201)
     assert _date_of(planned) is None  # not authorized yet
     history = [
@@ -846,19 +831,19 @@ def test_planned_then_active_when_authorized(app: TestClient, acting: Acting) ->
     good = {**late, "extension": [*planned["extension"], {
         "url": AUTHORIZATION_PERIOD, "valuePeriod": {"start": "2026-03-02", "end": "2026-09-01"}
     }]}
-    active = _ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=good))
+    active = ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=good))
     assert active["status"] == "active"
     assert _date_of(active) == "2026-03-02"  # the first active status period's start
 
 
 def test_a_tar_authorizes_and_dates_the_enrollment(app: TestClient, acting: Acting) -> None:
     acting.as_(PLAN)
-    tar = _ok(app.post("/fhir/ClaimResponse", json=_tar()), 201)
+    tar = ok(app.post("/fhir/ClaimResponse", json=_tar()), 201)
     enrollment = _enrollment(authorized=("2026-02-20", "2026-08-19"))
     enrollment["extension"].append(
         {"url": TAR, "valueReference": {"reference": f"ClaimResponse/{tar['id']}"}}
     )
-    created = _ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)
+    created = ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)
     # with a TAR the authorization date is ClaimResponse.created (2026-02-18 in California)
     assert _date_of(created) == "2026-02-18"
     # a client's authorization date is replaced by the server's
@@ -866,7 +851,7 @@ def test_a_tar_authorizes_and_dates_the_enrollment(app: TestClient, acting: Acti
     for e in forged["extension"]:
         if e["url"] == AUTHORIZATION_DATE:
             e["valueDate"] = "2026-01-01"
-    again = _ok(app.put(f"/fhir/EpisodeOfCare/{created['id']}", json=forged))
+    again = ok(app.put(f"/fhir/EpisodeOfCare/{created['id']}", json=forged))
     assert _date_of(again) == "2026-02-18"
 
 
@@ -882,36 +867,36 @@ def test_the_authorizer_is_recorded_with_or_without_a_tar(
 ) -> None:
     """VI.D.8 (the plan's review and approval): who authorized is kept with the date."""
     acting.as_(PLAN)
-    tar = _ok(app.post("/fhir/ClaimResponse", json=_tar()), 201)
+    tar = ok(app.post("/fhir/ClaimResponse", json=_tar()), 201)
     # the ECM provider records the enrollment under the plan's TAR: the TAR's insurer authorized
     acting.as_(PROVIDER)
     enrollment = _enrollment(authorized=("2026-02-20", "2026-08-19"))
     enrollment["extension"].append(
         {"url": TAR, "valueReference": {"reference": f"ClaimResponse/{tar['id']}"}})
-    assert _by(_ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)) == (
+    assert _by(ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)) == (
         "Organization/golden-poppy-health-plan")
     # no TAR: the plan's staff authorize it themselves: the caller's organisation
     acting.as_(PLAN)
-    planned = _ok(app.post("/fhir/EpisodeOfCare",
+    planned = ok(app.post("/fhir/EpisodeOfCare",
                            json=_enrollment("planned", authorized=None)), 201)
     assert _by(planned) is None  # not authorized yet: nobody authorized it
     active = {**planned, "status": "active", "extension": [*planned["extension"], {
         "url": AUTHORIZATION_PERIOD, "valuePeriod": {"start": "2026-02-20", "end": "2026-08-19"}
     }]}
-    active = _ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=active))
+    active = ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=active))
     assert _by(active) == "Organization/golden-poppy-health-plan"
     # the provider's later update (without the extension) keeps who authorized it
     acting.as_(PROVIDER)
     later = {**active, "extension": [e for e in active["extension"]
                                      if e["url"] != AUTHORIZED_BY]}
-    assert _by(_ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=later))) == (
+    assert _by(ok(app.put(f"/fhir/EpisodeOfCare/{planned['id']}", json=later))) == (
         "Organization/golden-poppy-health-plan")
     # a named authorizer (the plan's medical director) is kept as named
     named = _enrollment(authorized=("2026-02-20", "2026-08-19"))
     named["extension"].append({"url": AUTHORIZED_BY, "valueReference": {
         "reference": "Practitioner/lead-care-manager-okafor"}})
     acting.as_(PLAN)
-    assert _by(_ok(app.post("/fhir/EpisodeOfCare", json=named), 201)) == (
+    assert _by(ok(app.post("/fhir/EpisodeOfCare", json=named), 201)) == (
         "Practitioner/lead-care-manager-okafor")
 
 
@@ -927,7 +912,7 @@ def test_a_tar_that_does_not_authorize_is_refused(
     app: TestClient, acting: Acting, tar: dict[str, Any], why: str
 ) -> None:
     acting.as_(PLAN)
-    stored = _ok(app.post("/fhir/ClaimResponse", json={**_tar(), **tar}), 201)
+    stored = ok(app.post("/fhir/ClaimResponse", json={**_tar(), **tar}), 201)
     enrollment = _enrollment(authorized=("2026-02-20", "2026-08-19"))
     enrollment["extension"].append(
         {"url": TAR, "valueReference": {"reference": f"ClaimResponse/{stored['id']}"}}
@@ -943,7 +928,7 @@ NOTICE_CATEGORY = "http://calaim-fhir.org/fhir/CodeSystem/ecm-referral-workflow|
 
 
 def _notices(app: TestClient) -> list[dict[str, Any]]:
-    bundle = _ok(app.get(f"/fhir/Communication?category={NOTICE_CATEGORY}&_count=50"))
+    bundle = ok(app.get(f"/fhir/Communication?category={NOTICE_CATEGORY}&_count=50"))
     return [e["resource"] for e in bundle.get("entry") or ()]
 
 
@@ -951,7 +936,7 @@ def test_not_authorized_tells_member_and_referrer_why(app: TestClient, acting: A
     task = _screened_referral(app, acting, "baseline-coverage-ended")
     assert _notices(app) == []  # received: nobody is notified yet
     acting.as_(PLAN)
-    _ok(_screen(app, task), 200)
+    ok(_screen(app, task), 200)
     notices = {n["recipient"][0]["reference"]: n for n in _notices(app)}
     assert sorted(notices) == sorted([task["for"]["reference"], task["requester"]["reference"]])
     for notice in notices.values():
@@ -970,12 +955,12 @@ def test_authorized_names_the_assigned_provider(app: TestClient, acting: Acting)
     acting.as_(PLAN)
     enrollment = _enrollment(authorized=("2026-02-20", "2026-08-19"))
     enrollment["referralRequest"] = [{"reference": f"ServiceRequest/{request['id']}"}]
-    _ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)
-    _ok(
+    ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)
+    ok(
         app.put(
             f"/fhir/Task/{task['id']}",
             json={**task, "status": "accepted",
-                  "businessStatus": _concept(REFERRAL_STATUS, "authorized")},
+                  "businessStatus": concept(REFERRAL_STATUS, "authorized")},
         )
     )
     notices = _notices(app)
@@ -984,8 +969,8 @@ def test_authorized_names_the_assigned_provider(app: TestClient, acting: Acting)
         assert notice["reasonCode"][0]["coding"][0]["code"] == "authorized"
         assert "Sierra Vista" in notice["payload"][0]["contentString"]
     # a notice is sent once: the same status again says nothing new
-    stored = _ok(app.get(f"/fhir/Task/{task['id']}"))
-    _ok(app.put(f"/fhir/Task/{task['id']}", json={**stored, "note": [{"text": "called"}]}))
+    stored = ok(app.get(f"/fhir/Task/{task['id']}"))
+    ok(app.put(f"/fhir/Task/{task['id']}", json={**stored, "note": [{"text": "called"}]}))
     assert len(_notices(app)) == 2
 
 
@@ -1035,15 +1020,15 @@ def _ecm_claim(served: str, provider: str, code: str = "G9012") -> dict[str, Any
     return {
         "resourceType": "Claim",
         "status": "active",
-        "type": _concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
+        "type": concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
         "use": "claim",
         "patient": {"reference": MEMBER},
         "created": served,
         "provider": {"reference": provider},
-        "priority": _concept("http://terminology.hl7.org/CodeSystem/processpriority", "normal"),
+        "priority": concept("http://terminology.hl7.org/CodeSystem/processpriority", "normal"),
         "insurance": [{"sequence": 1, "focal": True,
                        "coverage": {"display": "Medi-Cal fee-for-service"}}],
-        "item": [{"sequence": 1, "productOrService": _concept(HCPCS, code),
+        "item": [{"sequence": 1, "productOrService": concept(HCPCS, code),
                   "servicedDate": served}],
     }
 
@@ -1051,7 +1036,7 @@ def _ecm_claim(served: str, provider: str, code: str = "G9012") -> dict[str, Any
 def _ecm_service(id: str, provider: str, loa: dict[str, str] | None = None) -> dict[str, Any]:
     """An active ECM HealthcareService of ``provider`` (the example's shape), under a letter of
     agreement over ``loa`` when given."""
-    body = copy.deepcopy(_example("HealthcareService-ecm-provider-service-example"))
+    body = copy.deepcopy(example("HealthcareService-ecm-provider-service-example"))
     body.pop("identifier")
     body.update(id=id, name=f"{provider} ECM", providedBy={"reference": provider})
     if loa is not None:
@@ -1068,24 +1053,24 @@ def _joining(app: TestClient, acting: Acting, clock: Clock) -> None:
     for ref in ("EpisodeOfCare/ecm-enrollment-example",
                 "ClaimResponse/ecm-continuity-authorization-example",
                 "Claim/ecm-service-claim-example"):
-        _ok(app.delete(f"/fhir/{ref}"), (200, 204))
+        ok(app.delete(f"/fhir/{ref}"), (200, 204))
 
 
 def _enrolled_before(app: TestClient, acting: Acting, clock: Clock) -> dict[str, Any]:
     """``_joining``, and the member enrolled in ECM with Sierra Vista by the previous plan
     since 15 October 2025, ongoing."""
     _joining(app, acting, clock)
-    return _ok(app.post("/fhir/EpisodeOfCare", json=_prior_enrollment(
+    return ok(app.post("/fhir/EpisodeOfCare", json=_prior_enrollment(
         "2025-10-15", "Organization/sierra-vista-ccp")), 201)
 
 
 def _authorizations(app: TestClient) -> list[dict[str, Any]]:
-    bundle = _ok(app.get(f"/fhir/ClaimResponse?patient={MEMBER}&use=preauthorization"))
+    bundle = ok(app.get(f"/fhir/ClaimResponse?patient={MEMBER}&use=preauthorization"))
     return [e["resource"] for e in bundle.get("entry") or ()]
 
 
 def _reassessments(app: TestClient, due: str = "") -> list[dict[str, Any]]:
-    bundle = _ok(app.get(f"/fhir/Task?code={REASSESSMENT}{due}"))
+    bundle = ok(app.get(f"/fhir/Task?code={REASSESSMENT}{due}"))
     return [e["resource"] for e in bundle.get("entry") or ()]
 
 
@@ -1104,7 +1089,7 @@ def test_a_member_joining_with_an_ecm_enrollment_is_authorized_for_six_months(
 ) -> None:
     prior = _enrolled_before(app, acting, clock)
     acting.as_(PLAN)
-    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
     [claim] = _authorizations(app)
     assert claim["meta"]["profile"] == [COC_PROFILE]
     assert claim["use"] == "preauthorization" and claim["outcome"] == "complete"
@@ -1127,8 +1112,8 @@ def test_a_member_joining_with_an_ecm_enrollment_is_authorized_for_six_months(
     assert task["restriction"]["period"] == {"start": "2026-03-01", "end": "2026-08-31"}
     # the same Coverage written again authorizes nothing more
     [coverage] = [e["resource"] for e in
-                  _ok(app.get(f"/fhir/Coverage?beneficiary={MEMBER}"))["entry"]]
-    _ok(app.put(f"/fhir/Coverage/{coverage['id']}", json={**coverage, "status": "active",
+                  ok(app.get(f"/fhir/Coverage?beneficiary={MEMBER}"))["entry"]]
+    ok(app.put(f"/fhir/Coverage/{coverage['id']}", json={**coverage, "status": "active",
                                                             "period": {"start": "2026-03-01"}}))
     assert len(_authorizations(app)) == 1 and len(_reassessments(app)) == 1
     # the enrollment with the provider's lead care manager runs under it (its ecm-tar): in
@@ -1137,7 +1122,7 @@ def test_a_member_joining_with_an_ecm_enrollment_is_authorized_for_six_months(
                              period={"start": "2026-03-01"})
     enrollment["extension"].append(
         {"url": TAR, "valueReference": {"reference": f"ClaimResponse/{claim['id']}"}})
-    created = _ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)
+    created = ok(app.post("/fhir/EpisodeOfCare", json=enrollment), 201)
     assert _date_of(created) == "2026-03-02"
 
 
@@ -1172,10 +1157,10 @@ def test_ecm_claims_within_six_months_before_the_plan_start_authorize(
 ) -> None:
     _joining(app, acting, clock)
     if loa is not None:
-        _ok(app.put("/fhir/HealthcareService/casa-ecm-loa",
+        ok(app.put("/fhir/HealthcareService/casa-ecm-loa",
                     json=_ecm_service("casa-ecm-loa", provider, loa)), 201)
-    claim = _ok(app.post("/fhir/Claim", json=_ecm_claim(served, provider)), 201)
-    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    claim = ok(app.post("/fhir/Claim", json=_ecm_claim(served, provider)), 201)
+    ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
     found = _authorizations(app)
     if not authorized:
         assert found == [] and _reassessments(app) == []
@@ -1198,9 +1183,9 @@ def test_an_explanation_of_benefit_is_evidence_and_other_programmes_are_not(
 ) -> None:
     _joining(app, acting, clock)
     # a Specialty Mental Health episode in the window is not ECM (VI.G.3.a "in receipt of ECM")
-    smhs = _ok(app.post("/fhir/EpisodeOfCare", json={
+    smhs = ok(app.post("/fhir/EpisodeOfCare", json={
         "resourceType": "EpisodeOfCare", "status": "active",
-        "type": [_concept("http://calaim-fhir.org/fhir/CodeSystem/ecm-program", "smhs")],
+        "type": [concept("http://calaim-fhir.org/fhir/CodeSystem/ecm-program", "smhs")],
         "patient": {"reference": MEMBER}, "period": {"start": "2025-11-01"},
         "managingOrganization": {"reference": "Organization/sierra-vista-ccp"}}), 201)
     claim = _ecm_claim("2026-02-01", "Organization/sierra-vista-ccp")
@@ -1212,8 +1197,8 @@ def test_an_explanation_of_benefit_is_evidence_and_other_programmes_are_not(
         "insurer": {"display": "Medi-Cal fee-for-service"},
         "outcome": "complete",
     }
-    found = _ok(app.post("/fhir/ExplanationOfBenefit", json=eob), 201)
-    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    found = ok(app.post("/fhir/ExplanationOfBenefit", json=eob), 201)
+    ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
     [auth] = _authorizations(app)
     # the ECM line of 1 February 2026 only; Sierra Vista (a contract) kept
     assert _parts(auth) == {"evidence": [f"ExplanationOfBenefit/{found['id']}"],
@@ -1226,11 +1211,11 @@ def test_a_provider_whose_ecm_service_is_inactive_is_not_kept(
     app: TestClient, acting: Acting, clock: Clock
 ) -> None:
     prior = _enrolled_before(app, acting, clock)
-    service = _ok(app.get("/fhir/HealthcareService/ecm-provider-service-example"))
-    _ok(app.put("/fhir/HealthcareService/ecm-provider-service-example",
+    service = ok(app.get("/fhir/HealthcareService/ecm-provider-service-example"))
+    ok(app.put("/fhir/HealthcareService/ecm-provider-service-example",
                 json={**service, "active": False}))
     acting.as_(PLAN)
-    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
     [claim] = _authorizations(app)
     # still authorized from the prior enrollment (VI.G.3.a); Sierra Vista named, not kept
     assert _parts(claim) == {"evidence": [f"EpisodeOfCare/{prior['id']}"],
@@ -1242,15 +1227,15 @@ def test_a_member_who_stays_with_the_plan_is_not_transitioning(
     app: TestClient, acting: Acting, clock: Clock
 ) -> None:
     _joining(app, acting, clock)
-    _ok(app.post("/fhir/Claim",
+    ok(app.post("/fhir/Claim",
                  json=_ecm_claim("2026-01-15", "Organization/sierra-vista-ccp")), 201)
     # Golden Poppy's member through 28 February already: the new year's Coverage is a renewal
-    _ok(app.post("/fhir/Coverage", json=_coverage("2025-01-01", "2026-02-28")), 201)
+    ok(app.post("/fhir/Coverage", json=_coverage("2025-01-01", "2026-02-28")), 201)
     assert len(_authorizations(app)) == 0  # joined 2025-01-01: no ECM in the 6 months before
-    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
     assert _authorizations(app) == []
     # another plan's Coverage the day before does not make it a renewal
-    _ok(app.post("/fhir/Coverage",
+    ok(app.post("/fhir/Coverage",
                  json=_coverage("2026-04-01", payor="Organization/casa-segura-housing")), 201)
     assert [c["insurer"]["reference"] for c in _authorizations(app)] == [
         "Organization/casa-segura-housing"
@@ -1262,10 +1247,10 @@ def test_a_referral_of_a_transitioning_member_is_authorized_at_intake(
 ) -> None:
     _joining(app, acting, clock)
     acting.as_(PLAN)
-    _ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
+    ok(app.post("/fhir/Coverage", json=_coverage("2026-03-01")), 201)
     assert _authorizations(app) == []  # no evidence on this server yet
     acting.as_(LOCAL)
-    claim = _ok(app.post("/fhir/Claim",
+    claim = ok(app.post("/fhir/Claim",
                          json=_ecm_claim("2026-02-10", "Organization/sierra-vista-ccp")), 201)
     # the member asks for continued ECM (VI.G.3.b) through a referral
     acting.as_(CBO)
@@ -1278,7 +1263,7 @@ def test_a_referral_of_a_transitioning_member_is_authorized_at_intake(
     assert _code(task["businessStatus"]) == "authorized"
     assert {"reference": f"ClaimResponse/{auth['id']}"} in [
         o.get("valueReference") for o in task["output"]]
-    history = _ok(app.get(f"/fhir/Task/{task['id']}/_history"))
+    history = ok(app.get(f"/fhir/Task/{task['id']}/_history"))
     statuses = sorted(_code(e["resource"]["businessStatus"]) or "" for e in history["entry"])
     assert statuses == ["authorized", "received"]
     # member and referrer are told (ecm-notice, authorized)
@@ -1310,7 +1295,7 @@ def test_a_continuity_authorization_lasts_up_to_six_months(
         "extension": [{"url": CONTINUITY, "extension": [
             {"url": "evidence", "valueReference": {"reference": f"EpisodeOfCare/{prior['id']}"}}]}],
         "status": "active",
-        "type": _concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
+        "type": concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
         "use": "preauthorization",
         "patient": {"reference": MEMBER},
         "created": "2026-03-02T09:00:00-08:00",
@@ -1322,7 +1307,7 @@ def test_a_continuity_authorization_lasts_up_to_six_months(
     assert expressions(refused) == ["ClaimResponse.preAuthPeriod.end"]
     assert "VI.G.3" in json.dumps(refused)
     body["preAuthPeriod"]["end"] = "2026-08-31"
-    _ok(app.post("/fhir/ClaimResponse", json=body), 201)
+    ok(app.post("/fhir/ClaimResponse", json=body), 201)
     # a kept provider without saying why (ecmcoc-1)
     body["requestor"] = {"reference": "Organization/sierra-vista-ccp"}
     outcome(app.post("/fhir/ClaimResponse", json=body), 422)
