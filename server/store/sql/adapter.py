@@ -60,6 +60,7 @@ from server.store.base import (
 )
 from server.store.sql import bodies, scans, store_file
 from server.store.sql import query as compiler
+from server.store.sql.audit import SqlAudit
 from server.store.sql.auth import SqlAuth
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.grants import write_grants
@@ -625,6 +626,7 @@ class SqlRepository:
         self.outbox = SqlOutbox(dialect)  # the events of committed versions
         self.auth = SqlAuth(dialect)  # SMART clients, signing keys, assertion jtis
         self.subscriptions = SqlSubscriptions(dialect)  # delivery state, numbered events
+        self.audit = SqlAudit(dialect)  # the audit trail
 
     def migrate(self, then: Callable[[Connection], None] | None = None) -> None:
         """Check durability (before anything is written), then apply pending migrations; ``then``
