@@ -138,7 +138,7 @@ def create_app(
         audit = app.state.audit = AuditTrail(
             repo.audit, settings.audit_reads, settings.audit_flush_seconds
         )
-        await asyncio.to_thread(audit.start)
+        audit.start()
         stop = asyncio.Event()
         pruning = asyncio.create_task(_prune(repo.outbox, settings, stop))
         service = app.state.subscriptions = SubscriptionService(

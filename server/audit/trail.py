@@ -6,9 +6,9 @@ transaction. The loss window is what is queued when the process dies: at most th
 answered in the last ``audit_flush_seconds`` plus the one write in flight. ``sync``: the
 record is written (committed) before the answer is sent. ``off``: reads are not recorded.
 
-Every flush also copies the committed writes from the outbox (``store/sql/audit.py``), so
-writes are recorded in every mode, from the row their own transaction wrote. A failed flush
-keeps its captures queued and is tried again; the failure is logged without content.
+Writes are recorded in every mode, from their outbox rows in their own transaction
+(``store/sql/audit.py``). A failed flush keeps its captures queued and is tried again; the
+failure is logged without content.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ class AuditTrail:
         return self.mode != "off"
 
     def start(self) -> None:
-        self.store.start()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -51,16 +50,14 @@ class AuditTrail:
     def write(self, captured: Captured) -> None:
         """Write a capture now, durably (sync mode; called off the event loop)."""
         with self._lock:
-            self.store.store([record(captured)], writes=0)
+            self.store.store([record(captured)])
 
     def flush(self) -> None:
-        """Write everything queued and copy the outbox's new writes (until none is left)."""
+        """Write everything queued, in one transaction."""
         with self._lock:
             taken = [self._queue.popleft() for _ in range(len(self._queue))]
             try:
-                records = [record(c) for c in taken]
-                while self.store.store(records) > 0:
-                    records = []
+                self.store.store([record(c) for c in taken])
             except FhirError:
                 self._queue.extendleft(reversed(taken))
                 raise

@@ -10,10 +10,9 @@ request (``method``, ``path``, ``query``, ``request_id``) and ``entities``: a JS
 searched by: ``entity`` (Type/id), ``patient`` (Patient/id) and ``agent`` (the client id,
 the organisation and user references).
 
-``store`` inserts a batch of records and, in the same transaction, copies the outbox events
-after the ``audit`` consumer's cursor (the writes, each with the origin the write recorded
-in its own transaction) and moves that cursor: a write's record is never lost, and never
-copied twice.
+``store`` inserts a batch of read records (``audit/trail.py``). ``write_records`` inserts the
+records of a unit's writes from its outbox rows, in the write's own transaction
+(``adapter.SqlUnit.finish``), with the origin the outbox row carries.
 """
 
 from __future__ import annotations
@@ -27,18 +26,11 @@ import orjson
 
 from server.store.sql.dialect import Connection, Dialect
 
-CONSUMER = "audit"
 WRITE_ACTIONS = {"create": "C", "update": "U", "patch": "U", "delete": "D"}
 _COLUMNS = (
     "id, recorded, interaction, action, status, client, organization, user_id, purposes,"
     " address, method, path, query, request_id, entities"
 )
-_REGISTER = (
-    "INSERT INTO outbox_consumer (name, cursor, updated) VALUES (?, 0, 0)"
-    " ON CONFLICT (name) DO NOTHING"
-)
-
-
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One audited interaction (see the module docstring for the fields)."""
@@ -109,31 +101,11 @@ class SqlAudit:
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
 
-    def start(self) -> None:
-        """Register the outbox consumer that copies writes (from the first event kept)."""
-        with self._dialect.autocommit() as conn:
-            conn.execute(_REGISTER, (CONSUMER,))
-
-    def store(self, records: Sequence[AuditRecord], *, writes: int = 1000) -> int:
-        """Insert ``records`` and copy up to ``writes`` outbox events, in one transaction;
-        the number of write events copied. Nothing to write: no transaction at all."""
-        if not records and not self._pending():
-            return 0
-        with self._dialect.writing() as conn:
-            copied = _copy_writes(conn, writes)
-            _insert(conn, records)
-        return copied
-
-    def _pending(self) -> bool:
-        """Whether the outbox holds events the ``audit`` consumer has not copied (or the
-        consumer is not registered)."""
-        with self._dialect.autocommit() as conn:
-            row = conn.execute(
-                "SELECT 1 FROM outbox WHERE seq > COALESCE((SELECT cursor FROM outbox_consumer"
-                " WHERE name = ?), -1) LIMIT 1",
-                (CONSUMER,),
-            ).fetchone()
-        return row is not None
+    def store(self, records: Sequence[AuditRecord]) -> None:
+        """Insert ``records`` in one transaction."""
+        if records:
+            with self._dialect.writing() as conn:
+                _insert(conn, records)
 
     def read(self, id: str) -> AuditRecord | None:
         with self._dialect.autocommit() as conn:
@@ -228,21 +200,11 @@ def _insert(conn: Connection, records: Sequence[AuditRecord]) -> None:
         conn.executemany("INSERT INTO audit_ref (event, kind, ref) VALUES (?, ?, ?)", refs)
 
 
-def _copy_writes(conn: Connection, limit: int) -> int:
-    """Copy the outbox events after the ``audit`` cursor as records and move the cursor (in
-    the caller's transaction, so each is copied once); patients are the written Patient
-    itself only (the body is not read here)."""
-    conn.execute(_REGISTER, (CONSUMER,))  # kept registered (the pruner waits for it)
-    row = conn.execute(
-        "SELECT cursor FROM outbox_consumer WHERE name = ?", (CONSUMER,)
-    ).fetchone()
-    events = conn.execute(
-        "SELECT seq, rtype, id, version, interaction, committed, client, organization,"
-        f" user_id, request_id, previous FROM outbox WHERE seq > ? ORDER BY seq LIMIT {int(limit)}",
-        (int(row[0]),),
-    ).fetchall()
-    if not events:
-        return 0
+def write_records(conn: Connection, events: Sequence[tuple[Any, ...]]) -> None:
+    """The records of a unit's outbox rows (``outbox`` columns from ``rtype`` to
+    ``request_id``), inserted in the unit's own transaction: a committed write always has its
+    record, a rolled-back one none. Patients: the written Patient itself (the body is not
+    read here)."""
     _insert(
         conn,
         [
@@ -251,20 +213,15 @@ def _copy_writes(conn: Connection, limit: int) -> int:
                 recorded=int(e[5]),
                 interaction=e[4],
                 # an update that made the resource (no previous version) created it
-                action="C" if e[10] is None and e[4] != "delete" else WRITE_ACTIONS.get(e[4], "U"),
+                action="C" if e[3] is None and e[4] != "delete" else WRITE_ACTIONS.get(e[4], "U"),
                 status=200,
                 client=e[6],
                 organization=e[7],
                 user=e[8],
                 request_id=e[9],
-                entities=((e[1], e[2], int(e[3])),),
-                patients=(e[2],) if e[1] == "Patient" else (),
+                entities=((e[0], e[1], int(e[2])),),
+                patients=(e[1],) if e[0] == "Patient" else (),
             )
             for e in events
         ],
     )
-    conn.execute(
-        "UPDATE outbox_consumer SET cursor = ?, updated = ? WHERE name = ?",
-        (int(events[-1][0]), int(events[-1][5]), CONSUMER),
-    )
-    return len(events)
