@@ -213,3 +213,26 @@ def test_reads_off_records_writes_only(database_url: str, scene: None) -> None:
         written = client.get("/fhir/AuditEvent?entity=Patient/au-off").json()["entry"]
         assert [e["resource"]["action"] for e in written] == ["C"]
         assert len(client.get(query).json().get("entry", [])) == before
+
+
+def test_a_transaction_records_each_version_and_a_refused_write_none(
+    smart: TestClient, local: TestClient, auditor: dict[str, Any], interactions: None
+) -> None:
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": f"au-t{n}"},
+         "request": {"method": "PUT", "url": f"Patient/au-t{n}"}} for n in (1, 2)
+    ]}
+    response = local.post("/fhir", json=bundle, headers={"Content-Type": FHIR_JSON})
+    assert response.status_code == 200, response.text
+    bad = {"resourceType": "Patient", "id": "au-t3", "gender": "neither"}
+    assert put(local, bad).status_code in (400, 422)
+    local.app.state.audit.flush()
+    for n in (1, 2):
+        writes = _events(smart, auditor, f"entity=Patient/au-t{n}&subtype=update")
+        assert [(e["action"], e["entity"][0]["what"]["reference"]) for e in writes] == [
+            ("C", f"Patient/au-t{n}/_history/1")
+        ]
+    (transaction,) = _events(smart, auditor, "entity=Patient/au-t1&subtype=transaction")
+    assert transaction["action"] == "E"
+    (refused,) = _events(smart, auditor, "entity=Patient/au-t3")
+    assert (_subtype(refused), refused["outcome"]) == ("update", "4")
