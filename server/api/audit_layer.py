@@ -4,7 +4,9 @@ searches, history, operations, refused writes; never ``AuditEvent`` itself, disc
 the token endpoints) becomes one record, with its principal, purposes of use, network
 address, status and the body it answered (parsed by the writer, not here).
 
-In ``sync`` mode the answer is held until its record is committed (``audit/trail.py``).
+In ``sync`` mode the answer is held until its record is committed (``audit/trail.py``); when
+the record cannot be written, the database's error is answered instead (503 when it is
+unavailable).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.api import handlers
 from server.api.authentication import OPEN_PATHS
 from server.api.context import principal_of
 from server.audit.capture import MAX_BODY, Captured, audited
@@ -74,7 +77,12 @@ class AuditLayer:
             return
         captured = _captured(scope, status, bytes(body) if keep else None, gzipped)
         if sync:
-            await asyncio.to_thread(trail.write, captured)
+            try:
+                await asyncio.to_thread(trail.write, captured)
+            except FhirError as error:  # not recorded: not answered (the database's error)
+                response = await handlers.fhir_error(Request(scope, receive, send), error)
+                await response(scope, receive, send)
+                return
             for message in held:
                 await send(message)
         else:
