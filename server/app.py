@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from server.api import (
     async_jobs,
+    audit_events,
     bulk_export,
     handlers,
     home,
@@ -22,10 +23,12 @@ from server.api import (
     routes,
     smart,
 )
+from server.api.audit_layer import AuditLayer
 from server.api.authentication import Authentication
 from server.api.fastpath import FastPath
 from server.api.http import CORS_METHODS, CORS_REQUEST_HEADERS, CORS_RESPONSE_HEADERS
 from server.api.transfer import GzipMiddleware, HeadMiddleware
+from server.audit.trail import AuditTrail
 from server.auth.policy import Policy
 from server.auth.principal import Principal
 from server.auth.relationships import policies as relationship_policies
@@ -132,6 +135,10 @@ def create_app(
             await asyncio.to_thread(auth.start)  # the first signing key, if there is none
             app.state.auth = auth
         app.state.pipeline = pipeline
+        audit = app.state.audit = AuditTrail(
+            repo.audit, settings.audit_reads, settings.audit_flush_seconds
+        )
+        audit.start()
         stop = asyncio.Event()
         pruning = asyncio.create_task(_prune(repo.outbox, settings, stop))
         service = app.state.subscriptions = SubscriptionService(
@@ -155,6 +162,7 @@ def create_app(
                 await delivering
             # off the loop: a job may be waiting for the loop to run its write unit
             await asyncio.to_thread(jobs.close)
+            await asyncio.to_thread(audit.close)
             runner.close()
             if owned:
                 repo.close()
@@ -177,6 +185,7 @@ def create_app(
     app.include_router(launch.router, prefix="/fhir")
     app.include_router(bulk_export.router, prefix="/fhir")
     app.include_router(subscription_api.router, prefix="/fhir")
+    app.include_router(audit_events.router, prefix="/fhir")
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")
@@ -188,6 +197,7 @@ def create_app(
     app.add_middleware(HeadMiddleware)  # HEAD runs as GET, without the body
     app.add_middleware(GzipMiddleware)
     app.add_middleware(Authentication, settings=settings)
+    app.add_middleware(AuditLayer)  # outside authentication: refusals are recorded too
     if settings.allowed_origins:  # CORS is off unless origins are configured
         app.add_middleware(
             CORSMiddleware,

@@ -234,6 +234,16 @@ class Settings(BaseSettings):
     outbox_prune_minutes: float = Field(
         60, gt=0, description="How often each server process prunes the outbox"
     )
+    # -- audit trail (docs/security.md "Audit") --
+    audit_reads: Literal["batch", "sync", "off"] = Field(
+        "batch",
+        description="How reads and searches are audited: batch (written off the request path "
+        "every audit_flush_seconds: the loss window), sync (committed before the answer) or "
+        "off. Writes are audited from the outbox in every mode",
+    )
+    audit_flush_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often queued read audit records are written"
+    )
     # -- topic-based subscriptions (docs/subscriptions.md) --
     subscriptions: bool = Field(
         True, description="Run the subscription matcher and deliverer in this process"

@@ -53,6 +53,8 @@ TABLES = (
     "async_job",
     "outbox",
     "outbox_consumer",
+    "audit_event",
+    "audit_ref",
 )
 
 

@@ -64,7 +64,6 @@ class Server:
         env.update(
             PYTHONPATH=str(ROOT),
             CALAIM_FHIR_DATABASE_URL=database_url,
-            CALAIM_FHIR_AUTH="off",
             CALAIM_FHIR_BASE_URL=f"{self.base}/fhir",
             CALAIM_FHIR_AUTH="off",  # callers are named by the app (app.py)
             BENCH_ACCESS_POLICY=policy,

@@ -42,6 +42,8 @@ def _route(method: str, path: str) -> tuple[Endpoint, dict[str, str]] | None:
     if not path.startswith(_PREFIX):
         return None
     segments = path[len(_PREFIX) :].split("/")
+    if segments[0] == "AuditEvent":  # a view of the audit trail (audit_events.py)
+        return None
     if len(segments) == 2:
         endpoint = _INSTANCE.get(method)
         type, id = segments

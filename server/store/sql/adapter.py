@@ -60,6 +60,7 @@ from server.store.base import (
 )
 from server.store.sql import bodies, scans, store_file
 from server.store.sql import query as compiler
+from server.store.sql.audit import SqlAudit, write_records
 from server.store.sql.auth import SqlAuth
 from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
 from server.store.sql.grants import write_grants
@@ -521,9 +522,11 @@ class SqlUnit(SqlReader):
 
     def finish(self) -> None:
         """Store the outbox events of the unit's versions, in the order they were written
-        (one statement for them all); the unit's last step before its savepoint or commit."""
+        (one statement for them all), and their audit records; the unit's last step before
+        its savepoint or commit."""
         if self._events:
             self._dialect.store_events(self._conn, self._events)
+            write_records(self._conn, self._events)  # the audit trail's write records
             self._events = []
 
     def _lock(self, name: str) -> None:
@@ -636,6 +639,7 @@ class SqlRepository:
         self.outbox = SqlOutbox(dialect)  # the events of committed versions
         self.auth = SqlAuth(dialect)  # SMART clients, signing keys, assertion jtis
         self.subscriptions = SqlSubscriptions(dialect)  # delivery state, numbered events
+        self.audit = SqlAudit(dialect)  # the audit trail
 
     def migrate(self, then: Callable[[Connection], None] | None = None) -> None:
         """Check durability (before anything is written), then apply pending migrations; ``then``

@@ -63,6 +63,11 @@ narrowed statement; ``calaim-fhir reindex`` rebuilds them (``sql/reindex.py``,
 Migration 11 adds the subscription tables (``sql/subscriptions.py``): each subscription's
 delivery state (status, numbering, cursor, retries, lease), its numbered events (kept for
 ``$events``) and its write-only channel header values.
+
+Migration 12 adds the audit trail (``sql/audit.py``): ``audit_event``, one append-only row per
+audited interaction (reads and searches batched off the request path, writes copied from the
+outbox by its ``audit`` consumer), and ``audit_ref``, the references each row is searched by
+(its entities, patients and agents).
 """
 
 from __future__ import annotations
@@ -456,5 +461,34 @@ MIGRATIONS: list[list[str]] = [
             headers TEXT NOT NULL,
             created {bigint} NOT NULL
         )""",
+    ],
+    [
+        # one row per audited interaction; never updated, never deleted by the server
+        """CREATE TABLE audit_event (
+            seq {serial},
+            id TEXT NOT NULL UNIQUE,
+            recorded {bigint} NOT NULL,
+            interaction TEXT NOT NULL,
+            action TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            client TEXT,
+            organization TEXT,
+            user_id TEXT,
+            purposes TEXT,
+            address TEXT,
+            method TEXT,
+            path TEXT,
+            query TEXT,
+            request_id TEXT,
+            entities TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_event_recorded ON audit_event (recorded)",
+        # what each row is searched by: kind entity | patient | agent, ref Type/id
+        """CREATE TABLE audit_ref (
+            event TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ref TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_ref_lookup ON audit_ref (kind, ref, event)",
     ],
 ]

@@ -1,0 +1,87 @@
+"""Per-request cost of the read audit in one process: the data of
+``ab.py --policy relationships`` on a SQLite store, each scenario requested as the ECM
+provider under ``RelationshipPolicy`` (grants and consent on) with the read audit ``off``,
+``batch`` (the default) and ``sync``, and as the local operator with nothing on (the
+baseline), interleaved in ABCD/DCBA rounds on one app (the mode is switched between rounds),
+one thread, median ms per request.
+
+    .venv/bin/python bench/access/audit_ab.py [--rounds 6] [--requests 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+
+from access.ab import SCENARIOS, bundles, p1_reads  # noqa: E402
+
+from server.auth.principal import LOCAL, Principal  # noqa: E402
+from server.auth.relationships import RelationshipPolicy  # noqa: E402
+from tests.support import fhir_client, sqlite_url  # noqa: E402
+
+ARMS = ("baseline", "grants", "grants+audit", "grants+audit-sync")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=40)
+    args = parser.parse_args()
+    url = sqlite_url(Path(tempfile.mkdtemp()) / "store.db")
+    ecm = Principal("bench-ecm", organization="Organization/ecm")
+    who = {"principal": LOCAL}
+    with fhir_client(
+        url, principals=lambda r: who["principal"], policies=[RelationshipPolicy()]
+    ) as c:
+        trail = c.app.state.audit  # type: ignore[attr-defined]
+
+        def arm(name: str) -> None:
+            who["principal"] = LOCAL if name == "baseline" else ecm
+            trail.mode = {"grants+audit": "batch", "grants+audit-sync": "sync"}.get(name, "off")
+
+        for bundle in bundles("relationships"):
+            assert c.post("/fhir", json=bundle).status_code == 200
+        for paths in SCENARIOS.values():  # warm-up
+            for name in ARMS:
+                arm(name)
+                for _ in range(args.requests):
+                    c.get((paths or p1_reads())[0])
+        rows = []
+        for scenario, paths in SCENARIOS.items():
+            path = (paths or p1_reads())[0]
+            times: dict[str, list[float]] = {a: [] for a in ARMS}
+            for round in range(args.rounds):
+                for name in ARMS if round % 2 == 0 else tuple(reversed(ARMS)):
+                    arm(name)
+                    assert c.get(path).status_code == 200
+                    started = time.perf_counter()
+                    for _ in range(args.requests):
+                        c.get(path)
+                    times[name].append((time.perf_counter() - started) / args.requests * 1000)
+            medians = {a: statistics.median(times[a]) for a in ARMS}
+            rows.append((scenario, medians))
+            print(json.dumps({"scenario": scenario, **medians}))
+        trail.flush()
+    print(f"\nload (1 min): {os.getloadavg()[0]:.2f}\n")
+    print("| scenario | " + " | ".join(f"{a} ms" for a in ARMS)
+          + " | audit vs grants | all vs baseline |")
+    print("|---" + "|---:" * (len(ARMS) + 2) + "|")
+    for scenario, m in rows:
+        cells = " | ".join(f"{m[a]:.2f}" for a in ARMS)
+        audit = m["grants+audit"] / m["grants"] - 1
+        total = m["grants+audit"] / m["baseline"] - 1
+        print(f"| {scenario} | {cells} | {audit:+.1%} | {total:+.1%} |")
+
+
+if __name__ == "__main__":
+    main()

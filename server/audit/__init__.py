@@ -1,0 +1,1 @@
+"""The audit trail: what every interaction touched, who asked, and the AuditEvent view."""
