@@ -1,7 +1,9 @@
 """``AuditEvent``: a read-only search view over the audit trail (``store/sql/audit.py``).
 
 Read by id and search (``date``, ``agent``, ``entity``, ``patient``, ``type``, ``subtype``,
-``outcome``, ``_count``; newest first, paged by ``_cursor``) for an auditor only: a client
+``outcome``, ``purpose``, ``_count``; newest first, paged by ``_cursor``) for an auditor only:
+``purpose`` (a purpose of use asserted, v3-ActReason; each parameter must hold, a list is OR)
+is a search parameter of this server: ``purpose=ETREAT`` is the break-the-glass report. A client
 registered with ``--role auditor`` whose token carries ``system/AuditEvent.rs`` (or the local
 operator of a server without authentication). Everyone else gets 403. Writes are refused
 (405). The audit layer never records these requests.
@@ -19,7 +21,7 @@ from starlette.responses import Response
 
 from server.api import http
 from server.api.context import principal_of, settings_of
-from server.audit.balp import EVENT_TYPE, INTERACTION, audit_event
+from server.audit.balp import ACT_REASON, EVENT_TYPE, INTERACTION, audit_event
 from server.audit.trail import AuditTrail
 from server.auth.interactions import Interaction
 from server.errors import Forbidden, InvalidSearch, MethodNotAllowed, NotFound
@@ -30,8 +32,8 @@ router = APIRouter()
 MAX_COUNT = 1000
 _PREFIXES = ("eq", "ge", "gt", "le", "lt")
 _PARAMS = frozenset(
-    {"date", "agent", "entity", "patient", "type", "subtype", "outcome", "_count", "_cursor",
-     "_format", "_pretty"}
+    {"date", "agent", "entity", "patient", "type", "subtype", "outcome", "purpose", "_count",
+     "_cursor", "_format", "_pretty"}
 )
 
 
@@ -131,6 +133,7 @@ def _query(params: list[tuple[str, str]]) -> tuple[AuditQuery, bool]:
     until: int | None = None
     interactions: tuple[str, ...] = ()
     outcomes: tuple[str, ...] = ()
+    purposes: list[tuple[str, ...]] = []
     before: int | None = None
     count = 50
     empty = False
@@ -164,6 +167,10 @@ def _query(params: list[tuple[str, str]]) -> tuple[AuditQuery, bool]:
                 raise InvalidSearch(f"Invalid outcome: {value}", expression="outcome")
             outcomes = tuple(c for c in codes if c != "12")
             empty = empty or not outcomes
+        elif name == "purpose":
+            codes = _codes(value, ACT_REASON, name)
+            purposes.append(codes)
+            empty = empty or not codes
         elif name == "_count":
             if not value.isdigit():
                 raise InvalidSearch(f"Invalid _count: {value}", expression="_count")
@@ -174,5 +181,7 @@ def _query(params: list[tuple[str, str]]) -> tuple[AuditQuery, bool]:
             before = int(value)
     if count == 0:
         empty = True
-    query = AuditQuery(tuple(refs), since, until, interactions, outcomes, before, max(count, 1))
+    query = AuditQuery(
+        tuple(refs), since, until, interactions, outcomes, before, max(count, 1), tuple(purposes)
+    )
     return query, empty

@@ -23,8 +23,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.api import handlers
+from server.auth import emergency
 from server.auth.service import AuthFailure, AuthService
-from server.errors import Forbidden, Unauthorized
+from server.errors import BadRequest, Forbidden, Unauthorized
 from server.settings import Settings
 
 PRINCIPAL = "calaim.principal"
@@ -57,8 +58,13 @@ def loopback(address: Any) -> bool:
 
 def _authorization(scope: Scope) -> str | None:
     """The ``Authorization`` header (the first), without building a request object."""
+    return _header(scope, b"authorization")
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    """The first header named ``wanted`` (lower case bytes), or None."""
     for name, value in scope["headers"]:
-        if name == b"authorization":
+        if name == wanted:
             text: str = value.decode("latin-1")
             return text
     return None
@@ -95,6 +101,17 @@ class Authentication:
                 failure.description, headers={"WWW-Authenticate": failure.challenge()}
             )
             await self._answer(scope, receive, send, refusal)
+            return
+        try:
+            principal = emergency.asserted(principal, _header(scope, emergency.HEADER))
+        except emergency.BadAssertion as exc:
+            scope[PRINCIPAL] = principal
+            await self._answer(scope, receive, send, BadRequest(str(exc)))
+            return
+        except emergency.NotGranted as exc:
+            scope[PRINCIPAL] = exc.args[0]  # the refused assertion is audited as ETREAT
+            error = Forbidden("Break the glass (ETREAT) is not granted to this client")
+            await self._answer(scope, receive, send, error)
             return
         scope[PRINCIPAL] = principal
         await self.app(scope, receive, send)

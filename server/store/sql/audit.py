@@ -86,7 +86,8 @@ class AuditQuery:
     """An AuditEvent search: every given condition must hold. ``refs``: (kind, ref) pairs
     (each: one of its values; a list is OR); ``since``/``until``: recorded bounds
     (inclusive low, exclusive high); ``interactions``/``actions``/``outcomes``: allowed
-    values (empty: any). ``before``: the page cursor (rows with a lower ``seq``)."""
+    values (empty: any); ``purposes``: purposes of use asserted (each group: one of its codes).
+    ``before``: the page cursor (rows with a lower ``seq``)."""
 
     refs: tuple[tuple[str, tuple[str, ...]], ...] = ()
     since: int | None = None
@@ -95,6 +96,7 @@ class AuditQuery:
     outcomes: tuple[str, ...] = ()
     before: int | None = None
     count: int = 50
+    purposes: tuple[tuple[str, ...], ...] = ()
 
 
 class SqlAudit:
@@ -134,6 +136,11 @@ class SqlAudit:
             ranges = {"0": "e.status < 400", "4": "(e.status >= 400 AND e.status < 500)",
                       "8": "e.status >= 500"}
             where.append("(" + " OR ".join(ranges[o] for o in q.outcomes) + ")")
+        for group in q.purposes:
+            # purposes are stored space-separated: match whole codes
+            where.append("(" + " OR ".join(
+                "(' ' || e.purposes || ' ') LIKE ?" for _ in group) + ")")
+            args.extend(f"% {p} %" for p in group)
         if q.since is not None:
             where.append("e.recorded >= ?")
             args.append(q.since)

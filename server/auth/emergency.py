@@ -1,0 +1,42 @@
+"""Break the glass: emergency treatment access (``ETREAT``) asserted per request.
+
+``ETREAT`` is never an ambient purpose of use. A client is *granted* it by its registration
+(``client add --purpose ...,ETREAT``) or, for an external token, by the configured purpose
+claim (``CALAIM_FHIR_IDP_PURPOSE_CLAIM``) listing it. A request *asserts* it with the header
+``X-Purpose-Of-Use: ETREAT``. Without the header a granted client acts under its other purposes
+only; asserting without the grant is refused (403). Either way the request's principal carries
+``ETREAT`` among its purposes, so its audit record (``purposeOfEvent``) shows the assertion and
+``AuditEvent?purpose=ETREAT`` reports every break-the-glass request, refused ones included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from server.auth.principal import Principal
+
+HEADER = b"x-purpose-of-use"
+ETREAT = "ETREAT"
+
+
+class NotGranted(Exception):
+    """A request asserted emergency access its client was not granted."""
+
+
+class BadAssertion(Exception):
+    """A purpose-of-use header naming anything but ``ETREAT``."""
+
+
+def asserted(principal: Principal, header: str | None) -> Principal:
+    """The request's principal: its purposes without ``ETREAT`` unless ``header`` asserts it.
+    Raises ``NotGranted`` (with the asserting principal as argument, for the audit record)
+    when the client was not granted ``ETREAT``, ``BadAssertion`` for any other value."""
+    others = tuple(p for p in principal.purposes if p != ETREAT)
+    if header is None:
+        return principal if others == principal.purposes else replace(principal, purposes=others)
+    if header.strip() != ETREAT:
+        raise BadAssertion(f"X-Purpose-Of-Use: only {ETREAT} (break the glass) is asserted")
+    breaking = replace(principal, purposes=(*others, ETREAT))
+    if ETREAT not in principal.purposes:
+        raise NotGranted(breaking)
+    return breaking
