@@ -115,3 +115,39 @@ def test_idp_tokens_by_introspection(database_url: str, idp: dict[str, Any],
         idp["introspect"] = {"active": True, **claims(organization=None)}
         assert app.get("/fhir/Patient", headers={
             "Authorization": "Bearer opaque-token-3"}).status_code == 401
+
+
+def test_idp_purpose_claim_grants_break_the_glass(database_url: str, idp: dict[str, Any],
+                                                  local: TestClient) -> None:
+    """An external token's purpose claim listing ETREAT grants break the glass; the request
+    still asserts it (``X-Purpose-Of-Use``), and both outcomes are audited as ETREAT."""
+    key = Partner("RS384")
+    idp["jwks"] = key.jwks()
+    with fhir_client(database_url, auth="smart", idp_issuer=ISSUER,
+                     idp_jwks_url=idp["url"] + "/jwks", idp_algorithms="RS256",
+                     jwks_allow_http_loopback=True) as app:
+        _break_the_glass(app, key)
+
+
+def _break_the_glass(jwks_app: TestClient, key: Partner) -> None:
+    from server.store.sql.audit import AuditQuery
+
+    def call(sub: str, purpose: list[str], glass: bool) -> int:
+        token = jwt.encode(claims(sub=sub, purpose=purpose), key.key, algorithm="RS256",
+                           headers={"kid": key.kid})
+        headers = {"Authorization": f"Bearer {token}"}
+        if glass:
+            headers["X-Purpose-Of-Use"] = "ETREAT"
+        status: int = jwks_app.get("/fhir/Patient", headers=headers).status_code
+        return status
+
+    assert call("bg-granted", ["TREAT", "ETREAT"], glass=True) == 200
+    assert call("bg-granted", ["TREAT", "ETREAT"], glass=False) == 200
+    assert call("bg-refused", ["TREAT"], glass=True) == 403
+    trail = jwks_app.app.state.audit
+    trail.flush()
+    found = trail.store.search(AuditQuery(purposes=(("ETREAT",),)))
+    mine = sorted((r.client, r.status, r.purposes) for _, r in found
+                  if r.client and r.client.endswith(("#bg-granted", "#bg-refused")))
+    assert mine == [(f"{ISSUER}#bg-granted", 200, ("TREAT", "ETREAT")),
+                    (f"{ISSUER}#bg-refused", 403, ("TREAT", "ETREAT"))]
