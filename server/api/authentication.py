@@ -103,14 +103,19 @@ class Authentication:
             await self._answer(scope, receive, send, refusal)
             return
         try:
-            principal = emergency.asserted(principal, _header(scope, emergency.HEADER))
+            read = emergency.reads(scope["method"], scope["path"])
+            principal = emergency.asserted(principal, _header(scope, emergency.HEADER), read)
         except emergency.BadAssertion as exc:
             scope[PRINCIPAL] = principal
             await self._answer(scope, receive, send, BadRequest(str(exc)))
             return
-        except emergency.NotGranted as exc:
+        except (emergency.NotGranted, emergency.WriteRefused) as exc:
             scope[PRINCIPAL] = exc.args[0]  # the refused assertion is audited as ETREAT
-            error = Forbidden("Break the glass (ETREAT) is not granted to this client")
+            error = Forbidden(
+                "Break the glass (ETREAT) is not granted to this client"
+                if isinstance(exc, emergency.NotGranted)
+                else "Break the glass (ETREAT) reads only: no write asserts it"
+            )
             await self._answer(scope, receive, send, error)
             return
         scope[PRINCIPAL] = principal

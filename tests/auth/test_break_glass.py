@@ -4,10 +4,11 @@ assertion, granted or refused, is audited with ``purposeOfEvent`` ETREAT and rep
 ``AuditEvent?purpose=ETREAT``.
 
 Expectations by hand: ``medic`` (registered ``TREAT,ETREAT``) reads ``bg-p1`` once without
-the header (purposes TREAT only: ETREAT is never ambient) and once with it (TREAT, ETREAT);
-``plain`` (the default purposes) asserts it once (403) and sends ``TREAT`` as the header
-once (400: only ETREAT is asserted). The report holds exactly medic's granted read and
-plain's refused one.
+the header (purposes TREAT only: ETREAT is never ambient) and once with it (TREAT, ETREAT),
+searches ``POST Patient/_search`` with it (200) and tries a ``PUT`` with it (403: break the
+glass reads only, refused before its scope is looked at); ``plain`` (the default purposes)
+asserts it once (403) and sends ``TREAT`` as the header once (400: only ETREAT is asserted).
+The report holds exactly medic's read, search and refused write and plain's refused read.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ def requests(smart: TestClient, clients: dict[str, dict[str, Any]]) -> None:
     medic, plain = clients["medic"]["headers"], clients["plain"]["headers"]
     assert smart.get("/fhir/Patient/bg-p1", headers=medic).status_code == 200
     assert smart.get("/fhir/Patient/bg-p1", headers={**medic, **GLASS}).status_code == 200
+    searched = smart.post("/fhir/Patient/_search", data={"_id": "bg-p1"},
+                          headers={**medic, **GLASS})
+    assert searched.status_code == 200 and searched.json()["total"] == 1
+    written = smart.put("/fhir/Patient/bg-p1", json={"resourceType": "Patient", "id": "bg-p1"},
+                        headers={**medic, **GLASS, "Content-Type": "application/fhir+json"})
+    assert written.status_code == 403
+    assert "reads only" in written.json()["issue"][0]["diagnostics"]
     refused = smart.get("/fhir/Patient/bg-p1", headers={**plain, **GLASS})
     assert refused.status_code == 403
     assert "ETREAT" in refused.json()["issue"][0]["diagnostics"]
@@ -87,8 +95,9 @@ def test_etreat_is_never_ambient_and_every_assertion_is_audited(
 ) -> None:
     events = _events(smart, clients, "_count=50")
     medic = [e for e in events if _who(e) == clients["medic"]["id"]]
-    assert sorted(_purposes(e) for e in medic) == [["ETREAT", "TREAT"], ["TREAT"]]
-    assert all(e["outcome"] == "0" for e in medic)
+    assert sorted((e["outcomeDesc"], _purposes(e)) for e in medic) == [
+        ("HTTP 200", ["ETREAT", "TREAT"]), ("HTTP 200", ["ETREAT", "TREAT"]),
+        ("HTTP 200", ["TREAT"]), ("HTTP 403", ["ETREAT", "TREAT"])]
     plain = {e["outcomeDesc"]: _purposes(e) for e in events
              if _who(e) == clients["plain"]["id"]}
     assert plain == {"HTTP 403": ["ETREAT", "HOPERAT", "HPAYMT", "TREAT"],
@@ -100,12 +109,14 @@ def test_the_break_glass_report(
     smart: TestClient, clients: dict[str, dict[str, Any]], requests: None, purpose: str
 ) -> None:
     report = _events(smart, clients, f"purpose={purpose}")
+    medic, plain = clients["medic"]["id"], clients["plain"]["id"]
     assert sorted((_who(e), e["outcomeDesc"]) for e in report) == sorted(
-        [(clients["medic"]["id"], "HTTP 200"), (clients["plain"]["id"], "HTTP 403")]
+        [(medic, "HTTP 200"), (medic, "HTTP 200"), (medic, "HTTP 403"), (plain, "HTTP 403")]
     )
     for event in report:
         assert "ETREAT" in _purposes(event)
-        assert event["entity"][0]["what"]["reference"].startswith("Patient/bg-p1")
+        whats = [x["what"].get("reference", "") for x in event["entity"] if "what" in x]
+        assert any(w.startswith("Patient/bg-p1") for w in whats), event
 
 
 def test_report_matches_whole_codes_only(
