@@ -37,7 +37,7 @@ PREFER_RETURN = frozenset({"minimal", "representation", "OperationOutcome"})
 CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 CORS_REQUEST_HEADERS = (
     "Accept", "Authorization", "Content-Type", "If-Match", "If-Modified-Since",
-    "If-None-Exist", "If-None-Match", "Prefer", "X-Request-Id",
+    "If-None-Exist", "If-None-Match", "Prefer", "X-Purpose-Of-Use", "X-Request-Id",
 )  # fmt: skip
 CORS_RESPONSE_HEADERS = (
     "Content-Location", "ETag", "Last-Modified", "Location", "Retry-After", "X-Request-Id",
