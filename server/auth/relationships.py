@@ -34,6 +34,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from server.auth.emergency import ETREAT
 from server.auth.grants import KINDS, PART2_LABELS
 from server.auth.interactions import WRITES, Interaction
 from server.auth.policy import EVERYTHING, NOTHING, Facts, Narrowing, where
@@ -267,6 +268,7 @@ class RelationshipPolicy:
         self.matrix = matrix or Matrix()
         self.platform = platform
         self._shapes: dict[tuple[str, tuple[str, ...], str | None, bool], Clause | None] = {}
+        self._glass: dict[tuple[str, str | None], Clause | None] = {}
 
     # -- which kinds a principal reaches through
 
@@ -307,6 +309,11 @@ class RelationshipPolicy:
                 return EVERYTHING if type in types else NOTHING
             return where(TypeClause(types if write else (*types, *_outside())))
         shape = self._shape(organization, self.kinds(principal), type, write)
+        if not write and ETREAT in principal.purposes:
+            # break the glass (asserted: ``emergency.py``): any member, consent still applied
+            glass = self._emergency(organization, type)
+            if glass is not None:
+                shape = glass if shape is None else AnyClause((shape, glass))
         if shape is None:
             return NOTHING
         # the statement's time to the second: the compiled narrowing is reused for a second
@@ -355,6 +362,35 @@ class RelationshipPolicy:
             found = parts[0] if len(parts) == 1 else AnyClause(tuple(parts))
         if len(self._shapes) < 4096:
             self._shapes[key] = found
+        return found
+
+    def _emergency(self, organization: str, type: str | None) -> Clause | None:
+        """Break the glass: the classes the kinds serving ETREAT read, of any member whose
+        release of information (deny, covered entity or permit, Part 2 permit) lets the
+        organisation have them; built once per organisation and type."""
+        key = (organization, type)
+        if key in self._glass:
+            return self._glass[key]
+        matrix = self.matrix
+        kinds = tuple(k for k in KINDS if ETREAT in matrix.purposes.get(k, ()))
+        types = sorted(_compartment()) if type is None else [type]
+        reach = tuple(
+            (t, _compartment()[t], (ETREAT,))
+            for t in types
+            if t != "Patient" and any(matrix.reaches(k, t) for k in kinds)
+        )
+        include_self = (
+            (ETREAT,)
+            if "Patient" in types and any(matrix.reaches(k, "Patient") for k in kinds)
+            else ()
+        )
+        found: Clause | None = None
+        if reach or include_self:
+            found = GrantClause(
+                organization, reach, include_self, (), (), 0, *self._consent(), emergency=True
+            )
+        if len(self._glass) < 4096:
+            self._glass[key] = found
         return found
 
     def _consent(self) -> tuple[bool, tuple[tuple[str, str], ...], tuple[str, ...]]:

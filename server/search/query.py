@@ -282,7 +282,10 @@ class GrantClause:
     everyone, and either the organisation is a covered entity (its Organization's ``type``
     has one of the ``covered`` codes) or a live permit names it or everyone; a resource with
     one of the ``sensitive`` labels (``system|code``) needs a live Part 2 permit naming the
-    organisation. An access policy's clause; no search parameter parses to it."""
+    organisation. With ``emergency`` (break the glass, ``auth/emergency.py``) no grant row is
+    needed: the resource belongs, under one of ``reach``'s parameters, to any member (or is a
+    member's Patient, with ``include_self``), the member's release of information still
+    holding. An access policy's clause; no search parameter parses to it."""
 
     organization: str
     reach: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
@@ -293,6 +296,7 @@ class GrantClause:
     consent: bool = False
     covered: tuple[tuple[str, str], ...] = ()
     sensitive: tuple[str, ...] = ()
+    emergency: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -627,3 +627,31 @@ def test_unlabelled_substance_use_data_is_labelled_and_needs_a_part2_permit(
     }
     who.as_(acting_for("plan"))  # the plan holds no Part 2 permit
     assert _keys(all_pages(app, "/fhir/Patient/m1/Condition")) == {"Condition/c1", "Condition/nic"}
+
+
+def test_break_the_glass_reaches_any_member_but_no_deny_or_part2_data(
+    app: TestClient, who: Acting
+) -> None:
+    """ETREAT (asserted: ``auth/emergency.py``) reaches the provider classes of members the
+    organisation has no relationship with; a member's deny and Part 2 labels still hold."""
+    strangers = {"Patient/m2", "Coverage/cov2", "Condition/c2",
+                 "Patient/m3", "Coverage/cov3", "Condition/c3"}
+    for purposes in (("TREAT", "ETREAT"), ("ETREAT",)):
+        who.as_(acting_for("ecm", purposes))
+        assert _everything(app) == SEES["ecm"] | strangers
+        assert app.get("/fhir/Condition/c3").status_code == 200
+    who.as_(acting_for("ecm"))  # not asserted: relationships only
+    assert app.get("/fhir/Condition/c3").status_code == 404
+    # a community group (not a covered entity) reaches only where a release names it: m1
+    who.as_(acting_for("cbo", ("TREAT", "ETREAT")))
+    assert _everything(app) == ORGS | M1
+    who.as_(LOCAL)
+    assert put(app, _roi("deny-m2", "m2", "deny")).status_code == 201
+    assert put(app, {**_sud("sud3", "http://hl7.org/fhir/sid/icd-10-cm", "F11.20"),
+                     "subject": _ref("Patient/m3")}).status_code == 201
+    who.as_(acting_for("ecm", ("TREAT", "ETREAT")))
+    assert _everything(app) == SEES["ecm"] | {"Patient/m3", "Coverage/cov3", "Condition/c3"}
+    assert app.get("/fhir/Condition/sud3").status_code == 404
+    assert app.get("/fhir/Patient/m2").status_code == 404
+    assert _keys(all_pages(app, "/fhir/Condition?_total=accurate")) == {
+        "Condition/c1", "Condition/c3"}

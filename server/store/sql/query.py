@@ -741,6 +741,8 @@ class Compiler:
     def _granted(self, clause: GrantClause, alias: str, types: Types) -> Frag:
         """Some live grant row reaches the resource: through the member its compartment
         parameters name, as the member's own Patient, or naming the resource itself."""
+        if clause.emergency:
+            return self._emergency(clause, alias, types)
         parts: list[Frag] = []
         reach = [r for r in clause.reach if r[1] and r[2] and (types is None or r[0] in types)]
         if reach:
@@ -784,6 +786,34 @@ class Compiler:
                     alias,
                 )
             )
+        return _or(parts)
+
+    def _emergency(self, clause: GrantClause, alias: str, types: Types) -> Frag:
+        """Break the glass: the resource belongs to any member (its compartment parameters
+        name the member's Patient, or it is that Patient) whose release of information lets
+        the organisation have it; no grant row is needed."""
+        parts: list[Frag] = []
+        reach = [r for r in clause.reach if r[1] and (types is None or r[0] in types)]
+        if reach:
+            s = self.alias("s")
+            by_type = _or(
+                _and([(f"{s}.rtype = ?", (type,)), _in(f"{s}.param", codes)])
+                for type, codes, _ in reach
+            )
+            condition = _and(
+                [
+                    (f"{s}.rtype = {alias}.rtype AND {s}.id = {alias}.id", ()),
+                    (f"{s}.target_type = 'Patient'", ()),
+                    by_type,
+                    self._consented(clause, f"{s}.target_id", alias),
+                ]
+            )
+            source = self.pinned("search_reference", s, "owner")
+            probe = f"SELECT 1 FROM {source} WHERE {condition[0]}"
+            parts.append((f"EXISTS ({self.fenced(probe)})", condition[1]))
+        if clause.include_self and (types is None or "Patient" in types):
+            member = self._consented(clause, f"{alias}.id", alias)
+            parts.append(_and([(f"{alias}.rtype = 'Patient'", ()), member]))
         return _or(parts)
 
     def _listed(self, column: str, value: str) -> Frag:
