@@ -13,6 +13,7 @@ The report holds exactly medic's read, search and refused write and plain's refu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 
 from tests.auth.conftest import ORGANIZATION, TOKEN_URL
 from tests.auth.partners import Partner, token_form
-from tests.support import TestClient, put
+from tests.support import TestClient, fhir_client, put
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
@@ -127,3 +128,39 @@ def test_report_matches_whole_codes_only(
     both = _events(smart, clients, "purpose=ETREAT&purpose=HPAYMT")  # each param must hold
     assert [(_who(e), e["outcomeDesc"]) for e in both] == [(clients["plain"]["id"], "HTTP 403")]
     assert _events(smart, clients, "purpose=http://other.example|ETREAT") == []
+
+
+@pytest.fixture(scope="module")
+def narrowed(database_url: str, local: TestClient) -> Iterator[TestClient]:
+    """The app with care relationships on; an emergency department (a provider) with no
+    relationship to member ``bg-p2``."""
+    for body in (
+        {"resourceType": "Organization", "id": "bg-er", "name": "ER", "type": [{"coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/organization-type",
+             "code": "prov"}]}]},
+        {"resourceType": "Patient", "id": "bg-p2"},
+        {"resourceType": "Condition", "id": "bg-c2", "code": {"text": "x"},
+         "subject": {"reference": "Patient/bg-p2"}},
+    ):
+        assert put(local, body).status_code in (200, 201)
+    with fhir_client(database_url, auth="smart", access_relationships=True) as client:
+        yield client
+
+
+def test_asserted_break_the_glass_reaches_a_member_without_a_relationship(
+    database_url: str, tmp: Path, narrowed: TestClient
+) -> None:
+    scope = "system/Patient.rs system/Condition.rs"
+    partner = Partner("RS384")
+    partner.register(database_url, tmp, organization="Organization/bg-er", scope=scope,
+                     extra=("--purpose", "TREAT,ETREAT"))
+    response = narrowed.post("/fhir/auth/token", headers=FORM,
+                             data=token_form(partner.assertion(TOKEN_URL), scope))
+    assert response.status_code == 200, response.text
+    er = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    assert narrowed.get("/fhir/Condition/bg-c2", headers=er).status_code == 404
+    assert narrowed.get("/fhir/Condition/bg-c2", headers={**er, **GLASS}).status_code == 200
+    found = narrowed.get("/fhir/Condition?subject=Patient/bg-p2", headers={**er, **GLASS})
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == ["bg-c2"]
+    assert narrowed.get("/fhir/Condition?subject=Patient/bg-p2", headers=er).json().get(
+        "entry", []) == []
