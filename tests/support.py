@@ -7,6 +7,7 @@ only that warning, only at import, is silenced.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import uuid
@@ -304,3 +305,16 @@ def logged(name: str) -> Iterator[LogLines]:
         yield lines
     finally:
         logger.removeHandler(lines)
+
+
+def example_directory_bundle(excluding: frozenset[str]) -> dict[str, Any]:
+    """A transaction PUTting every ``examples/resources`` resource whose type is not in
+    ``excluding`` (the shared directory and records a workflow example path builds on)."""
+    root = Path(__file__).resolve().parents[1] / "examples" / "resources"
+    entries = []
+    for path in sorted(root.glob("*.json")):
+        resource = json.loads(path.read_text())
+        if resource["resourceType"] not in excluding:
+            url = f"{resource['resourceType']}/{resource['id']}"
+            entries.append({"resource": resource, "request": {"method": "PUT", "url": url}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}

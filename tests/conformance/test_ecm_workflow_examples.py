@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 
 from tests.operation_output import check_output
-from tests.support import TestClient, clear_store, fhir_client, sqlite_url
+from tests.support import (
+    TestClient,
+    clear_store,
+    example_directory_bundle,
+    fhir_client,
+    sqlite_url,
+)
 
 ROOT = Path(__file__).resolve().parents[2] / "examples"
 OPERATIONS = ROOT.parent / "profiles" / "operations"
@@ -35,13 +41,7 @@ def _client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClie
 
 
 def _resources() -> dict[str, Any]:
-    entries = []
-    for path in sorted((ROOT / "resources").glob("*.json")):
-        resource = json.loads(path.read_text())
-        if resource["resourceType"] not in ("Task", "ServiceRequest"):
-            url = f"{resource['resourceType']}/{resource['id']}"
-            entries.append({"resource": resource, "request": {"method": "PUT", "url": url}})
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    return example_directory_bundle(frozenset({"Task", "ServiceRequest"}))
 
 
 def _extension(resource: dict[str, Any], url: str) -> Any:
