@@ -22,6 +22,7 @@ from server.api import (
     operations,
     routes,
     smart,
+    subscriptions,
 )
 from server.api.audit_layer import AuditLayer
 from server.api.authentication import Authentication
@@ -47,7 +48,6 @@ from server.store.base import Outbox
 from server.store.conformance import conformance_store
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
-from server.subscriptions import api as subscription_api
 from server.subscriptions.rule import SubscriptionRule
 from server.subscriptions.service import Owners, SubscriptionService
 from server.validating import validation_service
@@ -184,7 +184,7 @@ def create_app(
     app.include_router(smart.router, prefix="/fhir")
     app.include_router(launch.router, prefix="/fhir")
     app.include_router(bulk_export.router, prefix="/fhir")
-    app.include_router(subscription_api.router, prefix="/fhir")
+    app.include_router(subscriptions.router, prefix="/fhir")
     app.include_router(audit_events.router, prefix="/fhir")
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")

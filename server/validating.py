@@ -19,10 +19,10 @@ import orjson
 from server.fhir.conformance import Conformance, conformance
 from server.fhir.profiles import ProfileSet, Resolve
 from server.fhir.validator import Findings, Validator
+from server.ports import Reader
 from server.search.profile_rules import Lookup, ProfileRules
 from server.search.service import search_service
 from server.settings import Settings
-from server.store.base import Reader
 
 _HISTORY = "/_history/"
 

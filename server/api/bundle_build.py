@@ -10,10 +10,10 @@ import orjson
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.summary import shape
+from server.ports import INCLUDE_HOPS, Included, Page, SearchPage, Version
 from server.search.parse import SearchRequest, encode_cursor
 from server.search.query import Cursor
 from server.settings import Settings
-from server.store.base import INCLUDE_HOPS, Included, Page, SearchPage, Version
 
 if TYPE_CHECKING:
     from server.api.interactions import FhirRequest

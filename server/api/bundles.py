@@ -37,9 +37,9 @@ from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, information, operation_outcome
 from server.fhir.urns import urn_problem
 from server.fhir.validation import base_validator
+from server.ports import ENTRY_BYTES, Reader
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
-from server.store.base import ENTRY_BYTES, Reader
 from server.writes import transaction
 from server.writes.pipeline import Pipeline
 from server.writes.transaction import EntryFailed

@@ -34,12 +34,12 @@ from server.fhir.outcome import Issue, information
 from server.fhir.resource_types import is_supported
 from server.fhir.summary import SUMMARY_MODES, shape
 from server.operations import everything
+from server.ports import HistoryQuery, Included, Reader, Version, entry_size
 from server.search.parse import SearchRequest, parse_number, parse_search
 from server.search.query import CompartmentClause, Criteria
 from server.search.registry import patient_compartment
 from server.search.service import search_service
 from server.settings import Settings
-from server.store.base import HistoryQuery, Included, Reader, Version, entry_size
 from server.writes.write import METHODS, Patch, Write, Written
 
 # matched whole (fullmatch): ``$`` would also match before a final newline

@@ -32,11 +32,11 @@ from server.auth.launch import BadSignIn, Launch, LaunchError, Redirect, Throttl
 from server.auth.principal import Principal
 from server.auth.scopes import ScopeSet, parse_scope
 from server.auth.service import AuthService
+from server.ports import Reader
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
 from server.search.service import search_service
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Reader
 from server.store.sql.auth import RequestRow, UserRow
 
 router = APIRouter(include_in_schema=False)

@@ -34,8 +34,8 @@ from server.fhir.outcome import information
 from server.jobs import JobContext, ThreadWrites
 from server.operations.parameters import parse_input
 from server.operations.registry import Call, Operation, find, find_system, operations
+from server.ports import Reader, Unit
 from server.store.authorized import system_reader
-from server.store.base import Reader, Unit
 from server.writes.pipeline import through
 
 router = APIRouter()

@@ -28,9 +28,9 @@ import orjson
 
 from server.ecm.assignment import Member, Service
 from server.ecm.network import SERVICES, agreement
+from server.ports import Reader, Version
 from server.search.parse import MAX_VALUES, SearchContext, parse_criteria_string
 from server.search.query import Criteria, SearchQuery
-from server.store.base import Reader, Version
 
 BASE = "http://calaim-fhir.org/fhir"
 POF_EXT = f"{BASE}/StructureDefinition/population-of-focus"

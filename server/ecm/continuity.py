@@ -62,9 +62,9 @@ from server.ecm.workflow_config import MAX_CONTINUITY_MONTHS, WorkflowConfig, Wo
 from server.errors import Unprocessable
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant
+from server.ports import Reader, Version
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import Criteria, PerTypeClause, SearchQuery
-from server.store.base import Reader, Version
 from server.writes.rules import ALLOW, Change, Rule, Verdict, derive, refuse
 from server.writes.write import Write
 

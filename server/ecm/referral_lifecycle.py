@@ -41,9 +41,9 @@ from server.ecm.subreferrals import FILLER_ORDER, SPLITTABLE, rolled_up
 from server.errors import Forbidden, Unprocessable
 from server.fhir.instant import format_instant, now_us
 from server.fhir.outcome import Issue
+from server.ports import Reader, Version
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import SearchQuery
-from server.store.base import Reader, Version
 from server.writes.rules import ALLOW, Change, Rule, Verdict, refuse
 from server.writes.write import Write
 

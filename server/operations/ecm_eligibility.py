@@ -39,11 +39,11 @@ from server.fhir.validation import base_validator
 from server.operations.output import OutputPolicy
 from server.operations.parameters import Typed, first, to_parameters
 from server.operations.registry import Call, Operation
+from server.ports import Reader
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
 from server.search.service import search_service
 from server.settings import Settings
-from server.store.base import Reader
 from server.validating import local_target
 from server.writes.write import Write
 

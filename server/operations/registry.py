@@ -22,8 +22,9 @@ from typing import Any
 from server.auth.operation_rules import Needs
 from server.fhir.conformance import Conformance
 from server.fhir.terminology import Terminology
+from server.ports import Reader
 from server.settings import Settings
-from server.store.base import Event, Reader
+from server.store.base import Event
 from server.writes.write import Write, Written
 
 

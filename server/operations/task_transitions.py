@@ -18,7 +18,8 @@ import orjson
 
 from server.fhir.instant import format_instant
 from server.operations.registry import Call, Operation
-from server.store.base import Event, HistoryQuery, Version
+from server.ports import HistoryQuery, Version
+from server.store.base import Event
 
 _PAGE = 500
 

@@ -31,6 +31,17 @@ from server.auth.policy import Access, Facts, Narrowing, Policy
 from server.auth.principal import Principal
 from server.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
 from server.fhir.conformance import CONFORMANCE_TYPES
+from server.ports import (
+    HistoryQuery,
+    Included,
+    Method,
+    Page,
+    Reader,
+    SearchPage,
+    Unit,
+    Version,
+    WriteResult,
+)
 from server.search.access_facts import split
 from server.search.query import (
     AllClause,
@@ -48,18 +59,7 @@ from server.search.query import (
     SearchQuery,
 )
 from server.search.registry import patient_compartment
-from server.store.base import (
-    HistoryQuery,
-    Included,
-    Method,
-    Origin,
-    Page,
-    Reader,
-    SearchPage,
-    Unit,
-    Version,
-    WriteResult,
-)
+from server.store.base import Origin
 from server.store.runner import Runner
 
 T = TypeVar("T")

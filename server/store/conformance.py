@@ -23,6 +23,7 @@ import orjson
 
 from server.fhir.conformance import CONFORMANCE_TYPES, Conformance, conformance
 from server.fhir.instant import format_instant
+from server.ports import HistoryQuery, Included, Page, SearchPage, Version, fitting
 from server.search.access_facts import access_facts
 from server.search.index import Indexer
 from server.search.match import compile_matcher
@@ -30,7 +31,6 @@ from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery, 
 from server.search.rows import IndexRows
 from server.search.service import search_service
 from server.settings import Settings
-from server.store.base import HistoryQuery, Included, Page, SearchPage, Version, fitting
 
 _SORT_COLUMNS = {"date": (2, 3), "number": (2, 3), "quantity": (5, 6), "string": (2, 2)}
 _TOKEN, _URI, _REFERENCE = "token", "uri", "reference"
@@ -48,7 +48,7 @@ class _Entry:
 
 
 class ConformanceStore:
-    """:class:`server.store.base.Reader` of the conformance types (see the module docstring)."""
+    """:class:`server.ports.Reader` of the conformance types (see the module docstring)."""
 
     def __init__(self, conformance: Conformance, indexer: Indexer, loaded_at: int | None = None):
         self.loaded_at = loaded_at if loaded_at is not None else time.time_ns() // 1000

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
-from server.store.base import SYSTEM, Origin, Reader, Unit
+from server.ports import Reader, Unit
+from server.store.base import SYSTEM, Origin
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import SQLiteDialect
 from server.store.sql.group_commit import GroupWriter, LockStats

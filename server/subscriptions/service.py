@@ -43,12 +43,13 @@ from server.auth.scopes import ScopeSet
 from server.errors import FhirError
 from server.fhir.instant import now_us, parse_fhir_range
 from server.outbound import Outbound, OutboundError, networks
+from server.ports import Reader, Unit, Version
 from server.search.match import RowSource, compile_matcher
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import Criteria
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Event, Origin, Reader, Unit, Version
+from server.store.base import Event, Origin
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.subscriptions import Matching, Numbered, State, new_state

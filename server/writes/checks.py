@@ -26,8 +26,8 @@ from server.errors import InvalidResource, Unprocessable
 from server.fhir.outcome import Issue
 from server.fhir.validation import base_validator
 from server.fhir.validator import Findings
+from server.ports import Reader, Version
 from server.search.profile_rules import Lookup
-from server.store.base import Reader, Version
 from server.validating import Validation
 
 Key = tuple[str, str]

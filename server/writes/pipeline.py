@@ -32,10 +32,10 @@ from server.errors import (
 )
 from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
+from server.ports import Method, Reader, Unit, Version, WriteResult
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.profile_rules import Lookup
 from server.search.query import Criteria, SearchQuery
-from server.store.base import Method, Reader, Unit, Version, WriteResult
 from server.validating import Validation, reader_lookup
 from server.writes import references
 from server.writes.checks import Checked, Seen, Targets, check_base, check_profiles

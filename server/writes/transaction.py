@@ -29,8 +29,8 @@ from server.errors import (
 )
 from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
+from server.ports import Reader, Version, WriteResult
 from server.search.query import Criteria, SearchQuery
-from server.store.base import Reader, Version, WriteResult
 from server.validating import chained, reader_lookup
 from server.writes import references
 from server.writes.checks import Checked, Seen

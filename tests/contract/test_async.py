@@ -17,8 +17,9 @@ from server.auth.principal import LOCAL
 from server.errors import Unprocessable
 from server.jobs import JobContext, JobRunner, Work
 from server.operations.registry import Call, Operation
+from server.ports import Unit
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Job, Unit
+from server.store.base import Job
 from server.writes.write import Write
 from tests.support import BASE, FHIR_JSON, TestClient, extra_operations, outcome
 

@@ -18,7 +18,8 @@ import pytest
 from server.auth.principal import Principal
 from server.errors import Conflict, Forbidden, Unprocessable
 from server.operations.registry import Call, Operation
-from server.store.base import Event, HistoryQuery, Version
+from server.ports import HistoryQuery, Version
+from server.store.base import Event
 from server.writes.rules import ALLOW, Change, Rule, Verdict, amend, derive, refuse
 from server.writes.write import Write
 from tests.support import (

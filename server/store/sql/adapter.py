@@ -39,25 +39,24 @@ from server.auth.interactions import Interaction
 from server.errors import InvalidResource, TransactionConflict
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
-from server.search.access_facts import access_facts
-from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
-from server.search.rows import IndexRows
-from server.store import faults
-from server.store.base import (
+from server.ports import (
     ENTRY_BYTES,
     INCLUDE_HOPS,
     HistoryQuery,
     Included,
     Method,
-    Origin,
     Page,
-    RowSource,
     SearchPage,
     Unit,
     Version,
     WriteResult,
     fitting,
 )
+from server.search.access_facts import access_facts
+from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
+from server.search.rows import IndexRows
+from server.store import faults
+from server.store.base import Origin, RowSource
 from server.store.sql import bodies, scans, store_file
 from server.store.sql import query as compiler
 from server.store.sql.audit import SqlAudit, write_records

@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from server.errors import TransactionConflict
-from server.store.base import Origin, Unit
+from server.ports import Unit
+from server.store.base import Origin
 from server.store.sql.adapter import CONFLICT_RETRIES, SqlRepository
 
 T = TypeVar("T")

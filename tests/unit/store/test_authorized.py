@@ -12,9 +12,9 @@ from server.auth.interactions import Interaction
 from server.auth.policy import EVERYTHING, Access, Facts, where
 from server.auth.principal import LOCAL, Principal
 from server.errors import Forbidden
+from server.ports import SearchPage
 from server.search.query import Criteria, SearchQuery, TokenClause, Total
 from server.store.authorized import AuthorizedRepository, _Checked
-from server.store.base import SearchPage
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import SQLiteDialect
@@ -56,7 +56,7 @@ def test_a_principal_without_permission_is_refused_and_nothing_is_written(tmp_pa
     asyncio.run(scenario())
     runner.close()
     with repo.reader() as reader:
-        from server.store.base import HistoryQuery
+        from server.ports import HistoryQuery
 
         assert reader.history(HistoryQuery(count=10)).items == []
     repo.close()

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from server.errors import InvalidSearch
+from server.ports import SearchPage, Unit, Version, WriteResult
 from server.search.query import (
     ChainClause,
     Clause,
@@ -45,7 +46,6 @@ from server.search.query import (
     UriClause,
 )
 from server.search.rows import IndexRows
-from server.store.base import SearchPage, Unit, Version, WriteResult
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository, _contradicted, write_index
 from server.store.sql.dialect import open_dialect
