@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import orjson
@@ -21,7 +20,7 @@ from server.fhir.profiles import ProfileSet, Resolve
 from server.fhir.validator import Findings, Validator
 from server.ports import Reader
 from server.search.profile_rules import Lookup, ProfileRules
-from server.search.service import search_service
+from server.search.service import SearchService
 from server.settings import Settings
 
 _HISTORY = "/_history/"
@@ -99,11 +98,12 @@ def chained(first: Callable[[str, str], dict[str, Any] | None], then: Lookup) ->
     return lookup
 
 
-@cache
-def validation_service(settings: Settings) -> Validation:
+def build_validation(settings: Settings, search: SearchService) -> Validation:
+    """The validation of ``settings`` (compiles every profile: build it once; a bad profile
+    stops start-up)."""
     definitions = conformance()
     structure = list(definitions.local("StructureDefinition"))  # the package's, US Core mirrors too
     profiles = ProfileSet(structure, definitions.terminology)
     validator = Validator(definitions, profiles, unknown_profile=settings.unknown_profile)
-    rules = ProfileRules(structure, search_service(settings)) if settings.require_profiles else None
+    rules = ProfileRules(structure, search) if settings.require_profiles else None
     return Validation(definitions, profiles, validator, rules, settings.fhir_base)

@@ -38,6 +38,7 @@ from server.fhir.outcome import Issue, information, operation_outcome
 from server.fhir.urns import urn_problem
 from server.fhir.validation import base_validator
 from server.ports import ENTRY_BYTES, Reader
+from server.search.parse import SearchContext
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
 from server.writes import transaction
@@ -264,6 +265,7 @@ async def _batch(
     repo: AuthorizedRepository,
     pipeline: Pipeline,
     settings: Settings,
+    context: SearchContext,
     prefer: str,
 ) -> bytes:
     results: list[dict[str, Any]] = []
@@ -274,7 +276,7 @@ async def _batch(
             if request.method == "GET":
                 response = await repo.reading(
                     lambda reader, r=request, i=index: bound.read(  # type: ignore[misc]
-                        i, lambda left: run_read(reader, r, settings, left)
+                        i, lambda left: run_read(reader, r, settings, context, left)
                     )
                 )
                 results.append(_response_entry(response, settings, prefer, None))
@@ -290,13 +292,18 @@ async def _batch(
 
 
 def _transaction_entry(
-    parsed: Parsed, write: Write | None, pipeline: Pipeline, settings: Settings, bound: _Bound
+    parsed: Parsed,
+    write: Write | None,
+    pipeline: Pipeline,
+    settings: Settings,
+    context: SearchContext,
+    bound: _Bound,
 ) -> transaction.Entry:
     request = parsed.request
     entry = transaction.Entry(parsed.index, parsed.full_url)
     if write is None:
         entry.read = lambda reader: bound.read(
-            parsed.index, lambda left: run_read(reader, request, settings, left)
+            parsed.index, lambda left: run_read(reader, request, settings, context, left)
         )
         return entry
     entry.prepared = pipeline.prepare(write, None)
@@ -309,6 +316,7 @@ async def _transaction(
     repo: AuthorizedRepository,
     pipeline: Pipeline,
     settings: Settings,
+    context: SearchContext,
     prefer: str,
 ) -> bytes:
     entries: list[transaction.Entry] = []
@@ -319,7 +327,7 @@ async def _transaction(
         try:
             parsed = _entry(raw, index, settings.fhir_base)
             write = None if parsed.request.method == "GET" else to_write(parsed.request)
-            entries.append(_transaction_entry(parsed, write, pipeline, settings, bound))
+            entries.append(_transaction_entry(parsed, write, pipeline, settings, context, bound))
         except FhirError as error:
             unprepared.append((index, error, write))
     if unprepared:
@@ -378,9 +386,11 @@ async def process(
     repo: AuthorizedRepository,
     pipeline: Pipeline,
     settings: Settings,
+    context: SearchContext,
     prefer: str = "representation",
 ) -> bytes:
+    """A batch or transaction Bundle's response; GET entries are read with ``context``."""
     kind, entries = _check_shell(body)
     if kind == "batch":
-        return await _batch(entries, repo, pipeline, settings, prefer)
-    return await _transaction(entries, repo, pipeline, settings, prefer)
+        return await _batch(entries, repo, pipeline, settings, context, prefer)
+    return await _transaction(entries, repo, pipeline, settings, context, prefer)

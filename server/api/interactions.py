@@ -35,10 +35,9 @@ from server.fhir.resource_types import is_supported
 from server.fhir.summary import SUMMARY_MODES, shape
 from server.operations import everything
 from server.ports import HistoryQuery, Included, Reader, Version, entry_size
-from server.search.parse import SearchRequest, parse_number, parse_search
+from server.search.parse import SearchContext, SearchRequest, parse_number, parse_search
 from server.search.query import CompartmentClause, Criteria
 from server.search.registry import patient_compartment
-from server.search.service import search_service
 from server.settings import Settings
 from server.writes.write import METHODS, Patch, Write, Written
 
@@ -229,27 +228,32 @@ def to_response(written: Written) -> FhirResponse:
 
 
 def run_read(
-    reader: Reader, request: FhirRequest, settings: Settings, bound: int | None = None
+    reader: Reader,
+    request: FhirRequest,
+    settings: Settings,
+    context: SearchContext,
+    bound: int | None = None,
 ) -> FhirResponse:
-    """read, vread, history and search; conditional read headers on read and vread. A page
+    """read, vread, history and search (parsed with ``context``, the server's);
+    conditional read headers on read and vread. A page
     (search, history, ``$everything``) holds at most ``bound`` bytes (default: the
     ``max_response_bytes`` setting), or one resource."""
     type = request.type
     bound = settings.max_response_bytes if bound is None else bound
     if type is None:
         if request.history:
-            return FhirResponse(200, payload=history(reader, request, settings, bound))
-        return FhirResponse(200, payload=search(reader, request, settings, bound))
+            return FhirResponse(200, payload=history(reader, request, settings, context, bound))
+        return FhirResponse(200, payload=search(reader, request, settings, context, bound))
     check_type(type)
     if request.id is not None:
         check_id(request.id)
     if request.history:
-        return FhirResponse(200, payload=history(reader, request, settings, bound))
+        return FhirResponse(200, payload=history(reader, request, settings, context, bound))
     if request.operation == "$everything":
         assert request.id is not None
         if type != "Patient":
             raise NotFound(f"$everything is defined on Patient, not on {type}")
-        parsed = everything.parse(request.id, request.query, search_service(settings).context)
+        parsed = everything.parse(request.id, request.query, context)
         if reader.read(type, request.id) is None:
             raise NotFound(f"{type}/{request.id} is not known")
         return FhirResponse(
@@ -259,7 +263,7 @@ def run_read(
             ),
         )
     if request.id is None or request.compartment is not None:
-        return FhirResponse(200, payload=search(reader, request, settings, bound))
+        return FhirResponse(200, payload=search(reader, request, settings, context, bound))
     if request.vid is not None:
         vid = parse_number(request.vid)
         if vid is None:
@@ -354,10 +358,12 @@ def _history_page(request: FhirRequest, settings: Settings) -> tuple[int, int | 
     return count, cursor
 
 
-def history(reader: Reader, request: FhirRequest, settings: Settings, bound: int) -> bytes:
+def history(
+    reader: Reader, request: FhirRequest, settings: Settings, context: SearchContext, bound: int
+) -> bytes:
     count, cursor = _history_page(request, settings)
     since = at = None
-    zone = search_service(settings).context.zone  # a zoneless value: as in every search
+    zone = context.zone  # a zoneless value: as in every search
     for name, value in request.query:
         if name == "_since":
             span = date_range(value, zone)
@@ -425,10 +431,10 @@ def run_search(
     return search_bundle(path, parsed, page, included, settings)
 
 
-def search(reader: Reader, request: FhirRequest, settings: Settings, bound: int) -> bytes:
-    parsed = parse_search(
-        request.type, request.query, search_service(settings).context, lenient=request.lenient
-    )
+def search(
+    reader: Reader, request: FhirRequest, settings: Settings, context: SearchContext, bound: int
+) -> bytes:
+    parsed = parse_search(request.type, request.query, context, lenient=request.lenient)
     path = request.type or ""
     if request.compartment is not None:
         parsed = replace(

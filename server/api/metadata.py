@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 from importlib.metadata import version
 from typing import Any
 
@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.api import http, routes
-from server.api.context import note, settings_of
+from server.api.context import note, services_of, settings_of
 from server.api.interactions import read_shape
 from server.errors import InvalidSearch
 from server.fhir.conformance import CANONICAL_BASE, CONFORMANCE_TYPES, Conformance, conformance
@@ -32,7 +32,6 @@ from server.fhir.resource_types import RESOURCE_TYPES
 from server.fhir.summary import shape
 from server.operations.registry import Operation, operations
 from server.search.registry import Registry
-from server.search.service import search_service
 from server.settings import Settings
 from server.subscriptions.capability import subscription_capability
 
@@ -190,9 +189,12 @@ def _documentation(settings: Settings) -> str:
 
 
 def _resource(
-    type: str, settings: Settings, revincludes: list[str], profiles: dict[str, list[str]]
+    type: str,
+    settings: Settings,
+    registry: Registry,
+    revincludes: list[str],
+    profiles: dict[str, list[str]],
 ) -> dict[str, Any]:
-    registry = search_service(settings).registry
     params = registry.for_type(type)
     definitions = conformance()
     interactions = type_interactions()
@@ -274,15 +276,14 @@ def _security(settings: Settings) -> dict[str, Any]:
     }
 
 
-def capability_statement(settings: Settings) -> bytes:
+def capability_statement(settings: Settings, registry: Registry) -> bytes:
     """The statement, built once per configuration and set of searchable parameters."""
-    return _statement(settings, search_service(settings).registry.pending)
+    return _statement(settings, registry, registry.pending)
 
 
-@cache
-def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
+@lru_cache(maxsize=16)  # per application (its registry), a few at a time in tests
+def _statement(settings: Settings, registry: Registry, pending: frozenset[str]) -> bytes:
     software = version("calaim-fhir")
-    registry = search_service(settings).registry
     revincludes = _reverse_includes(registry)
     definitions = conformance()
     profiles = _profiles(definitions)
@@ -322,7 +323,8 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
                 "documentation": _documentation(settings),
                 "security": _security(settings),
                 "resource": [
-                    _resource(t, settings, revincludes[t], profiles) for t in sorted(RESOURCE_TYPES)
+                    _resource(t, settings, registry, revincludes[t], profiles)
+                    for t in sorted(RESOURCE_TYPES)
                 ],
                 "interaction": [{"code": code} for code in system_interactions()],
                 "searchParam": [
@@ -379,7 +381,7 @@ async def metadata(request: Request) -> Response:
         if name == "mode" and value not in ("full", "normal"):
             raise InvalidSearch("Only mode=full and mode=normal are supported", expression="mode")
     summary, elements = read_shape([(k, v) for k, v in query if k != "mode"])
-    statement = capability_statement(settings_of(request))
+    statement = capability_statement(settings_of(request), services_of(request).search.registry)
     tag = _tag(statement, summary, elements)
     headers = {"ETag": tag, "Cache-Control": "no-cache"}
     if _matches(request.headers.get("if-none-match"), tag):

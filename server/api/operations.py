@@ -25,7 +25,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from server.api import http
-from server.api.context import jobs_of, note, pipeline_of, repository, settings_of
+from server.api.context import jobs_of, note, pipeline_of, repository, services_of, settings_of
 from server.api.interactions import FhirResponse, check_id, check_type
 from server.auth.operation_rules import refusal
 from server.errors import Forbidden, Gone, MethodNotAllowed, NotFound
@@ -140,6 +140,7 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
     pipeline, principal = pipeline_of(request), repo.principal
 
     events = request.app.state.store.outbox.of
+    services = services_of(request)
 
     restricted = not repo.access.unrestricted
 
@@ -156,13 +157,24 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
             events=events,
             system=system,
             restricted=restricted,
+            services=services,
         )
         return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
 
     def work_in_unit(unit: Unit) -> FhirResponse:
         instance = _instance(unit, type, id) if id is not None else None
         writer = pipeline.in_unit(unit, principal)
-        call = Call(settings, type, id, params, unit, definitions, instance, write=writer.write)
+        call = Call(
+            settings,
+            type,
+            id,
+            params,
+            unit,
+            definitions,
+            instance,
+            write=writer.write,
+            services=services,
+        )
         return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
 
     if operation.writes(params):
@@ -200,6 +212,7 @@ async def _run_long(
         conformance=definitions,
         instance=instance,
         restricted=restricted,
+        services=services_of(request),
     )
     base = settings.fhir_base
     if http.prefer_async(request):

@@ -49,7 +49,6 @@ from server.errors import BadRequest, Conflict, NotFound, Unprocessable
 from server.fhir.instant import format_instant
 from server.operations.parameters import Typed, first, to_parameters
 from server.operations.registry import Call, Operation
-from server.search.service import search_service
 from server.settings import Settings
 from server.writes.write import Write
 
@@ -329,7 +328,7 @@ def _existing(case: _Case) -> dict[str, Any]:
 def run(call: Call) -> dict[str, Any]:
     assert call.instance is not None and call.id is not None
     inputs = _Inputs(call)
-    facts = Facts(call.reader, search_service(call.settings).context)
+    facts = Facts(call.reader, call.services.search.context)
     member = f"Patient/{call.id}"
     case = _Case(facts, member, inputs.referral)
     if inputs.mode == "commit" and not inputs.reassign and case.order is not None:
@@ -438,7 +437,7 @@ def _cancel_replaced(call: Call, replaced: str, inputs: _Inputs) -> None:
     """The former provider's open Task for the replaced order: cancelled, with why (after the
     new one is written, so the plan's Task does not roll up to on-hold)."""
     assert call.write is not None and inputs.request_date is not None
-    facts = Facts(call.reader, search_service(call.settings).context)
+    facts = Facts(call.reader, call.services.search.context)
     for id, task in facts.find("Task", f"focus={replaced}", 10):
         if task.get("status") not in ("requested", "accepted", "in-progress", "on-hold"):
             continue

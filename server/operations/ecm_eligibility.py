@@ -42,7 +42,6 @@ from server.operations.registry import Call, Operation
 from server.ports import Reader
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
-from server.search.service import search_service
 from server.settings import Settings
 from server.validating import local_target
 from server.writes.write import Write
@@ -118,7 +117,7 @@ def _stored_payor(call: Call, plan: PlanConfig) -> Payor:
     criteria = parse_criteria(
         "Organization",
         [("identifier", plan.identifier_token or "")],
-        search_service(call.settings).context,
+        call.services.search.context,
     )
     page = (call.system or call.reader).search(SearchQuery(criteria, 100))
     refs = {f"Organization/{v.id}" for v in page.items}

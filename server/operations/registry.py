@@ -16,13 +16,14 @@ client cancelled it (stop soon: whatever it returns then is discarded).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.auth.operation_rules import Needs
 from server.fhir.conformance import Conformance
 from server.fhir.terminology import Terminology
 from server.ports import Reader
+from server.services import Services
 from server.settings import Settings
 from server.store.base import Event
 from server.writes.write import Write, Written
@@ -63,6 +64,8 @@ class Call:
     # on the caller's view alone
     system: Reader | None = None
     restricted: bool = False  # the caller is narrowed by access policies
+    # the server's search, validation and definitions services (``server/services.py``)
+    services: Services = field(kw_only=True)
 
     @property
     def terminology(self) -> Terminology:

@@ -26,7 +26,7 @@ from server.errors import BadRequest
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.validation import base_validator
 from server.operations.registry import Call, Operation
-from server.validating import reader_lookup, validation_service
+from server.validating import reader_lookup
 from server.writes.checks import readable
 
 MODES = ("create", "update", "delete", "profile")
@@ -40,7 +40,7 @@ def run(call: Call) -> dict[str, Any]:
             f"mode must be one of {', '.join(MODES)}, got '{str(mode)[:40]}'", expression="mode"
         )
     profile = (params.get("profile") or [None])[0]
-    validation = validation_service(call.settings)
+    validation = call.services.validation
     if profile is not None and not validation.profiles.knows(str(profile)):
         raise BadRequest(f"Profile '{str(profile)[:120]}' is not known", expression="profile")
     if mode == "profile" and profile is None:

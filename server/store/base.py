@@ -21,15 +21,18 @@ and are stored in the same transaction; searches answer from them (``SearchQuery
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from server.ports import Reader, Unit
 from server.search.rows import IndexRows
 
 JobState = Literal["running", "completed", "failed", "cancelled"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,19 +178,82 @@ class JobStore(Protocol):
         """Remove the jobs that ended and expired before ``now``; how many."""
 
 
+class LockStats:
+    """How long this process's write groups held the writers' lock (from the start of their
+    transaction to the end of their commit), for benchmarks and diagnostics."""
+
+    __slots__ = ("groups", "writes", "held_ns", "max_ns")
+
+    def __init__(self) -> None:
+        self.groups = 0
+        self.writes = 0
+        self.held_ns = 0
+        self.max_ns = 0
+
+    def add(self, writes: int, held_ns: int) -> None:
+        self.groups += 1
+        self.writes += writes
+        self.held_ns += held_ns
+        self.max_ns = max(self.max_ns, held_ns)
+
+
+class GroupWrites(Protocol):
+    """The writer of one process: runs write units on the event loop, many to a transaction
+    (group commit), each answered once its group is durable."""
+
+    stats: LockStats
+
+    async def write(self, fn: Callable[[Unit], T], origin: Origin) -> T: ...
+
+    def committed(self) -> asyncio.Event:
+        """Set after each commit of this writer's groups (an in-process wake-up)."""
+
+
 class Repository(Protocol):
-    dialect: str  # "sqlite" | "postgresql"
-    jobs: JobStore
-    outbox: Outbox
+    """One store: what the composition root (``server/app.py``) opens and closes and the
+    runner (``runner.py``) reads and writes through.
+
+    ``auth``, ``audit`` and ``subscriptions`` are the side stores of SMART clients and keys,
+    the audit trail and subscription delivery state; they have no port of their own yet (their
+    consumers use the SQL adapter's classes, the exceptions named in the import contracts)."""
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+
+    @property
+    def jobs(self) -> JobStore: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def auth(self) -> Any: ...
+
+    @property
+    def audit(self) -> Any: ...
+
+    @property
+    def subscriptions(self) -> Any: ...
+
+    @property
+    def inline_reads(self) -> bool:
+        """Whether reads are cheap enough to run on the calling thread, event loop included
+        (an embedded database whose reads never wait for the writer)."""
 
     def migrate(self) -> None: ...
 
     def reader(self) -> AbstractContextManager[Reader]: ...
 
-    def run_jobs(
-        self, conn: Any, jobs: Sequence[tuple[Callable[[Unit], Any], Origin]]
-    ) -> list[tuple[bool, Any]]:
-        """Write jobs inside an open write transaction, each atomic on its own (savepoints);
-        the group writer opens and commits the transaction (``sql/group_commit.py``)."""
+    def snapshot(self) -> AbstractContextManager[Reader]:
+        """A reader whose reads see one snapshot where the database allows it cheaply: for
+        the reads that prepare a write."""
+
+    def group_writer(self, pool: ThreadPoolExecutor) -> GroupWrites:
+        """This store's writer for one process; ``pool`` (one thread) is where it waits for
+        the writers' lock and commits, off the event loop."""
+
+    def health(self) -> list[str]:
+        """What is wrong with the database right now (nothing: an empty list)."""
 
     def close(self) -> None: ...

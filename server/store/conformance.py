@@ -16,12 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import orjson
 
-from server.fhir.conformance import CONFORMANCE_TYPES, Conformance, conformance
+from server.fhir.conformance import CONFORMANCE_TYPES, Conformance
 from server.fhir.instant import format_instant
 from server.ports import HistoryQuery, Included, Page, SearchPage, Version, fitting
 from server.search.access_facts import access_facts
@@ -29,8 +28,6 @@ from server.search.index import Indexer
 from server.search.match import compile_matcher
 from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery, SortKey
 from server.search.rows import IndexRows
-from server.search.service import search_service
-from server.settings import Settings
 
 _SORT_COLUMNS = {"date": (2, 3), "number": (2, 3), "quantity": (5, 6), "string": (2, 2)}
 _TOKEN, _URI, _REFERENCE = "token", "uri", "reference"
@@ -317,8 +314,3 @@ def _sorted(entries: list[_Entry], keys: tuple[SortKey, ...]) -> list[_Entry]:
         out = present + missing
     return out
 
-
-@cache
-def conformance_store(settings: Settings) -> ConformanceStore:
-    """The process-wide :class:`ConformanceStore` of a configuration."""
-    return ConformanceStore(conformance(), search_service(settings).indexer)

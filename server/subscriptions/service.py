@@ -49,9 +49,8 @@ from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import Criteria
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Event, Origin
+from server.store.base import Event, Origin, Repository
 from server.store.runner import Runner
-from server.store.sql.adapter import SqlRepository
 from server.store.sql.subscriptions import Matching, Numbered, State, new_state
 from server.subscriptions import email
 from server.subscriptions.notifications import (
@@ -101,7 +100,7 @@ def backoff_us(attempts: int, max_seconds: float, rnd: float) -> int:
 class SubscriptionService:
     def __init__(
         self,
-        repo: SqlRepository,
+        repo: Repository,
         runner: Runner,
         settings: Settings,
         search: SearchContext,

@@ -21,7 +21,6 @@ from server.auth.principal import LOCAL, Principal
 from server.operations.registry import Call, Operation
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
-from server.search.service import search_service
 from tests.access_scene import CALLER, LABEL, POLICIES, policy_apps
 from tests.support import (
     FHIR_JSON,
@@ -184,7 +183,7 @@ def test_eligibility_of_a_hidden_patient_answers_as_of_a_missing_one(
 
 def _encounters(call: Call) -> dict[str, Any]:
     """A long-running operation that lists the Encounters its caller may read."""
-    criteria = parse_criteria("Encounter", [], search_service(call.settings).context)
+    criteria = parse_criteria("Encounter", [], call.services.search.context)
     page = call.reader.search(SearchQuery(criteria, 100))
     return {
         "resourceType": "Parameters",

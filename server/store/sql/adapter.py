@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -67,6 +68,9 @@ from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
 from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
 from server.store.sql.subscriptions import SqlSubscriptions
+
+if TYPE_CHECKING:
+    from server.store.sql.group_commit import GroupWriter
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _FETCH = 256  # rows fetched at a time by streaming reads
@@ -724,6 +728,16 @@ class SqlRepository:
         d = self.sql_dialect
         with d.snapshot() as conn:
             yield SqlReader(conn, d.collate, d.estimate, d.budget)
+
+    @property
+    def inline_reads(self) -> bool:
+        """SQLite: a WAL read takes microseconds and never waits for the writer."""
+        return self.dialect == "sqlite"
+
+    def group_writer(self, pool: ThreadPoolExecutor) -> GroupWriter:
+        from server.store.sql.group_commit import GroupWriter  # it builds on this module
+
+        return GroupWriter(self, pool)
 
     def close(self) -> None:
         self.sql_dialect.close()
