@@ -58,6 +58,20 @@ class WriteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateMode:
+    """How a ``Unit.update`` came about: ``method``, the request's (PUT, or PATCH for a patch),
+    recorded with the version; ``assigned``, the server chose the id just now (a conditional
+    update that matched nothing), so it names no resource the caller could not see."""
+
+    method: Method = "PUT"
+    assigned: bool = False
+
+
+PUT = UpdateMode()
+"""A plain update: the client's PUT of a resource under an id it names."""
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryQuery:
     type: str | None = None
     id: str | None = None
@@ -233,17 +247,10 @@ class Unit(Reader, Protocol):
     ) -> WriteResult: ...
 
     def update(
-        self,
-        type: str,
-        id: str,
-        resource: dict[str, Any],
-        *,
-        method: Method = "PUT",
-        assigned: bool = False,
+        self, type: str, id: str, resource: dict[str, Any], mode: UpdateMode = PUT
     ) -> WriteResult:
         """A new version of ``type/id`` (the first one when it was never stored or deleted:
-        ``created``). ``assigned``: the server chose ``id`` just now (a conditional update that
-        matched nothing), so it names no resource the caller could not see."""
+        ``created``), stored as ``mode`` says it came about."""
 
     def delete(self, type: str, id: str) -> WriteResult:
         """A deleted version; nothing (``changed`` False) when absent or already deleted."""

@@ -32,13 +32,14 @@ from server.auth.principal import Principal
 from server.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
 from server.fhir.conformance import CONFORMANCE_TYPES
 from server.ports import (
+    PUT,
     HistoryQuery,
     Included,
-    Method,
     Page,
     Reader,
     SearchPage,
     Unit,
+    UpdateMode,
     Version,
     WriteResult,
 )
@@ -368,21 +369,16 @@ class _CheckedUnit(_Checked):
         return self._kept(Interaction.CREATE, self._unit.create(type, resource, id=id))
 
     def update(
-        self,
-        type: str,
-        id: str,
-        resource: dict[str, Any],
-        *,
-        method: Method = "PUT",
-        assigned: bool = False,
+        self, type: str, id: str, resource: dict[str, Any], mode: UpdateMode = PUT
     ) -> WriteResult:
         """A narrowed caller changes only what it can see, and never creates a resource under
         an id of its own choosing (update-as-create): an id outside its view may be missing or
         hidden, and both answer alike (405 for PUT, 404 for PATCH), so the answer neither
         reveals nor overwrites another's resource. An id the server ``assigned`` is fresh."""
+        method = mode.method
         interaction = Interaction.PATCH if method == "PATCH" else Interaction.UPDATE
         clauses = self._narrow(interaction, type).clauses
-        if clauses and not assigned:
+        if clauses and not mode.assigned:
             current = self._unit.read(type, id, clauses)
             if (current is None or current.deleted) and self._readable(type, id):
                 # the caller sees it but may not change it: refusing says nothing new
@@ -395,7 +391,7 @@ class _CheckedUnit(_Checked):
                     " create resources with ids of its own: create it with POST",
                     expression=f"{type}.id",
                 )
-        result = self._unit.update(type, id, resource, method=method, assigned=assigned)
+        result = self._unit.update(type, id, resource, mode)
         return self._kept(interaction, result)
 
     def _readable(self, type: str, id: str) -> bool:

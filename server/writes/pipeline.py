@@ -32,7 +32,7 @@ from server.errors import (
 )
 from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
-from server.ports import Method, Reader, Unit, Version, WriteResult
+from server.ports import Method, Reader, Unit, UpdateMode, Version, WriteResult
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.profile_rules import Lookup
 from server.search.query import Criteria, SearchQuery
@@ -465,7 +465,7 @@ class Writer:
         else:
             patch = write.interaction == "patch"
             method: Method = "PATCH" if patch else "PUT"
-            result = unit.update(type, id, resource, method=method, assigned=assigned)
+            result = unit.update(type, id, resource, UpdateMode(method, assigned))
         for each in ruled.derived:
             self._derived(each)
         return Written(write, result, warnings=warnings)

@@ -43,12 +43,14 @@ from server.fhir.instant import format_instant, now_us
 from server.ports import (
     ENTRY_BYTES,
     INCLUDE_HOPS,
+    PUT,
     HistoryQuery,
     Included,
     Method,
     Page,
     SearchPage,
     Unit,
+    UpdateMode,
     Version,
     WriteResult,
     fitting,
@@ -611,17 +613,11 @@ class SqlUnit(SqlReader):
         return WriteResult(self._write(type, id or new_id(), resource, None, "POST"), created=True)
 
     def update(
-        self,
-        type: str,
-        id: str,
-        resource: dict[str, Any],
-        *,
-        method: Method = "PUT",
-        assigned: bool = False,
+        self, type: str, id: str, resource: dict[str, Any], mode: UpdateMode = PUT
     ) -> WriteResult:
         prev = self.read(type, id)
         created = prev is None or prev.deleted
-        return WriteResult(self._write(type, id, resource, prev, method), created=created)
+        return WriteResult(self._write(type, id, resource, prev, mode.method), created=created)
 
     def delete(self, type: str, id: str) -> WriteResult:
         prev = self.read(type, id)

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from server.errors import InvalidSearch
-from server.ports import SearchPage, Unit, Version, WriteResult
+from server.ports import SearchPage, Unit, UpdateMode, Version, WriteResult
 from server.search.query import (
     ChainClause,
     Clause,
@@ -481,7 +481,7 @@ def test_patch_and_transaction_writes_are_indexed(store: Store) -> None:
         current = unit.read("Patient", "b")
         assert current is not None and current.body is not None
         body = {**orjson.loads(current.body), "idx": {"token": [tok("identifier", "", "3")]}}
-        unit.update("Patient", "b", body, method="PATCH")
+        unit.update("Patient", "b", body, UpdateMode("PATCH"))
 
     store.write(patch)
     assert store.ids("Patient", TokenClause("identifier", ((None, "1"),))) == []
