@@ -3,35 +3,14 @@ an embedding program) injects its own instead of patching module globals."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from server.app import create_app
 from server.services import build_services
 from server.settings import Settings
+from tests.cli.test_reindex import DESCRIPTION, _parameters
 from tests.support import BASE, Loopback, TestClient, sqlite_url
-
-ROOT = Path(__file__).resolve().parents[2]
-DESCRIPTION = {
-    "resourceType": "SearchParameter",
-    "id": "Task-description",
-    "url": "http://calaim-fhir.org/fhir/SearchParameter/Task-description",
-    "name": "TaskDescription",
-    "status": "active",
-    "description": "Tasks by their description text",
-    "code": "description",
-    "base": ["Task"],
-    "type": "string",
-    "expression": "Task.description",
-}
-
-
-def _parameters(folder: Path) -> Path:
-    shutil.copytree(ROOT / "profiles" / "searchparameters", folder)
-    (folder / "SearchParameter-Task-description.json").write_text(json.dumps(DESCRIPTION))
-    return folder
 
 
 def _task(text: str) -> dict[str, Any]:
@@ -52,9 +31,8 @@ def test_the_app_runs_on_the_services_it_is_given(tmp_path: Path) -> None:
     """Services built from other settings (an extra SearchParameter) are the ones the store
     indexes with, searches parse with and the CapabilityStatement lists."""
     settings = _settings(tmp_path / "s.db")
-    services = build_services(
-        _settings(tmp_path / "s.db", search_parameters_dir=str(_parameters(tmp_path / "p")))
-    )
+    extra = _parameters(tmp_path / "p", DESCRIPTION)
+    services = build_services(_settings(tmp_path / "s.db", search_parameters_dir=str(extra)))
     app = create_app(settings, services=services)
     assert app.state.services is services
     with TestClient(Loopback(app), raise_server_exceptions=False) as client:
