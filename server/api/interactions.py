@@ -33,7 +33,6 @@ from server.fhir.instant import date_range, parse_http_date
 from server.fhir.outcome import Issue, information
 from server.fhir.resource_types import is_supported
 from server.fhir.summary import SUMMARY_MODES, shape
-from server.operations import everything
 from server.search.parse import SearchRequest, parse_number, parse_search
 from server.search.query import CompartmentClause, Criteria
 from server.search.registry import patient_compartment
@@ -58,7 +57,6 @@ class FhirRequest:
     history: bool = False  # .../_history (without a version)
     search_post: bool = False  # [type]/_search
     compartment: tuple[str, str] | None = None  # Patient/123/[type]: (Patient, 123)
-    operation: str | None = None  # $everything
     lenient: bool = False  # Prefer: handling=lenient
     query: list[tuple[str, str]] = field(default_factory=list)
     body: Any = None  # parsed JSON, or None
@@ -135,8 +133,11 @@ def parse_url(method: str, url: str) -> FhirRequest:
         request.id, request.history = rest[0], True
     elif len(rest) == 3 and rest[1] == "_history":
         request.id, request.vid = rest[0], rest[2]
-    elif len(rest) == 2 and rest[1] == "$everything" and method == "GET":
-        request.id, request.operation = rest[0], "$everything"
+    elif rest and rest[-1].startswith("$"):  # operations run on their own URLs (api/operations.py)
+        raise BadRequest(
+            f"Operations are not run inside a batch or transaction ('{url[:80]}'): "
+            "call them on their own URL"
+        )
     elif len(rest) == 2 and method == "GET":  # a compartment search: Patient/1/Task
         check_type(rest[1])
         request.compartment = (request.type, rest[0])
@@ -232,7 +233,7 @@ def run_read(
     reader: Reader, request: FhirRequest, settings: Settings, bound: int | None = None
 ) -> FhirResponse:
     """read, vread, history and search; conditional read headers on read and vread. A page
-    (search, history, ``$everything``) holds at most ``bound`` bytes (default: the
+    (search, history) holds at most ``bound`` bytes (default: the
     ``max_response_bytes`` setting), or one resource."""
     type = request.type
     bound = settings.max_response_bytes if bound is None else bound
@@ -245,19 +246,6 @@ def run_read(
         check_id(request.id)
     if request.history:
         return FhirResponse(200, payload=history(reader, request, settings, bound))
-    if request.operation == "$everything":
-        assert request.id is not None
-        if type != "Patient":
-            raise NotFound(f"$everything is defined on Patient, not on {type}")
-        parsed = everything.parse(request.id, request.query, search_service(settings).context)
-        if reader.read(type, request.id) is None:
-            raise NotFound(f"{type}/{request.id} is not known")
-        return FhirResponse(
-            200,
-            payload=run_search(
-                reader, parsed, settings, f"Patient/{request.id}/$everything", bound
-            ),
-        )
     if request.id is None or request.compartment is not None:
         return FhirResponse(200, payload=search(reader, request, settings, bound))
     if request.vid is not None:
@@ -379,7 +367,8 @@ def history(reader: Reader, request: FhirRequest, settings: Settings, bound: int
     page = reader.history(
         HistoryQuery(request.type, request.id, since, at, count, cursor, max_bytes=room)
     )
-    return history_bundle(request, page, settings)
+    path = "/".join([p for p in (request.type, request.id) if p] + ["_history"])
+    return history_bundle(path, request.query, page, settings)
 
 
 def _compartment(request: FhirRequest, criteria: Criteria) -> Criteria:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from server.fhir.instant import format_instant
-from server.operations.registry import Call, Operation
+from server.operations.call import Call, Implementation
 from server.store.base import Event, HistoryQuery, Version
 
 _PAGE = 500
@@ -96,11 +96,7 @@ def run(call: Call) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": out}
 
 
-OPERATION = Operation(
-    "transitions",
-    frozenset({"Task"}),
-    type_level=False,
-    instance_level=True,
-    definition="Task-transitions",
-    run=run,
+IMPLEMENTATION = Implementation(
+    "Task-transitions",
+    run,
 )
