@@ -212,7 +212,3 @@ def find(
             return operation
     return None
 
-
-def named(name: str, table: Iterable[Operation] | None = None) -> list[Operation]:
-    """The operations called ``name`` (of any level and type)."""
-    return [o for o in (operations() if table is None else table) if o.name == name]
