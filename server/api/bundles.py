@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from server.api import patches
+from server.api import operations, patches
 from server.api.bundle_build import ENVELOPE_BYTES
 from server.api.http import write_outcome
 from server.api.interactions import (
@@ -39,11 +39,13 @@ from server.fhir.urns import urn_problem
 from server.fhir.validation import base_validator
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
-from server.store.base import ENTRY_BYTES, Reader
+from server.store.base import ENTRY_BYTES, Event, Reader
 from server.writes import transaction
 from server.writes.pipeline import Pipeline
 from server.writes.transaction import EntryFailed
 from server.writes.write import Write, Written
+
+Events = Callable[[str, str], list[Event]]  # a resource's outbox events
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _PATCH_TYPES: dict[str, PatchFormat] = {
@@ -265,6 +267,7 @@ async def _batch(
     pipeline: Pipeline,
     settings: Settings,
     prefer: str,
+    events: Events | None,
 ) -> bytes:
     results: list[dict[str, Any]] = []
     bound = _Bound(settings)
@@ -272,11 +275,8 @@ async def _batch(
         try:
             request = _entry(raw, index, settings.fhir_base).request
             if request.method == "GET":
-                response = await repo.reading(
-                    lambda reader, r=request, i=index: bound.read(  # type: ignore[misc]
-                        i, lambda left: run_read(reader, r, settings, left)
-                    )
-                )
+                read = _read(request, index, repo, settings, bound, events)
+                response = await repo.reading(read)
                 results.append(_response_entry(response, settings, prefer, None))
             else:
                 response = to_response(await submit(repo, pipeline, to_write(request)))
@@ -289,15 +289,38 @@ async def _batch(
 # -- transaction -----------------------------------------------------------------------------
 
 
+def _read(
+    request: FhirRequest,
+    index: int,
+    repo: AuthorizedRepository,
+    settings: Settings,
+    bound: _Bound,
+    events: Events | None,
+) -> Callable[[Reader], FhirResponse]:
+    """How a GET entry runs on a reader: a read, search or history, or an operation."""
+    if request.operation is None:
+        return lambda reader: bound.read(
+            index, lambda left: run_read(reader, request, settings, left)
+        )
+    access = repo.access
+    return lambda reader: bound.read(
+        index, lambda left: operations.run_entry(reader, access, settings, request, left, events)
+    )
+
+
 def _transaction_entry(
-    parsed: Parsed, write: Write | None, pipeline: Pipeline, settings: Settings, bound: _Bound
+    parsed: Parsed,
+    write: Write | None,
+    pipeline: Pipeline,
+    repo: AuthorizedRepository,
+    settings: Settings,
+    bound: _Bound,
+    events: Events | None,
 ) -> transaction.Entry:
     request = parsed.request
     entry = transaction.Entry(parsed.index, parsed.full_url)
     if write is None:
-        entry.read = lambda reader: bound.read(
-            parsed.index, lambda left: run_read(reader, request, settings, left)
-        )
+        entry.read = _read(request, parsed.index, repo, settings, bound, events)
         return entry
     entry.prepared = pipeline.prepare(write, None)
     entry.original = entry.prepared.resource
@@ -310,6 +333,7 @@ async def _transaction(
     pipeline: Pipeline,
     settings: Settings,
     prefer: str,
+    events: Events | None,
 ) -> bytes:
     entries: list[transaction.Entry] = []
     unprepared: list[tuple[int, FhirError, Write | None]] = []
@@ -319,7 +343,9 @@ async def _transaction(
         try:
             parsed = _entry(raw, index, settings.fhir_base)
             write = None if parsed.request.method == "GET" else to_write(parsed.request)
-            entries.append(_transaction_entry(parsed, write, pipeline, settings, bound))
+            entries.append(
+                _transaction_entry(parsed, write, pipeline, repo, settings, bound, events)
+            )
         except FhirError as error:
             unprepared.append((index, error, write))
     if unprepared:
@@ -379,8 +405,11 @@ async def process(
     pipeline: Pipeline,
     settings: Settings,
     prefer: str = "representation",
+    *,
+    events: Events | None = None,
 ) -> bytes:
+    """``events``: a resource's outbox events, for the operations entries may call."""
     kind, entries = _check_shell(body)
     if kind == "batch":
-        return await _batch(entries, repo, pipeline, settings, prefer)
-    return await _transaction(entries, repo, pipeline, settings, prefer)
+        return await _batch(entries, repo, pipeline, settings, prefer, events)
+    return await _transaction(entries, repo, pipeline, settings, prefer, events)

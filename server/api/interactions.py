@@ -57,6 +57,7 @@ class FhirRequest:
     history: bool = False  # .../_history (without a version)
     search_post: bool = False  # [type]/_search
     compartment: tuple[str, str] | None = None  # Patient/123/[type]: (Patient, 123)
+    operation: str | None = None  # an operation entry of a batch ($op, Type/$op, Type/id/$op)
     lenient: bool = False  # Prefer: handling=lenient
     query: list[tuple[str, str]] = field(default_factory=list)
     body: Any = None  # parsed JSON, or None
@@ -121,6 +122,8 @@ def parse_url(method: str, url: str) -> FhirRequest:
     request = FhirRequest(method, query=query)
     if not segments:
         return request
+    if segments[-1].startswith("$") and len(segments) <= 3:
+        return _operation_entry(request, segments, url)
     request.type = segments[0]
     rest = segments[1:]
     if rest == ["_history"]:
@@ -133,17 +136,28 @@ def parse_url(method: str, url: str) -> FhirRequest:
         request.id, request.history = rest[0], True
     elif len(rest) == 3 and rest[1] == "_history":
         request.id, request.vid = rest[0], rest[2]
-    elif rest and rest[-1].startswith("$"):  # operations run on their own URLs (api/operations.py)
-        raise BadRequest(
-            f"Operations are not run inside a batch or transaction ('{url[:80]}'): "
-            "call them on their own URL"
-        )
     elif len(rest) == 2 and method == "GET":  # a compartment search: Patient/1/Task
         check_type(rest[1])
         request.compartment = (request.type, rest[0])
         request.type = rest[1]
     elif rest:
         raise BadRequest(f"Unsupported entry URL '{url[:80]}'")
+    return request
+
+
+def _operation_entry(request: FhirRequest, segments: list[str], url: str) -> FhirRequest:
+    """An entry URL naming an operation: run as a read (``api/operations.run_entry``), so
+    only by GET; one that changes data is called by POST on its own URL."""
+    if request.method != "GET":
+        raise MethodNotAllowed(
+            f"An operation in a batch or transaction runs by GET only, got {request.method} "
+            f"'{url[:80]}': call it on its own URL"
+        )
+    *target, request.operation = segments
+    if target:
+        request.type = target[0]
+    if len(target) == 2:
+        request.id = target[1]
     return request
 
 

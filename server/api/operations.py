@@ -11,11 +11,15 @@ runs as a read and takes no writers' lock). A
 ``long_running`` one runs on a worker thread instead, reading through a reader of that thread
 and writing through ``Call.write`` (group commit); with ``Prefer: respond-async`` it becomes an
 asynchronous job: ``202 Accepted``, ``Content-Location: [base]/_async/<job>`` (``async_jobs.py``).
+
+A batch or transaction entry ``GET [type]/[id]/$op?...`` runs an operation GET may call on the
+entry's reader, as a read (``run_entry``); the rest are called on their own URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -26,9 +30,10 @@ from starlette.responses import Response
 
 from server.api import http
 from server.api.context import jobs_of, note, pipeline_of, repository, settings_of
-from server.api.interactions import FhirResponse, check_id, check_type, run_search
+from server.api.interactions import FhirRequest, FhirResponse, check_id, check_type, run_search
 from server.auth.operation_rules import refusal
-from server.errors import Forbidden, Gone, MethodNotAllowed, NotFound
+from server.auth.policy import Access
+from server.errors import BadRequest, Forbidden, Gone, MethodNotAllowed, NotFound
 from server.fhir.conformance import conformance
 from server.fhir.outcome import information
 from server.jobs import JobContext, ThreadWrites
@@ -38,7 +43,7 @@ from server.operations.registry import Operation, find
 from server.search.parse import SearchRequest
 from server.settings import Settings
 from server.store.authorized import system_reader
-from server.store.base import Reader, Unit
+from server.store.base import Event, Reader, Unit
 from server.writes.pipeline import through
 
 router = APIRouter()
@@ -105,10 +110,14 @@ def _page(reader: Reader, settings: Settings, parsed: SearchRequest, path: str) 
 
 
 def _permitted(request: Request, operation: Operation, type: str) -> None:
+    _check_needs(repository(request).access, operation, type)
+
+
+def _check_needs(access: Access, operation: Operation, type: str) -> None:
     """The operation's own entry of the operations table (403 when the caller lacks it)."""
     if operation.needs is None:
         return
-    refused = refusal(repository(request).access, operation.needs, type)
+    refused = refusal(access, operation.needs, type)
     if refused is not None:
         raise Forbidden(refused)
 
@@ -126,6 +135,47 @@ def _inputs(operation: Operation, request: Request, body: Any) -> dict[str, list
     ):
         body = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": body}]}
     return parse_input(operation.spec, query=query or None, body=body)
+
+
+def run_entry(
+    reader: Reader,
+    access: Access,
+    settings: Settings,
+    request: FhirRequest,
+    bound: int,
+    events: Callable[[str, str], list[Event]] | None = None,
+) -> FhirResponse:
+    """An operation entry of a batch or transaction (GET ``$op``, ``[type]/$op`` or
+    ``[type]/[id]/$op``), run on the entry's reader as a read is: only an operation GET may
+    call and that runs within the request (not a long-running one); a page it answers holds
+    at most ``bound`` bytes."""
+    assert request.operation is not None
+    type, id = request.type or "", request.id
+    operation = _operation(type, request.operation, id is not None, "GET")
+    if id is not None:
+        check_id(id)
+    if operation.long_running:
+        raise BadRequest(
+            f"${operation.name} runs on a worker thread: call it on its own URL", expression="url"
+        )
+    query = [(k, v) for k, v in request.query if k not in ("_format", "_pretty")]
+    params = parse_input(operation.spec, query=query, body=None)
+    _check_needs(access, operation, type)
+    instance = _instance(reader, type, id) if id is not None else None
+    call = Call(
+        settings,
+        type,
+        id,
+        params,
+        reader,
+        conformance(),
+        instance,
+        events=events,
+        system=system_reader(reader),
+        restricted=not access.unrestricted,
+        page=lambda parsed, path: run_search(reader, parsed, settings, path, bound),
+    )
+    return FhirResponse(200, payload=_payload(operation.run(call)))
 
 
 def _payload(answer: Answer) -> bytes:

@@ -235,7 +235,12 @@ async def bundle(request: Request) -> Response:
     settings = settings_of(request)
     body = await http.read_json(request, settings, http.JSON_TYPES)
     payload = await bundles.process(
-        body, repository(request), pipeline_of(request), settings, http.prefer_return(request)
+        body,
+        repository(request),
+        pipeline_of(request),
+        settings,
+        http.prefer_return(request),
+        events=request.app.state.store.outbox.of,
     )
     return Response(http.reformat(payload, http.pretty(request)), media_type=http.FHIR_JSON)
 

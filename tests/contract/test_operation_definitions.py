@@ -215,14 +215,51 @@ def test_everything_by_post_pages_like_get(client: TestClient) -> None:
     assert len(ids) == 4 and member["id"] in ids
 
 
-def test_a_batch_entry_cannot_run_an_operation(client: TestClient) -> None:
+def _bundle(kind: str, *requests: tuple[str, str]) -> dict[str, Any]:
+    entries = [{"request": {"method": method, "url": url}} for method, url in requests]
+    return {"resourceType": "Bundle", "type": kind, "entry": entries}
+
+
+def test_a_batch_runs_operations_that_get_may_call(client: TestClient) -> None:
     member = create(client, patient("B"))
-    batch = {
-        "resourceType": "Bundle",
-        "type": "batch",
-        "entry": [{"request": {"method": "GET", "url": f"Patient/{member['id']}/$everything"}}],
-    }
+    pid = member["id"]
+    batch = _bundle(
+        "batch",
+        ("GET", f"Patient/{pid}/$everything?_count=5"),
+        ("GET", f"Patient/{pid}/$validate"),
+        ("GET", f"Patient/{pid}/$everything?bogus=1"),
+        ("GET", f"Patient/{pid}/$ecm-assign"),  # changes data: POST on its own URL
+        ("POST", f"Patient/{pid}/$validate"),
+        ("GET", "Patient/$everything"),
+        ("GET", "Patient/never/$everything"),
+    )
     answer = client.post("/fhir", json=batch, headers=PARAMETERS)
     assert answer.status_code == 200, answer.text
-    (entry,) = answer.json()["entry"]
-    assert entry["response"]["status"].startswith("400")
+    entries = answer.json()["entry"]
+    statuses = [e["response"]["status"].split()[0] for e in entries]
+    assert statuses == ["200", "200", "400", "405", "405", "404", "404"]
+    bundle = entries[0]["resource"]
+    assert bundle["type"] == "searchset"
+    assert [e["resource"]["id"] for e in bundle["entry"]] == [pid]
+    assert entries[1]["resource"]["resourceType"] == "OperationOutcome"
+    issues = entries[2]["response"]["outcome"]["issue"]
+    assert any("bogus" in e for i in issues for e in i.get("expression", [])), issues
+
+
+def test_a_transaction_runs_a_read_only_operation_with_its_writes(client: TestClient) -> None:
+    member = create(client, patient("T"))
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "t"},
+        "subject": {"reference": f"Patient/{member['id']}"},
+    }
+    bundle = _bundle("transaction", ("GET", f"Patient/{member['id']}/$everything"))
+    create_entry = {"resource": observation, "request": {"method": "POST", "url": "Observation"}}
+    bundle["entry"].append(create_entry)
+    answer = client.post("/fhir", json=bundle, headers=PARAMETERS)
+    assert answer.status_code == 200, answer.text
+    first, second = answer.json()["entry"]
+    assert first["response"]["status"].startswith("200")
+    assert first["resource"]["type"] == "searchset"
+    assert second["response"]["status"].startswith("201")
