@@ -104,9 +104,12 @@ def _instance(reader: Reader, type: str, id: str) -> dict[str, Any]:
     return body
 
 
-def _page(reader: Reader, settings: Settings, parsed: SearchRequest, path: str) -> bytes:
-    """One page of ``parsed`` as a searchset Bundle (an operation that answers with one)."""
-    return run_search(reader, parsed, settings, path, settings.max_response_bytes)
+def _page(
+    reader: Reader, settings: Settings, bound: int, parsed: SearchRequest, path: str
+) -> bytes:
+    """One page of ``parsed`` as a searchset Bundle of at most ``bound`` bytes (an operation
+    that answers with one)."""
+    return run_search(reader, parsed, settings, path, bound)
 
 
 def _permitted(request: Request, operation: Operation, type: str) -> None:
@@ -161,6 +164,25 @@ def run_entry(
     query = [(k, v) for k, v in request.query if k not in ("_format", "_pretty")]
     params = parse_input(operation.spec, query=query, body=None)
     _check_needs(access, operation, type)
+    system, restricted = system_reader(reader), not access.unrestricted
+    return _read_call(
+        operation, settings, type, id, params, system, reader, events, restricted, bound
+    )
+
+
+def _read_call(
+    operation: Operation,
+    settings: Settings,
+    type: str,
+    id: str | None,
+    params: dict[str, list[Any]],
+    system: Reader,
+    reader: Reader,
+    events: Callable[[str, str], list[Event]] | None,
+    restricted: bool,
+    bound: int,
+) -> FhirResponse:
+    """A call that writes nothing, on the caller's ``reader`` (``system``: unnarrowed)."""
     instance = _instance(reader, type, id) if id is not None else None
     call = Call(
         settings,
@@ -171,9 +193,9 @@ def run_entry(
         conformance(),
         instance,
         events=events,
-        system=system_reader(reader),
-        restricted=not access.unrestricted,
-        page=lambda parsed, path: run_search(reader, parsed, settings, path, bound),
+        system=system,
+        restricted=restricted,
+        page=partial(_page, reader, settings, bound),
     )
     return FhirResponse(200, payload=_payload(operation.run(call)))
 
@@ -212,21 +234,10 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
     restricted = not repo.access.unrestricted
 
     def work(system: Reader, reader: Reader) -> FhirResponse:
-        instance = _instance(reader, type, id) if id is not None else None
-        call = Call(
-            settings,
-            type,
-            id,
-            params,
-            reader,
-            definitions,
-            instance,
-            events=events,
-            system=system,
-            restricted=restricted,
-            page=partial(_page, reader, settings),
+        bound = settings.max_response_bytes
+        return _read_call(
+            operation, settings, type, id, params, system, reader, events, restricted, bound
         )
-        return FhirResponse(200, payload=_payload(operation.run(call)))
 
     def work_in_unit(unit: Unit) -> FhirResponse:
         instance = _instance(unit, type, id) if id is not None else None
