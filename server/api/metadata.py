@@ -55,7 +55,6 @@ _SYSTEM_CODES = {
     "historySystem": ("history-system",),
 }
 _SYSTEM_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")
-_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 _BULK = "http://hl7.org/fhir/uv/bulkdata"
 # Bulk Data $export (``api/bulk_export.py``): per level, its OperationDefinition
 _EXPORTS = {
@@ -114,31 +113,23 @@ def _profiles(definitions: Conformance) -> dict[str, list[str]]:
     return {t: sorted(urls) for t, urls in out.items()}
 
 
-def _entries(definitions: Conformance, where: Callable[[Operation], bool]) -> list[dict[str, Any]]:
+def _entries(where: Callable[[Operation], bool]) -> list[dict[str, Any]]:
     """``operation`` entries (name, definition URL) of the registered operations ``where``
-    holds for, sorted by name."""
-    out = []
-    for op in operations():
-        definition = definitions.resource("OperationDefinition", op.definition)
-        if where(op) and definition is not None:
-            out.append({"name": op.name, "definition": definition["url"]})
+    holds for, from their OperationDefinitions, sorted by name."""
+    out = [{"name": op.name, "definition": op.url} for op in operations() if where(op)]
     return sorted(out, key=lambda o: o["name"])
 
 
-def _operations(type: str, definitions: Conformance) -> list[dict[str, Any]]:
-    out = _entries(
-        definitions, lambda op: (op.type_level or op.instance_level) and op.applies_to(type)
-    )
-    if type == "Patient":
-        out.append({"name": "everything", "definition": _EVERYTHING})
+def _operations(type: str) -> list[dict[str, Any]]:
+    out = _entries(lambda op: op.runs_at("type", type) or op.runs_at("instance", type))
     if type in _EXPORTS:
         out.append({"name": "export", "definition": _EXPORTS[type]})
     return sorted(out, key=lambda o: o["name"])
 
 
-def _system_operations(definitions: Conformance) -> list[dict[str, Any]]:
+def _system_operations() -> list[dict[str, Any]]:
     """``rest.operation``: the system-level operations (``[base]/$name``)."""
-    out = _entries(definitions, lambda op: op.system_level)
+    out = _entries(lambda op: op.runs_at("system"))
     out.append({"name": "export", "definition": _EXPORTS[None]})
     return sorted(out, key=lambda o: o["name"])
 
@@ -196,7 +187,6 @@ def _resource(
     profiles: dict[str, list[str]],
 ) -> dict[str, Any]:
     params = registry.for_type(type)
-    definitions = conformance()
     interactions = type_interactions()
     if type in CONFORMANCE_TYPES:
         interactions = [code for code in interactions if code in _READ_ONLY]
@@ -228,7 +218,7 @@ def _resource(
             "The server's definitions (the calaim.fhir.ecm package and the R4 base definitions "
             "it uses): read-only, writes answer 405."
         )
-    ops = _operations(type, definitions)
+    ops = _operations(type)
     if ops:
         out["operation"] = ops
     if type == "Subscription":
@@ -336,7 +326,7 @@ def _statement(settings: Settings, registry: Registry, pending: frozenset[str]) 
             }
         ],
     }
-    system_operations = _system_operations(definitions)
+    system_operations = _system_operations()
     if system_operations:
         statement["rest"][0]["operation"] = system_operations
     return orjson.dumps(statement)

@@ -186,18 +186,6 @@ async def search_compartment(request: Request) -> Response:
     return await _read(request, freq)
 
 
-@router.get(
-    "/{type:fhirtype}/{id:fhirid}/$everything",
-    operation_id="patientEverything",
-    responses=_RESPONSES,
-    summary="Everything in a Patient's compartment (start, end, _since, _type, _count)",
-)
-async def everything(request: Request) -> Response:
-    freq = http.fhir_request(request, "GET", "operation")
-    freq.operation = "$everything"
-    return await _read(request, freq)
-
-
 @router.put(
     "/{type:fhirtype}",
     operation_id="conditionalUpdate",
@@ -252,8 +240,9 @@ async def bundle(request: Request) -> Response:
         repository(request),
         pipeline_of(request),
         settings,
-        services_of(request).search.context,
+        services_of(request),
         http.prefer_return(request),
+        events=request.app.state.store.outbox.of,
     )
     return Response(http.reformat(payload, http.pretty(request)), media_type=http.FHIR_JSON)
 

@@ -47,8 +47,8 @@ from server.ecm.subreferrals import SPLITTABLE
 from server.ecm.workflow_config import WorkflowConfig, WorkflowPlans
 from server.errors import BadRequest, Conflict, NotFound, Unprocessable
 from server.fhir.instant import format_instant
+from server.operations.call import Call, Implementation
 from server.operations.parameters import Typed, first, to_parameters
-from server.operations.registry import Call, Operation
 from server.settings import Settings
 from server.writes.write import Write
 
@@ -452,14 +452,9 @@ def _id(written: Any) -> str:
     return str(written.result.version.id)
 
 
-OPERATION = Operation(
-    "ecm-assign",
-    frozenset({"Patient"}),
-    type_level=False,
-    instance_level=True,
-    definition="Patient-ecm-assign",
-    run=run,
-    affects_state=True,
+IMPLEMENTATION = Implementation(
+    "Patient-ecm-assign",
+    run,
     writes_when=lambda params: first(params, "mode", "preview") == "commit",
     # the operations table: the plan's view of a commit, preview and commit alike
     needs=(
@@ -472,4 +467,4 @@ OPERATION = Operation(
     ),
 )
 
-__all__ = ["OPERATION", "RULES"]
+__all__ = ["IMPLEMENTATION", "RULES"]

@@ -36,9 +36,9 @@ from server.errors import BadRequest, FhirError, InvalidResource, NotFound
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.terminology import Terminology
 from server.fhir.validation import base_validator
+from server.operations.call import Call, Implementation
 from server.operations.output import OutputPolicy
 from server.operations.parameters import Typed, first, to_parameters
-from server.operations.registry import Call, Operation
 from server.ports import Reader
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
@@ -540,24 +540,14 @@ POPULATION_OUTPUT = OutputPolicy(
 )
 
 
-MEMBER = Operation(
+MEMBER = Implementation(
     "ecm-eligibility",
-    frozenset({"Patient"}),
-    type_level=True,
-    instance_level=True,
-    definition="ecm-eligibility",
-    run=run_member,
+    run_member,
     needs=(Needs.of("Patient", Interaction.READ),),
 )
-POPULATION = Operation(
-    "ecm-eligibility",
-    frozenset({"Group"}),
-    type_level=False,
-    instance_level=True,
-    definition="ecm-eligibility-population",
-    run=run_population,
-    affects_state=True,
-    system_level=True,
+POPULATION = Implementation(
+    "ecm-eligibility-population",
+    run_population,
     long_running=True,
     progress_unit="members",
     needs=(Needs.of("Patient", Interaction.SEARCH_TYPE), Needs.of("List", Interaction.CREATE)),

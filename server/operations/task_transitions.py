@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from server.fhir.instant import format_instant
-from server.operations.registry import Call, Operation
+from server.operations.call import Call, Implementation
 from server.ports import HistoryQuery, Version
 from server.store.base import Event
 
@@ -97,11 +97,7 @@ def run(call: Call) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": out}
 
 
-OPERATION = Operation(
-    "transitions",
-    frozenset({"Task"}),
-    type_level=False,
-    instance_level=True,
-    definition="Task-transitions",
-    run=run,
+IMPLEMENTATION = Implementation(
+    "Task-transitions",
+    run,
 )

@@ -25,7 +25,7 @@ from server.auth.operation_rules import ANY, CALL_TYPE, Needs
 from server.errors import BadRequest
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.validation import base_validator
-from server.operations.registry import Call, Operation
+from server.operations.call import Call, Implementation
 from server.validating import reader_lookup
 from server.writes.checks import readable
 
@@ -87,12 +87,8 @@ def run(call: Call) -> dict[str, Any]:
     return operation_outcome(issues)
 
 
-OPERATION = Operation(
-    "validate",
-    frozenset(),
-    type_level=True,
-    instance_level=True,
-    definition="Resource-validate",
-    run=run,
+IMPLEMENTATION = Implementation(
+    "Resource-validate",
+    run,
     needs=(Needs(CALL_TYPE, ANY),),
 )
