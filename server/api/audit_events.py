@@ -27,6 +27,7 @@ from server.audit.trail import AuditTrail
 from server.auth.interactions import Interaction
 from server.errors import Forbidden, InvalidSearch, MethodNotAllowed, NotFound
 from server.fhir.instant import date_range
+from server.fhir.references import parse_reference
 from server.store.sql.audit import AuditQuery
 
 router = APIRouter()
@@ -110,8 +111,9 @@ def _refs(value: str, kind: str) -> tuple[str, ...]:
     refs = []
     for item in value.split(","):
         item = item.strip()
-        if "/" in item and item.rsplit("/", 2)[0].startswith("http"):
-            item = "/".join(item.rsplit("/", 2)[-2:])  # an absolute reference: Type/id
+        found = parse_reference(item)
+        if found is not None and found.type is not None and found.id is not None:
+            item = f"{found.type}/{found.id}"  # an absolute or versioned reference: Type/id
         if kind == "patient" and "/" not in item:
             item = f"Patient/{item}"
         refs.append(item)

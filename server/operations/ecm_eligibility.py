@@ -34,6 +34,7 @@ from server.ecm.record import PATIENT_REFERENCES, Entry, MemberRecord, record_of
 from server.ecm.ruleset import rule_set
 from server.errors import BadRequest, FhirError, InvalidResource, NotFound
 from server.fhir.outcome import Issue, operation_outcome
+from server.fhir.references import local_target
 from server.fhir.terminology import Terminology
 from server.fhir.validation import base_validator
 from server.operations.output import OutputPolicy
@@ -44,7 +45,6 @@ from server.search.query import SearchQuery
 from server.search.service import search_service
 from server.settings import Settings
 from server.store.base import Reader
-from server.validating import local_target
 from server.writes.write import Write
 
 POF_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-population-of-focus"
