@@ -20,7 +20,7 @@ the caller's question) and an id or version follows the FHIR id syntax (1-64 of
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 ID = re.compile(r"[A-Za-z0-9\-.]{1,64}", re.ASCII)
 _TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}", re.ASCII)
@@ -29,9 +29,9 @@ _SPACE = re.compile(r"\s")
 _HISTORY = "_history"
 
 
-@dataclass(frozen=True, slots=True)
-class Reference:
-    """One parsed reference; see the module docstring for which fields each form sets."""
+class Reference(NamedTuple):
+    """One parsed reference; see the module docstring for which fields each form sets (a
+    tuple: built on every indexed reference, where a dataclass costs several times more)."""
 
     type: str | None = None
     id: str | None = None
@@ -49,61 +49,47 @@ class Reference:
         return None
 
 
-def _restful(parts: list[str]) -> tuple[str, str, str | None] | None:
-    """``(type, id, version)`` of path segments ending in ``Type/id[/_history/vid]``."""
-    if len(parts) >= 4 and parts[-2] == _HISTORY:
-        version: str | None = parts[-1]
-        if not ID.fullmatch(parts[-1]):
-            return None
-        type, id = parts[-4], parts[-3]
-    elif len(parts) >= 2:
-        version = None
-        type, id = parts[-2], parts[-1]
-    else:
-        return None
-    if _TYPE.fullmatch(type) and ID.fullmatch(id):
-        return type, id, version
-    return None
-
-
-def _relative(path: str) -> Reference | None:
-    parts = path.split("/")
-    if len(parts) == 1:
-        return Reference(id=path, local=True) if ID.fullmatch(path) else None
-    if len(parts) != 2 and not (len(parts) == 4 and parts[2] == _HISTORY):
-        return None
-    found = _restful(parts)
-    if found is None:
-        return None
-    return Reference(found[0], found[1], found[2], local=True)
+_NAME = r"([A-Z][A-Za-z]{0,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?"
+_RELATIVE = re.compile(_NAME, re.ASCII)
+# an http(s) URL ending in Type/id[/_history/vid] (whitespace excluded), a canonical |version
+_RESTFUL_URL = re.compile(r"(https?://[^\s|]+?/)" + _NAME + r"(?:\|(\S*))?", re.ASCII)
+_new = tuple.__new__  # Reference(...) without the keyword handling of NamedTuple.__new__
 
 
 def parse_reference(text: str, base: str | None = None) -> Reference | None:
     """``text`` read as a reference (``base``: this server's FHIR base URL, with or without
     a trailing ``/``), or None when it cannot be one."""
-    if not text or _SPACE.search(text):
+    if not text:
         return None
+    match = _RELATIVE.fullmatch(text)
+    if match is not None:  # the common case first
+        return _new(Reference, (match[1], match[2], match[3], None, None, None, True))
     if text[0] == "#":
-        return Reference(contained=text[1:])
+        return None if _SPACE.search(text) else Reference(contained=text[1:])
+    if not _SCHEME.match(text):  # a bare id (a search value), or nothing
+        return (
+            _new(Reference, (None, text, None, None, None, None, True))
+            if ID.fullmatch(text)
+            else None
+        )
+    if _SPACE.search(text):
+        return None
     if base:
         root = base.rstrip("/") + "/"
         if text.startswith(root):
-            local = _relative(text[len(root) :])
-            if local is not None and local.type is not None:
-                return Reference(local.type, local.id, local.version, url=text, local=True)
-    if _SCHEME.match(text):
-        url, version = text, None
-        if text.startswith(("http://", "https://")):
-            url, bar, after = text.partition("|")
-            version = after if bar else None
-            if not url:
-                return None
-            parts = url.split("/")
-            found = _restful(parts[3:]) if len(parts) >= 5 else None
-            if found is not None:
-                return Reference(found[0], found[1], found[2], url=url, canonical_version=version)
-        return Reference(url=url, canonical_version=version)
-    return _relative(text)
+            match = _RELATIVE.fullmatch(text, len(root))
+            if match is not None:
+                return Reference(match[1], match[2], match[3], url=text, local=True)
+    if not text.startswith(("http://", "https://")):
+        return Reference(url=text)
+    match = _RESTFUL_URL.fullmatch(text)
+    if match is not None:
+        url = text if match[5] is None else text[: match.start(5) - 1]
+        return Reference(match[2], match[3], match[4], url=url, canonical_version=match[5])
+    url, bar, version = text.partition("|")
+    if not url:
+        return None
+    return Reference(url=url, canonical_version=version if bar else None)
 
 
 def reference_type(text: str) -> str | None:
