@@ -49,11 +49,25 @@ class Reference(NamedTuple):
         return None
 
 
-_NAME = r"([A-Z][A-Za-z]{0,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?"
-_RELATIVE = re.compile(_NAME, re.ASCII)
-# an http(s) URL ending in Type/id[/_history/vid] (whitespace excluded), a canonical |version
-_RESTFUL_URL = re.compile(r"(https?://[^\s|]+?/)" + _NAME + r"(?:\|(\S*))?", re.ASCII)
+_TAIL = r"([A-Z][A-Za-z]{0,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?"
+_RELATIVE = re.compile(_TAIL, re.ASCII)
+# http(s)://host[/path]/Type/id[/_history/vid][|version], no whitespace
+_RESTFUL_URL = re.compile(r"(https?://[^/\s|]+(?:/[^\s|]*)?/)" + _TAIL + r"(?:\|(\S*))?", re.ASCII)
 _new = tuple.__new__  # Reference(...) without the keyword handling of NamedTuple.__new__
+
+
+def _url(text: str) -> Reference | None:
+    """An absolute reference (``text`` has a scheme and no whitespace)."""
+    match = _RESTFUL_URL.fullmatch(text)
+    if match is not None:
+        url = text if match[5] is None else text[: match.start(5) - 1]
+        return _new(Reference, (match[2], match[3], match[4], url, match[5], None, False))
+    if not text.startswith(("http://", "https://")):
+        return _new(Reference, (None, None, None, text, None, None, False))
+    url, bar, version = text.partition("|")
+    if not url:
+        return None
+    return _new(Reference, (None, None, None, url, version if bar else None, None, False))
 
 
 def parse_reference(text: str, base: str | None = None) -> Reference | None:
@@ -64,39 +78,31 @@ def parse_reference(text: str, base: str | None = None) -> Reference | None:
     match = _RELATIVE.fullmatch(text)
     if match is not None:  # the common case first
         return _new(Reference, (match[1], match[2], match[3], None, None, None, True))
-    if text[0] == "#":
-        return None if _SPACE.search(text) else Reference(contained=text[1:])
-    if not _SCHEME.match(text):  # a bare id (a search value), or nothing
-        return (
-            _new(Reference, (None, text, None, None, None, None, True))
-            if ID.fullmatch(text)
-            else None
-        )
     if _SPACE.search(text):
+        return None
+    if text[0] == "#":
+        return _new(Reference, (None, None, None, None, None, text[1:], False))
+    if not _SCHEME.match(text):  # a bare id (a search value), or nothing
+        if ID.fullmatch(text):
+            return _new(Reference, (None, text, None, None, None, None, True))
         return None
     if base:
         root = base.rstrip("/") + "/"
         if text.startswith(root):
             match = _RELATIVE.fullmatch(text, len(root))
             if match is not None:
-                return Reference(match[1], match[2], match[3], url=text, local=True)
-    if not text.startswith(("http://", "https://")):
-        return Reference(url=text)
-    match = _RESTFUL_URL.fullmatch(text)
-    if match is not None:
-        url = text if match[5] is None else text[: match.start(5) - 1]
-        return Reference(match[2], match[3], match[4], url=url, canonical_version=match[5])
-    url, bar, version = text.partition("|")
-    if not url:
-        return None
-    return Reference(url=url, canonical_version=version if bar else None)
+                return _new(Reference, (match[1], match[2], match[3], text, None, None, True))
+    return _url(text)
 
 
 def reference_type(text: str) -> str | None:
     """The resource type a reference shows (``Patient/1``, ``http://x/fhir/Patient/1``,
     ``Patient/1/_history/2``), or None (``urn:uuid:...``, ``#id``, a bare id)."""
-    found = parse_reference(text)
-    return None if found is None else found.type
+    match = _RELATIVE.fullmatch(text)  # the common case, without building a Reference
+    if match is not None:
+        return match[1]
+    match = _RESTFUL_URL.fullmatch(text)  # contained, urn:, a bare id: no type
+    return None if match is None else match[2]
 
 
 def local_target(text: str, base: str | None = None) -> tuple[str, str] | None:
