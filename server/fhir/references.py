@@ -20,6 +20,7 @@ the caller's question) and an id or version follows the FHIR id syntax (1-64 of
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import NamedTuple
 
 ID = re.compile(r"[A-Za-z0-9\-.]{1,64}", re.ASCII)
@@ -95,6 +96,7 @@ def parse_reference(text: str, base: str | None = None) -> Reference | None:
     return _url(text)
 
 
+@lru_cache(maxsize=256)  # one resource's references are read by several SearchParameters
 def reference_type(text: str) -> str | None:
     """The resource type a reference shows (``Patient/1``, ``http://x/fhir/Patient/1``,
     ``Patient/1/_history/2``), or None (``urn:uuid:...``, ``#id``, a bare id)."""
