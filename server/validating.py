@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from server.fhir.conformance import Conformance, conformance
+from server.fhir.profile_validation import Findings, Validator
 from server.fhir.profiles import ProfileSet, Resolve
 from server.fhir.references import local_target
-from server.fhir.validator import Findings, Validator
 from server.search.profile_rules import Lookup, ProfileRules
 from server.search.service import search_service
 from server.settings import Settings

@@ -24,8 +24,8 @@ import orjson
 
 from server.errors import InvalidResource, Unprocessable
 from server.fhir.outcome import Issue
+from server.fhir.profile_validation import Findings
 from server.fhir.validation import base_validator
-from server.fhir.validator import Findings
 from server.search.profile_rules import Lookup
 from server.store.base import Reader, Version
 from server.validating import Validation

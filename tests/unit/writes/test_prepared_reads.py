@@ -13,7 +13,7 @@ import pytest
 from server.auth.principal import LOCAL
 from server.errors import Unprocessable
 from server.fhir.outcome import Issue
-from server.fhir.validator import Findings
+from server.fhir.profile_validation import Findings
 from server.search.profile_rules import Lookup
 from server.search.service import search_service
 from server.settings import Settings
