@@ -53,7 +53,7 @@ def examples() -> list[dict[str, Any]]:
 def in_process(rounds: int) -> dict[str, Any]:
     from server.fhir.conformance import conformance
     from server.fhir.profiles import ProfileSet
-    from server.fhir.validation import base_validator
+    from server.fhir.base_validation import base_validator
     from server.settings import Settings
     from server.validating import validation_service
 

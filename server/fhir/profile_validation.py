@@ -1,6 +1,6 @@
 """The validation pipeline after base structure: which profiles apply, and their rules.
 
-1. Base structure (:mod:`server.fhir.validation`) runs first; a failure there is a 400 and
+1. Base structure (:mod:`server.fhir.base_validation`) runs first; a failure there is a 400 and
    this module is never reached.
 2. The profiles that apply are every ``meta.profile`` the resource claims plus the
    ``required`` profiles the caller found (server rules, see

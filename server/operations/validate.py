@@ -23,8 +23,8 @@ from typing import Any
 
 from server.auth.operation_rules import ANY, CALL_TYPE, Needs
 from server.errors import BadRequest
+from server.fhir.base_validation import base_validator
 from server.fhir.outcome import Issue, operation_outcome
-from server.fhir.validation import base_validator
 from server.operations.registry import Call, Operation
 from server.validating import reader_lookup, validation_service
 from server.writes.checks import readable

@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 
 from server.errors import InvalidResource, Unprocessable
+from server.fhir.base_validation import base_validator
 from server.fhir.outcome import Issue
 from server.fhir.profile_validation import Findings
-from server.fhir.validation import base_validator
 from server.search.profile_rules import Lookup
 from server.store.base import Reader, Version
 from server.validating import Validation
