@@ -50,7 +50,7 @@ from server.store.sql.adapter import SqlRepository
 from server.subscriptions import api as subscription_api
 from server.subscriptions.rule import SubscriptionRule
 from server.subscriptions.service import Owners, SubscriptionService
-from server.validating import validation_service
+from server.validation_service import validation_service
 from server.writes.pipeline import Pipeline
 from server.writes.rules import Rule, RuleSet, default_rules
 

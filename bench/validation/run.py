@@ -55,7 +55,7 @@ def in_process(rounds: int) -> dict[str, Any]:
     from server.fhir.profiles import ProfileSet
     from server.fhir.base_validation import base_validator
     from server.settings import Settings
-    from server.validating import validation_service
+    from server.validation_service import validation_service
 
     definitions = conformance()
     started = time.perf_counter()

@@ -26,7 +26,7 @@ from server.errors import BadRequest
 from server.fhir.base_validation import base_validator
 from server.fhir.outcome import Issue, operation_outcome
 from server.operations.registry import Call, Operation
-from server.validating import reader_lookup, validation_service
+from server.validation_service import reader_lookup, validation_service
 from server.writes.checks import readable
 
 MODES = ("create", "update", "delete", "profile")

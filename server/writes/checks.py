@@ -28,7 +28,7 @@ from server.fhir.outcome import Issue
 from server.fhir.profile_validation import Findings
 from server.search.profile_rules import Lookup
 from server.store.base import Reader, Version
-from server.validating import Validation
+from server.validation_service import Validation
 
 Key = tuple[str, str]
 

@@ -36,7 +36,7 @@ from server.search.parse import SearchContext, parse_criteria_string
 from server.search.profile_rules import Lookup
 from server.search.query import Criteria, SearchQuery
 from server.store.base import Method, Reader, Unit, Version, WriteResult
-from server.validating import Validation, reader_lookup
+from server.validation_service import Validation, reader_lookup
 from server.writes import references
 from server.writes.checks import Checked, Seen, Targets, check_base, check_profiles
 from server.writes.rules import MAX_DEPTH, Change, RuleSet
