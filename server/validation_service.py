@@ -20,7 +20,7 @@ from server.fhir.conformance import Conformance, conformance
 from server.fhir.profile_validation import Findings, Validator
 from server.fhir.profiles import ProfileSet, Resolve
 from server.fhir.references import local_target
-from server.search.profile_rules import Lookup, ProfileRules
+from server.search.required_profiles import Lookup, ProfileRules
 from server.search.service import search_service
 from server.settings import Settings
 from server.store.base import Reader

@@ -26,7 +26,7 @@ from server.errors import InvalidResource, Unprocessable
 from server.fhir.base_validation import base_validator
 from server.fhir.outcome import Issue
 from server.fhir.profile_validation import Findings
-from server.search.profile_rules import Lookup
+from server.search.required_profiles import Lookup
 from server.store.base import Reader, Version
 from server.validation_service import Validation
 

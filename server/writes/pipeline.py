@@ -33,8 +33,8 @@ from server.errors import (
 from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
 from server.search.parse import SearchContext, parse_criteria_string
-from server.search.profile_rules import Lookup
 from server.search.query import Criteria, SearchQuery
+from server.search.required_profiles import Lookup
 from server.store.base import Method, Reader, Unit, Version, WriteResult
 from server.validation_service import Validation, reader_lookup
 from server.writes import references
