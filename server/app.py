@@ -44,7 +44,7 @@ from server.search.service import search_service
 from server.settings import Settings
 from server.store import open_store
 from server.store.base import Outbox
-from server.store.conformance import conformance_store
+from server.store.conformance_store import conformance_store
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.subscriptions import api as subscription_api
