@@ -40,8 +40,8 @@ from server.auth.scope_policy import SmartScopes
 from server.auth.service import AuthService
 from server.ecm.program import program_rules
 from server.errors import FhirError
+from server.fhir.base_validation import base_validator
 from server.fhir.instant import now_us
-from server.fhir.validation import base_validator
 from server.jobs import JobRunner
 from server.logs import RequestLogMiddleware, configure
 from server.search.parse import SearchContext

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from server.fhir.conformance import conformance
 from server.search.service import SearchService, build_search_service
 from server.settings import Settings
-from server.store.conformance import ConformanceStore
-from server.validating import Validation, build_validation
+from server.store.conformance_store import ConformanceStore
+from server.validation_service import Validation, build_validation
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,12 +51,12 @@ def examples() -> list[dict[str, Any]]:
 
 
 def in_process(rounds: int) -> dict[str, Any]:
+    from server.fhir.base_validation import base_validator
     from server.fhir.conformance import conformance
     from server.fhir.profiles import ProfileSet
-    from server.fhir.validation import base_validator
     from server.search.service import build_search_service
     from server.settings import Settings
-    from server.validating import build_validation
+    from server.validation_service import build_validation
 
     definitions = conformance()
     started = time.perf_counter()

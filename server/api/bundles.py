@@ -33,10 +33,10 @@ from server.api.json_body import loads
 from server.api.patches import PatchFormat
 from server.api.writing import submit
 from server.errors import BadRequest, FhirError, InvalidResource, TooCostly, Unprocessable
+from server.fhir.base_validation import base_validator
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, information, operation_outcome
 from server.fhir.urns import urn_problem
-from server.fhir.validation import base_validator
 from server.ports import ENTRY_BYTES, Reader
 from server.services import Services
 from server.settings import Settings

@@ -33,9 +33,10 @@ from server.ecm.population import REVIEW, Candidate, candidate, prioritized
 from server.ecm.record import PATIENT_REFERENCES, Entry, MemberRecord, record_of
 from server.ecm.ruleset import rule_set
 from server.errors import BadRequest, FhirError, InvalidResource, NotFound
+from server.fhir.base_validation import base_validator
 from server.fhir.outcome import Issue, operation_outcome
+from server.fhir.references import local_target
 from server.fhir.terminology import Terminology
-from server.fhir.validation import base_validator
 from server.operations.call import Call, Implementation
 from server.operations.output import OutputPolicy
 from server.operations.parameters import Typed, first, to_parameters
@@ -43,7 +44,6 @@ from server.ports import Reader
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
 from server.settings import Settings
-from server.validating import local_target
 from server.writes.write import Write
 
 POF_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-population-of-focus"

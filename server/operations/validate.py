@@ -23,10 +23,10 @@ from typing import Any
 
 from server.auth.operation_rules import ANY, CALL_TYPE, Needs
 from server.errors import BadRequest
+from server.fhir.base_validation import base_validator
 from server.fhir.outcome import Issue, operation_outcome
-from server.fhir.validation import base_validator
 from server.operations.call import Call, Implementation
-from server.validating import reader_lookup
+from server.validation_service import reader_lookup
 from server.writes.checks import readable
 
 MODES = ("create", "update", "delete", "profile")

@@ -31,7 +31,7 @@ from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
 from server.ports import Reader, Version, WriteResult
 from server.search.query import Criteria, SearchQuery
-from server.validating import chained, reader_lookup
+from server.validation_service import chained, reader_lookup
 from server.writes import references
 from server.writes.checks import Checked, Seen
 from server.writes.pipeline import Pipeline, Prepared, Writer

@@ -13,8 +13,8 @@ import pytest
 from server.auth.principal import LOCAL
 from server.errors import Unprocessable
 from server.fhir.outcome import Issue
-from server.fhir.validator import Findings
-from server.search.profile_rules import Lookup
+from server.fhir.profile_validation import Findings
+from server.search.required_profiles import Lookup
 from server.search.service import build_search_service
 from server.settings import Settings
 from server.store.runner import Runner

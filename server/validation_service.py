@@ -16,14 +16,13 @@ from typing import Any
 import orjson
 
 from server.fhir.conformance import Conformance, conformance
+from server.fhir.profile_validation import Findings, Validator
 from server.fhir.profiles import ProfileSet, Resolve
-from server.fhir.validator import Findings, Validator
+from server.fhir.references import local_target
 from server.ports import Reader
-from server.search.profile_rules import Lookup, ProfileRules
+from server.search.required_profiles import Lookup, ProfileRules
 from server.search.service import SearchService
 from server.settings import Settings
-
-_HISTORY = "/_history/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,20 +55,6 @@ class Validation:
             return None if target is None else lookup(*target)
 
         return resolve
-
-
-def local_target(reference: str, base: str) -> tuple[str, str] | None:
-    """``(type, id)`` of a relative (``Task/1``, ``Task/1/_history/2``) or this server's
-    absolute reference; None for anything else."""
-    if reference.startswith(base + "/"):
-        reference = reference[len(base) + 1 :]
-    elif "://" in reference or reference.startswith(("urn:", "#")):
-        return None
-    reference = reference.split(_HISTORY, 1)[0]
-    type, sep, id = reference.partition("/")
-    if not sep or not type or not id or "/" in id:
-        return None
-    return type, id
 
 
 def reader_lookup(reader: Reader, view: Reader | None = None) -> Lookup:
