@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from threading import Lock
 from typing import Any
 from urllib.parse import quote
 
@@ -50,6 +51,12 @@ MAX_ROLES = 200
 #: parsed once per version, not per call; bounded (cleared when full)
 _PARSED: dict[tuple[str, bytes], tuple[Service, str | None] | None] = {}
 _PARSED_MAX = 20_000
+#: every active ECM service as parsed, under the store's stamp of HealthcareService
+#: (``Reader.stamp``: any write of a HealthcareService, by any process, changes it), so a
+#: preview reads one stamp instead of 1,000 bodies; the latest few stamps (several stores)
+_SERVICES: dict[tuple[Any, ...], tuple[tuple[Service, str | None], ...]] = {}
+_SERVICES_MAX = 8
+_SERVICES_LOCK = Lock()
 #: parsed search criteria by (type, query), for the context they were parsed in
 _CRITERIA: dict[tuple[str, str], tuple[SearchContext, Criteria]] = {}
 _CRITERIA_MAX = 20_000
@@ -197,10 +204,24 @@ class Facts:
 
     # -- the providers -------------------------------------------------------------------------
 
-    def services(self) -> list[tuple[Service, str | None]]:
+    def services(self) -> Sequence[tuple[Service, str | None]]:
         """Every active ECM HealthcareService (its capacity in use not yet counted: ``counted``
         False until ``with_use``), with the ``asOf`` its ``openSlots`` count from (None: a
-        ``panelSize``)."""
+        ``panelSize``). Kept under the reader's stamp of HealthcareService, read before the
+        services (so what is kept is never older than its stamp); without a stamp (inside a
+        write unit, a caller narrowed per resource) read from the store each time."""
+        stamp = self.reader.stamp("HealthcareService")
+        if stamp is not None and (kept := _SERVICES.get(stamp)) is not None:
+            return kept
+        found = tuple(self._read_services())
+        if stamp is not None:
+            with _SERVICES_LOCK:  # readers run on several threads
+                while len(_SERVICES) >= _SERVICES_MAX:
+                    del _SERVICES[next(iter(_SERVICES))]  # the oldest
+                _SERVICES[stamp] = found
+        return found
+
+    def _read_services(self) -> list[tuple[Service, str | None]]:
         found = []
         for version in self.versions("HealthcareService", SERVICES, MAX_SERVICES):
             if version.body is None:

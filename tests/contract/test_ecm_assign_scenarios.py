@@ -759,6 +759,39 @@ def test_a_preview_runs_while_a_write_is_in_flight(
         assert write.result().status_code == 201
 
 
+def test_a_service_written_between_two_previews_changes_the_answer(
+    app: TestClient, database_url: str
+) -> None:
+    """What previews keep of the ECM services is never served stale: a HealthcareService
+    updated, created, deactivated or deleted between two previews, through this server or
+    another one on the same database (another worker), changes the next answer."""
+    _load(app, *_providers("a-org", "b-org"), _service("svc-a", "a-org"))
+    assert _out(_assign(app, referral="ServiceRequest/ref-1"), "provider") == "Organization/a-org"
+    # updated: no longer experienced in birth equity
+    _ok(app.put("/fhir/HealthcareService/svc-a",
+                json=_service("svc-a", "a-org", pofs=(HOMELESS,))))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(answer, "needsReview") is True
+    assert _candidates(answer)["Organization/a-org"]["failed"] == ["pof-experience"]
+    # created through another server on the same database
+    with fhir_client(database_url) as other:
+        _ok(other.put("/fhir/HealthcareService/svc-b", json=_service("svc-b", "b-org")))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(answer, "provider") == "Organization/b-org"
+    # deactivated, then active again
+    _ok(app.put("/fhir/HealthcareService/svc-b",
+                json={**_service("svc-b", "b-org"), "active": False}))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert set(_candidates(answer)) == {"Organization/a-org"}
+    _ok(app.put("/fhir/HealthcareService/svc-b", json=_service("svc-b", "b-org")))
+    assert _out(_assign(app, referral="ServiceRequest/ref-1"), "provider") == "Organization/b-org"
+    # deleted
+    _ok(app.delete("/fhir/HealthcareService/svc-b"), (200, 204))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert set(_candidates(answer)) == {"Organization/a-org"}
+    assert _out(answer, "needsReview") is True
+
+
 def test_open_slots_count_assignments_since_they_were_reported(
     app: TestClient, acting: Acting
 ) -> None:
