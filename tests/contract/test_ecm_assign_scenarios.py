@@ -792,6 +792,30 @@ def test_a_service_written_between_two_previews_changes_the_answer(
     assert _out(answer, "needsReview") is True
 
 
+def test_an_order_written_between_two_previews_changes_the_open_capacity(
+    app: TestClient, database_url: str
+) -> None:
+    """Capacity counts kept between previews are counted again once a ServiceRequest is
+    written, through this server or another one on the same database: an assignment of
+    another member takes one place of the panel of 10, its revocation gives it back."""
+    _load(app, *_providers("a-org"), _service("svc-a", "a-org"), _member("m2"))
+
+    def open_places() -> int:
+        answer = _assign(app, referral="ServiceRequest/ref-1")
+        return int(_candidates(answer)["Organization/a-org"]["openCapacity"])
+
+    assert open_places() == 10
+    order = {**_referral("order-m2", "Patient/m2"), "intent": "filler-order",
+             "requester": {"reference": GOLDEN},
+             "performer": [{"reference": "Organization/a-org"},
+                           {"reference": "HealthcareService/svc-a"}]}
+    with fhir_client(database_url) as other:
+        _ok(other.put("/fhir/ServiceRequest/order-m2", json=order))
+    assert open_places() == 9
+    _ok(app.put("/fhir/ServiceRequest/order-m2", json={**order, "status": "revoked"}))
+    assert open_places() == 10
+
+
 def test_open_slots_count_assignments_since_they_were_reported(
     app: TestClient, acting: Acting
 ) -> None:
