@@ -145,9 +145,27 @@ class Assignment:
     lead_care_manager: str | None = None
 
 
+def _experienced(member: Member, service: Service) -> bool:
+    """``pof-experience``: the service names every authorized Population of Focus."""
+    return bool(member.pofs) and member.pofs <= service.pofs
+
+
+def _out_of_network(member: Member, service: Service, as_of: date) -> str | None:
+    """``network``: why the service is not in the member's network (None: it is)."""
+    loa = service.letter_of_agreement
+    if loa is None:
+        return None
+    in_force = Agreement(service.provider, loa).in_force(as_of)
+    if member.existing_provider == service.provider and in_force:
+        return None
+    if in_force:
+        return "letter of agreement only for its transitioning members"
+    return "letter of agreement not in force"
+
+
 def _filter(member: Member, service: Service, as_of: date) -> Candidate:
     candidate = Candidate(service)
-    if not member.pofs or not member.pofs <= service.pofs:
+    if not _experienced(member, service):
         missing = sorted(member.pofs - service.pofs) or ["(none authorized)"]
         candidate.failed.append("pof-experience")
         candidate.notes.append("not experienced in " + ", ".join(missing))
@@ -156,24 +174,20 @@ def _filter(member: Member, service: Service, as_of: date) -> Candidate:
     elif service.open <= 0:
         candidate.failed.append("capacity")
         candidate.notes.append(f"capacity {service.limit}, {service.in_use} in use")
-    loa = service.letter_of_agreement
-    if loa is not None:
-        in_force = Agreement(service.provider, loa).in_force(as_of)
-        if member.existing_provider != service.provider or not in_force:
-            candidate.failed.append("network")
-            candidate.notes.append(
-                "letter of agreement only for its transitioning members"
-                if in_force
-                else "letter of agreement not in force"
-            )
+    why = _out_of_network(member, service, as_of)
+    if why is not None:
+        candidate.failed.append("network")
+        candidate.notes.append(why)
     return candidate
 
 
 def prefilter(member: Member, service: Service, as_of: date) -> bool:
     """Whether ``service`` passes every hard filter but capacity (worth counting its use)."""
-    if service.provider in member.exclude:
-        return False
-    return not [f for f in _filter(member, service, as_of).failed if f != "capacity"]
+    return (
+        service.provider not in member.exclude
+        and _experienced(member, service)
+        and _out_of_network(member, service, as_of) is None
+    )
 
 
 def _rules(member: Member, candidate: Candidate) -> None:

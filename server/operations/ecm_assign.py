@@ -255,18 +255,32 @@ def _service_parts(provider: str, service: str) -> tuple[dict[str, Any], dict[st
     )
 
 
-def _candidate(c: Candidate) -> dict[str, Any]:
-    """One ``candidate`` parameter, built directly (a preview lists every ECM service)."""
-    parts: list[dict[str, Any]] = [
-        *_service_parts(c.service.provider, c.service.ref),
-        _ELIGIBLE[c.eligible],
-    ]
-    parts += [{"name": "rule", "valueCode": r} for r in c.rules]
-    parts += [{"name": "failed", "valueCode": f} for f in c.failed]
-    if c.service.counted:
-        parts.append({"name": "openCapacity", "valueInteger": c.service.open})
-    parts.append({"name": "explanation", "valueString": c.explanation})
-    return {"name": "candidate", "part": parts}
+_Tail = tuple[bool, tuple[str, ...], tuple[str, ...], int | None, str]
+
+
+def _candidate(c: Candidate, tails: dict[_Tail, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One ``candidate`` parameter, built directly (a preview lists every ECM service): the
+    parts after the service's are shared by the candidates of one answer that have the same
+    (``tails``; most fail the same filter the same way; only serialized, never changed)."""
+    key: _Tail = (
+        c.eligible,
+        tuple(c.rules),
+        tuple(c.failed),
+        c.service.open if c.service.counted else None,
+        c.explanation,
+    )
+    tail = tails.get(key)
+    if tail is None:
+        eligible, rules, failed, open, explanation = key
+        tail = [_ELIGIBLE[eligible]]
+        tail += [{"name": "rule", "valueCode": r} for r in rules]
+        tail += [{"name": "failed", "valueCode": f} for f in failed]
+        if open is not None:
+            tail.append({"name": "openCapacity", "valueInteger": open})
+        tail.append({"name": "explanation", "valueString": explanation})
+        tails[key] = tail
+    return {"name": "candidate", "part": [*_service_parts(c.service.provider, c.service.ref),
+                                          *tail]}
 
 
 def _answer(
@@ -291,7 +305,8 @@ def _answer(
         values.append(("due", Typed("date", due.isoformat())))
     values += extra or []
     answer = to_parameters(values)
-    answer["parameter"] += [_candidate(c) for c in outcome.candidates]
+    tails: dict[_Tail, list[dict[str, Any]]] = {}
+    answer["parameter"] += [_candidate(c, tails) for c in outcome.candidates]
     return answer
 
 
