@@ -422,6 +422,7 @@ def _commit(
     task_ref = f"Task/{_id(write(Write('create', 'Task', resource=task)))}"
     if replaced is not None:
         _cancel_replaced(call, replaced, inputs)
+        _end_former_teams(call, case.episode, inputs)
     episode_ref = f"EpisodeOfCare/{case.episode_id}"
     team_ref = None
     if lead is not None:
@@ -461,6 +462,31 @@ def _cancel_replaced(call: Call, replaced: str, inputs: _Inputs) -> None:
                "provider (seed 003 VI.E.3)")
         call.write(Write("update", "Task", id=id, resource={
             **task, "status": "cancelled", "statusReason": {"text": why}}))
+
+
+def _end_former_teams(call: Call, episode: dict[str, Any], inputs: _Inputs) -> None:
+    """The enrollment's care teams at the former provider: ended (``inactive``, ``period.end``
+    the day of the change) with why; the new provider's team (or none, until it names its
+    Lead Care Manager) is the enrollment's now."""
+    assert call.write is not None and inputs.request_date is not None
+    facts = Facts(call.reader, search_service(call.settings).context)
+    today = local_date(inputs.stamp)
+    assert today is not None
+    why = (f"Ended when the ECM provider changed at the member's request of "
+           f"{inputs.request_date.isoformat()} (seed 003 VI.E.3)")
+    for reference in episode.get("team") or ():
+        key = local(ref(reference))
+        if key is None or key[0] != "CareTeam":
+            continue
+        team = facts.read(f"CareTeam/{key[1]}")
+        if team is None or team.get("status") not in ("proposed", "active", "suspended"):
+            continue
+        call.write(Write("update", "CareTeam", id=key[1], resource={
+            **team,
+            "status": "inactive",
+            "period": {**(team.get("period") or {}), "end": today.isoformat()},
+            "note": [*(team.get("note") or []), {"text": why}],
+        }))
 
 
 def _id(written: Any) -> str:

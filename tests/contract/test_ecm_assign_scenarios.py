@@ -698,7 +698,9 @@ def test_twenty_concurrent_commits_against_a_capacity_of_five(
 
 class _Commits:
     """The store's commit point (``before-commit``, inside the writers' lock): counts the
-    transactions that reach it and, while ``hold`` is set, keeps them there until released."""
+    write units' transactions that reach it (on the writers' thread, ``store-write``: not the
+    subscription matcher's or the audit trail's own, which follow a commit on their own
+    schedule) and, while ``hold`` is set, keeps them there until released."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
@@ -707,7 +709,9 @@ class _Commits:
         real = faults.hit
 
         def hit(point: str) -> None:
-            if point == "before-commit":
+            if point == "before-commit" and threading.current_thread().name.startswith(
+                "store-write"
+            ):
                 self.count += 1
                 if self.hold:
                     self.entered.set()
@@ -875,6 +879,20 @@ def test_reassignment_on_the_members_request(app: TestClient, acting: Acting) ->
     assert _count(app, "ServiceRequest?performer=HealthcareService/svc-second&status=active") == 1
     episode = _ok(app.get("/fhir/EpisodeOfCare/auth-1"))
     assert episode["managingOrganization"] == {"reference": "Organization/second-org"}
+    assert episode["careManager"] == {"reference": "PractitionerRole/lcm-second"}
+    # the former provider's care team is ended on the day of the change (Monday 14
+    # December); the enrollment's team is the new provider's, its Lead Care Manager named
+    (former_team,) = _search(app, "CareTeam?subject=Patient/ecm-member-example&status=inactive")
+    assert former_team["managingOrganization"] == [{"reference": "Organization/first-org"}]
+    assert former_team["period"]["end"] == "2026-12-14"
+    assert "VI.E.3" in former_team["note"][-1]["text"]
+    (team,) = episode["team"]
+    current = _ok(app.get(f"/fhir/{team['reference']}"))
+    assert current["managingOrganization"] == [{"reference": "Organization/second-org"}]
+    assert current["status"] == "proposed"
+    assert [p["member"] for p in current["participant"]][0] == {
+        "reference": "PractitionerRole/lcm-second"
+    }
     # the former provider's Task is cancelled with why; the plan's Task stays accepted
     former = _ok(app.get(f"/fhir/{_out(first, 'task')}"))
     assert former["status"] == "cancelled"
