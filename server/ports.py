@@ -183,6 +183,14 @@ class Reader(Protocol):
         reference search parameter (of ``target_type`` only, when given), in one grouped,
         index-backed statement: ``{"Type/id": count}``, targets with no match left out."""
 
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        """A value that changes whenever a resource of ``type`` is created, updated or deleted,
+        by any process: equal stamps mean the same stored resources of ``type`` (read before
+        what it vouches for, a stamp never vouches for an older state). Cheap (one index
+        lookup): what is worked out from every resource of a type can be kept under it. None
+        where no stamp holds: inside a write unit (its writes may still be rolled back), or
+        for a caller whose view of ``type`` is narrowed per resource (the door)."""
+
     def include(
         self,
         versions: list[Version],

@@ -254,18 +254,32 @@ def _service_parts(provider: str, service: str) -> tuple[dict[str, Any], dict[st
     )
 
 
-def _candidate(c: Candidate) -> dict[str, Any]:
-    """One ``candidate`` parameter, built directly (a preview lists every ECM service)."""
-    parts: list[dict[str, Any]] = [
-        *_service_parts(c.service.provider, c.service.ref),
-        _ELIGIBLE[c.eligible],
-    ]
-    parts += [{"name": "rule", "valueCode": r} for r in c.rules]
-    parts += [{"name": "failed", "valueCode": f} for f in c.failed]
-    if c.service.counted:
-        parts.append({"name": "openCapacity", "valueInteger": c.service.open})
-    parts.append({"name": "explanation", "valueString": c.explanation})
-    return {"name": "candidate", "part": parts}
+_Tail = tuple[bool, tuple[str, ...], tuple[str, ...], int | None, str]
+
+
+def _candidate(c: Candidate, tails: dict[_Tail, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One ``candidate`` parameter, built directly (a preview lists every ECM service): the
+    parts after the service's are shared by the candidates of one answer that have the same
+    (``tails``; most fail the same filter the same way; only serialized, never changed)."""
+    key: _Tail = (
+        c.eligible,
+        tuple(c.rules),
+        tuple(c.failed),
+        c.service.open if c.service.counted else None,
+        c.explanation,
+    )
+    tail = tails.get(key)
+    if tail is None:
+        eligible, rules, failed, open, explanation = key
+        tail = [_ELIGIBLE[eligible]]
+        tail += [{"name": "rule", "valueCode": r} for r in rules]
+        tail += [{"name": "failed", "valueCode": f} for f in failed]
+        if open is not None:
+            tail.append({"name": "openCapacity", "valueInteger": open})
+        tail.append({"name": "explanation", "valueString": explanation})
+        tails[key] = tail
+    return {"name": "candidate", "part": [*_service_parts(c.service.provider, c.service.ref),
+                                          *tail]}
 
 
 def _answer(
@@ -290,7 +304,8 @@ def _answer(
         values.append(("due", Typed("date", due.isoformat())))
     values += extra or []
     answer = to_parameters(values)
-    answer["parameter"] += [_candidate(c) for c in outcome.candidates]
+    tails: dict[_Tail, list[dict[str, Any]]] = {}
+    answer["parameter"] += [_candidate(c, tails) for c in outcome.candidates]
     return answer
 
 
@@ -406,6 +421,7 @@ def _commit(
     task_ref = f"Task/{_id(write(Write('create', 'Task', resource=task)))}"
     if replaced is not None:
         _cancel_replaced(call, replaced, inputs)
+        _end_former_teams(call, case.episode, inputs)
     episode_ref = f"EpisodeOfCare/{case.episode_id}"
     team_ref = None
     if lead is not None:
@@ -445,6 +461,31 @@ def _cancel_replaced(call: Call, replaced: str, inputs: _Inputs) -> None:
                "provider (seed 003 VI.E.3)")
         call.write(Write("update", "Task", id=id, resource={
             **task, "status": "cancelled", "statusReason": {"text": why}}))
+
+
+def _end_former_teams(call: Call, episode: dict[str, Any], inputs: _Inputs) -> None:
+    """The enrollment's care teams at the former provider: ended (``inactive``, ``period.end``
+    the day of the change) with why; the new provider's team (or none, until it names its
+    Lead Care Manager) is the enrollment's now."""
+    assert call.write is not None and inputs.request_date is not None
+    facts = Facts(call.reader, call.services.search.context)
+    today = local_date(inputs.stamp)
+    assert today is not None
+    why = (f"Ended when the ECM provider changed at the member's request of "
+           f"{inputs.request_date.isoformat()} (seed 003 VI.E.3)")
+    for reference in episode.get("team") or ():
+        key = local(ref(reference))
+        if key is None or key[0] != "CareTeam":
+            continue
+        team = facts.read(f"CareTeam/{key[1]}")
+        if team is None or team.get("status") not in ("proposed", "active", "suspended"):
+            continue
+        call.write(Write("update", "CareTeam", id=key[1], resource={
+            **team,
+            "status": "inactive",
+            "period": {**(team.get("period") or {}), "end": today.isoformat()},
+            "note": [*(team.get("note") or []), {"text": why}],
+        }))
 
 
 def _id(written: Any) -> str:

@@ -227,6 +227,18 @@ class _Checked:
         criteria = self._criteria(criteria, Interaction.SEARCH_TYPE)
         return self._store(criteria.type).count_by(criteria, param, target_type)
 
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        """The store's stamp of ``type`` for a caller who may search all of it (its narrowing
+        adds no clause), with whether the caller is unrestricted (what the per-resource
+        decision lets through, a restricted caller's search is checked for): what is kept
+        under it is what this caller's search of ``type`` finds. None for a caller narrowed
+        per resource; refused, like the search, for one who may not search ``type``."""
+        narrowing = self._narrow(Interaction.SEARCH_TYPE, type)
+        if narrowing.clauses:
+            return None
+        found = self._store(type).stamp(type)
+        return None if found is None else (*found, self._access.unrestricted)
+
     def include(
         self,
         versions: list[Version],

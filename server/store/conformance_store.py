@@ -175,6 +175,10 @@ class ConformanceStore:
                 counts[target] = counts.get(target, 0) + 1
         return counts
 
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        """None: the definitions are few and held in memory (nothing to keep under a stamp)."""
+        return None
+
     def search(self, query: SearchQuery) -> SearchPage:
         found = self._matches(query.criteria)
         if query.sort:

@@ -306,6 +306,19 @@ class SqlReader:
             rows = self._conn.execute(sql, args).fetchall()
         return {f"{type}/{id}": int(n) for type, id, n in rows if type and id}
 
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        """The store's identity, how many ``type`` rows it holds (a deleted resource keeps its
+        row) and their latest ``last_updated``, read off ``resource_type_updated``: every write
+        of a ``type`` resource commits a later ``last_updated`` than any committed before it
+        (``Clock``, under the writers' lock, whichever process writes), so a write changes the
+        latest, and a row removed (an emptied store) the count."""
+        row = self._conn.execute(
+            "SELECT (SELECT id FROM store_identity), COUNT(*), MAX(last_updated) FROM resource"
+            " WHERE rtype = ?",
+            (type,),
+        ).fetchone()
+        return (str(row[0]), int(row[1]), int(row[2] or 0))
+
     def _total(self, query: SearchQuery, probe: compiler.Probe) -> int | None:
         """``Bundle.total`` as ``query.total`` asks (see ``Total``)."""
         if query.total == "none":
@@ -518,6 +531,10 @@ class SqlUnit(SqlReader):
         self, type: str, id: str, interaction: Interaction, within: Sequence[Clause] = ()
     ) -> Version | None:
         return self.read(type, id, within)
+
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        """None: the unit's own writes (and a stamp read here) may still be rolled back."""
+        return None
 
     def system(self) -> SqlUnit:
         return self

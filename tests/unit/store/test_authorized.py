@@ -78,6 +78,9 @@ class _Recording:
         self.queries.append(SearchQuery(criteria, 0))
         return {}
 
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        return ("store", 1, 2)
+
 
 class _SeesEverything:
     """A policy granting every interaction on every type: the caller is still restricted (not
@@ -132,3 +135,23 @@ def test_a_grouped_count_counts_only_what_the_caller_may_see() -> None:
         access = Access(principal, [_Narrows(mine)])
         _Checked(inner, access).count_by(criteria, "performer")  # type: ignore[arg-type]
         assert [q.criteria.clauses for q in inner.queries] == [expected]
+
+
+def test_a_type_stamp_only_for_a_caller_who_may_search_all_of_the_type() -> None:
+    """A stamp vouches for what a search of the whole type finds: given (with whether the
+    caller is unrestricted) when the caller's narrowing adds no clause, none when it narrows
+    per resource, refused like the search when the caller may not search the type."""
+    mine = TokenClause("status", ((None, "active"),))
+    assert _Checked(_Recording(), Access(LOCAL, [_Narrows(mine)])).stamp(  # type: ignore[arg-type]
+        "HealthcareService"
+    ) == ("store", 1, 2, True)
+    seeing = Access(Principal("partner"), [_SeesEverything()])
+    assert _Checked(_Recording(), seeing).stamp("HealthcareService") == (  # type: ignore[arg-type]
+        "store", 1, 2, False
+    )
+    narrowed = Access(Principal("partner"), [_Narrows(mine)])
+    assert _Checked(_Recording(), narrowed).stamp("HealthcareService") is None  # type: ignore[arg-type]
+    with pytest.raises(Forbidden):
+        _Checked(_Recording(), Access(Principal("partner"), [])).stamp(  # type: ignore[arg-type]
+            "HealthcareService"
+        )
