@@ -13,9 +13,12 @@ Every write runs in one database transaction (a ``SqlUnit``):
    commit order (its row lock is held until commit; see ``Clock``), so a poller of
    ``_lastUpdated=gt...`` never misses a version;
 4. history row, current row, search index rows (the ``RowSource``'s rows of the new
-   version, after deleting the previous version's; one ``executemany`` per index table that
-   has rows, pipelined on PostgreSQL); at the end of the unit the outbox events of its
-   versions, in one statement (``outbox.py``); then COMMIT (fsync'd before the answer).
+   version, after deleting the previous version's). The index rows of the unit's versions are
+   gathered and inserted together — one statement per index table for the whole unit (SQLite:
+   one ``executemany``; PostgreSQL: one statement for all tables, pipelined) — before the unit
+   reads anything that may look at them (a search, a conditional match, a narrowed read) and
+   at its end; at the end of the unit also the outbox events of its versions, in one statement
+   (``outbox.py``); then COMMIT (fsync'd before the answer).
 
 A unit stores versions; what a write means (conditional interactions, patches, validation,
 program rules) is decided above it by the write pipeline (``server/writes/``).
@@ -77,7 +80,8 @@ _KEYS_PER_STATEMENT = 200  # resource keys looked up by one statement
 
 def write_index(conn: Connection, type: str, id: str, rows: IndexRows) -> None:
     """Insert the index rows of one resource on any connection: one ``executemany`` per table
-    that has rows (batch jobs such as reindexing; the writer uses ``Dialect.store_index``)."""
+    that has rows (batch jobs such as reindexing; a unit gathers its rows for
+    ``Dialect.store_index``)."""
     for table, table_rows in rows.tables().items():
         conn.executemany(INSERT_INDEX[table], [(type, id, *row) for row in table_rows])
 
@@ -489,11 +493,21 @@ class SqlUnit(SqlReader):
         self._seen: dict[tuple[str, str], Version | None] = {}
         self._transaction: str | None = None
         self._events: list[tuple[Any, ...]] = []
+        self._index: dict[str, list[tuple[Any, ...]]] = {}  # rows not inserted yet, by table
+        self._indexed: set[tuple[str, str]] = set()  # the resources they belong to
+
+    def _store_index(self) -> None:
+        """Insert the gathered index rows (one statement per table)."""
+        if self._index:
+            self._dialect.store_index(self._conn, self._index)
+            self._index = {}
+            self._indexed.clear()
 
     # -- building blocks -------------------------------------------------------------------
 
     def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
         if within:
+            self._store_index()
             return self._read_within(type, id, within)
         key = (type, id)
         if key in self._seen:
@@ -514,6 +528,53 @@ class SqlUnit(SqlReader):
     ) -> Version | None:
         return self.read(type, id, within)
 
+    # reads that may look at index rows see the unit's own: the gathered rows go first
+    def vread(
+        self, type: str, id: str, version: int, within: Sequence[Clause] = ()
+    ) -> Version | None:
+        self._store_index()
+        return super().vread(type, id, version, within)
+
+    def history(self, q: HistoryQuery) -> Page:
+        self._store_index()
+        return super().history(q)
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        self._store_index()
+        return super().search(query)
+
+    def count_by(
+        self, criteria: Criteria, param: str, target_type: str | None = None
+    ) -> dict[str, int]:
+        self._store_index()
+        return super().count_by(criteria, param, target_type)
+
+    def include(
+        self,
+        versions: list[Version],
+        includes: tuple[Include, ...],
+        limit: int,
+        within: Sequence[Clause] = (),
+        max_bytes: int | None = None,
+    ) -> Included:
+        self._store_index()
+        return super().include(versions, includes, limit, within, max_bytes)
+
+    def patient_resources(
+        self,
+        patient_ids: Sequence[str],
+        params: Mapping[str, Sequence[str]],
+        within: Sequence[Clause] = (),
+    ) -> Iterator[tuple[str, Version]]:
+        self._store_index()
+        return super().patient_resources(patient_ids, params, within)
+
+    def scan(
+        self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
+    ) -> list[Version]:
+        self._store_index()
+        return super().scan(type, after, limit, within)
+
     def system(self) -> SqlUnit:
         return self
 
@@ -522,8 +583,9 @@ class SqlUnit(SqlReader):
 
     def finish(self) -> None:
         """Store the outbox events of the unit's versions, in the order they were written
-        (one statement for them all), and their audit records; the unit's last step before
-        its savepoint or commit."""
+        (one statement for them all), and their audit records, after the index rows not
+        inserted yet; the unit's last step before its savepoint or commit."""
+        self._store_index()
         if self._events:
             self._dialect.store_events(self._conn, self._events)
             write_records(self._conn, self._events)  # the audit trail's write records
@@ -559,12 +621,21 @@ class SqlUnit(SqlReader):
         self._dialect.store_version(
             self._conn, (type, id, number, stamp, deleted, method, body, labels, owners)
         )
+        key = (type, id)
         if prev is not None:
+            if key in self._indexed:  # written before in this unit: its rows go, then are cleared
+                self._store_index()
             self._dialect.clear_index(self._conn, type, id)
         if index is not None:
             rows = index.tables()
             if rows:
-                self._dialect.store_index(self._conn, type, id, rows)
+                gathered = self._index
+                for table, table_rows in rows.items():
+                    bucket = gathered.get(table)
+                    if bucket is None:
+                        bucket = gathered[table] = []
+                    bucket += [(type, id, *row) for row in table_rows]
+                self._indexed.add(key)
         write_grants(
             self._conn, type, id, resource, stamp, stored_reader(self.read), fresh=prev is None
         )
@@ -587,11 +658,12 @@ class SqlUnit(SqlReader):
             )
         )
         version = Version(type, id, number, stamp, bool(deleted), body, method, 0, labels, owners)
-        self._seen[(type, id)] = version
+        self._seen[key] = version
         return version
 
     def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
         self._lock(criteria.key)
+        self._store_index()
         clause, args = compiler.where(criteria, collate=self._collate)
         sql = f"{_CURRENT} WHERE {clause} ORDER BY r.created_seq"
         if limit is not None:
