@@ -21,7 +21,14 @@ from server.bulk import importer
 from server.settings import Settings
 from tests.cli.conftest import ROOT, sqlite_url
 from tests.cli.test_load import invoke
-from tests.support import BASE, FHIR_JSON, TestClient, fhir_client, postgres_database
+from tests.support import (
+    BASE,
+    FHIR_JSON,
+    TABLES,
+    TestClient,
+    fhir_client,
+    postgres_database,
+)
 
 BULK = ROOT / "tests" / "fixtures" / "synthea-bulk"
 P1 = "ec5ab37a-4bfa-5b91-a6c7-14646a8fc5a5"
@@ -255,15 +262,7 @@ def test_a_line_left_waiting_for_its_conditional_target_is_retried_after_a_resum
         assert observation["performer"] == [{"reference": "Organization/org2"}]
 
 
-_INDEX_TABLES = (
-    "search_token",
-    "search_string",
-    "search_reference",
-    "search_date",
-    "search_number",
-    "search_quantity",
-    "search_uri",
-)
+_INDEX_TABLES = tuple(table for table in TABLES if table.startswith("search_"))
 
 
 def _stored_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
@@ -76,6 +76,8 @@ _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _FETCH = 256  # rows fetched at a time by streaming reads
 CONFLICT_RETRIES = 3  # runs more of a job aborted by a serialization failure or deadlock
 _KEYS_PER_STATEMENT = 200  # resource keys looked up by one statement
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def write_index(conn: Connection, type: str, id: str, rows: IndexRows) -> None:
@@ -299,7 +301,10 @@ class SqlReader:
     ) -> dict[str, int]:
         with self._budgeted():
             sql, args = compiler.grouped_count_statement(
-                criteria, param, target_type, collate=self._collate,
+                criteria,
+                param,
+                target_type,
+                collate=self._collate,
                 probe=_remembered(self._count),
             )
             rows = self._conn.execute(sql, args).fetchall()
@@ -466,6 +471,17 @@ class Clock:
             self._dirty = False
 
 
+def _index_stored(read: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[SqlUnit, P], R]:
+    """``read`` on a unit, after the unit's gathered index rows are inserted."""
+
+    def after(unit: SqlUnit, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        unit._store_index()
+        return read(unit, *args, **kwargs)
+
+    after.__name__, after.__doc__ = read.__name__, read.__doc__
+    return after
+
+
 _INTERACTIONS: dict[str, str] = {
     "POST": "create",
     "PUT": "update",
@@ -529,51 +545,13 @@ class SqlUnit(SqlReader):
         return self.read(type, id, within)
 
     # reads that may look at index rows see the unit's own: the gathered rows go first
-    def vread(
-        self, type: str, id: str, version: int, within: Sequence[Clause] = ()
-    ) -> Version | None:
-        self._store_index()
-        return super().vread(type, id, version, within)
-
-    def history(self, q: HistoryQuery) -> Page:
-        self._store_index()
-        return super().history(q)
-
-    def search(self, query: SearchQuery) -> SearchPage:
-        self._store_index()
-        return super().search(query)
-
-    def count_by(
-        self, criteria: Criteria, param: str, target_type: str | None = None
-    ) -> dict[str, int]:
-        self._store_index()
-        return super().count_by(criteria, param, target_type)
-
-    def include(
-        self,
-        versions: list[Version],
-        includes: tuple[Include, ...],
-        limit: int,
-        within: Sequence[Clause] = (),
-        max_bytes: int | None = None,
-    ) -> Included:
-        self._store_index()
-        return super().include(versions, includes, limit, within, max_bytes)
-
-    def patient_resources(
-        self,
-        patient_ids: Sequence[str],
-        params: Mapping[str, Sequence[str]],
-        within: Sequence[Clause] = (),
-    ) -> Iterator[tuple[str, Version]]:
-        self._store_index()
-        return super().patient_resources(patient_ids, params, within)
-
-    def scan(
-        self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
-    ) -> list[Version]:
-        self._store_index()
-        return super().scan(type, after, limit, within)
+    vread = _index_stored(SqlReader.vread)
+    history = _index_stored(SqlReader.history)
+    search = _index_stored(SqlReader.search)
+    count_by = _index_stored(SqlReader.count_by)
+    include = _index_stored(SqlReader.include)
+    patient_resources = _index_stored(SqlReader.patient_resources)
+    scan = _index_stored(SqlReader.scan)
 
     def system(self) -> SqlUnit:
         return self
