@@ -422,8 +422,8 @@ def import_(
         typer.Option(
             min=0,
             help="Processes computing the search index rows of the next transactions while one"
-            " is stored (default: one per core beyond the writer's, for an import of 4"
-            " transactions or more; 0: none)",
+            " is stored (default: one per core beyond two, for an import of 4 transactions or"
+            " more; 0: none)",
         ),
     ] = None,
 ) -> None:

@@ -64,11 +64,13 @@ def _index(raws: Sequence[bytes]) -> list[Computed]:
 
 
 def default_workers(lines: int, batch: int) -> int:
-    """One worker process per core beyond the writer's (none on a single core), for an import
-    of more than ``MIN_UNITS`` units (starting a worker costs about a second)."""
+    """One worker process per core beyond two (the writer's, and one for SQLite's commits, the
+    pipeline's threads and everything else: on two shared cores a worker made imports slower,
+    ``bench/RESULTS.md``), for an import of at least ``MIN_UNITS`` units (starting a worker
+    costs about a second)."""
     if lines < MIN_UNITS * batch:
         return 0
-    return max(0, (os.cpu_count() or 1) - 1)
+    return max(0, (os.cpu_count() or 1) - 2)
 
 
 class AheadRows:

@@ -226,8 +226,8 @@ async def run_import(
     workers: int | None = None,
 ) -> ImportReport:
     """Import the NDJSON files ``paths`` (in the given order; pass 2 by type rank), the index
-    rows of the next units computed by ``workers`` processes (default: one per core beyond
-    the writer's; 0: none) while the writer stores the current one."""
+    rows of the next units computed by ``workers`` processes (default: ``default_workers``;
+    0: none) while the writer stores the current one."""
     import time
 
     from server.auth.principal import LOCAL
