@@ -417,6 +417,15 @@ def import_(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Processes computing the search index rows of the next transactions while one"
+            " is stored (default: one per core beyond two, for an import of 4 transactions or"
+            " more; 0: none)",
+        ),
+    ] = None,
 ) -> None:
     """Import NDJSON (Synthea's bulk output, a $export's files) into the store, in two passes:
     every resource under its own id, then the lines with conditional references, resolved.
@@ -460,6 +469,7 @@ def import_(
             batch=batch,
             state_file=state or importer.state_path(files),
             progress=importer.Progress(start, advance),
+            workers=workers,
         )
     rate = report.stored / report.seconds if report.seconds else 0.0
     summary = (

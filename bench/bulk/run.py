@@ -2,7 +2,8 @@
 and NDJSON import into a fresh store (resources/s).
 
     .venv/bin/python bench/bulk/run.py export --database-url sqlite:////tmp/store.db [--writes 20]
-    .venv/bin/python bench/bulk/run.py import --data DIR --database-url sqlite:////tmp/new.db
+    .venv/bin/python bench/bulk/run.py import --data DIR --database-url sqlite:////tmp/new.db \
+        [--workers N] [--checkout PATH]
 
 The export runs in this process through the whole application (``create_app``, a system-level
 ``$export`` as the local operator, polled every 0.2 s); a sampler thread records the process's
@@ -13,8 +14,12 @@ checkpointed while the export reads. Peak RSS is the process's
 SQLite file's pages mapped by ``mmap_size``, up to 256 MiB: ``RssAnon``, the process's own
 memory, is printed apart). The import
 runs ``server.bulk.importer`` (the ``calaim-fhir import`` command's code) on ``DIR``'s
-``*.ndjson`` files. Each prints one JSON object; the 1-minute load average before and after
-is part of it.
+``*.ndjson`` files, with ``--workers`` indexing processes (default: the importer's); besides
+resources/s it reports the CPU time per resource of this process (the writer) and of its
+worker processes, measured from the first pass's start (the application's start-up left
+out). ``--checkout`` imports another checkout's code (put first on the import path: a
+before/after in one window). Each prints one JSON object; the 1-minute load average before
+and after is part of it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -92,10 +98,16 @@ def export(database_url: str, writes: int = 0) -> dict[str, Any]:
         while (answer := client.get(status)).status_code == 202:
             time.sleep(0.2)
             for _ in range(writes):  # writes go on while the export runs
-                basic = {"resourceType": "Basic", "id": f"bulk-bench-{written % 50}",
-                         "code": {"text": f"write {written}"}}
-                put = client.put(f"/fhir/Basic/{basic['id']}", json=basic,
-                                 headers={"Content-Type": "application/fhir+json"})
+                basic = {
+                    "resourceType": "Basic",
+                    "id": f"bulk-bench-{written % 50}",
+                    "code": {"text": f"write {written}"},
+                }
+                put = client.put(
+                    f"/fhir/Basic/{basic['id']}",
+                    json=basic,
+                    headers={"Content-Type": "application/fhir+json"},
+                )
                 assert put.status_code in (200, 201), put.text
                 written += 1
         seconds = time.perf_counter() - started
@@ -128,25 +140,50 @@ def export(database_url: str, writes: int = 0) -> dict[str, Any]:
     }
 
 
-def import_(data: Path, database_url: str, batch: int) -> dict[str, Any]:
+def import_(data: Path, database_url: str, batch: int, workers: int | None) -> dict[str, Any]:
+    import inspect
+    import resource
+
     from server.bulk import importer
     from server.settings import Settings
 
     files = sorted(data.glob("*.ndjson"))
     load_before = os.getloadavg()[0]
+    started: list[float] = []
+
+    def start(name: str, total: int) -> None:
+        if not started:
+            started.extend((time.perf_counter(), time.process_time()))
+
+    options: dict[str, Any] = {"progress": importer.Progress(start=start)}
+    if workers is not None and "workers" in inspect.signature(importer.run_import).parameters:
+        options["workers"] = workers
     report = importer.run(
-        files, Settings(database_url=database_url, auth="off"), batch=batch, state_file=None
+        files,
+        Settings(database_url=database_url, auth="off"),
+        batch=batch,
+        state_file=None,
+        **options,
     )
+    wall, cpu = time.perf_counter() - started[0], time.process_time() - started[1]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "what": "import",
         "database_url": database_url,
+        "code": importer.__file__,
         "lines": report.lines,
         "stored": report.stored,
         "rejected": len(report.rejected),
         "unresolved": report.unresolved_count,
         "seconds": round(report.seconds, 1),
         "resources_per_s": round(report.stored / report.seconds, 1),
+        "import_resources_per_s": round(report.stored / wall, 1),
+        "writer_cpu_ms_per_resource": round(cpu / report.stored * 1000, 3),
+        "workers_cpu_ms_per_resource": round(
+            (children.ru_utime + children.ru_stime) / report.stored * 1000, 3
+        ),
         "batch": batch,
+        "workers": workers,
         "peak_rss_mib": round(_status("VmHWM") / 1024, 1),
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
@@ -159,16 +196,20 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--data", type=Path, help="import: a folder of *.ndjson")
     parser.add_argument("--batch", type=int, default=500, help="import: lines per transaction")
+    parser.add_argument("--workers", type=int, help="import: indexing worker processes")
+    parser.add_argument("--checkout", type=Path, help="import: the code of another checkout")
     parser.add_argument(
         "--writes", type=int, default=0, help="export: PUTs between two polls (0.2 s apart)"
     )
     args = parser.parse_args()
+    if args.checkout is not None:
+        sys.path.insert(0, str(args.checkout.resolve()))
     if args.what == "export":
         result = export(args.database_url, args.writes)
     else:
         if args.data is None:
             parser.error("import needs --data")
-        result = import_(args.data, args.database_url, args.batch)
+        result = import_(args.data, args.database_url, args.batch, args.workers)
     print(json.dumps(result, indent=2))
 
 

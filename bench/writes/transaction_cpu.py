@@ -1,8 +1,10 @@
 """CPU and wall time per 100-entry transaction, in process (Starlette TestClient, no HTTP
-server): 10 warm-up transactions, then 40 measured, sequentially. Measures any checkout from
+server, authentication off): 10 warm-up transactions, then 40 measured, sequentially. With
+``--create``: per plain create instead (``POST /ServiceRequest`` of
+``bench/data/servicerequest.json``, 200 warm-up, 2,000 measured). Measures any checkout from
 outside: the checkout given is put first on the import path.
 
-    .venv/bin/python bench/writes/transaction_cpu.py <checkout> [--profile]
+    .venv/bin/python bench/writes/transaction_cpu.py <checkout> [--create] [--profile]
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 logging.disable(logging.CRITICAL)
 warnings.simplefilter("ignore")
 
-from bundle_gen import bundle  # noqa: E402
+from bundle_gen import HERE, bundle  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from server.app import create_app  # noqa: E402
@@ -32,17 +34,34 @@ from server.settings import Settings  # noqa: E402
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(database_url=f"sqlite:///{folder}/bench.db", base_url="http://b/fhir")
-        with TestClient(create_app(settings)) as client:
-            for i in range(10):
-                assert client.post("/fhir", json=bundle(100, seed=i)).status_code == 200
-            n = 40
+        settings = Settings(
+            database_url=f"sqlite:///{folder}/bench.db", base_url="http://b/fhir", auth="off"
+        )
+        create = "--create" in sys.argv
+        body = (HERE / "data" / "servicerequest.json").read_bytes()
+        headers = {"Content-Type": "application/fhir+json"}
+        what = "create" if create else "transaction"
+        app = create_app(settings)
+        # auth off answers loopback requests only
+        loopback = ("127.0.0.1", 50000)
+        with TestClient(app, base_url="http://127.0.0.1", client=loopback) as client:
+
+            def send(i: int) -> int:
+                if create:
+                    return client.post(
+                        "/fhir/ServiceRequest", content=body, headers=headers
+                    ).status_code
+                return client.post("/fhir", json=bundle(100, seed=i)).status_code
+
+            for i in range(200 if create else 10):
+                assert send(i) in (200, 201)
+            n = 2000 if create else 40
             profile = cProfile.Profile() if "--profile" in sys.argv else None
             cpu, wall = time.process_time(), time.perf_counter()
             if profile:
                 profile.enable()
             for i in range(n):
-                client.post("/fhir", json=bundle(100, seed=100 + i))
+                send(1000 + i)
             if profile:
                 profile.disable()
                 out = io.StringIO()
@@ -50,7 +69,7 @@ def main() -> None:
                 print(out.getvalue())
             cpu_ms = (time.process_time() - cpu) / n * 1000
             wall_ms = (time.perf_counter() - wall) / n * 1000
-            print(f"{CHECKOUT}: CPU {cpu_ms:.2f} ms, wall {wall_ms:.2f} ms per transaction")
+            print(f"{CHECKOUT}: CPU {cpu_ms:.3f} ms, wall {wall_ms:.3f} ms per {what}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from server import loader
+from server.bulk.ahead import Ahead, AheadRows, default_workers
 from server.errors import FhirError
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.loader import Unresolved
@@ -108,6 +109,24 @@ def _lines(path: Path, deferred: bool) -> Iterator[tuple[int, bytes]]:
                 yield number, raw
 
 
+def _chunks(
+    path: Path, deferred: bool, done: int, size: int, skipped: Callable[[], None]
+) -> Iterator[list[tuple[int, bytes]]]:
+    """The lines of one pass after line ``done`` (those up to it: ``skipped``), ``size`` at a
+    time."""
+    chunk: list[tuple[int, bytes]] = []
+    for number, raw in _lines(path, deferred):
+        if number <= done:
+            skipped()
+            continue
+        chunk.append((number, raw))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _count(paths: Sequence[Path]) -> tuple[int, int]:
     first = second = 0
     for path in paths:
@@ -165,17 +184,38 @@ class _State:
 
 
 @asynccontextmanager
-async def _application(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
+async def _application(settings: Settings, workers: int) -> AsyncIterator[_Application]:
     """The application's pipeline and the local operator's door on the store (lifespan
-    run: opened, migrated, closed)."""
+    run: opened, migrated, closed), with the index rows computed ahead by ``workers``
+    processes (``ahead.py``)."""
     from server.app import create_app
     from server.auth.principal import LOCAL
+    from server.services import build_services
     from server.store.authorized import AuthorizedRepository
+    from server.store.sql.opening import open_store
 
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        state = app.state
-        yield state.pipeline, AuthorizedRepository(state.runner, LOCAL, None, (), state.definitions)
+    services = build_services(settings)
+    store = open_store(settings, services.search)
+    rows = AheadRows(store.rows)
+    store.rows = rows
+    pool = Ahead(settings, workers)
+    try:
+        app = create_app(settings, services=services, store=store)
+        async with app.router.lifespan_context(app):
+            state = app.state
+            door = AuthorizedRepository(state.runner, LOCAL, None, (), state.definitions)
+            yield _Application(state.pipeline, door, rows, pool)
+    finally:
+        pool.close()
+        store.close()
+
+
+@dataclass(slots=True)
+class _Application:
+    pipeline: Any
+    repo: Any
+    rows: AheadRows
+    ahead: Ahead
 
 
 async def run_import(
@@ -185,8 +225,11 @@ async def run_import(
     batch: int = DEFAULT_BATCH,
     state_file: Path | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> ImportReport:
-    """Import the NDJSON files ``paths`` (in the given order; pass 2 by type rank)."""
+    """Import the NDJSON files ``paths`` (in the given order; pass 2 by type rank), the index
+    rows of the next units computed by ``workers`` processes (default: ``default_workers``;
+    0: none) while the writer stores the current one."""
     import time
 
     from server.auth.principal import LOCAL
@@ -199,15 +242,15 @@ async def run_import(
     ordered, _ = loader.order(list(paths))
     first, second = _count(paths)
     report.lines = first + second
-    async with _application(settings) as (pipeline, repo):
+    workers = default_workers(report.lines, batch) if workers is None else workers
+    async with _application(settings, workers) as application:
+        pipeline, repo = application.pipeline, application.repo
 
         def unit_of(lines: list[_Line]) -> Callable[[Any], None]:
             def write(unit: Any) -> None:
                 writer = pipeline.in_unit(unit, LOCAL)
                 for line in lines:
-                    writer.write(
-                        Write("update", line.type, id=line.id, resource=line.resource)
-                    )
+                    writer.write(Write("update", line.type, id=line.id, resource=line.resource))
 
             return write
 
@@ -243,31 +286,32 @@ async def run_import(
             state.set(step, name, last)
             progress.advance(len(pending))
 
+        def skipped() -> None:
+            report.skipped += 1
+            progress.advance(1)
+
         async def one_pass(step: str, files: Sequence[Path], deferred: bool) -> list[_Line]:
             """Store the lines of one pass; the lines whose conditional reference matched
-            nothing (tried again later); every other failure is rejected."""
+            nothing (tried again later); every other failure is rejected. The next units'
+            index rows are computed ahead while a unit is stored."""
             retry: list[_Line] = []
             for path in files:
                 name = str(path)
-                done = last = recorded = state.get(step, name)
-                pending: list[_Line] = []
-                for number, raw in _lines(path, deferred):
-                    if number <= done:
-                        report.skipped += 1
-                        progress.advance(1)
-                        continue
-                    parsed = _parse(name, number, raw)
-                    last = number
-                    if isinstance(parsed, Rejected):
-                        report.rejected.append(parsed)
-                        progress.advance(1)
-                        continue
-                    pending.append(parsed)
-                    if len(pending) >= batch:
-                        await flush(step, name, pending, last, retry if deferred else None)
-                        pending, recorded = [], last
-                if pending or last != recorded:  # what is left, or rejected lines at the end
-                    await flush(step, name, pending, last, retry if deferred else None)
+                chunks = _chunks(path, deferred, state.get(step, name), batch, skipped)
+                async for chunk, computed in application.ahead.run(chunks):
+                    pending: list[_Line] = []
+                    for position, (number, raw) in enumerate(chunk):
+                        parsed = _parse(name, number, raw)
+                        if isinstance(parsed, Rejected):
+                            report.rejected.append(parsed)
+                            progress.advance(1)
+                            continue
+                        pending.append(parsed)
+                        ready = None if computed is None else computed[position]
+                        if ready is not None:  # compared with what is stored: its own copy
+                            application.rows.offer(ready[0], ready[1], orjson.loads(raw), ready[2])
+                    await flush(step, name, pending, chunk[-1][0], retry if deferred else None)
+                    application.rows.clear()
             return retry
 
         progress.start("pass 1: resources under their ids", first)
@@ -327,9 +371,7 @@ async def _unresolved(paths: Sequence[Path], repo: Any, report: ImportReport) ->
                 report.unresolved_count += 1
                 if len(report.unresolved) < _LISTED:
                     file, line = seen[key]
-                    report.unresolved.append(
-                        Unresolved(file, f"line {line}", f"{key[0]}/{key[1]}")
-                    )
+                    report.unresolved.append(Unresolved(file, f"line {line}", f"{key[0]}/{key[1]}"))
 
 
 def run(paths: Sequence[Path], settings: Settings, **options: Any) -> ImportReport:

@@ -13,9 +13,12 @@ Every write runs in one database transaction (a ``SqlUnit``):
    commit order (its row lock is held until commit; see ``Clock``), so a poller of
    ``_lastUpdated=gt...`` never misses a version;
 4. history row, current row, search index rows (the ``RowSource``'s rows of the new
-   version, after deleting the previous version's; one ``executemany`` per index table that
-   has rows, pipelined on PostgreSQL); at the end of the unit the outbox events of its
-   versions, in one statement (``outbox.py``); then COMMIT (fsync'd before the answer).
+   version, after deleting the previous version's). The index rows of the unit's versions are
+   gathered and inserted together — one statement per index table for the whole unit (SQLite:
+   one ``executemany``; PostgreSQL: one statement for all tables, pipelined) — before the unit
+   reads anything that may look at them (a search, a conditional match, a narrowed read) and
+   at its end; at the end of the unit also the outbox events of its versions, in one statement
+   (``outbox.py``); then COMMIT (fsync'd before the answer).
 
 A unit stores versions; what a write means (conditional interactions, patches, validation,
 program rules) is decided above it by the write pipeline (``server/writes/``).
@@ -31,7 +34,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
@@ -78,11 +81,14 @@ _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _FETCH = 256  # rows fetched at a time by streaming reads
 CONFLICT_RETRIES = 3  # runs more of a job aborted by a serialization failure or deadlock
 _KEYS_PER_STATEMENT = 200  # resource keys looked up by one statement
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def write_index(conn: Connection, type: str, id: str, rows: IndexRows) -> None:
     """Insert the index rows of one resource on any connection: one ``executemany`` per table
-    that has rows (batch jobs such as reindexing; the writer uses ``Dialect.store_index``)."""
+    that has rows (batch jobs such as reindexing; a unit gathers its rows for
+    ``Dialect.store_index``)."""
     for table, table_rows in rows.tables().items():
         conn.executemany(INSERT_INDEX[table], [(type, id, *row) for row in table_rows])
 
@@ -300,7 +306,10 @@ class SqlReader:
     ) -> dict[str, int]:
         with self._budgeted():
             sql, args = compiler.grouped_count_statement(
-                criteria, param, target_type, collate=self._collate,
+                criteria,
+                param,
+                target_type,
+                collate=self._collate,
                 probe=_remembered(self._count),
             )
             rows = self._conn.execute(sql, args).fetchall()
@@ -480,6 +489,17 @@ class Clock:
             self._dirty = False
 
 
+def _index_stored(read: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[SqlUnit, P], R]:
+    """``read`` on a unit, after the unit's gathered index rows are inserted."""
+
+    def after(unit: SqlUnit, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        unit._store_index()
+        return read(unit, *args, **kwargs)
+
+    after.__name__, after.__doc__ = read.__name__, read.__doc__
+    return after
+
+
 _INTERACTIONS: dict[str, str] = {
     "POST": "create",
     "PUT": "update",
@@ -507,11 +527,21 @@ class SqlUnit(SqlReader):
         self._seen: dict[tuple[str, str], Version | None] = {}
         self._transaction: str | None = None
         self._events: list[tuple[Any, ...]] = []
+        self._index: dict[str, list[tuple[Any, ...]]] = {}  # rows not inserted yet, by table
+        self._indexed: set[tuple[str, str]] = set()  # the resources they belong to
+
+    def _store_index(self) -> None:
+        """Insert the gathered index rows (one statement per table)."""
+        if self._index:
+            self._dialect.store_index(self._conn, self._index)
+            self._index = {}
+            self._indexed.clear()
 
     # -- building blocks -------------------------------------------------------------------
 
     def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
         if within:
+            self._store_index()
             return self._read_within(type, id, within)
         key = (type, id)
         if key in self._seen:
@@ -532,6 +562,15 @@ class SqlUnit(SqlReader):
     ) -> Version | None:
         return self.read(type, id, within)
 
+    # reads that may look at index rows see the unit's own: the gathered rows go first
+    vread = _index_stored(SqlReader.vread)
+    history = _index_stored(SqlReader.history)
+    search = _index_stored(SqlReader.search)
+    count_by = _index_stored(SqlReader.count_by)
+    include = _index_stored(SqlReader.include)
+    patient_resources = _index_stored(SqlReader.patient_resources)
+    scan = _index_stored(SqlReader.scan)
+
     def stamp(self, type: str) -> tuple[Any, ...] | None:
         """None: the unit's own writes (and a stamp read here) may still be rolled back."""
         return None
@@ -544,8 +583,9 @@ class SqlUnit(SqlReader):
 
     def finish(self) -> None:
         """Store the outbox events of the unit's versions, in the order they were written
-        (one statement for them all), and their audit records; the unit's last step before
-        its savepoint or commit."""
+        (one statement for them all), and their audit records, after the index rows not
+        inserted yet; the unit's last step before its savepoint or commit."""
+        self._store_index()
         if self._events:
             self._dialect.store_events(self._conn, self._events)
             write_records(self._conn, self._events)  # the audit trail's write records
@@ -581,12 +621,21 @@ class SqlUnit(SqlReader):
         self._dialect.store_version(
             self._conn, (type, id, number, stamp, deleted, method, body, labels, owners)
         )
+        key = (type, id)
         if prev is not None:
+            if key in self._indexed:  # written before in this unit: its rows go, then are cleared
+                self._store_index()
             self._dialect.clear_index(self._conn, type, id)
         if index is not None:
             rows = index.tables()
             if rows:
-                self._dialect.store_index(self._conn, type, id, rows)
+                gathered = self._index
+                for table, table_rows in rows.items():
+                    bucket = gathered.get(table)
+                    if bucket is None:
+                        bucket = gathered[table] = []
+                    bucket += [(type, id, *row) for row in table_rows]
+                self._indexed.add(key)
         write_grants(
             self._conn, type, id, resource, stamp, stored_reader(self.read), fresh=prev is None
         )
@@ -609,11 +658,12 @@ class SqlUnit(SqlReader):
             )
         )
         version = Version(type, id, number, stamp, bool(deleted), body, method, 0, labels, owners)
-        self._seen[(type, id)] = version
+        self._seen[key] = version
         return version
 
     def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
         self._lock(criteria.key)
+        self._store_index()
         clause, args = compiler.where(criteria, collate=self._collate)
         sql = f"{_CURRENT} WHERE {clause} ORDER BY r.created_seq"
         if limit is not None:

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -137,11 +137,10 @@ class Dialect(Protocol):
     def store_events(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert outbox rows (``outbox.EVENT_COLUMNS``), in order (no result is read back)."""
 
-    def store_index(
-        self, conn: Connection, type: str, id: str, rows: dict[str, list[tuple[Any, ...]]]
-    ) -> None:
-        """Insert the index rows of one resource: ``{table: rows}`` (``IndexRows.tables()``);
-        no result is read back."""
+    def store_index(self, conn: Connection, rows: Mapping[str, Sequence[tuple[Any, ...]]]) -> None:
+        """Insert index rows of any number of resources, one statement per table (SQLite:
+        one ``executemany``; PostgreSQL: one statement for every table): ``{table: rows}``,
+        each row ``(rtype, id, *IndexRows row)``; no result is read back."""
 
     def errors(self) -> AbstractContextManager[None]:
         """Turns driver errors into FHIR errors by their cause (``driver_errors.py``)."""
@@ -278,7 +277,7 @@ _CLEAR_INDEX_PG = _with(list(_CLEAR_INDEX))
 _INSERT_INDEX_PG = _with(
     [
         f"INSERT INTO {table} (rtype, id, param, grp, {', '.join(c for c, _ in columns)})"
-        f" SELECT ?, ?, u.* FROM unnest(?::text[], ?::int4[],"
+        f" SELECT u.* FROM unnest(?::text[], ?::text[], ?::text[], ?::int4[],"
         f" {', '.join(f'?::{kind}[]' for _, kind in columns)}) u"
         for table, columns in _INDEX_COLUMNS.items()
     ]
@@ -504,11 +503,10 @@ class SQLiteDialect:
     def store_events(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         conn.executemany(_INSERT_EVENT, rows)
 
-    def store_index(
-        self, conn: Connection, type: str, id: str, rows: dict[str, list[tuple[Any, ...]]]
-    ) -> None:
+    def store_index(self, conn: Connection, rows: Mapping[str, Sequence[tuple[Any, ...]]]) -> None:
         for table, table_rows in rows.items():
-            conn.executemany(INSERT_INDEX[table], [(type, id, *row) for row in table_rows])
+            if table_rows:
+                conn.executemany(INSERT_INDEX[table], table_rows)
 
     def check_durability(self) -> None:
         with self.reading() as conn:
@@ -707,24 +705,21 @@ class PostgresDialect:
             return
         conn.execute(_INSERT_EVENTS_PG, [list(column) for column in zip(*rows, strict=True)])
 
-    def store_index(
-        self, conn: Connection, type: str, id: str, rows: dict[str, list[tuple[Any, ...]]]
-    ) -> None:
+    def store_index(self, conn: Connection, rows: Mapping[str, Sequence[tuple[Any, ...]]]) -> None:
         """One statement whatever the rows (psycopg's ``executemany`` costs a Python-side
-        round of the pipeline per row; arrays cost one execute per resource)."""
-        if not rows:
+        round of the pipeline per row; arrays cost one execute per group of resources)."""
+        if not any(rows.values()):
             return
         args: list[Any] = []
         for table in _PG_ORDER:  # the statements' order in the text
             table_rows = rows.get(table, ())
-            args.extend((type, id))
             if table_rows:
-                kinds = ("text", "int4", *(kind for _, kind in _INDEX_COLUMNS[table]))
+                kinds = ("text", "text", "text", "int4", *(k for _, k in _INDEX_COLUMNS[table]))
                 for kind, column in zip(kinds, zip(*table_rows, strict=True), strict=True):
                     # an array holds one Python type: a whole number among floats is a float
                     args.append([float(v) for v in column] if kind == "float8" else list(column))
             else:
-                args.extend([] for _ in range(2 + len(_INDEX_COLUMNS[table])))
+                args.extend([] for _ in range(4 + len(_INDEX_COLUMNS[table])))
         conn.execute(_INSERT_INDEX_PG, args)
 
     # The group writer: one transaction per group, behind the writers' advisory lock (groups of
