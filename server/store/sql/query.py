@@ -553,10 +553,10 @@ def _preference(clause: Clause) -> int:
         return 2
     if isinstance(clause, StringClause):
         return 3
-    if isinstance(
-        clause, ChainClause | HasClause | AnyClause | AllClause | ReferencedClause | GrantClause
-    ):
+    if isinstance(clause, ChainClause | HasClause | AnyClause | AllClause | ReferencedClause):
         return 4
+    if isinstance(clause, GrantClause):
+        return 7  # what the caller may see: probed last, drives only when it is the narrowest
     if _is_last_updated(clause):
         return 6
     return 5
@@ -570,14 +570,18 @@ class Compiler:
     numbered, so nested subqueries (chains, ``_has``) never shadow one another. ``pin``: name
     the index of a correlated probe (SQLite's ``INDEXED BY``)."""
 
-    def __init__(self, collate: str = "", *, pin: bool = False) -> None:
+    def __init__(
+        self, collate: str = "", *, pin: bool = False, prefix: str = "", estimating: bool = False
+    ) -> None:
         self.collate = collate
         self.pin = pin
+        self.prefix = prefix
+        self.estimating = estimating  # key sources only to be counted by a plan's probe
         self._count = 0
 
     def alias(self, stem: str) -> str:
         self._count += 1
-        return f"{stem}{self._count}"
+        return f"{self.prefix}{stem}{self._count}"
 
     def fenced(self, probe: str) -> str:
         """A correlated probe that stays one (PostgreSQL: ``OFFSET 0`` keeps the planner from
@@ -647,7 +651,7 @@ class Compiler:
         if isinstance(clause, ReferencedClause):
             return self._referenced(clause, alias, types)
         if isinstance(clause, GrantClause):
-            return self._granted(clause, alias, types)
+            return _granted(clause, alias, types, self.pin)
         if isinstance(clause, OwnerClause):
             return self._owned(clause, alias)
         if isinstance(clause, LabelClause):
@@ -1030,6 +1034,8 @@ class Compiler:
             return self._referenced_keys(clause, types)
         if isinstance(clause, OwnerClause):
             return self._owned_keys(clause, types)
+        if isinstance(clause, GrantClause):
+            return self._granted_keys(clause, types)
         if isinstance(clause, AllClause):
             return self._all_keys(clause, types)
         return None
@@ -1097,6 +1103,90 @@ class Compiler:
                 )
             )
         return _join(" UNION ALL ", parts)
+
+    def _granted_keys(self, clause: GrantClause, types: Types) -> Frag | None:
+        """The resources (of ``types``) a grant clause reaches, read from the organisation's
+        grant rows (``access_grant_member``/``_scope``: its members, the resources its
+        referrals name) through the reference rows pointing at each member
+        (``search_reference_target``), the member's release of information tested once per
+        grant row and reference; so a narrowed search can be driven by what the caller may
+        see instead of testing every candidate. None under break the glass (any member).
+        ``estimating``: without the release of information and the resource rows (a plan's
+        probe counts them; an over-estimate only makes the grants drive less often)."""
+        if clause.emergency:
+            return None
+        parts: list[Frag] = []
+        by_kinds: dict[tuple[str, ...], list[tuple[str, tuple[str, ...]]]] = {}
+        for type, codes, kinds in clause.reach:
+            if codes and kinds and (types is None or type in types):
+                by_kinds.setdefault(kinds, []).append((type, codes))
+        for kinds, reached in by_kinds.items():
+            g, s = self.alias("g"), self.alias("s")
+            by_type = _or(
+                _and([(f"{s}.rtype = ?", (type,)), _in(f"{s}.param", codes)])
+                for type, codes in reached
+            )
+            condition = _and(
+                [
+                    self._live(g, clause, kinds),
+                    (f"{g}.scope_type = ''", ()),
+                    (f"{s}.target_type = 'Patient' AND {s}.target_id = {g}.member", ()),
+                    by_type,
+                ]
+            )
+            grants = self.pinned("access_grant", g, "member")
+            source = self.pinned("search_reference", s, "target")
+            parts.append(
+                self._granted_rows(
+                    clause, g, f"{grants} CROSS JOIN {source}", condition, f"{s}.rtype", f"{s}.id"
+                )
+            )
+        if clause.include_self and (types is None or "Patient" in types):
+            g = self.alias("g")
+            condition = _and(
+                [self._live(g, clause, clause.include_self), (f"{g}.scope_type = ''", ())]
+            )
+            grants = self.pinned("access_grant", g, "member")
+            parts.append(
+                self._granted_rows(clause, g, grants, condition, "'Patient'", f"{g}.member")
+            )
+        if clause.scoped:
+            g = self.alias("g")
+            condition = _and(
+                [self._live(g, clause, clause.scoped), _types(f"{g}.scope_type", types)]
+            )
+            grants = self.pinned("access_grant", g, "scope")
+            parts.append(
+                self._granted_rows(
+                    clause, g, grants, condition, f"{g}.scope_type", f"{g}.scope_id"
+                )
+            )
+        if not parts:
+            return None
+        return _join(" UNION ALL ", parts)
+
+    def _granted_rows(
+        self, clause: GrantClause, g: str, source: str, condition: Frag, rtype: str, id: str
+    ) -> Frag:
+        """``SELECT rtype, id`` of the rows of ``source`` satisfying ``condition``: the
+        resource ``rtype``/``id`` name, live, and let to the organisation by the release of
+        information of the grant row ``g``'s member."""
+        if self.estimating:
+            return f"SELECT {rtype} AS rtype, {id} AS id FROM {source} WHERE {condition[0]}", (
+                condition[1]
+            )
+        t = self.alias("t")
+        full = _and(
+            [
+                condition,
+                (f"{t}.rtype = {rtype} AND {t}.id = {id} AND {t}.deleted = 0", ()),
+                self._consented(clause, f"{g}.member", t),
+            ]
+        )
+        return (
+            f"SELECT {t}.rtype, {t}.id FROM {source} CROSS JOIN resource {t} WHERE {full[0]}",
+            full[1],
+        )
 
     def _range(
         self,
@@ -1279,8 +1369,9 @@ class Plan:
 
     def _choose(self, probe: Probe | None, walkable: bool) -> None:
         candidates: list[tuple[int, int, Frag]] = []
+        estimator = Compiler(pin=self.compiler.pin, estimating=probe is not None)
         for n, clause in enumerate(self.criteria.clauses):
-            keys = Compiler(pin=self.compiler.pin).keys(clause, self.types)
+            keys = estimator.keys(clause, self.types)
             if keys is not None:
                 candidates.append((_preference(clause), n, keys))
         if not candidates:
@@ -1342,6 +1433,14 @@ class Plan:
             )
         text, args = self.condition()
         return f"SELECT COUNT(*) FROM resource r WHERE {text}", list(args)
+
+
+@lru_cache(maxsize=1024)
+def _granted(clause: GrantClause, alias: str, types: Types, pin: bool) -> Frag:
+    """A grant clause as a test of the resource row ``alias``, compiled once per clause (its
+    time is set to the second), alias and types: the longest fragment of a narrowed
+    statement. Its own aliases (``z…``) never meet those of the statement around it."""
+    return Compiler(pin=pin, prefix="z")._granted(clause, alias, types)
 
 
 def _pins(collate: str) -> bool:
