@@ -74,7 +74,7 @@ def main() -> None:
                     walls[name].append((time.perf_counter() - started) / args.requests * 1000)
             medians = {a: statistics.median(times[a]) for a in ARMS}
             rows.append((scenario, medians))
-            wall = {f"{a} wall": round(statistics.median(walls[a]), 3) for a in ARMS}
+            wall = {f"{a} wall": float(f"{statistics.median(walls[a]):.3f}") for a in ARMS}
             print(json.dumps({"scenario": scenario, **medians, **wall}))
         trail.flush()
     print(f"\nload (1 min): {os.getloadavg()[0]:.2f}\n")

@@ -52,7 +52,7 @@ text itself never holds a ``%`` or a ``?`` of its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from server.errors import InvalidSearch
@@ -92,6 +92,7 @@ from server.search.query import (
     TypeClause,
     UriClause,
 )
+from server.search.registry import patient_compartment
 from server.search.values import fold
 
 Frag = tuple[str, tuple[Any, ...]]
@@ -775,7 +776,12 @@ class Compiler:
             source = self.pinned("search_reference", s, "owner")
             grants = self.pinned("access_grant", g, "member")
             probe = f"SELECT 1 FROM {source} CROSS JOIN {grants} WHERE {condition[0]}"
-            parts.append((f"EXISTS ({self.fenced(probe)})", condition[1]))
+            through: Frag = (f"EXISTS ({self.fenced(probe)})", condition[1])
+            if all(
+                type != "Patient" and codes == compartment_params(type) for type, codes, _ in reach
+            ):
+                through = self._one_owner(clause, reach, alias, through)
+            parts.append(through)
         if clause.include_self and (types is None or "Patient" in types):
             member = "{g}.member = {r}.id AND {g}.scope_type = ''"
             own = self._grant_row(clause, clause.include_self, "member", member, alias)
@@ -791,6 +797,42 @@ class Compiler:
                 )
             )
         return _or(parts)
+
+    def _one_owner(
+        self,
+        clause: GrantClause,
+        reach: Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]],
+        alias: str,
+        through: Frag,
+    ) -> Frag:
+        """``through`` (the grant reached through the row's reference rows), for a row
+        whose access facts name exactly one Patient compartment (``owners``, written with
+        every version from the same compartment parameters) tested on that member's grant
+        rows alone, without reading the row's reference rows; a row of several members (or
+        of none by its facts) keeps ``through``."""
+        g = self.alias("g")
+        owners = f"{alias}.owners"
+        newline = f"instr({owners}, char(10))" if self.pin else f"strpos({owners}, chr(10))"
+        by_type = _or(
+            _and([(f"{alias}.rtype = ?", (type,)), _in(f"{g}.kind", kinds)])
+            for type, _, kinds in reach
+        )
+        all_kinds = sorted({k for _, _, kinds in reach for k in kinds})
+        condition = _and(
+            [
+                (f"{g}.member = substr({owners}, 9) AND {g}.scope_type = ''", ()),
+                self._live(g, clause, all_kinds),
+                by_type,
+                self._consented(clause, f"{g}.member", alias),
+            ]
+        )
+        grants = self.pinned("access_grant", g, "member")
+        probe = f"SELECT 1 FROM {grants} WHERE {condition[0]}"
+        return (
+            f"(CASE WHEN {owners} LIKE 'Patient/%' AND {newline} = 0"
+            f" THEN EXISTS ({self.fenced(probe)}) ELSE {through[0]} END)",
+            (*condition[1], *through[1]),
+        )
 
     def _emergency(self, clause: GrantClause, alias: str, types: Types) -> Frag:
         """Break the glass: the resource belongs to any member (its compartment parameters
@@ -1435,6 +1477,14 @@ class Plan:
         return f"SELECT COUNT(*) FROM resource r WHERE {text}", list(args)
 
 
+@cache
+def compartment_params(type: str) -> tuple[str, ...]:
+    """The Patient compartment parameters of ``type`` (R4 CompartmentDefinition), sorted:
+    those the ``owners`` access facts are written from (``search/access_facts.py``; a
+    Patient's facts also name itself)."""
+    return tuple(sorted(patient_compartment().get(type, ())))
+
+
 @lru_cache(maxsize=1024)
 def _granted(clause: GrantClause, alias: str, types: Types, pin: bool) -> Frag:
     """A grant clause as a test of the resource row ``alias``, compiled once per clause (its
@@ -1534,6 +1584,47 @@ def cheap_count_statement(
         if live >= PROBE_LIMIT:
             return None
     return plan.count()
+
+
+def matches_statement(
+    criteria: Criteria, *, collate: str, probe: Probe
+) -> tuple[str, list[Any]] | None:
+    """``SELECT rtype, id, created_seq`` of every match, in insertion order, when that is
+    one cheap evaluation a count would make anyway: more than one clause (a narrowed search,
+    or several parameters: the count cannot be read off one index) and a clause with fewer
+    than ``PROBE_LIMIT`` index entries driving (so fewer matches than that). None otherwise."""
+    if len(criteria.clauses) < 2:
+        return None
+    plan = Plan(criteria, collate=collate, probe=probe, walkable=True)
+    if plan.driver is None or plan.narrowest is None or plan.narrowest >= PROBE_LIMIT:
+        return None
+    text, args = plan.condition()
+    return (
+        f"SELECT r.rtype, r.id, r.created_seq FROM resource r WHERE {text}"
+        " ORDER BY r.created_seq",
+        list(args),
+    )
+
+
+def keyed_rows_statement(
+    criteria: Criteria, keys: Sequence[tuple[str, str]], *, collate: str, inline: int | None
+) -> tuple[str, list[Any]]:
+    """The rows (``lean_columns``) of the resources ``keys`` that still match ``criteria``
+    (every clause tested on the row), in insertion order."""
+    compiler = Compiler(collate, pin=_pins(collate))
+    types: Types = (criteria.type,) if criteria.type else (criteria.types or None)
+    condition = _and(
+        [
+            _or(("(r.rtype = ? AND r.id = ?)", key) for key in keys),
+            ("r.deleted = 0", ()),
+            *(compiler.clause(c, "r", types) for c in criteria.clauses),
+        ]
+    )
+    return (
+        f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
+        f" WHERE {condition[0]} ORDER BY r.created_seq",
+        list(condition[1]),
+    )
 
 
 def _keyset(keys: Sequence[tuple[str, bool]], cursor: Cursor, backward: bool) -> Frag:
