@@ -8,6 +8,10 @@ the server's thread and the audit writer included, so other processes on the mac
 it far less than the wall time), the wall-clock medians in the JSON lines.
 
     .venv/bin/python bench/access/audit_ab.py [--rounds 6] [--requests 40]
+        [--database-url postgresql://...]
+
+Without ``--database-url`` the store is a new SQLite file; a PostgreSQL database given must
+be empty (``scripts/pg-test-cluster`` starts a throwaway one).
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--database-url")
     args = parser.parse_args()
-    url = sqlite_url(Path(tempfile.mkdtemp()) / "store.db")
+    url = args.database_url or sqlite_url(Path(tempfile.mkdtemp()) / "store.db")
     ecm = Principal("bench-ecm", organization="Organization/ecm")
     who = {"principal": LOCAL}
     with fhir_client(

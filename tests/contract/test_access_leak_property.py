@@ -2,6 +2,11 @@
 and labelled data, then requests over the paths the door covers, each answer judged by an
 independent oracle — a brute-force evaluator of the generated model written here, sharing no
 code with ``server/auth`` (its rules are the default matrix of ``docs/security.md``, restated).
+The requests: reads, batch reads, system and type searches with totals, ``_include``,
+``_revinclude``, ``_include:iterate``, chains, ``_has``, compartments, ``$everything``,
+history, ``$ecm-eligibility``, an asynchronous result, a search inside a transaction, and
+conditional creates alone and in a transaction (a criterion naming a hidden resource answers
+as one that matches nothing).
 
 Hypothesis runs derandomised (a fixed seed: the same examples in CI every time);
 ``CALAIM_FHIR_LEAK_EXAMPLES`` raises the number of examples (``bench/access/leak_run.py``,
@@ -11,7 +16,6 @@ the 10,000-request run).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +36,7 @@ from tests.support import (
     Acting,
     TestClient,
     all_pages,
+    async_result,
     clear_store,
     extra_operations,
     fhir_client,
@@ -397,16 +402,6 @@ def _named(body: Any) -> set[str]:
     return named
 
 
-def _finished(client: TestClient, url: str) -> Any:
-    deadline = time.monotonic() + 30
-    while True:
-        response = client.get(url)
-        if response.status_code != 202:
-            return response
-        assert time.monotonic() < deadline, "still running"
-        time.sleep(0.02)
-
-
 def _eligibility(client: TestClient, visible: set[str], m: str) -> None:
     """``$ecm-eligibility`` of a member: of a hidden member as of a missing one; of a visible
     one naming only what the caller may see."""
@@ -453,7 +448,7 @@ def _asynchronous(client: TestClient, visible: set[str], conditions: set[str]) -
         headers={"Content-Type": FHIR_JSON, **ASYNC},
     )
     assert submitted.status_code == 202, submitted.text
-    result = _finished(client, submitted.headers["content-location"])
+    result = async_result(client, submitted.headers["content-location"], timeout=30)
     assert result.status_code == 200, result.text
     assert _named(result.json()) == conditions
     assert _named(result.json()) <= visible

@@ -829,7 +829,7 @@ class Compiler:
         grants = self.pinned("access_grant", g, "member")
         probe = f"SELECT 1 FROM {grants} WHERE {condition[0]}"
         return (
-            f"(CASE WHEN {owners} LIKE 'Patient/%' AND {newline} = 0"
+            f"(CASE WHEN substr({owners}, 1, 8) = 'Patient/' AND {newline} = 0"
             f" THEN EXISTS ({self.fenced(probe)}) ELSE {through[0]} END)",
             (*condition[1], *through[1]),
         )
