@@ -265,7 +265,7 @@ def async_result(client: TestClient, url: str, timeout: float = 10) -> Any:
         response = client.get(url)
         if response.status_code != 202:
             return response
-        assert time.monotonic() < deadline, "still running"
+        assert time.monotonic() < deadline, f"{url} still running"
         time.sleep(0.02)
 
 
