@@ -777,7 +777,10 @@ class Compiler:
             grants = self.pinned("access_grant", g, "member")
             probe = f"SELECT 1 FROM {source} CROSS JOIN {grants} WHERE {condition[0]}"
             through: Frag = (f"EXISTS ({self.fenced(probe)})", condition[1])
-            if all(
+            # SQLite only (measured there): on PostgreSQL, with stale statistics on
+            # access_grant, this shape was planned as a scan estimated high enough to be
+            # JIT-compiled (seconds per statement); it keeps the reference-row probe
+            if self.pin and all(
                 type != "Patient" and codes == compartment_params(type) for type, codes, _ in reach
             ):
                 through = self._one_owner(clause, reach, alias, through)
@@ -1592,8 +1595,10 @@ def matches_statement(
     """``SELECT rtype, id, created_seq`` of every match, in insertion order, when that is
     one cheap evaluation a count would make anyway: more than one clause (a narrowed search,
     or several parameters: the count cannot be read off one index) and a clause with fewer
-    than ``PROBE_LIMIT`` index entries driving (so fewer matches than that). None otherwise."""
-    if len(criteria.clauses) < 2:
+    than ``PROBE_LIMIT`` index entries driving (so fewer matches than that). None otherwise,
+    and on PostgreSQL: measured on SQLite only (a PostgreSQL run with it was far slower, its
+    narrowed statements JIT-compiled), so there the count and the page stay two statements."""
+    if len(criteria.clauses) < 2 or not _pins(collate):
         return None
     plan = Plan(criteria, collate=collate, probe=probe, walkable=True)
     if plan.driver is None or plan.narrowest is None or plan.narrowest >= PROBE_LIMIT:
