@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -295,6 +296,17 @@ def etag_version(response: Any) -> int:
     etag = response.headers.get("etag")
     assert etag and etag.startswith('W/"') and etag.endswith('"'), f"bad ETag {etag!r}"
     return int(etag[3:-1])
+
+
+def async_result(client: TestClient, url: str, timeout: float = 10) -> Any:
+    """The answer of an asynchronous request's status URL once it is no longer 202."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(url)
+        if response.status_code != 202:
+            return response
+        assert time.monotonic() < deadline, f"{url} still running"
+        time.sleep(0.02)
 
 
 def all_pages(

@@ -20,12 +20,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from server.auth.principal import LOCAL, Principal  # noqa: E402
 from server.auth.relationships import Matrix, RelationshipPolicy  # noqa: E402
 from tests.contract import test_access_leak_property as leak  # noqa: E402
-from tests.support import Acting, clear_store, fhir_client, put, sqlite_url  # noqa: E402
+from tests.support import (  # noqa: E402
+    Acting,
+    clear_store,
+    extra_operations,
+    fhir_client,
+    put,
+    sqlite_url,
+)
 
 
 def main() -> None:
@@ -43,7 +51,11 @@ def main() -> None:
     def count(request: object) -> None:
         sent["requests"] += 1
 
-    with fhir_client(url, principals=who, policies=[policy], access_safety_net="fail") as client:
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        extra_operations(patch, leak.LIST_CONDITIONS),
+        fhir_client(url, principals=who, policies=[policy], access_safety_net="fail") as client,
+    ):
         client.event_hooks["request"].append(count)
 
         def once(model: leak.Model) -> None:
@@ -54,7 +66,7 @@ def main() -> None:
                 assert put(client, resource).status_code == 201
             for o in leak.ORGS:
                 who.as_(Principal(f"client-{o}", organization=f"Organization/{o}"))
-                leak.judge(client, model, o)
+                leak.judge(client, model, o, who)
             examples["count"] += 1
 
         def run(count: int) -> None:

@@ -345,6 +345,9 @@ class RelationshipPolicy:
             (k, int(matrix.grace_days[k] * DAY_US)) for k in kinds if k in matrix.grace_days
         )
         parts: list[Clause] = []
+        if type is None and not write:
+            # directory data, first: the cheapest test decides every directory row at once
+            parts.append(TypeClause(_outside()))
         consent = self._consent()
         if reach or include_self or scoped:
             parts.append(
@@ -355,8 +358,6 @@ class RelationshipPolicy:
             if owners:
                 own = _own(organization, t, matrix.own[t], owners, grace, consent)
                 parts.append(own if type is not None else AllClause((TypeClause((t,)), own)))
-        if type is None and not write:
-            parts.append(TypeClause(_outside()))  # directory data
         found: Clause | None = None
         if parts:
             found = parts[0] if len(parts) == 1 else AnyClause(tuple(parts))

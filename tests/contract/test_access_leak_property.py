@@ -2,6 +2,11 @@
 and labelled data, then requests over the paths the door covers, each answer judged by an
 independent oracle — a brute-force evaluator of the generated model written here, sharing no
 code with ``server/auth`` (its rules are the default matrix of ``docs/security.md``, restated).
+The requests: reads, batch reads, system and type searches with totals, ``_include``,
+``_revinclude``, ``_include:iterate``, chains, ``_has``, compartments, ``$everything``,
+history, ``$ecm-eligibility``, an asynchronous result, a search inside a transaction, and
+conditional creates alone and in a transaction (a criterion naming a hidden resource answers
+as one that matches nothing).
 
 Hypothesis runs derandomised (a fixed seed: the same examples in CI every time);
 ``CALAIM_FHIR_LEAK_EXAMPLES`` raises the number of examples (``bench/access/leak_run.py``,
@@ -22,7 +27,21 @@ from hypothesis import strategies as st
 from server.auth.principal import LOCAL, Principal
 from server.auth.relationships import Matrix, RelationshipPolicy
 from server.fhir.instant import format_instant, now_us
-from tests.support import Acting, TestClient, all_pages, clear_store, fhir_client, put
+from server.operations.registry import Call, Operation
+from server.search.parse import parse_criteria
+from server.search.query import SearchQuery
+from server.search.service import search_service
+from tests.support import (
+    FHIR_JSON,
+    Acting,
+    TestClient,
+    all_pages,
+    async_result,
+    clear_store,
+    extra_operations,
+    fhir_client,
+    put,
+)
 
 EXAMPLES = int(os.environ.get("CALAIM_FHIR_LEAK_EXAMPLES", "8"))
 DAY = 86_400_000_000
@@ -288,7 +307,7 @@ def _pages(client: TestClient, url: str) -> set[str]:
     return _keys(all_pages(client, url))
 
 
-def judge(client: TestClient, model: Model, o: str) -> None:
+def judge(client: TestClient, model: Model, o: str, who: Acting) -> None:
     visible = oracle(model, o)
     every = set(model.resources)
 
@@ -341,6 +360,185 @@ def judge(client: TestClient, model: Model, o: str) -> None:
         else:
             assert response.status_code in (403, 404)
     assert _pages(client, "/fhir/Condition/_history") <= visible
+    # _include:iterate: on from the included ServiceRequests to their subjects
+    subjects = {f"Patient/{model.owner_of[sr]}" for sr in focus & visible}
+    iterated = _pages(
+        client, "/fhir/Task?_include=Task:focus&_include:iterate=ServiceRequest:subject"
+    )
+    assert iterated == of("Task") | (focus & visible) | (subjects & visible), o
+    for m in MEMBERS:
+        _eligibility(client, visible, m)
+    _asynchronous(client, visible, of("Condition"))
+    _transaction(client, visible, of("Condition"))
+    for m in MEMBERS:
+        _conditional_create(client, who, visible, m)
+
+
+# -- operations, asynchronous results, transactions, conditional writes ---------------------
+
+AS_OF = "2024-08-31"
+ASYNC = {"Prefer": "respond-async"}
+
+
+def _references(value: Any) -> Iterator[str]:
+    """Every ``reference`` in a JSON value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str):
+                yield item
+            else:
+                yield from _references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _references(item)
+
+
+def _named(body: Any) -> set[str]:
+    """The model's resources a body names (its references and the resources it holds)."""
+    named = {r for r in _references(body) if r.split("/")[0] in CLASS}
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+        held = [e for e in body.get("entry", []) if "id" in e.get("resource", {})]
+        named |= {k for k in _keys(held) if k.split("/")[0] in CLASS}
+    return named
+
+
+def _eligibility(client: TestClient, visible: set[str], m: str) -> None:
+    """``$ecm-eligibility`` of a member: of a hidden member as of a missing one; of a visible
+    one naming only what the caller may see."""
+    response = client.get(f"/fhir/Patient/{m}/$ecm-eligibility?asOf={AS_OF}")
+    if f"Patient/{m}" not in visible:
+        missing = client.get(f"/fhir/Patient/zz-missing/$ecm-eligibility?asOf={AS_OF}")
+        assert response.status_code == missing.status_code == 404, (m, response.text)
+        assert response.text.replace(m, "X") == missing.text.replace("zz-missing", "X")
+        return
+    assert response.status_code == 200, response.text
+    assert _named(response.json()) <= visible, (m, _named(response.json()) - visible)
+
+
+def _conditions(call: Call) -> dict[str, Any]:
+    """A long-running operation listing the Conditions its caller may read."""
+    criteria = parse_criteria("Condition", [], search_service(call.settings).context)
+    page = call.reader.search(SearchQuery(criteria, 100))
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "condition", "valueReference": _ref(f"Condition/{v.id}")} for v in page.items
+        ],
+    }
+
+
+LIST_CONDITIONS = Operation(
+    "list-conditions",
+    frozenset(),
+    type_level=False,
+    instance_level=False,
+    definition="ValueSet-expand",
+    run=_conditions,
+    affects_state=True,
+    system_level=True,
+    long_running=True,
+)
+
+
+def _asynchronous(client: TestClient, visible: set[str], conditions: set[str]) -> None:
+    """An asynchronous result holds what the caller may see, the same as a search."""
+    submitted = client.post(
+        "/fhir/$list-conditions",
+        json={"resourceType": "Parameters"},
+        headers={"Content-Type": FHIR_JSON, **ASYNC},
+    )
+    assert submitted.status_code == 202, submitted.text
+    result = async_result(client, submitted.headers["content-location"], timeout=30)
+    assert result.status_code == 200, result.text
+    assert _named(result.json()) == conditions
+    assert _named(result.json()) <= visible
+
+
+def _transaction(client: TestClient, visible: set[str], conditions: set[str]) -> None:
+    """A search inside a transaction answers what the same search answers."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "GET", "url": "Condition?_count=100"}}],
+    }
+    response = client.post("/fhir", json=bundle)
+    assert response.status_code == 200, response.text
+    entry = response.json()["entry"][0]
+    assert entry["response"]["status"].startswith("200"), entry["response"]
+    assert _keys(entry["resource"].get("entry", [])) == conditions
+    assert _named(response.json()) <= visible
+
+
+def _created(response: Any) -> str | None:
+    """``Type/id`` a write answered as created, from its Location."""
+    if response.status_code != 201:
+        return None
+    return "/".join(response.headers["location"].split("/_history")[0].split("/")[-2:])
+
+
+def _conditional_create(client: TestClient, who: Acting, visible: set[str], m: str) -> None:
+    """A conditional create (``If-None-Exist``, alone and as a transaction entry) whose
+    criteria name a hidden resource answers exactly as one whose criteria match nothing; one
+    naming a visible resource answers the match, 200 and nothing written."""
+    key = f"Observation/{m}-obs"
+    body = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "housing"},
+        "subject": _ref(f"Patient/{m}"),
+    }
+    headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
+
+    def alone(id: str) -> Any:
+        return client.post(
+            "/fhir/Observation", json=body, headers={**headers, "If-None-Exist": f"_id={id}"}
+        )
+
+    def entry(id: str) -> Any:
+        request = {"method": "POST", "url": "Observation", "ifNoneExist": f"_id={id}"}
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "fullUrl": "urn:uuid:0b5e1c52-1f0e-4d55-9a43-5a3b7a1d0c11",
+                    "resource": body,
+                    "request": request,
+                }
+            ],
+        }
+        return client.post("/fhir", json=bundle, headers=headers)
+
+    created: list[str] = []
+    try:
+        for send in (alone, entry):
+            named, nothing = send(f"{m}-obs"), send("zz-missing")
+            for response in (named, nothing):
+                if send is entry and response.status_code == 200:
+                    for e in response.json()["entry"]:
+                        if e["response"]["status"].startswith("201"):
+                            created.append(e["response"]["location"].split("/_history")[0])
+                elif (made := _created(response)) is not None:
+                    created.append(made)
+            if key in visible:
+                assert named.status_code == 200, (m, named.text)
+                assert _named(named.json()) <= visible
+                if send is entry:
+                    status = named.json()["entry"][0]["response"]["status"]
+                    assert status.startswith("200"), status
+                continue
+            assert named.status_code == nothing.status_code, (m, named.text, nothing.text)
+            if send is entry and named.status_code == 200:
+                statuses = [e["response"]["status"][:3] for e in named.json()["entry"]]
+                again = [e["response"]["status"][:3] for e in nothing.json()["entry"]]
+                assert statuses == again
+            assert key not in _named(named.json()), named.text
+    finally:  # what the requests wrote leaves the model as it was
+        caller = who.principal
+        who.as_(LOCAL)
+        for made in created:
+            assert client.delete(f"/fhir/{made}").status_code in (200, 204)
+        who.as_(caller)
 
 
 # -- the test --------------------------------------------------------------------------------
@@ -357,7 +555,7 @@ def leak_app(database_url: str) -> Iterator[tuple[TestClient, Acting, str]]:
 
 
 def test_no_request_reaches_outside_the_callers_rights(
-    leak_app: tuple[TestClient, Acting, str],
+    leak_app: tuple[TestClient, Acting, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, who, database_url = leak_app
 
@@ -378,9 +576,10 @@ def test_no_request_reaches_outside_the_callers_rights(
             assert response.status_code == 201, response.text
         for o in ORGS:
             who.as_(Principal(f"client-{o}", organization=f"Organization/{o}"))
-            judge(client, model, o)
+            judge(client, model, o, who)
 
-    check()
+    with extra_operations(monkeypatch, LIST_CONDITIONS):
+        check()
 
 
 def test_a_revocation_between_pages_shrinks_the_next_page(

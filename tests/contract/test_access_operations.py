@@ -9,7 +9,6 @@ policy hides nothing of the record (all of it is p1's compartment).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from tests.support import (
     FHIR_JSON,
     Acting,
     TestClient,
+    async_result,
     defined_operation,
     extra_operations,
     fhir_client,
@@ -202,16 +202,6 @@ ASYNC = {"Content-Type": FHIR_JSON, "Prefer": "respond-async"}
 NO_INPUT = {"resourceType": "Parameters"}
 
 
-def _result(client: TestClient, url: str) -> Any:
-    deadline = time.monotonic() + 10
-    while True:
-        response = client.get(url)
-        if response.status_code != 202:
-            return response
-        assert time.monotonic() < deadline, "still running"
-        time.sleep(0.02)
-
-
 def _listed(response: Any) -> list[str]:
     assert response.status_code == 200, response.text
     result = response.json()["entry"][0]["resource"]
@@ -226,7 +216,7 @@ def test_an_async_result_is_checked_through_the_door_when_fetched(
         submitted = client.post("/fhir/$list-encounters", json=NO_INPUT, headers=ASYNC)
         assert submitted.status_code == 202, submitted.text
         url = submitted.headers["content-location"]
-        first = _listed(_result(client, url))
+        first = _listed(async_result(client, url))
         expected = {
             "label": [f"Encounter/e{n}" for n in range(1, 5)],
             "compartment": [f"Encounter/e{n}" for n in range(1, 6)],
@@ -247,7 +237,7 @@ def test_an_async_job_belongs_to_the_whole_principal(
     with extra_operations(monkeypatch, LIST_ENCOUNTERS):
         submitted = client.post("/fhir/$list-encounters", json=NO_INPUT, headers=ASYNC)
         url = submitted.headers["content-location"]
-        assert _result(client, url).status_code == 200
+        assert async_result(client, url).status_code == 200
         # the same client acting for someone else: not its job
         ACTING.as_(Principal(CALLER.id, user="Patient/p3"))
         assert client.get(url).status_code == 404

@@ -25,6 +25,7 @@ from tests.support import (
     BASE,
     FHIR_JSON,
     TestClient,
+    async_result,
     defined_operation,
     extra_operations,
     outcome,
@@ -146,17 +147,6 @@ def _submit(
     )
 
 
-def _poll(client: TestClient, url: str, timeout: float = 10) -> Any:
-    """GET the status URL until the job has ended."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = client.get(url)
-        if response.status_code != 202:
-            return response
-        assert time.monotonic() < deadline, f"{url} still running"
-        time.sleep(0.02)
-
-
 def _wait(predicate: Callable[[], bool], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -207,7 +197,7 @@ def test_a_running_job_answers_202_with_progress(client: TestClient) -> None:
     body = outcome(response, 202)
     assert body["issue"][0]["severity"] == "information"
     GATE.open.set()
-    assert _entry(_poll(client, f"/fhir/_async/{id}"))["resource"] == RESULT
+    assert _entry(async_result(client, f"/fhir/_async/{id}"))["resource"] == RESULT
 
 
 def test_progress_without_a_total(client: TestClient) -> None:
@@ -220,7 +210,7 @@ def test_progress_without_a_total(client: TestClient) -> None:
 
 def test_a_completed_job_answers_a_batch_response_with_its_result(client: TestClient) -> None:
     id = _submit(client, lambda ctx: (200, RESULT))
-    response = _poll(client, f"/fhir/_async/{id}")
+    response = async_result(client, f"/fhir/_async/{id}")
     entry = _entry(response)
     assert entry == {"resource": RESULT, "response": {"status": "200 OK"}}
     expires = parsedate_to_datetime(response.headers["expires"]).timestamp()
@@ -234,7 +224,7 @@ def test_a_failed_job_answers_its_status_and_outcome(client: TestClient) -> None
         raise Unprocessable("The Group has no members", expression="Group.member")
 
     id = _submit(client, work)
-    entry = _entry(_poll(client, f"/fhir/_async/{id}"))
+    entry = _entry(async_result(client, f"/fhir/_async/{id}"))
     assert "resource" not in entry
     assert entry["response"]["status"] == "422 Unprocessable Entity"
     issue = entry["response"]["outcome"]["issue"][0]
@@ -246,7 +236,7 @@ def test_an_unexpected_failure_answers_500_without_details(client: TestClient) -
         raise KeyError("member 123-45-6789")
 
     id = _submit(client, work)
-    entry = _entry(_poll(client, f"/fhir/_async/{id}"))
+    entry = _entry(async_result(client, f"/fhir/_async/{id}"))
     assert entry["response"]["status"] == "500 Internal Server Error"
     assert "6789" not in str(entry)
 
@@ -282,7 +272,7 @@ def test_delete_cancels_a_running_job(client: TestClient) -> None:
 
 def test_delete_removes_the_result_of_an_ended_job(client: TestClient) -> None:
     id = _submit(client, lambda ctx: (200, RESULT))
-    _poll(client, f"/fhir/_async/{id}")
+    async_result(client, f"/fhir/_async/{id}")
     outcome(client.delete(f"/fhir/_async/{id}"), 202)
     outcome(client.get(f"/fhir/_async/{id}"), 404)
     outcome(client.delete(f"/fhir/_async/{id}"), 404)
@@ -290,7 +280,7 @@ def test_delete_removes_the_result_of_an_ended_job(client: TestClient) -> None:
 
 def test_results_expire_after_24_hours(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     id = _submit(client, lambda ctx: (200, RESULT))
-    _poll(client, f"/fhir/_async/{id}")
+    async_result(client, f"/fhir/_async/{id}")
     jobs = _jobs(client)
     start = jobs.clock()
     monkeypatch.setattr(jobs, "clock", lambda: start + 23 * HOUR)
@@ -358,7 +348,7 @@ def test_a_job_writes_through_group_commit(client: TestClient) -> None:
         }
 
     id = _submit(client, work)
-    basic = _param(_entry(_poll(client, f"/fhir/_async/{id}"))["resource"], "id")
+    basic = _param(_entry(async_result(client, f"/fhir/_async/{id}"))["resource"], "id")
     assert client.get(f"/fhir/Basic/{basic}").status_code == 200
 
 
@@ -381,7 +371,7 @@ def test_respond_async_answers_202_with_a_status_url(client: TestClient) -> None
     assert running.status_code == 202
     assert running.headers["x-progress"] == "0 of 3 members"
     GATE.open.set()
-    result = _entry(_poll(client, location))
+    result = _entry(async_result(client, location))
     parameters = result["resource"]
     assert result["response"]["status"] == "200 OK"
     assert _param(parameters, "level") == "system"
@@ -413,7 +403,7 @@ def test_an_instance_level_long_operation_checks_the_instance_first(client: Test
     assert put.status_code == 201, put.text
     response = client.post("/fhir/Group/g1/$slow-count", json=COUNT_3, headers=ASYNC)
     assert response.status_code == 202, response.text
-    parameters = _entry(_poll(client, response.headers["content-location"]))["resource"]
+    parameters = _entry(async_result(client, response.headers["content-location"]))["resource"]
     assert _param(parameters, "level") == "instance"
     assert _param(parameters, "group") == "g1"
     outcome(client.post("/fhir/Patient/p/$slow-count", json=COUNT_3, headers=ASYNC), 404)
@@ -463,7 +453,7 @@ def test_respond_async_among_other_preferences(client: TestClient) -> None:
     headers = {"Content-Type": FHIR_JSON, "Prefer": "return=minimal, respond-async"}
     response = client.post("/fhir/$slow-count", json=COUNT_3, headers=headers)
     assert response.status_code == 202, response.text
-    assert _entry(_poll(client, response.headers["content-location"]))["resource"]
+    assert _entry(async_result(client, response.headers["content-location"]))["resource"]
 
 
 @pytest.mark.usefixtures("fake_operations")

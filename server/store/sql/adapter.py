@@ -266,15 +266,62 @@ class SqlReader:
 
     def _search(self, query: SearchQuery) -> SearchPage:
         probe = _remembered(self._count)  # the count and the page ask the same probes
+        inline = bodies.inline(query.max_bytes, query.count + 1)
+        counted = self._counted(query, probe, inline)
+        if counted is not None:
+            return self._page(query, *counted, 0, inline)
         total = self._total(query, probe)
         if query.count <= 0:
             return SearchPage([], None, None, total)
-        inline = bodies.inline(query.max_bytes, query.count + 1)
         sql, args, keys = compiler.page_statement(
             query, collate=self._collate, probe=probe, inline=inline
         )
         rows = self._conn.execute(sql, args).fetchall()
         more = len(rows) > query.count
+        return self._page(query, rows, more, total, keys, inline)
+
+    def _counted(
+        self, query: SearchQuery, probe: compiler.Probe, inline: int | None
+    ) -> tuple[list[Any], bool, int] | None:
+        """The page's rows, whether more follow, and the exact total from one evaluation of
+        the criteria, where counting would test every match on its resource row anyway and
+        the page is in insertion order (``compiler.matches_statement``): the matches' keys
+        read in order, counted, and the page's rows read by key with the criteria tested
+        again (a version changed in between is left out, never shown unchecked). None: the
+        count and the page as two statements."""
+        if query.total in ("none", "estimate") or query.count <= 0:
+            return None
+        cursor = query.cursor
+        if query.sort or (cursor is not None and (cursor.backward or cursor.values)):
+            return None
+        matches = compiler.matches_statement(query.criteria, collate=self._collate, probe=probe)
+        if matches is None:
+            return None
+        keys = self._conn.execute(*matches).fetchall()
+        total = len(keys)
+        if cursor is not None:
+            keys = [k for k in keys if k[2] > cursor.seq]
+        more = len(keys) > query.count
+        wanted = [(k[0], k[1]) for k in keys[: query.count + 1]]
+        if not wanted:
+            return [], False, total
+        sql, args = compiler.keyed_rows_statement(
+            query.criteria, wanted, collate=self._collate, inline=inline
+        )
+        rows = self._conn.execute(sql, args).fetchall()
+        return rows, more, total
+
+    def _page(
+        self,
+        query: SearchQuery,
+        rows: list[Any],
+        more: bool,
+        total: int | None,
+        keys: int,
+        inline: int | None,
+    ) -> SearchPage:
+        """The page of ``rows`` (at most ``count + 1``, in the page's order; ``keys`` sort
+        values after the columns) with its cursors."""
         rows = rows[: query.count]
         cut = False
         if inline is not None:  # the rows nearest the cursor that fit the bound

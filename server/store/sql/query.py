@@ -52,7 +52,7 @@ text itself never holds a ``%`` or a ``?`` of its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from server.errors import InvalidSearch
@@ -92,6 +92,7 @@ from server.search.query import (
     TypeClause,
     UriClause,
 )
+from server.search.registry import patient_compartment
 from server.search.values import fold
 
 Frag = tuple[str, tuple[Any, ...]]
@@ -553,10 +554,10 @@ def _preference(clause: Clause) -> int:
         return 2
     if isinstance(clause, StringClause):
         return 3
-    if isinstance(
-        clause, ChainClause | HasClause | AnyClause | AllClause | ReferencedClause | GrantClause
-    ):
+    if isinstance(clause, ChainClause | HasClause | AnyClause | AllClause | ReferencedClause):
         return 4
+    if isinstance(clause, GrantClause):
+        return 7  # what the caller may see: probed last, drives only when it is the narrowest
     if _is_last_updated(clause):
         return 6
     return 5
@@ -570,14 +571,18 @@ class Compiler:
     numbered, so nested subqueries (chains, ``_has``) never shadow one another. ``pin``: name
     the index of a correlated probe (SQLite's ``INDEXED BY``)."""
 
-    def __init__(self, collate: str = "", *, pin: bool = False) -> None:
+    def __init__(
+        self, collate: str = "", *, pin: bool = False, prefix: str = "", estimating: bool = False
+    ) -> None:
         self.collate = collate
         self.pin = pin
+        self.prefix = prefix
+        self.estimating = estimating  # key sources only to be counted by a plan's probe
         self._count = 0
 
     def alias(self, stem: str) -> str:
         self._count += 1
-        return f"{stem}{self._count}"
+        return f"{self.prefix}{stem}{self._count}"
 
     def fenced(self, probe: str) -> str:
         """A correlated probe that stays one (PostgreSQL: ``OFFSET 0`` keeps the planner from
@@ -647,7 +652,7 @@ class Compiler:
         if isinstance(clause, ReferencedClause):
             return self._referenced(clause, alias, types)
         if isinstance(clause, GrantClause):
-            return self._granted(clause, alias, types)
+            return _granted(clause, alias, types, self.pin)
         if isinstance(clause, OwnerClause):
             return self._owned(clause, alias)
         if isinstance(clause, LabelClause):
@@ -771,7 +776,15 @@ class Compiler:
             source = self.pinned("search_reference", s, "owner")
             grants = self.pinned("access_grant", g, "member")
             probe = f"SELECT 1 FROM {source} CROSS JOIN {grants} WHERE {condition[0]}"
-            parts.append((f"EXISTS ({self.fenced(probe)})", condition[1]))
+            through: Frag = (f"EXISTS ({self.fenced(probe)})", condition[1])
+            # SQLite only (measured there): on PostgreSQL, with stale statistics on
+            # access_grant, this shape was planned as a scan estimated high enough to be
+            # JIT-compiled (seconds per statement); it keeps the reference-row probe
+            if self.pin and all(
+                type != "Patient" and codes == compartment_params(type) for type, codes, _ in reach
+            ):
+                through = self._one_owner(clause, reach, alias, through)
+            parts.append(through)
         if clause.include_self and (types is None or "Patient" in types):
             member = "{g}.member = {r}.id AND {g}.scope_type = ''"
             own = self._grant_row(clause, clause.include_self, "member", member, alias)
@@ -787,6 +800,42 @@ class Compiler:
                 )
             )
         return _or(parts)
+
+    def _one_owner(
+        self,
+        clause: GrantClause,
+        reach: Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]],
+        alias: str,
+        through: Frag,
+    ) -> Frag:
+        """``through`` (the grant reached through the row's reference rows), for a row
+        whose access facts name exactly one Patient compartment (``owners``, written with
+        every version from the same compartment parameters) tested on that member's grant
+        rows alone, without reading the row's reference rows; a row of several members (or
+        of none by its facts) keeps ``through``."""
+        g = self.alias("g")
+        owners = f"{alias}.owners"
+        newline = f"instr({owners}, char(10))" if self.pin else f"strpos({owners}, chr(10))"
+        by_type = _or(
+            _and([(f"{alias}.rtype = ?", (type,)), _in(f"{g}.kind", kinds)])
+            for type, _, kinds in reach
+        )
+        all_kinds = sorted({k for _, _, kinds in reach for k in kinds})
+        condition = _and(
+            [
+                (f"{g}.member = substr({owners}, 9) AND {g}.scope_type = ''", ()),
+                self._live(g, clause, all_kinds),
+                by_type,
+                self._consented(clause, f"{g}.member", alias),
+            ]
+        )
+        grants = self.pinned("access_grant", g, "member")
+        probe = f"SELECT 1 FROM {grants} WHERE {condition[0]}"
+        return (
+            f"(CASE WHEN substr({owners}, 1, 8) = 'Patient/' AND {newline} = 0"
+            f" THEN EXISTS ({self.fenced(probe)}) ELSE {through[0]} END)",
+            (*condition[1], *through[1]),
+        )
 
     def _emergency(self, clause: GrantClause, alias: str, types: Types) -> Frag:
         """Break the glass: the resource belongs to any member (its compartment parameters
@@ -1030,6 +1079,8 @@ class Compiler:
             return self._referenced_keys(clause, types)
         if isinstance(clause, OwnerClause):
             return self._owned_keys(clause, types)
+        if isinstance(clause, GrantClause):
+            return self._granted_keys(clause, types)
         if isinstance(clause, AllClause):
             return self._all_keys(clause, types)
         return None
@@ -1097,6 +1148,90 @@ class Compiler:
                 )
             )
         return _join(" UNION ALL ", parts)
+
+    def _granted_keys(self, clause: GrantClause, types: Types) -> Frag | None:
+        """The resources (of ``types``) a grant clause reaches, read from the organisation's
+        grant rows (``access_grant_member``/``_scope``: its members, the resources its
+        referrals name) through the reference rows pointing at each member
+        (``search_reference_target``), the member's release of information tested once per
+        grant row and reference; so a narrowed search can be driven by what the caller may
+        see instead of testing every candidate. None under break the glass (any member).
+        ``estimating``: without the release of information and the resource rows (a plan's
+        probe counts them; an over-estimate only makes the grants drive less often)."""
+        if clause.emergency:
+            return None
+        parts: list[Frag] = []
+        by_kinds: dict[tuple[str, ...], list[tuple[str, tuple[str, ...]]]] = {}
+        for type, codes, kinds in clause.reach:
+            if codes and kinds and (types is None or type in types):
+                by_kinds.setdefault(kinds, []).append((type, codes))
+        for kinds, reached in by_kinds.items():
+            g, s = self.alias("g"), self.alias("s")
+            by_type = _or(
+                _and([(f"{s}.rtype = ?", (type,)), _in(f"{s}.param", codes)])
+                for type, codes in reached
+            )
+            condition = _and(
+                [
+                    self._live(g, clause, kinds),
+                    (f"{g}.scope_type = ''", ()),
+                    (f"{s}.target_type = 'Patient' AND {s}.target_id = {g}.member", ()),
+                    by_type,
+                ]
+            )
+            grants = self.pinned("access_grant", g, "member")
+            source = self.pinned("search_reference", s, "target")
+            parts.append(
+                self._granted_rows(
+                    clause, g, f"{grants} CROSS JOIN {source}", condition, f"{s}.rtype", f"{s}.id"
+                )
+            )
+        if clause.include_self and (types is None or "Patient" in types):
+            g = self.alias("g")
+            condition = _and(
+                [self._live(g, clause, clause.include_self), (f"{g}.scope_type = ''", ())]
+            )
+            grants = self.pinned("access_grant", g, "member")
+            parts.append(
+                self._granted_rows(clause, g, grants, condition, "'Patient'", f"{g}.member")
+            )
+        if clause.scoped:
+            g = self.alias("g")
+            condition = _and(
+                [self._live(g, clause, clause.scoped), _types(f"{g}.scope_type", types)]
+            )
+            grants = self.pinned("access_grant", g, "scope")
+            parts.append(
+                self._granted_rows(
+                    clause, g, grants, condition, f"{g}.scope_type", f"{g}.scope_id"
+                )
+            )
+        if not parts:
+            return None
+        return _join(" UNION ALL ", parts)
+
+    def _granted_rows(
+        self, clause: GrantClause, g: str, source: str, condition: Frag, rtype: str, id: str
+    ) -> Frag:
+        """``SELECT rtype, id`` of the rows of ``source`` satisfying ``condition``: the
+        resource ``rtype``/``id`` name, live, and let to the organisation by the release of
+        information of the grant row ``g``'s member."""
+        if self.estimating:
+            return f"SELECT {rtype} AS rtype, {id} AS id FROM {source} WHERE {condition[0]}", (
+                condition[1]
+            )
+        t = self.alias("t")
+        full = _and(
+            [
+                condition,
+                (f"{t}.rtype = {rtype} AND {t}.id = {id} AND {t}.deleted = 0", ()),
+                self._consented(clause, f"{g}.member", t),
+            ]
+        )
+        return (
+            f"SELECT {t}.rtype, {t}.id FROM {source} CROSS JOIN resource {t} WHERE {full[0]}",
+            full[1],
+        )
 
     def _range(
         self,
@@ -1279,8 +1414,9 @@ class Plan:
 
     def _choose(self, probe: Probe | None, walkable: bool) -> None:
         candidates: list[tuple[int, int, Frag]] = []
+        estimator = Compiler(pin=self.compiler.pin, estimating=probe is not None)
         for n, clause in enumerate(self.criteria.clauses):
-            keys = Compiler(pin=self.compiler.pin).keys(clause, self.types)
+            keys = estimator.keys(clause, self.types)
             if keys is not None:
                 candidates.append((_preference(clause), n, keys))
         if not candidates:
@@ -1342,6 +1478,22 @@ class Plan:
             )
         text, args = self.condition()
         return f"SELECT COUNT(*) FROM resource r WHERE {text}", list(args)
+
+
+@cache
+def compartment_params(type: str) -> tuple[str, ...]:
+    """The Patient compartment parameters of ``type`` (R4 CompartmentDefinition), sorted:
+    those the ``owners`` access facts are written from (``search/access_facts.py``; a
+    Patient's facts also name itself)."""
+    return tuple(sorted(patient_compartment().get(type, ())))
+
+
+@lru_cache(maxsize=1024)
+def _granted(clause: GrantClause, alias: str, types: Types, pin: bool) -> Frag:
+    """A grant clause as a test of the resource row ``alias``, compiled once per clause (its
+    time is set to the second), alias and types: the longest fragment of a narrowed
+    statement. Its own aliases (``z…``) never meet those of the statement around it."""
+    return Compiler(pin=pin, prefix="z")._granted(clause, alias, types)
 
 
 def _pins(collate: str) -> bool:
@@ -1435,6 +1587,49 @@ def cheap_count_statement(
         if live >= PROBE_LIMIT:
             return None
     return plan.count()
+
+
+def matches_statement(
+    criteria: Criteria, *, collate: str, probe: Probe
+) -> tuple[str, list[Any]] | None:
+    """``SELECT rtype, id, created_seq`` of every match, in insertion order, when that is
+    one cheap evaluation a count would make anyway: more than one clause (a narrowed search,
+    or several parameters: the count cannot be read off one index) and a clause with fewer
+    than ``PROBE_LIMIT`` index entries driving (so fewer matches than that). None otherwise,
+    and on PostgreSQL: measured on SQLite only (a PostgreSQL run with it was far slower, its
+    narrowed statements JIT-compiled), so there the count and the page stay two statements."""
+    if len(criteria.clauses) < 2 or not _pins(collate):
+        return None
+    plan = Plan(criteria, collate=collate, probe=probe, walkable=True)
+    if plan.driver is None or plan.narrowest is None or plan.narrowest >= PROBE_LIMIT:
+        return None
+    text, args = plan.condition()
+    return (
+        f"SELECT r.rtype, r.id, r.created_seq FROM resource r WHERE {text}"
+        " ORDER BY r.created_seq",
+        list(args),
+    )
+
+
+def keyed_rows_statement(
+    criteria: Criteria, keys: Sequence[tuple[str, str]], *, collate: str, inline: int | None
+) -> tuple[str, list[Any]]:
+    """The rows (``lean_columns``) of the resources ``keys`` that still match ``criteria``
+    (every clause tested on the row), in insertion order."""
+    compiler = Compiler(collate, pin=_pins(collate))
+    types: Types = (criteria.type,) if criteria.type else (criteria.types or None)
+    condition = _and(
+        [
+            _or(("(r.rtype = ? AND r.id = ?)", key) for key in keys),
+            ("r.deleted = 0", ()),
+            *(compiler.clause(c, "r", types) for c in criteria.clauses),
+        ]
+    )
+    return (
+        f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
+        f" WHERE {condition[0]} ORDER BY r.created_seq",
+        list(condition[1]),
+    )
 
 
 def _keyset(keys: Sequence[tuple[str, bool]], cursor: Cursor, backward: bool) -> Frag:
