@@ -30,7 +30,6 @@ from server.fhir.instant import format_instant, now_us
 from server.operations.registry import Call, Operation
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
-from server.search.service import search_service
 from tests.support import (
     FHIR_JSON,
     Acting,
@@ -417,7 +416,7 @@ def _eligibility(client: TestClient, visible: set[str], m: str) -> None:
 
 def _conditions(call: Call) -> dict[str, Any]:
     """A long-running operation listing the Conditions its caller may read."""
-    criteria = parse_criteria("Condition", [], search_service(call.settings).context)
+    criteria = parse_criteria("Condition", [], call.services.search.context)
     page = call.reader.search(SearchQuery(criteria, 100))
     return {
         "resourceType": "Parameters",
