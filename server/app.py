@@ -49,7 +49,7 @@ from server.fhir.instant import now_us
 from server.jobs import JobRunner
 from server.logs import RequestLogMiddleware, configure
 from server.search.parse import SearchContext
-from server.services import Services, build_services
+from server.services import Services, build_services, default_operations
 from server.settings import Settings
 from server.store.base import Outbox, Repository
 from server.store.runner import Runner
@@ -240,7 +240,8 @@ def openapi_routes() -> dict[str, Any]:
 def served_openapi() -> bytes:
     """The OpenAPI document as served at ``/openapi.json`` and committed in
     ``openapi/openapi.json`` (built once per process)."""
-    return openapi_document.render(openapi_document.document_of(openapi_routes())).encode()
+    document = openapi_document.document_of(openapi_routes(), default_operations())
+    return openapi_document.render(document).encode()
 
 
 async def _prune(outbox: Outbox, settings: Settings, stop: asyncio.Event) -> None:

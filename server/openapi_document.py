@@ -23,6 +23,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from server.operations.registry import Operations
+
 FHIR_JSON = "application/fhir+json"
 JSON_PATCH = "application/json-patch+json"
 FORM = "application/x-www-form-urlencoded"
@@ -366,15 +368,13 @@ def _parameters_body(inputs: Sequence[Mapping[str, Any]], takes_resource: bool) 
     return {"required": True, "description": text, "content": {FHIR_JSON: {"schema": schema}}}
 
 
-def _operation_paths() -> dict[str, dict[str, Any]]:
+def _operation_paths(operations: Operations) -> dict[str, dict[str, Any]]:
     """``[base]/$op``, ``[type]/$op`` and ``[type]/[id]/$op`` of every operation the server
     runs, all from its OperationDefinition: where (``system``/``type``/``instance`` on its
     ``resource`` types), which methods (GET only when it does not ``affectsState``) and
     what it takes (its ``in`` parameters)."""
-    from server.operations.registry import operations
-
     paths: dict[str, dict[str, Any]] = {}
-    for operation in operations():
+    for operation in operations:
         definition = operation.spec
         types = sorted(operation.types) or ["{type}"]
         places: list[tuple[str, str, str]] = []  # (path, level, type)
@@ -438,18 +438,17 @@ def _operation_item(path: str, op: dict[str, Any], long_running: bool) -> None:
         response["content"] = _content(FHIR_JSON, schema)
 
 
-def document_of(routes: dict[str, Any]) -> dict[str, Any]:
+def document_of(routes: dict[str, Any], operations: Operations) -> dict[str, Any]:
     """The post-processed OpenAPI document of ``routes``, FastAPI's document of the
-    application (``FastAPI.openapi()``; left unchanged)."""
-    from server.operations.registry import operations
-
+    application (``FastAPI.openapi()``; left unchanged), with one path per operation of
+    ``operations`` (the server's: ``Services.operations``)."""
     document = copy.deepcopy(routes)
     for path, item in document.get("paths", {}).items():
         for method, op in item.items():
             if method in ("get", "put", "post", "patch", "delete", "head", "options"):
                 _operation(path, op)
-    long_running = {o.name for o in operations() if o.long_running}
-    for path, item in _operation_paths().items():
+    long_running = {o.name for o in operations if o.long_running}
+    for path, item in _operation_paths(operations).items():
         name = path.rsplit("$", 1)[1]
         for op in item.values():
             _operation_item(path, op, name in long_running)

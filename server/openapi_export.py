@@ -15,13 +15,17 @@ from typing import Any
 
 from server import openapi_document
 from server.app import openapi_routes
+from server.operations.registry import Operations
+from server.services import default_operations
 
 DEFAULT_PATH = Path("openapi") / "openapi.json"
 
 
-def export() -> dict[str, Any]:
-    """The post-processed OpenAPI document of the application."""
-    return openapi_document.document_of(openapi_routes())
+def export(operations: Operations | None = None) -> dict[str, Any]:
+    """The post-processed OpenAPI document of the application (``operations``: default, the
+    server's own, from the package's OperationDefinitions)."""
+    table = default_operations() if operations is None else operations
+    return openapi_document.document_of(openapi_routes(), table)
 
 
 def render(document: dict[str, Any] | None = None) -> str:
