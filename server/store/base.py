@@ -9,10 +9,12 @@ This package never imports its adapter (``sql/``): an import-linter contract in
 ``pyproject.toml``.
 
 The side stores a ``Repository`` exposes have their ports here too, with the records they
-pass: ``Subscriptions`` (delivery state, ``State``, ``Numbered``, the matcher's ``Matching``)
-and ``Audit`` (``AuditRecord``, ``AuditQuery``). Here rather than in ``server/ports.py``:
-only the composition root, ``subscriptions/``, ``audit/`` and their routes use them, never
-the FHIR layers (``ecm/``, ``writes/``, ``operations/``) that ``ports.py`` serves.
+pass: ``Auth`` (the SMART tables: ``ClientRow``, ``UserRow``, ``RequestRow``, ``CodeRow``,
+``GrantRow``), ``Subscriptions`` (delivery state: ``State``, ``Numbered``, the matcher's
+``Matching``) and ``Audit`` (``AuditRecord``, ``AuditQuery``). Here rather than in
+``server/ports.py``: only the composition root, ``auth/``, ``subscriptions/``, ``audit/`` and
+their routes use them, never the FHIR layers (``ecm/``, ``writes/``, ``operations/``) that
+``ports.py`` serves.
 
 Every version a unit stores also gets one row in the **outbox** (``Outbox``), in the same
 transaction: an event with the version, the version it replaced, the interaction and the
@@ -234,7 +236,7 @@ class Repository(Protocol):
     def outbox(self) -> Outbox: ...
 
     @property
-    def auth(self) -> Any: ...
+    def auth(self) -> Auth: ...
 
     @property
     def audit(self) -> Audit: ...
@@ -479,3 +481,193 @@ class Audit(Protocol):
     def search(self, q: AuditQuery) -> list[tuple[int, AuditRecord]]:
         """The records ``q`` matches, newest first, with their page cursors."""
         ...
+
+
+# -- the SMART tables (``Repository.auth``; ``store/sql/auth.py``) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    """A registered client as stored (``server/auth/clients.py`` gives it meaning)."""
+
+    client_id: str
+    name: str
+    organization: str | None
+    scope: str
+    jwks: str | None
+    jwks_url: str | None
+    role: str | None
+    purposes: str
+    algorithms: str
+    status: str
+    created: int
+    revoked: int | None = None
+    redirect_uris: str | None = None  # a launch app's, as a JSON array
+    public: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """A user who signs in to approve launches (``server/auth/users.py``)."""
+
+    username: str
+    password_hash: str
+    practitioner_role: str
+    organization: str
+    practitioner: str | None
+    status: str
+    created: int
+    changed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """A pending authorization request (``server/auth/launch.py``)."""
+
+    id: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    state: str
+    code_challenge: str
+    csrf: str
+    username: str | None
+    expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRow:
+    grant_id: str
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    expires: int
+    username: str
+    scope: str
+    patient: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    grant_id: str
+    client_id: str
+    username: str
+    scope: str
+    patient: str | None
+    status: str
+    expires: int | None
+
+
+class Auth(Protocol):
+    """The SMART tables: clients, users, authorization requests, codes, refresh grants,
+    sign-in throttling, assertion ``jti``s and signing keys (``store/sql/auth.py``)."""
+
+    def add_client(self, client: ClientRow) -> None: ...
+
+    def client(self, client_id: str) -> ClientRow | None: ...
+
+    def clients(self) -> list[ClientRow]: ...
+
+    def active(self, client_id: str) -> bool:
+        """Whether ``client_id`` is registered and not revoked (every request asks)."""
+        ...
+
+    def revoke(self, client_id: str) -> bool:
+        """Revoke an active client; False if there is no such active client."""
+        ...
+
+    def add_user(self, user: UserRow) -> bool:
+        """Store a new user; False if the username is taken."""
+        ...
+
+    def user(self, username: str) -> UserRow | None: ...
+
+    def update_user(
+        self, username: str, *, status: str | None = None, password_hash: str | None = None
+    ) -> bool:
+        """Set a user's status and/or password hash; False if there is no such user."""
+        ...
+
+    def add_request(self, r: RequestRow) -> None: ...
+
+    def request(self, id: str) -> RequestRow | None: ...
+
+    def signed_in(self, id: str, username: str, csrf: str) -> None:
+        """The request's user has signed in: remember who, with a new CSRF token."""
+        ...
+
+    def end_request(self, id: str) -> bool:
+        """Forget a pending request; False if it was already gone (a second approval)."""
+        ...
+
+    def add_code(
+        self,
+        grant: tuple[str, str, str, str, str | None],
+        code_hash: str,
+        redirect_uri: str,
+        challenge: str,
+        expires_us: int,
+    ) -> None:
+        """A grant (id, client, username, scope, patient), then its code (a grant without a
+        code, should the second statement fail, is never reached)."""
+        ...
+
+    def use_code(self, code_hash: str) -> tuple[CodeRow | None, bool]:
+        """Mark a code used: (its row, True) the first time; (its row, False) when it had
+        been used before (a replay); (None, False) for an unknown code."""
+        ...
+
+    def add_refresh(self, token_hash: str, grant_id: str, expires_us: int | None = None) -> None:
+        """A new refresh token of a grant (``expires_us``: set the grant's absolute lifetime,
+        for its first token)."""
+        ...
+
+    def use_refresh(self, token_hash: str) -> tuple[GrantRow | None, bool]:
+        """Rotate a refresh token: (its grant, True) the first time; (its grant, False) when
+        it had been rotated before (a reuse); (None, False) for an unknown token."""
+        ...
+
+    def grant_of_refresh(self, token_hash: str) -> GrantRow | None: ...
+
+    def grant(self, grant_id: str) -> GrantRow | None: ...
+
+    def revoke_grant(self, grant_id: str) -> None: ...
+
+    def grant_active(self, client_id: str, grant_id: str) -> bool:
+        """Whether the grant, its client and its user are all still active (every request
+        of a launch token asks; one indexed read)."""
+        ...
+
+    def blocked_until(self, keys: Sequence[str]) -> int:
+        """The latest time (µs) any of ``keys`` is blocked until (0: none)."""
+        ...
+
+    def failed(self, keys: Sequence[str], now: int) -> None:
+        """A failed sign-in for each of ``keys``: one more failure (forgotten after an hour
+        without one), and the back-off it earns."""
+        ...
+
+    def clear_throttle(self, key: str) -> None: ...
+
+    def use_assertion(self, client_id: str, jti: str, expires_us: int) -> bool:
+        """Record ``jti`` for ``client_id`` if the client is active and the ``jti`` unused;
+        False otherwise (a replay, or a client revoked meanwhile)."""
+        ...
+
+    def prune_assertions(self, before_us: int) -> int:
+        """Forget the ``jti``s that expired before ``before_us`` (their assertions are refused
+        for their ``exp`` alone)."""
+        ...
+
+    def add_key(self, kid: str, private_jwk: str, created_us: int) -> None: ...
+
+    def keys(self) -> list[tuple[str, str, int, int | None]]:
+        """Every signing key, newest first: (kid, private JWK, created, retired)."""
+        ...
+
+    def retire_keys(self, keep: str, at_us: int) -> None:
+        """Mark every key but ``keep`` retired at ``at_us`` (they still verify for a token's
+        lifetime; ``drop_keys`` forgets them later)."""
+        ...
+
+    def drop_keys(self, retired_before_us: int) -> int: ...
