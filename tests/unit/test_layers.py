@@ -55,8 +55,9 @@ def cycles(graph: grimp.ImportGraph) -> list[list[str]]:
 
 def chain(graph: grimp.ImportGraph, group: list[str]) -> str:
     """One way round a group, for the failure message: a -> b -> ... -> a."""
-    first, second = group[0], next(
-        m for m in graph.find_modules_directly_imported_by(group[0]) if m in group
+    first, second = (
+        group[0],
+        next(m for m in graph.find_modules_directly_imported_by(group[0]) if m in group),
     )
     back = graph.find_shortest_chain(importer=second, imported=first) or (second, first)
     return " -> ".join((first, *back))
