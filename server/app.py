@@ -10,11 +10,14 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
+from functools import cache
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 
+from server import openapi_document
 from server.api import (
     async_jobs,
     audit_events,
@@ -46,7 +49,7 @@ from server.fhir.instant import now_us
 from server.jobs import JobRunner
 from server.logs import RequestLogMiddleware, configure
 from server.search.parse import SearchContext
-from server.services import Services, build_services
+from server.services import Services, build_services, default_operations
 from server.settings import Settings
 from server.store.base import Outbox, Repository
 from server.store.runner import Runner
@@ -188,8 +191,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,  # served by home.py: the post-processed document (openapi_export)
+        openapi_url=None,  # served by home.py: the post-processed document (openapi_document)
     )
+    app.state.openapi_document = served_openapi  # bytes of /openapi.json, built on first use
     app.state.settings = settings
     app.state.services = services
     app.state.principals = principals
@@ -223,6 +227,21 @@ def create_app(
         )
     app.add_middleware(RequestLogMiddleware)
     return app
+
+
+def openapi_routes() -> dict[str, Any]:
+    """FastAPI's document of the application's routes: they do not depend on the settings, so
+    no store is opened and no setting is read."""
+    routes: dict[str, Any] = create_app(Settings.model_construct()).openapi()
+    return routes
+
+
+@cache
+def served_openapi() -> bytes:
+    """The OpenAPI document as served at ``/openapi.json`` and committed in
+    ``openapi/openapi.json`` (built once per process)."""
+    document = openapi_document.document_of(openapi_routes(), default_operations())
+    return openapi_document.render(document).encode()
 
 
 async def _prune(outbox: Outbox, settings: Settings, stop: asyncio.Event) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.fhir.conformance import conformance
+from server.operations.registry import Operations
+from server.operations.registry import operations as all_operations
 from server.search.service import SearchService, build_search_service
 from server.settings import Settings
 from server.store.conformance_store import ConformanceStore
@@ -25,21 +27,35 @@ from server.validation_service import Validation, build_validation
 class Services:
     """``search``: SearchParameters, the indexer and the search parsing context;
     ``validation``: the profile validation of writes; ``definitions``: the conformance
-    resources served from memory (read, search)."""
+    resources served from memory (read, search); ``operations``: the operations the server
+    runs, from the OperationDefinitions (router, batch entries, CapabilityStatement)."""
 
     settings: Settings
     search: SearchService
     validation: Validation
     definitions: ConformanceStore
+    operations: Operations
 
 
-def build_services(settings: Settings, *, search: SearchService | None = None) -> Services:
-    """The services of ``settings`` (``search``: one already built for them). Compiles every
-    profile: a bad one stops here."""
+def build_services(
+    settings: Settings,
+    *,
+    search: SearchService | None = None,
+    operations: Operations | None = None,
+) -> Services:
+    """The services of ``settings`` (``search``: one already built for them; ``operations``:
+    default, those of the package's OperationDefinitions). Compiles every profile: a bad one
+    stops here."""
     search = search if search is not None else build_search_service(settings)
     return Services(
         settings,
         search,
         build_validation(settings, search),
         ConformanceStore(conformance(), search.indexer),
+        default_operations() if operations is None else operations,
     )
+
+
+def default_operations() -> Operations:
+    """The operations of the package's OperationDefinitions (``profiles/operations/``)."""
+    return Operations(tuple(all_operations()))

@@ -7,6 +7,7 @@ only that warning, only at import, is silenced.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -146,25 +147,26 @@ class Loopback:
 
 
 @contextmanager
-def extra_operations(monkeypatch: Any, *added: Any) -> Iterator[None]:
-    """The server's operations plus ``added`` (``server.operations.registry.Operation``s, e.g.
-    from ``defined_operation``),
-    for the router and the CapabilityStatement, until the block ends."""
-    from server.api import metadata
-    from server.operations import registry
+def extra_operations(client: TestClient, *added: Any) -> Iterator[None]:
+    """The client's server runs its operations plus ``added`` (``server.operations.registry.
+    Operation``s, e.g. from ``defined_operation``) — router, batch entries and
+    CapabilityStatement — until the block ends: its services (``server/services.py``) with a
+    larger operations table, as ``create_app(services=...)`` takes them."""
+    with operations_table(client, client.app.state.services.operations.with_extra(*added)):
+        yield
 
-    real = registry.operations
 
-    def table() -> list[Any]:
-        return [*real(), *added]
-
-    monkeypatch.setattr(registry, "operations", table)
-    monkeypatch.setattr(metadata, "operations", table)
-    metadata._statement.cache_clear()
+@contextmanager
+def operations_table(client: TestClient, operations: Any) -> Iterator[None]:
+    """The client's server runs ``operations`` (``server.operations.registry.Operations``) in
+    place of its own until the block ends."""
+    app = client.app
+    services = app.state.services
+    app.state.services = dataclasses.replace(services, operations=operations)
     try:
         yield
     finally:
-        metadata._statement.cache_clear()
+        app.state.services = services
 
 
 def defined_operation(

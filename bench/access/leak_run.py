@@ -20,7 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import pytest  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from server.auth.principal import LOCAL, Principal  # noqa: E402
@@ -52,9 +51,8 @@ def main() -> None:
         sent["requests"] += 1
 
     with (
-        pytest.MonkeyPatch.context() as patch,
-        extra_operations(patch, leak.LIST_CONDITIONS),
         fhir_client(url, principals=who, policies=[policy], access_safety_net="fail") as client,
+        extra_operations(client, leak.LIST_CONDITIONS),
     ):
         client.event_hooks["request"].append(count)
 

@@ -28,7 +28,7 @@ from server.auth.interactions import Interaction
 from server.errors import Forbidden, InvalidSearch, MethodNotAllowed, NotFound
 from server.fhir.instant import date_range
 from server.fhir.references import parse_reference
-from server.store.sql.audit import AuditQuery
+from server.store.base import AuditQuery
 
 router = APIRouter()
 MAX_COUNT = 1000

@@ -1,7 +1,8 @@
 """``GET /``: a small page for a person who opens the server in a browser — the FHIR base
 URL, the CapabilityStatement, the OpenAPI document and where the documentation is; and
 ``GET /openapi.json``: the OpenAPI document, the bytes committed as ``openapi/openapi.json``
-(``server/openapi_export.py``)."""
+(``server/openapi_document.py``), handed down by the composition root as
+``app.state.openapi_document``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
-from server import openapi_export
 from server.api.context import settings_of
 from server.fhir.outcome import Issue, operation_outcome
 
@@ -46,8 +46,9 @@ async def home(request: Request) -> HTMLResponse:
 
 
 @router.get("/openapi.json", include_in_schema=False)
-async def openapi_document() -> Response:
-    document = await asyncio.to_thread(openapi_export.rendered)  # built once, on first use
+async def openapi_document(request: Request) -> Response:
+    build = request.app.state.openapi_document  # built once, on first use
+    document = await asyncio.to_thread(build)
     return Response(document, media_type="application/json")
 
 

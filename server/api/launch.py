@@ -36,7 +36,7 @@ from server.ports import Reader
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
 from server.store.authorized import AuthorizedRepository
-from server.store.sql.auth import RequestRow, UserRow
+from server.store.base import RequestRow, UserRow
 
 router = APIRouter(include_in_schema=False)
 T = TypeVar("T")

@@ -30,7 +30,7 @@ from server.errors import InvalidSearch
 from server.fhir.conformance import CANONICAL_BASE, CONFORMANCE_TYPES, Conformance, conformance
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.fhir.summary import shape
-from server.operations.registry import Operation, operations
+from server.operations.registry import Operation, Operations
 from server.search.registry import Registry
 from server.settings import Settings
 from server.subscriptions.capability import subscription_capability
@@ -113,23 +113,23 @@ def _profiles(definitions: Conformance) -> dict[str, list[str]]:
     return {t: sorted(urls) for t, urls in out.items()}
 
 
-def _entries(where: Callable[[Operation], bool]) -> list[dict[str, Any]]:
+def _entries(operations: Operations, where: Callable[[Operation], bool]) -> list[dict[str, Any]]:
     """``operation`` entries (name, definition URL) of the registered operations ``where``
     holds for, from their OperationDefinitions, sorted by name."""
-    out = [{"name": op.name, "definition": op.url} for op in operations() if where(op)]
+    out = [{"name": op.name, "definition": op.url} for op in operations if where(op)]
     return sorted(out, key=lambda o: o["name"])
 
 
-def _operations(type: str) -> list[dict[str, Any]]:
-    out = _entries(lambda op: op.runs_at("type", type) or op.runs_at("instance", type))
+def _operations(operations: Operations, type: str) -> list[dict[str, Any]]:
+    out = _entries(operations, lambda op: op.runs_at("type", type) or op.runs_at("instance", type))
     if type in _EXPORTS:
         out.append({"name": "export", "definition": _EXPORTS[type]})
     return sorted(out, key=lambda o: o["name"])
 
 
-def _system_operations() -> list[dict[str, Any]]:
+def _system_operations(operations: Operations) -> list[dict[str, Any]]:
     """``rest.operation``: the system-level operations (``[base]/$name``)."""
-    out = _entries(lambda op: op.runs_at("system"))
+    out = _entries(operations, lambda op: op.runs_at("system"))
     out.append({"name": "export", "definition": _EXPORTS[None]})
     return sorted(out, key=lambda o: o["name"])
 
@@ -153,7 +153,7 @@ def _totals(settings: Settings) -> str:
     )
 
 
-def _documentation(settings: Settings) -> str:
+def _documentation(settings: Settings, operations: Operations) -> str:
     text = (
         "References need not resolve when a resource is written "
         "(referencePolicy has no 'enforced'); "
@@ -168,7 +168,7 @@ def _documentation(settings: Settings) -> str:
         "responses of 4 KiB or more are gzip-compressed when Accept-Encoding allows it. "
         + _totals(settings)
     )
-    long_running = sorted({f"${op.name}" for op in operations() if op.long_running})
+    long_running = sorted({f"${op.name}" for op in operations if op.long_running})
     if long_running:
         text += (
             f" Long-running operations ({', '.join(long_running)}) accept "
@@ -185,6 +185,7 @@ def _resource(
     registry: Registry,
     revincludes: list[str],
     profiles: dict[str, list[str]],
+    operations: Operations,
 ) -> dict[str, Any]:
     params = registry.for_type(type)
     interactions = type_interactions()
@@ -218,7 +219,7 @@ def _resource(
             "The server's definitions (the calaim.fhir.ecm package and the R4 base definitions "
             "it uses): read-only, writes answer 405."
         )
-    ops = _operations(type)
+    ops = _operations(operations, type)
     if ops:
         out["operation"] = ops
     if type == "Subscription":
@@ -266,13 +267,16 @@ def _security(settings: Settings) -> dict[str, Any]:
     }
 
 
-def capability_statement(settings: Settings, registry: Registry) -> bytes:
-    """The statement, built once per configuration and set of searchable parameters."""
-    return _statement(settings, registry, registry.pending)
+def capability_statement(settings: Settings, registry: Registry, operations: Operations) -> bytes:
+    """The statement, built once per configuration, set of searchable parameters and
+    operations table."""
+    return _statement(settings, registry, registry.pending, operations)
 
 
 @lru_cache(maxsize=16)  # per application (its registry), a few at a time in tests
-def _statement(settings: Settings, registry: Registry, pending: frozenset[str]) -> bytes:
+def _statement(
+    settings: Settings, registry: Registry, pending: frozenset[str], operations: Operations
+) -> bytes:
     software = version("calaim-fhir")
     revincludes = _reverse_includes(registry)
     definitions = conformance()
@@ -310,10 +314,10 @@ def _statement(settings: Settings, registry: Registry, pending: frozenset[str]) 
         "rest": [
             {
                 "mode": "server",
-                "documentation": _documentation(settings),
+                "documentation": _documentation(settings, operations),
                 "security": _security(settings),
                 "resource": [
-                    _resource(t, settings, registry, revincludes[t], profiles)
+                    _resource(t, settings, registry, revincludes[t], profiles, operations)
                     for t in sorted(RESOURCE_TYPES)
                 ],
                 "interaction": [{"code": code} for code in system_interactions()],
@@ -326,7 +330,7 @@ def _statement(settings: Settings, registry: Registry, pending: frozenset[str]) 
             }
         ],
     }
-    system_operations = _system_operations()
+    system_operations = _system_operations(operations)
     if system_operations:
         statement["rest"][0]["operation"] = system_operations
     return orjson.dumps(statement)
@@ -371,7 +375,10 @@ async def metadata(request: Request) -> Response:
         if name == "mode" and value not in ("full", "normal"):
             raise InvalidSearch("Only mode=full and mode=normal are supported", expression="mode")
     summary, elements = read_shape([(k, v) for k, v in query if k != "mode"])
-    statement = capability_statement(settings_of(request), services_of(request).search.registry)
+    services = services_of(request)
+    statement = capability_statement(
+        settings_of(request), services.search.registry, services.operations
+    )
     tag = _tag(statement, summary, elements)
     headers = {"ETag": tag, "Cache-Control": "no-cache"}
     if _matches(request.headers.get("if-none-match"), tag):

@@ -39,7 +39,7 @@ from server.fhir.outcome import information
 from server.jobs import JobContext, ThreadWrites
 from server.operations.call import Answer, Call
 from server.operations.parameters import parse_input
-from server.operations.registry import Operation, find
+from server.operations.registry import Operation, Operations
 from server.ports import Reader, Unit
 from server.search.parse import SearchRequest
 from server.services import Services
@@ -75,7 +75,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _operation(type: str, name: str, instance: bool, method: str) -> Operation:
+def _operation(
+    operations: Operations, type: str, name: str, instance: bool, method: str
+) -> Operation:
     """The operation ``name`` where its OperationDefinition runs it; 404 where it does not
     run, 405 for a GET of one that changes data."""
     name = name.removeprefix("$")
@@ -84,7 +86,7 @@ def _operation(type: str, name: str, instance: bool, method: str) -> Operation:
     else:
         check_type(type)
         level, where = ("instance", f"{type}/[id]") if instance else ("type", type)
-    operation = find(level, type, name)
+    operation = operations.find(level, type, name)
     if operation is None:
         if level == "system":
             raise NotFound(f"No system-level operation ${name}")
@@ -157,7 +159,7 @@ def run_entry(
     at most ``bound`` bytes."""
     assert request.operation is not None
     type, id = request.type or "", request.id
-    operation = _operation(type, request.operation, id is not None, "GET")
+    operation = _operation(services.operations, type, request.operation, id is not None, "GET")
     if id is not None:
         check_id(id)
     if operation.long_running:
@@ -222,7 +224,7 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
     http.check_accept(request)
     settings = settings_of(request)
     method = request.method
-    operation = _operation(type, name, id is not None, method)
+    operation = _operation(services_of(request).operations, type, name, id is not None, method)
     if id is not None:
         check_id(id)
     body = await http.read_json(request, settings, http.JSON_TYPES) if method == "POST" else None

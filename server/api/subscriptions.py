@@ -27,7 +27,7 @@ from server.auth.interactions import Interaction
 from server.errors import Forbidden, InvalidResource, NotFound
 from server.fhir.instant import now_us
 from server.ports import Reader
-from server.store.sql.subscriptions import SqlSubscriptions, State
+from server.store.base import State, Subscriptions
 from server.subscriptions.notifications import (
     notification_bundle,
     seen_through,
@@ -40,8 +40,8 @@ router = APIRouter()
 MAX_EVENTS = 1000
 
 
-def _store(request: Request) -> SqlSubscriptions:
-    store: SqlSubscriptions = request.app.state.store.subscriptions
+def _store(request: Request) -> Subscriptions:
+    store: Subscriptions = request.app.state.store.subscriptions
     return store
 
 

@@ -13,7 +13,7 @@ import base64
 from typing import Any
 
 from server.fhir.instant import format_instant
-from server.store.sql.audit import AuditRecord
+from server.store.base import AuditRecord
 
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 INTERACTION = "http://hl7.org/fhir/restful-interaction"

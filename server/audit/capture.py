@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from server.store.sql.audit import AuditRecord
+from server.store.base import AuditRecord
 
 MAX_BODY = 16 * 1024 * 1024  # larger answers are recorded without their entities
 _PATIENT_REFS = ("subject", "patient", "beneficiary", "for", "individual")

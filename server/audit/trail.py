@@ -19,14 +19,14 @@ from collections import deque
 
 from server.audit.capture import Captured, record
 from server.errors import FhirError
-from server.store.sql.audit import SqlAudit
+from server.store.base import Audit
 
 logger = logging.getLogger("calaim_fhir.audit")
 MODES = ("batch", "sync", "off")
 
 
 class AuditTrail:
-    def __init__(self, store: SqlAudit, mode: str = "batch", flush_seconds: float = 1.0) -> None:
+    def __init__(self, store: Audit, mode: str = "batch", flush_seconds: float = 1.0) -> None:
         self.store = store
         self.mode = mode
         self.flush_seconds = flush_seconds

@@ -16,7 +16,7 @@ check (never key material):
   ``Host``);
 - ``exp`` present, not past, and at most 300 s ahead; ``nbf``/``iat`` not in the future;
   each with the configured leeway (at most 60 s);
-- ``jti`` present and never used by this client (``SqlAuth.use_assertion``, by the caller).
+- ``jti`` present and never used by this client (``Auth.use_assertion``, by the caller).
 """
 
 from __future__ import annotations

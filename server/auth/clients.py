@@ -21,7 +21,7 @@ from joserfc.jwk import KeySet
 from server.auth.principal import DEFAULT_PURPOSES
 from server.auth.scopes import Scope, ScopeError, enforceable, parse_scope
 from server.fhir.instant import now_us
-from server.store.sql.auth import ClientRow
+from server.store.base import ClientRow
 
 DEFAULT_ALGORITHMS = ("RS384", "ES384")
 OPTIONAL_ALGORITHMS = ("RS256", "ES256")

@@ -17,8 +17,8 @@ Operators and the server's own derived writes are not limited by either.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from server.auth.grants import KINDS, RELATIONSHIP_TYPES, grants, stored_reader
 from server.auth.principal import Principal
@@ -28,8 +28,25 @@ from server.ports import Reader
 from server.search.query import GrantClause
 from server.writes.rules import ALLOW, Change, Rule, Verdict, refuse
 
-if TYPE_CHECKING:
-    from server.auth.relationships import Matrix, RelationshipPolicy
+
+class Matrix(Protocol):
+    """What the rules read of the relationship matrix (``relationships.Matrix``: the policy
+    there builds these rules, so this module does not import it)."""
+
+    @property
+    def plans(self) -> tuple[str, ...]: ...
+    @property
+    def consent_recorders(self) -> tuple[str, ...]: ...
+    @property
+    def grace_days(self) -> Mapping[str, float]: ...
+
+
+class RelationshipPolicy(Protocol):
+    """The policy the rules come with (``relationships.RelationshipPolicy``)."""
+
+    @property
+    def matrix(self) -> Matrix: ...
+
 
 # the element of each source type whose organisation a grant kind comes from
 _ELEMENTS = {
@@ -129,8 +146,7 @@ class ConsentRecorders(Rule):
             if body is not None and organization in set(_actors(body.get("provision"))):
                 return refuse(
                     Forbidden(
-                        "Not permitted: a Consent is never written by an organisation it"
-                        " permits",
+                        "Not permitted: a Consent is never written by an organisation it permits",
                         expression=f"{change.root}.provision",
                     )
                 )

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from joserfc.jwk import RSAKey
 
-from server.store.sql.auth import SqlAuth
+from server.store.base import Auth
 
 ALGORITHM = "RS256"
 KEY_BITS = 2048
@@ -30,7 +30,7 @@ _UNKNOWN_KID_RELOAD = 1.0
 class SigningKeys:
     def __init__(
         self,
-        store: SqlAuth,
+        store: Auth,
         *,
         token_lifetime: int = 300,
         clock: Callable[[], float] = time.time,

@@ -41,7 +41,7 @@ from urllib.parse import urlencode, urlsplit
 from server.auth.clients import Client
 from server.auth.scopes import Scope, ScopeError, enforceable, grant
 from server.auth.users import UserError, username_of, verify
-from server.store.sql.auth import RequestRow, SqlAuth, UserRow
+from server.store.base import Auth, RequestRow, UserRow
 
 REQUEST_SECONDS = 600
 CODE_SECONDS = 60
@@ -121,7 +121,7 @@ def launch_scopes(requested: str, client: Client, enforce: Callable[[Scope], Non
 class Launch:
     def __init__(
         self,
-        store: SqlAuth,
+        store: Auth,
         base: str,
         *,
         clock: Callable[[], float] = time.time,

@@ -25,7 +25,7 @@ from server.auth.scopes import Scope, ScopeError, ScopeSet, enforceable, grant
 from server.auth.tokens import InvalidToken, Verifier, id_token, issue
 from server.search.parse import SearchContext
 from server.settings import Settings
-from server.store.sql.auth import SqlAuth
+from server.store.base import Auth
 
 T = TypeVar("T")
 Call = Callable[[Callable[[], T]], Awaitable[T]]
@@ -78,7 +78,7 @@ class AuthService:
     def __init__(
         self,
         settings: Settings,
-        store: SqlAuth,
+        store: Auth,
         search: SearchContext,
         *,
         clock: Callable[[], float] = time.time,

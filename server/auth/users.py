@@ -23,7 +23,7 @@ import secrets
 import unicodedata
 
 from server.fhir.instant import now_us
-from server.store.sql.auth import UserRow
+from server.store.base import UserRow
 
 N, R, P = 2**15, 8, 1
 _MAXMEM = 64 * 1024 * 1024

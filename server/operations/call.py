@@ -24,16 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from server.auth.operation_rules import Needs
 from server.fhir.conformance import Conformance
 from server.fhir.terminology import Terminology
 from server.ports import Reader
 from server.search.parse import SearchRequest
-from server.services import Services
+from server.search.service import SearchService
 from server.settings import Settings
 from server.store.base import Event
+from server.validation_service import Validation
 from server.writes.write import Write, Written
 
 Inputs = dict[str, list[Any]]
@@ -48,6 +49,16 @@ def _no_progress(done: int, total: int | None) -> None:
 
 def _never() -> bool:
     return False
+
+
+class CallServices(Protocol):
+    """What an operation reads of the server's services (``server/services.py`` ``Services``,
+    which holds the operations table: this module does not import it)."""
+
+    @property
+    def search(self) -> SearchService: ...
+    @property
+    def validation(self) -> Validation: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +92,7 @@ class Call:
     # search paging, links under the given path); None where the call cannot page
     page: Callable[[SearchRequest, str], bytes] | None = None
     # the server's search, validation and definitions services (``server/services.py``)
-    services: Services = field(kw_only=True)
+    services: CallServices = field(kw_only=True)
 
     @property
     def terminology(self) -> Terminology:

@@ -15,7 +15,7 @@ operation it does not run, or run one it does not describe.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,12 +203,28 @@ def operations(definitions: Conformance | None = None) -> list[Operation]:
     return list(found[1])
 
 
-def find(
-    level: str, type: str, name: str, table: Iterable[Operation] | None = None
-) -> Operation | None:
-    """The operation ``name`` that runs at ``level`` on ``type`` ("" at system level)."""
-    for operation in operations() if table is None else table:
+@dataclass(frozen=True, eq=False)  # one table per server, compared and hashed by identity
+class Operations:
+    """The operations a server runs: built once by the composition root
+    (``server/services.py``) and handed down; a test passes its own (``with_extra``)."""
+
+    table: tuple[Operation, ...]
+
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(self.table)
+
+    def find(self, level: str, type: str, name: str) -> Operation | None:
+        return find(level, type, name, self.table)
+
+    def with_extra(self, *added: Operation) -> Operations:
+        """These operations and ``added``."""
+        return Operations((*self.table, *added))
+
+
+def find(level: str, type: str, name: str, table: Iterable[Operation]) -> Operation | None:
+    """The operation ``name`` of ``table`` that runs at ``level`` on ``type`` ("" at system
+    level)."""
+    for operation in table:
         if operation.name == name and operation.runs_at(level, type):
             return operation
     return None
-

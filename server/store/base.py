@@ -8,6 +8,14 @@ units. Stores know nothing of HTTP or of the program; they raise ``server.errors
 This package never imports its adapter (``sql/``): an import-linter contract in
 ``pyproject.toml``.
 
+The side stores a ``Repository`` exposes have their ports here too, with the records they
+pass: ``Auth`` (the SMART tables: ``ClientRow``, ``UserRow``, ``RequestRow``, ``CodeRow``,
+``GrantRow``), ``Subscriptions`` (delivery state: ``State``, ``Numbered``, the matcher's
+``Matching``) and ``Audit`` (``AuditRecord``, ``AuditQuery``). Here rather than in
+``server/ports.py``: only the composition root, ``auth/``, ``subscriptions/``, ``audit/`` and
+their routes use them, never the FHIR layers (``ecm/``, ``writes/``, ``operations/``) that
+``ports.py`` serves.
+
 Every version a unit stores also gets one row in the **outbox** (``Outbox``), in the same
 transaction: an event with the version, the version it replaced, the interaction and the
 ``Origin`` of the write. Outbox sequence numbers increase in commit order (the writers' lock of
@@ -25,7 +33,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 from server.ports import Reader, Unit
@@ -228,13 +236,13 @@ class Repository(Protocol):
     def outbox(self) -> Outbox: ...
 
     @property
-    def auth(self) -> Any: ...
+    def auth(self) -> Auth: ...
 
     @property
-    def audit(self) -> Any: ...
+    def audit(self) -> Audit: ...
 
     @property
-    def subscriptions(self) -> Any: ...
+    def subscriptions(self) -> Subscriptions: ...
 
     @property
     def inline_reads(self) -> bool:
@@ -257,3 +265,409 @@ class Repository(Protocol):
         """What is wrong with the database right now (nothing: an empty list)."""
 
     def close(self) -> None: ...
+
+
+# -- the subscription store (``Repository.subscriptions``; ``store/sql/subscriptions.py``) --
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    id: str
+    owner: str | None
+    organization: str | None
+    user: str | None
+    status: str
+    events: int
+    delivered: int
+    handshake: bool
+    attempts: int
+    next_attempt: int
+    failing_since: int | None
+    last_error: str | None
+    last_sent: int | None
+    lease_owner: str | None
+    lease_until: int
+    endpoint: str | None
+    created: int
+
+
+def new_state(
+    id: str,
+    owner: str | None,
+    organization: str | None,
+    user: str | None,
+    endpoint: str | None,
+    now: int,
+    status: str = "requested",
+) -> State:
+    """A subscription just seen: nothing numbered or sent yet, a handshake due."""
+    return State(
+        id,
+        owner,
+        organization,
+        user,
+        status,
+        0,
+        0,
+        True,
+        0,
+        0,
+        None,
+        None,
+        None,
+        None,
+        0,
+        endpoint,
+        now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Numbered:
+    """One numbered event of a subscription."""
+
+    number: int
+    seq: int
+    type: str
+    id: str
+    version: int
+    committed: int
+
+
+class Matching(Protocol):
+    """The matcher's view inside its transaction: the states and the numbering."""
+
+    def state(self, id: str) -> State | None: ...
+
+    def live(self) -> list[State]: ...
+
+    def upsert(self, state: State) -> None: ...
+
+    def number(self, matches: Sequence[tuple[str, Event]]) -> None:
+        """Hand each (subscription, event) match, in order, its subscription's next number:
+        one read of the counters, one insert of every numbered row, one counter update per
+        subscription."""
+        ...
+
+
+class Subscriptions(Protocol):
+    """Subscription delivery state: the matcher's cursor and numbering, states, leases,
+    delivery progress, secrets and signing keys (``store/sql/subscriptions.py``)."""
+
+    def matcher_cursor(self) -> int | None:
+        """Where the matcher stands in the outbox. It registers as an outbox consumer with
+        the first Subscription ever written (from just before its event: nothing earlier can
+        match); until then there is nothing to match (None) and the outbox is pruned by age
+        alone."""
+        ...
+
+    def commit_batch(
+        self, cursor: int, events: Sequence[Event], fn: Callable[[Matching], None]
+    ) -> bool:
+        """In one transaction: ``fn`` (the numbering of ``events``) and the matcher's cursor
+        moved from ``cursor`` past them. False (nothing committed) when another process
+        moved the cursor first."""
+        ...
+
+    def lag(self) -> int:
+        """Outbox events the matcher has not read yet."""
+        ...
+
+    def state(self, id: str) -> State | None: ...
+
+    def states(self) -> list[State]: ...
+
+    def due(self, now: int, limit: int) -> list[State]:
+        """Live subscriptions with something to send whose lease is free and retry due."""
+        ...
+
+    def live(self) -> list[State]: ...
+
+    def lease(self, id: str, owner: str, now: int, until: int) -> bool:
+        """Take (or renew) the delivery lease of ``id``: one deliverer per subscription."""
+        ...
+
+    def lease_many(self, ids: Sequence[str], owner: str, now: int, until: int) -> list[str]:
+        """``lease`` for several subscriptions in one statement; the ids leased."""
+        ...
+
+    def release(self, id: str, owner: str) -> None: ...
+
+    def events(self, id: str, after: int, until: int | None, limit: int) -> list[Numbered]: ...
+
+    def delivered(self, id: str, owner: str, number: int, handshake: bool, now: int) -> bool:
+        """Record an acknowledged notification and release the lease: the cursor moves to
+        ``number``; a handshake makes the subscription active."""
+        ...
+
+    def failed(
+        self, id: str, owner: str, reason: str, now: int, next_attempt: int, give_up: bool
+    ) -> None: ...
+
+    def set_status(self, id: str, status: str, reason: str | None) -> None: ...
+
+    def prune_events(self, before: int) -> int:
+        """Delete numbered events committed before ``before`` that were delivered."""
+        ...
+
+    def put_secret(self, token: str, headers: Sequence[tuple[str, str]], now: int) -> None: ...
+
+    def secret(self, token: str) -> list[tuple[str, str]] | None: ...
+
+    def set_signing_key(self, id: str, key: str, now: int) -> None: ...
+
+    def signing_key(self, id: str) -> str | None: ...
+
+
+# -- the audit trail (``Repository.audit``; ``store/sql/audit.py`` describes its columns) --
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audited interaction (see the module docstring for the fields)."""
+
+    id: str
+    recorded: int
+    interaction: str
+    action: str
+    status: int
+    client: str | None = None
+    organization: str | None = None
+    user: str | None = None
+    purposes: tuple[str, ...] = ()
+    address: str | None = None
+    method: str | None = None
+    path: str | None = None
+    query: str | None = None
+    request_id: str | None = None
+    entities: tuple[tuple[str, str, int | None], ...] = ()
+    patients: tuple[str, ...] = field(default=())
+
+    def refs(self) -> list[tuple[str, str, str]]:
+        """The ``audit_ref`` rows of the record."""
+        rows = {("entity", f"{t}/{i}") for t, i, _ in self.entities}
+        rows |= {("patient", f"Patient/{p}") for p in self.patients}
+        rows |= {("agent", a) for a in (self.client, self.organization, self.user) if a}
+        return [(self.id, kind, ref) for kind, ref in sorted(rows)]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """An AuditEvent search: every given condition must hold. ``refs``: (kind, ref) pairs
+    (each: one of its values; a list is OR); ``since``/``until``: recorded bounds
+    (inclusive low, exclusive high); ``interactions``/``actions``/``outcomes``: allowed
+    values (empty: any); ``purposes``: purposes of use asserted (each group: one of its codes).
+    ``before``: the page cursor (rows with a lower ``seq``)."""
+
+    refs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    since: int | None = None
+    until: int | None = None
+    interactions: tuple[str, ...] = ()
+    outcomes: tuple[str, ...] = ()
+    before: int | None = None
+    count: int = 50
+    purposes: tuple[tuple[str, ...], ...] = ()
+
+
+class Audit(Protocol):
+    """The audit trail: append-only; records of writes are stored with the write itself."""
+
+    def store(self, records: Sequence[AuditRecord]) -> None:
+        """Append a batch of records (reads and searches: ``audit/trail.py``)."""
+        ...
+
+    def read(self, id: str) -> AuditRecord | None: ...
+
+    def search(self, q: AuditQuery) -> list[tuple[int, AuditRecord]]:
+        """The records ``q`` matches, newest first, with their page cursors."""
+        ...
+
+
+# -- the SMART tables (``Repository.auth``; ``store/sql/auth.py``) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    """A registered client as stored (``server/auth/clients.py`` gives it meaning)."""
+
+    client_id: str
+    name: str
+    organization: str | None
+    scope: str
+    jwks: str | None
+    jwks_url: str | None
+    role: str | None
+    purposes: str
+    algorithms: str
+    status: str
+    created: int
+    revoked: int | None = None
+    redirect_uris: str | None = None  # a launch app's, as a JSON array
+    public: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """A user who signs in to approve launches (``server/auth/users.py``)."""
+
+    username: str
+    password_hash: str
+    practitioner_role: str
+    organization: str
+    practitioner: str | None
+    status: str
+    created: int
+    changed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """A pending authorization request (``server/auth/launch.py``)."""
+
+    id: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    state: str
+    code_challenge: str
+    csrf: str
+    username: str | None
+    expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRow:
+    grant_id: str
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    expires: int
+    username: str
+    scope: str
+    patient: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    grant_id: str
+    client_id: str
+    username: str
+    scope: str
+    patient: str | None
+    status: str
+    expires: int | None
+
+
+class Auth(Protocol):
+    """The SMART tables: clients, users, authorization requests, codes, refresh grants,
+    sign-in throttling, assertion ``jti``s and signing keys (``store/sql/auth.py``)."""
+
+    def add_client(self, client: ClientRow) -> None: ...
+
+    def client(self, client_id: str) -> ClientRow | None: ...
+
+    def clients(self) -> list[ClientRow]: ...
+
+    def active(self, client_id: str) -> bool:
+        """Whether ``client_id`` is registered and not revoked (every request asks)."""
+        ...
+
+    def revoke(self, client_id: str) -> bool:
+        """Revoke an active client; False if there is no such active client."""
+        ...
+
+    def add_user(self, user: UserRow) -> bool:
+        """Store a new user; False if the username is taken."""
+        ...
+
+    def user(self, username: str) -> UserRow | None: ...
+
+    def update_user(
+        self, username: str, *, status: str | None = None, password_hash: str | None = None
+    ) -> bool:
+        """Set a user's status and/or password hash; False if there is no such user."""
+        ...
+
+    def add_request(self, r: RequestRow) -> None: ...
+
+    def request(self, id: str) -> RequestRow | None: ...
+
+    def signed_in(self, id: str, username: str, csrf: str) -> None:
+        """The request's user has signed in: remember who, with a new CSRF token."""
+        ...
+
+    def end_request(self, id: str) -> bool:
+        """Forget a pending request; False if it was already gone (a second approval)."""
+        ...
+
+    def add_code(
+        self,
+        grant: tuple[str, str, str, str, str | None],
+        code_hash: str,
+        redirect_uri: str,
+        challenge: str,
+        expires_us: int,
+    ) -> None:
+        """A grant (id, client, username, scope, patient), then its code (a grant without a
+        code, should the second statement fail, is never reached)."""
+        ...
+
+    def use_code(self, code_hash: str) -> tuple[CodeRow | None, bool]:
+        """Mark a code used: (its row, True) the first time; (its row, False) when it had
+        been used before (a replay); (None, False) for an unknown code."""
+        ...
+
+    def add_refresh(self, token_hash: str, grant_id: str, expires_us: int | None = None) -> None:
+        """A new refresh token of a grant (``expires_us``: set the grant's absolute lifetime,
+        for its first token)."""
+        ...
+
+    def use_refresh(self, token_hash: str) -> tuple[GrantRow | None, bool]:
+        """Rotate a refresh token: (its grant, True) the first time; (its grant, False) when
+        it had been rotated before (a reuse); (None, False) for an unknown token."""
+        ...
+
+    def grant_of_refresh(self, token_hash: str) -> GrantRow | None: ...
+
+    def grant(self, grant_id: str) -> GrantRow | None: ...
+
+    def revoke_grant(self, grant_id: str) -> None: ...
+
+    def grant_active(self, client_id: str, grant_id: str) -> bool:
+        """Whether the grant, its client and its user are all still active (every request
+        of a launch token asks; one indexed read)."""
+        ...
+
+    def blocked_until(self, keys: Sequence[str]) -> int:
+        """The latest time (µs) any of ``keys`` is blocked until (0: none)."""
+        ...
+
+    def failed(self, keys: Sequence[str], now: int) -> None:
+        """A failed sign-in for each of ``keys``: one more failure (forgotten after an hour
+        without one), and the back-off it earns."""
+        ...
+
+    def clear_throttle(self, key: str) -> None: ...
+
+    def use_assertion(self, client_id: str, jti: str, expires_us: int) -> bool:
+        """Record ``jti`` for ``client_id`` if the client is active and the ``jti`` unused;
+        False otherwise (a replay, or a client revoked meanwhile)."""
+        ...
+
+    def prune_assertions(self, before_us: int) -> int:
+        """Forget the ``jti``s that expired before ``before_us`` (their assertions are refused
+        for their ``exp`` alone)."""
+        ...
+
+    def add_key(self, kid: str, private_jwk: str, created_us: int) -> None: ...
+
+    def keys(self) -> list[tuple[str, str, int, int | None]]:
+        """Every signing key, newest first: (kid, private JWK, created, retired)."""
+        ...
+
+    def retire_keys(self, keep: str, at_us: int) -> None:
+        """Mark every key but ``keep`` retired at ``at_us`` (they still verify for a token's
+        lifetime; ``drop_keys`` forgets them later)."""
+        ...
+
+    def drop_keys(self, retired_before_us: int) -> int: ...

@@ -17,7 +17,7 @@ import orjson
 from server.errors import FhirError
 from server.fhir.instant import format_instant
 from server.ports import Reader, Version
-from server.store.sql.subscriptions import Numbered
+from server.store.base import Numbered
 
 STATUS_PROFILE = (
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"

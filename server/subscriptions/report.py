@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.fhir.instant import format_instant
-from server.store.sql.subscriptions import SqlSubscriptions, State
+from server.store.base import State, Subscriptions
 
 
 def summary(state: State) -> dict[str, Any]:
@@ -29,6 +29,6 @@ def summary(state: State) -> dict[str, Any]:
     }
 
 
-def report(store: SqlSubscriptions) -> tuple[list[dict[str, Any]], int]:
+def report(store: Subscriptions) -> tuple[list[dict[str, Any]], int]:
     """Every subscription's summary, and the outbox events the matcher has not read yet."""
     return [summary(s) for s in store.states()], store.lag()

@@ -27,7 +27,7 @@ from server.errors import Unprocessable
 from server.fhir.instant import now_us
 from server.ports import Version
 from server.search.parse import SearchContext
-from server.store.sql.subscriptions import SqlSubscriptions
+from server.store.base import Subscriptions
 from server.subscriptions.spec import CLIENT_STATUSES, MASK, header_pairs, read_spec
 from server.writes.rules import ALLOW, Change, Rule, Verdict, amend, refuse
 from server.writes.write import Write
@@ -63,7 +63,7 @@ class SubscriptionRule(Rule):
     name = "subscription"
     types = frozenset({"Subscription"})
 
-    def __init__(self, store: SqlSubscriptions, search: SearchContext, email: bool = False) -> None:
+    def __init__(self, store: Subscriptions, search: SearchContext, email: bool = False) -> None:
         self._store = store
         self._search = search
         self._email = email
@@ -150,7 +150,7 @@ class SubscriptionRule(Rule):
         return ALLOW
 
 
-def _kept_headers(previous: dict[str, Any] | None, store: SqlSubscriptions) -> dict[str, str]:
+def _kept_headers(previous: dict[str, Any] | None, store: Subscriptions) -> dict[str, str]:
     token = None if previous is None else secret_token(previous)
     if token is None:
         return {}

@@ -49,9 +49,8 @@ from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import Criteria
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Event, Origin, Repository
+from server.store.base import Event, Matching, Numbered, Origin, Repository, State, new_state
 from server.store.runner import Runner
-from server.store.sql.subscriptions import Matching, Numbered, State, new_state
 from server.subscriptions import email
 from server.subscriptions.notifications import (
     Seen,

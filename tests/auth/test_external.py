@@ -130,7 +130,7 @@ def test_idp_purpose_claim_grants_break_the_glass(database_url: str, idp: dict[s
 
 
 def _break_the_glass(jwks_app: TestClient, key: Partner) -> None:
-    from server.store.sql.audit import AuditQuery
+    from server.store.base import AuditQuery
 
     def call(sub: str, purpose: list[str], glass: bool) -> int:
         token = jwt.encode(claims(sub=sub, purpose=purpose), key.key, algorithm="RS256",

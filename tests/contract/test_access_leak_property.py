@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from server.auth.principal import LOCAL, Principal
 from server.auth.relationships import Matrix, RelationshipPolicy
 from server.fhir.instant import format_instant, now_us
-from server.operations.registry import Call, Operation
+from server.operations.call import Call
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
 from tests.support import (
@@ -37,6 +37,7 @@ from tests.support import (
     all_pages,
     async_result,
     clear_store,
+    defined_operation,
     extra_operations,
     fhir_client,
     put,
@@ -426,16 +427,8 @@ def _conditions(call: Call) -> dict[str, Any]:
     }
 
 
-LIST_CONDITIONS = Operation(
-    "list-conditions",
-    frozenset(),
-    type_level=False,
-    instance_level=False,
-    definition="ValueSet-expand",
-    run=_conditions,
-    affects_state=True,
-    system_level=True,
-    long_running=True,
+LIST_CONDITIONS = defined_operation(
+    "list-conditions", _conditions, system=True, affects_state=True, long_running=True
 )
 
 
@@ -554,7 +547,7 @@ def leak_app(database_url: str) -> Iterator[tuple[TestClient, Acting, str]]:
 
 
 def test_no_request_reaches_outside_the_callers_rights(
-    leak_app: tuple[TestClient, Acting, str], monkeypatch: pytest.MonkeyPatch
+    leak_app: tuple[TestClient, Acting, str],
 ) -> None:
     client, who, database_url = leak_app
 
@@ -577,7 +570,7 @@ def test_no_request_reaches_outside_the_callers_rights(
             who.as_(Principal(f"client-{o}", organization=f"Organization/{o}"))
             judge(client, model, o, who)
 
-    with extra_operations(monkeypatch, LIST_CONDITIONS):
+    with extra_operations(client, LIST_CONDITIONS):
         check()
 
 

@@ -209,10 +209,10 @@ def _listed(response: Any) -> list[str]:
 
 
 def test_an_async_result_is_checked_through_the_door_when_fetched(
-    apps: dict[str, TestClient], policy: str, monkeypatch: pytest.MonkeyPatch
+    apps: dict[str, TestClient], policy: str
 ) -> None:
     client = apps[policy]
-    with extra_operations(monkeypatch, LIST_ENCOUNTERS):
+    with extra_operations(client, LIST_ENCOUNTERS):
         submitted = client.post("/fhir/$list-encounters", json=NO_INPUT, headers=ASYNC)
         assert submitted.status_code == 202, submitted.text
         url = submitted.headers["content-location"]
@@ -231,10 +231,10 @@ def test_an_async_result_is_checked_through_the_door_when_fetched(
 
 
 def test_an_async_job_belongs_to_the_whole_principal(
-    apps: dict[str, TestClient], policy: str, monkeypatch: pytest.MonkeyPatch
+    apps: dict[str, TestClient], policy: str
 ) -> None:
     client = apps[policy]
-    with extra_operations(monkeypatch, LIST_ENCOUNTERS):
+    with extra_operations(client, LIST_ENCOUNTERS):
         submitted = client.post("/fhir/$list-encounters", json=NO_INPUT, headers=ASYNC)
         url = submitted.headers["content-location"]
         assert async_result(client, url).status_code == 200

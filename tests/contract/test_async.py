@@ -126,8 +126,8 @@ QUICK_SYSTEM = defined_operation("quick-count", _quick, system=True, parameters=
 
 
 @pytest.fixture
-def fake_operations(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    with extra_operations(monkeypatch, SLOW_SYSTEM, SLOW_GROUP, QUICK_SYSTEM):
+def fake_operations(client: TestClient) -> Iterator[None]:
+    with extra_operations(client, SLOW_SYSTEM, SLOW_GROUP, QUICK_SYSTEM):
         yield
 
 

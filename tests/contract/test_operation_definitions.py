@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from server.api import metadata
 from server.fhir.conformance import CANONICAL_BASE, PROFILES, load_conformance
 from server.openapi_export import export
 from server.operations import registry
@@ -22,41 +22,35 @@ from tests.support import (
     all_pages,
     create,
     expressions,
+    operations_table,
     outcome,
     patient,
 )
 
 PARAMETERS = {"Content-Type": FHIR_JSON}
 Edit = Callable[[dict[str, Any]], None]
+Redefine = Callable[[str, Edit], registry.Operations]
 
 
 @pytest.fixture
-def redefine(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Callable[[str, Edit], None]]:
-    """``redefine(id, edit)``: the server runs a copy of profiles/ whose OperationDefinition
-    ``id`` was changed by ``edit`` (router, CapabilityStatement and OpenAPI alike)."""
+def redefine(client: TestClient, tmp_path: Path) -> Iterator[Redefine]:
+    """``redefine(id, edit)``: the client's server runs the operations of a copy of profiles/
+    whose OperationDefinition ``id`` was changed by ``edit`` (router and CapabilityStatement);
+    answers that table (for the OpenAPI description, ``export(table)``)."""
+    with ExitStack() as stack:
 
-    build = registry.operations
+        def apply(id: str, edit: Edit) -> registry.Operations:
+            copy = tmp_path / f"profiles-{len(list(tmp_path.iterdir()))}"
+            shutil.copytree(PROFILES, copy)
+            path = copy / "operations" / f"OperationDefinition-{id}.json"
+            spec = json.loads(path.read_text(encoding="utf-8"))
+            edit(spec)
+            path.write_text(json.dumps(spec), encoding="utf-8")
+            table = registry.Operations(registry.build(load_conformance(copy)))
+            stack.enter_context(operations_table(client, table))
+            return table
 
-    def apply(id: str, edit: Edit) -> None:
-        copy = tmp_path / f"profiles-{len(list(tmp_path.iterdir()))}"
-        shutil.copytree(PROFILES, copy)
-        path = copy / "operations" / f"OperationDefinition-{id}.json"
-        spec = json.loads(path.read_text(encoding="utf-8"))
-        edit(spec)
-        path.write_text(json.dumps(spec), encoding="utf-8")
-        table = build(load_conformance(copy))
-
-        def operations(definitions: Any = None) -> list[registry.Operation]:
-            return list(table)
-
-        monkeypatch.setattr(registry, "operations", operations)
-        monkeypatch.setattr(metadata, "operations", operations)
-        metadata._statement.cache_clear()
-
-    yield apply
-    metadata._statement.cache_clear()
+        yield apply
 
 
 def _parameters(*parameters: dict[str, Any]) -> dict[str, Any]:
@@ -81,9 +75,7 @@ def _validate_only_on_patient_types(spec: dict[str, Any]) -> None:
 VALIDATE_URL = "http://calaim-fhir.org/fhir/OperationDefinition/Resource-validate"
 
 
-def test_levels_and_types_follow_the_definition(
-    client: TestClient, redefine: Callable[[str, Edit], None]
-) -> None:
+def test_levels_and_types_follow_the_definition(client: TestClient, redefine: Redefine) -> None:
     member = create(client, patient("Def"))
     assert client.get(f"/fhir/Patient/{member['id']}/$validate").status_code == 200
     redefine("Resource-validate", _validate_only_on_patient_types)
@@ -95,9 +87,7 @@ def test_levels_and_types_follow_the_definition(
     outcome(client.post("/fhir/Observation/$validate", json=observation, headers=PARAMETERS), 404)
 
 
-def test_parameters_follow_the_definition(
-    client: TestClient, redefine: Callable[[str, Edit], None]
-) -> None:
+def test_parameters_follow_the_definition(client: TestClient, redefine: Redefine) -> None:
     profiled = _parameters(
         {"name": "resource", "resource": patient("P")},
         {"name": "profile", "valueUri": f"{CANONICAL_BASE}/StructureDefinition/ecm-member"},
@@ -112,7 +102,7 @@ def test_parameters_follow_the_definition(
 
 
 def test_a_definition_that_affects_state_refuses_get(
-    client: TestClient, redefine: Callable[[str, Edit], None]
+    client: TestClient, redefine: Redefine
 ) -> None:
     assert client.get("/fhir/ValueSet/$expand?url=http://example.org/none").status_code == 404
     redefine("ValueSet-expand", lambda spec: spec.update(affectsState=True))
@@ -124,7 +114,7 @@ def test_a_definition_that_affects_state_refuses_get(
 
 
 def test_the_capability_statement_follows_the_definition(
-    client: TestClient, redefine: Callable[[str, Edit], None]
+    client: TestClient, redefine: Redefine
 ) -> None:
     assert _operations_of(client, "Observation")["validate"] == VALIDATE_URL
     redefine("Resource-validate", _validate_only_on_patient_types)
@@ -134,13 +124,11 @@ def test_the_capability_statement_follows_the_definition(
     assert "transitions" in _operations_of(client, None)
 
 
-def test_the_openapi_description_follows_the_definition(
-    redefine: Callable[[str, Edit], None],
-) -> None:
+def test_the_openapi_description_follows_the_definition(redefine: Redefine) -> None:
     paths = export()["paths"]
     assert {"/fhir/{type}/$validate", "/fhir/{type}/{id}/$validate"} <= set(paths)
-    redefine("Resource-validate", _validate_only_on_patient_types)
-    paths = export()["paths"]
+    table = redefine("Resource-validate", _validate_only_on_patient_types)
+    paths = export(table)["paths"]
     assert "/fhir/Patient/$validate" in paths
     assert "/fhir/{type}/$validate" not in paths
     assert not any(p.endswith("{id}/$validate") for p in paths)

@@ -431,9 +431,9 @@ def _operation(name: str, *, long_running: bool) -> Operation:
 
 
 @pytest.fixture
-def writing_operations(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def writing_operations(ruled: TestClient) -> Iterator[None]:
     with extra_operations(
-        monkeypatch,
+        ruled,
         _operation("write-in-unit", long_running=False),
         _operation("write-on-thread", long_running=True),
     ):

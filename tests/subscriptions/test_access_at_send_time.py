@@ -11,8 +11,7 @@ import pytest
 from server.auth.interactions import Interaction
 from server.auth.policy import EVERYTHING, NOTHING, Facts, Narrowing
 from server.auth.principal import LOCAL, Principal
-from server.store.sql.auth import ClientRow
-from server.store.sql.subscriptions import State, new_state
+from server.store.base import ClientRow, State, new_state
 from tests.subscriptions.receiver import Receiver, receiver
 from tests.subscriptions.test_subscriptions import (
     active,

@@ -34,7 +34,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
@@ -67,19 +67,16 @@ from server.store.sql import bodies, scans, store_file
 from server.store.sql import query as compiler
 from server.store.sql.audit import SqlAudit, write_records
 from server.store.sql.auth import SqlAuth
-from server.store.sql.dialect import INSERT_INDEX, Connection, Dialect
+from server.store.sql.dialect import CONFLICT_RETRIES, INSERT_INDEX, Connection, Dialect
 from server.store.sql.grants import write_grants
+from server.store.sql.group_commit import GroupWriter
 from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
 from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
 from server.store.sql.subscriptions import SqlSubscriptions
 
-if TYPE_CHECKING:
-    from server.store.sql.group_commit import GroupWriter
-
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _FETCH = 256  # rows fetched at a time by streaming reads
-CONFLICT_RETRIES = 3  # runs more of a job aborted by a serialization failure or deadlock
 _KEYS_PER_STATEMENT = 200  # resource keys looked up by one statement
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -845,9 +842,7 @@ class SqlRepository:
         return self.dialect == "sqlite"
 
     def group_writer(self, pool: ThreadPoolExecutor) -> GroupWriter:
-        from server.store.sql.group_commit import GroupWriter  # it builds on this module
-
-        return GroupWriter(self, pool)
+        return GroupWriter(self.sql_dialect, self.run_jobs, pool)
 
     def close(self) -> None:
         self.sql_dialect.close()

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from server.store.base import AuditQuery, AuditRecord
 from server.store.sql.dialect import Connection, Dialect
 
 WRITE_ACTIONS = {"create": "C", "update": "U", "patch": "U", "delete": "D"}
@@ -31,33 +31,6 @@ _COLUMNS = (
     "id, recorded, interaction, action, status, client, organization, user_id, purposes,"
     " address, method, path, query, request_id, entities"
 )
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """One audited interaction (see the module docstring for the fields)."""
-
-    id: str
-    recorded: int
-    interaction: str
-    action: str
-    status: int
-    client: str | None = None
-    organization: str | None = None
-    user: str | None = None
-    purposes: tuple[str, ...] = ()
-    address: str | None = None
-    method: str | None = None
-    path: str | None = None
-    query: str | None = None
-    request_id: str | None = None
-    entities: tuple[tuple[str, str, int | None], ...] = ()
-    patients: tuple[str, ...] = field(default=())
-
-    def refs(self) -> list[tuple[str, str, str]]:
-        """The ``audit_ref`` rows of the record."""
-        rows = {("entity", f"{t}/{i}") for t, i, _ in self.entities}
-        rows |= {("patient", f"Patient/{p}") for p in self.patients}
-        rows |= {("agent", a) for a in (self.client, self.organization, self.user) if a}
-        return [(self.id, kind, ref) for kind, ref in sorted(rows)]
 
 
 def _record(row: Any, patients: Sequence[str] = ()) -> AuditRecord:
@@ -81,24 +54,6 @@ def _record(row: Any, patients: Sequence[str] = ()) -> AuditRecord:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class AuditQuery:
-    """An AuditEvent search: every given condition must hold. ``refs``: (kind, ref) pairs
-    (each: one of its values; a list is OR); ``since``/``until``: recorded bounds
-    (inclusive low, exclusive high); ``interactions``/``actions``/``outcomes``: allowed
-    values (empty: any); ``purposes``: purposes of use asserted (each group: one of its codes).
-    ``before``: the page cursor (rows with a lower ``seq``)."""
-
-    refs: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    since: int | None = None
-    until: int | None = None
-    interactions: tuple[str, ...] = ()
-    outcomes: tuple[str, ...] = ()
-    before: int | None = None
-    count: int = 50
-    purposes: tuple[tuple[str, ...], ...] = ()
-
-
 class SqlAudit:
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
@@ -111,9 +66,7 @@ class SqlAudit:
 
     def read(self, id: str) -> AuditRecord | None:
         with self._dialect.autocommit() as conn:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM audit_event WHERE id = ?", (id,)
-            ).fetchone()
+            row = conn.execute(f"SELECT {_COLUMNS} FROM audit_event WHERE id = ?", (id,)).fetchone()
             if row is None:
                 return None
             return _with_patients(conn, [(0, row)])[0][1]
@@ -133,13 +86,17 @@ class SqlAudit:
                 where.append(f"{column} IN ({', '.join('?' for _ in values)})")
                 args.extend(values)
         if q.outcomes:
-            ranges = {"0": "e.status < 400", "4": "(e.status >= 400 AND e.status < 500)",
-                      "8": "e.status >= 500"}
+            ranges = {
+                "0": "e.status < 400",
+                "4": "(e.status >= 400 AND e.status < 500)",
+                "8": "e.status >= 500",
+            }
             where.append("(" + " OR ".join(ranges[o] for o in q.outcomes) + ")")
         for group in q.purposes:
             # purposes are stored space-separated: match whole codes
-            where.append("(" + " OR ".join(
-                "(' ' || e.purposes || ' ') LIKE ?" for _ in group) + ")")
+            where.append(
+                "(" + " OR ".join("(' ' || e.purposes || ' ') LIKE ?" for _ in group) + ")"
+            )
             args.extend(f"% {p} %" for p in group)
         if q.since is not None:
             where.append("e.recorded >= ?")

@@ -12,10 +12,10 @@ use of the same ``jti`` change nothing, in any process, so a replay is caught ac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from server.fhir.instant import now_us
+from server.store.base import ClientRow, CodeRow, GrantRow, RequestRow, UserRow
 from server.store.sql.dialect import Dialect
 
 _CLIENT_COLUMNS = (
@@ -28,86 +28,13 @@ _USER_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ClientRow:
-    """A registered client as stored (``server/auth/clients.py`` gives it meaning)."""
-
-    client_id: str
-    name: str
-    organization: str | None
-    scope: str
-    jwks: str | None
-    jwks_url: str | None
-    role: str | None
-    purposes: str
-    algorithms: str
-    status: str
-    created: int
-    revoked: int | None = None
-    redirect_uris: str | None = None  # a launch app's, as a JSON array
-    public: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    """A user who signs in to approve launches (``server/auth/users.py``)."""
-
-    username: str
-    password_hash: str
-    practitioner_role: str
-    organization: str
-    practitioner: str | None
-    status: str
-    created: int
-    changed: int
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRow:
-    """A pending authorization request (``server/auth/launch.py``)."""
-
-    id: str
-    client_id: str
-    redirect_uri: str
-    scope: str
-    state: str
-    code_challenge: str
-    csrf: str
-    username: str | None
-    expires: int
-
-
-@dataclass(frozen=True, slots=True)
-class CodeRow:
-    grant_id: str
-    client_id: str
-    redirect_uri: str
-    code_challenge: str
-    expires: int
-    username: str
-    scope: str
-    patient: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class GrantRow:
-    grant_id: str
-    client_id: str
-    username: str
-    scope: str
-    patient: str | None
-    status: str
-    expires: int | None
-
-
-_GRANT_COLUMNS = (
-    "g.grant_id, g.client_id, g.username, g.scope, g.patient, g.status, g.expires"
-)
+_GRANT_COLUMNS = "g.grant_id, g.client_id, g.username, g.scope, g.patient, g.status, g.expires"
 
 
 def _grant(row: Any) -> GrantRow:
-    return GrantRow(row[0], row[1], row[2], row[3], row[4], row[5],
-                    None if row[6] is None else int(row[6]))
+    return GrantRow(
+        row[0], row[1], row[2], row[3], row[4], row[5], None if row[6] is None else int(row[6])
+    )
 
 
 _REQUEST_COLUMNS = (
@@ -238,8 +165,9 @@ class SqlAuth:
             return None
         return UserRow(row[0], row[1], row[2], row[3], row[4], row[5], int(row[6]), int(row[7]))
 
-    def update_user(self, username: str, *, status: str | None = None,
-                    password_hash: str | None = None) -> bool:
+    def update_user(
+        self, username: str, *, status: str | None = None, password_hash: str | None = None
+    ) -> bool:
         """Set a user's status and/or password hash; False if there is no such user."""
         sets: list[str] = ["changed = ?"]
         args: list[Any] = [now_us()]
@@ -262,8 +190,17 @@ class SqlAuth:
         with self._dialect.autocommit() as conn:
             conn.execute(
                 f"INSERT INTO auth_request ({_REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (r.id, r.client_id, r.redirect_uri, r.scope, r.state, r.code_challenge, r.csrf,
-                 r.username, r.expires),
+                (
+                    r.id,
+                    r.client_id,
+                    r.redirect_uri,
+                    r.scope,
+                    r.state,
+                    r.code_challenge,
+                    r.csrf,
+                    r.username,
+                    r.expires,
+                ),
             )
             conn.execute("DELETE FROM auth_request WHERE expires < ?", (now_us(),))
 
@@ -274,8 +211,9 @@ class SqlAuth:
             ).fetchone()
         if row is None:
             return None
-        return RequestRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                          int(row[8]))
+        return RequestRow(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], int(row[8])
+        )
 
     def signed_in(self, id: str, username: str, csrf: str) -> None:
         """The request's user has signed in: remember who, with a new CSRF token."""
@@ -292,8 +230,14 @@ class SqlAuth:
             ).fetchall()
         return bool(rows)
 
-    def add_code(self, grant: tuple[str, str, str, str, str | None], code_hash: str,
-                 redirect_uri: str, challenge: str, expires_us: int) -> None:
+    def add_code(
+        self,
+        grant: tuple[str, str, str, str, str | None],
+        code_hash: str,
+        redirect_uri: str,
+        challenge: str,
+        expires_us: int,
+    ) -> None:
         """A grant (id, client, username, scope, patient), then its code (a grant without a
         code, should the second statement fail, is never reached)."""
         grant_id, client_id, username, scope, patient = grant
@@ -335,8 +279,9 @@ class SqlAuth:
         for its first token)."""
         with self._dialect.autocommit() as conn:
             if expires_us is not None:
-                conn.execute("UPDATE auth_grant SET expires = ? WHERE grant_id = ?",
-                             (expires_us, grant_id))
+                conn.execute(
+                    "UPDATE auth_grant SET expires = ? WHERE grant_id = ?", (expires_us, grant_id)
+                )
             conn.execute(
                 "INSERT INTO auth_refresh (token_hash, grant_id, status, created)"
                 " VALUES (?, ?, 'active', ?)",
@@ -378,8 +323,9 @@ class SqlAuth:
     def revoke_grant(self, grant_id: str) -> None:
         with self._dialect.autocommit() as conn:
             conn.execute("UPDATE auth_grant SET status = 'revoked' WHERE grant_id = ?", (grant_id,))
-            conn.execute("UPDATE auth_refresh SET status = 'revoked' WHERE grant_id = ?",
-                         (grant_id,))
+            conn.execute(
+                "UPDATE auth_refresh SET status = 'revoked' WHERE grant_id = ?", (grant_id,)
+            )
 
     def grant_active(self, client_id: str, grant_id: str) -> bool:
         """Whether the grant, its client and its user are all still active (every request

@@ -81,6 +81,7 @@ def _store_id(dialect: Dialect) -> str | FhirError:
 
 
 logger = logging.getLogger("calaim_fhir.store")
+CONFLICT_RETRIES = 3  # runs more of a job aborted by a serialization failure or deadlock
 _PROGRESS_STEPS = 1000  # SQLite virtual machine steps between two looks at a query's budget
 
 

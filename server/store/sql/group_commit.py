@@ -21,27 +21,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from server.errors import TransactionConflict
 from server.ports import Unit
 from server.store.base import LockStats, Origin
-from server.store.sql.adapter import CONFLICT_RETRIES, SqlRepository
+from server.store.sql.dialect import CONFLICT_RETRIES, Connection, Dialect
 
 T = TypeVar("T")
 logger = logging.getLogger("calaim_fhir.store")
 MAX_GROUP = 64
+# several write jobs in the open transaction of a connection: (done, result or error) each
+RunJobs = Callable[
+    [Connection, Sequence[tuple[Callable[[Unit], Any], Origin]]], list[tuple[bool, Any]]
+]
 _Pending = tuple[Callable[[Unit], Any], Origin, "asyncio.Future[Any]"]
 
 
 class GroupWriter:
     """``server.store.base.GroupWrites`` on one database."""
 
-    def __init__(self, repo: SqlRepository, pool: ThreadPoolExecutor) -> None:
-        self._repo = repo
-        self._dialect = repo.sql_dialect
+    def __init__(self, dialect: Dialect, run_jobs: RunJobs, pool: ThreadPoolExecutor) -> None:
+        """``run_jobs``: ``SqlRepository.run_jobs`` of the database ``dialect`` opens."""
+        self._run_jobs = run_jobs
+        self._dialect = dialect
         self._conn = self._dialect.writer_connection()
         self._thread = pool
         self._pending: list[_Pending] = []
@@ -85,7 +90,7 @@ class GroupWriter:
         group = self._take()
         for attempt in range(1, CONFLICT_RETRIES + 2):
             try:
-                outcomes = self._repo.run_jobs(conn, [(fn, origin) for fn, origin, _ in group])
+                outcomes = self._run_jobs(conn, [(fn, origin) for fn, origin, _ in group])
                 await loop.run_in_executor(self._thread, dialect.commit, conn)
                 self.stats.add(len(group), time.perf_counter_ns() - locked)
                 break

@@ -23,12 +23,11 @@ their own that commits on its own (``Dialect.autocommit``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from server.store.base import Event
+from server.store.base import Event, Matching, Numbered, State
 from server.store.sql.dialect import Connection, Dialect
 
 CONSUMER = "subscriptions"
@@ -37,58 +36,6 @@ _STATE = (
     " next_attempt, failing_since, last_error, last_sent, lease_owner, lease_until, endpoint,"
     " created"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class State:
-    id: str
-    owner: str | None
-    organization: str | None
-    user: str | None
-    status: str
-    events: int
-    delivered: int
-    handshake: bool
-    attempts: int
-    next_attempt: int
-    failing_since: int | None
-    last_error: str | None
-    last_sent: int | None
-    lease_owner: str | None
-    lease_until: int
-    endpoint: str | None
-    created: int
-
-
-def new_state(
-    id: str,
-    owner: str | None,
-    organization: str | None,
-    user: str | None,
-    endpoint: str | None,
-    now: int,
-    status: str = "requested",
-) -> State:
-    """A subscription just seen: nothing numbered or sent yet, a handshake due."""
-    return State(
-        id,
-        owner,
-        organization,
-        user,
-        status,
-        0,
-        0,
-        True,
-        0,
-        0,
-        None,
-        None,
-        None,
-        None,
-        0,
-        endpoint,
-        now,
-    )
 
 
 def _state(row: Any) -> State:
@@ -113,19 +60,7 @@ def _state(row: Any) -> State:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Numbered:
-    """One numbered event of a subscription."""
-
-    number: int
-    seq: int
-    type: str
-    id: str
-    version: int
-    committed: int
-
-
-class Matching:
+class SqlMatching:
     """The matcher's view inside its transaction: the states and the numbering."""
 
     def __init__(self, conn: Connection) -> None:
@@ -248,7 +183,7 @@ class SqlSubscriptions:
             ).fetchall()
             if not moved:
                 return False
-            fn(Matching(conn))
+            fn(SqlMatching(conn))
         return True
 
     def lag(self) -> int:
