@@ -384,12 +384,20 @@ class SQLiteDialect:
             conn.execute("BEGIN IMMEDIATE")
 
     def try_begin(self, conn: sqlite3.Connection) -> bool:
-        """Start a write transaction only if no other process holds the write lock now."""
+        """Start a write transaction only if no other process holds the write lock now. A held
+        lock is an expected answer here (the caller then waits in ``begin``), not an error: it
+        is neither logged nor counted."""
         conn.execute("PRAGMA busy_timeout = 0")
         try:
-            self.begin(conn)
-        except ServiceUnavailable:
-            return False
+            if conn.in_transaction:  # left open by a failed rollback
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if sqlite_busy(exc):
+                return False
+            raise self.damage.seen(sqlite_error(exc)) from exc
+        except sqlite3.Error as exc:
+            raise self.damage.seen(sqlite_error(exc)) from exc
         finally:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         return True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,24 @@ def test_a_failed_commit_fails_its_group_and_the_next_group_commits(tmp_path: Pa
         items = reader.history(HistoryQuery(count=10)).items
         assert [v.id for v in items] == [second]
     repo.close()
+
+
+def test_a_lock_held_by_another_writer_is_waited_for_without_an_error_logged(
+    repo: SqlRepository, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holding the write lock is the group writer's ordinary case: it waits
+    for the lock and commits, and the log shows no database error."""
+    other = sqlite3.connect(str(tmp_path / "g.db"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    dialect = repo.sql_dialect
+    conn = dialect.writer_connection()
+    try:
+        with caplog.at_level(logging.ERROR, logger="calaim_fhir.store"):
+            assert dialect.try_begin(conn) is False
+            other.execute("COMMIT")
+            assert dialect.try_begin(conn) is True
+            dialect.rollback(conn)
+        assert [r.getMessage() for r in caplog.records] == []
+    finally:
+        other.close()
+        conn.close()
