@@ -13,8 +13,12 @@ records each notification's event numbers and focus versions with the time it ar
    version minus the write's acknowledgement (both on this machine's monotonic clock).
 2. **Soak**: ``--transitions`` Task transitions (``--tasks`` Tasks created, then updated
    through requested → received → accepted → in-progress → … in rounds) by 4 writer threads,
-   while the receiver goes down ``--outages`` times (answers 503 for 0.2–1.0 s; outage k
-   starts when k/outages of the transitions are written). Then waits for every number:
+   while the receiver goes down ``--outages`` times (answers 503; outage k starts when
+   k/outages of the transitions are written and lasts 20–50 % of the time since the previous
+   one started, at most ``--outage-max`` s: the receiver is down about a third of the soak
+   whatever the write rate; ``--outage-seconds 0.2 1.0`` gives the first version's fixed
+   lengths, which at ~130 writes/s left the receiver down ~80 % of the time). Then waits for
+   every number:
    lost = numbers never received; duplicates =
    re-sends of a number. Latency as above.
 3. **Throughput**: fresh databases; 4 writer threads create ``--throughput-writes`` Tasks with
@@ -237,24 +241,40 @@ def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         stop = threading.Event()
 
         def outages() -> None:
-            # outage k starts once k/outages of the transitions are written: spread evenly
+            # outage k starts once k/outages of the transitions are written: spread evenly.
+            # Its length: --outage-seconds (fixed range), or by default a share
+            # (--outage-share) of the time the last 1/outages of the transitions took, so the
+            # receiver is down that share of the soak whatever the write rate.
             rng = random.Random(7)
             n = 0
             every = max(1, remaining // args.outages)
+            last_start = time.monotonic()
+            interval = 1.0  # before the first measured interval
             while n < args.outages and not stop.is_set():
                 with lock:
                     progress = len(soak_refs)
                 if progress < n * every:
                     time.sleep(0.01)
                     continue
+                now = time.monotonic()
+                if n > 0:
+                    interval = now - last_start
+                last_start = now
+                if args.outage_seconds:
+                    low, high = args.outage_seconds
+                else:
+                    low, high = (args.outage_share[0] * interval, args.outage_share[1] * interval)
+                length = max(0.05, min(rng.uniform(low, high), args.outage_max))
                 rec.down = True
-                time.sleep(rng.uniform(0.2, 1.0))
+                time.sleep(length)
                 rec.down = False
+                down.append(length)
                 n += 1
             rec.down = False
             outage_count.append(n)
 
         outage_count: list[int] = []
+        down: list[float] = []
 
         def writer(part: list[tuple[str, dict[str, Any]]], updates: int) -> None:
             with client_for(server) as c:
@@ -312,6 +332,10 @@ def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "idle_max_s": max(idle) if idle else None,
             "soak_transitions": written,
             "soak_outages": outage_count[0] if outage_count else 0,
+            "outage_seconds_total": round(sum(down), 1),
+            "outage_seconds_p50_max": [round(statistics.median(down), 2) if down else None,
+                                       round(max(down), 2) if down else None],
+            "receiver_down_share_of_writing": round(sum(down) / write_seconds, 2),
             "refused_posts": rec.refused,
             "soak_write_seconds": round(write_seconds, 1),
             "soak_total_seconds": round(total, 1),
@@ -374,6 +398,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--throughput-writes", type=int, default=1500)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--outage-share", type=float, nargs=2, default=[0.2, 0.5],
+                        metavar=("LOW", "HIGH"),
+                        help="each outage lasts this share of the last outage interval")
+    parser.add_argument("--outage-seconds", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="fixed outage lengths instead (0.2 1.0: the first version's)")
+    parser.add_argument("--outage-max", type=float, default=1.0)
     parser.add_argument("--database-url")
     parser.add_argument("--skip-soak", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
