@@ -257,6 +257,13 @@ class Settings(BaseSettings):
     subscription_backoff_max_seconds: float = Field(
         3600, gt=0, description="The longest wait between two delivery attempts"
     )
+    subscription_notification_interval_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="While events keep coming, a subscription gets at most one notification "
+        "this often: the events in between travel together in the next one (a backlog "
+        "larger than max-count, a handshake or a retry does not wait)",
+    )
     subscription_event_retention_days: float = Field(
         30, gt=0, description="How long delivered notification events are kept ($events)"
     )

@@ -3,6 +3,7 @@ latency idle and during the soak; write throughput with 100 matching subscriptio
 
     .venv/bin/python bench/subscriptions/soak.py [--transitions 10000] [--outages 100]
         [--tasks 500] [--throughput-writes 1500] [--rounds 2]
+        [--outage-share 0.2 0.5 | --outage-seconds 0.2 1.0] [--checkout DIR ...]
 
 Everything runs on 127.0.0.1: a ``calaim-fhir serve`` process on a temporary SQLite file
 (``--database-url`` for PostgreSQL) and an in-process receiver (stdlib HTTP server) that
@@ -88,6 +89,8 @@ class Receiver:
 
 def start_receiver(rec: Receiver) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keeps connections open, as a real receiver would
+
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             self.send_response(rec.handle(body))
@@ -109,8 +112,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
-    def __init__(self, url: str, log: Path) -> None:
+    def __init__(self, url: str, log: Path, checkout: Path = ROOT) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
@@ -119,11 +128,13 @@ class Server:
             "CALAIM_FHIR_SUBSCRIPTION_BACKOFF_MAX_SECONDS": "1",
             "CALAIM_FHIR_SUBSCRIPTION_TIMEOUT_SECONDS": "5",
         })
+        if checkout != ROOT:  # another version of the code, same environment
+            env["PYTHONPATH"] = str(checkout)
         self.log = open(log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--database-url", url, "--workers", "1"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=checkout, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + 60
@@ -206,10 +217,11 @@ def database(args: argparse.Namespace, folder: Path, name: str) -> str:
     return f"sqlite:///{folder / name}.db"
 
 
-def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+def idle_and_soak(args: argparse.Namespace, folder: Path, checkout: Path, tag: str
+                  ) -> dict[str, Any]:
     rec = Receiver()
     http_server, endpoint = start_receiver(rec)
-    server = Server(database(args, folder, "soak"), folder / "soak.log")
+    server = Server(database(args, folder, f"soak-{tag}"), folder / f"soak-{tag}.log", checkout)
     acks: dict[str, float] = {}
     lock = threading.Lock()
     try:
@@ -322,6 +334,8 @@ def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         distinct = set(seen)
         lost = sorted(set(range(1, expected + 1)) - distinct)
         soak = [(rec.arrivals[r] - acks[r]) for r in soak_refs if r in rec.arrivals]
+        tenth = max(1, len(soak) // 10)  # in write order: does a backlog build up?
+        by_tenth = [round(pct(soak[i:i + tenth], 0.95), 2) for i in range(0, len(soak), tenth)]
         order_ok = all(
             _first_arrivals_ordered(ns) for ns in numbers.values()
         )
@@ -347,6 +361,7 @@ def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "soak_p50_s": statistics.median(soak) if soak else None,
             "soak_p95_s": pct(soak, 0.95),
             "soak_max_s": max(soak) if soak else None,
+            "soak_p95_s_by_tenth_of_writes": by_tenth[:10],
         }
     finally:
         server.stop()
@@ -363,11 +378,14 @@ def _first_arrivals_ordered(numbers: list[int]) -> bool:
     return firsts == sorted(firsts)
 
 
-def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int) -> float:
+def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
+               tag: str) -> tuple[float, float]:
+    """Writes per second, and the server process's CPU milliseconds per write (its delivery
+    work included), for ``subs`` matching subscriptions."""
     rec = Receiver()
     http_server, endpoint = start_receiver(rec)
-    url = database(args, folder, f"tp-{subs}-{run}")
-    server = Server(url, folder / f"tp-{subs}-{run}.log")
+    url = database(args, folder, f"tp-{tag}-{subs}-{run}")
+    server = Server(url, folder / f"tp-{tag}-{subs}-{run}.log", checkout)
     try:
         with client_for(server) as client:
             if subs:
@@ -380,12 +398,15 @@ def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int) -> f
                     c.post("/Task", json=task()).raise_for_status()
 
         threads = [threading.Thread(target=writer, args=(count // 4,)) for _ in range(4)]
+        cpu = cpu_seconds(server.proc.pid)
         started = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        return (count // 4 * 4) / (time.monotonic() - started)
+        wall = time.monotonic() - started
+        cpu = cpu_seconds(server.proc.pid) - cpu
+        return (count // 4 * 4) / wall, 1000 * cpu / (count // 4 * 4)
     finally:
         server.stop()
         http_server.shutdown()
@@ -407,30 +428,47 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--skip-soak", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--checkout", type=Path, action="append",
+                        help="a source tree to run the server from (repeat for an A/B in one "
+                        "window, runs interleaved); default this one")
     args = parser.parse_args()
-    out: dict[str, Any] = {"load_before": os.getloadavg()}
+    checkouts = [c.resolve() for c in (args.checkout or [ROOT])]
+    tags = [c.name or "root" for c in checkouts]
+    out: dict[str, Any] = {"load_before": os.getloadavg(), "checkouts": [str(c) for c in checkouts]}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if not args.skip_soak:
-            out["soak"] = idle_and_soak(args, folder)
-            out["load_after_soak"] = os.getloadavg()
-            print(json.dumps(out, indent=1), flush=True)
+            for checkout, tag in zip(checkouts, tags, strict=True):
+                out[f"soak {tag}"] = idle_and_soak(args, folder, checkout, tag)
+                out[f"load_after_soak {tag}"] = os.getloadavg()
+                print(json.dumps(out, indent=1), flush=True)
         if not args.skip_throughput:
-            runs: dict[str, list[float]] = {"0": [], "100": []}
+            if args.database_url:
+                raise SystemExit("throughput needs fresh databases: SQLite only here")
+            runs: dict[str, list[tuple[float, float]]] = {}
             for r in range(args.rounds):
-                for subs in (0, 100):
-                    if args.database_url:
-                        raise SystemExit("throughput needs fresh databases: SQLite only here")
-                    runs[str(subs)].append(throughput(args, folder, subs, r))
-                    print(f"throughput subs={subs} round={r}: {runs[str(subs)][-1]:.1f}/s",
-                          flush=True)
-            out["throughput_writes_per_s"] = runs
-            a = statistics.median(runs["0"])
-            b = statistics.median(runs["100"])
-            out["throughput_slowdown_pct"] = round(100 * (a - b) / a, 1)
+                order = list(zip(checkouts, tags, strict=True))
+                if r % 2:
+                    order.reverse()  # ABBA
+                for checkout, tag in order:
+                    for subs in (0, 100) if r % 2 == 0 else (100, 0):
+                        key = f"{tag} subs={subs}"
+                        runs.setdefault(key, []).append(
+                            throughput(args, folder, subs, r, checkout, tag)
+                        )
+                        rate, cpu = runs[key][-1]
+                        print(f"throughput {key} round={r}: {rate:.1f}/s, server CPU "
+                              f"{cpu:.2f} ms/write, load {os.getloadavg()[0]:.1f}", flush=True)
+            out["throughput"] = runs
+            for tag in tags:
+                a, b = runs[f"{tag} subs=0"], runs[f"{tag} subs=100"]
+                ra, rb = statistics.median(x[0] for x in a), statistics.median(x[0] for x in b)
+                ca, cb = statistics.median(x[1] for x in a), statistics.median(x[1] for x in b)
+                out[f"{tag} writes_per_s_median none/100"] = [round(ra, 1), round(rb, 1)]
+                out[f"{tag} slowdown_pct"] = round(100 * (ra - rb) / ra, 1)
+                out[f"{tag} cpu_ms_per_write_median none/100"] = [round(ca, 2), round(cb, 2)]
         out["load_after"] = os.getloadavg()
     print(json.dumps(out, indent=1), flush=True)
-
 
 
 if __name__ == "__main__":

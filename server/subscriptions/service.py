@@ -137,6 +137,7 @@ class SubscriptionService:
             settings.subscription_allow_http_loopback,
             connect_timeout=settings.subscription_timeout_seconds,
             read_timeout=settings.subscription_timeout_seconds,
+            keep_alive=True,
         )
         self._me = f"deliverer-{secrets.token_hex(6)}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -330,7 +331,8 @@ class SubscriptionService:
     async def deliver_due(self) -> None:
         """Start a delivery task for each due subscription not already being delivered."""
         now = self._clock.now()
-        due = await asyncio.to_thread(self._store.due, now, 200)
+        gap = int(self._settings.subscription_notification_interval_seconds * 1_000_000)
+        due = await asyncio.to_thread(self._store.due, now, 200, now - gap if gap else None)
         ids = [state.id for state in due if state.id not in self._inflight]
         if not ids:
             return
@@ -646,6 +648,7 @@ class SubscriptionService:
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self._recorder.close()
+        await self._outbound.aclose()
 
 
 class _Round:

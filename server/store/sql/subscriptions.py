@@ -291,15 +291,21 @@ class SqlSubscriptions:
             rows = conn.execute(f"SELECT {_STATE} FROM subscription_state ORDER BY id").fetchall()
         return [_state(r) for r in rows]
 
-    def due(self, now: int, limit: int) -> list[State]:
-        """Live subscriptions with something to send whose lease is free and retry due."""
+    def due(self, now: int, limit: int, sent_before: int | None = None) -> list[State]:
+        """Live subscriptions with something to send whose lease is free and retry due;
+        with ``sent_before``, only those whose last notification went out before it (a
+        handshake or a retry is due whenever)."""
+        gap = "" if sent_before is None else (
+            " AND (handshake = 1 OR attempts > 0 OR last_sent IS NULL OR last_sent < ?)"
+        )
+        args = (now, now) if sent_before is None else (now, now, sent_before)
         with self._dialect.autocommit() as conn:
             rows = conn.execute(
                 f"SELECT {_STATE} FROM subscription_state WHERE status IN ('requested', 'active')"
                 " AND (handshake = 1 OR (status = 'active' AND events > delivered))"
-                " AND next_attempt <= ? AND lease_until <= ? ORDER BY next_attempt"
+                f" AND next_attempt <= ? AND lease_until <= ?{gap} ORDER BY next_attempt"
                 f" LIMIT {int(limit)}",
-                (now, now),
+                args,
             ).fetchall()
         return [_state(r) for r in rows]
 
