@@ -112,6 +112,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SETTINGS: dict[str, str] = {}  # --setting NAME=VALUE: more CALAIM_FHIR_ settings
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -128,6 +131,7 @@ class Server:
             "CALAIM_FHIR_SUBSCRIPTION_BACKOFF_MAX_SECONDS": "1",
             "CALAIM_FHIR_SUBSCRIPTION_TIMEOUT_SECONDS": "5",
         })
+        env.update(SETTINGS)
         if checkout != ROOT:  # another version of the code, same environment
             env["PYTHONPATH"] = str(checkout)
         self.log = open(log, "ab")  # noqa: SIM115
@@ -431,7 +435,12 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, action="append",
                         help="a source tree to run the server from (repeat for an A/B in one "
                         "window, runs interleaved); default this one")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a server setting, e.g. SUBSCRIPTION_NOTIFICATION_INTERVAL_SECONDS=1")
     args = parser.parse_args()
+    for setting in args.setting:
+        name, _, value = setting.partition("=")
+        SETTINGS[f"CALAIM_FHIR_{name.upper()}"] = value
     checkouts = [c.resolve() for c in (args.checkout or [ROOT])]
     tags = [c.name or "root" for c in checkouts]
     out: dict[str, Any] = {"load_before": os.getloadavg(), "checkouts": [str(c) for c in checkouts]}
