@@ -30,6 +30,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
 _TLS: ssl.SSLContext | None = None
 KEPT_CLIENTS = 64  # distinct (address, host, scheme) kept open at once
+KEPT_CONNECTIONS = 16  # per kept client: each request scans its pool
 
 
 def _tls() -> ssl.SSLContext:
@@ -164,8 +165,16 @@ class Outbound:
 
     def _client(self) -> httpx.AsyncClient:
         timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
+        limits = httpx.Limits(
+            max_connections=KEPT_CONNECTIONS if self.keep_alive else None,
+            max_keepalive_connections=KEPT_CONNECTIONS,
+        )
         return httpx.AsyncClient(
-            follow_redirects=False, timeout=timeout, transport=self.transport, verify=_tls()
+            follow_redirects=False,
+            timeout=timeout,
+            transport=self.transport,
+            verify=_tls(),
+            limits=limits,
         )
 
     async def _exchange(
