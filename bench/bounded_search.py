@@ -30,7 +30,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from server.app import create_app  # noqa: E402
 from server.search.parse import parse_search  # noqa: E402
-from server.search.service import search_service  # noqa: E402
 from server.settings import Settings  # noqa: E402
 
 BOUND = 4 * 1024 * 1024 - 4096
@@ -68,7 +67,7 @@ def main() -> None:
                 assert response.status_code == 200, response.text[:300]
             repo = app.state.store
             dialect = repo.sql_dialect
-            context = search_service(settings).context
+            context = app.state.services.search.context
             queries = {
                 "all": parse_search("Patient", [("_count", "20")], context).query,
                 "gender": parse_search(

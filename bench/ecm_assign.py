@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ecm_assign.py [--providers 1000] [--members 20000]
         [--assigned 5000] [--previews 500] [--database-url URL] [--loaded] [--json FILE]
+        [--write-between]
 
 Starts ``calaim-fhir serve`` (one worker) on a fresh SQLite file in a temp folder (or on
 ``--database-url``) and loads, as the operator, in 500-entry transactions:
@@ -18,8 +19,11 @@ Starts ``calaim-fhir serve`` (one worker) on a fresh SQLite file in a temp folde
 
 Then one client calls ``POST Patient/[id]/$ecm-assign`` (``mode`` preview, the ``referral``)
 ``--previews`` times over the 200 cases, after 20 warm-up calls, and reports p50/p95/p99 of the
-round trip. Each preview reads every ECM service, filters by Population of Focus and network,
-counts the capacity in use of the remaining ones (index counts) and explains every candidate.
+round trip. Each preview filters every ECM service by Population of Focus and network, counts
+the capacity in use of the remaining ones (one grouped index count) and explains every
+candidate; the parsed services and the counts are kept under the store's stamps of their types
+between previews. ``--write-between`` writes a ServiceRequest (a revoked order of another
+member, outside the timing) before each preview: every preview counts afresh.
 Load averages are printed before and after. ``--loaded`` (with ``--database-url``) skips the
 load: the store was loaded by an earlier run with the same sizes (before/after comparisons of
 two builds on one store, interleaved).
@@ -209,7 +213,7 @@ def _preview(client: httpx.Client, n: int) -> dict[str, Any]:
 
 
 def run(base: str, providers: int, members: int, assigned: int, previews: int,
-        loaded: bool = False) -> dict[str, Any]:
+        loaded: bool = False, write_between: bool = False) -> dict[str, Any]:
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
     with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
         load_s = 0.0 if loaded else load(client, providers, members, assigned)
@@ -221,7 +225,13 @@ def run(base: str, providers: int, members: int, assigned: int, previews: int,
                    if any(part["name"] == "openCapacity" for part in c["part"])]
         load_before = os.getloadavg()
         latencies = []
+        touched = {**_assignment(CASES, 0), "id": "bench-touched", "status": "revoked"}
         for i in range(previews):
+            if write_between:
+                touched["note"] = [{"text": f"bench write {i}"}]  # a new version each time
+                answer = client.put("/ServiceRequest/bench-touched", json=touched)
+                if answer.status_code not in (200, 201):
+                    raise SystemExit(f"write failed: {answer.status_code} {answer.text[:500]}")
             started = time.perf_counter()
             _preview(client, i % CASES)
             latencies.append(time.perf_counter() - started)
@@ -236,6 +246,7 @@ def run(base: str, providers: int, members: int, assigned: int, previews: int,
         "candidates_listed": len(candidates),
         "answer_bytes": len(orjson.dumps(sample)),
         "capacity_counted": len(counted),
+        "write_between": write_between,
         **{k: v for k, v in timing.items() if k != "n"},
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after],
@@ -252,6 +263,7 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--loaded", action="store_true")
     parser.add_argument("--json")
+    parser.add_argument("--write-between", action="store_true")
     args = parser.parse_args()
     if args.loaded and not args.database_url:
         parser.error("--loaded needs --database-url (the store loaded before)")
@@ -261,7 +273,7 @@ def main() -> None:
     try:
         server.start()
         result = run(f"{server.base}/fhir", args.providers, args.members, args.assigned,
-                     args.previews, args.loaded)
+                     args.previews, args.loaded, args.write_between)
         result["store"] = url.split(":", 1)[0]
         result["command"] = server.command.replace(str(folder), "<tmp>")
         print(json.dumps(result, indent=2))

@@ -1,12 +1,12 @@
 """ECM referral intake with screening: referrals per second through transactions.
 
-    .venv/bin/python bench/ecm_intake.py [--referrals 1000] [--clients 8] [--database-url URL]
-        [--json FILE]
+    .venv/bin/python bench/ecm_intake.py [--referrals 1000] [--clients 8] [--workers 1]
+        [--database-url URL] [--json FILE]
 
-Starts ``calaim-fhir serve`` (one worker) on a fresh SQLite file in a temp folder (or on
-``--database-url``), loads ``examples/resources`` but its Tasks and ServiceRequests (the plan,
-the referring organisations), then sends ``--referrals`` intakes from ``--clients`` threads, each
-over its own keep-alive connection. One intake is:
+Starts ``calaim-fhir serve`` (``--workers`` processes, default one) on a fresh SQLite file in a
+temp folder (or on ``--database-url``), loads ``examples/resources`` but its Tasks and
+ServiceRequests (the plan, the referring organisations), then sends ``--referrals`` intakes from
+``--clients`` threads, each over its own keep-alive connection. One intake is:
 
 1. a transaction Bundle: the member (``ecm-member`` Patient, conditional create on the CIN), the
    member's Medi-Cal managed care Coverage (conditional create), the ``ecm-referral``
@@ -228,6 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--referrals", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument("--database-url")
     parser.add_argument("--json")
     parser.add_argument("--no-screen", action="store_true", help="the transactions alone")
@@ -241,7 +242,7 @@ def main() -> None:
     log = open(folder / "server.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port), "--database-url", url,
-         "--workers", "1"],
+         "--workers", str(args.workers)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}/fhir"
@@ -257,6 +258,7 @@ def main() -> None:
             raise SystemExit("the server did not start")
         result = run(base, args.referrals, args.clients, server.pid)
         result["store"] = url.split(":", 1)[0]
+        result["workers"] = args.workers
         result["screening"] = SCREEN
         print(json.dumps(result, indent=2))
         if args.json:

@@ -102,7 +102,7 @@ def measure(checkout: Path, data: Path | None, repeat: int) -> dict[str, Any]:
         from server.fhir.invariants import compile_fhirpath  # type: ignore[no-redef]
 
     resources = _resources(data)
-    indexer = Indexer(load_registry(checkout / "profiles"), "http://localhost/fhir",
+    indexer = Indexer(load_registry(checkout / "profiles" / "searchparameters"), "http://localhost/fhir",
                       ZoneInfo("America/Los_Angeles"))  # fmt: skip
     typed = [(r["resourceType"], r) for r in resources]
     counts: dict[str, int] = {}

@@ -14,7 +14,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.fhir.validation import base_validator  # noqa: E402
+from server.fhir.base_validation import base_validator  # noqa: E402
 
 PATIENT: dict[str, Any] = {
     "resourceType": "Patient",

@@ -1,8 +1,12 @@
-"""The composition root: ``create_app`` wires settings, store, routes and error handling."""
+"""The composition root: ``create_app`` builds the services (``server/services.py``) and wires
+them with the store, routes and error handling. With ``server/cli.py``, the only importer of
+``server/api`` and the only place that opens the SQL adapter (import contracts in
+``pyproject.toml``)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -22,6 +26,7 @@ from server.api import (
     operations,
     routes,
     smart,
+    subscriptions,
 )
 from server.api.audit_layer import AuditLayer
 from server.api.authentication import Authentication
@@ -36,28 +41,27 @@ from server.auth.scope_policy import SmartScopes
 from server.auth.service import AuthService
 from server.ecm.program import program_rules
 from server.errors import FhirError
+from server.fhir.base_validation import base_validator
 from server.fhir.instant import now_us
-from server.fhir.validation import base_validator
 from server.jobs import JobRunner
 from server.logs import RequestLogMiddleware, configure
-from server.search.service import search_service
+from server.search.parse import SearchContext
+from server.services import Services, build_services
 from server.settings import Settings
-from server.store import open_store
-from server.store.base import Outbox
-from server.store.conformance import conformance_store
+from server.store.base import Outbox, Repository
 from server.store.runner import Runner
-from server.store.sql.adapter import SqlRepository
-from server.subscriptions import api as subscription_api
+from server.store.sql.opening import open_store
 from server.subscriptions.rule import SubscriptionRule
 from server.subscriptions.service import Owners, SubscriptionService
-from server.validating import validation_service
 from server.writes.pipeline import Pipeline
 from server.writes.rules import Rule, RuleSet, default_rules
 
 logger = logging.getLogger("calaim_fhir.outbox")
 
 
-def access_policies(settings: Settings, given: Sequence[Policy] = ()) -> tuple[Policy, ...]:
+def access_policies(
+    settings: Settings, search: SearchContext, given: Sequence[Policy] = ()
+) -> tuple[Policy, ...]:
     """The application's access policies: a token's scopes whenever authentication is on,
     with it the care relationships when ``access_relationships`` is on, then ``given`` (every
     one must permit)."""
@@ -66,62 +70,66 @@ def access_policies(settings: Settings, given: Sequence[Policy] = ()) -> tuple[P
     related = relationship_policies(
         settings.access_relationships, settings.access_matrix, settings.coordination_platform
     )
-    return (SmartScopes(search_service(settings).context), *related, *given)
+    return (SmartScopes(search), *related, *given)
 
 
 def create_app(
     settings: Settings | None = None,
     *,
-    store: SqlRepository | None = None,
+    services: Services | None = None,
+    store: Repository | None = None,
     rules: Sequence[Rule] = (),
     principals: Callable[[Request], Principal] | None = None,
     policies: Sequence[Policy] = (),
     subscription_owners: Owners | None = None,
 ) -> FastAPI:
-    """A FHIR server application. Without ``store``, the configured database is opened (and
-    migrated) at start-up and closed at shutdown. ``rules`` run on every write after the
-    server's own (``server/writes/rules.py``). ``principals`` names the caller of a request
-    (default: the principal of the request's access token, ``server/api/authentication.py``);
-    tests use it to act as organisations, users and patients. ``policies``: the access
-    policies every principal without ``allow_all`` is narrowed by (``server/auth/policy.py``);
-    such a principal reaches nothing no policy grants. ``subscription_owners``: who a
-    subscription's owner is at send time (default: the registered client's current rights,
-    ``server/subscriptions/service.py``).
+    """A FHIR server application. ``services``: the search, validation and definitions services
+    (default: built from ``settings`` here, once; ``server/services.py``). Without ``store``,
+    the configured database is opened (and migrated) at start-up and closed at shutdown.
+    ``rules`` run on every write after the server's own (``server/writes/rules.py``).
+    ``principals`` names the caller of a request (default: the principal of the request's access
+    token, ``server/api/authentication.py``); tests use it to act as organisations, users and
+    patients. ``policies``: the access policies every principal without ``allow_all`` is
+    narrowed by (``server/auth/policy.py``); such a principal reaches nothing no policy grants.
+    ``subscription_owners``: who a subscription's owner is at send time (default: the registered
+    client's current rights, ``server/subscriptions/service.py``).
 
     Authentication is on (SMART backend services) unless ``settings.auth`` is ``off``
     (``CALAIM_FHIR_AUTH=off``); with it off, only loopback requests are answered. With it on,
-    the SMART scopes of each token are one of the access policies (``scope_policy.py``),
-    before those given."""
+    the SMART scopes of each token are one of the access policies (``scope_policy.py``), before
+    those given."""
     settings = settings or Settings()
+    services = services if services is not None else build_services(settings)
+    search = services.search
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure()
         owned = store is None
-        repo = open_store(settings) if store is None else store
+        repo = open_store(settings, search) if store is None else store
         runner = Runner(repo, settings.pg_pool_size)
         # a policy may bring the write rules that keep it whole (relationships.py)
         policy_rules = [r for p in app.state.policies for r in getattr(p, "rules", list)()]
         base_validator()  # load the schema before the first request, not during it
         pipeline = Pipeline(
-            validation_service(settings),  # compile every profile: a bad one stops start-up
+            services.validation,
             RuleSet(
                 [
                     *default_rules(),
-                    *program_rules(settings),
+                    *program_rules(settings, search.context),
                     SubscriptionRule(
                         repo.subscriptions,
-                        search_service(settings).context,
+                        search.context,
                         email=settings.smtp_host is not None,
                     ),
                     *policy_rules,
                     *rules,
                 ]
             ),
-            search_service(settings).context,
+            search.context,
             settings.conditional_delete_multiple,
         )
-        app.state.definitions = conformance_store(settings)
+        app.state.definitions = services.definitions
         jobs = JobRunner(
             repo.jobs,
             retention_seconds=settings.async_retention_hours * 3600,
@@ -131,7 +139,7 @@ def create_app(
         jobs.start(asyncio.get_running_loop())
         app.state.store, app.state.runner, app.state.jobs = repo, runner, jobs
         if settings.auth == "smart":
-            auth = AuthService(settings, repo.auth)
+            auth = AuthService(settings, repo.auth, search.context)
             await asyncio.to_thread(auth.start)  # the first signing key, if there is none
             app.state.auth = auth
         app.state.pipeline = pipeline
@@ -145,17 +153,22 @@ def create_app(
             repo,
             runner,
             settings,
-            search_service(settings).context,
-            search_service(settings).indexer,
+            search.context,
+            search.indexer,
             app.state.policies,
             owners=subscription_owners,
         )
         delivering = (
             asyncio.create_task(service.run(stop)) if settings.subscriptions else None
         )
+        # what start-up loaded (definitions, profiles, the search registry) lives as long as
+        # the app: kept out of the cyclic collector's full passes, which would otherwise walk
+        # it all (about 0.1 s of CPU) every few requests that allocate much
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             stop.set()
             await pruning  # never cancelled while its statement runs on a thread
             if delivering is not None:
@@ -178,13 +191,14 @@ def create_app(
         openapi_url=None,  # served by home.py: the post-processed document (openapi_export)
     )
     app.state.settings = settings
+    app.state.services = services
     app.state.principals = principals
-    app.state.policies = access_policies(settings, policies)
+    app.state.policies = access_policies(settings, search.context, policies)
     app.state.strict_access = settings.access_safety_net == "fail"
     app.include_router(smart.router, prefix="/fhir")
     app.include_router(launch.router, prefix="/fhir")
     app.include_router(bulk_export.router, prefix="/fhir")
-    app.include_router(subscription_api.router, prefix="/fhir")
+    app.include_router(subscriptions.router, prefix="/fhir")
     app.include_router(audit_events.router, prefix="/fhir")
     app.include_router(routes.router, prefix="/fhir")
     app.include_router(metadata.router, prefix="/fhir")

@@ -521,15 +521,16 @@ def reindex(
     """
     from rich.console import Console
 
-    from server.search.service import search_service
+    from server.search.service import build_search_service
     from server.settings import Settings
-    from server.store import open_store
     from server.store.sql import reindex as reindexing
+    from server.store.sql.opening import open_store
 
     console = Console(stderr=True)
     settings = Settings(database_url=database_url) if database_url else Settings()
-    repo = open_store(settings)
-    registry = search_service(settings).registry
+    search = build_search_service(settings)
+    repo = open_store(settings, search)
+    registry = search.registry
     try:
         filled = reindexing.fill_facts(repo, batch=batch)
         if filled and not quiet:
@@ -671,11 +672,12 @@ app.add_typer(keys, name="key")
 
 
 def _auth_store(database_url: str | None) -> Any:
+    from server.search.service import build_search_service
     from server.settings import Settings
-    from server.store import open_store
+    from server.store.sql.opening import open_store
 
     settings = Settings(database_url=database_url) if database_url else Settings()
-    return open_store(settings)
+    return open_store(settings, build_search_service(settings))
 
 
 def _check_granular(client: Any) -> None:
@@ -684,10 +686,10 @@ def _check_granular(client: Any) -> None:
     from server.auth.clients import RegistrationError
     from server.auth.scope_policy import clauses_of
     from server.auth.scopes import ScopeError
-    from server.search.service import search_service
+    from server.search.service import build_search_service
     from server.settings import Settings
 
-    context = search_service(Settings()).context
+    context = build_search_service(Settings()).context
     for each in client.scopes:
         try:
             clauses_of(each, context)

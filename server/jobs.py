@@ -49,7 +49,8 @@ from server.errors import FhirError, ServiceUnavailable
 from server.fhir.instant import now_us
 from server.fhir.outcome import Issue, operation_outcome
 from server.logs import error_place
-from server.store.base import Job, JobStore, Reader, Unit
+from server.ports import Reader, Unit
+from server.store.base import Job, JobStore
 
 T = TypeVar("T")
 logger = logging.getLogger("calaim_fhir.jobs")
@@ -75,7 +76,7 @@ class Access(Protocol):
 
 
 class ThreadWrites:
-    """``server.store.base.Writes`` for a worker thread: the unit runs through the event loop's
+    """``server.ports.Writes`` for a worker thread: the unit runs through the event loop's
     group commit; the thread waits until it is durable."""
 
     def __init__(

@@ -583,7 +583,7 @@ class FileIssue:
 
 def validate_file(path: Path) -> list[FileIssue]:
     """Base-validate a resource or Bundle file, or every line of an NDJSON file."""
-    from server.fhir.validation import base_validator
+    from server.fhir.base_validation import base_validator
 
     validator = base_validator()
     name = str(path)

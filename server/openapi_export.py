@@ -21,6 +21,7 @@ import copy
 import json
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,6 @@ _ANSWERS: dict[str, str] = {
     "searchSystem": "Bundle",
     "searchSystemPost": "Bundle",
     "searchCompartment": "Bundle",
-    "patientEverything": "Bundle",
     "delete": "OperationOutcome",
     "conditionalDelete": "OperationOutcome",
     "asyncStatus": "Bundle",
@@ -106,11 +106,6 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
     "cid": {
         "description": "The logical id of the compartment's Patient",
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
-    },
-    "operation": {
-        "description": "The operation, with its $ (those of the CapabilityStatement: $validate, "
-        "$expand, $lookup, $validate-code, $translate, $ecm-eligibility, $cs-eligibility)",
-        "schema": {"type": "string", "pattern": "^\\$[a-z][a-z\\-]{0,63}$"},
     },
     "job": {
         "description": "The id of an asynchronous request (from the Content-Location of its "
@@ -177,12 +172,6 @@ _SEARCH = {
     "schema": {"type": "object", "additionalProperties": {"type": "string"}},
 }
 _LENIENT = _header("Prefer", "handling=lenient: ignore unknown search parameters")
-_START = _query("start", "Care dates from this date", {"type": "string"})
-_END = _query("end", "Care dates up to this date", {"type": "string"})
-_SINCE_EVERYTHING = _query(
-    "_since", "Only resources last updated at or after this instant", {"type": "string"}
-)
-_TYPE = _query("_type", "Only these resource types (comma-separated)", {"type": "string"})
 _PREFER = _header("Prefer", "return=minimal | return=representation | return=OperationOutcome")
 _PREFER_ASYNC = _header(
     "Prefer",
@@ -272,8 +261,6 @@ def _operation(path: str, op: dict[str, Any]) -> None:
         params.append(_SEARCH)
     if op_id in _FORM_SEARCHES:
         params += [_COUNT, _LENIENT]
-    if op_id == "patientEverything":
-        params += [_COUNT, _START, _END, _SINCE_EVERYTHING, _TYPE]
     if op_id == "create":
         params.append(_IF_NONE_EXIST)
     if op_id in _IF_MATCH:
@@ -331,18 +318,10 @@ def _camel(text: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_]", text) if part)
 
 
-def _inputs(definition: dict[str, Any]) -> list[dict[str, Any]]:
-    return [p for p in definition.get("parameter", []) if p.get("use") == "in"]
-
-
-def _query_inputs(definition: dict[str, Any]) -> list[dict[str, Any]]:
+def _query_inputs(inputs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The operation's primitive inputs as query parameters (a GET carries only those)."""
-    from server.operations.parameters import PRIMITIVES
-
     out = []
-    for p in _inputs(definition):
-        if p.get("part") or p.get("type") not in PRIMITIVES:
-            continue
+    for p in inputs:
         schema = copy.deepcopy(_QUERY_TYPES.get(p["type"], {"type": "string"}))
         if p.get("max", "*") != "1":
             schema = {"type": "array", "items": schema}
@@ -361,11 +340,11 @@ def _query_inputs(definition: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _parameters_body(definition: dict[str, Any], takes_resource: bool) -> dict[str, Any]:
-    names = sorted({p["name"] for p in _inputs(definition)})
+def _parameters_body(inputs: Sequence[Mapping[str, Any]], takes_resource: bool) -> dict[str, Any]:
+    names = sorted({p["name"] for p in inputs})
     described = ", ".join(
         f"{p['name']} ({p.get('type', 'parts')}, {p.get('min', 0)}..{p.get('max', '*')})"
-        for p in _inputs(definition)
+        for p in inputs
     )
     parameters: dict[str, Any] = {
         "type": "object",
@@ -393,17 +372,14 @@ def _parameters_body(definition: dict[str, Any], takes_resource: bool) -> dict[s
 
 def _operation_paths() -> dict[str, dict[str, Any]]:
     """``[base]/$op``, ``[type]/$op`` and ``[type]/[id]/$op`` of every operation the server
-    runs (the registry says where; the OperationDefinition what it takes)."""
-    from server.fhir.conformance import conformance
+    runs, all from its OperationDefinition: where (``system``/``type``/``instance`` on its
+    ``resource`` types), which methods (GET only when it does not ``affectsState``) and
+    what it takes (its ``in`` parameters)."""
     from server.operations.registry import operations
 
     paths: dict[str, dict[str, Any]] = {}
     for operation in operations():
-        definition = conformance().resource("OperationDefinition", operation.definition)
-        assert definition is not None, operation.definition
-        takes_resource = any(
-            p.get("type") == "Resource" or p.get("name") == "resource" for p in _inputs(definition)
-        )
+        definition = operation.spec
         types = sorted(operation.types) or ["{type}"]
         places: list[tuple[str, str, str]] = []  # (path, level, type)
         if operation.system_level:
@@ -421,7 +397,7 @@ def _operation_paths() -> dict[str, dict[str, Any]]:
             title = definition.get("title") or definition.get("name")
             summary = f"${operation.name} on {where} ({title})"
             item: dict[str, Any] = {}
-            methods = ["post"] if operation.affects_state else ["get", "post"]
+            methods = ["get", "post"] if operation.get_allowed else ["post"]
             for method in methods:
                 op: dict[str, Any] = {
                     "operationId": f"{base_id}{method.title()}",
@@ -436,9 +412,9 @@ def _operation_paths() -> dict[str, dict[str, Any]]:
                         "description": "Accepted (Prefer: respond-async): poll the "
                         "Content-Location URL for the result"
                     }
-                op["parameters"] = _query_inputs(definition) if method == "get" else []
+                op["parameters"] = _query_inputs(operation.query_inputs) if method == "get" else []
                 if method == "post":
-                    op["requestBody"] = _parameters_body(definition, takes_resource)
+                    op["requestBody"] = _parameters_body(operation.inputs, operation.takes_resource)
                 item[method] = op
             paths[path] = item
     return paths

@@ -28,8 +28,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-PROFILES = ROOT / "profiles"
+from server.fhir.definitions import PROFILES
+
+ROOT = PROFILES.parent
 # 2026-01-01T00:00:00Z: the modification time of every member (reproducible builds)
 MTIME = 1767225600
 _EXCLUDED_FOLDERS = frozenset({"examples"})

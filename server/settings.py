@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     )
     search_timezone: str = Field(
         "America/Los_Angeles",
-        description="Zone of dates and times without an offset, in searches and index rows",
+        description="Zone of dates and times without an offset: searches, index rows, history "
+        "_since/_at, $everything start/end, $export _since, AuditEvent date",
     )
     search_parameters_dir: str | None = Field(
         None,

@@ -146,7 +146,8 @@ class Loopback:
 
 @contextmanager
 def extra_operations(monkeypatch: Any, *added: Any) -> Iterator[None]:
-    """The server's operations plus ``added`` (``server.operations.registry.Operation``s),
+    """The server's operations plus ``added`` (``server.operations.registry.Operation``s, e.g.
+    from ``defined_operation``),
     for the router and the CapabilityStatement, until the block ends."""
     from server.api import metadata
     from server.operations import registry
@@ -163,6 +164,45 @@ def extra_operations(monkeypatch: Any, *added: Any) -> Iterator[None]:
         yield
     finally:
         metadata._statement.cache_clear()
+
+
+def defined_operation(
+    code: str,
+    run: Any,
+    *,
+    resource: tuple[str, ...] = (),
+    system: bool = False,
+    type: bool = False,
+    instance: bool = False,
+    affects_state: bool = False,
+    parameters: tuple[tuple[str, str], ...] = (),
+    **behaviour: Any,
+) -> Any:
+    """An operation defined by an OperationDefinition built here (``code`` on ``resource``
+    at the given levels; ``parameters``: ``(name, type)`` inputs, each 0..1), run by ``run``
+    (``behaviour``: the other fields of ``server.operations.call.Implementation``)."""
+    from server.operations.registry import Operation
+
+    id = "-".join(["test", code, *resource])
+    spec = {
+        "resourceType": "OperationDefinition",
+        "id": id,
+        "url": f"http://example.org/fhir/OperationDefinition/{id}",
+        "name": code,
+        "status": "active",
+        "kind": "operation",
+        "code": code,
+        "resource": list(resource),
+        "system": system,
+        "type": type,
+        "instance": instance,
+        "affectsState": affects_state,
+        "parameter": [
+            {"name": name, "use": "in", "min": 0, "max": "1", "type": kind}
+            for name, kind in parameters
+        ],
+    }
+    return Operation.of(spec, run, **behaviour)
 
 
 class Acting:

@@ -69,10 +69,12 @@ def micro(tmp: Path) -> dict[str, float]:
     from server.auth.keys import SigningKeys
     from server.auth.scopes import ScopeSet
     from server.auth.tokens import Verifier, issue
+    from server.search.service import build_search_service
     from server.settings import Settings
-    from server.store import open_store
+    from server.store.sql.opening import open_store
 
-    repo = open_store(Settings(database_url=f"sqlite:///{tmp / 'micro.db'}"))
+    settings = Settings(database_url=f"sqlite:///{tmp / 'micro.db'}")
+    repo = open_store(settings, build_search_service(settings))
     keys = SigningKeys(repo.auth)
     keys.ensure()
     row = new_client(name="bench", organization=None, role="admin", scope="system/*.rs",

@@ -3,7 +3,8 @@
     .venv/bin/python bench/eligibility/hotspots.py --data DIR --database-url URL \\
         [--members 2000] [--batch 500] [--top 25] [--json FILE]
 
-Opens the store with the server's repository (``server.store.open_store``) and, over the first
+Opens the store with the server's repository (``server.store.sql.opening.open_store``) and,
+over the first
 ``--members`` Patients of ``patients.txt`` (in the population run's order, sorted ids):
 
 1. times the read alone: ``stored_records`` (the operation's batch reader: the Patients, one
@@ -42,8 +43,9 @@ def main() -> None:
     from server.ecm.ruleset import rule_set
     from server.fhir.conformance import conformance
     from server.operations.ecm_eligibility import member_parameters, stored_records
+    from server.search.service import build_search_service
     from server.settings import Settings
-    from server.store import open_store
+    from server.store.sql.opening import open_store
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -57,7 +59,8 @@ def main() -> None:
     meta = orjson.loads((args.data / "meta.json").read_bytes())
     as_of = date.fromisoformat(meta["asOf"])
     ids = sorted((args.data / "patients.txt").read_text().split())[: args.members]
-    repo = open_store(Settings(database_url=args.database_url))
+    settings = Settings(database_url=args.database_url)
+    repo = open_store(settings, build_search_service(settings))
     evaluator = Evaluator(rule_set(), Codes(conformance().terminology))
     out: dict[str, Any] = {"members": len(ids), "database": args.database_url.split(":")[0]}
     try:

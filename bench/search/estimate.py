@@ -16,7 +16,7 @@ import time
 from urllib.parse import parse_qsl
 
 from server.search.parse import parse_search
-from server.search.service import search_service
+from server.search.service import build_search_service
 from server.settings import Settings
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import open_dialect
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--search", action="append")
     args = parser.parse_args()
-    context = search_service(Settings(database_url=args.database_url)).context
+    context = build_search_service(Settings(database_url=args.database_url)).context
     repo = SqlRepository(open_dialect(args.database_url))
     try:
         for search in args.search or SEARCHES:

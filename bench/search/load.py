@@ -6,10 +6,10 @@ The data set is any folder written through ``bench/dataset.py``: the search popu
 Two ways in:
 
 * ``--mode repo`` (bulk load, not a benchmark of the API): the server's own repository opened
-  in this process (``server.store.open_store``), resources written with ``Unit.create`` under
-  their generated ids, ``--batch`` resources per database transaction. The same write path
-  (stored JSON, history, search index rows) as the server, without HTTP, validation or
-  authorisation.
+  in this process (``server.store.sql.opening.open_store``), resources written with
+  ``Unit.create`` under their generated ids, ``--batch`` resources per database transaction.
+  The same write path (stored JSON, history, search index rows) as the server, without HTTP,
+  validation or authorisation.
 
       .venv/bin/python bench/search/load.py --mode repo --data DIR \\
           --database-url sqlite:////tmp/ecm-1m.db [--batch 2000]
@@ -86,11 +86,13 @@ def store_size(database_url: str) -> int | None:
 
 
 def load_repo(args: argparse.Namespace, total: int | None) -> dict[str, Any]:
+    from server.search.service import build_search_service
     from server.settings import Settings
-    from server.store import open_store
     from server.store.base import SYSTEM
+    from server.store.sql.opening import open_store
 
-    repo = open_store(Settings(database_url=args.database_url))
+    settings = Settings(database_url=args.database_url)
+    repo = open_store(settings, build_search_service(settings))
     dialect = repo.sql_dialect
     if dialect.name == "sqlite":
         # the loading connection only: a large page cache keeps the growing indexes in memory

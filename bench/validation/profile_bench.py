@@ -16,9 +16,9 @@ import statistics
 import time
 from typing import Any
 
+from server.fhir.base_validation import base_validator
 from server.fhir.profiles import ProfileSet
 from server.fhir.terminology import Terminology
-from server.fhir.validation import base_validator
 
 BASE = "http://calaim-fhir.org/fhir"
 CS = {name: f"{BASE}/CodeSystem/{name}" for name in ("program", "pof", "source", "domain")}

@@ -51,18 +51,19 @@ def examples() -> list[dict[str, Any]]:
 
 
 def in_process(rounds: int) -> dict[str, Any]:
+    from server.fhir.base_validation import base_validator
     from server.fhir.conformance import conformance
     from server.fhir.profiles import ProfileSet
-    from server.fhir.validation import base_validator
+    from server.search.service import build_search_service
     from server.settings import Settings
-    from server.validating import validation_service
+    from server.validation_service import build_validation
 
     definitions = conformance()
     started = time.perf_counter()
     ProfileSet(definitions.local("StructureDefinition"), definitions.terminology)
     compile_ms = (time.perf_counter() - started) * 1000
     settings = Settings(database_url="sqlite:///:memory:")
-    validation = validation_service(settings)
+    validation = build_validation(settings, build_search_service(settings))
     base = base_validator()
     resources = examples()
     by_key = {(r["resourceType"], r["id"]): r for r in resources}

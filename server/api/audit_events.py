@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -25,7 +26,8 @@ from server.audit.balp import ACT_REASON, EVENT_TYPE, INTERACTION, audit_event
 from server.audit.trail import AuditTrail
 from server.auth.interactions import Interaction
 from server.errors import Forbidden, InvalidSearch, MethodNotAllowed, NotFound
-from server.fhir.instant import parse_fhir_range
+from server.fhir.instant import date_range
+from server.fhir.references import parse_reference
 from server.store.sql.audit import AuditQuery
 
 router = APIRouter()
@@ -66,7 +68,8 @@ async def read(request: Request) -> Response:
 async def search(request: Request) -> Response:
     trail = _trail(request, Interaction.SEARCH_TYPE)
     http.check_accept(request)
-    query, empty = _query(list(request.query_params.multi_items()))
+    zone = ZoneInfo(settings_of(request).search_timezone)
+    query, empty = _query(list(request.query_params.multi_items()), zone)
     base = settings_of(request).fhir_base
     rows = [] if empty else await asyncio.to_thread(trail.store.search, query)
     kept = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
@@ -108,8 +111,9 @@ def _refs(value: str, kind: str) -> tuple[str, ...]:
     refs = []
     for item in value.split(","):
         item = item.strip()
-        if "/" in item and item.rsplit("/", 2)[0].startswith("http"):
-            item = "/".join(item.rsplit("/", 2)[-2:])  # an absolute reference: Type/id
+        found = parse_reference(item)
+        if found is not None and found.type is not None and found.id is not None:
+            item = f"{found.type}/{found.id}"  # an absolute or versioned reference: Type/id
         if kind == "patient" and "/" not in item:
             item = f"Patient/{item}"
         refs.append(item)
@@ -126,7 +130,7 @@ def _codes(value: str, system: str, name: str) -> tuple[str, ...]:
     return tuple(codes)
 
 
-def _query(params: list[tuple[str, str]]) -> tuple[AuditQuery, bool]:
+def _query(params: list[tuple[str, str]], zone: ZoneInfo) -> tuple[AuditQuery, bool]:
     """The store's query of a search, and whether it matches nothing whatever is stored."""
     refs: list[tuple[str, tuple[str, ...]]] = []
     since: int | None = None
@@ -145,7 +149,7 @@ def _query(params: list[tuple[str, str]]) -> tuple[AuditQuery, bool]:
         elif name == "date":
             prefix = value[:2] if value[:2] in _PREFIXES else "eq"
             text = value[2:] if value[:2] in _PREFIXES else value
-            span = parse_fhir_range(text)
+            span = date_range(text, zone)
             if span is None:
                 raise InvalidSearch(f"Invalid date: {value}", expression="date")
             low, high = span

@@ -36,7 +36,14 @@ from starlette.responses import FileResponse, Response
 from server.api import http
 from server.api import paths as _paths  # noqa: F401 - registers the fhirid path convertor
 from server.api.async_jobs import RETRY_AFTER, progress
-from server.api.context import jobs_of, note, principal_of, repository, settings_of
+from server.api.context import (
+    jobs_of,
+    note,
+    principal_of,
+    repository,
+    services_of,
+    settings_of,
+)
 from server.bulk import files
 from server.bulk.export import KIND, UNIT, ExportJob, ExportWork, snapshot
 from server.bulk.request import Level, parameters_pairs, parse_export, readable_types
@@ -44,7 +51,7 @@ from server.errors import BadRequest, Gone, NotFound, TooManyRequests
 from server.fhir.instant import format_http_date, now_us
 from server.fhir.outcome import Issue, operation_outcome
 from server.jobs import JobContext, JobRunner
-from server.search.service import search_service
+from server.search.service import SearchService
 from server.settings import Settings
 from server.store.base import Job
 
@@ -64,8 +71,9 @@ _KICK_OFF: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _work(settings: Settings, job: ExportJob, job_id: str) -> ExportWork:
-    service = search_service(settings)
+def _work(
+    settings: Settings, service: SearchService, job: ExportJob, job_id: str
+) -> ExportWork:
     folder = files.job_folder(files.export_root(settings), job_id)
     return ExportWork(job, folder, settings.export_file_bytes, service.context, service.indexer)
 
@@ -100,7 +108,7 @@ async def _kick_off(request: Request, level: Level, group: str | None = None) ->
         pairs = parameters_pairs(await http.read_json(request, settings, http.JSON_TYPES))
     else:
         pairs = list(request.query_params.multi_items())
-    service = search_service(settings)
+    service = services_of(request).search
     explicit = any(name == "_type" for name, _ in pairs)
     export = parse_export(
         level,
@@ -141,7 +149,7 @@ async def _kick_off(request: Request, level: Level, group: str | None = None) ->
     job = ExportJob(export, pinned, url, base, settings.auth == "smart", export.ignored)
 
     def work(context: JobContext) -> tuple[int, dict[str, Any]]:
-        return _work(settings, job, context.id)(context)
+        return _work(settings, service, job, context.id)(context)
 
     job_id = await asyncio.to_thread(
         jobs.submit, KIND, job.record(request.method), work, access=repo, unit=UNIT
@@ -243,7 +251,10 @@ async def status(request: Request) -> Response:
     if jobs.stale(raw):  # its worker died: this process takes it over
         job = ExportJob.from_record(raw.request)
         await asyncio.to_thread(
-            jobs.resume, raw, _work(settings, job, job_id), access=repository(request)
+            jobs.resume,
+            raw,
+            _work(settings, services_of(request).search, job, job_id),
+            access=repository(request),
         )
     found = await asyncio.to_thread(_job, jobs, job_id, principal)
     indent = http.pretty(request)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -10,13 +11,10 @@ import orjson
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, operation_outcome
 from server.fhir.summary import shape
+from server.ports import INCLUDE_HOPS, Included, Page, SearchPage, Version
 from server.search.parse import SearchRequest, encode_cursor
 from server.search.query import Cursor
 from server.settings import Settings
-from server.store.base import INCLUDE_HOPS, Included, Page, SearchPage, Version
-
-if TYPE_CHECKING:
-    from server.api.interactions import FhirRequest
 
 _STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "204 No Content"}
 
@@ -32,13 +30,6 @@ def full_url(settings: Settings, version: Version) -> str:
 
 def _link(relation: str, url: str) -> dict[str, str]:
     return {"relation": relation, "url": url}
-
-
-def _path(request: FhirRequest) -> str:
-    parts = [p for p in (request.type, request.id) if p]
-    if request.history:
-        parts.append("_history")
-    return "/".join(parts)
 
 
 ENVELOPE_BYTES = 4096
@@ -172,16 +163,18 @@ def history_entry(settings: Settings, version: Version) -> dict[str, Any]:
     return entry
 
 
-def history_bundle(request: FhirRequest, page: Page, settings: Settings) -> bytes:
-    path = _path(request)
-    base = f"{settings.fhir_base}/{path}" if path else f"{settings.fhir_base}/_history"
-    applied = [(k, v) for k, v in request.query if k in ("_since", "_at", "_count")]
+def history_bundle(
+    path: str, params: Sequence[tuple[str, str]], page: Page, settings: Settings
+) -> bytes:
+    """A page of history at ``path`` (``_history``, ``Patient/_history``, ...) asked with the
+    query ``params``."""
+    base = f"{settings.fhir_base}/{path}"
+    applied = [(k, v) for k, v in params if k in ("_since", "_at", "_count")]
     query = f"?{urlencode(applied)}" if applied else ""
     links = [_link("self", base + query)]
-    if request.values("_cursor"):
-        links[0]["url"] = (
-            f"{base}?{urlencode([*applied, ('_cursor', request.values('_cursor')[-1])])}"
-        )
+    cursors = [v for k, v in params if k == "_cursor"]
+    if cursors:
+        links[0]["url"] = f"{base}?{urlencode([*applied, ('_cursor', cursors[-1])])}"
         links.append(_link("first", base + query))
     if page.has_more and page.items:
         after = urlencode([*applied, ("_cursor", str(page.items[-1].position))])

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from server.api import patches
+from server.api import operations, patches
 from server.api.bundle_build import ENVELOPE_BYTES
 from server.api.http import write_outcome
 from server.api.interactions import (
@@ -33,17 +33,21 @@ from server.api.json_body import loads
 from server.api.patches import PatchFormat
 from server.api.writing import submit
 from server.errors import BadRequest, FhirError, InvalidResource, TooCostly, Unprocessable
+from server.fhir.base_validation import base_validator
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, information, operation_outcome
 from server.fhir.urns import urn_problem
-from server.fhir.validation import base_validator
+from server.ports import ENTRY_BYTES, Reader
+from server.services import Services
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
-from server.store.base import ENTRY_BYTES, Reader
+from server.store.base import Event
 from server.writes import transaction
 from server.writes.pipeline import Pipeline
 from server.writes.transaction import EntryFailed
 from server.writes.write import Write, Written
+
+Events = Callable[[str, str], list[Event]]  # a resource's outbox events
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _PATCH_TYPES: dict[str, PatchFormat] = {
@@ -264,7 +268,9 @@ async def _batch(
     repo: AuthorizedRepository,
     pipeline: Pipeline,
     settings: Settings,
+    services: Services,
     prefer: str,
+    events: Events | None,
 ) -> bytes:
     results: list[dict[str, Any]] = []
     bound = _Bound(settings)
@@ -272,11 +278,8 @@ async def _batch(
         try:
             request = _entry(raw, index, settings.fhir_base).request
             if request.method == "GET":
-                response = await repo.reading(
-                    lambda reader, r=request, i=index: bound.read(  # type: ignore[misc]
-                        i, lambda left: run_read(reader, r, settings, left)
-                    )
-                )
+                read = _read(request, index, repo, settings, services, bound, events)
+                response = await repo.reading(read)
                 results.append(_response_entry(response, settings, prefer, None))
             else:
                 response = to_response(await submit(repo, pipeline, to_write(request)))
@@ -289,15 +292,42 @@ async def _batch(
 # -- transaction -----------------------------------------------------------------------------
 
 
+def _read(
+    request: FhirRequest,
+    index: int,
+    repo: AuthorizedRepository,
+    settings: Settings,
+    services: Services,
+    bound: _Bound,
+    events: Events | None,
+) -> Callable[[Reader], FhirResponse]:
+    """How a GET entry runs on a reader: a read, search or history, or an operation."""
+    if request.operation is None:
+        return lambda reader: bound.read(
+            index, lambda left: run_read(reader, request, settings, services.search.context, left)
+        )
+    access = repo.access
+    return lambda reader: bound.read(
+        index, lambda left: operations.run_entry(
+            reader, access, settings, services, request, left, events
+        )
+    )
+
+
 def _transaction_entry(
-    parsed: Parsed, write: Write | None, pipeline: Pipeline, settings: Settings, bound: _Bound
+    parsed: Parsed,
+    write: Write | None,
+    pipeline: Pipeline,
+    repo: AuthorizedRepository,
+    settings: Settings,
+    services: Services,
+    bound: _Bound,
+    events: Events | None,
 ) -> transaction.Entry:
     request = parsed.request
     entry = transaction.Entry(parsed.index, parsed.full_url)
     if write is None:
-        entry.read = lambda reader: bound.read(
-            parsed.index, lambda left: run_read(reader, request, settings, left)
-        )
+        entry.read = _read(request, parsed.index, repo, settings, services, bound, events)
         return entry
     entry.prepared = pipeline.prepare(write, None)
     entry.original = entry.prepared.resource
@@ -309,7 +339,9 @@ async def _transaction(
     repo: AuthorizedRepository,
     pipeline: Pipeline,
     settings: Settings,
+    services: Services,
     prefer: str,
+    events: Events | None,
 ) -> bytes:
     entries: list[transaction.Entry] = []
     unprepared: list[tuple[int, FhirError, Write | None]] = []
@@ -319,7 +351,11 @@ async def _transaction(
         try:
             parsed = _entry(raw, index, settings.fhir_base)
             write = None if parsed.request.method == "GET" else to_write(parsed.request)
-            entries.append(_transaction_entry(parsed, write, pipeline, settings, bound))
+            entries.append(
+                _transaction_entry(
+                    parsed, write, pipeline, repo, settings, services, bound, events
+                )
+            )
         except FhirError as error:
             unprepared.append((index, error, write))
     if unprepared:
@@ -378,9 +414,15 @@ async def process(
     repo: AuthorizedRepository,
     pipeline: Pipeline,
     settings: Settings,
+    services: Services,
     prefer: str = "representation",
+    *,
+    events: Events | None = None,
 ) -> bytes:
+    """A batch or transaction Bundle's response; GET entries are read and operations run with
+    ``services`` (the server's); ``events``: a resource's outbox events, for the operations
+    entries may call."""
     kind, entries = _check_shell(body)
     if kind == "batch":
-        return await _batch(entries, repo, pipeline, settings, prefer)
-    return await _transaction(entries, repo, pipeline, settings, prefer)
+        return await _batch(entries, repo, pipeline, settings, services, prefer, events)
+    return await _transaction(entries, repo, pipeline, settings, services, prefer, events)

@@ -1,5 +1,5 @@
-"""What a request handler gets from the application: settings, the authorized repository, the
-write pipeline and the asynchronous job runner."""
+"""What a request handler gets from the application: settings, the services, the authorized
+repository, the write pipeline and the asynchronous job runner (all built by ``create_app``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.requests import Request
 from server.auth.principal import LOCAL, Principal
 from server.errors import Unauthorized
 from server.jobs import JobRunner
+from server.services import Services
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
 from server.writes.pipeline import Pipeline
@@ -18,6 +19,12 @@ from server.writes.pipeline import Pipeline
 def settings_of(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def services_of(request: Request) -> Services:
+    """The application's services (search, validation, definitions: ``server/services.py``)."""
+    services: Services = request.app.state.services
+    return services
 
 
 def principal_of(request: Request) -> Principal:

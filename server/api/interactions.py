@@ -33,13 +33,11 @@ from server.fhir.instant import date_range, parse_http_date
 from server.fhir.outcome import Issue, information
 from server.fhir.resource_types import is_supported
 from server.fhir.summary import SUMMARY_MODES, shape
-from server.operations import everything
-from server.search.parse import SearchRequest, parse_number, parse_search
+from server.ports import HistoryQuery, Included, Reader, Version, entry_size
+from server.search.parse import SearchContext, SearchRequest, parse_number, parse_search
 from server.search.query import CompartmentClause, Criteria
 from server.search.registry import patient_compartment
-from server.search.service import search_service
 from server.settings import Settings
-from server.store.base import HistoryQuery, Included, Reader, Version, entry_size
 from server.writes.write import METHODS, Patch, Write, Written
 
 # matched whole (fullmatch): ``$`` would also match before a final newline
@@ -58,7 +56,7 @@ class FhirRequest:
     history: bool = False  # .../_history (without a version)
     search_post: bool = False  # [type]/_search
     compartment: tuple[str, str] | None = None  # Patient/123/[type]: (Patient, 123)
-    operation: str | None = None  # $everything
+    operation: str | None = None  # an operation entry of a batch ($op, Type/$op, Type/id/$op)
     lenient: bool = False  # Prefer: handling=lenient
     query: list[tuple[str, str]] = field(default_factory=list)
     body: Any = None  # parsed JSON, or None
@@ -123,6 +121,8 @@ def parse_url(method: str, url: str) -> FhirRequest:
     request = FhirRequest(method, query=query)
     if not segments:
         return request
+    if segments[-1].startswith("$") and len(segments) <= 3:
+        return _operation_entry(request, segments, url)
     request.type = segments[0]
     rest = segments[1:]
     if rest == ["_history"]:
@@ -135,14 +135,28 @@ def parse_url(method: str, url: str) -> FhirRequest:
         request.id, request.history = rest[0], True
     elif len(rest) == 3 and rest[1] == "_history":
         request.id, request.vid = rest[0], rest[2]
-    elif len(rest) == 2 and rest[1] == "$everything" and method == "GET":
-        request.id, request.operation = rest[0], "$everything"
     elif len(rest) == 2 and method == "GET":  # a compartment search: Patient/1/Task
         check_type(rest[1])
         request.compartment = (request.type, rest[0])
         request.type = rest[1]
     elif rest:
         raise BadRequest(f"Unsupported entry URL '{url[:80]}'")
+    return request
+
+
+def _operation_entry(request: FhirRequest, segments: list[str], url: str) -> FhirRequest:
+    """An entry URL naming an operation: run as a read (``api/operations.run_entry``), so
+    only by GET; one that changes data is called by POST on its own URL."""
+    if request.method != "GET":
+        raise MethodNotAllowed(
+            f"An operation in a batch or transaction runs by GET only, got {request.method} "
+            f"'{url[:80]}': call it on its own URL"
+        )
+    *target, request.operation = segments
+    if target:
+        request.type = target[0]
+    if len(target) == 2:
+        request.id = target[1]
     return request
 
 
@@ -229,37 +243,29 @@ def to_response(written: Written) -> FhirResponse:
 
 
 def run_read(
-    reader: Reader, request: FhirRequest, settings: Settings, bound: int | None = None
+    reader: Reader,
+    request: FhirRequest,
+    settings: Settings,
+    context: SearchContext,
+    bound: int | None = None,
 ) -> FhirResponse:
-    """read, vread, history and search; conditional read headers on read and vread. A page
-    (search, history, ``$everything``) holds at most ``bound`` bytes (default: the
+    """read, vread, history and search (parsed with ``context``, the server's);
+    conditional read headers on read and vread. A page
+    (search, history) holds at most ``bound`` bytes (default: the
     ``max_response_bytes`` setting), or one resource."""
     type = request.type
     bound = settings.max_response_bytes if bound is None else bound
     if type is None:
         if request.history:
-            return FhirResponse(200, payload=history(reader, request, settings, bound))
-        return FhirResponse(200, payload=search(reader, request, settings, bound))
+            return FhirResponse(200, payload=history(reader, request, settings, context, bound))
+        return FhirResponse(200, payload=search(reader, request, settings, context, bound))
     check_type(type)
     if request.id is not None:
         check_id(request.id)
     if request.history:
-        return FhirResponse(200, payload=history(reader, request, settings, bound))
-    if request.operation == "$everything":
-        assert request.id is not None
-        if type != "Patient":
-            raise NotFound(f"$everything is defined on Patient, not on {type}")
-        parsed = everything.parse(request.id, request.query, search_service(settings).context)
-        if reader.read(type, request.id) is None:
-            raise NotFound(f"{type}/{request.id} is not known")
-        return FhirResponse(
-            200,
-            payload=run_search(
-                reader, parsed, settings, f"Patient/{request.id}/$everything", bound
-            ),
-        )
+        return FhirResponse(200, payload=history(reader, request, settings, context, bound))
     if request.id is None or request.compartment is not None:
-        return FhirResponse(200, payload=search(reader, request, settings, bound))
+        return FhirResponse(200, payload=search(reader, request, settings, context, bound))
     if request.vid is not None:
         vid = parse_number(request.vid)
         if vid is None:
@@ -354,10 +360,12 @@ def _history_page(request: FhirRequest, settings: Settings) -> tuple[int, int | 
     return count, cursor
 
 
-def history(reader: Reader, request: FhirRequest, settings: Settings, bound: int) -> bytes:
+def history(
+    reader: Reader, request: FhirRequest, settings: Settings, context: SearchContext, bound: int
+) -> bytes:
     count, cursor = _history_page(request, settings)
     since = at = None
-    zone = search_service(settings).context.zone  # a zoneless value: as in every search
+    zone = context.zone  # a zoneless value: as in every search
     for name, value in request.query:
         if name == "_since":
             span = date_range(value, zone)
@@ -379,7 +387,8 @@ def history(reader: Reader, request: FhirRequest, settings: Settings, bound: int
     page = reader.history(
         HistoryQuery(request.type, request.id, since, at, count, cursor, max_bytes=room)
     )
-    return history_bundle(request, page, settings)
+    path = "/".join([p for p in (request.type, request.id) if p] + ["_history"])
+    return history_bundle(path, request.query, page, settings)
 
 
 def _compartment(request: FhirRequest, criteria: Criteria) -> Criteria:
@@ -425,10 +434,10 @@ def run_search(
     return search_bundle(path, parsed, page, included, settings)
 
 
-def search(reader: Reader, request: FhirRequest, settings: Settings, bound: int) -> bytes:
-    parsed = parse_search(
-        request.type, request.query, search_service(settings).context, lenient=request.lenient
-    )
+def search(
+    reader: Reader, request: FhirRequest, settings: Settings, context: SearchContext, bound: int
+) -> bytes:
+    parsed = parse_search(request.type, request.query, context, lenient=request.lenient)
     path = request.type or ""
     if request.compartment is not None:
         parsed = replace(

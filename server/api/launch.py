@@ -26,17 +26,16 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from server.api.context import settings_of
+from server.api.context import services_of
 from server.auth.clients import Client
 from server.auth.launch import BadSignIn, Launch, LaunchError, Redirect, Throttled
 from server.auth.principal import Principal
 from server.auth.scopes import ScopeSet, parse_scope
 from server.auth.service import AuthService
+from server.ports import Reader
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
-from server.search.service import search_service
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Reader
 from server.store.sql.auth import RequestRow, UserRow
 
 router = APIRouter(include_in_schema=False)
@@ -172,7 +171,7 @@ def _name(body: dict[str, Any]) -> str:
 
 async def _members(request: Request, principal: Principal) -> list[tuple[str, str]]:
     """(id, label) of the Patients the user may see, by name (at most ``PICKER_LIMIT``)."""
-    context = search_service(settings_of(request)).context
+    context = services_of(request).search.context
 
     def run(reader: Reader) -> list[tuple[str, str]]:
         page = reader.search(SearchQuery(parse_criteria("Patient", [], context), PICKER_LIMIT))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 from importlib.metadata import version
 from typing import Any
 
@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.api import http, routes
-from server.api.context import note, settings_of
+from server.api.context import note, services_of, settings_of
 from server.api.interactions import read_shape
 from server.errors import InvalidSearch
 from server.fhir.conformance import CANONICAL_BASE, CONFORMANCE_TYPES, Conformance, conformance
@@ -32,7 +32,6 @@ from server.fhir.resource_types import RESOURCE_TYPES
 from server.fhir.summary import shape
 from server.operations.registry import Operation, operations
 from server.search.registry import Registry
-from server.search.service import search_service
 from server.settings import Settings
 from server.subscriptions.capability import subscription_capability
 
@@ -56,7 +55,6 @@ _SYSTEM_CODES = {
     "historySystem": ("history-system",),
 }
 _SYSTEM_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")
-_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 _BULK = "http://hl7.org/fhir/uv/bulkdata"
 # Bulk Data $export (``api/bulk_export.py``): per level, its OperationDefinition
 _EXPORTS = {
@@ -115,31 +113,23 @@ def _profiles(definitions: Conformance) -> dict[str, list[str]]:
     return {t: sorted(urls) for t, urls in out.items()}
 
 
-def _entries(definitions: Conformance, where: Callable[[Operation], bool]) -> list[dict[str, Any]]:
+def _entries(where: Callable[[Operation], bool]) -> list[dict[str, Any]]:
     """``operation`` entries (name, definition URL) of the registered operations ``where``
-    holds for, sorted by name."""
-    out = []
-    for op in operations():
-        definition = definitions.resource("OperationDefinition", op.definition)
-        if where(op) and definition is not None:
-            out.append({"name": op.name, "definition": definition["url"]})
+    holds for, from their OperationDefinitions, sorted by name."""
+    out = [{"name": op.name, "definition": op.url} for op in operations() if where(op)]
     return sorted(out, key=lambda o: o["name"])
 
 
-def _operations(type: str, definitions: Conformance) -> list[dict[str, Any]]:
-    out = _entries(
-        definitions, lambda op: (op.type_level or op.instance_level) and op.applies_to(type)
-    )
-    if type == "Patient":
-        out.append({"name": "everything", "definition": _EVERYTHING})
+def _operations(type: str) -> list[dict[str, Any]]:
+    out = _entries(lambda op: op.runs_at("type", type) or op.runs_at("instance", type))
     if type in _EXPORTS:
         out.append({"name": "export", "definition": _EXPORTS[type]})
     return sorted(out, key=lambda o: o["name"])
 
 
-def _system_operations(definitions: Conformance) -> list[dict[str, Any]]:
+def _system_operations() -> list[dict[str, Any]]:
     """``rest.operation``: the system-level operations (``[base]/$name``)."""
-    out = _entries(definitions, lambda op: op.system_level)
+    out = _entries(lambda op: op.runs_at("system"))
     out.append({"name": "export", "definition": _EXPORTS[None]})
     return sorted(out, key=lambda o: o["name"])
 
@@ -190,11 +180,13 @@ def _documentation(settings: Settings) -> str:
 
 
 def _resource(
-    type: str, settings: Settings, revincludes: list[str], profiles: dict[str, list[str]]
+    type: str,
+    settings: Settings,
+    registry: Registry,
+    revincludes: list[str],
+    profiles: dict[str, list[str]],
 ) -> dict[str, Any]:
-    registry = search_service(settings).registry
     params = registry.for_type(type)
-    definitions = conformance()
     interactions = type_interactions()
     if type in CONFORMANCE_TYPES:
         interactions = [code for code in interactions if code in _READ_ONLY]
@@ -226,7 +218,7 @@ def _resource(
             "The server's definitions (the calaim.fhir.ecm package and the R4 base definitions "
             "it uses): read-only, writes answer 405."
         )
-    ops = _operations(type, definitions)
+    ops = _operations(type)
     if ops:
         out["operation"] = ops
     if type == "Subscription":
@@ -274,15 +266,14 @@ def _security(settings: Settings) -> dict[str, Any]:
     }
 
 
-def capability_statement(settings: Settings) -> bytes:
+def capability_statement(settings: Settings, registry: Registry) -> bytes:
     """The statement, built once per configuration and set of searchable parameters."""
-    return _statement(settings, search_service(settings).registry.pending)
+    return _statement(settings, registry, registry.pending)
 
 
-@cache
-def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
+@lru_cache(maxsize=16)  # per application (its registry), a few at a time in tests
+def _statement(settings: Settings, registry: Registry, pending: frozenset[str]) -> bytes:
     software = version("calaim-fhir")
-    registry = search_service(settings).registry
     revincludes = _reverse_includes(registry)
     definitions = conformance()
     profiles = _profiles(definitions)
@@ -322,7 +313,8 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
                 "documentation": _documentation(settings),
                 "security": _security(settings),
                 "resource": [
-                    _resource(t, settings, revincludes[t], profiles) for t in sorted(RESOURCE_TYPES)
+                    _resource(t, settings, registry, revincludes[t], profiles)
+                    for t in sorted(RESOURCE_TYPES)
                 ],
                 "interaction": [{"code": code} for code in system_interactions()],
                 "searchParam": [
@@ -334,7 +326,7 @@ def _statement(settings: Settings, pending: frozenset[str]) -> bytes:
             }
         ],
     }
-    system_operations = _system_operations(definitions)
+    system_operations = _system_operations()
     if system_operations:
         statement["rest"][0]["operation"] = system_operations
     return orjson.dumps(statement)
@@ -379,7 +371,7 @@ async def metadata(request: Request) -> Response:
         if name == "mode" and value not in ("full", "normal"):
             raise InvalidSearch("Only mode=full and mode=normal are supported", expression="mode")
     summary, elements = read_shape([(k, v) for k, v in query if k != "mode"])
-    statement = capability_statement(settings_of(request))
+    statement = capability_statement(settings_of(request), services_of(request).search.registry)
     tag = _tag(statement, summary, elements)
     headers = {"ETag": tag, "Cache-Control": "no-cache"}
     if _matches(request.headers.get("if-none-match"), tag):

@@ -11,11 +11,15 @@ runs as a read and takes no writers' lock). A
 ``long_running`` one runs on a worker thread instead, reading through a reader of that thread
 and writing through ``Call.write`` (group commit); with ``Prefer: respond-async`` it becomes an
 asynchronous job: ``202 Accepted``, ``Content-Location: [base]/_async/<job>`` (``async_jobs.py``).
+
+A batch or transaction entry ``GET [type]/[id]/$op?...`` runs an operation GET may call on the
+entry's reader, as a read (``run_entry``); the rest are called on their own URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -25,17 +29,23 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from server.api import http
-from server.api.context import jobs_of, note, pipeline_of, repository, settings_of
-from server.api.interactions import FhirResponse, check_id, check_type
+from server.api.context import jobs_of, note, pipeline_of, repository, services_of, settings_of
+from server.api.interactions import FhirRequest, FhirResponse, check_id, check_type, run_search
 from server.auth.operation_rules import refusal
-from server.errors import Forbidden, Gone, MethodNotAllowed, NotFound
+from server.auth.policy import Access
+from server.errors import BadRequest, Forbidden, Gone, MethodNotAllowed, NotFound
 from server.fhir.conformance import conformance
 from server.fhir.outcome import information
 from server.jobs import JobContext, ThreadWrites
+from server.operations.call import Answer, Call
 from server.operations.parameters import parse_input
-from server.operations.registry import Call, Operation, find, find_system, operations
+from server.operations.registry import Operation, find
+from server.ports import Reader, Unit
+from server.search.parse import SearchRequest
+from server.services import Services
+from server.settings import Settings
 from server.store.authorized import system_reader
-from server.store.base import Reader, Unit
+from server.store.base import Event
 from server.writes.pipeline import through
 
 router = APIRouter()
@@ -66,21 +76,21 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _operation(type: str, name: str, instance: bool, method: str) -> Operation:
-    operation: Operation | None
+    """The operation ``name`` where its OperationDefinition runs it; 404 where it does not
+    run, 405 for a GET of one that changes data."""
+    name = name.removeprefix("$")
     if not type:
-        operation = find_system(name.removeprefix("$"))
-        if operation is None:
-            raise NotFound(f"No system-level operation {name}")
+        level, where = "system", "the server"
     else:
         check_type(type)
-        operation = find(type, name.removeprefix("$"))
-        if operation is None or not (
-            operation.instance_level if instance else operation.type_level
-        ):
-            where = f"{type}/[id]" if instance else type
-            raise NotFound(f"No operation {name} on {where}")
-    if method == "GET" and operation.affects_state:
-        raise MethodNotAllowed(f"{name} changes data: use POST", headers={"Allow": "POST"})
+        level, where = ("instance", f"{type}/[id]") if instance else ("type", type)
+    operation = find(level, type, name)
+    if operation is None:
+        if level == "system":
+            raise NotFound(f"No system-level operation ${name}")
+        raise NotFound(f"No operation ${name} on {where}")
+    if method == "GET" and not operation.get_allowed:
+        raise MethodNotAllowed(f"${name} changes data: use POST", headers={"Allow": "POST"})
     return operation
 
 
@@ -96,30 +106,115 @@ def _instance(reader: Reader, type: str, id: str) -> dict[str, Any]:
     return body
 
 
+def _page(
+    reader: Reader, settings: Settings, bound: int, parsed: SearchRequest, path: str
+) -> bytes:
+    """One page of ``parsed`` as a searchset Bundle of at most ``bound`` bytes (an operation
+    that answers with one)."""
+    return run_search(reader, parsed, settings, path, bound)
+
+
 def _permitted(request: Request, operation: Operation, type: str) -> None:
+    _check_needs(repository(request).access, operation, type)
+
+
+def _check_needs(access: Access, operation: Operation, type: str) -> None:
     """The operation's own entry of the operations table (403 when the caller lacks it)."""
     if operation.needs is None:
         return
-    refused = refusal(repository(request).access, operation.needs, type)
+    refused = refusal(access, operation.needs, type)
     if refused is not None:
         raise Forbidden(refused)
 
 
 def _inputs(operation: Operation, request: Request, body: Any) -> dict[str, list[Any]]:
-    definition = conformance().resource("OperationDefinition", operation.definition)
-    assert definition is not None, f"OperationDefinition/{operation.definition} is missing"
     query = [
         (k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")
     ]
     if body is None:
-        return parse_input(definition, query=query, body=None)
-    takes_resource = any(
-        p.get("use") == "in" and p.get("type") == "Resource" or p.get("name") == "resource"
-        for p in definition.get("parameter", [])
-    )
-    if takes_resource and isinstance(body, dict) and body.get("resourceType") != "Parameters":
+        return parse_input(operation.spec, query=query, body=None)
+    if (
+        operation.takes_resource
+        and isinstance(body, dict)
+        and body.get("resourceType") != "Parameters"
+    ):
         body = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": body}]}
-    return parse_input(definition, query=query or None, body=body)
+    return parse_input(operation.spec, query=query or None, body=body)
+
+
+def run_entry(
+    reader: Reader,
+    access: Access,
+    settings: Settings,
+    services: Services,
+    request: FhirRequest,
+    bound: int,
+    events: Callable[[str, str], list[Event]] | None = None,
+) -> FhirResponse:
+    """An operation entry of a batch or transaction (GET ``$op``, ``[type]/$op`` or
+    ``[type]/[id]/$op``), run on the entry's reader as a read is: only an operation GET may
+    call and that runs within the request (not a long-running one); a page it answers holds
+    at most ``bound`` bytes."""
+    assert request.operation is not None
+    type, id = request.type or "", request.id
+    operation = _operation(type, request.operation, id is not None, "GET")
+    if id is not None:
+        check_id(id)
+    if operation.long_running:
+        raise BadRequest(
+            f"${operation.name} runs on a worker thread: call it on its own URL", expression="url"
+        )
+    query = [(k, v) for k, v in request.query if k not in ("_format", "_pretty")]
+    params = parse_input(operation.spec, query=query, body=None)
+    _check_needs(access, operation, type)
+    system, restricted = system_reader(reader), not access.unrestricted
+    return _read_call(
+        operation, settings, services, type, id, params, system, reader, events, restricted, bound
+    )
+
+
+def _read_call(
+    operation: Operation,
+    settings: Settings,
+    services: Services,
+    type: str,
+    id: str | None,
+    params: dict[str, list[Any]],
+    system: Reader,
+    reader: Reader,
+    events: Callable[[str, str], list[Event]] | None,
+    restricted: bool,
+    bound: int,
+) -> FhirResponse:
+    """A call that writes nothing, on the caller's ``reader`` (``system``: unnarrowed)."""
+    instance = _instance(reader, type, id) if id is not None else None
+    call = Call(
+        settings,
+        type,
+        id,
+        params,
+        reader,
+        conformance(),
+        instance,
+        events=events,
+        system=system,
+        restricted=restricted,
+        page=partial(_page, reader, settings, bound),
+        services=services,
+    )
+    return FhirResponse(200, payload=_payload(operation.run(call)))
+
+
+def _payload(answer: Answer) -> bytes:
+    return answer if isinstance(answer, bytes) else orjson.dumps(answer)
+
+
+def _resource(answer: Answer) -> dict[str, Any]:
+    """The answer of a long-running operation (kept by a job as JSON)."""
+    if isinstance(answer, bytes):
+        parsed: dict[str, Any] = orjson.loads(answer)
+        return parsed
+    return answer
 
 
 async def _run(request: Request, type: str, id: str | None, name: str) -> Response:
@@ -140,30 +235,41 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
     pipeline, principal = pipeline_of(request), repo.principal
 
     events = request.app.state.store.outbox.of
+    services = services_of(request)
 
     restricted = not repo.access.unrestricted
 
     def work(system: Reader, reader: Reader) -> FhirResponse:
-        instance = _instance(reader, type, id) if id is not None else None
+        bound = settings.max_response_bytes
+        return _read_call(
+            operation,
+            settings,
+            services,
+            type,
+            id,
+            params,
+            system,
+            reader,
+            events,
+            restricted,
+            bound,
+        )
+
+    def work_in_unit(unit: Unit) -> FhirResponse:
+        instance = _instance(unit, type, id) if id is not None else None
+        writer = pipeline.in_unit(unit, principal)
         call = Call(
             settings,
             type,
             id,
             params,
-            reader,
+            unit,
             definitions,
             instance,
-            events=events,
-            system=system,
-            restricted=restricted,
+            write=writer.write,
+            services=services,
         )
-        return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
-
-    def work_in_unit(unit: Unit) -> FhirResponse:
-        instance = _instance(unit, type, id) if id is not None else None
-        writer = pipeline.in_unit(unit, principal)
-        call = Call(settings, type, id, params, unit, definitions, instance, write=writer.write)
-        return FhirResponse(200, payload=orjson.dumps(operation.run(call)))
+        return FhirResponse(200, payload=_payload(operation.run(call)))
 
     if operation.writes(params):
         result = await repo.writing(work_in_unit)
@@ -200,20 +306,23 @@ async def _run_long(
         conformance=definitions,
         instance=instance,
         restricted=restricted,
+        services=services_of(request),
     )
     base = settings.fhir_base
     if http.prefer_async(request):
 
         def job(context: JobContext) -> tuple[int, dict[str, Any]]:
             def run(reader: Reader) -> dict[str, Any]:
-                return operation.run(
-                    call(
-                        reader=reader,
-                        system=system_reader(reader),
-                        write=through(pipeline, principal, context.write, system=restricted),
-                        progress=context.progress,
-                        cancelled=context.cancelled,
-                        prefer_async=True,
+                return _resource(
+                    operation.run(
+                        call(
+                            reader=reader,
+                            system=system_reader(reader),
+                            write=through(pipeline, principal, context.write, system=restricted),
+                            progress=context.progress,
+                            cancelled=context.cancelled,
+                            prefer_async=True,
+                        )
                     )
                 )
 
@@ -244,7 +353,7 @@ async def _run_long(
     def now() -> bytes:
         with repo.reader() as reader:
             answer = operation.run(call(reader=reader, system=system_reader(reader), write=writes))
-            return orjson.dumps(answer)
+            return _payload(answer)
 
     payload = await asyncio.to_thread(now)
     return http.render(FhirResponse(200, payload=payload), settings, indent=http.pretty(request))
@@ -253,17 +362,6 @@ async def _run_long(
 _SYSTEM_PATH = "/{operation:fhirop}"
 _TYPE_PATH = "/{type:fhirtype}/{operation:fhirop}"
 _INSTANCE_PATH = "/{type:fhirtype}/{id:fhirid}/{operation:fhirop}"
-
-
-def _summary(level: str, names: list[str]) -> str:
-    """``A type-level operation ($a, $b)``: the operations of the registry at that level."""
-    article = "An" if level[0] in "aeiou" else "A"
-    return f"{article} {level}-level operation ({', '.join(dict.fromkeys(names))})"
-
-
-_SYSTEM_SUMMARY = _summary("system", [f"${o.name}" for o in operations() if o.system_level])
-_TYPE_SUMMARY = _summary("type", [f"${o.name}" for o in operations() if o.type_level])
-_INSTANCE_SUMMARY = _summary("instance", [f"${o.name}" for o in operations() if o.instance_level])
 
 
 async def _system_level(request: Request) -> Response:
@@ -287,7 +385,6 @@ for _method in ("GET", "POST"):
         methods=[_method],
         operation_id=f"operationSystem{_method.title()}",
         responses=_RESPONSES,
-        summary=_SYSTEM_SUMMARY,
         include_in_schema=False,  # described per operation (openapi_export)
     )
     router.add_api_route(
@@ -296,7 +393,6 @@ for _method in ("GET", "POST"):
         methods=[_method],
         operation_id=f"operationType{_method.title()}",
         responses=_RESPONSES,
-        summary=_TYPE_SUMMARY,
         include_in_schema=False,  # described per operation (openapi_export)
     )
     router.add_api_route(
@@ -305,6 +401,5 @@ for _method in ("GET", "POST"):
         methods=[_method],
         operation_id=f"operationInstance{_method.title()}",
         responses=_RESPONSES,
-        summary=_INSTANCE_SUMMARY,
         include_in_schema=False,  # described per operation (openapi_export)
     )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.api import bundles, http, paths
-from server.api.context import note, pipeline_of, repository, settings_of
+from server.api.context import note, pipeline_of, repository, services_of, settings_of
 from server.api.interactions import FhirRequest, run_read, to_response, to_write
 from server.api.writing import submit
 from server.errors import BadRequest
@@ -29,7 +29,8 @@ async def _read(request: Request, freq: FhirRequest) -> Response:
     http.check_accept(request)
     settings = settings_of(request)
     repo = repository(request)
-    result = await repo.reading(lambda reader: run_read(reader, freq, settings))
+    context = services_of(request).search.context
+    result = await repo.reading(lambda reader: run_read(reader, freq, settings, context))
     return http.render(result, settings, indent=http.pretty(request))
 
 
@@ -185,18 +186,6 @@ async def search_compartment(request: Request) -> Response:
     return await _read(request, freq)
 
 
-@router.get(
-    "/{type:fhirtype}/{id:fhirid}/$everything",
-    operation_id="patientEverything",
-    responses=_RESPONSES,
-    summary="Everything in a Patient's compartment (start, end, _since, _type, _count)",
-)
-async def everything(request: Request) -> Response:
-    freq = http.fhir_request(request, "GET", "operation")
-    freq.operation = "$everything"
-    return await _read(request, freq)
-
-
 @router.put(
     "/{type:fhirtype}",
     operation_id="conditionalUpdate",
@@ -247,7 +236,13 @@ async def bundle(request: Request) -> Response:
     settings = settings_of(request)
     body = await http.read_json(request, settings, http.JSON_TYPES)
     payload = await bundles.process(
-        body, repository(request), pipeline_of(request), settings, http.prefer_return(request)
+        body,
+        repository(request),
+        pipeline_of(request),
+        settings,
+        services_of(request),
+        http.prefer_return(request),
+        events=request.app.state.store.outbox.of,
     )
     return Response(http.reformat(payload, http.pretty(request)), media_type=http.FHIR_JSON)
 

@@ -24,8 +24,8 @@ from server.auth.grants import KINDS, RELATIONSHIP_TYPES, grants, stored_reader
 from server.auth.principal import Principal
 from server.errors import Forbidden
 from server.fhir.instant import now_us
+from server.ports import Reader
 from server.search.query import GrantClause
-from server.store.base import Reader
 from server.writes.rules import ALLOW, Change, Rule, Verdict, refuse
 
 if TYPE_CHECKING:

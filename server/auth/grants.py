@@ -46,6 +46,7 @@ from typing import Any
 import orjson
 
 from server.fhir.instant import date_range, parse_fhir_range
+from server.fhir.references import local_target
 
 Grant = tuple[str, str, str, int | None, int | None, str, str]
 Read = Callable[[str, str], dict[str, Any] | None]  # the stored resource (None: absent)
@@ -75,10 +76,8 @@ def _local(ref: Any, type: str) -> str | None:
     if not isinstance(ref, dict):
         return None
     text = ref.get("reference")
-    if not isinstance(text, str) or not text.startswith(type + "/"):
-        return None
-    id = text[len(type) + 1 :].split("/_history/")[0]
-    return id or None
+    target = local_target(text) if isinstance(text, str) else None
+    return target[1] if target is not None and target[0] == type else None
 
 
 def _refs(value: Any) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """The operations table as rules: what a caller must be permitted before an operation runs.
 
-Each operation of the registry (``server/operations/registry.py``) carries its own entry
-(``Operation.needs``): a list of ``Needs``, each naming a resource type and the interactions
+Each operation's implementation (``server/operations/call.py``) carries its own entry
+(``Implementation.needs``): a list of ``Needs``, each naming a resource type and the interactions
 of which the caller's access (``policy.Access``, the door's decisions) must permit at least
 one. The entry is checked before the operation runs (403 naming what is missing); what the
 operation then reads and writes goes through the door as every request does — an operation

@@ -23,7 +23,7 @@ from server.auth.principal import Principal
 from server.auth.scope_policy import clauses_of
 from server.auth.scopes import Scope, ScopeError, ScopeSet, enforceable, grant
 from server.auth.tokens import InvalidToken, Verifier, id_token, issue
-from server.search.service import search_service
+from server.search.parse import SearchContext
 from server.settings import Settings
 from server.store.sql.auth import SqlAuth
 
@@ -67,18 +67,19 @@ def token_url(settings: Settings) -> str:
 class AuthService:
     def enforce_query(self, scope: Scope) -> None:
         """A granular scope's query parses into clauses (``ScopeError`` otherwise)."""
-        clauses_of(scope, search_service(self.settings).context)
+        clauses_of(scope, self.search)
 
     def _enforceable(self, scope: Scope) -> None:
         """A scope this server enforces for a backend service (no ``patient/`` scope: no
         patient context): a granular one's query parses into clauses."""
         enforceable(scope)
-        clauses_of(scope, search_service(self.settings).context)
+        clauses_of(scope, self.search)
 
     def __init__(
         self,
         settings: Settings,
         store: SqlAuth,
+        search: SearchContext,
         *,
         clock: Callable[[], float] = time.time,
         fetcher: JwksFetcher | None = None,
@@ -86,6 +87,7 @@ class AuthService:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.search = search  # granular scopes' queries parse with it
         self.clock = clock
         self.keys = SigningKeys(store, token_lifetime=settings.token_lifetime_seconds, clock=clock)
         self.verifier = Verifier(self.keys, settings.fhir_base)

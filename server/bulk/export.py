@@ -42,11 +42,11 @@ from server.errors import FhirError
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, operation_outcome
 from server.jobs import JobCancelled, JobContext
+from server.ports import HistoryQuery, Page, Reader, Version
 from server.search.access_facts import split
 from server.search.match import RowSource, compile_matcher
 from server.search.parse import SearchContext
 from server.search.query import Criteria
-from server.store.base import HistoryQuery, Page, Reader, Version
 
 BATCH = 500
 KIND = "export"

@@ -7,7 +7,8 @@ only there, as references). Parameters:
 * ``_outputFormat``: ``application/fhir+ndjson`` (default), ``application/ndjson`` or
   ``ndjson``; anything else 400;
 * ``_type``: comma-separated resource types (repeatable); an unknown type 400;
-* ``_since``: an instant with its offset; only resources last updated at or after it;
+* ``_since``: an instant (without an offset: read in the server's zone, as every FHIR date
+  is); only resources last updated at or after it;
 * ``_typeFilter``: ``Type?search-parameters`` (repeatable; several for one type are
   alternatives): only resources of that type that match one of them; a type that has a filter
   gets only what its filters match. Chains and ``_has`` are refused (they are evaluated on the
@@ -28,7 +29,7 @@ from server.auth.interactions import Interaction
 from server.auth.policy import Access
 from server.errors import BadRequest, Forbidden, InvalidSearch
 from server.fhir.conformance import CONFORMANCE_TYPES
-from server.fhir.instant import parse_fhir_range
+from server.fhir.instant import date_range
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.search.match import RowSource, compile_matcher
 from server.search.parse import SearchContext, parse_criteria_string
@@ -144,7 +145,7 @@ def parse_export(
             for type in (t.strip() for t in value.split(",")):
                 types.append(_type(type, "_type"))
         elif name == "_since":
-            found = parse_fhir_range(value) if "T" in value else None
+            found = date_range(value, context.zone) if "T" in value else None
             if found is None:
                 raise BadRequest(
                     f"_since '{value[:60]}' is not an instant (yyyy-mm-ddThh:mm:ss+zz:zz)",

@@ -34,8 +34,9 @@ Pure policy: the facts (``Member``, ``Service``) are read elsewhere
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 
 from server.ecm.network import Agreement
 
@@ -111,9 +112,9 @@ class AssignmentConfig:
 @dataclass(slots=True)
 class Candidate:
     service: Service
-    failed: list[str] = field(default_factory=list)
-    rules: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    failed: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def eligible(self) -> bool:
@@ -124,13 +125,19 @@ class Candidate:
         """In words; compact for a candidate failing a hard filter (a preview lists every ECM
         service: most fail one): the filters and why, the clauses being in ``FILTERS``."""
         if self.failed:
-            return "; ".join(["fails " + ", ".join(self.failed), *self.notes])
+            return _failing(self.failed, self.notes)
         service = self.service
         parts = [f"{service.name} ({service.provider})", f"eligible, {service.open} open"]
         if self.rules:
             parts.append("meets " + ", ".join(f"{r} ({RULES[r]})" for r in self.rules))
         parts += self.notes
         return "; ".join(parts)
+
+
+@lru_cache(maxsize=1024)
+def _failing(failed: tuple[str, ...], notes: tuple[str, ...]) -> str:
+    """The explanation of a candidate failing ``failed`` (shared: most fail alike)."""
+    return "; ".join(["fails " + ", ".join(failed), *notes])
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,42 +152,81 @@ class Assignment:
     lead_care_manager: str | None = None
 
 
-def _filter(member: Member, service: Service, as_of: date) -> Candidate:
-    candidate = Candidate(service)
-    if not member.pofs or not member.pofs <= service.pofs:
-        missing = sorted(member.pofs - service.pofs) or ["(none authorized)"]
-        candidate.failed.append("pof-experience")
-        candidate.notes.append("not experienced in " + ", ".join(missing))
-    if not service.counted:
-        candidate.notes.append("capacity not counted")
-    elif service.open <= 0:
-        candidate.failed.append("capacity")
-        candidate.notes.append(f"capacity {service.limit}, {service.in_use} in use")
+def _experienced(member: Member, service: Service) -> bool:
+    """``pof-experience``: the service names every authorized Population of Focus."""
+    return bool(member.pofs) and member.pofs <= service.pofs
+
+
+def _out_of_network(member: Member, service: Service, as_of: date) -> str | None:
+    """``network``: why the service is not in the member's network (None: it is)."""
     loa = service.letter_of_agreement
-    if loa is not None:
-        in_force = Agreement(service.provider, loa).in_force(as_of)
-        if member.existing_provider != service.provider or not in_force:
-            candidate.failed.append("network")
-            candidate.notes.append(
-                "letter of agreement only for its transitioning members"
-                if in_force
-                else "letter of agreement not in force"
-            )
-    return candidate
+    if loa is None:
+        return None
+    in_force = Agreement(service.provider, loa).in_force(as_of)
+    if member.existing_provider == service.provider and in_force:
+        return None
+    if in_force:
+        return "letter of agreement only for its transitioning members"
+    return "letter of agreement not in force"
+
+
+def _filter(member: Member, service: Service, as_of: date) -> Candidate:
+    failed: list[str] = []
+    notes: list[str] = []
+    if not _experienced(member, service):
+        missing = sorted(member.pofs - service.pofs) or ["(none authorized)"]
+        failed.append("pof-experience")
+        notes.append("not experienced in " + ", ".join(missing))
+    if not service.counted:
+        notes.append("capacity not counted")
+    elif service.open <= 0:
+        failed.append("capacity")
+        notes.append(f"capacity {service.limit}, {service.in_use} in use")
+    why = _out_of_network(member, service, as_of)
+    if why is not None:
+        failed.append("network")
+        notes.append(why)
+    return Candidate(service, tuple(failed), (), tuple(notes))
+
+
+_Shape = tuple[frozenset[str], bool, int, int, object, bool]
+
+
+def _filtered(
+    member: Member, service: Service, as_of: date, seen: dict[_Shape, Candidate]
+) -> Candidate:
+    """``_filter``, its filters and notes shared by the services of one shape (what the
+    filters read: Populations of Focus, capacity, agreement, whether it is the member's
+    existing provider): a preview filters every ECM service, most alike."""
+    shape: _Shape = (
+        service.pofs,
+        service.counted,
+        service.limit,
+        service.in_use,
+        service.letter_of_agreement,
+        service.provider == member.existing_provider,
+    )
+    known = seen.get(shape)
+    if known is None:
+        known = seen[shape] = _filter(member, service, as_of)
+        return known
+    return Candidate(service, known.failed, (), known.notes)
 
 
 def prefilter(member: Member, service: Service, as_of: date) -> bool:
     """Whether ``service`` passes every hard filter but capacity (worth counting its use)."""
-    if service.provider in member.exclude:
-        return False
-    return not [f for f in _filter(member, service, as_of).failed if f != "capacity"]
+    return (
+        service.provider not in member.exclude
+        and _experienced(member, service)
+        and _out_of_network(member, service, as_of) is None
+    )
 
 
-def _rules(member: Member, candidate: Candidate) -> None:
-    """The rules ``candidate`` meets, in the order of ``RULES`` (run for every service)."""
-    service = candidate.service
+def _rules(member: Member, service: Service) -> tuple[str, ...]:
+    """The rules ``service`` meets for ``member``, in the order of ``RULES`` (run for every
+    service)."""
     provider = service.provider
-    rules = candidate.rules
+    rules = []
     if provider == member.preference:
         rules.append("member-preference")
     if provider == member.referral_preference:
@@ -195,6 +241,7 @@ def _rules(member: Member, candidate: Candidate) -> None:
         rules.append("ccs-case-manager")
     if member.language is not None and member.language in service.languages:
         rules.append("language")
+    return tuple(rules)
 
 
 def _names(candidates: Iterable[Candidate]) -> str:
@@ -237,11 +284,12 @@ def decide(
     ``lead_roles``: a provider's ``lead-care-manager`` PractitionerRoles (asked of the chosen
     one only)."""
     candidates = []
+    shapes: dict[_Shape, Candidate] = {}
     for service in services:
         if service.provider in member.exclude:
             continue
-        candidate = _filter(member, service, as_of)
-        _rules(member, candidate)
+        candidate = _filtered(member, service, as_of, shapes)
+        candidate.rules = _rules(member, service)
         candidates.append(candidate)
     eligible = [c for c in candidates if c.eligible]
     listed = tuple(candidates)

@@ -15,22 +15,27 @@ commits; a preview: on a reader).
   ``ecm-enrollment`` (another than the authorization; READ only);
 - capacity in use: counted by the index, never stored (``capacity_in_use``: one grouped count
   for every service, the store's ``count_by``).
+
+Outside a write unit, the parsed services and the capacity counts are kept in memory under the
+store's stamp of their type (``Reader.stamp``), read before them: a write of a HealthcareService
+(a ServiceRequest) by any process changes the stamp, and the next call reads them again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from threading import Lock
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
 
 from server.ecm.assignment import Member, Service
 from server.ecm.network import SERVICES, agreement
+from server.ports import Reader, Version
 from server.search.parse import MAX_VALUES, SearchContext, parse_criteria_string
 from server.search.query import Criteria, SearchQuery
-from server.store.base import Reader, Version
 
 BASE = "http://calaim-fhir.org/fhir"
 POF_EXT = f"{BASE}/StructureDefinition/population-of-focus"
@@ -50,6 +55,18 @@ MAX_ROLES = 200
 #: parsed once per version, not per call; bounded (cleared when full)
 _PARSED: dict[tuple[str, bytes], tuple[Service, str | None] | None] = {}
 _PARSED_MAX = 20_000
+#: every active ECM service as parsed, under the store's stamp of HealthcareService
+#: (``Reader.stamp``: any write of a HealthcareService, by any process, changes it), so a
+#: preview reads one stamp instead of 1,000 bodies
+_SERVICES: dict[tuple[Any, ...], tuple[tuple[Service, str | None], ...]] = {}
+#: capacity counts by count query, under the store's stamp of ServiceRequest (any order
+#: written, by any process, changes it): previews with no assignment written in between
+#: count once; the latest few stamps
+_COUNTS: dict[tuple[Any, ...], dict[str, dict[str, int]]] = {}
+_KEPT_STAMPS = 8
+_KEPT_QUERIES = 256
+_KEPT_LOCK = Lock()
+T = TypeVar("T")
 #: parsed search criteria by (type, query), for the context they were parsed in
 _CRITERIA: dict[tuple[str, str], tuple[SearchContext, Criteria]] = {}
 _CRITERIA_MAX = 20_000
@@ -197,10 +214,18 @@ class Facts:
 
     # -- the providers -------------------------------------------------------------------------
 
-    def services(self) -> list[tuple[Service, str | None]]:
+    def services(self) -> Sequence[tuple[Service, str | None]]:
         """Every active ECM HealthcareService (its capacity in use not yet counted: ``counted``
         False until ``with_use``), with the ``asOf`` its ``openSlots`` count from (None: a
-        ``panelSize``)."""
+        ``panelSize``). Kept under the reader's stamp of HealthcareService, read before the
+        services (so what is kept is never older than its stamp); without a stamp (inside a
+        write unit, a caller narrowed per resource) read from the store each time."""
+        stamp = self.reader.stamp("HealthcareService")
+        if stamp is None:
+            return self._read_services()
+        return _kept(_SERVICES, stamp, lambda: tuple(self._read_services()))
+
+    def _read_services(self) -> list[tuple[Service, str | None]]:
         found = []
         for version in self.versions("HealthcareService", SERVICES, MAX_SERVICES):
             if version.body is None:
@@ -255,10 +280,14 @@ class Facts:
         active); with ``openSlots`` only those authored at or after its ``asOf``. One grouped
         index count per distinct ``asOf`` (the ``panelSize`` services: one), of at most
         ``MAX_VALUES`` services each; a commit counts inside the unit that writes: concurrent
-        commits see each other's orders."""
+        commits see each other's orders. Outside a unit the counts are kept under the reader's
+        stamp of ServiceRequest, read before them: counted again once any ServiceRequest is
+        written."""
         by_since: dict[str | None, list[str]] = {}
         for service, since in services:
             by_since.setdefault(since, []).append(service.ref)
+        stamp = self.reader.stamp("ServiceRequest")  # before the counts it vouches for
+        kept = None if stamp is None else _kept(_COUNTS, stamp, dict)
         used: dict[str, int] = {}
         for since, refs in by_since.items():
             for start in range(0, len(refs), MAX_VALUES):
@@ -266,9 +295,13 @@ class Facts:
                 query = f"intent={FILLER_ORDER}&status=active&performer={','.join(chunk)}"
                 if since is not None:
                     query += f"&authored=ge{quote(since)}"
-                counts = self.reader.count_by(
-                    self.criteria("ServiceRequest", query), "performer", "HealthcareService"
-                )
+                counts = None if kept is None else kept.get(query)
+                if counts is None:
+                    counts = self.reader.count_by(
+                        self.criteria("ServiceRequest", query), "performer", "HealthcareService"
+                    )
+                    if kept is not None and len(kept) < _KEPT_QUERIES:
+                        kept[query] = counts
                 used.update((ref, counts.get(ref, 0)) for ref in chunk)
         return used
 
@@ -282,6 +315,19 @@ class Facts:
 
     def lead_care_managers(self, organization: str) -> tuple[str, ...]:
         return self.roles(organization, "lead-care-manager")
+
+
+def _kept(store: dict[tuple[Any, ...], T], stamp: tuple[Any, ...], make: Callable[[], T]) -> T:
+    """What ``store`` keeps under ``stamp``, made when it holds nothing there; the latest
+    ``_KEPT_STAMPS`` stamps only (several stores, or one stamp after another)."""
+    found = store.get(stamp)
+    if found is not None:
+        return found
+    made = make()
+    with _KEPT_LOCK:  # readers run on several threads
+        while len(store) >= _KEPT_STAMPS:
+            del store[next(iter(store))]  # the oldest
+        return store.setdefault(stamp, made)
 
 
 def capacity_of(resource: dict[str, Any]) -> tuple[int, str | None] | None:

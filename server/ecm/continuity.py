@@ -47,10 +47,13 @@ the same plan start is not repeated.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, timedelta
+from threading import Lock
 from typing import Any
 from urllib.parse import quote
+from weakref import WeakKeyDictionary
 
 from server.auth.principal import Principal
 from server.ecm import intake
@@ -62,9 +65,9 @@ from server.ecm.workflow_config import MAX_CONTINUITY_MONTHS, WorkflowConfig, Wo
 from server.errors import Unprocessable
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant
+from server.ports import Reader, Version
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import Criteria, PerTypeClause, SearchQuery
-from server.store.base import Reader, Version
 from server.writes.rules import ALLOW, Change, Rule, Verdict, derive, refuse
 from server.writes.write import Write
 
@@ -83,6 +86,8 @@ CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
 _VOID = frozenset({"entered-in-error", "cancelled"})
 #: statuses of an enrollment in which the member received ECM
 _RECEIVED_ECM = frozenset({"active", "onhold", "finished"})
+#: the types whose records are evidence (``_EVIDENCE`` reads them)
+_EVIDENCE_TYPES = frozenset({"Claim", "EpisodeOfCare", "ExplanationOfBenefit"})
 
 
 def _q(text: str) -> str:
@@ -272,20 +277,32 @@ class ContinuityOfCare(Rule):
     """The continuity-of-care rule (module docstring)."""
 
     name = "ecm-continuity-of-care"
-    types = frozenset({"Coverage", "Task", "ClaimResponse"})
+    # the evidence types too: a unit's write of one makes what the unit read of them stale
+    types = frozenset({"Coverage", "Task", "ClaimResponse", *_EVIDENCE_TYPES})
 
     def __init__(self, search: SearchContext, plans: WorkflowPlans) -> None:
         self.search = search
         self.plans = plans
+        # the evidence search of a member, parsed once, and its answer kept for the rest of the
+        # unit that read it (until the unit writes evidence): a transaction checks the member's
+        # Coverage and then the referral Task
+        self._criteria: dict[str, Criteria] = {}
+        self._read: WeakKeyDictionary[Reader, dict[str, list[Version]]] = WeakKeyDictionary()
+        self._lock = Lock()
 
     def check(self, change: Change) -> Verdict:
         next = change.next
         if next is None:
+            if change.type in _EVIDENCE_TYPES:  # a deletion of evidence
+                self._forget(change.reader)
             return ALLOW
         if change.type == "Coverage":
             return self._coverage(change, next)
         if change.type == "Task":
             return self._intake(change, next)
+        if change.type in _EVIDENCE_TYPES:
+            self._forget(change.reader)
+            return ALLOW
         return self._limited(change, next)
 
     # -- triggers ------------------------------------------------------------------------------
@@ -299,8 +316,11 @@ class ContinuityOfCare(Rule):
         ):
             return ALLOW  # nothing about the plan's start changed
         writes: list[Write] = []
+        records: dict[str, list[Version]] = {}
         for plan, start, member in _starts(coverage):
-            found = self._authorize(change, member, plan, start, change.id)
+            if member not in records:
+                records[member] = self._records(change.reader, member)
+            found = self._authorize(change, member, plan, start, change.id, records[member])
             if found is not None:
                 writes += found.writes
         return derive(*writes) if writes else ALLOW
@@ -327,13 +347,16 @@ class ContinuityOfCare(Rule):
         member = _ref(task.get("for"))
         if member is None or _local(member) is None:
             return ALLOW
+        records = self._records(change.reader, member)
+        if not records:  # most members: no ECM history, and their Coverages are not read
+            return ALLOW
         criteria = parse_criteria_string(
             "Coverage", f"beneficiary={_q(member)}&status=active", self.search
         )
         for version in change.reader.search(SearchQuery(criteria, count=20)).items:
             coverage = _body(version) or {}
             for plan, start, _ in _starts(coverage):
-                found = self._authorize(change, member, plan, start, version.id)
+                found = self._authorize(change, member, plan, start, version.id, records)
                 if found is None:
                     continue
                 authorized = {
@@ -379,13 +402,18 @@ class ContinuityOfCare(Rule):
     # -- the check ------------------------------------------------------------------------------
 
     def _authorize(
-        self, change: Change, member: str, plan: str, start: date, coverage_id: str
+        self,
+        change: Change,
+        member: str,
+        plan: str,
+        start: date,
+        coverage_id: str,
+        records: list[Version],
     ) -> Found | None:
+        """``records``: the member's ``_records``, read first (most members have none, and
+        then nothing else is read)."""
         reader = change.reader
-        # the evidence first: most members have none, and then nothing else is read
-        evidence = sorted(
-            self._evidence(reader, member, start), key=lambda e: e.last, reverse=True
-        )
+        evidence = sorted(_evidence(records, start), key=lambda e: e.last, reverse=True)
         if not evidence or not self._joined(reader, member, plan, start, coverage_id):
             return None
         stored = self._stored(change, member, plan, start)
@@ -471,17 +499,32 @@ class ContinuityOfCare(Rule):
                 return version.id
         return None
 
-    def _evidence(self, reader: Reader, member: str, start: date) -> Iterable[Evidence]:
-        """The member's ECM enrollments and claims read in one search of the three types
-        (most members have none: one query answers)."""
-        for version in reader.search(SearchQuery(self._evidence_criteria(member), count=600)
-                                     ).items:
-            body = _body(version)
-            if body is None:
-                continue
-            found = _EVIDENCE[version.type](f"{version.type}/{version.id}", body, start)
-            if found is not None:
-                yield found
+    def _forget(self, reader: Reader) -> None:
+        """The unit writes evidence: what it read of the evidence is stale."""
+        with self._lock, suppress(TypeError):
+            self._read.pop(reader, None)
+
+    def _records(self, reader: Reader, member: str) -> list[Version]:
+        """The member's ECM enrollments and claims, read in one search of the three types
+        (most members have none: one query answers), for ``_evidence`` to judge per plan
+        start. Kept for the unit (``reader``) until it writes a record of the three types."""
+        with self._lock:
+            kept = None
+            with suppress(TypeError):  # a reader that cannot be weakly kept is not kept
+                kept = self._read.get(reader)
+            if kept is not None and member in kept:
+                return kept[member]
+            criteria = self._criteria.get(member)
+        if criteria is None:
+            criteria = self._evidence_criteria(member)
+            with self._lock:
+                if len(self._criteria) >= _CRITERIA_KEPT:
+                    self._criteria.clear()
+                self._criteria[member] = criteria
+        records = reader.search(SearchQuery(criteria, count=600)).items
+        with self._lock, suppress(TypeError):
+            self._read.setdefault(reader, {})[member] = records
+        return records
 
     def _evidence_criteria(self, member: str) -> Criteria:
         """``_type=Claim,EpisodeOfCare,ExplanationOfBenefit&patient=<member>``, the
@@ -505,6 +548,18 @@ _EVIDENCE: dict[str, Callable[[str, dict[str, Any], date], Evidence | None]] = {
     "Claim": claim_evidence,
     "ExplanationOfBenefit": claim_evidence,
 }
+_CRITERIA_KEPT = 1024  # members whose evidence criteria are kept parsed
+
+
+def _evidence(records: Iterable[Version], start: date) -> Iterable[Evidence]:
+    """The evidence among a member's ``records`` for a plan start (VI.G.3.a's window)."""
+    for version in records:
+        body = _body(version)
+        if body is None:
+            continue
+        found = _EVIDENCE[version.type](f"{version.type}/{version.id}", body, start)
+        if found is not None:
+            yield found
 
 
 def _starts(coverage: dict[str, Any]) -> list[tuple[str, date, str]]:

@@ -52,9 +52,9 @@ from server.ecm.referral_lifecycle import (
 from server.ecm.workflow_config import WorkflowConfig, WorkflowPlans
 from server.errors import Forbidden, Unprocessable
 from server.fhir.instant import format_instant, now_us
+from server.ports import Reader, Version
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import SearchQuery
-from server.store.base import Reader, Version
 from server.writes.rules import ALLOW, Change, Rule, Verdict, amend, refuse
 from server.writes.write import Write
 

@@ -26,9 +26,9 @@ from server.ecm.continuity import CONTINUITY_CODE
 from server.ecm.intake import REFERRAL_STATUS, business_status, now
 from server.ecm.referral_lifecycle import REFERRAL, _local, _read, _ref, machine_of
 from server.fhir.instant import format_instant
+from server.ports import Reader
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import SearchQuery
-from server.store.base import Reader
 from server.writes.rules import ALLOW, Change, Rule, Verdict, derive
 from server.writes.write import Write
 

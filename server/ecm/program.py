@@ -10,7 +10,7 @@ from server.ecm.intake import ReferralIntake
 from server.ecm.notices import ReferralNotices
 from server.ecm.referral_lifecycle import ReferralLifecycle
 from server.ecm.workflow_config import WorkflowConfig, WorkflowPlans
-from server.search.service import search_service
+from server.search.parse import SearchContext
 from server.settings import Settings
 from server.writes.rules import Rule
 
@@ -22,8 +22,8 @@ def workflow_plans(settings: Settings) -> WorkflowPlans:
     return WorkflowPlans.load(settings.ecm_plan_config_dir, default)
 
 
-def program_rules(settings: Settings) -> list[Rule]:
-    context = search_service(settings).context
+def program_rules(settings: Settings, context: SearchContext) -> list[Rule]:
+    """The rules, reading search criteria with ``context`` (the server's)."""
     plans = workflow_plans(settings)
     return [
         ReferralLifecycle(context, settings.coordination_platform),

@@ -41,9 +41,10 @@ from server.ecm.subreferrals import FILLER_ORDER, SPLITTABLE, rolled_up
 from server.errors import Forbidden, Unprocessable
 from server.fhir.instant import format_instant, now_us
 from server.fhir.outcome import Issue
+from server.fhir.references import local_target, reference_type
+from server.ports import Reader, Version
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import SearchQuery
-from server.store.base import Reader, Version
 from server.writes.rules import ALLOW, Change, Rule, Verdict, refuse
 from server.writes.write import Write
 
@@ -198,18 +199,12 @@ def _ref(value: Any) -> str | None:
 
 def _ref_type(ref: str | None) -> str | None:
     """The resource type a literal reference names (relative or absolute)."""
-    if not ref or ref.startswith(("#", "urn:")):
-        return None
-    parts = ref.split("/_history/")[0].rstrip("/").split("/")
-    return parts[-2] if len(parts) >= 2 else None
+    return reference_type(ref) if ref else None
 
 
 def _local(ref: str | None) -> tuple[str, str] | None:
     """``(type, id)`` of a relative reference to this server."""
-    if not ref or "://" in ref or ref.startswith(("#", "urn:")):
-        return None
-    parts = ref.split("/_history/")[0].split("/")
-    return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
+    return local_target(ref) if ref else None
 
 
 def _body(found: Version | None) -> dict[str, Any] | None:

@@ -2,11 +2,15 @@
 
 Sources, loaded once per process and never written at run time:
 
-* ``profiles/`` (the ``calaim.fhir.ecm`` package): ``structuredefinitions/``, ``extensions/``,
-  ``codesystems/``, ``valuesets/``, ``conceptmaps/``, ``searchparameters/``, ``operations/``;
-  one artifact per file, named ``<ResourceType>-<id>.json``;
-* the vendored HL7 R4 definitions: the base SearchParameters (``server/search/data``) and the
-  ValueSets / CodeSystems of the core required bindings (``server/fhir/data``).
+* ``profiles/`` (the ``calaim.fhir.ecm`` package, ``definitions.PROFILES``):
+  ``structuredefinitions/``, ``extensions/``, ``codesystems/``, ``valuesets/``,
+  ``conceptmaps/``, ``searchparameters/``, ``operations/``; one artifact per file, named
+  ``<ResourceType>-<id>.json``;
+* the vendored HL7 R4 definitions (:mod:`server.fhir.definitions`): the base SearchParameters
+  and the ValueSets / CodeSystems of the core required bindings.
+
+This module is the one reader of conformance folders: the SearchParameter registry
+(``read_folder``) and the terminology of a folder (``load_terminology``) use it too.
 
 A file whose name, ``resourceType``, ``id`` or ``url`` disagree, or two artifacts sharing a
 ``url`` or a type/id, stop start-up with :class:`ConformanceError`: a definition the server
@@ -15,7 +19,7 @@ would silently ignore or shadow is a defect of the package.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -23,10 +27,9 @@ from typing import Any
 
 import orjson
 
-from server.fhir.definitions import DATA
+from server.fhir.definitions import PROFILES, r4_search_parameters, r4_terminology
 from server.fhir.terminology import Terminology
 
-PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 CANONICAL_BASE = "http://calaim-fhir.org/fhir"
 
 # folder of profiles/ -> the resource type its files hold
@@ -40,7 +43,7 @@ FOLDERS: dict[str, str] = {
     "operations": "OperationDefinition",
 }
 CONFORMANCE_TYPES = frozenset(FOLDERS.values())
-_R4_SEARCH_PARAMETERS = Path(__file__).resolve().parents[1] / "search" / "data"
+TERMINOLOGY_TYPES = ("CodeSystem", "ValueSet", "ConceptMap")
 
 
 class ConformanceError(Exception):
@@ -102,17 +105,23 @@ _TERMINOLOGY: dict[int, Terminology] = {}
 def _terminology(key: int, conformance: Conformance) -> Terminology:
     found = _TERMINOLOGY.get(key)
     if found is None:
-        found = Terminology(
-            list(conformance.of_type("CodeSystem")),
-            list(conformance.of_type("ValueSet")),
-            list(conformance.of_type("ConceptMap")),
-        )
+        found = _terminology_of(conformance.resources)
         _TERMINOLOGY[key] = found
     return found
 
 
-def read_folder(folder: Path, type: str) -> list[dict[str, Any]]:
-    """The artifacts of one ``profiles/`` folder, each checked against its file name."""
+def _terminology_of(resources: list[dict[str, Any]]) -> Terminology:
+    codesystems, valuesets, conceptmaps = (
+        [r for r in resources if r["resourceType"] == type] for type in TERMINOLOGY_TYPES
+    )
+    return Terminology(codesystems, valuesets, conceptmaps)
+
+
+def read_folder(folder: Path, type: str, *, checked: bool = True) -> list[dict[str, Any]]:
+    """The artifacts of ``type`` in a conformance folder (``*.json``; none when it does not
+    exist). ``checked``: each file name, ``id`` and ``url`` must agree (the package's rules,
+    for ``profiles/`` and custom SearchParameter folders); unchecked (a folder of terminology
+    written by hand) only a ``url`` is required."""
     out: list[dict[str, Any]] = []
     if not folder.is_dir():
         return out
@@ -123,10 +132,15 @@ def read_folder(folder: Path, type: str) -> list[dict[str, Any]]:
             raise ConformanceError(f"{path}: not valid JSON ({exc})") from exc
         if not isinstance(resource, dict) or resource.get("resourceType") != type:
             raise ConformanceError(f"{path}: expected a {type}")
+        url = resource.get("url")
+        if not checked:
+            if not isinstance(url, str):
+                raise ConformanceError(f"{path}: a {type} needs a url")
+            out.append(resource)
+            continue
         id = resource.get("id")
         if path.name != f"{type}-{id}.json":
             raise ConformanceError(f"{path}: the file name must be {type}-{id}.json")
-        url = resource.get("url")
         if not isinstance(url, str) or not url.endswith(f"/{type}/{id}"):
             raise ConformanceError(f"{path}: url must end with /{type}/{id}")
         out.append(resource)
@@ -134,18 +148,15 @@ def read_folder(folder: Path, type: str) -> list[dict[str, Any]]:
 
 
 def _r4_definitions() -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    terminology = DATA / "r4-terminology.json"
-    if terminology.exists():
-        out += orjson.loads(terminology.read_bytes())
-    params = _R4_SEARCH_PARAMETERS / "search-parameters.json"
-    data = orjson.loads(params.read_bytes())
-    entries: Iterable[Any] = data.get("entry", []) if isinstance(data, dict) else data
-    for entry in entries:
-        resource = entry.get("resource", entry) if isinstance(entry, dict) else None
-        if isinstance(resource, dict) and resource.get("resourceType") == "SearchParameter":
-            out.append(resource)
-    return out
+    return [*r4_terminology(), *r4_search_parameters()]
+
+
+def _without_shadowed(
+    local: list[dict[str, Any]], base: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``local`` and the ``base`` artifacts whose URL no local one has (the local one wins)."""
+    urls = {r.get("url") for r in local}
+    return [*local, *(r for r in base if r.get("url") not in urls)]
 
 
 def load_conformance(profiles: Path = PROFILES, *, with_r4: bool = True) -> Conformance:
@@ -153,10 +164,9 @@ def load_conformance(profiles: Path = PROFILES, *, with_r4: bool = True) -> Conf
     resources: list[dict[str, Any]] = []
     for folder, type in FOLDERS.items():
         resources += read_folder(profiles / folder, type)
-    local_urls = {r.get("url") for r in resources}
     published = frozenset((r["resourceType"], r["id"]) for r in resources)
     if with_r4:
-        resources += [r for r in _r4_definitions() if r.get("url") not in local_urls]
+        resources = _without_shadowed(resources, _r4_definitions())
     package_file = profiles / "package.json"
     package = orjson.loads(package_file.read_bytes()) if package_file.exists() else {}
     return Conformance(resources, package, published)
@@ -166,3 +176,17 @@ def load_conformance(profiles: Path = PROFILES, *, with_r4: bool = True) -> Conf
 def conformance(profiles: Path = PROFILES) -> Conformance:
     """The process-wide :class:`Conformance` of ``profiles``."""
     return load_conformance(profiles)
+
+
+def load_terminology(profiles: Path = PROFILES, *, with_r4: bool = True) -> Terminology:
+    """The CodeSystems, ValueSets and ConceptMaps of a ``profiles``-shaped folder (its
+    ``codesystems/``, ``valuesets/``, ``conceptmaps/``; file names unchecked) and, unless
+    ``with_r4`` is False, the vendored R4 base terminology (the folder's win on the same URL).
+    The server's own is ``conformance().terminology``."""
+    resources = [
+        r for folder, type in FOLDERS.items() if type in TERMINOLOGY_TYPES
+        for r in read_folder(profiles / folder, type, checked=False)
+    ]  # fmt: skip
+    if with_r4:
+        resources = _without_shadowed(resources, list(r4_terminology()))
+    return _terminology_of(resources)

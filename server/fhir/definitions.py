@@ -1,4 +1,10 @@
-"""The vendored HL7 R4 definitions (``server/fhir/data``), loaded once per process."""
+"""Where the server's definitions live, and the vendored HL7 R4 ones, loaded once per process.
+
+The one owner of the locations: ``PROFILES`` (the package's own conformance resources,
+``profiles/``, read by :mod:`server.fhir.conformance`) and ``DATA`` (the vendored R4 data of
+``server/fhir/data``: schema, base terminology, SearchParameters, compartment; see its
+README). Other modules are handed what they need or read it through these functions.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ from typing import Any
 
 import orjson
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parent / "data"
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
 @cache
@@ -45,3 +52,18 @@ def required_binding_valuesets() -> dict[str, str]:
         return {}
     data: dict[str, str] = orjson.loads(path.read_bytes())
     return data
+
+
+@cache
+def r4_search_parameters() -> tuple[dict[str, Any], ...]:
+    """The vendored R4 SearchParameters (``search-parameters.json``) of the supported types."""
+    data: list[dict[str, Any]] = orjson.loads((DATA / "search-parameters.json").read_bytes())
+    return tuple(data)
+
+
+@cache
+def patient_compartment() -> dict[str, tuple[str, ...]]:
+    """``{resource type: codes of the parameters that put it in a Patient's compartment}``
+    (``compartment-patient.json``)."""
+    data = orjson.loads((DATA / "compartment-patient.json").read_bytes())
+    return {type: tuple(codes) for type, codes in data.items()}

@@ -1,7 +1,7 @@
 """The only import point of fhir.resources (its R4B subpackage; the top level is R5).
 
 The models are for *building* resources in Python code. The write path never uses them: it
-validates JSON with ``server.fhir.validation`` and stores the exact JSON. In R4B only
+validates JSON with ``server.fhir.base_validation`` and stores the exact JSON. In R4B only
 ``Extension.value[x]`` differs from R4 for the types this server supports (R4B adds
 ``valueCodeableReference`` and ``valueRatioRange``), so a model built here and dumped with
 ``to_json`` is valid R4 unless it uses those two.

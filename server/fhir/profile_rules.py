@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from server.fhir.fhirpath import FhirPathError, compile_fhirpath, holds
 from server.fhir.outcome import Issue
 from server.fhir.profile_tree import BASE_TYPE_URL, ElementNode, ProfileError
+from server.fhir.references import reference_type
 
 if TYPE_CHECKING:
     from server.fhir.terminology import Terminology
@@ -217,17 +218,6 @@ def _system_rule(valueset: Mapping[str, Any], url: str, where: Where) -> ItemRul
                 check_coding(coding, f"{expression}.coding[{i}]", run)
 
     return check
-
-
-def reference_type(reference: str) -> str | None:
-    """The resource type a reference string shows (``Patient/1``, ``http://x/fhir/Patient/1``,
-    ``Patient/1/_history/2``), or None (``urn:uuid:...``, ``#id``)."""
-    parts = reference.split("?", 1)[0].rstrip("/").split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    if len(parts) < 2 or not parts[-2][:1].isupper():
-        return None
-    return parts[-2]
 
 
 def reference_rule(

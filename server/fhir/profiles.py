@@ -17,7 +17,7 @@ What is checked (details in the modules named):
 
 A profile whose ``baseDefinition`` is another of our profiles is checked against that
 profile's rules too (issues name the profile whose rule failed). ``validate`` runs on
-resources that passed base validation (:mod:`server.fhir.validation`) and returns every issue
+resources that passed base validation (:mod:`server.fhir.base_validation`) and returns every issue
 (errors and warnings), never only the first. Diagnostics end with ``(profile <id>)`` or
 ``(extension <id>)``; expressions start at ``root`` (default: the resource type).
 """

@@ -2,8 +2,9 @@
 
 A :class:`Terminology` holds the CodeSystems, ValueSets and ConceptMaps it is given (the
 artifacts of ``profiles/`` and, when passed in, the vendored R4 base terminology of
-``data/r4-terminology.json``); nothing is fetched. Canonical URLs may carry ``|version``: the
-version must then equal the artifact's ``version`` (an artifact without one matches any).
+``data/r4-terminology.json``, both read by :mod:`server.fhir.conformance`); nothing is fetched.
+Canonical URLs may carry ``|version``: the version must then equal the artifact's ``version``
+(an artifact without one matches any).
 
 Supported ValueSet ``compose`` forms (and nothing else: a ValueSet using another form cannot be
 expanded and is reported as unknown): ``include``/``exclude`` with a ``system`` and an
@@ -23,15 +24,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
-
-import orjson
-
-from server.fhir.definitions import r4_terminology
-
-PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 Code = tuple[str, str]  # (system, code)
 Expansion = dict[Code, str | None]  # ordered (system, code) -> display
@@ -469,30 +462,3 @@ class Terminology:
     def successful(matches: Iterable[Mapping[str, Any]]) -> bool:
         """``$translate`` result: some match is neither ``unmatched`` nor ``disjoint``."""
         return any(m.get("equivalence") not in _UNSUCCESSFUL for m in matches)
-
-
-# -- loading ------------------------------------------------------------------------------------
-
-
-def _load(profiles: Path, type: str) -> list[Resource]:
-    folder = profiles / f"{type.lower()}s"
-    found = [orjson.loads(p.read_bytes()) for p in sorted(folder.glob(f"{type}-*.json"))]
-    return [r for r in found if r.get("resourceType") == type and isinstance(r.get("url"), str)]
-
-
-@cache
-def local_terminology(profiles: Path = PROFILES) -> Terminology:
-    """The CodeSystems, ValueSets and ConceptMaps of a ``profiles/`` folder (no R4 base)."""
-    return Terminology(*(_load(profiles, t) for t in ("CodeSystem", "ValueSet", "ConceptMap")))
-
-
-@cache
-def server_terminology(profiles: Path = PROFILES) -> Terminology:
-    """The vendored R4 base terminology plus the ``profiles/`` artifacts (which win on the same
-    URL): what the server validates against and serves."""
-    base = r4_terminology()
-    codesystems, valuesets, conceptmaps = (
-        [*(r for r in base if r.get("resourceType") == t), *_load(profiles, t)]
-        for t in ("CodeSystem", "ValueSet", "ConceptMap")
-    )
-    return Terminology(codesystems, valuesets, conceptmaps)

@@ -21,6 +21,7 @@ from server.ecm.evaluate import Evaluator
 from server.ecm.plan import PlanConfig
 from server.errors import BadRequest
 from server.fhir.terminology import Terminology
+from server.operations.call import Call, Implementation
 from server.operations.ecm_eligibility import (
     as_of_input,
     criterion_parts,
@@ -31,7 +32,6 @@ from server.operations.ecm_eligibility import (
     plan_config,
 )
 from server.operations.parameters import Typed, to_parameters
-from server.operations.registry import Call, Operation
 
 SERVICE_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/community-supports"
 
@@ -84,12 +84,8 @@ def run(call: Call) -> dict[str, Any]:
     return answer_parameters(evaluate_services(evaluator, record, as_of, services, payor))
 
 
-OPERATION = Operation(
+IMPLEMENTATION = Implementation(
     "cs-eligibility",
-    frozenset({"Patient"}),
-    type_level=True,
-    instance_level=True,
-    definition="cs-eligibility",
-    run=run,
+    run,
     needs=(Needs.of("Patient", Interaction.READ),),
 )

@@ -47,9 +47,8 @@ from server.ecm.subreferrals import SPLITTABLE
 from server.ecm.workflow_config import WorkflowConfig, WorkflowPlans
 from server.errors import BadRequest, Conflict, NotFound, Unprocessable
 from server.fhir.instant import format_instant
+from server.operations.call import Call, Implementation
 from server.operations.parameters import Typed, first, to_parameters
-from server.operations.registry import Call, Operation
-from server.search.service import search_service
 from server.settings import Settings
 from server.writes.write import Write
 
@@ -255,18 +254,32 @@ def _service_parts(provider: str, service: str) -> tuple[dict[str, Any], dict[st
     )
 
 
-def _candidate(c: Candidate) -> dict[str, Any]:
-    """One ``candidate`` parameter, built directly (a preview lists every ECM service)."""
-    parts: list[dict[str, Any]] = [
-        *_service_parts(c.service.provider, c.service.ref),
-        _ELIGIBLE[c.eligible],
-    ]
-    parts += [{"name": "rule", "valueCode": r} for r in c.rules]
-    parts += [{"name": "failed", "valueCode": f} for f in c.failed]
-    if c.service.counted:
-        parts.append({"name": "openCapacity", "valueInteger": c.service.open})
-    parts.append({"name": "explanation", "valueString": c.explanation})
-    return {"name": "candidate", "part": parts}
+_Tail = tuple[bool, tuple[str, ...], tuple[str, ...], int | None, str]
+
+
+def _candidate(c: Candidate, tails: dict[_Tail, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One ``candidate`` parameter, built directly (a preview lists every ECM service): the
+    parts after the service's are shared by the candidates of one answer that have the same
+    (``tails``; most fail the same filter the same way; only serialized, never changed)."""
+    key: _Tail = (
+        c.eligible,
+        tuple(c.rules),
+        tuple(c.failed),
+        c.service.open if c.service.counted else None,
+        c.explanation,
+    )
+    tail = tails.get(key)
+    if tail is None:
+        eligible, rules, failed, open, explanation = key
+        tail = [_ELIGIBLE[eligible]]
+        tail += [{"name": "rule", "valueCode": r} for r in rules]
+        tail += [{"name": "failed", "valueCode": f} for f in failed]
+        if open is not None:
+            tail.append({"name": "openCapacity", "valueInteger": open})
+        tail.append({"name": "explanation", "valueString": explanation})
+        tails[key] = tail
+    return {"name": "candidate", "part": [*_service_parts(c.service.provider, c.service.ref),
+                                          *tail]}
 
 
 def _answer(
@@ -291,7 +304,8 @@ def _answer(
         values.append(("due", Typed("date", due.isoformat())))
     values += extra or []
     answer = to_parameters(values)
-    answer["parameter"] += [_candidate(c) for c in outcome.candidates]
+    tails: dict[_Tail, list[dict[str, Any]]] = {}
+    answer["parameter"] += [_candidate(c, tails) for c in outcome.candidates]
     return answer
 
 
@@ -329,7 +343,7 @@ def _existing(case: _Case) -> dict[str, Any]:
 def run(call: Call) -> dict[str, Any]:
     assert call.instance is not None and call.id is not None
     inputs = _Inputs(call)
-    facts = Facts(call.reader, search_service(call.settings).context)
+    facts = Facts(call.reader, call.services.search.context)
     member = f"Patient/{call.id}"
     case = _Case(facts, member, inputs.referral)
     if inputs.mode == "commit" and not inputs.reassign and case.order is not None:
@@ -407,6 +421,7 @@ def _commit(
     task_ref = f"Task/{_id(write(Write('create', 'Task', resource=task)))}"
     if replaced is not None:
         _cancel_replaced(call, replaced, inputs)
+        _end_former_teams(call, case.episode, inputs)
     episode_ref = f"EpisodeOfCare/{case.episode_id}"
     team_ref = None
     if lead is not None:
@@ -438,7 +453,7 @@ def _cancel_replaced(call: Call, replaced: str, inputs: _Inputs) -> None:
     """The former provider's open Task for the replaced order: cancelled, with why (after the
     new one is written, so the plan's Task does not roll up to on-hold)."""
     assert call.write is not None and inputs.request_date is not None
-    facts = Facts(call.reader, search_service(call.settings).context)
+    facts = Facts(call.reader, call.services.search.context)
     for id, task in facts.find("Task", f"focus={replaced}", 10):
         if task.get("status") not in ("requested", "accepted", "in-progress", "on-hold"):
             continue
@@ -448,19 +463,39 @@ def _cancel_replaced(call: Call, replaced: str, inputs: _Inputs) -> None:
             **task, "status": "cancelled", "statusReason": {"text": why}}))
 
 
+def _end_former_teams(call: Call, episode: dict[str, Any], inputs: _Inputs) -> None:
+    """The enrollment's care teams at the former provider: ended (``inactive``, ``period.end``
+    the day of the change) with why; the new provider's team (or none, until it names its
+    Lead Care Manager) is the enrollment's now."""
+    assert call.write is not None and inputs.request_date is not None
+    facts = Facts(call.reader, call.services.search.context)
+    today = local_date(inputs.stamp)
+    assert today is not None
+    why = (f"Ended when the ECM provider changed at the member's request of "
+           f"{inputs.request_date.isoformat()} (seed 003 VI.E.3)")
+    for reference in episode.get("team") or ():
+        key = local(ref(reference))
+        if key is None or key[0] != "CareTeam":
+            continue
+        team = facts.read(f"CareTeam/{key[1]}")
+        if team is None or team.get("status") not in ("proposed", "active", "suspended"):
+            continue
+        call.write(Write("update", "CareTeam", id=key[1], resource={
+            **team,
+            "status": "inactive",
+            "period": {**(team.get("period") or {}), "end": today.isoformat()},
+            "note": [*(team.get("note") or []), {"text": why}],
+        }))
+
+
 def _id(written: Any) -> str:
     assert written.result is not None and written.result.version is not None
     return str(written.result.version.id)
 
 
-OPERATION = Operation(
-    "ecm-assign",
-    frozenset({"Patient"}),
-    type_level=False,
-    instance_level=True,
-    definition="Patient-ecm-assign",
-    run=run,
-    affects_state=True,
+IMPLEMENTATION = Implementation(
+    "Patient-ecm-assign",
+    run,
     writes_when=lambda params: first(params, "mode", "preview") == "commit",
     # the operations table: the plan's view of a commit, preview and commit alike
     needs=(
@@ -473,4 +508,4 @@ OPERATION = Operation(
     ),
 )
 
-__all__ = ["OPERATION", "RULES"]
+__all__ = ["IMPLEMENTATION", "RULES"]

@@ -33,18 +33,17 @@ from server.ecm.population import REVIEW, Candidate, candidate, prioritized
 from server.ecm.record import PATIENT_REFERENCES, Entry, MemberRecord, record_of
 from server.ecm.ruleset import rule_set
 from server.errors import BadRequest, FhirError, InvalidResource, NotFound
+from server.fhir.base_validation import base_validator
 from server.fhir.outcome import Issue, operation_outcome
+from server.fhir.references import local_target
 from server.fhir.terminology import Terminology
-from server.fhir.validation import base_validator
+from server.operations.call import Call, Implementation
 from server.operations.output import OutputPolicy
 from server.operations.parameters import Typed, first, to_parameters
-from server.operations.registry import Call, Operation
+from server.ports import Reader
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
-from server.search.service import search_service
 from server.settings import Settings
-from server.store.base import Reader
-from server.validating import local_target
 from server.writes.write import Write
 
 POF_SYSTEM = "http://calaim-fhir.org/fhir/CodeSystem/ecm-population-of-focus"
@@ -118,7 +117,7 @@ def _stored_payor(call: Call, plan: PlanConfig) -> Payor:
     criteria = parse_criteria(
         "Organization",
         [("identifier", plan.identifier_token or "")],
-        search_service(call.settings).context,
+        call.services.search.context,
     )
     page = (call.system or call.reader).search(SearchQuery(criteria, 100))
     refs = {f"Organization/{v.id}" for v in page.items}
@@ -541,24 +540,14 @@ POPULATION_OUTPUT = OutputPolicy(
 )
 
 
-MEMBER = Operation(
+MEMBER = Implementation(
     "ecm-eligibility",
-    frozenset({"Patient"}),
-    type_level=True,
-    instance_level=True,
-    definition="ecm-eligibility",
-    run=run_member,
+    run_member,
     needs=(Needs.of("Patient", Interaction.READ),),
 )
-POPULATION = Operation(
-    "ecm-eligibility",
-    frozenset({"Group"}),
-    type_level=False,
-    instance_level=True,
-    definition="ecm-eligibility-population",
-    run=run_population,
-    affects_state=True,
-    system_level=True,
+POPULATION = Implementation(
+    "ecm-eligibility-population",
+    run_population,
     long_running=True,
     progress_unit="members",
     needs=(Needs.of("Patient", Interaction.SEARCH_TYPE), Needs.of("List", Interaction.CREATE)),

@@ -31,13 +31,13 @@ from server.ecm.screening import (
 )
 from server.errors import BadRequest, Conflict, Unprocessable
 from server.fhir.instant import format_instant
+from server.operations.call import Call, Implementation
 from server.operations.ecm_eligibility import (
     _evaluator,
     _stored_member,
     _stored_payor,
 )
 from server.operations.parameters import Typed, first, to_parameters
-from server.operations.registry import Call, Operation
 from server.writes.write import Write
 
 SCREENABLE = frozenset({RECEIVED, "pending"})
@@ -156,12 +156,7 @@ def run(call: Call) -> dict[str, Any]:
     return to_parameters(values)
 
 
-OPERATION = Operation(
-    "ecm-screen",
-    frozenset({"Task"}),
-    type_level=False,
-    instance_level=True,
-    definition="Task-ecm-screen",
-    run=run,
-    affects_state=True,
+IMPLEMENTATION = Implementation(
+    "Task-ecm-screen",
+    run,
 )

@@ -1,21 +1,26 @@
 """``Patient/[id]/$everything`` (R4 patient-operation-everything): the patient's compartment.
 
-The patient and every resource in its Patient compartment (the R4 CompartmentDefinition), as
-one paged search across types:
+Its OperationDefinition (``profiles/operations/OperationDefinition-Patient-everything.json``)
+says where it runs and what it takes; the inputs arrive parsed against it. The patient and every
+resource in its Patient compartment (the R4 CompartmentDefinition), as one paged search across
+types:
 
 * ``start``/``end`` (dates): resources with a clinical ``date`` parameter are kept when that
   date overlaps [start, end]; resources of types without one are always kept;
 * ``_since`` (instant): only resources changed at or after it;
-* ``_type``: only these types; ``_count`` and paging as in any search.
+* ``_type``: only these types; ``_count`` and paging (``_cursor``) as in any search.
+
+The router has already answered 404/410 for an unknown or deleted patient; the page is read
+through the caller's reader (the door), so a caller sees only what it may read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 
 from server.errors import InvalidSearch
 from server.fhir.instant import date_range
+from server.operations.call import Answer, Call, Implementation, Inputs
 from server.search.parse import SearchContext, SearchRequest, parse_search
 from server.search.query import (
     Clause,
@@ -27,8 +32,7 @@ from server.search.query import (
 )
 from server.search.registry import patient_compartment
 
-PARAMETERS = frozenset({"start", "end", "_since", "_type", "_count", "_cursor"})
-_PASSED = frozenset({"_type", "_count", "_cursor"})
+_PASSED = ("_type", "_count", "_cursor")  # handed to the search as they are
 
 
 def _date(name: str, value: str, ctx: SearchContext) -> tuple[int, int]:
@@ -38,24 +42,13 @@ def _date(name: str, value: str, ctx: SearchContext) -> tuple[int, int]:
     return span
 
 
-def parse(patient_id: str, pairs: Sequence[tuple[str, str]], ctx: SearchContext) -> SearchRequest:
-    """The search that answers ``$everything`` for ``Patient/<patient_id>``."""
-    passed: list[tuple[str, str]] = []
-    given: dict[str, str] = {}
-    for name, value in pairs:
-        if name in ("_format", "_pretty"):
-            continue
-        if name not in PARAMETERS:
-            raise InvalidSearch(
-                f"$everything takes start, end, _since, _type and _count, not '{name[:60]}'",
-                expression=name[:60],
-            )
-        if name in _PASSED:
-            passed.append((name, value))
-        else:
-            given[name] = value
+def parse(patient_id: str, params: Inputs, ctx: SearchContext) -> SearchRequest:
+    """The search that answers ``$everything`` for ``Patient/<patient_id>`` with ``params``
+    (parsed against the OperationDefinition)."""
+    passed = [(name, str(value)) for name in _PASSED for value in params.get(name, [])]
+    given = {name: str(params[name][0]) for name in ("start", "end", "_since") if name in params}
     compartment = patient_compartment()
-    if not any(name == "_type" for name, _ in passed):
+    if "_type" not in params:
         passed.append(("_type", ",".join(sorted({"Patient", *compartment}))))
     parsed = parse_search(None, passed, ctx)
     types = parsed.query.criteria.types
@@ -80,3 +73,14 @@ def parse(patient_id: str, pairs: Sequence[tuple[str, str]], ctx: SearchContext)
         applied.extend((k, given[k]) for k in ("start", "end") if k in given)
     criteria = Criteria(None, tuple(sorted(applied)), tuple(clauses), types)
     return replace(parsed, query=replace(parsed.query, criteria=criteria), applied=tuple(applied))
+
+
+def run(call: Call) -> Answer:
+    assert call.id is not None, "an instance-level operation"
+    if call.page is None:
+        raise InvalidSearch("$everything pages its answer: call it on its own URL")
+    parsed = parse(call.id, call.params, call.services.search.context)
+    return call.page(parsed, f"Patient/{call.id}/$everything")
+
+
+IMPLEMENTATION = Implementation("Patient-everything", run)

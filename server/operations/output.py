@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.validating import local_target
+from server.fhir.references import local_target
 
 Visible = Callable[[str, str], bool]
 

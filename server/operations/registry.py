@@ -1,173 +1,214 @@
-"""The FHIR operations the server implements: name, where they apply, definition, handler.
+"""The FHIR operations the server runs: each OperationDefinition of ``profiles/operations/``
+joined with the module that implements it.
 
-Each operation is an OperationDefinition in ``profiles/operations/`` (its inputs are parsed
-against it by :mod:`server.operations.parameters`) and a handler here. The HTTP router and the
-CapabilityStatement both read this table, so an operation is advertised exactly where it runs.
+The definition is the only source of what an operation *is*: its name (``code``), the resource
+types it is defined on (``resource``), where it runs (``system`` / ``type`` / ``instance``),
+whether it changes data (``affectsState``: POST only, inside a write unit) and its parameters
+(parsed by :mod:`server.operations.parameters`). The implementation (``call.Implementation``) only
+says what it does. The HTTP router, the CapabilityStatement and the OpenAPI description all
+read this table, so an operation is advertised exactly where, and as, it runs.
 
-Every write an operation makes goes through the write pipeline (``server/writes/``):
-``Call.write`` takes a ``Write`` and returns what was written, validated and ruled like any
-other write. A ``long_running`` operation runs on a worker thread, never inside a write unit: it
-reads through ``Call.reader`` (opened on that thread) and each ``Call.write`` is one write unit
-(through group commit). With ``Prefer: respond-async`` it runs as an asynchronous
-job (``server/jobs.py``): ``Call.progress`` reports how far it got, ``Call.cancelled`` says the
-client cancelled it (stop soon: whatever it returns then is discarded).
+A definition of the package without an implementation, or an implementation without its
+definition, stops start-up (:class:`OperationError`): the server would otherwise advertise an
+operation it does not run, or run one it does not describe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.auth.operation_rules import Needs
-from server.fhir.conformance import Conformance
-from server.fhir.terminology import Terminology
-from server.settings import Settings
-from server.store.base import Event, Reader
-from server.writes.write import Write, Written
+from server.fhir.conformance import Conformance, conformance
+from server.operations import (
+    cs_eligibility,
+    ecm_assign,
+    ecm_eligibility,
+    ecm_screen,
+    everything,
+    task_transitions,
+    terminology,
+    validate,
+)
+from server.operations.call import Answer, Call, Implementation, Inputs
+from server.operations.parameters import PRIMITIVES
+
+__all__ = ["Call", "Implementation", "Operation", "OperationError", "find", "operations"]
+
+# every operation the server implements (the definitions say where and how they are called)
+IMPLEMENTATIONS: tuple[Implementation, ...] = (
+    validate.IMPLEMENTATION,
+    ecm_eligibility.MEMBER,
+    ecm_eligibility.POPULATION,
+    cs_eligibility.IMPLEMENTATION,
+    task_transitions.IMPLEMENTATION,
+    ecm_screen.IMPLEMENTATION,
+    ecm_assign.IMPLEMENTATION,
+    everything.IMPLEMENTATION,
+    *terminology.IMPLEMENTATIONS,
+)
+
+_ANY_TYPE = frozenset({"Resource", "DomainResource"})
 
 
-def _no_progress(done: int, total: int | None) -> None:
-    """Progress goes nowhere (a call that is not an asynchronous job)."""
-
-
-def _never() -> bool:
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One invocation: where it was called, its parsed inputs and what it may read.
-
-    ``type`` is "" at system level (``[base]/$op``). ``write`` runs one write through the
-    pipeline and returns once it is durable (a long-running operation: in a unit of its own;
-    another operation that changes state: in the unit it runs in, ``reader`` being that
-    unit); None for operations that do not change state and for calls that do not write
-    (``Operation.writes``)."""
-
-    settings: Settings
-    type: str
-    id: str | None
-    params: dict[str, list[Any]]
-    reader: Reader  # the store
-    conformance: Conformance
-    instance: dict[str, Any] | None = None  # the resource of an instance-level call
-    write: Callable[[Write], Written] | None = None
-    progress: Callable[[int, int | None], None] = _no_progress  # (done, total)
-    cancelled: Callable[[], bool] = _never
-    prefer_async: bool = False  # runs as an asynchronous job (Prefer: respond-async)
-    events: Callable[[str, str], list[Event]] | None = None  # a resource's outbox events
-    # the system reader (no principal narrows it): what it reads reaches the caller only
-    # through the operation's output policy (``output.py``); None where the operation runs
-    # on the caller's view alone
-    system: Reader | None = None
-    restricted: bool = False  # the caller is narrowed by access policies
-
-    @property
-    def terminology(self) -> Terminology:
-        return self.conformance.terminology
-
-    @property
-    def fhir_base(self) -> str:
-        return self.settings.fhir_base
-
-    @property
-    def level(self) -> str:
-        """``system``, ``type`` or ``instance``."""
-        if not self.type:
-            return "system"
-        return "type" if self.id is None else "instance"
+class OperationError(Exception):
+    """An OperationDefinition and the implementations that cannot be joined."""
 
 
 @dataclass(frozen=True, slots=True)
 class Operation:
-    name: str  # without the "$"
-    types: frozenset[str]  # resource types it is defined on; empty = every type
-    type_level: bool
-    instance_level: bool
-    definition: str  # the OperationDefinition id in profiles/operations/
-    run: Callable[[Call], dict[str, Any]]
-    affects_state: bool = False
-    system_level: bool = False  # [base]/$name
-    long_running: bool = False  # on a worker thread; Prefer: respond-async makes it a job
-    progress_unit: str = "items"  # what its progress counts (X-Progress: "3 of 10 members")
-    # its entry in the operations table (``server/auth/operation_rules.py``): what a caller
-    # must be permitted before it runs; None: no entry, each read and write it makes is
-    # checked by the door alone
-    needs: tuple[Needs, ...] | None = None
-    # of an operation that affects state, which calls write (by their parsed inputs): the
-    # others run on a reader, outside any write unit (no writers' lock); None: every call
-    writes_when: Callable[[dict[str, list[Any]]], bool] | None = None
+    """An operation as the server runs it: its OperationDefinition and its implementation."""
+
+    spec: Mapping[str, Any]  # the OperationDefinition resource
+    implementation: Implementation
+    name: str = field(init=False)  # ``code``, without the "$"
+    types: frozenset[str] = field(init=False)  # the types it is defined on; empty = every type
+    system_level: bool = field(init=False)
+    type_level: bool = field(init=False)
+    instance_level: bool = field(init=False)
+    affects_state: bool = field(init=False)
+    inputs: tuple[Mapping[str, Any], ...] = field(init=False)  # ``use: in`` parameters
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        where = f"OperationDefinition/{spec.get('id')}"
+        code = spec.get("code")
+        if not isinstance(code, str) or not code:
+            raise OperationError(f"{where} has no code")
+        levels = {level: spec.get(level) for level in ("system", "type", "instance")}
+        if not all(isinstance(v, bool) for v in levels.values()):
+            raise OperationError(f"{where}: system, type and instance must be booleans")
+        if not any(levels.values()):
+            raise OperationError(f"{where} runs at no level (system, type, instance)")
+        resources = spec.get("resource", [])
+        if (levels["type"] or levels["instance"]) and not resources:
+            raise OperationError(f"{where} runs on a type but names no resource")
+        affects = spec.get("affectsState", False)
+        if not isinstance(affects, bool):
+            raise OperationError(f"{where}: affectsState must be a boolean")
+        set_ = object.__setattr__
+        set_(self, "name", code.removeprefix("$"))
+        set_(
+            self, "types", frozenset(resources) if _ANY_TYPE.isdisjoint(resources) else frozenset()
+        )
+        set_(self, "system_level", levels["system"])
+        set_(self, "type_level", levels["type"])
+        set_(self, "instance_level", levels["instance"])
+        set_(self, "affects_state", affects)
+        set_(self, "inputs", tuple(p for p in spec.get("parameter", []) if p.get("use") == "in"))
+
+    @classmethod
+    def of(
+        cls, spec: Mapping[str, Any], run: Callable[[Call], Answer], **behaviour: Any
+    ) -> Operation:
+        """The operation ``spec`` defines, run by ``run`` (``behaviour``: the other fields of
+        :class:`Implementation`)."""
+        return cls(spec, Implementation(str(spec.get("id")), run, **behaviour))
+
+    # -- from the definition ----------------------------------------------------------------
+
+    @property
+    def definition(self) -> str:
+        """The OperationDefinition id."""
+        return str(self.spec["id"])
+
+    @property
+    def url(self) -> str:
+        return str(self.spec["url"])
+
+    @property
+    def get_allowed(self) -> bool:
+        """Whether GET may invoke it (R4 operations.html: only when it does not affect
+        state; then only its primitive parameters can be given, in the query)."""
+        return not self.affects_state
+
+    @property
+    def takes_resource(self) -> bool:
+        """Whether a bare resource body stands for its ``resource`` input."""
+        return any(p.get("type") == "Resource" or p.get("name") == "resource" for p in self.inputs)
+
+    @property
+    def query_inputs(self) -> list[Mapping[str, Any]]:
+        """The inputs a GET query can carry (primitive, not a tuple)."""
+        return [p for p in self.inputs if not p.get("part") and p.get("type") in PRIMITIVES]
 
     def applies_to(self, type: str) -> bool:
         return not self.types or type in self.types
 
-    def writes(self, params: dict[str, list[Any]]) -> bool:
+    def runs_at(self, level: str, type: str = "") -> bool:
+        """Whether it runs at ``level`` (``system``, ``type``, ``instance``) on ``type``."""
+        if level == "system":
+            return self.system_level
+        at = self.type_level if level == "type" else self.instance_level
+        return at and self.applies_to(type)
+
+    # -- from the implementation ------------------------------------------------------------
+
+    @property
+    def run(self) -> Callable[[Call], Answer]:
+        return self.implementation.run
+
+    @property
+    def long_running(self) -> bool:
+        return self.implementation.long_running
+
+    @property
+    def progress_unit(self) -> str:
+        return self.implementation.progress_unit
+
+    @property
+    def needs(self) -> tuple[Needs, ...] | None:
+        return self.implementation.needs
+
+    def writes(self, params: Inputs) -> bool:
         """Whether the call with ``params`` may write, so runs inside one write unit."""
         if not self.affects_state:
             return False
-        return self.writes_when is None or self.writes_when(params)
+        when = self.implementation.writes_when
+        return when is None or when(params)
 
 
-def operations() -> list[Operation]:
-    """Every operation (imported here so the modules stay free of the table)."""
-    from server.operations import (
-        cs_eligibility,
-        ecm_assign,
-        ecm_eligibility,
-        ecm_screen,
-        task_transitions,
-        terminology,
-        validate,
-    )
-
-    table = [
-        validate.OPERATION,
-        ecm_eligibility.MEMBER,
-        ecm_eligibility.POPULATION,
-        cs_eligibility.OPERATION,
-        task_transitions.OPERATION,
-        ecm_screen.OPERATION,
-        ecm_assign.OPERATION,
-    ]
-    for (type, name), (definition, handler) in sorted(terminology.TERMINOLOGY_OPERATIONS.items()):
-        table.append(
-            Operation(
-                name.removeprefix("$"),
-                frozenset({type}),
-                type_level=True,
-                instance_level=True,
-                definition=definition,
-                run=_terminology_handler(handler),
-            )
+def build(
+    definitions: Conformance, implementations: Iterable[Implementation] = IMPLEMENTATIONS
+) -> tuple[Operation, ...]:
+    """The operations of the package's OperationDefinitions, each with its implementation."""
+    by_id: dict[str, Implementation] = {}
+    for implementation in implementations:
+        if implementation.definition in by_id:
+            raise OperationError(f"two implementations of {implementation.definition}")
+        by_id[implementation.definition] = implementation
+    table = []
+    for spec in sorted(definitions.local("OperationDefinition"), key=lambda d: str(d["id"])):
+        if str(spec["id"]) not in by_id:
+            raise OperationError(f"OperationDefinition/{spec['id']} has no implementation")
+        table.append(Operation(spec, by_id.pop(str(spec["id"]))))
+    if by_id:
+        raise OperationError(
+            f"no OperationDefinition in the package for {', '.join(sorted(by_id))}"
         )
-    return table
+    return tuple(table)
 
 
-def _terminology_handler(
-    handler: Callable[[Terminology, dict[str, Any] | None, dict[str, list[Any]]], dict[str, Any]],
-) -> Callable[[Call], dict[str, Any]]:
-    def run(call: Call) -> dict[str, Any]:
-        return handler(call.terminology, call.instance, call.params)
-
-    return run
+_TABLES: dict[int, tuple[Conformance, tuple[Operation, ...]]] = {}
 
 
-def find(type: str, name: str) -> Operation | None:
-    """The operation ``name`` defined on ``type`` (at type or instance level)."""
-    for operation in operations():
-        if (
-            operation.name == name
-            and (operation.type_level or operation.instance_level)
-            and operation.applies_to(type)
-        ):
+def operations(definitions: Conformance | None = None) -> list[Operation]:
+    """Every operation of ``definitions`` (default: the server's ``profiles/``)."""
+    definitions = conformance() if definitions is None else definitions
+    found = _TABLES.get(id(definitions))
+    if found is None or found[0] is not definitions:
+        found = (definitions, build(definitions))
+        _TABLES[id(definitions)] = found
+    return list(found[1])
+
+
+def find(
+    level: str, type: str, name: str, table: Iterable[Operation] | None = None
+) -> Operation | None:
+    """The operation ``name`` that runs at ``level`` on ``type`` ("" at system level)."""
+    for operation in operations() if table is None else table:
+        if operation.name == name and operation.runs_at(level, type):
             return operation
     return None
 
-
-def find_system(name: str) -> Operation | None:
-    """The system-level operation ``name``."""
-    for operation in operations():
-        if operation.name == name and operation.system_level:
-            return operation
-    return None

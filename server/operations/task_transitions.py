@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 
 from server.fhir.instant import format_instant
-from server.operations.registry import Call, Operation
-from server.store.base import Event, HistoryQuery, Version
+from server.operations.call import Call, Implementation
+from server.ports import HistoryQuery, Version
+from server.store.base import Event
 
 _PAGE = 500
 
@@ -96,11 +97,7 @@ def run(call: Call) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": out}
 
 
-OPERATION = Operation(
-    "transitions",
-    frozenset({"Task"}),
-    type_level=False,
-    instance_level=True,
-    definition="Task-transitions",
-    run=run,
+IMPLEMENTATION = Implementation(
+    "Task-transitions",
+    run,
 )

@@ -35,6 +35,7 @@ from typing import Any
 
 from server.errors import BadRequest, NotFound, Unprocessable
 from server.fhir.terminology import Terminology
+from server.operations.call import Call, Implementation
 from server.operations.parameters import PRIMITIVES, Typed, first, to_parameters
 
 Params = dict[str, list[Any]]
@@ -271,7 +272,8 @@ def translate(
     return to_parameters(out)
 
 
-# (resource type, operation) -> (OperationDefinition id in profiles/operations/, handler)
+# (resource type, operation) -> (OperationDefinition id in profiles/operations/, handler); the
+# definition alone says where each runs (the key names it for the unit tests' lookups)
 TERMINOLOGY_OPERATIONS: dict[tuple[str, str], tuple[str, Handler]] = {
     ("ValueSet", "$expand"): ("ValueSet-expand", expand),
     ("ValueSet", "$validate-code"): ("ValueSet-validate-code", validate_code_valueset),
@@ -279,3 +281,15 @@ TERMINOLOGY_OPERATIONS: dict[tuple[str, str], tuple[str, Handler]] = {
     ("CodeSystem", "$lookup"): ("CodeSystem-lookup", lookup),
     ("ConceptMap", "$translate"): ("ConceptMap-translate", translate),
 }
+
+
+def _implementation(definition: str, handler: Handler) -> Implementation:
+    def run(call: Call) -> dict[str, Any]:
+        return handler(call.terminology, call.instance, call.params)
+
+    return Implementation(definition, run)
+
+
+IMPLEMENTATIONS = tuple(
+    _implementation(definition, handler) for definition, handler in TERMINOLOGY_OPERATIONS.values()
+)

@@ -23,10 +23,10 @@ from typing import Any
 
 from server.auth.operation_rules import ANY, CALL_TYPE, Needs
 from server.errors import BadRequest
+from server.fhir.base_validation import base_validator
 from server.fhir.outcome import Issue, operation_outcome
-from server.fhir.validation import base_validator
-from server.operations.registry import Call, Operation
-from server.validating import reader_lookup, validation_service
+from server.operations.call import Call, Implementation
+from server.validation_service import reader_lookup
 from server.writes.checks import readable
 
 MODES = ("create", "update", "delete", "profile")
@@ -40,7 +40,7 @@ def run(call: Call) -> dict[str, Any]:
             f"mode must be one of {', '.join(MODES)}, got '{str(mode)[:40]}'", expression="mode"
         )
     profile = (params.get("profile") or [None])[0]
-    validation = validation_service(call.settings)
+    validation = call.services.validation
     if profile is not None and not validation.profiles.knows(str(profile)):
         raise BadRequest(f"Profile '{str(profile)[:120]}' is not known", expression="profile")
     if mode == "profile" and profile is None:
@@ -87,12 +87,8 @@ def run(call: Call) -> dict[str, Any]:
     return operation_outcome(issues)
 
 
-OPERATION = Operation(
-    "validate",
-    frozenset(),
-    type_level=True,
-    instance_level=True,
-    definition="Resource-validate",
-    run=run,
+IMPLEMENTATION = Implementation(
+    "Resource-validate",
+    run,
     needs=(Needs(CALL_TYPE, ANY),),
 )

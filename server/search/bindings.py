@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from functools import cache
 
+from server.fhir.conformance import conformance
 from server.fhir.definitions import r4_schema, required_binding_valuesets
-from server.fhir.terminology import server_terminology
 
 _PATH = re.compile(r"^[A-Z][A-Za-z]*(\.[a-z][A-Za-z0-9]*)+$")
 
@@ -42,7 +42,7 @@ def _system(path: str) -> str | None:
     valueset = required_binding_valuesets().get(element)
     if valueset is None:
         return None
-    codes = server_terminology().expand(valueset)
+    codes = conformance().terminology.expand(valueset)
     systems = {system for system, _ in codes or ()}
     return systems.pop() if len(systems) == 1 else None
 

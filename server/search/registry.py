@@ -1,9 +1,9 @@
 """The search parameters the server knows: the R4 definitions plus ``profiles/searchparameters``.
 
-The R4 SearchParameters are vendored data (``data/search-parameters.json``, see
-``data/README.md``); custom ones are SearchParameter resources in ``profiles/searchparameters/``
-(one file each). A custom parameter with the same code and base type as an R4 one replaces it
-for that type.
+The R4 SearchParameters are vendored data (``server.fhir.definitions.r4_search_parameters``);
+custom ones are SearchParameter resources in ``profiles/searchparameters/`` (one file each, read
+by ``server.fhir.conformance.read_folder``) or in the folder the settings name. A custom
+parameter with the same code and base type as an R4 one replaces it for that type.
 
 Each parameter carries a digest of its definition. The store remembers which digests its index
 rows were built with; a parameter whose digest it does not know yet is *pending*: it is
@@ -16,17 +16,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from server.fhir.conformance import read_folder
+from server.fhir.definitions import PROFILES, r4_search_parameters
+from server.fhir.definitions import patient_compartment as patient_compartment  # re-exported
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.search.bindings import bound_system
-
-DATA = Path(__file__).resolve().parent / "data"
-PROFILES = Path(__file__).resolve().parents[2] / "profiles" / "searchparameters"
 
 # parameters whose values live in ``resource`` columns, not index rows
 COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
@@ -152,31 +151,8 @@ class Registry:
         self._pending = frozenset(urls)
 
 
-def load_definitions(directory: Path) -> list[dict[str, Any]]:
-    """The SearchParameter resources of ``directory`` (``SearchParameter-*.json``)."""
-    if not directory.is_dir():
-        return []
-    out = []
-    for path in sorted(directory.glob("SearchParameter-*.json")):
-        definition = orjson.loads(path.read_bytes())
-        if definition.get("resourceType") != "SearchParameter":
-            raise ValueError(f"{path} is not a SearchParameter")
-        out.append(definition)
-    return out
-
-
-@cache
-def base_definitions() -> tuple[dict[str, Any], ...]:
-    return tuple(orjson.loads((DATA / "search-parameters.json").read_bytes()))
-
-
-@cache
-def patient_compartment() -> dict[str, tuple[str, ...]]:
-    """``{resource type: codes of the parameters that put it in a Patient's compartment}``."""
-    data = orjson.loads((DATA / "compartment-patient.json").read_bytes())
-    return {type: tuple(codes) for type, codes in data.items()}
-
-
-def load_registry(profiles: Path = PROFILES) -> Registry:
-    """A fresh registry of the R4 parameters and the custom ones in ``profiles``."""
-    return Registry(base_definitions(), load_definitions(profiles))
+def load_registry(folder: Path | None = None) -> Registry:
+    """A fresh registry of the R4 parameters and the custom ones in ``folder`` (default: the
+    package's ``profiles/searchparameters``)."""
+    custom = read_folder(folder or PROFILES / "searchparameters", "SearchParameter")
+    return Registry(r4_search_parameters(), custom)

@@ -1,13 +1,13 @@
 """The search machinery of one server configuration: registry, indexer and parsing context.
 
-One ``SearchService`` per ``Settings``: the store indexes with its ``indexer`` and the API
-parses with its ``context``, so both read the same parameter definitions, base URL and zone.
+One ``SearchService`` per server: the composition root (``server/app.py``) builds it and hands
+it down; the store indexes with its ``indexer`` and the API parses with its ``context``, so
+both read the same parameter definitions, base URL and zone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -26,8 +26,8 @@ class SearchService:
     context: SearchContext
 
 
-@cache
-def search_service(settings: Settings) -> SearchService:
+def build_search_service(settings: Settings) -> SearchService:
+    """The search machinery of ``settings`` (loads the SearchParameters: build it once)."""
     folder = settings.search_parameters_dir
     registry = load_registry(Path(folder)) if folder else load_registry()
     zone = ZoneInfo(settings.search_timezone)

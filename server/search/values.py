@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from server.fhir.definitions import r4_schema
 from server.fhir.fhirpath import Node
 from server.fhir.instant import DAY_US, date_range
+from server.fhir.references import parse_reference as _parse_reference
 from server.fhir.resource_types import RESOURCE_TYPES
 from server.search.query import NumberValue, ReferenceValue
 from server.search.rows import IndexRows
@@ -97,42 +98,26 @@ def number_value(text: str) -> NumberValue | None:
 
 # -- references ----------------------------------------------------------------------------
 
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}", re.ASCII)
-_SPACE = re.compile(r"\s")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:", re.ASCII)
-
-
-def _local(path: str) -> ReferenceValue | None:
-    """``Type/id``, ``Type/id/_history/v`` or a bare ``id``."""
-    parts = path.split("/")
-    if len(parts) == 1:
-        return ReferenceValue(id=parts[0]) if _ID.fullmatch(parts[0]) else None
-    if len(parts) == 2 or (len(parts) == 4 and parts[2] == "_history" and _ID.fullmatch(parts[3])):
-        type, id = parts[0], parts[1]
-        if type in RESOURCE_TYPES and _ID.fullmatch(id):
-            return ReferenceValue(type=type, id=id)
-    return None
-
 
 def parse_reference(text: str, base: str) -> ReferenceValue | None:
-    """A reference as a local ``type``/``id`` or an absolute ``url``.
+    """A reference (``server.fhir.references``) as a local ``type``/``id`` or an absolute
+    ``url``.
 
-    ``Type/id`` and ``Type/id/_history/n`` (version dropped) and absolute URLs under ``base``
-    are local; a bare ``id`` is local with no type; other absolute URLs (``http(s)://``,
-    ``urn:uuid:``, ``urn:oid:``, ...) are urls, a canonical's ``|version`` dropped. None for a
-    contained (``#x``) reference and anything else that cannot be a reference.
+    ``Type/id`` and ``Type/id/_history/n`` (version dropped) of a type the server knows and
+    absolute URLs under ``base`` are local; a bare ``id`` is local with no type; other absolute
+    URLs (``http(s)://``, ``urn:uuid:``, ``urn:oid:``, ...) are urls, a canonical's
+    ``|version`` dropped. None for a contained (``#x``) reference and anything else that cannot
+    be a reference.
     """
-    if not text or text.startswith("#") or _SPACE.search(text):
+    found = _parse_reference(text, base)
+    if found is None:
         return None
-    root = base.rstrip("/") + "/"
-    if text.startswith(root):
-        local = _local(text[len(root) :])
-        if local is not None and local.type is not None:
-            return local
-    if _SCHEME.match(text):
-        url = text.split("|", 1)[0] if text.startswith(("http://", "https://")) else text
-        return ReferenceValue(url=url) if url else None
-    return _local(text)
+    if found.local:
+        if found.type is None:
+            return ReferenceValue(id=found.id)
+        if found.type in RESOURCE_TYPES:
+            return ReferenceValue(type=found.type, id=found.id)
+    return None if found.url is None else ReferenceValue(url=found.url)
 
 
 # -- index rows ----------------------------------------------------------------------------

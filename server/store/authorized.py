@@ -31,6 +31,18 @@ from server.auth.policy import Access, Facts, Narrowing, Policy
 from server.auth.principal import Principal
 from server.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
 from server.fhir.conformance import CONFORMANCE_TYPES
+from server.ports import (
+    PUT,
+    HistoryQuery,
+    Included,
+    Page,
+    Reader,
+    SearchPage,
+    Unit,
+    UpdateMode,
+    Version,
+    WriteResult,
+)
 from server.search.access_facts import split
 from server.search.query import (
     AllClause,
@@ -48,18 +60,7 @@ from server.search.query import (
     SearchQuery,
 )
 from server.search.registry import patient_compartment
-from server.store.base import (
-    HistoryQuery,
-    Included,
-    Method,
-    Origin,
-    Page,
-    Reader,
-    SearchPage,
-    Unit,
-    Version,
-    WriteResult,
-)
+from server.store.base import Origin
 from server.store.runner import Runner
 
 T = TypeVar("T")
@@ -226,6 +227,18 @@ class _Checked:
         criteria = self._criteria(criteria, Interaction.SEARCH_TYPE)
         return self._store(criteria.type).count_by(criteria, param, target_type)
 
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        """The store's stamp of ``type`` for a caller who may search all of it (its narrowing
+        adds no clause), with whether the caller is unrestricted (what the per-resource
+        decision lets through, a restricted caller's search is checked for): what is kept
+        under it is what this caller's search of ``type`` finds. None for a caller narrowed
+        per resource; refused, like the search, for one who may not search ``type``."""
+        narrowing = self._narrow(Interaction.SEARCH_TYPE, type)
+        if narrowing.clauses:
+            return None
+        found = self._store(type).stamp(type)
+        return None if found is None else (*found, self._access.unrestricted)
+
     def include(
         self,
         versions: list[Version],
@@ -368,21 +381,16 @@ class _CheckedUnit(_Checked):
         return self._kept(Interaction.CREATE, self._unit.create(type, resource, id=id))
 
     def update(
-        self,
-        type: str,
-        id: str,
-        resource: dict[str, Any],
-        *,
-        method: Method = "PUT",
-        assigned: bool = False,
+        self, type: str, id: str, resource: dict[str, Any], mode: UpdateMode = PUT
     ) -> WriteResult:
         """A narrowed caller changes only what it can see, and never creates a resource under
         an id of its own choosing (update-as-create): an id outside its view may be missing or
         hidden, and both answer alike (405 for PUT, 404 for PATCH), so the answer neither
         reveals nor overwrites another's resource. An id the server ``assigned`` is fresh."""
+        method = mode.method
         interaction = Interaction.PATCH if method == "PATCH" else Interaction.UPDATE
         clauses = self._narrow(interaction, type).clauses
-        if clauses and not assigned:
+        if clauses and not mode.assigned:
             current = self._unit.read(type, id, clauses)
             if (current is None or current.deleted) and self._readable(type, id):
                 # the caller sees it but may not change it: refusing says nothing new
@@ -395,7 +403,7 @@ class _CheckedUnit(_Checked):
                     " create resources with ids of its own: create it with POST",
                     expression=f"{type}.id",
                 )
-        result = self._unit.update(type, id, resource, method=method, assigned=assigned)
+        result = self._unit.update(type, id, resource, mode)
         return self._kept(interaction, result)
 
     def _readable(self, type: str, id: str) -> bool:

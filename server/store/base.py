@@ -1,12 +1,12 @@
 """The storage port: what every store offers, whatever its database.
 
-Writes run as ``Unit``s: every write interaction is one unit (a conditional interaction's
-criteria lookup and its write included, so both are atomic); a transaction Bundle is one unit
-for all its entries. Units that arrive together share one database transaction, each in its
-own savepoint (group commit). Reads run outside units. Stores know nothing of HTTP or of the
-program; they raise ``server.errors`` types. What a write means (conditional interactions,
-patches, validation, program rules) is decided above the store, by the write pipeline
-(``server/writes/``); a unit only stores versions.
+A store serves the read and write ports of ``server/ports.py`` (``Reader``, ``Unit``) and, for
+the composition root and the runner (``runner.py``), the ``Repository`` below: its readers,
+write units run in one transaction, the outbox and the job table. Units that arrive together
+share one database transaction, each in its own savepoint (group commit). Reads run outside
+units. Stores know nothing of HTTP or of the program; they raise ``server.errors`` types.
+This package never imports its adapter (``sql/``): an import-linter contract in
+``pyproject.toml``.
 
 Every version a unit stores also gets one row in the **outbox** (``Outbox``), in the same
 transaction: an event with the version, the version it replaced, the interaction and the
@@ -21,37 +21,18 @@ and are stored in the same transaction; searches answer from them (``SearchQuery
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
-from server.auth.interactions import Interaction
-from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
+from server.ports import Reader, Unit
 from server.search.rows import IndexRows
 
-Method = Literal["POST", "PUT", "PATCH", "DELETE"]
 JobState = Literal["running", "completed", "failed", "cancelled"]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Version:
-    """One stored version of a resource. ``body`` is the exact stored JSON (None if deleted)."""
-
-    type: str
-    id: str
-    version: int
-    last_updated: int  # microseconds since the epoch, UTC; strictly increasing in commit order
-    deleted: bool
-    body: bytes | None
-    method: Method = "PUT"
-    position: int = 0  # keyset position in the listing it came from (history or search);
-    # 0 for a version just written
-    # its access facts (``server/search/access_facts.py``), written with it; None: not known
-    # (a version stored before they existed, until ``calaim-fhir reindex`` fills them in)
-    labels: str | None = None
-    owners: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,229 +70,10 @@ class Event:
     transaction: str
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What a write did: ``created`` (201), ``changed`` (a new version exists) and the version."""
-
-    version: Version | None
-    created: bool = False
-    changed: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryQuery:
-    type: str | None = None
-    id: str | None = None
-    since: int | None = None  # versions last updated at or after
-    at: tuple[int, int] | None = None  # versions current at some moment in [start, end)
-    count: int = 20
-    before_seq: int | None = None  # keyset cursor: versions older than this position
-    within: tuple[Clause, ...] = ()  # only resources whose current version satisfies these
-    max_bytes: int | None = None  # the page ends early past this many bytes (``fitting``)
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a listing; ``has_more`` says a next page exists after the last item;
-    ``cut``: the page ended early, at its byte bound."""
-
-    items: list[Version]
-    has_more: bool
-    cut: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SearchPage:
-    """One page of search matches. ``next``: where the page after this one starts (None: this
-    is the last page); ``previous``: where the page before it ends (None: this is the first);
-    ``total``: the number of matches, when the query asked for it; ``cut``: the page ended
-    early, at the query's byte bound (``next`` then points past the last item)."""
-
-    items: list[Version]
-    next: Cursor | None
-    previous: Cursor | None
-    total: int | None = None
-    cut: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Included:
-    """What ``_include``/``_revinclude`` add to a page: ``versions``; ``cut``, why more were
-    left out (``count``: the include limit; ``bytes``: the byte bound), None if nothing was;
-    ``hop_limit``: ``:iterate`` stopped at its hop limit while it was still adding resources."""
-
-    versions: list[Version]
-    cut: Literal["count", "bytes"] | None = None
-    hop_limit: bool = False
-
-
-INCLUDE_HOPS = 4
-"""Hops of ``_include:iterate`` / ``_revinclude:iterate`` (each hop follows the references of
-what the one before added)."""
-
-ENTRY_BYTES = 512
-"""What one Bundle entry adds around a resource's stored JSON at most (``fullUrl`` and the
-``search``, ``request`` and ``response`` members), counted with each resource against a byte
-bound."""
-
-
-def entry_size(version: Version) -> int:
-    """A version's bytes in a Bundle entry, as a byte bound counts them."""
-    return ENTRY_BYTES + (len(version.body) if version.body is not None else 0)
-
-
-def fitting(sizes: Sequence[int], max_bytes: int | None, at_least: int = 1) -> int:
-    """How many of the leading items of stored ``sizes`` (bytes of JSON) a response bounded by
-    ``max_bytes`` (None: unbounded) holds, each counted with ``ENTRY_BYTES``; ``at_least`` of
-    them whatever their size (a page: one, so a resource larger than the bound is still
-    returned, alone)."""
-    if max_bytes is None:
-        return len(sizes)
-    used = 0
-    for n, size in enumerate(sizes):
-        used += size + ENTRY_BYTES
-        if used > max_bytes:
-            return min(max(n, at_least), len(sizes))
-    return len(sizes)
-
-
 class RowSource(Protocol):
     """Where a store gets the search index rows of a resource it writes."""
 
     def rows(self, type: str, resource: dict[str, Any]) -> IndexRows: ...
-
-
-class Reader(Protocol):
-    """Reads, inside a write transaction or on their own.
-
-    ``within`` (read, vread, include, the bulk reads; ``HistoryQuery.within``; search and
-    ``match`` take them as criteria clauses): clauses of an access policy's narrowing
-    (``server/auth/policy.py``) that what is read must satisfy, applied inside the statement
-    so limits and counts see only what they let through. For ``vread`` and history they
-    hold on the resource's current version (a deleted resource satisfies none but
-    ``_id``-like ones)."""
-
-    def read(self, type: str, id: str, within: Sequence[Clause] = ()) -> Version | None:
-        """The current version (a deleted resource: its deletion version); None if never stored
-        (or, with ``within``, when it does not satisfy them)."""
-
-    def vread(
-        self, type: str, id: str, version: int, within: Sequence[Clause] = ()
-    ) -> Version | None: ...
-
-    def versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """The current version number of each stored resource among ``(type, id)`` ``keys``
-        (a deleted one: its deletion version); keys never stored are left out."""
-
-    def history(self, query: HistoryQuery) -> Page: ...
-
-    def search(self, query: SearchQuery) -> SearchPage:
-        """One page of live matches of a ``SearchQuery`` in its sort order (one statement, and
-        one more for the total when asked)."""
-
-    def count_by(
-        self, criteria: Criteria, param: str, target_type: str | None = None
-    ) -> dict[str, int]:
-        """The live matches of ``criteria`` (one type) counted per target of their ``param``
-        reference search parameter (of ``target_type`` only, when given), in one grouped,
-        index-backed statement: ``{"Type/id": count}``, targets with no match left out."""
-
-    def include(
-        self,
-        versions: list[Version],
-        includes: tuple[Include, ...],
-        limit: int,
-        within: Sequence[Clause] = (),
-        max_bytes: int | None = None,
-    ) -> Included:
-        """The live resources that ``_include``/``_revinclude`` (``:iterate`` repeated on what
-        they add, up to ``INCLUDE_HOPS`` hops) add to ``versions``, each once and none of
-        ``versions`` itself, at most ``limit`` of them and of at most ``max_bytes`` (counted
-        as ``fitting`` counts, possibly none). ``within`` narrows every branch before its limit
-        (and ``:iterate`` goes on from what it let through)."""
-
-    def patient_resources(
-        self,
-        patient_ids: Sequence[str],
-        params: Mapping[str, Sequence[str]],
-        within: Sequence[Clause] = (),
-    ) -> Iterator[tuple[str, Version]]:
-        """The live current versions of the resources of the types in ``params`` whose
-        reference search parameters named there (``{"Encounter": ["subject"], ...}``) point to
-        ``Patient/<id>`` for an id of ``patient_ids``, as ``(patient id, version)``: grouped by
-        patient (ordered by patient id, then type, then id, bytewise), each resource once per
-        patient. One statement per call (callers batch the patients, a few hundred at a time);
-        the rows are read as they are consumed, so consume them before the reader closes."""
-
-    def visible(self, type: str, id: str) -> bool:
-        """Whether the caller this reader reads for may see ``type/id`` (a system reader: it
-        may see everything; the door: what the caller's policies let through). Validation asks
-        it of every reference target it read with a system reader, so a hidden target answers
-        as a missing one."""
-
-    def scan(
-        self, type: str, after: int | None, limit: int, within: Sequence[Clause] = ()
-    ) -> list[Version]:
-        """At most ``limit`` live current versions of ``type`` in creation order, after the
-        keyset position ``after`` (a version's ``position``; None: from the first)."""
-
-
-class Writes(Protocol):
-    """Runs a write unit from a worker thread (through group commit), returning its result
-    once its changes are durable. Never call it on the event loop's thread."""
-
-    def __call__(self, fn: Callable[[Unit], T], /) -> T: ...
-
-
-class Unit(Reader, Protocol):
-    """One write transaction. Every method sees the writes made earlier in the same unit.
-
-    ``create``, ``update`` and ``delete`` store one version each (with its search index rows
-    and its outbox event) and take no decision (``If-Match`` and the rest are the
-    pipeline's). Reads of the current version inside a unit are served from the unit's own
-    view once read (nothing else writes while it holds the writers' lock)."""
-
-    def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
-        """Live matches of ``criteria`` (at most ``limit``), with the criteria locked until the
-        unit ends, so no concurrent unit can create a match in between."""
-
-    def create(
-        self, type: str, resource: dict[str, Any], *, id: str | None = None
-    ) -> WriteResult: ...
-
-    def update(
-        self,
-        type: str,
-        id: str,
-        resource: dict[str, Any],
-        *,
-        method: Method = "PUT",
-        assigned: bool = False,
-    ) -> WriteResult:
-        """A new version of ``type/id`` (the first one when it was never stored or deleted:
-        ``created``). ``assigned``: the server chose ``id`` just now (a conditional update that
-        matched nothing), so it names no resource the caller could not see."""
-
-    def delete(self, type: str, id: str) -> WriteResult:
-        """A deleted version; nothing (``changed`` False) when absent or already deleted."""
-
-    def target(
-        self, type: str, id: str, interaction: Interaction, within: Sequence[Clause] = ()
-    ) -> Version | None:
-        """The current version of the resource a write changes (``interaction``: update, patch
-        or delete) that satisfies ``within``, read for that write: the door checks and narrows
-        by the write's interaction, not a read (a principal may update what it may not
-        read)."""
-
-    def on_behalf(self, interaction: Interaction, type: str) -> Unit:
-        """This same transaction unnarrowed, for what the server writes on the principal's
-        behalf (an operation's record of its own run): refused (403) when the principal may
-        not ``interaction`` on ``type`` at all; the narrowing of its view does not apply."""
-
-    def system(self) -> Unit:
-        """This same transaction, not narrowed by any principal: for validation, program rules
-        and the writes rules derive (the server's own). What it reads must never reach the
-        caller unchecked."""
 
 
 class Outbox(Protocol):
@@ -416,19 +178,82 @@ class JobStore(Protocol):
         """Remove the jobs that ended and expired before ``now``; how many."""
 
 
+class LockStats:
+    """How long this process's write groups held the writers' lock (from the start of their
+    transaction to the end of their commit), for benchmarks and diagnostics."""
+
+    __slots__ = ("groups", "writes", "held_ns", "max_ns")
+
+    def __init__(self) -> None:
+        self.groups = 0
+        self.writes = 0
+        self.held_ns = 0
+        self.max_ns = 0
+
+    def add(self, writes: int, held_ns: int) -> None:
+        self.groups += 1
+        self.writes += writes
+        self.held_ns += held_ns
+        self.max_ns = max(self.max_ns, held_ns)
+
+
+class GroupWrites(Protocol):
+    """The writer of one process: runs write units on the event loop, many to a transaction
+    (group commit), each answered once its group is durable."""
+
+    stats: LockStats
+
+    async def write(self, fn: Callable[[Unit], T], origin: Origin) -> T: ...
+
+    def committed(self) -> asyncio.Event:
+        """Set after each commit of this writer's groups (an in-process wake-up)."""
+
+
 class Repository(Protocol):
-    dialect: str  # "sqlite" | "postgresql"
-    jobs: JobStore
-    outbox: Outbox
+    """One store: what the composition root (``server/app.py``) opens and closes and the
+    runner (``runner.py``) reads and writes through.
+
+    ``auth``, ``audit`` and ``subscriptions`` are the side stores of SMART clients and keys,
+    the audit trail and subscription delivery state; they have no port of their own yet (their
+    consumers use the SQL adapter's classes, the exceptions named in the import contracts)."""
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+
+    @property
+    def jobs(self) -> JobStore: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def auth(self) -> Any: ...
+
+    @property
+    def audit(self) -> Any: ...
+
+    @property
+    def subscriptions(self) -> Any: ...
+
+    @property
+    def inline_reads(self) -> bool:
+        """Whether reads are cheap enough to run on the calling thread, event loop included
+        (an embedded database whose reads never wait for the writer)."""
 
     def migrate(self) -> None: ...
 
     def reader(self) -> AbstractContextManager[Reader]: ...
 
-    def run_jobs(
-        self, conn: Any, jobs: Sequence[tuple[Callable[[Unit], Any], Origin]]
-    ) -> list[tuple[bool, Any]]:
-        """Write jobs inside an open write transaction, each atomic on its own (savepoints);
-        the group writer opens and commits the transaction (``sql/group_commit.py``)."""
+    def snapshot(self) -> AbstractContextManager[Reader]:
+        """A reader whose reads see one snapshot where the database allows it cheaply: for
+        the reads that prepare a write."""
+
+    def group_writer(self, pool: ThreadPoolExecutor) -> GroupWrites:
+        """This store's writer for one process; ``pool`` (one thread) is where it waits for
+        the writers' lock and commits, off the event loop."""
+
+    def health(self) -> list[str]:
+        """What is wrong with the database right now (nothing: an empty list)."""
 
     def close(self) -> None: ...

@@ -3,8 +3,10 @@
 Writes go through group commit (``sql/group_commit.py``): one transaction and one fsync for
 every write that arrived while the previous group committed.
 
-Reads: SQLite reads run inline (a WAL read takes microseconds and never waits for the
-writer); PostgreSQL reads run on a thread pool sized to the connection pool.
+Reads: inline where the store's reads are that cheap (``Repository.inline_reads``: SQLite, a
+WAL read takes microseconds and never waits for the writer); otherwise (PostgreSQL) on a
+thread pool sized to the connection pool. The runner knows the store only by its port
+(``base.py``).
 """
 
 from __future__ import annotations
@@ -15,21 +17,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
-from server.store.base import SYSTEM, Origin, Reader, Unit
-from server.store.sql.adapter import SqlRepository
-from server.store.sql.dialect import SQLiteDialect
-from server.store.sql.group_commit import GroupWriter, LockStats
+from server.ports import Reader, Unit
+from server.store.base import SYSTEM, LockStats, Origin, Repository
 
 T = TypeVar("T")
 
 
 class Runner:
-    def __init__(self, repo: SqlRepository, threads: int) -> None:
+    def __init__(self, repo: Repository, threads: int) -> None:
         self._repo = repo
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
-        self._group = GroupWriter(repo, self._writes)
+        self._group = repo.group_writer(self._writes)
         self._pool: ThreadPoolExecutor | None = None
-        if not isinstance(repo.sql_dialect, SQLiteDialect):
+        if not repo.inline_reads:
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
 
     def reader(self) -> AbstractContextManager[Reader]:

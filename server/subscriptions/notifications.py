@@ -16,7 +16,7 @@ import orjson
 
 from server.errors import FhirError
 from server.fhir.instant import format_instant
-from server.store.base import Reader, Version
+from server.ports import Reader, Version
 from server.store.sql.subscriptions import Numbered
 
 STATUS_PROFILE = (

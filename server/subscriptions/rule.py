@@ -25,8 +25,8 @@ import orjson
 
 from server.errors import Unprocessable
 from server.fhir.instant import now_us
+from server.ports import Version
 from server.search.parse import SearchContext
-from server.store.base import Version
 from server.store.sql.subscriptions import SqlSubscriptions
 from server.subscriptions.spec import CLIENT_STATUSES, MASK, header_pairs, read_spec
 from server.writes.rules import ALLOW, Change, Rule, Verdict, amend, refuse

@@ -43,15 +43,15 @@ from server.auth.scopes import ScopeSet
 from server.errors import FhirError
 from server.fhir.instant import now_us, parse_fhir_range
 from server.outbound import Outbound, OutboundError, networks
+from server.ports import Reader, Unit, Version
 from server.search.match import Matcher, RowSource, compile_matcher
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import Criteria
 from server.search.rows import IndexRows
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Event, Origin, Reader, Unit, Version
+from server.store.base import Event, Origin, Repository
 from server.store.runner import Runner
-from server.store.sql.adapter import SqlRepository
 from server.store.sql.subscriptions import (
     Matching,
     Numbered,
@@ -112,7 +112,7 @@ def backoff_us(attempts: int, max_seconds: float, rnd: float) -> int:
 class SubscriptionService:
     def __init__(
         self,
-        repo: SqlRepository,
+        repo: Repository,
         runner: Runner,
         settings: Settings,
         search: SearchContext,

@@ -23,12 +23,12 @@ from typing import Any
 import orjson
 
 from server.errors import InvalidResource, Unprocessable
+from server.fhir.base_validation import base_validator
 from server.fhir.outcome import Issue
-from server.fhir.validation import base_validator
-from server.fhir.validator import Findings
-from server.search.profile_rules import Lookup
-from server.store.base import Reader, Version
-from server.validating import Validation
+from server.fhir.profile_validation import Findings
+from server.ports import Reader, Version
+from server.search.required_profiles import Lookup
+from server.validation_service import Validation
 
 Key = tuple[str, str]
 

@@ -32,11 +32,11 @@ from server.errors import (
 )
 from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
+from server.ports import Method, Reader, Unit, UpdateMode, Version, WriteResult
 from server.search.parse import SearchContext, parse_criteria_string
-from server.search.profile_rules import Lookup
 from server.search.query import Criteria, SearchQuery
-from server.store.base import Method, Reader, Unit, Version, WriteResult
-from server.validating import Validation, reader_lookup
+from server.search.required_profiles import Lookup
+from server.validation_service import Validation, reader_lookup
 from server.writes import references
 from server.writes.checks import Checked, Seen, Targets, check_base, check_profiles
 from server.writes.rules import MAX_DEPTH, Change, RuleSet
@@ -465,7 +465,7 @@ class Writer:
         else:
             patch = write.interaction == "patch"
             method: Method = "PATCH" if patch else "PUT"
-            result = unit.update(type, id, resource, method=method, assigned=assigned)
+            result = unit.update(type, id, resource, UpdateMode(method, assigned))
         for each in ruled.derived:
             self._derived(each)
         return Written(write, result, warnings=warnings)

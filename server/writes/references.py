@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 
 from server.errors import BadRequest, FhirError, MultipleMatches
+from server.ports import Version
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import Criteria
-from server.store.base import Version
 
 Find = Callable[[Criteria], list[Version]]
 

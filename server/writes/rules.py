@@ -43,7 +43,7 @@ from server.auth.principal import Principal
 from server.errors import FhirError, MethodNotAllowed
 from server.fhir.conformance import CONFORMANCE_TYPES
 from server.fhir.outcome import Issue
-from server.store.base import Reader, Version
+from server.ports import Reader, Version
 from server.writes.write import Interaction, Write
 
 MAX_DEPTH = 4  # derived writes of derived writes ...

@@ -29,9 +29,9 @@ from server.errors import (
 )
 from server.fhir.ids import new_id
 from server.fhir.outcome import Issue
-from server.search.query import Criteria, SearchQuery
-from server.store.base import Reader, Version, WriteResult
-from server.validating import chained, reader_lookup
+from server.ports import Reader, Version, WriteResult
+from server.search.query import Criteria, ReferenceClause, SearchQuery
+from server.validation_service import chained, reader_lookup
 from server.writes import references
 from server.writes.checks import Checked, Seen
 from server.writes.pipeline import Pipeline, Prepared, Writer
@@ -138,8 +138,10 @@ def _resolve(
 ) -> Identities:
     """Decide the id every POST/PUT entry will have; map each fullUrl to ``Type/id``. A
     condition that names the fullUrl of an earlier entry (``focus=urn:uuid:…``) searches for
-    the id that entry resolved to (parsed again with ``parse``)."""
+    the id that entry resolved to (parsed again with ``parse``); when it requires a reference to
+    an entry created here under a new id, nothing stored can match it and nothing is searched."""
     out = Identities()
+    minted: set[str] = set()  # the new ids of this transaction's creates
     for entry in entries:
         prepared = entry.prepared
         if prepared is None or prepared.write.interaction not in ("create", "update"):
@@ -149,7 +151,7 @@ def _resolve(
             if criteria is not None and parse is not None and write.condition:
                 criteria = _with_entries(write, out.mapping, parse) or criteria
             if criteria is not None:
-                matches = find(criteria)
+                matches = [] if _requires(criteria, minted) else find(criteria)
                 if len(matches) > 1:
                     raise MultipleMatches(f"'{criteria.key}' matches several resources")
                 body_id = (prepared.resource or {}).get("id")
@@ -157,6 +159,8 @@ def _resolve(
                     if matches:
                         out.existing.add(entry.index)
                     id = matches[0].id if matches else fresh(entry.index)
+                    if not matches:
+                        minted.add(id)
                 elif matches:
                     if body_id is not None and body_id != matches[0].id:
                         raise BadRequest(
@@ -168,6 +172,7 @@ def _resolve(
                     id = body_id if isinstance(body_id, str) else fresh(entry.index)
             elif write.interaction == "create":
                 id = fresh(entry.index)
+                minted.add(id)
             else:
                 assert write.id is not None
                 id = write.id
@@ -177,6 +182,17 @@ def _resolve(
         if entry.full_url:
             out.mapping[entry.full_url] = target
     return out
+
+
+def _requires(criteria: Criteria, minted: set[str]) -> bool:
+    """Whether ``criteria`` require (a plain reference clause, ANDed with the rest) a reference
+    to one of the ``minted`` ids: new, never stored, so no stored resource refers to them."""
+    return bool(minted) and any(
+        isinstance(clause, ReferenceClause)
+        and clause.values
+        and all(v.url is None and v.id in minted for v in clause.values)
+        for clause in criteria.clauses
+    )
 
 
 def _with_entries(

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from server.auth.principal import Principal
 from server.fhir.outcome import Issue
+from server.ports import WriteResult
 from server.search.query import Criteria
-from server.store.base import WriteResult
 
 Interaction = Literal["create", "update", "patch", "delete"]
 Patch = Callable[[dict[str, Any]], dict[str, Any]]

@@ -9,7 +9,7 @@ from typing import Any
 
 from server.auth.principal import LOCAL
 from server.auth.scope_policy import SmartScopes
-from server.search.service import search_service
+from server.search.service import build_search_service
 from server.settings import Settings
 from tests.support import FHIR_JSON, Acting, TestClient, fhir_client
 
@@ -18,7 +18,7 @@ from tests.support import FHIR_JSON, Acting, TestClient, fhir_client
 def scoped_app(
     database_url: str, acting: Acting, scene: Iterable[dict[str, Any]]
 ) -> Iterator[TestClient]:
-    policy = SmartScopes(search_service(Settings(database_url=database_url)).context)
+    policy = SmartScopes(build_search_service(Settings(database_url=database_url)).context)
     acting.as_(LOCAL)  # the scene is the operator's
     with fhir_client(database_url, principals=acting, policies=[policy]) as client:
         for resource in scene:

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from server.auth.users import verify
 from server.cli import app as cli
+from server.search.service import build_search_service
 from server.settings import Settings
-from server.store import open_store
+from server.store.sql.opening import open_store
 from tests.auth.conftest import ORGANIZATION, TOKEN_URL
 from tests.auth.partners import Partner, token_form
 from tests.support import FHIR_JSON, TestClient
@@ -44,7 +45,8 @@ def _run(database_url: str, *args: str, input: str | None = None) -> Any:
 
 
 def _stored_user(database_url: str, username: str) -> Any:
-    repo = open_store(Settings(database_url=database_url))
+    settings = Settings(database_url=database_url)
+    repo = open_store(settings, build_search_service(settings))
     try:
         return repo.auth.user(username)
     finally:

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from server.cli import app
 from server.search.parse import parse_search
-from server.search.service import search_service
+from server.search.service import build_search_service
 from server.settings import Settings
-from server.store import open_store
+from server.store.sql.opening import open_store
 from tests.cli.conftest import EXAMPLES, ONBOARDING, Server, command, sqlite_url
 
 CIN = "https://calaim-fhir.org/fhir/sid/medi-cal-cin"
@@ -30,10 +30,11 @@ def invoke(*args: str) -> Any:
 def _search(database_url: str, type: str, query: str = "") -> list[dict[str, Any]]:
     """Resources read back from the store itself (not through the API)."""
     settings = Settings(database_url=database_url)
-    repo = open_store(settings)
+    search = build_search_service(settings)
+    repo = open_store(settings, search)
     try:
         pairs = [*parse_qsl(query, keep_blank_values=True), ("_count", "1000")]
-        parsed = parse_search(type, pairs, search_service(settings).context)
+        parsed = parse_search(type, pairs, search.context)
         with repo.reader() as reader:
             page = reader.search(parsed.query)
         return [json.loads(v.body) for v in page.items if v.body is not None]

@@ -12,10 +12,10 @@ from typing import Any
 
 from server.auth.policies import LabelPolicy
 from server.auth.principal import Principal
-from server.search.service import search_service
+from server.search.service import build_search_service
 from server.settings import Settings
-from server.store import open_store
 from server.store.sql import reindex
+from server.store.sql.opening import open_store
 from tests.cli.conftest import ROOT, command, sqlite_url
 from tests.support import BASE, fhir_client, outcome
 
@@ -105,8 +105,9 @@ def test_an_interrupted_reindex_resumes_where_it_stopped(tmp_path: Path) -> None
 
     after = _parameters(tmp_path / "after", DESCRIPTION)
     settings = Settings(database_url=database, base_url=BASE, search_parameters_dir=str(after))
-    registry = search_service(settings).registry
-    repo = open_store(settings)
+    search = build_search_service(settings)
+    registry = search.registry
+    repo = open_store(settings, search)
     try:
         assert registry.pending == {DESCRIPTION["url"]}
         seen: list[int] = []

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from server import loader
-from server.fhir.validation import base_validator
+from server.fhir.base_validation import base_validator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bundles"
 RESOURCES = EXAMPLES.parent / "resources"

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from server.fhir.base_validation import base_validator
 from server.fhir.terminology import Terminology
-from server.fhir.validation import base_validator
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 BASE = "http://calaim-fhir.org/fhir"

@@ -18,15 +18,15 @@ import pytest
 from server.auth.interactions import Interaction
 from server.auth.policy import EVERYTHING, NOTHING, Facts, Narrowing
 from server.auth.principal import LOCAL, Principal
-from server.operations.registry import Call, Operation
+from server.operations.call import Call
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
-from server.search.service import search_service
 from tests.access_scene import CALLER, LABEL, POLICIES, policy_apps
 from tests.support import (
     FHIR_JSON,
     Acting,
     TestClient,
+    defined_operation,
     extra_operations,
     fhir_client,
     outcome,
@@ -184,7 +184,7 @@ def test_eligibility_of_a_hidden_patient_answers_as_of_a_missing_one(
 
 def _encounters(call: Call) -> dict[str, Any]:
     """A long-running operation that lists the Encounters its caller may read."""
-    criteria = parse_criteria("Encounter", [], search_service(call.settings).context)
+    criteria = parse_criteria("Encounter", [], call.services.search.context)
     page = call.reader.search(SearchQuery(criteria, 100))
     return {
         "resourceType": "Parameters",
@@ -195,16 +195,8 @@ def _encounters(call: Call) -> dict[str, Any]:
     }
 
 
-LIST_ENCOUNTERS = Operation(
-    "list-encounters",
-    frozenset(),
-    type_level=False,
-    instance_level=False,
-    definition="ValueSet-expand",
-    run=_encounters,
-    affects_state=True,
-    system_level=True,
-    long_running=True,
+LIST_ENCOUNTERS = defined_operation(
+    "list-encounters", _encounters, system=True, affects_state=True, long_running=True
 )
 ASYNC = {"Content-Type": FHIR_JSON, "Prefer": "respond-async"}
 NO_INPUT = {"resourceType": "Parameters"}

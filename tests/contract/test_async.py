@@ -16,11 +16,19 @@ import pytest
 from server.auth.principal import LOCAL
 from server.errors import Unprocessable
 from server.jobs import JobContext, JobRunner, Work
-from server.operations.registry import Call, Operation
+from server.operations.call import Call
+from server.ports import Unit
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Job, Unit
+from server.store.base import Job
 from server.writes.write import Write
-from tests.support import BASE, FHIR_JSON, TestClient, extra_operations, outcome
+from tests.support import (
+    BASE,
+    FHIR_JSON,
+    TestClient,
+    defined_operation,
+    extra_operations,
+    outcome,
+)
 
 RESULT = {"resourceType": "Parameters", "parameter": [{"name": "answer", "valueInteger": 42}]}
 HOUR = 3600 * 1_000_000
@@ -93,38 +101,27 @@ def _quick(call: Call) -> dict[str, Any]:
     }
 
 
-SLOW_SYSTEM = Operation(
+COUNT = (("count", "integer"),)
+SLOW_SYSTEM = defined_operation(
     "slow-count",
-    frozenset(),
-    type_level=False,
-    instance_level=False,
-    definition="ValueSet-expand",
-    run=_count,
+    _count,
+    system=True,
     affects_state=True,
-    system_level=True,
+    parameters=COUNT,
     long_running=True,
     progress_unit="members",
 )
-SLOW_GROUP = Operation(
+SLOW_GROUP = defined_operation(
     "slow-count",
-    frozenset({"Group"}),
-    type_level=False,
-    instance_level=True,
-    definition="ValueSet-expand",
-    run=_count,
+    _count,
+    resource=("Group",),
+    instance=True,
     affects_state=True,
+    parameters=COUNT,
     long_running=True,
     progress_unit="members",
 )
-QUICK_SYSTEM = Operation(
-    "quick-count",
-    frozenset(),
-    type_level=False,
-    instance_level=False,
-    definition="ValueSet-expand",
-    run=_quick,
-    system_level=True,
-)
+QUICK_SYSTEM = defined_operation("quick-count", _quick, system=True, parameters=COUNT)
 
 
 @pytest.fixture

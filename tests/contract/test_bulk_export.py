@@ -17,7 +17,7 @@ from server.auth.principal import LOCAL, Principal
 from server.bulk import export as export_module
 from server.bulk.export import ExportWork
 from server.jobs import JobContext
-from server.store.base import HistoryQuery, Page
+from server.ports import HistoryQuery, Page
 from tests.access_scene import VISIBLE, policy_apps, seed
 from tests.support import (
     BASE,

@@ -698,7 +698,9 @@ def test_twenty_concurrent_commits_against_a_capacity_of_five(
 
 class _Commits:
     """The store's commit point (``before-commit``, inside the writers' lock): counts the
-    transactions that reach it and, while ``hold`` is set, keeps them there until released."""
+    write units' transactions that reach it (on the writers' thread, ``store-write``: not the
+    subscription matcher's or the audit trail's own, which follow a commit on their own
+    schedule) and, while ``hold`` is set, keeps them there until released."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
@@ -707,7 +709,9 @@ class _Commits:
         real = faults.hit
 
         def hit(point: str) -> None:
-            if point == "before-commit":
+            if point == "before-commit" and threading.current_thread().name.startswith(
+                "store-write"
+            ):
                 self.count += 1
                 if self.hold:
                     self.entered.set()
@@ -757,6 +761,63 @@ def test_a_preview_runs_while_a_write_is_in_flight(
             commits.hold = False
             commits.release.set()
         assert write.result().status_code == 201
+
+
+def test_a_service_written_between_two_previews_changes_the_answer(
+    app: TestClient, database_url: str
+) -> None:
+    """What previews keep of the ECM services is never served stale: a HealthcareService
+    updated, created, deactivated or deleted between two previews, through this server or
+    another one on the same database (another worker), changes the next answer."""
+    _load(app, *_providers("a-org", "b-org"), _service("svc-a", "a-org"))
+    assert _out(_assign(app, referral="ServiceRequest/ref-1"), "provider") == "Organization/a-org"
+    # updated: no longer experienced in birth equity
+    _ok(app.put("/fhir/HealthcareService/svc-a",
+                json=_service("svc-a", "a-org", pofs=(HOMELESS,))))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(answer, "needsReview") is True
+    assert _candidates(answer)["Organization/a-org"]["failed"] == ["pof-experience"]
+    # created through another server on the same database
+    with fhir_client(database_url) as other:
+        _ok(other.put("/fhir/HealthcareService/svc-b", json=_service("svc-b", "b-org")))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert _out(answer, "provider") == "Organization/b-org"
+    # deactivated, then active again
+    _ok(app.put("/fhir/HealthcareService/svc-b",
+                json={**_service("svc-b", "b-org"), "active": False}))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert set(_candidates(answer)) == {"Organization/a-org"}
+    _ok(app.put("/fhir/HealthcareService/svc-b", json=_service("svc-b", "b-org")))
+    assert _out(_assign(app, referral="ServiceRequest/ref-1"), "provider") == "Organization/b-org"
+    # deleted
+    _ok(app.delete("/fhir/HealthcareService/svc-b"), (200, 204))
+    answer = _assign(app, referral="ServiceRequest/ref-1")
+    assert set(_candidates(answer)) == {"Organization/a-org"}
+    assert _out(answer, "needsReview") is True
+
+
+def test_an_order_written_between_two_previews_changes_the_open_capacity(
+    app: TestClient, database_url: str
+) -> None:
+    """Capacity counts kept between previews are counted again once a ServiceRequest is
+    written, through this server or another one on the same database: an assignment of
+    another member takes one place of the panel of 10, its revocation gives it back."""
+    _load(app, *_providers("a-org"), _service("svc-a", "a-org"), _member("m2"))
+
+    def open_places() -> int:
+        answer = _assign(app, referral="ServiceRequest/ref-1")
+        return int(_candidates(answer)["Organization/a-org"]["openCapacity"])
+
+    assert open_places() == 10
+    order = {**_referral("order-m2", "Patient/m2"), "intent": "filler-order",
+             "requester": {"reference": GOLDEN},
+             "performer": [{"reference": "Organization/a-org"},
+                           {"reference": "HealthcareService/svc-a"}]}
+    with fhir_client(database_url) as other:
+        _ok(other.put("/fhir/ServiceRequest/order-m2", json=order))
+    assert open_places() == 9
+    _ok(app.put("/fhir/ServiceRequest/order-m2", json={**order, "status": "revoked"}))
+    assert open_places() == 10
 
 
 def test_open_slots_count_assignments_since_they_were_reported(
@@ -818,6 +879,20 @@ def test_reassignment_on_the_members_request(app: TestClient, acting: Acting) ->
     assert _count(app, "ServiceRequest?performer=HealthcareService/svc-second&status=active") == 1
     episode = _ok(app.get("/fhir/EpisodeOfCare/auth-1"))
     assert episode["managingOrganization"] == {"reference": "Organization/second-org"}
+    assert episode["careManager"] == {"reference": "PractitionerRole/lcm-second"}
+    # the former provider's care team is ended on the day of the change (Monday 14
+    # December); the enrollment's team is the new provider's, its Lead Care Manager named
+    (former_team,) = _search(app, "CareTeam?subject=Patient/ecm-member-example&status=inactive")
+    assert former_team["managingOrganization"] == [{"reference": "Organization/first-org"}]
+    assert former_team["period"]["end"] == "2026-12-14"
+    assert "VI.E.3" in former_team["note"][-1]["text"]
+    (team,) = episode["team"]
+    current = _ok(app.get(f"/fhir/{team['reference']}"))
+    assert current["managingOrganization"] == [{"reference": "Organization/second-org"}]
+    assert current["status"] == "proposed"
+    assert [p["member"] for p in current["participant"]][0] == {
+        "reference": "PractitionerRole/lcm-second"
+    }
     # the former provider's Task is cancelled with why; the plan's Task stays accepted
     former = _ok(app.get(f"/fhir/{_out(first, 'task')}"))
     assert former["status"] == "cancelled"

@@ -1285,6 +1285,29 @@ def test_a_referral_of_a_transitioning_member_is_authorized_at_intake(
     assert len(_authorizations(app)) == 1
 
 
+def test_evidence_written_after_the_coverage_in_one_transaction_counts_at_its_intake(
+    app: TestClient, acting: Acting, clock: Clock
+) -> None:
+    """The Coverage is checked before the claim is written (no evidence then); the referral
+    Task later in the same transaction sees the claim (VI.G.3.a) and is authorized."""
+    _joining(app, acting, clock)
+    bundle = _bundle("REF-COC-ONE")
+    bundle["entry"][:0] = [
+        {"resource": _coverage("2026-03-01"), "request": {"method": "POST", "url": "Coverage"}},
+        {"resource": _ecm_claim("2026-02-10", "Organization/sierra-vista-ccp"),
+         "request": {"method": "POST", "url": "Claim"}},
+    ]
+    answer = ok(app.post("/fhir", json=bundle), 200)
+    claim_url, task_url = (answer["entry"][i]["response"]["location"] for i in (1, 3))
+    [auth] = _authorizations(app)
+    assert _parts(auth)["evidence"] == [claim_url.split("/_history")[0]]
+    assert auth["preAuthPeriod"] == {"start": "2026-03-01", "end": "2026-08-31"}
+    task = ok(app.get("/fhir/" + task_url.split("/_history")[0]))
+    assert task["status"] == "accepted"
+    assert _code(task["businessStatus"]) == "authorized"
+    assert len(_reassessments(app, "&due=eq2026-08-31")) == 1
+
+
 def test_a_continuity_authorization_lasts_up_to_six_months(
     app: TestClient, acting: Acting, clock: Clock
 ) -> None:

@@ -157,6 +157,44 @@ def test_if_none_exist_without_match_creates(client: TestClient) -> None:
     assert result["entry"][0]["response"]["status"].startswith("201")
 
 
+def test_if_none_exist_naming_an_earlier_entry_matches_what_that_entry_resolved_to(
+    client: TestClient
+) -> None:
+    """An ifNoneExist that names an earlier entry's fullUrl searches with that entry's id: a
+    new entry's Observation is created; an entry matched to a stored Patient finds that
+    Patient's stored Observation (200, nothing created)."""
+    urn = "urn:uuid:7a1f9a7e-3333-4b8e-9a61-6f1b0d2b6d11"
+
+    def bundle(cin: str) -> dict[str, Any]:
+        return _tx(
+            _post(patient("Named", identifier=(SYS, cin)), urn,
+                  ifNoneExist=f"identifier={SYS}|{cin}"),
+            _post(observation(urn), ifNoneExist=f"subject={urn}"),
+        )
+
+    first = _run(client, bundle("named-1"))
+    assert [e["response"]["status"][:3] for e in first["entry"]] == ["201", "201"]
+    observation_id = _id_from_location(first["entry"][1]["response"]["location"])
+    before = history_total(client)
+    again = _run(client, bundle("named-1"))
+    assert [e["response"]["status"][:3] for e in again["entry"]] == ["200", "200"]
+    assert _id_from_location(again["entry"][1]["response"]["location"]) == observation_id
+    assert history_total(client) == before
+    # a new member: its Observation is new too, whatever is stored for the other one
+    other = _run(client, bundle("named-2"))
+    assert [e["response"]["status"][:3] for e in other["entry"]] == ["201", "201"]
+    assert _id_from_location(other["entry"][1]["response"]["location"]) != observation_id
+    # the new entry among alternatives with a stored Patient: the stored one's Observation
+    stored = _id_from_location(first["entry"][0]["response"]["location"])
+    mixed = _run(client, _tx(
+        _post(patient("Third", identifier=(SYS, "named-3")), urn,
+              ifNoneExist=f"identifier={SYS}|named-3"),
+        _post(observation(urn), ifNoneExist=f"subject={urn},Patient/{stored}"),
+    ))
+    assert [e["response"]["status"][:3] for e in mixed["entry"]] == ["201", "200"]
+    assert _id_from_location(mixed["entry"][1]["response"]["location"]) == observation_id
+
+
 def test_entries_run_in_spec_order_delete_post_put_get(client: TestClient) -> None:
     """GET runs after the writes, whatever its place in the Bundle."""
     old = create(client, patient("Old", identifier=(SYS, "ord")))

@@ -17,13 +17,16 @@ import pytest
 
 from server.auth.principal import Principal
 from server.errors import Conflict, Forbidden, Unprocessable
-from server.operations.registry import Call, Operation
-from server.store.base import Event, HistoryQuery, Version
+from server.operations.call import Call
+from server.operations.registry import Operation
+from server.ports import HistoryQuery, Version
+from server.store.base import Event
 from server.writes.rules import ALLOW, Change, Rule, Verdict, amend, derive, refuse
 from server.writes.write import Write
 from tests.support import (
     TestClient,
     clear_store,
+    defined_operation,
     expressions,
     extra_operations,
     fhir_client,
@@ -422,16 +425,8 @@ def _writes_a_broken_list(call: Call) -> dict[str, Any]:
 
 
 def _operation(name: str, *, long_running: bool) -> Operation:
-    return Operation(
-        name,
-        frozenset(),
-        type_level=False,
-        instance_level=False,
-        definition="ValueSet-expand",
-        run=_writes_a_broken_list,
-        affects_state=True,
-        system_level=True,
-        long_running=long_running,
+    return defined_operation(
+        name, _writes_a_broken_list, system=True, affects_state=True, long_running=long_running
     )
 
 

@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from tests.support import TestClient, create, patient
@@ -39,3 +42,40 @@ def test_a_zoneless_date_time_is_one_moment_for_history_and_search(client: TestC
     updated_before = client.get("/fhir/Patient", params={"_lastUpdated": f"lt{after}"}).json()
     updated_after = client.get("/fhir/Patient", params={"_lastUpdated": f"lt{before}"}).json()
     assert (_ids(updated_before), _ids(updated_after)) == ([id], [])
+
+
+# zones far from UTC: at every instant the calendar day in one of them is not the UTC one
+_FAR_ZONES = ("Etc/GMT-14", "Etc/GMT+12")
+
+
+def test_a_zoneless_date_is_one_day_for_at_and_last_updated(
+    client: TestClient, make_client: Callable[..., AbstractContextManager[TestClient]]
+) -> None:
+    created = create(client, patient("Day"))
+    id = created["id"]
+    stamp = datetime.fromisoformat(created["meta"]["lastUpdated"].replace("Z", "+00:00"))
+    utc_day = stamp.astimezone(UTC).date()
+    name = next(z for z in _FAR_ZONES if stamp.astimezone(ZoneInfo(z)).date() != utc_day)
+    zone = ZoneInfo(name)
+    local_day = stamp.astimezone(zone).date()
+
+    def ends_after(day: date) -> bool:
+        """Whether the patient was stored before the zone's midnight that ends ``day``."""
+        following = day + timedelta(days=1)
+        return stamp < datetime(following.year, following.month, following.day, tzinfo=zone)
+
+    days = sorted({local_day - timedelta(days=1), local_day, utc_day, local_day + timedelta(1)})
+    with make_client(search_timezone=name) as local:
+
+        def found(path: str, **params: Any) -> list[str]:
+            response = local.get(path, params=params)
+            assert response.status_code == 200, response.text
+            return _ids(response.json())
+
+        for day in days:
+            text = day.isoformat()
+            current = [id] if ends_after(day) else []
+            assert found(f"/fhir/Patient/{id}/_history", _at=text) == current, (name, text)
+            assert found("/fhir/Patient", _lastUpdated=f"le{text}") == current, (name, text)
+            on_day = [id] if day == local_day else []
+            assert found("/fhir/Patient", _lastUpdated=text) == on_day, (name, text)

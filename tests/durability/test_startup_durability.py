@@ -12,10 +12,16 @@ import pytest
 from psycopg import sql
 
 from server.errors import ServiceUnavailable
+from server.search.service import build_search_service
 from server.settings import Settings
-from server.store import open_store
+from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import SQLiteDialect
+from server.store.sql.opening import open_store
 from tests.durability.conftest import ServerFactory, patient, sql_rows
+
+
+def _open(settings: Settings) -> SqlRepository:
+    return open_store(settings, build_search_service(settings))
 
 
 def test_sqlite_dialect_is_wal_and_synchronous_full(tmp_path: Path) -> None:
@@ -32,7 +38,7 @@ def test_sqlite_dialect_is_wal_and_synchronous_full(tmp_path: Path) -> None:
 
 def test_sqlite_store_opens_durable(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    repo = open_store(Settings(database_url=f"sqlite:///{path}"))
+    repo = _open(Settings(database_url=f"sqlite:///{path}"))
     try:
         dialect = repo.sql_dialect  # type: ignore[attr-defined]
         assert isinstance(dialect, SQLiteDialect)
@@ -53,7 +59,7 @@ def test_sqlite_store_opens_durable(tmp_path: Path) -> None:
 def test_postgres_store_refuses_synchronous_commit_off(
     fresh_pg_database: str, start_server: ServerFactory
 ) -> None:
-    repo = open_store(Settings(database_url=fresh_pg_database))  # control: durable by default
+    repo = _open(Settings(database_url=fresh_pg_database))  # control: durable by default
     repo.close()
 
     name = fresh_pg_database.rsplit("/", 1)[1]
@@ -63,7 +69,7 @@ def test_postgres_store_refuses_synchronous_commit_off(
                      .format(sql.Identifier(name)))
 
     with pytest.raises(RuntimeError, match="synchronous_commit=off"):
-        open_store(Settings(database_url=fresh_pg_database))
+        _open(Settings(database_url=fresh_pg_database))
 
     # and the server process refuses to start on it
     server = start_server(fresh_pg_database, ready=False)

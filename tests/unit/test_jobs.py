@@ -20,8 +20,9 @@ from server.auth.principal import LOCAL, Principal
 from server.errors import Unprocessable
 from server.fhir.instant import now_us
 from server.jobs import JobCancelled, JobContext, JobRunner, ThreadWrites
+from server.ports import Reader, Unit
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Job, Reader, Unit
+from server.store.base import Job
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import SQLiteDialect

@@ -49,6 +49,7 @@ from server.fhir.fhirpath.operators import (
 from server.fhir.fhirpath.parser import Ast, parse
 from server.fhir.fhirpath.type_model import TypeModel, type_model
 from server.fhir.fhirpath.values import Node, truth
+from server.fhir.references import reference_type
 
 if TYPE_CHECKING:
     from server.fhir.terminology import Terminology
@@ -107,12 +108,7 @@ def _reference_type(value: Any, resource: Any) -> str | None:
                     kind = item.get("resourceType")
                     return kind if kind.__class__ is str else None
         return None
-    parts = text.split("?", 1)[0].rstrip("/").split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    if len(parts) < 2:
-        return None
-    return parts[-2]
+    return reference_type(text)
 
 
 _RESOLVE = ("call", ("this",), "resolve", ())

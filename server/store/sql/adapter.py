@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -39,25 +40,26 @@ from server.auth.interactions import Interaction
 from server.errors import InvalidResource, TransactionConflict
 from server.fhir.ids import new_id
 from server.fhir.instant import format_instant, now_us
-from server.search.access_facts import access_facts
-from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
-from server.search.rows import IndexRows
-from server.store import faults
-from server.store.base import (
+from server.ports import (
     ENTRY_BYTES,
     INCLUDE_HOPS,
+    PUT,
     HistoryQuery,
     Included,
     Method,
-    Origin,
     Page,
-    RowSource,
     SearchPage,
     Unit,
+    UpdateMode,
     Version,
     WriteResult,
     fitting,
 )
+from server.search.access_facts import access_facts
+from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
+from server.search.rows import IndexRows
+from server.store import faults
+from server.store.base import Origin, RowSource
 from server.store.sql import bodies, scans, store_file
 from server.store.sql import query as compiler
 from server.store.sql.audit import SqlAudit, write_records
@@ -68,6 +70,9 @@ from server.store.sql.jobs import SqlJobs
 from server.store.sql.outbox import SqlOutbox
 from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
 from server.store.sql.subscriptions import SqlSubscriptions
+
+if TYPE_CHECKING:
+    from server.store.sql.group_commit import GroupWriter
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
 _FETCH = 256  # rows fetched at a time by streaming reads
@@ -301,6 +306,19 @@ class SqlReader:
             rows = self._conn.execute(sql, args).fetchall()
         return {f"{type}/{id}": int(n) for type, id, n in rows if type and id}
 
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        """The store's identity, how many ``type`` rows it holds (a deleted resource keeps its
+        row) and their latest ``last_updated``, read off ``resource_type_updated``: every write
+        of a ``type`` resource commits a later ``last_updated`` than any committed before it
+        (``Clock``, under the writers' lock, whichever process writes), so a write changes the
+        latest, and a row removed (an emptied store) the count."""
+        row = self._conn.execute(
+            "SELECT (SELECT id FROM store_identity), COUNT(*), MAX(last_updated) FROM resource"
+            " WHERE rtype = ?",
+            (type,),
+        ).fetchone()
+        return (str(row[0]), int(row[1]), int(row[2] or 0))
+
     def _total(self, query: SearchQuery, probe: compiler.Probe) -> int | None:
         """``Bundle.total`` as ``query.total`` asks (see ``Total``)."""
         if query.total == "none":
@@ -514,6 +532,10 @@ class SqlUnit(SqlReader):
     ) -> Version | None:
         return self.read(type, id, within)
 
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        """None: the unit's own writes (and a stamp read here) may still be rolled back."""
+        return None
+
     def system(self) -> SqlUnit:
         return self
 
@@ -608,17 +630,11 @@ class SqlUnit(SqlReader):
         return WriteResult(self._write(type, id or new_id(), resource, None, "POST"), created=True)
 
     def update(
-        self,
-        type: str,
-        id: str,
-        resource: dict[str, Any],
-        *,
-        method: Method = "PUT",
-        assigned: bool = False,
+        self, type: str, id: str, resource: dict[str, Any], mode: UpdateMode = PUT
     ) -> WriteResult:
         prev = self.read(type, id)
         created = prev is None or prev.deleted
-        return WriteResult(self._write(type, id, resource, prev, method), created=created)
+        return WriteResult(self._write(type, id, resource, prev, mode.method), created=created)
 
     def delete(self, type: str, id: str) -> WriteResult:
         prev = self.read(type, id)
@@ -725,6 +741,16 @@ class SqlRepository:
         d = self.sql_dialect
         with d.snapshot() as conn:
             yield SqlReader(conn, d.collate, d.estimate, d.budget)
+
+    @property
+    def inline_reads(self) -> bool:
+        """SQLite: a WAL read takes microseconds and never waits for the writer."""
+        return self.dialect == "sqlite"
+
+    def group_writer(self, pool: ThreadPoolExecutor) -> GroupWriter:
+        from server.store.sql.group_commit import GroupWriter  # it builds on this module
+
+        return GroupWriter(self, pool)
 
     def close(self) -> None:
         self.sql_dialect.close()

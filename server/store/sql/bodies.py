@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from server.store.base import Version
+from server.ports import Version
 from server.store.sql.dialect import Connection
 
 _KEYS_PER_STATEMENT = 200

@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from server.errors import TransactionConflict
-from server.store.base import Origin, Unit
+from server.ports import Unit
+from server.store.base import LockStats, Origin
 from server.store.sql.adapter import CONFLICT_RETRIES, SqlRepository
 
 T = TypeVar("T")
@@ -35,26 +36,9 @@ MAX_GROUP = 64
 _Pending = tuple[Callable[[Unit], Any], Origin, "asyncio.Future[Any]"]
 
 
-class LockStats:
-    """How long this process's groups held the writers' lock (from the start of their
-    transaction to the end of their commit), for benchmarks and diagnostics."""
-
-    __slots__ = ("groups", "writes", "held_ns", "max_ns")
-
-    def __init__(self) -> None:
-        self.groups = 0
-        self.writes = 0
-        self.held_ns = 0
-        self.max_ns = 0
-
-    def add(self, writes: int, held_ns: int) -> None:
-        self.groups += 1
-        self.writes += writes
-        self.held_ns += held_ns
-        self.max_ns = max(self.max_ns, held_ns)
-
-
 class GroupWriter:
+    """``server.store.base.GroupWrites`` on one database."""
+
     def __init__(self, repo: SqlRepository, pool: ThreadPoolExecutor) -> None:
         self._repo = repo
         self._dialect = repo.sql_dialect

@@ -2,8 +2,8 @@
 
 import pytest
 
+from server.fhir.base_validation import base_validator
 from server.fhir.models import build, model_class
-from server.fhir.validation import base_validator
 
 
 def test_built_resource_passes_base_validation() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server.fhir.terminology import Terminology, local_terminology
+from server.fhir.conformance import load_terminology
+from server.fhir.terminology import Terminology
 
 CS = "http://example.org/cs/pof"
 OTHER = "http://example.org/cs/other"
@@ -145,7 +146,7 @@ def test_loads_a_profiles_folder(tmp_path: Path) -> None:
     (tmp_path / "valuesets").mkdir()
     (tmp_path / "codesystems" / "CodeSystem-pof.json").write_text(json.dumps(CODESYSTEM))
     (tmp_path / "valuesets" / "ValueSet-adult.json").write_text(json.dumps(VALUESETS[1]))
-    loaded = local_terminology(tmp_path)
+    loaded = load_terminology(tmp_path, with_r4=False)
     assert (CS, "homeless-family") in (loaded.expand("http://example.org/vs/adult") or ())
 
 
@@ -464,10 +465,8 @@ def test_vendored_r4_terminology() -> None:
 
 
 def test_server_terminology_adds_the_profiles(tmp_path: Path) -> None:
-    from server.fhir.terminology import server_terminology
-
     (tmp_path / "codesystems").mkdir()
     (tmp_path / "codesystems" / "CodeSystem-pof.json").write_text(json.dumps(CODESYSTEM))
-    both = server_terminology(tmp_path)
+    both = load_terminology(tmp_path)
     assert both.codesystem(CS) is not None
     assert both.valueset("http://hl7.org/fhir/ValueSet/administrative-gender") is not None

@@ -21,10 +21,12 @@ import orjson
 import pytest
 from fhirpathpy.models import models
 
+from server.fhir.conformance import read_folder
+from server.fhir.definitions import PROFILES, r4_search_parameters
 from server.fhir.fhirpath import Node, compile_fhirpath, output_types
 from server.fhir.fhirpath import compile_search_expression as compile_expression
 from server.fhir.resource_types import RESOURCE_TYPES
-from server.search.registry import PROFILES, base_definitions, load_definitions, load_registry
+from server.search.registry import load_registry
 from tests.example_resources import example_resources, one_per_shape
 
 SAMPLES = Path(__file__).with_name("fhirpath_samples.json")
@@ -56,7 +58,8 @@ def registry_params() -> list[tuple[str, Any]]:
 
 
 def definitions() -> list[dict[str, Any]]:
-    return list(base_definitions()) + load_definitions(PROFILES)
+    custom = read_folder(PROFILES / "searchparameters", "SearchParameter")
+    return list(r4_search_parameters()) + custom
 
 
 def plain(value: Any) -> Any:

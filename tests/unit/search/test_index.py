@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from server.fhir.definitions import r4_search_parameters
 from server.search.index import Indexer
-from server.search.registry import Registry, base_definitions, load_registry
+from server.search.registry import Registry, load_registry
 from server.search.rows import IndexRows
 
 LA = ZoneInfo("America/Los_Angeles")
@@ -37,7 +38,7 @@ def us(year: int, month: int, day: int, hour: int = 0, minute: int = 0, *, tz: A
 
 @pytest.fixture(scope="module")
 def indexer() -> Indexer:
-    registry = Registry(base_definitions(), [RACE_PARAM])
+    registry = Registry(r4_search_parameters(), [RACE_PARAM])
     return Indexer(registry, BASE, LA)
 
 
@@ -475,7 +476,7 @@ def test_parameter_that_cannot_compile_is_skipped_and_logged_once(
         "type": "string",
         "expression": "Patient.name.(((",
     }
-    registry = Registry(base_definitions(), [broken])
+    registry = Registry(r4_search_parameters(), [broken])
     indexer = Indexer(registry, BASE, LA)
     with caplog.at_level(logging.WARNING, logger="server.search.index"):
         first = indexer.rows("Patient", PATIENT)

@@ -12,9 +12,9 @@ from server.auth.interactions import Interaction
 from server.auth.policy import EVERYTHING, Access, Facts, where
 from server.auth.principal import LOCAL, Principal
 from server.errors import Forbidden
+from server.ports import SearchPage
 from server.search.query import Criteria, SearchQuery, TokenClause, Total
 from server.store.authorized import AuthorizedRepository, _Checked
-from server.store.base import SearchPage
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import SQLiteDialect
@@ -56,7 +56,7 @@ def test_a_principal_without_permission_is_refused_and_nothing_is_written(tmp_pa
     asyncio.run(scenario())
     runner.close()
     with repo.reader() as reader:
-        from server.store.base import HistoryQuery
+        from server.ports import HistoryQuery
 
         assert reader.history(HistoryQuery(count=10)).items == []
     repo.close()
@@ -77,6 +77,9 @@ class _Recording:
     ) -> dict[str, int]:
         self.queries.append(SearchQuery(criteria, 0))
         return {}
+
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        return ("store", 1, 2)
 
 
 class _SeesEverything:
@@ -132,3 +135,23 @@ def test_a_grouped_count_counts_only_what_the_caller_may_see() -> None:
         access = Access(principal, [_Narrows(mine)])
         _Checked(inner, access).count_by(criteria, "performer")  # type: ignore[arg-type]
         assert [q.criteria.clauses for q in inner.queries] == [expected]
+
+
+def test_a_type_stamp_only_for_a_caller_who_may_search_all_of_the_type() -> None:
+    """A stamp vouches for what a search of the whole type finds: given (with whether the
+    caller is unrestricted) when the caller's narrowing adds no clause, none when it narrows
+    per resource, refused like the search when the caller may not search the type."""
+    mine = TokenClause("status", ((None, "active"),))
+    assert _Checked(_Recording(), Access(LOCAL, [_Narrows(mine)])).stamp(  # type: ignore[arg-type]
+        "HealthcareService"
+    ) == ("store", 1, 2, True)
+    seeing = Access(Principal("partner"), [_SeesEverything()])
+    assert _Checked(_Recording(), seeing).stamp("HealthcareService") == (  # type: ignore[arg-type]
+        "store", 1, 2, False
+    )
+    narrowed = Access(Principal("partner"), [_Narrows(mine)])
+    assert _Checked(_Recording(), narrowed).stamp("HealthcareService") is None  # type: ignore[arg-type]
+    with pytest.raises(Forbidden):
+        _Checked(_Recording(), Access(Principal("partner"), [])).stamp(  # type: ignore[arg-type]
+            "HealthcareService"
+        )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from server.errors import PreconditionFailed, ServiceUnavailable
-from server.store.base import HistoryQuery, Unit
+from server.ports import HistoryQuery, Unit
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
 from server.store.sql.dialect import SQLiteDialect

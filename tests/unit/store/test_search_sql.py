@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from server.errors import InvalidSearch
+from server.ports import SearchPage, Unit, UpdateMode, Version, WriteResult
 from server.search.query import (
     ChainClause,
     Clause,
@@ -45,7 +46,6 @@ from server.search.query import (
     UriClause,
 )
 from server.search.rows import IndexRows
-from server.store.base import SearchPage, Unit, Version, WriteResult
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository, _contradicted, write_index
 from server.store.sql.dialect import open_dialect
@@ -296,6 +296,30 @@ def test_grouped_count_per_reference_target(store: Store) -> None:
         assert reader.count_by(nothing, "performer") == {}
 
 
+def test_a_type_stamp_changes_with_every_write_of_the_type(store: Store) -> None:
+    """``stamp``: the same while nothing of the type is written (other types' writes
+    included); a create, an update and a delete of the type each give a new one; none inside
+    a write unit (its writes may yet be rolled back)."""
+
+    def stamp() -> Any:
+        with store.repo.reader() as reader:
+            return reader.stamp("HealthcareService")
+
+    empty = stamp()
+    assert empty is not None and stamp() == empty
+    store.put("HealthcareService", "a")
+    created = stamp()
+    store.put("Organization", "o")  # another type
+    assert stamp() == created
+    store.put("HealthcareService", "a", token=[tok("active", "", "true")])
+    updated = stamp()
+    store.delete("HealthcareService", "a")
+    deleted = stamp()
+    store.put("HealthcareService", "b")
+    assert len({empty, created, updated, deleted, stamp()}) == 5
+    assert store.write(lambda unit: unit.stamp("HealthcareService")) is None
+
+
 @pytest.mark.parametrize(
     ("prefix", "low", "high", "expected"),
     [
@@ -481,7 +505,7 @@ def test_patch_and_transaction_writes_are_indexed(store: Store) -> None:
         current = unit.read("Patient", "b")
         assert current is not None and current.body is not None
         body = {**orjson.loads(current.body), "idx": {"token": [tok("identifier", "", "3")]}}
-        unit.update("Patient", "b", body, method="PATCH")
+        unit.update("Patient", "b", body, UpdateMode("PATCH"))
 
     store.write(patch)
     assert store.ids("Patient", TokenClause("identifier", ((None, "1"),))) == []

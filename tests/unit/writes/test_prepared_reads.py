@@ -13,9 +13,9 @@ import pytest
 from server.auth.principal import LOCAL
 from server.errors import Unprocessable
 from server.fhir.outcome import Issue
-from server.fhir.validator import Findings
-from server.search.profile_rules import Lookup
-from server.search.service import search_service
+from server.fhir.profile_validation import Findings
+from server.search.required_profiles import Lookup
+from server.search.service import build_search_service
 from server.settings import Settings
 from server.store.runner import Runner
 from server.store.sql.adapter import SqlRepository
@@ -56,7 +56,7 @@ def store(tmp_path: Path) -> Iterator[tuple[SqlRepository, Runner]]:
 
 
 def _pipeline(validation: TargetMustBeGood) -> Pipeline:
-    search = search_service(Settings(database_url="sqlite:///unused.db")).context
+    search = build_search_service(Settings(database_url="sqlite:///unused.db")).context
     return Pipeline(validation, RuleSet(), search)  # type: ignore[arg-type]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.store.base import Version
+from server.ports import Version
 from server.writes.checks import Targets
 
 

@@ -26,7 +26,7 @@ from server.api.context import note, repository, settings_of
 from server.auth.interactions import Interaction
 from server.errors import Forbidden, InvalidResource, NotFound
 from server.fhir.instant import now_us
-from server.store.base import Reader
+from server.ports import Reader
 from server.store.sql.subscriptions import SqlSubscriptions, State
 from server.subscriptions.notifications import (
     notification_bundle,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from server.fhir.base_validation import BaseValidator, base_validator
 from server.fhir.outcome import Issue
-from server.fhir.validation import BaseValidator, base_validator
 
 PATIENT: dict[str, Any] = {
     "resourceType": "Patient",

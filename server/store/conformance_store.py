@@ -16,21 +16,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import orjson
 
-from server.fhir.conformance import CONFORMANCE_TYPES, Conformance, conformance
+from server.fhir.conformance import CONFORMANCE_TYPES, Conformance
 from server.fhir.instant import format_instant
+from server.ports import HistoryQuery, Included, Page, SearchPage, Version, fitting
 from server.search.access_facts import access_facts
 from server.search.index import Indexer
 from server.search.match import compile_matcher
 from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery, SortKey
 from server.search.rows import IndexRows
-from server.search.service import search_service
-from server.settings import Settings
-from server.store.base import HistoryQuery, Included, Page, SearchPage, Version, fitting
 
 _SORT_COLUMNS = {"date": (2, 3), "number": (2, 3), "quantity": (5, 6), "string": (2, 2)}
 _TOKEN, _URI, _REFERENCE = "token", "uri", "reference"
@@ -48,7 +45,7 @@ class _Entry:
 
 
 class ConformanceStore:
-    """:class:`server.store.base.Reader` of the conformance types (see the module docstring)."""
+    """:class:`server.ports.Reader` of the conformance types (see the module docstring)."""
 
     def __init__(self, conformance: Conformance, indexer: Indexer, loaded_at: int | None = None):
         self.loaded_at = loaded_at if loaded_at is not None else time.time_ns() // 1000
@@ -177,6 +174,10 @@ class ConformanceStore:
             for target in targets:
                 counts[target] = counts.get(target, 0) + 1
         return counts
+
+    def stamp(self, type: str) -> tuple[Any, ...] | None:
+        """None: the definitions are few and held in memory (nothing to keep under a stamp)."""
+        return None
 
     def search(self, query: SearchQuery) -> SearchPage:
         found = self._matches(query.criteria)
@@ -317,8 +318,3 @@ def _sorted(entries: list[_Entry], keys: tuple[SortKey, ...]) -> list[_Entry]:
         out = present + missing
     return out
 
-
-@cache
-def conformance_store(settings: Settings) -> ConformanceStore:
-    """The process-wide :class:`ConformanceStore` of a configuration."""
-    return ConformanceStore(conformance(), search_service(settings).indexer)

@@ -1,10 +1,10 @@
 """The validation pipeline after base structure: which profiles apply, and their rules.
 
-1. Base structure (:mod:`server.fhir.validation`) runs first; a failure there is a 400 and
+1. Base structure (:mod:`server.fhir.base_validation`) runs first; a failure there is a 400 and
    this module is never reached.
 2. The profiles that apply are every ``meta.profile`` the resource claims plus the
    ``required`` profiles the caller found (server rules, see
-   :mod:`server.search.profile_rules`). A claimed profile the server does not know is an
+   :mod:`server.search.required_profiles`). A claimed profile the server does not know is an
    error when it is under the server's own canonical base (a typo, or a profile of another
    version of this package) and otherwise a ``not-supported`` warning, or an error when the
    server is configured so (``unknown_profile="error"``): a US Core claim on data from another

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import orjson
 
 from server.fhir.conformance import Conformance, conformance
+from server.fhir.profile_validation import Findings, Validator
 from server.fhir.profiles import ProfileSet, Resolve
-from server.fhir.validator import Findings, Validator
-from server.search.profile_rules import Lookup, ProfileRules
-from server.search.service import search_service
+from server.fhir.references import local_target
+from server.ports import Reader
+from server.search.required_profiles import Lookup, ProfileRules
+from server.search.service import SearchService
 from server.settings import Settings
-from server.store.base import Reader
-
-_HISTORY = "/_history/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +57,6 @@ class Validation:
         return resolve
 
 
-def local_target(reference: str, base: str) -> tuple[str, str] | None:
-    """``(type, id)`` of a relative (``Task/1``, ``Task/1/_history/2``) or this server's
-    absolute reference; None for anything else."""
-    if reference.startswith(base + "/"):
-        reference = reference[len(base) + 1 :]
-    elif "://" in reference or reference.startswith(("urn:", "#")):
-        return None
-    reference = reference.split(_HISTORY, 1)[0]
-    type, sep, id = reference.partition("/")
-    if not sep or not type or not id or "/" in id:
-        return None
-    return type, id
-
-
 def reader_lookup(reader: Reader, view: Reader | None = None) -> Lookup:
     """Targets from a store reader (a deleted or unknown target: None); with ``view`` (the
     caller's view, when ``reader`` is a system reader), a target it hides is None too."""
@@ -99,11 +83,12 @@ def chained(first: Callable[[str, str], dict[str, Any] | None], then: Lookup) ->
     return lookup
 
 
-@cache
-def validation_service(settings: Settings) -> Validation:
+def build_validation(settings: Settings, search: SearchService) -> Validation:
+    """The validation of ``settings`` (compiles every profile: build it once; a bad profile
+    stops start-up)."""
     definitions = conformance()
     structure = list(definitions.local("StructureDefinition"))  # the package's, US Core mirrors too
     profiles = ProfileSet(structure, definitions.terminology)
     validator = Validator(definitions, profiles, unknown_profile=settings.unknown_profile)
-    rules = ProfileRules(structure, search_service(settings)) if settings.require_profiles else None
+    rules = ProfileRules(structure, search) if settings.require_profiles else None
     return Validation(definitions, profiles, validator, rules, settings.fhir_base)
