@@ -247,7 +247,22 @@ class Settings(BaseSettings):
     )
     # -- topic-based subscriptions (docs/subscriptions.md) --
     subscriptions: bool = Field(
-        True, description="Run the subscription matcher and deliverer in this process"
+        True,
+        description="Run the subscription matcher and deliverer at all (false: as "
+        "subscription_delivery=off)",
+    )
+    subscription_delivery: Literal["inline", "process", "off"] = Field(
+        "inline",
+        description="Where the subscription matcher and deliverer run: inline (in each server "
+        "process), process (`serve` starts one `calaim-fhir deliver` process at lower "
+        "priority; the server processes only append to the outbox) or off (run "
+        "`calaim-fhir deliver` yourself, or nothing is delivered)",
+    )
+    subscription_delivery_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower the priority (nice) of a `calaim-fhir deliver` process is",
     )
     subscription_retry_hours: float = Field(
         72,

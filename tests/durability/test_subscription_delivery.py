@@ -4,8 +4,11 @@ deliver an event. A real receiver on 127.0.0.1 records every notification."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +24,7 @@ SETTINGS = {
     "subscription_backoff_max_seconds": "0.5",
     "subscription_timeout_seconds": "1",
 }
+PROCESS = {**SETTINGS, "subscription_delivery": "process"}
 
 
 def _events(rec: Receiver) -> list[tuple[int, str]]:
@@ -121,3 +125,96 @@ def test_two_processes_never_both_deliver(start_server: ServerFactory, database_
         got = _complete(rec, count)
         _consistent(got, count)
         assert len(got) == count, "an event was delivered twice"
+
+
+# -- delivery in a process of its own (subscription_delivery=process) ------------------------
+
+
+def _children(pid: int, word: str) -> list[int]:
+    """The live processes whose parent is ``pid`` and whose command line holds ``word``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[1]) == pid and word in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _one_deliverer(server: Any, other_than: int | None = None, seconds: float = 30) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pids = [p for p in _children(server.pid, " deliver ") if p != other_than]
+        if len(pids) == 1:
+            return pids[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no single delivery process:\n{server.log()}")
+
+
+def _gone(pid: int, seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_delivery_process_delivers_and_its_kill_9_loses_nothing(
+    start_server: ServerFactory, database_url: str
+) -> None:
+    """``serve`` with subscription_delivery=process: the handshake and every notification come
+    from its ``calaim-fhir deliver`` child at lower priority; a ``kill -9`` of that child
+    mid-delivery is followed by a new one that sends everything, in order, gap-free; a SIGTERM
+    of the server stops the child too."""
+    with receiver() as rec:
+        server = start_server(database_url, settings=PROCESS)
+        child = _one_deliverer(server)
+        niceness = os.getpriority(os.PRIO_PROCESS, server.pid)
+        assert os.getpriority(os.PRIO_PROCESS, child) == min(19, niceness + 10)
+        with server.client() as client:
+            _subscribe(client, rec)
+            written = 0
+            for _ in range(40):
+                assert client.post("/Task", json=task()).status_code == 201
+                written += 1
+            deadline = time.monotonic() + 30
+            while not _events(rec) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            before = {n for n, _ in _events(rec)}
+            os.kill(child, signal.SIGKILL)  # mid-delivery: some sent, the rest not yet
+            assert _gone(child)
+            for _ in range(10):
+                assert client.post("/Task", json=task()).status_code == 201
+                written += 1
+            successor = _one_deliverer(server, other_than=child)
+            got = _complete(rec, written)
+            _consistent(got, written)
+            assert before and len(before) < written, "the kill was not mid-delivery"
+            assert server.alive()
+        server.proc.terminate()
+        server.wait_exit(30)
+        assert _gone(successor), "the delivery process outlived the server"
+
+
+@pytest.mark.slow
+def test_delivery_process_stops_when_the_server_is_killed(
+    start_server: ServerFactory, database_url: str
+) -> None:
+    """A ``kill -9`` of the server alone (not its process group) leaves no deliverer behind."""
+    server = start_server(database_url, settings=PROCESS)
+    child = _one_deliverer(server)
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait_exit()
+    assert _gone(child, 10), "the delivery process outlived a killed server"
