@@ -4,6 +4,7 @@ latency idle and during the soak; write throughput with 100 matching subscriptio
     .venv/bin/python bench/subscriptions/soak.py [--transitions 10000] [--outages 100]
         [--tasks 500] [--throughput-writes 1500] [--rounds 2]
         [--outage-share 0.2 0.5 | --outage-seconds 0.2 1.0] [--checkout DIR ...]
+        [--delivery inline|process ...]
 
 Everything runs on 127.0.0.1: a ``calaim-fhir serve`` process on a temporary SQLite file
 (``--database-url`` for PostgreSQL) and an in-process receiver (stdlib HTTP server) that
@@ -24,7 +25,11 @@ records each notification's event numbers and focus versions with the time it ar
    re-sends of a number. Latency as above.
 3. **Throughput**: fresh databases; 4 writer threads create ``--throughput-writes`` Tasks with
    0 and with 100 matching subscriptions (all delivering to the receiver), interleaved
-   ``--rounds`` times; writes per second of each run.
+   ``--rounds`` times; writes per second of each run, and the CPU per write of the serving
+   process and of its delivery child (``--delivery process``) until every notification is out.
+
+``--checkout`` and ``--delivery`` (``subscription_delivery`` of the server) may be repeated:
+every combination is an arm, run interleaved (ABBA) in one window.
 """
 
 from __future__ import annotations
@@ -123,8 +128,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu_seconds(pid: int) -> float:
+    """CPU time so far of the live child processes of ``pid`` (the delivery process)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 class Server:
-    def __init__(self, url: str, log: Path, checkout: Path = ROOT) -> None:
+    def __init__(
+        self, url: str, log: Path, checkout: Path = ROOT, delivery: str | None = None
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
@@ -134,6 +156,8 @@ class Server:
             "CALAIM_FHIR_SUBSCRIPTION_TIMEOUT_SECONDS": "5",
         })
         env.update(SETTINGS)
+        if delivery:
+            env["CALAIM_FHIR_SUBSCRIPTION_DELIVERY"] = delivery
         if checkout != ROOT:  # another version of the code, same environment
             env["PYTHONPATH"] = str(checkout)
         self.log = open(log, "ab")  # noqa: SIM115
@@ -223,11 +247,12 @@ def database(args: argparse.Namespace, folder: Path, name: str) -> str:
     return f"sqlite:///{folder / name}.db"
 
 
-def idle_and_soak(args: argparse.Namespace, folder: Path, checkout: Path, tag: str
-                  ) -> dict[str, Any]:
+def idle_and_soak(args: argparse.Namespace, folder: Path, checkout: Path, tag: str,
+                  delivery: str | None = None                  ) -> dict[str, Any]:
     rec = Receiver()
     http_server, endpoint = start_receiver(rec)
-    server = Server(database(args, folder, f"soak-{tag}"), folder / f"soak-{tag}.log", checkout)
+    server = Server(database(args, folder, f"soak-{tag}"), folder / f"soak-{tag}.log", checkout,
+                    delivery)
     acks: dict[str, float] = {}
     lock = threading.Lock()
     try:
@@ -385,13 +410,13 @@ def _first_arrivals_ordered(numbers: list[int]) -> bool:
 
 
 def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
-               tag: str) -> tuple[float, float]:
-    """Writes per second, and the server process's CPU milliseconds per write (its delivery
-    work included), for ``subs`` matching subscriptions."""
+               tag: str, delivery: str | None = None) -> tuple[float, float, float]:
+    """Writes per second, the serving process's CPU milliseconds per write (its delivery
+    work included) and its delivery child's, for ``subs`` matching subscriptions."""
     rec = Receiver()
     http_server, endpoint = start_receiver(rec)
     url = database(args, folder, f"tp-{tag}-{subs}-{run}")
-    server = Server(url, folder / f"tp-{tag}-{subs}-{run}.log", checkout)
+    server = Server(url, folder / f"tp-{tag}-{subs}-{run}.log", checkout, delivery)
     try:
         with client_for(server) as client:
             if subs:
@@ -405,6 +430,7 @@ def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, chec
 
         threads = [threading.Thread(target=writer, args=(count // 4,)) for _ in range(4)]
         cpu = cpu_seconds(server.proc.pid)
+        child_cpu = children_cpu_seconds(server.proc.pid)
         started = time.monotonic()
         for t in threads:
             t.start()
@@ -419,9 +445,10 @@ def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, chec
             time.sleep(0.1)
         drained = time.monotonic() - started - wall
         cpu = cpu_seconds(server.proc.pid) - cpu
+        child_cpu = children_cpu_seconds(server.proc.pid) - child_cpu
         print(f"  {tag} subs={subs}: {rec.entries} event entries, {rec.posts} POSTs, "
               f"all out {drained:.1f} s after the last write", flush=True)
-        return written / wall, 1000 * cpu / written
+        return written / wall, 1000 * cpu / written, 1000 * child_cpu / written
     finally:
         server.stop()
         http_server.shutdown()
@@ -446,39 +473,47 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, action="append",
                         help="a source tree to run the server from (repeat for an A/B in one "
                         "window, runs interleaved); default this one")
+    parser.add_argument("--delivery", action="append", choices=("inline", "process"),
+                        help="the server's subscription_delivery (repeat for an A/B in one "
+                        "window); default the server's own")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a server setting, e.g. SUBSCRIPTION_NOTIFICATION_INTERVAL_SECONDS=1")
     args = parser.parse_args()
     for setting in args.setting:
         name, _, value = setting.partition("=")
         SETTINGS[f"CALAIM_FHIR_{name.upper()}"] = value
-    checkouts = [c.resolve() for c in (args.checkout or [ROOT])]
-    tags = [c.name or "root" for c in checkouts]
+    roots = [c.resolve() for c in (args.checkout or [ROOT])]
+    modes: list[str | None] = list(args.delivery or [None])
+    arms = [(c, m) for c in roots for m in modes]
+    checkouts = [c for c, _ in arms]
+    deliveries = [m for _, m in arms]
+    tags = [(c.name or "root") + (f"-{m}" if m else "") for c, m in arms]
     out: dict[str, Any] = {"load_before": os.getloadavg(), "checkouts": [str(c) for c in checkouts]}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if not args.skip_soak:
-            for checkout, tag in zip(checkouts, tags, strict=True):
-                out[f"soak {tag}"] = idle_and_soak(args, folder, checkout, tag)
+            for checkout, tag, mode in zip(checkouts, tags, deliveries, strict=True):
+                out[f"soak {tag}"] = idle_and_soak(args, folder, checkout, tag, mode)
                 out[f"load_after_soak {tag}"] = os.getloadavg()
                 print(json.dumps(out, indent=1), flush=True)
         if not args.skip_throughput:
             if args.database_url:
                 raise SystemExit("throughput needs fresh databases: SQLite only here")
-            runs: dict[str, list[tuple[float, float]]] = {}
+            runs: dict[str, list[tuple[float, float, float]]] = {}
             for r in range(args.rounds):
-                order = list(zip(checkouts, tags, strict=True))
+                order = list(zip(checkouts, tags, deliveries, strict=True))
                 if r % 2:
                     order.reverse()  # ABBA
-                for checkout, tag in order:
+                for checkout, tag, mode in order:
                     for subs in (0, 100) if r % 2 == 0 else (100, 0):
                         key = f"{tag} subs={subs}"
                         runs.setdefault(key, []).append(
-                            throughput(args, folder, subs, r, checkout, tag)
+                            throughput(args, folder, subs, r, checkout, tag, mode)
                         )
-                        rate, cpu = runs[key][-1]
+                        rate, cpu, child = runs[key][-1]
                         print(f"throughput {key} round={r}: {rate:.1f}/s, server CPU "
-                              f"{cpu:.2f} ms/write, load {os.getloadavg()[0]:.1f}", flush=True)
+                              f"{cpu:.2f} + delivery process {child:.2f} ms/write, "
+                              f"load {os.getloadavg()[0]:.1f}", flush=True)
             out["throughput"] = runs
             for tag in tags:
                 a, b = runs[f"{tag} subs=0"], runs[f"{tag} subs=100"]
@@ -487,6 +522,9 @@ def main() -> None:
                 out[f"{tag} writes_per_s_median none/100"] = [round(ra, 1), round(rb, 1)]
                 out[f"{tag} slowdown_pct"] = round(100 * (ra - rb) / ra, 1)
                 out[f"{tag} cpu_ms_per_write_median none/100"] = [round(ca, 2), round(cb, 2)]
+                da, db = statistics.median(x[2] for x in a), statistics.median(x[2] for x in b)
+                out[f"{tag} delivery_process_cpu_ms_per_write_median none/100"] = [
+                    round(da, 2), round(db, 2)]
         out["load_after"] = os.getloadavg()
     print(json.dumps(out, indent=1), flush=True)
 
