@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.durability.conftest import ServerFactory
+from tests.durability.conftest import CLI, ROOT, ServerFactory
 from tests.subscriptions.receiver import Receiver, receiver
 from tests.subscriptions.test_subscriptions import kind, params, subscription, task
 
@@ -214,3 +215,35 @@ def test_delivery_process_stops_when_the_server_is_killed(
     os.kill(server.pid, signal.SIGKILL)
     server.wait_exit()
     assert _gone(child, 10), "the delivery process outlived a killed server"
+
+
+@pytest.mark.slow
+def test_deliver_command_beside_servers_that_do_not_deliver(
+    start_server: ServerFactory, database_url: str, tmp_path: Path
+) -> None:
+    """subscription_delivery=off: the server never delivers; a ``calaim-fhir deliver`` of
+    its own on the same database handshakes and sends every event, and stops on SIGTERM."""
+    settings = {**SETTINGS, "subscription_delivery": "off"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
+    env.update({f"CALAIM_FHIR_{k.upper()}": v for k, v in SETTINGS.items()})
+    with receiver() as rec, open(tmp_path / "deliver.log", "wb") as log:
+        server = start_server(database_url, settings=settings)
+        with server.client() as client:
+            id = client.post("/Subscription", json=subscription(rec.url)).json()["id"]
+            written = _write_tasks(client, 5)
+            time.sleep(1.5)  # several poll intervals: nobody delivers
+            assert client.get(f"/Subscription/{id}").json()["status"] == "requested"
+            assert _events(rec) == []
+            deliverer = subprocess.Popen(
+                [str(CLI), "deliver", "--database-url", database_url],
+                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                written += _write_tasks(client, 5)
+                _consistent(_complete(rec, written), written)
+                assert client.get(f"/Subscription/{id}").json()["status"] == "active"
+            finally:
+                deliverer.terminate()
+                code = deliverer.wait(30)
+        assert code == 0, (tmp_path / "deliver.log").read_text()
