@@ -162,7 +162,7 @@ def create_app(
             owners=subscription_owners,
         )
         delivering = (
-            asyncio.create_task(service.run(stop)) if settings.subscriptions else None
+            asyncio.create_task(service.run(stop)) if delivers_inline(settings) else None
         )
         # what start-up loaded (definitions, profiles, the search registry) lives as long as
         # the app: kept out of the cyclic collector's full passes, which would otherwise walk
@@ -242,6 +242,43 @@ def served_openapi() -> bytes:
     ``openapi/openapi.json`` (built once per process)."""
     document = openapi_document.document_of(openapi_routes(), default_operations())
     return openapi_document.render(document).encode()
+
+
+def delivers_inline(settings: Settings) -> bool:
+    """Whether each server process matches and delivers subscription notifications itself
+    (``subscription_delivery=inline``); otherwise a ``calaim-fhir deliver`` process does."""
+    return settings.subscriptions and settings.subscription_delivery == "inline"
+
+
+async def deliver(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    services: Services | None = None,
+    store: Repository | None = None,
+) -> None:
+    """Match outbox events and deliver subscription notifications until ``stop``, with no HTTP
+    server: the ``calaim-fhir deliver`` process (``docs/subscriptions.md``, "Delivery in a
+    process of its own"). The same service, leases and guarantees as inline delivery; other
+    processes' commits are seen every ``subscription_poll_seconds``."""
+    services = services if services is not None else build_services(settings)
+    search = services.search
+    repo = open_store(settings, search) if store is None else store
+    runner = Runner(repo, settings.pg_pool_size)
+    try:
+        service = SubscriptionService(
+            repo,
+            runner,
+            settings,
+            search.context,
+            search.indexer,
+            access_policies(settings, search.context),
+        )
+        await service.run(stop)
+    finally:
+        runner.close()
+        if store is None:
+            repo.close()
 
 
 async def _prune(outbox: Outbox, settings: Settings, stop: asyncio.Event) -> None:

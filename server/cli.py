@@ -1,4 +1,5 @@
-"""The ``calaim-fhir`` command: serve, load, import, reindex, validate, check, openapi."""
+"""The ``calaim-fhir`` command: serve, deliver, load, import, reindex, validate, check,
+subscriptions, openapi."""
 
 from __future__ import annotations
 
@@ -148,21 +149,50 @@ def serve(
         "server_header": False,
         "proxy_headers": False,
     }
-    if workers > 1:  # a supervisor of worker processes: each worker starts on its own
-        typer.echo(ready, err=True)
-        uvicorn.run("server.app:create_app", **options)
-        return
+    delivery = None
+    if settings.subscriptions and settings.subscription_delivery == "process":
+        from server.logs import configure
+        from server.subscriptions.process import DeliveryProcess
 
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                typer.echo(ready, err=True)
+        configure()
+        delivery = DeliveryProcess()
+        delivery.start()
+        _stop_on_signals(delivery)
+    try:
+        if workers > 1:  # a supervisor of worker processes: each worker starts on its own
+            typer.echo(ready, err=True)
+            uvicorn.run("server.app:create_app", **options)
+            return
 
-    server = Server(uvicorn.Config("server.app:create_app", **options))
-    server.run()
-    if not server.started:  # the application failed to start; uvicorn said why
-        raise typer.Exit(3)
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets)
+                if self.started:
+                    typer.echo(ready, err=True)
+
+        server = Server(uvicorn.Config("server.app:create_app", **options))
+        server.run()
+        if not server.started:  # the application failed to start; uvicorn said why
+            raise typer.Exit(3)
+    finally:
+        if delivery is not None:
+            delivery.stop()
+
+
+def _stop_on_signals(delivery: Any) -> None:
+    """Stop the delivery process before a SIGTERM or SIGINT ends this one: uvicorn shuts
+    down, then raises the signal it caught again with the handler it found (this one), which
+    stops the child and lets the signal do what it did before."""
+    import signal
+
+    def stop(sig: int, frame: Any) -> None:
+        delivery.stop()
+        signal.signal(sig, previous[sig] or signal.SIG_DFL)
+        signal.raise_signal(sig)
+
+    previous: dict[int, Any] = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, stop)
 
 
 def _loopback_base(base: str | None) -> bool:
@@ -960,6 +990,57 @@ def subscriptions(database_url: DatabaseUrl = None) -> None:
     typer.echo(f"{len(rows)} subscriptions; {unmatched} outbox events not matched yet", err=True)
 
 
+@app.command()
+def deliver(
+    database_url: DatabaseUrl = None,
+    parent: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Stop when this process (the server) is gone"),
+    ] = None,
+) -> None:
+    """Match outbox events and deliver subscription notifications, with no HTTP server, at
+    lower priority (subscription_delivery_nice), until SIGTERM or Ctrl-C. `serve` starts one
+    itself with CALAIM_FHIR_SUBSCRIPTION_DELIVERY=process (docs/subscriptions.md)."""
+    import asyncio
+    import signal
+    from contextlib import suppress
+
+    import uvloop
+
+    from server.app import deliver as deliver_forever
+    from server.logs import configure
+    from server.settings import Settings
+    from server.subscriptions.process import parent_gone
+
+    if database_url:
+        os.environ["CALAIM_FHIR_DATABASE_URL"] = database_url
+    settings = Settings()
+    configure()
+    os.nice(settings.subscription_delivery_nice)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def orphaned() -> None:
+            while parent is not None and not stop.is_set():
+                if parent_gone(parent):
+                    stop.set()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+
+        watch = asyncio.create_task(orphaned())
+        try:
+            await deliver_forever(settings, stop)
+        finally:
+            stop.set()
+            await watch
+
+    uvloop.run(main())
+
+
 # -- openapi ---------------------------------------------------------------------------------
 
 
@@ -982,3 +1063,7 @@ def openapi(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # the delivery process: python -m server.cli deliver
+    main()

@@ -8,6 +8,10 @@ with the checks a server-side request needs.
   network allows it; the connection then goes to the checked address (the ``Host`` header and
   TLS name stay the URL's), so a second DNS answer cannot redirect it;
 - no redirects, connect and read timeouts, a response size cap.
+
+With ``keep_alive`` (rest-hooks), connections are kept open and reused, each only for requests
+to the same checked address, host name and scheme it was opened for: every request still
+resolves and checks the host first, and a new answer opens a new connection.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,6 +29,8 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
 _TLS: ssl.SSLContext | None = None
+KEPT_CLIENTS = 64  # distinct (address, host, scheme) kept open at once
+KEPT_CONNECTIONS = 16  # per kept client: each request scans its pool
 
 
 def _tls() -> ssl.SSLContext:
@@ -86,6 +92,10 @@ class Outbound:
     connect_timeout: float = 5.0
     read_timeout: float = 5.0
     max_bytes: int = 64 * 1024
+    keep_alive: bool = False
+    _kept: dict[tuple[str, str, str], httpx.AsyncClient] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def target(self, url: str) -> tuple[str, dict[str, str], dict[str, str]]:
         """The pinned URL (the checked address in place of the host), the ``Host`` header and
@@ -130,24 +140,64 @@ class Outbound:
         """One request to ``url`` under the checks (a redirect is a response like any other,
         never followed); raises ``OutboundError``."""
         pinned, host, extensions = self.target(url)
-        timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
         try:
-            async with httpx.AsyncClient(
-                follow_redirects=False, timeout=timeout, transport=self.transport, verify=_tls()
-            ) as client:
-                request = client.build_request(
-                    method, pinned, headers={**(headers or {}), **host}, content=content
-                )
-                request.extensions.update(extensions)
-                response = await client.send(request, stream=True)
-                try:
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > self.max_bytes:
-                            raise OutboundError(f"response larger than {self.max_bytes} bytes")
-                finally:
-                    await response.aclose()
+            if not self.keep_alive:
+                async with self._client() as client:
+                    return await self._exchange(
+                        client, method, pinned, host, extensions, headers, content
+                    )
+            origin = urlsplit(pinned)
+            sni = extensions.get("sni_hostname", "")
+            key = (f"{origin.scheme}://{origin.netloc}", host["Host"], sni)
+            kept = self._kept.get(key)
+            if kept is None:
+                if len(self._kept) >= KEPT_CLIENTS:  # the least recently opened goes
+                    await self._kept.pop(next(iter(self._kept))).aclose()
+                kept = self._kept[key] = self._client()
+            return await self._exchange(kept, method, pinned, host, extensions, headers, content)
         except httpx.HTTPError as exc:
             raise OutboundError(f"{type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
+        """Close the connections kept open."""
+        while self._kept:
+            await self._kept.pop(next(iter(self._kept))).aclose()
+
+    def _client(self) -> httpx.AsyncClient:
+        timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
+        limits = httpx.Limits(
+            max_connections=KEPT_CONNECTIONS if self.keep_alive else None,
+            max_keepalive_connections=KEPT_CONNECTIONS,
+        )
+        return httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=timeout,
+            transport=self.transport,
+            verify=_tls(),
+            limits=limits,
+        )
+
+    async def _exchange(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        pinned: str,
+        host: dict[str, str],
+        extensions: dict[str, str],
+        headers: Mapping[str, str] | None,
+        content: bytes | None,
+    ) -> Response:
+        request = client.build_request(
+            method, pinned, headers={**(headers or {}), **host}, content=content
+        )
+        request.extensions.update(extensions)
+        response = await client.send(request, stream=True)
+        try:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > self.max_bytes:
+                    raise OutboundError(f"response larger than {self.max_bytes} bytes")
+        finally:
+            await response.aclose()
         return Response(response.status_code, response.headers, bytes(body))

@@ -247,7 +247,22 @@ class Settings(BaseSettings):
     )
     # -- topic-based subscriptions (docs/subscriptions.md) --
     subscriptions: bool = Field(
-        True, description="Run the subscription matcher and deliverer in this process"
+        True,
+        description="Run the subscription matcher and deliverer at all (false: as "
+        "subscription_delivery=off)",
+    )
+    subscription_delivery: Literal["inline", "process", "off"] = Field(
+        "inline",
+        description="Where the subscription matcher and deliverer run: inline (in each server "
+        "process), process (`serve` starts one `calaim-fhir deliver` process at lower "
+        "priority; the server processes only append to the outbox) or off (run "
+        "`calaim-fhir deliver` yourself, or nothing is delivered)",
+    )
+    subscription_delivery_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower the priority (nice) of a `calaim-fhir deliver` process is",
     )
     subscription_retry_hours: float = Field(
         72,
@@ -257,6 +272,13 @@ class Settings(BaseSettings):
     )
     subscription_backoff_max_seconds: float = Field(
         3600, gt=0, description="The longest wait between two delivery attempts"
+    )
+    subscription_notification_interval_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="While events keep coming, a subscription gets at most one notification "
+        "this often: the events in between travel together in the next one (a backlog "
+        "larger than max-count, a handshake or a retry does not wait)",
     )
     subscription_event_retention_days: float = Field(
         30, gt=0, description="How long delivered notification events are kept ($events)"

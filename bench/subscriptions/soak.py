@@ -3,6 +3,8 @@ latency idle and during the soak; write throughput with 100 matching subscriptio
 
     .venv/bin/python bench/subscriptions/soak.py [--transitions 10000] [--outages 100]
         [--tasks 500] [--throughput-writes 1500] [--rounds 2]
+        [--outage-share 0.2 0.5 | --outage-seconds 0.2 1.0] [--checkout DIR ...]
+        [--delivery inline|process ...]
 
 Everything runs on 127.0.0.1: a ``calaim-fhir serve`` process on a temporary SQLite file
 (``--database-url`` for PostgreSQL) and an in-process receiver (stdlib HTTP server) that
@@ -13,13 +15,21 @@ records each notification's event numbers and focus versions with the time it ar
    version minus the write's acknowledgement (both on this machine's monotonic clock).
 2. **Soak**: ``--transitions`` Task transitions (``--tasks`` Tasks created, then updated
    through requested → received → accepted → in-progress → … in rounds) by 4 writer threads,
-   while the receiver goes down ``--outages`` times (answers 503 for 0.2–1.0 s; outage k
-   starts when k/outages of the transitions are written). Then waits for every number:
+   while the receiver goes down ``--outages`` times (answers 503; outage k starts when
+   k/outages of the transitions are written and lasts 20–50 % of the time since the previous
+   one started, at most ``--outage-max`` s: the receiver is down about a third of the soak
+   whatever the write rate; ``--outage-seconds 0.2 1.0`` gives the first version's fixed
+   lengths, which at ~130 writes/s left the receiver down ~80 % of the time). Then waits for
+   every number:
    lost = numbers never received; duplicates =
    re-sends of a number. Latency as above.
 3. **Throughput**: fresh databases; 4 writer threads create ``--throughput-writes`` Tasks with
    0 and with 100 matching subscriptions (all delivering to the receiver), interleaved
-   ``--rounds`` times; writes per second of each run.
+   ``--rounds`` times; writes per second of each run, and the CPU per write of the serving
+   process and of its delivery child (``--delivery process``) until every notification is out.
+
+``--checkout`` and ``--delivery`` (``subscription_delivery`` of the server) may be repeated:
+every combination is an arm, run interleaved (ABBA) in one window.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ class Receiver:
         self.down = False
         self.refused = 0
         self.posts = 0
+        self.entries = 0  # notification-events received (first arrivals and re-sends)
 
     def handle(self, body: bytes) -> int:
         if self.down:
@@ -74,6 +85,7 @@ class Receiver:
             for p in params:
                 if p["name"] != "notification-event":
                     continue
+                self.entries += 1
                 parts = {q["name"]: q for q in p["part"]}
                 self.numbers.setdefault(sub, []).append(int(parts["event-number"]["valueString"]))
                 if "focus" in parts:
@@ -84,6 +96,8 @@ class Receiver:
 
 def start_receiver(rec: Receiver) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keeps connections open, as a real receiver would
+
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             self.send_response(rec.handle(body))
@@ -105,8 +119,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SETTINGS: dict[str, str] = {}  # --setting NAME=VALUE: more CALAIM_FHIR_ settings
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds(pid: int) -> float:
+    """CPU time so far of the live child processes of ``pid`` (the delivery process)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 class Server:
-    def __init__(self, url: str, log: Path) -> None:
+    def __init__(
+        self, url: str, log: Path, checkout: Path = ROOT, delivery: str | None = None
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALAIM_FHIR_")}
@@ -115,11 +155,16 @@ class Server:
             "CALAIM_FHIR_SUBSCRIPTION_BACKOFF_MAX_SECONDS": "1",
             "CALAIM_FHIR_SUBSCRIPTION_TIMEOUT_SECONDS": "5",
         })
+        env.update(SETTINGS)
+        if delivery:
+            env["CALAIM_FHIR_SUBSCRIPTION_DELIVERY"] = delivery
+        if checkout != ROOT:  # another version of the code, same environment
+            env["PYTHONPATH"] = str(checkout)
         self.log = open(log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--database-url", url, "--workers", "1"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=checkout, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + 60
@@ -202,10 +247,12 @@ def database(args: argparse.Namespace, folder: Path, name: str) -> str:
     return f"sqlite:///{folder / name}.db"
 
 
-def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+def idle_and_soak(args: argparse.Namespace, folder: Path, checkout: Path, tag: str,
+                  delivery: str | None = None                  ) -> dict[str, Any]:
     rec = Receiver()
     http_server, endpoint = start_receiver(rec)
-    server = Server(database(args, folder, "soak"), folder / "soak.log")
+    server = Server(database(args, folder, f"soak-{tag}"), folder / f"soak-{tag}.log", checkout,
+                    delivery)
     acks: dict[str, float] = {}
     lock = threading.Lock()
     try:
@@ -237,24 +284,40 @@ def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         stop = threading.Event()
 
         def outages() -> None:
-            # outage k starts once k/outages of the transitions are written: spread evenly
+            # outage k starts once k/outages of the transitions are written: spread evenly.
+            # Its length: --outage-seconds (fixed range), or by default a share
+            # (--outage-share) of the time the last 1/outages of the transitions took, so the
+            # receiver is down that share of the soak whatever the write rate.
             rng = random.Random(7)
             n = 0
             every = max(1, remaining // args.outages)
+            last_start = time.monotonic()
+            interval = 1.0  # before the first measured interval
             while n < args.outages and not stop.is_set():
                 with lock:
                     progress = len(soak_refs)
                 if progress < n * every:
                     time.sleep(0.01)
                     continue
+                now = time.monotonic()
+                if n > 0:
+                    interval = now - last_start
+                last_start = now
+                if args.outage_seconds:
+                    low, high = args.outage_seconds
+                else:
+                    low, high = (args.outage_share[0] * interval, args.outage_share[1] * interval)
+                length = max(0.05, min(rng.uniform(low, high), args.outage_max))
                 rec.down = True
-                time.sleep(rng.uniform(0.2, 1.0))
+                time.sleep(length)
                 rec.down = False
+                down.append(length)
                 n += 1
             rec.down = False
             outage_count.append(n)
 
         outage_count: list[int] = []
+        down: list[float] = []
 
         def writer(part: list[tuple[str, dict[str, Any]]], updates: int) -> None:
             with client_for(server) as c:
@@ -302,6 +365,8 @@ def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         distinct = set(seen)
         lost = sorted(set(range(1, expected + 1)) - distinct)
         soak = [(rec.arrivals[r] - acks[r]) for r in soak_refs if r in rec.arrivals]
+        tenth = max(1, len(soak) // 10)  # in write order: does a backlog build up?
+        by_tenth = [round(pct(soak[i:i + tenth], 0.95), 2) for i in range(0, len(soak), tenth)]
         order_ok = all(
             _first_arrivals_ordered(ns) for ns in numbers.values()
         )
@@ -312,6 +377,10 @@ def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "idle_max_s": max(idle) if idle else None,
             "soak_transitions": written,
             "soak_outages": outage_count[0] if outage_count else 0,
+            "outage_seconds_total": round(sum(down), 1),
+            "outage_seconds_p50_max": [round(statistics.median(down), 2) if down else None,
+                                       round(max(down), 2) if down else None],
+            "receiver_down_share_of_writing": round(sum(down) / write_seconds, 2),
             "refused_posts": rec.refused,
             "soak_write_seconds": round(write_seconds, 1),
             "soak_total_seconds": round(total, 1),
@@ -323,6 +392,7 @@ def idle_and_soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "soak_p50_s": statistics.median(soak) if soak else None,
             "soak_p95_s": pct(soak, 0.95),
             "soak_max_s": max(soak) if soak else None,
+            "soak_p95_s_by_tenth_of_writes": by_tenth[:10],
         }
     finally:
         server.stop()
@@ -339,11 +409,14 @@ def _first_arrivals_ordered(numbers: list[int]) -> bool:
     return firsts == sorted(firsts)
 
 
-def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int) -> float:
+def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
+               tag: str, delivery: str | None = None) -> tuple[float, float, float]:
+    """Writes per second, the serving process's CPU milliseconds per write (its delivery
+    work included) and its delivery child's, for ``subs`` matching subscriptions."""
     rec = Receiver()
     http_server, endpoint = start_receiver(rec)
-    url = database(args, folder, f"tp-{subs}-{run}")
-    server = Server(url, folder / f"tp-{subs}-{run}.log")
+    url = database(args, folder, f"tp-{tag}-{subs}-{run}")
+    server = Server(url, folder / f"tp-{tag}-{subs}-{run}.log", checkout, delivery)
     try:
         with client_for(server) as client:
             if subs:
@@ -356,12 +429,26 @@ def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int) -> f
                     c.post("/Task", json=task()).raise_for_status()
 
         threads = [threading.Thread(target=writer, args=(count // 4,)) for _ in range(4)]
+        cpu = cpu_seconds(server.proc.pid)
+        child_cpu = children_cpu_seconds(server.proc.pid)
         started = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        return (count // 4 * 4) / (time.monotonic() - started)
+        wall = time.monotonic() - started
+        written = count // 4 * 4
+        # the CPU counted until every notification is out: delivery work left for after
+        # the writes (a backlog) is counted too
+        deadline = time.monotonic() + 600
+        while subs and rec.entries < written * subs and time.monotonic() < deadline:
+            time.sleep(0.1)
+        drained = time.monotonic() - started - wall
+        cpu = cpu_seconds(server.proc.pid) - cpu
+        child_cpu = children_cpu_seconds(server.proc.pid) - child_cpu
+        print(f"  {tag} subs={subs}: {rec.entries} event entries, {rec.posts} POSTs, "
+              f"all out {drained:.1f} s after the last write", flush=True)
+        return written / wall, 1000 * cpu / written, 1000 * child_cpu / written
     finally:
         server.stop()
         http_server.shutdown()
@@ -374,33 +461,72 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--throughput-writes", type=int, default=1500)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--outage-share", type=float, nargs=2, default=[0.2, 0.5],
+                        metavar=("LOW", "HIGH"),
+                        help="each outage lasts this share of the last outage interval")
+    parser.add_argument("--outage-seconds", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="fixed outage lengths instead (0.2 1.0: the first version's)")
+    parser.add_argument("--outage-max", type=float, default=1.0)
     parser.add_argument("--database-url")
     parser.add_argument("--skip-soak", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--checkout", type=Path, action="append",
+                        help="a source tree to run the server from (repeat for an A/B in one "
+                        "window, runs interleaved); default this one")
+    parser.add_argument("--delivery", action="append", choices=("inline", "process"),
+                        help="the server's subscription_delivery (repeat for an A/B in one "
+                        "window); default the server's own")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a server setting, e.g. SUBSCRIPTION_NOTIFICATION_INTERVAL_SECONDS=1")
     args = parser.parse_args()
-    out: dict[str, Any] = {"load_before": os.getloadavg()}
+    for setting in args.setting:
+        name, _, value = setting.partition("=")
+        SETTINGS[f"CALAIM_FHIR_{name.upper()}"] = value
+    roots = [c.resolve() for c in (args.checkout or [ROOT])]
+    modes: list[str | None] = list(args.delivery or [None])
+    arms = [(c, m) for c in roots for m in modes]
+    checkouts = [c for c, _ in arms]
+    deliveries = [m for _, m in arms]
+    tags = [(c.name or "root") + (f"-{m}" if m else "") for c, m in arms]
+    out: dict[str, Any] = {"load_before": os.getloadavg(), "checkouts": [str(c) for c in checkouts]}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if not args.skip_soak:
-            out["soak"] = idle_and_soak(args, folder)
-            out["load_after_soak"] = os.getloadavg()
-            print(json.dumps(out, indent=1), flush=True)
+            for checkout, tag, mode in zip(checkouts, tags, deliveries, strict=True):
+                out[f"soak {tag}"] = idle_and_soak(args, folder, checkout, tag, mode)
+                out[f"load_after_soak {tag}"] = os.getloadavg()
+                print(json.dumps(out, indent=1), flush=True)
         if not args.skip_throughput:
-            runs: dict[str, list[float]] = {"0": [], "100": []}
+            if args.database_url:
+                raise SystemExit("throughput needs fresh databases: SQLite only here")
+            runs: dict[str, list[tuple[float, float, float]]] = {}
             for r in range(args.rounds):
-                for subs in (0, 100):
-                    if args.database_url:
-                        raise SystemExit("throughput needs fresh databases: SQLite only here")
-                    runs[str(subs)].append(throughput(args, folder, subs, r))
-                    print(f"throughput subs={subs} round={r}: {runs[str(subs)][-1]:.1f}/s",
-                          flush=True)
-            out["throughput_writes_per_s"] = runs
-            a = statistics.median(runs["0"])
-            b = statistics.median(runs["100"])
-            out["throughput_slowdown_pct"] = round(100 * (a - b) / a, 1)
+                order = list(zip(checkouts, tags, deliveries, strict=True))
+                if r % 2:
+                    order.reverse()  # ABBA
+                for checkout, tag, mode in order:
+                    for subs in (0, 100) if r % 2 == 0 else (100, 0):
+                        key = f"{tag} subs={subs}"
+                        runs.setdefault(key, []).append(
+                            throughput(args, folder, subs, r, checkout, tag, mode)
+                        )
+                        rate, cpu, child = runs[key][-1]
+                        print(f"throughput {key} round={r}: {rate:.1f}/s, server CPU "
+                              f"{cpu:.2f} + delivery process {child:.2f} ms/write, "
+                              f"load {os.getloadavg()[0]:.1f}", flush=True)
+            out["throughput"] = runs
+            for tag in tags:
+                a, b = runs[f"{tag} subs=0"], runs[f"{tag} subs=100"]
+                ra, rb = statistics.median(x[0] for x in a), statistics.median(x[0] for x in b)
+                ca, cb = statistics.median(x[1] for x in a), statistics.median(x[1] for x in b)
+                out[f"{tag} writes_per_s_median none/100"] = [round(ra, 1), round(rb, 1)]
+                out[f"{tag} slowdown_pct"] = round(100 * (ra - rb) / ra, 1)
+                out[f"{tag} cpu_ms_per_write_median none/100"] = [round(ca, 2), round(cb, 2)]
+                da, db = statistics.median(x[2] for x in a), statistics.median(x[2] for x in b)
+                out[f"{tag} delivery_process_cpu_ms_per_write_median none/100"] = [
+                    round(da, 2), round(db, 2)]
         out["load_after"] = os.getloadavg()
     print(json.dumps(out, indent=1), flush=True)
-
 
 
 if __name__ == "__main__":

@@ -334,6 +334,22 @@ class Numbered:
     committed: int
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one delivery attempt of subscription ``id`` under ``owner``'s lease came to:
+    acknowledged up to ``number`` (``error`` None) or failed with ``error``."""
+
+    id: str
+    owner: str
+    now: int
+    number: int = 0
+    handshake: bool = False
+    keep_until: int | None = None
+    error: str | None = None
+    next_attempt: int = 0
+    give_up: bool = False
+
+
 class Matching(Protocol):
     """The matcher's view inside its transaction: the states and the numbering."""
 
@@ -377,8 +393,10 @@ class Subscriptions(Protocol):
 
     def states(self) -> list[State]: ...
 
-    def due(self, now: int, limit: int) -> list[State]:
-        """Live subscriptions with something to send whose lease is free and retry due."""
+    def due(self, now: int, limit: int, sent_before: int | None = None) -> list[State]:
+        """Live subscriptions with something to send whose lease is free and retry due;
+        with ``sent_before``, only those whose last notification went out before it (a
+        handshake or a retry is due whenever)."""
         ...
 
     def live(self) -> list[State]: ...
@@ -395,14 +413,12 @@ class Subscriptions(Protocol):
 
     def events(self, id: str, after: int, until: int | None, limit: int) -> list[Numbered]: ...
 
-    def delivered(self, id: str, owner: str, number: int, handshake: bool, now: int) -> bool:
-        """Record an acknowledged notification and release the lease: the cursor moves to
-        ``number``; a handshake makes the subscription active."""
+    def record(self, outcomes: Sequence[Outcome]) -> list[str]:
+        """Record the outcomes of several deliveries in one transaction; the ids whose lease
+        was still the deliverer's (acknowledged: the cursor moves to ``number``, the lease is
+        released or renewed until ``keep_until``; failed: the retry state grows, ``give_up``
+        ends in ``error``)."""
         ...
-
-    def failed(
-        self, id: str, owner: str, reason: str, now: int, next_attempt: int, give_up: bool
-    ) -> None: ...
 
     def set_status(self, id: str, status: str, reason: str | None) -> None: ...
 

@@ -44,12 +44,23 @@ from server.errors import FhirError
 from server.fhir.instant import now_us, parse_fhir_range
 from server.outbound import Outbound, OutboundError, networks
 from server.ports import Reader, Unit, Version
-from server.search.match import RowSource, compile_matcher
+from server.search.match import Matcher, RowSource, compile_matcher
 from server.search.parse import SearchContext, parse_criteria_string
 from server.search.query import Criteria
+from server.search.rows import IndexRows
 from server.settings import Settings
 from server.store.authorized import AuthorizedRepository
-from server.store.base import Event, Matching, Numbered, Origin, Repository, State, new_state
+from server.store.base import (
+    Event,
+    Matching,
+    Numbered,
+    Origin,
+    Outcome,
+    Repository,
+    State,
+    Subscriptions,
+    new_state,
+)
 from server.store.runner import Runner
 from server.subscriptions import email
 from server.subscriptions.notifications import (
@@ -69,6 +80,8 @@ SERVER = Origin(client="calaim-fhir:subscriptions")
 
 BATCH = 500
 DEFAULT_MAX_COUNT = 100
+FIRST_RETRY_SECONDS = 0.25
+PROBE_COUNT = 1  # events in an attempt while the endpoint is failing
 LEASE_SLACK_SECONDS = 5
 DELIVERY_TICK_US = 250_000  # at most four delivery rounds a second per process
 Owners = Callable[[State], Principal | None]
@@ -91,8 +104,10 @@ class Clock:
 
 
 def backoff_us(attempts: int, max_seconds: float, rnd: float) -> int:
-    """Full jitter: a random wait in [0.5, 1] of ``min(max, 2 ** attempts)`` seconds."""
-    cap = min(max_seconds, 2.0 ** min(attempts, 30))
+    """Full jitter: a random wait in [0.5, 1] of ``min(max, FIRST_RETRY_SECONDS * 2 **
+    (attempts - 1))`` seconds: a receiver back after a brief outage is tried again within a
+    fraction of a second; one that stays down is tried ever less often."""
+    cap = min(max_seconds, FIRST_RETRY_SECONDS * 2.0 ** min(max(attempts - 1, 0), 40))
     return int(cap * (0.5 + 0.5 * rnd) * 1_000_000)
 
 
@@ -124,11 +139,13 @@ class SubscriptionService:
             settings.subscription_allow_http_loopback,
             connect_timeout=settings.subscription_timeout_seconds,
             read_timeout=settings.subscription_timeout_seconds,
+            keep_alive=True,
         )
         self._me = f"deliverer-{secrets.token_hex(6)}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._spec_cache: dict[str, tuple[int, Spec | None]] = {}
-        self._full: dict[str, bool] = {}  # the last POST was a full batch: more may wait
+        self._delivery_specs: dict[str, tuple[int, Spec]] = {}
+        self._recorder = _Recorder(repo.subscriptions)
         self._wake = asyncio.Event()
 
     # -- who the subscriber is, as of now ---------------------------------------------------
@@ -176,7 +193,7 @@ class SubscriptionService:
                     _flush(matches, actions)
                     self._sync(event, reader, live, specs, actions)
                     continue
-                versions = _Versions(reader, event)
+                versions = _Versions(reader, event, self._rows)
                 for id in sorted(live):
                     if self._hits(id, event, versions, reader, specs):
                         matches.append((id, event))
@@ -278,6 +295,13 @@ class SubscriptionService:
         spec = self._spec(id, reader, specs)
         if spec is None:
             return False
+        # subscriptions asking the same question of this event share one answer
+        return versions.answer(
+            (spec.topic.url, tuple(f.key for f in spec.filters)),
+            lambda: self._judge(spec, event, versions),
+        )
+
+    def _judge(self, spec: Spec, event: Event, versions: _Versions) -> bool:
         topic = spec.topic
         if topic.type != event.type:
             return False
@@ -288,53 +312,48 @@ class SubscriptionService:
         if current is None:
             if not topic.deleted:
                 return False
-        elif topic.current is not None and not self._test(
-            _condition(topic, "current", self._search), event.type, current, event.committed
+        elif topic.current is not None and not versions.test(
+            _condition(topic, "current", self._search), current, event.committed
         ):
             return False
         if topic.previous is not None:
             if previous is None:
                 if not topic.no_previous:
                     return False
-            elif not self._test(
-                _condition(topic, "previous", self._search), event.type, previous, None
-            ):
+            elif not versions.test(_condition(topic, "previous", self._search), previous, None):
                 return False
         subject = current if current is not None else previous
         if subject is None:
             return not spec.filters
         last = event.committed if current is not None else None
-        return all(self._test(f, event.type, subject, last) for f in spec.filters)
-
-    def _test(
-        self, criteria: Criteria, type: str, resource: dict[str, Any], last: int | None
-    ) -> bool:
-        try:
-            return compile_matcher(criteria)(type, resource, self._rows, last_updated=last)
-        except FhirError:
-            return False
+        return all(versions.test(f, subject, last) for f in spec.filters)
 
     # -- delivery ------------------------------------------------------------------------
 
     async def deliver_due(self) -> None:
         """Start a delivery task for each due subscription not already being delivered."""
         now = self._clock.now()
-        due = await asyncio.to_thread(self._store.due, now, 200)
+        gap = int(self._settings.subscription_notification_interval_seconds * 1_000_000)
+        due = await asyncio.to_thread(self._store.due, now, 200, now - gap if gap else None)
         ids = [state.id for state in due if state.id not in self._inflight]
         if not ids:
             return
         leased = await asyncio.to_thread(
             self._store.lease_many, ids, self._me, now, self._lease_until(now)
         )
+        round = _Round(self, now)
         for id in leased:
-            self._start(id, heartbeat=False, leased=True)
+            self._start(id, heartbeat=False, leased=True, round=round)
 
     def _lease_until(self, now: int) -> int:
         lease = 2 * self._settings.subscription_timeout_seconds + LEASE_SLACK_SECONDS
         return now + int(lease * 1_000_000)
 
-    def _start(self, id: str, heartbeat: bool, leased: bool = False) -> None:
-        task = asyncio.create_task(self._deliver(id, heartbeat, leased))
+    def _start(
+        self, id: str, heartbeat: bool, leased: bool = False, round: _Round | None = None
+    ) -> None:
+        round = round or _Round(self, self._clock.now())
+        task = asyncio.create_task(self._deliver(id, heartbeat, leased, round))
         self._inflight[id] = task
         task.add_done_callback(self._done(id))
 
@@ -342,17 +361,18 @@ class SubscriptionService:
         """Turn off the subscriptions whose owner was revoked or whose ``end`` passed, and
         start the heartbeats that are due."""
         now = self._clock.now()
+        round = _Round(self, now)  # each owner's rights looked up once
         for state in await asyncio.to_thread(self._store.states):
             if state.status not in ("requested", "active") or state.id in self._inflight:
                 continue
-            if await asyncio.to_thread(self._owners, state) is None:
+            if await round.owner(state) is None:
                 await self._set_status(state.id, "off", "the subscriber's client was revoked")
                 continue
             _, current = await asyncio.to_thread(self._current, state.id)
             if current is None or current.body is None:
                 continue
             try:
-                spec = read_spec(orjson.loads(current.body), self._search)
+                spec = self._delivery_spec(state.id, current.version, orjson.loads(current.body))
             except FhirError:
                 continue
             if spec.end is not None and _ended(spec.end, now):
@@ -375,15 +395,17 @@ class SubscriptionService:
         while self._inflight:
             await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
 
-    async def _deliver(self, id: str, heartbeat: bool = False, leased: bool = False) -> None:
+    async def _deliver(self, id: str, heartbeat: bool, leased: bool, round: _Round) -> None:
         try:
-            await self._deliver_one(id, heartbeat, leased)
+            await self._deliver_one(id, heartbeat, leased, round)
         except Exception:  # noqa: BLE001 - a delivery task must never die silently
             logger.exception("subscriptions: delivery of Subscription/%s failed", id)
 
-    async def _deliver_one(self, id: str, heartbeat: bool, leased: bool) -> None:
+    async def _deliver_one(self, id: str, heartbeat: bool, leased: bool, round: _Round) -> None:
         """Under the lease (taken here unless ``leased``): send, then record the outcome,
-        which also releases the lease (released on its own when nothing was sent)."""
+        which also releases the lease (released on its own when nothing was sent). A backlog
+        drains at once, not one batch per round: after a full batch the outcome keeps the
+        lease and the next batch follows."""
         now = self._clock.now()
         if not leased and not await asyncio.to_thread(
             self._store.lease, id, self._me, now, self._lease_until(now)
@@ -391,69 +413,87 @@ class SubscriptionService:
             return
         recorded = False
         try:
-            recorded = await self._send(id, now, heartbeat)
-            # a backlog drains at once, not one batch per round: while the last POST was a
-            # full batch, take the lease again and send the next
-            while recorded and self._full.pop(id, False):
-                now = self._clock.now()
-                leased = await asyncio.to_thread(
-                    self._store.lease, id, self._me, now, self._lease_until(now)
-                )
-                if not leased:
+            outcome = await self._send(id, now, round, heartbeat)
+            while outcome is not None:
+                kept = await self._recorder.record(outcome)
+                recorded = True
+                if outcome.give_up:
+                    await self._write_status(id, "error")
+                elif outcome.handshake and outcome.error is None:
+                    await self._write_status(id, "active")
+                if outcome.keep_until is None or not kept:
                     return
                 recorded = False
-                recorded = await self._send(id, now)
+                now = self._clock.now()
+                outcome = await self._send(id, now, round.fresh(now))
         finally:
             if not recorded:
                 await asyncio.to_thread(self._store.release, id, self._me)
 
-    async def _send(self, id: str, now: int, heartbeat: bool = False) -> bool:
-        """Whether an outcome was recorded (that released the lease)."""
+    async def _send(
+        self, id: str, now: int, round: _Round, heartbeat: bool = False
+    ) -> Outcome | None:
+        """Send what is due; the outcome to record (None: nothing was sent)."""
         state, current = await asyncio.to_thread(self._current, id)
         if state is None or state.status not in ("requested", "active"):
-            return False
+            return None
         if current is None or current.body is None:
             await self._set_status(id, "off", "the Subscription was deleted")
-            return False
+            return None
         resource = orjson.loads(current.body)
         try:
-            spec = read_spec(resource, self._search)
+            spec = self._delivery_spec(id, current.version, resource)
         except FhirError as exc:
             await self._set_status(id, "error", f"the Subscription is no longer valid: {exc}")
-            return False
+            return None
         if spec.end is not None and _ended(spec.end, now):
             await self._set_status(id, "off", "the Subscription's end has passed")
-            return False
-        principal = await asyncio.to_thread(self._owners, state)
+            return None
+        principal = await round.owner(state)
         if principal is None:
             await self._set_status(id, "off", "the subscriber's client was revoked")
-            return False
+            return None
+        limit = spec.max_count or DEFAULT_MAX_COUNT
+        if state.attempts:
+            # while failing, an attempt is a cheap probe; once one succeeds the backlog
+            # follows at once, max-count at a time
+            limit = min(limit, PROBE_COUNT)
         if state.handshake:
             kind, numbered = "handshake", []
         else:
-            limit = spec.max_count or DEFAULT_MAX_COUNT
             numbered = await asyncio.to_thread(self._store.events, id, state.delivered, None, limit)
             kind = "event-notification"
             if not numbered:
                 if not heartbeat:
-                    return False
+                    return None
                 kind = "heartbeat"
         if spec.channel == "email":
             error = await self._email(spec, id, kind, numbered)
         else:
-            error = await self._post(spec, resource, id, state, kind, principal, numbered, now)
+            seen = await round.seen(state, principal, numbered)
+            error = await self._post(spec, resource, id, state, kind, seen, now)
+        done = self._clock.now()
         if error is None:
-            last = numbered[-1].number if numbered else state.delivered
-            await asyncio.to_thread(
-                self._store.delivered, id, self._me, last, state.handshake, self._clock.now()
+            more = len(numbered) >= limit
+            return Outcome(
+                id,
+                self._me,
+                done,
+                number=numbered[-1].number if numbered else state.delivered,
+                handshake=state.handshake,
+                keep_until=self._lease_until(done) if more else None,
             )
-            if state.handshake:
-                await self._write_status(id, "active")
-            if numbered:
-                self._full[id] = len(numbered) >= (spec.max_count or DEFAULT_MAX_COUNT)
-            return True
-        await self._failed(state, error)
-        return True
+        return self._failure(state, error, done)
+
+    def _delivery_spec(self, id: str, version: int, resource: dict[str, Any]) -> Spec:
+        """The Subscription's spec, parsed again only when its version changed; raises
+        ``FhirError`` when it is no longer valid."""
+        cached = self._delivery_specs.get(id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        spec = read_spec(resource, self._search)
+        self._delivery_specs[id] = (version, spec)
+        return spec
 
     async def _post(
         self,
@@ -462,13 +502,11 @@ class SubscriptionService:
         id: str,
         state: State,
         kind: str,
-        principal: Principal,
-        numbered: list[Numbered],
+        seen: list[Seen],
         now: int,
     ) -> str | None:
         """POST the notification Bundle; the error, or None on a 2xx."""
         base = self._settings.fhir_base
-        seen = await asyncio.to_thread(self._seen, principal, numbered)
         status = "requested" if state.handshake else "active"
         parameters = status_parameters(
             base, id, spec.topic.url, status, kind, state.events, seen, spec.content
@@ -500,8 +538,9 @@ class SubscriptionService:
             return str(exc)
         return None
 
-    async def _failed(self, state: State, error: str) -> None:
-        now = self._clock.now()
+    def _failure(self, state: State, error: str, now: int) -> Outcome:
+        """A failed attempt: the next one after the backoff, or ``error`` once the endpoint
+        has failed for ``subscription_retry_hours``."""
         since = state.failing_since if state.failing_since is not None else now
         give_up = now - since >= int(self._settings.subscription_retry_hours * 3600 * 1_000_000)
         wait = backoff_us(
@@ -513,12 +552,10 @@ class SubscriptionService:
         if give_up:
             hours = self._settings.subscription_retry_hours
             reason = f"delivery failed for {hours:g} hours; last error: {error}"
-        await asyncio.to_thread(
-            self._store.failed, state.id, self._me, reason, now, now + wait, give_up
-        )
         logger.warning("subscriptions: Subscription/%s: %s", state.id, reason)
-        if give_up:
-            await self._write_status(state.id, "error")
+        return Outcome(
+            state.id, self._me, now, error=reason, next_attempt=now + wait, give_up=give_up
+        )
 
     def _current(self, id: str) -> tuple[State | None, Version | None]:
         state = self._store.state(id)
@@ -530,7 +567,7 @@ class SubscriptionService:
         return [] if token is None else (self._store.secret(token) or [])
 
     def _seen(self, principal: Principal, numbered: list[Numbered]) -> list[Seen]:
-        """The events as the subscriber may see them now (through the door)."""
+        """The events as ``principal`` may see them now (through the door)."""
         door = AuthorizedRepository(self._runner, principal, policies=self._policies)
         with door.reader() as reader:
             return seen_through(reader, numbered)
@@ -557,6 +594,9 @@ class SubscriptionService:
         except FhirError:
             logger.warning("subscriptions: status of Subscription/%s not written", id)
 
+    def _registered(self) -> bool:
+        return self._store.matcher_cursor() is not None
+
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -570,21 +610,30 @@ class SubscriptionService:
         last_chores = 0
         last_round = 0
         last_prune = self._clock.now()
+        registered = False  # a Subscription was ever written: there is work to look for
+        last_look = 0
         while not stop.is_set():
             try:
-                while await asyncio.to_thread(self.match_once):
-                    pass
                 now = self._clock.now()
-                if now - last_round >= DELIVERY_TICK_US:
-                    # one round per tick at most: a burst of commits is delivered together
-                    last_round = now
-                    await self.deliver_due()
-                if now - last_chores >= chores:
-                    last_chores = now
-                    await self.housekeeping()
-                if now - last_prune >= prune_every:
-                    last_prune = now
-                    await asyncio.to_thread(self._store.prune_events, now - keep)
+                if not registered and now - last_look >= every * 1_000_000:
+                    # without any subscription there is nothing to match, send or tidy:
+                    # look again once per poll interval, not on each commit
+                    last_look = now
+                    registered = await asyncio.to_thread(self._registered)
+                if registered:
+                    while await asyncio.to_thread(self.match_once):
+                        pass
+                    now = self._clock.now()
+                    if now - last_round >= DELIVERY_TICK_US:
+                        # one round per tick at most: a burst of commits is delivered together
+                        last_round = now
+                        await self.deliver_due()
+                    if now - last_chores >= chores:
+                        last_chores = now
+                        await self.housekeeping()
+                    if now - last_prune >= prune_every:
+                        last_prune = now
+                        await asyncio.to_thread(self._store.prune_events, now - keep)
             except FhirError:
                 logger.warning("subscriptions: database unavailable; retrying")
             waits = [asyncio.create_task(e.wait()) for e in (stop, committed, self._wake)]
@@ -600,16 +649,117 @@ class SubscriptionService:
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await self._recorder.close()
+        await self._outbound.aclose()
+
+
+class _Round:
+    """What one delivery round reads once for all the subscriptions it sends to: each owner's
+    rights, and what each owner may see of each event (through the door), as of the round.
+    A drain that outlives ``DELIVERY_TICK_US`` moves on to a newer round (``fresh``), so no
+    payload is built on rights older than that."""
+
+    def __init__(self, service: SubscriptionService, started: int) -> None:
+        self._service = service
+        self.started = started
+        self._owners: dict[tuple[str | None, ...], asyncio.Future[Principal | None]] = {}
+        self._seen: dict[tuple[Any, ...], asyncio.Future[dict[Any, Version | None]]] = {}
+        self._next: _Round | None = None
+
+    def fresh(self, now: int) -> _Round:
+        if now - self.started < DELIVERY_TICK_US:
+            return self
+        if self._next is None or now - self._next.started >= DELIVERY_TICK_US:
+            self._next = _Round(self._service, now)
+        return self._next
+
+    async def owner(self, state: State) -> Principal | None:
+        key = _owner_key(state)
+        found = self._owners.get(key)
+        if found is None:
+            found = self._owners[key] = asyncio.ensure_future(
+                asyncio.to_thread(self._service._owners, state)
+            )
+        return await found
+
+    async def seen(
+        self, state: State, principal: Principal, numbered: list[Numbered]
+    ) -> list[Seen]:
+        """``numbered`` as the owner may see them: each version read through the door once
+        per round and owner, however many of the owner's subscriptions carry it."""
+        owner = _owner_key(state)
+        missing = [e for e in numbered if (owner, *_event_key(e)) not in self._seen]
+        if missing:
+            reading = asyncio.ensure_future(self._visible(principal, missing))
+            for e in missing:
+                self._seen[(owner, *_event_key(e))] = reading
+        out = []
+        for e in numbered:
+            visible = await self._seen[(owner, *_event_key(e))]
+            out.append(Seen(e, visible[_event_key(e)]))
+        return out
+
+    async def _visible(
+        self, principal: Principal, numbered: list[Numbered]
+    ) -> dict[Any, Version | None]:
+        seen = await asyncio.to_thread(self._service._seen, principal, numbered)
+        return {_event_key(s.event): s.version for s in seen}
+
+
+def _owner_key(state: State) -> tuple[str | None, ...]:
+    return (state.owner, state.organization, state.user)
+
+
+def _event_key(e: Numbered) -> tuple[str, str, int]:
+    return (e.type, e.id, e.version)
+
+
+class _Recorder:
+    """The outcomes of this process's deliveries, written together: the deliveries that end
+    while one write runs share the next (one commit per burst, not one per subscription)."""
+
+    def __init__(self, store: Subscriptions) -> None:
+        self._store = store
+        self._pending: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def record(self, outcome: Outcome) -> bool:
+        """Record ``outcome``; whether the lease was still ours (the outcome counted)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcome, future))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                kept = set(await asyncio.to_thread(self._store.record, [o for o, _ in batch]))
+            except Exception as exc:  # noqa: BLE001 - each waiting delivery gets the error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for outcome, future in batch:
+                if not future.done():
+                    future.set_result(outcome.id in kept)
+
+    async def close(self) -> None:
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
 
 
 class _Versions:
-    """An event's version and the one it replaced, each read once whatever the number of
-    subscriptions that look at them."""
+    """An event's version and the one it replaced, each read and indexed once, and the
+    answers of the tests made of them, whatever the number of subscriptions that ask."""
 
-    def __init__(self, reader: Reader, event: Event) -> None:
+    def __init__(self, reader: Reader, event: Event, rows: RowSource) -> None:
         self._reader = reader
         self._event = event
         self._read: dict[int, dict[str, Any] | None] = {}
+        self._rows = _OnceRows(rows)
+        self._answers: dict[Any, bool] = {}
 
     def _get(self, version: int | None) -> dict[str, Any] | None:
         if version is None:
@@ -624,6 +774,49 @@ class _Versions:
 
     def previous(self) -> dict[str, Any] | None:
         return self._get(self._event.previous)
+
+    def answer(self, key: Any, judge: Callable[[], bool]) -> bool:
+        """The answer to the question ``key``, judged once for this event."""
+        found = self._answers.get(key)
+        if found is None:
+            found = self._answers[key] = judge()
+        return found
+
+    def test(self, criteria: Criteria, resource: dict[str, Any], last: int | None) -> bool:
+        """Whether ``resource`` (one of this event's versions) satisfies ``criteria``."""
+        return self.answer(
+            (criteria.key, id(resource), last),
+            lambda: _test(criteria, self._event.type, resource, self._rows, last),
+        )
+
+
+class _OnceRows:
+    """A row source that indexes each resource once (keyed by the dict's identity: the
+    versions of one event, alive as long as the event's ``_Versions``)."""
+
+    def __init__(self, rows: RowSource) -> None:
+        self._source = rows
+        self._done: dict[int, tuple[dict[str, Any], IndexRows]] = {}
+
+    def rows(self, type: str, resource: dict[str, Any]) -> IndexRows:
+        found = self._done.get(id(resource))
+        if found is None or found[0] is not resource:
+            found = self._done[id(resource)] = (resource, self._source.rows(type, resource))
+        return found[1]
+
+
+def _test(
+    criteria: Criteria, type: str, resource: dict[str, Any], rows: RowSource, last: int | None
+) -> bool:
+    try:
+        return _matcher(criteria)(type, resource, rows, last_updated=last)
+    except FhirError:
+        return False
+
+
+@lru_cache(maxsize=256)
+def _matcher(criteria: Criteria) -> Matcher:
+    return compile_matcher(criteria)
 
 
 def _flush(matches: list[tuple[str, Event]], actions: list[Callable[[Matching], None]]) -> None:

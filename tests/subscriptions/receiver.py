@@ -18,6 +18,7 @@ class Receiver:
         self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
         self.raw: list[bytes] = []  # the bodies as sent (signatures cover these bytes)
         self.refused = 0  # requests answered with an error status
+        self.rejected: list[dict[str, Any]] = []  # their bodies
         self.status = 200
         self.lock = threading.Lock()
         self.url = ""
@@ -65,6 +66,7 @@ def receiver() -> Iterator[Receiver]:
             else:
                 with rec.lock:
                     rec.refused += 1
+                    rec.rejected.append(body)
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()

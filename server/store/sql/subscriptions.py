@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from server.store.base import Event, Matching, Numbered, State
+from server.store.base import Event, Matching, Numbered, Outcome, State
 from server.store.sql.dialect import Connection, Dialect
 
 CONSUMER = "subscriptions"
@@ -210,15 +210,21 @@ class SqlSubscriptions:
             rows = conn.execute(f"SELECT {_STATE} FROM subscription_state ORDER BY id").fetchall()
         return [_state(r) for r in rows]
 
-    def due(self, now: int, limit: int) -> list[State]:
-        """Live subscriptions with something to send whose lease is free and retry due."""
+    def due(self, now: int, limit: int, sent_before: int | None = None) -> list[State]:
+        """Live subscriptions with something to send whose lease is free and retry due;
+        with ``sent_before``, only those whose last notification went out before it (a
+        handshake or a retry is due whenever)."""
+        gap = "" if sent_before is None else (
+            " AND (handshake = 1 OR attempts > 0 OR last_sent IS NULL OR last_sent < ?)"
+        )
+        args = (now, now) if sent_before is None else (now, now, sent_before)
         with self._dialect.autocommit() as conn:
             rows = conn.execute(
                 f"SELECT {_STATE} FROM subscription_state WHERE status IN ('requested', 'active')"
                 " AND (handshake = 1 OR (status = 'active' AND events > delivered))"
-                " AND next_attempt <= ? AND lease_until <= ? ORDER BY next_attempt"
+                f" AND next_attempt <= ? AND lease_until <= ?{gap} ORDER BY next_attempt"
                 f" LIMIT {int(limit)}",
-                (now, now),
+                args,
             ).fetchall()
         return [_state(r) for r in rows]
 
@@ -270,32 +276,43 @@ class SqlSubscriptions:
             ).fetchall()
         return [Numbered(int(r[0]), int(r[1]), r[2], r[3], int(r[4]), int(r[5])) for r in rows]
 
-    def delivered(self, id: str, owner: str, number: int, handshake: bool, now: int) -> bool:
-        """Record an acknowledged notification and release the lease: the cursor moves to
-        ``number``; a handshake makes the subscription active."""
-        status = ", status = 'active', handshake = 0" if handshake else ""
-        with self._dialect.autocommit() as conn:
-            rows = conn.execute(
-                "UPDATE subscription_state SET"
-                f" delivered = CASE WHEN delivered > ? THEN delivered ELSE ? END{status},"
-                " attempts = 0, failing_since = NULL, last_error = NULL, last_sent = ?,"
-                " next_attempt = 0, lease_owner = NULL, lease_until = 0"
-                " WHERE id = ? AND lease_owner = ? RETURNING id",
-                (number, number, now, id, owner),
-            ).fetchall()
-        return bool(rows)
+    def record(self, outcomes: Sequence[Outcome]) -> list[str]:
+        """Record the outcomes of several deliveries in one transaction (one commit, however
+        many subscriptions a round sent to); the ids whose lease was still the deliverer's.
 
-    def failed(
-        self, id: str, owner: str, reason: str, now: int, next_attempt: int, give_up: bool
-    ) -> None:
-        status = ", status = 'error'" if give_up else ""
-        with self._dialect.autocommit() as conn:
-            conn.execute(
-                f"UPDATE subscription_state SET attempts = attempts + 1{status},"
-                " failing_since = COALESCE(failing_since, ?), last_error = ?, next_attempt = ?,"
-                " lease_owner = NULL, lease_until = 0 WHERE id = ? AND lease_owner = ?",
-                (now, reason, next_attempt, id, owner),
-            )
+        Acknowledged: the cursor moves to ``number`` (never back), a handshake makes the
+        subscription active, the retry state clears, and the lease is released, or renewed
+        until ``keep_until`` when more waits to be sent. Failed: ``attempts`` grows, the next
+        attempt is due at ``next_attempt``, ``error`` is kept for ``$status``; with
+        ``give_up`` the subscription goes to ``error``. Either way only under the lease."""
+        if not outcomes:
+            return []
+        kept = []
+        with self._dialect.writing() as conn:
+            for o in outcomes:
+                if o.error is None:
+                    status = ", status = 'active', handshake = 0" if o.handshake else ""
+                    owner = None if o.keep_until is None else o.owner
+                    rows = conn.execute(
+                        "UPDATE subscription_state SET"
+                        f" delivered = CASE WHEN delivered > ? THEN delivered ELSE ? END{status},"
+                        " attempts = 0, failing_since = NULL, last_error = NULL, last_sent = ?,"
+                        " next_attempt = 0, lease_owner = ?, lease_until = ?"
+                        " WHERE id = ? AND lease_owner = ? RETURNING id",
+                        (o.number, o.number, o.now, owner, o.keep_until or 0, o.id, o.owner),
+                    ).fetchall()
+                else:
+                    status = ", status = 'error'" if o.give_up else ""
+                    rows = conn.execute(
+                        f"UPDATE subscription_state SET attempts = attempts + 1{status},"
+                        " failing_since = COALESCE(failing_since, ?), last_error = ?,"
+                        " next_attempt = ?, lease_owner = NULL, lease_until = 0"
+                        " WHERE id = ? AND lease_owner = ? RETURNING id",
+                        (o.now, o.error, o.next_attempt, o.id, o.owner),
+                    ).fetchall()
+                if rows:
+                    kept.append(o.id)
+        return kept
 
     def set_status(self, id: str, status: str, reason: str | None) -> None:
         with self._dialect.autocommit() as conn:
