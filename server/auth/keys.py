@@ -4,8 +4,9 @@ Every worker loads the keys from the database (``auth_signing_key``); the newest
 not retired signs. ``rotate`` adds a new key and retires the others: a retired key still
 verifies (and stays in the published JWKS) until every token it signed has expired, then
 ``rotate`` drops it. A worker reloads the keys at most every ``RELOAD_SECONDS`` to pick up a
-rotation made elsewhere, and at once (at most once a second) when a token names a key id it
-does not know.
+rotation made elsewhere, and at once when a token names a key id it does not know that the
+database has (a key another worker or ``calaim-fhir key rotate`` added since). Workers
+starting together on an empty database create one first key between them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from server.store.base import Auth
 ALGORITHM = "RS256"
 KEY_BITS = 2048
 RELOAD_SECONDS = 60.0
-_UNKNOWN_KID_RELOAD = 1.0
 
 
 class SigningKeys:
@@ -47,15 +47,18 @@ class SigningKeys:
         """Create the first key if the database has none that signs (at start-up)."""
         rows = self._store.keys()
         if not any(retired is None for _, _, _, retired in rows):
-            self._add()
+            self._store.add_first_key(*self._generate())
         self.reload()
 
-    def _add(self) -> str:
+    def _generate(self) -> tuple[str, str, int]:
+        """A new key: (kid, private JWK, created in microseconds)."""
         kid = uuid.uuid4().hex
         key = RSAKey.generate_key(KEY_BITS, private=True, parameters={"kid": kid})
-        self._store.add_key(
-            kid, orjson.dumps(key.as_dict(private=True)).decode(), int(self._clock() * 1e6)
-        )
+        return kid, orjson.dumps(key.as_dict(private=True)).decode(), int(self._clock() * 1e6)
+
+    def _add(self) -> str:
+        kid, jwk, created = self._generate()
+        self._store.add_key(kid, jwk, created)
         return kid
 
     def rotate(self) -> str:
@@ -84,10 +87,10 @@ class SigningKeys:
         return self._current
 
     def key(self, kid: str) -> RSAKey | None:
-        """The key ``kid`` (for verification): cached; an unknown id reloads at most once a
-        second."""
+        """The key ``kid`` (for verification): cached; an id not cached is looked up in the
+        database (one indexed read), and the keys reloaded when it is there."""
         found = self._keys.get(kid)
-        if found is None and self._clock() - self._loaded > _UNKNOWN_KID_RELOAD:
+        if found is None and kid and self._store.has_key(kid):
             self.reload()
             found = self._keys.get(kid)
         return found

@@ -677,6 +677,15 @@ class Auth(Protocol):
 
     def add_key(self, kid: str, private_jwk: str, created_us: int) -> None: ...
 
+    def add_first_key(self, kid: str, private_jwk: str, created_us: int) -> bool:
+        """Add the key unless one that signs exists already, atomically across processes
+        (workers starting together agree on one key). True when this key was added."""
+        ...
+
+    def has_key(self, kid: str) -> bool:
+        """Whether the key ``kid`` is in the store (retired or not)."""
+        ...
+
     def keys(self) -> list[tuple[str, str, int, int | None]]:
         """Every signing key, newest first: (kid, private JWK, created, retired)."""
         ...

@@ -53,8 +53,10 @@ def test_revocation_is_effective_at_the_next_request_on_both_workers(tmp_path: P
             partner.assertion(f"{base}/auth/token"), "system/Patient.rs")).json()
         bearer = {"Authorization": f"Bearer {token['access_token']}"}
         # a new connection per request: the kernel spreads them over both workers
-        assert all(httpx.get(f"{base}/Patient/p1", headers=bearer).status_code == 200
-                   for _ in range(20))
+        before = [httpx.get(f"{base}/Patient/p1", headers=bearer) for _ in range(20)]
+        assert [r.status_code for r in before] == [200] * 20, (
+            [r.text for r in before if r.status_code != 200],
+            (tmp_path / "two.log").read_text(errors="replace"))
         result = CliRunner().invoke(cli, ["client", "revoke", partner.client_id,
                                           "--database-url", database_url])
         assert result.exit_code == 0, result.output

@@ -407,6 +407,26 @@ class SqlAuth:
                 (kid, private_jwk, created_us),
             )
 
+    def add_first_key(self, kid: str, private_jwk: str, created_us: int) -> bool:
+        """Add the key unless one that signs exists already: one statement under the store's
+        write lock, so workers starting together on an empty store agree on one key. True
+        when this key was added."""
+        with self._dialect.writing() as conn:
+            rows = conn.execute(
+                "INSERT INTO auth_signing_key (kid, private_jwk, created) SELECT ?, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM auth_signing_key WHERE retired IS NULL)"
+                " RETURNING kid",
+                (kid, private_jwk, created_us),
+            ).fetchall()
+        return bool(rows)
+
+    def has_key(self, kid: str) -> bool:
+        with self._dialect.autocommit() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM auth_signing_key WHERE kid = ?", (kid,)
+            ).fetchone()
+        return row is not None
+
     def keys(self) -> list[tuple[str, str, int, int | None]]:
         """Every signing key, newest first: (kid, private JWK, created, retired)."""
         with self._dialect.autocommit() as conn:
