@@ -101,7 +101,7 @@ class Server:
                 time.sleep(0.05)
         raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
 
-    def wait_exit(self, timeout: float = 10.0) -> int:
+    def wait_exit(self, timeout: float = 30.0) -> int:
         """The exit status once the process is gone (a fault ``kill`` ends it on its own)."""
         try:
             return self.proc.wait(timeout)
