@@ -190,8 +190,10 @@ class Settings(BaseSettings):
     export_dir: str | None = Field(
         None,
         description="Where $export writes its NDJSON files (one folder per export); default: "
-        "next to the SQLite file, or the system's temporary folder for PostgreSQL. Every "
-        "worker process must see the same folder",
+        "next to the SQLite file, or a folder per database in the system's temporary folder "
+        "for PostgreSQL. Every worker process of a store must see the same folder, and no "
+        "two stores may share one (a kick-off removes the folders of jobs its store does "
+        "not know)",
     )
     export_file_bytes: int = Field(
         64 * 1024 * 1024,

@@ -1,5 +1,6 @@
 """Where an export's files live: one folder per job under the export folder
-(``Settings.export_dir``; default next to the SQLite file, or the system's temporary folder),
+(``Settings.export_dir``; default next to the SQLite file, or a folder per database in the
+system's temporary folder),
 ``<Type>-<n>.ndjson`` files and ``state.json``, the types already finished (what a worker
 that takes over a dead one's job keeps).
 
@@ -8,6 +9,7 @@ removed by ``sweep`` at each kick-off."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -15,6 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -33,7 +36,16 @@ def export_root(settings: Settings) -> Path:
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///").partition("?")[0])
         return path.parent / f"{path.name}.exports"
-    return Path(tempfile.gettempdir()) / "calaim-fhir-exports"
+    return Path(tempfile.gettempdir()) / "calaim-fhir-exports" / _database_key(url)
+
+
+def _database_key(url: str) -> str:
+    """A folder name of its own for each PostgreSQL database (host, port and name; never the
+    credentials): the kick-off's sweep removes the folders of jobs its store does not know, so
+    two stores must never share one."""
+    parts = urlsplit(url)
+    where = f"{parts.hostname or ''}:{parts.port or ''}/{parts.path.lstrip('/')}?{parts.query}"
+    return hashlib.blake2b(where.encode(), digest_size=8).hexdigest()
 
 
 def job_folder(root: Path, job: str) -> Path:

@@ -31,6 +31,7 @@ from tests.support import (
     observation,
     outcome,
     patient,
+    postgres_database,
     put,
 )
 
@@ -588,3 +589,20 @@ def test_the_capability_statement_declares_bulk_data_export(app: TestClient) -> 
     assert {"name": "export", "definition": f"{bulk}/OperationDefinition/group-export"} in (
         by_type["Group"]
     )
+
+
+@pytest.mark.postgres
+def test_two_postgresql_stores_on_the_default_folder_keep_each_others_exports(
+    postgres_url: str,
+) -> None:
+    """The default export folder is per database: a kick-off on one store sweeps only the
+    folders of its own unknown jobs, never another store's export."""
+    with postgres_database(postgres_url) as first_url, postgres_database(postgres_url) as other_url:
+        with fhir_client(first_url, export_min_poll_seconds=0) as first, \
+                fhir_client(other_url, export_min_poll_seconds=0) as other:
+            create(first, patient("two-stores"))
+            found = manifest(first, kick_off(first))
+            assert [e["type"] for e in found["output"]] == ["Patient"]
+            create(other, patient("two-stores"))
+            manifest(other, kick_off(other))
+            assert len(lines(first, found)["Patient"]) == 1
