@@ -105,7 +105,7 @@ def _sign_in_and_approve(browser: Browser, url: str, redirect: str,
     if screenshots:
         browser.screenshot(DOCS / "launch-login.png")
     browser.click('button[type="submit"]')
-    page = browser.text
+    page = browser.wait_for_text("Allow the app?")
     assert "Allow the app?" in page, page
     assert "Ana Mora, born 1980-02-03" in page and "Ben Diaz" in page
     browser.click("#m-m1")

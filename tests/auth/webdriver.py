@@ -55,6 +55,16 @@ class Browser:
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self._call("GET", "/screenshot")))
 
+    def wait_for_text(self, wanted: str, timeout: float = 30) -> str:
+        """The page's source once it holds ``wanted`` (a click that submits a form returns
+        before the next page has loaded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            page = self.text
+            if wanted in page or time.monotonic() >= deadline:
+                return page
+            time.sleep(0.1)
+
     def wait_for_url(self, prefix: str, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
