@@ -118,7 +118,7 @@ def feed(entries: int = 100, seed: int = 0) -> dict[str, Any]:
         sr["subject"] = {"reference": urn["patient"]}
         sr["insurance"] = [{"reference": urn["coverage"]}]
         sr["performer"] = [{"reference": f"Organization/{PROVIDER_ID}"}]
-        for key, resource in (("patient", patient(n)), ("coverage", coverage(urn["patient"], n)),
+        for key, resource in (("coverage", coverage(urn["patient"], n)), ("patient", patient(n)),
                               ("sr", sr), ("task", referral_task(urn["sr"], urn["patient"], n))):
             out.append({"fullUrl": urn[key], "resource": resource,
                         "request": {"method": "POST", "url": resource["resourceType"]}})
