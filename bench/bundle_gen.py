@@ -1,15 +1,16 @@
 """Write a 100-entry FHIR transaction Bundle (ECM referral intake) to stdout or a file.
 
-    .venv/bin/python bench/bundle_gen.py [--entries 100] [--shape referrals|feed] [--out bundle.json]
+    .venv/bin/python bench/bundle_gen.py [--entries 100] [--shape referrals|feed] [--out FILE]
 
-``referrals`` (the default): one Patient per five entries (POST, fullUrl urn:uuid:...) and, for
-each, four ServiceRequests (POST, the fixture bench/data/servicerequest.json) whose subject
+``referrals`` (the default): one Patient per five entries (POST, fullUrl urn:uuid:...) and,
+for each, four ServiceRequests (POST, the fixture bench/data/servicerequest.json) whose subject
 references that Patient's urn:uuid, so the server resolves references inside the transaction.
 
-``feed``: what a plan's ECM referral feed sends, four entries per member: the Patient, its
-Medi-Cal Coverage (payor: the plan ``Organization/{PLAN_ID}``), the ECM referral
+``feed``: what a plan's ECM referral feed sends, four entries per member: the member's
+Medi-Cal Coverage (payor: the plan ``Organization/bench-plan``; first, so that the plan
+serves the member when the Patient is written), the Patient, the ECM referral
 ServiceRequest (the fixture; subject, insurance by urn:uuid; performer the ECM provider
-``Organization/{PROVIDER_ID}``) and its referral Task (focus the ServiceRequest, for the
+``Organization/ecm-provider-042``) and its referral Task (focus the ServiceRequest, for the
 Patient, requester the plan, owner the provider), every reference inside the Bundle a
 urn:uuid. ``feed_directory()`` gives the Organizations, Practitioner and member the fixture
 references, so a store can be readied for both shapes.

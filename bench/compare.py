@@ -37,6 +37,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,6 +84,28 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants (server workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += times.get(p, 0.0)
+        todo += [c for c, pp in parent.items() if pp == p]
+    return total
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -103,6 +126,7 @@ class Target:
 
     label: str
     kind: str  # ours | peer | url
+    checkout: str = ""
     store: str = ""
     auth: bool = False
     skips: str = ""
@@ -204,17 +228,25 @@ def start_ours(label: str, checkout: Path, store: str, auth: bool, workers: int,
     log = folder / "server.log"
     logfile = log.open("wb")
     proc = subprocess.Popen(args, stdout=logfile, stderr=subprocess.STDOUT, env=env)
-    target = Target(name, "ours", store=store, auth=auth, base=base, proc=proc, logfile=logfile,
-                    command=" ".join(f"{k}={v}" for k, v in env.items()
-                                     if k.startswith("CALAIM_FHIR_") and k != "CALAIM_FHIR_BASE_URL")
-                    + f" calaim-fhir serve --workers {workers} ({store})")
-    wait_ready(f"{base}/fhir/metadata", proc, log)
+    shown = {k: v for k, v in env.items() if k.startswith("CALAIM_FHIR_")}
+    shown.pop("CALAIM_FHIR_BASE_URL")
     if auth:
-        target.partner = register(cli, database_url, folder, None)  # an operator, to seed
-    seed(target, folder)
-    if auth:
-        target.partner = register(cli, database_url, folder, f"Organization/{PLAN_ID}")
-    probe(target)
+        shown["CALAIM_FHIR_ACCESS_MATRIX"] = f"<{matrix.read_text()}>"
+    command = " ".join(f"{k}={v}" for k, v in shown.items())
+    command += f" calaim-fhir serve --workers {workers} ({store}; {checkout.name})"
+    target = Target(name, "ours", checkout=label, store=store, auth=auth, base=base, proc=proc,
+                    logfile=logfile, command=command)
+    try:
+        wait_ready(f"{base}/fhir/metadata", proc, log)
+        if auth:
+            target.partner = register(cli, database_url, folder, None)  # an operator, to seed
+        seed(target, folder)
+        if auth:
+            target.partner = register(cli, database_url, folder, f"Organization/{PLAN_ID}")
+        probe(target)
+    except BaseException:
+        target.stop()
+        raise
     return target
 
 
@@ -237,9 +269,13 @@ def start_peer(work: Path) -> Target:
                     "audit, search index or outbox",
                     command="node bench/peer/server.mjs (" + ", ".join(
                         f"{k} {v}" for k, v in versions.items()) + f", node {node_version()})")
-    _wait_peer(base, proc, log)
-    seed(target, folder)
-    probe(target)
+    try:
+        _wait_peer(base, proc, log)
+        seed(target, folder)
+        probe(target)
+    except BaseException:
+        target.stop()
+        raise
     return target
 
 
@@ -377,11 +413,18 @@ def measure(target: Target, workload: str, args: argparse.Namespace, run: int, f
     if args.warmup:
         wrk(target, workload, args.warmup, connections, {**env, **warm_env})
     before = loadavg()
+    cpu = tree_cpu(target.proc.pid) if target.proc else None
     figures, command = wrk(target, workload, args.duration, connections, env)
     per = ENTRIES if workload == "ingest" else 1
-    return {"target": target.label, "workload": workload, "load_before": before,
-            "rate": round(figures["rps"] * per, 1), "unit": "resources/s" if per > 1 else "req/s",
-            "command": command, **figures}
+    result = {"target": target.label, "workload": workload, "load_before": before,
+              "rate": round(figures["rps"] * per, 1),
+              "unit": "resources/s" if per > 1 else "req/s", "command": command, **figures}
+    if cpu is not None and target.proc and figures["requests"]:
+        # every answer's server CPU (re-reads and non-2xx included), per request or resource
+        used = tree_cpu(target.proc.pid) - cpu
+        result["server_cpu_s"] = round(used, 3)
+        result["cpu_ms_per_op"] = round(used * 1000 / (figures["requests"] * per), 4)
+    return result
 
 
 def rounds(targets: list[Target], args: argparse.Namespace, folder: Path,
@@ -401,11 +444,13 @@ def rounds(targets: list[Target], args: argparse.Namespace, folder: Path,
                       f"{result['load_before'][0]:.2f}", file=sys.stderr, flush=True)
 
 
-def summary(targets: list[Target], runs: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+def summary(targets: list[Target], runs: list[dict[str, Any]], key: str = "rate"
+            ) -> dict[tuple[str, str], Any]:
     out: dict[tuple[str, str], Any] = {}
     for t in targets:
         for w in WORKLOADS:
-            rates = [r["rate"] for r in runs if r["target"] == t.label and r["workload"] == w]
+            rates = [r[key] for r in runs
+                     if r["target"] == t.label and r["workload"] == w and key in r]
             if rates:
                 out[(t.label, w)] = {"median": statistics.median(rates), "min": min(rates),
                                      "max": max(rates), "n": len(rates),
@@ -415,20 +460,29 @@ def summary(targets: list[Target], runs: list[dict[str, Any]]) -> dict[tuple[str
     return out
 
 
-def _fmt(s: dict[str, Any] | None) -> str:
+def _fmt(s: dict[str, Any] | None, digits: int = 0) -> str:
     if not s:
         return "—"
-    return f"{s['median']:,.0f} ({s['min']:,.0f}–{s['max']:,.0f})"
+    return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f}–{s['max']:,.{digits}f})"
 
 
 def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, target: float | None) -> str:
     if not a or not b or not b["median"]:
         return "—"
     ratio = a["median"] / b["median"]
-    text = f"{ratio:.2f}"
+    text = f"{ratio:.2f} ({a['min'] / b['max']:.2f}–{a['max'] / b['min']:.2f})"
     if target is not None:
-        text += f" (target ≥ {target}) {'✅' if ratio >= target else '❌'}"
+        text += f" | ≥ {target} {'✅' if ratio >= target else '❌'}"
+    else:
+        text += " | —"
     return text
+
+
+def _cpu_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    """b's CPU per operation ÷ a's: a's rate relative to b's at equal CPU."""
+    if not a or not b or not a["median"]:
+        return "—"
+    return f"{b['median'] / a['median']:.2f}"
 
 
 def markdown(targets: list[Target], runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -452,40 +506,48 @@ def markdown(targets: list[Target], runs: list[dict[str, Any]], meta: dict[str, 
     lines.append("| non-2xx or socket errors | " + " | ".join(str(errors[t.label])
                                                             for t in targets) + " |")
     lines.append("")
+    cpu = summary(targets, runs, "cpu_ms_per_op")
+    if cpu:
+        lines += ["Server CPU per operation (user + system of the server process and its workers "
+                  "over the run ÷ answers; per resource for ingest; PostgreSQL's own backends "
+                  "not counted), ms, median (min–max): less sensitive to the machine's load than "
+                  "the rates.", "", head, "|---|" + "---:|" * len(targets)]
+        for w in WORKLOADS:
+            if any((t.label, w) in cpu for t in targets):
+                lines.append(f"| {w} | " + " | ".join(_fmt(cpu.get((t.label, w)), 3)
+                                                    for t in targets) + " |")
+        lines.append("")
     peer = next((t for t in targets if t.kind == "peer"), None)
     ours = [t for t in targets if t.kind == "ours"]
-    ratios: list[tuple[str, str, str]] = []
+    pairs: list[tuple[Target, Target, dict[str, float] | None]] = []
     for t in ours:
         if peer is not None:
+            pairs.append((t, peer, PEER_TARGETS if t.auth else None))
+    for t in ours:
+        twin = next((u for u in ours if u.checkout == t.checkout and u.auth == t.auth
+                     and u.store == "sqlite"), None)
+        if t.store == "pg" and twin:
+            pg = {w: PG_TARGET for w in WORKLOADS}
+            pairs.append((t, twin, pg if t.auth else None))
+    for t in ours:
+        twin = next((u for u in ours if u.checkout == meta["checkouts"][0] and u.auth == t.auth
+                     and u.store == t.store), None)
+        if twin and t.checkout != twin.checkout:
+            pairs.append((t, twin, CHANGE_TARGETS if t.auth else None))
+    if pairs:
+        lines += ["| ratio of medians | workload | rate ratio (range) | issue target | "
+                  "at equal server CPU |", "|---|---|---|---|---|"]
+        for a, b, targets_of in pairs:
             for w in WORKLOADS:
-                tgt = PEER_TARGETS[w] if t.auth else None
-                ratios.append((f"`{t.label}` ÷ peer", w, _ratio(s.get((t.label, w)),
-                                                                 s.get((peer.label, w)), tgt)))
-        if t.store == "pg":
-            twin = next((u for u in ours if u.store == "sqlite" and u.auth == t.auth and
-                         u.label.split("-")[0] == t.label.split("-")[0]), None)
-            if twin:
-                for w in WORKLOADS:
-                    ratios.append((f"`{t.label}` ÷ `{twin.label}`", w,
-                                   _ratio(s.get((t.label, w)), s.get((twin.label, w)),
-                                          PG_TARGET if t.auth else None)))
-    checkouts = meta["checkouts"]
-    if len(checkouts) > 1:
-        base = checkouts[0]
-        for t in ours:
-            label = t.label.split("-")[0]
-            if label == base:
-                continue
-            twin = next((u for u in ours if u.label == base + t.label[len(label):]), None)
-            if twin:
-                for w in WORKLOADS:
-                    ratios.append((f"`{t.label}` ÷ `{twin.label}`", w,
-                                   _ratio(s.get((t.label, w)), s.get((twin.label, w)),
-                                          CHANGE_TARGETS[w] if t.auth else None)))
-    if ratios:
-        lines += ["| ratio (medians) | workload | value |", "|---|---|---|"]
-        lines += [f"| {a} | {w} | {v} |" for a, w, v in ratios if v != "—"]
-        lines.append("")
+                value = _ratio(s.get((a.label, w)), s.get((b.label, w)),
+                               targets_of[w] if targets_of else None)
+                if value != "—":
+                    lines.append(f"| `{a.label}` ÷ `{b.label}` | {w} | {value} | "
+                                 f"{_cpu_ratio(cpu.get((a.label, w)), cpu.get((b.label, w)))} |")
+        lines += ["", "Rate ratio range: slowest ÷ fastest run to fastest ÷ slowest. At equal "
+                  "server CPU: the other's CPU per operation ÷ this one's."
+                  + (" PostgreSQL rows count the server processes only, not the backends."
+                     if any(t.store == "pg" for t in ours) else ""), ""]
     lines.append("Targets:")
     for t in targets:
         lines.append(f"- `{t.label}`: {t.command}" + (f" — skips: {t.skips}" if t.skips else ""))
@@ -514,6 +576,8 @@ def main() -> None:
                         help="distinct ingest Bundles, posted in turn")
     parser.add_argument("--out", type=Path, help="JSON of every run (default bench/out/…)")
     args = parser.parse_args()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupted)
     args.workloads = [w for w in args.workloads.split(",") if w]
     stores = [x for x in args.store.split(",") if x]
     auths = [x == "on" for x in args.auth.split(",") if x]
@@ -552,6 +616,7 @@ def main() -> None:
     finally:
         for t in targets:
             t.stop()
+        shutil.rmtree(work, ignore_errors=True)
     loads = [r["load_before"][0] for r in runs]
     meta = {"start": start.strftime("%Y-%m-%d %H:%M"), "end": end.strftime("%H:%M"),
             "rounds": args.rounds, "connections": args.connections,
@@ -573,7 +638,10 @@ def main() -> None:
     path.with_suffix(".md").write_text(text)
     print(text)
     print(f"compare: wrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
-    shutil.rmtree(work, ignore_errors=True)
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # the servers are stopped on the way out
 
 
 if __name__ == "__main__":
