@@ -58,6 +58,8 @@ sys.path.insert(0, str(ROOT))
 
 from bundle_gen import PLAN_ID, feed, feed_directory  # noqa: E402
 from report import parse_wrk  # noqa: E402
+from subscriptions.soak import children_cpu_seconds, cpu_seconds  # noqa: E402
+from writes.ab import free_port  # noqa: E402
 
 WORKLOADS = ("read", "create", "update", "ingest")
 SCRIPTS = {"read": "read.lua", "create": "create.lua", "update": "update.lua",
@@ -72,47 +74,24 @@ PG_TARGET = 0.8
 CHANGE_TARGETS = {"read": 1.6, "create": 1.4, "update": 1.4, "ingest": 1.8}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its live descendants (server workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += times.get(p, 0.0)
-        todo += [c for c, pp in parent.items() if pp == p]
-    return total
+    """CPU seconds (user + system) of a server process and its live children (its workers)."""
+    return cpu_seconds(pid) + children_cpu_seconds(pid)
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, any_answer: bool = False
+               ) -> None:
+    """Until `url` answers 200 (or, with `any_answer`, anything at all)."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"{url}: server exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200 or any_answer:
                 return
         except httpx.TransportError:
             pass
@@ -233,7 +212,9 @@ def start_ours(label: str, checkout: Path, store: str, auth: bool, workers: int,
     if auth:
         shown["CALAIM_FHIR_ACCESS_MATRIX"] = f"<{matrix.read_text()}>"
     command = " ".join(f"{k}={v}" for k, v in shown.items())
-    command += f" calaim-fhir serve --workers {workers} ({store}; {checkout.name})"
+    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    command += f" calaim-fhir serve --workers {workers} ({store}; {checkout} at {commit})"
     target = Target(name, "ours", checkout=label, store=store, auth=auth, base=base, proc=proc,
                     logfile=logfile, command=command)
     try:
@@ -270,27 +251,14 @@ def start_peer(work: Path) -> Target:
                     command="node bench/peer/server.mjs (" + ", ".join(
                         f"{k} {v}" for k, v in versions.items()) + f", node {node_version()})")
     try:
-        _wait_peer(base, proc, log)
+        # the engine has no CapabilityStatement of its own: any answer to a read will do
+        wait_ready(f"{base}/fhir/Patient/none", proc, log, any_answer=True)
         seed(target, folder)
         probe(target)
     except BaseException:
         target.stop()
         raise
     return target
-
-
-def _wait_peer(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    # the engine has no CapabilityStatement route of its own: a read of a missing resource
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"peer exited: {log.read_text()[-3000:]}")
-        try:
-            httpx.get(f"{base}/fhir/Patient/none", timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise SystemExit(f"peer not ready: {log.read_text()[-3000:]}")
 
 
 def node_version() -> str:
@@ -410,11 +378,13 @@ def measure(target: Target, workload: str, args: argparse.Namespace, run: int, f
     token = target.token()
     if token:
         env["BENCH_TOKEN"] = token
+    duration = args.ingest_duration if workload == "ingest" else args.duration
     if args.warmup:
         wrk(target, workload, args.warmup, connections, {**env, **warm_env})
+        settle(target)  # what the warm-up left in flight finishes before the run
     before = loadavg()
     cpu = tree_cpu(target.proc.pid) if target.proc else None
-    figures, command = wrk(target, workload, args.duration, connections, env)
+    figures, command = wrk(target, workload, duration, connections, env)
     per = ENTRIES if workload == "ingest" else 1
     result = {"target": target.label, "workload": workload, "load_before": before,
               "rate": round(figures["rps"] * per, 1),
@@ -427,6 +397,21 @@ def measure(target: Target, workload: str, args: argparse.Namespace, run: int, f
     return result
 
 
+def settle(target: Target, limit: float = 60.0) -> None:
+    """Until the server uses under 5 % of a CPU over half a second (requests a finished wrk
+    left in flight are done), at most `limit` seconds."""
+    if target.proc is None:
+        return
+    deadline = time.monotonic() + limit
+    last = tree_cpu(target.proc.pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = tree_cpu(target.proc.pid)
+        if now - last < 0.025:
+            return
+        last = now
+
+
 def rounds(targets: list[Target], args: argparse.Namespace, folder: Path,
            out: list[dict[str, Any]]) -> None:
     run_of: dict[tuple[str, str], int] = {}
@@ -436,6 +421,7 @@ def rounds(targets: list[Target], args: argparse.Namespace, folder: Path,
             for target in order:
                 n = run_of.get((target.label, workload), 0)
                 run_of[(target.label, workload)] = n + 1
+                settle(target)
                 result = measure(target, workload, args, n, folder)
                 result["round"] = r + 1
                 out.append(result)
@@ -488,9 +474,10 @@ def _cpu_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
 def markdown(targets: list[Target], runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     s = summary(targets, runs)
     lines = [f"Window {meta['start']}–{meta['end']} UTC; {meta['rounds']} rounds, targets in "
-             f"rotated order each round; wrk -t1 -c{meta['connections']} (ingest "
-             f"-c{meta['ingest_connections']}) -d{meta['duration']} after a {meta['warmup']} "
-             "warm-up; median (min–max) over the rounds. 1-minute load average before the runs: "
+             f"rotated order each round; wrk -t1 -c{meta['connections']} -d{meta['duration']} "
+             f"(ingest -c{meta['ingest_connections']} -d{meta['ingest_duration']}) after a "
+             f"{meta['warmup']} warm-up, each server idle again before its run; median (min–max) "
+             "over the rounds. 1-minute load average before the runs: "
              f"{meta['load_min']:.2f}–{meta['load_max']:.2f} (median {meta['load_median']:.2f}) "
              f"on {os.cpu_count()} CPUs, shared with the servers and wrk.", ""]
     head = "| workload (unit) | " + " | ".join(f"`{t.label}`" for t in targets) + " |"
@@ -570,6 +557,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", default="5s")
     parser.add_argument("--warmup", default="1s", help="wrk warm-up before each run ('' none)")
+    parser.add_argument("--ingest-duration", default="10s",
+                        help="ingest runs (a 100-entry Bundle takes long under load)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--ingest-connections", type=int, default=4)
     parser.add_argument("--bundles-count", type=int, default=40,
@@ -621,6 +610,7 @@ def main() -> None:
     meta = {"start": start.strftime("%Y-%m-%d %H:%M"), "end": end.strftime("%H:%M"),
             "rounds": args.rounds, "connections": args.connections,
             "ingest_connections": args.ingest_connections, "duration": args.duration,
+            "ingest_duration": args.ingest_duration,
             "warmup": args.warmup or "no", "load_min": min(loads), "load_max": max(loads),
             "load_median": statistics.median(loads), "checkouts": [c[0] for c in checkouts],
             "commits": {c[0]: subprocess.run(["git", "-C", c[1], "rev-parse", "--short",
