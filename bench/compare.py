@@ -57,9 +57,9 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
 from bundle_gen import PLAN_ID, feed, feed_directory  # noqa: E402
+from harness import free_port, stop_process  # noqa: E402
 from report import parse_wrk  # noqa: E402
 from subscriptions.soak import children_cpu_seconds, cpu_seconds  # noqa: E402
-from writes.ab import free_port  # noqa: E402
 
 WORKLOADS = ("read", "create", "update", "ingest")
 SCRIPTS = {"read": "read.lua", "create": "create.lua", "update": "update.lua",
@@ -129,13 +129,8 @@ class Target:
         return out
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
         if self.logfile is not None:
             self.logfile.close()
 
