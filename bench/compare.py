@@ -15,17 +15,19 @@ SQLite. The 1-minute load average is recorded before each run. Output: a Markdow
 (stdout and bench/out/compare-<time>.md) and every run as JSON (bench/out/compare-<time>.json).
 
 Targets:
-- ``--checkout LABEL=PATH`` (default ``HEAD=`` this tree): that tree's ``.venv/bin/calaim-fhir
-  serve`` on a fresh store: SQLite, ``--workers 1``; PostgreSQL, ``--pg-workers`` (2), a
-  database of its own in one throwaway cluster (``scripts/pg-test-cluster``, fsync on). Auth
-  ``on``: SMART backend services (``CALAIM_FHIR_AUTH=smart``), care relationships and consent
-  (``CALAIM_FHIR_ACCESS_RELATIONSHIPS=true``, the plan named in an access matrix), read audit
-  ``batch``; the workloads run as a client acting for the plan (``calaim-fhir client add
+- ``--checkout LABEL=PATH`` (default, without ``--url``: ``HEAD=`` this tree): that tree's
+  ``.venv/bin/calaim-fhir serve`` on a fresh store: SQLite, ``--workers 1``; PostgreSQL,
+  ``--pg-workers`` (2), a database of its own in one throwaway cluster
+  (``scripts/pg-test-cluster``, fsync on). Auth ``on``: SMART backend services
+  (``CALAIM_FHIR_AUTH=smart``), care relationships and consent
+  (``CALAIM_FHIR_ACCESS_RELATIONSHIPS=true``, the plan named in an access matrix), read
+  audit ``batch``; the workloads run as a client acting for the plan (``calaim-fhir client add
   --organization Organization/bench-plan``), a fresh access token for each run. Auth ``off``:
   no authentication, relationships off, read audit off (writes are audited in every mode).
 - the peer (``bench/peer/server.mjs``, installed by ``bench/peer/install``): Medplum's FHIR
   engine, FhirRouter over its in-memory repository — no validation, no durability, no auth.
-- ``--url LABEL=BASE``: any running server (its base without ``/fhir``), no auth.
+- ``--url LABEL=BASE``: any running server (its base without ``/fhir``), with ``--bearer
+  TOKEN`` sent as ``Authorization: Bearer`` when given (seeding and workloads alike).
 Each target is seeded through its own base URL (as an operator client when auth is on):
 the Organizations, Practitioner and member the fixture references, then 1,000 ServiceRequests.
 """
@@ -114,11 +116,12 @@ class Target:
     logfile: Any = None
     files: dict[str, Path] = field(default_factory=dict)
     partner: Any = None
+    fixed_token: str = ""  # --bearer, for --url targets
     command: str = ""
 
     def token(self) -> str:
         if self.partner is None:
-            return ""
+            return self.fixed_token
         return bearer(self.base, self.partner)
 
     def headers(self) -> dict[str, str]:
@@ -541,9 +544,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkout", action="append", default=[],
                         help="LABEL=PATH of a calaim-fhir tree with its .venv (repeat); "
-                        "default HEAD=this tree")
+                        "default (without --url) HEAD=this tree")
     parser.add_argument("--url", action="append", default=[],
-                        help="LABEL=BASE of a running server (no auth), e.g. x=http://127.0.0.1:8080")
+                        help="LABEL=BASE of a running server, e.g. x=http://127.0.0.1:8080")
+    parser.add_argument("--bearer", help="access token sent to the --url servers")
     parser.add_argument("--auth", default="on,off", help="on,off | on | off")
     parser.add_argument("--store", default="sqlite", help="sqlite,pg | sqlite | pg")
     parser.add_argument("--pg-workers", type=int, default=2)
@@ -570,7 +574,9 @@ def main() -> None:
         os.execv(str(ROOT / "scripts" / "pg-test-cluster"),
                  [str(ROOT / "scripts" / "pg-test-cluster"), sys.executable, *sys.argv])
     pg_url = os.environ.get("CALAIM_FHIR_TEST_DATABASE_URL")
-    checkouts = [c.split("=", 1) for c in args.checkout] or [["HEAD", str(ROOT)]]
+    checkouts = [c.split("=", 1) for c in args.checkout]
+    if not checkouts and not args.url:
+        checkouts = [["HEAD", str(ROOT)]]
     work = Path(tempfile.mkdtemp(prefix="bench-compare-"))
     args.bundles = work / "feed.ndjson"
     args.bundles.write_bytes(b"".join(orjson.dumps(feed(ENTRIES, 1000 + i)) + b"\n"
@@ -586,7 +592,8 @@ def main() -> None:
                                               work, pg_url))
         for spec in args.url:
             label, base = spec.split("=", 1)
-            t = Target(label, "url", base=base.rstrip("/"), command=base)
+            t = Target(label, "url", base=base.rstrip("/"), command=base,
+                       fixed_token=args.bearer or "")
             folder = work / label
             folder.mkdir()
             seed(t, folder)
