@@ -477,7 +477,10 @@ def markdown(targets: list[Target], runs: list[dict[str, Any]], meta: dict[str, 
              f"{meta['warmup']} warm-up, each server idle again before its run; median (min–max) "
              "over the rounds. 1-minute load average before the runs: "
              f"{meta['load_min']:.2f}–{meta['load_max']:.2f} (median {meta['load_median']:.2f}) "
-             f"on {os.cpu_count()} CPUs, shared with the servers and wrk.", ""]
+             f"on {os.cpu_count()} CPUs, shared with the servers and wrk. One durable SQLite "
+             "commit (WAL, synchronous=FULL, `bench/fsync_micro.py`) before / after the window: "
+             + " / ".join(f"{f['sqlite_wal_full_commit_us'] / 1000:.2f} ms"
+                          for f in meta["fsync"]) + ".", ""]
     head = "| workload (unit) | " + " | ".join(f"`{t.label}`" for t in targets) + " |"
     lines += [head, "|---|" + "---:|" * len(targets)]
     for w in WORKLOADS:
@@ -601,9 +604,11 @@ def main() -> None:
             targets.append(t)
         if not args.no_peer:
             targets.append(start_peer(work))
+        fsync = [disk(work)]
         start = dt.datetime.now(dt.UTC)
         rounds(targets, args, work, runs)
         end = dt.datetime.now(dt.UTC)
+        fsync.append(disk(work))
     finally:
         for t in targets:
             t.stop()
@@ -618,7 +623,7 @@ def main() -> None:
             "commits": {c[0]: subprocess.run(["git", "-C", c[1], "rev-parse", "--short",
                                               "HEAD"], capture_output=True, text=True
                                              ).stdout.strip() for c in checkouts},
-            "nproc": os.cpu_count(), "argv": sys.argv[1:]}
+            "nproc": os.cpu_count(), "argv": sys.argv[1:], "fsync": fsync}
     text = markdown(targets, runs, meta)
     out_dir = BENCH / "out"
     out_dir.mkdir(exist_ok=True)
@@ -630,6 +635,13 @@ def main() -> None:
     path.with_suffix(".md").write_text(text)
     print(text)
     print(f"compare: wrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
+
+
+def disk(work: Path) -> dict[str, Any]:
+    """bench/fsync_micro.py on the stores' disk: what one durable SQLite commit costs now."""
+    done = subprocess.run([sys.executable, str(BENCH / "fsync_micro.py"), "--dir", str(work),
+                           "--n", "200"], capture_output=True, text=True, check=True)
+    return dict(json.loads(done.stdout))
 
 
 def _interrupted(signum: int, frame: Any) -> None:
