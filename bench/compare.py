@@ -473,8 +473,10 @@ def markdown(targets: list[Target], runs: list[dict[str, Any]], meta: dict[str, 
     s = summary(targets, runs)
     lines = [f"Window {meta['start']}–{meta['end']} UTC; {meta['rounds']} rounds, targets in "
              f"rotated order each round; wrk -t1 -c{meta['connections']} -d{meta['duration']} "
-             f"(ingest -c{meta['ingest_connections']} -d{meta['ingest_duration']}) after a "
-             f"{meta['warmup']} warm-up, each server idle again before its run; median (min–max) "
+             f"(ingest -c{meta['ingest_connections']} -d{meta['ingest_duration']}) "
+             + (f"after a {meta['warmup']} warm-up" if meta["warmup"] != "no"
+                else "without warm-up")
+             + ", each server idle again before its run; median (min–max) "
              "over the rounds. 1-minute load average before the runs: "
              f"{meta['load_min']:.2f}–{meta['load_max']:.2f} (median {meta['load_median']:.2f}) "
              f"on {os.cpu_count()} CPUs, shared with the servers and wrk. One durable SQLite "
