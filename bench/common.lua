@@ -67,3 +67,12 @@ end
 function bench_header(headers, name)
   return headers[name] or headers[string.lower(name)]
 end
+
+-- the Authorization header when $BENCH_TOKEN names a bearer token (added to headers in place)
+function bench_auth(headers)
+  local token = os.getenv("BENCH_TOKEN")
+  if token and token ~= "" then
+    headers["Authorization"] = "Bearer " .. token
+  end
+  return headers
+end

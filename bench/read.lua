@@ -14,11 +14,7 @@ function init(args)
   else
     ids = bench_read_lines(assert(os.getenv("BENCH_IDS"), "set BENCH_IDS or BENCH_ID"))
   end
-  local headers = { ["Accept"] = "application/fhir+json" }
-  local token = os.getenv("BENCH_TOKEN")
-  if token and token ~= "" then
-    headers["Authorization"] = "Bearer " .. token
-  end
+  local headers = bench_auth({ ["Accept"] = "application/fhir+json" })
   local search = os.getenv("BENCH_MODE") == "search"
   for i, id in ipairs(ids) do
     local path = "/fhir/ServiceRequest/" .. id

@@ -4,8 +4,9 @@
 -- A resource is used by one request at a time (a free-list): a request takes a free
 -- resource, sends X-Request-Id: u<index>-<seq>, and the response (the server echoes
 -- X-Request-Id) gives the resource back with its new version from the ETag header.
--- Versions start from $BENCH_VERSION (default 1). On 412 the resource is re-read (GET)
--- and its version taken from that response's ETag before the next PUT.
+-- Versions start from $BENCH_VERSION (default 1), or from a line's second field ("<id> <version>":
+-- servers whose version ids are not counters). On 412 the resource is re-read (GET) and its
+-- version taken from that response's ETag before the next PUT. $BENCH_TOKEN: a bearer token.
 -- counters: updated (2xx PUT), precondition_failed (412), rereads, other_status.
 local dir = os.getenv("BENCH_DIR") or "bench"
 dofile(dir .. "/common.lua")
@@ -24,13 +25,19 @@ local function pop()
 end
 
 function init(args)
-  ids = bench_read_lines(assert(os.getenv("BENCH_IDS"), "set BENCH_IDS"))
+  local lines = bench_read_lines(assert(os.getenv("BENCH_IDS"), "set BENCH_IDS"))
   local v0 = os.getenv("BENCH_VERSION") or "1"
+  local first = {}
+  for i, line in ipairs(lines) do
+    local id, v = string.match(line, "^(%S+)%s+(%S+)")
+    ids[i] = id or line
+    first[i] = v or v0
+  end
   -- with several wrk threads, each thread takes its own slice of the ids
   local n = tonumber(os.getenv("BENCH_THREADS") or "1")
   local me = thread_id or 1
   for i = 1, #ids do
-    if (i - 1) % n == me - 1 then versions[i] = v0; push(i) end
+    if (i - 1) % n == me - 1 then versions[i] = first[i]; push(i) end
   end
 end
 
@@ -56,14 +63,14 @@ function request()
   if stale[i] then
     bench_counts.rereads = bench_counts.rereads + 1
     return wrk.format("GET", "/fhir/ServiceRequest/" .. ids[i],
-      { ["Accept"] = "application/fhir+json", ["X-Request-Id"] = rid })
+      bench_auth({ ["Accept"] = "application/fhir+json", ["X-Request-Id"] = rid }))
   end
-  return wrk.format("PUT", "/fhir/ServiceRequest/" .. ids[i], {
+  return wrk.format("PUT", "/fhir/ServiceRequest/" .. ids[i], bench_auth({
     ["Content-Type"] = "application/fhir+json",
     ["Accept"] = "application/fhir+json",
     ["If-Match"] = 'W/"' .. versions[i] .. '"',
     ["X-Request-Id"] = rid,
-  }, body_for(i))
+  }), body_for(i))
 end
 
 function response(status, headers, body)
