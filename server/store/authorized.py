@@ -337,6 +337,7 @@ class _CheckedUnit(_Checked):
     def __init__(self, inner: Unit, access: Access) -> None:
         super().__init__(inner, access)
         self._unit = inner
+        self._written: dict[tuple[str, str], Interaction] = {}
 
     def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
         """The matches the caller may see: a match outside its view is no match (and never
@@ -354,19 +355,33 @@ class _CheckedUnit(_Checked):
         return self._unit.read(type, id, clauses) is None
 
     def _kept(self, interaction: Interaction, result: WriteResult) -> WriteResult:
-        """The caller may see what it wrote: otherwise nothing is kept (the unit fails)."""
+        """Remembers what the caller wrote, for ``settle`` at the unit's end."""
         version = result.version
-        if version is None or version.deleted:
-            return result
-        clauses = self._narrow(interaction, version.type).clauses
-        facts = Facts(version.type, version.id, _labels(version.labels), split(version.owners))
-        if (
-            clauses and self._unit.read(version.type, version.id, clauses) is None
-        ) or not self._access.admits(interaction, facts):
-            raise Forbidden(
-                f"Not permitted: {interaction} of a {version.type} outside what this client may see"
-            )
+        if version is not None:
+            key = (version.type, version.id)
+            if version.deleted:
+                self._written.pop(key, None)
+            else:
+                self._written.setdefault(key, interaction)
         return result
+
+    def settle(self) -> None:
+        """The caller may see what it wrote, as the unit leaves it: otherwise nothing is kept
+        (the unit fails). Judged at the end, not after each write, so that the order of a
+        transaction's entries does not matter (a plan's new Patient is visible through the
+        Coverage naming the plan, whichever entry comes first)."""
+        for (type, id), interaction in self._written.items():
+            version = self._unit.read(type, id)
+            if version is None or version.deleted:
+                continue
+            clauses = self._narrow(interaction, type).clauses
+            facts = Facts(type, id, _labels(version.labels), split(version.owners))
+            if (
+                clauses and self._unit.read(type, id, clauses) is None
+            ) or not self._access.admits(interaction, facts):
+                raise Forbidden(
+                    f"Not permitted: {interaction} of a {type} outside what this client may see"
+                )
 
     def target(
         self, type: str, id: str, interaction: Interaction, within: Sequence[Clause] = ()
@@ -483,4 +498,11 @@ class AuthorizedRepository:
         """Run ``fn`` inside one write transaction: all its writes commit together or none do;
         returns once they are durable."""
         access = self.access
-        return await self._runner.write(lambda unit: fn(_CheckedUnit(unit, access)), self.origin)
+
+        def checked(unit: Unit) -> T:
+            door = _CheckedUnit(unit, access)
+            value = fn(door)
+            door.settle()
+            return value
+
+        return await self._runner.write(checked, self.origin)

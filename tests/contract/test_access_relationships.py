@@ -476,6 +476,44 @@ def test_no_self_granting(app: TestClient, who: Acting) -> None:
     assert app.get("/fhir/Patient/m4").status_code == 200
 
 
+def _member_transaction(payor: str, coverage_first: bool, with_coverage: bool = True) -> dict:
+    """A transaction adding a new member (a Patient) and, optionally, the Coverage that
+    ``payor`` pays for it, the two linked by urn:uuid."""
+    member = {"fullUrl": "urn:uuid:6f1c2a8e-0d4b-4c1e-9a55-0d2f1b7e9c01",
+              "resource": {"resourceType": "Patient", "name": [{"family": "joined"}]},
+              "request": {"method": "POST", "url": "Patient"}}
+    coverage = {"resource": {"resourceType": "Coverage", "status": "active",
+                             "beneficiary": _ref(member["fullUrl"]),
+                             "payor": [_ref(f"Organization/{payor}")]},
+                "request": {"method": "POST", "url": "Coverage"}}
+    entries = [coverage, member] if coverage_first else [member, coverage]
+    return {"resourceType": "Bundle", "type": "transaction",
+            "entry": entries if with_coverage else [member]}
+
+
+def test_what_a_transaction_may_write_does_not_depend_on_its_entry_order(
+    app: TestClient, who: Acting
+) -> None:
+    who.as_(acting_for("plan"))
+    for coverage_first in (True, False):
+        response = app.post("/fhir", json=_member_transaction("plan", coverage_first))
+        assert response.status_code == 200, response.text
+        patient = next(e["response"]["location"] for e in response.json()["entry"]
+                       if e["response"]["location"].startswith("Patient/"))
+        assert app.get(f"/fhir/{patient.split('/_history')[0]}").status_code == 200
+    patients, coverages = _stored(app, who, "Patient"), _stored(app, who, "Coverage")
+    # a member no relationship of the plan reaches, or one another payor covers: refused in
+    # either order, and nothing of the transaction is kept
+    for bundle in (
+        _member_transaction("plan", False, with_coverage=False),
+        _member_transaction("other", True),
+        _member_transaction("other", False),
+    ):
+        outcome(app.post("/fhir", json=bundle), 403)
+    assert _stored(app, who, "Patient") == patients
+    assert _stored(app, who, "Coverage") == coverages
+
+
 def test_consent_is_recorded_by_the_plan_or_a_recorder_never_by_its_actor(
     app: TestClient, who: Acting
 ) -> None:
