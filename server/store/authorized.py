@@ -337,7 +337,7 @@ class _CheckedUnit(_Checked):
     def __init__(self, inner: Unit, access: Access) -> None:
         super().__init__(inner, access)
         self._unit = inner
-        self._written: dict[tuple[str, str], Interaction] = {}
+        self._written: dict[tuple[str, str], tuple[Interaction, Version]] = {}
 
     def match(self, criteria: Criteria, limit: int | None = 2) -> list[Version]:
         """The matches the caller may see: a match outside its view is no match (and never
@@ -362,7 +362,8 @@ class _CheckedUnit(_Checked):
             if version.deleted:
                 self._written.pop(key, None)
             else:
-                self._written.setdefault(key, interaction)
+                first = self._written.get(key)
+                self._written[key] = (interaction if first is None else first[0], version)
         return result
 
     def settle(self) -> None:
@@ -370,15 +371,15 @@ class _CheckedUnit(_Checked):
         (the unit fails). Judged at the end, not after each write, so that the order of a
         transaction's entries does not matter (a plan's new Patient is visible through the
         Coverage naming the plan, whichever entry comes first)."""
-        for (type, id), interaction in self._written.items():
-            version = self._unit.read(type, id)
-            if version is None or version.deleted:
-                continue
+        for (type, id), (interaction, version) in self._written.items():
             clauses = self._narrow(interaction, type).clauses
             facts = Facts(type, id, _labels(version.labels), split(version.owners))
             if (
                 clauses and self._unit.read(type, id, clauses) is None
             ) or not self._access.admits(interaction, facts):
+                current = self._unit.read(type, id)
+                if current is None or current.deleted:
+                    continue  # the unit deleted it again: nothing of it is kept
                 raise Forbidden(
                     f"Not permitted: {interaction} of a {type} outside what this client may see"
                 )
