@@ -6,8 +6,8 @@ One in-process server (SQLite in a temp dir, the ASGI app called directly), the 
 100-entry transaction Bundles as ``transaction_timing.py`` (``bundle_gen.py``); requests
 alternate between the server as built and the same server with the duplicate-name pass
 skipped (in a shuffled order, fixed seed, so no periodic effect such as a WAL checkpoint
-falls on one of them), so both see the same machine load. Prints one JSON object: p50 and mean of each,
-their ratio, and the pass's own cost on one Bundle.
+falls on one of them), so both see the same machine load. Prints one JSON object: p50 and
+mean of each, their ratio, and the pass's own cost on one Bundle.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main() -> None:
     checker, skip = json_body._CHECK, _Skip()
     times: dict[str, list[float]] = {"check": [], "skip": []}
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(Settings(database_url=f"sqlite:///{tmp}/bench.db"))
+        app = create_app(Settings(database_url=f"sqlite:///{tmp}/bench.db", auth="off"))
         headers = {"Content-Type": "application/fhir+json"}
         with TestClient(app) as client:
             for i in range(10):  # warm-up
