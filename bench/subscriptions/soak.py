@@ -45,9 +45,12 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -247,6 +250,29 @@ def database(args: argparse.Namespace, folder: Path, name: str) -> str:
     return f"sqlite:///{folder / name}.db"
 
 
+@contextmanager
+def fresh_database(args: argparse.Namespace, folder: Path, name: str) -> Iterator[str]:
+    """A fresh database for one throughput run: a new SQLite file, or with ``--database-url``
+    (a PostgreSQL URL) a new database on that server, dropped afterwards."""
+    if not args.database_url:
+        yield database(args, folder, name)
+        return
+    import psycopg
+    from psycopg import sql
+
+    admin = str(args.database_url)
+    db = f"bench_{name.replace('-', '_')}_{os.getpid()}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    try:
+        yield urlunsplit(urlsplit(admin)._replace(path="/" + db))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
+            )
+
+
 def idle_and_soak(args: argparse.Namespace, folder: Path, checkout: Path, tag: str,
                   delivery: str | None = None                  ) -> dict[str, Any]:
     rec = Receiver()
@@ -413,9 +439,14 @@ def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, chec
                tag: str, delivery: str | None = None) -> tuple[float, float, float]:
     """Writes per second, the serving process's CPU milliseconds per write (its delivery
     work included) and its delivery child's, for ``subs`` matching subscriptions."""
+    with fresh_database(args, folder, f"tp-{tag}-{subs}-{run}") as url:
+        return _throughput(args, folder, subs, run, checkout, tag, delivery, url)
+
+
+def _throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
+                tag: str, delivery: str | None, url: str) -> tuple[float, float, float]:
     rec = Receiver()
     http_server, endpoint = start_receiver(rec)
-    url = database(args, folder, f"tp-{tag}-{subs}-{run}")
     server = Server(url, folder / f"tp-{tag}-{subs}-{run}.log", checkout, delivery)
     try:
         with client_for(server) as client:
@@ -467,7 +498,9 @@ def main() -> None:
     parser.add_argument("--outage-seconds", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="fixed outage lengths instead (0.2 1.0: the first version's)")
     parser.add_argument("--outage-max", type=float, default=1.0)
-    parser.add_argument("--database-url")
+    parser.add_argument("--database-url",
+                        help="PostgreSQL: the soak's database; throughput runs each create a "
+                        "fresh database on that server (dropped after)")
     parser.add_argument("--skip-soak", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--checkout", type=Path, action="append",
@@ -497,8 +530,6 @@ def main() -> None:
                 out[f"load_after_soak {tag}"] = os.getloadavg()
                 print(json.dumps(out, indent=1), flush=True)
         if not args.skip_throughput:
-            if args.database_url:
-                raise SystemExit("throughput needs fresh databases: SQLite only here")
             runs: dict[str, list[tuple[float, float, float]]] = {}
             for r in range(args.rounds):
                 order = list(zip(checkouts, tags, deliveries, strict=True))

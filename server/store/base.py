@@ -361,8 +361,8 @@ class Matching(Protocol):
 
     def number(self, matches: Sequence[tuple[str, Event]]) -> None:
         """Hand each (subscription, event) match, in order, its subscription's next number:
-        one read of the counters, one insert of every numbered row, one counter update per
-        subscription."""
+        one read of the counters, each distinct list of matched events stored once, one run
+        of numbers and one counter update per subscription."""
         ...
 
 
@@ -423,7 +423,8 @@ class Subscriptions(Protocol):
     def set_status(self, id: str, status: str, reason: str | None) -> None: ...
 
     def prune_events(self, before: int) -> int:
-        """Delete numbered events committed before ``before`` that were delivered."""
+        """Delete numbered events committed before ``before`` that were delivered (by runs:
+        a run goes when all its events are older); the number of events deleted."""
         ...
 
     def put_secret(self, token: str, headers: Sequence[tuple[str, str]], now: int) -> None: ...

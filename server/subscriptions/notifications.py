@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -59,18 +60,12 @@ def status_parameters(
         {"name": "events-since-subscription-start", "valueString": str(events_since_start)},
     ]
     for seen in events:
+        e = seen.event
+        focus = seen.version is not None and content != "empty"
         parts: list[dict[str, Any]] = [
-            {"name": "event-number", "valueString": str(seen.event.number)},
-            {"name": "timestamp", "valueInstant": format_instant(seen.event.committed)},
+            {"name": "event-number", "valueString": str(e.number)},
+            *_event_parts(base, e.type, e.id, e.version, e.committed, focus),
         ]
-        if seen.version is not None and content != "empty":
-            e = seen.event
-            parts.append(
-                {
-                    "name": "focus",
-                    "valueReference": {"reference": f"{base}/{e.type}/{e.id}/_history/{e.version}"},
-                }
-            )
         params.append({"name": "notification-event", "part": parts})
     if error:
         params.append({"name": "error", "valueCodeableConcept": {"text": error}})
@@ -78,6 +73,33 @@ def status_parameters(
         "resourceType": "Parameters",
         "meta": {"profile": [STATUS_PROFILE]},
         "parameter": params,
+    }
+
+
+@lru_cache(maxsize=8192)
+def _event_parts(
+    base: str, type: str, id: str, version: int, committed: int, focus: bool
+) -> tuple[dict[str, Any], ...]:
+    """An event's ``timestamp`` and ``focus`` parts, built once however many subscriptions'
+    notifications carry it (shared objects: serialized, never changed)."""
+    parts: list[dict[str, Any]] = [{"name": "timestamp", "valueInstant": format_instant(committed)}]
+    if focus:
+        reference = f"{base}/{type}/{id}/_history/{version}"
+        parts.append({"name": "focus", "valueReference": {"reference": reference}})
+    return tuple(parts)
+
+
+@lru_cache(maxsize=8192)
+def _entry(base: str, type: str, id: str, version: int, deleted: bool) -> dict[str, Any]:
+    """An event's Bundle entry without its resource, built once per event (shared: copied
+    before a resource is added, otherwise serialized as is)."""
+    return {
+        "fullUrl": f"{base}/{type}/{id}/_history/{version}",
+        "request": {
+            "method": "DELETE" if deleted else ("POST" if version == 1 else "PUT"),
+            "url": f"{type}/{id}" if version > 1 or deleted else type,
+        },
+        "response": {"status": "204" if deleted else ("201" if version == 1 else "200")},
     }
 
 
@@ -99,16 +121,9 @@ def notification_bundle(
                 continue
             e = seen.event
             deleted = version.body is None
-            entry: dict[str, Any] = {
-                "fullUrl": f"{base}/{e.type}/{e.id}/_history/{e.version}",
-                "request": {
-                    "method": "DELETE" if deleted else ("POST" if e.version == 1 else "PUT"),
-                    "url": f"{e.type}/{e.id}" if e.version > 1 or deleted else e.type,
-                },
-                "response": {"status": "204" if deleted else ("201" if e.version == 1 else "200")},
-            }
+            entry = _entry(base, e.type, e.id, e.version, deleted)
             if content == "full-resource" and not deleted:
-                entry["resource"] = orjson.loads(version.body or b"{}")
+                entry = {**entry, "resource": orjson.loads(version.body or b"{}")}
             entries.append(entry)
     return {
         "resourceType": "Bundle",

@@ -30,7 +30,7 @@ import random
 import secrets
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -434,17 +434,17 @@ class SubscriptionService:
         self, id: str, now: int, round: _Round, heartbeat: bool = False
     ) -> Outcome | None:
         """Send what is due; the outcome to record (None: nothing was sent)."""
-        state, current = await asyncio.to_thread(self._current, id)
+        found = await asyncio.to_thread(self._load, id, heartbeat)
+        state, current = found.state, found.current
         if state is None or state.status not in ("requested", "active"):
             return None
         if current is None or current.body is None:
             await self._set_status(id, "off", "the Subscription was deleted")
             return None
-        resource = orjson.loads(current.body)
-        try:
-            spec = self._delivery_spec(id, current.version, resource)
-        except FhirError as exc:
-            await self._set_status(id, "error", f"the Subscription is no longer valid: {exc}")
+        spec = found.spec
+        if spec is None:
+            reason = f"the Subscription is no longer valid: {found.invalid}"
+            await self._set_status(id, "error", reason)
             return None
         if spec.end is not None and _ended(spec.end, now):
             await self._set_status(id, "off", "the Subscription's end has passed")
@@ -453,28 +453,23 @@ class SubscriptionService:
         if principal is None:
             await self._set_status(id, "off", "the subscriber's client was revoked")
             return None
-        limit = spec.max_count or DEFAULT_MAX_COUNT
-        if state.attempts:
-            # while failing, an attempt is a cheap probe; once one succeeds the backlog
-            # follows at once, max-count at a time
-            limit = min(limit, PROBE_COUNT)
+        numbered = found.numbered
         if state.handshake:
-            kind, numbered = "handshake", []
-        else:
-            numbered = await asyncio.to_thread(self._store.events, id, state.delivered, None, limit)
+            kind = "handshake"
+        elif numbered:
             kind = "event-notification"
-            if not numbered:
-                if not heartbeat:
-                    return None
-                kind = "heartbeat"
+        elif heartbeat:
+            kind = "heartbeat"
+        else:
+            return None
         if spec.channel == "email":
             error = await self._email(spec, id, kind, numbered)
         else:
             seen = await round.seen(state, principal, numbered)
-            error = await self._post(spec, resource, id, state, kind, seen, now)
+            error = await self._post(spec, found, kind, seen, now)
         done = self._clock.now()
         if error is None:
-            more = len(numbered) >= limit
+            more = len(numbered) >= found.limit
             return Outcome(
                 id,
                 self._me,
@@ -484,6 +479,34 @@ class SubscriptionService:
                 keep_until=self._lease_until(done) if more else None,
             )
         return self._failure(state, error, done)
+
+    def _load(self, id: str, heartbeat: bool) -> _Loaded:
+        """What one send reads from the store, read together (one thread hop): the state,
+        the current Subscription and its spec, the events after the acknowledged cursor
+        (``max-count`` at a time; one while the endpoint is failing: a cheap probe, and once
+        one succeeds the backlog follows at once), and for a rest-hook with something to
+        send its header values and signing key."""
+        state, current = self._current(id)
+        found = _Loaded(state, current)
+        if state is None or state.status not in ("requested", "active"):
+            return found
+        if current is None or current.body is None:
+            return found
+        found.resource = orjson.loads(current.body)
+        try:
+            spec = found.spec = self._delivery_spec(id, current.version, found.resource)
+        except FhirError as exc:
+            found.invalid = str(exc)
+            return found
+        found.limit = spec.max_count or DEFAULT_MAX_COUNT
+        if state.attempts:
+            found.limit = min(found.limit, PROBE_COUNT)
+        if not state.handshake:
+            found.numbered = self._store.events(id, state.delivered, None, found.limit)
+        if spec.channel != "email" and (state.handshake or found.numbered or heartbeat):
+            found.headers = self._headers(found.resource)
+            found.key = self._store.signing_key(id)
+        return found
 
     def _delivery_spec(self, id: str, version: int, resource: dict[str, Any]) -> Spec:
         """The Subscription's spec, parsed again only when its version changed; raises
@@ -496,28 +519,22 @@ class SubscriptionService:
         return spec
 
     async def _post(
-        self,
-        spec: Spec,
-        resource: dict[str, Any],
-        id: str,
-        state: State,
-        kind: str,
-        seen: list[Seen],
-        now: int,
+        self, spec: Spec, found: _Loaded, kind: str, seen: list[Seen], now: int
     ) -> str | None:
         """POST the notification Bundle; the error, or None on a 2xx."""
+        state = found.state
+        assert state is not None
         base = self._settings.fhir_base
         status = "requested" if state.handshake else "active"
         parameters = status_parameters(
-            base, id, spec.topic.url, status, kind, state.events, seen, spec.content
+            base, state.id, spec.topic.url, status, kind, state.events, seen, spec.content
         )
         bundle = notification_bundle(base, parameters, seen, spec.content, now)
         body = orjson.dumps(bundle)
-        headers = dict(await asyncio.to_thread(self._headers, resource))
+        headers = dict(found.headers)
         headers["Content-Type"] = "application/fhir+json; fhirVersion=4.0"
-        key = await asyncio.to_thread(self._store.signing_key, id)
-        if key is not None:
-            headers[SIGNATURE_HEADER] = signature(key, self._clock.now() // 1_000_000, body)
+        if found.key is not None:
+            headers[SIGNATURE_HEADER] = signature(found.key, self._clock.now() // 1_000_000, body)
         try:
             response = await self._outbound.request(
                 "POST", spec.endpoint, headers=headers, content=body
@@ -651,6 +668,21 @@ class SubscriptionService:
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self._recorder.close()
         await self._outbound.aclose()
+
+
+@dataclass(slots=True)
+class _Loaded:
+    """What one send read from the store (``SubscriptionService._load``)."""
+
+    state: State | None
+    current: Version | None
+    resource: dict[str, Any] | None = None
+    spec: Spec | None = None
+    invalid: str | None = None
+    limit: int = DEFAULT_MAX_COUNT
+    numbered: list[Numbered] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    key: str | None = None
 
 
 class _Round:

@@ -68,6 +68,12 @@ Migration 12 adds the audit trail (``sql/audit.py``): ``audit_event``, one appen
 audited interaction (reads and searches batched off the request path, writes copied from the
 outbox by its ``audit`` consumer), and ``audit_ref``, the references each row is searched by
 (its entities, patients and agents).
+
+Migration 13 numbers a subscription's events in runs (``sql/subscriptions.py``): the matcher
+writes, per batch, each distinct list of matched events once (``subscription_match``) and, per
+subscription, one row naming its run of numbers over that list (``subscription_run``) instead
+of one row per (subscription, event); the rows of ``subscription_event`` move over as runs of
+one event each.
 """
 
 from __future__ import annotations
@@ -490,5 +496,35 @@ MIGRATIONS: list[list[str]] = [
             ref TEXT NOT NULL
         )""",
         "CREATE INDEX audit_ref_lookup ON audit_ref (kind, ref, event)",
+    ],
+    [
+        # each distinct list of matched events of a matcher batch, once: JSON
+        # [[seq, rtype, rid, version, committed], ...] in commit order; committed: the last's
+        """CREATE TABLE subscription_match (
+            id TEXT PRIMARY KEY,
+            events TEXT NOT NULL,
+            committed {bigint} NOT NULL
+        )""",
+        # a subscription's numbers first_number..last_number name the events of match_id in
+        # order; committed: the run's last event's
+        """CREATE TABLE subscription_run (
+            subscription TEXT NOT NULL,
+            first_number {bigint} NOT NULL,
+            last_number {bigint} NOT NULL,
+            match_id TEXT NOT NULL,
+            committed {bigint} NOT NULL,
+            PRIMARY KEY (subscription, first_number)
+        )""",
+        "CREATE INDEX subscription_run_match ON subscription_run (match_id)",
+        "CREATE INDEX subscription_match_committed ON subscription_match (committed)",
+        """INSERT INTO subscription_match (id, events, committed)
+            SELECT subscription || ':' || number, '[[' || seq || ',"' || rtype || '","' || rid
+                || '",' || version || ',' || committed || ']]', committed
+            FROM subscription_event""",
+        """INSERT INTO subscription_run (subscription, first_number, last_number, match_id,
+            committed)
+            SELECT subscription, number, number, subscription || ':' || number, committed
+            FROM subscription_event""",
+        "DROP TABLE subscription_event",
     ],
 ]

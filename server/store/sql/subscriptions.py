@@ -7,10 +7,15 @@ is (the client, organisation and user of its first version), the server's status
 acknowledged: the per-subscription cursor), whether a handshake is due, the retry state
 (``attempts``, ``next_attempt``, ``failing_since``, ``last_error``) and the delivery lease.
 
-``subscription_event``: each event number of each subscription with the outbox event it
-names (type, id, version, commit stamp), written in the same transaction that moves the
-matcher's outbox cursor, so a number is handed out exactly once and never skipped. Kept for
-``subscription_event_retention_days`` (``$events``).
+``subscription_match`` and ``subscription_run`` (migration 13): the numbered events, as runs.
+Each distinct list of events a numbering matched (type, id, version, commit stamp, in commit
+order) is written once; each subscription that matched it gets one ``subscription_run`` row,
+its numbers ``first_number..last_number`` naming that list's events in order. Subscriptions
+asking the same question of a batch share its list: a batch costs one row per subscription
+(not one per subscription and event) and one list. Written in the same transaction that moves
+the matcher's outbox cursor, so a number is handed out exactly once and never skipped. A run
+is kept until all its events are older than ``subscription_event_retention_days`` and
+delivered (``$events``); a list until no run names it.
 
 ``subscription_secret``: the ``channel.header`` values (write-only: the stored Subscription
 holds only masked values and the secret's token), and under ``signing:<id>`` each
@@ -22,6 +27,9 @@ their own that commits on its own (``Dialect.autocommit``).
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -106,11 +114,14 @@ class SqlMatching:
 
     def number(self, matches: Sequence[tuple[str, Event]]) -> None:
         """Hand each (subscription, event) match, in order, its subscription's next number:
-        one read of the counters, one insert of every numbered row, one counter update per
-        subscription."""
+        one read of the counters, each distinct list of matched events written once, one run
+        row and one counter update per subscription."""
         if not matches:
             return
-        ids = sorted({id for id, _ in matches})
+        per: dict[str, list[Event]] = {}
+        for id, event in matches:
+            per.setdefault(id, []).append(event)
+        ids = sorted(per)
         marks = ", ".join("?" for _ in ids)
         counters = {
             str(r[0]): int(r[1])
@@ -118,18 +129,28 @@ class SqlMatching:
                 f"SELECT id, events FROM subscription_state WHERE id IN ({marks})", tuple(ids)
             ).fetchall()
         }
-        rows = []
-        for id, event in matches:
+        lists: dict[tuple[int, ...], tuple[str, str, int]] = {}
+        runs = []
+        for id in ids:
             if id not in counters:
                 continue
-            counters[id] += 1
-            rows.append(
-                (id, counters[id], event.seq, event.type, event.id, event.version, event.committed)
-            )
+            events = per[id]
+            key = tuple(e.seq for e in events)
+            found = lists.get(key)
+            if found is None:
+                found = lists[key] = _match_list(events)
+            first = counters[id] + 1
+            counters[id] += len(events)
+            runs.append((id, first, counters[id], found[0], found[2]))
         self._conn.executemany(
-            "INSERT INTO subscription_event (subscription, number, seq, rtype, rid, version,"
-            " committed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            "INSERT INTO subscription_match (id, events, committed) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            list(lists.values()),
+        )
+        self._conn.executemany(
+            "INSERT INTO subscription_run (subscription, first_number, last_number, match_id,"
+            " committed) VALUES (?, ?, ?, ?, ?)",
+            runs,
         )
         self._conn.executemany(
             "UPDATE subscription_state SET events = ? WHERE id = ?",
@@ -137,9 +158,43 @@ class SqlMatching:
         )
 
 
+def _match_list(events: Sequence[Event]) -> tuple[str, str, int]:
+    """A list of matched events as stored: its id (named by its events' sequence numbers,
+    which are never handed out twice), its JSON and its last event's commit stamp."""
+    seqs = [e.seq for e in events]
+    digest = hashlib.blake2b(orjson.dumps(seqs), digest_size=8).hexdigest()
+    body = orjson.dumps([[e.seq, e.type, e.id, e.version, e.committed] for e in events])
+    return f"{seqs[0]}-{seqs[-1]}-{len(seqs)}-{digest}", body.decode(), events[-1].committed
+
+
+class _Lists:
+    """Stored lists of matched events, parsed once: a list never changes under its id."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._parsed: OrderedDict[str, list[tuple[int, str, str, int, int]]] = OrderedDict()
+        self._lock = threading.Lock()  # deliveries read from several threads
+
+    def get(self, id: str, text: str) -> list[tuple[int, str, str, int, int]]:
+        with self._lock:
+            found = self._parsed.get(id)
+            if found is not None:
+                self._parsed.move_to_end(id)
+                return found
+        found = [
+            (int(e[0]), str(e[1]), str(e[2]), int(e[3]), int(e[4])) for e in orjson.loads(text)
+        ]
+        with self._lock:
+            self._parsed[id] = found
+            if len(self._parsed) > self._size:
+                self._parsed.popitem(last=False)
+        return found
+
+
 class SqlSubscriptions:
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
+        self._lists = _Lists()
 
     # -- the matcher ---------------------------------------------------------------------
 
@@ -267,14 +322,26 @@ class SqlSubscriptions:
             )
 
     def events(self, id: str, after: int, until: int | None, limit: int) -> list[Numbered]:
+        """The numbered events of ``id`` after ``after`` up to ``until``, ``limit`` at most,
+        in number order (read from the runs that hold them)."""
+        last = until if until is not None else 2**62
         with self._dialect.autocommit() as conn:
             rows = conn.execute(
-                "SELECT number, seq, rtype, rid, version, committed FROM subscription_event"
-                " WHERE subscription = ? AND number > ? AND number <= ? ORDER BY number"
+                "SELECT r.first_number, r.last_number, m.id, m.events FROM subscription_run r"
+                " JOIN subscription_match m ON m.id = r.match_id WHERE r.subscription = ?"
+                " AND r.last_number > ? AND r.first_number <= ? ORDER BY r.first_number"
                 f" LIMIT {int(limit)}",
-                (id, after, until if until is not None else 2**62),
+                (id, after, last),
             ).fetchall()
-        return [Numbered(int(r[0]), int(r[1]), r[2], r[3], int(r[4]), int(r[5])) for r in rows]
+        out: list[Numbered] = []
+        for first, high, match, text in rows:
+            events = self._lists.get(str(match), str(text))
+            for number in range(max(int(first), after + 1), min(int(high), last) + 1):
+                if len(out) >= limit:
+                    return out
+                seq, type, rid, version, committed = events[number - int(first)]
+                out.append(Numbered(number, seq, type, rid, version, committed))
+        return out
 
     def record(self, outcomes: Sequence[Outcome]) -> list[str]:
         """Record the outcomes of several deliveries in one transaction (one commit, however
@@ -323,15 +390,21 @@ class SqlSubscriptions:
             )
 
     def prune_events(self, before: int) -> int:
-        """Delete numbered events committed before ``before`` that were delivered."""
+        """Delete the runs of numbered events all committed before ``before`` and delivered,
+        and the lists no run names any more; the number of events deleted."""
         with self._dialect.autocommit() as conn:
             rows = conn.execute(
-                "DELETE FROM subscription_event WHERE committed < ? AND number <= COALESCE("
-                "(SELECT delivered FROM subscription_state s WHERE s.id = subscription), number)"
-                " RETURNING number",
+                "DELETE FROM subscription_run WHERE committed < ? AND last_number <= COALESCE("
+                "(SELECT delivered FROM subscription_state s WHERE s.id = subscription),"
+                " last_number) RETURNING last_number - first_number + 1",
                 (before,),
             ).fetchall()
-        return len(rows)
+            conn.execute(
+                "DELETE FROM subscription_match WHERE committed < ? AND NOT EXISTS"
+                " (SELECT 1 FROM subscription_run r WHERE r.match_id = subscription_match.id)",
+                (before,),
+            )
+        return sum(int(r[0]) for r in rows)
 
     # -- header secrets ------------------------------------------------------------------
 
