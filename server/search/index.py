@@ -46,6 +46,10 @@ class _Plan:
     system: str = ""  # the code system of a token parameter's codes (``bindings.py``)
 
 
+# a composite component's rows on one root during one ``rows`` call (``Indexer._component``)
+_Memo = dict[tuple[int, str, str, str], tuple[Any, tuple[tuple[Any, ...], ...]]]
+
+
 class Indexer:
     """Index rows of resources under one registry, server base and local zone."""
 
@@ -68,13 +72,14 @@ class Indexer:
         if plans is None:
             plans = self._plans[type] = self._plan(type)
         out = IndexRows()
+        memo: _Memo = {}
         for plan in plans:
             param = plan.param
             if only is not None and param.code not in only:
                 continue
             nodes = self._run(plan.extractor, resource, resource, type, param.url)
             if plan.parts:
-                self._composite(plan, nodes, resource, out)
+                self._composite(plan, nodes, resource, out, memo)
             else:
                 for node in nodes:
                     to_rows(param.code, 0, param.type, node, self.context, out, plan.system)
@@ -157,29 +162,47 @@ class Indexer:
             return []
 
     def _composite(
-        self, plan: _Plan, roots: list[Node], resource: dict[str, Any], out: IndexRows
+        self, plan: _Plan, roots: list[Node], resource: dict[str, Any], out: IndexRows, memo: _Memo
     ) -> None:
         """Component rows of each root (group = the root's 1-based number) that has a value
         for every component; rows other components derive (``:text``...) are left out."""
-        scratch = IndexRows()
         url = plan.param.url
         for number, (root_type, root) in enumerate(roots, start=1):
-            found: list[tuple[str, list[Any]]] = []
+            found: list[tuple[_Part, tuple[tuple[Any, ...], ...]]] = []
             for part in plan.parts:
-                extractor = self._extractor(root_type, part.expression, url)
-                if extractor is None:
+                values = self._component(part, root_type, root, resource, url, memo)
+                if not values:
                     break
-                for node in self._run(extractor, root, resource, root_type, url):
-                    to_rows(part.key, number, part.type, node, self.context, scratch)
-                own = [row for row in getattr(scratch, part.type) if row[0] == part.key]
-                for name in _TABLES:
-                    getattr(scratch, name).clear()
-                if not own:
-                    break
-                found.append((part.type, own))
+                found.append((part, values))
             else:
-                for table, rows in found:
-                    getattr(out, table).extend(rows)
+                for part, values in found:
+                    getattr(out, part.type).extend((part.key, number, *v) for v in values)
+
+    def _component(
+        self,
+        part: _Part,
+        root_type: str,
+        root: Any,
+        resource: dict[str, Any],
+        url: str,
+        memo: _Memo,
+    ) -> tuple[tuple[Any, ...], ...]:
+        """A component's own rows on one root, without their key and group: the same
+        component of several composites (``code`` of every ``code-value-*``) on the same root
+        is extracted once per resource."""
+        key = (id(root), root_type, part.expression, part.type)
+        known = memo.get(key)
+        if known is not None:
+            return known[1]
+        values: tuple[tuple[Any, ...], ...] = ()
+        extractor = self._extractor(root_type, part.expression, url)
+        if extractor is not None:
+            scratch = IndexRows()
+            for node in self._run(extractor, root, resource, root_type, url):
+                to_rows(part.key, 0, part.type, node, self.context, scratch)
+            values = tuple(row[2:] for row in getattr(scratch, part.type) if row[0] == part.key)
+        memo[key] = (root, values)  # the root kept alive: its id stays its own
+        return values
 
     def _warn_once(self, key: tuple[str, ...], message: str, *args: Any, **kw: Any) -> None:
         if key not in self._warned:

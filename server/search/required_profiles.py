@@ -38,19 +38,27 @@ class _Rule:
     type: str
     query: str
     matcher: Matcher
-    rows: _Subset
+    codes: frozenset[str]
 
 
 class _Subset:
     """Index rows of only the parameters a rule's search names (chains included): a rule is
-    checked on every write, and extracting every parameter would cost more than the check."""
+    checked on every write, and extracting every parameter would cost more than the check.
+    One per ``required`` call, shared by its rules: rules naming the same parameters
+    (``Observation?code=...`` of two profiles) extract them from a resource once."""
 
-    def __init__(self, indexer: Indexer, codes: frozenset[str]) -> None:
+    def __init__(self, indexer: Indexer) -> None:
         self._indexer = indexer
-        self._codes = codes
+        self._done: list[tuple[dict[str, Any], frozenset[str], IndexRows]] = []
+        self.codes: frozenset[str] = frozenset()
 
     def rows(self, type: str, resource: dict[str, Any]) -> IndexRows:
-        return self._indexer.rows(type, resource, self._codes)
+        for seen, codes, rows in self._done:
+            if seen is resource and codes == self.codes:
+                return rows
+        rows = self._indexer.rows(type, resource, self.codes)
+        self._done.append((resource, self.codes, rows))
+        return rows
 
 
 def _codes(criteria: str) -> frozenset[str]:
@@ -79,8 +87,8 @@ class ProfileRules:
                     parsed = parse_criteria_string(type, criteria, search.context)
                 except InvalidSearch as exc:
                     raise ProfileRuleError(f"{sd.get('url')}: {query}: {exc}") from exc
-                subset = _Subset(search.indexer, _codes(criteria))
-                rule = _Rule(str(sd["url"]), type, query, compile_matcher(parsed), subset)
+                matcher = compile_matcher(parsed)
+                rule = _Rule(str(sd["url"]), type, query, matcher, _codes(criteria))
                 self._rules.setdefault(type, []).append(rule)
 
     def describe(self) -> list[tuple[str, str]]:
@@ -95,11 +103,13 @@ class ProfileRules:
             return []
         out = []
         resolve = lookup or _nothing
+        subset = _Subset(self._search.indexer)
         for rule in rules:
+            subset.codes = rule.codes
             if rule.matcher(
                 rule.type,
                 resource,
-                rule.rows,
+                subset,
                 id=resource.get("id") or "",
                 last_updated=0,
                 resolve=resolve,

@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation
-from functools import cache
+from functools import cache, lru_cache
 from math import isfinite
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -99,6 +99,7 @@ def number_value(text: str) -> NumberValue | None:
 # -- references ----------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8192)  # pure; a write's references repeat (its patient, its encounter)
 def parse_reference(text: str, base: str) -> ReferenceValue | None:
     """A reference (``server.fhir.references``) as a local ``type``/``id`` or an absolute
     ``url``.
@@ -121,6 +122,9 @@ def parse_reference(text: str, base: str) -> ReferenceValue | None:
 
 
 # -- index rows ----------------------------------------------------------------------------
+
+# ``date_range`` of stored values, remembered: pure, and dates repeat across a write's resources
+_span = lru_cache(maxsize=8192)(date_range)
 
 _QUANTITY_TYPES = frozenset(
     {"Quantity", "Age", "Duration", "Distance", "Count", "SimpleQuantity", "MoneyQuantity"}
@@ -285,7 +289,7 @@ def _date_bound(value: Any, zone: ZoneInfo, index: int, default: int) -> int | N
     the end is absent, None when it is present but not a date."""
     if value is None:
         return default
-    span = date_range(value, zone) if isinstance(value, str) else None
+    span = _span(value, zone) if isinstance(value, str) else None
     return None if span is None else span[index]
 
 
@@ -302,7 +306,7 @@ def _period_row(key: str, grp: int, period: dict[str, Any], zone: ZoneInfo, out:
 def _date_rows(key: str, grp: int, node: Node, ctx: IndexContext, out: IndexRows) -> None:
     type, value = node
     if isinstance(value, str):
-        span = date_range(value, ctx.zone) if type in _DATE_TYPES else None
+        span = _span(value, ctx.zone) if type in _DATE_TYPES else None
         if span is not None:
             out.date.append((key, grp, span[0], span[1]))
     elif isinstance(value, dict):
@@ -310,7 +314,7 @@ def _date_rows(key: str, grp: int, node: Node, ctx: IndexContext, out: IndexRows
             _period_row(key, grp, value, ctx.zone, out)
         elif type == "Timing":
             for event in _texts(value.get("event")):
-                span = date_range(event, ctx.zone)
+                span = _span(event, ctx.zone)
                 if span is not None:
                     out.date.append((key, grp, span[0], span[1]))
             for repeat in _dicts(value.get("repeat")):
