@@ -97,6 +97,27 @@ async def call(
     return status, b"".join(chunks)
 
 
+def ecm_token(app: Any, lifetime: int) -> str:
+    """A token of a new client acting for ``Organization/ecm`` (``system/*.rs``), issued by
+    ``app`` (running, ``auth=smart``)."""
+    auth = app.state.auth
+    row = new_client(
+        name="bench-ecm",
+        organization="Organization/ecm",
+        scope="system/*.rs",
+        jwks={"keys": [Partner("RS384").jwk]},
+    )
+    auth.store.add_client(row)
+    return issue(
+        auth.keys,
+        Client.of(row),
+        ScopeSet.of("system/*.rs"),
+        base=app.state.settings.fhir_base,
+        now=time.time(),
+        lifetime=lifetime,
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reads", type=int, default=2000)
@@ -126,22 +147,7 @@ async def main() -> None:
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(running(off))
         await stack.enter_async_context(running(on))
-        auth = on.state.auth
-        row = new_client(
-            name="bench-ecm",
-            organization="Organization/ecm",
-            scope="system/*.rs",
-            jwks={"keys": [Partner("RS384").jwk]},
-        )
-        auth.store.add_client(row)
-        token = issue(
-            auth.keys,
-            Client.of(row),
-            ScopeSet.of("system/*.rs"),
-            base=on.state.settings.fhir_base,
-            now=time.time(),
-            lifetime=300,
-        )
+        token = ecm_token(on, 300)
         accept = (b"accept", b"application/fhir+json")
         headers = {
             "off": [(b"host", b"127.0.0.1"), accept],

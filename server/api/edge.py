@@ -89,7 +89,7 @@ class Edge:
         try:
             await (self._cors or self._audited)(scope, receive, answer)
         except Exception as exc:  # noqa: BLE001 - answered (and logged) without its message
-            await _unexpected(scope, receive, answer, exc, answered=begun)
+            await handlers.answer_unexpected(scope, receive, answer, exc, answered=begun)
         finally:
             log_request(rid, scope["method"], log, status, started)
 
@@ -146,17 +146,6 @@ class Edge:
 
 async def _error(scope: Scope, receive: Receive, send: Send, error: FhirError) -> None:
     response = await handlers.fhir_error(Request(scope, receive, send), error)
-    await response(scope, receive, send)
-
-
-async def _unexpected(
-    scope: Scope, receive: Receive, send: Send, exc: Exception, *, answered: bool
-) -> None:
-    request = Request(scope, receive, send)
-    if answered:  # too late for an answer: the response is cut short
-        handlers.log_unexpected(request, exc)
-        return
-    response = await handlers.unexpected(request, exc)
     await response(scope, receive, send)
 
 

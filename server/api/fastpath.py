@@ -93,9 +93,4 @@ async def _guarded(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> 
     try:
         await app(scope, receive, tracked)
     except Exception as exc:  # noqa: BLE001 - answered (and logged) without its message
-        request = Request(scope, receive, send)
-        if started:  # too late for an answer: the response is cut short
-            handlers.log_unexpected(request, exc)
-            return
-        response = await handlers.unexpected(request, exc)
-        await response(scope, receive, send)
+        await handlers.answer_unexpected(scope, receive, send, exc, answered=started)
