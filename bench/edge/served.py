@@ -11,9 +11,11 @@ log) or ``granian`` (its ASGI interface, uvloop), with that many worker processe
 - ``read-off``: the same reads with ``auth=off`` and read audit off;
 - ``create``: POST ``bench/data/servicerequest.json`` (~1.5 KB) with ``auth=off``.
 
-Each scenario runs after a warm-up of the same. The request log goes to a file. Prints a JSON
-line per run and a Markdown table: median requests/s (min–max) per variant and scenario, each
-against the first variant, and the 1-minute load average before the runs.
+Each scenario runs after a warm-up of the same. The request log goes to a file. Besides wrk's
+rate, the CPU time of the server's processes (``/proc``, the workers included) per request
+served: the steadier figure on a shared machine. Prints a JSON line per run and a Markdown
+table: medians (min–max) per variant and scenario, each against the first variant, and the
+1-minute load average before the runs.
 
     .venv/bin/python bench/edge/served.py --variant base=/tmp/base:uvicorn:1 \\
         --variant edge=.:uvicorn:1 [--rounds 3] [--duration 8] [--warmup 2] \\
@@ -90,6 +92,20 @@ def serve(checkout: Path, server: str, workers: int, mode: str, db: Path, log: P
             time.sleep(0.3)
     proc.kill()
     raise RuntimeError(f"server not ready: {log.read_text()[-2000:]}")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its descendants (the workers)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += tree_cpu(int(child))
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return total
 
 
 def stop(proc: Any, out: Any) -> None:
@@ -169,12 +185,16 @@ def main() -> None:
                             )
                             wrk(base, script, args.warmup, env_of[scenario])
                             load = os.getloadavg()[0]
+                            cpu = tree_cpu(proc.pid)
                             result = wrk(base, script, args.duration, env_of[scenario])
+                            cpu = tree_cpu(proc.pid) - cpu
+                            served = result["rps"] * args.duration
                             run = {
                                 "round": r, "variant": label, "server": server,
                                 "workers": workers, "scenario": scenario,
                                 "rps": result["rps"], "p50_ms": result["latency_ms"]["p50"],
                                 "non_2xx": result["non_2xx"], "load": load,
+                                "cpu_us": round(cpu / served * 1e6, 1) if served else None,
                             }  # fmt: skip
                             runs.append(run)
                             print(json.dumps(run), flush=True)
@@ -187,19 +207,28 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     first = variants[0][0]
     print()
-    print("| scenario | variant | req/s median (min–max) | ÷ " + first + " | load |")
-    print("|---|---|---|---|---|")
+    print(
+        f"| scenario | variant | req/s median (min–max) | ÷ {first} "
+        f"| server CPU µs/request median (min–max) | {first} ÷ | load |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for scenario in scenarios:
         ref = statistics.median(
             x["rps"] for x in runs if x["scenario"] == scenario and x["variant"] == first
         )
+        ref_cpu = statistics.median(
+            x["cpu_us"] for x in runs if x["scenario"] == scenario and x["variant"] == first
+        )
         for label, *_ in variants:
-            rps = [x["rps"] for x in runs if x["scenario"] == scenario and x["variant"] == label]
-            loads = [x["load"] for x in runs if x["scenario"] == scenario and x["variant"] == label]
-            med = statistics.median(rps)
+            mine = [x for x in runs if x["scenario"] == scenario and x["variant"] == label]
+            rps = [x["rps"] for x in mine]
+            cpus = [x["cpu_us"] for x in mine]
+            loads = [x["load"] for x in mine]
+            med, med_cpu = statistics.median(rps), statistics.median(cpus)
             print(
                 f"| {scenario} | {label} | {med:,.0f} ({min(rps):,.0f}–{max(rps):,.0f}) "
-                f"| {med / ref:.2f} | {min(loads):.1f}–{max(loads):.1f} |"
+                f"| {med / ref:.2f} | {med_cpu:,.0f} ({min(cpus):,.0f}–{max(cpus):,.0f}) "
+                f"| {ref_cpu / med_cpu:.2f} | {min(loads):.1f}–{max(loads):.1f} |"
             )
 
 
