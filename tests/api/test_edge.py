@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from server.api import audit_layer, authentication
+from tests.api.test_logging import _Collect
 from tests.support import Loopback, TestClient, outcome, sqlite_url
 
 SECRET = "Zyxwvutsrq-secret"
@@ -21,15 +22,6 @@ SECRET = "Zyxwvutsrq-secret"
 
 class Broken(RuntimeError):
     pass
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @contextmanager
