@@ -1,8 +1,6 @@
-"""Structured request logs: request id, interaction, type, id, status and duration only.
-
-The same middleware adds the headers every answer carries: ``X-Request-Id``,
-``X-Content-Type-Options: nosniff`` and, unless the endpoint chose its own caching (the
-CapabilityStatement does), ``Cache-Control: no-store``: the answers carry patient data.
+"""Structured request logs: request id, interaction, type, id, status and duration only, one
+line per request written by the edge (``api/edge.py``), lines of one event-loop pass written
+together (``BatchedStreamHandler``).
 
 No PHI reaches the log: request and response bodies, query strings and headers are never
 logged, and uvicorn's access log (which prints query strings) is turned off by the CLI.
@@ -10,20 +8,20 @@ logged, and uvicorn's access log (which prints query strings) is turned off by t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.fhir.resource_types import is_supported
 
 logger = logging.getLogger("calaim_fhir.request")
-_NOSNIFF = (b"x-content-type-options", b"nosniff")
-_NO_STORE = (b"cache-control", b"no-store")
 _SAFE_ID = re.compile(r"[A-Za-z0-9\-._]{1,64}")  # fullmatch: no trailing newline
 
 
@@ -34,7 +32,7 @@ def configure(level: str = "INFO") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler()
+    handler = BatchedStreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("calaim_fhir")
     root.handlers[:] = [handler]
@@ -51,56 +49,87 @@ def error_place(exc: BaseException) -> str:
     return f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
 
 
-class RequestLogMiddleware:
-    """Pure ASGI middleware: assigns the request id and writes one JSON line per request."""
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The request's id: the client's ``X-Request-Id`` when it is safe to echo and log (letters,
+    digits, ``-._``, at most 64), else a new one, unique across processes: a random prefix per
+    process and a counter (no system call per request, as ``uuid4`` makes)."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _SAFE_ID.fullmatch(candidate):
+                return candidate
+            break
+    return f"{_ids.prefix}{next(_ids.counter):016x}"
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _SAFE_ID.fullmatch(candidate):
-                    request_id = candidate
-                break
-        if not request_id:
-            request_id = uuid.uuid4().hex
-        log: dict[str, Any] = {"interaction": None, "type": None, "id": None}
-        scope["calaim.log"] = log
-        scope["calaim.request_id"] = request_id
-        started = time.perf_counter()
-        status = 500
-        added = [(b"x-request-id", request_id.encode()), _NOSNIFF]
+class _Ids:
+    def __init__(self) -> None:
+        self.reseed()
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [*message.get("headers", []), *added]
-                if not any(name.lower() == b"cache-control" for name, _ in headers):
-                    headers.append(_NO_STORE)
-                message["headers"] = headers
-            await send(message)
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
 
+
+_ids = _Ids()
+os.register_at_fork(after_in_child=_ids.reseed)
+
+
+def log_request(
+    request_id: str, method: str, log: dict[str, Any], status: int, started: float
+) -> None:
+    """The request's line: its id, method, interaction, type and id (as ``note`` recorded them
+    in ``log``), status and duration — nothing else, so no PHI."""
+    if logger.isEnabledFor(logging.INFO):
+        type_, id_ = log["type"], log["id"]
+        record = {
+            "request_id": request_id,
+            "method": method,
+            "interaction": log["interaction"],
+            # type and id are the URL's: the type only when it is a supported resource type
+            # (any other word might be a name typed in the wrong place)
+            "type": type_ if type_ and is_supported(type_) else None,
+            "id": id_ if id_ and _SAFE_ID.fullmatch(id_) else None,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        logger.info(orjson.dumps(record).decode())
+
+
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``StreamHandler`` whose lines logged on an event loop's thread are written together:
+    each record is formatted at once, and the lines of one pass of the loop are written by one
+    write and one flush, from a callback the loop runs after those already ready (before it
+    next waits for I/O). Lines logged elsewhere (threads, commands) are written at once. A
+    flush (``logging.shutdown``, a stream swap) writes what is pending first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            if logger.isEnabledFor(logging.INFO):
-                type_, id_ = log["type"], log["id"]
-                record = {
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "interaction": log["interaction"],
-                    # type and id are the URL's: the type only when it is a supported resource
-                    # type (any other word might be a name typed in the wrong place)
-                    "type": type_ if type_ and is_supported(type_) else None,
-                    "id": id_ if id_ and _SAFE_ID.fullmatch(id_) else None,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                }
-                logger.info(orjson.dumps(record).decode())
+            line = self.format(record) + self.terminator
+        except Exception:  # noqa: BLE001 - as logging's own handlers do
+            self.handleError(record)
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None and not self._pending:
+            loop.call_soon(self.flush)
+        self._pending.append(line)
+        if loop is None:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            pending, self._pending = self._pending, []
+            try:
+                if pending:
+                    self.stream.write("".join(pending))
+                if hasattr(self.stream, "flush"):
+                    self.stream.flush()
+            except (OSError, ValueError):  # the stream is gone: the lines with it
+                pass

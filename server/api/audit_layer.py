@@ -1,7 +1,8 @@
-"""The audit layer: an ASGI layer outside authentication, so refusals (401, 403, 404 by the
-door) are recorded like answers. Each audited request (``audit/capture.py``: reads,
-searches, history, operations, refused writes; never ``AuditEvent`` itself, discovery or
-the token endpoints) becomes one record, with its principal, purposes of use, network
+"""What the edge (``edge.py``) records of a request for the audit trail. The edge captures
+the answer outside authentication, so refusals (401, 403, 404 by the door) are recorded like
+answers. Each audited request (``audit/capture.py``: reads, searches, history, operations,
+refused writes; never ``AuditEvent`` itself, discovery or the token endpoints) becomes one
+record, with its principal, purposes of use, network
 address, status and the body it answered (parsed by the writer, not here).
 
 In ``sync`` mode the answer is held until its record is committed (``audit/trail.py``); when
@@ -11,23 +12,20 @@ unavailable).
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from server.api import handlers
 from server.api.authentication import OPEN_PATHS
 from server.api.context import principal_of
-from server.audit.capture import MAX_BODY, Captured, audited
-from server.audit.trail import AuditTrail
+from server.audit.capture import Captured
 from server.errors import FhirError
 from server.fhir.instant import now_us
 
 UNAUDITED = ("/fhir/AuditEvent",)
 
 
-def _skipped(scope: Scope) -> bool:
+def skipped(scope: Scope) -> bool:
+    """Whether the request is never audited (preflights, discovery, the audit trail itself)."""
     path: str = scope["path"]
     return (
         scope["method"] == "OPTIONS"
@@ -38,58 +36,8 @@ def _skipped(scope: Scope) -> bool:
     )
 
 
-class AuditLayer:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        trail: AuditTrail | None = (
-            getattr(scope["app"].state, "audit", None) if scope["type"] == "http" else None
-        )
-        if trail is None or not trail.reads or _skipped(scope):
-            await self.app(scope, receive, send)
-            return
-        sync = trail.mode == "sync"
-        held: list[Message] = []
-        body = bytearray()
-        status = 500
-        gzipped = False
-        keep = scope["method"] in ("GET", "HEAD", "POST")
-
-        async def capture(message: Message) -> None:
-            nonlocal status, gzipped
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                gzipped = any(
-                    k == b"content-encoding" and b"gzip" in v for k, v in message["headers"]
-                )
-            elif message["type"] == "http.response.body" and keep and len(body) <= MAX_BODY:
-                body.extend(message.get("body", b""))
-            if sync:
-                held.append(message)
-            else:
-                await send(message)
-
-        await self.app(scope, receive, capture)
-        if not audited(scope["method"], scope["path"], status):
-            for message in held:
-                await send(message)
-            return
-        captured = _captured(scope, status, bytes(body) if keep else None, gzipped)
-        if sync:
-            try:
-                await asyncio.to_thread(trail.write, captured)
-            except FhirError as error:  # not recorded: not answered (the database's error)
-                response = await handlers.fhir_error(Request(scope, receive, send), error)
-                await response(scope, receive, send)
-                return
-            for message in held:
-                await send(message)
-        else:
-            trail.add(captured)
-
-
-def _captured(scope: Scope, status: int, body: bytes | None, gzipped: bool) -> Captured:
+def captured(scope: Scope, status: int, body: bytes | None, gzipped: bool) -> Captured:
+    """The audit record of an answered request."""
     who: tuple[str | None, str | None, str | None, tuple[str, ...]]
     try:
         principal = principal_of(Request(scope))

@@ -1,4 +1,5 @@
-"""Who may talk to the server at all: an ASGI layer in front of every route.
+"""Who may talk to the server at all: the edge (``edge.py``) admits each request before any
+route sees it.
 
 - ``auth = smart`` (the default of ``create_app``): discovery (``GET /``,
   ``[base]/metadata``, ``[base]/.well-known/smart-configuration``, ``[base]/auth/jwks``), the
@@ -19,13 +20,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from server.api import handlers
 from server.auth import emergency
 from server.auth.service import AuthFailure, AuthService
-from server.errors import BadRequest, Forbidden, Unauthorized
+from server.errors import BadRequest, FhirError, Forbidden, Unauthorized
 from server.settings import Settings
 
 PRINCIPAL = "calaim.principal"
@@ -70,58 +69,37 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
     return None
 
 
-class Authentication:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
-        self.settings = settings
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.settings.auth == "off":
-            if loopback(scope.get("client")) and loopback(scope.get("server")):
-                await self.app(scope, receive, send)
-                return
-            error = Forbidden(
-                "Authentication is off (CALAIM_FHIR_AUTH=off): only loopback requests are "
-                "answered. Start the server with --auth smart to serve other addresses."
-            )
-            await self._answer(scope, receive, send, error)
-            return
-        if scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
-            await self.app(scope, receive, send)
-            return
-        state = scope["app"].state
-        service: AuthService = state.auth
-        try:
-            principal = await service.authenticate(_authorization(scope), state.runner.call)
-        except AuthFailure as failure:
-            refusal = Unauthorized(
-                failure.description, headers={"WWW-Authenticate": failure.challenge()}
-            )
-            await self._answer(scope, receive, send, refusal)
-            return
-        try:
-            read = emergency.reads(scope["method"], scope["path"])
-            principal = emergency.asserted(principal, _header(scope, emergency.HEADER), read)
-        except emergency.BadAssertion as exc:
-            scope[PRINCIPAL] = principal
-            await self._answer(scope, receive, send, BadRequest(str(exc)))
-            return
-        except (emergency.NotGranted, emergency.WriteRefused) as exc:
-            scope[PRINCIPAL] = exc.args[0]  # the refused assertion is audited as ETREAT
-            error = Forbidden(
-                "Break the glass (ETREAT) is not granted to this client"
-                if isinstance(exc, emergency.NotGranted)
-                else "Break the glass (ETREAT) reads only: no write asserts it"
-            )
-            await self._answer(scope, receive, send, error)
-            return
+async def admit(scope: Scope, settings: Settings) -> FhirError | None:
+    """Who the request is from: the principal goes in ``scope[PRINCIPAL]`` (when known, also for
+    a refused request, which is audited under it); returns the error to answer instead of the
+    request, or None to serve it."""
+    if settings.auth == "off":
+        if loopback(scope.get("client")) and loopback(scope.get("server")):
+            return None
+        return Forbidden(
+            "Authentication is off (CALAIM_FHIR_AUTH=off): only loopback requests are "
+            "answered. Start the server with --auth smart to serve other addresses."
+        )
+    if scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+        return None
+    state = scope["app"].state
+    service: AuthService = state.auth
+    try:
+        principal = await service.authenticate(_authorization(scope), state.runner.call)
+    except AuthFailure as failure:
+        return Unauthorized(failure.description, headers={"WWW-Authenticate": failure.challenge()})
+    try:
+        read = emergency.reads(scope["method"], scope["path"])
+        principal = emergency.asserted(principal, _header(scope, emergency.HEADER), read)
+    except emergency.BadAssertion as exc:
         scope[PRINCIPAL] = principal
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _answer(scope: Scope, receive: Receive, send: Send, error: Any) -> None:
-        response = await handlers.fhir_error(Request(scope, receive, send), error)
-        await response(scope, receive, send)
+        return BadRequest(str(exc))
+    except (emergency.NotGranted, emergency.WriteRefused) as exc:
+        scope[PRINCIPAL] = exc.args[0]  # the refused assertion is audited as ETREAT
+        return Forbidden(
+            "Break the glass (ETREAT) is not granted to this client"
+            if isinstance(exc, emergency.NotGranted)
+            else "Break the glass (ETREAT) reads only: no write asserts it"
+        )
+    scope[PRINCIPAL] = principal
+    return None

@@ -1,9 +1,10 @@
 """A shortcut for the three most frequent interactions: read, create and update by id.
 
 FastAPI's routing and dependency machinery costs more per request than reading a resource
-from SQLite. For ``GET|PUT /fhir/{type}/{id}`` and ``POST /fhir/{type}`` this pure ASGI layer
-calls the very endpoint functions of ``routes.py`` (same parsing, same rules) and answers errors
-through the same ``handlers``; every other request continues to the FastAPI application, where
+from SQLite. For ``GET|PUT /fhir/{type}/{id}`` and ``POST /fhir/{type}`` the edge's last step
+(``route``, run by ``edge.py``) calls the very endpoint functions of ``routes.py`` (same
+parsing, same rules) and answers errors through the same ``handlers``; every other request
+continues to the FastAPI application, where
 the same endpoints are registered (and described in the OpenAPI document).
 
 Every other request runs guarded: an exception no handler took is answered here (500,
@@ -56,34 +57,29 @@ def _route(method: str, path: str) -> tuple[Endpoint, dict[str, str]] | None:
     return None
 
 
-class FastPath:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        if _CONTROL.search(path):
-            error = BadRequest("The URL path contains a control character", expression="url")
-            response = await handlers.fhir_error(Request(scope, receive, send), error)
-            await response(scope, receive, send)
-            return
-        found = _route(scope["method"], path)
-        if found is None:
-            await _guarded(self.app, scope, receive, send)
-            return
-        endpoint, params = found
-        scope["path_params"] = params
-        request = Request(scope, receive, send)
-        try:
-            response = await endpoint(request)
-        except FhirError as exc:
-            response = await handlers.fhir_error(request, exc)
-        except Exception as exc:  # noqa: BLE001 - answered as the application would
-            response = await handlers.unexpected(request, exc)
+async def route(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve an HTTP request: by its endpoint when it is one of the three, else by ``app`` (the
+    FastAPI application's routing), guarded."""
+    path = scope["path"]
+    if _CONTROL.search(path):
+        error = BadRequest("The URL path contains a control character", expression="url")
+        response = await handlers.fhir_error(Request(scope, receive, send), error)
         await response(scope, receive, send)
+        return
+    found = _route(scope["method"], path)
+    if found is None:
+        await _guarded(app, scope, receive, send)
+        return
+    endpoint, params = found
+    scope["path_params"] = params
+    request = Request(scope, receive, send)
+    try:
+        response = await endpoint(request)
+    except FhirError as exc:
+        response = await handlers.fhir_error(request, exc)
+    except Exception as exc:  # noqa: BLE001 - answered as the application would
+        response = await handlers.unexpected(request, exc)
+    await response(scope, receive, send)
 
 
 async def _guarded(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
@@ -97,9 +93,4 @@ async def _guarded(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> 
     try:
         await app(scope, receive, tracked)
     except Exception as exc:  # noqa: BLE001 - answered (and logged) without its message
-        request = Request(scope, receive, send)
-        if started:  # too late for an answer: the response is cut short
-            handlers.log_unexpected(request, exc)
-            return
-        response = await handlers.unexpected(request, exc)
-        await response(scope, receive, send)
+        await handlers.answer_unexpected(scope, receive, send, exc, answered=started)

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from server.api.http import FHIR_JSON, dump, pretty
 from server.errors import FhirError, MethodNotAllowed, NotFound
@@ -79,6 +80,19 @@ async def unexpected(request: Request, exc: Exception) -> Response:
         500,
         [Issue("fatal", "exception", f"Internal server error (request id {request_id})")],
     )
+
+
+async def answer_unexpected(
+    scope: Scope, receive: Receive, send: Send, exc: Exception, *, answered: bool
+) -> None:
+    """Answer an exception no handler took (500, ``unexpected``), or only log it when the
+    response had begun (``answered``: too late for an answer, the response is cut short)."""
+    request = Request(scope, receive, send)
+    if answered:
+        log_unexpected(request, exc)
+        return
+    response = await unexpected(request, exc)
+    await response(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

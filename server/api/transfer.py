@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import gzip
+from functools import partial
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,7 +21,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 GZIP_MINIMUM = 4096  # bytes; below this compression is not worth the CPU
 
 
+async def transfer(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve an HTTP request by ``app`` with HEAD and gzip as described above: what the edge
+    (``edge.py``) runs; both wrap ``send`` only for the requests they apply to."""
+    if scope["method"] == "HEAD":
+        app = partial(_head, app)
+    if _accepts_gzip(scope):
+        await _gzipped(app, GZIP_MINIMUM, scope, receive, send)
+    else:
+        await app(scope, receive, send)
+
+
 class HeadMiddleware:
+    """``HEAD`` as an ASGI layer of its own, for applications other than the server's."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -28,19 +42,29 @@ class HeadMiddleware:
         if scope["type"] != "http" or scope["method"] != "HEAD":
             await self.app(scope, receive, send)
             return
+        await _head(self.app, scope, receive, send)
 
-        async def without_body(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                if message.get("more_body", False):
-                    return
-                message = {"type": "http.response.body", "body": b"", "more_body": False}
-            await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, without_body)
+async def _head(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    async def without_body(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    await app({**scope, "method": "GET"}, receive, without_body)
 
 
 def _accepts_gzip(scope: Scope) -> bool:
-    for part in Headers(scope=scope).get("accept-encoding", "").lower().split(","):
+    accepted = ""
+    for name, value in scope["headers"]:
+        if name == b"accept-encoding":
+            accepted = value.decode("latin-1")
+            break
+    if not accepted:
+        return False
+    for part in accepted.lower().split(","):
         coding, _, params = part.strip().partition(";")
         if coding.strip() in ("gzip", "*"):
             q = params.strip().removeprefix("q=").strip()
@@ -49,6 +73,8 @@ def _accepts_gzip(scope: Scope) -> bool:
 
 
 class GzipMiddleware:
+    """gzip as an ASGI layer of its own, for applications other than the server's."""
+
     def __init__(self, app: ASGIApp, minimum_size: int = GZIP_MINIMUM) -> None:
         self.app = app
         self.minimum_size = minimum_size
@@ -57,30 +83,34 @@ class GzipMiddleware:
         if scope["type"] != "http" or not _accepts_gzip(scope):
             await self.app(scope, receive, send)
             return
-        start: Message | None = None
-        chunks: list[bytes] = []
-        passing = False  # streaming through unchanged
+        await _gzipped(self.app, self.minimum_size, scope, receive, send)
 
-        async def buffered(message: Message) -> None:
-            nonlocal start, passing
-            if message["type"] == "http.response.start":
-                headers = Headers(raw=message.get("headers", []))
-                no_store = "no-store" in headers.get("cache-control", "").lower()
-                if no_store or "content-encoding" in headers:
-                    passing = True
-                    await send(message)
-                else:
-                    start = message
-                return
-            if passing or message["type"] != "http.response.body" or start is None:
+
+async def _gzipped(app: ASGIApp, minimum: int, scope: Scope, receive: Receive, send: Send) -> None:
+    start: Message | None = None
+    chunks: list[bytes] = []
+    passing = False  # streaming through unchanged
+
+    async def buffered(message: Message) -> None:
+        nonlocal start, passing
+        if message["type"] == "http.response.start":
+            headers = Headers(raw=message.get("headers", []))
+            no_store = "no-store" in headers.get("cache-control", "").lower()
+            if no_store or "content-encoding" in headers:
+                passing = True
                 await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            await _finish(send, start, b"".join(chunks), self.minimum_size)
+            else:
+                start = message
+            return
+        if passing or message["type"] != "http.response.body" or start is None:
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        await _finish(send, start, b"".join(chunks), minimum)
 
-        await self.app(scope, receive, buffered)
+    await app(scope, receive, buffered)
 
 
 async def _finish(send: Send, start: Message, body: bytes, minimum: int) -> None:
