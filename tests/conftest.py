@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -45,3 +46,13 @@ def fresh_pg_database(postgres_url: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fresh_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store for one test, on each store: a SQLite file, or a PostgreSQL
+    database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fhir.db'}"
+    else:
+        yield request.getfixturevalue("fresh_pg_database")

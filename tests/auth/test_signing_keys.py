@@ -19,24 +19,14 @@ from server.settings import Settings
 from server.store.sql.opening import open_store
 from tests.auth.conftest import ORGANIZATION, TOKEN_URL
 from tests.auth.partners import Partner, token_form
-from tests.support import TestClient, fhir_client, postgres_database, sqlite_url
+from tests.support import TestClient, fhir_client
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database with no signing key yet, on each store."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "keys.db")
-    else:
-        with postgres_database(request.getfixturevalue("postgres_url")) as url:
-            yield url
-
-
 @pytest.fixture
-def store(empty_url: str) -> Iterator[Any]:
-    settings = Settings(database_url=empty_url)
+def store(fresh_store_url: str) -> Iterator[Any]:
+    settings = Settings(database_url=fresh_store_url)
     repo = open_store(settings, build_search_service(settings))
     try:
         yield repo.auth
@@ -79,7 +69,7 @@ def test_a_key_added_elsewhere_verifies_before_the_next_reload(store: Any) -> No
 
 
 def test_rotation_keeps_issued_tokens_and_new_tokens_verify_on_older_workers(
-    empty_url: str, tmp_path: Path
+    fresh_store_url: str, tmp_path: Path
 ) -> None:
     def token(app: TestClient, partner: Partner) -> dict[str, str]:
         response = app.post("/fhir/auth/token", headers=FORM, data=token_form(
@@ -87,21 +77,22 @@ def test_rotation_keeps_issued_tokens_and_new_tokens_verify_on_older_workers(
         assert response.status_code == 200, response.text
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
-    with fhir_client(empty_url) as local:
+    with fhir_client(fresh_store_url) as local:
         local.put("/fhir/Organization/partner-org",
                   json={"resourceType": "Organization", "id": "partner-org"},
                   headers={"Content-Type": "application/fhir+json"})
         local.put("/fhir/Patient/k1", json={"resourceType": "Patient", "id": "k1"},
                   headers={"Content-Type": "application/fhir+json"})
     partner = Partner("RS384")
-    partner.register(empty_url, tmp_path, scope="system/Patient.rs", organization=ORGANIZATION)
-    with fhir_client(empty_url, auth="smart") as older:
+    partner.register(fresh_store_url, tmp_path, scope="system/Patient.rs",
+                     organization=ORGANIZATION)
+    with fhir_client(fresh_store_url, auth="smart") as older:
         before = token(older, partner)
         old_kids = {key["kid"] for key in older.get("/fhir/auth/jwks").json()["keys"]}
         assert len(old_kids) == 1
-        result = CliRunner().invoke(cli, ["key", "rotate", "--database-url", empty_url])
+        result = CliRunner().invoke(cli, ["key", "rotate", "--database-url", fresh_store_url])
         assert result.exit_code == 0, result.output
-        with fhir_client(empty_url, auth="smart") as newer:
+        with fhir_client(fresh_store_url, auth="smart") as newer:
             jwks = newer.get("/fhir/auth/jwks").json()["keys"]
             assert {key["kid"] for key in jwks} > old_kids  # the retired key still listed
             after = token(newer, partner)

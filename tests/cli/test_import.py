@@ -51,20 +51,10 @@ def _summary(result: Any) -> str:
     return " ".join(result.stderr.split())
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh store: a SQLite file, or a PostgreSQL database."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "fhir.db")
-    else:
-        with postgres_database(request.getfixturevalue("postgres_url")) as url:
-            yield url
-
-
 def test_the_synthea_fixture_imports_with_no_rejection_and_no_unresolved_reference(
-    tmp_path: Path, store_url: str
+    tmp_path: Path, fresh_store_url: str
 ) -> None:
-    url = store_url
+    url = fresh_store_url
     result = invoke("import", "--database-url", url, "--state", str(tmp_path / "s.json"), str(BULK))
     assert result.exit_code == 0, result.output
     lines = _fixture_lines()
@@ -103,9 +93,9 @@ def _bad_folder(tmp_path: Path) -> Path:
 
 
 def test_rejected_lines_and_unresolved_references_are_listed_with_their_reasons(
-    tmp_path: Path, store_url: str
+    tmp_path: Path, fresh_store_url: str
 ) -> None:
-    url = store_url
+    url = fresh_store_url
     folder = _bad_folder(tmp_path)
     result = invoke("import", "--database-url", url, "--state", str(tmp_path / "s"), str(folder))
     assert result.exit_code == 1, result.output
@@ -302,16 +292,16 @@ def _another_store(url: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
 
 
 def test_an_imported_resource_is_stored_and_indexed_exactly_as_one_written_by_put(
-    tmp_path: Path, store_url: str, request: pytest.FixtureRequest
+    tmp_path: Path, fresh_store_url: str, request: pytest.FixtureRequest
 ) -> None:
     """The same lines imported (index rows computed ahead by a worker process, in units of
     5, conditional references resolved in pass 2) and PUT one by one over HTTP give the same
     resource rows and the same search index rows."""
     files = sorted(BULK.glob("*.ndjson"))
-    settings = Settings(database_url=store_url, base_url=BASE, auth="off")
+    settings = Settings(database_url=fresh_store_url, base_url=BASE, auth="off")
     report = importer.run(files, settings, batch=5, state_file=None, workers=1)
     assert report.rejected == [] and report.stored == len(_fixture_lines())
-    with _another_store(store_url, tmp_path, request) as other:
+    with _another_store(fresh_store_url, tmp_path, request) as other:
         with fhir_client(other) as client:
             waiting = [
                 orjson.loads(line)
@@ -328,7 +318,7 @@ def test_an_imported_resource_is_stored_and_indexed_exactly_as_one_written_by_pu
                         left.append(resource)
                 assert len(left) < len(waiting), [r["id"] for r in left]
                 waiting = left
-        imported, written = _stored_rows(store_url), _stored_rows(other)
+        imported, written = _stored_rows(fresh_store_url), _stored_rows(other)
     assert sum(len(imported[table]) for table in _INDEX_TABLES) > 500
     for name in imported:
         assert imported[name] == written[name], name
