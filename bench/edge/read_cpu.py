@@ -38,6 +38,7 @@ BENCH = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCH))
 
 from access.ab import bundles, p1_reads  # noqa: E402
+from harness import asgi_call as call  # noqa: E402
 
 from server.app import create_app  # noqa: E402
 from server.auth.clients import Client, new_client  # noqa: E402
@@ -53,48 +54,6 @@ BASE = "http://127.0.0.1/fhir"
 async def running(app: Any) -> AsyncIterator[Any]:
     async with app.router.lifespan_context(app):
         yield app
-
-
-async def call(
-    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
-) -> tuple[int, bytes]:
-    """One request through the ASGI application: (status, body)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8080),
-        "state": {},
-    }
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            await asyncio.sleep(3600)
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    status = 0
-    chunks: list[bytes] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return status, b"".join(chunks)
 
 
 def ecm_token(app: Any, lifetime: int) -> str:

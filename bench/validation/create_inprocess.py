@@ -28,6 +28,9 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import asgi_call  # noqa: E402
 
 from server.app import create_app  # noqa: E402
 from server.settings import Settings  # noqa: E402
@@ -54,37 +57,9 @@ class App:
             raise SystemExit(f"start-up failed: {started}")
 
     async def call(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> int:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-        }
-        delivered = False
-        status: list[int] = []
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.Event().wait()  # no disconnect while the answer is written
-            raise AssertionError("unreachable")
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-
-        await self.app(scope, receive, send)
-        return status[0]
+        pairs = [(k.encode(), v.encode()) for k, v in headers.items()]
+        status, _ = await asgi_call(self.app, method, path, pairs, body)
+        return status
 
 
 async def run(creates: int, profile: Path | None) -> dict[str, Any]:
