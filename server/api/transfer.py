@@ -1,9 +1,9 @@
 """HTTP transfer conveniences clients assume: ``HEAD`` and gzip.
 
-* ``HeadMiddleware``: ``HEAD`` on any URL answers what ``GET`` answers — status and headers
+* ``HEAD`` on any URL answers what ``GET`` answers — status and headers
   (``Content-Length``, ``ETag``, ``Last-Modified``) — without the body (RFC 9110 §9.3.2), so
   reads, searches, ``/metadata`` and every other GET support it.
-* ``GzipMiddleware``: a response of at least ``minimum_size`` bytes to a request whose
+* gzip: a response of at least ``GZIP_MINIMUM`` bytes to a request whose
   ``Accept-Encoding`` accepts gzip is compressed (``Content-Encoding: gzip``, ``Vary:
   Accept-Encoding``). Never a response marked ``Cache-Control: no-store`` (token and other
   secret-bearing answers: compressing secrets next to attacker-chosen text is what BREACH
@@ -32,17 +32,18 @@ async def transfer(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> 
         await app(scope, receive, send)
 
 
-class HeadMiddleware:
-    """``HEAD`` as an ASGI layer of its own, for applications other than the server's."""
+class Transfer:
+    """HEAD and gzip as one ASGI layer of its own (``transfer``), for applications other than
+    the server's, whose edge runs ``transfer`` itself."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await _head(self.app, scope, receive, send)
+        await transfer(self.app, scope, receive, send)
 
 
 async def _head(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,20 +71,6 @@ def _accepts_gzip(scope: Scope) -> bool:
             q = params.strip().removeprefix("q=").strip()
             return q not in ("0", "0.0", "0.00", "0.000")
     return False
-
-
-class GzipMiddleware:
-    """gzip as an ASGI layer of its own, for applications other than the server's."""
-
-    def __init__(self, app: ASGIApp, minimum_size: int = GZIP_MINIMUM) -> None:
-        self.app = app
-        self.minimum_size = minimum_size
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _accepts_gzip(scope):
-            await self.app(scope, receive, send)
-            return
-        await _gzipped(self.app, self.minimum_size, scope, receive, send)
 
 
 async def _gzipped(app: ASGIApp, minimum: int, scope: Scope, receive: Receive, send: Send) -> None:

@@ -48,7 +48,7 @@ def test_gzip_never_compresses_no_store_answers() -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from server.api.transfer import GzipMiddleware
+    from server.api.transfer import Transfer
     from tests.support import TestClient as Client
 
     payload = b"x" * 10_000
@@ -61,7 +61,7 @@ def test_gzip_never_compresses_no_store_answers() -> None:
                         headers={"Cache-Control": "no-store"})
 
     app = Starlette(routes=[Route("/big", big), Route("/token", secret)])
-    with Client(GzipMiddleware(app)) as c:
+    with Client(Transfer(app)) as c:
         response = c.get("/big", headers={"Accept-Encoding": "gzip"})
         assert response.headers["content-encoding"] == "gzip"
         assert int(response.headers["content-length"]) < len(payload)
