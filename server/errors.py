@@ -91,6 +91,15 @@ class Forbidden(FhirError):
     code = "forbidden"
 
 
+class OutsideView(Forbidden):
+    """A write whose result the caller may not see: ``target`` (``Type/id``) names it, so that
+    a transaction can point at the entry that wrote it."""
+
+    def __init__(self, diagnostics: str, target: str) -> None:
+        super().__init__(diagnostics)
+        self.target = target
+
+
 class NotFound(FhirError):
     status = 404
     code = "not-found"

@@ -32,7 +32,14 @@ from server.api.interactions import (
 from server.api.json_body import loads
 from server.api.patches import PatchFormat
 from server.api.writing import submit
-from server.errors import BadRequest, FhirError, InvalidResource, TooCostly, Unprocessable
+from server.errors import (
+    BadRequest,
+    FhirError,
+    InvalidResource,
+    OutsideView,
+    TooCostly,
+    Unprocessable,
+)
 from server.fhir.base_validation import base_validator
 from server.fhir.instant import format_instant
 from server.fhir.outcome import Issue, information, operation_outcome
@@ -361,6 +368,7 @@ async def _transaction(
     if unprepared:
         raise await _entry_errors(unprepared, repo, pipeline)
     principal = repo.principal
+    planned = None
     try:
         transaction.check_overlaps(entries)
         planned = await repo.checking(
@@ -373,6 +381,12 @@ async def _transaction(
         raise _combined(
             failed.error.status, _issues(failed.error, failed.index), failed.error.headers
         ) from failed
+    except OutsideView as refused:  # judged on what the whole unit left: the entry named
+        targets = planned.identities.targets if planned is not None else {}
+        at = next((i for i, t in targets.items() if t == refused.target), None)
+        if at is None:
+            raise
+        raise _combined(refused.status, _issues(refused, at), refused.headers) from refused
     out = [
         _response_entry(_answer(result), settings, prefer, None if entry.read else bound)
         for entry, result in zip(entries, results, strict=True)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from server.auth.interactions import Interaction
 from server.auth.policy import Access, Facts, Narrowing, Policy
 from server.auth.principal import Principal
-from server.errors import FhirError, Forbidden, MethodNotAllowed, NotFound
+from server.errors import FhirError, Forbidden, MethodNotAllowed, NotFound, OutsideView
 from server.fhir.conformance import CONFORMANCE_TYPES
 from server.ports import (
     PUT,
@@ -380,8 +380,9 @@ class _CheckedUnit(_Checked):
                 current = self._unit.read(type, id)
                 if current is None or current.deleted:
                     continue  # the unit deleted it again: nothing of it is kept
-                raise Forbidden(
-                    f"Not permitted: {interaction} of a {type} outside what this client may see"
+                raise OutsideView(
+                    f"Not permitted: {interaction} of a {type} outside what this client may see",
+                    f"{type}/{id}",
                 )
 
     def target(

@@ -491,6 +491,14 @@ def _member_transaction(payor: str, coverage_first: bool, with_coverage: bool = 
             "entry": entries if with_coverage else [member]}
 
 
+def _with_stray_patient(bundle: dict) -> dict:
+    """``bundle`` and one more new Patient that nothing in it links to anyone."""
+    stray = {"fullUrl": "urn:uuid:0b6f4c2e-5d1a-4f7e-8c3b-9a2d6e1f4b70",
+             "resource": {"resourceType": "Patient", "name": [{"family": "stray"}]},
+             "request": {"method": "POST", "url": "Patient"}}
+    return {**bundle, "entry": [*bundle["entry"], stray]}
+
+
 def test_what_a_transaction_may_write_does_not_depend_on_its_entry_order(
     app: TestClient, who: Acting
 ) -> None:
@@ -504,12 +512,15 @@ def test_what_a_transaction_may_write_does_not_depend_on_its_entry_order(
     patients, coverages = _stored(app, who, "Patient"), _stored(app, who, "Coverage")
     # a member no relationship of the plan reaches, or one another payor covers: refused in
     # either order, and nothing of the transaction is kept
-    for bundle in (
-        _member_transaction("plan", False, with_coverage=False),
-        _member_transaction("other", True),
-        _member_transaction("other", False),
+    # (the first entry whose result the plan may not see is named)
+    for bundle, entry in (
+        (_member_transaction("plan", False, with_coverage=False), 0),  # the Patient
+        (_member_transaction("other", True), 0),  # the Coverage another payor pays
+        (_member_transaction("other", False), 0),  # the Patient it leaves unreachable
+        (_with_stray_patient(_member_transaction("plan", True)), 2),  # only the stray Patient
     ):
-        outcome(app.post("/fhir", json=bundle), 403)
+        refused = outcome(app.post("/fhir", json=bundle), 403)
+        assert refused["issue"][0]["expression"] == [f"Bundle.entry[{entry}]"], refused
     assert _stored(app, who, "Patient") == patients
     assert _stored(app, who, "Coverage") == coverages
 
