@@ -17,6 +17,7 @@ route sees it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -49,8 +50,13 @@ def loopback(address: Any) -> bool:
     if not address:
         return False
     host = address[0] if isinstance(address, list | tuple) else address
+    return _loopback_host(str(host))
+
+
+@functools.lru_cache(maxsize=1024)
+def _loopback_host(host: str) -> bool:
     try:
-        return ipaddress.ip_address(str(host)).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 

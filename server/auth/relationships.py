@@ -269,6 +269,10 @@ class RelationshipPolicy:
         self.platform = platform
         self._shapes: dict[tuple[str, tuple[str, ...], str | None, bool], Clause | None] = {}
         self._glass: dict[tuple[str, str | None], Clause | None] = {}
+        # the narrowing of the current second, per organisation, kinds, type, write and glass
+        self._timed: dict[
+            tuple[str, tuple[str, ...], str | None, bool, bool], tuple[int, Narrowing]
+        ] = {}
 
     # -- which kinds a principal reaches through
 
@@ -308,17 +312,25 @@ class RelationshipPolicy:
             if type is not None:
                 return EVERYTHING if type in types else NOTHING
             return where(TypeClause(types if write else (*types, *_outside())))
-        shape = self._shape(organization, self.kinds(principal), type, write)
-        if not write and ETREAT in principal.purposes:
+        kinds = self.kinds(principal)
+        glass = not write and ETREAT in principal.purposes
+        # the statement's time to the second: the narrowing is reused for a second (and
+        # ``sql/query.py`` caches its compiled form by clause); periods are dates, grace
+        # periods days
+        second = now_us() // SECOND_US * SECOND_US
+        key = (organization, kinds, type, write, glass)
+        timed = self._timed.get(key)
+        if timed is not None and timed[0] == second:
+            return timed[1]
+        shape = self._shape(organization, kinds, type, write)
+        if glass:
             # break the glass (asserted: ``emergency.py``): any member, consent still applied
-            glass = self._emergency(organization, type)
-            if glass is not None:
-                shape = glass if shape is None else AnyClause((shape, glass))
-        if shape is None:
-            return NOTHING
-        # the statement's time to the second: the compiled narrowing is reused for a second
-        # (``sql/query.py`` caches it by clause); periods are dates, grace periods days
-        return where(_at(shape, now_us() // SECOND_US * SECOND_US))
+            emergency = self._emergency(organization, type)
+            if emergency is not None:
+                shape = emergency if shape is None else AnyClause((shape, emergency))
+        narrowing = NOTHING if shape is None else where(_at(shape, second))
+        self._timed[key] = (second, narrowing)
+        return narrowing
 
     def _shape(
         self, organization: str, kinds: tuple[str, ...], type: str | None, write: bool

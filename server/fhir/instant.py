@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -41,7 +42,14 @@ _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "O
 
 def format_http_date(us: int) -> str:
     """RFC 9110 IMF-fixdate (``Mon, 23 Nov 2026 06:50:48 GMT``), whole seconds."""
-    t = time.gmtime(us // 1_000_000)
+    return _http_date(us // 1_000_000)
+
+
+@functools.lru_cache(maxsize=256)
+def _http_date(seconds: int) -> str:
+    """Formatted once per second of the last 256 asked for: resources written together (a
+    transaction, an import) share their ``Last-Modified`` second."""
+    t = time.gmtime(seconds)
     return (
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon]} {t.tm_year} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
