@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from server.logs import BatchedStreamHandler, request_id
+from server.logs import BatchedStreamHandler, configure, log_request, request_id
+from server.logs import logger as request_logger
 
 
 @pytest.fixture
@@ -84,3 +87,69 @@ def test_request_ids_are_unique_and_safe_client_ids_kept() -> None:
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
     assert request_id([(b"x-request-id", b"client-abc.123")]) == "client-abc.123"
     assert request_id([(b"x-request-id", b"bad id\n")]) not in ("bad id\n", "")
+
+
+@pytest.fixture
+def configured() -> Iterator[io.StringIO]:
+    """The request log as ``configure`` sets it up, its handler writing to a string."""
+    root = logging.getLogger("calaim_fhir")
+    saved = (root.handlers[:], root.level, root.propagate)
+    configure("INFO")
+    stream = io.StringIO()
+    root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    yield stream
+    root.handlers[:], _, root.propagate = saved
+    root.setLevel(saved[1])
+
+
+def _request_line() -> None:
+    log = {"interaction": "read", "type": "Patient", "id": "p1"}
+    log_request("rid-1", "GET", log, 200, time.perf_counter())
+
+
+def test_the_request_line_is_the_same_whichever_way_it_is_written(
+    configured: io.StringIO,
+) -> None:
+    made = 0
+    factory = logging.getLogRecordFactory()
+
+    def counted(*args: object, **kwargs: object) -> logging.LogRecord:
+        nonlocal made
+        made += 1
+        return factory(*args, **kwargs)
+
+    logging.setLogRecordFactory(counted)
+    try:
+        _request_line()  # configure's handler alone: written without a LogRecord
+    finally:
+        logging.setLogRecordFactory(factory)
+    assert made == 0
+    seen: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    request_logger.addFilter(keep)  # anything attached gets the record as usual
+    try:
+        _request_line()
+    finally:
+        request_logger.removeFilter(keep)
+    first, second = (json.loads(line) for line in configured.getvalue().splitlines())
+    assert len(seen) == 1 and json.loads(seen[0].getMessage()) == second
+    for line in (first, second):
+        assert line.pop("duration_ms") >= 0
+    assert first == second == {
+        "request_id": "rid-1",
+        "method": "GET",
+        "interaction": "read",
+        "type": "Patient",
+        "id": "p1",
+        "status": 200,
+    }
+
+
+def test_no_request_line_below_its_level(configured: io.StringIO) -> None:
+    logging.getLogger("calaim_fhir").setLevel(logging.WARNING)
+    _request_line()
+    assert configured.getvalue() == ""
