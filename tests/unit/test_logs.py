@@ -110,6 +110,9 @@ def _request_line() -> None:
 def test_the_request_line_is_the_same_whichever_way_it_is_written(
     configured: io.StringIO,
 ) -> None:
+    parent = logging.getLogger("calaim_fhir")
+    # only configure's handler (pytest attaches its capturing handlers during the test)
+    parent.handlers[:] = [h for h in parent.handlers if isinstance(h, BatchedStreamHandler)]
     made = 0
     factory = logging.getLogRecordFactory()
 
