@@ -425,6 +425,35 @@ def test_another_referral_for_a_member_with_an_open_one_is_a_linked_duplicate(
     assert request["id"] != other_request["id"]
 
 
+def test_one_transaction_takes_in_many_referrals_each_as_alone(
+    app: TestClient, acting: Acting
+) -> None:
+    acting.as_(CBO)
+    sent = (("REF-MANY-1", MEMBER), ("REF-MANY-2", OTHER_MEMBER), ("REF-MANY-3", MEMBER))
+    entries = [e for number, member in sent for e in _bundle(number, member=member)["entry"]]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    answer = ok(app.post("/fhir", json=bundle), 200)
+    first, other, third = (
+        ok(app.get("/fhir/" + e["response"]["location"].split("/_history")[0]))
+        for e in answer["entry"][1::2]
+    )
+    # each acknowledged (VI.D.7.a), the decision date counted from the one received time
+    for task in (first, other, third):
+        assert task["status"] == "requested"
+        assert task["lastModified"] == FRIDAY
+        assert task["restriction"]["period"]["start"] == FRIDAY
+    assert [_code(t["businessStatus"]) for t in (first, other)] == ["received", "received"]
+    assert first["restriction"]["period"] == {"start": FRIDAY, "end": FRIDAY_DUE}
+    # the member's second referral in the same transaction: linked to the first, its clock
+    assert _code(third["businessStatus"]) == "duplicate"
+    links = [e for e in third["extension"] if e["url"] == DUPLICATE_OF]
+    assert links == [{"url": DUPLICATE_OF, "valueReference": {"reference": f"Task/{first['id']}"}}]
+    assert third["restriction"]["period"] == first["restriction"]["period"]
+    assert "extension" not in other or not any(
+        e["url"] == DUPLICATE_OF for e in other["extension"]
+    )
+
+
 def test_once_the_open_referral_ended_a_new_one_is_not_a_duplicate(
     app: TestClient, acting: Acting
 ) -> None:
