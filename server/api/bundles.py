@@ -1,7 +1,7 @@
 """Batch and transaction Bundles (R4 http.html#transaction): the HTTP side.
 
 Each entry's request is parsed into a read, a ``Write`` or an operation call
-(``operations.Entry``: GET or POST ``[type]/[id]/$op``) here. Batch entries run one by one,
+(``operations.entry``: GET or POST ``[type]/[id]/$op``) here. Batch entries run one by one,
 each write, and each operation call that writes, through the pipeline in its own unit, each
 with its own status. A transaction prepares every entry before anything is written, then runs
 in one unit through ``server/writes/transaction.py`` (identities, reference rewriting, the
@@ -50,7 +50,7 @@ from server.fhir.urns import urn_problem
 from server.ports import ENTRY_BYTES, Reader
 from server.services import Services
 from server.settings import Settings
-from server.store.authorized import AuthorizedRepository
+from server.store.authorized import AuthorizedRepository, system_reader
 from server.store.base import Event
 from server.writes import transaction
 from server.writes.pipeline import Pipeline
@@ -336,10 +336,12 @@ def _read(
 
 
 def _called(
-    call: operations.Entry, index: int, bound: _Bound, events: Events | None
+    call: operations.Invocation, index: int, bound: _Bound, events: Events | None
 ) -> Callable[[Reader], FhirResponse]:
     """How an operation entry that writes nothing runs on a reader, bounded as a read."""
-    return lambda reader: bound.read(index, lambda left: call.read(reader, left, events))
+    return lambda reader: bound.read(
+        index, lambda left: call.read(system_reader(reader), reader, left, events)
+    )
 
 
 def _transaction_entry(

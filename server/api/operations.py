@@ -14,7 +14,7 @@ asynchronous job: ``202 Accepted``, ``Content-Location: [base]/_async/<job>`` (`
 
 A batch or transaction entry ``GET [type]/[id]/$op?...`` runs an operation GET may call on the
 entry's reader, as a read; a ``POST`` entry (its ``resource`` the ``Parameters``) runs any
-operation that answers within the request (``Entry``): as a read when the call writes nothing,
+operation that answers within the request (``entry``): as a read when the call writes nothing,
 else in a write unit -- a batch entry's own, a transaction's one unit. Long-running operations
 are called on their own URL.
 """
@@ -156,11 +156,9 @@ def _parsed_inputs(
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
-    """An operation entry of a batch or transaction (``$op``, ``[type]/$op`` or
-    ``[type]/[id]/$op``), its inputs parsed and the caller's permission checked: GET for an
-    operation GET may call, POST (``resource``: its ``Parameters``, or the bare resource of
-    an operation that takes one) for any that answers within the request. ``writes``: the
+class Invocation:
+    """One call of an operation, its inputs parsed and the caller's permission checked: on its
+    own URL (``_run``) or as an entry of a batch or transaction (``entry``). ``writes``: the
     call runs in a write unit (``in_unit``), else as a read (``read``)."""
 
     operation: Operation
@@ -177,45 +175,54 @@ class Entry:
 
     def read(
         self,
+        system: Reader,
         reader: Reader,
         bound: int,
         events: Callable[[str, str], list[Event]] | None = None,
     ) -> FhirResponse:
-        """The call on the entry's reader, as a read (a page it answers: at most ``bound``
-        bytes)."""
-        return _read_call(
-            self.operation,
+        """The call on the caller's ``reader`` (``system``: unnarrowed), writing nothing; a
+        page it answers holds at most ``bound`` bytes."""
+        instance = _instance(reader, self.type, self.id) if self.id is not None else None
+        call = Call(
             self.settings,
-            self.services,
             self.type,
             self.id,
             self.params,
-            system_reader(reader),
             reader,
-            events,
-            self.restricted,
-            bound,
+            conformance(),
+            instance,
+            events=events,
+            system=system,
+            restricted=self.restricted,
+            page=partial(_page, reader, self.settings, bound),
+            services=self.services,
         )
+        return FhirResponse(200, payload=_payload(self.operation.run(call)))
 
     def in_unit(self, unit: Unit, pipeline: Pipeline, principal: Principal) -> FhirResponse:
         """The call in ``unit``, its writes through the pipeline as ``principal``."""
-        return _unit_call(
-            self.operation,
+        instance = _instance(unit, self.type, self.id) if self.id is not None else None
+        writer = pipeline.in_unit(unit, principal)
+        call = Call(
             self.settings,
-            self.services,
             self.type,
             self.id,
             self.params,
             unit,
-            pipeline,
-            principal,
+            conformance(),
+            instance,
+            write=writer.write,
+            services=self.services,
         )
+        return FhirResponse(200, payload=_payload(self.operation.run(call)))
 
 
 def entry(
     access: Access, settings: Settings, services: Services, request: FhirRequest
-) -> Entry:
-    """The operation entry ``request`` of a batch or transaction, ready to run (404 for an
+) -> Invocation:
+    """The operation entry ``request`` of a batch or transaction (GET for an operation GET
+    may call; POST, ``resource`` its ``Parameters`` or the bare resource of an operation that
+    takes one, for any that answers within the request), ready to run (404 for an
     operation that does not run there, 405 for a GET of one that changes data, 400 for a
     long-running one or bad inputs, 403 where the operations table refuses the caller)."""
     assert request.operation is not None
@@ -233,67 +240,7 @@ def entry(
     body = request.body if request.method == "POST" else None
     params = _parsed_inputs(operation, query, body)
     _check_needs(access, operation, type)
-    return Entry(operation, settings, services, type, id, params, not access.unrestricted)
-
-
-def _read_call(
-    operation: Operation,
-    settings: Settings,
-    services: Services,
-    type: str,
-    id: str | None,
-    params: dict[str, list[Any]],
-    system: Reader,
-    reader: Reader,
-    events: Callable[[str, str], list[Event]] | None,
-    restricted: bool,
-    bound: int,
-) -> FhirResponse:
-    """A call that writes nothing, on the caller's ``reader`` (``system``: unnarrowed)."""
-    instance = _instance(reader, type, id) if id is not None else None
-    call = Call(
-        settings,
-        type,
-        id,
-        params,
-        reader,
-        conformance(),
-        instance,
-        events=events,
-        system=system,
-        restricted=restricted,
-        page=partial(_page, reader, settings, bound),
-        services=services,
-    )
-    return FhirResponse(200, payload=_payload(operation.run(call)))
-
-
-def _unit_call(
-    operation: Operation,
-    settings: Settings,
-    services: Services,
-    type: str,
-    id: str | None,
-    params: dict[str, list[Any]],
-    unit: Unit,
-    pipeline: Pipeline,
-    principal: Principal,
-) -> FhirResponse:
-    """A call that may write, in ``unit``: its writes through the pipeline as ``principal``."""
-    instance = _instance(unit, type, id) if id is not None else None
-    writer = pipeline.in_unit(unit, principal)
-    call = Call(
-        settings,
-        type,
-        id,
-        params,
-        unit,
-        conformance(),
-        instance,
-        write=writer.write,
-        services=services,
-    )
-    return FhirResponse(200, payload=_payload(operation.run(call)))
+    return Invocation(operation, settings, services, type, id, params, not access.unrestricted)
 
 
 def _payload(answer: Answer) -> bytes:
@@ -323,37 +270,15 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
         return await _run_long(request, operation, type, id, params)
     repo = repository(request)
     pipeline, principal = pipeline_of(request), repo.principal
-
     events = request.app.state.store.outbox.of
-    services = services_of(request)
-
-    restricted = not repo.access.unrestricted
-
-    def work(system: Reader, reader: Reader) -> FhirResponse:
-        bound = settings.max_response_bytes
-        return _read_call(
-            operation,
-            settings,
-            services,
-            type,
-            id,
-            params,
-            system,
-            reader,
-            events,
-            restricted,
-            bound,
-        )
-
-    def work_in_unit(unit: Unit) -> FhirResponse:
-        return _unit_call(
-            operation, settings, services, type, id, params, unit, pipeline, principal
-        )
-
-    if operation.writes(params):
-        result = await repo.writing(work_in_unit)
+    call = Invocation(
+        operation, settings, services_of(request), type, id, params, not repo.access.unrestricted
+    )
+    if call.writes:
+        result = await repo.writing(partial(call.in_unit, pipeline=pipeline, principal=principal))
     else:
-        result = await repo.checking(work)
+        bound = settings.max_response_bytes
+        result = await repo.checking(partial(call.read, bound=bound, events=events))
     return http.render(result, settings, indent=http.pretty(request))
 
 
