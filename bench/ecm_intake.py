@@ -1,7 +1,7 @@
 """ECM referral intake with screening: referrals per second through transactions.
 
     .venv/bin/python bench/ecm_intake.py [--referrals 1000] [--clients 8] [--workers 1]
-        [--database-url URL] [--json FILE]
+        [--batch 1] [--screen-bundle batch|transaction] [--database-url URL] [--json FILE]
 
 Starts ``calaim-fhir serve`` (``--workers`` processes, default one) on a fresh SQLite file in a
 temp folder (or on ``--database-url``), loads ``examples/resources`` but its Tasks and
@@ -17,6 +17,11 @@ ServiceRequests (the plan, the referring organisations), then sends ``--referral
    synthetic members have a Medi-Cal Coverage and a homelessness flag but no qualifying
    condition: the screen is not met, so the Task is rejected and two ``ecm-notice``
    Communications are written too — the heaviest path; ``screens`` counts the outcomes).
+
+``--batch N``: one transaction carries N intakes (4N entries); ``--screen-bundle
+transaction`` (or ``batch``): their screenings are one Bundle of N ``POST
+Task/[id]/$ecm-screen`` entries (decision 0024) instead of N calls. p50/p95 are then per group
+of N (the transaction and its screenings).
 
 Every member is a different person, so no intake is a duplicate. The figure is intakes
 completed (both calls 200) divided by the wall time from the first request to the last answer.
