@@ -828,6 +828,12 @@ def test_a_transaction_of_screenings_is_all_or_nothing(app: TestClient, acting: 
     stored = ok(app.get(f"/fhir/Task/{first['id']}"))
     assert (stored["status"], _code(stored["businessStatus"])) == ("requested", "received")
     assert _observations(app) == before
+    # bad inputs of one entry refuse the whole Bundle before anything runs
+    bad = _screenings("transaction", first, first)
+    bad["entry"][1]["resource"]["parameter"] = [{"name": "decision", "valueCode": "maybe"}]
+    body = outcome(app.post("/fhir", json=bad), 400)
+    assert expressions(body) == ["Bundle.entry[1].decision"]
+    assert _observations(app) == before
     # the referrer does not screen (VI.D.6): refused, nothing written
     acting.as_(CBO)
     body = outcome(app.post("/fhir", json=_screenings("transaction", first)), 403)
