@@ -304,7 +304,7 @@ async def _batch(
                 response = await repo.reading(read)
                 results.append(_response_entry(response, settings, prefer, None))
             elif request.method == "GET":
-                read = _read(request, index, repo, settings, services, bound, events)
+                read = _read(request, index, settings, services, bound)
                 response = await repo.reading(read)
                 results.append(_response_entry(response, settings, prefer, None))
             else:
@@ -319,20 +319,13 @@ async def _batch(
 
 
 def _read(
-    request: FhirRequest,
-    index: int,
-    repo: AuthorizedRepository,
-    settings: Settings,
-    services: Services,
-    bound: _Bound,
-    events: Events | None,
+    request: FhirRequest, index: int, settings: Settings, services: Services, bound: _Bound
 ) -> Callable[[Reader], FhirResponse]:
-    """How a GET entry runs on a reader: a read, search or history, or an operation."""
-    if request.operation is None:
-        return lambda reader: bound.read(
-            index, lambda left: run_read(reader, request, settings, services.search.context, left)
-        )
-    return _called(operations.entry(repo.access, settings, services, request), index, bound, events)
+    """How a GET entry that is not an operation runs on a reader: a read, search or
+    history."""
+    return lambda reader: bound.read(
+        index, lambda left: run_read(reader, request, settings, services.search.context, left)
+    )
 
 
 def _called(
@@ -365,7 +358,7 @@ def _transaction_entry(
             entry.read = _called(call, parsed.index, bound, events)
         return entry
     if write is None:
-        entry.read = _read(request, parsed.index, repo, settings, services, bound, events)
+        entry.read = _read(request, parsed.index, settings, services, bound)
         return entry
     entry.prepared = pipeline.prepare(write, None)
     entry.original = entry.prepared.resource

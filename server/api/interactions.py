@@ -145,7 +145,7 @@ def parse_url(method: str, url: str) -> FhirRequest:
 
 
 def _operation_entry(request: FhirRequest, segments: list[str], url: str) -> FhirRequest:
-    """An entry URL naming an operation (``api/operations.Entry``): called by GET or POST."""
+    """An entry URL naming an operation (``api/operations.entry``): called by GET or POST."""
     if request.method not in ("GET", "POST"):
         raise MethodNotAllowed(
             f"An operation in a batch or transaction is called by GET or POST, got "

@@ -7,13 +7,12 @@ entry will have (new ids, ``ifNoneExist`` matches, conditional updates), referen
 resource profile-validated with the transaction's own entries as the first reference targets,
 the reads of stored targets recorded.
 
-Inside the unit the entries run in the spec's order (DELETE, POST, PUT/PATCH, GET; an
-operation call runs with the GETs). After the
+Inside the unit the entries run in the spec's order (DELETE, POST, PUT/PATCH, GET). After the
 deletes, identities and conditional references are resolved again with the unit's locked
 matches; when they come out as the plan had them and no target read has changed, the plan's
 rewritten and validated resources are stored as they are; otherwise they are rewritten and
 validated again in the unit. Any failure rolls the whole unit back (``EntryFailed`` names the
-entry).
+entry). An operation call that writes (``Entry.call``) runs with the GETs.
 """
 
 from __future__ import annotations
