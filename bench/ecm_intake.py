@@ -1,7 +1,7 @@
 """ECM referral intake with screening: referrals per second through transactions.
 
     .venv/bin/python bench/ecm_intake.py [--referrals 1000] [--clients 8] [--workers 1]
-        [--database-url URL] [--json FILE]
+        [--batch 1] [--screen-bundle batch|transaction] [--database-url URL] [--json FILE]
 
 Starts ``calaim-fhir serve`` (``--workers`` processes, default one) on a fresh SQLite file in a
 temp folder (or on ``--database-url``), loads ``examples/resources`` but its Tasks and
@@ -17,6 +17,11 @@ ServiceRequests (the plan, the referring organisations), then sends ``--referral
    synthetic members have a Medi-Cal Coverage and a homelessness flag but no qualifying
    condition: the screen is not met, so the Task is rejected and two ``ecm-notice``
    Communications are written too — the heaviest path; ``screens`` counts the outcomes).
+
+``--batch N``: one transaction carries N intakes (4N entries); ``--screen-bundle
+transaction`` (or ``batch``): their screenings are one Bundle of N ``POST
+Task/[id]/$ecm-screen`` entries (decision 0024) instead of N calls. p50/p95 are then per group
+of N (the transaction and its screenings).
 
 Every member is a different person, so no intake is a duplicate. The figure is intakes
 completed (both calls 200) divided by the wall time from the first request to the last answer.
@@ -115,24 +120,58 @@ def _intake(n: int) -> dict[str, Any]:
     }
 
 
+def intakes(ns: range) -> dict[str, Any]:
+    """One transaction carrying the intakes ``ns`` (four entries each, in order)."""
+    return {"resourceType": "Bundle", "type": "transaction",
+            "entry": [e for n in ns for e in _intake(n)["entry"]]}
+
+
+def tasks(answer: dict[str, Any]) -> list[str]:
+    """The referral Tasks (``Task/id``) a transaction of ``intakes`` created, in order."""
+    return [e["response"]["location"].split("/_history")[0]
+            for e in answer["entry"][3::4]]
+
+
 SCREEN = True
+SCREEN_BUNDLE = ""  # "": one $ecm-screen call per referral; "batch" / "transaction": one Bundle
 OUTCOMES: dict[str, int] = {}
+EMPTY = {"resourceType": "Parameters", "parameter": []}
 
 
-def _one(client: httpx.Client, n: int) -> str | None:
-    """One intake and its screening; None, or what went wrong."""
-    answer = client.post("", json=_intake(n))
+def screenings(tasks: list[str], kind: str) -> dict[str, Any]:
+    """One ``kind`` Bundle calling ``$ecm-screen`` on each of ``tasks``."""
+    return {"resourceType": "Bundle", "type": kind, "entry": [
+        {"resource": EMPTY, "request": {"method": "POST", "url": f"{task}/$ecm-screen"}}
+        for task in tasks]}
+
+
+def _count(answer: dict[str, Any]) -> None:
+    screen = next(p["valueCode"] for p in answer["parameter"] if p["name"] == "screen")
+    OUTCOMES[screen] = OUTCOMES.get(screen, 0) + 1
+
+
+def _one(client: httpx.Client, ns: range) -> str | None:
+    """The intakes ``ns`` in one transaction and the screening of each; None, or what went
+    wrong."""
+    answer = client.post("", json=intakes(ns))
     if answer.status_code != 200:
         return f"transaction {answer.status_code}: {answer.text[:300]}"
     if not SCREEN:
         return None
-    task = answer.json()["entry"][3]["response"]["location"].split("/_history")[0]
-    screened = client.post(f"/{task}/$ecm-screen",
-                           json={"resourceType": "Parameters", "parameter": []})
-    if screened.status_code != 200:
-        return f"$ecm-screen {screened.status_code}: {screened.text[:300]}"
-    screen = next(p["valueCode"] for p in screened.json()["parameter"] if p["name"] == "screen")
-    OUTCOMES[screen] = OUTCOMES.get(screen, 0) + 1
+    if SCREEN_BUNDLE:
+        screened = client.post("", json=screenings(tasks(answer.json()), SCREEN_BUNDLE))
+        if screened.status_code != 200:
+            return f"$ecm-screen {SCREEN_BUNDLE} {screened.status_code}: {screened.text[:300]}"
+        for entry in screened.json()["entry"]:
+            if not entry["response"]["status"].startswith("200"):
+                return f"$ecm-screen entry {entry['response']}"[:300]
+            _count(entry["resource"])
+        return None
+    for task in tasks(answer.json()):
+        screened = client.post(f"/{task}/$ecm-screen", json=EMPTY)
+        if screened.status_code != 200:
+            return f"$ecm-screen {screened.status_code}: {screened.text[:300]}"
+        _count(screened.json())
     return None
 
 
@@ -162,17 +201,18 @@ def _group_cpu(group: int) -> float:
     return total / ticks
 
 
-def run(base: str, referrals: int, clients: int, group: int | None = None) -> dict[str, Any]:
+def run(base: str, referrals: int, clients: int, group: int | None = None,
+        batch: int = 1) -> dict[str, Any]:
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
     with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
         _load_examples(client)
-        for n in range(10_000_000, 10_000_020):  # warm-up
-            problem = _one(client, n)
+        for n in range(10_000_000, 10_000_020, batch):  # warm-up
+            problem = _one(client, range(n, min(n + batch, 10_000_020)))
             assert problem is None, problem
     problems: list[str] = []
     latencies: list[float] = []
     lock = threading.Lock()
-    counter = iter(range(referrals))
+    counter = iter(range(0, referrals, batch))
     barrier = threading.Barrier(clients + 1)
 
     def worker() -> None:
@@ -183,13 +223,14 @@ def run(base: str, referrals: int, clients: int, group: int | None = None) -> di
                     n = next(counter, None)
                 if n is None:
                     return
+                ns = range(n, min(n + batch, referrals))
                 started = time.perf_counter()
-                problem = _one(c, n)
+                problem = _one(c, ns)
                 elapsed = time.perf_counter() - started
                 with lock:
                     latencies.append(elapsed)
                     if problem is not None:
-                        problems.append(problem)
+                        problems.extend([problem] * len(ns))
 
     OUTCOMES.clear()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
@@ -207,6 +248,7 @@ def run(base: str, referrals: int, clients: int, group: int | None = None) -> di
     return {
         "referrals": referrals,
         "clients": clients,
+        "referrals_per_transaction": batch,
         "errors": len(problems),
         "first_error": problems[0] if problems else None,
         "wall_s": round(wall, 2),
@@ -232,9 +274,14 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--json")
     parser.add_argument("--no-screen", action="store_true", help="the transactions alone")
+    parser.add_argument("--batch", type=int, default=1, help="referrals per transaction")
+    parser.add_argument("--screen-bundle", choices=("batch", "transaction"),
+                        help="screen a transaction's referrals by one Bundle of $ecm-screen "
+                        "calls (default: one call each)")
     args = parser.parse_args()
-    global SCREEN
+    global SCREEN, SCREEN_BUNDLE
     SCREEN = not args.no_screen
+    SCREEN_BUNDLE = args.screen_bundle or ""
     folder = Path(tempfile.mkdtemp(prefix="ecm-intake-"))
     url = args.database_url or f"sqlite:///{folder / 'bench.db'}"
     port = _port()
@@ -256,10 +303,11 @@ def main() -> None:
                 time.sleep(0.1)
         else:
             raise SystemExit("the server did not start")
-        result = run(base, args.referrals, args.clients, server.pid)
+        result = run(base, args.referrals, args.clients, server.pid, args.batch)
         result["store"] = url.split(":", 1)[0]
         result["workers"] = args.workers
         result["screening"] = SCREEN
+        result["screen_bundle"] = SCREEN_BUNDLE or None
         print(json.dumps(result, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

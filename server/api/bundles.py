@@ -1,9 +1,11 @@
 """Batch and transaction Bundles (R4 http.html#transaction): the HTTP side.
 
-Each entry's request is parsed into a read or a ``Write`` here. Batch entries run one by one,
-each write through the pipeline in its own unit, each with its own status. A transaction
-prepares every entry before anything is written, then runs in one unit through
-``server/writes/transaction.py`` (identities, reference rewriting, the spec's order); any
+Each entry's request is parsed into a read, a ``Write`` or an operation call
+(``operations.entry``: GET or POST ``[type]/[id]/$op``) here. Batch entries run one by one,
+each write, and each operation call that writes, through the pipeline in its own unit, each
+with its own status. A transaction prepares every entry before anything is written, then runs
+in one unit through ``server/writes/transaction.py`` (identities, reference rewriting, the
+spec's order; operation calls run after the writes, with the reads, in entry order); any
 failure rolls the whole unit back and answers one OperationOutcome.
 """
 
@@ -13,6 +15,7 @@ import base64
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -47,7 +50,7 @@ from server.fhir.urns import urn_problem
 from server.ports import ENTRY_BYTES, Reader
 from server.services import Services
 from server.settings import Settings
-from server.store.authorized import AuthorizedRepository
+from server.store.authorized import AuthorizedRepository, system_reader
 from server.store.base import Event
 from server.writes import transaction
 from server.writes.pipeline import Pipeline
@@ -245,7 +248,13 @@ def _response_entry(
                     f"{bound.bound} bytes. Read it at its location"
                 )
     if response.payload is not None:
-        out["resource"] = orjson.Fragment(response.payload)
+        if bound is None or bound.take(len(response.payload)):
+            out["resource"] = orjson.Fragment(response.payload)
+        else:  # an operation's answer after its writes: they stand
+            response.outcome = information(
+                "The operation's answer was left out: the response reached its bound of "
+                f"{bound.bound} bytes"
+            )
     if response.outcome is not None:
         reply["outcome"] = response.outcome
     elif prefer == "OperationOutcome" and response.location and version is not None:
@@ -284,8 +293,18 @@ async def _batch(
     for index, raw in enumerate(raw_entries):
         try:
             request = _entry(raw, index, settings.fhir_base).request
-            if request.method == "GET":
-                read = _read(request, index, repo, settings, services, bound, events)
+            if request.operation is not None:
+                call = operations.entry(repo.access, settings, services, request)
+                if call.writes:  # in a unit of its own, as a write entry
+                    response = await repo.writing(partial(call.in_unit, pipeline=pipeline,
+                                                          principal=repo.principal))
+                    results.append(_response_entry(response, settings, prefer, bound))
+                    continue
+                read = _called(call, index, bound, events)
+                response = await repo.reading(read)
+                results.append(_response_entry(response, settings, prefer, None))
+            elif request.method == "GET":
+                read = _read(request, index, settings, services, bound)
                 response = await repo.reading(read)
                 results.append(_response_entry(response, settings, prefer, None))
             else:
@@ -300,24 +319,21 @@ async def _batch(
 
 
 def _read(
-    request: FhirRequest,
-    index: int,
-    repo: AuthorizedRepository,
-    settings: Settings,
-    services: Services,
-    bound: _Bound,
-    events: Events | None,
+    request: FhirRequest, index: int, settings: Settings, services: Services, bound: _Bound
 ) -> Callable[[Reader], FhirResponse]:
-    """How a GET entry runs on a reader: a read, search or history, or an operation."""
-    if request.operation is None:
-        return lambda reader: bound.read(
-            index, lambda left: run_read(reader, request, settings, services.search.context, left)
-        )
-    access = repo.access
+    """How a GET entry that is not an operation runs on a reader: a read, search or
+    history."""
     return lambda reader: bound.read(
-        index, lambda left: operations.run_entry(
-            reader, access, settings, services, request, left, events
-        )
+        index, lambda left: run_read(reader, request, settings, services.search.context, left)
+    )
+
+
+def _called(
+    call: operations.Invocation, index: int, bound: _Bound, events: Events | None
+) -> Callable[[Reader], FhirResponse]:
+    """How an operation entry that writes nothing runs on a reader, bounded as a read."""
+    return lambda reader: bound.read(
+        index, lambda left: call.read(system_reader(reader), reader, left, events)
     )
 
 
@@ -333,8 +349,16 @@ def _transaction_entry(
 ) -> transaction.Entry:
     request = parsed.request
     entry = transaction.Entry(parsed.index, parsed.full_url)
+    if request.operation is not None:
+        call = operations.entry(repo.access, settings, services, request)
+        if call.writes:
+            principal = repo.principal
+            entry.call = lambda writer: call.in_unit(writer.unit, pipeline, principal)
+        else:
+            entry.read = _called(call, parsed.index, bound, events)
+        return entry
     if write is None:
-        entry.read = _read(request, parsed.index, repo, settings, services, bound, events)
+        entry.read = _read(request, parsed.index, settings, services, bound)
         return entry
     entry.prepared = pipeline.prepare(write, None)
     entry.original = entry.prepared.resource
@@ -357,7 +381,9 @@ async def _transaction(
         write = None
         try:
             parsed = _entry(raw, index, settings.fhir_base)
-            write = None if parsed.request.method == "GET" else to_write(parsed.request)
+            request = parsed.request
+            reads = request.method == "GET" or request.operation is not None
+            write = None if reads else to_write(request)
             entries.append(
                 _transaction_entry(
                     parsed, write, pipeline, repo, settings, services, bound, events

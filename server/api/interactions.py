@@ -145,12 +145,11 @@ def parse_url(method: str, url: str) -> FhirRequest:
 
 
 def _operation_entry(request: FhirRequest, segments: list[str], url: str) -> FhirRequest:
-    """An entry URL naming an operation: run as a read (``api/operations.run_entry``), so
-    only by GET; one that changes data is called by POST on its own URL."""
-    if request.method != "GET":
+    """An entry URL naming an operation (``api/operations.entry``): called by GET or POST."""
+    if request.method not in ("GET", "POST"):
         raise MethodNotAllowed(
-            f"An operation in a batch or transaction runs by GET only, got {request.method} "
-            f"'{url[:80]}': call it on its own URL"
+            f"An operation in a batch or transaction is called by GET or POST, got "
+            f"{request.method} '{url[:80]}'"
         )
     *target, request.operation = segments
     if target:

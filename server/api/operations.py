@@ -13,13 +13,17 @@ and writing through ``Call.write`` (group commit); with ``Prefer: respond-async`
 asynchronous job: ``202 Accepted``, ``Content-Location: [base]/_async/<job>`` (``async_jobs.py``).
 
 A batch or transaction entry ``GET [type]/[id]/$op?...`` runs an operation GET may call on the
-entry's reader, as a read (``run_entry``); the rest are called on their own URL.
+entry's reader, as a read; a ``POST`` entry (its ``resource`` the ``Parameters``) runs any
+operation that answers within the request (``entry``): as a read when the call writes nothing,
+else in a write unit -- a batch entry's own, a transaction's one unit. Long-running operations
+are called on their own URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -33,6 +37,7 @@ from server.api.context import jobs_of, note, pipeline_of, repository, services_
 from server.api.interactions import FhirRequest, FhirResponse, check_id, check_type, run_search
 from server.auth.operation_rules import refusal
 from server.auth.policy import Access
+from server.auth.principal import Principal
 from server.errors import BadRequest, Forbidden, Gone, MethodNotAllowed, NotFound
 from server.fhir.conformance import conformance
 from server.fhir.outcome import information
@@ -46,7 +51,7 @@ from server.services import Services
 from server.settings import Settings
 from server.store.authorized import system_reader
 from server.store.base import Event
-from server.writes.pipeline import through
+from server.writes.pipeline import Pipeline, through
 
 router = APIRouter()
 
@@ -133,6 +138,12 @@ def _inputs(operation: Operation, request: Request, body: Any) -> dict[str, list
     query = [
         (k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")
     ]
+    return _parsed_inputs(operation, query, body)
+
+
+def _parsed_inputs(
+    operation: Operation, query: list[tuple[str, str]], body: Any
+) -> dict[str, list[Any]]:
     if body is None:
         return parse_input(operation.spec, query=query, body=None)
     if (
@@ -144,22 +155,81 @@ def _inputs(operation: Operation, request: Request, body: Any) -> dict[str, list
     return parse_input(operation.spec, query=query or None, body=body)
 
 
-def run_entry(
-    reader: Reader,
-    access: Access,
-    settings: Settings,
-    services: Services,
-    request: FhirRequest,
-    bound: int,
-    events: Callable[[str, str], list[Event]] | None = None,
-) -> FhirResponse:
-    """An operation entry of a batch or transaction (GET ``$op``, ``[type]/$op`` or
-    ``[type]/[id]/$op``), run on the entry's reader as a read is: only an operation GET may
-    call and that runs within the request (not a long-running one); a page it answers holds
-    at most ``bound`` bytes."""
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One call of an operation, its inputs parsed and the caller's permission checked: on its
+    own URL (``_run``) or as an entry of a batch or transaction (``entry``). ``writes``: the
+    call runs in a write unit (``in_unit``), else as a read (``read``)."""
+
+    operation: Operation
+    settings: Settings
+    services: Services
+    type: str
+    id: str | None
+    params: dict[str, list[Any]]
+    restricted: bool
+
+    @property
+    def writes(self) -> bool:
+        return self.operation.writes(self.params)
+
+    def read(
+        self,
+        system: Reader,
+        reader: Reader,
+        bound: int,
+        events: Callable[[str, str], list[Event]] | None = None,
+    ) -> FhirResponse:
+        """The call on the caller's ``reader`` (``system``: unnarrowed), writing nothing; a
+        page it answers holds at most ``bound`` bytes."""
+        instance = _instance(reader, self.type, self.id) if self.id is not None else None
+        call = Call(
+            self.settings,
+            self.type,
+            self.id,
+            self.params,
+            reader,
+            conformance(),
+            instance,
+            events=events,
+            system=system,
+            restricted=self.restricted,
+            page=partial(_page, reader, self.settings, bound),
+            services=self.services,
+        )
+        return FhirResponse(200, payload=_payload(self.operation.run(call)))
+
+    def in_unit(self, unit: Unit, pipeline: Pipeline, principal: Principal) -> FhirResponse:
+        """The call in ``unit``, its writes through the pipeline as ``principal``."""
+        instance = _instance(unit, self.type, self.id) if self.id is not None else None
+        writer = pipeline.in_unit(unit, principal)
+        call = Call(
+            self.settings,
+            self.type,
+            self.id,
+            self.params,
+            unit,
+            conformance(),
+            instance,
+            write=writer.write,
+            services=self.services,
+        )
+        return FhirResponse(200, payload=_payload(self.operation.run(call)))
+
+
+def entry(
+    access: Access, settings: Settings, services: Services, request: FhirRequest
+) -> Invocation:
+    """The operation entry ``request`` of a batch or transaction (GET for an operation GET
+    may call; POST, ``resource`` its ``Parameters`` or the bare resource of an operation that
+    takes one, for any that answers within the request), ready to run (404 for an
+    operation that does not run there, 405 for a GET of one that changes data, 400 for a
+    long-running one or bad inputs, 403 where the operations table refuses the caller)."""
     assert request.operation is not None
     type, id = request.type or "", request.id
-    operation = _operation(services.operations, type, request.operation, id is not None, "GET")
+    operation = _operation(
+        services.operations, type, request.operation, id is not None, request.method
+    )
     if id is not None:
         check_id(id)
     if operation.long_running:
@@ -167,44 +237,10 @@ def run_entry(
             f"${operation.name} runs on a worker thread: call it on its own URL", expression="url"
         )
     query = [(k, v) for k, v in request.query if k not in ("_format", "_pretty")]
-    params = parse_input(operation.spec, query=query, body=None)
+    body = request.body if request.method == "POST" else None
+    params = _parsed_inputs(operation, query, body)
     _check_needs(access, operation, type)
-    system, restricted = system_reader(reader), not access.unrestricted
-    return _read_call(
-        operation, settings, services, type, id, params, system, reader, events, restricted, bound
-    )
-
-
-def _read_call(
-    operation: Operation,
-    settings: Settings,
-    services: Services,
-    type: str,
-    id: str | None,
-    params: dict[str, list[Any]],
-    system: Reader,
-    reader: Reader,
-    events: Callable[[str, str], list[Event]] | None,
-    restricted: bool,
-    bound: int,
-) -> FhirResponse:
-    """A call that writes nothing, on the caller's ``reader`` (``system``: unnarrowed)."""
-    instance = _instance(reader, type, id) if id is not None else None
-    call = Call(
-        settings,
-        type,
-        id,
-        params,
-        reader,
-        conformance(),
-        instance,
-        events=events,
-        system=system,
-        restricted=restricted,
-        page=partial(_page, reader, settings, bound),
-        services=services,
-    )
-    return FhirResponse(200, payload=_payload(operation.run(call)))
+    return Invocation(operation, settings, services, type, id, params, not access.unrestricted)
 
 
 def _payload(answer: Answer) -> bytes:
@@ -232,51 +268,17 @@ async def _run(request: Request, type: str, id: str | None, name: str) -> Respon
     _permitted(request, operation, type)
     if operation.long_running:
         return await _run_long(request, operation, type, id, params)
-    definitions = conformance()
     repo = repository(request)
     pipeline, principal = pipeline_of(request), repo.principal
-
     events = request.app.state.store.outbox.of
-    services = services_of(request)
-
-    restricted = not repo.access.unrestricted
-
-    def work(system: Reader, reader: Reader) -> FhirResponse:
-        bound = settings.max_response_bytes
-        return _read_call(
-            operation,
-            settings,
-            services,
-            type,
-            id,
-            params,
-            system,
-            reader,
-            events,
-            restricted,
-            bound,
-        )
-
-    def work_in_unit(unit: Unit) -> FhirResponse:
-        instance = _instance(unit, type, id) if id is not None else None
-        writer = pipeline.in_unit(unit, principal)
-        call = Call(
-            settings,
-            type,
-            id,
-            params,
-            unit,
-            definitions,
-            instance,
-            write=writer.write,
-            services=services,
-        )
-        return FhirResponse(200, payload=_payload(operation.run(call)))
-
-    if operation.writes(params):
-        result = await repo.writing(work_in_unit)
+    call = Invocation(
+        operation, settings, services_of(request), type, id, params, not repo.access.unrestricted
+    )
+    if call.writes:
+        result = await repo.writing(partial(call.in_unit, pipeline=pipeline, principal=principal))
     else:
-        result = await repo.checking(work)
+        bound = settings.max_response_bytes
+        result = await repo.checking(partial(call.read, bound=bound, events=events))
     return http.render(result, settings, indent=http.pretty(request))
 
 

@@ -12,7 +12,7 @@ deletes, identities and conditional references are resolved again with the unit'
 matches; when they come out as the plan had them and no target read has changed, the plan's
 rewritten and validated resources are stored as they are; otherwise they are rewritten and
 validated again in the unit. Any failure rolls the whole unit back (``EntryFailed`` names the
-entry).
+entry). An operation call that writes (``Entry.call``) runs with the GETs.
 """
 
 from __future__ import annotations
@@ -51,13 +51,16 @@ class EntryFailed(Exception):
 
 @dataclass(slots=True)
 class Entry:
-    """One entry of a transaction: a write (``prepared``), or a read the edge runs (``read``,
-    called with the unit's reader; its result is returned as it is)."""
+    """One entry of a transaction: a write (``prepared``), a read the edge runs (``read``,
+    called with the unit's reader) or an operation call that writes (``call``, called with
+    the unit's writer, after the writes, in entry order with the reads); the result of a read
+    or a call is returned as it is."""
 
     index: int
     full_url: str | None
     prepared: Prepared | None = None
     read: Callable[[Reader], Any] | None = None
+    call: Callable[[Writer], Any] | None = None
     original: dict[str, Any] | None = None  # the resource as sent (before rewriting)
 
     @property
@@ -428,7 +431,10 @@ def _run_writes(
     for entry in ordered:
         prepared = entry.prepared
         if prepared is None:
-            read = entry.read
+            call, read = entry.call, entry.read
+            if call is not None:
+                results[entry.index] = _checked(entry, lambda call=call: call(writer))  # type: ignore[misc]
+                continue
             assert read is not None
             results[entry.index] = _checked(entry, lambda read=read: read(unit))  # type: ignore[misc]
             continue

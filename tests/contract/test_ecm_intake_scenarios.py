@@ -425,6 +425,35 @@ def test_another_referral_for_a_member_with_an_open_one_is_a_linked_duplicate(
     assert request["id"] != other_request["id"]
 
 
+def test_one_transaction_takes_in_many_referrals_each_as_alone(
+    app: TestClient, acting: Acting
+) -> None:
+    acting.as_(CBO)
+    sent = (("REF-MANY-1", MEMBER), ("REF-MANY-2", OTHER_MEMBER), ("REF-MANY-3", MEMBER))
+    entries = [e for number, member in sent for e in _bundle(number, member=member)["entry"]]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    answer = ok(app.post("/fhir", json=bundle), 200)
+    first, other, third = (
+        ok(app.get("/fhir/" + e["response"]["location"].split("/_history")[0]))
+        for e in answer["entry"][1::2]
+    )
+    # each acknowledged (VI.D.7.a), the decision date counted from the one received time
+    for task in (first, other, third):
+        assert task["status"] == "requested"
+        assert task["lastModified"] == FRIDAY
+        assert task["restriction"]["period"]["start"] == FRIDAY
+    assert [_code(t["businessStatus"]) for t in (first, other)] == ["received", "received"]
+    assert first["restriction"]["period"] == {"start": FRIDAY, "end": FRIDAY_DUE}
+    # the member's second referral in the same transaction: linked to the first, its clock
+    assert _code(third["businessStatus"]) == "duplicate"
+    links = [e for e in third["extension"] if e["url"] == DUPLICATE_OF]
+    assert links == [{"url": DUPLICATE_OF, "valueReference": {"reference": f"Task/{first['id']}"}}]
+    assert third["restriction"]["period"] == first["restriction"]["period"]
+    assert "extension" not in other or not any(
+        e["url"] == DUPLICATE_OF for e in other["extension"]
+    )
+
+
 def test_once_the_open_referral_ended_a_new_one_is_not_a_duplicate(
     app: TestClient, acting: Acting
 ) -> None:
@@ -735,6 +764,105 @@ def test_a_person_overrides_a_met_screen(app: TestClient, acting: Acting) -> Non
     assert stored["status"] == "rejected"
     bad = _screen(app, task, {"name": "alternative", "valueCode": "hospice"})
     assert bad.status_code in (400, 409)
+
+
+def _screenings(kind: str, *tasks: dict[str, Any]) -> dict[str, Any]:
+    """A ``kind`` Bundle calling ``POST Task/[id]/$ecm-screen`` on each of ``tasks``."""
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [
+            {
+                "resource": {"resourceType": "Parameters", "parameter": []},
+                "request": {"method": "POST", "url": f"Task/{task['id']}/$ecm-screen"},
+            }
+            for task in tasks
+        ],
+    }
+
+
+def _observations(app: TestClient) -> list[str]:
+    return _ids(app, "Observation?code=ecm-screening&_count=50")
+
+
+def test_a_transaction_screens_many_referrals_together(app: TestClient, acting: Acting) -> None:
+    # the same outcomes as one call each (the two tests above): met on 2024-10-15 for
+    # baseline-coverage-ends-on-asof, not met for baseline-coverage-ended
+    met = _screened_referral(app, acting, "baseline-coverage-ends-on-asof")
+    not_met = _screened_referral(app, acting, "baseline-coverage-ended")
+    acting.as_(PLAN)
+    before = set(_observations(app))
+    answer = ok(app.post("/fhir", json=_screenings("transaction", met, not_met)), 200)
+    assert answer["type"] == "transaction-response"
+    assert [e["response"]["status"] for e in answer["entry"]] == ["200 OK", "200 OK"]
+    outs = [_out(e["resource"]) for e in answer["entry"]]
+    assert [(o["screen"], o["determination"], o["asOf"]) for o in outs] == [
+        ("met", "eligible", "2024-10-15"),
+        ("not-met", "not-eligible", "2024-10-15"),
+    ]
+    assert [o["task"]["reference"] for o in outs] == [f"Task/{met['id']}", f"Task/{not_met['id']}"]
+    stored = [ok(app.get(f"/fhir/Task/{t['id']}")) for t in (met, not_met)]
+    assert [(t["status"], _code(t["businessStatus"])) for t in stored] == [
+        ("requested", "pending"),
+        ("rejected", "not-authorized"),
+    ]
+    assert set(_observations(app)) - before == {o["result"]["reference"].split("/")[1]
+                                                for o in outs}
+    for task, out in zip((met, not_met), outs, strict=True):
+        request = ok(app.get(f"/fhir/{task['focus']['reference']}"))
+        assert {"reference": out["result"]["reference"]} in request["supportingInfo"]
+    # the screen not met tells the member and the referrer, as a call on its own does
+    assert sorted(n["about"][0]["reference"] for n in _notices(app)) == [
+        f"Task/{not_met['id']}"
+    ] * 2
+
+
+def test_a_transaction_of_screenings_is_all_or_nothing(app: TestClient, acting: Acting) -> None:
+    first = _screened_referral(app, acting, "baseline-coverage-ends-on-asof")
+    done = _screened_referral(app, acting, "baseline-coverage-ended")
+    acting.as_(PLAN)
+    ok(_screen(app, done), 200)  # rejected: not screened again
+    before = _observations(app)
+    body = outcome(app.post("/fhir", json=_screenings("transaction", first, done)), 409)
+    assert expressions(body) == ["Bundle.entry[1].Task.businessStatus"]
+    stored = ok(app.get(f"/fhir/Task/{first['id']}"))
+    assert (stored["status"], _code(stored["businessStatus"])) == ("requested", "received")
+    assert _observations(app) == before
+    # bad inputs of one entry refuse the whole Bundle before anything runs
+    bad = _screenings("transaction", first, first)
+    bad["entry"][1]["resource"]["parameter"] = [{"name": "decision", "valueCode": "maybe"}]
+    body = outcome(app.post("/fhir", json=bad), 400)
+    assert expressions(body) == ["Bundle.entry[1].decision"]
+    assert _observations(app) == before
+    # the referrer does not screen (VI.D.6): refused, nothing written
+    acting.as_(CBO)
+    body = outcome(app.post("/fhir", json=_screenings("transaction", first)), 403)
+    assert expressions(body) == ["Bundle.entry[0].Task.businessStatus"]
+    assert _observations(app) == before
+
+
+def test_a_batch_screens_each_referral_on_its_own(app: TestClient, acting: Acting) -> None:
+    first = _screened_referral(app, acting, "baseline-coverage-ends-on-asof")
+    done = _screened_referral(app, acting, "baseline-coverage-ended")
+    acting.as_(PLAN)
+    ok(_screen(app, done), 200)
+    batch = _screenings("batch", done, first)
+    batch["entry"].append(
+        {
+            "resource": {"resourceType": "Parameters", "parameter": [
+                {"name": "decision", "valueCode": "screen-met"}]},
+            "request": {"method": "POST", "url": f"Task/{first['id']}/$ecm-screen"},
+        }
+    )
+    answer = ok(app.post("/fhir", json=batch), 200)
+    assert answer["type"] == "batch-response"
+    statuses = [e["response"]["status"].split()[0] for e in answer["entry"]]
+    assert statuses == ["409", "200", "400"]
+    issues = answer["entry"][2]["response"]["outcome"]["issue"]
+    assert [e for i in issues for e in i["expression"]] == ["Bundle.entry[2].reason"]
+    out = _out(answer["entry"][1]["resource"])
+    assert (out["screen"], out["task"]) == ("met", {"reference": f"Task/{first['id']}"})
+    assert _code(ok(app.get(f"/fhir/Task/{first['id']}"))["businessStatus"]) == "pending"
 
 
 # -- 5. authorization --------------------------------------------------------------------------

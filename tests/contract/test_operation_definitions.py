@@ -216,22 +216,47 @@ def test_a_batch_runs_operations_that_get_may_call(client: TestClient) -> None:
         ("GET", f"Patient/{pid}/$everything?_count=5"),
         ("GET", f"Patient/{pid}/$validate"),
         ("GET", f"Patient/{pid}/$everything?bogus=1"),
-        ("GET", f"Patient/{pid}/$ecm-assign"),  # changes data: POST on its own URL
+        ("GET", f"Patient/{pid}/$ecm-assign"),  # changes data: by POST
         ("POST", f"Patient/{pid}/$validate"),
         ("GET", "Patient/$everything"),
         ("GET", "Patient/never/$everything"),
+        ("PUT", f"Patient/{pid}/$validate"),  # an operation is called by GET or POST
+        ("POST", "$ecm-eligibility"),  # long-running: on its own URL
     )
     answer = client.post("/fhir", json=batch, headers=PARAMETERS)
     assert answer.status_code == 200, answer.text
     entries = answer.json()["entry"]
     statuses = [e["response"]["status"].split()[0] for e in entries]
-    assert statuses == ["200", "200", "400", "405", "405", "404", "404"]
+    assert statuses == ["200", "200", "400", "405", "200", "404", "404", "405", "400"]
+    assert entries[4]["resource"]["resourceType"] == "OperationOutcome"
+    issues = entries[8]["response"]["outcome"]["issue"]
+    assert [e for i in issues for e in i["expression"]] == ["Bundle.entry[8].url"]
     bundle = entries[0]["resource"]
     assert bundle["type"] == "searchset"
     assert [e["resource"]["id"] for e in bundle["entry"]] == [pid]
     assert entries[1]["resource"]["resourceType"] == "OperationOutcome"
     issues = entries[2]["response"]["outcome"]["issue"]
     assert any("bogus" in e for i in issues for e in i.get("expression", [])), issues
+
+
+def test_a_post_entry_passes_its_resource_as_the_operations_input(client: TestClient) -> None:
+    bad = {"resourceType": "Patient", "gender": "bogus"}
+    for kind in ("batch", "transaction"):
+        entries = [
+            {"resource": bad, "request": {"method": "POST", "url": "Patient/$validate"}},
+            {
+                "resource": {"resourceType": "Parameters",
+                             "parameter": [{"name": "resource", "resource": patient("V")}]},
+                "request": {"method": "POST", "url": "Patient/$validate"},
+            },
+        ]
+        bundle = {"resourceType": "Bundle", "type": kind, "entry": entries}
+        answer = client.post("/fhir", json=bundle, headers=PARAMETERS)
+        assert answer.status_code == 200, answer.text
+        first, second = (e["resource"] for e in answer.json()["entry"])
+        assert any(i["severity"] == "error" and "Patient.gender" in i.get("expression", [])
+                   for i in first["issue"]), first
+        assert not any(i["severity"] == "error" for i in second["issue"]), second
 
 
 def test_a_transaction_runs_a_read_only_operation_with_its_writes(client: TestClient) -> None:
