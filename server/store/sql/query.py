@@ -717,9 +717,14 @@ class Compiler:
             return _TRUE
         labelled = _or(_labelled(f"{alias}.labels", label) for label in clause.sensitive)
         part2 = self._roi(clause, member, ("roi-part2",), (clause.organization,))
-        # most rows carry no label at all: decided before the label patterns are tried
-        unlabelled: Frag = (f"{alias}.labels = ''", ())
-        return _or([unlabelled, (f"NOT ({labelled[0]})", labelled[1]), part2])
+        # a CASE, so that each test runs only when the one before it did not decide (SQLite
+        # evaluates both sides of an OR computed as a value, as inside a CASE): most rows
+        # carry no label at all, and only a labelled one probes the member's permits
+        return (
+            f"(CASE WHEN {alias}.labels = '' THEN TRUE WHEN NOT ({labelled[0]}) THEN TRUE"
+            f" ELSE {part2[0]} END)",
+            (*labelled[1], *part2[1]),
+        )
 
     def _released(self, clause: GrantClause, member: str) -> Frag:
         """The member's release of information lets the clause's organisation have its
@@ -893,7 +898,15 @@ class Compiler:
             alternatives.append(
                 _and([_in(f"{alias}.rtype", types), (f"{member} IN ({members})", condition[1])])
             )
-        return _and([_or(alternatives), self._part2(clause, member, alias)])
+        released = _or(alternatives)
+        part2 = self._part2(clause, member, alias)
+        if part2 is _TRUE:
+            return released
+        # (a CASE: the Part 2 test only for a row whose member is released, see ``_part2``)
+        return (
+            f"(CASE WHEN {released[0]} THEN {part2[0]} ELSE FALSE END)",
+            (*released[1], *part2[1]),
+        )
 
     def _emergency(self, clause: GrantClause, alias: str, types: Types) -> Frag:
         """Break the glass: the resource belongs to any member (its compartment parameters
