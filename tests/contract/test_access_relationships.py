@@ -704,3 +704,72 @@ def test_break_the_glass_reaches_any_member_but_no_deny_or_part2_data(
     assert app.get("/fhir/Patient/m2").status_code == 404
     assert _keys(all_pages(app, "/fhir/Condition?_total=accurate")) == {
         "Condition/c1", "Condition/c3"}
+
+
+def _bulk(id: str, member: str, code: tuple[str, str] | None = None) -> dict[str, Any]:
+    """A Condition of ``member`` carrying the identifier every bulk search asks for."""
+    resource = {**_condition(id, member), "identifier": [{"system": "urn:bulk", "value": "b"}]}
+    if code is not None:
+        resource["code"] = {"coding": [{"system": code[0], "code": code[1]}]}
+    return resource
+
+
+def _bulk_search(app: TestClient) -> tuple[int, set[str]]:
+    """The bulk search's total and every page's entries (pages of 10)."""
+    total = app.get("/fhir/Condition?identifier=urn:bulk|b&_total=accurate&_count=10").json()
+    keys = _keys(all_pages(app, "/fhir/Condition?identifier=urn:bulk|b&_count=10"))
+    return int(total["total"]), keys
+
+
+def test_a_search_testing_many_candidates_applies_relationships_and_releases(
+    app: TestClient, who: Acting
+) -> None:
+    """A search whose clause matches more resources than the organisation has grant rows
+    tests them against the organisation's released members, gathered once: the same
+    answers, totals and pages as the rule resource by resource, Part 2 labels and denies
+    included."""
+    icd = "http://hl7.org/fhir/sid/icd-10-cm"
+    who.as_(LOCAL)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"Condition/{r['id']}"}}
+            for r in (
+                *(_bulk(f"b{m}-{n}", m) for m in ("m1", "m2", "m3") for n in range(20)),
+                *(_bulk(f"bsud{n}", "m1", (icd, "F11.20")) for n in range(5)),
+                # more of m1's Conditions than the search's clause matches: the clause drives
+                *(_condition(f"x{n}", "m1") for n in range(80)),
+            )
+        ],
+    }
+    assert app.post("/fhir", json=bundle).status_code == 200
+    m1 = {f"Condition/bm1-{n}" for n in range(20)}
+    m2 = {f"Condition/bm2-{n}" for n in range(20)}
+    sud = {f"Condition/bsud{n}" for n in range(5)}
+    who.as_(acting_for("ecm"))  # m1 by its EpisodeOfCare; no Part 2 permit
+    assert _bulk_search(app) == (20, m1)
+    who.as_(acting_for("plan"))  # m1 and m2 by their Coverages
+    assert _bulk_search(app) == (40, m1 | m2)
+    who.as_(acting_for("cbo"))  # a referral reaches no Condition
+    assert _bulk_search(app) == (0, set())
+    part2 = {"securityLabel": [{"system": PART2_LABEL.split("|")[0], "code": "42CFRPart2"}]}
+    who.as_(LOCAL)
+    assert put(app, _roi("p2-ecm", "m1", "permit", "ecm", **part2)).status_code == 201
+    who.as_(acting_for("ecm"))
+    assert _bulk_search(app) == (25, m1 | sud)
+    who.as_(acting_for("plan"))  # the permit names the provider, not the plan
+    assert _bulk_search(app) == (40, m1 | m2)
+    who.as_(LOCAL)
+    assert put(app, _roi("deny-ecm", "m1", "deny", "ecm")).status_code == 201
+    who.as_(acting_for("ecm"))
+    assert _bulk_search(app) == (0, set())
+    who.as_(LOCAL)
+    assert put(app, _roi("deny-all", "m2", "deny")).status_code == 201
+    who.as_(acting_for("plan"))
+    assert _bulk_search(app) == (20, m1)
+    who.as_(LOCAL)  # the provider's relationship ends: its deny no longer matters either
+    assert app.delete("/fhir/Consent/deny-ecm").status_code in (200, 204)
+    assert put(app, _episode("eoc1", "m1", "ecm", "finished")).status_code == 200
+    who.as_(acting_for("ecm"))
+    assert _bulk_search(app) == (0, set())

@@ -559,6 +559,13 @@ class SQLiteDialect:
         self._local = threading.local()
 
 
+# Every session without JIT compilation: a narrowed search's statement (grant, consent and
+# label probes) can be estimated costly enough to cross ``jit_above_cost`` when the statistics
+# of ``access_grant`` lag a rebuild, and compiling it took seconds where running it takes
+# milliseconds (bench/RESULTS.md); the server's statements are short OLTP reads and writes.
+_SESSION_OPTIONS = "-c jit=off"
+
+
 class PostgresDialect:
     """psycopg 3 with a connection pool; named locks are transaction-scoped advisory locks."""
 
@@ -589,7 +596,7 @@ class PostgresDialect:
                 max_size=pool_size,
                 open=True,
                 timeout=10,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, "options": _SESSION_OPTIONS},
                 name="calaim-fhir",
             )
             self.pool.wait(timeout=10)
@@ -740,7 +747,7 @@ class PostgresDialect:
 
     def _connect(self) -> Any:
         with self.errors():
-            raw = self._psycopg.connect(self._url, autocommit=True)
+            raw = self._psycopg.connect(self._url, autocommit=True, options=_SESSION_OPTIONS)
         self._writers.append(raw)
         return raw
 

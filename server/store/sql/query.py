@@ -572,12 +572,21 @@ class Compiler:
     the index of a correlated probe (SQLite's ``INDEXED BY``)."""
 
     def __init__(
-        self, collate: str = "", *, pin: bool = False, prefix: str = "", estimating: bool = False
+        self,
+        collate: str = "",
+        *,
+        pin: bool = False,
+        prefix: str = "",
+        estimating: bool = False,
+        members_first: bool = False,
     ) -> None:
         self.collate = collate
         self.pin = pin
         self.prefix = prefix
         self.estimating = estimating  # key sources only to be counted by a plan's probe
+        # grant clauses test a row's member against the organisation's released members,
+        # gathered once per statement (``_one_owner``): for statements testing many rows
+        self.members_first = members_first
         self._count = 0
 
     def alias(self, stem: str) -> str:
@@ -652,7 +661,7 @@ class Compiler:
         if isinstance(clause, ReferencedClause):
             return self._referenced(clause, alias, types)
         if isinstance(clause, GrantClause):
-            return _granted(clause, alias, types, self.pin)
+            return _granted(clause, alias, types, self.pin, self.members_first)
         if isinstance(clause, OwnerClause):
             return self._owned(clause, alias)
         if isinstance(clause, LabelClause):
@@ -699,6 +708,28 @@ class Compiler:
         """The member's release of information lets the clause's organisation have the
         resource row ``alias``: no deny; a covered entity or a permit; for a sensitive
         resource, a Part 2 permit naming the organisation."""
+        return _and([self._released(clause, member), self._part2(clause, member, alias)])
+
+    def _part2(self, clause: GrantClause, member: str, alias: str) -> Frag:
+        """The resource row ``alias`` carries no sensitive label, or the member has a live
+        Part 2 permit naming the clause's organisation."""
+        if not clause.consent or not clause.sensitive:
+            return _TRUE
+        labelled = _or(_labelled(f"{alias}.labels", label) for label in clause.sensitive)
+        part2 = self._roi(clause, member, ("roi-part2",), (clause.organization,))
+        # a CASE, so that each test runs only when the one before it did not decide (SQLite
+        # evaluates both sides of an OR computed as a value, as inside a CASE): most rows
+        # carry no label at all, and only a labelled one probes the member's permits
+        return (
+            f"(CASE WHEN {alias}.labels = '' THEN TRUE WHEN NOT ({labelled[0]}) THEN TRUE"
+            f" ELSE {part2[0]} END)",
+            (*labelled[1], *part2[1]),
+        )
+
+    def _released(self, clause: GrantClause, member: str) -> Frag:
+        """The member's release of information lets the clause's organisation have its
+        data: no deny of it or of everyone; it is a covered entity or a permit names it or
+        everyone."""
         if not clause.consent:
             return _TRUE
         org, everyone = clause.organization, "*"
@@ -720,10 +751,6 @@ class Compiler:
             parts.append(_or([(f"EXISTS ({probe})", covered[1]), permit]))
         else:
             parts.append(permit)
-        if clause.sensitive:
-            labelled = _or(_labelled(f"{alias}.labels", label) for label in clause.sensitive)
-            part2 = self._roi(clause, member, ("roi-part2",), (org,))
-            parts.append(_or([(f"NOT ({labelled[0]})", labelled[1]), part2]))
         return _and(parts)
 
     def _grant_row(
@@ -821,20 +848,64 @@ class Compiler:
             for type, _, kinds in reach
         )
         all_kinds = sorted({k for _, _, kinds in reach for k in kinds})
-        condition = _and(
-            [
-                (f"{g}.member = substr({owners}, 9) AND {g}.scope_type = ''", ()),
-                self._live(g, clause, all_kinds),
-                by_type,
-                self._consented(clause, f"{g}.member", alias),
-            ]
-        )
-        grants = self.pinned("access_grant", g, "member")
-        probe = f"SELECT 1 FROM {grants} WHERE {condition[0]}"
+        if self.members_first:
+            test = self._released_member(clause, reach, alias, f"substr({owners}, 9)")
+        else:
+            condition = _and(
+                [
+                    (f"{g}.member = substr({owners}, 9) AND {g}.scope_type = ''", ()),
+                    self._live(g, clause, all_kinds),
+                    by_type,
+                    self._consented(clause, f"{g}.member", alias),
+                ]
+            )
+            grants = self.pinned("access_grant", g, "member")
+            test = f"EXISTS ({self.fenced(f'SELECT 1 FROM {grants} WHERE {condition[0]}')})", (
+                condition[1]
+            )
         return (
             f"(CASE WHEN substr({owners}, 1, 8) = 'Patient/' AND {newline} = 0"
-            f" THEN EXISTS ({self.fenced(probe)}) ELSE {through[0]} END)",
-            (*condition[1], *through[1]),
+            f" THEN {test[0]} ELSE {through[0]} END)",
+            (*test[1], *through[1]),
+        )
+
+    def _released_member(
+        self,
+        clause: GrantClause,
+        reach: Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]],
+        alias: str,
+        member: str,
+    ) -> Frag:
+        """The resource row ``alias``'s one member (``member``) is among the organisation's
+        members by a live grant row of a kind that reads its type and their release of
+        information, a list gathered once per statement (an uncorrelated ``IN``: SQLite
+        builds it on first use), and the row's labels pass the member's Part 2 permits."""
+        by_kinds: dict[tuple[str, ...], list[str]] = {}
+        for type, _, kinds in reach:
+            by_kinds.setdefault(tuple(sorted(kinds)), []).append(type)
+        alternatives: list[Frag] = []
+        for kinds, types in by_kinds.items():
+            g = self.alias("g")
+            condition = _and(
+                [
+                    (f"{g}.scope_type = ''", ()),
+                    self._live(g, clause, kinds),
+                    self._released(clause, f"{g}.member"),
+                ]
+            )
+            grants = self.pinned("access_grant", g, "member")
+            members = f"SELECT {g}.member FROM {grants} WHERE {condition[0]}"
+            alternatives.append(
+                _and([_in(f"{alias}.rtype", types), (f"{member} IN ({members})", condition[1])])
+            )
+        released = _or(alternatives)
+        part2 = self._part2(clause, member, alias)
+        if part2 is _TRUE:
+            return released
+        # (a CASE: the Part 2 test only for a row whose member is released, see ``_part2``)
+        return (
+            f"(CASE WHEN {released[0]} THEN {part2[0]} ELSE FALSE END)",
+            (*released[1], *part2[1]),
         )
 
     def _emergency(self, clause: GrantClause, alias: str, types: Types) -> Frag:
@@ -1080,7 +1151,7 @@ class Compiler:
         if isinstance(clause, OwnerClause):
             return self._owned_keys(clause, types)
         if isinstance(clause, GrantClause):
-            return self._granted_keys(clause, types)
+            return _granted_keys(clause, types, self.pin, self.estimating)
         if isinstance(clause, AllClause):
             return self._all_keys(clause, types)
         return None
@@ -1413,30 +1484,62 @@ class Plan:
         self._choose(probe, walkable)
 
     def _choose(self, probe: Probe | None, walkable: bool) -> None:
-        candidates: list[tuple[int, int, Frag]] = []
+        # in order of preference; a clause's key source is compiled only when it is reached
+        # (a small clause ends the probing before the costlier ones are even written)
+        order = sorted(
+            range(len(self.criteria.clauses)),
+            key=lambda n: (_preference(self.criteria.clauses[n]), n),
+        )
         estimator = Compiler(pin=self.compiler.pin, estimating=probe is not None)
-        for n, clause in enumerate(self.criteria.clauses):
-            keys = estimator.keys(clause, self.types)
-            if keys is not None:
-                candidates.append((_preference(clause), n, keys))
-        if not candidates:
-            return
-        candidates.sort(key=lambda c: (c[0], c[1]))
-        if probe is None:
-            self.driver = candidates[0][1]
-            return
         best: tuple[int, int] | None = None  # (estimate, clause number)
-        for _, n, (text, args) in candidates:
-            estimate = probe(f"SELECT COUNT(*) FROM ({text} LIMIT {PROBE_LIMIT}) p", args)
+        for n in order:
+            keys = estimator.keys(self.criteria.clauses[n], self.types)
+            if keys is None:
+                continue
+            if probe is None:
+                self.driver = n
+                return
+            # a clause is only of interest if it is narrower than the best so far: its probe
+            # reads no more entries than that
+            limit = PROBE_LIMIT if best is None else min(PROBE_LIMIT, best[0])
+            estimate = probe(f"SELECT COUNT(*) FROM ({keys[0]} LIMIT {limit}) p", keys[1])
             if best is None or estimate < best[0]:
                 best = (estimate, n)
             if estimate < PROBE_ENOUGH:
                 break
-        assert best is not None
+        if best is None:
+            return
         self.narrowest = best[0]
         if best[0] >= PROBE_LIMIT and walkable:
             return  # broad: walk the type in its order, stop at the page's end
         self.driver = best[1]
+        assert probe is not None  # (a plan without probes chose its driver above)
+        self.compiler.members_first = self._members_first(probe)
+
+    def _members_first(self, probe: Probe) -> bool:
+        """Whether the grant clauses the driver's candidates are tested on should gather
+        their organisation's released members once (``Compiler.members_first``) instead of
+        probing each candidate's grant rows: on SQLite, when the organisation holds fewer
+        grant rows than there are candidates (one bounded probe per organisation)."""
+        grants = [
+            c
+            for n, c in enumerate(self.criteria.clauses)
+            if n != self.driver and isinstance(c, GrantClause) and not c.emergency
+        ]
+        candidates = self.narrowest
+        if not grants or not self.compiler.pin or candidates is None:
+            return False
+        if candidates < PROBE_ENOUGH:
+            return False
+        for org in sorted({c.organization for c in grants}):
+            held = probe(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM access_grant INDEXED BY access_grant_member"
+                f" WHERE organization = ? LIMIT {min(candidates, PROBE_LIMIT)}) p",
+                (org,),
+            )
+            if held >= candidates:
+                return False
+        return True
 
     def condition(self, alias: str = "r") -> Frag:
         """The WHERE condition (without the keyword) on the rows of ``resource`` ``alias``."""
@@ -1489,11 +1592,22 @@ def compartment_params(type: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=1024)
-def _granted(clause: GrantClause, alias: str, types: Types, pin: bool) -> Frag:
+def _granted(
+    clause: GrantClause, alias: str, types: Types, pin: bool, members_first: bool = False
+) -> Frag:
     """A grant clause as a test of the resource row ``alias``, compiled once per clause (its
     time is set to the second), alias and types: the longest fragment of a narrowed
     statement. Its own aliases (``z…``) never meet those of the statement around it."""
-    return Compiler(pin=pin, prefix="z")._granted(clause, alias, types)
+    return Compiler(pin=pin, prefix="z", members_first=members_first)._granted(
+        clause, alias, types
+    )
+
+
+@lru_cache(maxsize=1024)
+def _granted_keys(clause: GrantClause, types: Types, pin: bool, estimating: bool) -> Frag | None:
+    """A grant clause's key source, compiled once per clause (its time is set to the second)
+    and types, like ``_granted``; its own aliases (``y…``) never meet those around it."""
+    return Compiler(pin=pin, prefix="y", estimating=estimating)._granted_keys(clause, types)
 
 
 def _pins(collate: str) -> bool:
