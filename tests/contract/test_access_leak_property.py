@@ -30,6 +30,7 @@ from server.fhir.instant import format_instant, now_us
 from server.operations.call import Call
 from server.search.parse import parse_criteria
 from server.search.query import SearchQuery
+from server.store.sql import query
 from tests.support import (
     FHIR_JSON,
     Acting,
@@ -549,6 +550,25 @@ def leak_app(database_url: str) -> Iterator[tuple[TestClient, Acting, str]]:
 def test_no_request_reaches_outside_the_callers_rights(
     leak_app: tuple[TestClient, Acting, str],
 ) -> None:
+    _judge_generated_models(leak_app)
+
+
+def test_no_request_reaches_outside_the_callers_rights_with_every_plan_probed(
+    leak_app: tuple[TestClient, Acting, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with the planner's size shortcuts off, so the generated scenes (a few dozen
+    rows) take the paths of large stores: every narrowed search probes its clauses, and on
+    SQLite every grant clause it can tests its candidates against the organisation's
+    released members gathered once (decision 0025), as if the organisation held few grants."""
+    monkeypatch.setattr(query, "PROBE_ENOUGH", 1)
+    members_first = query.Plan._members_first
+    monkeypatch.setattr(
+        query.Plan, "_members_first", lambda plan, probe: members_first(plan, lambda *_: 0)
+    )
+    _judge_generated_models(leak_app)
+
+
+def _judge_generated_models(leak_app: tuple[TestClient, Acting, str]) -> None:
     client, who, database_url = leak_app
 
     @settings(
