@@ -70,6 +70,7 @@ class Receiver:
         self.refused = 0
         self.posts = 0
         self.entries = 0  # notification-events received (first arrivals and re-sends)
+        self.cpu = 0.0  # seconds of CPU in the request handlers (the receiver's own work)
 
     def handle(self, body: bytes) -> int:
         if self.down:
@@ -102,10 +103,14 @@ def start_receiver(rec: Receiver) -> tuple[ThreadingHTTPServer, str]:
         protocol_version = "HTTP/1.1"  # keeps connections open, as a real receiver would
 
         def do_POST(self) -> None:  # noqa: N802
+            started = time.thread_time()
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             self.send_response(rec.handle(body))
             self.send_header("Content-Length", "0")
             self.end_headers()
+            used = time.thread_time() - started
+            with rec.lock:
+                rec.cpu += used
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -436,15 +441,17 @@ def _first_arrivals_ordered(numbers: list[int]) -> bool:
 
 
 def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
-               tag: str, delivery: str | None = None) -> tuple[float, float, float]:
+               tag: str, delivery: str | None = None) -> tuple[float, float, float, float]:
     """Writes per second, the serving process's CPU milliseconds per write (its delivery
-    work included) and its delivery child's, for ``subs`` matching subscriptions."""
+    work included), its delivery child's and the receiver's (parsing each notification and
+    checking its numbers; it runs in this process, on the same cores), for ``subs``
+    matching subscriptions."""
     with fresh_database(args, folder, f"tp-{tag}-{subs}-{run}") as url:
         return _throughput(args, folder, subs, run, checkout, tag, delivery, url)
 
 
 def _throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
-                tag: str, delivery: str | None, url: str) -> tuple[float, float, float]:
+                tag: str, delivery: str | None, url: str) -> tuple[float, float, float, float]:
     rec = Receiver()
     http_server, endpoint = start_receiver(rec)
     server = Server(url, folder / f"tp-{tag}-{subs}-{run}.log", checkout, delivery)
@@ -479,7 +486,8 @@ def _throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, che
         child_cpu = children_cpu_seconds(server.proc.pid) - child_cpu
         print(f"  {tag} subs={subs}: {rec.entries} event entries, {rec.posts} POSTs, "
               f"all out {drained:.1f} s after the last write", flush=True)
-        return written / wall, 1000 * cpu / written, 1000 * child_cpu / written
+        receiver = 1000 * rec.cpu / written
+        return written / wall, 1000 * cpu / written, 1000 * child_cpu / written, receiver
     finally:
         server.stop()
         http_server.shutdown()
@@ -530,7 +538,7 @@ def main() -> None:
                 out[f"load_after_soak {tag}"] = os.getloadavg()
                 print(json.dumps(out, indent=1), flush=True)
         if not args.skip_throughput:
-            runs: dict[str, list[tuple[float, float, float]]] = {}
+            runs: dict[str, list[tuple[float, float, float, float]]] = {}
             for r in range(args.rounds):
                 order = list(zip(checkouts, tags, deliveries, strict=True))
                 if r % 2:
@@ -541,9 +549,10 @@ def main() -> None:
                         runs.setdefault(key, []).append(
                             throughput(args, folder, subs, r, checkout, tag, mode)
                         )
-                        rate, cpu, child = runs[key][-1]
+                        rate, cpu, child, receiver = runs[key][-1]
                         print(f"throughput {key} round={r}: {rate:.1f}/s, server CPU "
                               f"{cpu:.2f} + delivery process {child:.2f} ms/write, "
+                              f"receiver {receiver:.2f} ms/write, "
                               f"load {os.getloadavg()[0]:.1f}", flush=True)
             out["throughput"] = runs
             for tag in tags:
@@ -556,6 +565,9 @@ def main() -> None:
                 da, db = statistics.median(x[2] for x in a), statistics.median(x[2] for x in b)
                 out[f"{tag} delivery_process_cpu_ms_per_write_median none/100"] = [
                     round(da, 2), round(db, 2)]
+                ea, eb = statistics.median(x[3] for x in a), statistics.median(x[3] for x in b)
+                out[f"{tag} receiver_cpu_ms_per_write_median none/100"] = [
+                    round(ea, 2), round(eb, 2)]
         out["load_after"] = os.getloadavg()
     print(json.dumps(out, indent=1), flush=True)
 

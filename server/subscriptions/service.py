@@ -342,18 +342,24 @@ class SubscriptionService:
             self._store.lease_many, ids, self._me, now, self._lease_until(now)
         )
         round = _Round(self, now)
-        for id in leased:
-            self._start(id, heartbeat=False, leased=True, round=round)
+        # the round's store reads in one thread hop, not one per subscription
+        for found in await asyncio.to_thread(self._load_many, leased):
+            self._start(found.id, heartbeat=False, leased=True, round=round, loaded=found)
 
     def _lease_until(self, now: int) -> int:
         lease = 2 * self._settings.subscription_timeout_seconds + LEASE_SLACK_SECONDS
         return now + int(lease * 1_000_000)
 
     def _start(
-        self, id: str, heartbeat: bool, leased: bool = False, round: _Round | None = None
+        self,
+        id: str,
+        heartbeat: bool,
+        leased: bool = False,
+        round: _Round | None = None,
+        loaded: _Loaded | None = None,
     ) -> None:
         round = round or _Round(self, self._clock.now())
-        task = asyncio.create_task(self._deliver(id, heartbeat, leased, round))
+        task = asyncio.create_task(self._deliver(id, heartbeat, leased, round, loaded))
         self._inflight[id] = task
         task.add_done_callback(self._done(id))
 
@@ -395,17 +401,22 @@ class SubscriptionService:
         while self._inflight:
             await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
 
-    async def _deliver(self, id: str, heartbeat: bool, leased: bool, round: _Round) -> None:
+    async def _deliver(
+        self, id: str, heartbeat: bool, leased: bool, round: _Round, loaded: _Loaded | None
+    ) -> None:
         try:
-            await self._deliver_one(id, heartbeat, leased, round)
+            await self._deliver_one(id, heartbeat, leased, round, loaded)
         except Exception:  # noqa: BLE001 - a delivery task must never die silently
             logger.exception("subscriptions: delivery of Subscription/%s failed", id)
 
-    async def _deliver_one(self, id: str, heartbeat: bool, leased: bool, round: _Round) -> None:
-        """Under the lease (taken here unless ``leased``): send, then record the outcome,
-        which also releases the lease (released on its own when nothing was sent). A backlog
-        drains at once, not one batch per round: after a full batch the outcome keeps the
-        lease and the next batch follows."""
+    async def _deliver_one(
+        self, id: str, heartbeat: bool, leased: bool, round: _Round, loaded: _Loaded | None
+    ) -> None:
+        """Under the lease (taken here unless ``leased``): send (what ``loaded`` read for the
+        first send, when the round read it), then record the outcome, which also releases the
+        lease (released on its own when nothing was sent). A backlog drains at once, not one
+        batch per round: after a full batch the outcome keeps the lease and the next batch
+        follows."""
         now = self._clock.now()
         if not leased and not await asyncio.to_thread(
             self._store.lease, id, self._me, now, self._lease_until(now)
@@ -413,7 +424,7 @@ class SubscriptionService:
             return
         recorded = False
         try:
-            outcome = await self._send(id, now, round, heartbeat)
+            outcome = await self._send(id, now, round, heartbeat, loaded)
             while outcome is not None:
                 kept = await self._recorder.record(outcome)
                 recorded = True
@@ -431,10 +442,16 @@ class SubscriptionService:
                 await asyncio.to_thread(self._store.release, id, self._me)
 
     async def _send(
-        self, id: str, now: int, round: _Round, heartbeat: bool = False
+        self,
+        id: str,
+        now: int,
+        round: _Round,
+        heartbeat: bool = False,
+        loaded: _Loaded | None = None,
     ) -> Outcome | None:
-        """Send what is due; the outcome to record (None: nothing was sent)."""
-        found = await asyncio.to_thread(self._load, id, heartbeat)
+        """Send what is due (read now, unless ``loaded``); the outcome to record (None:
+        nothing was sent)."""
+        found = await asyncio.to_thread(self._load, id, heartbeat) if loaded is None else loaded
         state, current = found.state, found.current
         if state is None or state.status not in ("requested", "active"):
             return None
@@ -480,6 +497,10 @@ class SubscriptionService:
             )
         return self._failure(state, error, done)
 
+    def _load_many(self, ids: Sequence[str]) -> list[_Loaded]:
+        """``_load`` of a round's subscriptions, in one go (blocking)."""
+        return [self._load(id, heartbeat=False) for id in ids]
+
     def _load(self, id: str, heartbeat: bool) -> _Loaded:
         """What one send reads from the store, read together (one thread hop): the state,
         the current Subscription and its spec, the events after the acknowledged cursor
@@ -487,7 +508,7 @@ class SubscriptionService:
         one succeeds the backlog follows at once), and for a rest-hook with something to
         send its header values and signing key."""
         state, current = self._current(id)
-        found = _Loaded(state, current)
+        found = _Loaded(id, state, current)
         if state is None or state.status not in ("requested", "active"):
             return found
         if current is None or current.body is None:
@@ -674,6 +695,7 @@ class SubscriptionService:
 class _Loaded:
     """What one send read from the store (``SubscriptionService._load``)."""
 
+    id: str
     state: State | None
     current: Version | None
     resource: dict[str, Any] | None = None
