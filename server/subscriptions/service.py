@@ -84,6 +84,7 @@ FIRST_RETRY_SECONDS = 0.25
 PROBE_COUNT = 1  # events in an attempt while the endpoint is failing
 LEASE_SLACK_SECONDS = 5
 DELIVERY_TICK_US = 250_000  # at most four delivery rounds a second per process
+RECORD_GATHER_SECONDS = 0.05  # outcomes ending this close together share one commit
 Owners = Callable[[State], Principal | None]
 SIGNATURE_HEADER = "X-Calaim-Signature"
 
@@ -742,15 +743,20 @@ class _Round:
         """``numbered`` as the owner may see them: each version read through the door once
         per round and owner, however many of the owner's subscriptions carry it."""
         owner = _owner_key(state)
-        missing = [e for e in numbered if (owner, *_event_key(e)) not in self._seen]
+        keys = [(owner, e.type, e.id, e.version) for e in numbered]
+        missing = [e for e, key in zip(numbered, keys, strict=True) if key not in self._seen]
         if missing:
             reading = asyncio.ensure_future(self._visible(principal, missing))
             for e in missing:
                 self._seen[(owner, *_event_key(e))] = reading
         out = []
-        for e in numbered:
-            visible = await self._seen[(owner, *_event_key(e))]
-            out.append(Seen(e, visible[_event_key(e)]))
+        read: dict[int, dict[Any, Version | None]] = {}  # each reading awaited once
+        for e, key in zip(numbered, keys, strict=True):
+            future = self._seen[key]
+            visible = read.get(id(future))
+            if visible is None:
+                visible = read[id(future)] = await future
+            out.append(Seen(e, visible[key[1:]]))
         return out
 
     async def _visible(
@@ -770,7 +776,9 @@ def _event_key(e: Numbered) -> tuple[str, str, int]:
 
 class _Recorder:
     """The outcomes of this process's deliveries, written together: the deliveries that end
-    while one write runs share the next (one commit per burst, not one per subscription)."""
+    within ``RECORD_GATHER_SECONDS`` of the first, or while one write runs, share one commit
+    (a few per round, not one per subscription: each is a write transaction the serving
+    process's writes would wait for on SQLite)."""
 
     def __init__(self, store: Subscriptions) -> None:
         self._store = store
@@ -786,6 +794,7 @@ class _Recorder:
         return await future
 
     async def _write(self) -> None:
+        await asyncio.sleep(RECORD_GATHER_SECONDS)
         while self._pending:
             batch, self._pending = self._pending, []
             try:
