@@ -84,7 +84,7 @@ FIRST_RETRY_SECONDS = 0.25
 PROBE_COUNT = 1  # events in an attempt while the endpoint is failing
 LEASE_SLACK_SECONDS = 5
 DELIVERY_TICK_US = 250_000  # at most four delivery rounds a second per process
-RECORD_GATHER_SECONDS = 0.05  # outcomes ending this close together share one commit
+RECORD_GATHER_SECONDS = 0.05  # the longest a delivery's outcome waits for others to share a commit
 Owners = Callable[[State], Principal | None]
 SIGNATURE_HEADER = "X-Calaim-Signature"
 
@@ -146,7 +146,7 @@ class SubscriptionService:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._spec_cache: dict[str, tuple[int, Spec | None]] = {}
         self._delivery_specs: dict[str, tuple[int, Spec]] = {}
-        self._recorder = _Recorder(repo.subscriptions)
+        self._recorder = _Recorder(repo.subscriptions, lambda: len(self._inflight))
         self._wake = asyncio.Event()
 
     # -- who the subscriber is, as of now ---------------------------------------------------
@@ -775,26 +775,35 @@ def _event_key(e: Numbered) -> tuple[str, str, int]:
 
 
 class _Recorder:
-    """The outcomes of this process's deliveries, written together: the deliveries that end
-    within ``RECORD_GATHER_SECONDS`` of the first, or while one write runs, share one commit
-    (a few per round, not one per subscription: each is a write transaction the serving
-    process's writes would wait for on SQLite)."""
+    """The outcomes of this process's deliveries, written together: a write waits up to
+    ``RECORD_GATHER_SECONDS`` for the other deliveries in flight (``inflight``) to end, and the
+    outcomes that come while it runs share the next one: a few commits per round, not one per
+    subscription (on SQLite each is a write transaction the serving process's writes wait
+    for). A delivery alone in flight is recorded at once."""
 
-    def __init__(self, store: Subscriptions) -> None:
+    def __init__(self, store: Subscriptions, inflight: Callable[[], int]) -> None:
         self._store = store
+        self._inflight = inflight
         self._pending: list[tuple[Outcome, asyncio.Future[bool]]] = []
         self._writing: asyncio.Task[None] | None = None
+        self._more = asyncio.Event()
 
     async def record(self, outcome: Outcome) -> bool:
         """Record ``outcome``; whether the lease was still ours (the outcome counted)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((outcome, future))
+        self._more.set()
         if self._writing is None or self._writing.done():
             self._writing = asyncio.create_task(self._write())
         return await future
 
     async def _write(self) -> None:
-        await asyncio.sleep(RECORD_GATHER_SECONDS)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECORD_GATHER_SECONDS
+        while len(self._pending) < self._inflight() and loop.time() < deadline:
+            self._more.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._more.wait(), deadline - loop.time())
         while self._pending:
             batch, self._pending = self._pending, []
             try:
