@@ -164,26 +164,17 @@ def test_an_answer_over_the_cap_or_too_late_is_an_error() -> None:
     def silent(conn: Any, request: bytes) -> bool:
         return True  # never answers
 
+    async def refused(outbound: Outbound, port: int, reason: str) -> None:
+        try:
+            with pytest.raises(OutboundError, match=reason):
+                await outbound.request("POST", f"http://127.0.0.1:{port}/", content=b"{}")
+        finally:
+            await outbound.aclose()
+
     with raw_receiver(large) as (port, _):
-        outbound = Outbound(allow_http_loopback=True, keep_alive=True, max_bytes=1024)
-
-        async def too_large() -> None:
-            try:
-                with pytest.raises(OutboundError, match="larger than 1024"):
-                    await outbound.request("POST", f"http://127.0.0.1:{port}/", content=b"{}")
-            finally:
-                await outbound.aclose()
-
-        asyncio.run(too_large())
+        capped = Outbound(allow_http_loopback=True, keep_alive=True, max_bytes=1024)
+        asyncio.run(refused(capped, port, "larger than 1024"))
     with raw_receiver(silent) as (port, requests):
-        outbound = Outbound(allow_http_loopback=True, keep_alive=True, read_timeout=0.3)
-
-        async def too_late() -> None:
-            try:
-                with pytest.raises(OutboundError, match="timed out"):
-                    await outbound.request("POST", f"http://127.0.0.1:{port}/", content=b"{}")
-            finally:
-                await outbound.aclose()
-
-        asyncio.run(too_late())
+        slow = Outbound(allow_http_loopback=True, keep_alive=True, read_timeout=0.3)
+        asyncio.run(refused(slow, port, "timed out"))
         assert len(requests) == 1  # a timeout is not re-sent on another connection
