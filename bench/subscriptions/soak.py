@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -450,10 +451,68 @@ def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, chec
         return _throughput(args, folder, subs, run, checkout, tag, delivery, url)
 
 
-def _throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
-                tag: str, delivery: str | None, url: str) -> tuple[float, float, float, float]:
+class ReceiverProcess:
+    """The throughput mode's receiver in a process of its own (``--receiver process``): it
+    parses and checks every notification as the in-process one does, without taking the
+    writer threads' interpreter lock; its CPU is the process's."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._entries = ctx.Value("q", 0)
+        self._posts = ctx.Value("q", 0)
+        self._stop = ctx.Event()
+        self._out: Any = ctx.Queue()
+        self.proc = ctx.Process(target=_receiver_main, daemon=True,
+                                args=(self._entries, self._posts, self._stop, self._out))
+        self.proc.start()
+        self.endpoint: str = self._out.get(timeout=60)
+        self.summary: dict[str, Any] = {}
+
+    @property
+    def entries(self) -> int:
+        return int(self._entries.value)
+
+    @property
+    def posts(self) -> int:
+        return int(self._posts.value)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(int(self.proc.pid or 0))
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.summary = self._out.get(timeout=60)
+        self.proc.join(10)
+
+
+def _receiver_main(entries: Any, posts: Any, stop: Any, out: Any) -> None:
     rec = Receiver()
     http_server, endpoint = start_receiver(rec)
+    out.put(endpoint)
+    while not stop.wait(0.05):
+        entries.value, posts.value = rec.entries, rec.posts
+    http_server.shutdown()
+    with rec.lock:
+        out.put({"numbers_ok": numbers_ok(rec.numbers)})
+
+
+def numbers_ok(numbers: dict[str, list[int]]) -> bool:
+    """Every subscription's first arrivals in order and gap-free from 1."""
+    return all(
+        _first_arrivals_ordered(ns) and sorted(set(ns)) == list(range(1, len(set(ns)) + 1))
+        for ns in numbers.values()
+    )
+
+
+def _throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
+                tag: str, delivery: str | None, url: str) -> tuple[float, float, float, float]:
+    if args.receiver == "process":
+        rec: Any = ReceiverProcess()
+        http_server, endpoint = rec, rec.endpoint
+        receiver_cpu = rec.cpu_seconds()
+    else:
+        rec = Receiver()
+        http_server, endpoint = start_receiver(rec)
     server = Server(url, folder / f"tp-{tag}-{subs}-{run}.log", checkout, delivery)
     try:
         with client_for(server) as client:
@@ -484,13 +543,22 @@ def _throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, che
         drained = time.monotonic() - started - wall
         cpu = cpu_seconds(server.proc.pid) - cpu
         child_cpu = children_cpu_seconds(server.proc.pid) - child_cpu
+        if args.receiver == "process":
+            receiver = 1000 * (rec.cpu_seconds() - receiver_cpu) / written
+            rec.shutdown()
+            ok = rec.summary["numbers_ok"]
+        else:
+            receiver = 1000 * rec.cpu / written
+            with rec.lock:
+                ok = numbers_ok(rec.numbers)
         print(f"  {tag} subs={subs}: {rec.entries} event entries, {rec.posts} POSTs, "
-              f"all out {drained:.1f} s after the last write", flush=True)
-        receiver = 1000 * rec.cpu / written
+              f"all out {drained:.1f} s after the last write, numbers in order and "
+              f"gap-free: {ok}", flush=True)
         return written / wall, 1000 * cpu / written, 1000 * child_cpu / written, receiver
     finally:
         server.stop()
-        http_server.shutdown()
+        if args.receiver != "process" or not rec.summary:
+            http_server.shutdown()
 
 
 def main() -> None:
@@ -510,6 +578,9 @@ def main() -> None:
                         help="PostgreSQL: the soak's database; throughput runs each create a "
                         "fresh database on that server (dropped after)")
     parser.add_argument("--skip-soak", action="store_true")
+    parser.add_argument("--receiver", choices=("thread", "process"), default="thread",
+                        help="throughput mode: the receiver in this process's threads (as "
+                             "the soak) or in a process of its own (off the writers' GIL)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--checkout", type=Path, action="append",
                         help="a source tree to run the server from (repeat for an A/B in one "
