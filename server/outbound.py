@@ -11,11 +11,14 @@ with the checks a server-side request needs.
 
 With ``keep_alive`` (rest-hooks), connections are kept open and reused, each only for requests
 to the same checked address, host name and scheme it was opened for: every request still
-resolves and checks the host first, and a new answer opens a new connection.
+resolves and checks the host first, and a new answer opens a new connection. Those connections
+are plain HTTP/1.1 ones (``server/http1.py``): a request takes an idle one whose peer has not
+closed it, or opens one; the read timeout bounds the whole exchange.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import ssl
@@ -25,12 +28,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from server.http1 import Connection, ExchangeError, TooLarge
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
 _TLS: ssl.SSLContext | None = None
 KEPT_CLIENTS = 64  # distinct (address, host, scheme) kept open at once
-KEPT_CONNECTIONS = 16  # per kept client: each request scans its pool
+KEPT_CONNECTIONS = 16  # connections open at once per (address, host, scheme)
 
 
 def _tls() -> ssl.SSLContext:
@@ -80,6 +85,34 @@ class Response:
     body: bytes
 
 
+class _Pool:
+    """The connections kept open to one (address, host, scheme): ``KEPT_CONNECTIONS`` turns,
+    the idle connections last used first."""
+
+    def __init__(self) -> None:
+        self.turns = asyncio.Semaphore(KEPT_CONNECTIONS)
+        self._idle: list[Connection] = []
+
+    def take(self) -> Connection | None:
+        """An idle connection the peer has not closed, or None."""
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.reusable():
+                return connection
+            connection.close()
+        return None
+
+    def give_back(self, connection: Connection) -> None:
+        if connection.reusable() and len(self._idle) < KEPT_CONNECTIONS:
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
 @dataclass(frozen=True, slots=True)
 class Outbound:
     """The checks of one kind of outbound request: ``allowed`` networks it may reach besides the
@@ -93,7 +126,7 @@ class Outbound:
     read_timeout: float = 5.0
     max_bytes: int = 64 * 1024
     keep_alive: bool = False
-    _kept: dict[tuple[str, str, str], httpx.AsyncClient] = field(
+    _kept: dict[tuple[str, str, str], _Pool] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -140,41 +173,73 @@ class Outbound:
         """One request to ``url`` under the checks (a redirect is a response like any other,
         never followed); raises ``OutboundError``."""
         pinned, host, extensions = self.target(url)
+        if self.keep_alive and self.transport is None:
+            sni = extensions.get("sni_hostname")
+            return await self._kept_request(method, pinned, host, sni, headers, content)
         try:
-            if not self.keep_alive:
-                async with self._client() as client:
-                    return await self._exchange(
-                        client, method, pinned, host, extensions, headers, content
-                    )
-            origin = urlsplit(pinned)
-            sni = extensions.get("sni_hostname", "")
-            key = (f"{origin.scheme}://{origin.netloc}", host["Host"], sni)
-            kept = self._kept.get(key)
-            if kept is None:
-                if len(self._kept) >= KEPT_CLIENTS:  # the least recently opened goes
-                    await self._kept.pop(next(iter(self._kept))).aclose()
-                kept = self._kept[key] = self._client()
-            return await self._exchange(kept, method, pinned, host, extensions, headers, content)
+            async with self._client() as client:
+                return await self._exchange(
+                    client, method, pinned, host, extensions, headers, content
+                )
         except httpx.HTTPError as exc:
             raise OutboundError(f"{type(exc).__name__}") from exc
+
+    async def _kept_request(
+        self,
+        method: str,
+        pinned: str,
+        host: dict[str, str],
+        sni: str | None,
+        headers: Mapping[str, str] | None,
+        content: bytes | None,
+    ) -> Response:
+        """One request on a kept connection to the pinned address, or a new one: at most
+        ``KEPT_CONNECTIONS`` at once per (address, host, scheme), the others wait their turn. A
+        kept connection the peer closed before answering is replaced once by a new one."""
+        parts = urlsplit(pinned)
+        key = (f"{parts.scheme}://{parts.netloc}", host["Host"], sni or "")
+        pool = self._kept.get(key)
+        if pool is None:
+            if len(self._kept) >= KEPT_CLIENTS:  # the least recently opened goes
+                self._kept.pop(next(iter(self._kept))).close()
+            pool = self._kept[key] = _Pool()
+        target = parts.path or "/"
+        if parts.query:
+            target += f"?{parts.query}"
+        sent = [("Host", host["Host"]), *(headers or {}).items()]
+        tls = _tls() if parts.scheme == "https" else None
+        async with pool.turns:
+            while True:
+                connection = pool.take()
+                if connection is None:
+                    try:
+                        connection = await Connection.open(
+                            str(parts.hostname), parts.port or 443, tls, sni, self.connect_timeout
+                        )
+                    except (OSError, TimeoutError) as exc:
+                        raise OutboundError(f"cannot connect: {type(exc).__name__}") from exc
+                try:
+                    status, raw, body = await connection.exchange(
+                        method, target, sent, content or b"", self.read_timeout, self.max_bytes
+                    )
+                except TooLarge as exc:
+                    raise OutboundError(str(exc)) from exc
+                except ExchangeError as exc:
+                    if connection.used and not exc.answered:
+                        continue  # closed by the peer while idle: again on a new connection
+                    raise OutboundError(str(exc)) from exc
+                pool.give_back(connection)
+                return Response(status, httpx.Headers(raw), body)
 
     async def aclose(self) -> None:
         """Close the connections kept open."""
         while self._kept:
-            await self._kept.pop(next(iter(self._kept))).aclose()
+            self._kept.pop(next(iter(self._kept))).close()
 
     def _client(self) -> httpx.AsyncClient:
         timeout = httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
-        limits = httpx.Limits(
-            max_connections=KEPT_CONNECTIONS if self.keep_alive else None,
-            max_keepalive_connections=KEPT_CONNECTIONS,
-        )
         return httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=timeout,
-            transport=self.transport,
-            verify=_tls(),
-            limits=limits,
+            follow_redirects=False, timeout=timeout, transport=self.transport, verify=_tls()
         )
 
     async def _exchange(

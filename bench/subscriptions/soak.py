@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -70,6 +71,7 @@ class Receiver:
         self.refused = 0
         self.posts = 0
         self.entries = 0  # notification-events received (first arrivals and re-sends)
+        self.cpu = 0.0  # seconds of CPU in the request handlers (the receiver's own work)
 
     def handle(self, body: bytes) -> int:
         if self.down:
@@ -102,10 +104,14 @@ def start_receiver(rec: Receiver) -> tuple[ThreadingHTTPServer, str]:
         protocol_version = "HTTP/1.1"  # keeps connections open, as a real receiver would
 
         def do_POST(self) -> None:  # noqa: N802
+            started = time.thread_time()
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             self.send_response(rec.handle(body))
             self.send_header("Content-Length", "0")
             self.end_headers()
+            used = time.thread_time() - started
+            with rec.lock:
+                rec.cpu += used
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -436,17 +442,77 @@ def _first_arrivals_ordered(numbers: list[int]) -> bool:
 
 
 def throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
-               tag: str, delivery: str | None = None) -> tuple[float, float, float]:
+               tag: str, delivery: str | None = None) -> tuple[float, float, float, float]:
     """Writes per second, the serving process's CPU milliseconds per write (its delivery
-    work included) and its delivery child's, for ``subs`` matching subscriptions."""
+    work included), its delivery child's and the receiver's (parsing each notification and
+    checking its numbers; it runs in this process, on the same cores), for ``subs``
+    matching subscriptions."""
     with fresh_database(args, folder, f"tp-{tag}-{subs}-{run}") as url:
         return _throughput(args, folder, subs, run, checkout, tag, delivery, url)
 
 
-def _throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
-                tag: str, delivery: str | None, url: str) -> tuple[float, float, float]:
+class ReceiverProcess:
+    """The throughput mode's receiver in a process of its own (``--receiver process``): it
+    parses and checks every notification as the in-process one does, without taking the
+    writer threads' interpreter lock; its CPU is the process's."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._entries = ctx.Value("q", 0)
+        self._posts = ctx.Value("q", 0)
+        self._stop = ctx.Event()
+        self._out: Any = ctx.Queue()
+        self.proc = ctx.Process(target=_receiver_main, daemon=True,
+                                args=(self._entries, self._posts, self._stop, self._out))
+        self.proc.start()
+        self.endpoint: str = self._out.get(timeout=60)
+        self.summary: dict[str, Any] = {}
+
+    @property
+    def entries(self) -> int:
+        return int(self._entries.value)
+
+    @property
+    def posts(self) -> int:
+        return int(self._posts.value)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(int(self.proc.pid or 0))
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.summary = self._out.get(timeout=60)
+        self.proc.join(10)
+
+
+def _receiver_main(entries: Any, posts: Any, stop: Any, out: Any) -> None:
     rec = Receiver()
     http_server, endpoint = start_receiver(rec)
+    out.put(endpoint)
+    while not stop.wait(0.05):
+        entries.value, posts.value = rec.entries, rec.posts
+    http_server.shutdown()
+    with rec.lock:
+        out.put({"numbers_ok": numbers_ok(rec.numbers)})
+
+
+def numbers_ok(numbers: dict[str, list[int]]) -> bool:
+    """Every subscription's first arrivals in order and gap-free from 1."""
+    return all(
+        _first_arrivals_ordered(ns) and sorted(set(ns)) == list(range(1, len(set(ns)) + 1))
+        for ns in numbers.values()
+    )
+
+
+def _throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, checkout: Path,
+                tag: str, delivery: str | None, url: str) -> tuple[float, float, float, float]:
+    if args.receiver == "process":
+        rec: Any = ReceiverProcess()
+        http_server, endpoint = rec, rec.endpoint
+        receiver_cpu = rec.cpu_seconds()
+    else:
+        rec = Receiver()
+        http_server, endpoint = start_receiver(rec)
     server = Server(url, folder / f"tp-{tag}-{subs}-{run}.log", checkout, delivery)
     try:
         with client_for(server) as client:
@@ -477,12 +543,22 @@ def _throughput(args: argparse.Namespace, folder: Path, subs: int, run: int, che
         drained = time.monotonic() - started - wall
         cpu = cpu_seconds(server.proc.pid) - cpu
         child_cpu = children_cpu_seconds(server.proc.pid) - child_cpu
+        if args.receiver == "process":
+            receiver = 1000 * (rec.cpu_seconds() - receiver_cpu) / written
+            rec.shutdown()
+            ok = rec.summary["numbers_ok"]
+        else:
+            receiver = 1000 * rec.cpu / written
+            with rec.lock:
+                ok = numbers_ok(rec.numbers)
         print(f"  {tag} subs={subs}: {rec.entries} event entries, {rec.posts} POSTs, "
-              f"all out {drained:.1f} s after the last write", flush=True)
-        return written / wall, 1000 * cpu / written, 1000 * child_cpu / written
+              f"all out {drained:.1f} s after the last write, numbers in order and "
+              f"gap-free: {ok}", flush=True)
+        return written / wall, 1000 * cpu / written, 1000 * child_cpu / written, receiver
     finally:
         server.stop()
-        http_server.shutdown()
+        if args.receiver != "process" or not rec.summary:
+            http_server.shutdown()
 
 
 def main() -> None:
@@ -502,6 +578,9 @@ def main() -> None:
                         help="PostgreSQL: the soak's database; throughput runs each create a "
                         "fresh database on that server (dropped after)")
     parser.add_argument("--skip-soak", action="store_true")
+    parser.add_argument("--receiver", choices=("thread", "process"), default="thread",
+                        help="throughput mode: the receiver in this process's threads (as "
+                             "the soak) or in a process of its own (off the writers' GIL)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--checkout", type=Path, action="append",
                         help="a source tree to run the server from (repeat for an A/B in one "
@@ -530,7 +609,7 @@ def main() -> None:
                 out[f"load_after_soak {tag}"] = os.getloadavg()
                 print(json.dumps(out, indent=1), flush=True)
         if not args.skip_throughput:
-            runs: dict[str, list[tuple[float, float, float]]] = {}
+            runs: dict[str, list[tuple[float, float, float, float]]] = {}
             for r in range(args.rounds):
                 order = list(zip(checkouts, tags, deliveries, strict=True))
                 if r % 2:
@@ -541,9 +620,10 @@ def main() -> None:
                         runs.setdefault(key, []).append(
                             throughput(args, folder, subs, r, checkout, tag, mode)
                         )
-                        rate, cpu, child = runs[key][-1]
+                        rate, cpu, child, receiver = runs[key][-1]
                         print(f"throughput {key} round={r}: {rate:.1f}/s, server CPU "
                               f"{cpu:.2f} + delivery process {child:.2f} ms/write, "
+                              f"receiver {receiver:.2f} ms/write, "
                               f"load {os.getloadavg()[0]:.1f}", flush=True)
             out["throughput"] = runs
             for tag in tags:
@@ -556,6 +636,9 @@ def main() -> None:
                 da, db = statistics.median(x[2] for x in a), statistics.median(x[2] for x in b)
                 out[f"{tag} delivery_process_cpu_ms_per_write_median none/100"] = [
                     round(da, 2), round(db, 2)]
+                ea, eb = statistics.median(x[3] for x in a), statistics.median(x[3] for x in b)
+                out[f"{tag} receiver_cpu_ms_per_write_median none/100"] = [
+                    round(ea, 2), round(eb, 2)]
         out["load_after"] = os.getloadavg()
     print(json.dumps(out, indent=1), flush=True)
 

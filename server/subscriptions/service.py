@@ -84,6 +84,7 @@ FIRST_RETRY_SECONDS = 0.25
 PROBE_COUNT = 1  # events in an attempt while the endpoint is failing
 LEASE_SLACK_SECONDS = 5
 DELIVERY_TICK_US = 250_000  # at most four delivery rounds a second per process
+RECORD_GATHER_SECONDS = 0.05  # the longest a delivery's outcome waits for others to share a commit
 Owners = Callable[[State], Principal | None]
 SIGNATURE_HEADER = "X-Calaim-Signature"
 
@@ -145,7 +146,7 @@ class SubscriptionService:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._spec_cache: dict[str, tuple[int, Spec | None]] = {}
         self._delivery_specs: dict[str, tuple[int, Spec]] = {}
-        self._recorder = _Recorder(repo.subscriptions)
+        self._recorder = _Recorder(repo.subscriptions, lambda: len(self._inflight))
         self._wake = asyncio.Event()
 
     # -- who the subscriber is, as of now ---------------------------------------------------
@@ -342,18 +343,24 @@ class SubscriptionService:
             self._store.lease_many, ids, self._me, now, self._lease_until(now)
         )
         round = _Round(self, now)
-        for id in leased:
-            self._start(id, heartbeat=False, leased=True, round=round)
+        # the round's store reads in one thread hop, not one per subscription
+        for found in await asyncio.to_thread(self._load_many, leased):
+            self._start(found.id, heartbeat=False, leased=True, round=round, loaded=found)
 
     def _lease_until(self, now: int) -> int:
         lease = 2 * self._settings.subscription_timeout_seconds + LEASE_SLACK_SECONDS
         return now + int(lease * 1_000_000)
 
     def _start(
-        self, id: str, heartbeat: bool, leased: bool = False, round: _Round | None = None
+        self,
+        id: str,
+        heartbeat: bool,
+        leased: bool = False,
+        round: _Round | None = None,
+        loaded: _Loaded | None = None,
     ) -> None:
         round = round or _Round(self, self._clock.now())
-        task = asyncio.create_task(self._deliver(id, heartbeat, leased, round))
+        task = asyncio.create_task(self._deliver(id, heartbeat, leased, round, loaded))
         self._inflight[id] = task
         task.add_done_callback(self._done(id))
 
@@ -395,17 +402,22 @@ class SubscriptionService:
         while self._inflight:
             await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
 
-    async def _deliver(self, id: str, heartbeat: bool, leased: bool, round: _Round) -> None:
+    async def _deliver(
+        self, id: str, heartbeat: bool, leased: bool, round: _Round, loaded: _Loaded | None
+    ) -> None:
         try:
-            await self._deliver_one(id, heartbeat, leased, round)
+            await self._deliver_one(id, heartbeat, leased, round, loaded)
         except Exception:  # noqa: BLE001 - a delivery task must never die silently
             logger.exception("subscriptions: delivery of Subscription/%s failed", id)
 
-    async def _deliver_one(self, id: str, heartbeat: bool, leased: bool, round: _Round) -> None:
-        """Under the lease (taken here unless ``leased``): send, then record the outcome,
-        which also releases the lease (released on its own when nothing was sent). A backlog
-        drains at once, not one batch per round: after a full batch the outcome keeps the
-        lease and the next batch follows."""
+    async def _deliver_one(
+        self, id: str, heartbeat: bool, leased: bool, round: _Round, loaded: _Loaded | None
+    ) -> None:
+        """Under the lease (taken here unless ``leased``): send (what ``loaded`` read for the
+        first send, when the round read it), then record the outcome, which also releases the
+        lease (released on its own when nothing was sent). A backlog drains at once, not one
+        batch per round: after a full batch the outcome keeps the lease and the next batch
+        follows."""
         now = self._clock.now()
         if not leased and not await asyncio.to_thread(
             self._store.lease, id, self._me, now, self._lease_until(now)
@@ -413,7 +425,7 @@ class SubscriptionService:
             return
         recorded = False
         try:
-            outcome = await self._send(id, now, round, heartbeat)
+            outcome = await self._send(id, now, round, heartbeat, loaded)
             while outcome is not None:
                 kept = await self._recorder.record(outcome)
                 recorded = True
@@ -431,10 +443,16 @@ class SubscriptionService:
                 await asyncio.to_thread(self._store.release, id, self._me)
 
     async def _send(
-        self, id: str, now: int, round: _Round, heartbeat: bool = False
+        self,
+        id: str,
+        now: int,
+        round: _Round,
+        heartbeat: bool = False,
+        loaded: _Loaded | None = None,
     ) -> Outcome | None:
-        """Send what is due; the outcome to record (None: nothing was sent)."""
-        found = await asyncio.to_thread(self._load, id, heartbeat)
+        """Send what is due (read now, unless ``loaded``); the outcome to record (None:
+        nothing was sent)."""
+        found = await asyncio.to_thread(self._load, id, heartbeat) if loaded is None else loaded
         state, current = found.state, found.current
         if state is None or state.status not in ("requested", "active"):
             return None
@@ -480,6 +498,10 @@ class SubscriptionService:
             )
         return self._failure(state, error, done)
 
+    def _load_many(self, ids: Sequence[str]) -> list[_Loaded]:
+        """``_load`` of a round's subscriptions, in one go (blocking)."""
+        return [self._load(id, heartbeat=False) for id in ids]
+
     def _load(self, id: str, heartbeat: bool) -> _Loaded:
         """What one send reads from the store, read together (one thread hop): the state,
         the current Subscription and its spec, the events after the acknowledged cursor
@@ -487,7 +509,7 @@ class SubscriptionService:
         one succeeds the backlog follows at once), and for a rest-hook with something to
         send its header values and signing key."""
         state, current = self._current(id)
-        found = _Loaded(state, current)
+        found = _Loaded(id, state, current)
         if state is None or state.status not in ("requested", "active"):
             return found
         if current is None or current.body is None:
@@ -674,6 +696,7 @@ class SubscriptionService:
 class _Loaded:
     """What one send read from the store (``SubscriptionService._load``)."""
 
+    id: str
     state: State | None
     current: Version | None
     resource: dict[str, Any] | None = None
@@ -720,15 +743,20 @@ class _Round:
         """``numbered`` as the owner may see them: each version read through the door once
         per round and owner, however many of the owner's subscriptions carry it."""
         owner = _owner_key(state)
-        missing = [e for e in numbered if (owner, *_event_key(e)) not in self._seen]
+        keys = [(owner, e.type, e.id, e.version) for e in numbered]
+        missing = [e for e, key in zip(numbered, keys, strict=True) if key not in self._seen]
         if missing:
             reading = asyncio.ensure_future(self._visible(principal, missing))
             for e in missing:
                 self._seen[(owner, *_event_key(e))] = reading
         out = []
-        for e in numbered:
-            visible = await self._seen[(owner, *_event_key(e))]
-            out.append(Seen(e, visible[_event_key(e)]))
+        read: dict[int, dict[Any, Version | None]] = {}  # each reading awaited once
+        for e, key in zip(numbered, keys, strict=True):
+            future = self._seen[key]
+            visible = read.get(id(future))
+            if visible is None:
+                visible = read[id(future)] = await future
+            out.append(Seen(e, visible[key[1:]]))
         return out
 
     async def _visible(
@@ -747,23 +775,35 @@ def _event_key(e: Numbered) -> tuple[str, str, int]:
 
 
 class _Recorder:
-    """The outcomes of this process's deliveries, written together: the deliveries that end
-    while one write runs share the next (one commit per burst, not one per subscription)."""
+    """The outcomes of this process's deliveries, written together: a write waits up to
+    ``RECORD_GATHER_SECONDS`` for the other deliveries in flight (``inflight``) to end, and the
+    outcomes that come while it runs share the next one: a few commits per round, not one per
+    subscription (on SQLite each is a write transaction the serving process's writes wait
+    for). A delivery alone in flight is recorded at once."""
 
-    def __init__(self, store: Subscriptions) -> None:
+    def __init__(self, store: Subscriptions, inflight: Callable[[], int]) -> None:
         self._store = store
+        self._inflight = inflight
         self._pending: list[tuple[Outcome, asyncio.Future[bool]]] = []
         self._writing: asyncio.Task[None] | None = None
+        self._more = asyncio.Event()
 
     async def record(self, outcome: Outcome) -> bool:
         """Record ``outcome``; whether the lease was still ours (the outcome counted)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((outcome, future))
+        self._more.set()
         if self._writing is None or self._writing.done():
             self._writing = asyncio.create_task(self._write())
         return await future
 
     async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECORD_GATHER_SECONDS
+        while len(self._pending) < self._inflight() and loop.time() < deadline:
+            self._more.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._more.wait(), deadline - loop.time())
         while self._pending:
             batch, self._pending = self._pending, []
             try:
