@@ -21,6 +21,13 @@ narrows on the current version, and a deleted resource satisfies no narrowing).
 are on disk); a worker that takes over a job whose worker died (``JobRunner.resume``) keeps
 those, rewrites the type that was under way and goes on, at the same snapshot.
 
+**Deletions since ``_since``.** With ``_since``, a resource whose version current at the
+snapshot is a deletion made at or after it, and whose last version before the deletion the
+export would have held (level, ``_typeFilter``, and read through the door: a caller narrowed by
+member is told of no deletion, since the door cannot show that what it no longer holds was
+visible), is listed in the manifest's ``deleted`` files: NDJSON lines of transaction Bundles of
+``DELETE [type]/[id]`` entries (Bulk Data manifest ``deleted``), ``Deleted<Type>-<n>.ndjson``.
+
 Filters: ``_since`` is part of each read (the version's ``lastUpdated`` at or after it);
 Patient and Group level keep the versions whose compartment facts (``owners``, written with
 each version) name one of the patients (any patient at Patient level without ``patient``);
@@ -49,6 +56,7 @@ from server.search.parse import SearchContext
 from server.search.query import Criteria
 
 BATCH = 500
+DELETED = "Deleted"  # the name of a type's deletions files: Deleted<Type>-<n>.ndjson
 KIND = "export"
 UNIT = "resources"
 
@@ -172,12 +180,13 @@ class ExportWork:
         self.folder.mkdir(parents=True, exist_ok=True)
         state = files.load_state(self.folder)
         finished: dict[str, list[list[Any]]] = state["types"]
+        deleted: dict[str, list[list[Any]]] = state.setdefault("deleted", {})
         done = sum(int(n) for written in finished.values() for _, n in written)
         try:
             for type in self.job.request.types:
                 if type in finished:
                     continue
-                finished[type] = self._type(ctx, type, done)
+                finished[type], deleted[type] = self._type(ctx, type, done)
                 done += sum(int(n) for _, n in finished[type])
                 files.save_state(self.folder, state)
             self._errors(state)
@@ -187,9 +196,13 @@ class ExportWork:
         ctx.progress(done, done)
         return 200, self.manifest(ctx.id, state)
 
-    def _type(self, ctx: JobContext, type: str, done: int) -> list[list[Any]]:
+    def _type(
+        self, ctx: JobContext, type: str, done: int
+    ) -> tuple[list[list[Any]], list[list[Any]]]:
+        """The files of one type: its resources, and the Bundles of its deletions."""
         snap = self.job.snapshot
         out = _Files(self.folder, type, self.file_bytes)
+        gone = _Files(self.folder, f"{DELETED}{type}", self.file_bytes)
         cursor = snap.seq + 1
         try:
             while True:
@@ -202,10 +215,16 @@ class ExportWork:
                     before_seq=cursor,
                 )
                 page = self._read(ctx, query)
+                deletions: list[str] = []
                 for version in page.items:
-                    if self._wanted(version):
+                    if version.deleted:
+                        if self._was_wanted(ctx, version):
+                            deletions.append(f"{version.type}/{version.id}")
+                    elif self._wanted(version):
                         assert version.body is not None
                         out.write(version.body)
+                if deletions:
+                    gone.write(orjson.dumps(_deletions(deletions)))
                 if not page.has_more:
                     break
                 if not page.items:
@@ -214,7 +233,19 @@ class ExportWork:
                 ctx.progress(done + out.count)
         finally:
             out.close()
-        return out.written
+            gone.close()
+        return out.written, gone.written
+
+    def _was_wanted(self, ctx: JobContext, deletion: Version) -> bool:
+        """Whether a resource deleted at or after ``_since`` goes in the ``deleted`` files:
+        its last version before the deletion, read through the door, is one the export would
+        have held."""
+        if self.job.request.since is None or deletion.version < 2:
+            return False
+        before = ctx.read(
+            lambda reader: reader.vread(deletion.type, deletion.id, deletion.version - 1)
+        )
+        return before is not None and not before.deleted and self._wanted(before)
 
     def _read(self, ctx: JobContext, query: HistoryQuery) -> Page:
         """One batch: a reader of its own (no read transaction outlives it)."""
@@ -263,10 +294,13 @@ class ExportWork:
         """The Bulk Data manifest of the finished export."""
         base = f"{self.job.base}/_export/{job}"
         output: list[dict[str, Any]] = []
+        deleted: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for type in self.job.request.types:
             for name, count in state["types"].get(type, ()):
                 output.append({"type": type, "url": f"{base}/{name}", "count": count})
+            for name, count in state.get("deleted", {}).get(type, ()):
+                deleted.append({"type": "Bundle", "url": f"{base}/{name}", "count": count})
         for name, count in state.get("errors", ()):
             errors.append({"type": "OperationOutcome", "url": f"{base}/{name}", "count": count})
         return {
@@ -274,5 +308,16 @@ class ExportWork:
             "request": self.job.url,
             "requiresAccessToken": self.job.requires_token,
             "output": output,
+            "deleted": deleted,
             "error": errors,
         }
+
+
+def _deletions(references: list[str]) -> dict[str, Any]:
+    """One line of a ``deleted`` file: a transaction Bundle of a ``DELETE`` entry per
+    resource."""
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": ref}} for ref in references],
+    }

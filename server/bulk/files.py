@@ -1,7 +1,7 @@
 """Where an export's files live: one folder per job under the export folder
 (``Settings.export_dir``; default next to the SQLite file, or a folder per database in the
 system's temporary folder),
-``<Type>-<n>.ndjson`` files and ``state.json``, the types already finished (what a worker
+``<Type>-<n>.ndjson`` (and ``Deleted<Type>-<n>.ndjson``) files and ``state.json``, the types already finished (what a worker
 that takes over a dead one's job keeps).
 
 The folder of a job whose row is gone (purged after its retention, or never recorded) is
@@ -59,7 +59,8 @@ def remove(folder: Path) -> None:
 
 
 def load_state(folder: Path) -> dict[str, Any]:
-    """``{"types": {type: [[file, count], ...]}}`` of the types finished so far."""
+    """``{"types": {type: [[file, count], ...]}, "deleted": {type: [[file, count], ...]}}``
+    of the types finished so far (their resources' files and their deletions' files)."""
     try:
         state: dict[str, Any] = orjson.loads((folder / _STATE).read_bytes())
     except (FileNotFoundError, orjson.JSONDecodeError):

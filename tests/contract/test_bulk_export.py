@@ -18,7 +18,7 @@ from server.bulk import export as export_module
 from server.bulk.export import ExportWork
 from server.jobs import JobContext
 from server.ports import HistoryQuery, Page
-from tests.access_scene import VISIBLE, policy_apps, seed
+from tests.access_scene import SCENE, VISIBLE, policy_apps, seed
 from tests.support import (
     BASE,
     FHIR_JSON,
@@ -285,6 +285,76 @@ def test_since_keeps_what_changed_at_or_after_it(app: TestClient) -> None:
     found = manifest(app, kick_off(app, _type="Patient", _since=since))
     assert keys(lines(app, found)) == {f"Patient/{fresh['id']}", f"Patient/{changed['id']}"}
     assert old["id"] not in str(found)
+
+
+def deleted(client: TestClient, found: dict[str, Any]) -> list[str]:
+    """The ``DELETE`` entries of the manifest's ``deleted`` files, in file order (each file's
+    count and every line's shape checked)."""
+    out: list[str] = []
+    for entry in found["deleted"]:
+        assert entry["type"] == "Bundle"
+        response = client.get(_path(entry["url"]), headers={"Accept": NDJSON})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith(NDJSON)
+        rows = [orjson.loads(line) for line in response.content.splitlines()]
+        assert len(rows) == entry["count"]
+        for bundle in rows:
+            assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
+            assert bundle["entry"]
+            for item in bundle["entry"]:
+                assert item["request"]["method"] == "DELETE"
+                out.append(item["request"]["url"])
+    return out
+
+
+def _gone(client: TestClient, resource: dict[str, Any]) -> str:
+    ref = f"{resource['resourceType']}/{resource['id']}"
+    assert client.delete(f"/fhir/{ref}").status_code in (200, 204)
+    return ref
+
+
+def test_since_lists_what_was_deleted_at_or_after_it(app: TestClient) -> None:
+    early = create(app, patient("Early"))  # deleted before _since: not listed
+    _gone(app, early)
+    kept = create(app, patient("Kept"))
+    old = create(app, patient("Old"))  # created before _since, deleted after it: listed
+    obs = create(app, observation(f"Patient/{kept['id']}"))
+    time.sleep(0.01)
+    fresh = create(app, patient("Fresh"))  # created and deleted after _since: listed
+    since = fresh["meta"]["lastUpdated"]
+    gone = [_gone(app, old), _gone(app, fresh), _gone(app, obs)]
+    found = manifest(app, kick_off(app, _type="Patient,Observation", _since=since))
+    assert keys(lines(app, found)) == set()
+    assert sorted(deleted(app, found)) == sorted(gone)
+    # without _since nothing is listed as deleted
+    everything = manifest(app, kick_off(app, _type="Patient,Observation"))
+    assert everything["deleted"] == []
+    assert keys(lines(app, everything)) == {f"Patient/{kept['id']}"}
+
+
+def test_deletions_listed_are_those_the_export_would_have_held(app: TestClient) -> None:
+    ann, bob = create(app, patient("Ann")), create(app, patient("Bob"))
+    a1c = create(app, observation(f"Patient/{ann['id']}", code={"text": "a1c"}))
+    bp = create(app, observation(f"Patient/{bob['id']}", code={"text": "bp"}))
+    org = create(app, {"resourceType": "Organization", "name": "Plan"})
+    since = org["meta"]["lastUpdated"]
+    time.sleep(0.01)
+    for resource in (a1c, bp, org):
+        _gone(app, resource)
+    # _typeFilter: judged on the last version before the deletion
+    only_a1c = kick_off(
+        app, _type="Observation", _since=since, _typeFilter="Observation?code:text=a1c"
+    )
+    filtered = manifest(app, only_a1c)
+    assert deleted(app, filtered) == [f"Observation/{a1c['id']}"]
+    # Patient level: the compartments' resources only (no Organization)
+    level = manifest(app, kick_off(app, "/fhir/Patient/$export", _since=since))
+    assert sorted(deleted(app, level)) == sorted(
+        [f"Observation/{a1c['id']}", f"Observation/{bp['id']}"]
+    )
+    # _type: only the types asked for
+    orgs = manifest(app, kick_off(app, _type="Organization", _since=since))
+    assert deleted(app, orgs) == [f"Organization/{org['id']}"]
 
 
 def test_type_filter_keeps_the_matches_of_its_type_only(app: TestClient) -> None:
@@ -557,6 +627,17 @@ def test_a_narrowed_caller_exports_only_what_it_may_see(
         client = apps[policy]
         rows = lines(client, manifest(client, kick_off(client)))
         assert keys(rows) == VISIBLE[policy]
+        # deletions since _since: never one the caller could not see
+        operator = apps["operator"]
+        since = create(operator, {"resourceType": "Organization", "name": "Marker"})
+        time.sleep(0.01)
+        removed = {
+            _gone(operator, {"resourceType": type, "id": id})
+            for type, id, _, _ in SCENE
+            if type in ("Observation", "Practitioner")
+        }
+        status = kick_off(client, _since=since["meta"]["lastUpdated"])
+        assert set(deleted(client, manifest(client, status))) <= VISIBLE[policy] & removed
 
 
 def test_an_ecm_provider_patient_export_holds_only_its_members_data(
