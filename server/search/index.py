@@ -4,7 +4,8 @@ Each parameter's FHIRPath expression is compiled once (``server.fhir.fhirpath``,
 subset) and its values are normalised into rows by ``values.to_rows``. A composite parameter
 yields, for each value of its own expression (a *root*), the rows of each component under
 ``<code>#<i>``, all sharing the root's group number, and only when every component has a
-value there.
+value there. An expression is not run on a resource that has none of the properties it reads
+first (``search_root_keys``): most of a type's expressions select nothing on most resources.
 """
 
 from __future__ import annotations

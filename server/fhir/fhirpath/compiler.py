@@ -5,7 +5,8 @@ expression of the supported language); ``compile_search_expression(expression, c
 compiles a SearchParameter expression in the subset index extraction uses;
 ``compile_tree`` compiles a parsed expression (FHIRPath Patch). Each returns an evaluator
 ``(focus, resource) -> collection`` of typed nodes (:mod:`server.fhir.fhirpath.values`),
-``resource`` being the root resource ``%resource`` stands for.
+``resource`` being the root resource ``%resource`` stands for. ``search_root_keys`` tells
+which properties of its context a SearchParameter expression needs to select anything.
 
 Element types come from the R4 schema (:mod:`server.fhir.fhirpath.type_model`): every value
 comes out labelled with its FHIR type (``("Quantity", {...})``, ``("date", "1980-01-01")``),
