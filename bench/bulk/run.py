@@ -16,7 +16,8 @@ memory, is printed apart). The import
 runs ``server.bulk.importer`` (the ``calaim-fhir import`` command's code) on ``DIR``'s
 ``*.ndjson`` files, with ``--workers`` indexing processes (default: the importer's); besides
 resources/s it reports the CPU time per resource of this process (the writer) and of its
-worker processes, measured from the first pass's start (the application's start-up left
+worker processes and the bytes the writer wrote per resource (the store's WAL and its
+checkpoints), measured from the first pass's start (the application's start-up left
 out). ``--checkout`` imports another checkout's code (put first on the import path: a
 before/after in one window). Each prints one JSON object; the 1-minute load average before
 and after is part of it.
@@ -140,6 +141,15 @@ def export(database_url: str, writes: int = 0) -> dict[str, Any]:
     }
 
 
+def _written() -> int:
+    """Bytes this process has written through system calls (``/proc/self/io`` ``wchar``):
+    the store's WAL and its checkpoints, whatever the page cache keeps."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
 def import_(data: Path, database_url: str, batch: int, workers: int | None) -> dict[str, Any]:
     import inspect
     import resource
@@ -153,7 +163,7 @@ def import_(data: Path, database_url: str, batch: int, workers: int | None) -> d
 
     def start(name: str, total: int) -> None:
         if not started:
-            started.extend((time.perf_counter(), time.process_time()))
+            started.extend((time.perf_counter(), time.process_time(), _written()))
 
     options: dict[str, Any] = {"progress": importer.Progress(start=start)}
     if workers is not None and "workers" in inspect.signature(importer.run_import).parameters:
@@ -166,6 +176,7 @@ def import_(data: Path, database_url: str, batch: int, workers: int | None) -> d
         **options,
     )
     wall, cpu = time.perf_counter() - started[0], time.process_time() - started[1]
+    written = _written() - started[2]
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "what": "import",
@@ -179,6 +190,7 @@ def import_(data: Path, database_url: str, batch: int, workers: int | None) -> d
         "resources_per_s": round(report.stored / report.seconds, 1),
         "import_resources_per_s": round(report.stored / wall, 1),
         "writer_cpu_ms_per_resource": round(cpu / report.stored * 1000, 3),
+        "written_kib_per_resource": round(written / report.stored / 1024, 2),
         "workers_cpu_ms_per_resource": round(
             (children.ru_utime + children.ru_stime) / report.stored * 1000, 3
         ),

@@ -4,7 +4,8 @@ Each parameter's FHIRPath expression is compiled once (``server.fhir.fhirpath``,
 subset) and its values are normalised into rows by ``values.to_rows``. A composite parameter
 yields, for each value of its own expression (a *root*), the rows of each component under
 ``<code>#<i>``, all sharing the root's group number, and only when every component has a
-value there.
+value there. An expression is not run on a resource that has none of the properties it reads
+first (``search_root_keys``): most of a type's expressions select nothing on most resources.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from server.fhir.fhirpath import Evaluator as Extractor
-from server.fhir.fhirpath import Node, compile_search_expression
+from server.fhir.fhirpath import Node, compile_search_expression, search_root_keys
 from server.search.bindings import bound_system
 from server.search.registry import COLUMN_PARAMS, Registry, SearchParam
 from server.search.rows import IndexRows
@@ -44,10 +45,20 @@ class _Plan:
     extractor: Extractor
     parts: tuple[_Part, ...] = ()  # composite components; empty for other parameters
     system: str = ""  # the code system of a token parameter's codes (``bindings.py``)
+    # the resource's properties one of which the expression needs to select anything
+    # (``search_root_keys``); None: it is run on every resource
+    keys: tuple[str, ...] | None = None
 
 
 # a composite component's rows on one root during one ``rows`` call (``Indexer._component``)
 _Memo = dict[tuple[int, str, str, str], tuple[Any, tuple[tuple[Any, ...], ...]]]
+
+
+def _any_in(keys: tuple[str, ...], resource: dict[str, Any]) -> bool:
+    for key in keys:
+        if key in resource:
+            return True
+    return False
 
 
 class Indexer:
@@ -77,6 +88,9 @@ class Indexer:
             param = plan.param
             if only is not None and param.code not in only:
                 continue
+            keys = plan.keys
+            if keys is not None and not _any_in(keys, resource):
+                continue
             nodes = self._run(plan.extractor, resource, resource, type, param.url)
             if plan.parts:
                 self._composite(plan, nodes, resource, out, memo)
@@ -101,13 +115,15 @@ class Indexer:
             extractor = self._extractor(type, param.expression, param.url)
             if extractor is None:
                 continue
+            found = search_root_keys(param.expression, type)
+            keys = None if found is None else tuple(sorted(found))
             if param.type != "composite":
                 system = bound_system(type, param.expression) if param.type == "token" else None
-                plans.append(_Plan(param, extractor, system=system or ""))
+                plans.append(_Plan(param, extractor, system=system or "", keys=keys))
                 continue
             parts = self._parts(type, param)
             if parts:
-                plans.append(_Plan(param, extractor, parts))
+                plans.append(_Plan(param, extractor, parts, keys=keys))
         return tuple(plans)
 
     def _parts(self, type: str, param: SearchParam) -> tuple[_Part, ...]:

@@ -58,7 +58,14 @@ def _walk(resource: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str, str]]
 
 
 def found(resource: dict[str, Any]) -> dict[str, str]:
-    """The conditional references of ``resource``, each with the path of one occurrence."""
+    """The conditional references of ``resource``, each with the path of one occurrence.
+    A resource whose JSON has no ``?`` at all has none: that is settled by one serialisation
+    (in C) instead of a walk of every element, which most writes would otherwise pay."""
+    try:
+        if b"?" not in orjson.dumps(resource):
+            return {}
+    except orjson.JSONEncodeError:  # beyond the serialiser (nesting, huge integers): walk it
+        pass
     out: dict[str, str] = {}
     for _, path, value in _walk(resource):
         if value not in out and conditional(value) is not None:

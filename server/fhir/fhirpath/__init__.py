@@ -16,6 +16,7 @@ from server.fhir.fhirpath.compiler import (
     compile_search_expression,
     compile_tree,
     output_types,
+    search_root_keys,
 )
 from server.fhir.fhirpath.errors import FhirPathError, FhirPathSyntaxError
 from server.fhir.fhirpath.parser import Ast, parse
@@ -34,4 +35,5 @@ __all__ = [
     "holds",
     "output_types",
     "parse",
+    "search_root_keys",
 ]

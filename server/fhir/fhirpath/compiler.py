@@ -5,7 +5,8 @@ expression of the supported language); ``compile_search_expression(expression, c
 compiles a SearchParameter expression in the subset index extraction uses;
 ``compile_tree`` compiles a parsed expression (FHIRPath Patch). Each returns an evaluator
 ``(focus, resource) -> collection`` of typed nodes (:mod:`server.fhir.fhirpath.values`),
-``resource`` being the root resource ``%resource`` stands for.
+``resource`` being the root resource ``%resource`` stands for. ``search_root_keys`` tells
+which properties of its context a SearchParameter expression needs to select anything.
 
 Element types come from the R4 schema (:mod:`server.fhir.fhirpath.type_model`): every value
 comes out labelled with its FHIR type (``("Quantity", {...})``, ``("date", "1980-01-01")``),
@@ -63,6 +64,7 @@ __all__ = [
     "compile_search_expression",
     "compile_tree",
     "output_types",
+    "search_root_keys",
 ]
 
 Evaluator = Callable[[Any, Any], list[Node]]  # (focus JSON, root resource JSON) -> collection
@@ -399,3 +401,64 @@ def output_types(expression: str, context: str) -> frozenset[str]:
     """The FHIR types the values of a SearchParameter ``expression`` on ``context`` can have
     (for instance the contexts in which to compile the components of a composite)."""
     return _search_compiled(expression, context).types
+
+
+# functions whose output is empty when their input is (``where(resolve() is T)`` included)
+_EMPTY_ON_EMPTY = frozenset({"where", "first", "last"})
+
+
+def search_root_keys(expression: str, context: str) -> frozenset[str] | None:
+    """The JSON properties of a value of ``context`` at least one of which it must have for
+    the SearchParameter ``expression`` to select anything there (``Observation.value.ofType(
+    Quantity) | Observation.component.value.ofType(Quantity)``: ``valueQuantity``,
+    ``valueCodeableConcept``... and ``component``; an empty set: it selects nothing on that
+    type), so an indexer can pass over the expressions a resource has no data for; None when
+    the expression may select something whatever the properties (``%resource``,
+    ``exists()``...), and for anything this analysis does not know."""
+    try:
+        return _root_keys(parse(expression), context, type_model())
+    except FhirPathError:
+        return None
+
+
+def _root_keys(
+    tree: Ast, context: str, model: TypeModel, allowed: frozenset[str] | None = None
+) -> frozenset[str] | None:
+    """``allowed``: the types an ``ofType``/``as`` right above ``tree`` keeps."""
+    kind = tree[0]
+    if kind == "binary" and tree[1] == "|":
+        left = _root_keys(tree[2], context, model)
+        right = _root_keys(tree[3], context, model)
+        return None if left is None or right is None else left | right
+    if kind == "member":
+        base, name = tree[1], tree[2]
+        if base == ("this",):
+            return None if name[:1].isupper() else _member_keys(context, name, model, allowed)
+        if base[0] == "member" and base[1] == ("this",) and base[2][:1].isupper():
+            # ``Type.name``: nothing on a context the type filter drops
+            kept = _search_compiled(base[2], context).types
+            if not kept:
+                return frozenset()
+            return _member_keys(context, name, model, allowed) if kept == {context} else None
+        return _root_keys(base, context, model)
+    if kind == "as" or (kind == "call" and tree[2] in ("ofType", "as") and len(tree[3]) == 1):
+        name = tree[2] if kind == "as" else tree[3][0][1]
+        return _root_keys(tree[1], context, model, model.type_set(name))
+    if kind == "call" and tree[2] == "extension":  # ``extension.where(url = ...)``
+        return _root_keys(("member", tree[1], "extension"), context, model)
+    if kind == "index" or (kind == "call" and tree[2] in _EMPTY_ON_EMPTY):
+        return _root_keys(tree[1], context, model)
+    return None
+
+
+def _member_keys(
+    context: str, name: str, model: TypeModel, allowed: frozenset[str] | None
+) -> frozenset[str] | None:
+    """The JSON properties member ``name`` of ``context`` is read from (choice elements: one
+    per type; of the ``allowed`` types alone, as ``ofType`` narrows the step)."""
+    variants = model.members(context).get(name)
+    if variants is None:
+        return None
+    return frozenset(
+        key for key, type, _ in variants if allowed is None or type in allowed or type == "Resource"
+    )

@@ -12,17 +12,20 @@ the organisation and user references).
 
 ``store`` inserts a batch of read records (``audit/trail.py``). ``write_records`` inserts the
 records of a unit's writes from its outbox rows, in the write's own transaction
-(``adapter.SqlUnit.finish``), with the origin the outbox row carries.
+(``adapter.SqlUnit.finish``), with the origin the outbox row carries. Their ids are
+time-ordered (``fhir.ids``, without the hyphens), so a unit's records land next to each
+other in ``audit_event``'s id index and among each agent's ``audit_ref`` rows instead of on
+a random page each.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from server.fhir.ids import new_id
 from server.store.base import AuditQuery, AuditRecord
 from server.store.sql.dialect import Connection, Dialect
 
@@ -173,7 +176,7 @@ def write_records(conn: Connection, events: Sequence[tuple[Any, ...]]) -> None:
         conn,
         [
             AuditRecord(
-                id=uuid.uuid4().hex,
+                id=new_id().replace("-", ""),
                 recorded=int(e[5]),
                 interaction=e[4],
                 # an update that made the resource (no previous version) created it
