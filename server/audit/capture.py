@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import gzip
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
+from server.fhir.ids import new_id
 from server.store.base import AuditRecord
 
 MAX_BODY = 16 * 1024 * 1024  # larger answers are recorded without their entities
@@ -118,7 +118,7 @@ def record(c: Captured) -> AuditRecord:
             elif name.split(":")[0] == "patient" and "/" not in ref:
                 patients.add(ref)
     return AuditRecord(
-        id=uuid.uuid4().hex,
+        id=new_id().replace("-", ""),  # time-ordered: a batch lands together
         recorded=c.recorded,
         interaction=code,
         action=action,
