@@ -3,7 +3,8 @@ the answer outside authentication, so refusals (401, 403, 404 by the door) are r
 answers. Each audited request (``audit/capture.py``: reads, searches, history, operations,
 refused writes; never ``AuditEvent`` itself, discovery or the token endpoints) becomes one
 record, with its principal, purposes of use, network
-address, status and the body it answered (parsed by the writer, not here).
+address, status and the body it answered (before gzip, which the transfer layer hands along
+with the compressed body; parsed by the writer, not here).
 
 In ``sync`` mode the answer is held until its record is committed (``audit/trail.py``); when
 the record cannot be written, the database's error is answered instead (503 when it is

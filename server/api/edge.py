@@ -113,7 +113,12 @@ class Edge:
                     k == b"content-encoding" and b"gzip" in v for k, v in message["headers"]
                 )
             elif message["type"] == "http.response.body" and keep and len(body) <= MAX_BODY:
-                body.extend(message.get("body", b""))
+                uncompressed = message.get(transfer.UNCOMPRESSED)
+                if uncompressed is not None:  # the whole answer, as it was before gzip
+                    body.extend(uncompressed)
+                    gzipped = False
+                else:
+                    body.extend(message.get("body", b""))
             if sync:
                 held.append(message)
             else:

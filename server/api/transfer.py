@@ -19,6 +19,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 GZIP_MINIMUM = 4096  # bytes; below this compression is not worth the CPU
+# the key of a compressed body message that also carries the body as it was before
+# compression, for the layers outside (the audit capture reads the answer's entities)
+UNCOMPRESSED = "calaim.uncompressed"
 
 
 async def transfer(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,10 +105,12 @@ async def _gzipped(app: ASGIApp, minimum: int, scope: Scope, receive: Receive, s
 
 async def _finish(send: Send, start: Message, body: bytes, minimum: int) -> None:
     headers = MutableHeaders(raw=list(start.get("headers", [])))
+    message: Message = {"type": "http.response.body", "body": body, "more_body": False}
     if len(body) >= minimum:
-        body = gzip.compress(body, compresslevel=6)
+        message["body"] = gzip.compress(body, compresslevel=6)
+        message[UNCOMPRESSED] = body
         headers["Content-Encoding"] = "gzip"
-        headers["Content-Length"] = str(len(body))
+        headers["Content-Length"] = str(len(message["body"]))
         headers.append("Vary", "Accept-Encoding")
     await send({**start, "headers": headers.raw})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send(message)

@@ -236,3 +236,28 @@ def test_a_transaction_records_each_version_and_a_refused_write_none(
     assert transaction["action"] == "E"
     (refused,) = _events(smart, auditor, "entity=Patient/au-t3")
     assert (_subtype(refused), refused["outcome"]) == ("update", "4")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "identity"])
+def test_a_large_search_answer_lists_every_entity_compressed_or_not(
+    database_url: str, tmp: Path, smart: TestClient, local: TestClient,
+    auditor: dict[str, Any], encoding: str,
+) -> None:
+    ids = [f"au-big-{encoding}-{n:02d}" for n in range(30)]
+    for rid in ids:  # a long name each: the page is far above gzip's minimum
+        body = {"resourceType": "Patient", "id": rid,
+                "name": [{"family": f"Large-{encoding}", "given": ["G" * 200]}]}
+        assert put(local, body).status_code in (200, 201)
+    partner = Partner("RS384")
+    partner.register(database_url, tmp, organization=ORGANIZATION, scope="system/Patient.rs")
+    headers = {**_token(smart, partner, "system/Patient.rs"), "Accept-Encoding": encoding}
+    response = smart.get(f"/fhir/Patient?family=Large-{encoding}&_count=50", headers=headers)
+    assert response.status_code == 200
+    assert (response.headers.get("content-encoding") == "gzip") == (encoding == "gzip")
+    assert len(response.json()["entry"]) == 30
+    smart.app.state.audit.flush()
+    (event,) = _events(smart, auditor, f"agent={partner.client_id}")
+    whats = {x["what"]["reference"] for x in event["entity"] if "what" in x}
+    returned = {w for w in whats if "/_history/" in w}
+    assert returned == {f"Patient/{rid}/_history/1" for rid in ids}
+    assert len(_events(smart, auditor, f"agent={partner.client_id}&patient={ids[7]}")) == 1

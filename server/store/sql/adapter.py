@@ -67,7 +67,13 @@ from server.store.sql import bodies, scans, store_file
 from server.store.sql import query as compiler
 from server.store.sql.audit import SqlAudit, write_records
 from server.store.sql.auth import SqlAuth
-from server.store.sql.dialect import CONFLICT_RETRIES, INSERT_INDEX, Connection, Dialect
+from server.store.sql.dialect import (
+    CONFLICT_RETRIES,
+    INSERT_INDEX,
+    Connection,
+    Dialect,
+    one_snapshot,
+)
 from server.store.sql.grants import write_grants
 from server.store.sql.group_commit import GroupWriter
 from server.store.sql.jobs import SqlJobs
@@ -283,9 +289,9 @@ class SqlReader:
         """The page's rows, whether more follow, and the exact total from one evaluation of
         the criteria, where counting would test every match on its resource row anyway and
         the page is in insertion order (``compiler.matches_statement``): the matches' keys
-        read in order, counted, and the page's rows read by key with the criteria tested
-        again (a version changed in between is left out, never shown unchecked). None: the
-        count and the page as two statements."""
+        read in order, counted, and the page's rows read by key, both in one snapshot (so
+        the rows read are the versions that matched, and the criteria are not tested twice).
+        None: the count and the page as two statements."""
         if query.total in ("none", "estimate") or query.count <= 0:
             return None
         cursor = query.cursor
@@ -294,18 +300,17 @@ class SqlReader:
         matches = compiler.matches_statement(query.criteria, collate=self._collate, probe=probe)
         if matches is None:
             return None
-        keys = self._conn.execute(*matches).fetchall()
-        total = len(keys)
-        if cursor is not None:
-            keys = [k for k in keys if k[2] > cursor.seq]
-        more = len(keys) > query.count
-        wanted = [(k[0], k[1]) for k in keys[: query.count + 1]]
-        if not wanted:
-            return [], False, total
-        sql, args = compiler.keyed_rows_statement(
-            query.criteria, wanted, collate=self._collate, inline=inline
-        )
-        rows = self._conn.execute(sql, args).fetchall()
+        with one_snapshot(self._conn):  # SQLite only, as matches_statement
+            keys = self._conn.execute(*matches).fetchall()
+            total = len(keys)
+            if cursor is not None:
+                keys = [k for k in keys if k[2] > cursor.seq]
+            more = len(keys) > query.count
+            wanted = [(k[0], k[1]) for k in keys[: query.count + 1]]
+            if not wanted:
+                return [], False, total
+            sql, args = compiler.keyed_rows_statement(wanted, inline=inline)
+            rows = self._conn.execute(sql, args).fetchall()
         return rows, more, total
 
     def _page(

@@ -246,6 +246,22 @@ _INSERT_EVENTS_PG = (
 )
 
 
+@contextmanager
+def one_snapshot(conn: Any) -> Iterator[None]:
+    """The statements run inside see one snapshot of a SQLite store: one read transaction,
+    or the transaction the connection is already in (another read of this thread, or a
+    write's), shared."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
 def planned_rows(plan: Any) -> int | None:
     """The estimated rows a ``COUNT(*)`` aggregates, from PostgreSQL's JSON plan: below the
     aggregate and gather nodes, the first node's ``Plan Rows``; below a gather that figure is
@@ -461,15 +477,8 @@ class SQLiteDialect:
         conn = self._connection()
         with self.errors():
             faults.hit("read")
-            if conn.in_transaction:  # inside another read of this thread: share it
+            with one_snapshot(conn):
                 yield conn
-                return
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:

@@ -1726,19 +1726,11 @@ def matches_statement(
 
 
 def keyed_rows_statement(
-    criteria: Criteria, keys: Sequence[tuple[str, str]], *, collate: str, inline: int | None
+    keys: Sequence[tuple[str, str]], *, inline: int | None
 ) -> tuple[str, list[Any]]:
-    """The rows (``lean_columns``) of the resources ``keys`` that still match ``criteria``
-    (every clause tested on the row), in insertion order."""
-    compiler = Compiler(collate, pin=_pins(collate))
-    types: Types = (criteria.type,) if criteria.type else (criteria.types or None)
-    condition = _and(
-        [
-            _or(("(r.rtype = ? AND r.id = ?)", key) for key in keys),
-            ("r.deleted = 0", ()),
-            *(compiler.clause(c, "r", types) for c in criteria.clauses),
-        ]
-    )
+    """The current rows (``lean_columns``) of the resources ``keys``, in insertion order: the
+    page of matches read in the same snapshot as the matches (``matches_statement``)."""
+    condition = _or(("(r.rtype = ? AND r.id = ?)", key) for key in keys)
     return (
         f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
         f" WHERE {condition[0]} ORDER BY r.created_seq",
