@@ -115,13 +115,20 @@ class Dialect(Protocol):
         PostgreSQL as ``reading``."""
 
     @contextmanager
-    def writing(self) -> Iterator[Connection]: ...
+    def writing(self, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction holding the writers' lock. ``durable=False`` is for state whose
+        loss in a power failure or an operating-system crash only repeats work (the
+        subscription deliverer's outcomes and leases, decision 0026): its commit does not
+        wait for the disk (SQLite: ``synchronous=NORMAL`` for it, so the next durable commit
+        of any connection makes it durable, the WAL being written in order; PostgreSQL:
+        ``synchronous_commit = off`` for it). A killed process loses it either way never."""
 
     @contextmanager
-    def autocommit(self) -> Iterator[Connection]:
+    def autocommit(self, durable: bool = True) -> Iterator[Connection]:
         """A connection on which every statement is its own transaction, committed durably
         (short writes outside the group writer: the async job table). Never one with a read
-        in progress: a write there could not upgrade that read's snapshot."""
+        in progress: a write there could not upgrade that read's snapshot. ``durable=False``
+        as for ``writing`` (SQLite; PostgreSQL's pooled statements stay durable)."""
 
     def lock(self, conn: Connection, name: str) -> None: ...
 
@@ -311,6 +318,20 @@ _STORE_VERSION_PG = (
 )
 
 
+@contextmanager
+def _synchronous(conn: sqlite3.Connection, durable: bool) -> Iterator[None]:
+    """``synchronous=NORMAL`` on ``conn`` while inside, unless ``durable`` (then nothing to
+    do: every connection is opened ``FULL``); ``FULL`` again after."""
+    if durable:
+        yield
+        return
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        yield
+    finally:
+        conn.execute("PRAGMA synchronous = FULL")
+
+
 class SQLiteDialect:
     """Stdlib sqlite3, WAL, ``synchronous=FULL``; one connection per thread.
 
@@ -481,27 +502,28 @@ class SQLiteDialect:
                 yield conn
 
     @contextmanager
-    def autocommit(self) -> Iterator[Connection]:
+    def autocommit(self, durable: bool = True) -> Iterator[Connection]:
         """A second connection per thread: a statement here waits for the write lock (busy
         timeout) and commits on its own, even while the thread's reading connection is in
         the middle of a read."""
         conn: sqlite3.Connection | None = getattr(self._local, "side", None)
         if conn is None:
             conn = self._local.side = self._open()
-        with self.errors():
+        with self.errors(), _synchronous(conn, durable):
             yield conn
 
     @contextmanager
-    def writing(self) -> Iterator[Connection]:
+    def writing(self, durable: bool = True) -> Iterator[Connection]:
         conn = self._connection()
-        self.begin(conn)
-        try:
-            with self.errors():
-                yield conn
-        except BaseException:
-            self.rollback(conn)
-            raise
-        self.commit(conn)
+        with _synchronous(conn, durable):
+            self.begin(conn)
+            try:
+                with self.errors():
+                    yield conn
+            except BaseException:
+                self.rollback(conn)
+                raise
+            self.commit(conn)
 
     def lock(self, conn: Connection, name: str) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's write lock."""
@@ -695,17 +717,19 @@ class PostgresDialect:
             conn.execute("RESET statement_timeout")
 
     @contextmanager
-    def autocommit(self) -> Iterator[Connection]:
-        """A connection of the pool (they are in autocommit mode)."""
+    def autocommit(self, durable: bool = True) -> Iterator[Connection]:
+        """A connection of the pool (they are in autocommit mode; always durable)."""
         with self.errors(), self.pool.connection() as conn:
             yield _PgConnection(conn, self)
 
     @contextmanager
-    def writing(self) -> Iterator[Connection]:
+    def writing(self, durable: bool = True) -> Iterator[Connection]:
         with self.errors(), self.pool.connection() as conn:
             # pipeline mode: statements whose results nobody reads are sent without waiting
             # for their answer; reading a result (fetchone) waits for everything before it
             with conn.pipeline(), conn.transaction():
+                if not durable:
+                    conn.execute("SET LOCAL synchronous_commit = off")
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITERS,))
                 yield _PgConnection(conn, self)
                 faults.hit("before-commit")

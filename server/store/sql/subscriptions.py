@@ -23,6 +23,10 @@ subscription's HMAC signing key.
 
 Statements other than the matcher's transaction are one short statement on a connection of
 their own that commits on its own (``Dialect.autocommit``).
+
+The deliverer's outcomes (``record``) and leases commit without waiting for the disk
+(``durable=False``, decision 0026): losing them in a power failure only repeats sends of the
+same numbers. The numbering and the matcher's cursor always commit durably.
 """
 
 from __future__ import annotations
@@ -292,7 +296,7 @@ class SqlSubscriptions:
 
     def lease(self, id: str, owner: str, now: int, until: int) -> bool:
         """Take (or renew) the delivery lease of ``id``: one deliverer per subscription."""
-        with self._dialect.autocommit() as conn:
+        with self._dialect.autocommit(durable=False) as conn:
             rows = conn.execute(
                 "UPDATE subscription_state SET lease_owner = ?, lease_until = ? WHERE id = ?"
                 " AND (lease_until <= ? OR lease_owner = ?) RETURNING id",
@@ -305,7 +309,7 @@ class SqlSubscriptions:
         if not ids:
             return []
         marks = ", ".join("?" for _ in ids)
-        with self._dialect.autocommit() as conn:
+        with self._dialect.autocommit(durable=False) as conn:
             rows = conn.execute(
                 "UPDATE subscription_state SET lease_owner = ?, lease_until = ?"
                 f" WHERE id IN ({marks}) AND (lease_until <= ? OR lease_owner = ?) RETURNING id",
@@ -314,7 +318,7 @@ class SqlSubscriptions:
         return sorted(str(r[0]) for r in rows)
 
     def release(self, id: str, owner: str) -> None:
-        with self._dialect.autocommit() as conn:
+        with self._dialect.autocommit(durable=False) as conn:
             conn.execute(
                 "UPDATE subscription_state SET lease_owner = NULL, lease_until = 0"
                 " WHERE id = ? AND lease_owner = ?",
@@ -355,7 +359,7 @@ class SqlSubscriptions:
         if not outcomes:
             return []
         kept = []
-        with self._dialect.writing() as conn:
+        with self._dialect.writing(durable=False) as conn:
             for o in outcomes:
                 if o.error is None:
                     status = ", status = 'active', handshake = 0" if o.handshake else ""
