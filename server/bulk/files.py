@@ -1,8 +1,8 @@
 """Where an export's files live: one folder per job under the export folder
 (``Settings.export_dir``; default next to the SQLite file, or a folder per database in the
-system's temporary folder),
-``<Type>-<n>.ndjson`` (and ``Deleted<Type>-<n>.ndjson``) files and ``state.json``, the types already finished (what a worker
-that takes over a dead one's job keeps).
+system's temporary folder), ``<Type>-<n>.ndjson`` (and ``Deleted<Type>-<n>.ndjson``) files
+and ``state.json``, the types already finished (what a worker that takes over a dead one's
+job keeps).
 
 The folder of a job whose row is gone (purged after its retention, or never recorded) is
 removed by ``sweep`` at each kick-off."""
