@@ -203,6 +203,8 @@ class Outbound:
             if len(self._kept) >= KEPT_CLIENTS:  # the least recently opened goes
                 self._kept.pop(next(iter(self._kept))).close()
             pool = self._kept[key] = _Pool()
+        port = parts.port
+        assert port is not None  # ``target`` always names it
         target = parts.path or "/"
         if parts.query:
             target += f"?{parts.query}"
@@ -214,7 +216,7 @@ class Outbound:
                 if connection is None:
                     try:
                         connection = await Connection.open(
-                            str(parts.hostname), parts.port or 443, tls, sni, self.connect_timeout
+                            str(parts.hostname), port, tls, sni, self.connect_timeout
                         )
                     except (OSError, TimeoutError) as exc:
                         raise OutboundError(f"cannot connect: {type(exc).__name__}") from exc

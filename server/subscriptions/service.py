@@ -743,12 +743,12 @@ class _Round:
         """``numbered`` as the owner may see them: each version read through the door once
         per round and owner, however many of the owner's subscriptions carry it."""
         owner = _owner_key(state)
-        keys = [(owner, e.type, e.id, e.version) for e in numbered]
-        missing = [e for e, key in zip(numbered, keys, strict=True) if key not in self._seen]
+        keys = [(owner, *_event_key(e)) for e in numbered]
+        missing = [(e, key) for e, key in zip(numbered, keys, strict=True) if key not in self._seen]
         if missing:
-            reading = asyncio.ensure_future(self._visible(principal, missing))
-            for e in missing:
-                self._seen[(owner, *_event_key(e))] = reading
+            reading = asyncio.ensure_future(self._visible(principal, [e for e, _ in missing]))
+            for _, key in missing:
+                self._seen[key] = reading
         out = []
         read: dict[int, dict[Any, Version | None]] = {}  # each reading awaited once
         for e, key in zip(numbered, keys, strict=True):

@@ -121,7 +121,7 @@ class Dialect(Protocol):
         subscription deliverer's outcomes and leases, decision 0026): its commit does not
         wait for the disk (SQLite: ``synchronous=NORMAL`` for it, so the next durable commit
         of any connection makes it durable, the WAL being written in order; PostgreSQL:
-        ``synchronous_commit = off`` for it). A killed process loses it either way never."""
+        ``synchronous_commit = off`` for it). A killed process loses none of it either way."""
 
     @contextmanager
     def autocommit(self, durable: bool = True) -> Iterator[Connection]:
