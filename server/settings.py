@@ -148,10 +148,12 @@ class Settings(BaseSettings):
         "or fail the request (fail: for tests, where the two must always agree)",
     )
     access_relationships: bool = Field(
-        False,
+        True,
         description="Narrow every principal acting for an organisation by its care "
         "relationships with members and their data classes (docs/security.md, "
-        "'Relationships and data classes'); operators are not narrowed",
+        "'Relationships and data classes'); operators are not narrowed. On by default "
+        "whenever authentication is on; false turns the narrowing off (a token's scopes "
+        "alone decide); without authentication it has no effect",
     )
     access_matrix: str | None = Field(
         None,

@@ -8,6 +8,16 @@ whose organisation already holds a live relationship with the member, before the
 to one of the plan's Organizations (``Matrix.plans``). A member the caller does not serve is
 refused the same way whether it exists or not.
 
+**Intake from any source** (seed 003 VI.D.5; decision 0027): the creation of an ECM
+referral — an ``ecm-referral`` ServiceRequest, or a Task whose ``focus``/``basedOn`` names
+one — whose ``requester`` is the caller's own organisation may add rows for a member the
+caller does not serve, and only these: the caller's ``referral-requester`` rows (its own
+referral, its Task and what the matrix gives that kind) and ``referral-owner`` rows of
+the plan (an Organization of ``Matrix.plans``, or one holding a live ``plan`` relationship
+with the member: its Coverage's payor). The member must exist. A requester's relationship
+never counts as serving the member for another write's grants, so the intake cannot be
+chained into granting anyone else.
+
 ``ConsentRecorders``: a Consent is written (created, updated, deleted) only by the plan or a
 registered consent recorder (``Matrix.consent_recorders``), never by an organisation its
 provisions name as an actor.
@@ -20,8 +30,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
-from server.auth.grants import KINDS, RELATIONSHIP_TYPES, grants, stored_reader
+from server.auth.grants import (
+    KINDS,
+    RELATIONSHIP_TYPES,
+    grants,
+    organizations,
+    references,
+    stored_reader,
+)
 from server.auth.principal import Principal
+from server.ecm.intake import is_ecm_referral
 from server.errors import Forbidden
 from server.fhir.instant import now_us
 from server.ports import Reader
@@ -60,6 +78,12 @@ _ELEMENTS = {
 }
 
 
+REQUESTER, OWNER = "referral-requester", "referral-owner"
+#: the kinds by which an organisation serves a member, for granting others: a referral's
+#: requester does not (anyone may refer, VI.D.5)
+SERVING = tuple(k for k in KINDS if k != REQUESTER)
+
+
 def _limited(change: Change) -> str | None:
     """The organisation of a principal these rules limit (None: not limited)."""
     principal: Principal = change.principal
@@ -86,6 +110,8 @@ class NoSelfGrant(Rule):
             grants(change.type, change.id, change.next or {}, stamp, read) if change.next else []
         )
         added = sorted(after - before)
+        if added and self._intake(change, organization, added, stamp):
+            return ALLOW
         for member, _org, kind in added:
             if not self._serves(change.reader, organization, member, stamp):
                 element = _ELEMENTS.get((change.type, kind), "")
@@ -98,12 +124,62 @@ class NoSelfGrant(Rule):
                 )
         return ALLOW
 
-    def _serves(self, reader: Reader, organization: str, member: str, now: int) -> bool:
-        """Whether ``organization`` holds a live relationship of any kind with ``member``."""
+    def _serves(
+        self, reader: Reader, organization: str, member: str, now: int,
+        kinds: tuple[str, ...] = SERVING,
+    ) -> bool:
+        """Whether ``organization`` holds a live relationship of one of ``kinds`` with
+        ``member``."""
         matrix = self.policy.matrix
         grace = tuple((k, int(d * 86_400_000_000)) for k, d in matrix.grace_days.items())
-        live = GrantClause(organization, (), KINDS, (), grace, now)
+        live = GrantClause(organization, (), kinds, (), grace, now)
         return reader.read("Patient", member, (live,)) is not None
+
+    def _intake(
+        self,
+        change: Change,
+        organization: str,
+        added: list[tuple[str, str, str]],
+        now: int,
+    ) -> bool:
+        """Whether the write creates an ECM referral the caller's organisation requests, for
+        an existing member, adding no row but its own requester rows and the plan's owner
+        rows (seed 003 VI.D.5: referrals come from any source)."""
+        resource = change.next
+        if change.previous is not None or resource is None or not _referral(change):
+            return False
+        if organizations(resource.get("requester")) != [organization]:
+            return False
+        read = change.reader.read
+        plans = self.policy.matrix.plans
+        for member, org, kind in added:
+            current = read("Patient", member)
+            if current is None or current.deleted:
+                return False
+            if kind == REQUESTER and org == organization:
+                continue
+            if kind == OWNER and (
+                org in plans or self._serves(change.reader, org, member, now, ("plan",))
+            ):
+                continue
+            return False
+        return True
+
+
+def _referral(change: Change) -> bool:
+    """An ECM referral: an ``ecm-referral`` ServiceRequest, or a Task whose ``focus`` or
+    ``basedOn`` names one (as stored in the unit: a transaction's own ServiceRequest too)."""
+    resource = change.next or {}
+    if change.type == "ServiceRequest":
+        return is_ecm_referral(resource)
+    if change.type != "Task":
+        return False
+    read = stored_reader(change.reader.read)
+    for element in ("focus", "basedOn"):
+        for type, id in references(resource.get(element)):
+            if type == "ServiceRequest" and is_ecm_referral(read(type, id)):
+                return True
+    return False
 
 
 def _keys(rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]]:

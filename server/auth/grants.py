@@ -245,6 +245,16 @@ def _service_request(id: str, resource: dict[str, Any], stamp: int) -> list[Gran
     )
 
 
+def organizations(value: Any) -> list[str]:
+    """The ``Organization/<id>`` references among ``value``'s Reference elements."""
+    return _orgs(value)
+
+
+def references(value: Any) -> list[tuple[str, str]]:
+    """``(type, id)`` of the local relative references among ``value``'s Reference elements."""
+    return list(_keys(value))
+
+
 def stored_reader(read: Callable[[str, str], Any]) -> Read:
     """A ``Read`` over a store's current versions (``read`` gives a version, with its JSON
     ``body``, or None)."""

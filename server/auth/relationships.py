@@ -114,13 +114,17 @@ DEFAULT_OWN: dict[str, tuple[str, ...]] = {
     "Procedure": ("performer",),
     "Communication": ("sender",),
 }
+#: the pseudo-class of writes ``referral``: the referral ServiceRequests and Tasks a scoped
+#: kind's own rows name (the requester's referral and its Task), never other types they name
+REFERRAL = "referral"
+REFERRAL_TYPES = ("ServiceRequest", "Task")
 #: the classes each kind may write (create, update, patch, delete) of the members it serves
 DEFAULT_WRITES: dict[str, tuple[str, ...]] = {
     "plan": (*_ALL, "own"),
     "ecm-provider": ("care-management", "clinical", "social", "own"),
     "care-team": ("care-management", "clinical", "social", "own"),
     "referral-owner": ("own",),
-    "referral-requester": (),
+    "referral-requester": (REFERRAL,),
     PLATFORM: ("care-management",),
 }
 DEFAULT_GRACE_DAYS: dict[str, float] = {"referral-owner": 30, "referral-requester": 30}
@@ -183,7 +187,7 @@ class Matrix:
 
     def __post_init__(self) -> None:
         compartment = _compartment()
-        known = {*self.classes, "clinical", "own"}
+        known = {*self.classes, "clinical", "own", REFERRAL}
         for name, types in self.classes.items():
             unknown = [t for t in types if t not in compartment]
             if unknown:
@@ -221,6 +225,15 @@ class Matrix:
         found = self.class_of(type)
         classes = (self.writes if write else self.kinds).get(kind, ())
         return found is not None and found in classes
+
+    def writes_referral(self, kind: str, type: str) -> bool:
+        """Whether ``kind`` writes the referral ServiceRequests and Tasks its scoped rows name
+        (the pseudo-class ``referral`` of ``writes``)."""
+        return (
+            type in REFERRAL_TYPES
+            and kind in self.scoped
+            and REFERRAL in self.writes.get(kind, ())
+        )
 
     def owns(self, kind: str, type: str, write: bool = False) -> bool:
         """Whether ``kind`` reaches (``write``: may write) its own resources of ``type``."""
@@ -352,6 +365,7 @@ class RelationshipPolicy:
             k for k in kinds if "Patient" in types and matrix.reaches(k, "Patient", write)
         )
         # the single resources a referral's rows name are read, never written, through them
+        # (a requester writes its own referral: ``_requested`` below)
         scoped = () if write else tuple(k for k in kinds if k in matrix.scoped)
         grace = tuple(
             (k, int(matrix.grace_days[k] * DAY_US)) for k in kinds if k in matrix.grace_days
@@ -370,6 +384,10 @@ class RelationshipPolicy:
             if owners:
                 own = _own(organization, t, matrix.own[t], owners, grace, consent)
                 parts.append(own if type is not None else AllClause((TypeClause((t,)), own)))
+        if write and type in REFERRAL_TYPES:
+            writers = tuple(k for k in kinds if matrix.writes_referral(k, type))
+            if writers:
+                parts.append(_requested(organization, writers, grace))
         found: Clause | None = None
         if parts:
             found = parts[0] if len(parts) == 1 else AnyClause(tuple(parts))
@@ -455,6 +473,19 @@ def _own(
     reach = ((type, _compartment()[type], kinds),)
     member = GrantClause(organization, reach, (), (), grace, 0, *consent)
     return AllClause((named, member))
+
+
+def _requested(
+    organization: str, kinds: tuple[str, ...], grace: tuple[tuple[str, int], ...]
+) -> Clause:
+    """A referral (ServiceRequest or Task) naming the organisation as its ``requester``, that
+    a row of one of ``kinds`` scopes to itself: what a referrer writes of its own referral.
+    Writing its own referral discloses nothing of the member, so no release of information
+    is asked for; reading it back is the kind's read classes and the member's ROI."""
+    org = ReferenceValue("Organization", organization.removeprefix("Organization/"))
+    return AllClause(
+        (ReferenceClause("requester", (org,)), GrantClause(organization, (), (), kinds, grace, 0))
+    )
 
 
 def _at(shape: Clause, now: int) -> Clause:

@@ -30,7 +30,18 @@ def local(database_url: str) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def smart(database_url: str, local: TestClient) -> Iterator[TestClient]:
-    """The app with SMART backend services on (``--auth smart``)."""
+    """The app with SMART backend services on (``--auth smart``) and care relationships
+    explicitly off: these tests' subject is the tokens and their scopes alone, which decide
+    what a partner reaches when an operator turns relationships off
+    (``CALAIM_FHIR_ACCESS_RELATIONSHIPS=false``). The default app is ``related``."""
+    with fhir_client(database_url, auth="smart", access_relationships=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def related(database_url: str, local: TestClient) -> Iterator[TestClient]:
+    """The app as it is by default with authentication on: SMART backend services and the
+    care relationships narrowing every partner (``CALAIM_FHIR_ACCESS_RELATIONSHIPS`` unset)."""
     with fhir_client(database_url, auth="smart") as client:
         yield client
 

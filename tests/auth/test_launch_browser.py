@@ -87,7 +87,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     args = [*command(), "serve", "--auth", "smart", "--port", str(port),
             "--database-url", database_url]
     try:
-        with running(args, tmp / "serve.log", f"{base}/metadata", timeout=60), \
+        # the subject is the launch itself: what the user's scopes reach, care relationships
+        # (on by default) turned off explicitly
+        with running(args, tmp / "serve.log", f"{base}/metadata", timeout=60,
+                     env={"CALAIM_FHIR_ACCESS_RELATIONSHIPS": "false"}), \
                 chromium(free_port(), tmp / "chromedriver.log") as browser:
             yield {"base": base, "client_id": client_id, "redirect": redirect,
                    "browser": browser, "log": tmp / "serve.log"}

@@ -21,6 +21,10 @@ from tests.support import fhir_client, sqlite_url
 
 pytestmark = pytest.mark.slow
 
+#: these servers' subject is the tokens (issue, revocation, renewal) and what their scopes
+#: reach: care relationships, on by default, are turned off explicitly
+SCOPES_ALONE = {"CALAIM_FHIR_ACCESS_RELATIONSHIPS": "false"}
+
 
 def _served(tmp_path: Path, alg: str, *extra: str) -> tuple[Partner, str, list[str], str]:
     """A SQLite store with Organization/o1 and Patient/p1, a partner registered for
@@ -48,7 +52,7 @@ def _organization(database_url: str) -> None:
 
 def test_revocation_is_effective_at_the_next_request_on_both_workers(tmp_path: Path) -> None:
     partner, database_url, args, base = _served(tmp_path, "ES384", "--workers", "2")
-    with running(args, tmp_path / "two.log", f"{base}/metadata", timeout=60):
+    with running(args, tmp_path / "two.log", f"{base}/metadata", timeout=60, env=SCOPES_ALONE):
         token = httpx.post(f"{base}/auth/token", data=token_form(
             partner.assertion(f"{base}/auth/token"), "system/Patient.rs")).json()
         bearer = {"Authorization": f"Bearer {token['access_token']}"}
@@ -70,7 +74,7 @@ def test_fhirclient_gets_a_backend_services_token_and_reads(tmp_path: Path) -> N
     from fhirclient.models.patient import Patient
 
     partner, _, args, base = _served(tmp_path, "RS384")
-    with running(args, tmp_path / "fc.log", f"{base}/metadata", timeout=60):
+    with running(args, tmp_path / "fc.log", f"{base}/metadata", timeout=60, env=SCOPES_ALONE):
         smart = client.FHIRClient(settings={
             "app_id": partner.client_id,
             "api_base": base,
@@ -189,7 +193,7 @@ def test_backend_services_auth_renews_its_token_before_expiry(tmp_path: Path) ->
         asked.append(request.url.path)
 
     with running(args, tmp_path / "renew.log", f"{base}/metadata", timeout=60,
-                 env={"CALAIM_FHIR_TOKEN_LIFETIME_SECONDS": "40"}), \
+                 env={**SCOPES_ALONE, "CALAIM_FHIR_TOKEN_LIFETIME_SECONDS": "40"}), \
             httpx.Client(auth=auth, event_hooks={"request": [seen]}) as http:
         assert http.get(f"{base}/Patient/p1").status_code == 200
         assert http.get(f"{base}/Patient/p1").status_code == 200

@@ -86,13 +86,15 @@ def test_rotation_keeps_issued_tokens_and_new_tokens_verify_on_older_workers(
     partner = Partner("RS384")
     partner.register(fresh_store_url, tmp_path, scope="system/Patient.rs",
                      organization=ORGANIZATION)
-    with fhir_client(fresh_store_url, auth="smart") as older:
+    # the subject is the signing keys: what the token's scope reaches, care relationships (on
+    # by default) turned off explicitly
+    with fhir_client(fresh_store_url, auth="smart", access_relationships=False) as older:
         before = token(older, partner)
         old_kids = {key["kid"] for key in older.get("/fhir/auth/jwks").json()["keys"]}
         assert len(old_kids) == 1
         result = CliRunner().invoke(cli, ["key", "rotate", "--database-url", fresh_store_url])
         assert result.exit_code == 0, result.output
-        with fhir_client(fresh_store_url, auth="smart") as newer:
+        with fhir_client(fresh_store_url, auth="smart", access_relationships=False) as newer:
             jwks = newer.get("/fhir/auth/jwks").json()["keys"]
             assert {key["kid"] for key in jwks} > old_kids  # the retired key still listed
             after = token(newer, partner)
