@@ -110,9 +110,10 @@ class NoSelfGrant(Rule):
             grants(change.type, change.id, change.next or {}, stamp, read) if change.next else []
         )
         added = sorted(after - before)
-        if added and self._intake(change, organization, added, stamp):
-            return ALLOW
-        for member, _org, kind in added:
+        intake = bool(added) and self._intake(change, organization)
+        for member, org, kind in added:
+            if intake and self._taken(change.reader, organization, (member, org, kind), stamp):
+                continue
             if not self._serves(change.reader, organization, member, stamp):
                 element = _ELEMENTS.get((change.type, kind), "")
                 return refuse(
@@ -135,35 +136,29 @@ class NoSelfGrant(Rule):
         live = GrantClause(organization, (), kinds, (), grace, now)
         return reader.read("Patient", member, (live,)) is not None
 
-    def _intake(
-        self,
-        change: Change,
-        organization: str,
-        added: list[tuple[str, str, str]],
-        now: int,
-    ) -> bool:
-        """Whether the write creates an ECM referral the caller's organisation requests, for
-        an existing member, adding no row but its own requester rows and the plan's owner
-        rows (seed 003 VI.D.5: referrals come from any source)."""
+    def _intake(self, change: Change, organization: str) -> bool:
+        """Whether the write creates an ECM referral the caller's organisation requests
+        (seed 003 VI.D.5: referrals come from any source)."""
         resource = change.next
         if change.previous is not None or resource is None or not _referral(change):
             return False
-        if organizations(resource.get("requester")) != [organization]:
+        return organizations(resource.get("requester")) == [organization]
+
+    def _taken(
+        self, reader: Reader, organization: str, row: tuple[str, str, str], now: int
+    ) -> bool:
+        """Whether an intake may add ``row`` for an existing member: the caller's own
+        requester row, or an owner row of the plan (``Matrix.plans``, or an organisation
+        holding a live ``plan`` relationship with the member)."""
+        member, org, kind = row
+        current = reader.read("Patient", member)
+        if current is None or current.deleted:
             return False
-        read = change.reader.read
-        plans = self.policy.matrix.plans
-        for member, org, kind in added:
-            current = read("Patient", member)
-            if current is None or current.deleted:
-                return False
-            if kind == REQUESTER and org == organization:
-                continue
-            if kind == OWNER and (
-                org in plans or self._serves(change.reader, org, member, now, ("plan",))
-            ):
-                continue
-            return False
-        return True
+        if kind == REQUESTER:
+            return org == organization
+        return kind == OWNER and (
+            org in self.policy.matrix.plans or self._serves(reader, org, member, now, ("plan",))
+        )
 
 
 def _referral(change: Change) -> bool:
