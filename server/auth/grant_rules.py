@@ -110,11 +110,15 @@ class NoSelfGrant(Rule):
             grants(change.type, change.id, change.next or {}, stamp, read) if change.next else []
         )
         added = sorted(after - before)
-        intake = bool(added) and self._intake(change, organization)
+        intake: bool | None = None  # decided once, when a row needs it
         for member, org, kind in added:
-            if intake and self._taken(change.reader, organization, (member, org, kind), stamp):
+            if self._serves(change.reader, organization, member, stamp):
                 continue
-            if not self._serves(change.reader, organization, member, stamp):
+            if intake is None:
+                intake = self._intake(change, organization)
+            if not intake or not self._taken(
+                change.reader, organization, (member, org, kind), stamp
+            ):
                 element = _ELEMENTS.get((change.type, kind), "")
                 return refuse(
                     Forbidden(
