@@ -30,6 +30,28 @@ def test_create_app_defaults_to_authentication_on(tmp_path: Path,
         outcome(response)
 
 
+def test_care_relationships_are_on_by_default_and_off_only_when_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With authentication on, care relationships narrow every partner unless an operator
+    sets ``CALAIM_FHIR_ACCESS_RELATIONSHIPS=false``; with authentication off the setting has
+    no policy to add (every request is the local operator's)."""
+    from server.app import access_policies
+    from server.auth.relationships import RelationshipPolicy
+    from server.services import build_search_service
+
+    monkeypatch.delenv("CALAIM_FHIR_ACCESS_RELATIONSHIPS", raising=False)
+    assert Settings().access_relationships is True
+    search = build_search_service(Settings()).context
+    kinds = [type(p) for p in access_policies(Settings(auth="smart"), search)]
+    assert RelationshipPolicy in kinds
+    off = access_policies(Settings(auth="smart", access_relationships=False), search)
+    assert RelationshipPolicy not in [type(p) for p in off]
+    assert access_policies(Settings(auth="off"), search) == ()
+    monkeypatch.setenv("CALAIM_FHIR_ACCESS_RELATIONSHIPS", "false")
+    assert Settings().access_relationships is False
+
+
 @pytest.mark.parametrize(
     ("client", "server", "status"),
     [

@@ -6,6 +6,7 @@ relationship for another organisation than the plan (decision 0027)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from tests.auth.conftest import TOKEN_URL
 from tests.auth.partners import Partner, token_form
 from tests.ecm_scene import concept, example, ok
-from tests.support import TestClient, outcome
+from tests.support import TestClient, fhir_client, outcome
 
 FHIR_JSON = "application/fhir+json"
 BASE = "http://calaim-fhir.org/fhir"
@@ -222,3 +223,19 @@ def test_relationships_off_explicitly_leave_the_scopes_alone(
     decide, so the same CBO token reads the member's Condition."""
     assert ok(smart.get("/fhir/Condition/intake-c1", headers=tokens[OTHER]))["id"] == "intake-c1"
 
+
+
+def test_a_plan_may_take_the_referral_write_class_from_requesters(
+    database_url: str, local: TestClient, tmp: Path, scene: None,
+    tokens: dict[str, dict[str, str]],
+) -> None:
+    """The write class ``referral`` is the plan's configuration: without it a requester
+    cannot write its referral, so the intake is refused and nothing is kept."""
+    matrix = tmp / "no-referral-writes.json"
+    matrix.write_text(json.dumps({"writes": {"referral-requester": []}}))
+    tasks, requests = _stored(local, "Task"), _stored(local, "ServiceRequest")
+    with fhir_client(database_url, auth="smart", access_matrix=str(matrix)) as app:
+        response = app.post("/fhir", headers=tokens[CBO], json=_transaction("9", CBO, PLAN))
+    outcome(response, 403)
+    assert _stored(local, "Task") == tasks
+    assert _stored(local, "ServiceRequest") == requests
