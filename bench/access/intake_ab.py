@@ -23,8 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from fastapi import FastAPI
 BENCH = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCH.parent))
 
+from bench.access.cpu import running  # noqa: E402
 from server.app import create_app  # noqa: E402
 from server.auth.clients import Client, new_client  # noqa: E402
 from server.auth.scopes import ScopeSet  # noqa: E402
@@ -46,14 +45,6 @@ CBO = "Organization/bench-cbo"
 POF = "http://calaim-fhir.org/fhir/CodeSystem/ecm-population-of-focus"
 SCOPE = "system/ServiceRequest.crs system/Task.crus"
 EXAMPLE = BENCH.parent / "examples" / "resources" / "ServiceRequest-ecm-referral-example.json"
-
-
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            yield client
 
 
 def _concept(system: str, code: str) -> dict[str, Any]:
