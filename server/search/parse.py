@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -143,6 +144,8 @@ def parse_number(text: str) -> int | None:
 
 def _split(text: str, sep: str) -> list[str]:
     """Split on unescaped ``sep``, leaving every escape in place for a later ``_unescape``."""
+    if "\\" not in text:
+        return text.split(sep)
     parts: list[str] = []
     current: list[str] = []
     escaped = False
@@ -190,9 +193,14 @@ def _names(types: Sequence[str], limit: int = 8) -> str:
 
 def _targets(param: SearchParam) -> tuple[str, ...]:
     """The supported resource types a reference parameter may point at (all when open)."""
-    if not param.targets or "Resource" in param.targets:
+    return _supported(param.targets)
+
+
+@functools.lru_cache(maxsize=1024)
+def _supported(targets: tuple[str, ...]) -> tuple[str, ...]:
+    if not targets or "Resource" in targets:
         return _ALL_TYPES
-    return tuple(t for t in param.targets if t in RESOURCE_TYPES)
+    return tuple(t for t in targets if t in RESOURCE_TYPES)
 
 
 # -- cursor --------------------------------------------------------------------------------
