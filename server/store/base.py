@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from server.ports import Reader, Unit
 from server.search.rows import IndexRows
@@ -322,9 +322,9 @@ def new_state(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Numbered:
-    """One numbered event of a subscription."""
+class Numbered(NamedTuple):
+    """One numbered event of a subscription (a named tuple: one is made per subscription
+    and event delivered, so it is cheap to make)."""
 
     number: int
     seq: int

@@ -765,7 +765,7 @@ class _Round:
                 if id(pending) not in awaited:
                     awaited.add(id(pending))
                     await pending
-        return [Seen(e, known[e.seq]) for e in numbered]
+        return [Seen._make((e, known[e.seq])) for e in numbered]
 
     async def _visible(
         self, principal: Principal, numbered: list[Numbered], known: dict[int, Version | None]

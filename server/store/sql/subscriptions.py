@@ -354,8 +354,7 @@ class SqlSubscriptions:
             for number in range(max(int(first), after + 1), min(int(high), last) + 1):
                 if len(out) >= limit:
                     return out
-                seq, type, rid, version, committed = events[number - int(first)]
-                out.append(Numbered(number, seq, type, rid, version, committed))
+                out.append(Numbered._make((number, *events[number - int(first)])))
         return out
 
     def record(self, outcomes: Sequence[Outcome]) -> list[str]:
