@@ -260,7 +260,14 @@ async def deliver(
             search.indexer,
             access_policies(settings, search.context),
         )
-        await service.run(stop)
+        # as in the server (``create_app``): what start-up loaded is kept out of the cyclic
+        # collector's full passes, which the notifications' allocations would otherwise
+        # trigger every few rounds, each walking it all
+        gc.freeze()
+        try:
+            await service.run(stop)
+        finally:
+            gc.unfreeze()
     finally:
         runner.close()
         if store is None:

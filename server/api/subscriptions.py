@@ -181,7 +181,9 @@ async def events(request: Request) -> Response:
         chosen,
     )
     bundle = notification_bundle(base, parameters, seen, chosen, now_us())
-    return Response(http.dump(bundle, http.pretty(request)), media_type=http.FHIR_JSON)
+    # the events' parts are spliced JSON text: indented, when asked, after serialising
+    text = http.reformat(orjson.dumps(bundle), http.pretty(request))
+    return Response(text, media_type=http.FHIR_JSON)
 
 
 @router.post(

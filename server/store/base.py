@@ -30,11 +30,11 @@ and are stored in the same transaction; searches answer from them (``SearchQuery
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from server.ports import Reader, Unit
 from server.search.rows import IndexRows
@@ -322,9 +322,9 @@ def new_state(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Numbered:
-    """One numbered event of a subscription."""
+class Numbered(NamedTuple):
+    """One numbered event of a subscription (a named tuple: one is made per subscription
+    and event delivered, so it is cheap to make)."""
 
     number: int
     seq: int
@@ -393,6 +393,10 @@ class Subscriptions(Protocol):
 
     def states(self) -> list[State]: ...
 
+    def states_of(self, ids: Sequence[str]) -> dict[str, State]:
+        """The states of ``ids`` (one query); ids without one are left out."""
+        ...
+
     def due(self, now: int, limit: int, sent_before: int | None = None) -> list[State]:
         """Live subscriptions with something to send whose lease is free and retry due;
         with ``sent_before``, only those whose last notification went out before it (a
@@ -434,6 +438,13 @@ class Subscriptions(Protocol):
     def set_signing_key(self, id: str, key: str, now: int) -> None: ...
 
     def signing_key(self, id: str) -> str | None: ...
+
+    def delivery_secrets(
+        self, wanted: Mapping[str, str | None]
+    ) -> dict[str, tuple[list[tuple[str, str]], str | None]]:
+        """For each subscription id of ``wanted`` (mapped to its header values' token, if
+        any), its header values and signing key, in one query."""
+        ...
 
 
 # -- the audit trail (``Repository.audit``; ``store/sql/audit.py`` describes its columns) --

@@ -4,14 +4,17 @@ content, the focus version (``id-only``: its URL; ``full-resource``: the resourc
 
 An event whose focus the subscriber may not see (as of sending) keeps its number and timestamp
 and loses its focus and entry: the numbering stays gap-free and nothing is disclosed.
+
+What an event contributes is the same in every subscription's notification that carries it
+(only its number differs), so it is serialised once per event and spliced into each Bundle as
+JSON text (``orjson.Fragment``), however many subscriptions carry it.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -30,8 +33,7 @@ NOTIFICATION_PROFILE = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
+class Seen(NamedTuple):
     """One numbered event as the subscriber may see it: ``version`` None when hidden."""
 
     event: Numbered
@@ -49,7 +51,7 @@ def status_parameters(
     content: str,
     error: str | None = None,
 ) -> dict[str, Any]:
-    params: list[dict[str, Any]] = [
+    params: list[Any] = [
         {"name": "subscription", "valueReference": {"reference": f"{base}/Subscription/{id}"}},
     ]
     if content != "empty":
@@ -59,14 +61,11 @@ def status_parameters(
         {"name": "type", "valueCode": type},
         {"name": "events-since-subscription-start", "valueString": str(events_since_start)},
     ]
-    for seen in events:
-        e = seen.event
-        focus = seen.version is not None and content != "empty"
-        parts: list[dict[str, Any]] = [
-            {"name": "event-number", "valueString": str(e.number)},
-            *_event_parts(base, e.type, e.id, e.version, e.committed, focus),
-        ]
-        params.append({"name": "notification-event", "part": parts})
+    shown = content != "empty"
+    for e, version in events:
+        focus = shown and version is not None
+        parts = _event_parts(base, e.type, e.id, e.version, e.committed, focus)
+        params.append(orjson.Fragment(b"%b%d%b" % (_EVENT_HEAD, e.number, parts)))
     if error:
         params.append({"name": "error", "valueCodeableConcept": {"text": error}})
     return {
@@ -76,24 +75,26 @@ def status_parameters(
     }
 
 
+_EVENT_HEAD = b'{"name":"notification-event","part":[{"name":"event-number","valueString":"'
+
+
 @lru_cache(maxsize=8192)
-def _event_parts(
-    base: str, type: str, id: str, version: int, committed: int, focus: bool
-) -> tuple[dict[str, Any], ...]:
-    """An event's ``timestamp`` and ``focus`` parts, built once however many subscriptions'
-    notifications carry it (shared objects: serialized, never changed)."""
+def _event_parts(base: str, type: str, id: str, version: int, committed: int, focus: bool) -> bytes:
+    """The end of an event's ``notification-event`` parameter after its number: the
+    ``timestamp`` part and the ``focus`` part (``focus``), serialised once however many
+    subscriptions' notifications carry the event."""
     parts: list[dict[str, Any]] = [{"name": "timestamp", "valueInstant": format_instant(committed)}]
     if focus:
         reference = f"{base}/{type}/{id}/_history/{version}"
         parts.append({"name": "focus", "valueReference": {"reference": reference}})
-    return tuple(parts)
+    return b'"},' + orjson.dumps(parts)[1:] + b"}"
 
 
 @lru_cache(maxsize=8192)
-def _entry(base: str, type: str, id: str, version: int, deleted: bool) -> dict[str, Any]:
-    """An event's Bundle entry without its resource, built once per event (shared: copied
-    before a resource is added, otherwise serialized as is)."""
-    return {
+def _entry(base: str, type: str, id: str, version: int, deleted: bool) -> bytes:
+    """An event's Bundle entry without its resource, serialised once per event and without
+    its closing brace (a ``full-resource`` entry adds the stored resource's JSON after it)."""
+    entry = {
         "fullUrl": f"{base}/{type}/{id}/_history/{version}",
         "request": {
             "method": "DELETE" if deleted else ("POST" if version == 1 else "PUT"),
@@ -101,12 +102,13 @@ def _entry(base: str, type: str, id: str, version: int, deleted: bool) -> dict[s
         },
         "response": {"status": "204" if deleted else ("201" if version == 1 else "200")},
     }
+    return orjson.dumps(entry)[:-1]
 
 
 def notification_bundle(
     base: str, parameters: dict[str, Any], events: list[Seen], content: str, now: int
 ) -> dict[str, Any]:
-    entries: list[dict[str, Any]] = [
+    entries: list[Any] = [
         {
             "fullUrl": f"urn:uuid:{uuid.uuid4()}",
             "resource": parameters,
@@ -115,16 +117,17 @@ def notification_bundle(
         }
     ]
     if content != "empty":
-        for seen in events:
-            version = seen.version
+        full = content == "full-resource"
+        for e, version in events:
             if version is None:
                 continue
-            e = seen.event
-            deleted = version.body is None
-            entry = _entry(base, e.type, e.id, e.version, deleted)
-            if content == "full-resource" and not deleted:
-                entry = {**entry, "resource": orjson.loads(version.body or b"{}")}
-            entries.append(entry)
+            body = version.body
+            entry = _entry(base, e.type, e.id, e.version, body is None)
+            if full and body is not None:
+                # the version's stored JSON as it is
+                entries.append(orjson.Fragment(b'%b,"resource":%b}' % (entry, body)))
+            else:
+                entries.append(orjson.Fragment(entry + b"}"))
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),

@@ -145,7 +145,7 @@ class SubscriptionService:
         self._me = f"deliverer-{secrets.token_hex(6)}"
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._spec_cache: dict[str, tuple[int, Spec | None]] = {}
-        self._delivery_specs: dict[str, tuple[int, Spec]] = {}
+        self._delivery_specs: dict[str, tuple[int, dict[str, Any], Spec]] = {}
         self._recorder = _Recorder(repo.subscriptions, lambda: len(self._inflight))
         self._wake = asyncio.Event()
 
@@ -379,7 +379,7 @@ class SubscriptionService:
             if current is None or current.body is None:
                 continue
             try:
-                spec = self._delivery_spec(state.id, current.version, orjson.loads(current.body))
+                _, spec = self._delivery_spec(state.id, current)
             except FhirError:
                 continue
             if spec.end is not None and _ended(spec.end, now):
@@ -498,47 +498,56 @@ class SubscriptionService:
             )
         return self._failure(state, error, done)
 
-    def _load_many(self, ids: Sequence[str]) -> list[_Loaded]:
-        """``_load`` of a round's subscriptions, in one go (blocking)."""
-        return [self._load(id, heartbeat=False) for id in ids]
+    def _load_many(self, ids: Sequence[str], heartbeat: bool = False) -> list[_Loaded]:
+        """What the sends to ``ids`` read from the store, read together (one thread hop, one
+        query for their states and one for their header values and signing keys): the
+        state, the current Subscription and its spec, the events after the acknowledged
+        cursor (``max-count`` at a time; one while the endpoint is failing: a cheap probe,
+        and once one succeeds the backlog follows at once), and for a rest-hook with
+        something to send its header values and signing key."""
+        states = self._store.states_of(ids)
+        with self._repo.reader() as reader:
+            loads = [_Loaded(id, states.get(id), reader.read("Subscription", id)) for id in ids]
+        wanted: dict[str, str | None] = {}  # subscription -> its header values' token
+        for found in loads:
+            state, current = found.state, found.current
+            if state is None or state.status not in ("requested", "active"):
+                continue
+            if current is None or current.body is None:
+                continue
+            try:
+                found.resource, spec = self._delivery_spec(found.id, current)
+            except FhirError as exc:
+                found.invalid = str(exc)
+                continue
+            found.spec = spec
+            found.limit = spec.max_count or DEFAULT_MAX_COUNT
+            if state.attempts:
+                found.limit = min(found.limit, PROBE_COUNT)
+            if not state.handshake:
+                found.numbered = self._store.events(found.id, state.delivered, None, found.limit)
+            if spec.channel != "email" and (state.handshake or found.numbered or heartbeat):
+                wanted[found.id] = secret_token(found.resource)
+        secrets = self._store.delivery_secrets(wanted)
+        for found in loads:
+            if found.id in secrets:
+                found.headers, found.key = secrets[found.id]
+        return loads
 
     def _load(self, id: str, heartbeat: bool) -> _Loaded:
-        """What one send reads from the store, read together (one thread hop): the state,
-        the current Subscription and its spec, the events after the acknowledged cursor
-        (``max-count`` at a time; one while the endpoint is failing: a cheap probe, and once
-        one succeeds the backlog follows at once), and for a rest-hook with something to
-        send its header values and signing key."""
-        state, current = self._current(id)
-        found = _Loaded(id, state, current)
-        if state is None or state.status not in ("requested", "active"):
-            return found
-        if current is None or current.body is None:
-            return found
-        found.resource = orjson.loads(current.body)
-        try:
-            spec = found.spec = self._delivery_spec(id, current.version, found.resource)
-        except FhirError as exc:
-            found.invalid = str(exc)
-            return found
-        found.limit = spec.max_count or DEFAULT_MAX_COUNT
-        if state.attempts:
-            found.limit = min(found.limit, PROBE_COUNT)
-        if not state.handshake:
-            found.numbered = self._store.events(id, state.delivered, None, found.limit)
-        if spec.channel != "email" and (state.handshake or found.numbered or heartbeat):
-            found.headers = self._headers(found.resource)
-            found.key = self._store.signing_key(id)
-        return found
+        """``_load_many`` of one subscription."""
+        return self._load_many([id], heartbeat)[0]
 
-    def _delivery_spec(self, id: str, version: int, resource: dict[str, Any]) -> Spec:
-        """The Subscription's spec, parsed again only when its version changed; raises
-        ``FhirError`` when it is no longer valid."""
+    def _delivery_spec(self, id: str, current: Version) -> tuple[dict[str, Any], Spec]:
+        """The Subscription's resource and spec, parsed again only when its version changed
+        (shared: never changed); raises ``FhirError`` when it is no longer valid."""
         cached = self._delivery_specs.get(id)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+        if cached is not None and cached[0] == current.version:
+            return cached[1], cached[2]
+        resource = orjson.loads(current.body or b"{}")
         spec = read_spec(resource, self._search)
-        self._delivery_specs[id] = (version, spec)
-        return spec
+        self._delivery_specs[id] = (current.version, resource, spec)
+        return resource, spec
 
     async def _post(
         self, spec: Spec, found: _Loaded, kind: str, seen: list[Seen], now: int
@@ -600,10 +609,6 @@ class SubscriptionService:
         state = self._store.state(id)
         with self._repo.reader() as reader:
             return state, reader.read("Subscription", id)
-
-    def _headers(self, resource: dict[str, Any]) -> list[tuple[str, str]]:
-        token = secret_token(resource)
-        return [] if token is None else (self._store.secret(token) or [])
 
     def _seen(self, principal: Principal, numbered: list[Numbered]) -> list[Seen]:
         """The events as ``principal`` may see them now (through the door)."""
@@ -718,7 +723,10 @@ class _Round:
         self._service = service
         self.started = started
         self._owners: dict[tuple[str | None, ...], asyncio.Future[Principal | None]] = {}
-        self._seen: dict[tuple[Any, ...], asyncio.Future[dict[Any, Version | None]]] = {}
+        # per owner: each event's version as the owner may see it (by outbox ``seq``, one
+        # event's identity), and the readings under way
+        self._known: dict[tuple[str | None, ...], dict[int, Version | None]] = {}
+        self._reading: dict[tuple[str | None, ...], dict[int, asyncio.Future[None]]] = {}
         self._next: _Round | None = None
 
     def fresh(self, now: int) -> _Round:
@@ -743,35 +751,31 @@ class _Round:
         """``numbered`` as the owner may see them: each version read through the door once
         per round and owner, however many of the owner's subscriptions carry it."""
         owner = _owner_key(state)
-        keys = [(owner, *_event_key(e)) for e in numbered]
-        missing = [(e, key) for e, key in zip(numbered, keys, strict=True) if key not in self._seen]
+        known = self._known.setdefault(owner, {})
+        reading = self._reading.setdefault(owner, {})
+        missing = [e for e in numbered if e.seq not in known and e.seq not in reading]
         if missing:
-            reading = asyncio.ensure_future(self._visible(principal, [e for e, _ in missing]))
-            for _, key in missing:
-                self._seen[key] = reading
-        out = []
-        read: dict[int, dict[Any, Version | None]] = {}  # each reading awaited once
-        for e, key in zip(numbered, keys, strict=True):
-            future = self._seen[key]
-            visible = read.get(id(future))
-            if visible is None:
-                visible = read[id(future)] = await future
-            out.append(Seen(e, visible[key[1:]]))
-        return out
+            future = asyncio.ensure_future(self._visible(principal, missing, known))
+            for e in missing:
+                reading[e.seq] = future
+        awaited: set[int] = set()  # each reading awaited once
+        for e in numbered:
+            if e.seq not in known:
+                pending = reading[e.seq]
+                if id(pending) not in awaited:
+                    awaited.add(id(pending))
+                    await pending
+        return [Seen._make((e, known[e.seq])) for e in numbered]
 
     async def _visible(
-        self, principal: Principal, numbered: list[Numbered]
-    ) -> dict[Any, Version | None]:
+        self, principal: Principal, numbered: list[Numbered], known: dict[int, Version | None]
+    ) -> None:
         seen = await asyncio.to_thread(self._service._seen, principal, numbered)
-        return {_event_key(s.event): s.version for s in seen}
+        known.update((s.event.seq, s.version) for s in seen)
 
 
 def _owner_key(state: State) -> tuple[str | None, ...]:
     return (state.owner, state.organization, state.user)
-
-
-def _event_key(e: Numbered) -> tuple[str, str, int]:
-    return (e.type, e.id, e.version)
 
 
 class _Recorder:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -264,6 +264,17 @@ class SqlSubscriptions:
             ).fetchone()
         return None if row is None else _state(row)
 
+    def states_of(self, ids: Sequence[str]) -> dict[str, State]:
+        """The states of ``ids`` (one query); ids without one are left out."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" for _ in ids)
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                f"SELECT {_STATE} FROM subscription_state WHERE id IN ({marks})", tuple(ids)
+            ).fetchall()
+        return {s.id: s for s in map(_state, rows)}
+
     def states(self) -> list[State]:
         with self._dialect.autocommit() as conn:
             rows = conn.execute(f"SELECT {_STATE} FROM subscription_state ORDER BY id").fetchall()
@@ -343,8 +354,7 @@ class SqlSubscriptions:
             for number in range(max(int(first), after + 1), min(int(high), last) + 1):
                 if len(out) >= limit:
                     return out
-                seq, type, rid, version, committed = events[number - int(first)]
-                out.append(Numbered(number, seq, type, rid, version, committed))
+                out.append(Numbered._make((number, *events[number - int(first)])))
         return out
 
     def record(self, outcomes: Sequence[Outcome]) -> list[str]:
@@ -434,9 +444,35 @@ class SqlSubscriptions:
                 "INSERT INTO subscription_secret (token, headers, created) VALUES (?, ?, ?)"
                 " ON CONFLICT (token) DO UPDATE SET headers = excluded.headers,"
                 " created = excluded.created",
-                (f"signing:{id}", orjson.dumps([["key", key]]).decode(), now),
+                (_signing(id), orjson.dumps([["key", key]]).decode(), now),
             )
 
     def signing_key(self, id: str) -> str | None:
-        found = self.secret(f"signing:{id}")
+        found = self.secret(_signing(id))
         return None if not found else found[0][1]
+
+    def delivery_secrets(
+        self, wanted: Mapping[str, str | None]
+    ) -> dict[str, tuple[list[tuple[str, str]], str | None]]:
+        """For each subscription id of ``wanted`` (mapped to its header values' token, if
+        any), its header values and signing key, in one query."""
+        tokens = [t for id, token in wanted.items() for t in (_signing(id), token) if t]
+        if not tokens:
+            return {}
+        marks = ", ".join("?" for _ in tokens)
+        with self._dialect.autocommit() as conn:
+            rows = conn.execute(
+                f"SELECT token, headers FROM subscription_secret WHERE token IN ({marks})",
+                tuple(tokens),
+            ).fetchall()
+        found = {str(t): [(str(n), str(v)) for n, v in orjson.loads(h)] for t, h in rows}
+        out: dict[str, tuple[list[tuple[str, str]], str | None]] = {}
+        for id, token in wanted.items():
+            key = found.get(_signing(id))
+            out[id] = (found.get(token, []) if token else [], key[0][1] if key else None)
+        return out
+
+
+def _signing(id: str) -> str:
+    """The secret row of a subscription's signing key."""
+    return f"signing:{id}"
