@@ -850,6 +850,7 @@ class SqlRepository:
         return GroupWriter(self.sql_dialect, self.run_jobs, pool)
 
     def close(self) -> None:
+        self.auth.close()
         self.sql_dialect.close()
 
 
