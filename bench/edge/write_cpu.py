@@ -36,37 +36,13 @@ sys.path.insert(0, str(BENCH / "edge"))
 
 from bundle_gen import PLAN_ID, feed_directory  # noqa: E402
 from harness import asgi_call as call  # noqa: E402
-from read_cpu import running  # noqa: E402
+from read_cpu import client_token, running  # noqa: E402
 
 from server.app import create_app  # noqa: E402
-from server.auth.clients import Client, new_client  # noqa: E402
-from server.auth.scopes import ScopeSet  # noqa: E402
-from server.auth.tokens import issue  # noqa: E402
 from server.settings import Settings  # noqa: E402
-from tests.auth.partners import Partner  # noqa: E402
 
 SCOPE = "system/*.cruds"
 JSON = (b"content-type", b"application/fhir+json")
-
-
-def plan_token(app: Any) -> str:
-    """A token of a new client acting for the plan (``SCOPE``), issued by ``app``."""
-    auth = app.state.auth
-    row = new_client(
-        name="bench-plan",
-        organization=f"Organization/{PLAN_ID}",
-        scope=SCOPE,
-        jwks={"keys": [Partner("RS384").jwk]},
-    )
-    auth.store.add_client(row)
-    return issue(
-        auth.keys,
-        Client.of(row),
-        ScopeSet.of(SCOPE),
-        base=app.state.settings.fhir_base,
-        now=time.time(),
-        lifetime=3600,
-    )
 
 
 async def main() -> None:
@@ -113,7 +89,8 @@ async def main() -> None:
     )
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(running(on))
-        auth = (b"authorization", f"Bearer {plan_token(on)}".encode())
+        token = client_token(on, f"Organization/{PLAN_ID}", SCOPE, 3600)
+        auth = (b"authorization", f"Bearer {token}".encode())
         headers = [(b"host", b"127.0.0.1"), JSON, auth]
         bodies = {id: json.dumps({**template, "id": id}).encode() for id in ids}
         turn = 0

@@ -3,6 +3,7 @@ revocation made by any process on the store is seen at the next request by every
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,66 +69,65 @@ class _Asked:
         return self.answer
 
 
-def test_only_active_answers_are_kept_and_only_while_the_stamp_stands(tmp_path: Path) -> None:
-    stamp = AuthStamp(str(tmp_path / "x-auth"))
-    statuses = Statuses(str(tmp_path / "x-auth"))
-    try:
-        asked = _Asked()
-        assert statuses.active(("client", "a"), asked) and statuses.active(("client", "a"), asked)
-        assert asked.times == 1
-        refused = _Asked(False)
-        assert not statuses.active(("client", "b"), refused)
-        assert not statuses.active(("client", "b"), refused)
-        assert refused.times == 2
-        with stamp.changing():
-            assert statuses.active(("client", "a"), asked)  # under way: asked, not kept
-            assert asked.times == 2
-        assert statuses.active(("client", "a"), asked)
-        assert asked.times == 3
-    finally:
-        statuses.close()
-        stamp.close()
-
-
-def test_an_answer_whose_question_overlapped_a_change_is_not_kept(tmp_path: Path) -> None:
+@pytest.fixture
+def stamp_and_statuses(tmp_path: Path) -> Iterator[tuple[AuthStamp, Statuses]]:
+    """A stamp (as a process that changes statuses holds it) and a reader's kept answers."""
     path = str(tmp_path / "x-auth")
-    stamp = AuthStamp(path)
-    statuses = Statuses(path)
-    try:
-        asked = _Asked()
+    stamp, statuses = AuthStamp(path), Statuses(path)
+    yield stamp, statuses
+    statuses.close()
+    stamp.close()
 
-        def racing() -> bool:
-            with stamp.changing():  # a change commits while the database is asked
-                pass
-            return asked()
 
-        assert statuses.active(("client", "a"), racing)
-        assert statuses.active(("client", "a"), asked)
+def test_only_active_answers_are_kept_and_only_while_the_stamp_stands(
+    stamp_and_statuses: tuple[AuthStamp, Statuses],
+) -> None:
+    stamp, statuses = stamp_and_statuses
+    asked = _Asked()
+    assert statuses.active(("client", "a"), asked) and statuses.active(("client", "a"), asked)
+    assert asked.times == 1
+    refused = _Asked(False)
+    assert not statuses.active(("client", "b"), refused)
+    assert not statuses.active(("client", "b"), refused)
+    assert refused.times == 2
+    with stamp.changing():
+        assert statuses.active(("client", "a"), asked)  # under way: asked, not kept
         assert asked.times == 2
-    finally:
-        statuses.close()
-        stamp.close()
+    assert statuses.active(("client", "a"), asked)
+    assert asked.times == 3
 
 
-def test_a_change_that_died_midway_leaves_every_request_asking(tmp_path: Path) -> None:
-    path = str(tmp_path / "x-auth")
-    stamp = AuthStamp(path)
-    statuses = Statuses(path)
-    try:
-        with pytest.raises(RuntimeError), stamp.changing():
-            raise RuntimeError("the process died after its commit")
-        asked = _Asked()
-        for _ in range(3):
-            assert statuses.active(("client", "a"), asked)
-        assert asked.times == 3
-        with stamp.changing():  # the next change completes: answers are kept again
+def test_an_answer_whose_question_overlapped_a_change_is_not_kept(
+    stamp_and_statuses: tuple[AuthStamp, Statuses],
+) -> None:
+    stamp, statuses = stamp_and_statuses
+    asked = _Asked()
+
+    def racing() -> bool:
+        with stamp.changing():  # a change commits while the database is asked
             pass
-        for _ in range(3):
-            assert statuses.active(("client", "a"), asked)
-        assert asked.times == 4
-    finally:
-        statuses.close()
-        stamp.close()
+        return asked()
+
+    assert statuses.active(("client", "a"), racing)
+    assert statuses.active(("client", "a"), asked)
+    assert asked.times == 2
+
+
+def test_a_change_that_died_midway_leaves_every_request_asking(
+    stamp_and_statuses: tuple[AuthStamp, Statuses],
+) -> None:
+    stamp, statuses = stamp_and_statuses
+    with pytest.raises(RuntimeError), stamp.changing():
+        raise RuntimeError("the process died after its commit")
+    asked = _Asked()
+    for _ in range(3):
+        assert statuses.active(("client", "a"), asked)
+    assert asked.times == 3
+    with stamp.changing():  # the next change completes: answers are kept again
+        pass
+    for _ in range(3):
+        assert statuses.active(("client", "a"), asked)
+    assert asked.times == 4
 
 
 def test_without_a_stamp_every_request_asks() -> None:
