@@ -13,8 +13,9 @@ still that value. So:
 - a change that committed has moved the stamp past every value an answer was kept under: the
   next request on every worker asks the database again;
 - while a change is under way (odd) nothing is kept or used;
-- a process that died between its commit and the final step leaves the stamp odd: every
-  request asks the database (as without a stamp) until the next change completes.
+- a change that fails still makes the stamp even again (a new value); a process that died
+  between its commit and the final step leaves the stamp odd: every request asks the database
+  (as without a stamp) until the next change completes.
 
 Only *active* answers are kept (a refusal always asks). Changes made to the tables by other
 means than the store's methods (a SQL shell) do not move the stamp: restart the server after
@@ -65,8 +66,10 @@ class AuthStamp:
             try:
                 value = self.value()
                 self._set(value if value & 1 else value + 1)
-                yield
-                self._set(self.value() + 1)
+                try:
+                    yield
+                finally:  # committed or not, what was kept before is asked again
+                    self._set(self.value() + 1)
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 

@@ -117,8 +117,8 @@ def test_a_change_that_died_midway_leaves_every_request_asking(
     stamp_and_statuses: tuple[AuthStamp, Statuses],
 ) -> None:
     stamp, statuses = stamp_and_statuses
-    with pytest.raises(RuntimeError), stamp.changing():
-        raise RuntimeError("the process died after its commit")
+    with open(stamp.path, "r+b") as file:  # what a process killed inside ``changing`` leaves
+        file.write((stamp.value() + 1).to_bytes(8, "little"))
     asked = _Asked()
     for _ in range(3):
         assert statuses.active(("client", "a"), asked)
@@ -128,6 +128,20 @@ def test_a_change_that_died_midway_leaves_every_request_asking(
     for _ in range(3):
         assert statuses.active(("client", "a"), asked)
     assert asked.times == 4
+
+
+def test_a_failed_change_leaves_the_stamp_moved_and_even(
+    stamp_and_statuses: tuple[AuthStamp, Statuses],
+) -> None:
+    stamp, statuses = stamp_and_statuses
+    asked = _Asked()
+    assert statuses.active(("client", "a"), asked)
+    before = stamp.value()
+    with pytest.raises(RuntimeError), stamp.changing():
+        raise RuntimeError("the database refused the change")
+    assert stamp.value() == before + 2
+    assert statuses.active(("client", "a"), asked) and statuses.active(("client", "a"), asked)
+    assert asked.times == 2  # asked again once, then kept
 
 
 def test_without_a_stamp_every_request_asks() -> None:
