@@ -85,6 +85,7 @@ from server.store.sql.schema import MIGRATIONS, POSTGRESQL_ONLY
 from server.store.sql.subscriptions import SqlSubscriptions
 
 _CURRENT = f"SELECT {compiler.COLUMNS} FROM resource r"
+_PLAIN_PARAMETER = re.compile(r"\?(?![0-9])")
 
 
 @lru_cache(maxsize=256)
@@ -92,7 +93,7 @@ def _numbered(text: str, args: tuple[Any, ...]) -> compiler.Frag:
     """SQLite: ``text``'s parameters numbered from ``?3`` (after a read's type and id), each
     distinct value of ``args`` bound once. An access narrowing repeats its values (the caller's
     organisation, the time, the consent kinds) in every branch: a read by id binds ~120 of
-    them, ~35 distinct, and binding is most of what the statement costs beyond the lookup.
+    them, ~30 distinct, and binding is most of what the statement costs beyond the lookup.
     Numbered from the text's plain ``?`` outside string literals; anything else unchanged."""
     pieces = text.split("'")  # even pieces lie outside string literals ('' escapes included)
     if sum(piece.count("?") for piece in pieces[::2]) != len(args):
@@ -114,7 +115,6 @@ def _numbered(text: str, args: tuple[Any, ...]) -> compiler.Frag:
     return "'".join(pieces), tuple(values)
 
 
-_PLAIN_PARAMETER = re.compile(r"\?(?![0-9])")
 _FETCH = 256  # rows fetched at a time by streaming reads
 _KEYS_PER_STATEMENT = 200  # resource keys looked up by one statement
 P = ParamSpec("P")
@@ -202,8 +202,14 @@ class SqlReader:
         """The live current version if it satisfies ``within``; its deletion version if it is
         deleted and they hold on the deleted row (clauses on index rows never do)."""
         condition = compiler.within(within, collate=self._collate, types=(type,))
+        numbered = None
         if isinstance(self._conn, sqlite3.Connection):
-            text, args = _numbered(condition[0], condition[1])
+            try:
+                numbered = _numbered(condition[0], tuple(condition[1]))
+            except TypeError:  # a value that cannot be a cache key: bound as compiled
+                pass
+        if numbered is not None:
+            text, args = numbered
             sql = f"{_CURRENT} WHERE r.rtype = ?1 AND r.id = ?2 AND {text}"
         else:
             sql, args = (
