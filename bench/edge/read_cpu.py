@@ -56,25 +56,30 @@ async def running(app: Any) -> AsyncIterator[Any]:
         yield app
 
 
-def ecm_token(app: Any, lifetime: int) -> str:
-    """A token of a new client acting for ``Organization/ecm`` (``system/*.rs``), issued by
-    ``app`` (running, ``auth=smart``)."""
+def client_token(app: Any, organization: str, scope: str, lifetime: int) -> str:
+    """A token of a new client acting for ``organization`` with ``scope``, issued by ``app``
+    (running, ``auth=smart``)."""
     auth = app.state.auth
     row = new_client(
-        name="bench-ecm",
-        organization="Organization/ecm",
-        scope="system/*.rs",
+        name="bench-client",
+        organization=organization,
+        scope=scope,
         jwks={"keys": [Partner("RS384").jwk]},
     )
     auth.store.add_client(row)
     return issue(
         auth.keys,
         Client.of(row),
-        ScopeSet.of("system/*.rs"),
+        ScopeSet.of(scope),
         base=app.state.settings.fhir_base,
         now=time.time(),
         lifetime=lifetime,
     )
+
+
+def ecm_token(app: Any, lifetime: int) -> str:
+    """A token of a new client acting for ``Organization/ecm`` (``system/*.rs``)."""
+    return client_token(app, "Organization/ecm", "system/*.rs", lifetime)
 
 
 async def main() -> None:

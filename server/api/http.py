@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -58,9 +59,18 @@ def _fhir_version_ok(params: dict[str, str]) -> bool:
     return version is None or version in ("4.0", "4.0.1")
 
 
+_NO_QUERY = QueryParams()
+
+
+def query_params(request: Request) -> QueryParams:
+    """The request's query parameters, parsed only when there is a query string (a read by
+    id, a create and an update have none)."""
+    return request.query_params if request.scope.get("query_string") else _NO_QUERY
+
+
 def check_accept(request: Request) -> None:
     """406 unless the client accepts FHIR JSON (``_format`` overrides ``Accept``)."""
-    fmt = request.query_params.get("_format")
+    fmt = query_params(request).get("_format")
     if fmt is not None:
         media, params = _media(fmt)
         if media in _FORMATS and _fhir_version_ok(params):
@@ -85,7 +95,7 @@ def check_accept(request: Request) -> None:
 
 
 def pretty(request: Request) -> bool:
-    return request.query_params.get("_pretty") == "true"
+    return query_params(request).get("_pretty") == "true"
 
 
 def _prefer(request: Request, key: str) -> str | None:
@@ -228,7 +238,7 @@ def fhir_request(
             conditional[_CONDITIONAL_HEADERS[name]] = value.decode("latin-1")
     return FhirRequest(
         method,
-        query=request.query_params.multi_items(),
+        query=query_params(request).multi_items(),
         if_match=conditional.get("if_match"),
         if_none_match=conditional.get("if_none_match"),
         if_modified_since=conditional.get("if_modified_since"),

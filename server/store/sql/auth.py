@@ -16,7 +16,8 @@ from typing import Any
 
 from server.fhir.instant import now_us
 from server.store.base import ClientRow, CodeRow, GrantRow, RequestRow, UserRow
-from server.store.sql.dialect import Dialect
+from server.store.sql.auth_stamp import Statuses
+from server.store.sql.dialect import Dialect, SQLiteDialect
 
 _CLIENT_COLUMNS = (
     "client_id, name, organization, scope, jwks, jwks_url, role, purposes, algorithms, status,"
@@ -77,6 +78,13 @@ class SqlAuth:
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
+        # SQLite: active answers kept under a stamp every process on the store moves
+        self._statuses = Statuses(
+            dialect.path + "-auth" if isinstance(dialect, SQLiteDialect) else None
+        )
+
+    def close(self) -> None:
+        self._statuses.close()
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -118,7 +126,11 @@ class SqlAuth:
         return [_client(row) for row in rows]
 
     def active(self, client_id: str) -> bool:
-        """Whether ``client_id`` is registered and not revoked (every request asks)."""
+        """Whether ``client_id`` is registered and not revoked (every request asks; SQLite
+        answers from the kept answer while no status changed, ``auth_stamp.py``)."""
+        return self._statuses.active(("client", client_id), lambda: self._active(client_id))
+
+    def _active(self, client_id: str) -> bool:
         with self._dialect.reading() as conn:
             row = conn.execute(
                 "SELECT status FROM auth_client WHERE client_id = ?", (client_id,)
@@ -127,7 +139,7 @@ class SqlAuth:
 
     def revoke(self, client_id: str) -> bool:
         """Revoke an active client; False if there is no such active client."""
-        with self._dialect.autocommit() as conn:
+        with self._statuses.changing(), self._dialect.autocommit() as conn:
             rows = conn.execute(
                 "UPDATE auth_client SET status = 'revoked', revoked = ?"
                 " WHERE client_id = ? AND status = 'active' RETURNING client_id",
@@ -177,7 +189,7 @@ class SqlAuth:
         if password_hash is not None:
             sets.append("password_hash = ?")
             args.append(password_hash)
-        with self._dialect.autocommit() as conn:
+        with self._statuses.changing(), self._dialect.autocommit() as conn:
             rows = conn.execute(
                 f"UPDATE auth_user SET {', '.join(sets)} WHERE username = ? RETURNING username",
                 (*args, username),
@@ -321,7 +333,7 @@ class SqlAuth:
         return None if row is None else _grant(row)
 
     def revoke_grant(self, grant_id: str) -> None:
-        with self._dialect.autocommit() as conn:
+        with self._statuses.changing(), self._dialect.autocommit() as conn:
             conn.execute("UPDATE auth_grant SET status = 'revoked' WHERE grant_id = ?", (grant_id,))
             conn.execute(
                 "UPDATE auth_refresh SET status = 'revoked' WHERE grant_id = ?", (grant_id,)
@@ -329,7 +341,12 @@ class SqlAuth:
 
     def grant_active(self, client_id: str, grant_id: str) -> bool:
         """Whether the grant, its client and its user are all still active (every request
-        of a launch token asks; one indexed read)."""
+        of a launch token asks; one indexed read, or the kept answer as in ``active``)."""
+        return self._statuses.active(
+            ("grant", client_id, grant_id), lambda: self._grant_active(client_id, grant_id)
+        )
+
+    def _grant_active(self, client_id: str, grant_id: str) -> bool:
         with self._dialect.reading() as conn:
             row = conn.execute(
                 "SELECT 1 FROM auth_grant g JOIN auth_client c ON c.client_id = g.client_id"
