@@ -1918,14 +1918,21 @@ def include_statement(
     one statement, each target once, in insertion order, at most ``limit`` rows of those
     that satisfy ``narrowing`` (a condition on ``r``: the caller's view, applied before the
     limit)."""
-    s = "s"
-    condition = _include_sources(s, sources, includes)
+    condition = _include_sources("s", sources, includes)
     if condition is None:
         return None
+    return _referenced_rows("s.target_type, s.target_id", condition, narrowing, limit, inline)
+
+
+def _referenced_rows(
+    keys: str, condition: Frag, narrowing: Frag, limit: int, inline: int | None
+) -> tuple[str, list[Any]]:
+    """The live rows (``lean_columns``) whose keys (``keys``, columns of the reference rows
+    ``s`` that satisfy ``condition``) the reference rows give, that satisfy ``narrowing``, in
+    insertion order, at most ``limit``."""
     sql = (
         f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
-        " WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
-        f" (SELECT {s}.target_type, {s}.target_id FROM search_reference {s}"
+        f" WHERE r.deleted = 0 AND (r.rtype, r.id) IN (SELECT {keys} FROM search_reference s"
         f" WHERE {condition[0]}) AND {narrowing[0]} ORDER BY r.created_seq LIMIT {int(limit)}"
     )
     return sql, [*condition[1], *narrowing[1]]
@@ -2000,11 +2007,4 @@ def revinclude_statement(
         )
     if not alternatives:
         return None
-    condition = _or(alternatives)
-    sql = (
-        f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
-        " WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
-        f" (SELECT {s}.rtype, {s}.id FROM search_reference {s} WHERE {condition[0]})"
-        f" AND {narrowing[0]} ORDER BY r.created_seq LIMIT {int(limit)}"
-    )
-    return sql, [*condition[1], *narrowing[1]]
+    return _referenced_rows("s.rtype, s.id", _or(alternatives), narrowing, limit, inline)
