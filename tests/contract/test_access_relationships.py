@@ -773,3 +773,93 @@ def test_a_search_testing_many_candidates_applies_relationships_and_releases(
     assert put(app, _episode("eoc1", "m1", "ecm", "finished")).status_code == 200
     who.as_(acting_for("ecm"))
     assert _bulk_search(app) == (0, set())
+
+
+def _observation(id: str, member: str, performer: str | None = None) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": id,
+        "status": "final",
+        "code": {"text": id},
+        "subject": _ref(f"Patient/{member}"),
+    }
+    if performer is not None:
+        resource["performer"] = [_ref(performer)]
+    return resource
+
+
+def _found(app: TestClient, url: str) -> tuple[int, set[str], set[str]]:
+    """A search's total, its matches and its included resources (every page)."""
+    body = app.get(f"{url}&_total=accurate").json()
+    entries = all_pages(app, url)
+    mode: dict[str, set[str]] = {"match": set(), "include": set()}
+    for entry in entries:
+        mode[entry["search"]["mode"]] |= _keys([entry])
+    return int(body["total"]), mode["match"], mode["include"]
+
+
+def test_a_search_by_member_and_its_includes_show_only_what_is_reached(
+    app: TestClient, who: Acting
+) -> None:
+    """A search naming one member (``subject=Patient/m1``) decides that member's grant once:
+    the same answers and totals as the rule resource by resource; what it does not decide
+    (another member, a referral naming the resource itself) the row's own test does. Its
+    ``_include``s are narrowed to the types they return: a Practitioner (directory data) and
+    the member's own Patient are shown, another member's Patient only to whom reaches it."""
+    who.as_(LOCAL)
+    for resource in (
+        {"resourceType": "Practitioner", "id": "pr1", "name": [{"family": "pr1"}]},
+        _observation("ob1", "m1", "Practitioner/pr1"),
+        _observation("ob2", "m1", "Patient/m1"),
+        _observation("ob3", "m1", "Patient/m2"),  # of m1, performed by another member
+        _observation("ob4", "m2", "Patient/m1"),  # of m2, in m1's compartment by performer
+        _observation("ob5", "m2"),
+    ):
+        assert put(app, resource).status_code == 201
+    m1 = {"Observation/o1", "Observation/ob1", "Observation/ob2", "Observation/ob3"}
+    by_m1 = "/fhir/Observation?subject=Patient/m1&_count=2"
+    include = "&_include=Observation:performer"
+    who.as_(acting_for("ecm"))  # m1 by its EpisodeOfCare
+    assert _found(app, by_m1) == (4, m1, set())
+    assert _found(app, by_m1 + include) == (4, m1, {"Practitioner/pr1", "Patient/m1"})
+    assert _found(app, by_m1 + include + ":Patient") == (4, m1, {"Patient/m1"})
+    # m2 is not released to the provider: of m2's Observations only ob4, in m1's compartment
+    # through its performer, is reached (through m1)
+    assert _found(app, "/fhir/Observation?subject=Patient/m2&_count=2") == (
+        1, {"Observation/ob4"}, set())
+    assert _found(app, "/fhir/Observation?performer=Patient/m1&_count=2") == (
+        2, {"Observation/ob2", "Observation/ob4"}, set())
+    revinclude = "/fhir/Patient?_id=m1,m2&_revinclude=Observation:subject&_count=5"
+    assert _found(app, revinclude) == (1, {"Patient/m1"}, m1)
+    who.as_(acting_for("plan"))  # m1 and m2 by their Coverages
+    assert _found(app, by_m1 + include) == (
+        4, m1, {"Practitioner/pr1", "Patient/m1", "Patient/m2"})
+    assert _found(app, "/fhir/Observation?subject=Patient/m2&_count=2") == (
+        2, {"Observation/ob4", "Observation/ob5"}, set())
+    who.as_(acting_for("cbo"))  # m1 released, but its referral reaches o1 alone
+    assert _found(app, by_m1 + include) == (1, {"Observation/o1"}, set())
+    who.as_(LOCAL)
+    assert put(app, _roi("deny-ecm", "m1", "deny", "ecm")).status_code == 201
+    who.as_(acting_for("ecm"))
+    assert _found(app, by_m1 + include) == (0, set(), set())
+    assert _found(app, revinclude) == (0, set(), set())
+    who.as_(acting_for("plan"))
+    assert _found(app, by_m1 + include) == (
+        4, m1, {"Practitioner/pr1", "Patient/m1", "Patient/m2"})
+
+
+def test_a_search_by_member_hides_its_part2_data_without_a_permit(
+    app: TestClient, who: Acting
+) -> None:
+    who.as_(LOCAL)
+    assert put(app, _sud("sud1", "http://hl7.org/fhir/sid/icd-10-cm", "F11.20")).status_code == 201
+    by_m1 = "/fhir/Condition?patient=Patient/m1&_count=1"
+    who.as_(acting_for("ecm"))
+    assert _found(app, by_m1) == (1, {"Condition/c1"}, set())
+    part2 = {"securityLabel": [{"system": PART2_LABEL.split("|")[0], "code": "42CFRPart2"}]}
+    who.as_(LOCAL)
+    assert put(app, _roi("p2-ecm", "m1", "permit", "ecm", **part2)).status_code == 201
+    who.as_(acting_for("ecm"))
+    assert _found(app, by_m1) == (2, {"Condition/c1", "Condition/sud1"}, set())
+    who.as_(acting_for("plan"))  # the permit names the provider, not the plan
+    assert _found(app, by_m1) == (1, {"Condition/c1"}, set())

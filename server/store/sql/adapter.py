@@ -456,19 +456,18 @@ class SqlReader:
         max_bytes: int | None = None,
     ) -> Included:
         with self._budgeted():
-            narrowing = self._narrowing(within)
-            return self._include(versions, includes, limit, narrowing, max_bytes)
+            return self._include(versions, includes, limit, tuple(within), max_bytes)
 
     def _include(
         self,
         versions: list[Version],
         includes: tuple[Include, ...],
         limit: int,
-        narrowing: compiler.Frag,
+        within: tuple[Clause, ...],
         max_bytes: int | None,
     ) -> Included:
-        """``include`` with each branch narrowed by ``narrowing`` (the caller's view) before
-        its row limit; ``:iterate`` goes on from what passed."""
+        """``include`` with each branch narrowed by ``within`` (the caller's view) before its
+        row limit; ``:iterate`` goes on from what passed."""
         seen = {(v.type, v.id) for v in versions}
         added: list[Version] = []
         used = 0  # bytes of ``added``, as ``fitting`` counts them
@@ -483,11 +482,11 @@ class SqlReader:
             # every row may be one seen already: fetch enough to fill the cap and see past it
             room = limit - len(added) + len(seen) + 1
             if depth == INCLUDE_HOPS:  # one hop more would add resources: say so
-                probe = self._included(keys, active, room, 0, seen, narrowing)
+                probe = self._included(keys, active, room, 0, seen, within)
                 return Included(added, hop_limit=bool(probe[0]))
             budget = None if max_bytes is None else max_bytes - used
             inline = bodies.inline(budget, room)
-            fresh, sizes = self._included(keys, active, room, inline, seen, narrowing)
+            fresh, sizes = self._included(keys, active, room, inline, seen, within)
             by_count = limit - len(added)
             by_bytes = fitting(sizes, budget, at_least=0)
             kept = min(by_count, by_bytes)
@@ -505,19 +504,29 @@ class SqlReader:
         room: int,
         inline: int | None,
         seen: set[tuple[str, str]],
-        narrowing: compiler.Frag,
+        within: tuple[Clause, ...],
     ) -> tuple[list[Version], list[int]]:
         """One hop of includes from ``keys``: the resources not ``seen`` yet (added to it) that
-        satisfy ``narrowing`` (before each statement's limit), and their sizes (with
-        ``inline``; 0 without)."""
+        satisfy ``within`` (before each statement's limit), and their sizes (with ``inline``;
+        0 without). Each statement is narrowed by the caller's view of the types it can
+        return only (``within_types``): the revincluded sources' types, and the targets' types
+        the includes name or, when one does not, that the references point at (one lookup
+        of the reference rows), none of which means no statement."""
         fresh: list[Version] = []
         sizes: list[int] = []
         forward = [i for i in active if not i.reverse]
         backward = [i for i in active if i.reverse]
-        for statement in (
-            compiler.include_statement(keys, forward, room, narrowing, inline),
-            compiler.revinclude_statement(keys, backward, room, narrowing, inline),
-        ):
+        statements: list[tuple[str, list[Any]] | None] = []
+        if forward:
+            targets = self._target_types(keys, forward) if within else ()
+            if targets or not within:
+                view = compiler.within_types(within, targets, collate=self._collate)
+                statements.append(compiler.include_statement(keys, forward, room, view, inline))
+        if backward:
+            sources = tuple(sorted({i.source_type for i in backward}))
+            view = compiler.within_types(within, sources, collate=self._collate)
+            statements.append(compiler.revinclude_statement(keys, backward, room, view, inline))
+        for statement in statements:
             if statement is None:
                 continue
             for row in self._conn.execute(*statement).fetchall():
@@ -527,6 +536,18 @@ class SqlReader:
                     fresh.append(_current(row))
                     sizes.append(bodies.size(row) if inline is not None else 0)
         return fresh, sizes
+
+    def _target_types(
+        self, keys: dict[str, list[str]], forward: list[Include]
+    ) -> tuple[str, ...]:
+        """The types the ``forward`` includes' references from ``keys`` can reach, sorted."""
+        if all(i.target_type is not None for i in forward):
+            return tuple(sorted({i.target_type for i in forward if i.target_type is not None}))
+        statement = compiler.include_types_statement(keys, forward)
+        if statement is None:
+            return ()
+        rows = self._conn.execute(*statement).fetchall()
+        return tuple(sorted({row[0] for row in rows if row[0]}))
 
     def patient_resources(
         self,

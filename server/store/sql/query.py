@@ -97,6 +97,7 @@ from server.search.values import fold
 
 Frag = tuple[str, tuple[Any, ...]]
 Types = tuple[str, ...] | None  # the resource types an alias may have; None = any
+Member = str | Frag  # a member's id in a grant test: a column (SQL text) or a bound value
 
 COLUMNS = "rtype, id, version, last_updated, deleted, body, created_seq, labels, owners"
 SORT_VALUES = 9  # where the sort values begin in a page's rows, after ``COLUMNS``
@@ -657,7 +658,8 @@ class Compiler:
         if isinstance(clause, AllClause):
             return _and(self.clause(c, alias, types) for c in clause.clauses)
         if isinstance(clause, TypeClause):
-            return _in(f"{alias}.rtype", clause.types)
+            kept = clause.types if types is None else [t for t in clause.types if t in types]
+            return _in(f"{alias}.rtype", kept)
         if isinstance(clause, ReferencedClause):
             return self._referenced(clause, alias, types)
         if isinstance(clause, GrantClause):
@@ -687,14 +689,16 @@ class Compiler:
             ]
         )
 
-    def _roi(self, clause: GrantClause, member: str, kinds: Sequence[str], orgs: Sequence[str]
-             ) -> Frag:
+    def _roi(
+        self, clause: GrantClause, member: Member, kinds: Sequence[str], orgs: Sequence[str]
+    ) -> Frag:
         """Some live release-of-information row of ``member`` of one of ``kinds`` names one of
         ``orgs``."""
         q = self.alias("q")
+        text, args = (member, ()) if isinstance(member, str) else member
         condition = _and(
             [
-                (f"{q}.member = {member}", ()),
+                (f"{q}.member = {text}", args),
                 _in(f"{q}.kind", kinds),
                 _in(f"{q}.organization", orgs),
                 (f"({q}.period_start IS NULL OR {q}.period_start <= ?)", (clause.now,)),
@@ -710,7 +714,7 @@ class Compiler:
         resource, a Part 2 permit naming the organisation."""
         return _and([self._released(clause, member), self._part2(clause, member, alias)])
 
-    def _part2(self, clause: GrantClause, member: str, alias: str) -> Frag:
+    def _part2(self, clause: GrantClause, member: Member, alias: str) -> Frag:
         """The resource row ``alias`` carries no sensitive label, or the member has a live
         Part 2 permit naming the clause's organisation."""
         if not clause.consent or not clause.sensitive:
@@ -726,7 +730,7 @@ class Compiler:
             (*labelled[1], *part2[1]),
         )
 
-    def _released(self, clause: GrantClause, member: str) -> Frag:
+    def _released(self, clause: GrantClause, member: Member) -> Frag:
         """The member's release of information lets the clause's organisation have its
         data: no deny of it or of everyone; it is a covered entity or a permit names it or
         everyone."""
@@ -935,6 +939,31 @@ class Compiler:
             member = self._consented(clause, f"{alias}.id", alias)
             parts.append(_and([(f"{alias}.rtype = 'Patient'", ()), member]))
         return _or(parts)
+
+    def _member_granted(self, clause: GrantClause, member: str, kinds: Sequence[str], alias: str
+                        ) -> Frag:
+        """The known member ``member`` (every row tested belongs to it: the search names it)
+        is released to the clause's organisation by a live grant row of ``kinds`` and its
+        release of information, an uncorrelated probe the database runs once per statement,
+        and the resource row ``alias``'s labels pass the member's Part 2 permits."""
+        g = self.alias("g")
+        condition = _and(
+            [
+                (f"{g}.member = ? AND {g}.scope_type = ''", (member,)),
+                self._live(g, clause, kinds),
+                self._released(clause, f"{g}.member"),
+            ]
+        )
+        grants = self.pinned("access_grant", g, "member")
+        released = f"EXISTS (SELECT 1 FROM {grants} WHERE {condition[0]})", condition[1]
+        part2 = self._part2(clause, ("?", (member,)), alias)
+        if part2 is _TRUE:
+            return released
+        # (a CASE: the Part 2 test only for a row whose member is released, see ``_part2``)
+        return (
+            f"(CASE WHEN {released[0]} THEN {part2[0]} ELSE FALSE END)",
+            (*released[1], *part2[1]),
+        )
 
     def _listed(self, column: str, value: str) -> Frag:
         """The access facts ``column`` (values separated by newlines, ``access_facts.py``) of
@@ -1561,11 +1590,22 @@ class Plan:
                 )
             )
         parts.extend(
-            compiler.clause(c, alias, types)
-            for n, c in enumerate(self.criteria.clauses)
-            if n != self.driver
+            self._tested(c, alias) for n, c in enumerate(self.criteria.clauses) if n != self.driver
         )
         return _and(parts)
+
+    def _tested(self, clause: Clause, alias: str) -> Frag:
+        """``clause`` as a test of the row ``alias``; a grant clause, when the search names
+        the one member every candidate belongs to, first as that member's grant (decided once
+        per statement), then as the test of the row's own references (``_member_named``)."""
+        compiled = self.compiler.clause(clause, alias, self.types)
+        if not isinstance(clause, GrantClause):
+            return compiled
+        named = _member_named(clause, self.criteria.clauses, self.types)
+        if named is None:
+            return compiled
+        member, kinds = named
+        return _or([_member_granted(clause, member, kinds, alias, self.compiler.pin), compiled])
 
     def count(self) -> tuple[str, list[Any]]:
         """``SELECT COUNT(*)`` of the matches: off the driver's index when it is the only clause."""
@@ -1610,6 +1650,38 @@ def _granted_keys(clause: GrantClause, types: Types, pin: bool, estimating: bool
     return Compiler(pin=pin, prefix="y", estimating=estimating)._granted_keys(clause, types)
 
 
+def _member_named(
+    clause: GrantClause, clauses: Sequence[Clause], types: Types
+) -> tuple[str, tuple[str, ...]] | None:
+    """The member every match of ``clauses`` (of one type) belongs to under one of the grant
+    clause's reach parameters, and the relationship kinds that read the type: a reference
+    clause of such a parameter naming one Patient (``Observation?subject=Patient/p1``). Every
+    candidate then references that member, so the member's grant decides it (when the member
+    is not released the row's own test still runs: another member or a scoped grant may reach
+    it). None otherwise, and for break the glass."""
+    if clause.emergency or types is None or len(types) != 1:
+        return None
+    reach = [(codes, kinds) for type, codes, kinds in clause.reach if type == types[0]]
+    if len(reach) != 1 or not reach[0][1]:
+        return None
+    codes, kinds = reach[0]
+    for c in clauses:
+        if isinstance(c, ReferenceClause) and c.param in codes and len(c.values) == 1:
+            value = c.values[0]
+            if value.type == "Patient" and value.id and value.url is None:
+                return value.id, kinds
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _member_granted(
+    clause: GrantClause, member: str, kinds: tuple[str, ...], alias: str, pin: bool
+) -> Frag:
+    """``Compiler._member_granted``, compiled once per clause (its time is set to the second)
+    and member; its own aliases (``w…``) never meet those of the statement around it."""
+    return Compiler(pin=pin, prefix="w")._member_granted(clause, member, kinds, alias)
+
+
 def _pins(collate: str) -> bool:
     """Whether correlated probes name their index: on SQLite (the dialect without a collation
     clause), whose planner has no statistics to choose the owner index over the lookup one."""
@@ -1630,6 +1702,17 @@ def within(
 def _within(clauses: tuple[Clause, ...], alias: str, collate: str, types: Types) -> Frag:
     compiler = Compiler(collate, pin=_pins(collate))
     return _and(compiler.clause(c, alias, types) for c in clauses)
+
+
+def within_types(
+    clauses: Sequence[Clause], types: tuple[str, ...], alias: str = "r", *, collate: str = ""
+) -> Frag:
+    """``within`` for the rows of ``types`` only (their type tested first): a view that need
+    cover only those types, as an include's targets of known types. True without clauses."""
+    if not clauses:
+        return _TRUE
+    view = within(clauses, alias, collate=collate, types=types)
+    return _and([_in(f"{alias}.rtype", types), view])
 
 
 def where(criteria: Criteria, alias: str = "r", *, collate: str = "") -> tuple[str, list[Any]]:
@@ -1835,7 +1918,44 @@ def include_statement(
     one statement, each target once, in insertion order, at most ``limit`` rows of those
     that satisfy ``narrowing`` (a condition on ``r``: the caller's view, applied before the
     limit)."""
-    s = "s"
+    condition = _include_sources("s", sources, includes)
+    if condition is None:
+        return None
+    return _referenced_rows("s.target_type, s.target_id", condition, narrowing, limit, inline)
+
+
+def _referenced_rows(
+    keys: str, condition: Frag, narrowing: Frag, limit: int, inline: int | None
+) -> tuple[str, list[Any]]:
+    """The live rows (``lean_columns``) whose keys (``keys``, columns of the reference rows
+    ``s`` that satisfy ``condition``) the reference rows give, that satisfy ``narrowing``, in
+    insertion order, at most ``limit``."""
+    sql = (
+        f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
+        f" WHERE r.deleted = 0 AND (r.rtype, r.id) IN (SELECT {keys} FROM search_reference s"
+        f" WHERE {condition[0]}) AND {narrowing[0]} ORDER BY r.created_seq LIMIT {int(limit)}"
+    )
+    return sql, [*condition[1], *narrowing[1]]
+
+
+def include_types_statement(
+    sources: dict[str, list[str]], includes: Sequence[Include]
+) -> tuple[str, list[Any]] | None:
+    """The types the ``_include``s' references from ``sources`` point at (rows ``target_type``,
+    each once): what a narrowed include statement's view must cover."""
+    condition = _include_sources("s", sources, includes)
+    if condition is None:
+        return None
+    return (
+        f"SELECT DISTINCT s.target_type FROM search_reference s WHERE {condition[0]}",
+        list(condition[1]),
+    )
+
+
+def _include_sources(
+    s: str, sources: dict[str, list[str]], includes: Sequence[Include]
+) -> Frag | None:
+    """The ``search_reference`` rows ``s`` of the ``_include``s from ``sources``; None: none."""
     alternatives: list[Frag] = []
     for type, ids in sources.items():
         wanted = [i for i in includes if i.source_type == type]
@@ -1853,14 +1973,7 @@ def include_statement(
         alternatives.append(_and([(f"{s}.rtype = ?", (type,)), _in(f"{s}.id", ids), per_include]))
     if not alternatives:
         return None
-    condition = _or(alternatives)
-    sql = (
-        f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
-        " WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
-        f" (SELECT {s}.target_type, {s}.target_id FROM search_reference {s}"
-        f" WHERE {condition[0]}) AND {narrowing[0]} ORDER BY r.created_seq LIMIT {int(limit)}"
-    )
-    return sql, [*condition[1], *narrowing[1]]
+    return _or(alternatives)
 
 
 def revinclude_statement(
@@ -1894,11 +2007,4 @@ def revinclude_statement(
         )
     if not alternatives:
         return None
-    condition = _or(alternatives)
-    sql = (
-        f"SELECT {lean_columns('r', inline)}{size_column('r', inline)} FROM resource r"
-        " WHERE r.deleted = 0 AND (r.rtype, r.id) IN"
-        f" (SELECT {s}.rtype, {s}.id FROM search_reference {s} WHERE {condition[0]})"
-        f" AND {narrowing[0]} ORDER BY r.created_seq LIMIT {int(limit)}"
-    )
-    return sql, [*condition[1], *narrowing[1]]
+    return _referenced_rows("s.rtype, s.id", _or(alternatives), narrowing, limit, inline)
