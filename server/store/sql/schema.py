@@ -69,6 +69,15 @@ audited interaction (reads and searches batched off the request path, writes cop
 outbox by its ``audit`` consumer), and ``audit_ref``, the references each row is searched by
 (its entities, patients and agents).
 
+Migration 14 (``_OWNED``) writes into every search index row its resource's member and
+insertion order: ``member``, the one Patient compartment its access facts name when it carries
+no security label (``access_facts.index_member``; NULL when it belongs to several members or
+none, is labelled, or its facts are unknown), and ``seq``, its ``created_seq``; both written
+with the rows, in the version's transaction, and appended to each lookup index, so a narrowed
+search driven by a clause reads its visible matches, counted and in insertion order, from the
+index alone (``sql/query.py``, ``Compiler._owned_matches``). Existing rows are filled from
+their resource rows; a NULL member is always tested on the resource row as before.
+
 Migration 13 numbers a subscription's events in runs (``sql/subscriptions.py``): the matcher
 writes, per batch, each distinct list of matched events once (``subscription_match``) and, per
 subscription, one row naming its run of numbers over that list (``subscription_run``) instead
@@ -130,6 +139,27 @@ _COVERING = [
     "DROP INDEX search_reference_target",
     "CREATE INDEX search_reference_target ON search_reference"
     " (target_type, target_id, param, rtype, id)",
+]
+
+# the member of a version as ``access_facts.index_member`` computes it, from its row
+# ``r``'s facts (a literal newline separates their values)
+_MEMBER = (
+    "CASE WHEN r.labels = '' AND r.owners LIKE 'Patient/%' AND r.owners NOT LIKE '%\n%'"
+    " THEN substr(r.owners, 9) END"
+)
+_OWNED = [
+    statement
+    for table, (lookup, _) in _VALUES.items()
+    for statement in (
+        f"ALTER TABLE {table} ADD COLUMN member TEXT",
+        f"ALTER TABLE {table} ADD COLUMN seq {{bigint}}",
+        f"UPDATE {table} SET member = (SELECT {_MEMBER} FROM resource r"
+        f" WHERE r.rtype = {table}.rtype AND r.id = {table}.id),"
+        f" seq = (SELECT r.created_seq FROM resource r"
+        f" WHERE r.rtype = {table}.rtype AND r.id = {table}.id)",
+        f"DROP INDEX {table}_lookup",
+        f"CREATE INDEX {table}_lookup ON {table} (rtype, param, {lookup}, id, member, seq)",
+    )
 ]
 
 MIGRATIONS: list[list[str]] = [
@@ -527,4 +557,5 @@ MIGRATIONS: list[list[str]] = [
             FROM subscription_event""",
         "DROP TABLE subscription_event",
     ],
+    _OWNED,
 ]
