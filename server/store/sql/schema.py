@@ -144,8 +144,8 @@ _COVERING = [
 # the member of a version as ``access_facts.index_member`` computes it, from its row
 # ``r``'s facts (a literal newline separates their values)
 _MEMBER = (
-    "CASE WHEN r.labels = '' AND r.owners LIKE 'Patient/%' AND r.owners NOT LIKE '%\n%'"
-    " THEN substr(r.owners, 9) END"
+    "CASE WHEN r.labels = '' AND substr(r.owners, 1, 8) = 'Patient/'"
+    " AND replace(r.owners, '\n', '') = r.owners THEN substr(r.owners, 9) END"
 )
 _OWNED = [
     statement
