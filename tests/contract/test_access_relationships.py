@@ -773,3 +773,61 @@ def test_a_search_testing_many_candidates_applies_relationships_and_releases(
     assert put(app, _episode("eoc1", "m1", "ecm", "finished")).status_code == 200
     who.as_(acting_for("ecm"))
     assert _bulk_search(app) == (0, set())
+
+
+def test_a_search_by_code_follows_each_resources_member_as_it_changes(
+    app: TestClient, who: Acting
+) -> None:
+    """A narrowed search whose clause matches many candidates answers from the member each
+    resource's index rows name, rewritten with every version: a Condition moved to another
+    member moves with it (answers, totals, pages), one naming two members is tested on its
+    row, a deleted one goes."""
+    who.as_(LOCAL)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"Condition/{r['id']}"}}
+            for r in (
+                *(_bulk(f"b{m}-{n}", m) for m in ("m1", "m2", "m3") for n in range(20)),
+                *(_condition(f"x{n}", "m1") for n in range(80)),
+            )
+        ],
+    }
+    assert app.post("/fhir", json=bundle).status_code == 200
+    of = {m: {f"Condition/b{m}-{n}" for n in range(20)} for m in ("m1", "m2", "m3")}
+    who.as_(acting_for("ecm"))  # m1, by its EpisodeOfCare
+    assert _bulk_search(app) == (20, of["m1"])
+    who.as_(acting_for("other"))  # m3, by its Coverage
+    assert _bulk_search(app) == (20, of["m3"])
+
+    who.as_(LOCAL)  # five of m2's Conditions become m1's, one of m1's becomes m3's
+    moved = {f"Condition/bm2-{n}" for n in range(5)}
+    for n in range(5):
+        assert put(app, _bulk(f"bm2-{n}", "m1")).status_code == 200
+    assert put(app, _bulk("bm1-0", "m3")).status_code == 200
+    m1 = (of["m1"] - {"Condition/bm1-0"}) | moved
+    m2 = of["m2"] - moved
+    m3 = of["m3"] | {"Condition/bm1-0"}
+    who.as_(acting_for("ecm"))
+    assert _bulk_search(app) == (24, m1)
+    who.as_(acting_for("plan"))  # m1 and m2
+    assert _bulk_search(app) == (39, m1 | m2)
+    who.as_(acting_for("other"))
+    assert _bulk_search(app) == (21, m3)
+
+    who.as_(LOCAL)  # one of m3's names m1 as its asserter too: it belongs to both
+    both = {**_bulk("bm3-1", "m3"), "asserter": _ref("Patient/m1")}
+    assert put(app, both).status_code == 200
+    assert app.delete("/fhir/Condition/bm1-1").status_code in (200, 204)
+    m1 = (m1 - {"Condition/bm1-1"}) | {"Condition/bm3-1"}
+    who.as_(acting_for("ecm"))
+    assert _bulk_search(app) == (24, m1)
+    who.as_(acting_for("other"))
+    assert _bulk_search(app) == (21, m3)
+    who.as_(acting_for("plan"))
+    assert _bulk_search(app) == (39, m1 | m2)
+    who.as_(LOCAL)  # and back to m3 alone: the provider no longer sees it
+    assert put(app, _bulk("bm3-1", "m3")).status_code == 200
+    who.as_(acting_for("ecm"))
+    assert _bulk_search(app) == (23, m1 - {"Condition/bm3-1"})
