@@ -69,20 +69,20 @@ audited interaction (reads and searches batched off the request path, writes cop
 outbox by its ``audit`` consumer), and ``audit_ref``, the references each row is searched by
 (its entities, patients and agents).
 
+Migration 13 numbers a subscription's events in runs (``sql/subscriptions.py``): the matcher
+writes, per batch, each distinct list of matched events once (``subscription_match``) and, per
+subscription, one row naming its run of numbers over that list (``subscription_run``) instead
+of one row per (subscription, event); the rows of ``subscription_event`` move over as runs of
+one event each.
+
 Migration 14 (``_OWNED``) writes into every search index row its resource's member and
 insertion order: ``member``, the one Patient compartment its access facts name when it carries
 no security label (``access_facts.index_member``; NULL when it belongs to several members or
 none, is labelled, or its facts are unknown), and ``seq``, its ``created_seq``; both written
 with the rows, in the version's transaction, and appended to each lookup index, so a narrowed
 search driven by a clause reads its visible matches, counted and in insertion order, from the
-index alone (``sql/query.py``, ``Compiler._owned_matches``). Existing rows are filled from
+index alone (``sql/query.py``, ``Plan.owned_matches``). Existing rows are filled from
 their resource rows; a NULL member is always tested on the resource row as before.
-
-Migration 13 numbers a subscription's events in runs (``sql/subscriptions.py``): the matcher
-writes, per batch, each distinct list of matched events once (``subscription_match``) and, per
-subscription, one row naming its run of numbers over that list (``subscription_run``) instead
-of one row per (subscription, event); the rows of ``subscription_event`` move over as runs of
-one event each.
 """
 
 from __future__ import annotations
