@@ -721,14 +721,9 @@ def _bulk_search(app: TestClient) -> tuple[int, set[str]]:
     return int(total["total"]), keys
 
 
-def test_a_search_testing_many_candidates_applies_relationships_and_releases(
-    app: TestClient, who: Acting
-) -> None:
-    """A search whose clause matches more resources than the organisation has grant rows
-    tests them against the organisation's released members, gathered once: the same
-    answers, totals and pages as the rule resource by resource, Part 2 labels and denies
-    included."""
-    icd = "http://hl7.org/fhir/sid/icd-10-cm"
+def _store_bulk(app: TestClient, who: Acting, more: list[dict[str, Any]] | None = None) -> None:
+    """Twenty bulk Conditions of each member (and ``more``), stored by the operator, with
+    more of m1's Conditions than the bulk search matches (so its clause drives)."""
     who.as_(LOCAL)
     bundle = {
         "resourceType": "Bundle",
@@ -737,13 +732,23 @@ def test_a_search_testing_many_candidates_applies_relationships_and_releases(
             {"resource": r, "request": {"method": "PUT", "url": f"Condition/{r['id']}"}}
             for r in (
                 *(_bulk(f"b{m}-{n}", m) for m in ("m1", "m2", "m3") for n in range(20)),
-                *(_bulk(f"bsud{n}", "m1", (icd, "F11.20")) for n in range(5)),
-                # more of m1's Conditions than the search's clause matches: the clause drives
+                *(more or []),
                 *(_condition(f"x{n}", "m1") for n in range(80)),
             )
         ],
     }
     assert app.post("/fhir", json=bundle).status_code == 200
+
+
+def test_a_search_testing_many_candidates_applies_relationships_and_releases(
+    app: TestClient, who: Acting
+) -> None:
+    """A search whose clause matches more resources than the organisation has grant rows
+    tests them against the organisation's released members, gathered once: the same
+    answers, totals and pages as the rule resource by resource, Part 2 labels and denies
+    included."""
+    icd = "http://hl7.org/fhir/sid/icd-10-cm"
+    _store_bulk(app, who, [_bulk(f"bsud{n}", "m1", (icd, "F11.20")) for n in range(5)])
     m1 = {f"Condition/bm1-{n}" for n in range(20)}
     m2 = {f"Condition/bm2-{n}" for n in range(20)}
     sud = {f"Condition/bsud{n}" for n in range(5)}
@@ -782,19 +787,7 @@ def test_a_search_by_code_follows_each_resources_member_as_it_changes(
     resource's index rows name, rewritten with every version: a Condition moved to another
     member moves with it (answers, totals, pages), one naming two members is tested on its
     row, a deleted one goes."""
-    who.as_(LOCAL)
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"Condition/{r['id']}"}}
-            for r in (
-                *(_bulk(f"b{m}-{n}", m) for m in ("m1", "m2", "m3") for n in range(20)),
-                *(_condition(f"x{n}", "m1") for n in range(80)),
-            )
-        ],
-    }
-    assert app.post("/fhir", json=bundle).status_code == 200
+    _store_bulk(app, who)
     of = {m: {f"Condition/b{m}-{n}" for n in range(20)} for m in ("m1", "m2", "m3")}
     who.as_(acting_for("ecm"))  # m1, by its EpisodeOfCare
     assert _bulk_search(app) == (20, of["m1"])

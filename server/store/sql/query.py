@@ -354,6 +354,8 @@ def _uris(x: str, mode: str, values: Sequence[str]) -> Frag:
 
 
 RowPredicate = Callable[[str], Frag]
+# a grant clause's reach of the searched types: (type, compartment params, grant kinds)
+Reach = Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]]
 
 
 class Rows:
@@ -869,13 +871,7 @@ class Compiler:
             (*test[1], *through[1]),
         )
 
-    def _released_member(
-        self,
-        clause: GrantClause,
-        reach: Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]],
-        alias: str,
-        member: str,
-    ) -> Frag:
+    def _released_member(self, clause: GrantClause, reach: Reach, alias: str, member: str) -> Frag:
         """The resource row ``alias``'s one member (``member``) is among the organisation's
         released members (``released_members``) and the row's labels pass the member's
         Part 2 permits."""
@@ -889,13 +885,7 @@ class Compiler:
             (*released[1], *part2[1]),
         )
 
-    def released_members(
-        self,
-        clause: GrantClause,
-        reach: Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]],
-        alias: str,
-        member: str,
-    ) -> Frag:
+    def released_members(self, clause: GrantClause, reach: Reach, alias: str, member: str) -> Frag:
         """``member``, of the row ``alias`` (a resource row or an index row: its ``rtype``),
         is among the organisation's members by a live grant row of a kind that reads its type
         and their release of information, a list gathered once per statement (an
@@ -1573,7 +1563,7 @@ class Plan:
         positive = _positive(driver)
         if positive is None:
             return None
-        grants: list[tuple[GrantClause, list[tuple[str, tuple[str, ...], tuple[str, ...]]]]] = []
+        grants: list[tuple[GrantClause, Reach]] = []
         for n, clause in enumerate(self.criteria.clauses):
             if n == self.driver:
                 continue
