@@ -1553,92 +1553,9 @@ class Plan:
         released by every grant clause (a row with a member carries no security label, so
         no Part 2 test applies); only the others (no member, or a grant row naming the
         resource itself, or no ``seq``) are tested on their resource rows as before."""
-        driver = None if self.driver is None else self.criteria.clauses[self.driver]
-        types = self.types
-        if not self.compiler.members_first or types is None or len(types) != 1:
+        if not self.compiler.members_first or self.driver is None:
             return None
-        type = types[0]
-        if type == "Patient" or not isinstance(driver, ValueClause) or _ordered(driver):
-            return None
-        positive = _positive(driver)
-        if positive is None:
-            return None
-        grants: list[tuple[GrantClause, Reach]] = []
-        for n, clause in enumerate(self.criteria.clauses):
-            if n == self.driver:
-                continue
-            if not isinstance(clause, GrantClause) or clause.emergency:
-                return None
-            reach = [r for r in clause.reach if r[1] and r[2] and r[0] == type]
-            if not reach or any(codes != compartment_params(type) for _, codes, _ in reach):
-                return None
-            grants.append((clause, reach))
-        compiler = self.compiler
-        table, predicate = positive
-        param = driver.param
-
-        x = compiler.alias("x")
-        released = _and(
-            [
-                (f"{x}.member IS NOT NULL AND {x}.seq IS NOT NULL", ()),
-                *(
-                    compiler.released_members(clause, reach, x, f"{x}.member")
-                    for clause, reach in grants
-                ),
-            ]
-        )
-        # the others: no member (or no seq), or named by a grant row of the organisation
-        # (one list per organisation), tested on their resource rows as every other search
-        unknown: list[Frag] = [(f"{x}.member IS NULL OR {x}.seq IS NULL", ())]
-        for organization in sorted({c.organization for c, _ in grants if c.scoped}):
-            g = compiler.alias("g")
-            named = compiler.pinned("access_grant", g, "scope")
-            unknown.append(
-                (
-                    f"{x}.id IN (SELECT {g}.scope_id FROM {named} WHERE {g}.organization = ?"
-                    f" AND {g}.scope_type = ?)",
-                    (organization, type),
-                )
-            )
-        r = compiler.alias("r")
-        tested = _and(
-            [
-                (f"{r}.rtype = {x}.rtype AND {r}.id = {x}.id AND {r}.deleted = 0", ()),
-                *(compiler.clause(clause, r, types) for clause, _ in grants),
-            ]
-        )
-        condition = _and(
-            [
-                (f"{x}.rtype = ?", (type,)),
-                (f"{x}.param = ?", (param,)),
-                predicate(x),
-                _or(
-                    [
-                        released,
-                        _and(
-                            [
-                                _or(unknown),
-                                (
-                                    f"EXISTS (SELECT 1 FROM resource {r} WHERE {tested[0]})",
-                                    tested[1],
-                                ),
-                            ]
-                        ),
-                    ]
-                ),
-            ]
-        )
-        # (a row without seq: its resource row's)
-        seq = (
-            f"COALESCE({x}.seq, (SELECT {r}.created_seq FROM resource {r}"
-            f" WHERE {r}.rtype = {x}.rtype AND {r}.id = {x}.id))"
-        )
-        source = compiler.pinned(table, x, "lookup")
-        return (
-            f"SELECT DISTINCT {x}.rtype, {x}.id, {seq} FROM {source} WHERE {condition[0]}"
-            " ORDER BY 3",
-            condition[1],
-        )
+        return _owned_matches(self.criteria.clauses, self.driver, self.types)
 
     def condition(self, alias: str = "r") -> Frag:
         """The WHERE condition (without the keyword) on the rows of ``resource`` ``alias``."""
@@ -1680,6 +1597,96 @@ class Plan:
             )
         text, args = self.condition()
         return f"SELECT COUNT(*) FROM resource r WHERE {text}", list(args)
+
+
+@lru_cache(maxsize=1024)
+def _owned_matches(clauses: tuple[Clause, ...], driver_number: int, types: Types) -> Frag | None:
+    """``Plan.owned_matches``, compiled once per clause set (grant clauses' time is set to
+    the second, as ``_granted``), driver and types, on its own compiler (aliases ``w…``)."""
+    driver = clauses[driver_number]
+    if types is None or len(types) != 1:
+        return None
+    type = types[0]
+    if type == "Patient" or not isinstance(driver, ValueClause) or _ordered(driver):
+        return None
+    positive = _positive(driver)
+    if positive is None:
+        return None
+    grants: list[tuple[GrantClause, Reach]] = []
+    for n, clause in enumerate(clauses):
+        if n == driver_number:
+            continue
+        if not isinstance(clause, GrantClause) or clause.emergency:
+            return None
+        reach = [r for r in clause.reach if r[1] and r[2] and r[0] == type]
+        if not reach or any(codes != compartment_params(type) for _, codes, _ in reach):
+            return None
+        grants.append((clause, reach))
+    compiler = Compiler(pin=True, prefix="w", members_first=True)
+    table, predicate = positive
+    param = driver.param
+    x = compiler.alias("x")
+    released = _and(
+        [
+            (f"{x}.member IS NOT NULL AND {x}.seq IS NOT NULL", ()),
+            *(
+                compiler.released_members(clause, reach, x, f"{x}.member")
+                for clause, reach in grants
+            ),
+        ]
+    )
+    # the others: no member (or no seq), or named by a grant row of the organisation
+    # (one list per organisation), tested on their resource rows as every other search
+    unknown: list[Frag] = [(f"{x}.member IS NULL OR {x}.seq IS NULL", ())]
+    for organization in sorted({c.organization for c, _ in grants if c.scoped}):
+        g = compiler.alias("g")
+        named = compiler.pinned("access_grant", g, "scope")
+        unknown.append(
+            (
+                f"{x}.id IN (SELECT {g}.scope_id FROM {named} WHERE {g}.organization = ?"
+                f" AND {g}.scope_type = ?)",
+                (organization, type),
+            )
+        )
+    r = compiler.alias("r")
+    tested = _and(
+        [
+            (f"{r}.rtype = {x}.rtype AND {r}.id = {x}.id AND {r}.deleted = 0", ()),
+            *(compiler.clause(clause, r, types) for clause, _ in grants),
+        ]
+    )
+    condition = _and(
+        [
+            (f"{x}.rtype = ?", (type,)),
+            (f"{x}.param = ?", (param,)),
+            predicate(x),
+            _or(
+                [
+                    released,
+                    _and(
+                        [
+                            _or(unknown),
+                            (
+                                f"EXISTS (SELECT 1 FROM resource {r} WHERE {tested[0]})",
+                                tested[1],
+                            ),
+                        ]
+                    ),
+                ]
+            ),
+        ]
+    )
+    # (a row without seq: its resource row's)
+    seq = (
+        f"COALESCE({x}.seq, (SELECT {r}.created_seq FROM resource {r}"
+        f" WHERE {r}.rtype = {x}.rtype AND {r}.id = {x}.id))"
+    )
+    source = compiler.pinned(table, x, "lookup")
+    return (
+        f"SELECT DISTINCT {x}.rtype, {x}.id, {seq} FROM {source} WHERE {condition[0]}"
+        " ORDER BY 3",
+        condition[1],
+    )
 
 
 @cache
