@@ -17,14 +17,17 @@ The scene, and what each organisation sees of it, written by hand from the defau
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from server.auth.principal import LOCAL, Principal
 from server.auth.relationships import Matrix, MatrixError, RelationshipPolicy
 from server.fhir.instant import format_instant, now_us
+from server.store.sql.schema import MIGRATIONS
 from tests.support import Acting, TestClient, all_pages, clear_store, fhir_client, outcome, put
 
 PLATFORM = "Organization/platform"
@@ -824,3 +827,47 @@ def test_a_search_by_code_follows_each_resources_member_as_it_changes(
     assert put(app, _bulk("bm3-1", "m3")).status_code == 200
     who.as_(acting_for("ecm"))
     assert _bulk_search(app) == (23, m1 - {"Condition/bm3-1"})
+
+
+def _sql(database_url: str, statement: str) -> list[Any]:
+    """Run one statement on the test store outside the server (its rows, committed)."""
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url[len("sqlite:///") :], timeout=10)
+        try:
+            rows = conn.execute(statement).fetchall()
+            conn.commit()
+        finally:
+            conn.close()
+        return rows
+    with psycopg.connect(database_url, connect_timeout=10) as pg:
+        cursor = pg.execute(statement)
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_index_rows_without_their_member_are_tested_on_the_resource_and_filled_in(
+    app: TestClient, who: Acting, database_url: str
+) -> None:
+    """Index rows that do not name their member (written before migration 14) answer as
+    before, tested on their resource rows; the migration's fill names it again."""
+    icd = "http://hl7.org/fhir/sid/icd-10-cm"
+    _store_bulk(app, who, [_bulk(f"bsud{n}", "m1", (icd, "F11.20")) for n in range(5)])
+    m1 = {f"Condition/bm1-{n}" for n in range(20)}
+    m2 = {f"Condition/bm2-{n}" for n in range(20)}
+
+    def answers() -> None:
+        who.as_(acting_for("ecm"))
+        assert _bulk_search(app) == (20, m1)
+        who.as_(acting_for("plan"))
+        assert _bulk_search(app) == (40, m1 | m2)
+        who.as_(acting_for("cbo"))
+        assert _bulk_search(app) == (0, set())
+
+    named = "SELECT COUNT(*) FROM search_token WHERE param = 'identifier' AND member IS NOT NULL"
+    assert _sql(database_url, named)[0][0] == 60  # the labelled Part 2 rows name no member
+    _sql(database_url, "UPDATE search_token SET member = NULL, seq = NULL")
+    answers()
+    fill = [s for m in MIGRATIONS for s in m if s.startswith("UPDATE search_token SET member")]
+    assert len(fill) == 1
+    _sql(database_url, fill[0])
+    assert _sql(database_url, named)[0][0] == 60
+    answers()
