@@ -147,20 +147,22 @@ _MEMBER = (
     "CASE WHEN r.labels = '' AND substr(r.owners, 1, 8) = 'Patient/'"
     " AND replace(r.owners, '\n', '') = r.owners THEN substr(r.owners, 9) END"
 )
-_OWNED = [
-    statement
-    for table, (lookup, _) in _VALUES.items()
-    for statement in (
+
+
+def _owned(table: str, lookup: str) -> list[str]:
+    """Migration 14 for one index table: its member and seq columns, filled from the
+    resource rows, at the end of its lookup index."""
+    of = f"FROM resource r WHERE r.rtype = {table}.rtype AND r.id = {table}.id"
+    return [
         f"ALTER TABLE {table} ADD COLUMN member TEXT",
         f"ALTER TABLE {table} ADD COLUMN seq {{bigint}}",
-        f"UPDATE {table} SET member = (SELECT {_MEMBER} FROM resource r"
-        f" WHERE r.rtype = {table}.rtype AND r.id = {table}.id),"
-        f" seq = (SELECT r.created_seq FROM resource r"
-        f" WHERE r.rtype = {table}.rtype AND r.id = {table}.id)",
+        f"UPDATE {table} SET member = (SELECT {_MEMBER} {of}), seq = (SELECT r.created_seq {of})",
         f"DROP INDEX {table}_lookup",
         f"CREATE INDEX {table}_lookup ON {table} (rtype, param, {lookup}, id, member, seq)",
-    )
-]
+    ]
+
+
+_OWNED = [s for table, (lookup, _) in _VALUES.items() for s in _owned(table, lookup)]
 
 MIGRATIONS: list[list[str]] = [
     [
