@@ -26,7 +26,7 @@ def observation(id: str, member: str) -> dict[str, object]:
         "resourceType": "Observation",
         "id": id,
         "status": "final",
-        "code": {"coding": [{"system": CODES, "code": f"c{hash(id) % 7}"}]},
+        "code": {"coding": [{"system": CODES, "code": f"c{len(id) % 7}"}]},
         "subject": {"reference": f"Patient/{member}"},
         "performer": [{"reference": "Organization/ecm"}],
         "effectiveDateTime": "2026-01-02",
