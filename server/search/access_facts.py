@@ -41,6 +41,16 @@ def access_facts(type: str, id: str, rows: IndexRows | None) -> tuple[str, str]:
     return SEPARATOR.join(labels), SEPARATOR.join(sorted(owners))
 
 
+def index_member(labels: str | None, owners: str | None) -> str | None:
+    """The member written into every search index row of a version (``store/sql``): the id
+    of the one Patient compartment its facts name, when it carries no security label; None
+    when it belongs to several members or none, carries a label, or its facts are unknown
+    (a narrowed search then tests the resource row itself)."""
+    if labels or not owners or not owners.startswith("Patient/") or SEPARATOR in owners:
+        return None
+    return owners[len("Patient/") :]
+
+
 @lru_cache(maxsize=4096)
 def split(text: str | None) -> frozenset[str]:
     """The values of a stored facts column (the same few texts come back row after row)."""

@@ -17,14 +17,17 @@ The scene, and what each organisation sees of it, written by hand from the defau
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from server.auth.principal import LOCAL, Principal
 from server.auth.relationships import Matrix, MatrixError, RelationshipPolicy
 from server.fhir.instant import format_instant, now_us
+from server.store.sql.schema import MIGRATIONS
 from tests.support import Acting, TestClient, all_pages, clear_store, fhir_client, outcome, put
 
 PLATFORM = "Organization/platform"
@@ -721,14 +724,9 @@ def _bulk_search(app: TestClient) -> tuple[int, set[str]]:
     return int(total["total"]), keys
 
 
-def test_a_search_testing_many_candidates_applies_relationships_and_releases(
-    app: TestClient, who: Acting
-) -> None:
-    """A search whose clause matches more resources than the organisation has grant rows
-    tests them against the organisation's released members, gathered once: the same
-    answers, totals and pages as the rule resource by resource, Part 2 labels and denies
-    included."""
-    icd = "http://hl7.org/fhir/sid/icd-10-cm"
+def _store_bulk(app: TestClient, who: Acting, more: list[dict[str, Any]] | None = None) -> None:
+    """Twenty bulk Conditions of each member (and ``more``), stored by the operator, with
+    more of m1's Conditions than the bulk search matches (so its clause drives)."""
     who.as_(LOCAL)
     bundle = {
         "resourceType": "Bundle",
@@ -737,13 +735,23 @@ def test_a_search_testing_many_candidates_applies_relationships_and_releases(
             {"resource": r, "request": {"method": "PUT", "url": f"Condition/{r['id']}"}}
             for r in (
                 *(_bulk(f"b{m}-{n}", m) for m in ("m1", "m2", "m3") for n in range(20)),
-                *(_bulk(f"bsud{n}", "m1", (icd, "F11.20")) for n in range(5)),
-                # more of m1's Conditions than the search's clause matches: the clause drives
+                *(more or []),
                 *(_condition(f"x{n}", "m1") for n in range(80)),
             )
         ],
     }
     assert app.post("/fhir", json=bundle).status_code == 200
+
+
+def test_a_search_testing_many_candidates_applies_relationships_and_releases(
+    app: TestClient, who: Acting
+) -> None:
+    """A search whose clause matches more resources than the organisation has grant rows
+    tests them against the organisation's released members, gathered once: the same
+    answers, totals and pages as the rule resource by resource, Part 2 labels and denies
+    included."""
+    icd = "http://hl7.org/fhir/sid/icd-10-cm"
+    _store_bulk(app, who, [_bulk(f"bsud{n}", "m1", (icd, "F11.20")) for n in range(5)])
     m1 = {f"Condition/bm1-{n}" for n in range(20)}
     m2 = {f"Condition/bm2-{n}" for n in range(20)}
     sud = {f"Condition/bsud{n}" for n in range(5)}
@@ -863,3 +871,92 @@ def test_a_search_by_member_hides_its_part2_data_without_a_permit(
     assert _found(app, by_m1) == (2, {"Condition/c1", "Condition/sud1"}, set())
     who.as_(acting_for("plan"))  # the permit names the provider, not the plan
     assert _found(app, by_m1) == (1, {"Condition/c1"}, set())
+
+def test_a_search_by_code_follows_each_resources_member_as_it_changes(
+    app: TestClient, who: Acting
+) -> None:
+    """A narrowed search whose clause matches many candidates answers from the member each
+    resource's index rows name, rewritten with every version: a Condition moved to another
+    member moves with it (answers, totals, pages), one naming two members is tested on its
+    row, a deleted one goes."""
+    _store_bulk(app, who)
+    of = {m: {f"Condition/b{m}-{n}" for n in range(20)} for m in ("m1", "m2", "m3")}
+    who.as_(acting_for("ecm"))  # m1, by its EpisodeOfCare
+    assert _bulk_search(app) == (20, of["m1"])
+    who.as_(acting_for("other"))  # m3, by its Coverage
+    assert _bulk_search(app) == (20, of["m3"])
+
+    who.as_(LOCAL)  # five of m2's Conditions become m1's, one of m1's becomes m3's
+    moved = {f"Condition/bm2-{n}" for n in range(5)}
+    for n in range(5):
+        assert put(app, _bulk(f"bm2-{n}", "m1")).status_code == 200
+    assert put(app, _bulk("bm1-0", "m3")).status_code == 200
+    m1 = (of["m1"] - {"Condition/bm1-0"}) | moved
+    m2 = of["m2"] - moved
+    m3 = of["m3"] | {"Condition/bm1-0"}
+    who.as_(acting_for("ecm"))
+    assert _bulk_search(app) == (24, m1)
+    who.as_(acting_for("plan"))  # m1 and m2
+    assert _bulk_search(app) == (39, m1 | m2)
+    who.as_(acting_for("other"))
+    assert _bulk_search(app) == (21, m3)
+
+    who.as_(LOCAL)  # one of m3's names m1 as its asserter too: it belongs to both
+    both = {**_bulk("bm3-1", "m3"), "asserter": _ref("Patient/m1")}
+    assert put(app, both).status_code == 200
+    assert app.delete("/fhir/Condition/bm1-1").status_code in (200, 204)
+    m1 = (m1 - {"Condition/bm1-1"}) | {"Condition/bm3-1"}
+    who.as_(acting_for("ecm"))
+    assert _bulk_search(app) == (24, m1)
+    who.as_(acting_for("other"))
+    assert _bulk_search(app) == (21, m3)
+    who.as_(acting_for("plan"))
+    assert _bulk_search(app) == (39, m1 | m2)
+    who.as_(LOCAL)  # and back to m3 alone: the provider no longer sees it
+    assert put(app, _bulk("bm3-1", "m3")).status_code == 200
+    who.as_(acting_for("ecm"))
+    assert _bulk_search(app) == (23, m1 - {"Condition/bm3-1"})
+
+
+def _sql(database_url: str, statement: str) -> list[Any]:
+    """Run one statement on the test store outside the server (its rows, committed)."""
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url[len("sqlite:///") :], timeout=10)
+        try:
+            rows = conn.execute(statement).fetchall()
+            conn.commit()
+        finally:
+            conn.close()
+        return rows
+    with psycopg.connect(database_url, connect_timeout=10) as pg:
+        cursor = pg.execute(statement)
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_index_rows_without_their_member_are_tested_on_the_resource_and_filled_in(
+    app: TestClient, who: Acting, database_url: str
+) -> None:
+    """Index rows that do not name their member (written before migration 14) answer as
+    before, tested on their resource rows; the migration's fill names it again."""
+    icd = "http://hl7.org/fhir/sid/icd-10-cm"
+    _store_bulk(app, who, [_bulk(f"bsud{n}", "m1", (icd, "F11.20")) for n in range(5)])
+    m1 = {f"Condition/bm1-{n}" for n in range(20)}
+    m2 = {f"Condition/bm2-{n}" for n in range(20)}
+
+    def answers() -> None:
+        who.as_(acting_for("ecm"))
+        assert _bulk_search(app) == (20, m1)
+        who.as_(acting_for("plan"))
+        assert _bulk_search(app) == (40, m1 | m2)
+        who.as_(acting_for("cbo"))
+        assert _bulk_search(app) == (0, set())
+
+    named = "SELECT COUNT(*) FROM search_token WHERE param = 'identifier' AND member IS NOT NULL"
+    assert _sql(database_url, named)[0][0] == 60  # the labelled Part 2 rows name no member
+    _sql(database_url, "UPDATE search_token SET member = NULL, seq = NULL")
+    answers()
+    fill = [s for m in MIGRATIONS for s in m if s.startswith("UPDATE search_token SET member")]
+    assert len(fill) == 1
+    _sql(database_url, fill[0])
+    assert _sql(database_url, named)[0][0] == 60
+    answers()

@@ -61,7 +61,7 @@ from server.ports import (
     WriteResult,
     fitting,
 )
-from server.search.access_facts import access_facts
+from server.search.access_facts import access_facts, index_member
 from server.search.query import Clause, Criteria, Cursor, Include, SearchQuery
 from server.search.rows import IndexRows
 from server.store import faults
@@ -75,6 +75,7 @@ from server.store.sql.dialect import (
     INSERT_INDEX,
     Connection,
     Dialect,
+    keyed,
     one_snapshot,
 )
 from server.store.sql.grants import write_grants
@@ -124,9 +125,12 @@ R = TypeVar("R")
 def write_index(conn: Connection, type: str, id: str, rows: IndexRows) -> None:
     """Insert the index rows of one resource on any connection: one ``executemany`` per table
     that has rows (batch jobs such as reindexing; a unit gathers its rows for
-    ``Dialect.store_index``)."""
+    ``Dialect.store_index``), each with the member its access facts name."""
+    member = index_member(*access_facts(type, id, rows))
     for table, table_rows in rows.tables().items():
-        conn.executemany(INSERT_INDEX[table], [(type, id, *row) for row in table_rows])
+        conn.executemany(
+            INSERT_INDEX[table], keyed([(type, id, *row, member) for row in table_rows])
+        )
 
 
 class NoRows:
@@ -743,12 +747,13 @@ class SqlUnit(SqlReader):
         if index is not None:
             rows = index.tables()
             if rows:
+                member = index_member(labels, owners)
                 gathered = self._index
                 for table, table_rows in rows.items():
                     bucket = gathered.get(table)
                     if bucket is None:
                         bucket = gathered[table] = []
-                    bucket += [(type, id, *row) for row in table_rows]
+                    bucket += [(type, id, *row, member) for row in table_rows]
                 self._indexed.add(key)
         write_grants(
             self._conn, type, id, resource, stamp, stored_reader(self.read), fresh=prev is None

@@ -148,7 +148,7 @@ class Dialect(Protocol):
     def store_index(self, conn: Connection, rows: Mapping[str, Sequence[tuple[Any, ...]]]) -> None:
         """Insert index rows of any number of resources, one statement per table (SQLite:
         one ``executemany``; PostgreSQL: one statement for every table): ``{table: rows}``,
-        each row ``(rtype, id, *IndexRows row)``; no result is read back."""
+        each row ``(rtype, id, *IndexRows row, member)``; no result is read back."""
 
     def errors(self) -> AbstractContextManager[None]:
         """Turns driver errors into FHIR errors by their cause (``driver_errors.py``)."""
@@ -216,10 +216,22 @@ _INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     TABLES["uri"]: (("uri", "text"),),
 }
 _INDEX_TABLES = tuple(_INDEX_COLUMNS)
+
+
+def keyed(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Index rows ``(rtype, id, *values, member)`` as ``INSERT_INDEX`` takes them."""
+    return [(*row, row[0], row[1]) for row in rows]
+
 _CLEAR_INDEX = tuple(f"DELETE FROM {table} WHERE rtype = ? AND id = ?" for table in _INDEX_TABLES)
+# every index row also holds its resource's member (``access_facts.index_member``, the row's
+# last value) and insertion order (``seq``, the resource row's ``created_seq``, read in the
+# same transaction: the version is stored before its index rows; migration 14). SQLite's
+# statement takes the resource's key once more at the end (``keyed``)
+_OWNED = "member, seq"
 INSERT_INDEX = {  # one row of each index table (SQLite, and any batch job)
-    table: f"INSERT INTO {table} (rtype, id, param, grp, {', '.join(c for c, _ in columns)})"
-    f" VALUES (?, ?, ?, ?, {', '.join('?' for _ in columns)})"
+    table: f"INSERT INTO {table} (rtype, id, param, grp, {', '.join(c for c, _ in columns)},"
+    f" {_OWNED}) VALUES (?, ?, ?, ?, {', '.join('?' for _ in columns)}, ?,"
+    " (SELECT s.created_seq FROM resource s WHERE s.rtype = ? AND s.id = ?))"
     for table, columns in _INDEX_COLUMNS.items()
 }
 
@@ -300,9 +312,11 @@ _CLEAR_INDEX_PG = _with(list(_CLEAR_INDEX))
 # PostgreSQL: the rows of every index table in one statement of fixed text, each column an array
 _INSERT_INDEX_PG = _with(
     [
-        f"INSERT INTO {table} (rtype, id, param, grp, {', '.join(c for c, _ in columns)})"
-        f" SELECT u.* FROM unnest(?::text[], ?::text[], ?::text[], ?::int4[],"
-        f" {', '.join(f'?::{kind}[]' for _, kind in columns)}) u"
+        f"INSERT INTO {table} (rtype, id, param, grp, {', '.join(c for c, _ in columns)},"
+        f" {_OWNED}) SELECT u.*, (SELECT s.created_seq FROM resource s WHERE s.rtype = u.rtype"
+        " AND s.id = u.id) FROM unnest(?::text[], ?::text[], ?::text[], ?::int4[],"
+        f" {', '.join(f'?::{kind}[]' for _, kind in columns)}, ?::text[])"
+        f" u (rtype, id, param, grp, {', '.join(c for c, _ in columns)}, member)"
         for table, columns in _INDEX_COLUMNS.items()
     ]
 )
@@ -546,7 +560,7 @@ class SQLiteDialect:
     def store_index(self, conn: Connection, rows: Mapping[str, Sequence[tuple[Any, ...]]]) -> None:
         for table, table_rows in rows.items():
             if table_rows:
-                conn.executemany(INSERT_INDEX[table], table_rows)
+                conn.executemany(INSERT_INDEX[table], keyed(table_rows))
 
     def check_durability(self) -> None:
         with self.reading() as conn:
@@ -763,12 +777,14 @@ class PostgresDialect:
         for table in _PG_ORDER:  # the statements' order in the text
             table_rows = rows.get(table, ())
             if table_rows:
-                kinds = ("text", "text", "text", "int4", *(k for _, k in _INDEX_COLUMNS[table]))
+                kinds = (
+                    "text", "text", "text", "int4", *(k for _, k in _INDEX_COLUMNS[table]), "text"
+                )
                 for kind, column in zip(kinds, zip(*table_rows, strict=True), strict=True):
                     # an array holds one Python type: a whole number among floats is a float
                     args.append([float(v) for v in column] if kind == "float8" else list(column))
             else:
-                args.extend([] for _ in range(4 + len(_INDEX_COLUMNS[table])))
+                args.extend([] for _ in range(5 + len(_INDEX_COLUMNS[table])))
         conn.execute(_INSERT_INDEX_PG, args)
 
     # The group writer: one transaction per group, behind the writers' advisory lock (groups of

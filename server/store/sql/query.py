@@ -355,6 +355,8 @@ def _uris(x: str, mode: str, values: Sequence[str]) -> Frag:
 
 
 RowPredicate = Callable[[str], Frag]
+# a grant clause's reach of the searched types: (type, compartment params, grant kinds)
+Reach = Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]]
 
 
 class Rows:
@@ -873,17 +875,25 @@ class Compiler:
             (*test[1], *through[1]),
         )
 
-    def _released_member(
-        self,
-        clause: GrantClause,
-        reach: Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]],
-        alias: str,
-        member: str,
-    ) -> Frag:
+    def _released_member(self, clause: GrantClause, reach: Reach, alias: str, member: str) -> Frag:
         """The resource row ``alias``'s one member (``member``) is among the organisation's
-        members by a live grant row of a kind that reads its type and their release of
-        information, a list gathered once per statement (an uncorrelated ``IN``: SQLite
-        builds it on first use), and the row's labels pass the member's Part 2 permits."""
+        released members (``released_members``) and the row's labels pass the member's
+        Part 2 permits."""
+        released = self.released_members(clause, reach, alias, member)
+        part2 = self._part2(clause, member, alias)
+        if part2 is _TRUE:
+            return released
+        # (a CASE: the Part 2 test only for a row whose member is released, see ``_part2``)
+        return (
+            f"(CASE WHEN {released[0]} THEN {part2[0]} ELSE FALSE END)",
+            (*released[1], *part2[1]),
+        )
+
+    def released_members(self, clause: GrantClause, reach: Reach, alias: str, member: str) -> Frag:
+        """``member``, of the row ``alias`` (a resource row or an index row: its ``rtype``),
+        is among the organisation's members by a live grant row of a kind that reads its type
+        and their release of information, a list gathered once per statement (an
+        uncorrelated ``IN``: SQLite builds it on first use)."""
         by_kinds: dict[tuple[str, ...], list[str]] = {}
         for type, _, kinds in reach:
             by_kinds.setdefault(tuple(sorted(kinds)), []).append(type)
@@ -902,15 +912,7 @@ class Compiler:
             alternatives.append(
                 _and([_in(f"{alias}.rtype", types), (f"{member} IN ({members})", condition[1])])
             )
-        released = _or(alternatives)
-        part2 = self._part2(clause, member, alias)
-        if part2 is _TRUE:
-            return released
-        # (a CASE: the Part 2 test only for a row whose member is released, see ``_part2``)
-        return (
-            f"(CASE WHEN {released[0]} THEN {part2[0]} ELSE FALSE END)",
-            (*released[1], *part2[1]),
-        )
+        return _or(alternatives)
 
     def _emergency(self, clause: GrantClause, alias: str, types: Types) -> Frag:
         """Break the glass: the resource belongs to any member (its compartment parameters
@@ -1570,6 +1572,20 @@ class Plan:
                 return False
         return True
 
+    def owned_matches(self) -> Frag | None:
+        """``SELECT rtype, id, seq`` of every match in insertion order, for a narrowed search
+        whose driver is a value clause read through its lookup index and whose other clauses
+        are grant clauses that reach the searched type (not Patient) through its Patient
+        compartment (``Compiler._one_owner``), with the released members gathered once
+        (``members_first``); None otherwise. The candidates whose index rows name their
+        member (migration 14) are decided by those rows alone: a match when the member is
+        released by every grant clause (a row with a member carries no security label, so
+        no Part 2 test applies); only the others (no member, or a grant row naming the
+        resource itself, or no ``seq``) are tested on their resource rows as before."""
+        if not self.compiler.members_first or self.driver is None:
+            return None
+        return _owned_matches(self.criteria.clauses, self.driver, self.types)
+
     def condition(self, alias: str = "r") -> Frag:
         """The WHERE condition (without the keyword) on the rows of ``resource`` ``alias``."""
         compiler = self.compiler
@@ -1621,6 +1637,96 @@ class Plan:
             )
         text, args = self.condition()
         return f"SELECT COUNT(*) FROM resource r WHERE {text}", list(args)
+
+
+@lru_cache(maxsize=1024)
+def _owned_matches(clauses: tuple[Clause, ...], driver_number: int, types: Types) -> Frag | None:
+    """``Plan.owned_matches``, compiled once per clause set (grant clauses' time is set to
+    the second, as ``_granted``), driver and types, on its own compiler (aliases ``w…``)."""
+    driver = clauses[driver_number]
+    if types is None or len(types) != 1:
+        return None
+    type = types[0]
+    if type == "Patient" or not isinstance(driver, ValueClause) or _ordered(driver):
+        return None
+    positive = _positive(driver)
+    if positive is None:
+        return None
+    grants: list[tuple[GrantClause, Reach]] = []
+    for n, clause in enumerate(clauses):
+        if n == driver_number:
+            continue
+        if not isinstance(clause, GrantClause) or clause.emergency:
+            return None
+        reach = [r for r in clause.reach if r[1] and r[2] and r[0] == type]
+        if not reach or any(codes != compartment_params(type) for _, codes, _ in reach):
+            return None
+        grants.append((clause, reach))
+    compiler = Compiler(pin=True, prefix="w", members_first=True)
+    table, predicate = positive
+    param = driver.param
+    x = compiler.alias("x")
+    released = _and(
+        [
+            (f"{x}.member IS NOT NULL AND {x}.seq IS NOT NULL", ()),
+            *(
+                compiler.released_members(clause, reach, x, f"{x}.member")
+                for clause, reach in grants
+            ),
+        ]
+    )
+    # the others: no member (or no seq), or named by a grant row of the organisation
+    # (one list per organisation), tested on their resource rows as every other search
+    unknown: list[Frag] = [(f"{x}.member IS NULL OR {x}.seq IS NULL", ())]
+    for organization in sorted({c.organization for c, _ in grants if c.scoped}):
+        g = compiler.alias("g")
+        named = compiler.pinned("access_grant", g, "scope")
+        unknown.append(
+            (
+                f"{x}.id IN (SELECT {g}.scope_id FROM {named} WHERE {g}.organization = ?"
+                f" AND {g}.scope_type = ?)",
+                (organization, type),
+            )
+        )
+    r = compiler.alias("r")
+    tested = _and(
+        [
+            (f"{r}.rtype = {x}.rtype AND {r}.id = {x}.id AND {r}.deleted = 0", ()),
+            *(compiler.clause(clause, r, types) for clause, _ in grants),
+        ]
+    )
+    condition = _and(
+        [
+            (f"{x}.rtype = ?", (type,)),
+            (f"{x}.param = ?", (param,)),
+            predicate(x),
+            _or(
+                [
+                    released,
+                    _and(
+                        [
+                            _or(unknown),
+                            (
+                                f"EXISTS (SELECT 1 FROM resource {r} WHERE {tested[0]})",
+                                tested[1],
+                            ),
+                        ]
+                    ),
+                ]
+            ),
+        ]
+    )
+    # (a row without seq: its resource row's)
+    seq = (
+        f"COALESCE({x}.seq, (SELECT {r}.created_seq FROM resource {r}"
+        f" WHERE {r}.rtype = {x}.rtype AND {r}.id = {x}.id))"
+    )
+    source = compiler.pinned(table, x, "lookup")
+    return (
+        f"SELECT DISTINCT {x}.rtype, {x}.id, {seq} FROM {source} WHERE {condition[0]}"
+        " ORDER BY 3",
+        condition[1],
+    )
 
 
 @cache
@@ -1800,6 +1906,9 @@ def matches_statement(
     plan = Plan(criteria, collate=collate, probe=probe, walkable=True)
     if plan.driver is None or plan.narrowest is None or plan.narrowest >= PROBE_LIMIT:
         return None
+    owned = plan.owned_matches()
+    if owned is not None:
+        return owned[0], list(owned[1])
     text, args = plan.condition()
     return (
         f"SELECT r.rtype, r.id, r.created_seq FROM resource r WHERE {text}"

@@ -74,6 +74,15 @@ writes, per batch, each distinct list of matched events once (``subscription_mat
 subscription, one row naming its run of numbers over that list (``subscription_run``) instead
 of one row per (subscription, event); the rows of ``subscription_event`` move over as runs of
 one event each.
+
+Migration 14 (``_OWNED``) writes into every search index row its resource's member and
+insertion order: ``member``, the one Patient compartment its access facts name when it carries
+no security label (``access_facts.index_member``; NULL when it belongs to several members or
+none, is labelled, or its facts are unknown), and ``seq``, its ``created_seq``; both written
+with the rows, in the version's transaction, and appended to each lookup index, so a narrowed
+search driven by a clause reads its visible matches, counted and in insertion order, from the
+index alone (``sql/query.py``, ``Plan.owned_matches``). Existing rows are filled from
+their resource rows; a NULL member is always tested on the resource row as before.
 """
 
 from __future__ import annotations
@@ -131,6 +140,29 @@ _COVERING = [
     "CREATE INDEX search_reference_target ON search_reference"
     " (target_type, target_id, param, rtype, id)",
 ]
+
+# the member of a version as ``access_facts.index_member`` computes it, from its row
+# ``r``'s facts (a literal newline separates their values)
+_MEMBER = (
+    "CASE WHEN r.labels = '' AND substr(r.owners, 1, 8) = 'Patient/'"
+    " AND replace(r.owners, '\n', '') = r.owners THEN substr(r.owners, 9) END"
+)
+
+
+def _owned(table: str, lookup: str) -> list[str]:
+    """Migration 14 for one index table: its member and seq columns, filled from the
+    resource rows, at the end of its lookup index."""
+    of = f"FROM resource r WHERE r.rtype = {table}.rtype AND r.id = {table}.id"
+    return [
+        f"ALTER TABLE {table} ADD COLUMN member TEXT",
+        f"ALTER TABLE {table} ADD COLUMN seq {{bigint}}",
+        f"UPDATE {table} SET member = (SELECT {_MEMBER} {of}), seq = (SELECT r.created_seq {of})",
+        f"DROP INDEX {table}_lookup",
+        f"CREATE INDEX {table}_lookup ON {table} (rtype, param, {lookup}, id, member, seq)",
+    ]
+
+
+_OWNED = [s for table, (lookup, _) in _VALUES.items() for s in _owned(table, lookup)]
 
 MIGRATIONS: list[list[str]] = [
     [
@@ -527,4 +559,5 @@ MIGRATIONS: list[list[str]] = [
             FROM subscription_event""",
         "DROP TABLE subscription_event",
     ],
+    _OWNED,
 ]
