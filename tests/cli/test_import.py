@@ -263,15 +263,20 @@ def _stored_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
         "SELECT rtype, id, version, deleted, labels, owners, body FROM resource"
     )
     out: dict[str, list[tuple[Any, ...]]] = {}
+    fetched: dict[str, list[tuple[Any, ...]]] = {}
     if url.startswith("sqlite:///"):
         conn = sqlite3.connect(url[len("sqlite:///") :])
         try:
-            fetched = {name: conn.execute(sql).fetchall() for name, sql in statements.items()}
+            for name, sql in statements.items():
+                cursor = conn.execute(sql)
+                fetched[name] = _without_seq(cursor.fetchall(), cursor.description)
         finally:
             conn.close()
     else:
         with psycopg.connect(url) as pg:
-            fetched = {name: pg.execute(sql).fetchall() for name, sql in statements.items()}
+            for name, sql in statements.items():
+                cursor = pg.execute(sql)
+                fetched[name] = _without_seq(cursor.fetchall(), cursor.description)
     for name, rows in fetched.items():
         if name == "resource":  # the body without its stamp
             rows = [
@@ -279,6 +284,17 @@ def _stored_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
             ]
         out[name] = sorted(rows, key=repr)
     return out
+
+
+def _without_seq(rows: list[Any], description: Any) -> list[tuple[Any, ...]]:
+    """``rows`` without their ``seq`` column, if they have one: an index row's ``seq`` is its
+    resource's insertion order (decision 0030), the order of the writes, left out as the
+    resource rows' own sequence numbers are."""
+    names = [column[0] for column in description]
+    if "seq" not in names:
+        return [tuple(row) for row in rows]
+    at = names.index("seq")
+    return [(*row[:at], *row[at + 1 :]) for row in rows]
 
 
 @contextmanager
