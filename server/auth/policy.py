@@ -124,4 +124,7 @@ class Access:
             return True
         if not self._policies:
             return False
-        return all(p.admits(self.principal, interaction, facts) for p in self._policies)
+        for policy in self._policies:
+            if not policy.admits(self.principal, interaction, facts):
+                return False
+        return True

@@ -20,8 +20,8 @@ Range conventions (``values.py`` produces them, the compiler and the matcher rel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 Prefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
@@ -37,6 +37,18 @@ TABLES = {
     "quantity": "search_quantity",
     "uri": "search_uri",
 }
+
+
+def _hashed_once(self: Any) -> int:
+    """The hash of a frozen clause, computed once and kept in its ``_hash`` (0 until then): an
+    access policy's view is one object for a second of requests, and the statement caches
+    keyed by it (``within``, ``_granted``) would otherwise hash its nested tuples at every
+    lookup."""
+    found: int = self._hash
+    if not found:
+        found = hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare)) or 1
+        object.__setattr__(self, "_hash", found)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +251,8 @@ class AnyClause:
     search parameter parses to it)."""
 
     alternatives: tuple[Clause, ...]
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+    __hash__ = _hashed_once
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +261,8 @@ class AllClause:
     access policy)."""
 
     clauses: tuple[Clause, ...]
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+    __hash__ = _hashed_once
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +313,8 @@ class GrantClause:
     covered: tuple[tuple[str, str], ...] = ()
     sensitive: tuple[str, ...] = ()
     emergency: bool = False
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+    __hash__ = _hashed_once
 
 
 @dataclass(frozen=True, slots=True)

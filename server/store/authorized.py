@@ -91,7 +91,7 @@ class _Checked:
         to give away and passes; a version without facts (stored before they existed) fails."""
         if version.body is None:
             return True
-        facts = Facts(version.type, version.id, _labels(version.labels), split(version.owners))
+        facts = Facts(version.type, version.id, *_columns(version.labels, version.owners))
         if version.labels is not None and self._access.admits(interaction, facts):
             return True
         if self._strict:
@@ -317,9 +317,17 @@ def _implied(narrowing: Clause, clauses: tuple[Clause, ...], type: str | None) -
 
 
 @lru_cache(maxsize=4096)
-def _labels(text: str | None) -> frozenset[tuple[str, str]]:
-    return frozenset(
-        (system, code) for system, _, code in (label.partition("|") for label in split(text))
+@lru_cache(maxsize=4096)
+def _columns(
+    labels: str | None, owners: str | None
+) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:
+    """A version's stored facts columns as ``Facts``' labels and owners, parsed once per
+    distinct pair of texts (the same few come back row after row, page after page)."""
+    return (
+        frozenset(
+            (system, code) for system, _, code in (label.partition("|") for label in split(labels))
+        ),
+        split(owners),
     )
 
 
@@ -373,7 +381,7 @@ class _CheckedUnit(_Checked):
         Coverage naming the plan, whichever entry comes first)."""
         for (type, id), (interaction, version) in self._written.items():
             clauses = self._narrow(interaction, type).clauses
-            facts = Facts(type, id, _labels(version.labels), split(version.owners))
+            facts = Facts(type, id, *_columns(version.labels, version.owners))
             if (
                 clauses and self._unit.read(type, id, clauses) is None
             ) or not self._access.admits(interaction, facts):

@@ -1605,23 +1605,28 @@ class Plan:
                     keys[1],
                 )
             )
-        parts.extend(
-            self._tested(c, alias) for n, c in enumerate(self.criteria.clauses) if n != self.driver
-        )
+        clauses = self.criteria.clauses
+        if any(isinstance(c, GrantClause) for c in clauses):
+            # narrowed: the same tests request after request (the view is one object for a
+            # second), compiled once per clause set and plan shape on their own compiler
+            parts.extend(
+                _narrowed_tests(
+                    clauses,
+                    self.driver,
+                    types,
+                    alias,
+                    compiler.collate,
+                    compiler.pin,
+                    compiler.members_first,
+                )
+            )
+        else:
+            parts.extend(
+                _tested(compiler, c, clauses, types, alias)
+                for n, c in enumerate(clauses)
+                if n != self.driver
+            )
         return _and(parts)
-
-    def _tested(self, clause: Clause, alias: str) -> Frag:
-        """``clause`` as a test of the row ``alias``; a grant clause, when the search names
-        the one member every candidate belongs to, first as that member's grant (decided once
-        per statement), then as the test of the row's own references (``_member_named``)."""
-        compiled = self.compiler.clause(clause, alias, self.types)
-        if not isinstance(clause, GrantClause):
-            return compiled
-        named = _member_named(clause, self.criteria.clauses, self.types)
-        if named is None:
-            return compiled
-        member, kinds = named
-        return _or([_member_granted(clause, member, kinds, alias, self.compiler.pin), compiled])
 
     def count(self) -> tuple[str, list[Any]]:
         """``SELECT COUNT(*)`` of the matches: off the driver's index when it is the only clause."""
@@ -1637,6 +1642,42 @@ class Plan:
             )
         text, args = self.condition()
         return f"SELECT COUNT(*) FROM resource r WHERE {text}", list(args)
+
+
+def _tested(
+    compiler: Compiler, clause: Clause, clauses: tuple[Clause, ...], types: Types, alias: str
+) -> Frag:
+    """``clause`` (one of the plan's ``clauses``) as a test of the row ``alias``; a grant
+    clause, when the search names the one member every candidate belongs to, first as that
+    member's grant (decided once per statement), then as the test of the row's own references
+    (``_member_named``)."""
+    compiled = compiler.clause(clause, alias, types)
+    if not isinstance(clause, GrantClause):
+        return compiled
+    named = _member_named(clause, clauses, types)
+    if named is None:
+        return compiled
+    member, kinds = named
+    return _or([_member_granted(clause, member, kinds, alias, compiler.pin), compiled])
+
+
+@lru_cache(maxsize=1024)
+def _narrowed_tests(
+    clauses: tuple[Clause, ...],
+    driver: int | None,
+    types: Types,
+    alias: str,
+    collate: str,
+    pin: bool,
+    members_first: bool,
+) -> tuple[Frag, ...]:
+    """The tests of a narrowed plan's clauses other than its ``driver`` (``Plan.condition``),
+    compiled once per clause set (grant clauses' time is set to the second, as ``_granted``)
+    and plan shape, on their own compiler (aliases ``v…``)."""
+    compiler = Compiler(collate, pin=pin, prefix="v", members_first=members_first)
+    return tuple(
+        _tested(compiler, c, clauses, types, alias) for n, c in enumerate(clauses) if n != driver
+    )
 
 
 @lru_cache(maxsize=1024)
