@@ -51,6 +51,13 @@ def _hashed_once(self: Any) -> int:
     return found
 
 
+def _state_without_hash(self: Any) -> list[Any]:
+    """What a pickled clause carries: its fields with the kept hash cleared, since string
+    hashes differ from one process to another (a clause sent to another process computes
+    its own)."""
+    return [0 if f.name == "_hash" else getattr(self, f.name) for f in fields(self)]
+
+
 @dataclass(frozen=True, slots=True)
 class IdClause:
     """``_id=a,b``: the resource id is one of these."""
@@ -253,6 +260,7 @@ class AnyClause:
     alternatives: tuple[Clause, ...]
     _hash: int = field(default=0, init=False, repr=False, compare=False)
     __hash__ = _hashed_once
+    __getstate__ = _state_without_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +271,7 @@ class AllClause:
     clauses: tuple[Clause, ...]
     _hash: int = field(default=0, init=False, repr=False, compare=False)
     __hash__ = _hashed_once
+    __getstate__ = _state_without_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +324,7 @@ class GrantClause:
     emergency: bool = False
     _hash: int = field(default=0, init=False, repr=False, compare=False)
     __hash__ = _hashed_once
+    __getstate__ = _state_without_hash
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 made from another (``replace``) computes its own, and the statement caches keyed by them
 tell them apart."""
 
+import pickle
 from dataclasses import replace
 
 from server.search.query import AllClause, AnyClause, GrantClause, TypeClause
@@ -35,3 +36,13 @@ def test_the_view_cache_compiles_each_second_of_a_view_apart() -> None:
     earlier, later = within([grant(1_000_000)]), within([grant(2_000_000)])
     assert 1_000_000 in earlier[1] and 2_000_000 not in earlier[1]
     assert 2_000_000 in later[1] and 1_000_000 not in later[1]
+
+
+def test_a_pickled_clause_computes_its_hash_again() -> None:
+    """String hashes differ between processes: a clause sent to another process carries no
+    kept hash, and equals and hashes like the original."""
+    original = AnyClause((TypeClause(("Practitioner",)), grant(1)))
+    hash(original)
+    copied = pickle.loads(pickle.dumps(original))
+    assert copied._hash == 0 and copied.alternatives[1]._hash == 0
+    assert copied == original and hash(copied) == hash(original)
