@@ -317,7 +317,6 @@ def _implied(narrowing: Clause, clauses: tuple[Clause, ...], type: str | None) -
 
 
 @lru_cache(maxsize=4096)
-@lru_cache(maxsize=4096)
 def _columns(
     labels: str | None, owners: str | None
 ) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:

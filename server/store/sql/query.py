@@ -165,6 +165,15 @@ def _and(parts: Iterable[Frag]) -> Frag:
     return _tree("AND", kept)
 
 
+def _then(first: Frag, second: Frag) -> Frag:
+    """``first AND second`` with ``second`` evaluated only for a row ``first`` admits (a
+    CASE: SQLite computes both sides of an AND used as a value): a member's release, then its
+    Part 2 test (``_part2``)."""
+    if second is _TRUE:
+        return first
+    return f"(CASE WHEN {first[0]} THEN {second[0]} ELSE FALSE END)", (*first[1], *second[1])
+
+
 def _or(parts: Iterable[Frag]) -> Frag:
     kept = [p for p in parts if p is not _FALSE]
     if not kept:
@@ -881,13 +890,7 @@ class Compiler:
         Part 2 permits."""
         released = self.released_members(clause, reach, alias, member)
         part2 = self._part2(clause, member, alias)
-        if part2 is _TRUE:
-            return released
-        # (a CASE: the Part 2 test only for a row whose member is released, see ``_part2``)
-        return (
-            f"(CASE WHEN {released[0]} THEN {part2[0]} ELSE FALSE END)",
-            (*released[1], *part2[1]),
-        )
+        return _then(released, part2)
 
     def released_members(self, clause: GrantClause, reach: Reach, alias: str, member: str) -> Frag:
         """``member``, of the row ``alias`` (a resource row or an index row: its ``rtype``),
@@ -959,13 +962,7 @@ class Compiler:
         grants = self.pinned("access_grant", g, "member")
         released = f"EXISTS (SELECT 1 FROM {grants} WHERE {condition[0]})", condition[1]
         part2 = self._part2(clause, ("?", (member,)), alias)
-        if part2 is _TRUE:
-            return released
-        # (a CASE: the Part 2 test only for a row whose member is released, see ``_part2``)
-        return (
-            f"(CASE WHEN {released[0]} THEN {part2[0]} ELSE FALSE END)",
-            (*released[1], *part2[1]),
-        )
+        return _then(released, part2)
 
     def _listed(self, column: str, value: str) -> Frag:
         """The access facts ``column`` (values separated by newlines, ``access_facts.py``) of
